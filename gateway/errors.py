@@ -1,0 +1,105 @@
+"""The gateway's branches of the :class:`~parsers.errors.RuncastError` hierarchy.
+
+The whole tree is drawn in the docstring of ``parsers/errors.py``. Foreign exceptions (aiohttp,
+asyncio timeouts) are translated into these at the one boundary that touches the library,
+with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parsers.errors import RuncastError
+
+__all__ = [
+    "ConfigError",
+    "StreamTruncated",
+    "SubscriberError",
+    "ToolError",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamHTTPError",
+    "UpstreamTimeout",
+]
+
+
+class UpstreamError(RuncastError):
+    """Talking to the upstream Assistants API failed."""
+
+
+class UpstreamConnectionError(UpstreamError):
+    """The upstream could not be reached, or the connection broke before a response."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """A connect, time-to-first-byte or idle-between-events timeout expired."""
+
+    def __init__(self, phase: str, seconds: float) -> None:
+        super().__init__(f"upstream {phase} timeout after {seconds:g}s")
+        self.phase = phase
+        self.seconds = seconds
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The upstream answered with a non-2xx status.
+
+    ``body`` is the parsed JSON body when it was JSON (the ``{"error": {...}}`` form), else the raw
+    bytes; ``error`` is the inner error object when present.
+    """
+
+    def __init__(self, status: int, body: Any, *, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        inner = body.get("error") if isinstance(body, dict) else None
+        self.error: dict[str, Any] | None = inner if isinstance(inner, dict) else None
+        message = self.error.get("message") if self.error else None
+        super().__init__(f"upstream HTTP {status}: {message or body!r}")
+
+
+class StreamTruncated(UpstreamError):
+    """The upstream stream ended without ``done`` while the run was not terminal.
+
+    ``last_status`` is the last run status seen on the stream (None if no run event arrived);
+    ``run_id``/``thread_id`` identify the run when known. ``partial_event`` tells whether bytes of an
+    unterminated event were pending at EOF.
+    """
+
+    def __init__(
+        self,
+        *,
+        last_status: str | None,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        partial_event: bool = False,
+    ) -> None:
+        super().__init__(
+            f"upstream stream for run {run_id} ended without 'done' "
+            f"(last run status: {last_status})"
+        )
+        self.last_status = last_status
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.partial_event = partial_event
+
+
+class SubscriberError(RuncastError):
+    """A subscriber's request cannot be served (HTTP status and a stable code attached)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ToolError(RuncastError):
+    """A tool handler raised, timed out, or received arguments that are not valid JSON."""
+
+    def __init__(self, name: str, tool_call_id: str, message: str) -> None:
+        super().__init__(f"tool {name!r} ({tool_call_id}): {message}")
+        self.name = name
+        self.tool_call_id = tool_call_id
+
+
+class ConfigError(RuncastError):
+    """Settings or command-line arguments are invalid."""
