@@ -1,0 +1,114 @@
+"""Request building for upstream calls: URLs, query strings and JSON bodies (pure, no I/O).
+
+A body given as bytes is the caller's own JSON and is sent as is (the transparent proxy must not
+re-encode a client's request). The one exception is the ``stream`` flag of the run-starting calls,
+which decides whether the answer is SSE or JSON (spec §1.4): :func:`with_stream_flag` splices
+``"stream":true`` into the bytes when it is missing, and re-encodes only when the caller set it to
+something else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+from urllib.parse import quote, urlencode
+
+import orjson
+from yarl import URL
+
+__all__ = [
+    "Body",
+    "Query",
+    "build_url",
+    "path_id",
+    "query_pairs",
+    "with_stream_flag",
+]
+
+Body: TypeAlias = bytes | Mapping[str, Any]
+"""A JSON request body: raw bytes (sent untouched) or a mapping (encoded with orjson)."""
+
+QueryValue: TypeAlias = str | int | float | bool | Sequence[str]
+Query: TypeAlias = str | Mapping[str, QueryValue | None] | None
+"""A query: an already-encoded string (sent verbatim) or a mapping; None values are dropped."""
+
+_JSON_WS = b" \t\r\n"  # RFC 8259 §2 insignificant whitespace
+
+
+def path_id(value: str) -> str:
+    """An object ID made safe as one path segment (IDs are opaque; never let one add a ``/``)."""
+    if not value:
+        raise ValueError("empty object ID in upstream path")
+    return quote(value, safe="")
+
+
+def query_pairs(query: Mapping[str, QueryValue | None]) -> list[tuple[str, str]]:
+    """Mapping to ordered pairs: booleans as ``true``/``false``; a sequence value ``v`` of key ``k``
+    becomes repeated ``k[]=v`` pairs, the encoding the openai SDK uses for ``include[]`` (spec §1.2)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in query.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        elif isinstance(value, str | int | float):
+            pairs.append((key, str(value)))
+        else:
+            name = key if key.endswith("[]") else key + "[]"
+            pairs.extend((name, str(item)) for item in value)
+    return pairs
+
+
+def build_url(base_url: str, path: str, query: Query = None) -> URL:
+    """``base_url`` joined with ``path`` (already percent-encoded, kept byte-exact) and ``query``."""
+    if not path.startswith("/"):
+        path = "/" + path
+    text = base_url.rstrip("/") + path
+    if isinstance(query, str):
+        if query:
+            text += "?" + query.removeprefix("?")
+    elif query:
+        pairs = query_pairs(query)
+        if pairs:
+            text += "?" + urlencode(pairs, quote_via=quote)
+    return URL(text, encoded=True)
+
+
+def with_stream_flag(body: Body | None, stream: bool) -> bytes:
+    """The JSON object ``body`` with its top-level ``stream`` set to ``stream``.
+
+    Bytes that already carry the wanted value come back unchanged; when the key is missing and a
+    stream is wanted, ``"stream":true`` is spliced in after the opening brace so every other byte
+    stays the client's. Raises ValueError when ``body`` is not a JSON object.
+    """
+    if body is None:
+        return b'{"stream":true}' if stream else b"{}"
+    if not isinstance(body, bytes):
+        obj = dict(body)
+        if stream:
+            obj["stream"] = True
+        else:
+            obj.pop("stream", None)
+        return orjson.dumps(obj)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ValueError("request body must be a JSON object")
+    current = parsed.get("stream")
+    if stream:
+        if current is True:
+            return body
+        if "stream" not in parsed:
+            start = len(body) - len(body.lstrip(_JSON_WS))
+            # `{` is at `start` (a JSON object); anything but `}` after it means members follow.
+            rest = body[start + 1 :]
+            sep = b"" if rest.lstrip(_JSON_WS).startswith(b"}") else b","
+            return body[: start + 1] + b'"stream":true' + sep + rest
+        parsed["stream"] = True
+        return orjson.dumps(parsed)
+    if not current:
+        return body
+    del parsed["stream"]
+    return orjson.dumps(parsed)

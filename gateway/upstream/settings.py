@@ -1,0 +1,87 @@
+"""Typed configuration of one upstream Assistants API (:class:`UpstreamSettings`).
+
+Strict like every configuration object of the project: unknown keys and wrong types are rejected
+when it is built from a mapping (``msgspec.convert(data, UpstreamSettings)``), and impossible
+values raise :class:`~gateway.errors.ConfigError` however it is built.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+__all__ = ["UpstreamSettings"]
+
+
+class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the upstream is, how to authenticate, and the timeout / retry / pool limits.
+
+    Timeouts fit streams (spec Appendix C, STYLE "aiohttp"): there is deliberately no total
+    timeout. ``connect_timeout`` bounds the TCP/TLS connect, ``first_byte_timeout`` runs from the
+    start of a request until the first body byte (it covers the wait for the response head), and
+    ``idle_timeout`` bounds every later wait for the next body chunk, so a run may stream for hours
+    as long as bytes keep coming.
+    """
+
+    base_url: str
+    """Root of the API including its version prefix, e.g. ``http://127.0.0.1:8001/v1``."""
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer``; when None the caller passes its own key per call."""
+    organization: str | None = None
+    """``OpenAI-Organization`` header, sent when set (spec §1.1)."""
+    project: str | None = None
+    """``OpenAI-Project`` header, sent when set (spec §1.1)."""
+
+    connect_timeout: float = 10.0
+    """Seconds to open a connection (the openai SDK uses 5 s; a loaded upstream may need more)."""
+    first_byte_timeout: float = 60.0
+    """Seconds from sending a request to its first body byte."""
+    idle_timeout: float = 120.0
+    """Seconds allowed between two body chunks (never a total timeout on a stream)."""
+
+    max_retries: int = 2
+    """Retries after the first attempt, only where safe (policy table in ``gateway.upstream``); 2 as in the openai SDK."""
+    backoff_base: float = 0.5
+    """First backoff delay in seconds; doubles per retry, with jitter (the SDK starts at 0.5 s)."""
+    backoff_max: float = 8.0
+    """Cap of one backoff delay in seconds (the SDK caps at 8 s)."""
+    retry_after_max: float = 60.0
+    """A ``Retry-After`` longer than this is not waited for: the 429/503 is raised instead (SDK: 60 s)."""
+
+    pool_limit: int = 100
+    """Connections open to the upstream at once (aiohttp ``TCPConnector(limit=)``; 0 = unlimited)."""
+    pool_limit_per_host: int = 0
+    """Per-host connection cap (0 = only ``pool_limit`` applies)."""
+    keepalive_timeout: float = 15.0
+    """Seconds an idle pooled connection is kept (aiohttp default); keep it below the upstream's own."""
+    max_error_body_bytes: int = 1 << 20
+    """Error bodies are read up to this size for :class:`~gateway.errors.UpstreamHTTPError`."""
+    max_response_bytes: int = 64 << 20
+    """Non-streamed JSON bodies larger than this are refused (bounded memory)."""
+    max_event_bytes: int | None = None
+    """Largest SSE line/event accepted on a run stream; None keeps ``parsers.sse``'s default."""
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream base_url must be an http(s) URL, got {self.base_url!r}")
+        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"upstream {name} must be > 0")
+        for name in ("backoff_base", "backoff_max", "retry_after_max", "keepalive_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"upstream {name} must be >= 0")
+        for name in ("max_retries", "pool_limit", "pool_limit_per_host"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"upstream {name} must be >= 0")
+        for name in ("max_error_body_bytes", "max_response_bytes", "max_event_bytes"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"upstream {name} must be > 0")
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks; the key must not.
+        key = None if self.api_key is None else "***"
+        return (
+            f"UpstreamSettings(base_url={self.base_url!r}, api_key={key}, "
+            f"organization={self.organization!r}, project={self.project!r})"
+        )

@@ -1,0 +1,266 @@
+"""Reading one streamed run response: chunks -> SSE events -> typed events (:class:`RunStream`).
+
+The I/O shell around the sans-I/O parsers: read a chunk, feed ``parsers.sse.SSEDecoder``, decode
+each event with ``parsers.assistants.decode_event``, and hand out :class:`StreamItem` values that
+keep the raw SSE pieces next to the typed event, so relaying needs no re-encoding.
+
+How a stream ends (spec §2.1, §2.4, Appendix C):
+
+* ``data: [DONE]`` -> the :class:`~parsers.assistants.DoneEvent` item is yielded, then iteration
+  stops and the response is released; bytes after it are ignored (as the openai SDK does, §6.2).
+* EOF (or a connection cut mid-body) without ``[DONE]``:
+
+  - after a terminal run event (completed, incomplete, failed, cancelled, expired) or
+    ``thread.run.requires_action``: a normal end. The run said its last word on this response;
+  - after an ``event: error``: a normal end too. The server may close right after it (§2.4), and
+    the error was already yielded as a typed :class:`~parsers.assistants.ErrorEvent`;
+  - otherwise :class:`~gateway.errors.StreamTruncated`, carrying the last run status, run and
+    thread IDs, and whether an unterminated event was pending. Events decoded before the cut are
+    yielded first.
+
+* ``event: error`` is yielded, never raised: the gateway relays it like any other event.
+* An event whose JSON does not fit its schema is yielded as an
+  :class:`~parsers.assistants.UnknownEvent` with the raw bytes and ``decode_error`` set, so one bad
+  payload is reported without ending the stream. Events with empty ``data`` are skipped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+from gateway.errors import StreamTruncated, UpstreamConnectionError
+from parsers.assistants import (
+    TERMINAL_RUN_STATUSES,
+    AssistantStreamEvent,
+    DoneEvent,
+    ErrorEvent,
+    RunEvent,
+    ThreadEvent,
+    UnknownEvent,
+    decode_event,
+)
+from parsers.errors import EventDecodeError
+from parsers.sse import ServerSentEvent, SSEDecoder
+
+from .transport import UpstreamResponse
+
+__all__ = ["RunStream", "StreamItem"]
+
+_CLEAN_EOF_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
+"""Run statuses after which EOF without ``[DONE]`` is a normal end (spec §2.1, §5)."""
+
+
+class StreamItem(msgspec.Struct, frozen=True):
+    """One event of an upstream run stream.
+
+    ``event`` is the typed event; ``sse`` is the decoded SSE event it came from, whose ``event``
+    name and ``data_bytes`` are the wire payload (byte-exact for valid UTF-8), ready to be framed
+    once with ``parsers.sse.encode_sse`` and shared by every subscriber. ``decode_error`` is set
+    when the payload did not fit its schema (``event`` is then an ``UnknownEvent``).
+    """
+
+    event: AssistantStreamEvent
+    sse: ServerSentEvent
+    decode_error: EventDecodeError | None = None
+
+    @property
+    def name(self) -> str:
+        """The SSE event name (``thread.message.delta``, ``error``, ``done``...)."""
+        return self.sse.event
+
+    @property
+    def data_bytes(self) -> bytes:
+        """The SSE ``data`` as bytes."""
+        return self.sse.data_bytes
+
+
+class RunStream:
+    """Async context manager and async iterator over one streamed run response.
+
+    ::
+
+        async with client.stream_run(thread_id, body) as stream:
+            async for item in stream:
+                ...
+
+    Entering sends the request (with the client's retries) and raises
+    :class:`~gateway.errors.UpstreamHTTPError` for a non-2xx answer; leaving releases the
+    response whether or not it was read to the end. :meth:`aclose` does the same for holders that
+    cannot use ``async with``. Iteration raises ``UpstreamTimeout`` (``first_byte``/``idle``),
+    ``StreamTruncated``, or ``parsers.errors.EventTooLarge``; after any of them it is over.
+    ``last_status``, ``run_id``, ``thread_id`` and ``last_error`` describe what was seen so far.
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_deferred",
+        "_done",
+        "_finished",
+        "_last_error",
+        "_last_status",
+        "_opener",
+        "_pending",
+        "_response",
+        "_run_id",
+        "_thread_id",
+    )
+
+    def __init__(
+        self,
+        opener: Callable[[], Awaitable[UpstreamResponse]],
+        *,
+        max_event_bytes: int | None = None,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        self._opener = opener
+        self._decoder = (
+            SSEDecoder() if max_event_bytes is None else SSEDecoder(max_event_bytes=max_event_bytes)
+        )
+        self._response: UpstreamResponse | None = None
+        self._pending: deque[StreamItem] = deque()
+        self._deferred: BaseException | None = None
+        self._finished = False
+        self._done = False
+        self._last_status: str | None = None
+        self._last_error: ErrorEvent | None = None
+        self._run_id = run_id
+        self._thread_id = thread_id
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._response is not None or self._finished:
+            raise RuntimeError("a RunStream can be entered only once")
+        self._response = await self._opener()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop iterating and release the response (closing the connection if unread)."""
+        self._finished = True
+        self._pending.clear()
+        self._deferred = None
+        if self._response is not None:
+            self._response.release()
+
+    # -- what was seen -----------------------------------------------------------------------
+
+    @property
+    def response(self) -> UpstreamResponse:
+        """The response head (``status``, ``headers`` such as ``x-request-id``)."""
+        if self._response is None:
+            raise RuntimeError("RunStream not entered")
+        return self._response
+
+    @property
+    def last_status(self) -> str | None:
+        """Status of the last run event decoded, None before any."""
+        return self._last_status
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    @property
+    def thread_id(self) -> str | None:
+        return self._thread_id
+
+    @property
+    def done(self) -> bool:
+        """True once ``[DONE]`` was received."""
+        return self._done
+
+    @property
+    def last_error(self) -> ErrorEvent | None:
+        """The last ``event: error`` seen, if any."""
+        return self._last_error
+
+    # -- iteration ---------------------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StreamItem:
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            if self._finished:
+                deferred, self._deferred = self._deferred, None
+                if deferred is not None:
+                    raise deferred
+                raise StopAsyncIteration
+            await self._fill()
+
+    async def _fill(self) -> None:
+        response = self._response
+        if response is None:
+            raise RuntimeError("iterate a RunStream inside `async with`")
+        cut: UpstreamConnectionError | None = None
+        try:
+            try:
+                chunk = await response.read_chunk()
+            except UpstreamConnectionError as exc:
+                # A connection cut mid-body is an EOF for the purpose of judging truncation.
+                chunk, cut = b"", exc
+            events = self._decoder.feed(chunk) if chunk else self._decoder.close()
+        except BaseException:
+            self._finished = True
+            response.release()
+            raise
+        for sse in events:
+            self._take(sse)
+            if self._done:
+                self._finished = True
+                response.release()
+                return
+        if not chunk:
+            self._finished = True
+            response.release()
+            self._deferred = self._judge_eof(cut)
+
+    def _take(self, sse: ServerSentEvent) -> None:
+        decode_error: EventDecodeError | None = None
+        try:
+            event = decode_event(sse)
+        except EventDecodeError as exc:
+            event = UnknownEvent(event=sse.event, data=sse.data_bytes)
+            decode_error = exc
+        if isinstance(event, RunEvent):
+            run = event.data
+            self._last_status = run.status
+            self._run_id = run.id
+            self._thread_id = run.thread_id or self._thread_id
+        elif isinstance(event, ThreadEvent):
+            self._thread_id = event.data.id
+        elif isinstance(event, ErrorEvent):
+            self._last_error = event
+        elif isinstance(event, DoneEvent):
+            self._done = True
+        elif isinstance(event, UnknownEvent) and not event.data and decode_error is None:
+            return  # empty-data event: nothing to relay (spec Appendix C)
+        self._pending.append(StreamItem(event, sse, decode_error))
+
+    def _judge_eof(self, cut: UpstreamConnectionError | None) -> StreamTruncated | None:
+        if self._last_error is not None or self._last_status in _CLEAN_EOF_STATUSES:
+            return None
+        exc = StreamTruncated(
+            last_status=self._last_status,
+            run_id=self._run_id,
+            thread_id=self._thread_id,
+            partial_event=self._decoder.truncated,
+        )
+        exc.__cause__ = cut
+        return exc

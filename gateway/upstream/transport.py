@@ -1,0 +1,278 @@
+"""The one boundary between runcast and aiohttp for upstream calls.
+
+:class:`Transport` owns the pooled ``ClientSession`` and sends single attempts;
+:class:`UpstreamResponse` wraps the answer and reads its body chunk by chunk under the stream
+timeouts. Every aiohttp or asyncio timeout exception is translated here, with
+``raise ... from exc``, into the ``gateway.errors`` hierarchy:
+
+=======================================  =====================================================
+aiohttp / asyncio                        raised as
+=======================================  =====================================================
+``ClientConnectorError`` (refused, DNS)  :class:`UpstreamConnectError` (nothing was sent)
+``ClientSSLError`` (TLS)                 ``UpstreamConnectionError``
+``ConnectionTimeoutError``               ``UpstreamTimeout("connect", connect_timeout)``
+first-byte deadline expired              ``UpstreamTimeout("first_byte", first_byte_timeout)``
+no chunk within ``idle_timeout``         ``UpstreamTimeout("idle", idle_timeout)``
+``ClientPayloadError`` (body cut)        ``UpstreamConnectionError``
+other ``ClientError`` / ``OSError``      ``UpstreamConnectionError``
+=======================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from gateway.errors import UpstreamConnectionError, UpstreamTimeout
+from parsers.errors import RemoteProtocolError
+
+from .settings import UpstreamSettings
+
+__all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
+
+
+_NO_BODY_SKIP = ("Content-Type",)
+
+
+class UpstreamConnectError(UpstreamConnectionError):
+    """No connection could be opened (refused, unreachable, DNS): the request was not sent."""
+
+
+class UpstreamResponse:
+    """An upstream answer whose body has not been read yet.
+
+    ``status``, ``reason`` and ``headers`` are the response head as received. The body is read
+    with :meth:`read_chunk`, ``async for chunk in response`` or :meth:`read`; the first chunk must
+    arrive before the request's first-byte deadline, each later one within ``idle_timeout``.
+    Bodies are content-decoded (gzip/deflate) unless the request asked for ``decompress=False``,
+    in which case the bytes are exactly the upstream's. :meth:`release` (idempotent) gives the
+    connection back to the pool, or closes it when the body was not read to the end.
+    """
+
+    __slots__ = (
+        "_first_byte_deadline",
+        "_first_byte_timeout",
+        "_idle_timeout",
+        "_on_release",
+        "_resp",
+        "_started",
+        "headers",
+        "reason",
+        "status",
+    )
+
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        *,
+        first_byte_deadline: float,
+        first_byte_timeout: float,
+        idle_timeout: float,
+        on_release: Callable[[], None],
+    ) -> None:
+        self._resp = resp
+        self._first_byte_deadline = first_byte_deadline
+        self._first_byte_timeout = first_byte_timeout
+        self._idle_timeout = idle_timeout
+        self._on_release: Callable[[], None] | None = on_release
+        self._started = False
+        self.status: int = resp.status
+        self.reason: str = resp.reason or ""
+        self.headers: CIMultiDictProxy[str] = resp.headers
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx status."""
+        return 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, lower-cased ("" when absent)."""
+        return self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+
+    @property
+    def released(self) -> bool:
+        return self._on_release is None
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body as it arrived; ``b""`` once the body is complete.
+
+        Raises :class:`~gateway.errors.UpstreamTimeout` (``first_byte`` or ``idle``) or
+        :class:`~gateway.errors.UpstreamConnectionError` when the connection breaks mid-body
+        (a cut chunked or ``Content-Length`` body).
+        """
+        content = self._resp.content
+        scope: asyncio.Timeout | None = None
+        phase, limit = "idle", self._idle_timeout
+        try:
+            # Data already buffered needs no timer: the common case while a stream is busy.
+            data = content.read_nowait()
+            if not data and not content.at_eof():
+                if self._started:
+                    deadline = asyncio.get_running_loop().time() + limit
+                else:
+                    phase, limit = "first_byte", self._first_byte_timeout
+                    deadline = self._first_byte_deadline
+                scope = asyncio.timeout_at(deadline)
+                async with scope:
+                    data = await content.readany()
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            if scope is not None and scope.expired():
+                raise UpstreamTimeout(phase, limit) from exc
+            raise UpstreamConnectionError(f"upstream read failed: {exc!r}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamConnectionError(f"upstream connection lost mid-body: {exc!r}") from exc
+        self._started = True
+        return data
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.read_chunk()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    async def read(self, *, limit: int) -> bytes:
+        """The whole remaining body; :class:`~parsers.errors.RemoteProtocolError` past ``limit`` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        while data := await self.read_chunk():
+            size += len(data)
+            if size > limit:
+                self.release()
+                raise RemoteProtocolError(f"upstream body exceeds the {limit}-byte limit")
+            parts.append(data)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Hand the connection back (closed instead if the body is unfinished). Idempotent."""
+        on_release, self._on_release = self._on_release, None
+        if on_release is not None:
+            self._resp.release()
+            on_release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Transport:
+    """Owns the pooled ``ClientSession`` of one upstream and sends single attempts.
+
+    Created idle; :meth:`start` must run inside the event loop (aiohttp binds the session to
+    it) and :meth:`aclose` closes every pooled connection.
+    """
+
+    __slots__ = ("_open_responses", "_session", "_settings", "_timeout")
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._open_responses = 0
+        # No total and no sock_read: waits for bytes are bounded per phase in UpstreamResponse,
+        # which can say *which* phase expired; `connect=None` leaves the wait for a pooled
+        # connection to the first-byte deadline.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=None
+        )
+
+    @property
+    def open_responses(self) -> int:
+        """Responses handed out and not yet released (streams in flight)."""
+        return self._open_responses
+
+    @property
+    def started(self) -> bool:
+        return self._session is not None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        s = self._settings
+        connector = aiohttp.TCPConnector(
+            limit=s.pool_limit,
+            limit_per_host=s.pool_limit_per_host,
+            keepalive_timeout=s.keepalive_timeout,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            # Sent bytes are the caller's; aiohttp must not add JSON of its own or cookies.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _released(self) -> None:
+        self._open_responses -= 1
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        decompress: bool = True,
+    ) -> UpstreamResponse:
+        """One attempt: open (or reuse) a connection, send, and wait for the response head."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("UpstreamClient used before start() or after aclose()")
+        s = self._settings
+        deadline = asyncio.get_running_loop().time() + s.first_byte_timeout
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                resp = await session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    # aiohttp would label a bodiless POST (cancel) application/octet-stream.
+                    skip_auto_headers=_NO_BODY_SKIP if body is None else (),
+                    allow_redirects=False,  # never carry the key to another origin
+                    auto_decompress=decompress,
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamTimeout("connect", s.connect_timeout) from exc
+        except aiohttp.ClientSSLError as exc:
+            # A TLS failure is not transient; do not let it pass as "nothing was sent, retry".
+            raise UpstreamConnectionError(
+                f"TLS failure with upstream {url.origin()}: {exc}"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectError(f"cannot connect to upstream {url.origin()}: {exc}") from exc
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            if scope.expired():
+                raise UpstreamTimeout("first_byte", s.first_byte_timeout) from exc
+            raise UpstreamConnectionError(f"upstream request failed: {exc!r}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamConnectionError(f"upstream request failed: {exc!r}") from exc
+        self._open_responses += 1
+        return UpstreamResponse(
+            resp,
+            first_byte_deadline=deadline,
+            first_byte_timeout=s.first_byte_timeout,
+            idle_timeout=s.idle_timeout,
+            on_release=self._released,
+        )
