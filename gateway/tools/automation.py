@@ -1,0 +1,279 @@
+"""The seam between the gateway's run relay and tool automation: ``ToolAutomation``.
+
+Lifecycle: construct with settings (and optionally a registry built in code), ``await start()``
+(opens the worker thread pool and, when webhooks are configured, the one aiohttp session), and
+``await aclose()`` at shutdown. In between, for every ``thread.run.requires_action`` it sees::
+
+    outcome = await automation.run_action(run, emit)
+    match outcome:
+        case Submit():  POST outcome.request_body() to .../submit_tool_outputs (stream), splice it
+        case Skip():    pass requires_action (and the done after it) to the client unchanged
+        case Cancel():  POST .../runs/{id}/cancel; outcome.reason says why
+
+Rounds are counted per run to enforce ``max_rounds`` (spec §5: a continuation may end in
+``requires_action`` again). The same action (same run, same call ids) is answered only once:
+a second ``run_action`` for it returns ``Skip``, so the outputs cannot be submitted twice.
+Per-run state is bounded (oldest runs forgotten first); ``forget(run_id)`` drops it at once when
+the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+
+from gateway.errors import ConfigError
+
+from . import events
+from .events import Emit, publish
+from .executor import ExecutorStatistics, PendingCall, ToolExecutor
+from .handlers import Handler, PythonHandler
+from .outcome import ActionOutcome, Cancel, Skip, Submit, ToolOutput
+from .registry import ToolRegistry
+from .settings import FALLBACK, ToolSettings
+from .webhook import WebhookHandler
+
+if TYPE_CHECKING:
+    from parsers.assistants import Run
+
+__all__ = ["AutomationStatistics", "ToolAutomation"]
+
+log = logging.getLogger("runcast.tools")
+
+_MAX_TRACKED_RUNS = 10_000
+
+
+class AutomationStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    tracked_runs: int
+    """Runs whose round count is kept (bounded; ``forget`` drops one)."""
+    executor: ExecutorStatistics
+
+
+class _RunState(msgspec.Struct, kw_only=True):
+    rounds: int = 0
+    last_action: tuple[str, ...] | None = None
+
+
+class ToolAutomation:
+    """Answers ``requires_action`` with Python handlers and webhooks. One per gateway.
+
+    ``registry`` is copied, then ``settings.modules`` are imported into the copy; add handlers
+    later through ``automation.registry``. ``clock`` gives Unix time (the unit of ``expires_at``).
+    """
+
+    def __init__(
+        self,
+        settings: ToolSettings,
+        registry: ToolRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_tracked_runs: int = _MAX_TRACKED_RUNS,
+    ) -> None:
+        self.settings = settings
+        self.registry = ToolRegistry()
+        if registry is not None:
+            for name in registry:
+                fn = registry.get(name)
+                assert fn is not None
+                self.registry.register(fn, name=name)
+        for module in settings.modules:
+            self.registry.add_module(module)
+        self._clock = clock
+        self._max_tracked_runs = max_tracked_runs
+        self._runs: OrderedDict[str, _RunState] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._python: dict[str, PythonHandler] = {}
+        self._webhooks: dict[str, WebhookHandler] = {}
+        self._executor = ToolExecutor(
+            self._resolve,
+            timeout=settings.timeout,
+            concurrency=settings.concurrency,
+            on_error=settings.on_error,
+            policy=settings.policy,
+            clock=clock,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any tool can be answered at all (a gateway may skip automation otherwise)."""
+        return len(self.registry) > 0 or bool(self.settings.webhooks)
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            raise RuntimeError("ToolAutomation already started")
+        both = sorted(set(self.registry) & (set(self.settings.webhooks) - {FALLBACK}))
+        if both:
+            raise ConfigError(f"tools with both a Python handler and a webhook: {', '.join(both)}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.settings.threads, thread_name_prefix="runcast-tool"
+        )
+        if self.settings.webhooks:
+            # total=None: the per-call timeout bounds each call, retries included.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeout),
+                headers={"User-Agent": "runcast"},
+            )
+        log.info(
+            "tool automation: python tools %s, webhooks %s, policy %s",
+            sorted(self.registry) or "none",
+            sorted(self.settings.webhooks) or "none",
+            self.settings.policy,
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        pool, self._pool = self._pool, None
+        self._python.clear()
+        self._webhooks.clear()
+        try:
+            if session is not None:
+                await session.close()
+        finally:
+            if pool is not None:
+                # A sync handler stuck past its timeout must not hold shutdown (it cannot be
+                # interrupted); queued jobs are dropped.
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> ToolAutomation:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def handles(self, run: Run) -> bool:
+        """Whether ``run_action`` would answer this run's action (the policy check)."""
+        calls = _pending_calls(run)
+        return bool(calls) and self._executor.handles(calls)
+
+    def statistics(self) -> AutomationStatistics:
+        return AutomationStatistics(
+            tracked_runs=len(self._runs), executor=self._executor.statistics()
+        )
+
+    def rounds(self, run_id: str) -> int:
+        """Submissions made so far for ``run_id``."""
+        state = self._runs.get(run_id)
+        return state.rounds if state is not None else 0
+
+    def forget(self, run_id: str) -> None:
+        """Drop the per-run state (call when the run reaches a terminal status)."""
+        self._runs.pop(run_id, None)
+
+    async def run_action(
+        self, run: Run, emit: Emit | None = None, *, round: int | None = None
+    ) -> ActionOutcome:
+        """Answer ``run``'s ``required_action`` (the payload of ``thread.run.requires_action``).
+
+        ``emit`` receives the ``runcast.tool_call.*`` and ``runcast.tool_automation.cancelled``
+        events for the run's subscriber channels. ``round`` (1-based) overrides the internal
+        round count when the caller tracks rounds itself.
+        """
+        if self._pool is None:
+            raise RuntimeError("ToolAutomation.run_action() before start()")
+        calls = _pending_calls(run)
+        if not calls:
+            return Skip(reason="the run has no submit_tool_outputs action")
+        if not self._executor.handles(calls):
+            missing = sorted({c.function.name for c in calls if self._executor.resolve(c) is None})
+            return Skip(reason=f"no handler for {', '.join(map(repr, missing))} (policy 'all')")
+
+        state = self._state(run.id)
+        action = tuple(call.id for call in calls)
+        if state.last_action == action:
+            return Skip(reason="this action is already being answered")
+        done = state.rounds if round is None else round - 1
+        if done >= self.settings.max_rounds:
+            return await self._cancel(
+                run, emit, f"tool round limit reached ({self.settings.max_rounds} submissions)"
+            )
+
+        state.last_action = action
+        decided = False
+        try:
+            deadline = (
+                run.expires_at - self.settings.expiry_margin if run.expires_at is not None else None
+            )
+            result = await self._executor.run(
+                calls, run_id=run.id, thread_id=run.thread_id, deadline=deadline, emit=emit
+            )
+            decided = True
+        finally:
+            if not decided:
+                # Interrupted (e.g. the relay was cancelled): the action may be tried again.
+                state.last_action = None
+        # handles() was checked above, so the executor answered rather than declined.
+        assert result is not None
+        if result.cancel_reason is not None:
+            return await self._cancel(run, emit, result.cancel_reason)
+        state.rounds = done + 1
+        log.info(
+            "run %s: answering %d tool call(s), round %d", run.id, len(result.results), done + 1
+        )
+        return Submit(
+            tool_outputs=tuple(
+                ToolOutput(tool_call_id=r.tool_call_id, output=r.output) for r in result.results
+            ),
+            results=result.results,
+            round=done + 1,
+            not_after=float(run.expires_at) if run.expires_at is not None else None,
+        )
+
+    async def _cancel(self, run: Run, emit: Emit | None, reason: str) -> Cancel:
+        log.warning("run %s: cancelling: %s", run.id, reason)
+        await publish(
+            emit, events.automation_cancelled(run_id=run.id, thread_id=run.thread_id, reason=reason)
+        )
+        return Cancel(reason=reason)
+
+    def _state(self, run_id: str) -> _RunState:
+        state = self._runs.get(run_id)
+        if state is None:
+            state = self._runs[run_id] = _RunState()
+            while len(self._runs) > self._max_tracked_runs:
+                self._runs.popitem(last=False)
+        else:
+            self._runs.move_to_end(run_id)
+        return state
+
+    def _resolve(self, name: str) -> Handler | None:
+        if self._pool is None:
+            raise RuntimeError("ToolAutomation used before start()")
+        fn = self.registry.get(name)
+        if fn is not None:
+            python = self._python.get(name)
+            if python is None or python.fn is not fn:
+                python = self._python[name] = PythonHandler(fn, self._pool)
+            return python
+        url = self.settings.webhooks.get(name) or self.settings.webhooks.get(FALLBACK)
+        if url is None:
+            return None
+        # Keyed by URL, not by tool name: names come from the model and are unbounded.
+        webhook = self._webhooks.get(url)
+        if webhook is None:
+            assert self._session is not None
+            webhook = self._webhooks[url] = WebhookHandler(
+                url,
+                self._session,
+                secret=self.settings.webhook_secret,
+                retries=self.settings.webhook_retries,
+                backoff=self.settings.webhook_backoff,
+                max_output_bytes=self.settings.max_output_bytes,
+            )
+        return webhook
+
+
+def _pending_calls(run: Any) -> Sequence[PendingCall]:
+    action = run.required_action
+    if action is None or action.type != "submit_tool_outputs":
+        return ()
+    calls: Sequence[PendingCall] = action.submit_tool_outputs.tool_calls
+    return calls

@@ -1,0 +1,344 @@
+"""Running every tool call of one required action: concurrency, timeouts, failures, the deadline.
+
+Theory of operation. ``ToolExecutor.run`` receives the action's calls (spec §4.1
+``required_action.submit_tool_outputs.tool_calls``) and produces exactly one output per call, in
+the calls' order, because the upstream wants all outputs in one request (spec §1.3). All calls
+run at once in one ``TaskGroup``; a semaphore shared by every action caps how many handlers run
+at the same time across the gateway. Per call:
+
+- arguments that are not a JSON object, a handler that raises, or one that exceeds ``timeout``
+  become an ``{"error": "..."}`` output the model can react to; with ``on_error="cancel"`` the
+  first such failure aborts the other calls and the action ends with a cancel reason instead;
+- a call with no handler is answered with an error output (policy ``error``) or makes the whole
+  action the client's business (policy ``all``: ``run`` returns None before running anything).
+
+The whole action runs under the action's deadline (``expires_at`` minus a margin, spec §5: after
+``expires_at`` the run is expired and a submission is refused). If the handlers are still running
+when it passes, they are cancelled and the action ends with a cancel reason: submitting late is
+useless and the run must not sit in ``requires_action``.
+
+``runcast.tool_call.*`` events (``events.py``) go to ``emit`` as calls start and end; an ``emit``
+that raises is logged and never fails a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
+
+import msgspec
+
+from gateway.errors import ToolError
+
+from . import events
+from .events import Emit, publish
+from .handlers import Handler, ToolCall, error_output, parse_arguments
+
+__all__ = [
+    "ActionResult",
+    "CallResult",
+    "ExecutorStatistics",
+    "PendingCall",
+    "ToolExecutor",
+]
+
+log = logging.getLogger("runcast.tools")
+
+
+class _Function(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def arguments(self) -> str: ...
+
+
+class PendingCall(Protocol):
+    """The shape of ``parsers.assistants.RequiredToolCall`` this module relies on."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def function(self) -> _Function: ...
+
+
+class CallResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to one call: ``output`` is what gets submitted (an error output when not ok)."""
+
+    tool_call_id: str
+    name: str
+    output: str
+    ok: bool
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
+    """All calls answered (``cancel_reason`` None), or why the run must be cancelled instead."""
+
+    results: tuple[CallResult, ...]
+    cancel_reason: str | None = None
+
+
+class ExecutorStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Handler calls waiting for the concurrency limit, running, and finished since start."""
+
+    calls_waiting: int
+    calls_running: int
+    calls_completed: int
+    calls_failed: int
+
+
+class _Abort(Exception):
+    """A call failed while ``on_error="cancel"``: stop the sibling calls."""
+
+    def __init__(self, result: CallResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+class ToolExecutor:
+    """Runs actions' calls with a shared concurrency limit. One per gateway.
+
+    ``resolve`` maps a tool name to its handler (None: no handler). ``clock`` gives Unix time,
+    the unit of ``expires_at``.
+    """
+
+    def __init__(
+        self,
+        resolve: Callable[[str], Handler | None],
+        *,
+        timeout: float,
+        concurrency: int,
+        on_error: Literal["output", "cancel"] = "output",
+        policy: Literal["all", "error"] = "all",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._resolve = resolve
+        self._timeout = timeout
+        self._limit = asyncio.Semaphore(concurrency)
+        self._on_error = on_error
+        self._policy = policy
+        self._clock = clock
+        self._waiting = 0
+        self._running = 0
+        self._completed = 0
+        self._failed = 0
+
+    def statistics(self) -> ExecutorStatistics:
+        return ExecutorStatistics(
+            calls_waiting=self._waiting,
+            calls_running=self._running,
+            calls_completed=self._completed,
+            calls_failed=self._failed,
+        )
+
+    def resolve(self, call: PendingCall) -> Handler | None:
+        if call.type != "function":
+            return None
+        return self._resolve(call.function.name)
+
+    def handles(self, calls: Sequence[PendingCall]) -> bool:
+        """Whether ``run`` would answer these calls (policy ``all``: each one has a handler)."""
+        if not calls:
+            return False
+        if self._policy == "error":
+            return True
+        return all(self.resolve(call) is not None for call in calls)
+
+    async def run(
+        self,
+        calls: Sequence[PendingCall],
+        *,
+        run_id: str,
+        thread_id: str,
+        deadline: float | None = None,
+        emit: Emit | None = None,
+    ) -> ActionResult | None:
+        """Answer every call, or return None when the policy leaves the action to the client.
+
+        ``deadline`` is Unix time by which every output must be ready (None: no deadline).
+        """
+        if not self.handles(calls):
+            return None
+        handlers = [self.resolve(call) for call in calls]
+        if deadline is not None:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return ActionResult(
+                    results=(),
+                    cancel_reason=f"the action's deadline passed {-remaining:.1f}s before "
+                    "its tool calls could start",
+                )
+            when: float | None = asyncio.get_running_loop().time() + remaining
+        else:
+            when = None
+
+        results: list[CallResult | None] = [None] * len(calls)
+        started: dict[int, float] = {}
+        cancel_reason: str | None = None
+        try:
+            async with asyncio.timeout_at(when):
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for index, (call, handler) in enumerate(zip(calls, handlers, strict=True)):
+                            group.create_task(
+                                self._answer(
+                                    index, call, handler, run_id, thread_id, results, started, emit
+                                )
+                            )
+                except* _Abort as aborted:
+                    failure = aborted.exceptions[0]
+                    assert isinstance(failure, _Abort)
+                    cancel_reason = (
+                        f"tool {failure.result.name!r} ({failure.result.tool_call_id}) failed: "
+                        f"{failure.result.error}"
+                    )
+        except TimeoutError:
+            cancel_reason = "tool calls did not finish before the action's deadline"
+
+        if cancel_reason is not None:
+            # Calls cut short by the abort or the deadline still get their closing event.
+            for index, t0 in started.items():
+                if results[index] is None:
+                    call = calls[index]
+                    await publish(
+                        emit,
+                        events.tool_call_failed(
+                            run_id=run_id,
+                            thread_id=thread_id,
+                            tool_call_id=call.id,
+                            name=call.function.name,
+                            duration_ms=_since(t0),
+                            error=f"cancelled: {cancel_reason}",
+                        ),
+                    )
+            return ActionResult(
+                results=tuple(r for r in results if r is not None), cancel_reason=cancel_reason
+            )
+        answered = tuple(r for r in results if r is not None)
+        assert len(answered) == len(calls)
+        return ActionResult(results=answered)
+
+    async def _answer(
+        self,
+        index: int,
+        call: PendingCall,
+        handler: Handler | None,
+        run_id: str,
+        thread_id: str,
+        results: list[CallResult | None],
+        started: dict[int, float],
+        emit: Emit | None,
+    ) -> None:
+        name = call.function.name
+        ids = {"run_id": run_id, "thread_id": thread_id, "tool_call_id": call.id, "name": name}
+        abortable = self._on_error == "cancel"
+        if handler is None:
+            # Only reachable with policy "error"; not a handler failure, so never a cancel.
+            abortable = False
+            error: str | None = f"no handler for tool {name!r}"
+        else:
+            try:
+                arguments = parse_arguments(call.function.arguments)
+            except ValueError as exc:
+                error = str(exc)
+            else:
+                error = None
+        if error is not None:
+            result = CallResult(
+                tool_call_id=call.id, name=name, output=error_output(error), ok=False, error=error
+            )
+            results[index] = result
+            await publish(emit, events.tool_call_failed(**ids, duration_ms=0.0, error=error))
+            if abortable:
+                raise _Abort(result)
+            return
+
+        assert handler is not None
+        tool_call = ToolCall(
+            run_id=run_id,
+            thread_id=thread_id,
+            tool_call_id=call.id,
+            name=name,
+            arguments=arguments,
+            arguments_raw=call.function.arguments,
+        )
+        self._waiting += 1
+        try:
+            await self._limit.acquire()
+        finally:
+            self._waiting -= 1
+        self._running += 1
+        try:
+            started[index] = time.perf_counter()
+            await publish(emit, events.tool_call_started(**ids))
+            # Timed from here: publishing the event is not the handler's time.
+            t0 = time.perf_counter()
+            output, error = await self._invoke(handler, tool_call)
+            duration_ms = _since(t0)
+        finally:
+            self._running -= 1
+            self._limit.release()
+        if error is None:
+            self._completed += 1
+        else:
+            self._failed += 1
+        if error is None:
+            assert output is not None
+            results[index] = CallResult(
+                tool_call_id=call.id, name=name, output=output, ok=True, duration_ms=duration_ms
+            )
+            await publish(emit, events.tool_call_completed(**ids, duration_ms=duration_ms))
+            return
+        result = CallResult(
+            tool_call_id=call.id,
+            name=name,
+            output=error_output(error),
+            ok=False,
+            error=error,
+            duration_ms=duration_ms,
+        )
+        results[index] = result
+        await publish(emit, events.tool_call_failed(**ids, duration_ms=duration_ms, error=error))
+        if abortable:
+            raise _Abort(result)
+
+    async def _invoke(self, handler: Handler, call: ToolCall) -> tuple[str | None, str | None]:
+        """(output, None) on success, (None, error message) on failure."""
+        scope = asyncio.timeout(self._timeout)
+        try:
+            async with scope:
+                return await handler(call), None
+        except TimeoutError as exc:
+            if scope.expired():
+                return None, f"tool {call.name!r} timed out after {self._timeout:g}s"
+            return None, _describe(exc)
+        except ToolError as exc:
+            log.warning("tool call of run %s failed: %s", call.run_id, exc)
+            # The event and the output name the tool already; keep only what went wrong.
+            prefix = f"tool {exc.name!r} ({exc.tool_call_id}): "
+            text = str(exc)
+            return None, text.removeprefix(prefix)
+        except Exception as exc:
+            log.warning(
+                "tool %r (%s) of run %s raised",
+                call.name,
+                call.tool_call_id,
+                call.run_id,
+                exc_info=exc,
+            )
+            return None, _describe(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

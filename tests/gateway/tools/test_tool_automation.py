@@ -1,0 +1,167 @@
+"""The relay's seam: ToolAutomation rounds, duplicates, outcomes and lifecycle (automation.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+from tool_scenarios import AutomationFactory, Recorder, make_run
+
+from gateway.errors import ConfigError
+from gateway.tools import Cancel, Skip, Submit, ToolAutomation, ToolRegistry, ToolSettings
+
+HERE = Path(__file__).parent
+
+
+def echo_registry() -> ToolRegistry:
+    registry = ToolRegistry()
+    registry.register(lambda text: text, name="echo")
+    return registry
+
+
+@pytest.mark.asyncio
+async def test_submit_request_body_is_the_spec_body(automation_for: AutomationFactory) -> None:
+    run = make_run(("call_C3", "echo", '{"text":"4 \\u00b0C"}'), expires_at=1_900_000_000)
+    async with automation_for(echo_registry()) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    # Spec §1.3: {"tool_outputs":[{"tool_call_id":...,"output":...}],"stream":true}
+    assert orjson.loads(outcome.request_body()) == {
+        "tool_outputs": [{"tool_call_id": "call_C3", "output": "4 °C"}],
+        "stream": True,
+    }
+    assert outcome.round == 1
+    assert outcome.not_after == 1_900_000_000
+    assert outcome.results[0].ok
+
+
+@pytest.mark.asyncio
+async def test_rounds_are_capped_per_run(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    async with automation_for(echo_registry(), max_rounds=2) as automation:
+        first = await automation.run_action(make_run(("c1", "echo", '{"text":"a"}')), recorder)
+        second = await automation.run_action(make_run(("c2", "echo", '{"text":"b"}')), recorder)
+        other_run = await automation.run_action(
+            make_run(("c1", "echo", '{"text":"x"}'), run_id="run_2"), recorder
+        )
+        third = await automation.run_action(make_run(("c3", "echo", '{"text":"c"}')), recorder)
+        assert automation.rounds("run_1") == 2
+        automation.forget("run_1")
+        assert automation.rounds("run_1") == 0
+    assert isinstance(first, Submit) and first.round == 1
+    assert isinstance(second, Submit) and second.round == 2
+    assert isinstance(other_run, Submit) and other_run.round == 1
+    assert third == Cancel(reason="tool round limit reached (2 submissions)")
+    assert recorder.events[-1][0] == "runcast.tool_automation.cancelled"
+
+
+@pytest.mark.asyncio
+async def test_caller_may_pass_the_round_number(automation_for: AutomationFactory) -> None:
+    async with automation_for(echo_registry(), max_rounds=3) as automation:
+        run = make_run(("c1", "echo", '{"text":"a"}'))
+        assert isinstance(await automation.run_action(run, round=3), Submit)
+        run = make_run(("c2", "echo", '{"text":"b"}'))
+        assert isinstance(await automation.run_action(run, round=4), Cancel)
+
+
+@pytest.mark.asyncio
+async def test_the_same_action_is_answered_once(automation_for: AutomationFactory) -> None:
+    gate = asyncio.Event()
+    calls = 0
+    registry = ToolRegistry()
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "done"
+
+    registry.register(slow)
+    run = make_run(("c1", "slow", "{}"))
+    async with automation_for(registry) as automation:
+        first = asyncio.create_task(automation.run_action(run))
+        while calls == 0:
+            await asyncio.sleep(0)
+        concurrent = await automation.run_action(run)
+        gate.set()
+        answered = await first
+        again = await automation.run_action(run)
+    assert concurrent == Skip(reason="this action is already being answered")
+    assert isinstance(answered, Submit)
+    assert again == concurrent
+    assert calls == 1
+
+
+@pytest.mark.asyncio
+async def test_an_interrupted_action_may_be_tried_again(automation_for: AutomationFactory) -> None:
+    started = asyncio.Event()
+    registry = ToolRegistry()
+
+    async def wait_once() -> str:
+        if not started.is_set():
+            started.set()
+            await asyncio.Event().wait()
+        return "second time"
+
+    registry.register(wait_once)
+    run = make_run(("c1", "wait_once", "{}"))
+    async with automation_for(registry) as automation:
+        task = asyncio.create_task(automation.run_action(run))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert outcome.tool_outputs[0].output == "second time"
+
+
+@pytest.mark.asyncio
+async def test_runs_without_a_tool_action_are_skipped(automation_for: AutomationFactory) -> None:
+    async with automation_for(echo_registry(), policy="error") as automation:
+        empty = make_run()
+        assert not automation.handles(empty)
+        assert isinstance(await automation.run_action(empty), Skip)
+
+
+@pytest.mark.asyncio
+async def test_settings_modules_are_loaded_next_to_a_given_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(HERE))
+    given = echo_registry()
+    settings = ToolSettings(modules=("runcast_sample_tools",))
+    automation = ToolAutomation(settings, given)
+    assert automation.registry.names() == ["echo", "get_weather", "lookup_customer"]
+    assert given.names() == ["echo"]  # the caller's registry is not modified
+    assert automation.enabled
+    run = make_run(
+        ("c1", "get_weather", '{"city":"Oslo"}'), ("c2", "lookup_customer", '{"customer_id":"7"}')
+    )
+    async with automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert outcome.as_dicts() == [
+        {"tool_call_id": "c1", "output": '{"city":"Oslo","temp_c":4}'},
+        {"tool_call_id": "c2", "output": "customer 7"},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_tool_with_python_and_webhook_handlers_is_rejected() -> None:
+    settings = ToolSettings(webhooks={"echo": "http://127.0.0.1:1/x"}, webhook_secret="s")
+    automation = ToolAutomation(settings, echo_registry())
+    with pytest.raises(ConfigError, match="both a Python handler and a webhook: echo"):
+        await automation.start()
+    await automation.aclose()
+
+
+@pytest.mark.asyncio
+async def test_use_before_start_is_an_error() -> None:
+    automation = ToolAutomation(ToolSettings(), echo_registry())
+    assert not ToolAutomation(ToolSettings()).enabled
+    with pytest.raises(RuntimeError, match="before start"):
+        await automation.run_action(make_run(("c1", "echo", "{}")))

@@ -1,0 +1,369 @@
+"""Running one action's calls: concurrency, timeouts, failures, policy, deadline (executor.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import orjson
+import pytest
+from tool_scenarios import AutomationFactory, Recorder, make_run
+
+from gateway.tools import Cancel, Skip, Submit, ToolRegistry
+
+
+def outputs(outcome: object) -> dict[str, Any]:
+    assert isinstance(outcome, Submit), outcome
+    return {o.tool_call_id: o.output for o in outcome.tool_outputs}
+
+
+@pytest.mark.asyncio
+async def test_async_calls_of_one_action_run_concurrently(
+    automation_for: AutomationFactory,
+) -> None:
+    # Each handler waits for all three to arrive: run one after another, none would return.
+    barrier = asyncio.Barrier(3)
+    registry = ToolRegistry()
+
+    async def meet(n: int) -> int:
+        await barrier.wait()
+        return n * 10
+
+    registry.register(meet)
+    run = make_run(*[(f"call_{n}", "meet", orjson.dumps({"n": n}).decode()) for n in range(3)])
+    async with automation_for(registry, timeout=5) as automation:
+        outcome = await automation.run_action(run)
+    assert outputs(outcome) == {"call_0": "0", "call_1": "10", "call_2": "20"}
+    # Outputs keep the order of the calls (spec §1.3: one request with all of them).
+    assert isinstance(outcome, Submit)
+    assert [o.tool_call_id for o in outcome.tool_outputs] == ["call_0", "call_1", "call_2"]
+
+
+@pytest.mark.asyncio
+async def test_sync_calls_of_one_action_run_in_parallel_threads(
+    automation_for: AutomationFactory,
+) -> None:
+    barrier = threading.Barrier(3, timeout=5)
+    registry = ToolRegistry()
+
+    def meet(n: int) -> str:
+        barrier.wait()  # BrokenBarrierError (an error output) unless all three run at once
+        return threading.current_thread().name
+
+    registry.register(meet)
+    run = make_run(*[(f"call_{n}", "meet", f'{{"n": {n}}}') for n in range(3)])
+    async with automation_for(registry, threads=3) as automation:
+        result = outputs(await automation.run_action(run))
+    assert len(set(result.values())) == 3
+    assert all(name.startswith("runcast-tool") for name in result.values())
+
+
+@pytest.mark.asyncio
+async def test_global_concurrency_limit(automation_for: AutomationFactory) -> None:
+    gate = asyncio.Event()
+    two_running = asyncio.Event()
+    active = 0
+    most = 0
+    registry = ToolRegistry()
+
+    async def work(n: int) -> int:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        if active == 2:
+            two_running.set()
+        await gate.wait()
+        active -= 1
+        return n
+
+    registry.register(work)
+    run = make_run(*[(f"call_{n}", "work", f'{{"n": {n}}}') for n in range(4)])
+    async with automation_for(registry, concurrency=2) as automation:
+        task = asyncio.create_task(automation.run_action(run))
+        try:
+            await asyncio.wait_for(two_running.wait(), 5)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert active == 2
+            stats = automation.statistics().executor
+            assert (stats.calls_running, stats.calls_waiting) == (2, 2)
+        finally:
+            gate.set()
+        outcome = await task
+        stats = automation.statistics()
+    assert most == 2
+    assert outputs(outcome) == {f"call_{n}": str(n) for n in range(4)}
+    assert stats.tracked_runs == 1
+    assert (stats.executor.calls_running, stats.executor.calls_completed) == (0, 4)
+
+
+@pytest.mark.asyncio
+async def test_per_call_timeout_becomes_an_error_output(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    never = asyncio.Event()
+    release_thread = threading.Event()
+    registry = ToolRegistry()
+
+    async def hang() -> str:
+        await never.wait()
+        return "unreachable"
+
+    def hang_in_thread() -> str:
+        release_thread.wait(5)
+        return "late"
+
+    def quick() -> str:
+        return "fine"
+
+    registry.register(hang)
+    registry.register(hang_in_thread)
+    registry.register(quick)
+    run = make_run(("c1", "hang", "{}"), ("c2", "hang_in_thread", "{}"), ("c3", "quick", "{}"))
+    try:
+        async with automation_for(registry, timeout=0.05) as automation:
+            result = outputs(await automation.run_action(run, recorder))
+    finally:
+        release_thread.set()
+    assert orjson.loads(result["c1"]) == {"error": "tool 'hang' timed out after 0.05s"}
+    assert orjson.loads(result["c2"]) == {"error": "tool 'hang_in_thread' timed out after 0.05s"}
+    assert result["c3"] == "fine"
+    assert [n for n, _ in recorder.for_call("c1")] == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.failed",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_raising_handler_becomes_an_error_output(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    registry = ToolRegistry()
+
+    def explode(city: str) -> str:
+        raise ValueError(f"no station in {city}")
+
+    async def explode_async() -> str:
+        raise RuntimeError
+
+    registry.register(explode)
+    registry.register(explode_async)
+    run = make_run(("c1", "explode", '{"city": "Oslo"}'), ("c2", "explode_async", ""))
+    async with automation_for(registry) as automation:
+        result = outputs(await automation.run_action(run, recorder))
+    assert orjson.loads(result["c1"]) == {"error": "ValueError: no station in Oslo"}
+    assert orjson.loads(result["c2"]) == {"error": "RuntimeError"}
+    failed = dict(recorder.for_call("c1"))["runcast.tool_call.failed"]
+    assert failed["error"] == "ValueError: no station in Oslo"
+
+
+@pytest.mark.asyncio
+async def test_bad_arguments_become_an_error_output_without_calling_the_handler(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    calls: list[dict[str, Any]] = []
+    registry = ToolRegistry()
+
+    def record(**kwargs: Any) -> str:
+        calls.append(kwargs)
+        return "ok"
+
+    registry.register(record, name="get_weather")
+    run = make_run(
+        ("c1", "get_weather", '{"city": "Osl'),
+        ("c2", "get_weather", '["Oslo"]'),
+        ("c3", "get_weather", '{"city": "Oslo"}'),
+    )
+    async with automation_for(registry) as automation:
+        result = outputs(await automation.run_action(run, recorder))
+    assert orjson.loads(result["c1"])["error"].startswith("arguments are not valid JSON")
+    assert orjson.loads(result["c2"]) == {"error": "arguments must be a JSON object, got list"}
+    assert result["c3"] == "ok"
+    assert calls == [{"city": "Oslo"}]
+    # A call that never reached its handler has no "started", only "failed".
+    assert [(n, d["duration_ms"]) for n, d in recorder.for_call("c1")] == [
+        ("runcast.tool_call.failed", 0.0)
+    ]
+
+
+@pytest.mark.asyncio
+async def test_wrong_keyword_arguments_are_a_handler_error(
+    automation_for: AutomationFactory,
+) -> None:
+    registry = ToolRegistry()
+
+    def get_weather(city: str) -> str:
+        return city
+
+    registry.register(get_weather)
+    run = make_run(("c1", "get_weather", '{"town": "Oslo"}'))
+    async with automation_for(registry) as automation:
+        result = outputs(await automation.run_action(run))
+    assert orjson.loads(result["c1"])["error"].startswith("TypeError:")
+
+
+@pytest.mark.asyncio
+async def test_on_error_cancel_stops_the_other_calls(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    sibling_cancelled = asyncio.Event()
+    registry = ToolRegistry()
+
+    async def slow() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            sibling_cancelled.set()
+            raise
+        return "unreachable"
+
+    async def broken() -> str:
+        await asyncio.sleep(0)
+        raise KeyError("missing")
+
+    registry.register(slow)
+    registry.register(broken)
+    run = make_run(("c1", "slow", "{}"), ("c2", "broken", "{}"))
+    async with automation_for(registry, on_error="cancel") as automation:
+        outcome = await automation.run_action(run, recorder)
+    assert isinstance(outcome, Cancel)
+    assert outcome.reason == "tool 'broken' (c2) failed: KeyError: 'missing'"
+    assert sibling_cancelled.is_set()
+    slow_events = recorder.for_call("c1")
+    assert [n for n, _ in slow_events] == ["runcast.tool_call.started", "runcast.tool_call.failed"]
+    assert slow_events[1][1]["error"].startswith("cancelled: tool 'broken'")
+    assert recorder.events[-1] == (
+        "runcast.tool_automation.cancelled",
+        {"run_id": "run_1", "thread_id": "thread_1", "reason": outcome.reason},
+    )
+
+
+@pytest.mark.asyncio
+async def test_on_error_cancel_applies_to_bad_arguments(automation_for: AutomationFactory) -> None:
+    registry = ToolRegistry()
+    registry.register(lambda city: city, name="get_weather")
+    run = make_run(("c1", "get_weather", "{not json"))
+    async with automation_for(registry, on_error="cancel") as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Cancel)
+    assert "arguments are not valid JSON" in outcome.reason
+
+
+@pytest.mark.asyncio
+async def test_policy_all_leaves_a_partly_handled_action_to_the_client(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    called: list[str] = []
+    registry = ToolRegistry()
+    registry.register(lambda: called.append("x") or "ok", name="known")
+    run = make_run(("c1", "known", "{}"), ("c2", "unknown_tool", "{}"))
+    async with automation_for(registry, policy="all") as automation:
+        assert not automation.handles(run)
+        assert automation.handles(make_run(("c1", "known", "{}")))
+        outcome = await automation.run_action(run, recorder)
+    assert outcome == Skip(reason="no handler for 'unknown_tool' (policy 'all')")
+    assert called == []
+    assert recorder.events == []
+
+
+@pytest.mark.asyncio
+async def test_policy_error_answers_unhandled_calls_with_an_error(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    registry = ToolRegistry()
+    registry.register(lambda: "ok", name="known")
+    run = make_run(("c1", "known", "{}"), ("c2", "unknown_tool", "{}"))
+    # on_error="cancel" is about failing handlers; a missing one is the policy's business.
+    async with automation_for(registry, policy="error", on_error="cancel") as automation:
+        assert automation.handles(run)
+        result = outputs(await automation.run_action(run, recorder))
+    assert result == {"c1": "ok", "c2": '{"error":"no handler for tool \'unknown_tool\'"}'}
+    assert recorder.for_call("c2")[0][0] == "runcast.tool_call.failed"
+
+
+@pytest.mark.asyncio
+async def test_expired_action_is_cancelled_without_running_handlers(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    called: list[str] = []
+    registry = ToolRegistry()
+    registry.register(lambda: called.append("x") or "ok", name="known")
+    # expires_at is 3 s away but the margin is 5 s: the outputs could not be submitted in time.
+    run = make_run(("c1", "known", "{}"), expires_at=int(time.time()) + 3)
+    async with automation_for(registry, expiry_margin=5) as automation:
+        outcome = await automation.run_action(run, recorder)
+    assert isinstance(outcome, Cancel)
+    assert "deadline passed" in outcome.reason
+    assert called == []
+    assert recorder.names() == ["runcast.tool_automation.cancelled"]
+
+
+@pytest.mark.asyncio
+async def test_handlers_outliving_the_deadline_cancel_the_run(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    now = 1_730_000_000.0
+    registry = ToolRegistry()
+
+    async def hang() -> str:
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    registry.register(hang)
+    # A frozen clock puts the deadline (expires_at - margin) 0.1 s after the calls start; the
+    # per-call timeout (30 s) would come much later.
+    run = make_run(("c1", "hang", "{}"), expires_at=int(now) + 10)
+    async with automation_for(
+        registry, clock=lambda: now, expiry_margin=9.9, timeout=30
+    ) as automation:
+        outcome = await automation.run_action(run, recorder)
+    assert outcome == Cancel(reason="tool calls did not finish before the action's deadline")
+    assert recorder.names() == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.failed",
+        "runcast.tool_automation.cancelled",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_visibility_events_carry_ids_and_durations(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    registry = ToolRegistry()
+
+    async def nap() -> str:
+        await asyncio.sleep(0.03)
+        return "rested"
+
+    def fail() -> str:
+        raise ValueError("nope")
+
+    registry.register(nap)
+    registry.register(fail)
+    run = make_run(("c1", "nap", "{}"), ("c2", "fail", "{}"), run_id="run_9", thread_id="t_9")
+    async with automation_for(registry) as automation:
+        await automation.run_action(run, recorder)
+
+    (n1, started), (n2, completed) = recorder.for_call("c1")
+    assert (n1, n2) == ("runcast.tool_call.started", "runcast.tool_call.completed")
+    assert started == {"run_id": "run_9", "thread_id": "t_9", "tool_call_id": "c1", "name": "nap"}
+    assert completed["duration_ms"] >= 20  # it slept 30 ms
+    assert "error" not in completed
+    (_, _), (n3, failed) = recorder.for_call("c2")
+    assert n3 == "runcast.tool_call.failed"
+    assert failed["error"] == "ValueError: nope"
+    assert failed["duration_ms"] >= 0
+
+
+@pytest.mark.asyncio
+async def test_a_failing_emit_never_fails_the_call(automation_for: AutomationFactory) -> None:
+    def broken_emit(name: str, data: bytes) -> None:
+        raise ConnectionResetError("subscriber hub is gone")
+
+    registry = ToolRegistry()
+    registry.register(lambda: "ok", name="known")
+    async with automation_for(registry) as automation:
+        outcome = await automation.run_action(make_run(("c1", "known", "{}")), broken_emit)
+    assert outputs(outcome) == {"c1": "ok"}

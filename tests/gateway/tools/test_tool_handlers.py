@@ -1,0 +1,123 @@
+"""Python handlers, argument parsing and output encoding (gateway/tools/handlers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from gateway.errors import ToolError
+from gateway.tools import PythonHandler, ToolCall
+from gateway.tools.handlers import encode_output, error_output, parse_arguments
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="-")
+
+
+def make_call(arguments: dict[str, Any], name: str = "fn") -> ToolCall:
+    return ToolCall(
+        run_id="run_1",
+        thread_id="thread_1",
+        tool_call_id="call_1",
+        name=name,
+        arguments=arguments,
+        arguments_raw=orjson.dumps(arguments).decode(),
+    )
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-tool")
+    yield executor
+    executor.shutdown(wait=True)
+
+
+@pytest.mark.asyncio
+async def test_sync_handler_runs_in_the_pool_not_on_the_loop(pool: ThreadPoolExecutor) -> None:
+    seen: dict[str, Any] = {}
+
+    def add(a: int, b: int) -> int:
+        seen["thread"] = threading.get_ident()
+        seen["name"] = threading.current_thread().name
+        seen["request"] = REQUEST_ID.get()
+        return a + b
+
+    REQUEST_ID.set("req-7")
+    output = await PythonHandler(add, pool)(make_call({"a": 2, "b": 3}))
+    assert output == "5"
+    assert seen["thread"] != threading.get_ident()
+    assert seen["name"].startswith("test-tool")
+    assert seen["request"] == "req-7"  # context variables follow the call into the thread
+
+
+@pytest.mark.asyncio
+async def test_async_handler_is_awaited_on_the_loop(pool: ThreadPoolExecutor) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    async def greet(name: str) -> str:
+        seen.append(threading.get_ident())
+        await asyncio.sleep(0)
+        return f"hello {name}"
+
+    class AsyncCallable:
+        async def __call__(self, name: str) -> dict[str, str]:
+            seen.append(threading.get_ident())
+            return {"hi": name}
+
+    assert await PythonHandler(greet, pool)(make_call({"name": "Ada"})) == "hello Ada"
+    assert await PythonHandler(AsyncCallable(), pool)(make_call({"name": "Bo"})) == '{"hi":"Bo"}'
+    assert seen == [loop_thread, loop_thread]
+
+
+class Weather(msgspec.Struct):
+    city: str
+    temp_c: float
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("already text", "already text"),
+        ('{"raw": 1}', '{"raw": 1}'),
+        ({"temp_c": 4, "city": "Oslo"}, '{"temp_c":4,"city":"Oslo"}'),
+        ([1, "two", None], '[1,"two",null]'),
+        (None, "null"),
+        (42, "42"),
+        (True, "true"),
+        (Weather(city="Oslo", temp_c=4.5), '{"city":"Oslo","temp_c":4.5}'),
+    ],
+)
+def test_encode_output(value: object, expected: str) -> None:
+    assert encode_output(value) == expected
+
+
+@pytest.mark.asyncio
+async def test_unserialisable_return_value_is_a_tool_error(pool: ThreadPoolExecutor) -> None:
+    def bad() -> object:
+        return object()
+
+    with pytest.raises(ToolError, match="not JSON-serialisable"):
+        await PythonHandler(bad, pool)(make_call({}, name="bad"))
+
+
+def test_error_output_is_json() -> None:
+    assert orjson.loads(error_output('quote " and \n newline')) == {
+        "error": 'quote " and \n newline'
+    }
+
+
+def test_parse_arguments() -> None:
+    assert parse_arguments('{"city": "Oslo"}') == {"city": "Oslo"}
+    assert parse_arguments("") == {}
+    assert parse_arguments("  \n") == {}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_arguments('{"city": "Osl')
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        parse_arguments("[1, 2]")

@@ -1,0 +1,259 @@
+"""Webhook handlers against a real local aiohttp server (gateway/tools/webhook.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from tool_scenarios import SECRET, AutomationFactory, make_run
+
+from gateway.tools import Submit, sign, verify_signature
+from gateway.tools.webhook import ATTEMPT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+RECEIVED = web.AppKey("received", list)
+FAILURES_LEFT = web.AppKey("failures_left", dict)
+
+
+async def receive(request: web.Request) -> dict[str, Any]:
+    """What a receiver does: verify the signature over the raw body, then parse it."""
+    body = await request.read()
+    if not verify_signature(
+        SECRET,
+        request.headers.get(TIMESTAMP_HEADER, ""),
+        body,
+        request.headers.get(SIGNATURE_HEADER, ""),
+    ):
+        raise web.HTTPUnauthorized(text="bad signature")
+    document: dict[str, Any] = orjson.loads(body)
+    request.app[RECEIVED].append(
+        {
+            "path": request.path,
+            "body": document,
+            "attempt": request.headers[ATTEMPT_HEADER],
+            "idempotency_key": request.headers["Idempotency-Key"],
+        }
+    )
+    return document
+
+
+async def plain(request: web.Request) -> web.Response:
+    call = await receive(request)
+    return web.Response(text=f"sunny in {call['arguments']['city']}")
+
+
+async def json_output(request: web.Request) -> web.Response:
+    call = await receive(request)
+    if call["name"] == "as_text":
+        return web.json_response({"output": "a plain string", "ignored": True})
+    if call["name"] == "no_output_key":
+        return web.json_response({"temp_c": 4})
+    return web.json_response({"output": {"temp_c": 4, "city": call["arguments"]["city"]}})
+
+
+async def flaky(request: web.Request) -> web.Response:
+    await receive(request)
+    left = request.app[FAILURES_LEFT]
+    if left[request.path] > 0:
+        left[request.path] -= 1
+        return web.Response(status=503, text="warming up")
+    return web.Response(text="recovered")
+
+
+async def rejected(request: web.Request) -> web.Response:
+    await receive(request)
+    return web.Response(status=400, text="unknown city")
+
+
+async def echo_name(request: web.Request) -> web.Response:
+    call = await receive(request)
+    return web.Response(text=f"handled {call['name']}")
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[tuple[str, web.Application]]:
+    app = web.Application()
+    app[RECEIVED] = []
+    app[FAILURES_LEFT] = {"/flaky": 1, "/down": 100}
+    app.router.add_post("/plain", plain)
+    app.router.add_post("/json", json_output)
+    app.router.add_post("/flaky", flaky)
+    app.router.add_post("/down", flaky)
+    app.router.add_post("/rejected", rejected)
+    app.router.add_post("/any", echo_name)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_signed_request_and_plain_text_output(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("call_C3", "get_weather", '{"city":"Oslo"}'), run_id="run_7", thread_id="t_9")
+    async with automation_for(webhooks={"get_weather": f"{base}/plain"}) as automation:
+        assert automation.handles(run)
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert outcome.as_dicts() == [{"tool_call_id": "call_C3", "output": "sunny in Oslo"}]
+    (received,) = app[RECEIVED]
+    assert received["body"] == {
+        "run_id": "run_7",
+        "thread_id": "t_9",
+        "tool_call_id": "call_C3",
+        "name": "get_weather",
+        "arguments": {"city": "Oslo"},
+        "arguments_raw": '{"city":"Oslo"}',
+    }
+    assert received["attempt"] == "1"
+    assert received["idempotency_key"] == "run_7:call_C3"
+
+
+@pytest.mark.asyncio
+async def test_json_response_output_field(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, _ = receiver
+    url = f"{base}/json"
+    run = make_run(
+        ("c1", "get_weather", '{"city":"Oslo"}'),
+        ("c2", "as_text", "{}"),
+        ("c3", "no_output_key", "{}"),
+    )
+    webhooks = {"get_weather": url, "as_text": url, "no_output_key": url}
+    async with automation_for(webhooks=webhooks) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert outcome.as_dicts() == [
+        {"tool_call_id": "c1", "output": '{"temp_c":4,"city":"Oslo"}'},
+        {"tool_call_id": "c2", "output": "a plain string"},
+        {"tool_call_id": "c3", "output": '{"temp_c": 4}'},  # no "output": the body as sent
+    ]
+
+
+@pytest.mark.asyncio
+async def test_retry_after_503_then_success(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("c1", "t", "{}"))
+    async with automation_for(webhooks={"t": f"{base}/flaky"}) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert outcome.as_dicts() == [{"tool_call_id": "c1", "output": "recovered"}]
+    assert [r["attempt"] for r in app[RECEIVED]] == ["1", "2"]
+    assert {r["idempotency_key"] for r in app[RECEIVED]} == {"run_1:c1"}
+
+
+@pytest.mark.asyncio
+async def test_5xx_retries_are_bounded(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("c1", "t", "{}"))
+    async with automation_for(webhooks={"t": f"{base}/down"}, webhook_retries=2) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    assert "HTTP 503: warming up" in error
+    assert error.endswith("(gave up after 3 attempts)")
+    assert len(app[RECEIVED]) == 3
+
+
+@pytest.mark.asyncio
+async def test_no_retry_on_400(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("c1", "t", "{}"))
+    async with automation_for(webhooks={"t": f"{base}/rejected"}) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert orjson.loads(outcome.tool_outputs[0].output) == {
+        "error": f"webhook {base}/rejected answered HTTP 400: unknown city"
+    }
+    assert len(app[RECEIVED]) == 1
+
+
+@pytest.mark.asyncio
+async def test_wrong_secret_is_refused_by_the_receiver(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("c1", "get_weather", '{"city":"Oslo"}'))
+    async with automation_for(
+        webhooks={"get_weather": f"{base}/plain"}, webhook_secret="not-the-secret"
+    ) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert "HTTP 401: bad signature" in outcome.tool_outputs[0].output
+    assert app[RECEIVED] == []
+
+
+@pytest.mark.asyncio
+async def test_connection_refused_is_retried_then_an_error_output(
+    automation_for: AutomationFactory,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = make_run(("c1", "t", "{}"))
+    async with automation_for(
+        webhooks={"t": f"http://127.0.0.1:{port}/x"}, webhook_retries=1
+    ) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    assert "unreachable" in error
+    assert error.endswith("(gave up after 2 attempts)")
+
+
+@pytest.mark.asyncio
+async def test_fallback_webhook_answers_every_other_tool(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("c1", "get_weather", '{"city":"Oslo"}'), ("c2", "anything_else", "{}"))
+    webhooks = {"get_weather": f"{base}/plain", "*": f"{base}/any"}
+    async with automation_for(webhooks=webhooks) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    assert outcome.as_dicts() == [
+        {"tool_call_id": "c1", "output": "sunny in Oslo"},
+        {"tool_call_id": "c2", "output": "handled anything_else"},
+    ]
+    assert sorted(r["path"] for r in app[RECEIVED]) == ["/any", "/plain"]
+
+
+def test_signature_format_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    body = b'{"name":"get_weather"}'
+    expected = hmac.new(SECRET.encode(), b"1730000000." + body, hashlib.sha256).hexdigest()
+    assert sign(SECRET, 1730000000, body) == f"v1={expected}"
+
+
+def test_verify_signature() -> None:
+    body = b'{"a":1}'
+    header = sign(SECRET, 1000, body)
+    assert verify_signature(SECRET, "1000", body, header, now=1000)
+    assert verify_signature(SECRET.encode(), "1000", body, header, now=1200)
+    assert verify_signature(SECRET, "1000", body, f"v1=deadbeef, {header}", now=1000)
+    assert not verify_signature("other", "1000", body, header, now=1000)
+    assert not verify_signature(SECRET, "1000", b'{"a":2}', header, now=1000)
+    assert not verify_signature(SECRET, "1001", body, header, now=1000)
+    assert not verify_signature(SECRET, "1000", body, header, now=1301)  # stale: replay bound
+    assert verify_signature(SECRET, "1000", body, header, tolerance=None, now=10_000)
+    assert not verify_signature(SECRET, "not-a-number", body, header, now=1000)
+    assert not verify_signature(SECRET, "1000", body, "", now=1000)
