@@ -1,0 +1,133 @@
+"""Command-line face of the simulator: ``runcast mock`` flags, settings, and the server loop.
+
+The top-level ``runcast`` CLI adds these flags to its ``mock`` sub-command with
+:func:`add_arguments`, builds :class:`MockSettings` with :func:`settings_from_args` and calls
+:func:`run`. ``python -m gateway.mock.cli`` does the same on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from gateway.errors import ConfigError
+from gateway.mock.app import create_app
+from gateway.mock.settings import SCENARIO_NAMES, MockSettings
+
+__all__ = ["add_arguments", "main", "run", "serve", "settings_from_args"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+
+# (flag, MockSettings field, type, help)
+_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--deltas", "deltas", int, "text deltas per assistant message"),
+    ("--tokens-per-delta", "tokens_per_delta", int, "words per text delta"),
+    ("--delay-ms", "delay_ms", float, "pause between deltas (0 = as fast as possible)"),
+    ("--seed", "seed", int, "seed of the generated text and tool arguments"),
+    ("--model", "model", str, "model name reported on runs"),
+    ("--expires-in", "expires_in", float, "seconds from run creation to expiry"),
+    ("--slow-start-ms", "slow_start_ms", float, "first-byte delay of slow_start runs"),
+    ("--retry-after", "retry_after_s", int, "Retry-After seconds of rate_limited answers"),
+    ("--poll-after-ms", "poll_after_ms", int, "openai-poll-after-ms hint on run answers"),
+    ("--max-assistants", "max_assistants", int, "assistants kept (LRU)"),
+    ("--max-threads", "max_threads", int, "threads kept (LRU), with their messages and runs"),
+    ("--max-messages-per-thread", "max_messages_per_thread", int, "messages kept per thread"),
+    ("--max-runs-per-thread", "max_runs_per_thread", int, "runs kept per thread"),
+    ("--ttl", "ttl_s", float, "seconds an unused thread or assistant is kept"),
+    ("--batch-bytes", "batch_bytes", int, "bytes of SSE frames coalesced per socket write"),
+    ("--yield-every", "yield_every", int, "text deltas generated between event-loop yields"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--host``, ``--port``, ``--scenario`` and every MockSettings knob to ``parser``."""
+    defaults = MockSettings()
+    parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free)")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIO_NAMES,
+        default=defaults.scenario,
+        help="default scenario of runs without metadata.mock_scenario",
+    )
+    for flag, field, kind, text in _FLAGS:
+        default = getattr(defaults, field)
+        parser.add_argument(
+            flag, dest=field, type=kind, default=default, help=f"{text} (default {default})"
+        )
+
+
+def settings_from_args(ns: argparse.Namespace) -> MockSettings:
+    """MockSettings from parsed arguments; raises ``ConfigError`` on invalid values."""
+    values = {field: getattr(ns, field) for _, field, _, _ in _FLAGS}
+    return MockSettings(scenario=ns.scenario, **values)
+
+
+async def serve(
+    settings: MockSettings,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until cancelled or SIGTERM; ``on_ready`` gets the base URL once listening."""
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound = runner.addresses[0][1]
+        url = f"http://{host}:{bound}/v1"
+        if on_ready is not None:
+            on_ready(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signal.SIGTERM)
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: MockSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Run the simulator in the foreground (uvloop when installed) until Ctrl+C or SIGTERM."""
+
+    def ready(url: str) -> None:
+        print(f"runcast mock listening on {url}", flush=True)
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory) as runner,
+    ):
+        runner.run(serve(settings, host, port, on_ready=ready))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runcast mock", description=__doc__)
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(ns)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    run(settings, ns.host, ns.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

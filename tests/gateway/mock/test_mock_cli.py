@@ -1,0 +1,66 @@
+"""``runcast mock`` flags and the foreground server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import aiohttp
+import pytest
+from mock_helpers import HEADERS
+
+from gateway.errors import ConfigError
+from gateway.mock.cli import add_arguments, settings_from_args
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_flags_map_to_settings() -> None:
+    ns = parse(
+        "--scenario", "tool_call", "--deltas", "500", "--tokens-per-delta", "4", "--delay-ms", "2.5",
+        "--seed", "9", "--expires-in", "30", "--max-threads", "50", "--ttl", "60", "--port", "0",
+    )  # fmt: skip
+    settings = settings_from_args(ns)
+    assert (settings.scenario, settings.deltas, settings.tokens_per_delta) == ("tool_call", 500, 4)
+    assert (settings.delay_ms, settings.seed, settings.expires_in) == (2.5, 9, 30.0)
+    assert (settings.max_threads, settings.ttl_s) == (50, 60.0)
+    assert (ns.host, ns.port) == ("127.0.0.1", 0)
+    assert settings_from_args(parse()) == type(settings)()
+
+
+def test_invalid_values_raise_config_error() -> None:
+    with pytest.raises(ConfigError):
+        settings_from_args(parse("--deltas", "0"))
+
+
+@pytest.mark.asyncio
+async def test_module_serves_until_sigterm() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.mock.cli", "--port", "0", "--deltas", "2",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("runcast mock listening on http://127.0.0.1:")
+        base = line.rsplit(" ", 1)[1].strip()
+        async with (
+            aiohttp.ClientSession(headers=HEADERS) as session,
+            session.post(base + "/threads", json={}) as resp,
+        ):
+            assert resp.status == 200
+            assert (await resp.json())["object"] == "thread"
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
