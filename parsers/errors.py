@@ -23,6 +23,8 @@ code misused an object (:class:`LocalProtocolError`). The gateway adds its own b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "EventDecodeError",
     "EventTooLarge",
@@ -53,13 +55,20 @@ class RemoteProtocolError(ProtocolError):
 
 
 class EventTooLarge(RemoteProtocolError):
-    """A single line or event grew past the decoder's ``max_event_bytes`` limit."""
+    """A single line or event grew past the decoder's ``max_event_bytes`` limit.
 
-    def __init__(self, limit: int, *, offset: int | None = None) -> None:
+    ``events`` holds the events that the failing ``feed()`` call had completed before the
+    offending line, so a caller can still deliver everything that was accepted.
+    """
+
+    def __init__(
+        self, limit: int, *, offset: int | None = None, events: Sequence[object] = ()
+    ) -> None:
         super().__init__(
             f"SSE line/event exceeds the {limit}-byte limit at byte offset {offset}", offset=offset
         )
         self.limit = limit
+        self.events = list(events)
 
 
 class EventDecodeError(RemoteProtocolError):

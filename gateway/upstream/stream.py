@@ -44,7 +44,7 @@ from parsers.assistants import (
     UnknownEvent,
     decode_event,
 )
-from parsers.errors import EventDecodeError
+from parsers.errors import EventDecodeError, EventTooLarge
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 from .transport import UpstreamResponse
@@ -216,6 +216,15 @@ class RunStream:
                 # A connection cut mid-body is an EOF for the purpose of judging truncation.
                 chunk, cut = b"", exc
             events = self._decoder.feed(chunk) if chunk else self._decoder.close()
+        except EventTooLarge as exc:
+            # Deliver what the decoder had completed before the oversize line, then fail.
+            self._finished = True
+            response.release()
+            for sse in exc.events:
+                if isinstance(sse, ServerSentEvent):
+                    self._take(sse)
+            self._deferred = exc
+            return
         except BaseException:
             self._finished = True
             response.release()

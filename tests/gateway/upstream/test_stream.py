@@ -287,6 +287,22 @@ async def test_oversized_event_raises_event_too_large(upstream: FakeUpstream) ->
 
 
 @pytest.mark.asyncio
+async def test_events_before_an_oversized_event_are_delivered(upstream: FakeUpstream) -> None:
+    huge = b"event: thread.run.in_progress\ndata: " + b"x" * 900 + b"\n\n"
+    upstream.route(
+        "POST", RUNS, reply_sse(fixture_bytes("F-run-failed.sse").split(b"event: done")[0] + huge)
+    )
+    settings = make_settings(upstream.base_url, max_event_bytes=800)
+    async with UpstreamClient(settings) as client:
+        async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
+            names = []
+            with pytest.raises(EventTooLarge):
+                async for item in stream:
+                    names.append(item.name)
+    assert names == ["thread.run.failed"]
+
+
+@pytest.mark.asyncio
 async def test_leaving_early_releases_the_response(
     upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
