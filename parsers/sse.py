@@ -75,8 +75,9 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def data(self) -> str:
-        """The data as text (``data_bytes`` is always valid UTF-8)."""
-        return self.data_bytes.decode()
+        """The data as text. The decoder only produces valid UTF-8; an event built by hand from
+        arbitrary bytes gets U+FFFD replacements instead of an exception."""
+        return self.data_bytes.decode("utf-8", "replace")
 
 
 class _Overflow(Exception):
