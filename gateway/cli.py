@@ -1,0 +1,275 @@
+"""The ``runcast`` command: ``runcast serve`` (the gateway) and ``runcast mock`` (the simulator).
+
+Every ``serve`` option has a flag; the ones that hold secrets or are usually set per deployment
+also read an environment variable (flag first, then variable, then default):
+
+==========================  ===================================================================
+RUNCAST_UPSTREAM_URL        ``--upstream``: upstream base URL incl. ``/v1``; unset = simulator
+OPENAI_API_KEY              upstream key (the variable's name is set by ``--upstream-key-env``)
+RUNCAST_API_KEYS            ``--api-key``: runcast's own keys, comma-separated
+RUNCAST_TOKEN_SECRET        ``--token-secret``: HS256 secret for subscribe tokens (>= 32 bytes)
+RUNCAST_CORS_ORIGINS        ``--cors-origin``: comma-separated origins, ``*`` for any
+RUNCAST_HOST, RUNCAST_PORT  ``--host``, ``--port``
+==========================  ===================================================================
+
+The server runs on uvloop. Invalid settings exit with status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from gateway.errors import ConfigError
+from gateway.hub import HubSettings
+from gateway.mock import cli as mock_cli
+from gateway.mock.settings import SCENARIO_NAMES, MockSettings
+from gateway.settings import Settings
+from gateway.upstream import UpstreamSettings
+
+__all__ = ["build_parser", "main", "settings_from_args"]
+
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    net = p.add_argument_group("listening")
+    net.add_argument("--host", help="interface to bind (default 127.0.0.1; env RUNCAST_HOST)")
+    net.add_argument("--port", type=int, help="port (default 8080; env RUNCAST_PORT)")
+
+    up = p.add_argument_group("upstream")
+    up.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="upstream base URL incl. /v1 (env RUNCAST_UPSTREAM_URL); default: embedded simulator",
+    )
+    up.add_argument(
+        "--upstream-key-env",
+        metavar="NAME",
+        default="OPENAI_API_KEY",
+        help="variable holding the upstream key (default OPENAI_API_KEY); unset: callers' keys",
+    )
+    up.add_argument("--upstream-organization", metavar="ORG", help="OpenAI-Organization header")
+    up.add_argument("--upstream-project", metavar="PROJECT", help="OpenAI-Project header")
+    up.add_argument("--upstream-connect-timeout", type=float, metavar="S")
+    up.add_argument("--upstream-first-byte-timeout", type=float, metavar="S")
+    up.add_argument(
+        "--upstream-idle-timeout",
+        type=float,
+        metavar="S",
+        help="longest silence between two chunks of a stream",
+    )
+
+    sec = p.add_argument_group("security")
+    sec.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="runcast API key for callers (repeatable; prefer env RUNCAST_API_KEYS=k1,k2)",
+    )
+    sec.add_argument(
+        "--token-secret",
+        metavar="SECRET",
+        help="HS256 subscribe-token secret, >= 32 bytes (prefer env RUNCAST_TOKEN_SECRET)",
+    )
+    sec.add_argument(
+        "--token-ttl",
+        type=float,
+        metavar="S",
+        help="lifetime of minted subscribe tokens (default 3600)",
+    )
+    sec.add_argument(
+        "--subscribe-auth",
+        choices=("auto", "token", "open"),
+        help="auto (default): open with the embedded simulator, tokens otherwise",
+    )
+    sec.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allowed browser origin (repeatable, '*' for any; env RUNCAST_CORS_ORIGINS)",
+    )
+    sec.add_argument(
+        "--max-body-bytes", type=int, metavar="N", help="largest request body (default 4 MiB)"
+    )
+
+    relay = p.add_argument_group("relay")
+    relay.add_argument(
+        "--creator-buffer-bytes",
+        type=int,
+        metavar="N",
+        help="bytes waiting for a run's creator before it is cut off (default 4 MiB)",
+    )
+    relay.add_argument("--creator-write-timeout", type=float, metavar="S")
+    relay.add_argument(
+        "--recovery-timeout",
+        type=float,
+        metavar="S",
+        help="how long to poll a run whose stream broke off (default 30, 0 disables)",
+    )
+
+    hub = p.add_argument_group("subscribers")
+    hub.add_argument(
+        "--history-events", type=int, metavar="N", help="events kept per channel for resume"
+    )
+    hub.add_argument(
+        "--history-bytes", type=int, metavar="N", help="bytes kept per channel for resume"
+    )
+    hub.add_argument(
+        "--retention", type=float, metavar="S", help="how long a finished run's history stays"
+    )
+    hub.add_argument(
+        "--subscriber-buffer-bytes",
+        type=int,
+        metavar="N",
+        help="output buffer per subscriber before it is cut off",
+    )
+    hub.add_argument("--max-subscribers-per-channel", type=int, metavar="N")
+    hub.add_argument("--max-subscribers", type=int, metavar="N")
+    hub.add_argument(
+        "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
+    )
+
+    sim = p.add_argument_group("embedded simulator (without --upstream)")
+    sim.add_argument(
+        "--sim-port", type=int, metavar="PORT", help="simulator port (default: any free port)"
+    )
+    sim.add_argument(
+        "--sim-scenario", choices=SCENARIO_NAMES, help="default scenario of simulated runs"
+    )
+    sim.add_argument(
+        "--sim-delay-ms", type=float, metavar="MS", help="delay between simulated deltas"
+    )
+    sim.add_argument("--sim-deltas", type=int, metavar="N", help="deltas per simulated message")
+
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runcast",
+        description="Gateway for OpenAI-style Assistants run streams: proxy, fan-out, resume.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    _add_serve_arguments(serve)
+    mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
+    mock_cli.add_arguments(mock)
+    return parser
+
+
+def _pick(flag: Any, env: Mapping[str, str], name: str, convert: Callable[[str], Any] = str) -> Any:
+    if flag is not None:
+        return flag
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not valid") from None
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``runcast serve`` arguments and environment variables."""
+    upstream_url = _pick(ns.upstream, env, "RUNCAST_UPSTREAM_URL")
+    upstream: UpstreamSettings | None = None
+    if upstream_url is not None:
+        upstream = UpstreamSettings(
+            base_url=upstream_url,
+            **_given(
+                api_key=env.get(ns.upstream_key_env) or None,
+                organization=ns.upstream_organization,
+                project=ns.upstream_project,
+                connect_timeout=ns.upstream_connect_timeout,
+                first_byte_timeout=ns.upstream_first_byte_timeout,
+                idle_timeout=ns.upstream_idle_timeout,
+            ),
+        )
+    api_keys = tuple(ns.api_key) if ns.api_key else _split(env.get("RUNCAST_API_KEYS", ""))
+    cors = tuple(ns.cors_origin) if ns.cors_origin else _split(env.get("RUNCAST_CORS_ORIGINS", ""))
+    hub = HubSettings(
+        **_given(
+            max_history_events=ns.history_events,
+            max_history_bytes=ns.history_bytes,
+            retention=ns.retention,
+            subscriber_buffer_bytes=ns.subscriber_buffer_bytes,
+            max_subscribers_per_channel=ns.max_subscribers_per_channel,
+            max_subscribers=ns.max_subscribers,
+            heartbeat_interval=ns.heartbeat,
+        )
+    )
+    simulator = MockSettings(
+        **_given(scenario=ns.sim_scenario, delay_ms=ns.sim_delay_ms, deltas=ns.sim_deltas)
+    )
+    return Settings(
+        upstream=upstream,
+        simulator=simulator,
+        hub=hub,
+        api_keys=api_keys,
+        cors_origins=cors,
+        **_given(
+            host=_pick(ns.host, env, "RUNCAST_HOST"),
+            port=_pick(ns.port, env, "RUNCAST_PORT", int),
+            simulator_port=ns.sim_port,
+            subscribe_auth=ns.subscribe_auth,
+            token_secret=_pick(ns.token_secret, env, "RUNCAST_TOKEN_SECRET"),
+            token_ttl=ns.token_ttl,
+            max_body_bytes=ns.max_body_bytes,
+            creator_buffer_bytes=ns.creator_buffer_bytes,
+            creator_write_timeout=ns.creator_write_timeout,
+            recovery_timeout=ns.recovery_timeout,
+        ),
+    )
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # Windows: plain asyncio
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "mock":
+        try:
+            mock_settings = mock_cli.settings_from_args(ns)
+        except ConfigError as exc:
+            print(f"runcast mock: error: {exc}", file=sys.stderr)
+            return 2
+        mock_cli.run(mock_settings, ns.host, ns.port)
+        return 0
+    logging.basicConfig(
+        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(ns, os.environ)
+    except (ConfigError, msgspec.ValidationError, TypeError) as exc:
+        print(f"runcast: error: {exc}", file=sys.stderr)
+        return 2
+    from gateway.http.runner import serve
+
+    _run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

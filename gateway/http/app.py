@@ -1,0 +1,205 @@
+"""``create_app(settings)``: the gateway's aiohttp application, wired.
+
+Long-lived objects are created and closed by ``cleanup_ctx`` (in this order, closed in reverse):
+the embedded simulator (only without an upstream: its own aiohttp app on its own 127.0.0.1 port,
+reached over a real socket like any upstream), the pooled upstream client, the hub broker and
+the relay registry. At shutdown (before aiohttp waits for open handlers) relays are stopped and
+the broker ends every subscription, so streaming handlers finish at once.
+
+Routes::
+
+    *     /v1/{path}                       proxy (streamed run calls are relayed and fanned out)
+    GET   /streams/runs/{run_id}           run channel, SSE or WebSocket
+    GET   /streams/runs/{run_id}/snapshot  {"seq": n, "snapshot": {...}}
+    GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
+    POST  /tokens                          mint a subscribe token (runcast API key required)
+    GET   /healthz                         liveness and counters
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiohttp import web
+
+from gateway.hub import MemoryBroker
+from gateway.mock import create_app as create_simulator
+from gateway.settings import Settings
+from gateway.upstream import UpstreamClient, UpstreamSettings
+
+from .actions import ActionHandler, ActionOptions
+from .auth import CallerAuth, TokenAuthority
+from .connections import SubscriberConnections
+from .cors import Cors
+from .errors import error_middleware
+from .proxy import proxy
+from .reducer import reducer_factory
+from .registry import RelayRegistry
+from .state import (
+    BROKER,
+    CALLERS,
+    CONNECTIONS,
+    RELAYS,
+    SETTINGS,
+    TOKENS,
+    UPSTREAM,
+    UPSTREAM_KEY,
+    UPSTREAM_URL,
+)
+from .streams import ID_PATTERN, run_snapshot, stream_run, stream_thread
+from .tokens import mint_token
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("runcast")
+
+_encoder = msgspec.json.Encoder()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    action_handler: ActionHandler | None = None,
+    action_options: ActionOptions | None = None,
+) -> web.Application:
+    """The gateway app. ``action_handler`` answers ``requires_action`` (tool automation)."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    upstream_key = settings.upstream.api_key if settings.upstream is not None else None
+    app[UPSTREAM_KEY] = upstream_key.encode() if upstream_key else b""
+    callers = CallerAuth(settings.api_keys, upstream_key_held=settings.upstream_key_held)
+    app[CALLERS] = callers
+    app[TOKENS] = TokenAuthority(
+        _token_secret(settings),
+        ttl=settings.token_ttl,
+        open_mode=settings.open_subscribe,
+        callers=callers,
+    )
+    app[CONNECTIONS] = SubscriberConnections()
+    Cors(settings.cors_origins).install(app)
+    if not settings.embedded and settings.open_subscribe:
+        log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
+
+    app.cleanup_ctx.append(_simulator_ctx)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(
+        functools.partial(
+            _relays_ctx, handler=action_handler, options=action_options or ActionOptions()
+        )
+    )
+    app.on_shutdown.append(_stop_streams)
+
+    app.router.add_route("*", "/v1/{tail:.*}", proxy)
+    app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}", stream_run)
+    app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
+    app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
+    app.router.add_post("/tokens", mint_token)
+    app.router.add_get("/healthz", _health)
+    return app
+
+
+def _token_secret(settings: Settings) -> bytes:
+    if settings.token_secret is not None:
+        return settings.token_secret.encode()
+    if not settings.open_subscribe:
+        log.warning(
+            "no token secret configured (--token-secret / RUNCAST_TOKEN_SECRET): using an "
+            "ephemeral one; subscribe tokens will not survive a restart or work on other nodes"
+        )
+    return secrets.token_bytes(32)
+
+
+async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.upstream is not None:
+        app[UPSTREAM_URL] = settings.upstream.base_url
+        yield
+        return
+    runner = web.AppRunner(
+        create_simulator(settings.simulator), shutdown_timeout=2.0, access_log=None
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.simulator_host, settings.simulator_port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}/v1"
+        app[UPSTREAM_URL] = url
+        log.info(
+            "no upstream configured (--upstream / RUNCAST_UPSTREAM_URL): using the "
+            "embedded Assistants API simulator at %s (scenario %r)",
+            url,
+            settings.simulator.scenario,
+        )
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    upstream = settings.upstream or UpstreamSettings(base_url=app[UPSTREAM_URL])
+    if settings.upstream is not None:
+        log.info(
+            "upstream %s (%s)",
+            upstream.base_url,
+            "runcast holds the upstream key" if upstream.api_key else "callers' keys passed on",
+        )
+    async with UpstreamClient(upstream) as client:
+        app[UPSTREAM] = client
+        yield
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=reducer_factory) as broker:
+        app[BROKER] = broker
+        yield
+
+
+async def _relays_ctx(
+    app: web.Application, *, handler: ActionHandler | None, options: ActionOptions
+) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    registry = RelayRegistry(
+        app[BROKER],
+        app[UPSTREAM],
+        action_handler=handler,
+        action_options=options,
+        recovery_timeout=settings.recovery_timeout,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    app[RELAYS] = registry
+    try:
+        yield
+    finally:
+        await registry.aclose()
+
+
+async def _stop_streams(app: web.Application) -> None:
+    if RELAYS in app:
+        await app[RELAYS].aclose()
+    if BROKER in app:
+        await app[BROKER].aclose()
+
+
+class _Health(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    upstream: str
+    relays: object
+    hub: object
+
+
+async def _health(request: web.Request) -> web.Response:
+    app = request.app
+    body = _Health(
+        status="ok",
+        upstream="embedded" if app[SETTINGS].embedded else "external",
+        relays=app[RELAYS].statistics(),
+        hub=app[BROKER].statistics(),
+    )
+    return web.Response(body=_encoder.encode(body), content_type="application/json")

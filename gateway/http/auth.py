@@ -1,0 +1,167 @@
+"""Who may call runcast: caller keys for ``/v1`` and ``POST /tokens``, subscribe tokens for streams.
+
+Two independent mechanisms:
+
+- :class:`CallerAuth` decides which ``Authorization`` goes upstream. When runcast holds the
+  upstream key, callers must present one of runcast's own keys and the upstream key is added by
+  the upstream client (never echoed); when it holds none, the caller's bearer is passed on as is.
+- :class:`TokenAuthority` mints and checks subscribe tokens: HS256 JWTs (PyJWT) whose ``sub``
+  claim names exactly one channel (``run:<id>`` or ``thread:<id>``) and which expire (``exp``).
+  A thread token also opens the run channels of that thread's runs, so a chat UI holding the
+  thread token can fetch the current run's snapshot. A runcast key is accepted in place of a
+  token (backends subscribing directly). In open mode every subscribe request is allowed (tokens
+  are still minted, so clients need not know which mode they talk to).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Sequence
+
+import jwt
+import msgspec
+from aiohttp import web
+
+from gateway.settings import MIN_TOKEN_SECRET_BYTES
+
+from .channels import thread_channel
+from .errors import RequestError
+
+__all__ = ["CallerAuth", "MintedToken", "TokenAuthority", "bearer"]
+
+_ISSUER = "runcast"
+_ALGORITHMS = ["HS256"]
+
+
+class MintedToken(msgspec.Struct, frozen=True, kw_only=True):
+    token: str
+    channel: str
+    expires_at: int
+
+
+def bearer(request: web.Request) -> str | None:
+    """The bearer credential of ``Authorization``, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _matches(candidate: str, keys: Sequence[bytes]) -> bool:
+    # compare_digest against every key, without an early exit, so timing says nothing about which.
+    raw = candidate.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(raw, key)
+    return found
+
+
+class CallerAuth:
+    """Authenticates ``/v1`` callers and ``POST /tokens`` with runcast's own API keys."""
+
+    __slots__ = ("_keys", "_upstream_key_held")
+
+    def __init__(self, api_keys: Sequence[str], *, upstream_key_held: bool) -> None:
+        self._keys = tuple(key.encode() for key in api_keys)
+        self._upstream_key_held = upstream_key_held
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._keys)
+
+    def is_runcast_key(self, credential: str | None) -> bool:
+        return credential is not None and bool(self._keys) and _matches(credential, self._keys)
+
+    def upstream_api_key(self, request: web.Request) -> str | None:
+        """The bearer token to send upstream (None: the upstream client adds runcast's key).
+
+        Raises 401 when runcast holds the upstream key and the caller has no runcast key.
+        """
+        if not self._upstream_key_held:
+            return bearer(request)
+        if not self.is_runcast_key(bearer(request)):
+            raise RequestError(
+                401,
+                "missing or invalid runcast API key (Authorization: Bearer <runcast key>)",
+                code="invalid_api_key",
+            )
+        return None
+
+    def require_key(self, request: web.Request) -> None:
+        """Raise 401/403 unless the request carries one of runcast's keys."""
+        if not self._keys:
+            raise RequestError(
+                403,
+                "no runcast API keys are configured (--api-key / RUNCAST_API_KEYS), "
+                "so this endpoint is disabled",
+                code="no_api_keys",
+            )
+        if not self.is_runcast_key(bearer(request)):
+            raise RequestError(401, "missing or invalid runcast API key", code="invalid_api_key")
+
+
+class TokenAuthority:
+    """Mints and verifies subscribe tokens (HS256 JWT scoped to one channel)."""
+
+    __slots__ = ("_callers", "_open", "_secret", "_ttl")
+
+    def __init__(self, secret: bytes, *, ttl: float, open_mode: bool, callers: CallerAuth) -> None:
+        if len(secret) < MIN_TOKEN_SECRET_BYTES:
+            raise ValueError(f"subscribe tokens need a secret of >= {MIN_TOKEN_SECRET_BYTES} bytes")
+        self._secret = secret
+        self._ttl = ttl
+        self._open = open_mode
+        self._callers = callers
+
+    @property
+    def open_mode(self) -> bool:
+        return self._open
+
+    def mint(self, channel: str, *, ttl: float | None = None) -> MintedToken:
+        now = int(time.time())
+        exp = now + int(ttl if ttl is not None else self._ttl)
+        claims = {"sub": channel, "iat": now, "exp": exp, "iss": _ISSUER}
+        token = jwt.encode(claims, self._secret, algorithm="HS256")
+        return MintedToken(token=token, channel=channel, expires_at=exp)
+
+    def authorize(self, request: web.Request, channel: str, *, thread_id: str | None) -> None:
+        """Allow the subscribe request for ``channel`` or raise 401 (no/bad token) / 403 (scope).
+
+        ``thread_id`` is the thread a run channel belongs to, when known, so that a thread token
+        opens its runs' channels too.
+        """
+        if self._open:
+            return
+        credential = request.query.get("token") or bearer(request)
+        if credential is None:
+            raise RequestError(
+                401,
+                "a subscribe token is required (?token= or Authorization: Bearer)",
+                code="missing_token",
+            )
+        if self._callers.is_runcast_key(credential):
+            return
+        try:
+            claims = jwt.decode(
+                credential,
+                self._secret,
+                algorithms=_ALGORITHMS,
+                issuer=_ISSUER,
+                options={"require": ["exp", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise RequestError(401, "subscribe token has expired", code="token_expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise RequestError(
+                401, f"invalid subscribe token: {exc}", code="invalid_token"
+            ) from None
+        scope = claims.get("sub")
+        allowed = {channel}
+        if thread_id is not None:
+            allowed.add(thread_channel(thread_id))
+        if scope not in allowed:
+            raise RequestError(
+                403, f"subscribe token is not valid for {channel}", code="token_scope"
+            )

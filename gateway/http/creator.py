@@ -1,0 +1,180 @@
+"""The creator's side of a streamed run-starting call: start a relay, stream its feed back.
+
+The response head is sent once the relay knows the run id (the first run event), so it carries
+``runcast-run-id``, ``runcast-thread-id`` and the subscribe tokens ``runcast-subscribe-token``
+(run channel) and ``runcast-thread-token`` (thread channel) that the creator hands to its
+frontends. An upstream failure before the first event is answered as a normal HTTP error: the
+upstream's own status and JSON body for an HTTP error (e.g. 400 "already has an active run"),
+502/504 for connection failures and timeouts.
+
+The body is the upstream's events (same names and data bytes) with ``id: <run seq>`` lines. A
+creator that reads too slowly to keep up (more than ``creator_buffer_bytes`` waiting) is cut off
+with a final ``runcast.lagged`` event (its ``error`` member makes the openai SDK raise) naming the
+seq to resume from on ``GET /streams/runs/{run_id}?since=<seq>``; one whose socket accepts nothing
+for ``creator_write_timeout`` is disconnected. Either way the run itself is unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from gateway.errors import UpstreamError, UpstreamHTTPError
+from gateway.hub import LAGGED_EVENT
+from parsers.errors import RemoteProtocolError
+from parsers.sse import encode_sse
+
+from .channels import run_channel, thread_channel
+from .errors import RequestError, upstream_failure
+from .feed import CreatorFeed
+from .headers import copy_response_headers, relayed_body
+from .relay import Opener, RelayStart
+from .routes import StreamedCall
+from .state import RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
+
+__all__ = ["serve_streamed_call"]
+
+
+class _ToolOutputsBody(msgspec.Struct, kw_only=True):
+    tool_outputs: list[dict[str, object]]
+    stream: bool | None = None
+
+
+_tool_outputs_decoder = msgspec.json.Decoder(_ToolOutputsBody)
+
+
+def _opener(
+    request: web.Request,
+    call: StreamedCall,
+    body: bytes,
+    api_key: str | None,
+    headers: Mapping[str, str],
+) -> Opener:
+    upstream = request.app[UPSTREAM]
+    query = request.rel_url.raw_query_string or None
+    if call.kind == "run":
+        assert call.thread_id is not None
+        thread_id = call.thread_id
+        return lambda: upstream.stream_run(
+            thread_id, body, query=query, api_key=api_key, headers=headers
+        )
+    if call.kind == "thread_and_run":
+        return lambda: upstream.stream_thread_and_run(body, api_key=api_key, headers=headers)
+    assert call.thread_id is not None and call.run_id is not None
+    try:
+        outputs = _tool_outputs_decoder.decode(body).tool_outputs
+    except msgspec.DecodeError as exc:
+        raise RequestError(
+            400, f"invalid submit_tool_outputs body: {exc}", param="tool_outputs"
+        ) from None
+    thread_id, run_id = call.thread_id, call.run_id
+    return lambda: upstream.stream_submit_tool_outputs(
+        thread_id, run_id, outputs, api_key=api_key, headers=headers
+    )
+
+
+async def serve_streamed_call(
+    request: web.Request,
+    call: StreamedCall,
+    body: bytes,
+    *,
+    api_key: str | None,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    opener = _opener(request, call, body, api_key, headers)
+    feed = CreatorFeed(settings.creator_buffer_bytes)
+    relay = app[RELAYS].start(
+        opener,
+        feed=feed,
+        api_key=api_key,
+        headers=headers,
+        run_id=call.run_id,
+        thread_id=call.thread_id,
+    )
+    try:
+        try:
+            # shield: a creator that leaves must not cancel the relay's future.
+            start = await asyncio.shield(relay.started)
+        except UpstreamHTTPError as exc:
+            return _http_error(request, exc)
+        except (UpstreamError, RemoteProtocolError) as exc:
+            raise upstream_failure(exc) from None
+        response = web.StreamResponse(headers=_head(request, start))
+        await response.prepare(request)
+        await _pump(request, response, feed, start)
+        return response
+    finally:
+        feed.detach()
+
+
+def _http_error(request: web.Request, exc: UpstreamHTTPError) -> web.Response:
+    """The upstream's own error answer, relayed (status, JSON body, useful headers)."""
+    if isinstance(exc.body, bytes):
+        body, content_type = exc.body, exc.headers.get("content-type", "application/json")
+    else:
+        body, content_type = orjson.dumps(exc.body), "application/json"
+    headers = copy_response_headers(exc.headers, content_type=False)
+    return web.Response(
+        status=exc.status,
+        body=relayed_body(exc.status, body, request.app[UPSTREAM_KEY]),
+        content_type=content_type.split(";")[0].strip(),
+        headers=headers,
+    )
+
+
+def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
+    head = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    }
+    if start.request_id:
+        head["x-request-id"] = start.request_id
+    tokens = request.app[TOKENS]
+    if start.run_id is not None:
+        head["runcast-run-id"] = start.run_id
+        head["runcast-subscribe-token"] = tokens.mint(run_channel(start.run_id)).token
+    if start.thread_id is not None:
+        head["runcast-thread-id"] = start.thread_id
+        head["runcast-thread-token"] = tokens.mint(thread_channel(start.thread_id)).token
+    return head
+
+
+async def _pump(
+    request: web.Request, response: web.StreamResponse, feed: CreatorFeed, start: RelayStart
+) -> None:
+    timeout = request.app[SETTINGS].creator_write_timeout
+    try:
+        while (chunk := await feed.read()) is not None:
+            async with asyncio.timeout(timeout):
+                await response.write(chunk)
+        if feed.lagged:
+            async with asyncio.timeout(timeout):
+                await response.write(_lag_notice(feed, start))
+        await response.write_eof()
+    except (TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+def _lag_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
+    seq = int(feed.last_id) if feed.last_id is not None else 0
+    where = f"GET /streams/runs/{start.run_id}?since={seq}" if start.run_id else "the run channel"
+    data = orjson.dumps(
+        {
+            "error": {
+                "message": f"runcast: this response fell behind the run; resume with {where}",
+                "type": "runcast_lagged",
+                "param": None,
+                "code": "lagged",
+            },
+            "seq": seq,
+        }
+    )
+    return encode_sse(data, event=LAGGED_EVENT)

@@ -1,0 +1,147 @@
+"""Uniform JSON errors for everything runcast itself answers.
+
+Every 4xx/5xx that runcast produces (not the upstream's, which pass through unchanged) has the
+OpenAI error shape ``{"error": {"message", "type", "param", "code"}}`` (spec §1.5), so SDKs map it
+to their usual exception classes. :func:`error_middleware` turns :class:`RequestError`,
+:class:`~gateway.errors.SubscriberError` and aiohttp's own ``HTTPException`` (unknown routes,
+bad methods, bodies over ``client_max_size``) into that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+import msgspec
+from aiohttp import web
+
+from gateway.errors import SubscriberError, UpstreamError, UpstreamTimeout
+from parsers.errors import RemoteProtocolError
+
+__all__ = ["RequestError", "error_middleware", "error_response", "upstream_failure"]
+
+log = logging.getLogger("runcast.http")
+
+_TYPE_BY_STATUS: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+_CODE_BY_STATUS: Mapping[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+_HEADERS_KEPT = ("Allow", "Retry-After")
+
+
+class _Error(msgspec.Struct, frozen=True, kw_only=True):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    error: _Error
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class RequestError(Exception):
+    """A request runcast refuses; becomes a JSON error response in :func:`error_middleware`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
+
+
+def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
+    """A call the upstream never answered properly: 504 for a timeout, else 502."""
+    if isinstance(exc, UpstreamTimeout):
+        return RequestError(
+            504, f"upstream did not answer: {exc}", type="upstream_error", code="upstream_timeout"
+        )
+    return RequestError(
+        502, f"upstream failed: {exc}", type="upstream_error", code="upstream_unavailable"
+    )
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """The OpenAI-shaped JSON error response (spec §1.5)."""
+    body = _ErrorBody(
+        error=_Error(
+            message=message,
+            type=type or _TYPE_BY_STATUS.get(status, "server_error"),
+            param=param,
+            code=code,
+        )
+    )
+    return web.Response(
+        status=status,
+        body=_encoder.encode(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return error_response(
+            exc.status, exc.message, code=exc.code, param=exc.param, type=exc.type
+        )
+    except SubscriberError as exc:
+        return error_response(exc.status, str(exc), code=exc.code)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kept = {name: exc.headers[name] for name in _HEADERS_KEPT if name in exc.headers}
+        message = exc.reason
+        if exc.status == 413:
+            message = f"request body too large: {exc.text or exc.reason}"
+        elif exc.status == 404:
+            message = f"no route for {request.method} {request.path}"
+        return error_response(
+            exc.status, message, code=_CODE_BY_STATUS.get(exc.status), headers=kept
+        )
+    except ConnectionResetError:
+        raise
+    except Exception:
+        # CancelledError is a BaseException and passes; anything else is our bug, and the
+        # caller still gets the uniform shape instead of aiohttp's text/plain 500.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal error in runcast", type="server_error")

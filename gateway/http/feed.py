@@ -1,0 +1,121 @@
+"""The bounded buffer between a run's relay pump and its creator's HTTP response.
+
+The pump must never wait for the creator (issue contract: a slow creator never slows the run for
+the subscribers), so :meth:`CreatorFeed.push` is synchronous and never blocks. The creator's
+handler drains everything buffered in one :meth:`read` (one coalesced socket write). Overflow
+policy: when more than ``max_bytes`` are waiting (a single event always fits an empty buffer,
+however large), the buffer is dropped and the feed is marked
+``lagged``; the handler then ends the response with a final notice and the creator can resume
+from the run channel (``GET /streams/runs/{run_id}?since=<last id>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import msgspec
+
+__all__ = ["CreatorFeed", "FeedStatistics"]
+
+
+class FeedStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    buffered_bytes: int
+    pushed_bytes: int
+    lagged: bool
+    finished: bool
+    detached: bool
+
+
+class CreatorFeed:
+    """Single-producer (the pump), single-consumer (the creator's response) byte buffer."""
+
+    __slots__ = (
+        "_chunks",
+        "_detached",
+        "_finished",
+        "_ids",
+        "_lagged",
+        "_max_bytes",
+        "_pushed",
+        "_size",
+        "_wakeup",
+        "last_id",
+    )
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._chunks: deque[bytes] = deque()
+        self._ids: deque[str] = deque(maxlen=1)
+        self._size = 0
+        self._pushed = 0
+        self._lagged = False
+        self._finished = False
+        self._detached = False
+        self._wakeup = asyncio.Event()
+        self.last_id: str | None = None
+        """The last ``id:`` handed to the reader, so the lag notice can say where to resume."""
+
+    @property
+    def accepting(self) -> bool:
+        return not (self._lagged or self._finished or self._detached)
+
+    @property
+    def lagged(self) -> bool:
+        return self._lagged
+
+    def push(self, data: bytes, *, event_id: str | None = None) -> bool:
+        """Queue ``data`` for the creator; False once the feed no longer accepts (never blocks)."""
+        if not self.accepting:
+            return False
+        # One event larger than the whole buffer (a long completed message) still fits an empty one.
+        if self._chunks and self._size + len(data) > self._max_bytes:
+            self._lagged = True
+            self._chunks.clear()
+            self._size = 0
+            self._wakeup.set()
+            return False
+        self._chunks.append(data)
+        self._size += len(data)
+        self._pushed += len(data)
+        if event_id is not None:
+            self._ids.append(event_id)
+        self._wakeup.set()
+        return True
+
+    def finish(self) -> None:
+        """No more data will come (the run segment ended); the reader drains and stops."""
+        self._finished = True
+        self._wakeup.set()
+
+    def detach(self) -> None:
+        """The creator went away; further pushes are dropped."""
+        self._detached = True
+        self._chunks.clear()
+        self._size = 0
+        self._wakeup.set()
+
+    async def read(self) -> bytes | None:
+        """All buffered bytes joined; None once the feed has ended (finished, lagged, detached)."""
+        while True:
+            if self._chunks and not self._lagged:
+                data = b"".join(self._chunks)
+                self._chunks.clear()
+                if self._ids:
+                    self.last_id = self._ids.pop()
+                self._size = 0
+                self._wakeup.clear()
+                return data
+            if not self.accepting:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def statistics(self) -> FeedStatistics:
+        return FeedStatistics(
+            buffered_bytes=self._size,
+            pushed_bytes=self._pushed,
+            lagged=self._lagged,
+            finished=self._finished,
+            detached=self._detached,
+        )

@@ -1,0 +1,84 @@
+"""Which headers cross the proxy in each direction, and scrubbing of the upstream key.
+
+Requests forward only what the upstream uses (spec §1.1): content type (multipart uploads need
+the caller's boundary), accept, the ``OpenAI-*`` scoping and beta headers and an idempotency key.
+``Authorization`` is never copied here: the upstream client sets it (runcast's key, or the
+caller's bearer when runcast holds none). Responses return what SDKs read: request id, retry and
+poll hints, rate-limit headers, content type and disposition. Everything else (hop-by-hop
+headers, cookies, server internals) stays behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["copy_response_headers", "forward_request_headers", "relayed_body", "scrub"]
+
+_REQUEST_HEADERS = (
+    "Accept",
+    "Content-Type",
+    "OpenAI-Beta",
+    "OpenAI-Organization",
+    "OpenAI-Project",
+    "Idempotency-Key",
+)
+
+_RESPONSE_HEADERS = (
+    "Content-Type",
+    "Content-Disposition",
+    "x-request-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "openai-poll-after-ms",
+    "openai-processing-ms",
+    "openai-version",
+    "openai-organization",
+    "openai-project",
+)
+_RESPONSE_NAMES = frozenset(name.lower() for name in _RESPONSE_HEADERS)
+_RESPONSE_PREFIXES = ("x-ratelimit-",)
+
+
+def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's headers that go upstream (names as the upstream client expects them)."""
+    return {name: headers[name] for name in _REQUEST_HEADERS if name in headers}
+
+
+def copy_response_headers(
+    headers: Mapping[str, str], *, content_type: bool = True
+) -> dict[str, str]:
+    """The upstream's response headers that go back to the caller (any name case)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low == "content-type" and not content_type:
+            continue
+        if low in _RESPONSE_NAMES or low.startswith(_RESPONSE_PREFIXES):
+            out[name] = value
+    return out
+
+
+_KEY_REJECTED = (
+    b'{"error":{"message":"the upstream rejected the API key configured in runcast",'
+    b'"type":"upstream_auth_error","param":null,"code":"upstream_key_rejected"}}'
+)
+
+
+def relayed_body(status: int, body: bytes, key: bytes) -> bytes:
+    """An upstream answer's body as the caller gets it.
+
+    With runcast's own upstream key (``key``), a 401 describes that key, not the caller's: its
+    body (which may quote part of the key, as OpenAI's "Incorrect API key provided: sk-...abcd"
+    does) is replaced by runcast's own message. Any other body only has the key scrubbed.
+    """
+    if key and status == 401:
+        return _KEY_REJECTED
+    return scrub(body, key)
+
+
+def scrub(body: bytes, key: bytes) -> bytes:
+    """``body`` with every occurrence of the upstream key replaced (error bodies may echo it)."""
+    if key and key in body:
+        return body.replace(key, b"***")
+    return body

@@ -1,0 +1,83 @@
+"""Transparent ``/v1/*`` passthrough to the upstream, and the switch to the run relay.
+
+Method, path (percent-encoding kept), query string and body bytes go upstream unchanged, with the
+headers listed in ``headers.py``; status, those response headers and the body (error bodies
+included) come back unchanged. Retries are left to the caller's own client (``max_retries=0``),
+which sees the upstream's ``retry-after`` hints. Streamed run-starting calls go to
+``creator.serve_streamed_call`` instead, which relays and fans them out.
+
+Authentication (``auth.CallerAuth``): when runcast holds the upstream key, the caller's bearer
+must be a runcast key and the upstream key is added by the upstream client; otherwise the
+caller's bearer token is passed on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.errors import UpstreamError
+from parsers.errors import RemoteProtocolError
+
+from .creator import serve_streamed_call
+from .errors import upstream_failure
+from .headers import copy_response_headers, forward_request_headers, relayed_body
+from .routes import streamed_call
+from .state import CALLERS, UPSTREAM, UPSTREAM_KEY
+
+__all__ = ["proxy"]
+
+log = logging.getLogger("runcast.proxy")
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    api_key = request.app[CALLERS].upstream_api_key(request)
+    # client_max_size bounds this read (413 above it).
+    body = await request.read() if request.body_exists else b""
+    raw_path = request.rel_url.raw_path
+    headers = forward_request_headers(request.headers)
+    call = streamed_call(request.method, raw_path, body)
+    if call is not None:
+        return await serve_streamed_call(request, call, body, api_key=api_key, headers=headers)
+    try:
+        return await _passthrough(request, raw_path, body, api_key, headers)
+    except (UpstreamError, RemoteProtocolError) as exc:
+        raise upstream_failure(exc) from None
+
+
+async def _passthrough(
+    request: web.Request,
+    raw_path: str,
+    body: bytes,
+    api_key: str | None,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    upstream = request.app[UPSTREAM]
+    key = request.app[UPSTREAM_KEY]
+    path = raw_path.removeprefix("/v1")
+    async with upstream.request(
+        request.method,
+        path,
+        query=request.rel_url.raw_query_string or None,
+        body=body or None,
+        headers=headers,
+        api_key=api_key,
+        max_retries=0,
+    ) as answer:
+        out_headers = copy_response_headers(answer.headers)
+        if not answer.content_type.startswith("text/event-stream"):
+            data = await answer.read(limit=upstream.settings.max_response_bytes)
+            body = relayed_body(answer.status, data, key)
+            return web.Response(status=answer.status, body=body, headers=out_headers)
+        # Some other streaming endpoint: relay its bytes as they come.
+        response = web.StreamResponse(status=answer.status, headers=out_headers)
+        await response.prepare(request)
+        try:
+            async for chunk in answer:
+                await response.write(chunk)
+        except (UpstreamError, RemoteProtocolError) as exc:
+            # Headers are out: the caller sees the body end early, as it would upstream.
+            log.warning("passthrough stream %s broke off: %s", raw_path, exc)
+        await response.write_eof()
+        return response

@@ -1,0 +1,86 @@
+"""RunPublisher: where a run's events go, numbered once by the hub.
+
+Each event is published in one call to ``run:{run_id}`` and ``thread:{thread_id}`` (those known so
+far); the hub numbers it per channel. Unless it is for subscribers only, it is then pushed to the
+creator's :class:`~gateway.http.feed.CreatorFeed` framed with ``id: <run seq>``, so the creator can
+resume on the run channel from any event it saw. The push never blocks (the feed is bounded and
+cuts a slow creator off instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.hub import Broker, HubEvent
+from parsers.sse import encode_sse
+
+from .channels import run_channel, thread_channel
+from .feed import CreatorFeed
+
+__all__ = ["RunPublisher"]
+
+
+class RunPublisher:
+    """Publishes one run's events to the hub and its creator's feed."""
+
+    __slots__ = ("_broker", "_feed", "run_id", "thread_id")
+
+    def __init__(
+        self,
+        broker: Broker,
+        feed: CreatorFeed | None,
+        *,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        self._broker = broker
+        self._feed = feed
+        self.run_id = run_id
+        self.thread_id = thread_id
+
+    def channels(self) -> list[str]:
+        channels = []
+        if self.run_id is not None:
+            channels.append(run_channel(self.run_id))
+        if self.thread_id is not None:
+            channels.append(thread_channel(self.thread_id))
+        return channels
+
+    def run_seq(self) -> int | None:
+        """The run channel's last seq (None before the run id is known)."""
+        if self.run_id is None:
+            return None
+        stats = self._broker.channel_statistics(run_channel(self.run_id))
+        return None if stats is None else stats.last_seq
+
+    async def emit(self, event: HubEvent, *, to_creator: bool = True) -> None:
+        await self.emit_batch([event], to_creator=to_creator)
+
+    async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
+        channels = self.channels()
+        if channels:
+            await self._broker.publish(channels, events)
+        feed = self._feed
+        if not to_creator or feed is None or not feed.accepting:
+            return
+        # The relay is the run channel's only publisher, so the batch holds its last seqs.
+        last = self.run_seq()
+        first = None if last is None else last - len(events) + 1
+        for i, event in enumerate(events):
+            event_id = None if first is None else str(first + i)
+            feed.push(encode_sse(event.data, event=event.name, id=event_id), event_id=event_id)
+
+    def to_creator(self, event: HubEvent, seq: int | None) -> None:
+        """Give the creator an event published earlier (for subscribers only, until now)."""
+        if self._feed is not None:
+            event_id = None if seq is None else str(seq)
+            self._feed.push(encode_sse(event.data, event=event.name, id=event_id))
+
+    def end_creator(self) -> None:
+        """The creator's response ends after what it has been given so far."""
+        if self._feed is not None:
+            self._feed.finish()
+
+    async def close_run(self) -> None:
+        if self.run_id is not None:
+            await self._broker.close_channel(run_channel(self.run_id))

@@ -1,0 +1,84 @@
+"""Snapshot reducers for the hub: :class:`parsers.accumulate.RunAccumulator` behind ``Reducer``.
+
+The hub calls ``apply`` with every published :class:`~gateway.hub.HubEvent` (name and raw data
+bytes) and serves ``snapshot()`` with the seq it reflects. Reducers work from those bytes alone,
+so a broker on another node can rebuild the same state from history.
+
+- ``run:{run_id}`` channels fold their run, across every HTTP stream it spans.
+- ``thread:{thread_id}`` channels fold the thread's current run: a run event for another run
+  (or a ``thread.created``) starts a fresh accumulator, so a chat UI joining the thread mid-answer
+  gets the answer so far.
+
+``runcast.*`` events and payloads that do not decode are skipped (never fatal to the channel).
+"""
+
+from __future__ import annotations
+
+from gateway.hub import HubEvent, Reducer
+from parsers.accumulate import RunAccumulator, encode_snapshot
+from parsers.assistants import AssistantStreamEvent, RunEvent, ThreadEvent, decode_event
+from parsers.errors import EventDecodeError
+from parsers.sse import ServerSentEvent
+
+__all__ = ["RunReducer", "ThreadReducer", "reducer_factory"]
+
+
+def _decode(event: HubEvent) -> AssistantStreamEvent | None:
+    if event.name.startswith("runcast."):
+        return None
+    try:
+        return decode_event(ServerSentEvent(event=event.name, data_bytes=event.data))
+    except EventDecodeError:
+        return None
+
+
+class RunReducer:
+    """The snapshot of one run channel."""
+
+    __slots__ = ("_acc",)
+
+    def __init__(self) -> None:
+        self._acc = RunAccumulator()
+
+    def apply(self, event: HubEvent) -> None:
+        typed = _decode(event)
+        if typed is not None:
+            self._acc.apply(typed)
+
+    def snapshot(self) -> bytes:
+        return encode_snapshot(self._acc.snapshot())
+
+
+class ThreadReducer:
+    """The snapshot of a thread channel: its current (latest) run."""
+
+    __slots__ = ("_acc", "_run_id")
+
+    def __init__(self) -> None:
+        self._acc = RunAccumulator()
+        self._run_id: str | None = None
+
+    def apply(self, event: HubEvent) -> None:
+        typed = _decode(event)
+        if typed is None:
+            return
+        if isinstance(typed, ThreadEvent):
+            self._acc = RunAccumulator()
+            self._run_id = None
+        elif isinstance(typed, RunEvent) and typed.data.id != self._run_id:
+            if self._run_id is not None:
+                self._acc = RunAccumulator()
+            self._run_id = typed.data.id
+        self._acc.apply(typed)
+
+    def snapshot(self) -> bytes:
+        return encode_snapshot(self._acc.snapshot())
+
+
+def reducer_factory(channel: str) -> Reducer | None:
+    """The hub's ``ReducerFactory``: run and thread channels get snapshots, others none."""
+    if channel.startswith("run:"):
+        return RunReducer()
+    if channel.startswith("thread:"):
+        return ThreadReducer()
+    return None

@@ -1,0 +1,140 @@
+"""RelayRegistry: owns every RunRelay task, and remembers which thread each relayed run is on.
+
+Relays outlive the request that started them (a creator may disconnect while subscribers keep
+receiving the run), so the registry, not a request handler, owns their tasks: each is tracked
+from creation, its failure is logged when it ends, and :meth:`aclose` cancels and awaits every
+one still running (bounded by ``shutdown_timeout``). The run -> thread map (bounded, oldest runs
+forgotten first) lets a thread's subscribe token open the channels of that thread's runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import msgspec
+
+from gateway.hub import Broker
+from gateway.upstream import UpstreamClient
+
+from .actions import ActionHandler, ActionOptions
+from .feed import CreatorFeed
+from .relay import Opener, RelayEnv, RunRelay
+
+__all__ = ["RelayRegistry", "RelayStatistics"]
+
+log = logging.getLogger("runcast.relay")
+
+_MAX_KNOWN_RUNS = 100_000
+
+
+class RelayStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    active: int
+    started: int
+    failed: int
+    known_runs: int
+
+
+class RelayRegistry:
+    """Starts relays as owned tasks; ``aclose()`` stops them all."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        upstream: UpstreamClient,
+        *,
+        action_handler: ActionHandler | None = None,
+        action_options: ActionOptions | None = None,
+        recovery_timeout: float = 30.0,
+        shutdown_timeout: float = 10.0,
+        max_known_runs: int = _MAX_KNOWN_RUNS,
+    ) -> None:
+        self._env = RelayEnv(
+            broker=broker,
+            upstream=upstream,
+            action_handler=action_handler,
+            action_options=action_options or ActionOptions(),
+            recovery_timeout=recovery_timeout,
+            on_run=self._note_run,
+        )
+        self._shutdown_timeout = shutdown_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._threads: OrderedDict[str, str | None] = OrderedDict()
+        self._max_known_runs = max_known_runs
+        self._started = 0
+        self._failed = 0
+        self._closed = False
+
+    def start(
+        self,
+        opener: Opener,
+        *,
+        feed: CreatorFeed | None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> RunRelay:
+        """Create a relay for the stream ``opener`` opens and start pumping it at once."""
+        if self._closed:
+            raise RuntimeError("relay registry is closed")
+        relay = RunRelay(
+            opener,
+            self._env,
+            feed=feed,
+            api_key=api_key,
+            headers=headers,
+            run_id=run_id,
+            thread_id=thread_id,
+        )
+        if run_id is not None:
+            self._note_run(run_id, thread_id)
+        task = asyncio.create_task(relay.run(), name=f"runcast-relay-{run_id or 'new'}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        self._started += 1
+        return relay
+
+    def thread_of(self, run_id: str) -> str | None:
+        """The thread of a run that passed through runcast (None if unknown)."""
+        return self._threads.get(run_id)
+
+    def _note_run(self, run_id: str, thread_id: str | None) -> None:
+        if thread_id is None and self._threads.get(run_id) is not None:
+            return
+        self._threads[run_id] = thread_id
+        self._threads.move_to_end(run_id)
+        while len(self._threads) > self._max_known_runs:
+            self._threads.popitem(last=False)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._failed += 1
+            log.error("run relay %s failed", task.get_name(), exc_info=exc)
+
+    def statistics(self) -> RelayStatistics:
+        return RelayStatistics(
+            active=len(self._tasks),
+            started=self._started,
+            failed=self._failed,
+            known_runs=len(self._threads),
+        )
+
+    async def aclose(self) -> None:
+        """Cancel every running relay and wait for them (idempotent)."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._shutdown_timeout)
+            for task in pending:
+                log.error(
+                    "run relay %s did not stop within %gs", task.get_name(), self._shutdown_timeout
+                )

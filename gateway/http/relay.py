@@ -1,0 +1,321 @@
+"""RunRelay: pumps one run's upstream stream(s) into the hub and its creator's response.
+
+Theory of operation. A relay is started for each streamed run-starting call (create run, create
+thread and run, submit tool outputs) and runs as a task owned by the
+:class:`~gateway.http.registry.RelayRegistry`, never by the creator's request handler: a creator
+that disconnects only detaches its :class:`~gateway.http.feed.CreatorFeed`, and the run goes on
+being pumped to its subscribers.
+
+For every upstream event, in order: publish ``HubEvent(name, data bytes)`` to ``run:{run_id}`` and
+``thread:{thread_id}`` (the hub numbers it), then push ``id: <run seq>`` + the same event to the
+creator's feed (never blocking). The run id comes from the first run event; a ``thread.created``
+before it (create thread and run) is held back until then so the run channel starts with it.
+
+``started`` resolves when the run id is known, so the creator's response head can carry the ids
+and subscribe tokens; an upstream failure before any event (an HTTP error such as 400 "active
+run", a timeout) resolves it with the exception instead and nothing is published.
+
+Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
+:class:`~gateway.http.actions.ActionHandler`, the following ``done`` is held while the handler
+decides; ``Submit`` posts the outputs (``stream: true``) and the continuation is pumped into the
+same channels and feed, so seq continues and the intermediate ``done`` never shows.
+
+Upstream failures after the first event (:class:`~gateway.errors.StreamTruncated`, timeouts,
+connection loss, an oversized event) publish ``runcast.upstream_error``
+(``{"error": {...}, "reason", "last_status", "run_id", "thread_id"}``) to the channels and the
+creator, whose response then ends. Recovery: for a run that was cut off, the relay polls
+``GET .../runs/{run_id}`` for up to ``recovery_timeout`` and, once the run has settled
+(terminal or ``requires_action``), publishes the polled Run as ``thread.run.<status>``. The
+channels' segment always ends with ``done`` (synthesized when the upstream sent none), and a run
+channel is closed once its run is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
+from gateway.hub import Broker, HubEvent
+from gateway.upstream import RunStream, StreamItem, UpstreamClient
+from parsers.assistants import TERMINAL_RUN_STATUSES, DoneEvent, Run, RunEvent, ThreadEvent
+from parsers.errors import RemoteProtocolError
+
+from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
+from .feed import CreatorFeed
+from .publisher import RunPublisher
+from .recovery import poll_settled_run, upstream_error_event
+
+__all__ = ["DONE", "Opener", "RelayEnv", "RelayStart", "RunRelay"]
+
+log = logging.getLogger("runcast.relay")
+
+DONE = HubEvent("done", b"[DONE]")
+_MAX_HELD_EVENTS = 64
+"""Events held before the run id is known (``thread.created``); more means a broken upstream."""
+
+Opener = Callable[[], RunStream]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RelayEnv:
+    """What every relay of a gateway shares (built once by the registry)."""
+
+    broker: Broker
+    upstream: UpstreamClient
+    action_handler: ActionHandler | None = None
+    action_options: ActionOptions = dataclasses.field(default_factory=ActionOptions)
+    recovery_timeout: float = 30.0
+    on_run: Callable[[str, str | None], None] | None = None
+    """Called with (run id, thread id) when a relay learns its run id."""
+
+
+class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
+    """What the creator's response head needs (ids None if the stream ended before a run event)."""
+
+    run_id: str | None
+    thread_id: str | None
+    request_id: str | None
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
+
+
+def _retrieve(future: asyncio.Future[RelayStart]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class RunRelay:
+    """One run's pump. Create through the registry; ``run()`` is its task body."""
+
+    def __init__(
+        self,
+        opener: Opener,
+        env: RelayEnv,
+        *,
+        feed: CreatorFeed | None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        self._opener = opener
+        self._env = env
+        self._handler = env.action_handler
+        self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
+        self._api_key = api_key
+        self._headers = dict(headers or {})
+        self.started: asyncio.Future[RelayStart] = asyncio.get_running_loop().create_future()
+        # The creator may have left before a start failure; the exception is still "retrieved".
+        self.started.add_done_callback(_retrieve)
+        self._request_id: str | None = None
+        self._held: list[HubEvent] = []
+        self._last_status: str | None = None
+        self._action: Run | None = None
+        self._hidden: tuple[HubEvent, int | None] | None = None
+        self._held_done: HubEvent | None = None
+        self._saw_done = False
+        self._received = False
+        self._failed = False
+
+    @property
+    def run_id(self) -> str | None:
+        return self._out.run_id
+
+    @property
+    def thread_id(self) -> str | None:
+        return self._out.thread_id
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            stream: RunStream | None = self._opener()
+            while stream is not None and await self._segment(stream):
+                stream = await self._answer_action() if self._answering else None
+        finally:
+            await self._finish()
+
+    @property
+    def _answering(self) -> bool:
+        return self._action is not None and self._handler is not None
+
+    async def _segment(self, stream: RunStream) -> bool:
+        """Pump one upstream response; True when it ended cleanly."""
+        self._action = None
+        self._saw_done = False
+        try:
+            async with stream:
+                if self._request_id is None:
+                    self._request_id = stream.response.headers.get("x-request-id")
+                async for item in stream:
+                    self._received = True
+                    await self._on_item(item)
+        except (UpstreamError, RemoteProtocolError) as exc:
+            if self._received:
+                await self._upstream_error(exc)
+            else:
+                self._failed = True
+                if not self.started.done():
+                    self.started.set_exception(exc)
+            return False
+        if not self._received:
+            return False
+        await self._flush_held()
+        if not self._saw_done and not self._answering:
+            # A clean EOF without `done` (after a terminal status or `event: error`, spec §2.4):
+            # the channels still get their end-of-segment marker.
+            await self._out.emit(DONE)
+        return True
+
+    async def _on_item(self, item: StreamItem) -> None:
+        event = item.event
+        hub_event = HubEvent(item.name, item.data_bytes)
+        if self.run_id is not None and not self.started.done():
+            self._resolve_start()  # a continuation: the run id was known from the start
+        if item.decode_error is not None:
+            log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
+        if isinstance(event, RunEvent):
+            run = event.data
+            self._last_status = run.status
+            if self.run_id is None:
+                await self._run_known(run)
+            if run.status == "requires_action":
+                self._action = run
+                hide = (
+                    self._handler is not None
+                    and not self._env.action_options.show_requires_action
+                    and self._handler.handles(run)
+                )
+                await self._out.emit(hub_event, to_creator=not hide)
+                self._hidden = (hub_event, self._out.run_seq()) if hide else None
+                return
+        elif isinstance(event, ThreadEvent) and self.thread_id is None:
+            self._out.thread_id = event.data.id
+        elif isinstance(event, DoneEvent):
+            self._saw_done = True
+            if self._answering:
+                self._held_done = hub_event
+                return
+        if self.run_id is None and len(self._held) < _MAX_HELD_EVENTS:
+            self._held.append(hub_event)
+            return
+        await self._out.emit(hub_event)
+
+    async def _run_known(self, run: Run) -> None:
+        self._out.run_id = run.id
+        self._out.thread_id = run.thread_id or self.thread_id
+        if self._env.on_run is not None:
+            self._env.on_run(run.id, self.thread_id)
+        self._resolve_start()
+        await self._flush_held()
+
+    async def _flush_held(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            await self._out.emit_batch(held)
+
+    def _resolve_start(self) -> None:
+        if not self.started.done():
+            start = RelayStart(
+                run_id=self.run_id, thread_id=self.thread_id, request_id=self._request_id
+            )
+            self.started.set_result(start)
+
+    # -- requires_action ------------------------------------------------------------------
+
+    async def _emit_tool_event(self, name: str, data: bytes) -> None:
+        to_creator = self._env.action_options.events_to_creator
+        await self._out.emit(HubEvent(name, data), to_creator=to_creator)
+
+    async def _answer_action(self) -> RunStream | None:
+        run, self._action = self._action, None
+        done, self._held_done = self._held_done, None
+        hidden, self._hidden = self._hidden, None
+        if run is None or self._handler is None or self.thread_id is None:
+            return None
+        outcome = await self._handler.run_action(run, self._emit_tool_event)
+        if isinstance(outcome, Submit) and _past(outcome.not_after):
+            # spec §5: outputs after expires_at are refused and the run expires anyway.
+            outcome = Cancel(reason="tool outputs ready after the action expired")
+        if isinstance(outcome, Submit):
+            return self._env.upstream.stream_submit_tool_outputs(
+                self.thread_id,
+                run.id,
+                outcome.as_dicts(),
+                api_key=self._api_key,
+                headers=self._headers,
+            )
+        if isinstance(outcome, Skip):
+            if hidden is not None:
+                self._out.to_creator(*hidden)
+            await self._out.emit(done or DONE)
+            return None
+        try:
+            await self._env.upstream.cancel_run(self.thread_id, run.id, api_key=self._api_key)
+        except (UpstreamError, RemoteProtocolError) as exc:
+            log.warning("run %s: cancel failed: %s", run.id, exc)
+        await self._settle(to_creator=True)
+        await self._out.emit(DONE)
+        return None
+
+    # -- failures --------------------------------------------------------------------------
+
+    async def _upstream_error(self, exc: BaseException) -> None:
+        self._failed = True
+        log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
+        self._resolve_start()
+        await self._flush_held()
+        event = upstream_error_event(
+            exc,
+            message=self._scrub(str(exc)),
+            last_status=self._last_status,
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+        )
+        await self._out.emit(event)
+        self._out.end_creator()
+        if not isinstance(exc, UpstreamHTTPError):
+            await self._settle()
+        await self._out.emit(DONE, to_creator=False)
+
+    def _scrub(self, text: str) -> str:
+        key = self._env.upstream.settings.api_key
+        return text.replace(key, "***") if key else text
+
+    async def _settle(self, *, to_creator: bool = False) -> None:
+        """Poll the run until it settles and publish its final state (bounded)."""
+        within = self._env.recovery_timeout
+        if self.run_id is None or self.thread_id is None or within <= 0:
+            return
+        found = await poll_settled_run(
+            self._env.upstream, self.thread_id, self.run_id, within=within, api_key=self._api_key
+        )
+        if found is not None:
+            status, data = found
+            self._last_status = status
+            await self._out.emit(HubEvent(f"thread.run.{status}", data), to_creator=to_creator)
+
+    async def _finish(self) -> None:
+        if not self.started.done():
+            if self._received:
+                self._resolve_start()
+            else:
+                self.started.set_exception(
+                    UpstreamConnectionError("the run relay stopped before the upstream answered")
+                )
+        self._out.end_creator()
+        if self.run_id is None:
+            return
+        over = self._last_status in TERMINAL_RUN_STATUSES
+        if over and self._handler is not None:
+            self._handler.forget(self.run_id)
+        if over or self._failed:
+            await self._out.close_run()

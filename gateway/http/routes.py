@@ -1,0 +1,66 @@
+"""Which ``/v1`` requests start a run stream that runcast relays and fans out.
+
+Only the three run-starting calls can stream (spec §1.2): ``POST /threads/{thread_id}/runs``,
+``POST /threads/runs`` and ``POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs``, and
+only when the JSON body says ``"stream": true`` (spec §1.4: the body, not a header, decides).
+Everything else is a plain passthrough.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+from urllib.parse import unquote
+
+import msgspec
+
+__all__ = ["StreamedCall", "streamed_call"]
+
+CallKind = Literal["run", "thread_and_run", "submit"]
+
+_SEGMENT = r"([^/]+)"
+_PATTERNS: tuple[tuple[re.Pattern[str], CallKind], ...] = (
+    (re.compile(rf"^/v1/threads/{_SEGMENT}/runs/?$"), "run"),
+    (re.compile(r"^/v1/threads/runs/?$"), "thread_and_run"),
+    (re.compile(rf"^/v1/threads/{_SEGMENT}/runs/{_SEGMENT}/submit_tool_outputs/?$"), "submit"),
+)
+
+
+class StreamedCall(msgspec.Struct, frozen=True, kw_only=True):
+    kind: CallKind
+    thread_id: str | None = None
+    run_id: str | None = None
+
+
+class _StreamFlag(msgspec.Struct):
+    # A view of the request body: every other member is ignored (and sent upstream unchanged).
+    stream: bool | None = None
+
+
+_flag_decoder = msgspec.json.Decoder(_StreamFlag)
+
+
+def streamed_call(method: str, raw_path: str, body: bytes) -> StreamedCall | None:
+    """The streamed call ``method raw_path`` with ``body`` makes, or None for a passthrough.
+
+    A body that is not a JSON object with a boolean ``stream`` is passed through: the upstream
+    answers it with its own 400 error.
+    """
+    if method != "POST" or not body:
+        return None
+    for pattern, kind in _PATTERNS:
+        match = pattern.match(raw_path)
+        if match is None:
+            continue
+        try:
+            if _flag_decoder.decode(body).stream is not True:
+                return None
+        except msgspec.DecodeError:
+            return None
+        ids = [unquote(group) for group in match.groups()]
+        if kind == "run":
+            return StreamedCall(kind=kind, thread_id=ids[0])
+        if kind == "submit":
+            return StreamedCall(kind=kind, thread_id=ids[0], run_id=ids[1])
+        return StreamedCall(kind=kind)
+    return None

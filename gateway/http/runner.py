@@ -1,0 +1,83 @@
+"""Running the gateway app on a socket: ``serve(settings)`` until SIGINT/SIGTERM.
+
+``handler_cancellation=True``: when a client goes away its handler is cancelled, so a vanished
+creator detaches from its relay at once and a vanished subscriber is dropped without waiting for
+the next heartbeat. The access log never shows query strings' ``token`` values (subscribe tokens
+travel there because ``EventSource`` cannot set headers) and never shows headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from gateway.settings import Settings
+
+from .app import create_app
+from .state import SETTINGS
+
+__all__ = ["AccessLogger", "serve", "start_runner"]
+
+log = logging.getLogger("runcast")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """``remote "METHOD path?query" status seconds`` with token values redacted."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        url = request.rel_url
+        if "token" in url.query:
+            url = url.update_query(token="***")
+        self.logger.info(
+            '%s "%s %s" %d %.3fs', request.remote, request.method, url, response.status, time
+        )
+
+
+async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Set ``app`` up on ``host:port`` (0: any free port); returns the runner and base URL."""
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log_class=AccessLogger,
+        shutdown_timeout=app[SETTINGS].shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = runner.addresses[0][:2]
+    shown = bound_host if ":" not in bound_host else f"[{bound_host}]"
+    return runner, f"http://{shown}:{bound_port}"
+
+
+async def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner, url = await start_runner(create_app(settings), settings.host, settings.port)
+    try:
+        log.info("gateway listening on %s (OpenAI base_url %s/v1)", url, url)
+        log.info(
+            "subscribe at %s/streams/runs/{run_id} and %s/streams/threads/{thread_id} (%s)",
+            url,
+            url,
+            "open mode, no token needed" if settings.open_subscribe else "subscribe token required",
+        )
+        if ready is not None:
+            ready(url)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,40 @@
+"""Typed application state: the ``web.AppKey`` of each long-lived object of the gateway app.
+
+The objects themselves are created and closed by the ``cleanup_ctx`` functions in ``app.py``;
+handlers only read them through these keys.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.hub import Broker
+from gateway.settings import Settings
+from gateway.upstream import UpstreamClient
+
+from .auth import CallerAuth, TokenAuthority
+from .connections import SubscriberConnections
+from .registry import RelayRegistry
+
+__all__ = [
+    "BROKER",
+    "CALLERS",
+    "CONNECTIONS",
+    "RELAYS",
+    "SETTINGS",
+    "TOKENS",
+    "UPSTREAM",
+    "UPSTREAM_KEY",
+    "UPSTREAM_URL",
+]
+
+SETTINGS = web.AppKey("runcast.settings", Settings)
+UPSTREAM_URL = web.AppKey("runcast.upstream_url", str)
+UPSTREAM_KEY = web.AppKey("runcast.upstream_key", bytes)
+"""The upstream key runcast holds (b"" when none), to scrub it from relayed error bodies."""
+UPSTREAM = web.AppKey("runcast.upstream", UpstreamClient)
+BROKER = web.AppKey("runcast.broker", Broker)
+RELAYS = web.AppKey("runcast.relays", RelayRegistry)
+CALLERS = web.AppKey("runcast.callers", CallerAuth)
+TOKENS = web.AppKey("runcast.tokens", TokenAuthority)
+CONNECTIONS = web.AppKey("runcast.connections", SubscriberConnections)

@@ -1,0 +1,86 @@
+"""Subscriber endpoints: run and thread channels over SSE or WebSocket, and run snapshots.
+
+``GET /streams/runs/{run_id}`` and ``GET /streams/threads/{thread_id}`` stream a channel (SSE, or
+WebSocket on an upgrade request) through the hub's transport helpers; ``Last-Event-ID``
+(preferred) or ``?since=<seq>`` resumes, ``?snapshot=1`` starts with the snapshot. A run channel
+exists once its run has passed through runcast (404 before); a thread channel may be subscribed
+before its next run. ``GET /streams/runs/{run_id}/snapshot`` answers
+``{"seq": n, "snapshot": {...}}``.
+
+Authorisation (``auth.TokenAuthority``) comes first, so a 404 tells nothing to a caller without
+a valid token.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import SubscriberError
+from gateway.hub import serve_subscriber, since_from_request
+
+from .channels import run_channel, thread_channel
+from .errors import RequestError
+from .state import BROKER, CONNECTIONS, RELAYS, TOKENS
+
+__all__ = ["ID_PATTERN", "run_snapshot", "stream_run", "stream_thread"]
+
+ID_PATTERN = r"[A-Za-z0-9_\-.]{1,128}"
+"""Object ids as route patterns (OpenAI ids are ``prefix_`` + base62); anything else is a 404."""
+
+_TRUE = frozenset({"1", "true", "yes"})
+
+
+def _wants_snapshot(request: web.Request) -> bool:
+    return request.query.get("snapshot", "").lower() in _TRUE
+
+
+def _since(request: web.Request) -> int | None:
+    # Last-Event-ID wins over ?since=: a browser reconnecting an EventSource opened with
+    # `?since=0` resends the same URL, and the header is where it actually got to.
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id:
+        if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 18:
+            raise RequestError(400, "invalid Last-Event-ID", code="invalid_since")
+        return int(last_event_id)
+    return since_from_request(request)
+
+
+async def _serve(request: web.Request, channel: str, *, create: bool) -> web.StreamResponse:
+    since = _since(request)
+    with request.app[CONNECTIONS].track(channel, request):
+        return await serve_subscriber(
+            request,
+            request.app[BROKER],
+            channel,
+            since=since,
+            snapshot=_wants_snapshot(request),
+            create=create,
+        )
+
+
+async def stream_run(request: web.Request) -> web.StreamResponse:
+    run_id = request.match_info["run_id"]
+    channel = run_channel(run_id)
+    request.app[TOKENS].authorize(request, channel, thread_id=request.app[RELAYS].thread_of(run_id))
+    try:
+        return await _serve(request, channel, create=False)
+    except SubscriberError as exc:
+        if exc.status == 404:
+            raise RequestError(404, f"unknown run {run_id!r}", code="unknown_run") from None
+        raise
+
+
+async def stream_thread(request: web.Request) -> web.StreamResponse:
+    channel = thread_channel(request.match_info["thread_id"])
+    request.app[TOKENS].authorize(request, channel, thread_id=None)
+    return await _serve(request, channel, create=True)
+
+
+async def run_snapshot(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    channel = run_channel(run_id)
+    request.app[TOKENS].authorize(request, channel, thread_id=request.app[RELAYS].thread_of(run_id))
+    snapshot = await request.app[BROKER].snapshot(channel)
+    if snapshot is None:
+        raise RequestError(404, f"unknown run {run_id!r}", code="unknown_run")
+    return web.Response(body=snapshot.to_json(), content_type="application/json")

@@ -1,0 +1,135 @@
+"""The gateway's configuration: one frozen, strictly validated :class:`Settings` passed down.
+
+Built by ``gateway.cli`` from command-line flags and environment variables (or directly by code
+that embeds runcast) and handed to ``gateway.http.app.create_app``; nothing reads the environment
+or keeps configuration anywhere else. Components keep their own settings types
+(:class:`~gateway.upstream.UpstreamSettings`, :class:`~gateway.hub.HubSettings`,
+:class:`~gateway.mock.settings.MockSettings`), nested here.
+
+Security defaults (documented in the README):
+
+- ``upstream`` None means the embedded simulator; its bearer handling is pass-through and
+  subscribers need no token unless ``subscribe_auth="token"``.
+- With an upstream key held by runcast, at least one runcast API key is required (otherwise any
+  caller could spend the upstream key), and callers never see the upstream key.
+- With a real upstream, subscribe tokens are required unless ``subscribe_auth="open"`` is set
+  explicitly; without a configured ``token_secret`` an ephemeral one is generated at startup
+  (tokens then do not survive a restart and are not shared between processes).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from gateway.errors import ConfigError
+from gateway.hub import HubSettings
+from gateway.mock.settings import MockSettings
+from gateway.upstream import UpstreamSettings
+
+__all__ = ["MIN_TOKEN_SECRET_BYTES", "Settings", "SubscribeAuth"]
+
+SubscribeAuth = Literal["auto", "token", "open"]
+
+MIN_TOKEN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key at least as long as the hash output."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything ``runcast serve`` needs. Sizes are bytes, times seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    upstream: UpstreamSettings | None = None
+    """The upstream Assistants API; None starts the embedded simulator."""
+    simulator: MockSettings = msgspec.field(default_factory=MockSettings)
+    """Settings of the embedded simulator (used only when ``upstream`` is None)."""
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 0
+    """Port of the embedded simulator (0: any free port, logged at startup)."""
+
+    hub: HubSettings = msgspec.field(default_factory=HubSettings)
+
+    api_keys: tuple[str, ...] = ()
+    """runcast's own API keys (``Authorization: Bearer``), for ``/v1`` and ``POST /tokens``."""
+    subscribe_auth: SubscribeAuth = "auto"
+    """``auto``: open with the embedded simulator, tokens otherwise; ``token``; ``open``."""
+    token_secret: str | None = None
+    """HS256 secret for subscribe tokens (>= 32 bytes); generated at startup when missing."""
+    token_ttl: float = 3600.0
+    """Lifetime of the subscribe tokens runcast mints."""
+
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call runcast from a browser (``*`` for any); empty disables CORS."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body accepted (413 above). Run bodies carry instructions of up to 256,000
+    characters plus tool schemas (spec §1.3), so a few MiB."""
+
+    creator_buffer_bytes: int = 4 * 1024 * 1024
+    """Bytes of a run's events waiting for its creator's socket before the creator is cut off."""
+    creator_write_timeout: float = 30.0
+    """A single write to the creator stalled this long cuts the creator off."""
+    recovery_timeout: float = 30.0
+    """After an upstream stream broke off, how long runcast polls the run for its final status
+    (0 disables the recovery)."""
+    shutdown_timeout: float = 10.0
+    """How long relays and connections may take to finish when the server stops."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535 or not 0 <= self.simulator_port <= 65535:
+            raise ConfigError("ports must be in 0..65535")
+        if self.subscribe_auth not in ("auto", "token", "open"):
+            raise ConfigError(
+                f"subscribe_auth must be auto, token or open: {self.subscribe_auth!r}"
+            )
+        if any(not key for key in self.api_keys):
+            raise ConfigError("runcast API keys must not be empty")
+        if self.upstream_key_held and not self.api_keys:
+            raise ConfigError(
+                "runcast holds the upstream API key, so callers must authenticate with runcast "
+                "keys: set --api-key or RUNCAST_API_KEYS"
+            )
+        if (
+            self.token_secret is not None
+            and len(self.token_secret.encode()) < MIN_TOKEN_SECRET_BYTES
+        ):
+            raise ConfigError(f"token secret must be at least {MIN_TOKEN_SECRET_BYTES} bytes")
+        positive = {
+            "token_ttl": self.token_ttl,
+            "max_body_bytes": self.max_body_bytes,
+            "creator_buffer_bytes": self.creator_buffer_bytes,
+            "creator_write_timeout": self.creator_write_timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if self.recovery_timeout < 0:
+            raise ConfigError("recovery_timeout must be >= 0")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the embedded simulator is the upstream."""
+        return self.upstream is None
+
+    @property
+    def upstream_key_held(self) -> bool:
+        return self.upstream is not None and self.upstream.api_key is not None
+
+    @property
+    def open_subscribe(self) -> bool:
+        """Whether subscribers need no token."""
+        if self.subscribe_auth == "auto":
+            return self.embedded
+        return self.subscribe_auth == "open"
+
+    def __repr__(self) -> str:
+        # Settings reach logs and tracebacks; keys and secrets must not.
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, upstream={self.upstream!r}, "
+            f"api_keys=<{len(self.api_keys)}>, subscribe_auth={self.subscribe_auth!r}, "
+            f"token_secret={'***' if self.token_secret else None}, "
+            f"cors_origins={self.cors_origins!r})"
+        )

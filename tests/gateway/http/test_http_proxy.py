@@ -1,0 +1,164 @@
+"""``/v1`` passthrough: every SDK call works through runcast; keys are handled as documented."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from http_helpers import Gateway, StartGateway, new_thread, sdk_client
+from openai import AsyncOpenAI
+
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+UPSTREAM_KEY = "sk-upstream-0123456789abcdef"
+RUNCAST_KEY = "rk-caller-key"
+
+
+@pytest.mark.asyncio
+async def test_non_streamed_sdk_calls_pass_through(gateway: Gateway, sdk: AsyncOpenAI) -> None:
+    assistant_id, thread_id = await new_thread(sdk)
+    run = await sdk.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=assistant_id, poll_interval_ms=20
+    )
+    assert run.status == "completed"
+    steps = await sdk.beta.threads.runs.steps.list(run.id, thread_id=thread_id)
+    assert [step.type for step in steps.data] == ["message_creation"]
+    messages = await sdk.beta.threads.messages.list(thread_id, order="asc")
+    assert [m.role for m in messages.data] == ["user", "assistant"]
+    assert messages.data[1].content[0].text.value  # type: ignore[union-attr]
+    retrieved = await sdk.beta.threads.runs.retrieve(run.id, thread_id=thread_id)
+    assert retrieved.id == run.id
+    # A non-streamed run did not pass through the relay: it has no channel.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gateway.url}/streams/runs/{run.id}") as response,
+    ):
+        assert response.status == 404
+
+
+@pytest.mark.asyncio
+async def test_upstream_errors_pass_through_unchanged(gateway: Gateway, sdk: AsyncOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await sdk.beta.threads.retrieve("thread_missing")
+    assert caught.value.status_code == 404
+    assert caught.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    # The upstream's error body comes back byte for byte.
+    headers = {"Authorization": "Bearer sk-x", "OpenAI-Beta": "assistants=v2"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.v1}/threads/thread_x", headers=headers) as via:
+            relayed = (via.status, await via.read())
+        async with session.get(f"{gateway.upstream_url}/threads/thread_x", headers=headers) as up:
+            direct = (up.status, await up.read())
+    assert relayed == direct
+    assert relayed[0] == 404
+
+
+@pytest.mark.asyncio
+async def test_streamed_run_refused_upstream_keeps_status_and_body(
+    gateway: Gateway, sdk: AsyncOpenAI
+) -> None:
+    assistant_id, thread_id = await new_thread(sdk)
+    with pytest.raises(openai.RateLimitError) as caught:
+        async with sdk.beta.threads.runs.stream(
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            metadata={"mock_scenario": "rate_limited"},
+        ) as stream:
+            await stream.until_done()
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers.get("retry-after") is not None
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.authorizations: list[str | None] = []
+
+
+@pytest_asyncio.fixture
+async def echo_upstream() -> AsyncIterator[tuple[str, Recorder]]:
+    """An upstream that records Authorization; ``/denied`` (401) and ``/echo`` (400) quote the key."""
+    recorder = Recorder()
+
+    async def handle(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization")
+        recorder.authorizations.append(auth)
+        if request.path.endswith(("/denied", "/echo")):
+            key = (auth or "").removeprefix("Bearer ")
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {key}.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                },
+                status=401 if request.path.endswith("/denied") else 400,
+                headers={"x-request-id": "req_1", "set-cookie": "a=b"},
+            )
+        return web.json_response({"object": "list", "data": []}, headers={"x-request-id": "req_2"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", recorder
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_runcast_key_required_and_upstream_key_never_shown(
+    start_gateway: StartGateway, echo_upstream: tuple[str, Recorder]
+) -> None:
+    url, recorder = echo_upstream
+    gateway = await start_gateway(
+        upstream_url=url, upstream_key=UPSTREAM_KEY, api_keys=(RUNCAST_KEY,)
+    )
+    async with aiohttp.ClientSession() as session:
+        for auth in (None, "Bearer wrong", f"Bearer {UPSTREAM_KEY}"):
+            headers = {"Authorization": auth} if auth else {}
+            async with session.get(f"{gateway.v1}/assistants", headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json())["error"]["code"] == "invalid_api_key"
+        assert recorder.authorizations == []
+
+        ok_headers = {"Authorization": f"Bearer {RUNCAST_KEY}"}
+        async with session.get(f"{gateway.v1}/assistants?limit=2", headers=ok_headers) as ok:
+            assert ok.status == 200
+            assert ok.headers["x-request-id"] == "req_2"
+        async with session.get(f"{gateway.v1}/denied", headers=ok_headers) as denied:
+            assert denied.status == 401
+            denied_body = await denied.json()
+            assert "set-cookie" not in denied.headers
+        async with session.get(f"{gateway.v1}/echo", headers=ok_headers) as echo:
+            assert echo.status == 400
+            echo_text = await echo.text()
+    assert recorder.authorizations == [f"Bearer {UPSTREAM_KEY}"] * 3
+    # A 401 is about runcast's key: its body (which may quote the key) is runcast's own.
+    assert denied_body["error"]["code"] == "upstream_key_rejected"
+    assert UPSTREAM_KEY not in echo_text
+    assert "Incorrect API key provided: ***." in echo_text
+
+
+@pytest.mark.asyncio
+async def test_callers_bearer_passed_on_without_upstream_key(
+    start_gateway: StartGateway, echo_upstream: tuple[str, Recorder]
+) -> None:
+    url, recorder = echo_upstream
+    gateway = await start_gateway(upstream_url=url)
+    client = sdk_client(gateway, api_key="sk-callers-own")
+    try:
+        await client.beta.assistants.list()
+    finally:
+        await client.close()
+    assert recorder.authorizations == ["Bearer sk-callers-own"]

@@ -1,0 +1,250 @@
+"""Resume after a dropped connection, expired positions, snapshots, and slow consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import msgspec
+import orjson
+import pytest
+from http_helpers import (
+    WAIT,
+    Gateway,
+    StartGateway,
+    Subscriber,
+    new_thread,
+    read_sse,
+    sdk_client,
+    sse_subscribe,
+)
+
+from parsers.accumulate import RunAccumulator, RunSnapshot
+from parsers.assistants import decode_event
+from parsers.sse import ServerSentEvent, SSEDecoder
+
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+HEADERS = {"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"}
+
+
+async def start_run(
+    session: aiohttp.ClientSession, gateway: Gateway, **body: object
+) -> tuple[str, str, asyncio.Task[Subscriber]]:
+    """Start a streamed run as a raw creator; returns (run id, thread id, creator task)."""
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    await sdk.close()
+    response = await session.post(
+        f"{gateway.v1}/threads/{thread_id}/runs",
+        json={"assistant_id": assistant_id, "stream": True, **body},
+        headers=HEADERS,
+    )
+    assert response.status == 200, await response.text()
+    run_id = response.headers["runcast-run-id"]
+    return run_id, thread_id, asyncio.create_task(read_sse(response, Subscriber()))
+
+
+def accumulate(events: list[tuple[str, bytes]]) -> RunSnapshot:
+    acc = RunAccumulator()
+    for name, data in events:
+        acc.apply(decode_event(ServerSentEvent(event=name, data_bytes=data)))
+    return acc.snapshot()
+
+
+@pytest.mark.asyncio
+async def test_resume_after_forced_disconnect_has_no_gap_and_no_duplicate(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(sim={"deltas": 150, "delay_ms": 5})
+    run_id, _, creator = await start_run(session, gateway)
+    channel = f"run:{run_id}"
+    url = f"{gateway.url}/streams/runs/{run_id}?since=0"
+
+    first = await session.get(url)
+    decoder = SSEDecoder()
+    got: list[ServerSentEvent] = []
+    while len(got) < 10:
+        got.extend(decoder.feed(await first.content.readany()))
+    assert gateway.connections.drop(channel) == 1
+    with pytest.raises(aiohttp.ClientPayloadError):  # the chunked body breaks off
+        async with asyncio.timeout(WAIT):
+            async for chunk in first.content.iter_any():  # whatever arrived before the cut
+                got.extend(decoder.feed(chunk))
+    first.close()
+    last = got[-1].id
+    resumed = await session.get(
+        f"{gateway.url}/streams/runs/{run_id}", headers={"Last-Event-ID": last}
+    )
+    async with asyncio.timeout(WAIT):
+        rest = await read_sse(resumed, Subscriber())
+        whole = await creator
+    seqs = [int(e.id) for e in got] + rest.seqs
+    assert seqs == list(range(1, len(whole.events) + 1))
+    assert [(e.event, e.data_bytes) for e in got] + [(e.event, e.data) for e in rest.events] == [
+        (e.event, e.data) for e in whole.events
+    ]
+
+
+@pytest.mark.asyncio
+async def test_expired_position_gets_notice_then_snapshot(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(sim={"deltas": 30}, hub={"max_history_events": 5})
+    run_id, _, creator = await start_run(session, gateway)
+    async with asyncio.timeout(WAIT):
+        whole = await creator
+    async with session.get(f"{gateway.url}/streams/runs/{run_id}?since=2") as response:
+        sub = await read_sse(response, Subscriber())
+    lost, snapshot = sub.events[0], sub.events[1]
+    assert lost.event == "runcast.history_lost"
+    total = len(whole.events)
+    assert lost.json() == {"since": 2, "first_seq": total - 4, "last_seq": total}
+    assert snapshot.event == "runcast.snapshot"
+    assert snapshot.json()["seq"] == total
+    expected = accumulate([(e.event, e.data) for e in whole.events])
+    assert snapshot.json()["snapshot"] == orjson.loads(msgspec.json.encode(expected))
+
+
+@pytest.mark.asyncio
+async def test_snapshot_equals_accumulated_events_up_to_its_seq(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(sim={"deltas": 150, "delay_ms": 5})
+    run_id, _, creator = await start_run(session, gateway)
+    seen = 0
+    async with asyncio.timeout(WAIT):
+        while seen < 12:  # mid-run
+            await asyncio.sleep(0.01)
+            stats = gateway.broker.channel_statistics(f"run:{run_id}")
+            seen = stats.last_seq if stats else 0
+    async with session.get(f"{gateway.url}/streams/runs/{run_id}/snapshot") as response:
+        assert response.status == 200
+        body = await response.json()
+    async with asyncio.timeout(WAIT):
+        whole = await creator
+    seq = body["seq"]
+    assert 12 <= seq < len(whole.events)
+    expected = accumulate([(e.event, e.data) for e in whole.events[:seq]])
+    assert body["snapshot"] == orjson.loads(msgspec.json.encode(expected))
+    assert body["snapshot"]["status"] == "in_progress"
+
+    # ?snapshot=1 sends the snapshot first, then live events from seq + 1.
+    async with session.get(f"{gateway.url}/streams/runs/{run_id}?snapshot=1") as response:
+        sub = await read_sse(response, Subscriber())
+    assert sub.events[0].event == "runcast.snapshot"
+    assert sub.events[0].seq == len(whole.events)
+    assert sub.events[0].json()["snapshot"]["status"] == "completed"
+
+
+def _slow_socket(port: int, path: str) -> socket.socket:
+    """A subscriber that sends its request and then never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+@pytest.mark.asyncio
+async def test_slow_subscriber_is_cut_off_while_others_finish(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(
+        sim={"deltas": 4000, "tokens_per_delta": 150},
+        hub={"subscriber_buffer_bytes": 32 * 1024},
+        creator_buffer_bytes=64 * 1024 * 1024,
+    )
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    await sdk.close()
+    port = int(gateway.url.rsplit(":", 1)[1])
+    slow = _slow_socket(port, f"/streams/threads/{thread_id}")
+    try:
+        fast = [
+            await sse_subscribe(session, f"{gateway.url}/streams/threads/{thread_id}")
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        stats = gateway.broker.channel_statistics(f"thread:{thread_id}")
+        assert stats is not None and stats.subscribers == 3
+        async with session.post(
+            f"{gateway.v1}/threads/{thread_id}/runs",
+            json={"assistant_id": assistant_id, "stream": True},
+            headers=HEADERS,
+        ) as response:
+            creator = await read_sse(response, Subscriber())
+        async with asyncio.timeout(WAIT):
+            results = [await task for _, task in fast]
+        for sub in results:
+            assert [e.data for e in sub.events] == [e.data for e in creator.events]
+            assert sub.names.count("thread.message.delta") == 4000
+        stats = gateway.broker.channel_statistics(f"thread:{thread_id}")
+        assert stats is not None and stats.lagged == 1
+    finally:
+        slow.close()
+        for response, _ in fast:
+            response.close()
+
+
+@pytest.mark.asyncio
+async def test_slow_creator_is_cut_off_without_slowing_the_run(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(
+        sim={"deltas": 4000, "tokens_per_delta": 150},
+        creator_buffer_bytes=64 * 1024,
+        creator_write_timeout=0.5,
+    )
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    await sdk.close()
+    response, subscriber = await sse_subscribe(
+        session, f"{gateway.url}/streams/threads/{thread_id}"
+    )
+    body = orjson.dumps({"assistant_id": assistant_id, "stream": True})
+    port = int(gateway.url.rsplit(":", 1)[1])
+    creator = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    creator.connect(("127.0.0.1", port))
+    creator.sendall(
+        f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Bearer sk-caller\r\nOpenAI-Beta: assistants=v2\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            sub = await subscriber
+        assert sub.names.count("thread.message.delta") == 4000
+        assert sub.names[-2:] == ["thread.run.completed", "done"]
+        # The creator fell behind: its response ends with runcast.lagged naming where to resume.
+        creator.setblocking(False)
+        loop = asyncio.get_running_loop()
+        received = b""
+        async with asyncio.timeout(WAIT):
+            while not received.endswith(b"\r\n0\r\n\r\n"):  # end of the chunked body
+                chunk = await loop.sock_recv(creator, 1 << 20)
+                assert chunk, "connection closed before the lag notice"
+                received += chunk
+        assert b"event: runcast.lagged\n" in received
+        assert b"thread.run.completed" not in received
+        notice = received[received.index(b"event: runcast.lagged") :]
+        data = orjson.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+        assert data["error"]["code"] == "lagged"
+        run_id = data["error"]["message"].split("/streams/runs/")[1].split("?")[0]
+        async with session.get(
+            f"{gateway.url}/streams/runs/{run_id}", params={"since": str(data["seq"])}
+        ) as rest:
+            resumed = await read_sse(rest, Subscriber())
+        first = resumed.events[0]
+        if first.event == "runcast.history_lost":  # the run is larger than history holds
+            assert first.json()["since"] == data["seq"]
+            assert resumed.events[1].json()["snapshot"]["status"] == "completed"
+        else:
+            assert first.seq == data["seq"] + 1
+            assert resumed.names[-2:] == ["thread.run.completed", "done"]
+    finally:
+        creator.close()
+        response.close()

@@ -1,0 +1,165 @@
+"""The small pure pieces of the HTTP layer: creator feed, call routing, headers, reducers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.http.feed import CreatorFeed
+from gateway.http.headers import copy_response_headers, forward_request_headers, scrub
+from gateway.http.reducer import RunReducer, ThreadReducer, reducer_factory
+from gateway.http.routes import StreamedCall, streamed_call
+from gateway.hub import HubEvent
+from parsers.sse import SSEDecoder
+
+FIXTURES = Path(__file__).parents[2] / "data" / "assistants"
+
+
+# -- CreatorFeed -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_feed_coalesces_and_ends_after_draining() -> None:
+    feed = CreatorFeed(100)
+    assert feed.push(b"a", event_id="1") and feed.push(b"b", event_id="2")
+    assert await feed.read() == b"ab"
+    assert feed.last_id == "2"
+    feed.push(b"c")
+    feed.finish()
+    assert not feed.push(b"d")
+    assert await feed.read() == b"c"
+    assert await feed.read() is None
+
+
+@pytest.mark.asyncio
+async def test_feed_overflow_drops_buffer_and_marks_lagged() -> None:
+    feed = CreatorFeed(10)
+    assert feed.push(b"x" * 50)  # one event always fits an empty buffer
+    assert await feed.read() == b"x" * 50
+    assert feed.push(b"123456")
+    assert not feed.push(b"789012")
+    assert feed.lagged and feed.statistics().buffered_bytes == 0
+    assert await feed.read() is None
+    assert not feed.push(b"1")
+
+
+@pytest.mark.asyncio
+async def test_feed_reader_wakes_on_push_and_detach_stops_it() -> None:
+    feed = CreatorFeed(100)
+    reader = asyncio.create_task(feed.read())
+    await asyncio.sleep(0)
+    feed.push(b"late")
+    assert await reader == b"late"
+    reader = asyncio.create_task(feed.read())
+    await asyncio.sleep(0)
+    feed.detach()
+    assert await reader is None
+    assert not feed.push(b"x")
+
+
+# -- which calls stream ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        (
+            "POST",
+            "/v1/threads/th_1/runs",
+            b'{"stream":true}',
+            StreamedCall(kind="run", thread_id="th_1"),
+        ),
+        ("POST", "/v1/threads/runs", b'{"a":1,"stream":true}', StreamedCall(kind="thread_and_run")),
+        (
+            "POST",
+            "/v1/threads/th_1/runs/run_2/submit_tool_outputs",
+            b'{"tool_outputs":[],"stream":true}',
+            StreamedCall(kind="submit", thread_id="th_1", run_id="run_2"),
+        ),
+        ("POST", "/v1/threads/th_1/runs", b'{"stream":false}', None),
+        ("POST", "/v1/threads/th_1/runs", b"{}", None),
+        ("POST", "/v1/threads/th_1/runs", b"{not json", None),
+        ("POST", "/v1/threads/th_1/runs", b'{"stream":"yes"}', None),
+        ("POST", "/v1/threads/th_1/runs", b"[1]", None),
+        ("GET", "/v1/threads/th_1/runs", b"", None),
+        ("POST", "/v1/threads/th_1/runs/run_2/cancel", b'{"stream":true}', None),
+        ("POST", "/v1/threads/th_1/messages", b'{"stream":true}', None),
+    ],
+)
+def test_streamed_call(method: str, path: str, body: bytes, expected: StreamedCall | None) -> None:
+    assert streamed_call(method, path, body) == expected
+
+
+# -- headers -----------------------------------------------------------------------------------
+
+
+def test_headers_cross_the_proxy_selectively() -> None:
+    forwarded = forward_request_headers(
+        {"Content-Type": "application/json", "OpenAI-Beta": "assistants=v2", "Cookie": "c=1"}
+    )
+    assert forwarded == {"Content-Type": "application/json", "OpenAI-Beta": "assistants=v2"}
+    copied = copy_response_headers(
+        {
+            "content-type": "application/json",
+            "x-request-id": "req_1",
+            "openai-poll-after-ms": "50",
+            "x-ratelimit-remaining-requests": "9",
+            "set-cookie": "a=b",
+            "server": "upstream",
+        },
+        content_type=False,
+    )
+    assert copied == {
+        "x-request-id": "req_1",
+        "openai-poll-after-ms": "50",
+        "x-ratelimit-remaining-requests": "9",
+    }
+    assert scrub(b'{"message":"bad key sk-abc here sk-abc"}', b"sk-abc") == (
+        b'{"message":"bad key *** here ***"}'
+    )
+    assert scrub(b"unchanged", b"") == b"unchanged"
+
+
+# -- reducers ----------------------------------------------------------------------------------
+
+
+def fixture_events(*names: str) -> list[HubEvent]:
+    events: list[HubEvent] = []
+    for name in names:
+        decoder = SSEDecoder()
+        sses = decoder.feed((FIXTURES / name).read_bytes()) + decoder.close()
+        events.extend(HubEvent(sse.event, sse.data_bytes) for sse in sses)
+    return events
+
+
+def test_reducer_factory_and_run_reducer() -> None:
+    assert reducer_factory("other:x") is None
+    assert isinstance(reducer_factory("run:run_1"), RunReducer)
+    assert isinstance(reducer_factory("thread:th_1"), ThreadReducer)
+    reducer = RunReducer()
+    for event in fixture_events("B1-requires-action.sse", "B2-after-submit.sse"):
+        reducer.apply(event)
+    reducer.apply(HubEvent("runcast.tool_call.started", b'{"name":"x"}'))
+    reducer.apply(HubEvent("thread.run.completed", b"{not json"))  # skipped, not fatal
+    snapshot = orjson.loads(reducer.snapshot())
+    assert snapshot["status"] == "completed"
+    assert snapshot["steps"][0]["step_details"]["tool_calls"][0]["function"]["arguments"] == (
+        '{"city":"Oslo"}'
+    )
+    assert snapshot["messages"][0]["content"][0]["text"]["value"] == "It is 4 °C in Oslo."
+
+
+def test_thread_reducer_follows_the_latest_run() -> None:
+    reducer = ThreadReducer()
+    first = fixture_events("A-text.sse")
+    for event in first:
+        reducer.apply(event)
+    assert orjson.loads(reducer.snapshot())["status"] == "completed"
+    second_run = first[0].data.replace(b"run_7Lm", b"run_next")
+    reducer.apply(HubEvent("thread.run.created", second_run))
+    snapshot = orjson.loads(reducer.snapshot())
+    assert snapshot["run_id"] == "run_next"
+    assert snapshot["messages"] == [] and snapshot["status"] == "queued"

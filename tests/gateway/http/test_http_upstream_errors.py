@@ -1,0 +1,122 @@
+"""Upstream failures mid-stream: subscribers are told, the run is recovered, runcast stays up."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import openai
+import pytest
+from http_helpers import (
+    WAIT,
+    RecordingHandler,
+    StartGateway,
+    Subscriber,
+    new_thread,
+    sdk_client,
+    sse_subscribe,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+
+@pytest.mark.asyncio
+async def test_upstream_drop_reaches_subscribers_and_run_is_recovered(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(sim={"deltas": 20, "delay_ms": 2})
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    response, subscriber = await sse_subscribe(
+        session, f"{gateway.url}/streams/threads/{thread_id}"
+    )
+    handler = RecordingHandler()
+    with pytest.raises(openai.APIError) as caught:
+        async with sdk.beta.threads.runs.stream(
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            metadata={"mock_scenario": "drop"},
+            event_handler=handler,
+        ) as stream:
+            await stream.until_done()
+    assert "ended without 'done'" in caught.value.message
+    async with asyncio.timeout(WAIT):
+        sub: Subscriber = await subscriber
+    response.close()
+
+    names = sub.names
+    error = sub.events[names.index("runcast.upstream_error")].json()
+    assert error["reason"] == "stream_truncated"
+    assert error["last_status"] == "in_progress"
+    assert error["run_id"] == handler.run_id and error["thread_id"] == thread_id
+    assert error["error"]["type"] == "upstream_error"
+    # The creator saw exactly what subscribers saw up to the error.
+    upto = names.index("runcast.upstream_error")
+    assert [(e.event, e.json()) for e in sub.events[:upto]] == handler.seen
+    # Recovery: the run went on upstream; its final state is published, then `done`.
+    assert names[upto + 1 :] == ["thread.run.completed", "done"]
+    assert sub.seqs == list(range(1, len(names) + 1))
+    async with session.get(f"{gateway.url}/streams/runs/{handler.run_id}/snapshot") as snap:
+        assert (await snap.json())["snapshot"]["status"] == "completed"
+
+    # The process is healthy and the next run on the same thread streams normally.
+    async with session.get(f"{gateway.url}/healthz") as health:
+        assert (await health.json())["status"] == "ok"
+    again = RecordingHandler()
+    async with sdk.beta.threads.runs.stream(
+        thread_id=thread_id, assistant_id=assistant_id, event_handler=again
+    ) as stream:
+        await stream.until_done()
+    assert again.seen[-1][0] == "thread.run.completed"
+    await sdk.close()
+
+
+@pytest.mark.asyncio
+async def test_error_event_passes_through_and_segment_ends_with_done(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway()
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    response, subscriber = await sse_subscribe(
+        session, f"{gateway.url}/streams/threads/{thread_id}"
+    )
+    async with sdk.beta.threads.runs.stream(
+        thread_id=thread_id,
+        assistant_id=assistant_id,
+        metadata={"mock_scenario": "error"},
+    ) as stream:
+        await stream.until_done()
+    await sdk.close()
+    async with asyncio.timeout(WAIT):
+        sub = await subscriber
+    response.close()
+    assert "error" in sub.names
+    assert "runcast.upstream_error" not in sub.names
+    assert sub.names[-1] == "done"
+
+
+@pytest.mark.asyncio
+async def test_unreachable_upstream_is_a_502(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{closed_port()}/v1")
+    async with session.post(
+        f"{gateway.v1}/threads/thread_a/runs",
+        json={"assistant_id": "asst_a", "stream": True},
+        headers={"Authorization": "Bearer sk-x"},
+    ) as response:
+        assert response.status == 502
+        assert (await response.json())["error"]["code"] == "upstream_unavailable"
+    async with session.get(
+        f"{gateway.v1}/assistants", headers={"Authorization": "Bearer sk-x"}
+    ) as response:
+        assert response.status == 502
+
+
+def closed_port() -> int:
+    """A port that was free a moment ago and has nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
