@@ -1,0 +1,694 @@
+"""Fan-out benchmark: one run's events to N subscribers, runcast's hub against a bare-socket ceiling.
+
+For each transport (SSE, WebSocket) and N (100, 1,000, 10,000) two servers are measured over the same
+subscriber clients:
+
+- ``runcast``: an aiohttp app on uvloop whose handler is ``gateway.hub.serve_subscriber`` on a
+  ``MemoryBroker`` channel; the emitter calls ``broker.publish``.
+- ``ceiling``: a bare asyncio ``Protocol`` server on uvloop that answers the HTTP/WebSocket handshake
+  and writes each event's pre-encoded frame (the same bytes) with ``transport.write`` to every
+  connection, one write per event and connection, nothing else.
+
+Modes: ``single`` (one event per publish, back to back), ``burst`` (batches of ``--burst`` events per
+publish) and, at N = 1,000, ``paced`` (one event at a time at ``--rate`` events/s, for latency).
+The emitter yields to the loop after each publish. Each event's data embeds ``time.time_ns()`` at
+emission; clients (two processes of raw asyncio protocols that only count a marker and, on a spread
+sample of connections, parse timestamps) report receive times. Deliveries/s is N x events over
+first emission to last receipt. RSS per subscriber is the server's RSS growth / N while the N
+subscribers are connected and idle.
+
+Method: the server is pinned to CPU 0 and the clients to CPU 1 (on two or more CPUs). In the
+throughput modes the clients busy-poll, so the server's sends never pay for waking a sleeping reader
+on loopback (an IPI, costly in VMs, and absent when readers are on other hosts); the paced mode
+measures latency with ordinary sleeping clients. Each mode runs ``--repeat`` times: the best
+deliveries/s and the median latencies are reported, every run is in the JSON.
+
+Run: ``python bench/fanout_bench.py [--quick] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.hub import (
+    FrameFormat,
+    HubEvent,
+    HubSettings,
+    MemoryBroker,
+    frames,
+    serve_subscriber,
+)
+
+CHANNEL = "run:bench"
+EVENT_NAME = "thread.message.delta"
+MARK = b'"t":'
+TS_RE = re.compile(rb'"t":(\d+),')
+CLIENT_PROCS = 2
+CONNECT_CONCURRENCY = 200
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+TARGETS = {
+    "single_ratio_min": 0.6,
+    "burst_ratio_min": 1.0,
+    "paced_p99_ms_max": 20.0,
+    "rss_per_sse_subscriber_kib_max": 20.0,
+}
+
+
+def payload(t_ns: int, i: int, pad: bytes) -> bytes:
+    return b'{"t":%d,"i":%d,"p":"%s"}' % (t_ns, i, pad)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+class RuncastServer:
+    def __init__(self) -> None:
+        n = 1_000_000
+        self.broker = MemoryBroker(
+            HubSettings(
+                max_subscribers=n,
+                max_subscribers_per_channel=n,
+                heartbeat_interval=0,
+                sweep_interval=1.0,
+            )
+        )
+        self.runner: Any = None
+
+    async def start(self) -> int:
+        from aiohttp import web
+
+        broker = self.broker
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await serve_subscriber(request, broker, CHANNEL, create=True)
+
+        app = web.Application()
+        app.router.add_get("/sub", handler)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    def subscribers(self) -> int:
+        return self.broker.statistics().subscribers
+
+    def stats(self) -> dict[str, int]:
+        s = self.broker.statistics()
+        return {"lagged": s.lagged, "disconnected": s.disconnected}
+
+    async def publish(self, events: list[HubEvent]) -> None:
+        await self.broker.publish([CHANNEL], events)
+
+    async def stop(self) -> None:
+        await self.broker.aclose()
+        await self.runner.cleanup()
+
+
+class _CeilingProtocol(asyncio.Protocol):
+    def __init__(self, server: CeilingServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.kind: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.kind is not None:
+            return
+        self.head += data
+        if b"\r\n\r\n" not in self.head:
+            return
+        assert self.transport is not None
+        key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", self.head)
+        if key:
+            accept = base64.b64encode(hashlib.sha1(key.group(1) + WS_GUID).digest())
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            self.kind = "ws"
+        else:
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            self.kind = "sse"
+        self.server.conns[self.kind][self] = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.kind is not None:
+            self.server.conns[self.kind].pop(self, None)
+
+
+class CeilingServer:
+    def __init__(self) -> None:
+        self.conns: dict[str, dict[_CeilingProtocol, None]] = {"sse": {}, "ws": {}}
+        self.seq = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _CeilingProtocol(self), "127.0.0.1", 0, backlog=4096
+        )
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def subscribers(self) -> int:
+        return len(self.conns["sse"]) + len(self.conns["ws"])
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    async def publish(self, events: list[HubEvent]) -> None:
+        for kind, fmt in (("sse", FrameFormat.SSE_CHUNKED), ("ws", FrameFormat.WEBSOCKET)):
+            conns = self.conns[kind]
+            if not conns:
+                continue
+            encoded = [
+                frames.encode_batch(fmt, self.seq + 1 + k, [e]) for k, e in enumerate(events)
+            ]
+            transports = [c.transport for c in conns]
+            for t in transports:
+                for f in encoded:
+                    t.write(f)  # type: ignore[union-attr]
+        self.seq += len(events)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def pin(cpu: int) -> None:
+    """Server on CPU 0, clients on CPU 1 (when there are two): the two sides must not fight."""
+    count = os.cpu_count() or 1
+    if count >= 2 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu % count})
+
+
+def server_main(cmds: Connection, conn: Connection, kind: str) -> None:
+    pin(0)
+    uvloop.run(_server(cmds, conn, kind))
+
+
+async def _server(cmds: Connection, conn: Connection, kind: str) -> None:
+    server: RuncastServer | CeilingServer = (
+        RuncastServer() if kind == "runcast" else CeilingServer()
+    )
+    port = await server.start()
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+    loop.add_reader(cmds.fileno(), lambda: commands.put_nowait(cmds.recv()))
+    conn.send(("port", port, rss_bytes()))
+    try:
+        while True:
+            cmd = await commands.get()
+            op = cmd[0]
+            if op == "status":
+                conn.send((server.subscribers(), rss_bytes(), server.stats()))
+            elif op == "emit":
+                _, n_events, batch, rate, pad_len = cmd
+                conn.send(await _emit(server.publish, n_events, batch, rate, b"x" * pad_len))
+            elif op == "stop":
+                break
+    finally:
+        loop.remove_reader(cmds.fileno())
+        await server.stop()
+
+
+async def _emit(
+    publish: Callable[[list[HubEvent]], Any], n_events: int, batch: int, rate: float, pad: bytes
+) -> tuple[int, int]:
+    loop = asyncio.get_running_loop()
+    interval = batch / rate if rate else 0.0
+    next_at = loop.time()
+    t0 = time.time_ns()
+    i = 0
+    while i < n_events:
+        n = min(batch, n_events - i)
+        now = time.time_ns()
+        await publish([HubEvent(EVENT_NAME, payload(now, i + k, pad)) for k in range(n)])
+        i += n
+        if interval:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        else:
+            await asyncio.sleep(0)
+    return t0, time.time_ns()
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.expected = 0
+        self.completed = 0
+        self.ready = 0
+        self.total = 0
+        self.last_ns = 0
+        self.latencies: list[int] = []
+        self.done = asyncio.Event()
+        self.protocols: list[_SubProtocol] = []
+
+
+class _SubProtocol(asyncio.Protocol):
+    __slots__ = ("count", "counter", "head", "request", "sampled", "tail", "transport")
+
+    def __init__(self, counter: _Counter, request: bytes, sampled: bool) -> None:
+        self.counter = counter
+        self.request = request
+        self.sampled = sampled
+        self.head: bytes | None = b""
+        self.tail = b""
+        self.count = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        counter = self.counter
+        if self.head is not None:
+            head = self.head + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                self.head = head
+                return
+            if not (head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.1 101")):
+                raise RuntimeError(head[:200])
+            self.head = None
+            counter.ready += 1
+            data = head[end + 4 :]
+        buf = self.tail + data
+        if self.sampled:
+            matches = list(TS_RE.finditer(buf))
+            lat = counter.latencies
+            lat.extend(now - int(m.group(1)) for m in matches)
+            n = len(matches)
+            last = matches[-1].end() if matches else 0
+            self.tail = buf[max(last, len(buf) - 24) :]
+        else:
+            n = buf.count(MARK)
+            self.tail = buf[-3:]
+        if n:
+            self.count += n
+            counter.total += n
+            counter.last_ns = now
+            if self.count >= counter.expected > 0 and self.count - n < counter.expected:
+                counter.completed += 1
+                if counter.completed == len(counter.protocols):
+                    counter.done.set()
+
+
+def client_main(cmds: Connection, conn: Connection) -> None:
+    pin(1)
+    uvloop.run(_client(cmds, conn))
+
+
+async def _client(cmds: Connection, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+    loop.add_reader(cmds.fileno(), lambda: commands.put_nowait(cmds.recv()))
+    counter = _Counter()
+    spin = False
+    try:
+        while True:
+            cmd = await commands.get()
+            op = cmd[0]
+            if op == "connect":
+                _, port, transport, n, sample_every, offset = cmd
+                counter = _Counter()
+                await _connect(counter, port, transport, n, sample_every, offset)
+                conn.send(counter.ready)
+            elif op == "arm":
+                counter.expected = cmd[1]
+                spin = cmd[2]
+                counter.completed = 0
+                counter.total = 0
+                counter.last_ns = 0
+                counter.latencies = []
+                counter.done = asyncio.Event()
+                for p in counter.protocols:
+                    p.count = 0
+                conn.send("armed")
+            elif op == "wait":
+                try:
+                    async with asyncio.timeout(cmd[1]):
+                        if spin:
+                            # Busy-polling keeps this process on its CPU, so the server's sends
+                            # never pay for waking it up (costly IPIs in VMs).
+                            while not counter.done.is_set():
+                                await asyncio.sleep(0)
+                        else:
+                            await counter.done.wait()
+                except TimeoutError:
+                    pass
+                conn.send(
+                    {
+                        "last_ns": counter.last_ns,
+                        "complete": counter.completed,
+                        "deliveries": counter.total,
+                        "latencies": counter.latencies,
+                    }
+                )
+            elif op == "close":
+                for p in counter.protocols:
+                    if p.transport is not None:
+                        p.transport.abort()
+                counter = _Counter()
+                await asyncio.sleep(0.05)
+                conn.send("closed")
+            elif op == "stop":
+                break
+    finally:
+        loop.remove_reader(cmds.fileno())
+
+
+async def _connect(
+    counter: _Counter, port: int, transport: str, n: int, sample_every: int, offset: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    if transport == "ws":
+        request = (
+            "GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    else:
+        request = b"GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(i: int) -> None:
+        sampled = (offset + i * CLIENT_PROCS) % sample_every == 0
+        proto = _SubProtocol(counter, request, sampled)
+        async with sem:
+            await loop.create_connection(lambda: proto, "127.0.0.1", port)
+        counter.protocols.append(proto)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    deadline = loop.time() + 30
+    while counter.ready < n and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
+# -- orchestration ------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child process driven over two one-way pipes (the child's loop makes its read end
+    non-blocking, which must not affect the end it answers on)."""
+
+    def __init__(self, ctx: Any, target: Callable[..., None], *args: Any) -> None:
+        cmd_read, self.cmd = ctx.Pipe(duplex=False)
+        self.answers, answer_write = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=target, args=(cmd_read, answer_write, *args), daemon=True)
+        self.proc.start()
+        cmd_read.close()
+        answer_write.close()
+
+    def send(self, *cmd: Any) -> None:
+        self.cmd.send(cmd)
+
+    def call(self, *cmd: Any, timeout: float = 120.0) -> Any:
+        self.cmd.send(cmd)
+        return self.recv(timeout)
+
+    def recv(self, timeout: float = 120.0) -> Any:
+        if not self.answers.poll(timeout):
+            raise TimeoutError(f"no answer from {self.proc.name}")
+        return self.answers.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.cmd.send(("stop",))
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+def percentile(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] / 1e6
+
+
+def run_case(
+    ctx: Any, clients: list[Proc], kind: str, transport: str, n: int, modes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    server = Proc(ctx, server_main, kind)
+    _, port, _rss0 = server.recv(30)
+    time.sleep(0.2)
+    _, rss_before, _ = server.call("status")
+    per = [n // CLIENT_PROCS + (1 if i < n % CLIENT_PROCS else 0) for i in range(CLIENT_PROCS)]
+    sample_every = max(1, n // 200)
+    for i, c in enumerate(clients):
+        c.send("connect", port, transport, per[i], sample_every, i)
+    ready = sum(c.recv(120) for c in clients)
+    deadline = time.monotonic() + 30
+    while True:
+        subscribers, rss_after, _ = server.call("status")
+        if subscribers >= n or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    subscribers, rss_after, _ = server.call("status")
+    rss_per_sub = (rss_after - rss_before) / max(subscribers, 1)
+    results = []
+    for mode in modes:
+        runs = [_measure(server, clients, mode, n) for _ in range(mode["repeat"])]
+        _, _, stats = server.call("status")
+        results.append(
+            {
+                "server": kind,
+                "transport": transport,
+                "n": n,
+                "mode": mode["name"],
+                "events": mode["events"],
+                "batch": mode["batch"],
+                "rate": mode["rate"],
+                "spin": mode["spin"],
+                "connected": ready,
+                "rss_per_subscriber_bytes": rss_per_sub,
+                # Best of the repeats for throughput (least disturbed by other load), median
+                # for latency; every repeat is kept.
+                "deliveries_per_s": max(r["deliveries_per_s"] for r in runs),
+                "latency_p50_ms": statistics.median(r["latency_p50_ms"] for r in runs),
+                "latency_p99_ms": statistics.median(r["latency_p99_ms"] for r in runs),
+                "complete": min(r["complete"] for r in runs),
+                "runs": runs,
+                **stats,
+            }
+        )
+    for c in clients:
+        c.call("close")
+    server.stop()
+    return results
+
+
+def _measure(server: Proc, clients: list[Proc], mode: dict[str, Any], n: int) -> dict[str, Any]:
+    for c in clients:
+        assert c.call("arm", mode["events"], mode["spin"]) == "armed"
+        c.send("wait", mode["timeout"])
+    t0, t1 = server.call(
+        "emit", mode["events"], mode["batch"], mode["rate"], mode["pad"], timeout=300
+    )
+    outs = [c.recv(mode["timeout"] + 30) for c in clients]
+    last = max(o["last_ns"] for o in outs)
+    deliveries = sum(o["deliveries"] for o in outs)
+    lat = [x for o in outs for x in o["latencies"]]
+    elapsed = max(last - t0, 1) / 1e9
+    return {
+        "complete": sum(o["complete"] for o in outs),
+        "deliveries": deliveries,
+        "expected_deliveries": n * mode["events"],
+        "elapsed_s": elapsed,
+        "emit_s": (t1 - t0) / 1e9,
+        "deliveries_per_s": deliveries / elapsed,
+        "latency_p50_ms": percentile(lat, 0.50),
+        "latency_p99_ms": percentile(lat, 0.99),
+        "latency_samples": len(lat),
+    }
+
+
+def build_modes(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    total = args.deliveries
+    events = max(args.burst * 2, total // n // args.burst * args.burst)
+    modes = [
+        {"name": "single", "events": events, "batch": 1, "rate": 0.0},
+        {"name": "burst", "events": events, "batch": args.burst, "rate": 0.0},
+    ]
+    if n == 1000:
+        modes.append(
+            {
+                "name": "paced",
+                "events": int(args.rate * args.paced_seconds),
+                "batch": 1,
+                "rate": float(args.rate),
+            }
+        )
+    for m in modes:
+        m["pad"] = args.pad
+        m["timeout"] = 60.0
+        m["repeat"] = args.repeat
+        m["spin"] = args.spin == "on" or (args.spin == "auto" and not m["rate"])
+    return modes
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    checks = []
+    index = {(r["server"], r["transport"], r["n"], r["mode"]): r for r in results}
+    for (server, transport, n, mode), r in sorted(
+        index.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3])
+    ):
+        if server != "runcast":
+            continue
+        ceiling = index.get(("ceiling", transport, n, mode))
+        ratio = r["deliveries_per_s"] / ceiling["deliveries_per_s"] if ceiling else float("nan")
+        rows.append((transport, n, mode, r, ceiling, ratio))
+        if n >= 1000 and mode == "single":
+            checks.append((f"{transport} N={n} single >= 0.6x ceiling", ratio >= 0.6, ratio))
+        if n >= 1000 and mode == "burst":
+            checks.append((f"{transport} N={n} burst > 1.0x ceiling", ratio > 1.0, ratio))
+        if n == 1000 and mode == "paced":
+            p99 = r["latency_p99_ms"]
+            checks.append((f"{transport} N=1000 paced p99 < 20 ms", p99 < 20.0, p99))
+        if transport == "sse" and mode == "single" and n >= 1000:
+            kib = r["rss_per_subscriber_bytes"] / 1024
+            checks.append((f"sse N={n} RSS/subscriber <= 20 KiB", kib <= 20.0, kib))
+    return {"rows": rows, "checks": checks}
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    head = (
+        f"{'transport':<9} {'N':>6} {'mode':<7} {'ceiling/s':>12} {'runcast/s':>12} {'ratio':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'ceil p99':>8} {'RSS/sub':>9} {'complete':>9} {'lagged':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for transport, n, mode, r, c, ratio in summary["rows"]:
+        print(
+            f"{transport:<9} {n:>6} {mode:<7} "
+            f"{(c['deliveries_per_s'] if c else float('nan')):>12,.0f} "
+            f"{r['deliveries_per_s']:>12,.0f} {ratio:>6.2f} "
+            f"{r['latency_p50_ms']:>7.2f} {r['latency_p99_ms']:>7.2f} "
+            f"{(c['latency_p99_ms'] if c else float('nan')):>8.2f} "
+            f"{r['rss_per_subscriber_bytes'] / 1024:>7.1f}Ki "
+            f"{r['complete']:>4}/{r['n']:<4} {r.get('lagged', 0):>6}"
+        )
+    print()
+    for name, ok, value in summary["checks"]:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}  ({value:.2f})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 100 and 1,000, fewer events")
+    parser.add_argument(
+        "--n", type=int, nargs="*", help="subscriber counts (default 100 1000 10000)"
+    )
+    parser.add_argument("--transports", nargs="*", default=["sse", "ws"])
+    parser.add_argument("--deliveries", type=int, default=400_000, help="per throughput mode")
+    parser.add_argument("--burst", type=int, default=20, help="events per publish in burst mode")
+    parser.add_argument("--rate", type=float, default=100.0, help="events/s in paced mode")
+    parser.add_argument("--paced-seconds", type=float, default=3.0)
+    parser.add_argument("--pad", type=int, default=200, help="filler bytes per event's data")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per mode (best/median kept)")
+    parser.add_argument(
+        "--spin",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="clients busy-poll while measuring (auto: in the throughput modes only)",
+    )
+    parser.add_argument("--json", type=Path, help="write results here")
+    args = parser.parse_args()
+    if args.quick:
+        args.n = args.n or [100, 1000]
+        args.deliveries = min(args.deliveries, 200_000)
+        args.paced_seconds = min(args.paced_seconds, 1.0)
+        args.repeat = 1
+    ns = args.n or [100, 1000, 10_000]
+    hard = raise_fd_limit()
+    if max(ns) + 100 > hard:
+        print(f"fd hard limit {hard} is too low for N={max(ns)}", file=sys.stderr)
+        return 2
+    ctx = mp.get_context("spawn")
+    clients = [Proc(ctx, client_main) for _ in range(CLIENT_PROCS)]
+    results: list[dict[str, Any]] = []
+    try:
+        for transport in args.transports:
+            for n in ns:
+                modes = build_modes(n, args)
+                for kind in ("ceiling", "runcast"):
+                    started = time.monotonic()
+                    results.extend(run_case(ctx, clients, kind, transport, n, modes))
+                    print(
+                        f"  {transport} N={n} {kind}: {time.monotonic() - started:.1f}s",
+                        file=sys.stderr,
+                    )
+    finally:
+        for c in clients:
+            c.stop()
+    summary = summarize(results)
+    print_table(summary)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "python": sys.version.split()[0],
+                    "cpus": os.cpu_count(),
+                    "targets": TARGETS,
+                    "results": results,
+                    "checks": [
+                        {"name": name, "ok": ok, "value": value}
+                        for name, ok, value in summary["checks"]
+                    ],
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

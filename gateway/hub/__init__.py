@@ -1,0 +1,89 @@
+"""Fan-out hub: channels of numbered events, history, snapshots, and SSE/WebSocket subscribers.
+
+Layers, one module each:
+
+- ``broker``: the :class:`Broker` protocol, :class:`HubEvent`, :class:`HubSettings`, statistics.
+- ``frames``: wire encoding (SSE frames, HTTP chunks, WebSocket frames), once per batch and format.
+- ``history``: a channel's bounded event history (events and bytes).
+- ``channel``: one channel: seq, history, reducer, subscribers, fan-out of a batch.
+- ``memory``: :class:`MemoryBroker`, the embedded single-process broker, and its housekeeping task.
+- ``sinks``: subscriber outputs writing pre-encoded bytes straight to a socket transport.
+- ``transports``: ``serve_sse`` / ``serve_websocket``, the aiohttp handlers' whole job.
+
+Usage from the gateway::
+
+    from gateway.hub import HubEvent, HubSettings, MemoryBroker, serve_subscriber
+
+    async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with MemoryBroker(HubSettings(), reducer_factory=make_reducer) as broker:
+            app[BROKER] = broker
+            yield
+
+    # the upstream pump, for each decoded upstream event (or a batch of them):
+    await broker.publish([f"run:{run_id}", f"thread:{thread_id}"],
+                         [HubEvent(sse.event, sse.data_bytes)])
+    # ...and when the run's stream is over (its ``done`` event was published as usual):
+    await broker.close_channel(f"run:{run_id}")
+
+    # a subscriber endpoint (SSE, or WebSocket when the request is an upgrade):
+    async def stream_run(request: web.Request) -> web.StreamResponse:
+        since = since_from_request(request)          # Last-Event-ID or ?since=; 400 if malformed
+        return await serve_subscriber(request, request.app[BROKER], f"run:{run_id}",
+                                      since=since, snapshot=request.query.get("snapshot") == "1")
+
+``serve_*`` raise :class:`gateway.errors.SubscriberError` (404 unknown channel, 429 limits) before
+any response byte is sent, so the caller can answer with its JSON error.
+"""
+
+from gateway.hub.broker import (
+    HISTORY_LOST_EVENT,
+    LAGGED_EVENT,
+    SNAPSHOT_EVENT,
+    Broker,
+    BrokerStatistics,
+    ChannelStatistics,
+    EndReason,
+    FrameFormat,
+    HubEvent,
+    HubSettings,
+    Reducer,
+    ReducerFactory,
+    Sink,
+    Snapshot,
+    Subscription,
+)
+from gateway.hub.memory import MemoryBroker
+from gateway.hub.sinks import BufferSink, TransportSink
+from gateway.hub.transports import (
+    is_websocket_request,
+    serve_sse,
+    serve_subscriber,
+    serve_websocket,
+    since_from_request,
+)
+
+__all__ = [
+    "HISTORY_LOST_EVENT",
+    "LAGGED_EVENT",
+    "SNAPSHOT_EVENT",
+    "Broker",
+    "BrokerStatistics",
+    "BufferSink",
+    "ChannelStatistics",
+    "EndReason",
+    "FrameFormat",
+    "HubEvent",
+    "HubSettings",
+    "MemoryBroker",
+    "Reducer",
+    "ReducerFactory",
+    "Sink",
+    "Snapshot",
+    "Subscription",
+    "TransportSink",
+    "is_websocket_request",
+    "serve_sse",
+    "serve_subscriber",
+    "serve_websocket",
+    "since_from_request",
+]

@@ -1,0 +1,268 @@
+"""The hub's contract: the :class:`Broker` interface and the values that cross it.
+
+A broker maps channel names (``run:{run_id}``, ``thread:{thread_id}``) to ordered event logs. Each
+channel numbers its events 1, 2, 3... (``seq``), keeps a bounded history for resume, optionally
+folds every event into a :class:`Reducer` for snapshots, and writes each published batch to its
+subscribers' :class:`Sink` objects. Event data are opaque bytes (JSON from upstream, or the literal
+``[DONE]``); the hub never parses them.
+
+Memory mode (``gateway.hub.memory.MemoryBroker``) is the embedded default. A multi-node broker
+(Redis) implements the same :class:`Broker` protocol; nothing outside ``gateway/hub`` may depend on
+anything but this module and ``gateway.hub.transports``.
+
+Notices the hub itself emits on a subscription (never stored in history, never numbered):
+
+``runcast.history_lost``  ``{"since": s, "first_seq": f, "last_seq": l}``: the resume position ``s``
+                          is not in history (evicted, or beyond the channel's end). ``first_seq`` is
+                          the oldest seq still held (``last_seq + 1`` when none is). What follows
+                          is the snapshot when the channel has a reducer, else every event held.
+``runcast.snapshot``      ``{"seq": n, "snapshot": {...}}``; carries ``id: n`` on SSE, so a
+                          browser's ``Last-Event-ID`` resumes after it. Live events follow from
+                          ``n + 1``.
+``runcast.lagged``        ``{"seq": n}``: the subscriber's output buffer overflowed; ``n`` is the
+                          last seq written to it. The stream ends next; resume with ``since=n``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+__all__ = [
+    "HISTORY_LOST_EVENT",
+    "LAGGED_EVENT",
+    "SNAPSHOT_EVENT",
+    "Broker",
+    "BrokerStatistics",
+    "ChannelStatistics",
+    "EndReason",
+    "FrameFormat",
+    "HubEvent",
+    "HubSettings",
+    "Reducer",
+    "ReducerFactory",
+    "Sink",
+    "Snapshot",
+    "Subscription",
+]
+
+HISTORY_LOST_EVENT = "runcast.history_lost"
+SNAPSHOT_EVENT = "runcast.snapshot"
+LAGGED_EVENT = "runcast.lagged"
+
+EndReason = Literal["ended", "lagged", "disconnected", "detached", "shutdown"]
+"""Why a subscription stopped.
+
+``ended``: the channel was closed (the run finished) and everything was written. ``lagged``: the
+output buffer overflowed. ``disconnected``: the peer went away. ``detached``: the subscriber side
+called :meth:`Subscription.close`. ``shutdown``: the broker was closed.
+"""
+
+
+class HubEvent(msgspec.Struct, frozen=True, gc=False):
+    """One event: its SSE event name and its data bytes, passed through unchanged.
+
+    ``name`` must not contain CR or LF (it becomes an SSE ``event:`` line).
+    """
+
+    name: str
+    data: bytes
+
+
+class Snapshot(msgspec.Struct, frozen=True, gc=False):
+    """A channel's reduced state and the seq it reflects (``data`` is JSON, ``b"null"`` if none)."""
+
+    seq: int
+    data: bytes
+
+    def to_json(self) -> bytes:
+        """``{"seq": n, "snapshot": ...}``: the body of the snapshot endpoint and event."""
+        return b'{"seq":%d,"snapshot":%s}' % (self.seq, self.data)
+
+
+class FrameFormat(enum.Enum):
+    """The wire form a sink takes; the hub encodes each batch once per format in use."""
+
+    SSE = "sse"
+    """SSE frames, body delimited by connection close (HTTP/1.0)."""
+    SSE_CHUNKED = "sse-chunked"
+    """SSE frames wrapped in HTTP/1.1 chunked transfer-coding, one chunk per batch."""
+    WEBSOCKET = "websocket"
+    """Complete unmasked server-to-client WebSocket text frames, one per event."""
+
+
+class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Limits and timings of a broker. Defaults suit one gateway process serving a few thousand runs.
+
+    Sizes are bytes, times seconds.
+    """
+
+    max_history_events: int = 10_000
+    """Events kept per channel for resume. A long streamed answer is a few thousand deltas."""
+    max_history_bytes: int = 2 * 1024 * 1024
+    """Bytes of event data kept per channel (the older half of a huge run is served by snapshot)."""
+    retention: float = 300.0
+    """How long an ended channel's history stays available for late resumes."""
+    idle_ttl: float = 900.0
+    """An open channel with no subscriber and no event for this long is dropped (thread channels,
+    and run channels whose publisher vanished)."""
+    max_subscribers_per_channel: int = 10_000
+    max_subscribers: int = 50_000
+    max_pending_channels: int = 10_000
+    """Channels created by subscribers before any event (a thread's next run); bounds what clients
+    can make the hub allocate. Channels created by publishing are not counted."""
+    subscriber_buffer_bytes: int = 1024 * 1024
+    """Bytes a subscriber may have waiting in its socket's write buffer before it is cut off with
+    ``runcast.lagged``. A replay may exceed it once (it is written to an empty buffer)."""
+    heartbeat_interval: float = 15.0
+    """SSE comment / WebSocket ping period; below common proxy idle timeouts (30-60 s). 0 disables."""
+    sweep_interval: float = 1.0
+    """How often dead connections are collected and expired channels dropped."""
+    close_timeout: float = 5.0
+    """How long a finishing subscriber may take to drain its last bytes before being aborted."""
+
+
+class ChannelStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    last_seq: int
+    first_seq: int
+    """Oldest seq held in history (``last_seq + 1`` when history is empty)."""
+    history_events: int
+    history_bytes: int
+    subscribers: int
+    ended: bool
+    events_published: int
+    bytes_published: int
+    lagged: int
+    """Subscribers cut off for overflowing their buffer, since the channel was created."""
+    disconnected: int
+
+
+class BrokerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    channels: int
+    pending_channels: int
+    subscribers: int
+    events_published: int
+    bytes_published: int
+    lagged: int
+    disconnected: int
+    channels_dropped: int
+
+
+class Reducer(Protocol):
+    """Folds a channel's events into a state whose JSON is served as the snapshot.
+
+    ``apply`` is called synchronously for every published event, in seq order; it must be cheap and
+    must not raise for unknown events (an exception is logged and the event skipped).
+    """
+
+    def apply(self, event: HubEvent) -> None: ...
+
+    def snapshot(self) -> bytes: ...
+
+
+ReducerFactory = Callable[[str], Reducer | None]
+"""Called with a channel name when the channel is created; None means no snapshots for it."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A subscriber's output. The broker calls these synchronously; none may block or await.
+
+    ``send`` receives pre-encoded wire bytes in ``frame_format`` (the same object for every sink of
+    that format) and the seq of the batch's last event; it returns False when the sink is finished
+    (peer gone, or cut off for lagging; ``end_reason`` says which) and must be detached.
+    ``heartbeat`` writes a keep-alive and ``poll`` only checks, both returning False likewise.
+    ``end`` is final and idempotent: no ``send`` follows it.
+    """
+
+    @property
+    def frame_format(self) -> FrameFormat: ...
+
+    @property
+    def end_reason(self) -> EndReason | None: ...
+
+    def send(self, frames: bytes, last_seq: int) -> bool: ...
+
+    def heartbeat(self) -> bool: ...
+
+    def poll(self) -> bool: ...
+
+    def end(self, reason: EndReason) -> None: ...
+
+
+class Subscription(Protocol):
+    """The handle :meth:`Broker.subscribe` returns. ``close`` detaches the sink (idempotent)."""
+
+    @property
+    def channel(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Broker(Protocol):
+    """Channels of ordered, numbered events with history, snapshots and fan-out.
+
+    Usage (memory mode)::
+
+        async with MemoryBroker(HubSettings(), reducer_factory=make_reducer) as broker:
+            await broker.publish(["run:run_1", "thread:th_1"], [HubEvent("thread.run.created", b"{...}")])
+            sub = await broker.subscribe("run:run_1", sink, since=0)
+            ...
+            await broker.close_channel("run:run_1")
+    """
+
+    @property
+    def settings(self) -> HubSettings: ...
+
+    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> None:
+        """Append ``events`` to each channel (created on first use) and write them to subscribers.
+
+        Never waits for a subscriber. Publishing to an ended channel reopens it (a run continues
+        after ``submit_tool_outputs``). A name holding CR or LF raises ``ValueError`` and nothing
+        of the batch is stored.
+        """
+        ...
+
+    async def subscribe(
+        self,
+        channel: str,
+        sink: Sink,
+        *,
+        since: int | None = None,
+        snapshot: bool = False,
+        create: bool = False,
+    ) -> Subscription:
+        """Attach ``sink``: first what it asked for from the past, then live events, atomically.
+
+        ``since=n`` replays events ``n+1..`` from history (``0``: from the start); a position not in
+        history gets ``runcast.history_lost`` then the snapshot (or all history held, without a
+        reducer). ``since=None, snapshot=True`` sends ``runcast.snapshot`` first (all history held
+        without a reducer). ``since=None, snapshot=False`` is live only. A channel that has ended
+        gets its replay and then ``end("ended")``.
+
+        An unknown channel raises ``SubscriberError(404, "unknown_channel")`` unless ``create``
+        (thread channels, subscribed before their next run). Limits raise
+        ``SubscriberError(429, "too_many_subscribers" | "too_many_channels")``, a closed broker
+        ``SubscriberError(503, "shutting_down")``.
+        """
+        ...
+
+    async def close_channel(self, channel: str) -> None:
+        """Mark the channel ended: subscribers get ``end("ended")``, history is kept ``retention``."""
+        ...
+
+    async def snapshot(self, channel: str) -> Snapshot | None:
+        """The channel's current snapshot (``data == b"null"`` without a reducer); None if unknown."""
+        ...
+
+    def channel_statistics(self, channel: str) -> ChannelStatistics | None: ...
+
+    def statistics(self) -> BrokerStatistics: ...
+
+    async def aclose(self) -> None:
+        """End every subscription with ``shutdown`` and stop the broker's task. Idempotent."""
+        ...

@@ -1,0 +1,296 @@
+"""One channel: its seq counter, history, reducer and subscribers, and the fan-out of a batch.
+
+Everything here is synchronous: a publish appends, reduces, encodes the batch once per frame format
+in use and hands the same bytes to every sink; a subscribe replays and attaches in the same step.
+With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
+with no gap and no duplicate).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from gateway.errors import SubscriberError
+from gateway.hub import frames
+from gateway.hub.broker import (
+    HISTORY_LOST_EVENT,
+    SNAPSHOT_EVENT,
+    ChannelStatistics,
+    EndReason,
+    FrameFormat,
+    HubEvent,
+    HubSettings,
+    Reducer,
+    Sink,
+    Snapshot,
+)
+from gateway.hub.history import History
+
+__all__ = ["Channel", "HubCounters"]
+
+logger = logging.getLogger(__name__)
+
+
+class HubCounters:
+    """Totals shared by all channels of one broker (limits and broker statistics)."""
+
+    __slots__ = (
+        "bytes_published",
+        "channels_dropped",
+        "disconnected",
+        "events_published",
+        "lagged",
+        "pending_channels",
+        "subscribers",
+    )
+
+    def __init__(self) -> None:
+        self.subscribers = 0
+        self.pending_channels = 0
+        self.events_published = 0
+        self.bytes_published = 0
+        self.lagged = 0
+        self.disconnected = 0
+        self.channels_dropped = 0
+
+
+class Channel:
+    """A named, numbered event log with subscribers. Owned by one broker; not thread-safe."""
+
+    __slots__ = (
+        "_counters",
+        "_history",
+        "_reducer",
+        "_settings",
+        "_sinks",
+        "_snapshot_cache",
+        "bytes_published",
+        "disconnected",
+        "ended",
+        "ended_at",
+        "events_published",
+        "lagged",
+        "last_activity",
+        "name",
+        "pending",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        settings: HubSettings,
+        counters: HubCounters,
+        reducer: Reducer | None,
+        *,
+        now: float,
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._counters = counters
+        self._reducer = reducer
+        self._history = History(
+            max_events=settings.max_history_events, max_bytes=settings.max_history_bytes
+        )
+        # One dict per format so a batch is encoded only for formats that have subscribers.
+        self._sinks: dict[FrameFormat, dict[Sink, None]] = {f: {} for f in FrameFormat}
+        self._snapshot_cache: Snapshot | None = None
+        self.pending = False
+        """Created by a subscriber and still without events (counted in ``pending_channels``)."""
+        self.ended = False
+        self.ended_at = 0.0
+        self.last_activity = now
+        self.events_published = 0
+        self.bytes_published = 0
+        self.lagged = 0
+        self.disconnected = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self._history.last_seq
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._sinks.values())
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def publish(self, events: Sequence[HubEvent], now: float) -> None:
+        if not events:
+            return
+        for event in events:
+            # Checked before anything is stored: a refused batch leaves no gap behind.
+            if "\n" in event.name or "\r" in event.name:
+                raise ValueError(f"event name must not contain CR or LF: {event.name!r}")
+        if self.pending:
+            self.pending = False
+            self._counters.pending_channels -= 1
+        self.ended = False
+        self.last_activity = now
+        history = self._history
+        first_seq = history.last_seq + 1
+        reducer = self._reducer
+        nbytes = 0
+        for event in events:
+            history.append(event)
+            nbytes += len(event.data)
+            if reducer is not None:
+                try:
+                    reducer.apply(event)
+                except Exception:
+                    # STYLE 4: a bad event is reported, never fatal to the channel.
+                    logger.exception(
+                        "reducer of %s failed on %r; event skipped", self.name, event.name
+                    )
+        self._snapshot_cache = None
+        self.events_published += len(events)
+        self.bytes_published += nbytes
+        self._counters.events_published += len(events)
+        self._counters.bytes_published += nbytes
+        last_seq = history.last_seq
+        for fmt, sinks in self._sinks.items():
+            if not sinks:
+                continue
+            data = frames.encode_batch(fmt, first_seq, events)
+            dead: list[Sink] | None = None
+            for sink in sinks:
+                if not sink.send(data, last_seq):
+                    if dead is None:
+                        dead = []
+                    dead.append(sink)
+            if dead:
+                self._drop(sinks, dead, now)
+
+    # -- subscribing ----------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        cached = self._snapshot_cache
+        if cached is None:
+            data = self._reducer.snapshot() if self._reducer is not None else b"null"
+            cached = self._snapshot_cache = Snapshot(seq=self.last_seq, data=data)
+        return cached
+
+    def check_capacity(self) -> None:
+        if self.subscriber_count >= self._settings.max_subscribers_per_channel:
+            raise SubscriberError(
+                429, "too_many_subscribers", f"channel {self.name} has too many subscribers"
+            )
+        if self._counters.subscribers >= self._settings.max_subscribers:
+            raise SubscriberError(429, "too_many_subscribers", "the hub has too many subscribers")
+
+    def attach(self, sink: Sink, *, since: int | None, snapshot: bool) -> None:
+        """Write what the subscriber asked for from the past, then attach it (or end it)."""
+        self.check_capacity()
+        history = self._history
+        last_seq = history.last_seq
+        items: list[frames.Item] = []
+        if since is not None and not history.holds_after(since):
+            lost = b'{"since":%d,"first_seq":%d,"last_seq":%d}' % (
+                since,
+                history.first_seq,
+                last_seq,
+            )
+            items.append((None, HISTORY_LOST_EVENT, lost))
+            since = None
+            snapshot = True
+        if since is not None:
+            items.extend((seq, e.name, e.data) for seq, e in history.after(since))
+        elif snapshot:
+            if self._reducer is not None:
+                snap = self.snapshot()
+                items.append((snap.seq, SNAPSHOT_EVENT, snap.to_json()))
+            else:
+                if history.first_seq > 1 and not items:
+                    lost = b'{"since":0,"first_seq":%d,"last_seq":%d}' % (
+                        history.first_seq,
+                        last_seq,
+                    )
+                    items.append((None, HISTORY_LOST_EVENT, lost))
+                items.extend((seq, e.name, e.data) for seq, e in history.after(0))
+        if items and not sink.send(frames.encode_items(sink.frame_format, items), last_seq):
+            self._count_end(sink.end_reason)
+            return
+        if self.ended:
+            sink.end("ended")
+            return
+        self._sinks[sink.frame_format][sink] = None
+        self._counters.subscribers += 1
+
+    def detach(self, sink: Sink, now: float) -> bool:
+        sinks = self._sinks[sink.frame_format]
+        if sink not in sinks:
+            return False
+        self._drop(sinks, [sink], now)
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def end(self, now: float) -> None:
+        self.ended = True
+        self.ended_at = now
+        self.end_all("ended")
+
+    def end_all(self, reason: EndReason) -> None:
+        for sinks in self._sinks.values():
+            self._counters.subscribers -= len(sinks)
+            for sink in list(sinks):
+                sink.end(reason)
+            sinks.clear()
+
+    def sweep(self, now: float, *, heartbeat: bool) -> None:
+        """Drop dead or overflowing subscribers; send heartbeats when due."""
+        for sinks in self._sinks.values():
+            if heartbeat:
+                dead = [s for s in sinks if not s.heartbeat()]
+            else:
+                dead = [s for s in sinks if not s.poll()]
+            if dead:
+                self._drop(sinks, dead, now)
+
+    def expired(self, now: float) -> bool:
+        s = self._settings
+        if self.ended:
+            return now - self.ended_at >= s.retention
+        return self.subscriber_count == 0 and now - self.last_activity >= s.idle_ttl
+
+    def discard(self) -> None:
+        """Called when the broker forgets the channel."""
+        if self.pending:
+            self.pending = False
+            self._counters.pending_channels -= 1
+        self._counters.channels_dropped += 1
+        self._history.clear()
+
+    def statistics(self) -> ChannelStatistics:
+        h = self._history
+        return ChannelStatistics(
+            name=self.name,
+            last_seq=h.last_seq,
+            first_seq=h.first_seq,
+            history_events=len(h),
+            history_bytes=h.nbytes,
+            subscribers=self.subscriber_count,
+            ended=self.ended,
+            events_published=self.events_published,
+            bytes_published=self.bytes_published,
+            lagged=self.lagged,
+            disconnected=self.disconnected,
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _drop(self, sinks: dict[Sink, None], dead: list[Sink], now: float) -> None:
+        for sink in dead:
+            if sinks.pop(sink, 0) is None:
+                self._counters.subscribers -= 1
+                self._count_end(sink.end_reason)
+        # The idle clock starts when the last subscriber leaves.
+        self.last_activity = now
+
+    def _count_end(self, reason: EndReason | None) -> None:
+        if reason == "lagged":
+            self.lagged += 1
+            self._counters.lagged += 1
+        elif reason == "disconnected":
+            self.disconnected += 1
+            self._counters.disconnected += 1

@@ -1,0 +1,129 @@
+"""Wire encoding of hub events: SSE frames, HTTP/1.1 chunks and WebSocket frames.
+
+Everything here produces the complete bytes a socket receives, so one encoding of a batch is written
+unchanged to every subscriber of a format (no per-subscriber work, spec: fan-out design).
+
+- SSE (WHATWG HTML "server-sent events"): ``id: <seq>\\nevent: <name>\\ndata: <line>\\n...\\n``. Data
+  holding CR or LF is split into one ``data:`` line per line (CRLF, CR and LF all end a line), which
+  a conforming decoder joins back with LF.
+- HTTP/1.1 chunked transfer-coding (RFC 9112 section 7.1): ``<hex size>\\r\\n<bytes>\\r\\n``; a
+  batch is one chunk.
+- WebSocket (RFC 6455 section 5.2): server-to-client frames are never masked, so a frame is the
+  same bytes for every peer. Text payload ``{"seq":n,"event":"...","data":<data>}`` with the data
+  spliced in as is when it is JSON, else as a JSON string (the ``done`` event's ``[DONE]``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from gateway.hub.broker import FrameFormat, HubEvent
+
+__all__ = [
+    "SSE_PING",
+    "WS_PING",
+    "encode_batch",
+    "encode_items",
+    "heartbeat_frame",
+    "http_chunk",
+    "sse_frame",
+    "ws_close_frame",
+    "ws_event_payload",
+    "ws_frame",
+]
+
+SSE_PING = b": ping\n\n"
+WS_OP_TEXT = 0x1
+WS_OP_CLOSE = 0x8
+WS_OP_PING = 0x9
+WS_PING = bytes((0x80 | WS_OP_PING, 0))
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_json_encode = msgspec.json.encode
+_json_decode = msgspec.json.decode
+_Raw = msgspec.Raw
+
+Item = tuple[int | None, str, bytes]
+"""(seq or None for an unnumbered notice, event name, data)."""
+
+
+def _check_name(name: str) -> bytes:
+    if "\n" in name or "\r" in name:
+        raise ValueError(f"event name must not contain CR or LF: {name!r}")
+    return name.encode()
+
+
+def sse_frame(seq: int | None, name: str, data: bytes) -> bytes:
+    """One SSE event block; ``seq`` None leaves the client's last event ID unchanged."""
+    head = b"event: %s\n" % _check_name(name)
+    if seq is not None:
+        head = b"id: %d\n" % seq + head
+    if b"\n" in data or b"\r" in data:
+        body = b"".join(b"data: %s\n" % line for line in _LINE_BREAK.split(data))
+    else:
+        body = b"data: %s\n" % data
+    return head + body + b"\n"
+
+
+def http_chunk(payload: bytes) -> bytes:
+    """``payload`` as one chunk of chunked transfer-coding (empty payload would end the body)."""
+    if not payload:
+        raise ValueError("an empty chunk terminates a chunked body")
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def ws_frame(payload: bytes, opcode: int = WS_OP_TEXT) -> bytes:
+    """A final, unmasked WebSocket frame (RFC 6455 section 5.2 length encoding)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def ws_close_frame(code: int, reason: str = "") -> bytes:
+    return ws_frame(code.to_bytes(2, "big") + reason.encode()[:123], WS_OP_CLOSE)
+
+
+def _json_value(data: bytes) -> bytes:
+    try:
+        _json_decode(data, type=_Raw)
+    except msgspec.DecodeError:
+        return _json_encode(data.decode(errors="replace"))
+    return data
+
+
+def ws_event_payload(seq: int | None, name: str, data: bytes) -> bytes:
+    """The JSON text of one event's WebSocket message; ``data`` spliced in, never re-encoded."""
+    seq_json = b"null" if seq is None else b"%d" % seq
+    _check_name(name)
+    return b'{"seq":%s,"event":%s,"data":%s}' % (seq_json, _json_encode(name), _json_value(data))
+
+
+def encode_items(fmt: FrameFormat, items: Iterable[Item]) -> bytes:
+    """Wire bytes for a sequence of events and notices in ``fmt`` (empty bytes when no items)."""
+    if fmt is FrameFormat.WEBSOCKET:
+        return b"".join(ws_frame(ws_event_payload(s, n, d)) for s, n, d in items)
+    body = b"".join(sse_frame(s, n, d) for s, n, d in items)
+    if fmt is FrameFormat.SSE_CHUNKED and body:
+        return http_chunk(body)
+    return body
+
+
+def encode_batch(fmt: FrameFormat, first_seq: int, events: Sequence[HubEvent]) -> bytes:
+    """Wire bytes of a published batch whose first event has ``first_seq``."""
+    return encode_items(fmt, ((first_seq + i, e.name, e.data) for i, e in enumerate(events)))
+
+
+def heartbeat_frame(fmt: FrameFormat) -> bytes:
+    if fmt is FrameFormat.WEBSOCKET:
+        return WS_PING
+    if fmt is FrameFormat.SSE_CHUNKED:
+        return http_chunk(SSE_PING)
+    return SSE_PING

@@ -1,0 +1,81 @@
+"""A channel's bounded history: the newest events, limited by count and by bytes.
+
+Seqs are contiguous, so only the events are stored and an event's seq is ``first_seq`` plus its
+index. Eviction drops the oldest events first (spec: resume is bounded, older positions get the
+snapshot).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+
+from gateway.hub.broker import HubEvent
+
+__all__ = ["ENTRY_OVERHEAD", "History"]
+
+ENTRY_OVERHEAD = 64
+"""Bytes charged per event on top of name and data: the Struct and deque slot, roughly."""
+
+
+class History:
+    """Events ``first_seq .. last_seq``; appending may evict from the front."""
+
+    __slots__ = ("_bytes", "_events", "_first_seq", "max_bytes", "max_events")
+
+    def __init__(self, *, max_events: int, max_bytes: int) -> None:
+        if max_events < 0 or max_bytes < 0:
+            raise ValueError("history limits must be >= 0")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._events: deque[HubEvent] = deque()
+        self._first_seq = 1
+        self._bytes = 0
+
+    @staticmethod
+    def cost(event: HubEvent) -> int:
+        return len(event.name) + len(event.data) + ENTRY_OVERHEAD
+
+    @property
+    def first_seq(self) -> int:
+        """Seq of the oldest event held; ``last_seq + 1`` when empty."""
+        return self._first_seq
+
+    @property
+    def last_seq(self) -> int:
+        return self._first_seq + len(self._events) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def append(self, event: HubEvent) -> None:
+        """Add the event numbered ``last_seq + 1``, then evict until within both limits."""
+        events = self._events
+        events.append(event)
+        self._bytes += len(event.name) + len(event.data) + ENTRY_OVERHEAD
+        while events and (len(events) > self.max_events or self._bytes > self.max_bytes):
+            self._bytes -= self.cost(events.popleft())
+            self._first_seq += 1
+
+    def holds_after(self, since: int) -> bool:
+        """True when every event after ``since`` up to ``last_seq`` is held (resume is possible)."""
+        return self._first_seq - 1 <= since <= self.last_seq
+
+    def after(self, since: int) -> Iterator[tuple[int, HubEvent]]:
+        """(seq, event) for the held events with seq > ``since``."""
+        start = max(since + 1 - self._first_seq, 0)
+        return zip(
+            itertools.count(self._first_seq + start),
+            itertools.islice(self._events, start, None),
+            strict=False,
+        )
+
+    def clear(self) -> None:
+        self._first_seq = self.last_seq + 1
+        self._events.clear()
+        self._bytes = 0

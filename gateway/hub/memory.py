@@ -1,0 +1,226 @@
+"""The in-process broker (memory mode, the embedded default) and its one housekeeping task.
+
+The broker owns its channels and a single task that, every ``sweep_interval``, collects dead and
+overflowing subscribers, sends heartbeats when due, and drops channels whose retention or idle time
+is over. Nothing else runs in the background: publishing and subscribing do their work inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+
+from gateway.errors import SubscriberError
+from gateway.hub.broker import (
+    BrokerStatistics,
+    ChannelStatistics,
+    HubEvent,
+    HubSettings,
+    ReducerFactory,
+    Sink,
+    Snapshot,
+)
+from gateway.hub.channel import Channel, HubCounters
+
+__all__ = ["MemoryBroker", "MemorySubscription"]
+
+logger = logging.getLogger(__name__)
+
+
+def _no_reducer(channel: str) -> None:
+    return None
+
+
+class MemorySubscription:
+    """Ties a sink to a channel of a :class:`MemoryBroker`; ``close()`` detaches it."""
+
+    __slots__ = ("_broker", "_channel", "_sink", "channel")
+
+    def __init__(self, broker: MemoryBroker, channel: Channel, sink: Sink) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._sink = sink
+        self.channel = channel.name
+
+    def close(self) -> None:
+        self._broker._detach(self._channel, self._sink)
+
+
+class MemoryBroker:
+    """Single-process :class:`~gateway.hub.broker.Broker`.
+
+    Use as an async context manager (or call :meth:`aclose`); the housekeeping task starts on first
+    use inside a running loop.
+    """
+
+    def __init__(
+        self,
+        settings: HubSettings | None = None,
+        *,
+        reducer_factory: ReducerFactory | None = None,
+    ) -> None:
+        self._settings = settings or HubSettings()
+        self._reducer_factory: ReducerFactory = reducer_factory or _no_reducer
+        self._channels: dict[str, Channel] = {}
+        self._counters = HubCounters()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def settings(self) -> HubSettings:
+        return self._settings
+
+    async def __aenter__(self) -> MemoryBroker:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- Broker ---------------------------------------------------------------------------------
+
+    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> None:
+        self.publish_nowait(channels, events)
+
+    def publish_nowait(self, channels: Sequence[str], events: Sequence[HubEvent]) -> None:
+        """:meth:`publish` without the coroutine (memory mode never waits)."""
+        now = self._start()
+        for name in channels:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._new_channel(name, now, pending=False)
+            channel.publish(events, now)
+
+    async def subscribe(
+        self,
+        channel: str,
+        sink: Sink,
+        *,
+        since: int | None = None,
+        snapshot: bool = False,
+        create: bool = False,
+    ) -> MemorySubscription:
+        if self._closed:
+            raise SubscriberError(503, "shutting_down", "the hub is shutting down")
+        now = self._start()
+        if since is not None and since < 0:
+            raise SubscriberError(400, "invalid_since", "since must be >= 0")
+        ch = self._channels.get(channel)
+        if ch is None:
+            if not create:
+                raise SubscriberError(404, "unknown_channel", f"no such stream: {channel}")
+            if self._counters.pending_channels >= self._settings.max_pending_channels:
+                raise SubscriberError(429, "too_many_channels", "too many streams awaiting events")
+            if self._counters.subscribers >= self._settings.max_subscribers:
+                raise SubscriberError(
+                    429, "too_many_subscribers", "the hub has too many subscribers"
+                )
+            ch = self._new_channel(channel, now, pending=True)
+        ch.attach(sink, since=since, snapshot=snapshot)
+        return MemorySubscription(self, ch, sink)
+
+    async def close_channel(self, channel: str) -> None:
+        ch = self._channels.get(channel)
+        if ch is not None:
+            ch.end(self._start())
+
+    async def snapshot(self, channel: str) -> Snapshot | None:
+        ch = self._channels.get(channel)
+        return None if ch is None else ch.snapshot()
+
+    def channel_statistics(self, channel: str) -> ChannelStatistics | None:
+        ch = self._channels.get(channel)
+        return None if ch is None else ch.statistics()
+
+    def statistics(self) -> BrokerStatistics:
+        c = self._counters
+        return BrokerStatistics(
+            channels=len(self._channels),
+            pending_channels=c.pending_channels,
+            subscribers=c.subscribers,
+            events_published=c.events_published,
+            bytes_published=c.bytes_published,
+            lagged=c.lagged,
+            disconnected=c.disconnected,
+            channels_dropped=c.channels_dropped,
+        )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # asyncio.wait never raises the task's CancelledError into us, but does raise ours.
+            await asyncio.wait([task])
+        for ch in self._channels.values():
+            ch.end_all("shutdown")
+            ch.discard()
+        self._channels.clear()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _start(self) -> float:
+        """Start housekeeping on first use; return the loop's clock."""
+        if self._closed:
+            raise RuntimeError("broker is closed")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._housekeeping(), name="runcast-hub-housekeeping")
+        return loop.time()
+
+    def _new_channel(self, name: str, now: float, *, pending: bool) -> Channel:
+        ch = Channel(name, self._settings, self._counters, self._reducer_factory(name), now=now)
+        self._register(ch, pending=pending)
+        return ch
+
+    def _register(self, ch: Channel, *, pending: bool) -> None:
+        if pending:
+            ch.pending = True
+            self._counters.pending_channels += 1
+        self._channels[ch.name] = ch
+
+    def _detach(self, ch: Channel, sink: Sink) -> None:
+        if self._loop is not None and self._channels.get(ch.name) is ch:
+            ch.detach(sink, self._loop.time())
+        sink.end("detached")
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        heartbeat = self._settings.heartbeat_interval
+        interval = self._settings.sweep_interval
+        if heartbeat > 0:
+            interval = min(interval, heartbeat)
+        next_heartbeat = loop.time() + heartbeat if heartbeat > 0 else float("inf")
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            beat = now >= next_heartbeat
+            if beat:
+                next_heartbeat = now + heartbeat
+            try:
+                self._sweep(now, heartbeat=beat)
+            except Exception:
+                # A bug here must not stop heartbeats and expiry for every other channel.
+                logger.exception("hub housekeeping failed")
+
+    def _sweep(self, now: float, *, heartbeat: bool) -> None:
+        expired = []
+        for ch in self._channels.values():
+            ch.sweep(now, heartbeat=heartbeat)
+            if ch.expired(now):
+                expired.append(ch)
+        for ch in expired:
+            del self._channels[ch.name]
+            ch.end_all("ended")
+            ch.discard()

@@ -1,0 +1,198 @@
+"""Subscriber outputs: pre-encoded bytes written straight to a socket, with a bounded backlog.
+
+:class:`TransportSink` is what the SSE and WebSocket endpoints attach. ``send`` is one
+``transport.write`` of bytes shared by all subscribers: no task, no await, no copy per subscriber.
+While a socket is busy the transport's buffer absorbs what follows, so everything queued goes out
+together when the peer reads (coalescing). The backlog is bounded by ``buffer_limit`` bytes
+(``transport.get_write_buffer_size()``, the hub's own pending bytes before the response has
+started): past it the subscriber gets a final ``runcast.lagged`` notice and is finished (spec:
+fan-out design and slow consumers), so it can never slow the publisher or other subscribers.
+
+:class:`BufferSink` keeps the bytes in memory, for in-process consumers and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.hub import frames
+from gateway.hub.broker import LAGGED_EVENT, EndReason, FrameFormat
+
+__all__ = ["BufferSink", "TransportSink"]
+
+
+class _SinkBase:
+    __slots__ = ("_format", "_reason", "_waiter", "last_seq")
+
+    def __init__(self, frame_format: FrameFormat) -> None:
+        self._format = frame_format
+        self._reason: EndReason | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.last_seq = 0
+        """Seq of the last event handed to the output (0 before any)."""
+
+    @property
+    def frame_format(self) -> FrameFormat:
+        return self._format
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self._reason
+
+    def end(self, reason: EndReason) -> None:
+        if self._reason is None:
+            self._reason = reason
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> EndReason:
+        """Wait until the sink is finished and say why."""
+        if self._reason is None:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        assert self._reason is not None
+        return self._reason
+
+    def _lagged_frame(self) -> bytes:
+        return frames.encode_items(
+            self._format, [(None, LAGGED_EVENT, b'{"seq":%d}' % self.last_seq)]
+        )
+
+
+class TransportSink(_SinkBase):
+    """Writes to an ``asyncio.Transport`` once bound; buffers (bounded) until then.
+
+    The sink can be subscribed before the HTTP response starts: replay and live events wait in a
+    pending list and go out in one write at :meth:`bind`. It never closes the transport: whoever
+    awaits :meth:`wait` finishes the response (end of chunked body, WebSocket close) and bounds
+    that by a timeout.
+    """
+
+    __slots__ = ("_base_limit", "_heartbeat", "_limit", "_pending", "_pending_bytes", "_transport")
+
+    def __init__(self, frame_format: FrameFormat, *, buffer_limit: int) -> None:
+        super().__init__(frame_format)
+        self._transport: asyncio.WriteTransport | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._base_limit = buffer_limit
+        self._limit = buffer_limit
+        self._heartbeat = frames.heartbeat_frame(frame_format)
+
+    @property
+    def transport(self) -> asyncio.WriteTransport | None:
+        return self._transport
+
+    def bind(self, transport: asyncio.WriteTransport) -> None:
+        """Start writing to ``transport``, beginning with everything pending (one write)."""
+        if self._transport is not None:
+            raise RuntimeError("sink already bound")
+        self._transport = transport
+        pending = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if transport.is_closing():
+            self.end("disconnected")
+        elif pending:
+            transport.write(pending)
+
+    def send(self, frames: bytes, last_seq: int) -> bool:
+        transport = self._transport
+        if transport is None:
+            return self._send_pending(frames, last_seq)
+        if self._reason is not None:
+            return False
+        if transport.is_closing():
+            self.end("disconnected")
+            return False
+        if transport.get_write_buffer_size() > self._limit:
+            self._cut_off(transport)
+            return False
+        transport.write(frames)
+        self.last_seq = last_seq
+        return True
+
+    def heartbeat(self) -> bool:
+        if not self.poll():
+            return False
+        if self._transport is not None:
+            self._transport.write(self._heartbeat)
+        return True
+
+    def poll(self) -> bool:
+        if self._reason is not None:
+            return False
+        transport = self._transport
+        if transport is None:
+            return True
+        if transport.is_closing():
+            self.end("disconnected")
+            return False
+        size = transport.get_write_buffer_size()
+        if size > self._limit:
+            self._cut_off(transport)
+            return False
+        if size <= self._base_limit:
+            # A large first write (replay) raised the allowance; it lapses once drained.
+            self._limit = self._base_limit
+        return True
+
+    def _send_pending(self, frames: bytes, last_seq: int) -> bool:
+        if self._reason is not None:
+            return False
+        if not self._pending:
+            # The first write into an empty buffer always fits, however large (a replay).
+            self._limit = self._base_limit + len(frames)
+        elif self._pending_bytes + len(frames) > self._limit:
+            self._pending.append(self._lagged_frame())
+            self.end("lagged")
+            return False
+        self._pending.append(frames)
+        self._pending_bytes += len(frames)
+        self.last_seq = last_seq
+        return True
+
+    def _cut_off(self, transport: asyncio.WriteTransport) -> None:
+        transport.write(self._lagged_frame())
+        self.end("lagged")
+
+
+class BufferSink(_SinkBase):
+    """Collects the wire bytes in memory; ``take()`` consumes them. Cut off past ``buffer_limit``."""
+
+    __slots__ = ("_buffer", "_limit", "heartbeats")
+
+    def __init__(
+        self, frame_format: FrameFormat = FrameFormat.SSE, *, buffer_limit: int = 1 << 20
+    ) -> None:
+        super().__init__(frame_format)
+        self._buffer = bytearray()
+        self._limit = buffer_limit
+        self.heartbeats = 0
+
+    def take(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def send(self, frames: bytes, last_seq: int) -> bool:
+        if self._reason is not None:
+            return False
+        if self._buffer and len(self._buffer) + len(frames) > self._limit:
+            self._buffer += self._lagged_frame()
+            self.end("lagged")
+            return False
+        self._buffer += frames
+        self.last_seq = last_seq
+        return True
+
+    def heartbeat(self) -> bool:
+        if self._reason is not None:
+            return False
+        self.heartbeats += 1
+        return True
+
+    def poll(self) -> bool:
+        return self._reason is None

@@ -1,0 +1,221 @@
+"""aiohttp handlers for subscribers: an SSE response or a WebSocket fed by a hub channel.
+
+The HTTP layer parses the route, authorises, and calls :func:`serve_subscriber` (or
+:func:`serve_sse` / :func:`serve_websocket`). The subscription is made before any response byte is
+sent, so limits and unknown channels surface as :class:`~gateway.errors.SubscriberError` the caller
+turns into a JSON 4xx; events published while the response starts wait in the sink (bounded).
+
+Once the response has started, the hub writes frames directly to the connection's transport:
+
+- SSE: aiohttp's ``StreamResponse`` sends its headers at ``prepare()`` (``send_headers()`` is called
+  again to be sure) and then writes nothing until ``write_eof()``. HTTP/1.1 responses are made
+  chunked explicitly and every hub batch is one complete chunk, so ``write_eof()`` appends the
+  terminating ``0\\r\\n\\r\\n`` to a well-formed body. HTTP/1.0 responses are unchunked and end with
+  the connection. Response compression must stay off (it would expect to see the body).
+- WebSocket: server frames are unmasked and written whole (RFC 6455 section 5.2), as aiohttp's own
+  writer does for uncompressed frames, so our frames and aiohttp's pongs and close frame never
+  interleave inside a frame. Compression is not negotiated. The client's frames are read by one
+  task per connection, which only lets aiohttp answer pings and notices the close.
+
+Heartbeats (SSE ``: ping`` comments, WebSocket pings) come from the broker's housekeeping task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import WSCloseCode, hdrs, web
+from aiohttp.http_writer import HttpVersion11
+
+from gateway.errors import SubscriberError
+from gateway.hub.broker import Broker, EndReason, FrameFormat
+from gateway.hub.sinks import TransportSink
+
+__all__ = [
+    "SSE_HEADERS",
+    "is_websocket_request",
+    "serve_sse",
+    "serve_subscriber",
+    "serve_websocket",
+    "since_from_request",
+]
+
+SSE_HEADERS: Final[Mapping[str, str]] = {
+    hdrs.CONTENT_TYPE: "text/event-stream",
+    hdrs.CACHE_CONTROL: "no-cache",
+    # nginx buffers proxied responses unless told otherwise.
+    "X-Accel-Buffering": "no",
+}
+
+WS_MAX_INCOMING = 4096
+"""Subscribers have nothing to say beyond control frames; anything bigger closes with 1009."""
+
+_WS_CLOSE_CODES: Final[Mapping[EndReason, int]] = {
+    "ended": WSCloseCode.OK,
+    "detached": WSCloseCode.OK,
+    "lagged": WSCloseCode.TRY_AGAIN_LATER,
+    "shutdown": WSCloseCode.GOING_AWAY,
+    "disconnected": WSCloseCode.OK,
+}
+
+
+def is_websocket_request(request: web.BaseRequest) -> bool:
+    return request.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
+
+
+def since_from_request(request: web.BaseRequest) -> int | None:
+    """The resume position: ``Last-Event-ID`` or else ``?since=``.
+
+    The header wins: an ``EventSource`` opened on ``?since=0`` reconnects with the same URL, and
+    the header says how far it really got. Raises ``SubscriberError(400, "invalid_since")`` unless
+    the value is a non-negative integer.
+    """
+    value = request.headers.get("Last-Event-ID", "").strip()
+    if not value:
+        value = request.query.get("since", "").strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise SubscriberError(400, "invalid_since", f"invalid resume position: {value[:40]!r}")
+    return int(value)
+
+
+async def serve_subscriber(
+    request: web.BaseRequest,
+    broker: Broker,
+    channel: str,
+    *,
+    since: int | None = None,
+    snapshot: bool = False,
+    create: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """WebSocket when the request is an upgrade, else SSE."""
+    if is_websocket_request(request):
+        return await serve_websocket(
+            request, broker, channel, since=since, snapshot=snapshot, create=create, headers=headers
+        )
+    return await serve_sse(
+        request, broker, channel, since=since, snapshot=snapshot, create=create, headers=headers
+    )
+
+
+async def serve_sse(
+    request: web.BaseRequest,
+    broker: Broker,
+    channel: str,
+    *,
+    since: int | None = None,
+    snapshot: bool = False,
+    create: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Stream ``channel`` as ``text/event-stream`` until it ends, lags, or the client leaves."""
+    chunked = request.version >= HttpVersion11
+    fmt = FrameFormat.SSE_CHUNKED if chunked else FrameFormat.SSE
+    settings = broker.settings
+    sink = TransportSink(fmt, buffer_limit=settings.subscriber_buffer_bytes)
+    subscription = await broker.subscribe(
+        channel, sink, since=since, snapshot=snapshot, create=create
+    )
+    try:
+        response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
+        if chunked:
+            response.enable_chunked_encoding()
+        writer = await response.prepare(request)
+        _flush_headers(writer, chunked=chunked)
+        transport = request.transport
+        if transport is None:
+            sink.end("disconnected")
+        else:
+            sink.bind(transport)
+        reason = await sink.wait()
+    finally:
+        subscription.close()
+    if reason != "disconnected" and (transport := request.transport) is not None:
+        if reason != "ended":
+            # A lagging or departing peer's connection is not worth keeping alive.
+            response.force_close()
+        try:
+            async with asyncio.timeout(settings.close_timeout):
+                await response.write_eof()
+        except (TimeoutError, ConnectionError):
+            transport.abort()
+    return response
+
+
+async def serve_websocket(
+    request: web.BaseRequest,
+    broker: Broker,
+    channel: str,
+    *,
+    since: int | None = None,
+    snapshot: bool = False,
+    create: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> web.WebSocketResponse:
+    """Stream ``channel`` as WebSocket text frames ``{"seq", "event", "data"}``.
+
+    The socket is closed with 1000 when the channel ends, 1013 after ``runcast.lagged`` and 1001
+    when the hub shuts down.
+    """
+    settings = broker.settings
+    ws: web.WebSocketResponse = web.WebSocketResponse(
+        compress=False,
+        autoping=True,
+        heartbeat=None,
+        max_msg_size=WS_MAX_INCOMING,
+        timeout=settings.close_timeout,
+    )
+    if headers:
+        ws.headers.update(headers)
+    if not ws.can_prepare(request):
+        raise SubscriberError(400, "invalid_websocket", "malformed WebSocket upgrade request")
+    sink = TransportSink(FrameFormat.WEBSOCKET, buffer_limit=settings.subscriber_buffer_bytes)
+    subscription = await broker.subscribe(
+        channel, sink, since=since, snapshot=snapshot, create=create
+    )
+    reader: asyncio.Task[None] | None = None
+    try:
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            sink.end("disconnected")
+        else:
+            sink.bind(transport)
+            reader = asyncio.create_task(_read_until_closed(ws, sink))
+        reason = await sink.wait()
+        subscription.close()
+        if not ws.closed and transport is not None:
+            try:
+                async with asyncio.timeout(settings.close_timeout):
+                    await ws.close(code=_WS_CLOSE_CODES[reason])
+            except TimeoutError:
+                transport.abort()
+    finally:
+        subscription.close()
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait([reader])
+    return ws
+
+
+async def _read_until_closed(ws: web.WebSocketResponse, sink: TransportSink) -> None:
+    # Iterating lets aiohttp answer pings and the client's close; other messages are ignored.
+    async for _ in ws:
+        pass
+    sink.end("disconnected")
+
+
+def _flush_headers(writer: object, *, chunked: bool) -> None:
+    # StreamResponse already sent its headers in prepare(); a writer that buffered them would
+    # otherwise put them after our first frames.
+    with contextlib.suppress(AttributeError):
+        writer.send_headers()  # type: ignore[attr-defined]
+    if getattr(writer, "chunked", chunked) != chunked:
+        raise RuntimeError(
+            "aiohttp chose a transfer-coding other than the one frames were made for"
+        )

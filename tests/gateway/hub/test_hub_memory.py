@@ -1,0 +1,330 @@
+"""MemoryBroker and channels with in-memory sinks: numbering, resume, snapshots, limits, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from hub_helpers import CountingReducer, counting_reducer, ev, settings
+
+from gateway.errors import SubscriberError
+from gateway.hub import (
+    BufferSink,
+    FrameFormat,
+    HubEvent,
+    HubSettings,
+    MemoryBroker,
+    Sink,
+)
+from parsers.sse import ServerSentEvent, SSEDecoder
+
+RUN = "run:r1"
+THREAD = "thread:t1"
+
+
+def events_of(sink: BufferSink) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    out = decoder.feed(sink.take())
+    assert not decoder.close()
+    return out
+
+
+def seqs(events: list[ServerSentEvent]) -> list[int]:
+    return [int(e.id) for e in events if not e.event.startswith("runcast.")]
+
+
+@pytest_asyncio.fixture
+async def broker() -> AsyncIterator[MemoryBroker]:
+    async with MemoryBroker(settings(max_history_events=5), reducer_factory=counting_reducer) as b:
+        yield b
+
+
+@pytest.mark.asyncio
+async def test_each_channel_numbers_its_own_events(broker: MemoryBroker) -> None:
+    run, thread = BufferSink(), BufferSink()
+    await broker.publish([RUN], [ev(0)])
+    await broker.subscribe(RUN, run, since=0)
+    await broker.subscribe(THREAD, thread, create=True)
+    await broker.publish([RUN, THREAD], [ev(1), ev(2)])
+    await broker.publish([THREAD], [ev(3)])
+    assert seqs(events_of(run)) == [1, 2, 3]
+    thread_events = events_of(thread)
+    assert seqs(thread_events) == [1, 2, 3]
+    assert [json.loads(e.data)["i"] for e in thread_events] == [1, 2, 3]
+    assert broker.statistics().events_published == 6
+
+
+@pytest.mark.asyncio
+async def test_one_encoding_per_format_is_shared(broker: MemoryBroker) -> None:
+    sinks = [BufferSink(fmt) for fmt in FrameFormat for _ in range(3)]
+    for sink in sinks:
+        await broker.subscribe(THREAD, sink, create=True)
+    received: dict[FrameFormat, list[bytes]] = {fmt: [] for fmt in FrameFormat}
+
+    class Spy(BufferSink):
+        def send(self, frames: bytes, last_seq: int) -> bool:
+            received[self.frame_format].append(frames)
+            return super().send(frames, last_seq)
+
+    for fmt in FrameFormat:
+        await broker.subscribe(THREAD, Spy(fmt), create=True)
+        await broker.subscribe(THREAD, Spy(fmt), create=True)
+    await broker.publish([THREAD], [ev(1), ev(2)])
+    for fmt in FrameFormat:
+        first, second = received[fmt]
+        assert first is second
+    by_format = {fmt: {s.take() for s in sinks if s.frame_format is fmt} for fmt in FrameFormat}
+    assert all(len(v) == 1 for v in by_format.values())
+
+
+@pytest.mark.asyncio
+async def test_resume_replays_exactly_what_was_missed(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(i) for i in range(1, 5)])
+    for since in (0, 2, 4, 5):
+        last = broker.channel_statistics(RUN).last_seq
+        sink = BufferSink()
+        sub = await broker.subscribe(RUN, sink, since=since)
+        await broker.publish([RUN], [ev(99)])
+        assert seqs(events_of(sink)) == list(range(since + 1, last + 2))
+        sub.close()
+
+
+@pytest.mark.asyncio
+async def test_live_only_without_since(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(1), ev(2)])
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink)
+    assert sink.take() == b""
+    await broker.publish([RUN], [ev(3)])
+    assert seqs(events_of(sink)) == [3]
+
+
+@pytest.mark.asyncio
+async def test_evicted_position_gets_notice_then_snapshot(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(i, f"e{i}") for i in range(1, 9)])  # holds 4..8
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink, since=1)
+    await broker.publish([RUN], [ev(9, "e9")])
+    lost, snap, live = events_of(sink)
+    assert lost.event == "runcast.history_lost"
+    assert json.loads(lost.data) == {"since": 1, "first_seq": 4, "last_seq": 8}
+    assert (snap.event, snap.id) == ("runcast.snapshot", "8")
+    reducer = CountingReducer()
+    for i in range(1, 9):
+        reducer.apply(HubEvent(f"e{i}", b""))
+    assert json.loads(snap.data) == {"seq": 8, "snapshot": json.loads(reducer.snapshot())}
+    assert (live.id, live.event) == ("9", "e9")
+
+
+@pytest.mark.asyncio
+async def test_position_beyond_the_end_is_lost_too(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(1)])
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink, since=50)
+    lost, snap = events_of(sink)
+    assert json.loads(lost.data) == {"since": 50, "first_seq": 1, "last_seq": 1}
+    assert snap.event == "runcast.snapshot"
+
+
+@pytest.mark.asyncio
+async def test_snapshot_first_then_live(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(1, "a"), ev(2, "b")])
+    sink = BufferSink(FrameFormat.WEBSOCKET)
+    await broker.subscribe(RUN, sink, snapshot=True)
+    await broker.publish([RUN], [ev(3, "c")])
+    data = sink.take()
+    first_len = data[1]
+    first = json.loads(data[2 : 2 + first_len])
+    assert first == {
+        "seq": 2,
+        "event": "runcast.snapshot",
+        "data": {"seq": 2, "snapshot": {"count": 2, "names": ["a", "b"]}},
+    }
+    assert json.loads(data[2 + first_len + 2 :]) == {"seq": 3, "event": "c", "data": {"i": 3}}
+    snap = await broker.snapshot(RUN)
+    assert snap is not None
+    assert json.loads(snap.to_json()) == {
+        "seq": 3,
+        "snapshot": {"count": 3, "names": ["a", "b", "c"]},
+    }
+
+
+@pytest.mark.asyncio
+async def test_without_reducer_snapshot_falls_back_to_history(broker: MemoryBroker) -> None:
+    await broker.publish([THREAD], [ev(i) for i in range(1, 8)])  # holds 3..7, no reducer
+    sink = BufferSink()
+    await broker.subscribe(THREAD, sink, snapshot=True)
+    lost, *rest = events_of(sink)
+    assert lost.event == "runcast.history_lost"
+    assert json.loads(lost.data) == {"since": 0, "first_seq": 3, "last_seq": 7}
+    assert seqs(rest) == [3, 4, 5, 6, 7]
+    sink2 = BufferSink()
+    await broker.subscribe(THREAD, sink2, since=1)
+    lost2, *rest2 = events_of(sink2)
+    assert json.loads(lost2.data)["since"] == 1
+    assert seqs(rest2) == [3, 4, 5, 6, 7]
+    assert (await broker.snapshot(THREAD)).data == b"null"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_reducer_skips_the_event_only(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(1, "a"), ev(2, "boom"), ev(3, "c")])
+    snap = await broker.snapshot(RUN)
+    assert json.loads(snap.data) == {"count": 2, "names": ["a", "c"]}
+    assert snap.seq == 3
+
+
+@pytest.mark.asyncio
+async def test_a_batch_with_a_bad_event_name_is_refused_whole(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(1)])
+    with pytest.raises(ValueError, match="CR or LF"):
+        await broker.publish([RUN, THREAD], [ev(2), HubEvent("bad\nname", b"{}")])
+    assert broker.channel_statistics(RUN).last_seq == 1
+    assert broker.channel_statistics(THREAD) is None
+
+
+@pytest.mark.asyncio
+async def test_unknown_channel_and_bad_since(broker: MemoryBroker) -> None:
+    with pytest.raises(SubscriberError) as info:
+        await broker.subscribe("run:nope", BufferSink())
+    assert (info.value.status, info.value.code) == (404, "unknown_channel")
+    with pytest.raises(SubscriberError) as info:
+        await broker.subscribe(THREAD, BufferSink(), since=-1, create=True)
+    assert info.value.status == 400
+    assert await broker.snapshot("run:nope") is None
+    assert broker.channel_statistics("run:nope") is None
+
+
+@pytest.mark.asyncio
+async def test_subscriber_limits() -> None:
+    async with MemoryBroker(
+        settings(max_subscribers_per_channel=2, max_subscribers=3, max_pending_channels=2)
+    ) as broker:
+        await broker.subscribe("thread:a", BufferSink(), create=True)
+        sub = await broker.subscribe("thread:a", BufferSink(), create=True)
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:a", BufferSink(), create=True)
+        assert (info.value.status, info.value.code) == (429, "too_many_subscribers")
+        await broker.subscribe("thread:b", BufferSink(), create=True)
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:b", BufferSink(), create=True)
+        assert info.value.status == 429
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:c", BufferSink(), create=True)
+        assert (info.value.status, info.value.code) == (429, "too_many_channels")
+        sub.close()
+        sub.close()
+        await broker.subscribe("thread:b", BufferSink(), create=True)
+        assert broker.statistics().subscribers == 3
+        # Publishing turns a pending channel into a real one, which frees a pending slot.
+        await broker.publish(["thread:a"], [ev(1)])
+        assert broker.statistics().pending_channels == 1
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:c", BufferSink(), create=True)
+        assert info.value.code == "too_many_subscribers"
+        assert broker.channel_statistics("thread:c") is None
+
+
+@pytest.mark.asyncio
+async def test_closing_a_channel_ends_subscribers_and_keeps_history() -> None:
+    async with MemoryBroker(settings(retention=0.2)) as broker:
+        sink = BufferSink()
+        await broker.subscribe(RUN, sink, create=True)
+        await broker.publish([RUN], [ev(1), HubEvent("done", b"[DONE]")])
+        await broker.close_channel(RUN)
+        assert sink.end_reason == "ended"
+        assert await asyncio.wait_for(sink.wait(), 1) == "ended"
+        assert seqs(events_of(sink)) == [1, 2]
+        late = BufferSink()
+        await broker.subscribe(RUN, late, since=0)
+        assert late.end_reason == "ended"
+        assert [e.event for e in events_of(late)] == ["tick", "done"]
+        assert broker.channel_statistics(RUN).ended
+        await asyncio.sleep(0.4)
+        assert broker.channel_statistics(RUN) is None
+        with pytest.raises(SubscriberError):
+            await broker.subscribe(RUN, BufferSink(), since=0)
+        assert broker.statistics().channels_dropped == 1
+
+
+@pytest.mark.asyncio
+async def test_publishing_reopens_an_ended_channel(broker: MemoryBroker) -> None:
+    await broker.publish([RUN], [ev(1)])
+    await broker.close_channel(RUN)
+    sink = BufferSink()
+    await broker.publish([RUN], [ev(2)])
+    await broker.subscribe(RUN, sink, since=0)
+    assert sink.end_reason is None
+    assert seqs(events_of(sink)) == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_idle_channels_expire_but_not_while_subscribed() -> None:
+    async with MemoryBroker(settings(idle_ttl=0.15)) as broker:
+        sink = BufferSink()
+        sub = await broker.subscribe(THREAD, sink, create=True)
+        await broker.publish(["thread:other"], [ev(1)])
+        await asyncio.sleep(0.4)
+        assert broker.channel_statistics(THREAD) is not None
+        assert broker.channel_statistics("thread:other") is None
+        sub.close()
+        assert sink.end_reason == "detached"
+        await asyncio.sleep(0.4)
+        assert broker.channel_statistics(THREAD) is None
+        assert broker.statistics().pending_channels == 0
+
+
+@pytest.mark.asyncio
+async def test_heartbeats_come_from_the_housekeeping_task() -> None:
+    async with MemoryBroker(settings(heartbeat_interval=0.05)) as broker:
+        sink = BufferSink()
+        await broker.subscribe(THREAD, sink, create=True)
+        await asyncio.sleep(0.3)
+        assert sink.heartbeats >= 2
+
+
+@pytest.mark.asyncio
+async def test_lagging_sink_is_cut_off_with_its_last_seq(broker: MemoryBroker) -> None:
+    slow = BufferSink(buffer_limit=100)
+    fast = BufferSink()
+    await broker.subscribe(THREAD, slow, create=True)
+    await broker.subscribe(THREAD, fast, create=True)
+    for _ in range(5):
+        await broker.publish([THREAD], [HubEvent("big", b'"%s"' % (b"x" * 40))])
+    assert slow.end_reason == "lagged"
+    *delivered, lagged = events_of(slow)
+    assert lagged.event == "runcast.lagged"
+    assert json.loads(lagged.data) == {"seq": int(delivered[-1].id)}
+    assert seqs(events_of(fast)) == [1, 2, 3, 4, 5]
+    stats = broker.statistics()
+    assert (stats.lagged, stats.subscribers) == (1, 1)
+    assert broker.channel_statistics(THREAD).lagged == 1
+
+
+@pytest.mark.asyncio
+async def test_aclose_ends_everything_and_refuses_use() -> None:
+    broker = MemoryBroker(HubSettings())
+    sink = BufferSink()
+    await broker.subscribe(THREAD, sink, create=True)
+    await broker.aclose()
+    await broker.aclose()
+    assert sink.end_reason == "shutdown"
+    with pytest.raises(RuntimeError):
+        await broker.publish([RUN], [ev(1)])
+    with pytest.raises(SubscriberError) as info:
+        await broker.subscribe(THREAD, BufferSink(), create=True)
+    assert info.value.status == 503
+
+
+def test_buffer_sink_is_a_sink() -> None:
+    assert isinstance(BufferSink(), Sink)
+
+
+def test_settings_reject_unknown_fields() -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"max_subscriber": 1}, HubSettings)

@@ -1,0 +1,355 @@
+"""SSE and WebSocket subscribers over real sockets on 127.0.0.1, served by the hub's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from hub_helpers import Hub, StartHub, dechunk, ev, numbered, open_sse, raw_request
+
+from gateway.hub import HubEvent
+from parsers.sse import SSEDecoder
+
+RUN = "run:r1"
+THREAD = "thread:t1"
+
+
+async def ws_messages(ws: aiohttp.ClientWebSocketResponse) -> list[dict]:
+    out = []
+    async with asyncio.timeout(5):
+        async for msg in ws:
+            assert msg.type is aiohttp.WSMsgType.TEXT
+            out.append(json.loads(msg.data))
+    return out
+
+
+@pytest.mark.asyncio
+async def test_many_subscribers_receive_identical_bytes(hub: Hub) -> None:
+    await hub.publish(RUN, ev(1, "thread.run.created"))
+    sse = [await open_sse(hub, hub.url(RUN, since=0)) for _ in range(4)]
+    wss = [await hub.session.ws_connect(hub.url(RUN, since=0)) for _ in range(3)]
+    raw_ws: list[list[bytes]] = [[] for _ in wss]
+    await hub.wait_subscribers(RUN, 7)
+    for i in range(2, 40):
+        await hub.publish(RUN, ev(i, "thread.message.delta"))
+        if i % 7 == 0:
+            await hub.broker.publish([RUN], [ev(100 + i), ev(200 + i)])
+    await hub.publish(RUN, HubEvent("done", b"[DONE]"))
+    await hub.broker.close_channel(RUN)
+
+    streams = [await s.read_to_end() for s in sse]
+    bodies = {bytes(s.raw) for s in sse}
+    assert len(bodies) == 1
+    expected = list(range(1, hub.broker.channel_statistics(RUN).last_seq + 1))
+    for events in streams:
+        assert numbered(events) == expected
+        assert events[-1].event == "done" and events[-1].data == "[DONE]"
+    for ws, raw in zip(wss, raw_ws, strict=True):
+        async with asyncio.timeout(5):
+            async for msg in ws:
+                raw.append(msg.data.encode())
+        assert ws.close_code == 1000
+    assert len({tuple(r) for r in raw_ws}) == 1
+    decoded = [json.loads(m) for m in raw_ws[0]]
+    assert [m["seq"] for m in decoded] == expected
+    assert [m["event"] for m in decoded] == [e.event for e in streams[0]]
+    assert [json.dumps(m["data"]) if m["event"] != "done" else m["data"] for m in decoded] == [
+        json.dumps(json.loads(e.data)) if e.event != "done" else e.data for e in streams[0]
+    ]
+    # The WS payload carries the SSE data bytes themselves.
+    for m, e in zip(raw_ws[0][:-1], streams[0][:-1], strict=True):
+        assert m.endswith(b',"data":' + e.data_bytes + b"}")
+
+
+@pytest.mark.asyncio
+async def test_ended_sse_response_is_a_complete_chunked_body_and_keep_alive_works(
+    hub: Hub,
+) -> None:
+    await hub.publish(RUN, ev(1), HubEvent("done", b"[DONE]"))
+    await hub.broker.close_channel(RUN)
+    request = (
+        f"GET /streams/{RUN}?since=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"GET /streams/{RUN}?since=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reader, writer = await raw_request(hub.port, request)
+    async with asyncio.timeout(5):
+        data = await reader.read()
+    writer.close()
+    first, second = data.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    for response, ids in ((first, ["1", "2"]), (second, ["2"])):
+        head, body = response.split(b"\r\n\r\n", 1)
+        assert b"Transfer-Encoding: chunked" in head
+        payload, terminated = dechunk(body)
+        assert terminated
+        assert [e.id for e in SSEDecoder().feed(payload)] == ids
+
+
+@pytest.mark.asyncio
+async def test_http10_sse_is_unchunked_and_ends_with_the_connection(hub: Hub) -> None:
+    await hub.publish(RUN, ev(1))
+    reader, writer = await raw_request(
+        hub.port, f"GET /sse/{RUN}?since=0 HTTP/1.0\r\n\r\n".encode()
+    )
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Transfer-Encoding" not in head
+        await hub.publish(RUN, ev(2))
+        await hub.broker.close_channel(RUN)
+        body = await reader.read()
+    writer.close()
+    assert [e.id for e in SSEDecoder().feed(body)] == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_resume_while_publishing_has_no_gap_and_no_duplicate(hub: Hub) -> None:
+    stop = asyncio.Event()
+
+    async def publisher() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            await hub.publish(RUN, ev(i))
+            await asyncio.sleep(0)
+
+    await hub.publish(RUN, ev(0))
+    task = asyncio.create_task(publisher())
+    try:
+        first = await open_sse(hub, hub.url(RUN, since=0))
+        await first.read_until(lambda evs: len(evs) >= 30)
+        first.response.close()  # a forced disconnect mid-stream
+        last = int(first.events[-1].id)
+        second = await open_sse(hub, hub.url(RUN, since=0), **{"Last-Event-ID": str(last)})
+        await second.read_until(lambda evs: len(evs) >= 30)
+        ws = await hub.session.ws_connect(hub.url(RUN, since=last))
+        async with asyncio.timeout(5):
+            ws_seqs = [json.loads((await ws.receive()).data)["seq"] for _ in range(30)]
+        await ws.close()
+    finally:
+        stop.set()
+        await task
+    assert numbered(first.events) == list(range(1, last + 1))
+    got = numbered(second.events)
+    assert got == list(range(last + 1, last + 1 + len(got)))
+    assert ws_seqs == list(range(last + 1, last + 31))
+
+
+@pytest.mark.asyncio
+async def test_evicted_position_gets_notice_and_snapshot_over_sse(start_hub: StartHub) -> None:
+    hub = await start_hub(max_history_events=3)
+    await hub.publish(RUN, *(ev(i, f"e{i}") for i in range(1, 7)))
+    stream = await open_sse(hub, hub.url(RUN), **{"Last-Event-ID": "1"})
+    await stream.read_until(lambda evs: len(evs) >= 2)
+    await hub.publish(RUN, ev(7, "e7"))
+    await stream.read_until(lambda evs: len(evs) >= 3)
+    lost, snap, live = stream.events
+    assert lost.event == "runcast.history_lost"
+    assert json.loads(lost.data) == {"since": 1, "first_seq": 4, "last_seq": 6}
+    assert snap.event == "runcast.snapshot" and snap.id == "6"
+    assert json.loads(snap.data) == {
+        "seq": 6,
+        "snapshot": {"count": 6, "names": [f"e{i}" for i in range(1, 7)]},
+    }
+    assert (live.id, live.event) == ("7", "e7")
+    stream.response.close()
+
+
+@pytest.mark.asyncio
+async def test_snapshot_first_subscription_over_websocket(hub: Hub) -> None:
+    await hub.publish(RUN, ev(1, "a"), ev(2, "b"))
+    ws = await hub.session.ws_connect(hub.url(RUN, snapshot=1))
+    await hub.wait_subscribers(RUN, 1)
+    await hub.publish(RUN, ev(3, "c"))
+    await hub.broker.close_channel(RUN)
+    snap, live = await ws_messages(ws)
+    assert snap == {
+        "seq": 2,
+        "event": "runcast.snapshot",
+        "data": {"seq": 2, "snapshot": {"count": 2, "names": ["a", "b"]}},
+    }
+    assert live == {"seq": 3, "event": "c", "data": {"i": 3}}
+    assert ws.close_code == 1000
+
+
+@pytest.mark.asyncio
+async def test_slow_subscriber_is_cut_off_while_a_fast_one_gets_everything(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(
+        subscriber_buffer_bytes=64 * 1024, close_timeout=5.0, max_history_bytes=32 << 20
+    )
+    await hub.publish(THREAD, ev(0))
+    reader, writer = await raw_request(
+        hub.port, f"GET /sse/{THREAD}?since=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode(), rcvbuf=4096
+    )
+    await reader.readuntil(b"\r\n\r\n")  # then stop reading
+    fast = await open_sse(hub, hub.url(THREAD, since=0))
+    await hub.wait_subscribers(THREAD, 2)
+    big = b'"%s"' % (b"y" * 32 * 1024)
+    n = 400
+    for i in range(n):
+        await hub.publish(THREAD, HubEvent("big", big))
+        # The fast subscriber keeps up; the raw one never reads.
+        await fast.read_until(lambda evs, i=i: len(evs) == i + 2)
+    assert numbered(fast.events) == list(range(1, n + 2))
+    stats = hub.broker.channel_statistics(THREAD)
+    assert (stats.lagged, stats.subscribers) == (1, 1)
+
+    async with asyncio.timeout(10):
+        body = await reader.read()
+    writer.close()
+    payload, terminated = dechunk(body)
+    assert terminated
+    events = SSEDecoder().feed(payload)
+    *delivered, lagged = events
+    assert lagged.event == "runcast.lagged"
+    last = int(delivered[-1].id)
+    assert json.loads(lagged.data) == {"seq": last}
+    assert [int(e.id) for e in delivered] == list(range(1, last + 1))
+    assert last < n
+
+    resumed = await open_sse(hub, hub.url(THREAD, since=last))
+    await resumed.read_until(lambda evs: len(evs) == n + 1 - last)
+    assert numbered(resumed.events) == list(range(last + 1, n + 2))
+    resumed.response.close()
+    fast.response.close()
+
+
+@pytest.mark.asyncio
+async def test_slow_websocket_subscriber_gets_lagged_and_close_1013(start_hub: StartHub) -> None:
+    hub = await start_hub(subscriber_buffer_bytes=64 * 1024, close_timeout=5.0)
+    request = (
+        f"GET /ws/{THREAD}?create=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    reader, writer = await raw_request(hub.port, request, rcvbuf=4096)
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    await hub.wait_subscribers(THREAD, 1)
+    big = b'"%s"' % (b"z" * 32 * 1024)
+    for _ in range(400):
+        await hub.publish(THREAD, HubEvent("big", big))
+        await asyncio.sleep(0)
+    assert hub.broker.channel_statistics(THREAD).lagged == 1
+    messages = []
+    async with asyncio.timeout(10):
+        while True:
+            b0, b1 = await reader.readexactly(2)
+            size = b1 & 0x7F
+            if size == 126:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+            elif size == 127:
+                size = int.from_bytes(await reader.readexactly(8), "big")
+            payload = await reader.readexactly(size)
+            if b0 & 0x0F == 0x8:
+                close_code = int.from_bytes(payload[:2], "big")
+                break
+            messages.append(json.loads(payload))
+    writer.close()
+    assert close_code == 1013
+    *delivered, lagged = messages
+    assert lagged["event"] == "runcast.lagged"
+    assert lagged["data"] == {"seq": delivered[-1]["seq"]}
+    assert [m["seq"] for m in delivered] == list(range(1, len(delivered) + 1))
+
+
+@pytest.mark.asyncio
+async def test_limits_are_answered_before_the_stream_starts(start_hub: StartHub) -> None:
+    hub = await start_hub(max_subscribers_per_channel=1)
+    await hub.publish(RUN, ev(1))
+    first = await open_sse(hub, hub.url(RUN))
+    async with hub.session.get(hub.url(RUN)) as response:
+        assert response.status == 429
+        assert (await response.json())["error"]["code"] == "too_many_subscribers"
+    for url in (hub.url(RUN), hub.url(RUN, path="ws")):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await hub.session.ws_connect(url)
+        assert info.value.status == 429
+    async with hub.session.get(hub.url(RUN, path="ws")) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_websocket"
+    async with hub.session.get(hub.url("run:missing")) as response:
+        assert response.status == 404
+    async with hub.session.get(hub.url(RUN), headers={"Last-Event-ID": "x1"}) as response:
+        assert response.status == 400
+    first.response.close()
+
+
+@pytest.mark.asyncio
+async def test_heartbeats_over_sse_and_websocket(start_hub: StartHub) -> None:
+    hub = await start_hub(heartbeat_interval=0.05)
+    sse = await open_sse(hub, hub.url(THREAD, create=1))
+    ws = await hub.session.ws_connect(hub.url(THREAD, create=1), autoping=False)
+    async with asyncio.timeout(5):
+        while b": ping\n\n" not in sse.raw:
+            sse.raw += await sse.response.content.readany()
+        msg = await ws.receive()
+    assert msg.type is aiohttp.WSMsgType.PING
+    await ws.pong()
+    assert sse.decoder.feed(bytes(sse.raw)) == []  # comments are not events
+    await ws.close()
+    sse.response.close()
+
+
+@pytest.mark.asyncio
+async def test_dead_connections_are_removed_by_the_sweep(hub: Hub) -> None:
+    sse = await open_sse(hub, hub.url(THREAD, create=1))
+    ws = await hub.session.ws_connect(hub.url(THREAD, create=1))
+    reader, writer = await raw_request(
+        hub.port, f"GET /sse/{THREAD}?create=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    await hub.wait_subscribers(THREAD, 3)
+    sse.response.close()
+    writer.transport.abort()
+    await ws.close()
+    await hub.wait_subscribers(THREAD, 0)
+    assert hub.broker.statistics().subscribers == 0
+
+
+@pytest.mark.asyncio
+async def test_dead_connections_are_removed_when_publishing(start_hub: StartHub) -> None:
+    hub = await start_hub(sweep_interval=3600.0)
+    sse = await open_sse(hub, hub.url(THREAD, create=1))
+    await hub.wait_subscribers(THREAD, 1)
+    sse.response.close()
+
+    async def publish_until_gone() -> None:
+        while hub.broker.channel_statistics(THREAD).subscribers:
+            await hub.publish(THREAD, ev(1))
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(publish_until_gone(), 5)
+    assert hub.broker.channel_statistics(THREAD).disconnected == 1
+
+
+@pytest.mark.asyncio
+async def test_broker_shutdown_ends_streams(hub: Hub) -> None:
+    sse = await open_sse(hub, hub.url(THREAD, create=1))
+    ws = await hub.session.ws_connect(hub.url(THREAD, create=1))
+    await hub.wait_subscribers(THREAD, 2)
+    await hub.publish(THREAD, ev(1))
+    await hub.broker.aclose()
+    assert numbered(await sse.read_to_end()) == [1]
+    assert [m["seq"] for m in await ws_messages(ws)] == [1]
+    assert ws.close_code == 1001
+
+
+@pytest.mark.asyncio
+async def test_thread_channel_carries_runs_and_outlives_them(hub: Hub) -> None:
+    stream = await open_sse(hub, hub.url(THREAD, create=1))
+    await hub.wait_subscribers(THREAD, 1)
+    for run in ("run:a", "run:b"):
+        await hub.broker.publish([run, THREAD], [ev(1, "thread.run.created")])
+        await hub.broker.publish([run, THREAD], [HubEvent("done", b"[DONE]")])
+        await hub.broker.close_channel(run)
+    await stream.read_until(lambda evs: len(evs) == 4)
+    assert [(e.id, e.event) for e in stream.events] == [
+        ("1", "thread.run.created"),
+        ("2", "done"),
+        ("3", "thread.run.created"),
+        ("4", "done"),
+    ]
+    assert hub.broker.channel_statistics(THREAD).subscribers == 1
+    stream.response.close()
