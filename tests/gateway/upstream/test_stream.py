@@ -293,12 +293,14 @@ async def test_events_before_an_oversized_event_are_delivered(upstream: FakeUpst
         "POST", RUNS, reply_sse(fixture_bytes("F-run-failed.sse").split(b"event: done")[0] + huge)
     )
     settings = make_settings(upstream.base_url, max_event_bytes=800)
-    async with UpstreamClient(settings) as client:
-        async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
-            names = []
-            with pytest.raises(EventTooLarge):
-                async for item in stream:
-                    names.append(item.name)
+    names = []
+    async with (
+        UpstreamClient(settings) as client,
+        client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream,
+    ):
+        with pytest.raises(EventTooLarge):
+            async for item in stream:
+                names.append(item.name)
     assert names == ["thread.run.failed"]
 
 
