@@ -63,7 +63,9 @@ def _opener(
             thread_id, body, query=query, api_key=api_key, headers=headers
         )
     if call.kind == "thread_and_run":
-        return lambda: upstream.stream_thread_and_run(body, api_key=api_key, headers=headers)
+        return lambda: upstream.stream_thread_and_run(
+            body, query=query, api_key=api_key, headers=headers
+        )
     assert call.thread_id is not None and call.run_id is not None
     try:
         outputs = _tool_outputs_decoder.decode(body).tool_outputs

@@ -116,12 +116,17 @@ class RunOperations:
         self,
         body: Body,
         *,
+        query: Query = None,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> RunStream:
         """Streamed :meth:`create_thread_and_run`; its first event is ``thread.created``."""
         return self._stream(
-            "/threads/runs", with_stream_flag(body, True), api_key=api_key, headers=headers
+            "/threads/runs",
+            with_stream_flag(body, True),
+            query=query,
+            api_key=api_key,
+            headers=headers,
         )
 
     async def submit_tool_outputs(

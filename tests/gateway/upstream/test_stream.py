@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -359,3 +360,16 @@ async def test_thread_and_run_stream_learns_the_thread_from_thread_created(
     assert names == ["thread.created"]
     assert info.value.thread_id == "thread_new"
     assert info.value.run_id is None
+
+
+@pytest.mark.asyncio
+async def test_streamed_thread_and_run_passes_the_query(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    upstream.route("POST", "/threads/runs", reply_sse(fixture_bytes("A-text.sse")))
+    async with client.stream_thread_and_run({"assistant_id": "a"}, query="x=1&y=2") as stream:
+        names = [item.name async for item in stream]
+    assert names[-1] == "done"
+    (hit,) = upstream.hits("/threads/runs")
+    assert hit.raw_query == "x=1&y=2"
+    assert orjson.loads(hit.body) == {"assistant_id": "a", "stream": True}
