@@ -10,15 +10,23 @@ RUNCAST_API_KEYS            ``--api-key``: runcast's own keys, comma-separated
 RUNCAST_TOKEN_SECRET        ``--token-secret``: HS256 secret for subscribe tokens (>= 32 bytes)
 RUNCAST_CORS_ORIGINS        ``--cors-origin``: comma-separated origins, ``*`` for any
 RUNCAST_HOST, RUNCAST_PORT  ``--host``, ``--port``
+RUNCAST_TOOL_WEBHOOK_SECRET ``--tool-webhook-secret``: HMAC key signing tool webhook requests
 ==========================  ===================================================================
 
-The server runs on uvloop. Invalid settings exit with status 2 and a one-line message.
+Tool automation (``gateway/tools``): ``--tools my_pkg.tools`` imports the module (the current
+directory is searched first, as with ``python -m``) and registers its ``@tool`` functions;
+``--tool-webhook NAME=URL`` / ``'*=URL'`` sends calls to HTTP endpoints. With either, runcast
+answers ``requires_action`` itself and the run continues for its creator and every subscriber.
+
+The server runs on uvloop. Invalid settings, and tools modules that cannot be imported or define
+no ``@tool`` function, exit with status 2 and a one-line message.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -32,9 +40,11 @@ from gateway.hub import HubSettings
 from gateway.mock import cli as mock_cli
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
+from gateway.tools import ToolAutomation, ToolSettings, parse_webhook_args
+from gateway.tools.registry import tool_name
 from gateway.upstream import UpstreamSettings
 
-__all__ = ["build_parser", "main", "settings_from_args"]
+__all__ = ["build_parser", "check_tools", "main", "settings_from_args"]
 
 
 def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -135,6 +145,69 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
     )
 
+    tools = p.add_argument_group("tool automation")
+    tools.add_argument(
+        "--tools",
+        action="append",
+        metavar="MODULE",
+        help="Python module whose @tool functions answer tool calls (repeatable)",
+    )
+    tools.add_argument(
+        "--tool-webhook",
+        action="append",
+        metavar="NAME=URL",
+        help="POST calls of tool NAME to URL (repeatable; '*=URL' for every other tool)",
+    )
+    tools.add_argument(
+        "--tool-webhook-secret",
+        metavar="SECRET",
+        help="HMAC key signing webhook requests (prefer env RUNCAST_TOOL_WEBHOOK_SECRET)",
+    )
+    tools.add_argument(
+        "--tool-policy",
+        choices=("all", "error"),
+        help="all (default): answer an action only when every call has a handler; "
+        "error: answer unhandled calls with an error output",
+    )
+    tools.add_argument(
+        "--tool-timeout", type=float, metavar="S", help="seconds per tool call (default 30)"
+    )
+    tools.add_argument(
+        "--tool-concurrency",
+        type=int,
+        metavar="N",
+        help="tool calls running at once, across all runs (default 32)",
+    )
+    tools.add_argument(
+        "--tool-max-rounds",
+        type=int,
+        metavar="N",
+        help="submissions per run before runcast cancels it (default 10)",
+    )
+    tools.add_argument(
+        "--tool-on-error",
+        choices=("output", "cancel"),
+        help='a failing call: output (default) submits {"error": ...}; cancel cancels the run',
+    )
+    tools.add_argument(
+        "--tool-expiry-margin",
+        type=float,
+        metavar="S",
+        help="seconds kept free before an action's expires_at for the submission (default 5)",
+    )
+    tools.add_argument(
+        "--show-requires-action",
+        action="store_true",
+        default=None,
+        help="show the creator a requires_action that runcast answers itself (default: hidden)",
+    )
+    tools.add_argument(
+        "--tool-events-to-creator",
+        action="store_true",
+        default=None,
+        help="also put runcast.tool_call.* events into the creator's response",
+    )
+
     sim = p.add_argument_group("embedded simulator (without --upstream)")
     sim.add_argument(
         "--sim-port", type=int, metavar="PORT", help="simulator port (default: any free port)"
@@ -219,6 +292,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
         upstream=upstream,
         simulator=simulator,
         hub=hub,
+        tools=_tool_settings(ns, env),
         api_keys=api_keys,
         cors_origins=cors,
         **_given(
@@ -234,6 +308,43 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             recovery_timeout=ns.recovery_timeout,
         ),
     )
+
+
+def _tool_settings(ns: argparse.Namespace, env: Mapping[str, str]) -> ToolSettings:
+    return ToolSettings(
+        modules=tuple(ns.tools or ()),
+        webhooks=parse_webhook_args(ns.tool_webhook or ()),
+        **_given(
+            webhook_secret=_pick(ns.tool_webhook_secret, env, "RUNCAST_TOOL_WEBHOOK_SECRET"),
+            policy=ns.tool_policy,
+            timeout=ns.tool_timeout,
+            concurrency=ns.tool_concurrency,
+            max_rounds=ns.tool_max_rounds,
+            on_error=ns.tool_on_error,
+            expiry_margin=ns.tool_expiry_margin,
+            show_requires_action=ns.show_requires_action,
+            emit_tool_events_to_creator=ns.tool_events_to_creator,
+        ),
+    )
+
+
+def check_tools(tools: ToolSettings) -> None:
+    """Import the tools modules now, so a bad one stops ``runcast serve`` before it listens.
+
+    The current directory goes first on ``sys.path``: a console script's ``sys.path[0]`` is its
+    own directory, so ``--tools my_tools`` would otherwise not find ``./my_tools.py``.
+    """
+    if not tools.modules:
+        return
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    # Imports every module and checks names: duplicates, a tool with a handler and a webhook.
+    ToolAutomation(tools)
+    for module in tools.modules:
+        values = vars(importlib.import_module(module)).values()
+        if not any(callable(value) and tool_name(value) is not None for value in values):
+            raise ConfigError(f"tools module {module!r} defines no @tool function")
 
 
 def _run(coro: Any) -> None:
@@ -262,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = settings_from_args(ns, os.environ)
+        check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ Built by ``gateway.cli`` from command-line flags and environment variables (or d
 that embeds runcast) and handed to ``gateway.http.app.create_app``; nothing reads the environment
 or keeps configuration anywhere else. Components keep their own settings types
 (:class:`~gateway.upstream.UpstreamSettings`, :class:`~gateway.hub.HubSettings`,
-:class:`~gateway.mock.settings.MockSettings`), nested here.
+:class:`~gateway.mock.settings.MockSettings`, :class:`~gateway.tools.ToolSettings`), nested here.
 
 Security defaults (documented in the README):
 
@@ -26,6 +26,7 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.hub import HubSettings
 from gateway.mock.settings import MockSettings
+from gateway.tools.settings import ToolSettings
 from gateway.upstream import UpstreamSettings
 
 __all__ = ["MIN_TOKEN_SECRET_BYTES", "Settings", "SubscribeAuth"]
@@ -51,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Port of the embedded simulator (0: any free port, logged at startup)."""
 
     hub: HubSettings = msgspec.field(default_factory=HubSettings)
+
+    tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
+    """Tool automation: which ``requires_action`` runcast answers itself, and how."""
 
     api_keys: tuple[str, ...] = ()
     """runcast's own API keys (``Authorization: Bearer``), for ``/v1`` and ``POST /tokens``."""
@@ -131,5 +135,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"Settings(host={self.host!r}, port={self.port}, upstream={self.upstream!r}, "
             f"api_keys=<{len(self.api_keys)}>, subscribe_auth={self.subscribe_auth!r}, "
             f"token_secret={'***' if self.token_secret else None}, "
-            f"cors_origins={self.cors_origins!r})"
+            f"cors_origins={self.cors_origins!r}, tools={self.tools!r})"
         )

@@ -5,7 +5,8 @@ socket), ``state`` (typed app keys), ``proxy`` (``/v1`` passthrough), ``routes``
 stream), ``creator`` (the creator's streamed response), ``relay`` (one run's pump),
 ``publisher`` (where a run's events go), ``registry`` (owns the relays), ``feed`` (bounded
 creator buffer), ``recovery`` (upstream failures, polling a run), ``actions`` (the
-tool-automation seam), ``streams`` (subscriber endpoints), ``tokens`` (``POST /tokens``),
+tool-automation seam), ``pending`` (a held ``requires_action``, claims on it), ``answering``
+(answering it: submit, pass on, cancel), ``streams`` (subscriber endpoints), ``tokens`` (``POST /tokens``),
 ``auth`` (caller keys and subscribe tokens), ``reducer`` (snapshots), ``channels`` (channel
 names), ``connections`` (live subscribers), ``headers``, ``cors`` and ``errors``.
 """

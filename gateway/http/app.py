@@ -2,9 +2,26 @@
 
 Long-lived objects are created and closed by ``cleanup_ctx`` (in this order, closed in reverse):
 the embedded simulator (only without an upstream: its own aiohttp app on its own 127.0.0.1 port,
-reached over a real socket like any upstream), the pooled upstream client, the hub broker and
-the relay registry. At shutdown (before aiohttp waits for open handlers) relays are stopped and
-the broker ends every subscription, so streaming handlers finish at once.
+reached over a real socket like any upstream), the pooled upstream client, the hub broker, tool
+automation (its thread pool and webhook session; started before the relays that call it, closed
+after them) and the relay registry. At shutdown (before aiohttp waits for open handlers) relays
+are stopped and the broker ends every subscription, so streaming handlers finish at once.
+
+Tool automation. Without an explicit ``action_handler``, ``create_app`` builds a
+:class:`~gateway.tools.ToolAutomation` from ``settings.tools`` (``--tools`` modules, webhooks)
+plus the handlers of ``tools``, and uses it when it has any handler at all. Code that embeds
+runcast registers handlers programmatically::
+
+    from gateway.http import create_app
+    from gateway.settings import Settings
+    from gateway.tools import ToolRegistry, ToolSettings
+
+    tools = ToolRegistry()
+    tools.register(get_weather)                 # named after the function (or its @tool name)
+    tools.register(lookup, name="crm_lookup")
+    app = create_app(Settings(tools=ToolSettings(timeout=10)), tools=tools)
+
+The automation is reachable as ``app[TOOL_AUTOMATION]`` (absent when no handler is configured).
 
 Routes::
 
@@ -29,6 +46,7 @@ from aiohttp import web
 from gateway.hub import MemoryBroker
 from gateway.mock import create_app as create_simulator
 from gateway.settings import Settings
+from gateway.tools import ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 
 from .actions import ActionHandler, ActionOptions
@@ -53,9 +71,11 @@ from .state import (
 from .streams import ID_PATTERN, run_snapshot, stream_run, stream_thread
 from .tokens import mint_token
 
-__all__ = ["create_app"]
+__all__ = ["TOOL_AUTOMATION", "create_app"]
 
 log = logging.getLogger("runcast")
+
+TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
 
 _encoder = msgspec.json.Encoder()
 
@@ -63,10 +83,30 @@ _encoder = msgspec.json.Encoder()
 def create_app(
     settings: Settings,
     *,
+    tools: ToolRegistry | None = None,
     action_handler: ActionHandler | None = None,
     action_options: ActionOptions | None = None,
 ) -> web.Application:
-    """The gateway app. ``action_handler`` answers ``requires_action`` (tool automation)."""
+    """The gateway app.
+
+    ``tools``: Python tool handlers registered in code, added to those of ``settings.tools``.
+    ``action_handler`` replaces tool automation altogether (it then answers ``requires_action``
+    itself); ``action_options`` overrides what the creator's response shows of it (default: from
+    ``settings.tools``). Raises :class:`~gateway.errors.ConfigError` when a tools module cannot be
+    imported or two handlers claim one tool name.
+    """
+    if action_handler is not None and tools is not None:
+        raise TypeError("create_app() takes tools or action_handler, not both")
+    automation: ToolAutomation | None = None
+    if action_handler is None:
+        automation = ToolAutomation(settings.tools, tools)
+        if not automation.enabled:
+            automation = None
+    if action_options is None:
+        action_options = ActionOptions(
+            show_requires_action=settings.tools.show_requires_action,
+            events_to_creator=settings.tools.emit_tool_events_to_creator,
+        )
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     upstream_key = settings.upstream.api_key if settings.upstream is not None else None
@@ -87,10 +127,11 @@ def create_app(
     app.cleanup_ctx.append(_simulator_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    if automation is not None:
+        app[TOOL_AUTOMATION] = automation
+        app.cleanup_ctx.append(_tools_ctx)
     app.cleanup_ctx.append(
-        functools.partial(
-            _relays_ctx, handler=action_handler, options=action_options or ActionOptions()
-        )
+        functools.partial(_relays_ctx, handler=action_handler or automation, options=action_options)
     )
     app.on_shutdown.append(_stop_streams)
 
@@ -161,6 +202,11 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with app[TOOL_AUTOMATION]:
+        yield
+
+
 async def _relays_ctx(
     app: web.Application, *, handler: ActionHandler | None, options: ActionOptions
 ) -> AsyncIterator[None]:
@@ -187,11 +233,18 @@ async def _stop_streams(app: web.Application) -> None:
         await app[BROKER].aclose()
 
 
+class _Tools(msgspec.Struct, frozen=True, kw_only=True):
+    python: list[str]
+    webhooks: list[str]
+    statistics: object
+
+
 class _Health(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     upstream: str
     relays: object
     hub: object
+    tools: _Tools | None
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -201,5 +254,17 @@ async def _health(request: web.Request) -> web.Response:
         upstream="embedded" if app[SETTINGS].embedded else "external",
         relays=app[RELAYS].statistics(),
         hub=app[BROKER].statistics(),
+        tools=_tools_health(app),
     )
     return web.Response(body=_encoder.encode(body), content_type="application/json")
+
+
+def _tools_health(app: web.Application) -> _Tools | None:
+    automation = app.get(TOOL_AUTOMATION)
+    if automation is None:
+        return None
+    return _Tools(
+        python=automation.registry.names(),
+        webhooks=sorted(automation.settings.webhooks),
+        statistics=automation.statistics(),
+    )

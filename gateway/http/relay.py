@@ -17,8 +17,16 @@ run", a timeout) resolves it with the exception instead and nothing is published
 
 Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
 :class:`~gateway.http.actions.ActionHandler`, the following ``done`` is held while the handler
-decides; ``Submit`` posts the outputs (``stream: true``) and the continuation is pumped into the
-same channels and feed, so seq continues and the intermediate ``done`` never shows.
+decides (a :class:`~gateway.http.pending.PendingAction`); ``Submit`` posts the outputs
+(``stream: true``) once and the continuation is pumped into the same channels and feed, so seq
+continues and the intermediate ``done`` never shows. ``Skip`` passes the action on; ``Cancel``
+(and outputs ready only after ``expires_at``) cancels the run and reports its final status. If a
+client's own submission through runcast is accepted first, this relay stops answering, reports
+``runcast.tool_automation.superseded`` and closes its segment before the client's relay goes on
+(``answering.py``, ``pending.py``); if the upstream refuses runcast's submission with a 400 (the run no longer
+waits: a client submitted directly, or it expired), it reports
+``runcast.tool_automation.rejected``, publishes the run's terminal status if it has one, and ends
+its segment without failing the run's channel.
 
 Upstream failures after the first event (:class:`~gateway.errors.StreamTruncated`, timeouts,
 connection loss, an oversized event) publish ``runcast.upstream_error``
@@ -34,8 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
-import time
 from collections.abc import Callable, Mapping
 
 import msgspec
@@ -46,8 +54,10 @@ from gateway.upstream import RunStream, StreamItem, UpstreamClient
 from parsers.assistants import TERMINAL_RUN_STATUSES, DoneEvent, Run, RunEvent, ThreadEvent
 from parsers.errors import RemoteProtocolError
 
-from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
+from .actions import ActionHandler, ActionOptions
+from .answering import ActionAnswerer
 from .feed import CreatorFeed
+from .pending import DONE, ActionClaims, PendingAction
 from .publisher import RunPublisher
 from .recovery import poll_settled_run, upstream_error_event
 
@@ -55,7 +65,6 @@ __all__ = ["DONE", "Opener", "RelayEnv", "RelayStart", "RunRelay"]
 
 log = logging.getLogger("runcast.relay")
 
-DONE = HubEvent("done", b"[DONE]")
 _MAX_HELD_EVENTS = 64
 """Events held before the run id is known (``thread.created``); more means a broken upstream."""
 
@@ -73,6 +82,8 @@ class RelayEnv:
     recovery_timeout: float = 30.0
     on_run: Callable[[str, str | None], None] | None = None
     """Called with (run id, thread id) when a relay learns its run id."""
+    claims: ActionClaims = dataclasses.field(default_factory=ActionClaims)
+    """Which relay holds each run's pending action (one map per gateway, see ``pending.py``)."""
 
 
 class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,8 +94,9 @@ class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str | None
 
 
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.time() >= deadline
+def _refused(exc: BaseException) -> bool:
+    """An HTTP 400 to runcast's submission: the run does not (or no longer) accept these outputs."""
+    return isinstance(exc, UpstreamHTTPError) and exc.status == 400
 
 
 def _retrieve(future: asyncio.Future[RelayStart]) -> None:
@@ -118,9 +130,25 @@ class RunRelay:
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
         self._last_status: str | None = None
-        self._action: Run | None = None
-        self._hidden: tuple[HubEvent, int | None] | None = None
-        self._held_done: HubEvent | None = None
+        self._pending: PendingAction | None = None
+        self._answerer = (
+            None
+            if self._handler is None
+            else ActionAnswerer(
+                self._handler,
+                options=env.action_options,
+                upstream=env.upstream,
+                claims=env.claims,
+                out=self._out,
+                api_key=api_key,
+                headers=self._headers,
+                settle=functools.partial(self._settle, to_creator=True),
+                scrub=self._scrub,
+            )
+        )
+        # Started for a client's streamed submission (the only call with a run id up front):
+        # the run whose pending action it takes over once the upstream accepts it.
+        self._arriving = run_id
         self._saw_done = False
         self._received = False
         self._failed = False
@@ -136,44 +164,69 @@ class RunRelay:
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self._arriving is not None:
+            self._env.claims.arriving(self._arriving)
         try:
             stream: RunStream | None = self._opener()
             while stream is not None and await self._segment(stream):
-                stream = await self._answer_action() if self._answering else None
+                stream = await self._answer_action() if self._pending is not None else None
         finally:
+            self._arrived()
+            if self._pending is not None:
+                self._env.claims.release(self._pending.claim)
             await self._finish()
 
-    @property
-    def _answering(self) -> bool:
-        return self._action is not None and self._handler is not None
+    def _arrived(self) -> None:
+        arriving, self._arriving = self._arriving, None
+        if arriving is not None:
+            self._env.claims.arrived(arriving)
 
     async def _segment(self, stream: RunStream) -> bool:
         """Pump one upstream response; True when it ended cleanly."""
-        self._action = None
+        # Set: this response answers runcast's own submission for that action.
+        submitted = self._pending
         self._saw_done = False
+        got = False
         try:
             async with stream:
                 if self._request_id is None:
                     self._request_id = stream.response.headers.get("x-request-id")
                 async for item in stream:
+                    if not got:
+                        got = True
+                        await self._first_item(submitted)
                     self._received = True
                     await self._on_item(item)
         except (UpstreamError, RemoteProtocolError) as exc:
-            if self._received:
+            if submitted is not None and not got and _refused(exc):
+                assert isinstance(exc, UpstreamHTTPError)
+                await self._rejected(submitted, exc)
+            elif self._received:
                 await self._upstream_error(exc)
             else:
                 self._failed = True
                 if not self.started.done():
                     self.started.set_exception(exc)
             return False
-        if not self._received:
+        if not got:
             return False
         await self._flush_held()
-        if not self._saw_done and not self._answering:
+        if not self._saw_done and self._pending is None:
             # A clean EOF without `done` (after a terminal status or `event: error`, spec §2.4):
             # the channels still get their end-of-segment marker.
             await self._out.emit(DONE)
         return True
+
+    async def _first_item(self, submitted: PendingAction | None) -> None:
+        if submitted is not None:
+            # The upstream accepted runcast's outputs: the held `done` is never passed on.
+            self._pending = None
+            self._env.claims.release(submitted.claim)
+        elif self._arriving is not None:
+            # A client's submission was accepted: the relay answering the action must close
+            # its segment before this continuation reaches the channels (pending.py).
+            await self._env.claims.take_over(self._arriving)
+            self._arrived()
 
     async def _on_item(self, item: StreamItem) -> None:
         event = item.event
@@ -187,22 +240,22 @@ class RunRelay:
             self._last_status = run.status
             if self.run_id is None:
                 await self._run_known(run)
-            if run.status == "requires_action":
-                self._action = run
-                hide = (
-                    self._handler is not None
-                    and not self._env.action_options.show_requires_action
-                    and self._handler.handles(run)
+            if run.status == "requires_action" and self._handler is not None:
+                # Claimed before it is published: a client reacting to it must find the claim.
+                pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
+                self._pending = pending
+                hide = not self._env.action_options.show_requires_action and self._handler.handles(
+                    run
                 )
                 await self._out.emit(hub_event, to_creator=not hide)
-                self._hidden = (hub_event, self._out.run_seq()) if hide else None
+                pending.hidden = (hub_event, self._out.run_seq()) if hide else None
                 return
         elif isinstance(event, ThreadEvent) and self.thread_id is None:
             self._out.thread_id = event.data.id
         elif isinstance(event, DoneEvent):
             self._saw_done = True
-            if self._answering:
-                self._held_done = hub_event
+            if self._pending is not None:
+                self._pending.done = hub_event
                 return
         if self.run_id is None and len(self._held) < _MAX_HELD_EVENTS:
             self._held.append(hub_event)
@@ -229,42 +282,27 @@ class RunRelay:
             )
             self.started.set_result(start)
 
-    # -- requires_action ------------------------------------------------------------------
-
-    async def _emit_tool_event(self, name: str, data: bytes) -> None:
-        to_creator = self._env.action_options.events_to_creator
-        await self._out.emit(HubEvent(name, data), to_creator=to_creator)
+    # -- requires_action (answering.py) ----------------------------------------------------
 
     async def _answer_action(self) -> RunStream | None:
-        run, self._action = self._action, None
-        done, self._held_done = self._held_done, None
-        hidden, self._hidden = self._hidden, None
-        if run is None or self._handler is None or self.thread_id is None:
-            return None
-        outcome = await self._handler.run_action(run, self._emit_tool_event)
-        if isinstance(outcome, Submit) and _past(outcome.not_after):
-            # spec §5: outputs after expires_at are refused and the run expires anyway.
-            outcome = Cancel(reason="tool outputs ready after the action expired")
-        if isinstance(outcome, Submit):
-            return self._env.upstream.stream_submit_tool_outputs(
-                self.thread_id,
-                run.id,
-                outcome.as_dicts(),
-                api_key=self._api_key,
-                headers=self._headers,
-            )
-        if isinstance(outcome, Skip):
-            if hidden is not None:
-                self._out.to_creator(*hidden)
-            await self._out.emit(done or DONE)
-            return None
-        try:
-            await self._env.upstream.cancel_run(self.thread_id, run.id, api_key=self._api_key)
-        except (UpstreamError, RemoteProtocolError) as exc:
-            log.warning("run %s: cancel failed: %s", run.id, exc)
-        await self._settle(to_creator=True)
-        await self._out.emit(DONE)
-        return None
+        pending = self._pending
+        assert pending is not None and self._answerer is not None
+        if self.thread_id is None:
+            stream = None
+            await self._answerer.close(pending)
+        else:
+            stream = await self._answerer.answer(pending, self.thread_id)
+        if stream is None:
+            self._pending = None
+        return stream
+
+    async def _rejected(self, pending: PendingAction, exc: UpstreamHTTPError) -> None:
+        assert self._answerer is not None
+        self._pending = None
+        thread_id = self.thread_id or pending.run.thread_id
+        status = await self._answerer.rejected(pending, exc, thread_id)
+        if status is not None:
+            self._last_status = status
 
     # -- failures --------------------------------------------------------------------------
 
@@ -317,5 +355,7 @@ class RunRelay:
         over = self._last_status in TERMINAL_RUN_STATUSES
         if over and self._handler is not None:
             self._handler.forget(self.run_id)
-        if over or self._failed:
+        # A relay the upstream refused outright (a client's submission answered 400) published
+        # nothing: the run's channel belongs to whichever relay continues it.
+        if over or (self._failed and self._received):
             await self._out.close_run()

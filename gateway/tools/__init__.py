@@ -6,6 +6,13 @@ and :func:`verify_signature` for receivers), ``executor`` (one action's calls: c
 timeouts, failures, deadline), ``events`` (``runcast.tool_call.*`` visibility events),
 ``outcome`` (``Submit | Skip | Cancel``), ``settings`` (``ToolSettings``) and ``automation``
 (``ToolAutomation``, the seam the run relay calls).
+
+``runcast serve --tools my_pkg.tools`` registers the module's ``@tool`` functions; code that
+embeds runcast passes a registry instead::
+
+    tools = ToolRegistry()
+    tools.register(get_weather)                     # or ToolRegistry.from_module(my_tools)
+    app = gateway.http.create_app(Settings(tools=ToolSettings(timeout=10)), tools=tools)
 """
 
 from .automation import AutomationStatistics, ToolAutomation

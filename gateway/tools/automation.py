@@ -85,6 +85,7 @@ class ToolAutomation:
                 self.registry.register(fn, name=name)
         for module in settings.modules:
             self.registry.add_module(module)
+        self._check_handlers()
         self._clock = clock
         self._max_tracked_runs = max_tracked_runs
         self._runs: OrderedDict[str, _RunState] = OrderedDict()
@@ -109,9 +110,8 @@ class ToolAutomation:
     async def start(self) -> None:
         if self._pool is not None:
             raise RuntimeError("ToolAutomation already started")
-        both = sorted(set(self.registry) & (set(self.settings.webhooks) - {FALLBACK}))
-        if both:
-            raise ConfigError(f"tools with both a Python handler and a webhook: {', '.join(both)}")
+        # Again: handlers may have been added through ``registry`` since construction.
+        self._check_handlers()
         self._pool = ThreadPoolExecutor(
             max_workers=self.settings.threads, thread_name_prefix="runcast-tool"
         )
@@ -148,6 +148,11 @@ class ToolAutomation:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def _check_handlers(self) -> None:
+        both = sorted(set(self.registry) & (set(self.settings.webhooks) - {FALLBACK}))
+        if both:
+            raise ConfigError(f"tools with both a Python handler and a webhook: {', '.join(both)}")
 
     def handles(self, run: Run) -> bool:
         """Whether ``run_action`` would answer this run's action (the policy check)."""

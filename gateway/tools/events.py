@@ -6,11 +6,20 @@ events. Names and payloads::
     runcast.tool_call.started    {"run_id", "thread_id", "tool_call_id", "name"}
     runcast.tool_call.completed  {... , "duration_ms"}
     runcast.tool_call.failed     {... , "duration_ms", "error"}
-    runcast.tool_automation.cancelled  {"run_id", "thread_id", "reason"}
+    runcast.tool_automation.cancelled   {"run_id", "thread_id", "reason"}
+    runcast.tool_automation.superseded  {"run_id", "thread_id", "reason"}
+    runcast.tool_automation.rejected    {"run_id", "thread_id", "reason", "status"}
 
 ``duration_ms`` is the handler's wall time in milliseconds (0 for calls that never reached a
 handler: invalid arguments, no handler). ``cancelled`` says why runcast is cancelling the run
-(handler failure with ``on_error=cancel``, round limit, deadline).
+(handler failure with ``on_error=cancel``, round limit, deadline). ``superseded``: a client
+submitted the outputs itself (through runcast) while runcast was answering, so runcast stopped
+and did not submit. ``rejected``: the upstream refused runcast's submission (``status`` is its
+HTTP status, ``reason`` its message), typically because the run no longer waits for outputs.
+
+The creator's OpenAI-format response gets these events only when asked for, and then through
+:func:`creator_view`: the openai SDK raises on any non-``thread.*`` event whose data has a truthy
+``error`` member (spec §6.2), so there the failure text is called ``error_message``.
 """
 
 from __future__ import annotations
@@ -23,13 +32,19 @@ import msgspec
 
 __all__ = [
     "AUTOMATION_CANCELLED",
+    "AUTOMATION_REJECTED",
+    "AUTOMATION_SUPERSEDED",
     "TOOL_CALL_COMPLETED",
     "TOOL_CALL_FAILED",
     "TOOL_CALL_STARTED",
     "AutomationCancelled",
+    "AutomationRejected",
     "Emit",
     "ToolCallEvent",
     "automation_cancelled",
+    "automation_rejected",
+    "automation_superseded",
+    "creator_view",
     "publish",
     "tool_call_completed",
     "tool_call_failed",
@@ -40,6 +55,8 @@ TOOL_CALL_STARTED = "runcast.tool_call.started"
 TOOL_CALL_COMPLETED = "runcast.tool_call.completed"
 TOOL_CALL_FAILED = "runcast.tool_call.failed"
 AUTOMATION_CANCELLED = "runcast.tool_automation.cancelled"
+AUTOMATION_SUPERSEDED = "runcast.tool_automation.superseded"
+AUTOMATION_REJECTED = "runcast.tool_automation.rejected"
 
 
 class ToolCallEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -57,7 +74,15 @@ class AutomationCancelled(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class AutomationRejected(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    thread_id: str
+    reason: str
+    status: int
+
+
 _encode = msgspec.json.Encoder().encode
+_decode_object = msgspec.json.Decoder(dict[str, object]).decode
 
 log = logging.getLogger("runcast.tools")
 
@@ -115,3 +140,34 @@ def automation_cancelled(*, run_id: str, thread_id: str, reason: str) -> tuple[s
     return AUTOMATION_CANCELLED, _encode(
         AutomationCancelled(run_id=run_id, thread_id=thread_id, reason=reason)
     )
+
+
+def automation_superseded(*, run_id: str, thread_id: str, reason: str) -> tuple[str, bytes]:
+    return AUTOMATION_SUPERSEDED, _encode(
+        AutomationCancelled(run_id=run_id, thread_id=thread_id, reason=reason)
+    )
+
+
+def automation_rejected(
+    *, run_id: str, thread_id: str, reason: str, status: int
+) -> tuple[str, bytes]:
+    return AUTOMATION_REJECTED, _encode(
+        AutomationRejected(run_id=run_id, thread_id=thread_id, reason=reason, status=status)
+    )
+
+
+def creator_view(data: bytes) -> bytes:
+    """``data`` as the creator's response carries it: a top-level ``error`` becomes
+    ``error_message`` (module docstring: the openai SDK would raise on it)."""
+    if b'"error"' not in data:
+        return data
+    try:
+        document = _decode_object(data)
+    except msgspec.DecodeError:
+        return data
+    if "error" not in document:
+        return data
+    renamed = {
+        ("error_message" if key == "error" else key): value for key, value in document.items()
+    }
+    return _encode(renamed)

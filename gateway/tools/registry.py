@@ -79,6 +79,12 @@ class ToolRegistry:
                 module = importlib.import_module(module)
             except ImportError as exc:
                 raise ConfigError(f"cannot import tools module {module!r}: {exc}") from exc
+            except Exception as exc:
+                # Application code failing at import (syntax error, missing setting...) is a
+                # configuration problem of the gateway too, reported with its cause.
+                raise ConfigError(
+                    f"tools module {module!r} failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
         added: list[str] = []
         for value in list(vars(module).values()):
             marked = tool_name(value) if callable(value) else None

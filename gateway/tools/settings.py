@@ -100,6 +100,15 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     def fallback_webhook(self) -> str | None:
         return self.webhooks.get(FALLBACK)
 
+    def __repr__(self) -> str:
+        # Settings reach logs and tracebacks; the signing secret must not.
+        return (
+            f"ToolSettings(modules={self.modules!r}, webhooks={sorted(self.webhooks)!r}, "
+            f"webhook_secret={'***' if self.webhook_secret else None}, policy={self.policy!r}, "
+            f"on_error={self.on_error!r}, timeout={self.timeout!r}, "
+            f"max_rounds={self.max_rounds!r})"
+        )
+
 
 def parse_webhook_args(specs: Iterable[str]) -> dict[str, str]:
     """Parse repeated ``NAME=URL`` arguments (``*=URL`` for the fallback) into a name -> URL map."""

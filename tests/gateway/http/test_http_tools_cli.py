@@ -1,0 +1,160 @@
+"""``runcast serve`` tool automation flags: settings, module loading, the real console script."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.cli import build_parser, check_tools, main, settings_from_args
+from gateway.errors import ConfigError
+from gateway.http.app import TOOL_AUTOMATION, create_app
+from gateway.settings import Settings
+from gateway.tools import ToolSettings
+
+HERE = Path(__file__).parent
+
+
+def parse(*argv: str, env: dict[str, str] | None = None) -> Settings:
+    return settings_from_args(build_parser().parse_args(["serve", *argv]), env or {})
+
+
+def test_tool_flags_and_environment_build_tool_settings() -> None:
+    settings = parse(
+        "--tools",
+        "runcast_e2e_tools",
+        "--tools",
+        "other.tools",
+        "--tool-webhook",
+        "crm=https://crm.example/hook",
+        "--tool-webhook",
+        "*=http://127.0.0.1:9000/tools",
+        "--tool-policy",
+        "error",
+        "--tool-timeout",
+        "7.5",
+        "--tool-concurrency",
+        "4",
+        "--tool-max-rounds",
+        "3",
+        "--tool-on-error",
+        "cancel",
+        "--tool-expiry-margin",
+        "2",
+        "--show-requires-action",
+        "--tool-events-to-creator",
+        env={"RUNCAST_TOOL_WEBHOOK_SECRET": "whsec-from-env"},
+    )
+    assert settings.tools == ToolSettings(
+        modules=("runcast_e2e_tools", "other.tools"),
+        webhooks={"crm": "https://crm.example/hook", "*": "http://127.0.0.1:9000/tools"},
+        webhook_secret="whsec-from-env",
+        policy="error",
+        timeout=7.5,
+        concurrency=4,
+        max_rounds=3,
+        on_error="cancel",
+        expiry_margin=2.0,
+        show_requires_action=True,
+        emit_tool_events_to_creator=True,
+    )
+    assert "whsec-from-env" not in repr(settings)
+    flagged = parse("--tool-webhook-secret", "s2", env={"RUNCAST_TOOL_WEBHOOK_SECRET": "s1"})
+    assert flagged.tools.webhook_secret == "s2"
+    assert parse().tools == ToolSettings()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--tool-webhook", "crm=https://crm.example/hook"), "signing secret"),
+        (("--tool-webhook", "no-equals-sign"), "NAME=URL"),
+        (("--tool-timeout", "0"), "timeout must be > 0"),
+        (("--tool-max-rounds", "0"), "max_rounds must be >= 1"),
+    ],
+)
+def test_invalid_tool_flags_are_config_errors(argv: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(*argv)
+
+
+def test_serve_tools_module_registers_its_handlers() -> None:
+    settings = parse("--tools", "runcast_e2e_tools", "--token-secret", "x" * 32)
+    check_tools(settings.tools)
+    app = create_app(settings)
+    assert app[TOOL_AUTOMATION].registry.names() == ["get_weather", "lookup_customer"]
+    assert TOOL_AUTOMATION not in create_app(parse())  # nothing to answer with: no automation
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("no_such_tools_module", "cannot import tools module 'no_such_tools_module'"),
+        ("json", "tools module 'json' defines no @tool function"),
+        ("runcast_broken_tools", "failed to import: ZeroDivisionError"),
+    ],
+)
+def test_main_exits_2_on_a_bad_tools_module(
+    module: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "runcast_broken_tools.py").write_text("ratio = 1 / 0\n")
+    monkeypatch.chdir(tmp_path)  # found there: the current directory is searched first
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "runcast_broken_tools", raising=False)
+    assert main(["serve", "--tools", module]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runcast: error: ") and message in err
+
+
+@pytest.mark.asyncio
+async def test_console_script_serves_with_tools_from_the_current_directory() -> None:
+    script = Path(sys.executable).parent / "runcast"
+    assert script.exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
+    env.pop("PYTHONPATH", None)
+    proc = await asyncio.create_subprocess_exec(
+        str(script),
+        "serve",
+        "--port",
+        "0",
+        "--tools",
+        "runcast_e2e_tools",
+        cwd=HERE,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not any("listening on" in line for line in lines):
+                line = (await proc.stderr.readline()).decode()
+                assert line, "".join(lines)
+                lines.append(line)
+        found = re.search(r"listening on (http://\S+)", lines[-1])
+        assert found is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{found.group(1)}/healthz") as response,
+        ):
+            health = await response.json()
+        assert health["status"] == "ok"
+        assert health["tools"]["python"] == ["get_weather", "lookup_customer"]
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
