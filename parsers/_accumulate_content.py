@@ -3,12 +3,15 @@
 Each part state is seeded from a full message's content, merges ``thread.message.delta``
 fragments by the rules listed in ``parsers.accumulate`` (by content ``index``; annotations by
 their own ``index``), and builds full content objects back. Growing strings are kept as lists of
-fragments; :func:`joined` joins them once, at snapshot time.
+fragments; :func:`joined` joins them once, at snapshot time. The index-keyed helpers
+(:func:`joined`, :func:`index_of`, :func:`state_at`, :func:`build_states`) also serve the tool-call
+states of ``parsers._accumulate_tools``.
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from msgspec import UNSET
 
@@ -40,11 +43,19 @@ from .assistants import (
 __all__ = [
     "PartState",
     "build_content",
+    "build_states",
     "index_of",
     "joined",
     "merge_content",
     "seed_content",
+    "state_at",
 ]
+
+_S = TypeVar("_S")
+
+
+class _Builder(Protocol):
+    def build(self) -> object: ...
 
 
 def joined(fragments: list[str]) -> str:
@@ -59,6 +70,26 @@ def joined(fragments: list[str]) -> str:
 def index_of(raw: dict[str, object], default: int) -> int:
     index = raw.get("index")
     return index if isinstance(index, int) else default
+
+
+def state_at(states: dict[int, Any], index: int, kind: type[_S]) -> _S:
+    """The state at ``index`` if it is a ``kind``; otherwise a new ``kind`` replaces it (a
+    different ``type`` at an index replaces the entry)."""
+    state = states.get(index)
+    if type(state) is not kind:
+        state = states[index] = kind()
+    return state
+
+
+def build_states(states: Mapping[int, _Builder | UnknownVariant]) -> list[Any]:
+    """The full objects in ``index`` order; unknown variants pass through as they came.
+
+    ``list[Any]``: each caller's annotation names the item union (mypy would infer only the
+    states' common base for it)."""
+    return [
+        state if isinstance(state, UnknownVariant) else state.build()
+        for _, state in sorted(states.items())
+    ]
 
 
 class _AnnotationState:
@@ -139,11 +170,7 @@ class _TextPart:
 
     def build(self) -> TextContent:
         value = joined(self.fragments)
-        annotations = [
-            slot.build() if isinstance(slot, _AnnotationState) else slot
-            for _, slot in sorted(self.annotations.items())
-        ]
-        return TextContent(text=Text(value=value, annotations=annotations))
+        return TextContent(text=Text(value=value, annotations=build_states(self.annotations)))
 
 
 class _ImageFilePart:
@@ -217,6 +244,7 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
     """Merge one ``delta.content`` list into ``parts`` (by content ``index``)."""
     for delta in deltas:
         if type(delta) is TextDeltaBlock:
+            # state_at inlined: nearly every delta lands here (bench/parse_bench.py).
             part = parts.get(delta.index)
             if type(part) is not _TextPart:
                 part = parts[delta.index] = _TextPart()
@@ -227,9 +255,7 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
                 if text.annotations is not UNSET:
                     part.merge_annotations(text.annotations)
         elif isinstance(delta, ImageFileDeltaBlock):
-            image_part = parts.get(delta.index)
-            if type(image_part) is not _ImageFilePart:
-                image_part = parts[delta.index] = _ImageFilePart()
+            image_part = state_at(parts, delta.index, _ImageFilePart)
             image = delta.image_file
             if image is not UNSET:
                 if image.file_id is not UNSET:
@@ -237,9 +263,7 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
                 if image.detail is not UNSET:
                     image_part.detail = image.detail
         elif isinstance(delta, ImageURLDeltaBlock):
-            url_part = parts.get(delta.index)
-            if type(url_part) is not _ImageURLPart:
-                url_part = parts[delta.index] = _ImageURLPart()
+            url_part = state_at(parts, delta.index, _ImageURLPart)
             image_url = delta.image_url
             if image_url is not UNSET:
                 if image_url.url is not UNSET:
@@ -247,9 +271,7 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
                 if image_url.detail is not UNSET:
                     url_part.detail = image_url.detail
         elif isinstance(delta, RefusalDeltaBlock):
-            refusal_part = parts.get(delta.index)
-            if type(refusal_part) is not _RefusalPart:
-                refusal_part = parts[delta.index] = _RefusalPart()
+            refusal_part = state_at(parts, delta.index, _RefusalPart)
             if delta.refusal is not UNSET:
                 refusal_part.fragments.append(delta.refusal)
         elif isinstance(delta, UnknownVariant):
@@ -257,7 +279,4 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
 
 
 def build_content(parts: dict[int, PartState]) -> list[MessageContent]:
-    return [
-        part if isinstance(part, UnknownVariant) else part.build()
-        for _, part in sorted(parts.items())
-    ]
+    return build_states(parts)

@@ -13,7 +13,7 @@ from typing import TypeAlias
 import msgspec
 from msgspec import UNSET
 
-from ._accumulate_content import index_of, joined
+from ._accumulate_content import build_states, index_of, joined, state_at
 from .assistants import (
     CodeInterpreter,
     CodeInterpreterImage,
@@ -119,28 +119,22 @@ class _CodeInterpreterState:
         outputs = self.outputs
         for delta in deltas:
             if isinstance(delta, CodeInterpreterLogsDelta):
-                logs = outputs.get(delta.index)
-                if type(logs) is not _LogsState:
-                    logs = outputs[delta.index] = _LogsState()
+                logs = state_at(outputs, delta.index, _LogsState)
                 if delta.logs is not UNSET:
                     logs.fragments.append(delta.logs)
             elif isinstance(delta, CodeInterpreterImageOutputDelta):
-                image = outputs.get(delta.index)
-                if type(image) is not _ImageOutputState:
-                    image = outputs[delta.index] = _ImageOutputState()
+                image = state_at(outputs, delta.index, _ImageOutputState)
                 if delta.image is not UNSET and delta.image.file_id is not UNSET:
                     image.file_id = delta.image.file_id
             else:
                 outputs[index_of(delta.raw, len(outputs))] = delta
 
     def build(self) -> CodeInterpreterToolCall:
-        outputs = [
-            state if isinstance(state, UnknownVariant) else state.build()
-            for _, state in sorted(self.outputs.items())
-        ]
         return CodeInterpreterToolCall(
             id=self.id,
-            code_interpreter=CodeInterpreter(input=joined(self.input), outputs=outputs),
+            code_interpreter=CodeInterpreter(
+                input=joined(self.input), outputs=build_states(self.outputs)
+            ),
         )
 
 
@@ -198,6 +192,7 @@ def merge_tool_calls(calls: dict[int, ToolCallState], deltas: list[ToolCallDelta
     """Merge one ``step_details.tool_calls`` list into ``calls`` (by tool-call ``index``)."""
     for delta in deltas:
         if type(delta) is FunctionToolCallDelta:
+            # state_at inlined: argument fragments are the bulk of step deltas.
             function = calls.get(delta.index)
             if type(function) is not _FunctionCallState:
                 function = calls[delta.index] = _FunctionCallState()
@@ -214,9 +209,7 @@ def merge_tool_calls(calls: dict[int, ToolCallState], deltas: list[ToolCallDelta
                         function.output = []
                     function.output.append(fragment.output)
         elif isinstance(delta, CodeInterpreterToolCallDelta):
-            code = calls.get(delta.index)
-            if type(code) is not _CodeInterpreterState:
-                code = calls[delta.index] = _CodeInterpreterState()
+            code = state_at(calls, delta.index, _CodeInterpreterState)
             if delta.id is not UNSET:
                 code.id = delta.id
             body = delta.code_interpreter
@@ -226,9 +219,7 @@ def merge_tool_calls(calls: dict[int, ToolCallState], deltas: list[ToolCallDelta
                 if body.outputs is not UNSET:
                     code.merge_outputs(body.outputs)
         elif isinstance(delta, FileSearchToolCallDelta):
-            search = calls.get(delta.index)
-            if type(search) is not _FileSearchState:
-                search = calls[delta.index] = _FileSearchState()
+            search = state_at(calls, delta.index, _FileSearchState)
             if delta.id is not UNSET:
                 search.id = delta.id
             if delta.file_search is not UNSET:
@@ -238,10 +229,7 @@ def merge_tool_calls(calls: dict[int, ToolCallState], deltas: list[ToolCallDelta
 
 
 def build_tool_calls(calls: dict[int, ToolCallState]) -> ToolCallsStepDetails:
-    tool_calls: list[ToolCall] = [
-        state if isinstance(state, UnknownVariant) else state.build()
-        for _, state in sorted(calls.items())
-    ]
+    tool_calls: list[ToolCall] = build_states(calls)
     return ToolCallsStepDetails(tool_calls=tool_calls)
 
 

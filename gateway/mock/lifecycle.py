@@ -115,6 +115,23 @@ def require_action(run: Run, calls: list[FunctionToolCall], so_far: Usage) -> No
     run.usage = so_far
 
 
+def _close(
+    obj: Run | RunStep, status: str, usage: Usage | None, last_error: LastError | None
+) -> int:
+    """Set the final ``status`` and its own timestamp (spec §4.1, §4.2); returns the timestamp."""
+    stamp = now()
+    obj.status = status
+    obj.usage = usage
+    obj.last_error = last_error
+    if status == "completed":
+        obj.completed_at = stamp
+    elif status == "failed":
+        obj.failed_at = stamp
+    elif status == "cancelled":
+        obj.cancelled_at = stamp
+    return stamp
+
+
 def terminal(
     run: Run,
     status: str,
@@ -123,19 +140,10 @@ def terminal(
     last_error: LastError | None = None,
     incomplete_details: IncompleteDetails | None = None,
 ) -> None:
-    stamp = now()
-    run.status = status
+    _close(run, status, total, last_error)
     run.expires_at = None
     run.required_action = None
-    run.usage = total
-    run.last_error = last_error
     run.incomplete_details = incomplete_details
-    if status == "completed":
-        run.completed_at = stamp
-    elif status == "failed":
-        run.failed_at = stamp
-    elif status == "cancelled":
-        run.cancelled_at = stamp
 
 
 def new_step(run: Run, details: MessageCreationDetails | ToolCallsDetails) -> RunStep:
@@ -161,17 +169,8 @@ def close_step(
     usage: Usage | None = None,
     last_error: LastError | None = None,
 ) -> None:
-    stamp = now()
-    step.status = status
-    step.usage = usage
-    step.last_error = last_error
-    if status == "completed":
-        step.completed_at = stamp
-    elif status == "failed":
-        step.failed_at = stamp
-    elif status == "cancelled":
-        step.cancelled_at = stamp
-    elif status == "expired":
+    stamp = _close(step, status, usage, last_error)
+    if status == "expired":
         step.expired_at = stamp
 
 

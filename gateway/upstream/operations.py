@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import orjson
-
 from parsers.assistants import Message, Run, RunStep
 
 from .body import Body, Query, QueryValue, path_id, with_stream_flag
@@ -23,6 +21,14 @@ from .stream import RunStream
 __all__ = ["RunOperations"]
 
 T = TypeVar("T")
+
+
+def _run_path(thread_id: str, run_id: str, rest: str = "") -> str:
+    return f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}{rest}"
+
+
+def _tool_outputs_body(tool_outputs: Sequence[Mapping[str, Any]], stream: bool) -> bytes:
+    return with_stream_flag({"tool_outputs": list(tool_outputs)}, stream)
 
 
 class RunOperations:
@@ -143,9 +149,9 @@ class RunOperations:
         ``tool_outputs`` items are ``{"tool_call_id": ..., "output": <str>}``."""
         return await self._call(
             "POST",
-            f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}/submit_tool_outputs",
+            _run_path(thread_id, run_id, "/submit_tool_outputs"),
             decode_run,
-            body=orjson.dumps({"tool_outputs": list(tool_outputs)}),
+            body=_tool_outputs_body(tool_outputs, False),
             api_key=api_key,
             headers=headers,
         )
@@ -161,8 +167,8 @@ class RunOperations:
     ) -> RunStream:
         """Streamed :meth:`submit_tool_outputs`: the continuation of the same run (spec §2.3)."""
         return self._stream(
-            f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}/submit_tool_outputs",
-            orjson.dumps({"tool_outputs": list(tool_outputs), "stream": True}),
+            _run_path(thread_id, run_id, "/submit_tool_outputs"),
+            _tool_outputs_body(tool_outputs, True),
             api_key=api_key,
             headers=headers,
             run_id=run_id,
@@ -180,7 +186,7 @@ class RunOperations:
         """``POST .../cancel`` (no body); the Run normally comes back ``cancelling`` (spec §5)."""
         return await self._call(
             "POST",
-            f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}/cancel",
+            _run_path(thread_id, run_id, "/cancel"),
             decode_run,
             api_key=api_key,
             headers=headers,
@@ -197,7 +203,7 @@ class RunOperations:
         """``GET /threads/{thread_id}/runs/{run_id}``."""
         return await self._call(
             "GET",
-            f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}",
+            _run_path(thread_id, run_id),
             decode_run,
             api_key=api_key,
             headers=headers,
@@ -233,7 +239,7 @@ class RunOperations:
         """``GET .../runs/{run_id}/steps``; query: ``limit, order, after, before, include``."""
         return await self._call(
             "GET",
-            f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}/steps",
+            _run_path(thread_id, run_id, "/steps"),
             decode_step_page,
             query=query,
             api_key=api_key,

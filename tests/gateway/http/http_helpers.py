@@ -1,9 +1,14 @@
-"""Clients for the gateway tests: SSE and WebSocket subscribers that record what they receive."""
+"""Clients for the gateway tests: SSE and WebSocket subscribers that record what they receive,
+SDK runs and tool-output submissions streamed to their end, and a ``runcast serve`` process."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import os
+import re
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,12 +17,15 @@ import orjson
 from aiohttp import web
 from openai import AsyncAssistantEventHandler, AsyncOpenAI
 from openai.types.beta import AssistantStreamEvent
+from openai.types.beta.threads import RequiredActionFunctionToolCall, Run
 
+from gateway.cli import build_parser, settings_from_args
 from gateway.http.connections import SubscriberConnections
 from gateway.http.registry import RelayRegistry
 from gateway.http.state import BROKER, CONNECTIONS, RELAYS
 from gateway.hub import Broker
-from parsers.sse import SSEDecoder
+from gateway.settings import Settings
+from parsers.sse import ServerSentEvent, SSEDecoder
 
 
 @dataclass
@@ -73,6 +81,18 @@ class Received:
     def json(self) -> Any:
         return orjson.loads(self.data)
 
+    @classmethod
+    def from_sse(cls, sse: ServerSentEvent) -> Received:
+        return cls(int(sse.id) if sse.id else None, sse.event, sse.data_bytes)
+
+    @classmethod
+    def from_ws(cls, text: str) -> Received:
+        """A WebSocket frame ``{"seq", "event", "data"}``; JSON ``data`` back to its bytes."""
+        frame = orjson.loads(text)
+        data = frame["data"]
+        raw = data.encode() if isinstance(data, str) else orjson.dumps(data)
+        return cls(frame.get("seq"), frame["event"], raw)
+
 
 @dataclass
 class Subscriber:
@@ -103,8 +123,7 @@ async def read_sse(
     dones = 0
     async for chunk in response.content.iter_any():
         for sse in decoder.feed(chunk):
-            seq = int(sse.id) if sse.id else None
-            sub.events.append(Received(seq, sse.event, sse.data_bytes))
+            sub.events.append(Received.from_sse(sse))
             if sse.event == "done":
                 dones += 1
                 if dones >= stop_at_done:
@@ -127,15 +146,23 @@ async def sse_subscribe(
     return response, task
 
 
+async def subscription_ended(
+    response: aiohttp.ClientResponse, subscriber: asyncio.Task[Subscriber]
+) -> Subscriber:
+    """The record of an :func:`sse_subscribe` subscription once it ended; its response closed."""
+    async with asyncio.timeout(WAIT):
+        sub = await subscriber
+    response.close()
+    return sub
+
+
 async def read_ws(ws: aiohttp.ClientWebSocketResponse, sub: Subscriber) -> Subscriber:
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
-        frame = orjson.loads(msg.data)
-        data = frame["data"]
-        raw = data.encode() if isinstance(data, str) else orjson.dumps(data)
-        sub.events.append(Received(frame.get("seq"), frame["event"], raw))
-        if frame["event"] == "done":
+        received = Received.from_ws(msg.data)
+        sub.events.append(received)
+        if received.event == "done":
             return sub
     sub.ended = True
     return sub
@@ -154,6 +181,12 @@ def canonical(events: list[tuple[str, bytes]]) -> list[tuple[str, Any]]:
     for name, data in events:
         out.append((name, data.decode() if data == b"[DONE]" else orjson.loads(data)))
     return out
+
+
+def numbered(events: list[Received]) -> list[tuple[int | None, str, Any]]:
+    """(seq, name, parsed data) of every event: SSE and WebSocket subscribers compare equal."""
+    parsed = canonical([(e.event, e.data) for e in events])
+    return [(e.seq, name, data) for e, (name, data) in zip(events, parsed, strict=True)]
 
 
 class RecordingHandler(AsyncAssistantEventHandler):
@@ -177,3 +210,86 @@ class RecordingHandler(AsyncAssistantEventHandler):
             self.run_started.set()
         if event.event == "thread.message.delta":
             self.deltas += 1
+
+
+async def stream_run(
+    sdk: AsyncOpenAI,
+    assistant_id: str,
+    thread_id: str,
+    scenario: str | None = None,
+    *,
+    handler: RecordingHandler | None = None,
+) -> RecordingHandler:
+    """One run streamed to its end with the SDK's ``runs.stream``, recorded by ``handler`` (a new
+    one by default); ``scenario`` is the simulator's ``metadata.mock_scenario``."""
+    if handler is None:
+        handler = RecordingHandler()
+    metadata = {"metadata": {"mock_scenario": scenario}} if scenario else {}
+    async with sdk.beta.threads.runs.stream(
+        thread_id=thread_id, assistant_id=assistant_id, event_handler=handler, **metadata
+    ) as stream:
+        await stream.until_done()
+    return handler
+
+
+async def submit_stream(
+    sdk: AsyncOpenAI, run: Run, output: Callable[[RequiredActionFunctionToolCall], str]
+) -> RecordingHandler:
+    """Answer each call of ``run``'s action with ``output(call)`` through the SDK's
+    ``submit_tool_outputs_stream``; the continuation streamed to its end, recorded."""
+    assert run.required_action is not None
+    handler = RecordingHandler()
+    async with sdk.beta.threads.runs.submit_tool_outputs_stream(
+        thread_id=run.thread_id,
+        run_id=run.id,
+        tool_outputs=[
+            {"tool_call_id": call.id, "output": output(call)}
+            for call in run.required_action.submit_tool_outputs.tool_calls
+        ],
+        event_handler=handler,
+    ) as stream:
+        await stream.until_done()
+    return handler
+
+
+def parse_serve(*argv: str, env: dict[str, str] | None = None) -> Settings:
+    """The settings of ``runcast serve *argv`` with ``env`` (empty by default) as environment."""
+    return settings_from_args(build_parser().parse_args(["serve", *argv]), env or {})
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without the ``RUNCAST_*`` and ``OPENAI_*`` variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
+
+
+@asynccontextmanager
+async def serve_process(
+    *command: str, **options: Any
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, list[str]]]:
+    """Start ``command`` (a ``runcast serve``) and wait for its ``listening on URL`` line; yields
+    (process, URL, stderr lines so far). A process still running at exit is killed."""
+    proc = await asyncio.create_subprocess_exec(
+        *command, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, **options
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(WAIT):
+            while not any("listening on" in line for line in lines):
+                line = (await proc.stderr.readline()).decode()
+                assert line, "".join(lines)
+                lines.append(line)
+        found = re.search(r"listening on (http://\S+)", lines[-1])
+        assert found is not None
+        yield proc, found.group(1), lines
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def stop_with_sigterm(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM ``proc``; its exit status."""
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(WAIT):
+        return await proc.wait()

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from http_helpers import (
-    WAIT,
     RecordingHandler,
     StartGateway,
     canonical,
     new_thread,
     sdk_client,
     sse_subscribe,
+    stream_run,
+    subscription_ended,
 )
+from tool_helpers import WEATHER
 
 from gateway.http.actions import ActionOptions
 from gateway.tools import Cancel, Skip, Submit, ToolOutput
@@ -24,19 +25,6 @@ from gateway.tools.events import Emit
 from parsers.assistants import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 class EchoTools:
@@ -86,18 +74,9 @@ async def test_handler_outputs_are_submitted_and_the_run_continues(
     response, subscriber = await sse_subscribe(
         session, f"{gateway.url}/streams/threads/{thread_id}"
     )
-    handler = RecordingHandler()
-    async with sdk.beta.threads.runs.stream(
-        thread_id=thread_id,
-        assistant_id=assistant_id,
-        metadata={"mock_scenario": scenario},
-        event_handler=handler,
-    ) as stream:
-        await stream.until_done()
+    handler = await stream_run(sdk, assistant_id, thread_id, scenario)
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     assert len(tools.actions) == rounds
     assert tools.forgotten == [handler.run_id]
@@ -129,14 +108,7 @@ async def test_requires_action_can_be_shown_to_the_creator(
     )
     sdk = sdk_client(gateway)
     assistant_id, thread_id = await new_thread(sdk, tools=[WEATHER])
-    handler = RecordingHandler()
-    async with sdk.beta.threads.runs.stream(
-        thread_id=thread_id,
-        assistant_id=assistant_id,
-        metadata={"mock_scenario": "tool_call"},
-        event_handler=handler,
-    ) as stream:
-        await stream.until_done()
+    handler = await stream_run(sdk, assistant_id, thread_id, "tool_call")
     await sdk.close()
     names = [name for name, _ in handler.seen]
     assert names.count("thread.run.requires_action") == 1
@@ -152,16 +124,9 @@ async def test_skipped_action_and_manual_submit_continue_the_run_channel(
     gateway = await start_gateway(action_handler=tools, sim={"deltas": 50, "delay_ms": 10})
     sdk = sdk_client(gateway)
     assistant_id, thread_id = await new_thread(sdk, tools=[WEATHER])
-    first = RecordingHandler()
-    async with sdk.beta.threads.runs.stream(
-        thread_id=thread_id,
-        assistant_id=assistant_id,
-        metadata={"mock_scenario": "tool_call"},
-        event_handler=first,
-    ) as stream:
-        await stream.until_done()
+    first = await stream_run(sdk, assistant_id, thread_id, "tool_call")
     assert first.seen[-1][0] == "thread.run.requires_action"
-    run = stream.current_run
+    run = first.current_run
     assert run is not None and run.required_action is not None
     response, subscriber = await sse_subscribe(
         session, f"{gateway.url}/streams/runs/{run.id}?since=0", stop_at_done=2
@@ -180,9 +145,7 @@ async def test_skipped_action_and_manual_submit_continue_the_run_channel(
         assert gateway.relays.statistics().active == 1
         await stream.until_done()
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
     assert second.seen[-1][0] == "thread.run.completed"
     names = sub.names
     assert names.count("done") == 2
@@ -204,19 +167,10 @@ async def test_cancel_outcome_cancels_the_run_and_reports_its_end(
     response, subscriber = await sse_subscribe(
         session, f"{gateway.url}/streams/threads/{thread_id}"
     )
-    handler = RecordingHandler()
-    async with sdk.beta.threads.runs.stream(
-        thread_id=thread_id,
-        assistant_id=assistant_id,
-        metadata={"mock_scenario": "tool_call"},
-        event_handler=handler,
-    ) as stream:
-        await stream.until_done()
+    handler = await stream_run(sdk, assistant_id, thread_id, "tool_call")
     run = await sdk.beta.threads.runs.retrieve(handler.run_id or "", thread_id=thread_id)
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
     assert run.status == "cancelled"
     assert handler.seen[-1][0] == "thread.run.cancelled"
     assert sub.names[-3:] == ["thread.run.requires_action", "thread.run.cancelled", "done"]

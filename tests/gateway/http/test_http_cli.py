@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
 import sys
 
 import aiohttp
 import pytest
+from http_helpers import clean_environ, parse_serve, serve_process, stop_with_sigterm
 
-from gateway.cli import build_parser, main, settings_from_args
+from gateway.cli import main
 from gateway.errors import ConfigError
-from gateway.settings import Settings
 
 SECRET = "x" * 32
 
 
-def parse(*argv: str, env: dict[str, str] | None = None) -> Settings:
-    return settings_from_args(build_parser().parse_args(["serve", *argv]), env or {})
-
-
 def test_defaults_use_the_embedded_simulator_in_open_mode() -> None:
-    settings = parse()
+    settings = parse_serve()
     assert settings.embedded and settings.open_subscribe
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.upstream_key_held is False
@@ -38,7 +31,7 @@ def test_environment_and_flags() -> None:
         "RUNCAST_CORS_ORIGINS": "https://a.example,https://b.example",
         "RUNCAST_PORT": "9000",
     }
-    settings = parse("--upstream-key-env", "MY_KEY", "--retention", "60", env=env)
+    settings = parse_serve("--upstream-key-env", "MY_KEY", "--retention", "60", env=env)
     assert settings.upstream is not None
     assert settings.upstream.base_url == "https://api.example/v1"
     assert settings.upstream.api_key == "sk-upstream"
@@ -47,7 +40,7 @@ def test_environment_and_flags() -> None:
     assert settings.port == 9000 and settings.hub.retention == 60
     assert not settings.open_subscribe  # a real upstream needs tokens
     # Flags win over the environment; keys and secrets never show in the repr.
-    flagged = parse("--port", "9001", "--api-key", "rk-3", env=env)
+    flagged = parse_serve("--port", "9001", "--api-key", "rk-3", env=env)
     assert flagged.port == 9001 and flagged.api_keys == ("rk-3",)
     assert "sk-upstream" not in repr(flagged) and "rk-3" not in repr(flagged)
     assert SECRET not in repr(flagged)
@@ -67,7 +60,7 @@ def test_invalid_settings_are_config_errors(
     argv: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        parse(*argv, env=env)
+        parse_serve(*argv, env=env)
 
 
 def test_main_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,28 +70,10 @@ def test_main_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> Non
 
 @pytest.mark.asyncio
 async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--port",
-        "0",
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stderr is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(20):
-            while not any("listening on" in line for line in lines):
-                lines.append((await proc.stderr.readline()).decode())
+    async with serve_process(
+        sys.executable, "-m", "gateway", "serve", "--port", "0", env=clean_environ()
+    ) as (proc, url, lines):
         assert "embedded Assistants API simulator at http://127.0.0.1:" in lines[0]
-        found = re.search(r"listening on (http://\S+)", lines[-1])
-        assert found is not None
-        url = found.group(1)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/healthz") as response:
                 assert (await response.json())["upstream"] == "embedded"
@@ -109,10 +84,4 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
             ) as response:
                 assert response.status == 200
                 assert (await response.json())["object"] == "thread"
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await stop_with_sigterm(proc) == 0

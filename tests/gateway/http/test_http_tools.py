@@ -23,9 +23,12 @@ from http_helpers import (
     Subscriber,
     canonical,
     new_thread,
+    numbered,
     read_sse,
     sdk_client,
     sse_subscribe,
+    stream_run,
+    subscription_ended,
     ws_subscribe,
 )
 from tool_helpers import (
@@ -74,17 +77,9 @@ async def run_with_sdk(
     """Run ``scenario`` with the SDK's ``runs.stream``, never submitting anything itself."""
     sdk = sdk_client(tg.gateway)
     try:
-        handler = RecordingHandler()
-        async with sdk.beta.threads.runs.stream(
-            thread_id=thread_id,
-            assistant_id=assistant_id,
-            metadata={"mock_scenario": scenario},
-            event_handler=handler,
-        ) as run_stream:
-            await run_stream.until_done()
+        return await stream_run(sdk, assistant_id, thread_id, scenario)
     finally:
         await sdk.close()
-    return handler
 
 
 async def read_channel(session: aiohttp.ClientSession, url: str) -> Subscriber:
@@ -93,12 +88,6 @@ async def read_channel(session: aiohttp.ClientSession, url: str) -> Subscriber:
         assert response.status == 200
         async with asyncio.timeout(WAIT):
             return await read_sse(response, Subscriber())
-
-
-def numbered(sub: Subscriber) -> list[tuple[int | None, str, Any]]:
-    """(seq, name, parsed data) of every event: SSE and WebSocket subscribers compare equal."""
-    parsed = canonical([(e.event, e.data) for e in sub.events])
-    return [(e.seq, name, data) for e, (name, data) in zip(sub.events, parsed, strict=True)]
 
 
 @pytest.mark.asyncio
@@ -153,7 +142,7 @@ async def test_sdk_creator_and_subscribers_see_the_run_complete_with_handler_out
             assert quoted(call["function"]["name"], output) in text
 
     # Subscribers: the creator's events plus the actions, the tool events and one final done.
-    assert numbered(sse) == numbered(websocket)
+    assert numbered(sse.events) == numbered(websocket.events)
     assert sse.seqs == list(range(1, len(sse.events) + 1))
     upstream = [(n, d) for n, d in canonical(sse.upstream) if n != "thread.run.requires_action"]
     assert upstream == [*creator.seen, ("done", "[DONE]")]
@@ -218,9 +207,7 @@ async def test_raising_slow_and_bad_argument_handlers_become_error_outputs(
         session, f"{tg.gateway.url}/streams/threads/{thread_id}"
     )
     creator = await run_with_sdk(tg, "parallel_tool_calls", assistant_id, thread_id)
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     assert creator.seen[-1][0] == "thread.run.completed"
     assert creator.untyped == []

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+from http_helpers import clean_environ, parse_serve, serve_process, stop_with_sigterm
 
-from gateway.cli import build_parser, check_tools, main, settings_from_args
+from gateway.cli import check_tools, main
 from gateway.errors import ConfigError
 from gateway.http.app import TOOL_AUTOMATION, create_app
-from gateway.settings import Settings
 from gateway.tools import ToolSettings
 
 HERE = Path(__file__).parent
 
 
-def parse(*argv: str, env: dict[str, str] | None = None) -> Settings:
-    return settings_from_args(build_parser().parse_args(["serve", *argv]), env or {})
-
-
 def test_tool_flags_and_environment_build_tool_settings() -> None:
-    settings = parse(
+    settings = parse_serve(
         "--tools",
         "runcast_e2e_tools",
         "--tools",
@@ -65,9 +58,9 @@ def test_tool_flags_and_environment_build_tool_settings() -> None:
         emit_tool_events_to_creator=True,
     )
     assert "whsec-from-env" not in repr(settings)
-    flagged = parse("--tool-webhook-secret", "s2", env={"RUNCAST_TOOL_WEBHOOK_SECRET": "s1"})
+    flagged = parse_serve("--tool-webhook-secret", "s2", env={"RUNCAST_TOOL_WEBHOOK_SECRET": "s1"})
     assert flagged.tools.webhook_secret == "s2"
-    assert parse().tools == ToolSettings()
+    assert parse_serve().tools == ToolSettings()
 
 
 @pytest.mark.parametrize(
@@ -81,15 +74,15 @@ def test_tool_flags_and_environment_build_tool_settings() -> None:
 )
 def test_invalid_tool_flags_are_config_errors(argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        parse(*argv)
+        parse_serve(*argv)
 
 
 def test_serve_tools_module_registers_its_handlers() -> None:
-    settings = parse("--tools", "runcast_e2e_tools", "--token-secret", "x" * 32)
+    settings = parse_serve("--tools", "runcast_e2e_tools", "--token-secret", "x" * 32)
     check_tools(settings.tools)
     app = create_app(settings)
     assert app[TOOL_AUTOMATION].registry.names() == ["get_weather", "lookup_customer"]
-    assert TOOL_AUTOMATION not in create_app(parse())  # nothing to answer with: no automation
+    assert TOOL_AUTOMATION not in create_app(parse_serve())  # nothing to answer with: no automation
 
 
 @pytest.mark.parametrize(
@@ -120,41 +113,13 @@ def test_main_exits_2_on_a_bad_tools_module(
 async def test_console_script_serves_with_tools_from_the_current_directory() -> None:
     script = Path(sys.executable).parent / "runcast"
     assert script.exists()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
+    env = clean_environ()
     env.pop("PYTHONPATH", None)
-    proc = await asyncio.create_subprocess_exec(
-        str(script),
-        "serve",
-        "--port",
-        "0",
-        "--tools",
-        "runcast_e2e_tools",
-        cwd=HERE,
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stderr is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(20):
-            while not any("listening on" in line for line in lines):
-                line = (await proc.stderr.readline()).decode()
-                assert line, "".join(lines)
-                lines.append(line)
-        found = re.search(r"listening on (http://\S+)", lines[-1])
-        assert found is not None
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{found.group(1)}/healthz") as response,
-        ):
+    async with serve_process(
+        str(script), "serve", "--port", "0", "--tools", "runcast_e2e_tools", cwd=HERE, env=env
+    ) as (proc, url, _):
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
             health = await response.json()
         assert health["status"] == "ok"
         assert health["tools"]["python"] == ["get_weather", "lookup_customer"]
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        assert await stop_with_sigterm(proc) == 0

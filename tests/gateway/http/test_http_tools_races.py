@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -23,9 +22,13 @@ from http_helpers import (
     RecordingHandler,
     Subscriber,
     new_thread,
+    numbered,
     read_sse,
     sdk_client,
     sse_subscribe,
+    stream_run,
+    submit_stream,
+    subscription_ended,
 )
 from openai import AsyncOpenAI
 from tool_helpers import (
@@ -80,18 +83,9 @@ class SdkRun:
 
     def __init__(self, client: AsyncOpenAI, assistant_id: str, thread_id: str, scenario: str):
         self.handler = RecordingHandler()
-        self.task = asyncio.create_task(self._run(client, assistant_id, thread_id, scenario))
-
-    async def _run(
-        self, client: AsyncOpenAI, assistant_id: str, thread_id: str, scenario: str
-    ) -> None:
-        async with client.beta.threads.runs.stream(
-            thread_id=thread_id,
-            assistant_id=assistant_id,
-            metadata={"mock_scenario": scenario},
-            event_handler=self.handler,
-        ) as stream:
-            await stream.until_done()
+        self.task = asyncio.create_task(
+            stream_run(client, assistant_id, thread_id, scenario, handler=self.handler)
+        )
 
     async def run_id(self) -> str:
         async with asyncio.timeout(WAIT):
@@ -128,9 +122,7 @@ async def test_action_past_its_deadline_is_cancelled_and_never_submitted(
     )
     creator = SdkRun(sdk, assistant_id, thread_id, "tool_call")
     handler = await creator.finished()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
     run = await sdk.beta.threads.runs.retrieve(handler.run_id or "", thread_id=thread_id)
     await sdk.close()
 
@@ -213,22 +205,10 @@ async def test_client_submitting_through_runcast_supersedes_the_handlers(
     # Another client answers the action itself, through runcast, while the handler runs.
     run = await wait_for_status(sdk, thread_id, run_id, "requires_action")
     assert run.required_action is not None
-    client = RecordingHandler()
-    async with sdk.beta.threads.runs.submit_tool_outputs_stream(
-        thread_id=thread_id,
-        run_id=run_id,
-        tool_outputs=[
-            {"tool_call_id": call.id, "output": "the client's answer"}
-            for call in run.required_action.submit_tool_outputs.tool_calls
-        ],
-        event_handler=client,
-    ) as stream:
-        await stream.until_done()
+    client = await submit_stream(sdk, run, lambda call: "the client's answer")
     first = await creator.finished()
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     # runcast stopped its handler and never submitted: the one submission is the client's.
     assert gate.cancelled == 1
@@ -287,9 +267,7 @@ async def test_submission_refused_upstream_is_reported_and_the_run_end_published
     gate.opened.set()
     handler = await creator.finished()
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     assert tg.sim.requests == [run_id, run_id]  # the client's, then runcast's (refused)
     assert len(tg.sim.accepted) == 1
@@ -360,8 +338,7 @@ class Reconnecting:
             decoder = SSEDecoder()
             async for chunk in response.content.iter_any():
                 for sse in decoder.feed(chunk):
-                    seq = int(sse.id) if sse.id else None
-                    if self._take(Received(seq, sse.event, sse.data_bytes)):
+                    if self._take(Received.from_sse(sse)):
                         return
 
     async def _ws_connection(self) -> None:
@@ -373,10 +350,7 @@ class Reconnecting:
             self.connected.set()
             async for message in ws:
                 assert message.type == aiohttp.WSMsgType.TEXT
-                frame = orjson.loads(message.data)
-                data = frame["data"]
-                raw = data.encode() if isinstance(data, str) else orjson.dumps(data)
-                if self._take(Received(frame.get("seq"), frame["event"], raw)):
+                if self._take(Received.from_ws(message.data)):
                     return
 
 
@@ -432,17 +406,10 @@ async def test_one_submission_per_action_with_subscribers_reconnecting_mid_run(
     assert tg.sim.requests == [handler.run_id] * 2
     assert len(tg.sim.accepted) == 2
     assert steady.names.count("runcast.tool_call.started") == 2
-    expected = [
-        (e.seq, e.event, orjson.loads(e.data) if e.data != b"[DONE]" else "[DONE]")
-        for e in steady.events
-    ]
+    expected = numbered(steady.events)
     for sub, events in zip(flaky, resumed, strict=True):
         assert sub.connections == 4 if not sub.ws else sub.connections == 3
-        got = [
-            (e.seq, e.event, orjson.loads(e.data) if e.data != b"[DONE]" else "[DONE]")
-            for e in events
-        ]
-        assert got == expected
+        assert numbered(events) == expected
 
 
 @pytest.mark.asyncio
@@ -471,9 +438,7 @@ async def test_creator_leaving_mid_run_does_not_stop_automation(
         while len(tg.gateway.runner.server.connections) > 1:  # type: ignore[union-attr]
             await asyncio.sleep(0.02)
     gate.opened.set()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     assert "thread.run.completed" not in [name for name, _ in creator.handler.seen]
     assert tg.sim.requests == [run_id]
@@ -508,9 +473,7 @@ async def test_a_refused_client_submission_leaves_the_run_channel_to_runcast(
     gate.opened.set()
     handler = await creator.finished()
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     assert handler.seen[-1][0] == "thread.run.completed"
     assert tg.sim.requests == [run_id, run_id] and len(tg.sim.accepted) == 1
@@ -537,21 +500,9 @@ async def test_partial_action_is_left_to_the_client_whose_submission_continues_t
     assert tg.sim.requests == []
     run = await sdk.beta.threads.runs.retrieve(first.run_id or "", thread_id=thread_id)
     assert run.required_action is not None
-    second = RecordingHandler()
-    async with sdk.beta.threads.runs.submit_tool_outputs_stream(
-        thread_id=thread_id,
-        run_id=run.id,
-        tool_outputs=[
-            {"tool_call_id": call.id, "output": f"by hand: {call.function.name}"}
-            for call in run.required_action.submit_tool_outputs.tool_calls
-        ],
-        event_handler=second,
-    ) as stream:
-        await stream.until_done()
+    second = await submit_stream(sdk, run, lambda call: f"by hand: {call.function.name}")
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     assert second.seen[-1][0] == "thread.run.completed"
     assert quoted("lookup_customer", "by hand: lookup_customer") in final_text(second)
@@ -614,28 +565,13 @@ async def test_client_submission_winning_the_race_is_the_only_one_accepted(
     async with asyncio.timeout(WAIT):
         await held.wait()  # runcast's submission is on its way
 
-    client = RecordingHandler()
-
-    async def submit_through_runcast() -> None:
-        assert run.required_action is not None
-        async with sdk.beta.threads.runs.submit_tool_outputs_stream(
-            thread_id=thread_id,
-            run_id=run_id,
-            tool_outputs=[
-                {"tool_call_id": call.id, "output": "the client's answer"}
-                for call in run.required_action.submit_tool_outputs.tool_calls
-            ],
-            event_handler=client,
-        ) as stream:
-            await stream.until_done()
-
-    submitting = asyncio.create_task(submit_through_runcast())
+    submitting = asyncio.create_task(submit_stream(sdk, run, lambda call: "the client's answer"))
     async with asyncio.timeout(WAIT):
         while not tg.sim.accepted:
             await asyncio.sleep(0.01)
     release.set()
     async with asyncio.timeout(WAIT):
-        await submitting
+        client = await submitting
         sub = await subscriber
     first = await creator.finished()
     await sdk.close()

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import aiohttp
 import openai
 import pytest
 from http_helpers import (
-    WAIT,
     RecordingHandler,
     StartGateway,
-    Subscriber,
     new_thread,
     sdk_client,
     sse_subscribe,
+    stream_run,
+    subscription_ended,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -33,17 +32,9 @@ async def test_upstream_drop_reaches_subscribers_and_run_is_recovered(
     )
     handler = RecordingHandler()
     with pytest.raises(openai.APIError) as caught:
-        async with sdk.beta.threads.runs.stream(
-            thread_id=thread_id,
-            assistant_id=assistant_id,
-            metadata={"mock_scenario": "drop"},
-            event_handler=handler,
-        ) as stream:
-            await stream.until_done()
+        await stream_run(sdk, assistant_id, thread_id, "drop", handler=handler)
     assert "ended without 'done'" in caught.value.message
-    async with asyncio.timeout(WAIT):
-        sub: Subscriber = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
 
     names = sub.names
     error = sub.events[names.index("runcast.upstream_error")].json()
@@ -63,11 +54,7 @@ async def test_upstream_drop_reaches_subscribers_and_run_is_recovered(
     # The process is healthy and the next run on the same thread streams normally.
     async with session.get(f"{gateway.url}/healthz") as health:
         assert (await health.json())["status"] == "ok"
-    again = RecordingHandler()
-    async with sdk.beta.threads.runs.stream(
-        thread_id=thread_id, assistant_id=assistant_id, event_handler=again
-    ) as stream:
-        await stream.until_done()
+    again = await stream_run(sdk, assistant_id, thread_id)
     assert again.seen[-1][0] == "thread.run.completed"
     await sdk.close()
 
@@ -82,16 +69,9 @@ async def test_error_event_passes_through_and_segment_ends_with_done(
     response, subscriber = await sse_subscribe(
         session, f"{gateway.url}/streams/threads/{thread_id}"
     )
-    async with sdk.beta.threads.runs.stream(
-        thread_id=thread_id,
-        assistant_id=assistant_id,
-        metadata={"mock_scenario": "error"},
-    ) as stream:
-        await stream.until_done()
+    await stream_run(sdk, assistant_id, thread_id, "error")
     await sdk.close()
-    async with asyncio.timeout(WAIT):
-        sub = await subscriber
-    response.close()
+    sub = await subscription_ended(response, subscriber)
     assert "error" in sub.names
     assert "runcast.upstream_error" not in sub.names
     assert sub.names[-1] == "done"

@@ -16,6 +16,7 @@ from tool_scenarios import SECRET, AutomationFactory, make_run
 
 from gateway.tools import Submit, sign, verify_signature
 from gateway.tools.webhook import ATTEMPT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from parsers.assistants import Run
 
 RECEIVED = web.AppKey("received", list)
 FAILURES_LEFT = web.AppKey("failures_left", dict)
@@ -76,6 +77,14 @@ async def echo_name(request: web.Request) -> web.Response:
     return web.Response(text=f"handled {call['name']}")
 
 
+async def submitted(automation_for: AutomationFactory, run: Run, **settings: Any) -> Submit:
+    """The :class:`Submit` an automation with ``settings`` answers ``run``'s action with."""
+    async with automation_for(**settings) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    return outcome
+
+
 @pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[tuple[str, web.Application]]:
     app = web.Application()
@@ -134,9 +143,7 @@ async def test_json_response_output_field(
         ("c3", "no_output_key", "{}"),
     )
     webhooks = {"get_weather": url, "as_text": url, "no_output_key": url}
-    async with automation_for(webhooks=webhooks) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(automation_for, run, webhooks=webhooks)
     assert outcome.as_dicts() == [
         {"tool_call_id": "c1", "output": '{"temp_c":4,"city":"Oslo"}'},
         {"tool_call_id": "c2", "output": "a plain string"},
@@ -150,9 +157,7 @@ async def test_retry_after_503_then_success(
 ) -> None:
     base, app = receiver
     run = make_run(("c1", "t", "{}"))
-    async with automation_for(webhooks={"t": f"{base}/flaky"}) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(automation_for, run, webhooks={"t": f"{base}/flaky"})
     assert outcome.as_dicts() == [{"tool_call_id": "c1", "output": "recovered"}]
     assert [r["attempt"] for r in app[RECEIVED]] == ["1", "2"]
     assert {r["idempotency_key"] for r in app[RECEIVED]} == {"run_1:c1"}
@@ -164,9 +169,9 @@ async def test_5xx_retries_are_bounded(
 ) -> None:
     base, app = receiver
     run = make_run(("c1", "t", "{}"))
-    async with automation_for(webhooks={"t": f"{base}/down"}, webhook_retries=2) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(
+        automation_for, run, webhooks={"t": f"{base}/down"}, webhook_retries=2
+    )
     error = orjson.loads(outcome.tool_outputs[0].output)["error"]
     assert "HTTP 503: warming up" in error
     assert error.endswith("(gave up after 3 attempts)")
@@ -179,9 +184,7 @@ async def test_no_retry_on_400(
 ) -> None:
     base, app = receiver
     run = make_run(("c1", "t", "{}"))
-    async with automation_for(webhooks={"t": f"{base}/rejected"}) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(automation_for, run, webhooks={"t": f"{base}/rejected"})
     assert orjson.loads(outcome.tool_outputs[0].output) == {
         "error": f"webhook {base}/rejected answered HTTP 400: unknown city"
     }
@@ -194,11 +197,12 @@ async def test_wrong_secret_is_refused_by_the_receiver(
 ) -> None:
     base, app = receiver
     run = make_run(("c1", "get_weather", '{"city":"Oslo"}'))
-    async with automation_for(
-        webhooks={"get_weather": f"{base}/plain"}, webhook_secret="not-the-secret"
-    ) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(
+        automation_for,
+        run,
+        webhooks={"get_weather": f"{base}/plain"},
+        webhook_secret="not-the-secret",
+    )
     assert "HTTP 401: bad signature" in outcome.tool_outputs[0].output
     assert app[RECEIVED] == []
 
@@ -211,11 +215,9 @@ async def test_connection_refused_is_retried_then_an_error_output(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     run = make_run(("c1", "t", "{}"))
-    async with automation_for(
-        webhooks={"t": f"http://127.0.0.1:{port}/x"}, webhook_retries=1
-    ) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(
+        automation_for, run, webhooks={"t": f"http://127.0.0.1:{port}/x"}, webhook_retries=1
+    )
     error = orjson.loads(outcome.tool_outputs[0].output)["error"]
     assert "unreachable" in error
     assert error.endswith("(gave up after 2 attempts)")
@@ -228,9 +230,7 @@ async def test_fallback_webhook_answers_every_other_tool(
     base, app = receiver
     run = make_run(("c1", "get_weather", '{"city":"Oslo"}'), ("c2", "anything_else", "{}"))
     webhooks = {"get_weather": f"{base}/plain", "*": f"{base}/any"}
-    async with automation_for(webhooks=webhooks) as automation:
-        outcome = await automation.run_action(run)
-    assert isinstance(outcome, Submit)
+    outcome = await submitted(automation_for, run, webhooks=webhooks)
     assert outcome.as_dicts() == [
         {"tool_call_id": "c1", "output": "sunny in Oslo"},
         {"tool_call_id": "c2", "output": "handled anything_else"},
