@@ -39,6 +39,9 @@ from .transport import Transport, UpstreamConnectError, UpstreamResponse
 
 __all__ = ["UpstreamClient", "UpstreamStatistics"]
 
+# Content types that cannot be an event stream, refused before reading a streamed answer.
+_NOT_A_STREAM = frozenset({"application/json", "text/html"})
+
 T = TypeVar("T")
 
 
@@ -350,11 +353,13 @@ class UpstreamClient(RunOperations):
             )
             if not response.ok:
                 raise await self._http_error(response)
-            if response.content_type == "application/json":
-                # A server that ignored `"stream": true` (spec §1.4): its Run is not a stream.
+            if response.content_type in _NOT_A_STREAM:
+                # A server that ignored `"stream": true` (spec §1.4), or an HTML error page from a
+                # proxy in between. Other types are read as a stream: the SDKs never check it.
                 response.release()
                 raise RemoteProtocolError(
-                    f"upstream answered {path} with JSON instead of an event stream"
+                    f"upstream answered {path} with {response.content_type} "
+                    "instead of an event stream"
                 )
             return response
 

@@ -347,6 +347,25 @@ async def test_json_answer_to_a_streamed_call_is_a_protocol_error(
 
 
 @pytest.mark.asyncio
+async def test_html_answer_to_a_streamed_call_is_a_protocol_error(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    async def html(request: web.Request) -> web.StreamResponse:
+        # Headers, then a page that never ends: refused on the content type, not after a timeout.
+        response = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await response.prepare(request)
+        await response.write(b"<html><body>Bad gateway")
+        await asyncio.sleep(30)
+        return response
+
+    upstream.route("POST", RUNS, html)
+    with pytest.raises(RemoteProtocolError, match="text/html"):
+        async with client.stream_run("thread_9Qx", {"assistant_id": "a"}):
+            pass
+    assert client.statistics().open_responses == 0
+
+
+@pytest.mark.asyncio
 async def test_thread_and_run_stream_learns_the_thread_from_thread_created(
     upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
