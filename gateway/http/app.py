@@ -227,6 +227,14 @@ async def _relays_ctx(
 
 
 async def _stop_streams(app: web.Application) -> None:
+    """End every streaming response, before aiohttp waits for open handlers (on_shutdown).
+
+    Without this, SSE and WebSocket handlers would hold shutdown until aiohttp's
+    ``shutdown_timeout``: ``cleanup_ctx`` (which closes relays and broker too) runs only after.
+    Relays first: a stopped relay publishes nothing more and ends its creator's response after
+    what it was given (a well-formed end of body); then the broker ends every subscription with
+    ``shutdown`` (SSE body ended, WebSocket closed with 1001). Both ``aclose`` are idempotent.
+    """
     if RELAYS in app:
         await app[RELAYS].aclose()
     if BROKER in app:

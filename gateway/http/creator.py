@@ -5,7 +5,7 @@ The response head is sent once the relay knows the run id (the first run event),
 (run channel) and ``runcast-thread-token`` (thread channel) that the creator hands to its
 frontends. An upstream failure before the first event is answered as a normal HTTP error: the
 upstream's own status and JSON body for an HTTP error (e.g. 400 "already has an active run"),
-502/504 for connection failures and timeouts.
+502/504 for connection failures and timeouts; 503 ``shutting_down`` when the gateway is stopping.
 
 The body is the upstream's events (same names and data bytes) with ``id: <run seq>`` lines. A
 creator that reads too slowly to keep up (more than ``creator_buffer_bytes`` waiting) is cut off
@@ -90,8 +90,11 @@ async def serve_streamed_call(
     app = request.app
     settings = app[SETTINGS]
     opener = _opener(request, call, body, api_key, headers)
+    relays = app[RELAYS]
+    if relays.closed:
+        raise _shutting_down()
     feed = CreatorFeed(settings.creator_buffer_bytes)
-    relay = app[RELAYS].start(
+    relay = relays.start(
         opener,
         feed=feed,
         api_key=api_key,
@@ -106,6 +109,9 @@ async def serve_streamed_call(
         except UpstreamHTTPError as exc:
             return _http_error(request, exc)
         except (UpstreamError, RemoteProtocolError) as exc:
+            if relays.closed:
+                # The relay was stopped by the gateway's shutdown, not by the upstream.
+                raise _shutting_down() from None
             raise upstream_failure(exc) from None
         response = web.StreamResponse(headers=_head(request, start))
         await response.prepare(request)
@@ -113,6 +119,11 @@ async def serve_streamed_call(
         return response
     finally:
         feed.detach()
+
+
+def _shutting_down() -> RequestError:
+    # Retryable, like the hub's own 503 to subscribers at shutdown.
+    return RequestError(503, "runcast is shutting down", code="shutting_down")
 
 
 def _http_error(request: web.Request, exc: UpstreamHTTPError) -> web.Response:
@@ -159,7 +170,10 @@ async def _pump(
         if feed.lagged:
             async with asyncio.timeout(timeout):
                 await response.write(_lag_notice(feed, start))
-        await response.write_eof()
+        # write_eof() waits for the socket to drain (aiohttp), which a peer that stopped
+        # reading never lets happen; the last bytes are bounded like every other write.
+        async with asyncio.timeout(timeout):
+            await response.write_eof()
     except (TimeoutError, ConnectionError):
         if request.transport is not None:
             request.transport.abort()

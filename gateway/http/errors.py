@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import msgspec
 from aiohttp import web
 
-from gateway.errors import SubscriberError, UpstreamError, UpstreamTimeout
+from gateway.errors import StreamTruncated, SubscriberError, UpstreamError, UpstreamTimeout
 from parsers.errors import RemoteProtocolError
 
 __all__ = ["RequestError", "error_middleware", "error_response", "upstream_failure"]
@@ -81,6 +81,15 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     if isinstance(exc, UpstreamTimeout):
         return RequestError(
             504, f"upstream did not answer: {exc}", type="upstream_error", code="upstream_timeout"
+        )
+    if isinstance(exc, StreamTruncated) and exc.last_status is None:
+        # A 200 whose body held no run event at all (an HTML error page from a proxy, an empty
+        # body): "run None ended without 'done'" would not tell the caller what went wrong.
+        return RequestError(
+            502,
+            "upstream failed: its answer ended before any run event (not an Assistants event stream)",
+            type="upstream_error",
+            code="upstream_unavailable",
         )
     return RequestError(
         502, f"upstream failed: {exc}", type="upstream_error", code="upstream_unavailable"

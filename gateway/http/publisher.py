@@ -1,9 +1,11 @@
 """RunPublisher: where a run's events go, numbered once by the hub.
 
 Each event is published in one call to ``run:{run_id}`` and ``thread:{thread_id}`` (those known so
-far); the hub numbers it per channel. Unless it is for subscribers only, it is then pushed to the
-creator's :class:`~gateway.http.feed.CreatorFeed` framed with ``id: <run seq>``, so the creator can
-resume on the run channel from any event it saw. The push never blocks (the feed is bounded and
+far); the hub numbers it per channel and says which run seq it gave the batch. Unless it is for
+subscribers only, it is then pushed to the creator's :class:`~gateway.http.feed.CreatorFeed`
+framed with ``id: <run seq>``, so the creator can resume on the run channel from any event it saw.
+The seqs are the ones ``publish`` returned, never the channel's latest (tool events and a client's
+own submission publish to the same run channel). The push never blocks (the feed is bounded and
 cuts a slow creator off instead).
 """
 
@@ -23,7 +25,7 @@ __all__ = ["RunPublisher"]
 class RunPublisher:
     """Publishes one run's events to the hub and its creator's feed."""
 
-    __slots__ = ("_broker", "_feed", "run_id", "thread_id")
+    __slots__ = ("_broker", "_feed", "_run_seq", "run_id", "thread_id")
 
     def __init__(
         self,
@@ -35,40 +37,39 @@ class RunPublisher:
     ) -> None:
         self._broker = broker
         self._feed = feed
+        self._run_seq: int | None = None
         self.run_id = run_id
         self.thread_id = thread_id
 
-    def channels(self) -> list[str]:
-        channels = []
-        if self.run_id is not None:
-            channels.append(run_channel(self.run_id))
-        if self.thread_id is not None:
-            channels.append(thread_channel(self.thread_id))
-        return channels
-
     def run_seq(self) -> int | None:
-        """The run channel's last seq (None before the run id is known)."""
-        if self.run_id is None:
-            return None
-        stats = self._broker.channel_statistics(run_channel(self.run_id))
-        return None if stats is None else stats.last_seq
+        """The run seq of the last event published here (None before any reached the run)."""
+        return self._run_seq
 
-    async def emit(self, event: HubEvent, *, to_creator: bool = True) -> None:
-        await self.emit_batch([event], to_creator=to_creator)
+    async def emit(self, event: HubEvent, *, to_creator: bool = True) -> int | None:
+        """Publish one event; its run seq (None before the run id is known)."""
+        return await self.emit_batch([event], to_creator=to_creator)
 
-    async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
-        channels = self.channels()
-        if channels:
-            await self._broker.publish(channels, events)
+    async def emit_batch(
+        self, events: Sequence[HubEvent], *, to_creator: bool = True
+    ) -> int | None:
+        """Publish ``events`` in one batch; the run seq of the first (None: no run id yet)."""
+        first: int | None = None
+        if self.run_id is not None:
+            run = run_channel(self.run_id)
+            channels = [run]
+            if self.thread_id is not None:
+                channels.append(thread_channel(self.thread_id))
+            first = (await self._broker.publish(channels, events)).get(run)
+            if first is not None:
+                self._run_seq = first + len(events) - 1
+        elif self.thread_id is not None:
+            await self._broker.publish([thread_channel(self.thread_id)], events)
         feed = self._feed
-        if not to_creator or feed is None or not feed.accepting:
-            return
-        # The relay is the run channel's only publisher, so the batch holds its last seqs.
-        last = self.run_seq()
-        first = None if last is None else last - len(events) + 1
-        for i, event in enumerate(events):
-            event_id = None if first is None else str(first + i)
-            feed.push(encode_sse(event.data, event=event.name, id=event_id), event_id=event_id)
+        if to_creator and feed is not None and feed.accepting:
+            for i, event in enumerate(events):
+                event_id = None if first is None else str(first + i)
+                feed.push(encode_sse(event.data, event=event.name, id=event_id), event_id=event_id)
+        return first
 
     def to_creator(self, event: HubEvent, seq: int | None) -> None:
         """Give the creator an event published earlier (for subscribers only, until now)."""

@@ -3,8 +3,11 @@
 Relays outlive the request that started them (a creator may disconnect while subscribers keep
 receiving the run), so the registry, not a request handler, owns their tasks: each is tracked
 from creation, its failure is logged when it ends, and :meth:`aclose` cancels and awaits every
-one still running (bounded by ``shutdown_timeout``). The run -> thread map (bounded, oldest runs
-forgotten first) lets a thread's subscribe token open the channels of that thread's runs.
+one still running (bounded by ``shutdown_timeout``). A stopped relay ends its creator's response
+after what it was given; one that does not stop in time has its creator's response ended by the
+registry, so no creator's response outlives :meth:`aclose`. The run -> thread map (bounded,
+oldest runs forgotten first) lets a thread's subscribe token open the channels of that thread's
+runs.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class RelayRegistry:
             on_run=self._note_run,
         )
         self._shutdown_timeout = shutdown_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._relays: dict[asyncio.Task[None], RunRelay] = {}
         self._threads: OrderedDict[str, str | None] = OrderedDict()
         self._max_known_runs = max_known_runs
         self._started = 0
@@ -92,10 +95,15 @@ class RelayRegistry:
         if run_id is not None:
             self._note_run(run_id, thread_id)
         task = asyncio.create_task(relay.run(), name=f"runcast-relay-{run_id or 'new'}")
-        self._tasks.add(task)
+        self._relays[task] = relay
         task.add_done_callback(self._task_done)
         self._started += 1
         return relay
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has begun: no relay starts any more."""
+        return self._closed
 
     def thread_of(self, run_id: str) -> str | None:
         """The thread of a run that passed through runcast (None if unknown)."""
@@ -110,7 +118,7 @@ class RelayRegistry:
             self._threads.popitem(last=False)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._relays.pop(task, None)
         if task.cancelled():
             return
         exc = task.exception()
@@ -120,21 +128,26 @@ class RelayRegistry:
 
     def statistics(self) -> RelayStatistics:
         return RelayStatistics(
-            active=len(self._tasks),
+            active=len(self._relays),
             started=self._started,
             failed=self._failed,
             known_runs=len(self._threads),
         )
 
     async def aclose(self) -> None:
-        """Cancel every running relay and wait for them (idempotent)."""
+        """Cancel every running relay and wait for them (bounded; idempotent).
+
+        A cancelled relay publishes nothing more and leaves its run's channels open: they are
+        the broker's to end (``shutdown``), after this.
+        """
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
+        relays = dict(self._relays)
+        for task in relays:
             task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self._shutdown_timeout)
+        if relays:
+            _, pending = await asyncio.wait(relays, timeout=self._shutdown_timeout)
             for task in pending:
                 log.error(
                     "run relay %s did not stop within %gs", task.get_name(), self._shutdown_timeout
                 )
+                relays[task].end_creator()

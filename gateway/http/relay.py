@@ -7,9 +7,10 @@ that disconnects only detaches its :class:`~gateway.http.feed.CreatorFeed`, and 
 being pumped to its subscribers.
 
 For every upstream event, in order: publish ``HubEvent(name, data bytes)`` to ``run:{run_id}`` and
-``thread:{thread_id}`` (the hub numbers it), then push ``id: <run seq>`` + the same event to the
-creator's feed (never blocking). The run id comes from the first run event; a ``thread.created``
-before it (create thread and run) is held back until then so the run channel starts with it.
+``thread:{thread_id}`` (the hub numbers it and returns the seqs), then push ``id: <run seq>`` + the
+same event to the creator's feed (never blocking). The run id comes from the first run event; a
+``thread.created`` before it (create thread and run) is held back until then so the run channel
+starts with it.
 
 ``started`` resolves when the run id is known, so the creator's response head can carry the ids
 and subscribe tokens; an upstream failure before any event (an HTTP error such as 400 "active
@@ -161,6 +162,11 @@ class RunRelay:
     def thread_id(self) -> str | None:
         return self._out.thread_id
 
+    def end_creator(self) -> None:
+        """End the creator's response after what it was given (the relay's task does this itself
+        when it ends; the registry calls it for a relay that does not stop in time)."""
+        self._out.end_creator()
+
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -247,8 +253,8 @@ class RunRelay:
                 hide = not self._env.action_options.show_requires_action and self._handler.handles(
                     run
                 )
-                await self._out.emit(hub_event, to_creator=not hide)
-                pending.hidden = (hub_event, self._out.run_seq()) if hide else None
+                seq = await self._out.emit(hub_event, to_creator=not hide)
+                pending.hidden = (hub_event, seq) if hide else None
                 return
         elif isinstance(event, ThreadEvent) and self.thread_id is None:
             self._out.thread_id = event.data.id

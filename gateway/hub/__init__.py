@@ -19,9 +19,10 @@ Usage from the gateway::
             app[BROKER] = broker
             yield
 
-    # the upstream pump, for each decoded upstream event (or a batch of them):
-    await broker.publish([f"run:{run_id}", f"thread:{thread_id}"],
-                         [HubEvent(sse.event, sse.data_bytes)])
+    # the upstream pump, for each decoded upstream event (or a batch of them); the result maps
+    # each channel to the seq its first event got there (the id to hand on, e.g. to the creator):
+    seqs = await broker.publish([f"run:{run_id}", f"thread:{thread_id}"],
+                                [HubEvent(sse.event, sse.data_bytes)])
     # ...and when the run's stream is over (its ``done`` event was published as usual):
     await broker.close_channel(f"run:{run_id}")
 

@@ -26,7 +26,7 @@ Notices the hub itself emits on a subscription (never stored in history, never n
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -209,7 +209,10 @@ class Broker(Protocol):
     Usage (memory mode)::
 
         async with MemoryBroker(HubSettings(), reducer_factory=make_reducer) as broker:
-            await broker.publish(["run:run_1", "thread:th_1"], [HubEvent("thread.run.created", b"{...}")])
+            seqs = await broker.publish(
+                ["run:run_1", "thread:th_1"], [HubEvent("thread.run.created", b"{...}")]
+            )
+            # {"run:run_1": 1, "thread:th_1": 7}: the seq each channel gave the batch's first event
             sub = await broker.subscribe("run:run_1", sink, since=0)
             ...
             await broker.close_channel("run:run_1")
@@ -218,12 +221,21 @@ class Broker(Protocol):
     @property
     def settings(self) -> HubSettings: ...
 
-    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> None:
+    async def publish(
+        self, channels: Sequence[str], events: Sequence[HubEvent]
+    ) -> Mapping[str, int]:
         """Append ``events`` to each channel (created on first use) and write them to subscribers.
+
+        Returns, for each of ``channels`` (distinct names), the seq its first event got there: in
+        channel ``c`` the batch is numbered ``seqs[c] .. seqs[c] + len(events) - 1``, contiguous
+        whoever else publishes to ``c`` (a batch is appended to a channel in one step). These are
+        the numbers a publisher hands on (the creator's ``id:`` lines); reading
+        :meth:`channel_statistics` after publishing would race with other publishers. An empty
+        batch stores nothing, creates no channel and returns ``{}``.
 
         Never waits for a subscriber. Publishing to an ended channel reopens it (a run continues
         after ``submit_tool_outputs``). A name holding CR or LF raises ``ValueError`` and nothing
-        of the batch is stored.
+        of the batch is stored; a closed broker raises ``RuntimeError``.
         """
         ...
 
@@ -264,5 +276,8 @@ class Broker(Protocol):
     def statistics(self) -> BrokerStatistics: ...
 
     async def aclose(self) -> None:
-        """End every subscription with ``shutdown`` and stop the broker's task. Idempotent."""
+        """End every subscription with ``shutdown`` and stop the broker's task. Idempotent.
+
+        Afterwards ``publish`` raises ``RuntimeError`` and ``subscribe`` answers 503.
+        """
         ...

@@ -27,9 +27,17 @@ from gateway.hub.broker import (
 )
 from gateway.hub.history import History
 
-__all__ = ["Channel", "HubCounters"]
+__all__ = ["Channel", "HubCounters", "check_names"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_names(events: Sequence[HubEvent]) -> None:
+    """Refuse a batch whose names cannot be SSE ``event:`` lines, before anything is stored (a
+    refused batch leaves no gap in any channel)."""
+    for event in events:
+        if "\n" in event.name or "\r" in event.name:
+            raise ValueError(f"event name must not contain CR or LF: {event.name!r}")
 
 
 class HubCounters:
@@ -115,13 +123,8 @@ class Channel:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish(self, events: Sequence[HubEvent], now: float) -> None:
-        if not events:
-            return
-        for event in events:
-            # Checked before anything is stored: a refused batch leaves no gap behind.
-            if "\n" in event.name or "\r" in event.name:
-                raise ValueError(f"event name must not contain CR or LF: {event.name!r}")
+    def publish(self, events: Sequence[HubEvent], now: float) -> int:
+        """Append a non-empty batch checked by :func:`check_names`; returns its first seq."""
         if self.pending:
             self.pending = False
             self._counters.pending_channels -= 1
@@ -160,6 +163,7 @@ class Channel:
                     dead.append(sink)
             if dead:
                 self._drop(sinks, dead, now)
+        return first_seq
 
     # -- subscribing ----------------------------------------------------------------------------
 

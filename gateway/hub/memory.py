@@ -22,7 +22,7 @@ from gateway.hub.broker import (
     Sink,
     Snapshot,
 )
-from gateway.hub.channel import Channel, HubCounters
+from gateway.hub.channel import Channel, HubCounters, check_names
 
 __all__ = ["MemoryBroker", "MemorySubscription"]
 
@@ -87,17 +87,22 @@ class MemoryBroker:
 
     # -- Broker ---------------------------------------------------------------------------------
 
-    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> None:
-        self.publish_nowait(channels, events)
+    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> dict[str, int]:
+        return self.publish_nowait(channels, events)
 
-    def publish_nowait(self, channels: Sequence[str], events: Sequence[HubEvent]) -> None:
+    def publish_nowait(self, channels: Sequence[str], events: Sequence[HubEvent]) -> dict[str, int]:
         """:meth:`publish` without the coroutine (memory mode never waits)."""
         now = self._start()
+        if not events:
+            return {}
+        check_names(events)
+        seqs: dict[str, int] = {}
         for name in channels:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._new_channel(name, now, pending=False)
-            channel.publish(events, now)
+            seqs[name] = channel.publish(events, now)
+        return seqs
 
     async def subscribe(
         self,

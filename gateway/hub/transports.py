@@ -31,7 +31,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.http_writer import HttpVersion11
 
 from gateway.errors import SubscriberError
-from gateway.hub.broker import Broker, EndReason, FrameFormat
+from gateway.hub.broker import Broker, EndReason, FrameFormat, Subscription
 from gateway.hub.sinks import TransportSink
 
 __all__ = [
@@ -134,7 +134,7 @@ async def serve_sse(
             sink.bind(transport)
         reason = await sink.wait()
     finally:
-        subscription.close()
+        _unsubscribe(request, sink, subscription)
     if reason != "disconnected" and (transport := request.transport) is not None:
         if reason != "ended":
             # A lagging or departing peer's connection is not worth keeping alive.
@@ -196,11 +196,21 @@ async def serve_websocket(
             except TimeoutError:
                 transport.abort()
     finally:
-        subscription.close()
+        _unsubscribe(request, sink, subscription)
         if reader is not None:
             reader.cancel()
             await asyncio.wait([reader])
     return ws
+
+
+def _unsubscribe(request: web.BaseRequest, sink: TransportSink, subscription: Subscription) -> None:
+    # A handler cancelled because its client left (aiohttp's handler_cancellation) ends as the
+    # disconnect it is, so the hub's statistics count it like one found by a write or the sweep.
+    if sink.end_reason is None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            sink.end("disconnected")
+    subscription.close()
 
 
 async def _read_until_closed(ws: web.WebSocketResponse, sink: TransportSink) -> None:

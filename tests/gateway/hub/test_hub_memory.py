@@ -58,6 +58,42 @@ async def test_each_channel_numbers_its_own_events(broker: MemoryBroker) -> None
 
 
 @pytest.mark.asyncio
+async def test_publish_returns_each_channels_first_seq(broker: MemoryBroker) -> None:
+    assert await broker.publish([RUN], [ev(1), ev(2)]) == {RUN: 1}
+    assert await broker.publish([RUN, THREAD], [ev(3), ev(4), ev(5)]) == {RUN: 3, THREAD: 1}
+    assert broker.publish_nowait([THREAD, RUN], [ev(6)]) == {THREAD: 4, RUN: 6}
+    # An empty batch numbers nothing and makes no channel.
+    assert await broker.publish([RUN, "thread:none"], []) == {}
+    assert broker.channel_statistics("thread:none") is None
+    assert broker.channel_statistics(RUN).last_seq == 6
+    sink = BufferSink()
+    await broker.subscribe(THREAD, sink, since=0)
+    replay = events_of(sink)
+    assert seqs(replay) == [1, 2, 3, 4]
+    assert [json.loads(e.data)["i"] for e in replay] == [3, 4, 5, 6]
+
+
+@pytest.mark.asyncio
+async def test_returned_seqs_hold_with_interleaved_publishers(broker: MemoryBroker) -> None:
+    """Each publisher learns where its own batches went, whatever the others publish."""
+    sink = BufferSink()
+    await broker.subscribe(THREAD, sink, create=True)
+    sent: dict[int, int] = {}
+
+    async def publisher(tag: int) -> None:
+        for i in range(20):
+            batch = [ev(tag * 100 + i), ev(tag * 100 + i)]
+            first = (await broker.publish([THREAD], batch))[THREAD]
+            sent[first] = sent[first + 1] = tag * 100 + i
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(publisher(tag) for tag in (1, 2, 3)))
+    received = {int(e.id): json.loads(e.data)["i"] for e in events_of(sink)}
+    assert received == sent
+    assert len(sent) == 120
+
+
+@pytest.mark.asyncio
 async def test_one_encoding_per_format_is_shared(broker: MemoryBroker) -> None:
     sinks = [BufferSink(fmt) for fmt in FrameFormat for _ in range(3)]
     for sink in sinks:

@@ -1,0 +1,99 @@
+"""RunPublisher: the creator's ``id:`` lines are the run seqs the hub gave each event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.http.feed import CreatorFeed
+from gateway.http.publisher import RunPublisher
+from gateway.hub import BufferSink, HubEvent, MemoryBroker
+from parsers.sse import ServerSentEvent, SSEDecoder
+
+
+class RoundTripBroker(MemoryBroker):
+    """Answers ``publish`` only after other tasks have run, as a networked broker would."""
+
+    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> dict[str, int]:
+        seqs = self.publish_nowait(channels, events)
+        await asyncio.sleep(0)
+        return seqs
+
+
+def decode(data: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    events = decoder.feed(data)
+    assert not decoder.close()
+    return events
+
+
+async def drain(feed: CreatorFeed) -> list[ServerSentEvent]:
+    feed.finish()
+    chunks = []
+    while (chunk := await feed.read()) is not None:
+        chunks.append(chunk)
+    return decode(b"".join(chunks))
+
+
+async def channel_events(broker: MemoryBroker, channel: str) -> dict[str, bytes]:
+    sink = BufferSink()
+    await broker.subscribe(channel, sink, since=0)
+    return {e.id: e.data_bytes for e in decode(sink.take())}
+
+
+def event(tag: str, i: int) -> HubEvent:
+    return HubEvent("thread.message.delta", b'{"from":"%s","i":%d}' % (tag.encode(), i))
+
+
+@pytest.mark.asyncio
+async def test_creator_ids_are_run_seqs_with_other_publishers_on_the_run() -> None:
+    async with RoundTripBroker() as broker:
+        feeds = {tag: CreatorFeed(1 << 20) for tag in ("relay", "other")}
+        publishers = {
+            tag: RunPublisher(broker, feed, run_id="run_1", thread_id="th_1")
+            for tag, feed in feeds.items()
+        }
+
+        async def pump(tag: str) -> None:
+            out = publishers[tag]
+            for i in range(0, 30, 3):
+                first = await out.emit_batch([event(tag, i), event(tag, i + 1)])
+                assert first is not None and out.run_seq() == first + 1
+                last = await out.emit(event(tag, i + 2))
+                assert last is not None and last > first + 1 and out.run_seq() == last
+
+        await asyncio.gather(pump("relay"), pump("other"))
+        run = await channel_events(broker, "run:run_1")
+        assert len(run) == 60
+        for tag, feed in feeds.items():
+            seen = await drain(feed)
+            assert len(seen) == 30
+            # Every id names the run channel's event that carries the same bytes.
+            assert all(run[e.id] == e.data_bytes for e in seen)
+            assert all(f'"from":"{tag}"' in e.data for e in seen)
+        thread = await channel_events(broker, "thread:th_1")
+        assert sorted(thread.values()) == sorted(run.values())
+
+
+@pytest.mark.asyncio
+async def test_without_a_run_id_events_reach_the_thread_and_carry_no_id() -> None:
+    async with MemoryBroker() as broker:
+        feed = CreatorFeed(1 << 20)
+        out = RunPublisher(broker, feed, thread_id="th_1")
+        assert await out.emit(HubEvent("thread.created", b"{}")) is None
+        assert out.run_seq() is None
+        out.run_id = "run_1"
+        assert await out.emit(HubEvent("thread.run.created", b"{}")) == 1
+        assert await out.emit(HubEvent("runcast.note", b"{}"), to_creator=False) == 2
+        out.to_creator(HubEvent("runcast.note", b"{}"), out.run_seq())
+        assert await out.emit_batch([]) is None
+        assert out.run_seq() == 2
+        seen = await drain(feed)
+        assert [(e.id, e.event) for e in seen] == [
+            ("", "thread.created"),
+            ("1", "thread.run.created"),
+            ("2", "runcast.note"),
+        ]
+        assert set(await channel_events(broker, "thread:th_1")) == {"1", "2", "3"}
