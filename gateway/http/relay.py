@@ -263,9 +263,12 @@ class RunRelay:
             if self._pending is not None:
                 self._pending.done = hub_event
                 return
-        if self.run_id is None and len(self._held) < _MAX_HELD_EVENTS:
-            self._held.append(hub_event)
-            return
+        if self.run_id is None:
+            if len(self._held) < _MAX_HELD_EVENTS:
+                self._held.append(hub_event)
+                return
+            # Too many events before any run event: stop holding, but keep their order.
+            await self._flush_held()
         await self._out.emit(hub_event)
 
     async def _run_known(self, run: Run) -> None:

@@ -428,8 +428,12 @@ HTML = (
 @pytest.mark.parametrize(
     ("content_type", "body", "says"),
     [
-        ("text/html; charset=utf-8", HTML, "before any run event"),
-        ("application/json", run_json(BAD_RUN, BAD_THREAD, "queued"), "JSON instead of"),
+        ("text/html; charset=utf-8", HTML, "with text/html instead of an event stream"),
+        (
+            "application/json",
+            run_json(BAD_RUN, BAD_THREAD, "queued"),
+            "with application/json instead of an event stream",
+        ),
         ("text/event-stream", b"", "before any run event"),
     ],
     ids=["html", "json", "empty"],
@@ -836,11 +840,6 @@ async def test_creator_whose_socket_stops_accepting_is_cut_off_at_the_end(
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay.py: past 64 events held before the run id is known, later events are "
-    "emitted at once, ahead of the held ones",
-)
 async def test_events_before_the_first_run_event_keep_their_order(
     env: Env, bystander: Bystander, caplog: pytest.LogCaptureFixture
 ) -> None:
