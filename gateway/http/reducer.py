@@ -2,7 +2,8 @@
 
 The hub calls ``apply`` with every published :class:`~gateway.hub.HubEvent` (name and raw data
 bytes) and serves ``snapshot()`` with the seq it reflects. Reducers work from those bytes alone,
-so a broker on another node can rebuild the same state from history.
+so a broker on another node can rebuild the same state from history; in process they reuse the
+relay's typed event (``HubEvent.decoded``) instead of parsing the bytes a second time.
 
 - ``run:{run_id}`` channels fold their run, across every HTTP stream it spans.
 - ``thread:{thread_id}`` channels fold the thread's current run: a run event for another run
@@ -13,6 +14,8 @@ so a broker on another node can rebuild the same state from history.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 from gateway.hub import HubEvent, Reducer
 from parsers.accumulate import RunAccumulator, encode_snapshot
@@ -26,6 +29,9 @@ __all__ = ["RunReducer", "ThreadReducer", "reducer_factory"]
 def _decode(event: HubEvent) -> AssistantStreamEvent | None:
     if event.name.startswith("runcast."):
         return None
+    if event.decoded is not None:
+        # The relay's own typed event (same process): no second parse. Only the relay sets it.
+        return cast("AssistantStreamEvent", event.decoded)
     try:
         return decode_event(ServerSentEvent(event=event.name, data_bytes=event.data))
     except EventDecodeError:

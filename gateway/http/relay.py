@@ -236,7 +236,8 @@ class RunRelay:
 
     async def _on_item(self, item: StreamItem) -> None:
         event = item.event
-        hub_event = HubEvent(item.name, item.data_bytes)
+        decoded = event if item.decode_error is None else None
+        hub_event = HubEvent(item.name, item.data_bytes, decoded)
         if self.run_id is not None and not self.started.done():
             self._resolve_start()  # a continuation: the run id was known from the start
         if item.decode_error is not None:

@@ -65,11 +65,15 @@ called :meth:`Subscription.close`. ``shutdown``: the broker was closed.
 class HubEvent(msgspec.Struct, frozen=True, gc=False):
     """One event: its SSE event name and its data bytes, passed through unchanged.
 
-    ``name`` must not contain CR or LF (it becomes an SSE ``event:`` line).
+    ``name`` must not contain CR or LF (it becomes an SSE ``event:`` line). ``decoded`` is an
+    optional in-process parsed form of ``data`` that the publisher already holds; a reducer may
+    use it instead of parsing ``data`` again. The hub never reads it, and a broker that crosses
+    process boundaries drops it (reducers must work from ``data`` alone).
     """
 
     name: str
     data: bytes
+    decoded: object = None
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

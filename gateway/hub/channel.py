@@ -135,7 +135,8 @@ class Channel:
         reducer = self._reducer
         nbytes = 0
         for event in events:
-            history.append(event)
+            # History is bounded by bytes of data: it must not keep a publisher's parsed form.
+            history.append(event if event.decoded is None else HubEvent(event.name, event.data))
             nbytes += len(event.data)
             if reducer is not None:
                 try:

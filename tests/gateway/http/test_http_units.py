@@ -13,7 +13,8 @@ from gateway.http.headers import copy_response_headers, forward_request_headers,
 from gateway.http.reducer import RunReducer, ThreadReducer, reducer_factory
 from gateway.http.routes import StreamedCall, streamed_call
 from gateway.hub import HubEvent
-from parsers.sse import SSEDecoder
+from parsers.assistants import decode_event
+from parsers.sse import ServerSentEvent, SSEDecoder
 
 FIXTURES = Path(__file__).parents[2] / "data" / "assistants"
 
@@ -150,6 +151,17 @@ def test_reducer_factory_and_run_reducer() -> None:
         '{"city":"Oslo"}'
     )
     assert snapshot["messages"][0]["content"][0]["text"]["value"] == "It is 4 °C in Oslo."
+
+
+def test_reducer_uses_the_relays_typed_event_and_agrees_with_the_bytes() -> None:
+    from_bytes, from_typed = RunReducer(), RunReducer()
+    for event in fixture_events("A-text.sse"):
+        from_bytes.apply(event)
+        typed = decode_event(ServerSentEvent(event=event.name, data_bytes=event.data))
+        # Bytes a parser would reject: only the typed form can have produced the snapshot.
+        from_typed.apply(HubEvent(event.name, b"{not json", typed))
+    assert from_typed.snapshot() == from_bytes.snapshot()
+    assert orjson.loads(from_typed.snapshot())["status"] == "completed"
 
 
 def test_thread_reducer_follows_the_latest_run() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -364,3 +366,30 @@ def test_settings_reject_unknown_fields() -> None:
 
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"max_subscriber": 1}, HubSettings)
+
+
+@pytest.mark.asyncio
+async def test_history_keeps_no_parsed_form_but_the_reducer_sees_it() -> None:
+    class Parsed:
+        pass
+
+    seen: list[bool] = []
+
+    class Spy:
+        def apply(self, event: HubEvent) -> None:
+            seen.append(isinstance(event.decoded, Parsed))
+
+        def snapshot(self) -> bytes:
+            return b"null"
+
+    async with MemoryBroker(reducer_factory=lambda channel: Spy()) as broker:
+        parsed = Parsed()
+        gone = weakref.ref(parsed)
+        await broker.publish(["run:r"], [HubEvent("e", b"{}", parsed)])
+        del parsed
+        gc.collect()
+        assert gone() is None  # history (bounded by data bytes) does not keep it alive
+        sink = BufferSink(buffer_limit=1 << 20)
+        await broker.subscribe("run:r", sink, since=0)
+        assert b"event: e" in sink.take()
+    assert seen == [True]
