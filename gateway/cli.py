@@ -37,6 +37,7 @@ import msgspec
 
 from gateway.errors import ConfigError
 from gateway.hub import HubSettings
+from gateway.loadtest import cli as loadtest_cli
 from gateway.mock import cli as mock_cli
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_arguments(serve)
     mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
     mock_cli.add_arguments(mock)
+    loadtest = commands.add_parser(
+        "loadtest", help="load-test an Assistants endpoint you run (a gateway, the simulator)"
+    )
+    loadtest_cli.add_arguments(loadtest)
     return parser
 
 
@@ -368,6 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         mock_cli.run(mock_settings, ns.host, ns.port)
         return 0
+    if ns.command == "loadtest":
+        try:
+            load_settings = loadtest_cli.settings_from_args(ns)
+        except ConfigError as exc:
+            print(f"runcast loadtest: error: {exc}", file=sys.stderr)
+            return 2
+        return loadtest_cli.run(load_settings)
     logging.basicConfig(
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
