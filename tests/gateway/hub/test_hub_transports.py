@@ -122,6 +122,7 @@ async def test_resume_while_publishing_has_no_gap_and_no_duplicate(hub: Hub) -> 
         last = int(first.events[-1].id)
         second = await open_sse(hub, hub.url(RUN, since=0), **{"Last-Event-ID": str(last)})
         await second.read_until(lambda evs: len(evs) >= 30)
+        second.response.close()
         ws = await hub.session.ws_connect(hub.url(RUN, since=last))
         async with asyncio.timeout(5):
             ws_seqs = [json.loads((await ws.receive()).data)["seq"] for _ in range(30)]
