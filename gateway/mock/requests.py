@@ -26,6 +26,7 @@ __all__ = [
     "ImageFilePart",
     "ImageUrl",
     "ImageUrlPart",
+    "ModifyRunRequest",
     "SubmitToolOutputsRequest",
     "TextPart",
     "Tool",
@@ -190,6 +191,12 @@ class CreateRunRequest(_RunOptions, frozen=True):
 class CreateThreadAndRunRequest(_RunOptions, frozen=True):
     thread: CreateThreadRequest | None = None
     tool_resources: dict[str, Any] | None = None
+
+
+class ModifyRunRequest(_Strict, frozen=True):
+    """``POST /threads/{thread_id}/runs/{run_id}``: only ``metadata`` may change (spec §1.2)."""
+
+    metadata: Metadata | None = None
 
 
 class ToolOutput(_Strict, frozen=True):

@@ -25,6 +25,7 @@ from gateway.mock.requests import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
     CreateThreadRequest,
+    ModifyRunRequest,
     SubmitToolOutputsRequest,
 )
 from gateway.mock.service import MockService
@@ -45,6 +46,7 @@ _DECODERS: Mapping[type[Any], msgspec.json.Decoder[Any]] = MappingProxyType(
             CreateRunRequest,
             CreateThreadAndRunRequest,
             CreateThreadRequest,
+            ModifyRunRequest,
             SubmitToolOutputsRequest,
         )
     }
@@ -183,6 +185,13 @@ async def get_run(request: web.Request) -> web.StreamResponse:
     return _json(record.run, poll_after_ms=_poll(request))
 
 
+async def modify_run(request: web.Request) -> web.StreamResponse:
+    req = await _required(request, ModifyRunRequest)
+    info = request.match_info
+    run = _svc(request).modify_run(info["thread_id"], info["run_id"], req)
+    return _json(run, poll_after_ms=_poll(request))
+
+
 async def list_runs(request: web.Request) -> web.StreamResponse:
     page = _svc(request).list_runs(request.match_info["thread_id"], list_params(request.query))
     return _json(page)
@@ -229,6 +238,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/threads/{thread_id}/runs", create_run)
     r.add_get("/v1/threads/{thread_id}/runs", list_runs)
     r.add_get("/v1/threads/{thread_id}/runs/{run_id}", get_run)
+    r.add_post("/v1/threads/{thread_id}/runs/{run_id}", modify_run)
     r.add_post("/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", submit_tool_outputs)
     r.add_post("/v1/threads/{thread_id}/runs/{run_id}/cancel", cancel_run)
     r.add_get("/v1/threads/{thread_id}/runs/{run_id}/steps", list_steps)

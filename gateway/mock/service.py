@@ -30,6 +30,7 @@ from gateway.mock.requests import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
     CreateThreadRequest,
+    ModifyRunRequest,
     SubmitToolOutputsRequest,
 )
 from gateway.mock.scenarios import (
@@ -162,6 +163,12 @@ class MockService:
         if record is None:
             raise not_found("run", run_id)
         return record
+
+    def modify_run(self, thread_id: str, run_id: str, req: ModifyRunRequest) -> Run:
+        run = self.run(thread_id, run_id).run
+        if req.metadata is not None:
+            run.metadata = dict(req.metadata)
+        return run
 
     def list_runs(self, thread_id: str, params: ListParams) -> Page:
         runs = [record.run for record in self.thread(thread_id).runs.values()]

@@ -75,9 +75,14 @@ def encode_output(value: object) -> str:
     if isinstance(value, str):
         return value
     try:
-        return orjson.dumps(value, default=_to_builtins).decode()
+        # Non-str keys ({200: "ok"}) become strings, as with the stdlib json module.
+        return orjson.dumps(value, default=_to_builtins, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise TypeError(f"return value is not JSON-serialisable: {exc}") from exc
+        try:
+            # orjson stops at 64-bit integers; msgspec encodes Python ints of any size.
+            return msgspec.json.encode(value).decode()
+        except (TypeError, RecursionError):
+            raise TypeError(f"return value is not JSON-serialisable: {exc}") from exc
 
 
 def error_output(message: str) -> str:

@@ -10,6 +10,7 @@ run or trip the one-active-run rule (spec §1.5, §5).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import random
@@ -56,7 +57,8 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            return None
+            # asctime and "-0000" dates carry no zone; every HTTP-date is UTC (RFC 9110 §5.6.7).
+            when = when.replace(tzinfo=datetime.UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if not math.isfinite(seconds):
         return None
