@@ -16,6 +16,7 @@ Two independent mechanisms:
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections.abc import Sequence
 
@@ -121,7 +122,8 @@ class TokenAuthority:
 
     def mint(self, channel: str, *, ttl: float | None = None) -> MintedToken:
         now = int(time.time())
-        exp = now + int(ttl if ttl is not None else self._ttl)
+        # Rounded up: truncating a fractional ttl would mint a token already expired.
+        exp = now + math.ceil(ttl if ttl is not None else self._ttl)
         claims = {"sub": channel, "iat": now, "exp": exp, "iss": _ISSUER}
         token = jwt.encode(claims, self._secret, algorithm="HS256")
         return MintedToken(token=token, channel=channel, expires_at=exp)

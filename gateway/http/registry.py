@@ -92,8 +92,8 @@ class RelayRegistry:
             run_id=run_id,
             thread_id=thread_id,
         )
-        if run_id is not None:
-            self._note_run(run_id, thread_id)
+        # The run -> thread map is not told the caller's ids (a submission names any run under
+        # any thread): the relay reports them from the upstream's own run events (``on_run``).
         task = asyncio.create_task(relay.run(), name=f"runcast-relay-{run_id or 'new'}")
         self._relays[task] = relay
         task.add_done_callback(self._task_done)

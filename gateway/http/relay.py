@@ -153,6 +153,7 @@ class RunRelay:
         self._saw_done = False
         self._received = False
         self._failed = False
+        self._noted = False
 
     @property
     def run_id(self) -> str | None:
@@ -247,6 +248,9 @@ class RunRelay:
             self._last_status = run.status
             if self.run_id is None:
                 await self._run_known(run)
+            elif not self._noted and run.id == self.run_id:
+                # A continuation: the upstream accepted the submission, so the run is its thread's.
+                self._note_run(run.thread_id or self.thread_id)
             if run.status == "requires_action" and self._handler is not None:
                 # Claimed before it is published: a client reacting to it must find the claim.
                 pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
@@ -275,10 +279,14 @@ class RunRelay:
     async def _run_known(self, run: Run) -> None:
         self._out.run_id = run.id
         self._out.thread_id = run.thread_id or self.thread_id
-        if self._env.on_run is not None:
-            self._env.on_run(run.id, self.thread_id)
+        self._note_run(self.thread_id)
         self._resolve_start()
         await self._flush_held()
+
+    def _note_run(self, thread_id: str | None) -> None:
+        self._noted = True
+        if self._env.on_run is not None and self.run_id is not None:
+            self._env.on_run(self.run_id, thread_id)
 
     async def _flush_held(self) -> None:
         held, self._held = self._held, []

@@ -114,6 +114,12 @@ async def serve_sse(
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream ``channel`` as ``text/event-stream`` until it ends, lags, or the client leaves."""
+    if request.method == hdrs.METH_HEAD:
+        # RFC 9110 section 9.3.2: the head a GET would get and no body. The hub writes frames
+        # past aiohttp (which alone knows to drop a HEAD's body), so no subscription is made.
+        if not create and broker.channel_statistics(channel) is None:
+            raise SubscriberError(404, "unknown_channel", f"no such stream: {channel}")
+        return web.Response(headers={**SSE_HEADERS, **(headers or {})})
     chunked = request.version >= HttpVersion11
     fmt = FrameFormat.SSE_CHUNKED if chunked else FrameFormat.SSE
     settings = broker.settings
