@@ -123,6 +123,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long to poll a run whose stream broke off (default 30, 0 disables)",
     )
+    relay.add_argument(
+        "--expiry-grace",
+        type=float,
+        metavar="S",
+        help="after an unanswered requires_action's expires_at, wait this long, then publish "
+        "the run's final state (default 2)",
+    )
 
     hub = p.add_argument_group("subscribers")
     hub.add_argument(
@@ -311,6 +318,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             creator_buffer_bytes=ns.creator_buffer_bytes,
             creator_write_timeout=ns.creator_write_timeout,
             recovery_timeout=ns.recovery_timeout,
+            expiry_grace=ns.expiry_grace,
         ),
     )
 

@@ -38,6 +38,7 @@ from parsers.errors import RemoteProtocolError
 from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
 from .pending import DONE, ActionClaims, PendingAction, fetch_run, http_error_message
 from .publisher import RunPublisher
+from .recovery import settled_event
 
 __all__ = ["ActionAnswerer"]
 
@@ -177,7 +178,7 @@ class ActionAnswerer:
                 await pending.close(self._out)
                 return None
             status, data = found
-            await self._out.emit(HubEvent(f"thread.run.{status}", data))
+            await self._out.emit(settled_event(status, data))
             await pending.close(self._out, show=False)
             return status
         finally:

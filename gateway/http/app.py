@@ -218,6 +218,7 @@ async def _relays_ctx(
         action_options=options,
         recovery_timeout=settings.recovery_timeout,
         shutdown_timeout=settings.shutdown_timeout,
+        expiry_grace=settings.expiry_grace,
     )
     app[RELAYS] = registry
     try:

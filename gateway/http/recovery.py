@@ -36,7 +36,13 @@ from gateway.upstream.body import path_id
 from parsers.assistants import TERMINAL_RUN_STATUSES
 from parsers.errors import RemoteProtocolError
 
-__all__ = ["SETTLED_STATUSES", "UPSTREAM_ERROR_EVENT", "poll_settled_run", "upstream_error_event"]
+__all__ = [
+    "SETTLED_STATUSES",
+    "UPSTREAM_ERROR_EVENT",
+    "poll_settled_run",
+    "settled_event",
+    "upstream_error_event",
+]
 
 log = logging.getLogger("runcast.relay")
 
@@ -102,6 +108,11 @@ def upstream_error_event(
         thread_id=thread_id,
     )
     return HubEvent(UPSTREAM_ERROR_EVENT, _encode(body))
+
+
+def settled_event(status: str, data: bytes) -> HubEvent:
+    """A polled Run relayed unchanged as ``thread.run.<status>``."""
+    return HubEvent(f"thread.run.{status}", data)
 
 
 def _interval(value: str | None) -> float:

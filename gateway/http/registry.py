@@ -7,7 +7,7 @@ one still running (bounded by ``shutdown_timeout``). A stopped relay ends its cr
 after what it was given; one that does not stop in time has its creator's response ended by the
 registry, so no creator's response outlives :meth:`aclose`. The run -> thread map (bounded,
 oldest runs forgotten first) lets a thread's subscribe token open the channels of that thread's
-runs.
+runs. It also owns the one :class:`~gateway.http.expiry.ActionExpiry` watcher, closed with it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from gateway.hub import Broker
 from gateway.upstream import UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
+from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
+from .pending import ActionClaims
 from .relay import Opener, RelayEnv, RunRelay
 
 __all__ = ["RelayRegistry", "RelayStatistics"]
@@ -38,6 +40,8 @@ class RelayStatistics(msgspec.Struct, frozen=True, kw_only=True):
     started: int
     failed: int
     known_runs: int
+    awaiting_expiry: int
+    """Runs left at an unanswered ``requires_action``, watched until they expire."""
 
 
 class RelayRegistry:
@@ -53,7 +57,17 @@ class RelayRegistry:
         recovery_timeout: float = 30.0,
         shutdown_timeout: float = 10.0,
         max_known_runs: int = _MAX_KNOWN_RUNS,
+        expiry_grace: float = DEFAULT_GRACE,
     ) -> None:
+        claims = ActionClaims()
+        self._expiry = ActionExpiry(
+            broker,
+            upstream,
+            claims=claims,
+            grace=expiry_grace,
+            max_watched=max_known_runs,
+            on_over=None if action_handler is None else action_handler.forget,
+        )
         self._env = RelayEnv(
             broker=broker,
             upstream=upstream,
@@ -61,6 +75,8 @@ class RelayRegistry:
             action_options=action_options or ActionOptions(),
             recovery_timeout=recovery_timeout,
             on_run=self._note_run,
+            claims=claims,
+            expiry=self._expiry,
         )
         self._shutdown_timeout = shutdown_timeout
         self._relays: dict[asyncio.Task[None], RunRelay] = {}
@@ -110,6 +126,8 @@ class RelayRegistry:
         return self._threads.get(run_id)
 
     def _note_run(self, run_id: str, thread_id: str | None) -> None:
+        # A relay continuing the run (a client's submission accepted) reports how it ends.
+        self._expiry.forget(run_id)
         if thread_id is None and self._threads.get(run_id) is not None:
             return
         self._threads[run_id] = thread_id
@@ -132,6 +150,7 @@ class RelayRegistry:
             started=self._started,
             failed=self._failed,
             known_runs=len(self._threads),
+            awaiting_expiry=len(self._expiry),
         )
 
     async def aclose(self) -> None:
@@ -151,3 +170,4 @@ class RelayRegistry:
                     "run relay %s did not stop within %gs", task.get_name(), self._shutdown_timeout
                 )
                 relays[task].end_creator()
+        await self._expiry.aclose()

@@ -36,7 +36,9 @@ creator, whose response then ends. Recovery: for a run that was cut off, the rel
 ``GET .../runs/{run_id}`` for up to ``recovery_timeout`` and, once the run has settled
 (terminal or ``requires_action``), publishes the polled Run as ``thread.run.<status>``. The
 channels' segment always ends with ``done`` (synthesized when the upstream sent none), and a run
-channel is closed once its run is over.
+channel is closed once its run is over. A run left at an unanswered ``requires_action`` is
+handed to the registry's :class:`~gateway.http.expiry.ActionExpiry`, which ends its channels the
+same way once the upstream has expired it.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOptions
 from .answering import ActionAnswerer
+from .expiry import ActionExpiry
 from .feed import CreatorFeed
 from .pending import DONE, ActionClaims, PendingAction
 from .publisher import RunPublisher
-from .recovery import poll_settled_run, upstream_error_event
+from .recovery import poll_settled_run, settled_event, upstream_error_event
 
 __all__ = ["DONE", "Opener", "RelayEnv", "RelayStart", "RunRelay"]
 
@@ -85,6 +88,8 @@ class RelayEnv:
     """Called with (run id, thread id) when a relay learns its run id."""
     claims: ActionClaims = dataclasses.field(default_factory=ActionClaims)
     """Which relay holds each run's pending action (one map per gateway, see ``pending.py``)."""
+    expiry: ActionExpiry | None = None
+    """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
 
 
 class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +136,7 @@ class RunRelay:
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
         self._last_status: str | None = None
+        self._action: Run | None = None
         self._pending: PendingAction | None = None
         self._answerer = (
             None
@@ -182,6 +188,7 @@ class RunRelay:
             if self._pending is not None:
                 self._env.claims.release(self._pending.claim)
             await self._finish()
+        self._watch_expiry()
 
     def _arrived(self) -> None:
         arriving, self._arriving = self._arriving, None
@@ -246,6 +253,8 @@ class RunRelay:
         if isinstance(event, RunEvent):
             run = event.data
             self._last_status = run.status
+            if run.status == "requires_action":
+                self._action = run
             if self.run_id is None:
                 await self._run_known(run)
             elif not self._noted and run.id == self.run_id:
@@ -357,7 +366,24 @@ class RunRelay:
         if found is not None:
             status, data = found
             self._last_status = status
-            await self._out.emit(HubEvent(f"thread.run.{status}", data), to_creator=to_creator)
+            await self._out.emit(settled_event(status, data), to_creator=to_creator)
+
+    def _watch_expiry(self) -> None:
+        """The run waits for a client's outputs: its channels end once the upstream expires it."""
+        action, expiry, seq = self._action, self._env.expiry, self._out.run_seq()
+        if (
+            self._last_status != "requires_action"
+            or self._failed
+            or action is None
+            or action.expires_at is None
+            or expiry is None
+            or seq is None
+            or self.thread_id is None
+        ):
+            return
+        expiry.watch(
+            action.id, self.thread_id, expires_at=action.expires_at, seq=seq, api_key=self._api_key
+        )
 
     async def _finish(self) -> None:
         if not self.started.done():

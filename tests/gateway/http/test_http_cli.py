@@ -31,13 +31,16 @@ def test_environment_and_flags() -> None:
         "RUNCAST_CORS_ORIGINS": "https://a.example,https://b.example",
         "RUNCAST_PORT": "9000",
     }
-    settings = parse_serve("--upstream-key-env", "MY_KEY", "--retention", "60", env=env)
+    settings = parse_serve(
+        "--upstream-key-env", "MY_KEY", "--retention", "60", "--expiry-grace", "0.5", env=env
+    )
     assert settings.upstream is not None
     assert settings.upstream.base_url == "https://api.example/v1"
     assert settings.upstream.api_key == "sk-upstream"
     assert settings.api_keys == ("rk-1", "rk-2")
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.port == 9000 and settings.hub.retention == 60
+    assert settings.expiry_grace == 0.5
     assert not settings.open_subscribe  # a real upstream needs tokens
     # Flags win over the environment; keys and secrets never show in the repr.
     flagged = parse_serve("--port", "9001", "--api-key", "rk-3", env=env)
