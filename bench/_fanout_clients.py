@@ -4,16 +4,11 @@ count events and sample receive timestamps."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import uvloop
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from _fanout_common import CLIENT_PROCS, CONNECT_CONCURRENCY, MARK, TS_RE, WS_KEY, pin
 
 # -- clients ------------------------------------------------------------------------------------

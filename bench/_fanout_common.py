@@ -5,11 +5,6 @@ from __future__ import annotations
 import os
 import re
 import resource
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 CHANNEL = "run:bench"
 EVENT_NAME = "thread.message.delta"
