@@ -24,7 +24,10 @@ from mock_helpers import (
 )
 from openai.types.beta import AssistantStreamEvent
 
-FIXTURES = Path("/work/shared/spec/fixtures/assistants")
+# The protocol fixtures live in shared/ beside the repository (as CI lays it out).
+FIXTURES = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "spec" / "fixtures" / "assistants"
+)
 SDK_EVENT = pydantic.TypeAdapter(AssistantStreamEvent)
 
 TEXT_EVENTS = [
