@@ -13,7 +13,9 @@ accumulator keeps one state per id in arrival order. A state holds the latest fu
   ``message_id``, and integers (``start_index``/``end_index``) replace, never add.
 
 ``thread.message.completed``/``incomplete`` and the final step events (completed, failed,
-cancelled, expired) replace the accumulated object. Each delta only appends fragments to lists;
+cancelled, expired) replace the accumulated object, partial delta text included (how a run
+recovered after a broken stream ends complete); so does any full step event that lists its tool
+calls (created/in-progress events carry an empty list, before any delta). Each delta only appends fragments to lists;
 text is joined in :meth:`RunAccumulator.snapshot`, which also collapses the fragments it joined,
 so repeated snapshots stay linear.
 
@@ -53,6 +55,7 @@ from .assistants import (
     RunStepEvent,
     Thread,
     ThreadEvent,
+    ToolCallsStepDetails,
     ToolCallsStepDetailsDelta,
     Usage,
 )
@@ -122,6 +125,13 @@ class _StepState:
         if self.details is not None:
             return msgspec.structs.replace(self.base, step_details=self.details.build())
         return self.base
+
+
+def _lists_calls(step: RunStep) -> bool:
+    """A full step that lists its tool calls is authoritative for them, whatever its status:
+    the in-progress step runcast publishes for a run recovered at ``requires_action``."""
+    details = step.step_details
+    return isinstance(details, ToolCallsStepDetails) and bool(details.tool_calls)
 
 
 class RunAccumulator:
@@ -211,7 +221,7 @@ class RunAccumulator:
             state = self._steps[step.id] = _StepState(step)
             self._note_thread(step.thread_id)
         state.base = step
-        if name in _FINAL_STEP_EVENTS:
+        if name in _FINAL_STEP_EVENTS or _lists_calls(step):
             state.calls = None
             state.details = None
 

@@ -4,7 +4,8 @@ Modules, one job each: ``app`` (``create_app`` wiring and lifecycle), ``runner``
 socket), ``state`` (typed app keys), ``proxy`` (``/v1`` passthrough), ``routes`` (which calls
 stream), ``creator`` (the creator's streamed response), ``relay`` (one run's pump),
 ``publisher`` (where a run's events go), ``registry`` (owns the relays), ``feed`` (bounded
-creator buffer), ``recovery`` (upstream failures, polling a run), ``actions`` (the
+creator buffer), ``recovery`` (upstream failures, recovering a run), ``polling`` (upstream reads that outlast an
+outage), ``missed`` (what a recovered run's channels missed), ``actions`` (the
 tool-automation seam), ``pending`` (a held ``requires_action``, claims on it), ``answering``
 (answering it: submit, pass on, cancel), ``streams`` (subscriber endpoints), ``tokens`` (``POST /tokens``),
 ``auth`` (caller keys and subscribe tokens), ``reducer`` (snapshots), ``channels`` (channel

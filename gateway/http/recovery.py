@@ -7,18 +7,23 @@
 ``error`` member makes the openai SDK raise ``APIError`` for the creator (spec §6.2) instead of
 ending its stream silently.
 
-The run's final state is then learnt by polling (after its stream broke off, or after runcast
-cancelled it).
+``runcast.recovered`` carries ``{"run_id", "thread_id", "reason", "status", "missed":
+{"messages": n, "steps": n}, "complete"}``: the run was found settled (``status``) after its stream
+broke off for ``reason`` (as in the ``upstream_error`` before it), and the ``missed`` final messages
+and steps follow it (``missed.py``; ``complete`` is false when a listing could not be read to its
+end), then the settled Run as ``thread.run.<status>``.
 
+The run's end is learnt by polling (after its stream broke off, or after runcast cancelled it).
 ``GET /threads/{thread_id}/runs/{run_id}`` (spec §1.2) is polled at the interval the upstream
 suggests (``openai-poll-after-ms``, spec §1.1; 1000 ms when absent, as the openai SDK's ``poll()``)
 until the run settles: a terminal status or ``requires_action`` (the statuses at which the SDK's
-poll helper stops, spec §5). The raw Run bytes are returned so they can be relayed unchanged.
+poll helper stops, spec §5). Failed polls are retried with backoff until the deadline
+(``polling.py``), so an upstream that is unreachable for a while does not end the recovery early.
+The raw Run bytes are returned so they can be relayed unchanged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import msgspec
@@ -26,7 +31,6 @@ import msgspec
 from gateway.errors import (
     StreamTruncated,
     UpstreamConnectionError,
-    UpstreamError,
     UpstreamHTTPError,
     UpstreamTimeout,
 )
@@ -34,19 +38,28 @@ from gateway.hub import HubEvent
 from gateway.upstream import UpstreamClient
 from gateway.upstream.body import path_id
 from parsers.assistants import TERMINAL_RUN_STATUSES
-from parsers.errors import RemoteProtocolError
+
+from .missed import FinalIds, Missed, missed
+from .polling import Poller
 
 __all__ = [
+    "RECOVERED_EVENT",
     "SETTLED_STATUSES",
     "UPSTREAM_ERROR_EVENT",
+    "Recovery",
+    "failure_reason",
     "poll_settled_run",
+    "recover_run",
+    "recovered_event",
     "settled_event",
+    "settled_run",
     "upstream_error_event",
 ]
 
 log = logging.getLogger("runcast.relay")
 
 UPSTREAM_ERROR_EVENT = "runcast.upstream_error"
+RECOVERED_EVENT = "runcast.recovered"
 SETTLED_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
 _DEFAULT_INTERVAL = 1.0
 _MIN_INTERVAL = 0.05
@@ -78,7 +91,8 @@ class _UpstreamError(msgspec.Struct, frozen=True, kw_only=True):
 _encode = msgspec.json.Encoder().encode
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """The ``reason`` naming ``exc`` in ``runcast.upstream_error`` and ``runcast.recovered``."""
     if isinstance(exc, StreamTruncated):
         return "stream_truncated"
     if isinstance(exc, UpstreamTimeout):
@@ -99,7 +113,7 @@ def upstream_error_event(
     thread_id: str | None,
 ) -> HubEvent:
     """The ``runcast.upstream_error`` event reporting ``exc`` (``message``: its scrubbed text)."""
-    reason = _reason(exc)
+    reason = failure_reason(exc)
     body = _UpstreamError(
         error=_ErrorBody(message=message, type="upstream_error", code=reason),
         reason=reason,
@@ -123,6 +137,26 @@ def _interval(value: str | None) -> float:
     return max(ms / 1000.0, _MIN_INTERVAL)
 
 
+async def settled_run(poller: Poller, thread_id: str, run_id: str) -> tuple[str, bytes] | None:
+    """``(status, run JSON)`` once the run has settled; None when ``poller`` gives up first."""
+    path = f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
+    while True:
+        answer = await poller.get(path, limit=_MAX_RUN_BYTES)
+        if answer is None:
+            return None
+        data, headers = answer
+        try:
+            status = _status_decoder.decode(data).status
+        except msgspec.DecodeError as exc:
+            log.warning("run %s: the polled run is not JSON: %s", run_id, exc)
+            return None
+        if status in SETTLED_STATUSES:
+            return status, data
+        if not await poller.sleep(_interval(headers.get("openai-poll-after-ms"))):
+            log.warning("run %s: still %s at the recovery deadline", run_id, status)
+            return None
+
+
 async def poll_settled_run(
     upstream: UpstreamClient,
     thread_id: str,
@@ -132,23 +166,70 @@ async def poll_settled_run(
     api_key: str | None = None,
 ) -> tuple[str, bytes] | None:
     """``(status, run JSON)`` once the run has settled, or None when ``within`` seconds pass first
-    (or the upstream cannot tell)."""
-    path = f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                async with upstream.request("GET", path, api_key=api_key) as response:
-                    data = await response.read(limit=_MAX_RUN_BYTES)
-                    wait = _interval(response.headers.get("openai-poll-after-ms"))
-                    if not response.ok:
-                        log.warning("run %s: poll answered HTTP %d", run_id, response.status)
-                        return None
-                status = _status_decoder.decode(data).status
-                if status in SETTLED_STATUSES:
-                    return status, data
-                await asyncio.sleep(wait)
-    except TimeoutError:
-        log.warning("run %s: still not settled after %gs of polling", run_id, within)
-    except (UpstreamError, RemoteProtocolError, msgspec.DecodeError) as exc:
-        log.warning("run %s: polling failed: %s", run_id, exc)
-    return None
+    (or the upstream answers definitively that it cannot tell)."""
+    poller = Poller(upstream, within=within, api_key=api_key, what=f"run {run_id}")
+    return await settled_run(poller, thread_id, run_id)
+
+
+class Recovery(msgspec.Struct, frozen=True, kw_only=True):
+    """A run found settled after its stream broke off, and what its channels missed."""
+
+    status: str
+    run: bytes
+    """The settled Run, as the upstream returned it."""
+    missed: Missed
+
+
+async def recover_run(
+    upstream: UpstreamClient,
+    thread_id: str,
+    run_id: str,
+    seen: FinalIds,
+    *,
+    within: float,
+    api_key: str | None = None,
+) -> Recovery | None:
+    """Poll the run until it settles, then list what ``seen`` lacks; all within ``within``
+    seconds. None when the run's end could not be learnt."""
+    poller = Poller(upstream, within=within, api_key=api_key, what=f"run {run_id}")
+    found = await settled_run(poller, thread_id, run_id)
+    if found is None:
+        return None
+    status, data = found
+    lost = await missed(
+        poller,
+        thread_id,
+        run_id,
+        seen,
+        limit=upstream.settings.max_response_bytes,
+        waiting=status == "requires_action",
+    )
+    return Recovery(status=status, run=data, missed=lost)
+
+
+class _Counts(msgspec.Struct, frozen=True, kw_only=True):
+    messages: int
+    steps: int
+
+
+class _Recovered(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    thread_id: str
+    reason: str
+    status: str
+    missed: _Counts
+    complete: bool
+
+
+def recovered_event(recovery: Recovery, *, reason: str, run_id: str, thread_id: str) -> HubEvent:
+    """The ``runcast.recovered`` notice that precedes what a recovery publishes."""
+    lost = recovery.missed
+    body = _Recovered(
+        run_id=run_id,
+        thread_id=thread_id,
+        reason=reason,
+        status=recovery.status,
+        missed=_Counts(messages=lost.messages, steps=lost.steps),
+        complete=lost.complete,
+    )
+    return HubEvent(RECOVERED_EVENT, _encode(body))

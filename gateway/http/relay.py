@@ -31,14 +31,19 @@ its segment without failing the run's channel.
 
 Upstream failures after the first event (:class:`~gateway.errors.StreamTruncated`, timeouts,
 connection loss, an oversized event) publish ``runcast.upstream_error``
-(``{"error": {...}, "reason", "last_status", "run_id", "thread_id"}``) to the channels and the
-creator, whose response then ends. Recovery: for a run that was cut off, the relay polls
-``GET .../runs/{run_id}`` for up to ``recovery_timeout`` and, once the run has settled
-(terminal or ``requires_action``), publishes the polled Run as ``thread.run.<status>``. The
+(``{"error": {...}, "reason", "last_status", "run_id", "thread_id"}``) to the channels at once.
+Recovery: the relay then polls ``GET .../runs/{run_id}`` with backoff, through outages, for up to
+``recovery_timeout`` (``recovery.py``, ``polling.py``). Once the run has settled (terminal or
+``requires_action``) it publishes ``runcast.recovered``, the final messages and steps the
+channels missed (``missed.py``: the relay notes every final one it relays), then the polled Run
+as ``thread.run.<status>``, and carries on as after a live event of that status: ``done``, or,
+for a ``requires_action`` its action handler answers, the held action and its continuation. The
+creator's response stays open meanwhile and gets the same events; only when the run's end cannot
+be learnt does it get the ``runcast.upstream_error`` (the openai SDK raises on it) and end. The
 channels' segment always ends with ``done`` (synthesized when the upstream sent none), and a run
-channel is closed once its run is over. A run left at an unanswered ``requires_action`` is
-handed to the registry's :class:`~gateway.http.expiry.ActionExpiry`, which ends its channels the
-same way once the upstream has expired it.
+channel is closed once its run is over (or its recovery failed). A run left at an unanswered
+``requires_action`` is handed to the registry's :class:`~gateway.http.expiry.ActionExpiry`, which
+ends its channels the same way once the upstream has expired it.
 """
 
 from __future__ import annotations
@@ -54,16 +59,34 @@ import msgspec
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
-from parsers.assistants import TERMINAL_RUN_STATUSES, DoneEvent, Run, RunEvent, ThreadEvent
+from gateway.upstream.objects import decode_run
+from parsers.assistants import (
+    TERMINAL_RUN_STATUSES,
+    DoneEvent,
+    MessageEvent,
+    Run,
+    RunEvent,
+    RunStepEvent,
+    ThreadEvent,
+)
 from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOptions
 from .answering import ActionAnswerer
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
+from .missed import FinalIds
 from .pending import DONE, ActionClaims, PendingAction
 from .publisher import RunPublisher
-from .recovery import poll_settled_run, settled_event, upstream_error_event
+from .recovery import (
+    Recovery,
+    failure_reason,
+    poll_settled_run,
+    recover_run,
+    recovered_event,
+    settled_event,
+    upstream_error_event,
+)
 
 __all__ = ["DONE", "Opener", "RelayEnv", "RelayStart", "RunRelay"]
 
@@ -103,6 +126,17 @@ class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
 def _refused(exc: BaseException) -> bool:
     """An HTTP 400 to runcast's submission: the run does not (or no longer) accept these outputs."""
     return isinstance(exc, UpstreamHTTPError) and exc.status == 400
+
+
+class _Id(msgspec.Struct):
+    id: str = ""
+
+
+_id_decoder = msgspec.json.Decoder(_Id)
+
+
+def _id_of(data: bytes) -> str:
+    return _id_decoder.decode(data).id
 
 
 def _retrieve(future: asyncio.Future[RelayStart]) -> None:
@@ -160,6 +194,8 @@ class RunRelay:
         self._received = False
         self._failed = False
         self._noted = False
+        # Messages and steps whose final event reached the channels (what a recovery skips).
+        self._finals = FinalIds()
 
     @property
     def run_id(self) -> str | None:
@@ -216,7 +252,7 @@ class RunRelay:
                 assert isinstance(exc, UpstreamHTTPError)
                 await self._rejected(submitted, exc)
             elif self._received:
-                await self._upstream_error(exc)
+                return await self._upstream_error(exc)
             else:
                 self._failed = True
                 if not self.started.done():
@@ -261,17 +297,12 @@ class RunRelay:
                 # A continuation: the upstream accepted the submission, so the run is its thread's.
                 self._note_run(run.thread_id or self.thread_id)
             if run.status == "requires_action" and self._handler is not None:
-                # Claimed before it is published: a client reacting to it must find the claim.
-                pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
-                self._pending = pending
-                hide = not self._env.action_options.show_requires_action and self._handler.handles(
-                    run
-                )
-                seq = await self._out.emit(hub_event, to_creator=not hide)
-                pending.hidden = (hub_event, seq) if hide else None
+                await self._hold_action(run, hub_event)
                 return
         elif isinstance(event, ThreadEvent) and self.thread_id is None:
             self._out.thread_id = event.data.id
+        elif isinstance(event, MessageEvent | RunStepEvent):
+            self._finals.note(event)
         elif isinstance(event, DoneEvent):
             self._saw_done = True
             if self._pending is not None:
@@ -311,6 +342,16 @@ class RunRelay:
 
     # -- requires_action (answering.py) ----------------------------------------------------
 
+    async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
+        """Publish a ``requires_action`` that the handler will answer, holding the segment."""
+        assert self._handler is not None
+        # Claimed before it is published: a client reacting to it must find the claim.
+        pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
+        self._pending = pending
+        hide = not self._env.action_options.show_requires_action and self._handler.handles(run)
+        seq = await self._out.emit(hub_event, to_creator=not hide)
+        pending.hidden = (hub_event, seq) if hide else None
+
     async def _answer_action(self) -> RunStream | None:
         pending = self._pending
         assert pending is not None and self._answerer is not None
@@ -333,7 +374,9 @@ class RunRelay:
 
     # -- failures --------------------------------------------------------------------------
 
-    async def _upstream_error(self, exc: BaseException) -> None:
+    async def _upstream_error(self, exc: BaseException) -> bool:
+        """Report a failed stream, then recover the run; True when the recovered run waits at
+        a ``requires_action`` the relay answers next (the segment goes on as if live)."""
         self._failed = True
         log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
         self._resolve_start()
@@ -345,11 +388,73 @@ class RunRelay:
             run_id=self.run_id,
             thread_id=self.thread_id,
         )
-        await self._out.emit(event)
+        # The creator's response stays open while the run is recovered: it is told of the
+        # failure only if the recovery fails (the openai SDK raises on it and stops reading).
+        seq = await self._out.emit(event, to_creator=False)
+        if not isinstance(exc, UpstreamHTTPError) and await self._recover(failure_reason(exc)):
+            self._failed = False
+            if self._pending is not None:
+                return True
+            await self._out.emit(DONE)
+            return False
+        self._out.to_creator(event, seq)
         self._out.end_creator()
-        if not isinstance(exc, UpstreamHTTPError):
-            await self._settle()
         await self._out.emit(DONE, to_creator=False)
+        return False
+
+    async def _recover(self, reason: str) -> bool:
+        """Poll the cut-off run until it settles and publish what its channels missed, then
+        its settled state (``recovery.py``); False when its end could not be learnt in time."""
+        run_id, thread_id, within = self.run_id, self.thread_id, self._env.recovery_timeout
+        if run_id is None or thread_id is None or within <= 0:
+            return False
+        recovery = await recover_run(
+            self._env.upstream,
+            thread_id,
+            run_id,
+            self._finals,
+            within=within,
+            api_key=self._api_key,
+        )
+        if recovery is None:
+            return False
+        notice = recovered_event(recovery, reason=reason, run_id=run_id, thread_id=thread_id)
+        await self._out.emit_batch([notice, *recovery.missed.events])
+        for published in recovery.missed.events:
+            self._note_final(published)
+        await self._publish_settled(recovery)
+        return True
+
+    def _note_final(self, event: HubEvent) -> None:
+        name = event.name
+        if name.startswith("thread.message."):
+            self._finals.messages.add(_id_of(event.data))
+        elif name.startswith("thread.run.step.") and not name.endswith(".in_progress"):
+            self._finals.steps.add(_id_of(event.data))
+
+    async def _publish_settled(self, recovery: Recovery) -> None:
+        """The recovered run's settled state, published as a live one would be."""
+        status = recovery.status
+        self._last_status = status
+        event = settled_event(status, recovery.run)
+        # An action the relay held when the stream broke is over: the upstream's answer rules.
+        stale, self._pending = self._pending, None
+        if stale is not None:
+            self._env.claims.release(stale.claim)
+        if status != "requires_action":
+            await self._out.emit(event)
+            return
+        try:
+            run = decode_run(recovery.run)
+        except RemoteProtocolError as exc:
+            log.warning("run %s: the recovered run does not decode: %s", self.run_id, exc)
+            await self._out.emit(event)
+            return
+        self._action = run
+        if self._handler is None:
+            await self._out.emit(event)
+        else:
+            await self._hold_action(run, event)
 
     def _scrub(self, text: str) -> str:
         key = self._env.upstream.settings.api_key

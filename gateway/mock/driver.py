@@ -13,6 +13,9 @@ listens: an HTTP stream is an optional sink attached to its :class:`~gateway.moc
                      message.delta... then the scenario's ending (completed, incomplete,
                      failed, mid-stream error, dropped connection)
 
+The ``drop_*`` tool scenarios cut the first stream inside its tool round (mid-arguments, or right
+after ``requires_action``); the run itself goes on as if nothing happened.
+
 Routes talk to the driver synchronously (:meth:`submit`, :meth:`cancel`): the state change
 happens at once, in the route, so a poller sees ``queued``/``cancelling`` immediately, and the
 driver picks it up at its next check point (each delta batch, each pause). Every terminal
@@ -157,6 +160,8 @@ class RunDriver:
 
     async def _tool_round(self, round_no: int) -> None:
         em, run, ledger = self.emitter, self.run, self._ledger
+        # The drop scenarios cut the first stream only: the continuation streams normally.
+        drop_at = self.scenario.drop_at if round_no == 0 else None
         step = ledger.open_step(ToolCallsDetails())
         calls: list[FunctionToolCall] = []
         for index, function in enumerate(round_tools(self.scenario, self.tools, round_no)):
@@ -171,6 +176,8 @@ class RunDriver:
                 em.raw(template.head)
                 for piece in lc.split_text(call.function.arguments, _ARG_FRAGMENTS):
                     em.raw(template.fragment(piece))
+                    if drop_at == "tool_arguments":
+                        await em.drop()  # the arguments stop mid-way; later frames go nowhere
             await em.pace(self._delay)
             self._check()
         assert isinstance(step.step_details, ToolCallsDetails)
@@ -179,7 +186,10 @@ class RunDriver:
         self.pending = {call.id: call.function.name for call in calls}
         lc.require_action(run, calls, ledger.usage + step_usage)
         em.event(b"thread.run.requires_action", run)
-        await em.finish()
+        if drop_at == "requires_action":
+            await em.drop()
+        else:
+            await em.finish()
         outputs = await self._wait_outputs()
         by_id = {out.tool_call_id: out.output for out in outputs}
         for call in calls:

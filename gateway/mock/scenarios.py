@@ -15,6 +15,10 @@ default, an unknown name is a 400 (``param: "metadata"``).
 ``incomplete``       all deltas, message ``incomplete``, then ``thread.run.incomplete``
 ``drop``             half the deltas, then the TCP connection closes mid-body; the run carries
                      on and completes server-side
+``drop_mid_tool_call`` as ``tool_call``, but the connection closes after the first fragment of the
+                     call's arguments; the run carries on server-side to ``requires_action``
+``drop_after_requires_action`` as ``tool_call``, but the connection closes right after
+                     ``thread.run.requires_action`` (no ``done``)
 ``slow_start``       nothing (not even the status line) for ``slow_start_ms``, then ``text``; a
                      non-streamed create answers at once and the run stays queued that long
 ``rate_limited``     HTTP 429 with ``Retry-After`` and the error body; no run is created
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 Ending = Literal["completed", "incomplete", "failed", "error", "drop"]
+DropPoint = Literal["tool_arguments", "requires_action"]
 
 METADATA_KEY = "mock_scenario"
 
@@ -58,6 +63,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     ending: Ending = "completed"
     slow_start: bool = False
     http_status: int | None = None
+    drop_at: DropPoint | None = None
+    """Where the first stream's connection is cut in a tool round (``ending="drop"`` cuts the
+    answer's text instead); the run carries on server-side either way."""
 
 
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
@@ -72,6 +80,8 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
             Scenario(name="failed", ending="failed"),
             Scenario(name="incomplete", ending="incomplete"),
             Scenario(name="drop", ending="drop"),
+            Scenario(name="drop_mid_tool_call", tool_rounds=1, drop_at="tool_arguments"),
+            Scenario(name="drop_after_requires_action", tool_rounds=1, drop_at="requires_action"),
             Scenario(name="slow_start", slow_start=True),
             Scenario(name="rate_limited", http_status=429),
             Scenario(name="server_error", http_status=500),

@@ -22,6 +22,8 @@ SCENARIO_NAMES = (
     "failed",
     "incomplete",
     "drop",
+    "drop_mid_tool_call",
+    "drop_after_requires_action",
     "slow_start",
     "rate_limited",
     "server_error",

@@ -654,3 +654,76 @@ def test_empty_snapshot() -> None:
     snapshot = RunAccumulator().snapshot()
     assert snapshot == RunSnapshot()
     assert json.loads(encode_snapshot(snapshot))["messages"] == []
+
+
+# -- full objects after a broken stream (what runcast publishes when it recovers a run) ----------
+
+
+def message_completed(message_id: str, value: str) -> pa.AssistantStreamEvent:
+    return decode(
+        "thread.message.completed",
+        {
+            "id": message_id,
+            "object": "thread.message",
+            "thread_id": "thread_1",
+            "run_id": "run_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "text", "text": {"value": value, "annotations": []}}],
+        },
+    )
+
+
+def step_with_calls(event: str, arguments: str) -> pa.AssistantStreamEvent:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return decode(
+        event,
+        {
+            "id": "step_1",
+            "object": "thread.run.step",
+            "thread_id": "thread_1",
+            "run_id": "run_1",
+            "type": "tool_calls",
+            "status": "in_progress",
+            "step_details": {"type": "tool_calls", "tool_calls": [call]},
+        },
+    )
+
+
+def test_completed_message_replaces_partial_delta_text() -> None:
+    acc = fold([message_created(), message_delta("msg_1", text(0, "Two plus"))])
+    acc.snapshot()  # a snapshot taken mid-answer must not pin the partial text
+    acc.apply(message_delta("msg_1", text(0, " tw")))
+    acc.apply(message_completed("msg_1", "Two plus two is four."))
+    message = only_message(acc)
+    assert message.status == "completed"
+    assert message.content[0] == pa.TextContent(text=pa.Text(value="Two plus two is four."))
+    # Later deltas of the same message build on the completed text.
+    acc.apply(message_delta("msg_1", text(0, "!")))
+    assert only_message(acc).content[0] == pa.TextContent(
+        text=pa.Text(value="Two plus two is four.!")
+    )
+
+
+def test_completed_message_never_announced_is_added_whole() -> None:
+    acc = fold([message_completed("msg_9", "Recovered.")])
+    assert only_message(acc).content == [pa.TextContent(text=pa.Text(value="Recovered."))]
+
+
+def test_full_step_listing_its_calls_replaces_partial_arguments() -> None:
+    acc = fold(
+        [step_created(), step_delta("step_1", function(0, id="call_1", name="f", arguments='{"ci'))]
+    )
+    acc.apply(step_with_calls("thread.run.step.in_progress", '{"city":"Oslo"}'))
+    (call,) = only_calls(acc)
+    assert isinstance(call, pa.FunctionToolCall)
+    assert call.function.arguments == '{"city":"Oslo"}'
+
+
+def test_full_step_without_calls_keeps_accumulated_arguments() -> None:
+    partial = step_delta("step_1", function(0, id="call_1", name="f", arguments='{"ci'))
+    acc = fold([step_created(), partial])
+    acc.apply(step_created())  # an empty tool_calls list says nothing about the calls
+    (call,) = only_calls(acc)
+    assert isinstance(call, pa.FunctionToolCall)
+    assert call.function.arguments == '{"ci'

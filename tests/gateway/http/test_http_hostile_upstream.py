@@ -35,7 +35,7 @@ from hostile_upstream import (
     run_json,
     sse_body,
 )
-from http_helpers import SECRET, Gateway, Subscriber, read_sse, read_ws
+from http_helpers import SECRET, Gateway, Received, Subscriber, read_sse, read_ws
 
 from gateway.http.app import create_app
 from gateway.http.runner import start_runner
@@ -293,11 +293,28 @@ async def bystander(env: Env) -> Bystander:
     return await Bystander.start(env)
 
 
+def errors(sub: Subscriber) -> list[Received]:
+    return [e for e in sub.events if e.event == "runcast.upstream_error"]
+
+
 def upstream_error(sub: Subscriber) -> dict[str, Any]:
-    errors = [e for e in sub.events if e.event == "runcast.upstream_error"]
-    assert len(errors) == 1, sub.names
-    body: dict[str, Any] = errors[0].json()
+    found = errors(sub)
+    assert len(found) == 1, sub.names
+    body: dict[str, Any] = found[0].json()
     return body
+
+
+NO_LISTS = ("/steps answered HTTP 404", "/messages answered HTTP 404")
+"""This upstream has no list endpoints: a recovery publishes the run's state without them."""
+
+
+def recovered_tail(sub: Subscriber, run: bytes) -> list[Event]:
+    """What a recovery publishes here: the notice, the polled Run, ``done``."""
+    (notice,) = [e for e in sub.events if e.event == "runcast.recovered"]
+    body = notice.json()
+    assert body["status"] == "completed" and body["missed"] == {"messages": 0, "steps": 0}
+    assert body["complete"] is False
+    return [(notice.event, notice.data), ("thread.run.completed", run), ("done", b"[DONE]")]
 
 
 # -- an event whose JSON is broken ----------------------------------------------------------------
@@ -358,7 +375,7 @@ async def test_oversize_line_delivers_what_came_before_then_reports(
     await watch.finish()
 
     before = events[:7]
-    error = upstream_error(watch.creator)
+    error = upstream_error(watch.run)
     assert error["reason"] == "protocol_error"
     assert error["error"]["type"] == "upstream_error"
     assert f"{MAX_EVENT_BYTES}-byte limit" in error["error"]["message"]
@@ -367,17 +384,15 @@ async def test_oversize_line_delivers_what_came_before_then_reports(
         BAD_RUN,
         BAD_THREAD,
     )
-    # The creator: everything before the line, the error, then the end of its response.
-    assert watch.creator.ended
-    assert pairs(watch.creator)[:-1] == before
-    assert watch.creator.names[-1] == "runcast.upstream_error"
-    # Subscribers: the same, then the run's final state found by polling, then `done`.
+    # Subscribers: everything before the line, the error, then the recovery: the run's final
+    # state found by polling, then `done`. The creator: the same but the error (recovery.py).
     polled = env.upstream.polled[BAD_RUN]
     assert len(polled) >= 2
-    tail = [("thread.run.completed", polled[-1]), ("done", b"[DONE]")]
+    tail = recovered_tail(watch.run, polled[-1])
     for sub in (watch.run, watch.thread):
-        assert pairs(sub) == [*pairs(watch.creator), *tail]
-        assert sub.seqs == list(range(1, len(before) + 4))
+        assert pairs(sub) == [*before, ("runcast.upstream_error", errors(sub)[0].data), *tail]
+        assert sub.seqs == list(range(1, len(before) + 5))
+    assert pairs(watch.creator) == [*before, *tail]
     assert ws_view(pairs(watch.ws)) == ws_view(pairs(watch.run))
     stats = env.gateway.broker.channel_statistics(f"run:{BAD_RUN}")
     assert stats is not None and stats.ended
@@ -385,7 +400,7 @@ async def test_oversize_line_delivers_what_came_before_then_reports(
     await bystander.release()
     await env.health()
     assert env.gateway.relays.statistics().failed == 0
-    assert_quiet(caplog, expected=("upstream stream failed", "exceeds the"))
+    assert_quiet(caplog, expected=("upstream stream failed", "exceeds the", *NO_LISTS))
 
 
 # -- invalid UTF-8, CR-only or CRLF line ends, and a BOM ------------------------------------------
@@ -495,9 +510,7 @@ async def test_stall_mid_stream_is_an_idle_timeout_for_everyone(
     await bystander.release()
     await env.health()
     assert env.gateway.relays.statistics().failed == 0
-    assert_quiet(
-        caplog, expected=("upstream stream failed", "poll answered HTTP 404", "polling failed")
-    )
+    assert_quiet(caplog, expected=("upstream stream failed", "answered HTTP 404", "is not JSON"))
 
 
 @pytest.mark.asyncio
@@ -538,26 +551,26 @@ async def test_connection_dropped_mid_event_is_reported_and_recovered(
     cut_here.set()
     await watch.finish()
 
-    error = upstream_error(watch.creator)
+    error = upstream_error(watch.run)
     # A cut mid-body counts as an end of stream without `done` (upstream/stream.py).
     assert error["reason"] == "stream_truncated"
     assert error["last_status"] == "in_progress"
     assert error["run_id"] == BAD_RUN
-    assert watch.creator.ended
-    assert pairs(watch.creator)[:-1] == events[:8]
-    # Recovery (relay.py): the run is polled until it settles and its state is published.
+    # Recovery (relay.py): the run is polled until it settles and its state is published; the
+    # creator, whose response stayed open meanwhile, gets all of it but the failure notice.
     polled = env.upstream.polled[BAD_RUN]
     assert len(polled) == 3
-    tail = [("thread.run.completed", polled[-1]), ("done", b"[DONE]")]
+    tail = recovered_tail(watch.run, polled[-1])
     for sub in (watch.run, watch.thread):
-        assert pairs(sub) == [*pairs(watch.creator), *tail]
-        assert sub.seqs == list(range(1, 12))
+        assert pairs(sub) == [*events[:8], ("runcast.upstream_error", errors(sub)[0].data), *tail]
+        assert sub.seqs == list(range(1, 13))
+    assert pairs(watch.creator) == [*events[:8], *tail]
     snapshot = await env.snapshot(BAD_RUN)
     assert snapshot["snapshot"]["status"] == "completed"
     await bystander.release()
     await env.health()
     assert env.gateway.relays.statistics().failed == 0
-    assert_quiet(caplog, expected=("upstream stream failed",))
+    assert_quiet(caplog, expected=("upstream stream failed", *NO_LISTS))
 
 
 # -- bad requests ---------------------------------------------------------------------------------

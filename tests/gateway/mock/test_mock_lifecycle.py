@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import aiohttp
@@ -153,6 +154,50 @@ async def test_drop_truncates_stream_but_run_completes(
     full = messages["data"][0]["content"][0]["text"]["value"]
     partial = "".join(e.json()["delta"]["content"][0]["text"]["value"] for e in events[7:])
     assert full.startswith(partial) and len(full.split()) == 80
+
+
+async def read_until_cut(resp: aiohttp.ClientResponse) -> list[SSE]:
+    """Every whole event of a stream the simulator cuts mid-body."""
+    received = bytearray()
+    async with resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for chunk in resp.content.iter_any():
+                received += chunk
+    return parse_sse(bytes(received))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("scenario", "last"),
+    [
+        ("drop_mid_tool_call", "thread.run.step.delta"),
+        ("drop_after_requires_action", "thread.run.requires_action"),
+    ],
+)
+async def test_drop_points_in_a_tool_round(
+    start_mock: StartMock, session: aiohttp.ClientSession, scenario: str, last: str
+) -> None:
+    api = await client_for(start_mock, session)
+    assistant = await api.assistant(WEATHER_TOOL)
+    tid = (await api.thread())["id"]
+    body = {"assistant_id": assistant["id"], "metadata": {"mock_scenario": scenario}}
+    events = await read_until_cut(await open_stream(api, f"/threads/{tid}/runs", body))
+    names = [e.event for e in events]
+    assert "done" not in names and names[-1] == last
+    run_id = events[0].json()["id"]
+    # The run went on server-side to its action, whose arguments are whole.
+    run = await api.wait_status(tid, run_id, "requires_action")
+    (call,) = run["required_action"]["submit_tool_outputs"]["tool_calls"]
+    json.loads(call["function"]["arguments"])
+    if scenario == "drop_mid_tool_call":
+        # Cut after the call's head and its first argument fragment only.
+        assert names.count("thread.run.step.delta") == 2
+        streamed = events[-1].json()["delta"]["step_details"]["tool_calls"][0]
+        assert call["function"]["arguments"].startswith(streamed["function"]["arguments"])
+        assert call["function"]["arguments"] != streamed["function"]["arguments"]
+    # The continuation streams normally, to its end.
+    after = await api.submit(tid, run_id, {call["id"]: "sunny"})
+    assert [e.event for e in after][-2:] == ["thread.run.completed", "done"]
 
 
 @pytest.mark.asyncio
