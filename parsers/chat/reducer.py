@@ -13,7 +13,7 @@ Theory of operation. Choices merge by ``index``; within a choice, tool calls mer
   same ``id``, or starts a new call when its ``id`` is new, or continues the last call when it
   has no ``id`` either (jin-bo/agentao#117);
 * an entry whose ``id`` differs from the id of the call at its ``index`` is a new call (servers
-  that number every call 0); several entries with one ``index`` in one chunk are fragments of one
+  that number every call 0), and later id-less entries with that ``index`` continue it; several entries with one ``index`` in one chunk are fragments of one
   call, merged in order (vLLM speculative decoding, openai-python#3201);
 * a whole call in one delta (Ollama) is just a call with one fragment;
 * ``logprobs.content``/``.refusal`` lists are extended; ``usage`` is the last non-null one (the
@@ -66,6 +66,7 @@ class _ToolCall:
 
 class _Choice:
     __slots__ = (
+        "aliases",
         "calls",
         "content",
         "finish_reason",
@@ -83,6 +84,8 @@ class _Choice:
         self.refusal: list[str] | None = None
         self.reasoning: dict[str, list[str]] | None = None
         self.calls: dict[int, _ToolCall] = {}
+        # Wire index -> the call it now means, once a new id reused an index.
+        self.aliases: dict[int, int] | None = None
         self.last_call: int | None = None
         self.function_call: _ToolCall | None = None
         self.finish_reason: str | None = None
@@ -132,10 +135,18 @@ class _Choice:
             index = self._by_id(call_id) if call_id else self.last_call
             if index is None:
                 index = max(calls, default=-1) + 1
-        elif call_id and index in calls:
-            known = calls[index].id
-            if known and known != call_id:
-                index = self._by_id(call_id)
+        else:
+            aliases = self.aliases
+            wire = index
+            if aliases is not None:
+                index = aliases.get(wire, wire)
+            if call_id and index in calls:
+                known = calls[index].id
+                if known and known != call_id:
+                    index = self._by_id(call_id)
+                    if aliases is None:
+                        aliases = self.aliases = {}
+                    aliases[wire] = index
         call = calls.get(index)
         if call is None:
             call = calls[index] = _ToolCall()
