@@ -12,6 +12,7 @@ def run_import_check(extra: str = "") -> subprocess.CompletedProcess[str]:
     code = (
         "import sys\n"
         "import parsers, parsers.sse, parsers.assistants, parsers.accumulate\n"
+        "import parsers.responses, parsers.chat\n"
         f"{extra}\n"
         f"loaded = sorted({FORBIDDEN!r} & set(sys.modules))\n"
         "assert not loaded, loaded\n"

@@ -1,0 +1,411 @@
+"""Fold one response's typed events into a snapshot: the ``Response`` as known so far.
+
+Theory of operation. ``response.output`` is a list of items addressed by ``output_index``; the
+events inside an item address it by ``item_id`` as well (reference responses-and-chat.md §1.4).
+The accumulator keeps its own copy of each item (decoded JSON objects are shared with every other
+consumer of the event, so they are never mutated), and the fragments of each growing string in a
+slot keyed ``(item_id, kind, index)``:
+
+* ``output_text`` and ``reasoning_text`` deltas -> ``content[content_index].text``; ``refusal``
+  deltas -> ``content[content_index].refusal``; reasoning summary deltas ->
+  ``summary[summary_index].text``;
+* function-call and MCP argument deltas -> ``arguments``; custom tool input -> ``input``;
+  code-interpreter code -> ``code``.
+
+Fragments are joined at :meth:`ResponseAccumulator.snapshot` time (and collapsed, so repeated
+snapshots stay linear). Identifiers and integers are set, never added. Whole objects replace what
+was built: ``content_part.added``/``.done`` the part, the ``*.done`` events the string,
+``output_item.done`` the item, and a lifecycle event whose ``response.output`` is not empty the
+whole list (the final ``response.completed`` carries every item, §1.4; it is what the openai SDK
+builds its final response from).
+
+An event for an item never announced (servers that omit ``output_item.added``, LiteLLM#22102, or
+a stream resumed with ``starting_after``) starts from a stub item at its ``output_index``. The
+missing ``name`` on ``function_call_arguments.done`` is taken from the item, as announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from .decode import DoneEvent, ResponseStreamEvent
+from .events import (
+    ContentPartAddedEvent,
+    ContentPartDoneEvent,
+    CustomToolCallInputDeltaEvent,
+    CustomToolCallInputDoneEvent,
+    ErrorEvent,
+    FunctionCallArgumentsDeltaEvent,
+    FunctionCallArgumentsDoneEvent,
+    OutputItemAddedEvent,
+    OutputItemDoneEvent,
+    OutputTextAnnotationAddedEvent,
+    OutputTextDeltaEvent,
+    OutputTextDoneEvent,
+    ReasoningSummaryPartAddedEvent,
+    ReasoningSummaryPartDoneEvent,
+    ReasoningSummaryTextDeltaEvent,
+    ReasoningSummaryTextDoneEvent,
+    ReasoningTextDeltaEvent,
+    ReasoningTextDoneEvent,
+    RefusalDeltaEvent,
+    RefusalDoneEvent,
+    ResponseCompletedEvent,
+    ResponseCreatedEvent,
+    ResponseFailedEvent,
+    ResponseIncompleteEvent,
+    ResponseInProgressEvent,
+    ResponseQueuedEvent,
+)
+from .models import JSONObject, Response, StreamError
+from .tool_events import (
+    CodeInterpreterCallCodeDeltaEvent,
+    CodeInterpreterCallCodeDoneEvent,
+    McpCallArgumentsDeltaEvent,
+    McpCallArgumentsDoneEvent,
+)
+
+__all__ = ["ResponseAccumulator"]
+
+# Slot kinds: where in the item a string grows. (list key, index used, field, stub part type)
+_TEXT, _REFUSAL, _REASONING, _SUMMARY, _ARGUMENTS, _INPUT, _CODE = range(7)
+_PLACES: Final[dict[int, tuple[str | None, str, JSONObject | None]]] = {
+    _TEXT: ("content", "text", {"type": "output_text", "text": "", "annotations": []}),
+    _REFUSAL: ("content", "refusal", {"type": "refusal", "refusal": ""}),
+    _REASONING: ("content", "text", {"type": "reasoning_text", "text": ""}),
+    _SUMMARY: ("summary", "text", {"type": "summary_text", "text": ""}),
+    _ARGUMENTS: (None, "arguments", None),
+    _INPUT: (None, "input", None),
+    _CODE: (None, "code", None),
+}
+# The item a delta implies when it arrives before (or without) its output_item.added.
+_STUB_ITEMS: Final[dict[int, JSONObject]] = {
+    _TEXT: {"type": "message", "status": "in_progress", "role": "assistant", "content": []},
+    _REFUSAL: {"type": "message", "status": "in_progress", "role": "assistant", "content": []},
+    _REASONING: {"type": "reasoning", "summary": [], "content": []},
+    _SUMMARY: {"type": "reasoning", "summary": []},
+    _ARGUMENTS: {"type": "function_call", "status": "in_progress", "arguments": ""},
+    _INPUT: {"type": "custom_tool_call", "input": ""},
+    _CODE: {"type": "code_interpreter_call", "status": "in_progress", "code": ""},
+}
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _clone(value: Any) -> Any:
+    """A deep copy of decoded JSON (one C round trip; items are small and copied rarely)."""
+    return _json_decode(_json_encode(value))
+
+
+class ResponseAccumulator:
+    """Reducer over :data:`~parsers.responses.ResponseStreamEvent`; cheap per delta.
+
+    One accumulator folds one response (its original stream and any ``starting_after`` resume).
+    """
+
+    __slots__ = ("_by_id", "_done", "_error", "_items", "_response", "_sequence", "_slots")
+
+    def __init__(self) -> None:
+        self._response: Response | None = None
+        self._items: list[JSONObject | None] = []
+        self._by_id: dict[str, JSONObject] = {}
+        self._slots: dict[tuple[str, int, int], list[str]] = {}
+        self._error: StreamError | None = None
+        self._sequence: int | None = None
+        self._done = False
+
+    @property
+    def sequence_number(self) -> int | None:
+        """The last ``sequence_number`` seen (keepalives and unknown events included)."""
+        return self._sequence
+
+    def apply(self, event: ResponseStreamEvent) -> None:
+        """Fold one event in. Events that change no state only advance ``sequence_number``."""
+        # The text delta is nearly all of the traffic: tested before the table lookup.
+        if type(event) is OutputTextDeltaEvent:
+            self._append(event.item_id, event.output_index, _TEXT, event.content_index, event.delta)
+            seq = event.sequence_number
+        elif type(event) is DoneEvent:
+            self._done = True
+            return
+        else:
+            handler = _HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+            seq = event.sequence_number
+        if seq is not None:
+            self._sequence = seq
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain JSON-able data, independent of the accumulator's later state::
+
+        {"response": {...Response fields, "output": [items]}, "sequence_number": n,
+         "error": {type, code, message, param} | None, "done": bool}
+        """
+        self._write_slots()
+        response = self._response if self._response is not None else Response()
+        body = msgspec.to_builtins(response)
+        body["output"] = [item for item in self._items if item is not None]
+        error = self._error
+        snapshot: dict[str, Any] = _clone(
+            {
+                "response": body,
+                "sequence_number": self._sequence,
+                "error": msgspec.to_builtins(error) if error is not None else None,
+                "done": self._done,
+            }
+        )
+        return snapshot
+
+    # -- whole objects ----------------------------------------------------------------------------
+
+    def _on_response(self, event: ResponseCreatedEvent) -> None:
+        response = event.response
+        self._response = response
+        if response.output:
+            self._items = [_clone(item) for item in response.output]
+            self._by_id = {
+                _key(item.get("id"), i): item for i, item in enumerate(self._items) if item
+            }
+            self._slots.clear()
+
+    def _on_error(self, event: ErrorEvent) -> None:
+        self._error = event.details()
+
+    def _on_item(self, event: OutputItemAddedEvent) -> None:
+        item = _clone(event.item)
+        index = event.output_index
+        items = self._items
+        if index >= len(items):
+            items.extend([None] * (index + 1 - len(items)))
+        old = items[index]
+        items[index] = item
+        if old is not None:
+            self._drop(_key(old.get("id"), index))
+        key = _key(item.get("id"), index)
+        self._drop(key)
+        self._by_id[key] = item
+
+    def _drop(self, key: str) -> None:
+        self._by_id.pop(key, None)
+        slots = self._slots
+        for slot in [slot for slot in slots if slot[0] == key]:
+            del slots[slot]
+
+    def _on_part(self, event: ContentPartAddedEvent) -> None:
+        self._set_part(
+            "content", event.item_id, event.output_index, event.content_index, event.part
+        )
+
+    def _on_summary_part(self, event: ReasoningSummaryPartAddedEvent) -> None:
+        self._set_part(
+            "summary", event.item_id, event.output_index, event.summary_index, event.part
+        )
+
+    def _set_part(
+        self, key: str, item_id: str, output_index: int, index: int, part: JSONObject
+    ) -> None:
+        kind = (
+            _SUMMARY
+            if key == "summary"
+            else _REASONING
+            if part.get("type") == "reasoning_text"
+            else _TEXT
+        )
+        item_key = item_id or f"#{output_index}"
+        item = self._item(item_key, output_index, kind)
+        parts = item.get(key)
+        if not isinstance(parts, list):
+            parts = item[key] = []
+        if index >= len(parts):
+            parts.extend({} for _ in range(index + 1 - len(parts)))
+        parts[index] = _clone(part)
+        slots = self._slots
+        for kind_ in (_TEXT, _REFUSAL, _REASONING) if key == "content" else (_SUMMARY,):
+            slots.pop((item_key, kind_, index), None)
+
+    def _on_annotation(self, event: OutputTextAnnotationAddedEvent) -> None:
+        if event.annotation is None:
+            return
+        self._write_slots()
+        item = self._item(event.item_id or f"#{event.output_index}", event.output_index, _TEXT)
+        part = _part_at(item, "content", event.content_index, _PLACES[_TEXT][2])
+        annotations = part.get("annotations")
+        if not isinstance(annotations, list):
+            annotations = part["annotations"] = []
+        index = event.annotation_index
+        if index >= len(annotations):
+            annotations.extend({} for _ in range(index + 1 - len(annotations)))
+        annotations[index] = _clone(event.annotation)
+
+    # -- growing strings --------------------------------------------------------------------------
+
+    def _item(self, key: str, output_index: int, kind: int) -> JSONObject:
+        """The item ``key`` (its id, or ``#output_index`` for one without), a stub if unknown."""
+        by_id = self._by_id
+        item = by_id.get(key)
+        if item is not None:
+            return item
+        items = self._items
+        current = items[output_index] if output_index < len(items) else None
+        if current is not None and not current.get("id"):
+            # An item announced without id: the delta's id names it from now on.
+            by_id[key] = current
+            return current
+        stub: JSONObject = _clone(_STUB_ITEMS[kind])
+        if not key.startswith("#"):
+            stub = {"id": key, **stub}
+        if output_index >= len(items):
+            items.extend([None] * (output_index + 1 - len(items)))
+        if items[output_index] is None:
+            items[output_index] = stub
+        else:  # the index is taken by another item: keep both
+            items.append(stub)
+        by_id[key] = stub
+        return stub
+
+    def _append(self, item_id: str, output_index: int, kind: int, index: int, delta: str) -> None:
+        slot = (item_id or f"#{output_index}", kind, index)
+        fragments = self._slots.get(slot)
+        if fragments is None:
+            item = self._item(slot[0], output_index, kind)
+            fragments = self._slots[slot] = [_current(item, kind, index)]
+        fragments.append(delta)
+
+    def _set(
+        self, item_id: str, output_index: int, kind: int, index: int, value: str
+    ) -> JSONObject:
+        key = item_id or f"#{output_index}"
+        item = self._item(key, output_index, kind)
+        self._slots[(key, kind, index)] = [value]
+        return item
+
+    def _write_slots(self) -> None:
+        by_id = self._by_id
+        for (item_id, kind, index), fragments in self._slots.items():
+            item = by_id.get(item_id)
+            if item is None:
+                continue
+            if len(fragments) > 1:
+                fragments[:] = ["".join(fragments)]
+            list_key, field, stub = _PLACES[kind]
+            target = item if list_key is None else _part_at(item, list_key, index, stub)
+            target[field] = fragments[0]
+
+    # -- per-event handlers -----------------------------------------------------------------------
+
+    def _on_text_done(self, event: OutputTextDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _TEXT, event.content_index, event.text)
+
+    def _on_refusal_delta(self, event: RefusalDeltaEvent) -> None:
+        self._append(event.item_id, event.output_index, _REFUSAL, event.content_index, event.delta)
+
+    def _on_refusal_done(self, event: RefusalDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _REFUSAL, event.content_index, event.refusal)
+
+    def _on_reasoning_delta(self, event: ReasoningTextDeltaEvent) -> None:
+        self._append(
+            event.item_id, event.output_index, _REASONING, event.content_index, event.delta
+        )
+
+    def _on_reasoning_done(self, event: ReasoningTextDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _REASONING, event.content_index, event.text)
+
+    def _on_summary_delta(self, event: ReasoningSummaryTextDeltaEvent) -> None:
+        self._append(event.item_id, event.output_index, _SUMMARY, event.summary_index, event.delta)
+
+    def _on_summary_done(self, event: ReasoningSummaryTextDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _SUMMARY, event.summary_index, event.text)
+
+    def _on_arguments_delta(self, event: FunctionCallArgumentsDeltaEvent) -> None:
+        self._append(event.item_id, event.output_index, _ARGUMENTS, 0, event.delta)
+
+    def _on_arguments_done(self, event: FunctionCallArgumentsDoneEvent) -> None:
+        item = self._set(event.item_id, event.output_index, _ARGUMENTS, 0, event.arguments)
+        if event.name:
+            item["name"] = event.name
+
+    def _on_mcp_arguments_delta(self, event: McpCallArgumentsDeltaEvent) -> None:
+        self._append(event.item_id, event.output_index, _ARGUMENTS, 0, event.delta)
+
+    def _on_mcp_arguments_done(self, event: McpCallArgumentsDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _ARGUMENTS, 0, event.arguments)
+
+    def _on_input_delta(self, event: CustomToolCallInputDeltaEvent) -> None:
+        self._append(event.item_id, event.output_index, _INPUT, 0, event.delta)
+
+    def _on_input_done(self, event: CustomToolCallInputDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _INPUT, 0, event.input)
+
+    def _on_code_delta(self, event: CodeInterpreterCallCodeDeltaEvent) -> None:
+        self._append(event.item_id, event.output_index, _CODE, 0, event.delta)
+
+    def _on_code_done(self, event: CodeInterpreterCallCodeDoneEvent) -> None:
+        self._set(event.item_id, event.output_index, _CODE, 0, event.code)
+
+
+def _key(item_id: Any, output_index: int) -> str:
+    return item_id if isinstance(item_id, str) and item_id else f"#{output_index}"
+
+
+def _part_at(item: JSONObject, key: str, index: int, stub: JSONObject | None) -> JSONObject:
+    parts = item.get(key)
+    if not isinstance(parts, list):
+        parts = item[key] = []
+    while len(parts) <= index:
+        parts.append(_clone(stub))
+    part = parts[index]
+    if not isinstance(part, dict):
+        part = parts[index] = _clone(stub)
+    result: JSONObject = part
+    return result
+
+
+def _current(item: JSONObject, kind: int, index: int) -> str:
+    """The string a slot starts from: what the item already holds there."""
+    list_key, field, _ = _PLACES[kind]
+    holder: Any = item
+    if list_key is not None:
+        parts = item.get(list_key)
+        holder = parts[index] if isinstance(parts, list) and index < len(parts) else None
+    value = holder.get(field) if isinstance(holder, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+_Handler = Callable[[ResponseAccumulator, Any], None]
+_HANDLERS: Final[dict[type, _Handler]] = {
+    ResponseCreatedEvent: ResponseAccumulator._on_response,
+    ResponseQueuedEvent: ResponseAccumulator._on_response,
+    ResponseInProgressEvent: ResponseAccumulator._on_response,
+    ResponseCompletedEvent: ResponseAccumulator._on_response,
+    ResponseFailedEvent: ResponseAccumulator._on_response,
+    ResponseIncompleteEvent: ResponseAccumulator._on_response,
+    ErrorEvent: ResponseAccumulator._on_error,
+    OutputItemAddedEvent: ResponseAccumulator._on_item,
+    OutputItemDoneEvent: ResponseAccumulator._on_item,
+    ContentPartAddedEvent: ResponseAccumulator._on_part,
+    ContentPartDoneEvent: ResponseAccumulator._on_part,
+    OutputTextDoneEvent: ResponseAccumulator._on_text_done,
+    OutputTextAnnotationAddedEvent: ResponseAccumulator._on_annotation,
+    RefusalDeltaEvent: ResponseAccumulator._on_refusal_delta,
+    RefusalDoneEvent: ResponseAccumulator._on_refusal_done,
+    ReasoningTextDeltaEvent: ResponseAccumulator._on_reasoning_delta,
+    ReasoningTextDoneEvent: ResponseAccumulator._on_reasoning_done,
+    ReasoningSummaryPartAddedEvent: ResponseAccumulator._on_summary_part,
+    ReasoningSummaryPartDoneEvent: ResponseAccumulator._on_summary_part,
+    ReasoningSummaryTextDeltaEvent: ResponseAccumulator._on_summary_delta,
+    ReasoningSummaryTextDoneEvent: ResponseAccumulator._on_summary_done,
+    FunctionCallArgumentsDeltaEvent: ResponseAccumulator._on_arguments_delta,
+    FunctionCallArgumentsDoneEvent: ResponseAccumulator._on_arguments_done,
+    McpCallArgumentsDeltaEvent: ResponseAccumulator._on_mcp_arguments_delta,
+    McpCallArgumentsDoneEvent: ResponseAccumulator._on_mcp_arguments_done,
+    CustomToolCallInputDeltaEvent: ResponseAccumulator._on_input_delta,
+    CustomToolCallInputDoneEvent: ResponseAccumulator._on_input_done,
+    CodeInterpreterCallCodeDeltaEvent: ResponseAccumulator._on_code_delta,
+    CodeInterpreterCallCodeDoneEvent: ResponseAccumulator._on_code_done,
+}
+"""Event class -> handler, built once; classes absent here change nothing but the sequence."""
