@@ -74,7 +74,10 @@ def reach_error(url: str, exc: BaseException) -> str:
     """One line saying why ``url`` could not be reached (no exception reprs)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         error = exc.os_error
-        reason = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
+        # uvloop's strerror is "connect call failed (...)": the errno's text says more.
+        reason = (
+            os.strerror(error.errno) if (error.errno or 0) > 0 else error.strerror or str(error)
+        )
     elif isinstance(exc, TimeoutError):
         reason = "timed out"
     else:
@@ -515,7 +518,6 @@ async def execute(
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.idle_timeout
     )
-    cpu_before = time.process_time()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         loads = [
             TargetLoad(settings, session, url, result, t0=t0)
@@ -524,6 +526,7 @@ async def execute(
         for load in loads:
             await load.prepare()
         started = time.perf_counter()
+        cpu_before = time.process_time()
         limit = settings.time_limit
         deadline = None if limit is None else started + limit
         loop = _open_loop if settings.rate is not None else _closed_loop

@@ -148,7 +148,8 @@ def to_dict(
             "processes": settings.processes,
             "cpu_s": round(first.cpu_s, 3),
             "busiest_process_cpu": round(cpu_fraction, 3),
-            "saturated": cpu_fraction >= SATURATED_CPU,
+            # Below a second, start-up work dominates the ratio.
+            "saturated": cpu_fraction >= SATURATED_CPU and first.elapsed >= 1.0,
             "loop_lag_ms": first.loop_lag.summary_ms(),
         },
         "verdict": verdict(settings, stats),

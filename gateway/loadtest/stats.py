@@ -117,6 +117,8 @@ class LatencyHistogram:
                 seen += n
                 value = min(max(self._value(index), self.min), self.max)
                 points.append((value, seen / self.count))
+        if points:
+            points[-1] = (self.max, 1.0)  # known exactly
         return points
 
     def summary(self, scale: float = 1000.0) -> dict[str, float | int | None]:

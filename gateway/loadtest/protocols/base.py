@@ -75,11 +75,9 @@ class Tracker(ABC):
         """``completed`` or the failure kind the report counts, after the last segment."""
         if self.failure is not None:
             return self.failure
-        if self.status == "completed":
-            return "completed"
         if self.status is None or not self.finished:
             return "truncated"
-        return f"run_{self.status}"
+        return "completed" if self.status == "completed" else f"run_{self.status}"
 
     def _runcast(self, name: str) -> Seen | None:
         """runcast's own events: not upstream; two of them end a creator's response early."""

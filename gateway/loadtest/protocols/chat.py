@@ -45,7 +45,7 @@ class _Choice(msgspec.Struct):
 class _Chunk(msgspec.Struct):
     id: str = ""
     choices: list[_Choice] = []
-    error: msgspec.Raw | None = None
+    error: msgspec.Raw = msgspec.Raw(b"")
 
 
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
@@ -78,7 +78,7 @@ class ChatTracker(Tracker):
             chunk = _chunk_decoder.decode(data)
         except msgspec.DecodeError:
             return Seen(True, 0, False)
-        if chunk.error is not None:
+        if chunk.error:
             self.failure = "upstream_error"
             return Seen(True, 0, True)
         if chunk.id and chunk.id != self.completion_id:
