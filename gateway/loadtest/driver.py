@@ -39,7 +39,7 @@ from parsers.sse import SSEDecoder
 
 from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
 from .settings import LoadSettings
-from .shape import level_at, next_gap
+from .shape import arrivals, level_at
 from .stats import RUN_CUT, RUN_OK, LoadStats
 from .subscribers import Subscriber
 
@@ -75,9 +75,8 @@ def reach_error(url: str, exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         error = exc.os_error
         # uvloop's strerror is "connect call failed (...)": the errno's text says more.
-        reason = (
-            os.strerror(error.errno) if (error.errno or 0) > 0 else error.strerror or str(error)
-        )
+        errno = error.errno or 0
+        reason = os.strerror(errno) if errno > 0 else error.strerror or str(error)
     elif isinstance(exc, TimeoutError):
         reason = "timed out"
     else:
@@ -130,7 +129,11 @@ class TargetLoad:
         )
         # Like the openai SDK, always send a key: the simulator wants one and takes any.
         auth = {"Authorization": f"Bearer {settings.api_key or PLACEHOLDER_KEY}"}
-        self._json_headers = {**auth, "Content-Type": "application/json"}
+        self._json_headers = {
+            **auth,
+            **self._protocol.headers,
+            "Content-Type": "application/json",
+        }
         self._request_timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout, connect=settings.connect_timeout
         )
@@ -468,27 +471,23 @@ async def _open_loop(
 ) -> None:
     assert settings.rate is not None
     stages = settings.stages
-    rng = random.Random()
+    rate = settings.rate
+
+    def rate_at(t: float) -> float:
+        return rate if stages is None else level_at(stages, t)
+
+    horizon = math.inf if budget.deadline is None else budget.deadline - started
     poisson = settings.arrival == "poisson"
-    next_at = started
     async with asyncio.TaskGroup() as tg:
-        while True:
-            rate = settings.rate
-            if stages is not None:
-                rate = level_at(stages, next_at - started)
-            if rate > 0 and not budget.claim():
+        for offset in arrivals(rate_at, poisson=poisson, rng=random.Random(), horizon=horizon):
+            # Open loop: the schedule holds whatever the target's speed (no coordinated omission).
+            await asyncio.sleep(max(started + offset - time.perf_counter(), 0.0))
+            if load.in_flight >= settings.concurrency:
+                load.stats.arrivals_dropped += 1
+            elif budget.claim():
+                tg.create_task(load.measured_run())
+            else:
                 return
-            if rate > 0:
-                if load.in_flight >= settings.concurrency:
-                    budget.left += 1
-                    load.stats.arrivals_dropped += 1
-                else:
-                    tg.create_task(load.measured_run())
-            next_at += next_gap(rate, poisson=poisson, rng=rng)
-            delay = next_at - time.perf_counter()
-            if budget.deadline is not None and next_at >= budget.deadline:
-                return
-            await asyncio.sleep(max(delay, 0.0))
 
 
 async def _loop_lag(stats: LoadStats) -> None:

@@ -1,4 +1,4 @@
-"""Load shapes, pure: ``--ramp`` stages and the gaps between open-loop (``--rate``) arrivals.
+"""Load shapes, pure: ``--ramp`` stages and the times of open-loop (``--rate``) arrivals.
 
 A ramp is k6's ``stages``: ``LEVEL:SECONDS`` pairs, each moving the level linearly from where the
 previous stage ended (0 before the first) to ``LEVEL`` over ``SECONDS``; ``LEVEL:SECONDS`` with
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from gateway.errors import ConfigError
 
-__all__ = ["Stage", "level_at", "next_gap", "parse_ramp", "ramp_seconds"]
+__all__ = ["Stage", "arrivals", "level_at", "parse_ramp", "ramp_seconds"]
 
-IDLE_RECHECK_S = 0.05
-"""How long an open loop waits before looking again while the ramped rate is 0."""
+STEP_S = 0.001
+"""Slices over which a ramped rate is taken as constant."""
 
 
 class Stage(NamedTuple):
@@ -59,8 +60,32 @@ def level_at(stages: tuple[Stage, ...], t: float) -> float:
     return start
 
 
-def next_gap(rate: float, *, poisson: bool, rng: random.Random) -> float:
-    """Seconds to the next arrival at ``rate`` per second (exponential gaps when Poisson)."""
-    if rate <= 0:
-        return IDLE_RECHECK_S
-    return rng.expovariate(rate) if poisson else 1.0 / rate
+def arrivals(
+    rate_at: Callable[[float], float],
+    *,
+    poisson: bool,
+    rng: random.Random,
+    horizon: float = math.inf,
+) -> Iterator[float]:
+    """Offsets (seconds) of open-loop arrivals for a rate that may change over time.
+
+    An arrival happens each time the integral of the rate grows by 1 (constant) or by an Exp(1)
+    draw (Poisson), so a ramping rate is followed closely instead of the gap drawn at a low
+    rate overshooting the ramp. The rate is taken as constant over ``STEP_S`` slices; at a
+    constant rate the gaps are exact. Stops at ``horizon``.
+    """
+    t = 0.0
+    credit = 0.0
+    need = rng.expovariate(1.0) if poisson else 1.0
+    while t < horizon:
+        rate = rate_at(t)
+        if rate > 0 and (need - credit) / rate <= STEP_S:
+            t += (need - credit) / rate
+            if t >= horizon:
+                return
+            yield t
+            credit = 0.0
+            need = rng.expovariate(1.0) if poisson else 1.0
+        else:
+            credit += max(rate, 0.0) * STEP_S
+            t += STEP_S

@@ -130,6 +130,7 @@ class AssistantsTracker(Tracker):
 
 class AssistantsProtocol(LoadProtocol):
     name = "assistants"
+    headers = {"OpenAI-Beta": "assistants=v2"}
 
     def __init__(self, *, model: str, scenario: str) -> None:
         super().__init__(model=model, scenario=scenario)

@@ -93,6 +93,8 @@ class LoadProtocol(ABC):
     """One wire protocol: what a run sends and how its stream is read."""
 
     name: ClassVar[str]
+    headers: ClassVar[Mapping[str, str]] = {}
+    """Headers every request of the protocol carries (as the official SDK sends them)."""
     channel_spans_run: ClassVar[bool] = True
     """Whether one channel carries every segment of a run (else only the first segment's)."""
 

@@ -215,11 +215,11 @@ def test_responses_function_call_is_answered_with_previous_response_id() -> None
     ]
     seen = feed(
         tracker,
-        RESPONSE_TEXT[:1]
-        + [
+        [
+            *RESPONSE_TEXT[:1],
             responses_event(
                 "response.completed", response={"id": "resp_2", "status": "completed", "output": []}
-            )
+            ),
         ],
     )
     assert seen[-1].end and tracker.finished and tracker.outcome() == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -106,7 +107,7 @@ def test_loadtest_stats_merge_counters_timeline_and_cpu() -> None:
 
 def test_loadtest_ramp_stages_and_arrival_gaps() -> None:
     from gateway.errors import ConfigError
-    from gateway.loadtest.shape import level_at, next_gap, parse_ramp
+    from gateway.loadtest.shape import arrivals, level_at, parse_ramp
 
     stages = parse_ramp("10:5, 10:5s,0:10")
     assert [level_at(stages, t) for t in (0, 2.5, 5, 7, 10, 15, 20, 99)] == [
@@ -123,7 +124,14 @@ def test_loadtest_ramp_stages_and_arrival_gaps() -> None:
         with pytest.raises(ConfigError, match="--ramp"):
             parse_ramp(bad)
     rng = random.Random(5)
-    assert next_gap(4.0, poisson=False, rng=rng) == 0.25
-    gaps = [next_gap(100.0, poisson=True, rng=rng) for _ in range(20_000)]
-    assert sum(gaps) / len(gaps) == pytest.approx(0.01, rel=0.05)
-    assert len(set(gaps)) > 19_000  # exponential, not constant
+    constant = list(arrivals(lambda t: 4.0, poisson=False, rng=rng, horizon=1.0))
+    assert constant == pytest.approx([0.25, 0.5, 0.75])
+    poisson = list(arrivals(lambda t: 100.0, poisson=True, rng=rng, horizon=200.0))
+    assert len(poisson) == pytest.approx(20_000, rel=0.03)
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(poisson)}
+    assert len(gaps) > 19_000  # exponential, not constant
+    # A ramp 0 -> 40/s over 1 s then held: about 20 arrivals in the first second, 40 in the next.
+    ramp = parse_ramp("40:1")
+    ramped = list(arrivals(lambda t: level_at(ramp, t), poisson=False, rng=rng, horizon=2.0))
+    assert sum(t < 1 for t in ramped) == pytest.approx(20, abs=1)
+    assert sum(t >= 1 for t in ramped) == pytest.approx(40, abs=1)
