@@ -183,7 +183,7 @@ class TargetLoad:
         outcome = RUN_CUT
         try:
             async with asyncio.timeout(self._s.run_timeout):
-                outcome = await self._run(started)
+                outcome = await self._run()
         except _Failure as exc:
             outcome = exc.kind
         except TimeoutError:
@@ -220,7 +220,7 @@ class TargetLoad:
             idle_timeout=self._s.idle_timeout,
         )
 
-    async def _run(self, started: float) -> str:
+    async def _run(self) -> str:
         try:
             start = await self._protocol.begin(self._post_json)
         except (_Failure, msgspec.DecodeError) as exc:
@@ -230,7 +230,6 @@ class TargetLoad:
             raw = await self._post_json("/tokens", start.token_scope, v1=False)
             token = _token_decoder.decode(raw).token
         run = _Run()
-        run.sent = started
         tracker = self._protocol.tracker(start)
         subscribers: list[Subscriber] = []
         outcome = RUN_CUT
@@ -298,6 +297,8 @@ class TargetLoad:
         """Read one streamed response; True when its closing event came."""
         url = self._v1 + request.path
         sent = time.perf_counter()
+        if segment == 0:
+            run.sent = sent  # first event and text count from the run's own request
         async with self._session.post(
             url,
             data=_encoder.encode(request.body),

@@ -45,7 +45,10 @@ def build_figure(report: dict[str, Any], stats: LoadStats) -> Figure:
         points = getattr(stats, key).cdf()
         if points:
             values, fractions = zip(*points, strict=True)
-            cdf.step([v * 1000 for v in values], fractions, where="post", label=label)
+            # A log axis has no 0: zero lags (subscriber first) show at the histogram's floor.
+            floor = getattr(stats, key).lowest
+            shown = [max(v, floor) * 1000 for v in values]
+            cdf.step(shown, fractions, where="post", label=label)
     cdf.set_xscale("log")
     cdf.set_xlabel("ms (log)")
     cdf.set_ylabel("fraction of samples")
@@ -64,7 +67,10 @@ def build_figure(report: dict[str, Any], stats: LoadStats) -> Figure:
         seconds, [row["events"] for row in timeline], color="tab:gray", alpha=0.5, label="events/s"
     )
     events.set_ylabel("creator events per second")
-    throughput.legend(fontsize="small", loc="upper left")
+    lines = throughput.get_lines() + events.get_lines()
+    throughput.legend(
+        lines, [line.get_label() for line in lines], fontsize="small", loc="upper left"
+    )
     throughput.grid(True, alpha=0.3)
 
     errors.bar(seconds, [row["failed"] for row in timeline], label="failed runs", color="tab:red")

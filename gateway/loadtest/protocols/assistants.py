@@ -7,6 +7,9 @@ follows on the same thread channel, which is why subscribers open on it before t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import msgspec
 
 from .base import LoadProtocol, Poster, Request, RunStart, Seen, Tracker
@@ -130,7 +133,7 @@ class AssistantsTracker(Tracker):
 
 class AssistantsProtocol(LoadProtocol):
     name = "assistants"
-    headers = {"OpenAI-Beta": "assistants=v2"}
+    headers: ClassVar[Mapping[str, str]] = {"OpenAI-Beta": "assistants=v2"}
 
     def __init__(self, *, model: str, scenario: str) -> None:
         super().__init__(model=model, scenario=scenario)
