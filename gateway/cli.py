@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
     mock_cli.add_arguments(mock)
     loadtest = commands.add_parser(
-        "loadtest", help="load-test an Assistants endpoint you run (a gateway, the simulator)"
+        "loadtest", help="load-test a streaming endpoint you run (a gateway, the simulator)"
     )
     loadtest_cli.add_arguments(loadtest)
     return parser

@@ -1,10 +1,12 @@
-"""``runcast loadtest``: a load generator for an OpenAI-compatible Assistants endpoint.
+"""``runcast loadtest``: a load generator for OpenAI-style streaming endpoints you run.
 
-Meant for your own servers only (a runcast gateway, the simulator, or both): it sends exactly the
-traffic it is told to, to the one target it is given. Modules, one job each: ``settings``
-(:class:`LoadSettings`), ``stats`` (bounded latency histograms and counters), ``subscribers``
-(SSE/WebSocket channel readers), ``driver`` (virtual users and the run loop), ``report`` (table
-and JSON) and ``cli`` (flags, the embedded target, the event loop).
+Meant for your own servers only (a runcast gateway, the simulator, or any compatible upstream):
+it sends exactly the traffic it is told to, to the targets it is given. Modules, one job each:
+``settings`` (:class:`LoadSettings`), ``protocols`` (one driver per wire protocol behind one
+interface), ``shape`` (ramps and open-loop arrivals), ``stats`` (mergeable histograms, counters,
+timeline), ``subscribers`` (SSE/WebSocket channel readers), ``driver`` (runs in closed or open
+loop), ``workers`` (``--processes``), ``progress`` (live panel or plain lines), ``report``
+(JSON, table, verdict), ``plot`` (``--plot``) and ``cli`` (flags, the embedded target, the loop).
 """
 
 from .driver import execute

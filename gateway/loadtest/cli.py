@@ -1,11 +1,12 @@
-"""``runcast loadtest`` flags, the embedded target, and the event loop around the driver.
+"""``runcast loadtest`` flags, the embedded target, the progress display and the exit status.
 
 ``--embedded`` starts a runcast gateway with its embedded simulator in this process, on free
 127.0.0.1 ports, and aims at it: the figures then include the server's own work on the same
-cores. Otherwise the load goes to ``--target`` only, which should be a server you run yourself.
-Exit status: 0 when every run completed and every subscriber saw it whole, 1 otherwise, 2 for
-invalid settings or an unreachable target. Ctrl+C stops the load, cancels the runs in flight
-(counted as interrupted) and still prints the report.
+cores. Otherwise the load goes to ``--target`` (and ``--compare``) only, which should be servers
+you run yourself. Exit status: 0 when the verdict passes (error rate within
+``--max-error-rate``, no gap or duplicate in any subscriber's copy), 1 otherwise, 2 for invalid
+settings or an unreachable target (one line on stderr). Ctrl+C stops the load, cuts the runs in
+flight and still prints the report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,76 +26,166 @@ from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
 
 from .driver import execute
-from .report import render_table, to_dict, write_json
-from .settings import LoadSettings
+from .plot import require_matplotlib, save_plot
+from .progress import Progress
+from .report import environment, render_table, to_dict, write_json
+from .settings import PROTOCOL_NAMES, LoadSettings, server_root
 from .stats import LoadStats
+from .workers import merged, run_in_processes
 
 __all__ = ["add_arguments", "run", "run_async", "settings_from_args"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--target", metavar="URL", help="server root, e.g. http://127.0.0.1:8080")
+    where.add_argument(
+        "--target",
+        metavar="URL",
+        help="server root, e.g. http://127.0.0.1:8080 (a /v1 suffix is fine)",
+    )
     where.add_argument(
         "--embedded", action="store_true", help="start a gateway + simulator in-process and use it"
     )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOL_NAMES,
+        default="assistants",
+        help="streamed calls to drive (default: %(default)s)",
+    )
     parser.add_argument("--api-key", metavar="KEY", help="bearer key for /v1 and POST /tokens")
     amount = parser.add_mutually_exclusive_group()
-    amount.add_argument("--runs", type=int, metavar="N", help="runs to complete (default 100)")
-    amount.add_argument("--duration", type=float, metavar="S", help="run for S seconds instead")
-    parser.add_argument("--concurrency", type=int, default=10, metavar="C", help="virtual users")
+    amount.add_argument(
+        "--runs", type=int, metavar="N", help="runs to start (default 100 without a time limit)"
+    )
+    amount.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="run for S seconds; runs in flight then are cut, not failed (default: none)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=10,
+        metavar="C",
+        help="virtual users; with --rate, the most runs in flight (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        metavar="R",
+        help="open loop: R run arrivals per second, whatever the target's speed (default: none)",
+    )
+    parser.add_argument(
+        "--arrival",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="gaps between --rate arrivals (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ramp",
+        metavar="LEVEL:S,...",
+        help="stages moving the users (or --rate) linearly, e.g. 10:5,50:10,50:30 (default: none)",
+    )
+    parser.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="highest error rate (0..1) that still exits 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="URL",
+        help="also send the same load to this server and print the added latency (default: none)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="spread the virtual users over N generator processes (default: %(default)s)",
+    )
     parser.add_argument(
         "--subscribers-per-run",
         type=int,
         default=2,
         metavar="M",
-        help="thread-channel subscribers opened before each run (0 for a bare Assistants API)",
+        help="channel subscribers per run, 0 for a bare API (default: %(default)s)",
     )
     parser.add_argument(
         "--subscriber-transport",
         choices=("sse", "ws", "mixed"),
         default="sse",
-        help="mixed alternates SSE and WebSocket",
+        help="mixed alternates SSE and WebSocket (default: %(default)s)",
     )
     parser.add_argument(
         "--scenario",
         choices=SCENARIO_NAMES,
         default="text",
-        help="simulator scenario, sent as metadata.mock_scenario",
-    )
-    parser.add_argument("--rate", type=float, metavar="R", help="at most R run starts per second")
-    parser.add_argument("--json", dest="json_path", metavar="PATH", help="also write JSON here")
-    parser.add_argument("--model", default="gpt-4o", help="model of the assistant created")
-    parser.add_argument("--sim-deltas", type=int, default=16, metavar="N", help="(--embedded)")
-    parser.add_argument(
-        "--sim-delay-ms", type=float, default=0.0, metavar="MS", help="(--embedded)"
-    )
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
-    parser.add_argument("--request-timeout", type=float, default=30.0, metavar="S")
-    parser.add_argument(
-        "--idle-timeout", type=float, default=30.0, metavar="S", help="longest stream silence"
+        help="simulator scenario, sent as metadata.mock_scenario (default: %(default)s)",
     )
     parser.add_argument(
-        "--run-timeout", type=float, default=120.0, metavar="S", help="one run, end to end"
+        "--json", dest="json_path", metavar="PATH", help="also write the JSON report here"
     )
+    parser.add_argument(
+        "--plot",
+        dest="plot_path",
+        metavar="PATH.png",
+        help="latency CDFs, throughput and errors over time (needs runcast[plot])",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between progress lines when not on a terminal, 0: none (default: %(default)s)",
+    )
+    parser.add_argument("--model", default="gpt-4o", help="model asked for (default: %(default)s)")
+    parser.add_argument(
+        "--sim-deltas",
+        type=int,
+        default=16,
+        metavar="N",
+        help="(--embedded) deltas per message (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sim-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="(--embedded) pause between deltas (default: %(default)s)",
+    )
+    for flag, default, what in (
+        ("--connect-timeout", 10.0, "connecting"),
+        ("--request-timeout", 30.0, "one non-streamed call"),
+        ("--idle-timeout", 30.0, "longest stream silence"),
+        ("--run-timeout", 120.0, "one run, end to end"),
+    ):
+        parser.add_argument(
+            flag, type=float, default=default, metavar="S", help=f"{what} (default: %(default)s)"
+        )
+
+
+_FIELDS = (
+    "target", "embedded", "protocol", "api_key", "runs", "duration", "concurrency",
+    "subscribers_per_run", "subscriber_transport", "scenario", "rate", "arrival", "ramp",
+    "max_error_rate", "compare", "processes", "progress_interval", "json_path", "plot_path",
+    "model", "sim_deltas", "sim_delay_ms", "connect_timeout", "request_timeout",
+    "idle_timeout", "run_timeout",
+)  # fmt: skip
 
 
 def settings_from_args(ns: argparse.Namespace) -> LoadSettings:
     """LoadSettings from parsed arguments; raises ``ConfigError`` on invalid values."""
-    fields = (
-        "target", "embedded", "api_key", "runs", "duration", "concurrency",
-        "subscribers_per_run", "subscriber_transport", "scenario", "rate", "json_path",
-        "model", "sim_deltas", "sim_delay_ms", "connect_timeout", "request_timeout",
-        "idle_timeout", "run_timeout",
-    )  # fmt: skip
-    values: dict[str, Any] = {name: getattr(ns, name) for name in fields}
+    values: dict[str, Any] = {name: getattr(ns, name) for name in _FIELDS}
     return LoadSettings(**values)
 
 
 @asynccontextmanager
 async def _target(settings: LoadSettings) -> AsyncIterator[str]:
-    if settings.target is not None:
-        yield settings.target
+    if settings.root is not None:
+        yield settings.root
         return
     from gateway.http.app import create_app
     from gateway.http.runner import start_runner
@@ -113,14 +205,49 @@ async def _target(settings: LoadSettings) -> AsyncIterator[str]:
 
 
 async def run_async(
-    settings: LoadSettings, *, stop: asyncio.Event | None = None
-) -> tuple[dict[str, Any], LoadStats]:
-    """The whole load test on the running loop: target up, load, report dict (JSON written)."""
+    settings: LoadSettings, *, stop: asyncio.Event | None = None, live: bool | None = None
+) -> tuple[dict[str, Any], list[LoadStats]]:
+    """The whole load test on the running loop: target up, load, report dict (files written).
+
+    ``live`` picks the progress display: a rich panel (True), plain lines every
+    ``progress_interval`` seconds (False), or nothing (None).
+    """
+    if settings.plot_path is not None:
+        require_matplotlib()
+    stop = stop or asyncio.Event()
+    t0 = time.time()
     async with _target(settings) as url:
-        stats = await execute(settings, url, stop=stop)
-    report = to_dict(settings, url, stats)
+        urls = [url] if settings.compare is None else [url, server_root(settings.compare)]
+        stats = [LoadStats() for _ in urls]
+        latest: dict[int, list[LoadStats]] = {}
+
+        def snapshot() -> LoadStats:
+            total = LoadStats()
+            for part in merged(latest, len(urls)) if latest else stats:
+                total.merge(part)
+            return total
+
+        shown = None
+        if live is not None:
+            progress = Progress(
+                sys.stderr, snapshot, live=live, interval=settings.progress_interval
+            )
+            shown = asyncio.create_task(progress.run())
+        try:
+            if settings.processes > 1:
+                stats = await run_in_processes(settings, urls, t0=t0, stop=stop, latest=latest)
+            else:
+                await execute(settings, urls, stop=stop, stats=stats, t0=t0)
+        finally:
+            if shown is not None:
+                shown.cancel()
+                await asyncio.wait({shown})
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    report = to_dict(settings, urls, stats, environment(event_loop=loop, started=t0))
     if settings.json_path is not None:
         write_json(settings.json_path, report)
+    if settings.plot_path is not None:
+        save_plot(settings.plot_path, report, stats[0])
     return report, stats
 
 
@@ -128,13 +255,15 @@ async def _main(settings: LoadSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    live = sys.stderr.isatty()
     try:
-        report, stats = await run_async(settings, stop=stop)
+        report, _stats = await run_async(
+            settings, stop=stop, live=live if live or settings.progress_interval else None
+        )
     finally:
         loop.remove_signal_handler(signal.SIGINT)
     print(render_table(report))
-    clean = stats.runs_failed == 0 and not stats.errors and stats.delivery_mismatches == 0
-    return 0 if clean and stats.runs_interrupted == 0 else 1
+    return 0 if report["verdict"]["passed"] else 1
 
 
 def run(settings: LoadSettings) -> int:

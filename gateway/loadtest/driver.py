@@ -1,25 +1,34 @@
-"""The run loop: virtual users that each start runs one after another, measured into LoadStats.
+"""The run loop: runs started in a closed or open loop against one or two targets, into LoadStats.
 
-One run, in order: create a thread; open ``subscribers_per_run`` subscribers on its thread
-channel (``?since=0``, so nothing published before a subscription is missed) and wait until each
-is connected or has failed; ``POST /v1/threads/{id}/runs`` with ``"stream": true`` and read the
-creator's stream with :class:`~parsers.sse.SSEDecoder` to its end, answering a
-``requires_action`` with placeholder tool outputs (``stream: true`` again) as a client would;
-then give the subscribers ``idle_timeout`` to reach the run's end. Delivery lag is the time from
-the creator receiving the n-th upstream event to a subscriber receiving it (both sides see the
-same upstream events in the same order; runcast's own ``runcast.*`` events are not counted).
+One run, in order: the protocol's ``begin`` (an Assistants thread); ``subscribers_per_run``
+subscribers on the run's gateway channel, opened with ``?since=0`` before the request when the
+channel is known in advance (Assistants thread channels) or as soon as the stream names it
+(Responses, Chat); the streamed request, read with :class:`~parsers.sse.SSEDecoder` and the
+protocol's tracker to its end, then the follow-ups a tool call asks for; then the subscribers get
+``idle_timeout`` to reach the run's end. Each subscriber's copy is matched to the creator's:
+events missing are gaps, extra ones duplicates, and delivery lag is the subscriber's receipt
+minus the creator's receipt of the same event (0 when the subscriber's copy came first).
 
-Everything is owned: the users run in one task group, each run's subscribers in another, and the
-whole load in a task that ``execute`` cancels on ``stop`` or when ``duration`` is over; runs cut
-off that way count as interrupted, not failed.
+Load shapes: a closed loop of ``concurrency`` virtual users (``ramp`` moves how many are
+active), or with ``rate`` an open loop of arrivals (constant or Poisson gaps, ``ramp`` moves the
+rate) with at most ``concurrency`` runs in flight (later arrivals are counted as dropped). With
+``compare`` the same load goes to a second target at the same time, each with its own stats.
+
+Everything is owned: each target's load runs in one task group, each run's subscribers in
+another, and the whole load in a task that ``execute`` cancels on ``stop`` or at the time
+limit; runs cut off that way count as ``cut``, not failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import random
 import time
 from array import array
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 
 import aiohttp
 import msgspec
@@ -28,59 +37,27 @@ from gateway.errors import ConfigError
 from parsers.errors import RemoteProtocolError
 from parsers.sse import SSEDecoder
 
+from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
 from .settings import LoadSettings
-from .stats import LoadStats
-from .subscribers import RUNCAST_PREFIX, Subscriber, run_status
+from .shape import arrivals, level_at
+from .stats import RUN_CUT, RUN_OK, LoadStats
+from .subscribers import Subscriber
 
-__all__ = ["LoadTarget", "execute"]
+__all__ = ["execute", "probe_tokens", "reach_error"]
 
-_TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled", "expired"})
 PLACEHOLDER_KEY = "runcast-loadtest"
-_MAX_TOOL_ROUNDS = 10
-_CREATOR_FAILURES = frozenset({"runcast.lagged", "runcast.upstream_error"})
-"""runcast events that end a creator's response early (see ``gateway/http/creator.py``)."""
 _ERROR_BODY_BYTES = 4096
-
-_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "lookup",
-        "description": "Look a word up.",
-        "parameters": {
-            "type": "object",
-            "properties": {"word": {"type": "string"}},
-            "required": ["word"],
-        },
-    },
-}
-
-
-class _ToolCall(msgspec.Struct):
-    id: str
-
-
-class _Outputs(msgspec.Struct):
-    tool_calls: list[_ToolCall] = []
-
-
-class _RequiredAction(msgspec.Struct):
-    submit_tool_outputs: _Outputs = msgspec.field(default_factory=_Outputs)
-
-
-class _RequiresActionRun(msgspec.Struct):
-    required_action: _RequiredAction | None = None
-
-
-class _IdView(msgspec.Struct):
-    id: str
+_RAMP_RECHECK_S = 0.05
+_LOOP_LAG_TICK_S = 0.1
 
 
 class _TokenView(msgspec.Struct):
     token: str
 
 
-_action_decoder = msgspec.json.Decoder(_RequiresActionRun)
-_id_decoder = msgspec.json.Decoder(_IdView)
+_Subscribe = Callable[[str], None]
+"""Opens the run's subscribers on a channel path."""
+
 _token_decoder = msgspec.json.Decoder(_TokenView)
 _encoder = msgspec.json.Encoder()
 
@@ -93,54 +70,84 @@ class _Failure(Exception):
         self.kind = kind
 
 
-class LoadTarget(msgspec.Struct, frozen=True, kw_only=True):
-    """Where the load goes: ``url`` is the server root; ``tokens`` when subscribers need one."""
+def reach_error(url: str, exc: BaseException) -> str:
+    """One line saying why ``url`` could not be reached (no exception reprs)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        # uvloop's strerror is "connect call failed (...)": the errno's text says more.
+        errno = error.errno or 0
+        reason = os.strerror(errno) if errno > 0 else error.strerror or str(error)
+    elif isinstance(exc, TimeoutError):
+        reason = "timed out"
+    else:
+        reason = str(exc) or type(exc).__name__
+    return f"cannot reach {url}: {reason.rstrip('.').lower()}"
 
-    url: str
-    tokens: bool = False
 
-
-class _Creator:
+class _Run:
     """The creator's side of one run: its stream(s), timings and outcome."""
+
+    __slots__ = ("bytes", "chars", "digests", "events", "segments", "sent", "started", "times",
+                 "ttfe", "ttft")  # fmt: skip
 
     def __init__(self) -> None:
         self.times = array("d")
+        self.digests: list[int] = []
+        self.segments = array("B")
         self.events = 0
         self.bytes = 0
+        self.chars = 0
+        self.sent = 0.0
         self.ttfe: float | None = None
-        self.last_status: str | None = None
-        self.run_id = ""
+        self.ttft: float | None = None
         self.started = False
         """True once the server answered 200, i.e. the run exists and subscribers will see it."""
 
 
-class _Driver:
+class TargetLoad:
+    """The load against one target: its protocol, session and stats."""
+
     def __init__(
         self,
         settings: LoadSettings,
         session: aiohttp.ClientSession,
-        target: LoadTarget,
+        root: str,
         stats: LoadStats,
+        *,
+        t0: float,
     ) -> None:
         self._s = settings
         self._session = session
-        self._target = target
-        self._v1 = target.url.rstrip("/") + "/v1"
-        self._stats = stats
+        self.root = root
+        self._v1 = root + "/v1"
+        self.stats = stats
+        self._t0 = t0
+        self.tokens = False
+        self._spoken = False
+        self._protocol: LoadProtocol = PROTOCOLS[settings.protocol](
+            model=settings.model, scenario=settings.scenario
+        )
         # Like the openai SDK, always send a key: the simulator wants one and takes any.
-        self._auth = {"Authorization": f"Bearer {settings.api_key or PLACEHOLDER_KEY}"}
-        self._json_headers = {**self._auth, "Content-Type": "application/json"}
+        auth = {"Authorization": f"Bearer {settings.api_key or PLACEHOLDER_KEY}"}
+        self._json_headers = {
+            **auth,
+            **self._protocol.headers,
+            "Content-Type": "application/json",
+        }
         self._request_timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout, connect=settings.connect_timeout
         )
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout, sock_read=settings.idle_timeout
         )
-        self._assistant_id = ""
-        self._next_start = 0.0
         self._subscriber_seq = 0
+        self.in_flight = 0
 
-    async def _post_json(self, url: str, body: Mapping[str, object]) -> bytes:
+    def _second(self) -> float:
+        return time.time() - self._t0
+
+    async def _post_json(self, path: str, body: Mapping[str, object], *, v1: bool = True) -> bytes:
+        url = (self._v1 if v1 else self.root) + path
         async with self._session.post(
             url,
             data=_encoder.encode(body),
@@ -149,76 +156,57 @@ class _Driver:
         ) as resp:
             raw = await resp.content.read(1 << 20)
             if resp.status != 200:
-                raise _Failure(f"setup_http_{resp.status}")
+                raise _Failure(f"http_{resp.status}")
             return raw
 
-    async def setup(self) -> None:
-        """Create the assistant every run uses (with one function tool for the tool scenarios)."""
+    async def prepare(self) -> None:
+        """Probe the channels, then the protocol's shared setup; ConfigError in one line."""
+        if self._s.subscribers_per_run:
+            self.tokens = await probe_tokens(self._session, self.root, self._s.request_timeout)
+            if self.tokens and self._s.api_key is None:
+                raise ConfigError("the gateway requires subscribe tokens: give --api-key")
         try:
-            raw = await self._post_json(
-                f"{self._v1}/assistants",
-                {"model": self._s.model, "name": "runcast-loadtest", "tools": [_TOOL]},
-            )
-            self._assistant_id = _id_decoder.decode(raw).id
-        except (_Failure, aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as exc:
-            raise ConfigError(f"cannot create an assistant on {self._v1}: {exc!r}") from None
+            await self._protocol.prepare(self._post_json)
+        except (_Failure, msgspec.DecodeError) as exc:
+            raise ConfigError(f"{self._v1} refused the load test's setup ({exc})") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConfigError(reach_error(self.root, exc)) from None
 
-    def _claim_run(self, deadline: float | None) -> bool:
-        limit = self._s.run_limit
-        if limit is not None and self._stats.runs_started >= limit:
-            return False
-        if deadline is not None and time.perf_counter() >= deadline:
-            return False
-        self._stats.runs_started += 1
-        return True
+    # -- one run -----------------------------------------------------------------------------
 
-    async def _pace(self) -> None:
-        if self._s.rate is None:
-            return
-        now = time.perf_counter()
-        slot = max(now, self._next_start)
-        self._next_start = slot + 1 / self._s.rate
-        await asyncio.sleep(slot - now)
-
-    async def users(self, deadline: float | None) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(self._s.concurrency):
-                tg.create_task(self._user(deadline))
-
-    async def _user(self, deadline: float | None) -> None:
-        while True:
-            await self._pace()
-            if not self._claim_run(deadline):
-                return
-            await self._measured_run()
-
-    async def _measured_run(self) -> None:
+    async def measured_run(self) -> None:
+        stats = self.stats
+        stats.runs_started += 1
+        stats.timeline.add(self._second(), "started")
         started = time.perf_counter()
+        self.in_flight += 1
+        outcome = RUN_CUT
         try:
             async with asyncio.timeout(self._s.run_timeout):
-                await self._run()
+                outcome = await self._run()
         except _Failure as exc:
-            self._stats.failed[exc.kind] += 1
+            outcome = exc.kind
         except TimeoutError:
-            self._stats.failed["timeout"] += 1
+            outcome = "timeout"
         except RemoteProtocolError:
-            self._stats.failed["protocol"] += 1
+            outcome = "protocol"
         except aiohttp.ClientPayloadError:
-            self._stats.failed["truncated"] += 1
+            outcome = "truncated"
         except aiohttp.ClientError:
-            self._stats.failed["connection"] += 1
-        except asyncio.CancelledError:
-            self._stats.runs_interrupted += 1
-            raise
-        else:
-            self._stats.runs_ok += 1
-            self._stats.run_duration.record(time.perf_counter() - started)
+            outcome = "connection"
+        finally:
+            self.in_flight -= 1
+            stats.outcomes[outcome] += 1
+            column = {RUN_OK: "completed", RUN_CUT: "cut"}.get(outcome, "failed")
+            stats.timeline.add(self._second(), column)
+        if outcome == RUN_OK:
+            stats.run_duration.record(time.perf_counter() - started)
 
-    def _subscriber(self, thread_id: str, token: str | None) -> Subscriber:
+    def _subscriber(self, channel: str, token: str | None, tracker: Tracker) -> Subscriber:
         transport = self._s.subscriber_transport
         self._subscriber_seq += 1
         websocket = transport == "ws" or (transport == "mixed" and self._subscriber_seq % 2 == 0)
-        url = f"{self._target.url.rstrip('/')}/streams/threads/{thread_id}?since=0"
+        url = f"{self.root}{channel}?since=0"
         if token is not None:
             url += f"&token={token}"
         if websocket:
@@ -226,150 +214,192 @@ class _Driver:
         return Subscriber(
             self._session,
             url,
+            tracker=tracker,
             websocket=websocket,
             connect_timeout=self._s.connect_timeout,
             idle_timeout=self._s.idle_timeout,
         )
 
-    async def _run(self) -> None:
-        thread_id = _id_decoder.decode(await self._post_json(f"{self._v1}/threads", {})).id
+    async def _run(self) -> str:
+        try:
+            start = await self._protocol.begin(self._post_json)
+        except (_Failure, msgspec.DecodeError) as exc:
+            raise _Failure(f"setup_{exc}") from None
         token: str | None = None
-        if self._target.tokens and self._s.subscribers_per_run:
-            raw = await self._post_json(
-                f"{self._target.url.rstrip('/')}/tokens", {"thread_id": thread_id}
-            )
+        if self.tokens and self._s.subscribers_per_run and start.token_scope is not None:
+            raw = await self._post_json("/tokens", start.token_scope, v1=False)
             token = _token_decoder.decode(raw).token
-        subscribers = [
-            self._subscriber(thread_id, token) for _ in range(self._s.subscribers_per_run)
-        ]
-        creator = _Creator()
-        failure: _Failure | RemoteProtocolError | aiohttp.ClientError | None = None
-        # A task group wraps what its body raises in an ExceptionGroup: keep the run's own
-        # failure out of it and raise it afterwards, once the subscribers are accounted for.
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(sub.run()) for sub in subscribers]
-            try:
-                for sub in subscribers:
-                    await sub.ready.wait()
+        run = _Run()
+        tracker = self._protocol.tracker(start)
+        subscribers: list[Subscriber] = []
+        outcome = RUN_CUT
+        failure: RemoteProtocolError | aiohttp.ClientError | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks: list[asyncio.Task[None]] = []
+
+                def subscribe(channel: str) -> None:
+                    for _ in range(self._s.subscribers_per_run):
+                        sub = self._subscriber(channel, token, self._protocol.tracker(start))
+                        subscribers.append(sub)
+                        tasks.append(tg.create_task(sub.run()))
+
                 try:
-                    await self._creator(thread_id, creator)
-                except (_Failure, RemoteProtocolError, aiohttp.ClientError) as exc:
-                    failure = exc
-                if tasks and creator.started:
-                    # A run that failed still ends on its channel (runcast closes it with done).
-                    await asyncio.wait(tasks, timeout=self._s.idle_timeout)
-            finally:
-                for task in tasks:
-                    task.cancel()
-        self._account(creator, subscribers, ok=failure is None)
+                    if start.channel is not None:
+                        subscribe(start.channel)
+                        for sub in subscribers:
+                            await sub.ready.wait()
+                    # A task group wraps what its body raises in an ExceptionGroup: keep the
+                    # run's own failure out of it and raise it once subscribers are accounted.
+                    try:
+                        outcome = await self._creator(start, tracker, run, subscribe)
+                    except _Failure as exc:
+                        outcome = exc.kind
+                    except (RemoteProtocolError, aiohttp.ClientError) as exc:
+                        outcome, failure = "error", exc
+                    if tasks and run.started:
+                        # A run that failed still ends on its channel (runcast closes it).
+                        await asyncio.wait(tasks, timeout=self._s.idle_timeout)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            self._account(run, subscribers, outcome)
         if failure is not None:
             raise failure
+        return outcome
 
-    def _account(self, creator: _Creator, subscribers: list[Subscriber], *, ok: bool) -> None:
-        stats = self._stats
-        stats.creator_events += creator.events
-        stats.creator_bytes += creator.bytes
-        if creator.ttfe is not None:
-            stats.ttfe.record(creator.ttfe)
-        for sub in subscribers:
-            stats.subscriber_events += sub.events
-            stats.subscriber_bytes += sub.bytes
-            if sub.error is None and not sub.finished and creator.started:
-                sub.error = "subscriber_incomplete"
-            if sub.error is not None:
-                if creator.started:
-                    stats.errors[sub.error] += 1
-                continue
-            stats.subscribers_complete += 1
-            # A creator's response ends at its run's failure; the channel goes on to recovery.
-            if ok and len(sub.times) != len(creator.times):
-                stats.delivery_mismatches += 1
-        # runcast publishes to the channels before it queues the creator's copy, so subscribers
-        # usually read an event first. Lag is therefore measured from the earliest receipt of
-        # the same event by any reader of the run (creator or subscriber).
-        complete = [sub.times for sub in subscribers if sub.error is None]
-        for index, at_creator in enumerate(creator.times):
-            first = min([at_creator, *(t[index] for t in complete if index < len(t))])
-            for times in complete:
-                if index < len(times):
-                    if times[index] < at_creator:
-                        stats.subscriber_ahead += 1
-                    stats.delivery_lag.record(times[index] - first)
-
-    async def _creator(self, thread_id: str, creator: _Creator) -> None:
-        url = f"{self._v1}/threads/{thread_id}/runs"
-        body: dict[str, object] = {
-            "assistant_id": self._assistant_id,
-            "stream": True,
-            "metadata": {"mock_scenario": self._s.scenario},
-        }
-        sent = time.perf_counter()
-        for _ in range(_MAX_TOOL_ROUNDS):
-            tool_call_ids = await self._stream(url, body, creator, sent)
-            if not tool_call_ids:
+    async def _creator(
+        self, start: RunStart, tracker: Tracker, run: _Run, subscribe: _Subscribe
+    ) -> str:
+        request: Request | None = start.request
+        segment = 0
+        while request is not None:
+            subscribing = start.channel is None and segment == 0
+            ended = await self._stream(request, tracker, run, segment, subscribing, subscribe)
+            if not ended and tracker.failure is None:
+                return "truncated"
+            if tracker.failure is not None:
                 break
-            url = f"{self._v1}/threads/{thread_id}/runs/{creator.run_id}/submit_tool_outputs"
-            body = {
-                "stream": True,
-                "tool_outputs": [{"tool_call_id": i, "output": "ok"} for i in tool_call_ids],
-            }
-        status = creator.last_status
-        if status == "completed":
-            return
-        if status in _TERMINAL:
-            raise _Failure(f"run_{status}")
-        raise _Failure("no_final_status")
+            request = tracker.follow_up()
+            segment += 1
+        return tracker.outcome()
 
     async def _stream(
-        self, url: str, body: Mapping[str, object], creator: _Creator, sent: float
-    ) -> list[str]:
-        """Read one streamed response; the tool call ids when it ended in requires_action."""
+        self,
+        request: Request,
+        tracker: Tracker,
+        run: _Run,
+        segment: int,
+        subscribing: bool,
+        subscribe: _Subscribe,
+    ) -> bool:
+        """Read one streamed response; True when its closing event came."""
+        url = self._v1 + request.path
+        sent = time.perf_counter()
+        if segment == 0:
+            run.sent = sent  # first event and text count from the run's own request
         async with self._session.post(
             url,
-            data=_encoder.encode(body),
+            data=_encoder.encode(request.body),
             headers=self._json_headers,
             timeout=self._stream_timeout,
         ) as resp:
             if resp.status != 200:
                 await resp.content.read(_ERROR_BODY_BYTES)
+                if resp.status in (404, 405) and not self._spoken:
+                    raise FatalLoadError(
+                        f"POST {url} answered {resp.status}: the target does not speak "
+                        f"--protocol {self._protocol.name}"
+                    )
                 raise _Failure(f"http_{resp.status}")
-            creator.started = True
-            creator.run_id = resp.headers.get("runcast-run-id", creator.run_id)
+            self._spoken = run.started = True
+            stats = self.stats
             decoder = SSEDecoder()
-            saw_done = False
-            action: list[str] = []
+            ended = False
+            last_text: float | None = None
             async for chunk in resp.content.iter_any():
-                creator.bytes += len(chunk)
+                run.bytes += len(chunk)
                 for event in decoder.feed(chunk):
                     now = time.perf_counter()
-                    if creator.ttfe is None:
-                        creator.ttfe = now - sent
-                    creator.events += 1
-                    name = event.event
-                    if name in _CREATOR_FAILURES:
-                        raise _Failure(name.removeprefix(RUNCAST_PREFIX))
-                    if name.startswith(RUNCAST_PREFIX):
-                        continue
-                    creator.times.append(now)
-                    if name == "error":
-                        raise _Failure("error_event")
-                    if name == "done":
-                        saw_done = True
-                        continue
-                    status = run_status(name, event.data_bytes)
-                    if status is None:
-                        continue
-                    creator.last_status = status
-                    if name == "thread.run.created":
-                        creator.run_id = _id_decoder.decode(event.data_bytes).id
-                    if status == "requires_action":
-                        required = _action_decoder.decode(event.data_bytes).required_action
-                        if required is not None:
-                            action = [c.id for c in required.submit_tool_outputs.tool_calls]
+                    run.events += 1
+                    if run.ttfe is None:
+                        run.ttfe = now - run.sent
+                    seen = tracker.feed(event.event, event.data_bytes)
+                    if seen.upstream:
+                        run.times.append(now)
+                        run.digests.append(hash((event.event, event.data_bytes)))
+                        run.segments.append(min(segment, 255))
+                        stats.event_latency.record(now - sent)
+                    if seen.text:
+                        run.chars += seen.text
+                        if run.ttft is None:
+                            run.ttft = now - run.sent
+                        if last_text is not None:
+                            stats.inter_delta.record(now - last_text)
+                        last_text = now
+                    ended = ended or seen.end
+                    if subscribing and tracker.channel is not None:
+                        subscribing = False
+                        subscribe(tracker.channel)
             decoder.close()
-        if not saw_done:
-            raise _Failure("truncated")
-        return action if creator.last_status == "requires_action" else []
+        return ended
+
+    def _account(self, run: _Run, subscribers: list[Subscriber], outcome: str) -> None:
+        stats = self.stats
+        second = self._second()
+        stats.creator_events += run.events
+        stats.creator_bytes += run.bytes
+        stats.output_chars += run.chars
+        stats.timeline.add(second, "events", run.events)
+        stats.timeline.add(second, "chars", run.chars)
+        if run.ttfe is not None:
+            stats.ttfe.record(run.ttfe)
+        if run.ttft is not None:
+            stats.ttft.record(run.ttft)
+        if outcome == RUN_OK and run.chars and run.times:
+            stats.chars_per_s.record(run.chars / max(run.times[-1] - run.sent, 1e-9))
+        if self._protocol.channel_spans_run:
+            times, digests = run.times, run.digests
+        else:
+            first = [i for i, s in enumerate(run.segments) if s == 0]
+            times = array("d", (run.times[i] for i in first))
+            digests = [run.digests[i] for i in first]
+        expected = Counter(digests)
+        broken = outcome not in (RUN_OK, RUN_CUT)
+        for sub in subscribers:
+            stats.subscriber_events += sub.events
+            stats.subscriber_bytes += sub.bytes
+            if outcome == RUN_CUT:
+                stats.subscribers_cut += 1
+                continue
+            if sub.error is None and not sub.finished and run.started:
+                sub.error = "subscriber_incomplete"
+            if sub.error is not None:
+                if run.started:
+                    broken = True
+                    stats.errors[sub.error] += 1
+                    stats.timeline.add(second, "subscriber_errors")
+                continue
+            stats.subscribers_complete += 1
+            if outcome != RUN_OK:
+                continue  # the creator's response stopped early; the channel went on
+            got = Counter(sub.digests)
+            gaps, duplicates = sum((expected - got).values()), sum((got - expected).values())
+            stats.gaps += gaps
+            stats.duplicates += duplicates
+            if sub.digests != digests:
+                broken = broken or bool(gaps or duplicates)
+                continue
+            for at_creator, at_sub in zip(times, sub.times, strict=True):
+                stats.deliveries += 1
+                if at_sub < at_creator:
+                    stats.subscriber_first += 1
+                    stats.delivery_lag.record(0.0)
+                else:
+                    stats.delivery_lag.record(at_sub - at_creator)
+        if broken and outcome != RUN_CUT:
+            stats.runs_with_errors += 1
 
 
 async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float) -> bool:
@@ -378,7 +408,7 @@ async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float)
     A 401 on a channel means tokens (authorisation comes before anything else, so the probe
     creates nothing); a 200 means open mode, and the probe disconnects at once.
     """
-    probe = f"{url.rstrip('/')}/streams/threads/thread_loadtest_probe"
+    probe = f"{url}/streams/threads/thread_loadtest_probe"
     limit = aiohttp.ClientTimeout(total=limit_s)
     try:
         async with session.get(probe, headers={"Accept": "text/event-stream"}, timeout=limit) as r:
@@ -388,42 +418,154 @@ async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float)
                 return False
             raise ConfigError(
                 f"{probe} answered {r.status}: is the target a runcast gateway? "
-                "(use --subscribers-per-run 0 for a bare Assistants API)"
+                "(use --subscribers-per-run 0 for a bare API)"
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach {url}: {exc!r}") from None
+        raise ConfigError(reach_error(url, exc)) from None
+
+
+# -- load shapes -------------------------------------------------------------------------------
+
+
+class _Budget:
+    """Run starts left (shared by every user of one target)."""
+
+    def __init__(self, limit: int | None, deadline: float | None) -> None:
+        self.left = math.inf if limit is None else limit
+        self.deadline = deadline
+
+    def claim(self) -> bool:
+        if self.left <= 0:
+            return False
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            return False
+        self.left -= 1
+        return True
+
+
+async def _closed_loop(
+    load: TargetLoad, settings: LoadSettings, started: float, budget: _Budget
+) -> None:
+    stages = settings.stages
+    users = settings.concurrency
+    if stages is not None:
+        users = max(1, math.ceil(max(stage.level for stage in stages)))
+
+    async def user(index: int) -> None:
+        while True:
+            if stages is not None:
+                while index >= level_at(stages, time.perf_counter() - started):
+                    if budget.deadline is not None and time.perf_counter() >= budget.deadline:
+                        return
+                    await asyncio.sleep(_RAMP_RECHECK_S)
+            if not budget.claim():
+                return
+            await load.measured_run()
+
+    async with asyncio.TaskGroup() as tg:
+        for index in range(users):
+            tg.create_task(user(index))
+
+
+async def _open_loop(
+    load: TargetLoad, settings: LoadSettings, started: float, budget: _Budget
+) -> None:
+    assert settings.rate is not None
+    stages = settings.stages
+    rate = settings.rate
+
+    def rate_at(t: float) -> float:
+        return rate if stages is None else level_at(stages, t)
+
+    horizon = math.inf if budget.deadline is None else budget.deadline - started
+    poisson = settings.arrival == "poisson"
+    async with asyncio.TaskGroup() as tg:
+        for offset in arrivals(rate_at, poisson=poisson, rng=random.Random(), horizon=horizon):
+            # Open loop: the schedule holds whatever the target's speed (no coordinated omission).
+            await asyncio.sleep(max(started + offset - time.perf_counter(), 0.0))
+            if load.in_flight >= settings.concurrency:
+                load.stats.arrivals_dropped += 1
+            elif budget.claim():
+                tg.create_task(load.measured_run())
+            else:
+                return
+
+
+async def _loop_lag(stats: LoadStats) -> None:
+    """How late the event loop wakes up: the generator's own saturation, seen from inside."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(_LOOP_LAG_TICK_S)
+        stats.loop_lag.record(max(time.perf_counter() - before - _LOOP_LAG_TICK_S, 0.0))
 
 
 async def execute(
-    settings: LoadSettings, url: str, *, stop: asyncio.Event | None = None
-) -> LoadStats:
-    """Run the load against the server root ``url`` until done, ``duration`` or ``stop``."""
-    stats = LoadStats()
-    connector = aiohttp.TCPConnector(limit=settings.connections + 4, limit_per_host=0)
+    settings: LoadSettings,
+    urls: list[str],
+    *,
+    stop: asyncio.Event | None = None,
+    stats: list[LoadStats] | None = None,
+    t0: float | None = None,
+) -> list[LoadStats]:
+    """Run the load against each server root in ``urls`` (the target, then ``--compare``).
+
+    Returns one LoadStats per URL (filled in place when ``stats`` is given, so a progress display
+    can read them while the load runs). ``t0`` is the wall-clock start of the timeline.
+    """
+    results = stats if stats is not None else [LoadStats() for _ in urls]
+    t0 = time.time() if t0 is None else t0
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.idle_timeout
     )
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        tokens = False
-        if settings.subscribers_per_run:
-            tokens = await probe_tokens(session, url, settings.request_timeout)
-            if tokens and settings.api_key is None:
-                raise ConfigError("the gateway requires subscribe tokens: give --api-key")
-        driver = _Driver(settings, session, LoadTarget(url=url, tokens=tokens), stats)
-        await driver.setup()
+        loads = [
+            TargetLoad(settings, session, url, result, t0=t0)
+            for url, result in zip(urls, results, strict=True)
+        ]
+        for load in loads:
+            await load.prepare()
         started = time.perf_counter()
-        deadline = None if settings.duration is None else started + settings.duration
-        load = asyncio.create_task(driver.users(deadline))
+        cpu_before = time.process_time()
+        limit = settings.time_limit
+        deadline = None if limit is None else started + limit
+        loop = _open_loop if settings.rate is not None else _closed_loop
+
+        async def everything() -> None:
+            async with asyncio.TaskGroup() as tg:
+                for load in loads:
+                    budget = _Budget(settings.run_limit, deadline)
+                    tg.create_task(loop(load, settings, started, budget))
+
+        load_task = asyncio.create_task(everything())
         stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+        lag = asyncio.create_task(_loop_lag(results[0]))
         try:
-            await asyncio.wait(
-                {load, stopped}, timeout=settings.duration, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({load_task, stopped}, timeout=limit, return_when="FIRST_COMPLETED")
         finally:
-            load.cancel()
-            stopped.cancel()
-            await asyncio.wait({load, stopped})
-            stats.elapsed = time.perf_counter() - started
-        if not load.cancelled():
-            load.result()
-    return stats
+            for task in (load_task, stopped, lag):
+                task.cancel()
+            await asyncio.wait({load_task, stopped, lag})
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_before
+            for result in results:
+                result.elapsed = elapsed
+            results[0].cpu_s = cpu
+            results[0].max_cpu_fraction = cpu / elapsed if elapsed > 0 else 0.0
+        if not load_task.cancelled():
+            exc = load_task.exception()
+            if exc is not None:
+                _raise_fatal(exc)
+    return results
+
+
+def _raise_fatal(exc: BaseException) -> None:
+    """A FatalLoadError deep in the task groups becomes one ConfigError line."""
+    if isinstance(exc, BaseExceptionGroup):
+        fatal, _rest = exc.split(FatalLoadError)
+        if fatal is not None:
+            first: BaseException = fatal
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise ConfigError(str(first)) from None
+    raise exc

@@ -1,47 +1,82 @@
-"""The load test's results: a JSON-ready dict and a readable table."""
+"""The load test's results: the JSON-ready report (``report.schema.json``), its table and verdict.
+
+The report holds the configuration, the environment, one result per target (the target, then
+``--compare``'s), the added latency of the first over the second, the generator's own CPU use
+and the verdict that decides the exit status.
+"""
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from .settings import LoadSettings
-from .stats import LoadStats
+from .stats import PERCENTILES, LoadStats
 
-__all__ = ["render_table", "to_dict", "write_json"]
+__all__ = ["SATURATED_CPU", "render_table", "to_dict", "verdict", "write_json"]
+
+SCHEMA_ID = "runcast-loadtest-report/1"
+SATURATED_CPU = 0.9
+"""CPU time over wall time of one generator process (one core) past which it is the bottleneck."""
 
 
 def _rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1) if seconds > 0 else 0.0
 
 
-def to_dict(settings: LoadSettings, target: str, stats: LoadStats) -> dict[str, Any]:
-    """Every figure of the run; the ``--json`` file holds exactly this."""
+def _config(settings: LoadSettings) -> dict[str, Any]:
+    config = msgspec.structs.asdict(settings)
+    config.pop("api_key")
+    config["run_limit"] = settings.run_limit
+    config["time_limit"] = settings.time_limit
+    return config
+
+
+def environment(*, event_loop: str, started: float) -> dict[str, Any]:
+    try:
+        version = metadata.version("runcast")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "runcast": version,
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "event_loop": event_loop,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+    }
+
+
+def result(url: str, stats: LoadStats) -> dict[str, Any]:
+    """The figures measured against one target."""
     elapsed = stats.elapsed
     events_total = stats.creator_events + stats.subscriber_events
+    errors = {**stats.failed, **stats.errors}
+    if stats.gaps:
+        errors["gaps"] = stats.gaps
+    if stats.duplicates:
+        errors["duplicates"] = stats.duplicates
     return {
-        "target": target,
-        "settings": {
-            "embedded": settings.embedded,
-            "runs": settings.run_limit,
-            "duration": settings.duration,
-            "concurrency": settings.concurrency,
-            "subscribers_per_run": settings.subscribers_per_run,
-            "subscriber_transport": settings.subscriber_transport,
-            "scenario": settings.scenario,
-            "rate": settings.rate,
-        },
+        "target": url,
         "elapsed_s": round(elapsed, 3),
         "runs": {
             "started": stats.runs_started,
-            "ok": stats.runs_ok,
+            "completed": stats.runs_ok,
             "failed": stats.runs_failed,
-            "interrupted": stats.runs_interrupted,
-            "failed_by_kind": dict(sorted(stats.failed.items())),
+            "cut": stats.runs_cut,
+            "dropped_arrivals": stats.arrivals_dropped,
+            "outcomes": dict(sorted(stats.outcomes.items())),
         },
-        "runs_per_s": _rate(stats.runs_ok + stats.runs_failed, elapsed),
+        "runs_per_s": _rate(stats.runs_finished, elapsed),
+        "error_rate": round(stats.error_rate(), 6),
         "events": {
             "creator": stats.creator_events,
             "subscribers": stats.subscriber_events,
@@ -49,18 +84,79 @@ def to_dict(settings: LoadSettings, target: str, stats: LoadStats) -> dict[str, 
             "per_s": _rate(events_total, elapsed),
         },
         "bytes": {"creator": stats.creator_bytes, "subscribers": stats.subscriber_bytes},
+        "output": {
+            "chars": stats.output_chars,
+            "chars_per_s_per_run": stats.chars_per_s.summary(1.0),
+        },
         "subscribers": {
             "complete": stats.subscribers_complete,
-            "delivery_mismatches": stats.delivery_mismatches,
-            "deliveries_ahead_of_creator": stats.subscriber_ahead,
+            "cut": stats.subscribers_cut,
+            "gaps": stats.gaps,
+            "duplicates": stats.duplicates,
+            "deliveries": stats.deliveries,
+            "subscriber_first": stats.subscriber_first,
         },
         "latency_ms": {
             "run_duration": stats.run_duration.summary_ms(),
             "ttfe": stats.ttfe.summary_ms(),
+            "ttft": stats.ttft.summary_ms(),
+            "inter_delta": stats.inter_delta.summary_ms(),
             "delivery_lag": stats.delivery_lag.summary_ms(),
+            "event": stats.event_latency.summary_ms(),
         },
-        "errors": dict(sorted(stats.errors.items())),
+        "errors": dict(sorted(errors.items())),
+        "timeline": stats.timeline.to_list(int(elapsed) + 1),
     }
+
+
+def _added(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:
+    """Our percentile minus theirs, per event and for the first event, in ms."""
+    added: dict[str, float | None] = {}
+    for row in ("event", "ttfe"):
+        for key in ("p50", "p99"):
+            a, b = ours["latency_ms"][row][key], theirs["latency_ms"][row][key]
+            added[f"{row}_{key}"] = None if a is None or b is None else round(a - b, 3)
+    return added
+
+
+def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
+    """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate."""
+    rate = max(s.error_rate() for s in stats)
+    bad = sum(s.bad_deliveries for s in stats)
+    reasons = []
+    if rate > settings.max_error_rate:
+        reasons.append(f"error rate {rate:.2%} > --max-error-rate {settings.max_error_rate:.2%}")
+    if bad:
+        reasons.append(f"{bad:,} gaps or duplicates in subscribers' copies")
+    return {"passed": not reasons, "reasons": reasons}
+
+
+def to_dict(
+    settings: LoadSettings, urls: list[str], stats: list[LoadStats], env: dict[str, Any]
+) -> dict[str, Any]:
+    """Every figure of the run; the ``--json`` file holds exactly this."""
+    results = [result(url, s) for url, s in zip(urls, stats, strict=True)]
+    first = stats[0]
+    cpu_fraction = first.max_cpu_fraction
+    report: dict[str, Any] = {
+        "schema": SCHEMA_ID,
+        "config": _config(settings),
+        "environment": env,
+        **results[0],
+        "compare": None,
+        "generator": {
+            "processes": settings.processes,
+            "cpu_s": round(first.cpu_s, 3),
+            "busiest_process_cpu": round(cpu_fraction, 3),
+            # Below a second, start-up work dominates the ratio.
+            "saturated": cpu_fraction >= SATURATED_CPU and first.elapsed >= 1.0,
+            "loop_lag_ms": first.loop_lag.summary_ms(),
+        },
+        "verdict": verdict(settings, stats),
+    }
+    if len(results) > 1:
+        report["compare"] = {**results[1], "added_latency_ms": _added(results[0], results[1])}
+    return report
 
 
 def write_json(path: str, report: dict[str, Any]) -> None:
@@ -71,36 +167,93 @@ def _ms(value: object) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
-def render_table(report: dict[str, Any]) -> str:
-    runs = report["runs"]
-    events = report["events"]
+_ROWS = {
+    "run_duration": "run duration",
+    "ttfe": "first event",
+    "ttft": "first text (TTFT)",
+    "inter_delta": "between deltas",
+    "delivery_lag": "delivery lag",
+}
+
+
+def _latency_table(result: dict[str, Any]) -> list[str]:
+    heads = [key.replace("_", ".") for key, _ in PERCENTILES]
+    lines = [f"{'latency (ms)':<20}" + "".join(f"{h:>10}" for h in [*heads, "max", "count"])]
+    for key, label in _ROWS.items():
+        row = result["latency_ms"][key]
+        cells = [_ms(row[k]) for k, _ in PERCENTILES] + [_ms(row["max"]), f"{row['count']:,}"]
+        lines.append(f"{label:<20}" + "".join(f"{c:>10}" for c in cells))
+    return lines
+
+
+def _target_lines(result: dict[str, Any]) -> list[str]:
+    runs = result["runs"]
+    events = result["events"]
+    subs = result["subscribers"]
     lines = [
-        f"target      {report['target']}",
-        f"runs        {runs['ok']:,} ok, {runs['failed']:,} failed, "
-        f"{runs['interrupted']:,} interrupted in {report['elapsed_s']:.2f} s "
-        f"({report['runs_per_s']:,.1f} runs/s)",
+        f"target      {result['target']}",
+        f"runs        {runs['completed']:,} completed, {runs['failed']:,} failed, "
+        f"{runs['cut']:,} cut by the deadline or stop, in {result['elapsed_s']:.2f} s "
+        f"({result['runs_per_s']:,.1f} runs/s)",
+    ]
+    if runs["dropped_arrivals"]:
+        lines.append(
+            f"            {runs['dropped_arrivals']:,} arrivals dropped: --concurrency runs "
+            "were already in flight (the target or the generator cannot keep up)"
+        )
+    lines += [
         f"events      {events['total']:,} ({events['creator']:,} creator + "
         f"{events['subscribers']:,} subscribers), {events['per_s']:,.0f} events/s",
+        f"output      {result['output']['chars']:,} characters of text",
         "",
-        f"{'latency (ms)':<20}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}{'count':>10}",
+        *_latency_table(result),
     ]
-    names = {"run_duration": "run duration", "ttfe": "first event", "delivery_lag": "delivery lag"}
-    for key, label in names.items():
-        row = report["latency_ms"][key]
+    if subs["deliveries"]:
+        first = subs["subscriber_first"]
         lines.append(
-            f"{label:<20}{_ms(row['p50']):>10}{_ms(row['p95']):>10}{_ms(row['p99']):>10}"
-            f"{_ms(row['max']):>10}{row['count']:>10,}"
+            f"(delivery lag: a subscriber's copy of an event after the creator's; "
+            f"{first:,} of {subs['deliveries']:,} deliveries ({first / subs['deliveries']:.0%}) "
+            "reached a subscriber first and count as 0)"
         )
-    ahead = report["subscribers"]["deliveries_ahead_of_creator"]
     lines.append(
-        f"(delivery lag: from the first reader's receipt of an event to each subscriber's; "
-        f"{ahead:,} deliveries beat the creator's copy)"
+        f"subscribers {subs['complete']:,} complete, {subs['cut']:,} cut, "
+        f"{subs['gaps']:,} gaps, {subs['duplicates']:,} duplicates"
     )
-    failures = runs["failed_by_kind"]
-    errors = report["errors"]
-    mismatches = report["subscribers"]["delivery_mismatches"]
+    lines.append(
+        "errors      " + (", ".join(f"{k}: {n:,}" for k, n in result["errors"].items()) or "none")
+    )
+    return lines
+
+
+def render_table(report: dict[str, Any]) -> str:
+    lines = _target_lines(report)
+    compare = report["compare"]
+    if compare is not None:
+        lines += ["", "compared with", *_target_lines(compare), ""]
+        added = compare["added_latency_ms"]
+        lines.append(
+            f"added latency per event: p50 {_ms(added['event_p50'])} ms, "
+            f"p99 {_ms(added['event_p99'])} ms (first event: p50 {_ms(added['ttfe_p50'])} ms, "
+            f"p99 {_ms(added['ttfe_p99'])} ms) of {report['target']} over {compare['target']}"
+        )
+    gen = report["generator"]
     lines.append("")
-    lines.append("failed runs " + (", ".join(f"{k}: {n:,}" for k, n in failures.items()) or "none"))
-    problems = {**errors, **({"delivery_mismatches": mismatches} if mismatches else {})}
-    lines.append("errors      " + (", ".join(f"{k}: {n:,}" for k, n in problems.items()) or "none"))
+    lines.append(
+        f"generator   {gen['processes']} process(es), busiest at {gen['busiest_process_cpu']:.0%} "
+        f"of a core, event loop lag p99 {_ms(gen['loop_lag_ms']['p99'])} ms"
+    )
+    if gen["saturated"]:
+        lines.append(
+            "WARNING     the load generator is saturated (one core busy): its own queueing is in "
+            "the figures; spread it with --processes N"
+            + (
+                " (--embedded: the gateway and simulator share its process)"
+                if report["config"]["embedded"]
+                else ""
+            )
+        )
+    verdict = report["verdict"]
+    lines.append(
+        "verdict     " + ("passed" if verdict["passed"] else "; ".join(verdict["reasons"]))
+    )
     return "\n".join(lines)

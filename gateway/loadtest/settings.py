@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import msgspec
@@ -9,25 +10,38 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.mock.settings import SCENARIO_NAMES
 
-__all__ = ["DEFAULT_RUNS", "LoadSettings", "Transport"]
+from .shape import Stage, parse_ramp, ramp_seconds
+
+__all__ = ["DEFAULT_RUNS", "PROTOCOL_NAMES", "LoadSettings", "Transport", "server_root"]
 
 Transport = Literal["sse", "ws", "mixed"]
+Protocol = Literal["assistants", "responses", "chat"]
+PROTOCOL_NAMES = ("assistants", "responses", "chat")
 
 DEFAULT_RUNS = 100
-"""Runs sent when neither ``runs`` nor ``duration`` is given."""
+"""Runs sent when neither ``runs`` nor ``duration`` (nor ``ramp``) is given."""
+
+
+def server_root(url: str) -> str:
+    """The server root of ``url``: a trailing ``/`` or ``/v1`` (``/v1/``) is dropped."""
+    root = url.rstrip("/")
+    return root.removesuffix("/v1") if root.endswith("/v1") else root
 
 
 class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What to send, where, and how hard. Times are seconds.
 
-    ``target`` is the server's root URL (``/v1`` and ``/streams`` are appended); ``embedded``
-    starts a gateway with its simulator in-process instead. ``runs`` and ``duration`` are
-    exclusive; without either, :data:`DEFAULT_RUNS` runs. ``rate`` caps run starts per second
-    across all virtual users (None: as fast as ``concurrency`` allows).
+    ``target`` is the server's root URL (``/v1`` and ``/streams`` are appended; a target given
+    with ``/v1`` is understood); ``embedded`` starts a gateway with its simulator in-process
+    instead. ``runs`` bounds the runs started; ``duration`` (or the ``ramp``'s length) bounds the
+    time, and runs still in flight at the deadline are cut, not failed. Without ``rate`` the load
+    is a closed loop of ``concurrency`` virtual users; with it, an open loop of ``rate`` arrivals
+    per second (``arrival`` constant or Poisson) with at most ``concurrency`` runs in flight.
     """
 
     target: str | None = None
     embedded: bool = False
+    protocol: Protocol = "assistants"
     api_key: str | None = None
     runs: int | None = None
     duration: float | None = None
@@ -36,7 +50,18 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     subscriber_transport: Transport = "sse"
     scenario: str = "text"
     rate: float | None = None
+    arrival: Literal["constant", "poisson"] = "constant"
+    ramp: str | None = None
+    """``LEVEL:SECONDS,...`` stages of users (closed loop) or of the rate (open loop)."""
+    max_error_rate: float = 0.0
+    """Highest error rate (0..1) that still exits 0."""
+    compare: str | None = None
+    """A second target receiving the same load in the same run."""
+    processes: int = 1
+    progress_interval: float = 5.0
+    """Seconds between plain progress lines when not on a terminal (0: none)."""
     json_path: str | None = None
+    plot_path: str | None = None
     model: str = "gpt-4o"
     sim_deltas: int = 16
     """Deltas per message of the embedded simulator."""
@@ -52,19 +77,25 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     def __post_init__(self) -> None:
         if (self.target is None) == (not self.embedded):
             raise ConfigError("give exactly one of --target URL or --embedded")
-        if self.target is not None and not self.target.startswith(("http://", "https://")):
-            raise ConfigError(f"target must be an http(s) URL: {self.target!r}")
+        for flag, url in (("--target", self.target), ("--compare", self.compare)):
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{flag} must be an http(s) URL: {url!r}")
         if self.runs is not None and self.duration is not None:
             raise ConfigError("--runs and --duration are exclusive")
         if self.scenario not in SCENARIO_NAMES:
             raise ConfigError(f"unknown scenario {self.scenario!r}")
+        if self.protocol not in PROTOCOL_NAMES:
+            raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOL_NAMES)}")
         if self.subscriber_transport not in ("sse", "ws", "mixed"):
             raise ConfigError("subscriber transport must be sse, ws or mixed")
+        if self.arrival not in ("constant", "poisson"):
+            raise ConfigError("--arrival must be constant or poisson")
         positive = {
             "runs": self.runs,
             "duration": self.duration,
             "concurrency": self.concurrency,
             "rate": self.rate,
+            "processes": self.processes,
             "sim_deltas": self.sim_deltas,
             "connect_timeout": self.connect_timeout,
             "request_timeout": self.request_timeout,
@@ -72,15 +103,41 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "run_timeout": self.run_timeout,
         }
         for name, value in positive.items():
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value!r}")
-        if self.subscribers_per_run < 0 or self.sim_delay_ms < 0:
-            raise ConfigError("subscribers per run and sim delay must be >= 0")
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value!r}")
+        if self.subscribers_per_run < 0:
+            raise ConfigError("--subscribers-per-run must be >= 0")
+        if not self.sim_delay_ms >= 0:
+            raise ConfigError("--sim-delay-ms must be >= 0")
+        if not self.progress_interval >= 0:
+            raise ConfigError("--progress-interval must be >= 0")
+        if not 0 <= self.max_error_rate <= 1:
+            raise ConfigError("--max-error-rate must be between 0 and 1")
+        if self.processes > self.concurrency:
+            raise ConfigError("--processes cannot exceed --concurrency (each needs a user)")
+        if self.ramp is not None:
+            parse_ramp(self.ramp)  # raises ConfigError naming --ramp
+
+    @property
+    def root(self) -> str | None:
+        return None if self.target is None else server_root(self.target)
+
+    @property
+    def stages(self) -> tuple[Stage, ...] | None:
+        return None if self.ramp is None else parse_ramp(self.ramp)
+
+    @property
+    def time_limit(self) -> float | None:
+        """Seconds the load lasts (None: until ``run_limit`` runs are done)."""
+        if self.duration is not None:
+            return self.duration
+        stages = self.stages
+        return None if stages is None else ramp_seconds(stages)
 
     @property
     def run_limit(self) -> int | None:
-        """How many runs to start (None: until ``duration`` is over)."""
-        if self.duration is not None:
+        """How many runs to start (None: until the time limit)."""
+        if self.time_limit is not None:
             return self.runs
         return self.runs if self.runs is not None else DEFAULT_RUNS
 

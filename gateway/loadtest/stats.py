@@ -1,9 +1,11 @@
-"""Load-test measurements: log-scale latency histograms and run/event counters, bounded in size.
+"""Load-test measurements: mergeable log-scale histograms, run/event counters, a per-second timeline.
 
 :class:`LatencyHistogram` works like HdrHistogram with a fixed relative precision: a value ``v``
 lands in bucket ``floor(log(v / lowest) / log(1 + precision))``, so memory is a fixed array sized
 by the range (about 2,300 counters for 1 us .. 1 h at 1 %), whatever the number of samples, and a
 percentile is off by at most ``precision`` relative to the true sample (min and max are exact).
+Two histograms with the same range and precision merge by adding their counters, which is how the
+figures of ``--processes`` workers are combined. Everything here pickles (workers send it back).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import math
 from array import array
 from collections import Counter
 
-__all__ = ["LatencyHistogram", "LoadStats"]
+__all__ = ["PERCENTILES", "LatencyHistogram", "LoadStats", "Timeline"]
+
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99_9", 99.9),
+)
+"""The percentiles every summary reports, with their JSON keys."""
 
 
 class LatencyHistogram:
@@ -34,8 +44,19 @@ class LatencyHistogram:
         self.min = math.inf
         self.max = -math.inf
 
+    def __getstate__(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def _index(self, value: float) -> int:
         return int(math.log(value / self.lowest) / self._log_base)
+
+    def _value(self, index: int) -> float:
+        # Geometric middle of the bucket: at most `precision` from any value in it.
+        return self.lowest * math.exp((index + 0.5) * self._log_base)
 
     @property
     def buckets(self) -> int:
@@ -47,8 +68,26 @@ class LatencyHistogram:
         self._counts[self._index(clamped)] += 1
         self.count += 1
         self.total += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add ``other``'s samples to this one; both must share range and precision."""
+        if (other.lowest, other.highest, other._log_base) != (
+            self.lowest,
+            self.highest,
+            self._log_base,
+        ):
+            raise ValueError("only histograms of the same range and precision merge")
+        for index, n in enumerate(other._counts):
+            if n:
+                self._counts[index] += n
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
 
     def percentile(self, p: float) -> float | None:
         """The value below which ``p`` percent of the samples fall (None when empty)."""
@@ -66,54 +105,159 @@ class LatencyHistogram:
         for index, n in enumerate(self._counts):
             seen += n
             if seen >= rank:
-                # Geometric middle of the bucket: at most `precision` from any value in it.
-                middle = self.lowest * math.exp((index + 0.5) * self._log_base)
-                return min(max(middle, self.min), self.max)
+                return min(max(self._value(index), self.min), self.max)
         return self.max
 
-    def summary_ms(self) -> dict[str, float | int | None]:
-        """count, min, mean, p50, p95, p99, max in milliseconds (None when empty)."""
+    def cdf(self) -> list[tuple[float, float]]:
+        """(value, fraction of samples <= it) per non-empty bucket, for plotting."""
+        points: list[tuple[float, float]] = []
+        seen = 0
+        for index, n in enumerate(self._counts):
+            if n:
+                seen += n
+                value = min(max(self._value(index), self.min), self.max)
+                points.append((value, seen / self.count))
+        if points:
+            points[-1] = (self.max, 1.0)  # known exactly
+        return points
 
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000, 3)
+    def summary(self, scale: float = 1000.0) -> dict[str, float | int | None]:
+        """count, min, mean, p50, p90, p99, p99.9, max times ``scale`` (ms by default)."""
+
+        def scaled(value: float | None) -> float | None:
+            return None if value is None else round(value * scale, 3)
 
         empty = self.count == 0
-        return {
+        row: dict[str, float | int | None] = {
             "count": self.count,
-            "min": None if empty else ms(self.min),
-            "mean": None if empty else ms(self.total / self.count),
-            "p50": ms(self.percentile(50)),
-            "p95": ms(self.percentile(95)),
-            "p99": ms(self.percentile(99)),
-            "max": None if empty else ms(self.max),
+            "min": None if empty else scaled(self.min),
+            "mean": None if empty else scaled(self.total / self.count),
         }
+        for key, p in PERCENTILES:
+            row[key] = scaled(self.percentile(p))
+        row["max"] = None if empty else scaled(self.max)
+        return row
+
+    def summary_ms(self) -> dict[str, float | int | None]:
+        return self.summary(1000.0)
+
+
+class Timeline:
+    """Per-second counters, indexed by whole seconds since the test's shared start time."""
+
+    COLUMNS = ("started", "completed", "failed", "cut", "events", "chars", "subscriber_errors")
+
+    def __init__(self) -> None:
+        self.rows: dict[int, list[int]] = {}
+
+    def add(self, second: float, column: str, n: int = 1) -> None:
+        row = self.rows.get(int(second))
+        if row is None:
+            row = self.rows[int(second)] = [0] * len(self.COLUMNS)
+        row[self.COLUMNS.index(column)] += n
+
+    def merge(self, other: Timeline) -> None:
+        for second, values in other.rows.items():
+            row = self.rows.setdefault(second, [0] * len(self.COLUMNS))
+            for i, n in enumerate(values):
+                row[i] += n
+
+    def to_list(self, seconds: int) -> list[dict[str, int]]:
+        """One row per second from 0 to ``seconds`` (or the last second with data)."""
+        last = max([seconds - 1, *self.rows])
+        zero = [0] * len(self.COLUMNS)
+        return [
+            {"t": t, **dict(zip(self.COLUMNS, self.rows.get(t, zero), strict=True))}
+            for t in range(last + 1)
+        ]
+
+
+RUN_OK = "completed"
+RUN_CUT = "cut"
 
 
 class LoadStats:
-    """Everything one load test measures; owned by its driver, read by the report."""
+    """Everything one load test measures against one target; mergeable across processes."""
 
     def __init__(self) -> None:
         self.runs_started = 0
-        self.runs_ok = 0
-        self.runs_interrupted = 0
-        self.failed: Counter[str] = Counter()
-        """Failed runs by kind: ``http_<status>``, ``run_<status>``, ``error_event``, ..."""
+        self.arrivals_dropped = 0
+        """Open-loop arrivals that found ``concurrency`` runs already in flight."""
+        self.outcomes: Counter[str] = Counter()
+        """Runs by outcome: ``completed``, ``cut`` (deadline or stop) or a failure kind."""
         self.errors: Counter[str] = Counter()
         """Client-side subscriber errors by kind (the run itself may have succeeded)."""
         self.creator_events = 0
         self.subscriber_events = 0
         self.creator_bytes = 0
         self.subscriber_bytes = 0
+        self.output_chars = 0
+        self.runs_with_errors = 0
+        """Finished runs that failed or that a subscriber did not read whole."""
         self.subscribers_complete = 0
-        self.delivery_mismatches = 0
-        """Subscribers that finished with a different number of upstream events than the creator."""
-        self.subscriber_ahead = 0
-        """Subscriber deliveries that arrived before the creator's copy of the same event."""
+        self.subscribers_cut = 0
+        self.gaps = 0
+        """Events of the creator's copy missing from a subscriber's copy."""
+        self.duplicates = 0
+        """Events a subscriber received more often than the creator did."""
+        self.deliveries = 0
+        self.subscriber_first = 0
+        """Deliveries that reached a subscriber before the creator's copy (counted as 0 lag)."""
         self.run_duration = LatencyHistogram()
         self.ttfe = LatencyHistogram()
+        self.ttft = LatencyHistogram()
+        self.inter_delta = LatencyHistogram()
         self.delivery_lag = LatencyHistogram()
+        self.event_latency = LatencyHistogram(precision=0.001)
+        """Each upstream event's arrival at the creator, from its request (``--compare``); 0.1 %
+        precision, since the added latency is a difference of two of its percentiles."""
+        self.chars_per_s = LatencyHistogram(lowest=1e-3, highest=1e9)
+        self.loop_lag = LatencyHistogram()
+        self.timeline = Timeline()
         self.elapsed = 0.0
+        self.cpu_s = 0.0
+        self.max_cpu_fraction = 0.0
+        """The busiest generator process's CPU time over wall time (1.0 = one core)."""
+
+    @property
+    def runs_ok(self) -> int:
+        return self.outcomes[RUN_OK]
+
+    @property
+    def runs_cut(self) -> int:
+        return self.outcomes[RUN_CUT]
+
+    @property
+    def failed(self) -> dict[str, int]:
+        return {k: n for k, n in self.outcomes.items() if k not in (RUN_OK, RUN_CUT) and n}
 
     @property
     def runs_failed(self) -> int:
         return sum(self.failed.values())
+
+    @property
+    def runs_finished(self) -> int:
+        """Runs that reached an outcome of their own (cut runs did not)."""
+        return self.runs_ok + self.runs_failed
+
+    @property
+    def bad_deliveries(self) -> int:
+        return self.gaps + self.duplicates
+
+    def error_rate(self) -> float:
+        """Runs with an error (failed, or a subscriber's copy broken) over finished runs."""
+        return self.runs_with_errors / self.runs_finished if self.runs_finished else 0.0
+
+    def merge(self, other: LoadStats) -> None:
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            if isinstance(mine, LatencyHistogram | Timeline):
+                mine.merge(value)
+            elif isinstance(mine, Counter):
+                mine.update(value)
+            elif name == "elapsed":
+                self.elapsed = max(self.elapsed, value)
+            elif name == "max_cpu_fraction":
+                self.max_cpu_fraction = max(self.max_cpu_fraction, value)
+            else:
+                setattr(self, name, mine + value)

@@ -1,10 +1,12 @@
 """Subscriber clients: read one thread channel over SSE or WebSocket up to the run's end.
 
 A subscriber owns its connection for its whole life (connect, ``ready``, read, close) inside one
-task run by the driver's per-run task group. It stops at the ``done`` that closes the run's last
-segment: a ``done`` right after ``thread.run.requires_action`` only ends a segment (spec §2.3,
-the continuation after the tool outputs follows on the same channel). Failures are recorded as an
-error kind, never raised, so one broken subscriber does not fail its run.
+task run by the driver's per-run task group. Its protocol's :class:`~.protocols.Tracker` reads
+the events, so it stops where the run's last segment ends (an Assistants ``done`` right after
+``thread.run.requires_action`` only ends a segment, spec §2.3). For each upstream event it keeps
+the receive time and a digest, so the driver can match its copy against the creator's (lag, gaps,
+duplicates). Failures are recorded as an error kind, never raised, so one broken subscriber does
+not fail its run.
 """
 
 from __future__ import annotations
@@ -19,16 +21,11 @@ import msgspec
 from parsers.errors import RemoteProtocolError
 from parsers.sse import SSEDecoder
 
-__all__ = ["RUNCAST_PREFIX", "RunStatusView", "Subscriber", "run_status"]
+from .protocols import Tracker
 
-RUNCAST_PREFIX = "runcast."
-"""Events runcast adds on channels only; they have no counterpart in the creator's stream."""
+__all__ = ["Subscriber"]
 
 MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024
-
-
-class RunStatusView(msgspec.Struct):
-    status: str = ""
 
 
 class _WsFrame(msgspec.Struct):
@@ -36,28 +33,30 @@ class _WsFrame(msgspec.Struct):
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
-_status_decoder = msgspec.json.Decoder(RunStatusView)
 _frame_decoder = msgspec.json.Decoder(_WsFrame)
+_string_decoder = msgspec.json.Decoder(str)
 
 
-def run_status(name: str, data: bytes) -> str | None:
-    """The run status carried by a ``thread.run.*`` event (not a step event), else None."""
-    if not name.startswith("thread.run.") or name.startswith("thread.run.step."):
-        return None
+def _sse_data(raw: bytes) -> bytes:
+    """The SSE data of a WebSocket frame: JSON spliced as is, other data as a JSON string
+    (``gateway/hub/frames.py``), so both transports' copies compare byte for byte."""
+    if raw[:1] != b'"':
+        return raw
     try:
-        return _status_decoder.decode(data).status or None
+        return _string_decoder.decode(raw).encode()
     except msgspec.DecodeError:
-        return None
+        return raw
 
 
 class Subscriber:
-    """One channel reader; results in ``times`` (receive time per upstream event), counters."""
+    """One channel reader; ``times`` and ``digests`` per upstream event, counters, outcome."""
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         url: str,
         *,
+        tracker: Tracker,
         websocket: bool,
         connect_timeout: float,
         idle_timeout: float,
@@ -68,9 +67,10 @@ class Subscriber:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=idle_timeout
         )
-        self._last_status: str | None = None
+        self._tracker = tracker
         self.ready = asyncio.Event()
         self.times = array("d")
+        self.digests: list[int] = []
         self.events = 0
         self.bytes = 0
         self.finished = False
@@ -99,13 +99,11 @@ class Subscriber:
     def _on_event(self, name: str, data: bytes) -> bool:
         """Record one event; True at the run's final ``done``."""
         self.events += 1
-        if not name.startswith(RUNCAST_PREFIX):
+        seen = self._tracker.feed(name, data)
+        if seen.upstream:
             self.times.append(time.perf_counter())
-        status = run_status(name, data)
-        if status is not None:
-            self._last_status = status
-        if name == "done" and self._last_status != "requires_action":
-            self.finished = True
+            self.digests.append(hash((name, data)))
+        self.finished = self._tracker.finished
         return self.finished
 
     async def _run_sse(self) -> None:
@@ -141,5 +139,5 @@ class Subscriber:
                 except msgspec.DecodeError:
                     self.error = "subscriber_protocol"
                     return
-                if self._on_event(frame.event, bytes(frame.data)):
+                if self._on_event(frame.event, _sse_data(bytes(frame.data))):
                     return

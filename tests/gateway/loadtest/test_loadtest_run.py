@@ -1,79 +1,146 @@
-"""runcast loadtest end to end against an embedded gateway and simulator on 127.0.0.1."""
+"""runcast loadtest end to end: real gateways and simulators on 127.0.0.1, real sockets."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
+import pytest_asyncio
+from aiohttp import web
 
 from gateway.cli import build_parser
 from gateway.cli import main as runcast_main
 from gateway.errors import ConfigError
+from gateway.http.app import create_app as create_gateway
+from gateway.http.runner import start_runner
 from gateway.loadtest import LoadSettings
-from gateway.loadtest.cli import run, settings_from_args
+from gateway.loadtest.cli import run, run_async, settings_from_args
+from gateway.mock import MockSettings
+from gateway.mock import create_app as create_mock
+from gateway.mock.app import SERVICE_KEY
+from gateway.mock.service import MockService
+from gateway.settings import Settings
+from gateway.upstream import UpstreamSettings
+
+SCHEMA = json.loads(resources.files("gateway.loadtest").joinpath("report.schema.json").read_text())
 
 
-@pytest.mark.parametrize("transport", ["sse", "ws", "mixed"])
-def test_loadtest_every_run_completes_and_reaches_every_subscriber(
-    tmp_path: Path, transport: str
+def check_report(report: dict[str, Any]) -> None:
+    """The report matches its schema and its percentiles are ordered."""
+    jsonschema.validate(report, SCHEMA)
+    for result in (report, report["compare"] or report):
+        for row in result["latency_ms"].values():
+            if row["count"]:
+                assert 0 <= row["min"] <= row["p50"] <= row["p90"] <= row["p99"]
+                assert row["p99"] <= row["p99_9"] <= row["max"]
+
+
+@dataclass
+class Stack:
+    gateway: str
+    simulator: str
+    service: MockService
+
+
+@pytest_asyncio.fixture
+async def stack() -> AsyncIterator[Stack]:
+    """A simulator and a runcast gateway in front of it, each on its own port."""
+    mock_app = create_mock(MockSettings(deltas=6, seed=3))
+    mock_runner = web.AppRunner(mock_app)
+    await mock_runner.setup()
+    await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
+    mock_url = f"http://127.0.0.1:{mock_runner.addresses[0][1]}"
+    gateway = create_gateway(
+        Settings(
+            port=0,
+            upstream=UpstreamSettings(base_url=mock_url + "/v1"),
+            subscribe_auth="open",
+            shutdown_timeout=2.0,
+        )
+    )
+    runner, url = await start_runner(gateway, "127.0.0.1", 0)
+    try:
+        yield Stack(url, mock_url, mock_app[SERVICE_KEY])
+    finally:
+        await runner.cleanup()
+        await mock_runner.cleanup()
+
+
+def served(service: MockService) -> dict[str, int]:
+    """What the simulator served: threads, runs by status, answer characters."""
+    counts: dict[str, int] = {"threads": 0, "runs": 0, "completed": 0, "chars": 0}
+    for thread in service.store.threads.values():
+        counts["threads"] += 1
+        for record in thread.runs.values():
+            counts["runs"] += 1
+            counts["completed"] += record.run.status == "completed"
+        for message in thread.messages.values():
+            if message.role == "assistant":
+                counts["chars"] += sum(len(part.text.value) for part in message.content)
+    return counts
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("transport", ["sse", "mixed"])
+async def test_loadtest_counts_equal_what_the_simulator_served(
+    stack: Stack, transport: str
 ) -> None:
-    out = tmp_path / "report.json"
     settings = LoadSettings(
-        embedded=True,
-        runs=20,
-        concurrency=5,
+        target=stack.gateway,
+        runs=12,
+        concurrency=4,
         subscribers_per_run=2,
         subscriber_transport=transport,  # type: ignore[arg-type]
-        sim_deltas=8,
-        json_path=str(out),
     )
-    assert run(settings) == 0
-    report = json.loads(out.read_text())
-    assert set(report) >= {"runs", "runs_per_s", "events", "latency_ms", "errors", "bytes"}
-    assert report["runs"] == {
-        "started": 20,
-        "ok": 20,
-        "failed": 0,
-        "interrupted": 0,
-        "failed_by_kind": {},
-    }
+    report, _ = await run_async(settings)
+    check_report(report)
+    sim = served(stack.service)
+    assert report["runs"]["started"] == report["runs"]["completed"] == sim["runs"] == 12
+    assert sim == {"threads": 12, "runs": 12, "completed": 12, "chars": sim["chars"]}
+    assert report["output"]["chars"] == sim["chars"] > 0
+    subs = report["subscribers"]
+    assert subs["complete"] == 24 and subs["gaps"] == subs["duplicates"] == 0
+    # Every upstream event of every run reached both subscribers, matched one to one.
     events = report["events"]
-    # text scenario: created, queued, in_progress, step created/in_progress, message
-    # created/in_progress, 8 deltas, message completed, step completed, run completed, done.
-    assert events["creator"] == 20 * 19
-    assert events["subscribers"] == 2 * events["creator"]
-    assert events["total"] == 3 * events["creator"]
-    assert report["subscribers"] == {
-        "complete": 40,
-        "delivery_mismatches": 0,
-        "deliveries_ahead_of_creator": report["subscribers"]["deliveries_ahead_of_creator"],
-    }
-    assert report["errors"] == {}
+    assert subs["deliveries"] == report["latency_ms"]["delivery_lag"]["count"]
+    assert subs["deliveries"] == 2 * (events["creator"] - 0)
+    assert 0 <= subs["subscriber_first"] <= subs["deliveries"]
     latency = report["latency_ms"]
-    assert latency["run_duration"]["count"] == 20
-    assert latency["ttfe"]["count"] == 20
-    assert latency["delivery_lag"]["count"] == events["subscribers"]
-    for row in latency.values():
-        assert 0 <= row["min"] <= row["p50"] <= row["p95"] <= row["p99"] <= row["max"]
+    assert latency["ttfe"]["count"] == latency["ttft"]["count"] == 12
+    # text scenario, 6 deltas: 5 gaps between deltas per run
+    assert latency["inter_delta"]["count"] == 12 * 5
     assert latency["ttfe"]["max"] <= latency["run_duration"]["max"]
-    assert report["bytes"]["creator"] > 0 and report["bytes"]["subscribers"] > 0
-    assert report["runs_per_s"] > 0 and events["per_s"] > 0
+    assert report["errors"] == {} and report["verdict"] == {"passed": True, "reasons": []}
+    assert sum(row["completed"] for row in report["timeline"]) == 12
 
 
 @pytest.mark.parametrize(
     ("scenario", "kind"),
-    [("failed", "run_failed"), ("server_error", "http_500"), ("error", "error_event")],
+    [("failed", "run_failed"), ("server_error", "http_500"), ("error", "upstream_error")],
 )
 def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind: str) -> None:
     out = tmp_path / "report.json"
-    settings = LoadSettings(
-        embedded=True, runs=6, concurrency=3, scenario=scenario, sim_deltas=4, json_path=str(out)
-    )
-    assert run(settings) == 1
-    runs = json.loads(out.read_text())["runs"]
-    assert runs["ok"] == 0
-    assert runs["failed_by_kind"] == {kind: 6}
+    base: dict[str, Any] = {
+        "embedded": True, "runs": 4, "concurrency": 2, "scenario": scenario,
+        "sim_deltas": 4, "json_path": str(out), "progress_interval": 0,
+    }  # fmt: skip
+    assert run(LoadSettings(**base)) == 1
+    report = json.loads(out.read_text())
+    check_report(report)
+    assert report["runs"]["outcomes"] == {kind: 4}
+    assert report["error_rate"] == 1.0
+    assert report["errors"][kind] == 4
+    # --max-error-rate decides the exit status.
+    assert run(LoadSettings(**base, max_error_rate=1.0)) == 0
 
 
 def test_loadtest_tool_call_runs_answer_the_action_and_complete(tmp_path: Path) -> None:
@@ -86,96 +153,287 @@ def test_loadtest_tool_call_runs_answer_the_action_and_complete(tmp_path: Path) 
         subscriber_transport="ws",
         sim_deltas=4,
         json_path=str(out),
+        progress_interval=0,
     )
     assert run(settings) == 0
     report = json.loads(out.read_text())
-    assert report["runs"]["ok"] == 4
-    assert report["subscribers"]["delivery_mismatches"] == 0
-    assert report["events"]["subscribers"] == 2 * report["events"]["creator"]
+    assert report["runs"]["completed"] == 4
+    assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
+    assert report["subscribers"]["deliveries"] == report["events"]["creator"] * 2
 
 
-def test_loadtest_duration_bounds_the_work(tmp_path: Path) -> None:
+def test_loadtest_runs_in_flight_at_the_deadline_are_cut_not_failed(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    # 16 deltas 60 ms apart: no run can finish in 0.4 s, every one is in flight at the deadline.
+    settings = LoadSettings(
+        embedded=True,
+        duration=0.4,
+        concurrency=3,
+        subscribers_per_run=1,
+        sim_delay_ms=60,
+        json_path=str(out),
+        progress_interval=0,
+    )
+    assert run(settings) == 0
+    report = json.loads(out.read_text())
+    check_report(report)
+    runs = report["runs"]
+    assert runs["started"] == runs["cut"] == 3
+    assert runs["failed"] == runs["completed"] == 0
+    assert report["subscribers"]["cut"] == 3 and report["errors"] == {}
+    assert report["elapsed_s"] < 3
+
+
+def test_loadtest_open_loop_rate_and_ramp(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     settings = LoadSettings(
         embedded=True,
-        duration=0.5,
-        concurrency=2,
+        duration=1.0,
+        rate=20,
+        concurrency=50,
         subscribers_per_run=1,
-        rate=10,
+        sim_deltas=4,
         json_path=str(out),
+        progress_interval=0,
     )
-    run(settings)
+    assert run(settings) == 0
+    runs = json.loads(out.read_text())["runs"]
+    # 20 arrivals per second for 1 s, whatever the runs' speed.
+    assert 18 <= runs["started"] <= 21
+    assert runs["completed"] + runs["cut"] == runs["started"]
+
+    poisson_ramp = LoadSettings(
+        embedded=True,
+        rate=1,
+        ramp="40:1",  # 0 -> 40 arrivals/s over 1 s: about 20 arrivals
+        arrival="poisson",
+        concurrency=50,
+        subscribers_per_run=0,
+        sim_deltas=4,
+        json_path=str(out),
+        progress_interval=0,
+    )
+    assert poisson_ramp.time_limit == 1.0 and poisson_ramp.run_limit is None
+    assert run(poisson_ramp) == 0
     report = json.loads(out.read_text())
-    # 10 run starts per second for half a second: the first at once, then one per 100 ms.
-    assert 1 <= report["runs"]["started"] <= 7
-    assert report["runs"]["ok"] + report["runs"]["interrupted"] == report["runs"]["started"]
-    assert report["elapsed_s"] < 5
+    assert 5 <= report["runs"]["started"] <= 40
+    assert report["config"]["ramp"] == "40:1" and report["config"]["arrival"] == "poisson"
+
+
+@pytest.mark.asyncio
+async def test_loadtest_target_given_with_v1_is_understood(stack: Stack) -> None:
+    for suffix in ("/v1", "/v1/"):
+        settings = LoadSettings(target=stack.gateway + suffix, runs=2, concurrency=2)
+        report, _ = await run_async(settings)
+        assert report["target"] == stack.gateway
+        assert report["runs"]["completed"] == 2 and report["subscribers"]["complete"] == 4
+
+
+@pytest.mark.asyncio
+async def test_loadtest_compare_prints_added_latency(stack: Stack) -> None:
+    settings = LoadSettings(
+        target=stack.gateway,
+        compare=stack.simulator + "/v1",
+        runs=10,
+        concurrency=5,
+        subscribers_per_run=0,
+    )
+    report, _stats = await run_async(settings)
+    check_report(report)
+    compare = report["compare"]
+    assert compare["target"] == stack.simulator
+    assert report["runs"]["completed"] == compare["runs"]["completed"] == 10
+    # Both targets stream the same runs: same events per run, from the same simulator.
+    assert report["events"]["creator"] == compare["events"]["creator"]
+    assert served(stack.service)["runs"] == 20
+    added = compare["added_latency_ms"]
+    assert added["event_p50"] is not None and added["event_p99"] is not None
+    from gateway.loadtest.report import render_table
+
+    assert "added latency per event: p50" in render_table(report)
+
+
+def test_loadtest_spreads_users_over_processes(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    settings = LoadSettings(
+        embedded=True,
+        runs=9,
+        concurrency=4,
+        processes=2,
+        subscribers_per_run=1,
+        sim_deltas=4,
+        json_path=str(out),
+        progress_interval=0,
+    )
+    assert run(settings) == 0
+    report = json.loads(out.read_text())
+    check_report(report)
+    assert report["runs"]["started"] == report["runs"]["completed"] == 9
+    assert report["subscribers"]["complete"] == 9
+    assert report["latency_ms"]["ttfe"]["count"] == 9
+    assert report["generator"]["processes"] == 2 and report["generator"]["cpu_s"] > 0
+
+
+def test_loadtest_plot_has_the_expected_panels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from gateway.loadtest.plot import PANEL_TITLES, build_figure
+
+    out = tmp_path / "report.json"
+    png = tmp_path / "load.png"
+    settings = LoadSettings(
+        embedded=True,
+        runs=10,
+        concurrency=2,
+        sim_deltas=4,
+        json_path=str(out),
+        plot_path=str(png),
+        progress_interval=0,
+    )
+    assert run(settings) == 0
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        assert image.size == (1200, 420) and image.mode == "RGBA"
+    report = json.loads(out.read_text())
+    from gateway.loadtest.stats import LoadStats
+
+    stats = LoadStats()
+    for value in (0.001, 0.002, 0.004):
+        stats.ttft.record(value)
+    figure = build_figure(report, stats)
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    assert tuple(titles) == PANEL_TITLES
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["first text (TTFT)"]
+
+
+@pytest.mark.asyncio
+async def test_loadtest_plain_progress_lines_when_not_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = LoadSettings(
+        embedded=True, duration=0.7, concurrency=2, sim_delay_ms=10, progress_interval=0.2
+    )
+    await run_async(settings, live=False)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2
+    assert all(line.startswith("[") and "runs/s" in line and "p99 TTFT" in line for line in lines)
+    assert not any("\x1b[" in line for line in lines)
+
+
+def test_loadtest_live_progress_under_a_pseudo_terminal() -> None:
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    cmd = [sys.executable, "-m", "gateway.cli", "loadtest", "--embedded", "--duration", "1"]
+    cmd += ["--concurrency", "2", "--sim-delay-ms", "10", "--subscribers-per-run", "1"]
+    proc = subprocess.Popen(cmd, stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(primary)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = b"".join(chunks).decode()
+    assert "\x1b[" in text  # rich redraws in place
+    assert "runcast loadtest" in text and "p99 TTFT" in text and "runs/s" in text
+    assert "verdict     passed" in text
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--target", f"http://127.0.0.1:{_closed_port()}/v1", "--runs", "1"],
+            "cannot reach http://127.0.0.1:",
+        ),
+        (
+            ["--embedded", "--protocol", "responses", "--runs", "2"],
+            "answered 404: the target does not speak --protocol responses",
+        ),
+        (["--embedded", "--ramp", "10:x"], "--ramp: '10:x' is not LEVEL:SECONDS"),
+    ],
+)
+def test_loadtest_bad_target_is_one_clear_line(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "loadtest", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("runcast loadtest: error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error(" not in proc.stderr
 
 
 def test_loadtest_cli_parses_flags() -> None:
     ns = build_parser().parse_args(
         [
-            "loadtest",
-            "--target",
-            "http://127.0.0.1:9",
-            "--api-key",
-            "k",
-            "--runs",
-            "7",
-            "--concurrency",
-            "3",
-            "--subscribers-per-run",
-            "4",
-            "--subscriber-transport",
-            "mixed",
-            "--scenario",
-            "tool_call",
-            "--rate",
-            "2.5",
-            "--json",
-            "out.json",
+            "loadtest", "--target", "http://127.0.0.1:9/v1", "--api-key", "k", "--runs", "7",
+            "--concurrency", "3", "--subscribers-per-run", "4", "--subscriber-transport", "mixed",
+            "--scenario", "tool_call", "--rate", "2.5", "--arrival", "poisson", "--json",
+            "out.json", "--protocol", "chat", "--ramp", "5:1,5:2", "--max-error-rate", "0.1",
+            "--compare", "http://127.0.0.1:10", "--processes", "2", "--plot", "p.png",
+            "--progress-interval", "1",
         ]
-    )
+    )  # fmt: skip
     settings = settings_from_args(ns)
-    assert settings.target == "http://127.0.0.1:9"
+    assert settings.root == "http://127.0.0.1:9"
     assert (settings.api_key, settings.runs, settings.duration) == ("k", 7, None)
     assert (settings.concurrency, settings.subscribers_per_run) == (3, 4)
     assert (settings.subscriber_transport, settings.scenario) == ("mixed", "tool_call")
-    assert (settings.rate, settings.json_path) == (2.5, "out.json")
-    assert settings.run_limit == 7
+    assert (settings.rate, settings.arrival, settings.json_path) == (2.5, "poisson", "out.json")
+    assert (settings.protocol, settings.max_error_rate, settings.processes) == ("chat", 0.1, 2)
+    assert (settings.compare, settings.plot_path, settings.progress_interval) == (
+        "http://127.0.0.1:10",
+        "p.png",
+        1.0,
+    )
+    assert settings.time_limit == 3.0 and settings.run_limit == 7
     assert settings.connections == 15
 
 
-def test_loadtest_cli_rejects_runs_with_duration_and_missing_target(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["loadtest", "--embedded", "--runs", "2", "--duration", "1"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["loadtest", "--runs", "2"])
-    assert runcast_main(["loadtest", "--embedded", "--concurrency", "0"]) == 2
-    assert "concurrency must be > 0" in capsys.readouterr().err
+    for args, message in (
+        (["--concurrency", "0"], "--concurrency must be > 0"),
+        (["--max-error-rate", "1.5"], "--max-error-rate must be between 0 and 1"),
+        (["--processes", "3", "--concurrency", "2"], "--processes cannot exceed"),
+        (["--compare", "ftp://x"], "--compare must be an http(s) URL"),
+        (["--rate", "nan"], "--rate must be > 0"),
+    ):
+        assert runcast_main(["loadtest", "--embedded", *args]) == 2
+        assert message in capsys.readouterr().err
     with pytest.raises(ConfigError):
         LoadSettings(embedded=True, runs=1, duration=1.0)
     assert LoadSettings(embedded=True).run_limit == 100
     assert LoadSettings(embedded=True, duration=2.0).run_limit is None
 
 
-def test_loadtest_unreachable_target_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    # Port 9 (discard) is closed on 127.0.0.1 here; the probe fails fast.
-    settings = LoadSettings(target="http://127.0.0.1:9", runs=1, connect_timeout=2.0)
-    assert run(settings) == 2
-    assert "cannot reach" in capsys.readouterr().err
-
-
 @pytest.mark.asyncio
 async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them() -> None:
-    from gateway.http.app import create_app
-    from gateway.http.runner import start_runner
-    from gateway.loadtest.cli import run_async
-    from gateway.settings import Settings
-
-    app = create_app(
+    app = create_gateway(
         Settings(
             port=0,
             api_keys=("loadtest-key",),
@@ -188,8 +446,9 @@ async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them() 
     try:
         base = {"target": url, "runs": 3, "concurrency": 3, "subscribers_per_run": 2}
         report, _ = await run_async(LoadSettings(**base, api_key="loadtest-key"))
-        assert report["runs"]["ok"] == 3
+        assert report["runs"]["completed"] == 3
         assert report["subscribers"]["complete"] == 6
+        assert report["config"].get("api_key") is None  # secrets never reach the report
         with pytest.raises(ConfigError, match="--api-key"):
             await run_async(LoadSettings(**base))
     finally:

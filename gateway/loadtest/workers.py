@@ -1,0 +1,151 @@
+"""``--processes N``: the virtual users spread over N generator processes, their stats merged.
+
+Each worker is a spawned process running the same driver on its share of the load (users, runs,
+rate and ramp levels divided by N) against the same URLs, on a timeline sharing the parent's
+start time. It sends its stats (they pickle; histograms merge exactly) every half second for
+the progress display and once more at its end. The parent owns the workers: it stops them
+through an event on Ctrl+C and joins them in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue
+import signal
+from multiprocessing.synchronize import Event as ProcessEvent
+from typing import Any
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+from .settings import LoadSettings
+from .stats import LoadStats
+
+__all__ = ["run_in_processes", "share"]
+
+_SNAPSHOT_S = 0.5
+_POLL_S = 0.05
+_JOIN_S = 10.0
+
+
+def _split(total: int, parts: int, index: int) -> int:
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def share(settings: LoadSettings, url: str, index: int) -> LoadSettings:
+    """Worker ``index``'s part of the load, aimed at the already running ``url``."""
+    n = settings.processes
+    ramp = settings.ramp
+    stages = settings.stages
+    if stages is not None:
+        ramp = ",".join(f"{s.level / n:g}:{s.seconds:g}" for s in stages)
+    return msgspec.structs.replace(
+        settings,
+        target=url,
+        embedded=False,
+        processes=1,
+        concurrency=_split(settings.concurrency, n, index),
+        runs=None if settings.runs is None else _split(settings.runs, n, index),
+        rate=None if settings.rate is None else settings.rate / n,
+        ramp=ramp,
+        json_path=None,
+        plot_path=None,
+    )
+
+
+def _worker(
+    settings: LoadSettings, urls: list[str], t0: float, index: int, out: Any, stop: ProcessEvent
+) -> None:
+    from .driver import execute
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+
+    async def main() -> list[LoadStats]:
+        stats = [LoadStats() for _ in urls]
+        stopped = asyncio.Event()
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(_SNAPSHOT_S)
+                if stop.is_set():
+                    stopped.set()
+                out.put(("tick", index, stats))
+
+        reporter = asyncio.create_task(report())
+        try:
+            return await execute(settings, urls, stop=stopped, stats=stats, t0=t0)
+        finally:
+            reporter.cancel()
+            await asyncio.wait({reporter})
+
+    try:
+        out.put(("done", index, asyncio.run(main())))
+    except ConfigError as exc:
+        out.put(("error", index, str(exc)))
+
+
+def merged(per_worker: dict[int, list[LoadStats]], targets: int) -> list[LoadStats]:
+    total = [LoadStats() for _ in range(targets)]
+    for stats in per_worker.values():
+        for mine, theirs in zip(total, stats, strict=True):
+            mine.merge(theirs)
+    return total
+
+
+async def run_in_processes(
+    settings: LoadSettings,
+    urls: list[str],
+    *,
+    t0: float,
+    stop: asyncio.Event,
+    latest: dict[int, list[LoadStats]],
+) -> list[LoadStats]:
+    """Run the load in ``settings.processes`` workers; ``latest`` holds each one's last stats."""
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    stop_flag = context.Event()
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(share(settings, urls[0], i), urls, t0, i, out, stop_flag),
+            name=f"runcast-loadtest-{i}",
+        )
+        for i in range(settings.processes)
+    ]
+    done: set[int] = set()
+    error: str | None = None
+    try:
+        for worker in workers:
+            worker.start()
+        while len(done) < len(workers):
+            if stop.is_set():
+                stop_flag.set()
+            try:
+                kind, index, payload = out.get_nowait()
+            except queue.Empty:
+                if any(w.exitcode not in (None, 0) for w in workers):
+                    raise ConfigError(
+                        "a load generator process died; see its error above"
+                    ) from None
+                await asyncio.sleep(_POLL_S)
+                continue
+            if kind == "error":
+                error = error or payload
+                done.add(index)
+                stop_flag.set()
+                continue
+            latest[index] = payload
+            if kind == "done":
+                done.add(index)
+    finally:
+        stop_flag.set()
+        for worker in workers:
+            await asyncio.to_thread(worker.join, _JOIN_S)
+            if worker.is_alive():
+                worker.kill()
+        out.close()
+    if error is not None:
+        raise ConfigError(error)
+    return merged(latest, len(urls))
