@@ -25,12 +25,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 __all__ = ["MASK", "Scrubber", "StreamScrubber"]
 
 MASK: Final = b"***"
+_HEAD: Final = 32
+"""Bytes of the key searched for as a whole before a held-back end is tried byte by byte."""
 
 
 class Scrubber:
     """Scrubs one key (non-empty) from whole bodies, texts and response heads."""
 
-    __slots__ = ("_key", "_prefixes", "_text")
+    __slots__ = ("_head", "_key", "_prefixes", "_text")
 
     def __init__(self, key: bytes) -> None:
         if not key:
@@ -39,6 +41,7 @@ class Scrubber:
         self._text = key.decode("utf-8", "replace")
         # _prefixes[n] == key[:n]: the stream scrubber's hold-back test slices nothing per chunk.
         self._prefixes = tuple(key[:n] for n in range(len(key)))
+        self._head = key[: min(len(key) - 1, _HEAD)] or key
 
     @property
     def key(self) -> bytes:
@@ -64,18 +67,31 @@ class Scrubber:
         """A scrubber for one body read chunk by chunk."""
         return StreamScrubber(self)
 
-    def held_back(self, data: bytes) -> int:
-        """Where the longest end of ``data`` that is a proper prefix of the key starts
-        (``len(data)`` when none is)."""
-        key, prefixes = self._key, self._prefixes
+    def scrub_chunk(self, data: bytes) -> tuple[bytes, int]:
+        """``data`` scrubbed, and where its longest end that is a proper prefix of the key
+        starts (``len(data)`` when none is): what a stream must hold back."""
+        prefixes, head = self._prefixes, self._head
         end = len(data)
-        first = key[:1]
-        i = data.find(first, max(0, end - len(key) + 1))
+        short = max(0, end - len(head) + 1)
+        # The key and every long candidate contain its first bytes: one short search in C,
+        # nearly always fruitless (a search for the whole key costs more: its length).
+        if head in data:
+            data = self.body(data)
+            end = len(data)
+            short = max(0, end - len(head) + 1)
+            i = data.find(head, max(0, end - len(prefixes) + 1), end)
+            while i != -1:
+                if data.startswith(prefixes[end - i], i):
+                    return data, i
+                i = data.find(head, i + 1, end)
+        # Only ends shorter than the head are left, tried byte by byte.
+        first = head[:1]
+        i = data.find(first, short)
         while i != -1:
             if data.startswith(prefixes[end - i], i):
-                return i
+                return data, i
             i = data.find(first, i + 1)
-        return end
+        return data, end
 
 
 class StreamScrubber:
@@ -94,11 +110,12 @@ class StreamScrubber:
     def feed(self, chunk: bytes) -> bytes:
         """The bytes of ``chunk`` (and of those held before) that can no longer be part of the
         key, scrubbed; may be ``b""`` when everything is held back."""
-        data = self._held + chunk if self._held else chunk
-        data = self._scrubber.body(data)
-        cut = self._scrubber.held_back(data)
+        data, cut = self._scrubber.scrub_chunk(self._held + chunk if self._held else chunk)
+        if cut == len(data):
+            self._held = b""
+            return data
         self._held = data[cut:]
-        return data[:cut] if self._held else data
+        return data[:cut]
 
     def close(self) -> bytes:
         """The bytes still held at the end of the body (not the key: it was never completed)."""
