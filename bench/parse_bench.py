@@ -11,6 +11,10 @@ Measured in one run over the same generated stream (``_streams.make_run_stream``
 * floor: msgspec decoding of the pre-extracted ``data`` payloads alone, with decoders of the
   same payload types, each paired with its payload beforehand (no SSE, no dispatch).
 
+The "+ key scrub" rows add what ``gateway.upstream.transport`` does to every body chunk when
+runcast holds the upstream key (``gateway.upstream.scrub.StreamScrubber``), so their ratio to
+the plain rows is the cost of masking the key; without a key the scrubber is not on the path.
+
 Breakdown rows (SSE alone, ``decode_event`` alone over pre-decoded SSE events, accumulation)
 show where the runcast time goes. Targets: runcast >= 40x the SDK at 4 KiB chunks, and runcast
 time <= 2.5x the floor's.
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _streams import make_run_stream
 
+from gateway.upstream.scrub import Scrubber
 from parsers.accumulate import RunAccumulator
 from parsers.assistants import (
     ErrorEnvelope,
@@ -85,6 +90,25 @@ def runcast_path(chunks: list[bytes]) -> int:
             decode_event(sse)
             n += 1
     for sse in decoder.close():
+        decode_event(sse)
+        n += 1
+    return n
+
+
+BENCH_KEY = b"sk-proj-" + b"x7Qm2" * 32
+"""Shaped like an OpenAI project key (~170 bytes): the hold-back test looks at up to len - 1."""
+
+
+def scrubbed_path(chunks: list[bytes], scrubber: Scrubber) -> int:
+    """:func:`runcast_path` with every chunk masked first, as the transport does with a key."""
+    stream = scrubber.stream()
+    decoder = SSEDecoder()
+    n = 0
+    for chunk in chunks:
+        for sse in decoder.feed(stream.feed(chunk)):
+            decode_event(sse)
+            n += 1
+    for sse in decoder.feed(stream.close()) + decoder.close():
         decode_event(sse)
         n += 1
     return n
@@ -190,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     sdk_path = make_sdk_path()
     chunks = {size: chunked(stream, size) for size in CHUNK_SIZES}
     mb = len(stream) / 1e6
+    scrubber = Scrubber(BENCH_KEY)
 
     fast = interleaved(
         args.repeat,
@@ -197,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             "floor": lambda: floor_path(items),
             "runcast 4096": lambda: runcast_path(chunks[4096]),
             "runcast 256": lambda: runcast_path(chunks[256]),
+            "scrubbed 4096": lambda: scrubbed_path(chunks[4096], scrubber),
+            "scrubbed 256": lambda: scrubbed_path(chunks[256], scrubber),
             "sse": lambda: sse_only(chunks[4096]),
             "decode": lambda: decode_only(events),
             "accumulate": lambda: decode_and_accumulate(events),
@@ -216,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         ("sdk 4096", "openai SDK: SSEDecoder + construct_type", 4096),
         ("runcast 256", "runcast: SSE + decode_event", 256),
         ("sdk 256", "openai SDK: SSEDecoder + construct_type", 256),
+        ("scrubbed 4096", "runcast + key scrub (--upstream-key)", 4096),
+        ("scrubbed 256", "runcast + key scrub (--upstream-key)", 256),
         ("sse", "  breakdown: SSEDecoder alone", 4096),
         ("decode", "  breakdown: decode_event alone", None),
         ("accumulate", "  extra: decode_event + RunAccumulator", None),
@@ -276,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         f"runcast time vs floor @4 KiB: {vs_floor:.2f}x (target <= {TARGET_VS_FLOOR}x) "
         f"{'PASS' if ok_floor else 'MISS'}"
     )
+    scrub_4k = timings["scrubbed 4096"][0] / timings["runcast 4096"][0] - 1
+    scrub_256 = timings["scrubbed 256"][0] / timings["runcast 256"][0] - 1
+    print(
+        f"key scrubbing cost: {scrub_4k:+.1%} @4 KiB, {scrub_256:+.1%} @256 B (none without a key)"
+    )
     tolerant = timings["unknown"][0] / timings["known"][0]
     print(f"tolerant fallback for an unknown part type: {tolerant:.1f}x a known delta's decode")
     if args.json:
@@ -291,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             "runcast_vs_sdk_256": vs_sdk_256,
             "runcast_vs_floor_4k": vs_floor,
             "tolerant_vs_known": tolerant,
+            "key_scrub_cost_4k": scrub_4k,
+            "key_scrub_cost_256": scrub_256,
             "targets_met": ok_sdk and ok_floor,
         }
         args.json.write_text(json.dumps(summary, indent=2))

@@ -30,7 +30,10 @@ Routes::
     GET   /streams/runs/{run_id}/snapshot  {"seq": n, "snapshot": {...}}
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
     POST  /tokens                          mint a subscribe token (runcast API key required)
-    GET   /healthz                         liveness and counters
+    GET   /healthz                         liveness only: {"status": "ok"}
+
+``/healthz`` needs no credentials, so it tells nothing about runs, subscribers or tools; the
+counters are :func:`statistics` of the app, in-process.
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiohttp import web
 
-from gateway.hub import MemoryBroker
+from gateway.hub import BrokerStatistics, MemoryBroker
 from gateway.mock import create_app as create_simulator
 from gateway.settings import Settings
-from gateway.tools import ToolAutomation, ToolRegistry
+from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 
 from .actions import ActionHandler, ActionOptions
@@ -56,7 +59,7 @@ from .cors import Cors
 from .errors import error_middleware
 from .proxy import proxy
 from .reducer import reducer_factory
-from .registry import RelayRegistry
+from .registry import RelayRegistry, RelayStatistics
 from .state import (
     BROKER,
     CALLERS,
@@ -71,7 +74,7 @@ from .state import (
 from .streams import ID_PATTERN, run_snapshot, stream_run, stream_thread
 from .tokens import mint_token
 
-__all__ = ["TOOL_AUTOMATION", "create_app"]
+__all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app", "statistics"]
 
 log = logging.getLogger("runcast")
 
@@ -242,37 +245,45 @@ async def _stop_streams(app: web.Application) -> None:
         await app[BROKER].aclose()
 
 
-class _Tools(msgspec.Struct, frozen=True, kw_only=True):
+class ToolStatistics(msgspec.Struct, frozen=True, kw_only=True):
     python: list[str]
     webhooks: list[str]
-    statistics: object
+    statistics: AutomationStatistics
 
 
-class _Health(msgspec.Struct, frozen=True, kw_only=True):
-    status: str
+class GatewayStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """The counters of a running gateway app (what ``/healthz`` used to show)."""
+
     upstream: str
-    relays: object
-    hub: object
-    tools: _Tools | None
+    """``embedded`` (the simulator) or ``external``."""
+    relays: RelayStatistics
+    hub: BrokerStatistics
+    tools: ToolStatistics | None
 
 
-async def _health(request: web.Request) -> web.Response:
-    app = request.app
-    body = _Health(
-        status="ok",
+def statistics(app: web.Application) -> GatewayStatistics:
+    """The counters of ``app`` once started (relays, hub, tools), for code in the same process."""
+    return GatewayStatistics(
         upstream="embedded" if app[SETTINGS].embedded else "external",
         relays=app[RELAYS].statistics(),
         hub=app[BROKER].statistics(),
         tools=_tools_health(app),
     )
-    return web.Response(body=_encoder.encode(body), content_type="application/json")
 
 
-def _tools_health(app: web.Application) -> _Tools | None:
+_HEALTHY = _encoder.encode({"status": "ok"})
+
+
+async def _health(request: web.Request) -> web.Response:
+    # Unauthenticated: liveness only, nothing about runs, subscribers or channels.
+    return web.Response(body=_HEALTHY, content_type="application/json")
+
+
+def _tools_health(app: web.Application) -> ToolStatistics | None:
     automation = app.get(TOOL_AUTOMATION)
     if automation is None:
         return None
-    return _Tools(
+    return ToolStatistics(
         python=automation.registry.names(),
         webhooks=sorted(automation.settings.webhooks),
         statistics=automation.statistics(),

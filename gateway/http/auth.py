@@ -8,9 +8,10 @@ Two independent mechanisms:
 - :class:`TokenAuthority` mints and checks subscribe tokens: HS256 JWTs (PyJWT) whose ``sub``
   claim names exactly one channel (``run:<id>`` or ``thread:<id>``) and which expire (``exp``).
   A thread token also opens the run channels of that thread's runs, so a chat UI holding the
-  thread token can fetch the current run's snapshot. A runcast key is accepted in place of a
-  token (backends subscribing directly). In open mode every subscribe request is allowed (tokens
-  are still minted, so clients need not know which mode they talk to).
+  thread token can fetch the current run's snapshot. A runcast key in ``Authorization`` is
+  accepted in place of a token (backends subscribing directly), never in ``?token=``: keys must
+  not travel in URLs, in either mode. In open mode every other subscribe request is allowed
+  (tokens are still minted, so clients need not know which mode they talk to).
 """
 
 from __future__ import annotations
@@ -134,9 +135,19 @@ class TokenAuthority:
         ``thread_id`` is the thread a run channel belongs to, when known, so that a thread token
         opens its runs' channels too.
         """
+        in_url = request.query.get("token")
+        if in_url is not None and self._callers.is_runcast_key(in_url):
+            # URLs end up in access logs, proxies and browser history: only tokens that expire
+            # and open one channel may travel there.
+            raise RequestError(
+                401,
+                "runcast API keys are not accepted in the URL: send the key in the "
+                "Authorization header, or use a subscribe token (POST /tokens) in ?token=",
+                code="api_key_in_url",
+            )
         if self._open:
             return
-        credential = request.query.get("token") or bearer(request)
+        credential = in_url or bearer(request)
         if credential is None:
             raise RequestError(
                 401,

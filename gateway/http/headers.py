@@ -1,18 +1,19 @@
-"""Which headers cross the proxy in each direction, and scrubbing of the upstream key.
+"""Which headers cross the proxy in each direction, and the 401 that describes runcast's key.
 
 Requests forward only what the upstream uses (spec §1.1): content type (multipart uploads need
 the caller's boundary), accept, the ``OpenAI-*`` scoping and beta headers and an idempotency key.
 ``Authorization`` is never copied here: the upstream client sets it (runcast's key, or the
 caller's bearer when runcast holds none). Responses return what SDKs read: request id, retry and
 poll hints, rate-limit headers, content type and disposition. Everything else (hop-by-hop
-headers, cookies, server internals) stays behind.
+headers, cookies, server internals) stays behind. The upstream key itself is already masked in
+whatever the upstream sent (``gateway/upstream/scrub.py``, applied where upstream bytes enter).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["copy_response_headers", "forward_request_headers", "relayed_body", "scrub"]
+__all__ = ["copy_response_headers", "forward_request_headers", "relayed_body"]
 
 _REQUEST_HEADERS = (
     "Accept",
@@ -70,15 +71,8 @@ def relayed_body(status: int, body: bytes, key: bytes) -> bytes:
 
     With runcast's own upstream key (``key``), a 401 describes that key, not the caller's: its
     body (which may quote part of the key, as OpenAI's "Incorrect API key provided: sk-...abcd"
-    does) is replaced by runcast's own message. Any other body only has the key scrubbed.
+    does, which no scrubbing of the whole key catches) is replaced by runcast's own message.
     """
     if key and status == 401:
         return _KEY_REJECTED
-    return scrub(body, key)
-
-
-def scrub(body: bytes, key: bytes) -> bytes:
-    """``body`` with every occurrence of the upstream key replaced (error bodies may echo it)."""
-    if key and key in body:
-        return body.replace(key, b"***")
     return body

@@ -1,8 +1,11 @@
 """Transparent ``/v1/*`` passthrough to the upstream, and the switch to the run relay.
 
 Method, path (percent-encoding kept), query string and body bytes go upstream unchanged, with the
-headers listed in ``headers.py``; status, those response headers and the body (error bodies
-included) come back unchanged. Retries are left to the caller's own client (``max_retries=0``),
+headers listed in ``headers.py``; a path that could leave the upstream's ``/v1`` once normalised
+(dot segments, encoded slashes, empty segments: ``body.unsafe_path``) is refused with a 400
+before anything is sent; status, those response headers and the body (error bodies
+included) come back unchanged, but for runcast's upstream key, masked where upstream bytes enter
+(``gateway/upstream/scrub.py``). Retries are left to the caller's own client (``max_retries=0``),
 which sees the upstream's ``retry-after`` hints. Streamed run-starting calls go to
 ``creator.serve_streamed_call`` instead, which relays and fans them out.
 
@@ -18,10 +21,11 @@ import logging
 from aiohttp import web
 
 from gateway.errors import UpstreamError
+from gateway.upstream.body import unsafe_path
 from parsers.errors import RemoteProtocolError
 
 from .creator import serve_streamed_call
-from .errors import upstream_failure
+from .errors import RequestError, upstream_failure
 from .headers import copy_response_headers, forward_request_headers, relayed_body
 from .routes import streamed_call
 from .state import CALLERS, UPSTREAM, UPSTREAM_KEY
@@ -32,10 +36,14 @@ log = logging.getLogger("runcast.proxy")
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
+    raw_path = request.rel_url.raw_path
+    # aiohttp routes the raw path as received: `/v1/../tokens` lands here, not at /tokens.
+    reason = unsafe_path(raw_path.removeprefix("/v1"))
+    if reason is not None:
+        raise RequestError(400, f"invalid path: {reason}", code="invalid_path")
     api_key = request.app[CALLERS].upstream_api_key(request)
     # client_max_size bounds this read (413 above it).
     body = await request.read() if request.body_exists else b""
-    raw_path = request.rel_url.raw_path
     headers = forward_request_headers(request.headers)
     call = streamed_call(request.method, raw_path, body)
     if call is not None:

@@ -5,7 +5,8 @@ operations of spec §1.2 (typed results), their streamed variants (:class:`RunSt
 :class:`StreamItem`), and the raw :meth:`UpstreamClient.request` used by the transparent proxy.
 
 Modules: ``settings`` (configuration), ``body`` (URLs, queries, JSON bodies), ``retry`` (retry
-decisions), ``transport`` (the only code that touches aiohttp), ``stream`` (SSE -> typed events
+decisions), ``transport`` (the only code that touches aiohttp), ``scrub`` (masking runcast's
+upstream key in everything the upstream sends back), ``stream`` (SSE -> typed events
 and the end-of-stream rules), ``objects`` (non-streamed JSON -> models), ``client`` (session,
 headers, retry loop, raw requests) and ``operations`` (the typed run calls).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import orjson
 from yarl import URL
@@ -22,6 +22,7 @@ __all__ = [
     "build_url",
     "path_id",
     "query_pairs",
+    "unsafe_path",
     "with_stream_flag",
 ]
 
@@ -57,6 +58,35 @@ def query_pairs(query: Mapping[str, QueryValue | None]) -> list[tuple[str, str]]
             name = key if key.endswith("[]") else key + "[]"
             pairs.extend((name, str(item)) for item in value)
     return pairs
+
+
+_DOT_SEGMENTS = frozenset({".", ".."})
+_DECODE_ROUNDS = 3
+"""Percent-decodings tried per segment: ``%252e`` is ``%2e`` to a server that decodes twice."""
+
+
+def unsafe_path(path: str) -> str | None:
+    """Why ``path`` (percent-encoded, as received) must not be sent upstream, or None.
+
+    The proxy forwards a caller's path with runcast's key attached, so it must stay below the
+    upstream's base URL whatever normalisation the upstream (or a proxy before it) applies:
+    no dot segment (RFC 3986 §5.2.4 removes them, and a server may do so after decoding
+    ``%2e``, in any case, or stop a segment at ``;``), no encoded ``/`` or backslash (servers that
+    decode them see more segments), and no empty segment (``//`` is collapsed by some servers).
+    """
+    for segment in path.removeprefix("/").split("/"):
+        if not segment:
+            return "empty path segment"
+        decoded = segment
+        for _ in range(_DECODE_ROUNDS):
+            if "%" not in decoded:
+                break
+            decoded = unquote(decoded)
+        if "/" in decoded or "\\" in decoded:
+            return "encoded '/' or '\\' in a path segment"
+        if decoded.partition(";")[0] in _DOT_SEGMENTS:
+            return "'.' or '..' path segment"
+    return None
 
 
 def build_url(base_url: str, path: str, query: Query = None) -> URL:

@@ -72,6 +72,9 @@ _HOP_BY_HOP: Final = frozenset(
 """Per-connection headers (RFC 9110 §7.6.1) plus Host and Content-Length, which belong to *this*
 connection and body: dropped from caller-supplied headers so a proxied request cannot smuggle them."""
 
+_KEY_SCOPE: Final = frozenset({"openai-organization", "openai-project"})
+"""Headers that scope the key they come with (spec §1.1): only runcast's own with its key."""
+
 
 class UpstreamStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Counters of one client since it was created."""
@@ -97,7 +100,8 @@ class UpstreamClient(RunOperations):
 
     Every call takes ``api_key`` (used instead of ``settings.api_key``, e.g. the caller's own
     bearer token when the gateway holds none) and ``headers`` (extra headers; they override the
-    defaults, hop-by-hop ones are dropped). Run-starting bodies may be bytes (sent as given) or a
+    defaults, hop-by-hop ones are dropped, and so are ``OpenAI-Organization``/``OpenAI-Project``
+    when the call uses ``settings.api_key``: those of the settings go with it). Run-starting bodies may be bytes (sent as given) or a
     mapping; see ``gateway.upstream.body``.
     """
 
@@ -170,8 +174,12 @@ class UpstreamClient(RunOperations):
         if accept:
             headers["Accept"] = accept
         if extra:
+            # With runcast's own key, the organization and project are the ones configured
+            # with it: a caller must not bill or scope runcast's key elsewhere.
+            own_key = api_key is None and bool(self._settings.api_key)
+            dropped = _HOP_BY_HOP | _KEY_SCOPE if own_key else _HOP_BY_HOP
             for name, value in extra.items():
-                if name.lower() not in _HOP_BY_HOP:
+                if name.lower() not in dropped:
                     headers[name] = value
         return headers
 

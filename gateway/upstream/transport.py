@@ -32,6 +32,7 @@ from yarl import URL
 from gateway.errors import UpstreamConnectionError, UpstreamTimeout
 from parsers.errors import RemoteProtocolError
 
+from .scrub import Scrubber, StreamScrubber
 from .settings import UpstreamSettings
 
 __all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
@@ -51,7 +52,9 @@ class UpstreamResponse:
     with :meth:`read_chunk`, ``async for chunk in response`` or :meth:`read`; the first chunk must
     arrive before the request's first-byte deadline, each later one within ``idle_timeout``.
     Bodies are content-decoded (gzip/deflate) unless the request asked for ``decompress=False``,
-    in which case the bytes are exactly the upstream's. :meth:`release` (idempotent) gives the
+    in which case the bytes are exactly the upstream's. With a ``scrubber`` (runcast holds the
+    upstream key) the head and every chunk come with the key masked (``scrub.py``): this is
+    where upstream bytes enter runcast. :meth:`release` (idempotent) gives the
     connection back to the pool, or closes it when the body was not read to the end.
     """
 
@@ -61,6 +64,7 @@ class UpstreamResponse:
         "_idle_timeout",
         "_on_release",
         "_resp",
+        "_scrub",
         "_started",
         "headers",
         "reason",
@@ -75,6 +79,7 @@ class UpstreamResponse:
         first_byte_timeout: float,
         idle_timeout: float,
         on_release: Callable[[], None],
+        scrubber: Scrubber | None = None,
     ) -> None:
         self._resp = resp
         self._first_byte_deadline = first_byte_deadline
@@ -85,6 +90,11 @@ class UpstreamResponse:
         self.status: int = resp.status
         self.reason: str = resp.reason or ""
         self.headers: CIMultiDictProxy[str] = resp.headers
+        self._scrub: StreamScrubber | None = None
+        if scrubber is not None:
+            self._scrub = scrubber.stream()
+            self.reason = scrubber.text(self.reason)
+            self.headers = scrubber.headers(resp.headers)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +117,15 @@ class UpstreamResponse:
         :class:`~gateway.errors.UpstreamConnectionError` when the connection breaks mid-body
         (a cut chunked or ``Content-Length`` body).
         """
+        scrub = self._scrub
+        if scrub is None:
+            return await self._read_raw()
+        while data := await self._read_raw():
+            if out := scrub.feed(data):
+                return out
+        return scrub.close()
+
+    async def _read_raw(self) -> bytes:
         content = self._resp.content
         scope: asyncio.Timeout | None = None
         phase, limit = "idle", self._idle_timeout
@@ -178,12 +197,14 @@ class Transport:
     it) and :meth:`aclose` closes every pooled connection.
     """
 
-    __slots__ = ("_open_responses", "_session", "_settings", "_timeout")
+    __slots__ = ("_open_responses", "_scrubber", "_session", "_settings", "_timeout")
 
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._open_responses = 0
+        key = settings.api_key
+        self._scrubber = Scrubber(key.encode()) if key else None
         # No total and no sock_read: waits for bytes are bounded per phase in UpstreamResponse,
         # which can say *which* phase expired; `connect=None` leaves the wait for a pooled
         # connection to the first-byte deadline.
@@ -275,4 +296,5 @@ class Transport:
             first_byte_timeout=s.first_byte_timeout,
             idle_timeout=s.idle_timeout,
             on_release=self._released,
+            scrubber=self._scrubber,
         )

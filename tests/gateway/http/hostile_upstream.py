@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -80,10 +80,11 @@ class Send:
 
 @dataclasses.dataclass(frozen=True)
 class Gate:
-    """Wait until ``opened`` is set, sending an SSE comment every ``keepalive`` seconds."""
+    """Wait until ``opened`` is set, sending an SSE comment every ``keepalive`` seconds (None:
+    silently, so the bytes on either side of the gate stay one piece of the body)."""
 
     opened: asyncio.Event
-    keepalive: float = 0.05
+    keepalive: float | None = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Script:
     steps: Sequence[Step]
     status: int = 200
     content_type: str = "text/event-stream"
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +186,7 @@ class HostileUpstream:
             status=script.status, headers={"Content-Type": script.content_type}
         )
         response.headers["x-request-id"] = "req_hostile"
+        response.headers.update(script.headers)
         await response.prepare(request)
         try:
             for step in script.steps:
@@ -197,6 +200,8 @@ class HostileUpstream:
     async def _play(self, step: Step, request: web.Request, response: web.StreamResponse) -> bool:
         if isinstance(step, Send):
             await response.write(step.data)
+        elif isinstance(step, Gate) and step.keepalive is None:
+            await step.opened.wait()
         elif isinstance(step, Gate):
             while not step.opened.is_set():
                 await response.write(b": keep-alive\n\n")

@@ -117,9 +117,9 @@ async def test_console_script_serves_with_tools_from_the_current_directory() -> 
     env.pop("PYTHONPATH", None)
     async with serve_process(
         str(script), "serve", "--port", "0", "--tools", "runcast_e2e_tools", cwd=HERE, env=env
-    ) as (proc, url, _):
+    ) as (proc, url, lines):
         async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
-            health = await response.json()
-        assert health["status"] == "ok"
-        assert health["tools"]["python"] == ["get_weather", "lookup_customer"]
+            assert await response.json() == {"status": "ok"}
+        # /healthz shows nothing without credentials: the startup log names the tools loaded.
+        assert any("python tools ['get_weather', 'lookup_customer']" in line for line in lines)
         assert await stop_with_sigterm(proc) == 0

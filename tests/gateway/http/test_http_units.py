@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway.http.feed import CreatorFeed
-from gateway.http.headers import copy_response_headers, forward_request_headers, scrub
+from gateway.http.headers import copy_response_headers, forward_request_headers
 from gateway.http.reducer import RunReducer, ThreadReducer, reducer_factory
 from gateway.http.routes import StreamedCall, streamed_call
 from gateway.hub import HubEvent
@@ -118,10 +118,6 @@ def test_headers_cross_the_proxy_selectively() -> None:
         "openai-poll-after-ms": "50",
         "x-ratelimit-remaining-requests": "9",
     }
-    assert scrub(b'{"message":"bad key sk-abc here sk-abc"}', b"sk-abc") == (
-        b'{"message":"bad key *** here ***"}'
-    )
-    assert scrub(b"unchanged", b"") == b"unchanged"
 
 
 # -- reducers ----------------------------------------------------------------------------------

@@ -1,0 +1,496 @@
+"""What runcast keeps to itself: its upstream key, the upstream's other paths, key scoping, and
+credentials in URLs; and what ``/healthz`` tells anyone who asks.
+
+Every test runs runcast on a real socket in front of an upstream it does not control: the
+scripted :class:`~hostile_upstream.HostileUpstream` for run streams, or a recording upstream of
+this module for plain ``/v1`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from hostile_upstream import Cut, Gate, HostileUpstream, Script, Send, golden_events, run_json
+from http_helpers import SECRET, WAIT
+
+from gateway.http.app import create_app, statistics
+from gateway.http.runner import start_runner
+from gateway.settings import Settings
+from gateway.upstream import UpstreamSettings
+
+KEY = "sk-upstream-Zq0123456789abcdefZq0123456789abcdef"
+RUNCAST_KEY = "rk-runcast-caller-key"
+CALLER = {"Authorization": f"Bearer {RUNCAST_KEY}", "OpenAI-Beta": "assistants=v2"}
+RUN_BODY = {"assistant_id": "asst_42", "stream": True}
+MASKED = "***"
+
+
+@dataclasses.dataclass
+class Runcast:
+    url: str
+    app: web.Application
+    session: aiohttp.ClientSession
+
+    async def raw(self, request: bytes) -> bytes:
+        """Send ``request`` as is on a fresh connection; the whole answer (Connection: close)."""
+        host, port = self.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            async with asyncio.timeout(WAIT):
+                writer.write(request)
+                await writer.drain()
+                return await reader.read()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+StartRuncast = Callable[..., Awaitable[Runcast]]
+
+
+@pytest_asyncio.fixture
+async def start_runcast() -> AsyncIterator[StartRuncast]:
+    runners: list[web.AppRunner] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session:
+
+        async def start(
+            upstream_url: str, *, key: str | None = KEY, organization: str | None = None, **kw: Any
+        ) -> Runcast:
+            values: dict[str, Any] = {
+                "port": 0,
+                "subscribe_auth": "open",
+                "token_secret": SECRET,
+                "recovery_timeout": 5.0,
+                "shutdown_timeout": 2.0,
+                "api_keys": (RUNCAST_KEY,),
+                **kw,
+            }
+            upstream = UpstreamSettings(
+                base_url=upstream_url,
+                api_key=key,
+                organization=organization,
+                max_retries=0,
+                idle_timeout=10.0,
+            )
+            app = create_app(Settings(upstream=upstream, **values))
+            runner, url = await start_runner(app, "127.0.0.1", 0)
+            runners.append(runner)
+            return Runcast(url=url, app=app, session=session)
+
+        yield start
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+# -- the upstream key never leaves ----------------------------------------------------------------
+
+
+def quoting(events: list[tuple[str, bytes]], index: int, text: str) -> list[tuple[str, bytes]]:
+    """``events`` with the text delta at ``index`` saying ``text``."""
+    name, data = events[index]
+    delta = orjson.loads(data)
+    delta["delta"]["content"][0]["text"]["value"] = text
+    return [*events[:index], (name, orjson.dumps(delta)), *events[index + 1 :]]
+
+
+def sse(events: list[tuple[str, bytes]]) -> bytes:
+    return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), data) for name, data in events)
+
+
+def error_body(message: str) -> bytes:
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    return orjson.dumps({"error": error})
+
+
+@dataclasses.dataclass
+class Seen:
+    """Every byte each side of one run received."""
+
+    creator: bytes = b""
+    sse: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    ws: list[str] = dataclasses.field(default_factory=list)
+
+    def everything(self) -> bytes:
+        return b"".join([self.creator, *self.sse.values(), *(t.encode() for t in self.ws)])
+
+
+async def read_until_done(response: aiohttp.ClientResponse) -> bytes:
+    data = b""
+    async with asyncio.timeout(WAIT):
+        async for chunk in response.content.iter_any():
+            data += chunk
+            if b"event: done\n" in data:
+                break
+    response.close()
+    return data
+
+
+async def read_ws_until_done(ws: aiohttp.ClientWebSocketResponse) -> list[str]:
+    frames: list[str] = []
+    async with asyncio.timeout(WAIT):
+        async for msg in ws:
+            assert msg.type == aiohttp.WSMsgType.TEXT
+            frames.append(msg.data)
+            if orjson.loads(msg.data)["event"] == "done":
+                break
+    await ws.close()
+    return frames
+
+
+@pytest.mark.asyncio
+async def test_key_quoted_in_a_run_stream_reaches_nobody(start_runcast: StartRuncast) -> None:
+    thread_id, run_id = "thread_leak", "run_leak"
+    events = quoting(golden_events(run_id, thread_id), 8, f" plus {KEY} two")
+    upto = sse(events[:9])
+    cut = upto.index(KEY.encode()) + 7  # the key straddles two pieces of the body
+    opened = asyncio.Event()
+    async with HostileUpstream() as upstream:
+        upstream.script(
+            thread_id,
+            Script(
+                [
+                    Send(upto[:cut]),
+                    Gate(opened, keepalive=None),
+                    Send(upto[cut:]),
+                    Send(sse([("error", error_body(f"Incorrect API key provided: {KEY}"))])),
+                ],
+                headers={"x-request-id": f"req_{KEY}"},
+            ),
+        )
+        runcast = await start_runcast(upstream.url)
+        session = runcast.session
+        thread = await session.get(f"{runcast.url}/streams/threads/{thread_id}")
+        creator = await session.post(
+            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
+        )
+        assert creator.status == 200, await creator.text()
+        run_sse = await session.get(f"{runcast.url}/streams/runs/{run_id}?since=0")
+        run_ws = await session.ws_connect(f"{runcast.url}/streams/runs/{run_id}?since=0")
+        # The creator has the event before the one quoting the key: the upstream is at the gate,
+        # with the key's first bytes sent and its last ones not.
+        head = b""
+        async with asyncio.timeout(WAIT):
+            while b'"value":"Two"' not in head:
+                head += await creator.content.readany()
+        opened.set()
+        seen = Seen()
+        seen.creator, seen.sse["thread"], seen.sse["run"], seen.ws = await asyncio.gather(
+            read_until_done(creator),
+            read_until_done(thread),
+            read_until_done(run_sse),
+            read_ws_until_done(run_ws),
+        )
+        seen.creator = head + seen.creator
+        creator_headers = creator.headers
+        # History replay after the run, and the snapshot.
+        resumed = await session.get(f"{runcast.url}/streams/runs/{run_id}?since=0")
+        seen.sse["resumed"] = await read_until_done(resumed)
+        async with session.get(f"{runcast.url}/streams/runs/{run_id}/snapshot") as response:
+            snapshot = await response.read()
+
+    assert KEY not in creator_headers["x-request-id"]
+    assert creator_headers["x-request-id"] == f"req_{MASKED}"
+    assert KEY.encode() not in seen.everything()
+    assert KEY.encode() not in snapshot
+    # What the key said is still there, masked, for every side.
+    for body in [seen.creator, *seen.sse.values()]:
+        assert f" plus {MASKED} two".encode() in body
+        assert f"Incorrect API key provided: {MASKED}".encode() in body
+    assert sum(f" plus {MASKED} two" in frame for frame in seen.ws) == 1
+    text = orjson.loads(snapshot)["snapshot"]["messages"][0]["content"]
+    assert "".join(part["text"]["value"] for part in text) == f"Two plus {MASKED} two"
+
+
+@pytest.mark.asyncio
+async def test_key_quoted_by_a_recovery_poll_reaches_nobody(start_runcast: StartRuncast) -> None:
+    thread_id, run_id = "thread_poll", "run_poll"
+    failed = orjson.loads(run_json(run_id, thread_id, "failed"))
+    failed["last_error"] = {"code": "server_error", "message": f"bad key {KEY}"}
+    async with HostileUpstream() as upstream:
+        upstream.script(thread_id, Script([Send(sse(golden_events(run_id, thread_id)[:8])), Cut()]))
+        upstream.poll(run_id, orjson.dumps(failed))
+        runcast = await start_runcast(upstream.url)
+        session = runcast.session
+        creator = await session.post(
+            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
+        )
+        assert creator.status == 200
+        thread = await session.get(f"{runcast.url}/streams/threads/{thread_id}?since=0")
+        run_ws = await session.ws_connect(f"{runcast.url}/streams/runs/{run_id}?since=0")
+        creator_bytes = await creator.read()
+        thread_bytes, frames = await asyncio.gather(
+            read_until_done(thread), read_ws_until_done(run_ws)
+        )
+        async with session.get(f"{runcast.url}/streams/runs/{run_id}/snapshot") as response:
+            snapshot = await response.read()
+    everything = b"".join([creator_bytes, thread_bytes, snapshot, *(f.encode() for f in frames)])
+    assert b"event: thread.run.failed" in thread_bytes
+    assert f"bad key {MASKED}".encode() in thread_bytes
+    assert KEY.encode() not in everything
+
+
+@pytest.mark.asyncio
+async def test_key_quoted_in_a_refused_run_reaches_nobody(start_runcast: StartRuncast) -> None:
+    thread_id = "thread_refused"
+    async with HostileUpstream() as upstream:
+        upstream.script(
+            thread_id,
+            Script(
+                [Send(error_body(f"key {KEY} has an active run"))],
+                status=400,
+                content_type="application/json",
+                headers={"x-request-id": f"req_{KEY}", "x-ratelimit-limit-requests": KEY},
+            ),
+        )
+        runcast = await start_runcast(upstream.url)
+        async with runcast.session.post(
+            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
+        ) as response:
+            assert response.status == 400
+            body = await response.read()
+            headers = response.headers
+    assert orjson.loads(body)["error"]["message"] == f"key {MASKED} has an active run"
+    assert headers["x-request-id"] == f"req_{MASKED}"
+    assert headers["x-ratelimit-limit-requests"] == MASKED
+
+
+# -- a recording upstream for plain /v1 calls -----------------------------------------------------
+
+
+@dataclasses.dataclass
+class Recording:
+    url: str
+    requests: list[web.Request]
+    """Every request that reached the upstream."""
+    release: asyncio.Event
+    """Lets ``/stream`` send the rest of the key."""
+
+
+@pytest_asyncio.fixture
+async def recording() -> AsyncIterator[Recording]:
+    requests: list[web.Request] = []
+    release = asyncio.Event()
+    quoted = f"key={KEY}"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        requests.append(request)
+        if request.path.endswith("/stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            body = f"data: {quoted}\n\n".encode()
+            split = body.index(KEY.encode()) + 10
+            await response.write(body[:split])
+            await release.wait()
+            await response.write(body[split:])
+            await response.write_eof()
+            return response
+        return web.json_response(
+            {"object": "list", "data": [quoted], "path": request.raw_path},
+            headers={"x-request-id": quoted, "openai-organization": "org-upstream"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield Recording(f"http://127.0.0.1:{runner.addresses[0][1]}/v1", requests, release)
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_key_quoted_in_proxied_bodies_and_headers_reaches_nobody(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url)
+    session = runcast.session
+    async with session.get(f"{runcast.url}/v1/files", headers=CALLER) as response:
+        assert response.status == 200
+        assert response.headers["x-request-id"] == f"key={MASKED}"
+        assert (await response.json())["data"] == [f"key={MASKED}"]
+    async with session.get(f"{runcast.url}/v1/files/stream", headers=CALLER) as response:
+        assert response.content_type == "text/event-stream"
+        # The key's first ten bytes are out upstream: what comes before them arrives, not them.
+        first = await asyncio.wait_for(response.content.readany(), WAIT)
+        assert first == b"data: key="
+        recording.release.set()
+        rest = await asyncio.wait_for(response.content.read(), WAIT)
+    assert first + rest == f"data: key={MASKED}\n\n".encode()
+
+
+@pytest.mark.asyncio
+async def test_without_a_key_nothing_is_masked(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    # The caller's own bearer goes upstream: runcast has no key of its own to hide.
+    runcast = await start_runcast(recording.url, key=None, api_keys=())
+    headers = {"Authorization": "Bearer sk-callers-own"}
+    async with runcast.session.get(f"{runcast.url}/v1/files", headers=headers) as response:
+        assert (await response.json())["data"] == [f"key={KEY}"]
+
+
+# -- no path escape through the proxy -------------------------------------------------------------
+
+ESCAPES = [
+    "/v1/../streams/runs/run_1",
+    "/v1/threads/T/../../tokens",
+    "/v1/./threads",
+    "/v1/threads/.",
+    "/v1/%2e%2e/tokens",
+    "/v1/%2E%2e/tokens",
+    "/v1/.%2E/tokens",
+    "/v1/%252e%252e/tokens",
+    "/v1/..;/tokens",
+    "/v1/threads/a%2fb",
+    "/v1/threads/a%2F..%2Fb",
+    "/v1/threads/a%5cb",
+    "/v1/threads/a%5C..%5Cb",
+    "/v1/threads//runs",
+    "/v1//threads",
+    "/v1/threads/",
+    "/v1/",
+]
+
+
+def request_line(method: str, path: str, body: bytes = b"") -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer {RUNCAST_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def parse_answer(raw: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, orjson.loads(body)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ESCAPES)
+async def test_paths_that_leave_v1_are_refused_before_the_upstream(
+    start_runcast: StartRuncast, recording: Recording, path: str
+) -> None:
+    runcast = await start_runcast(recording.url)
+    for method, body in (("GET", b""), ("POST", orjson.dumps(RUN_BODY))):
+        status, answer = parse_answer(await runcast.raw(request_line(method, path, body)))
+        assert status == 400, (method, path, answer)
+        assert answer["error"]["type"] == "invalid_request_error"
+        assert answer["error"]["code"] == "invalid_path"
+        assert answer["error"]["message"].startswith("invalid path: ")
+    assert recording.requests == []
+
+
+@pytest.mark.asyncio
+async def test_ordinary_paths_still_pass_byte_for_byte(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url)
+    for path in ("/v1/threads/thread_1/messages", "/v1/files/file%20a.b", "/v1/vector_stores"):
+        status, answer = parse_answer(await runcast.raw(request_line("GET", path)))
+        assert status == 200
+        assert answer["path"] == path
+    assert len(recording.requests) == 3
+
+
+# -- runcast's key goes with runcast's organization and project -----------------------------------
+
+SCOPE = {"OpenAI-Organization": "org-caller", "OpenAI-Project": "proj-caller"}
+
+
+def scope_of(request: web.Request) -> tuple[str | None, str | None]:
+    return request.headers.get("OpenAI-Organization"), request.headers.get("OpenAI-Project")
+
+
+@pytest.mark.asyncio
+async def test_callers_cannot_rescope_runcasts_key(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url, organization="org-runcast")
+    async with runcast.session.get(
+        f"{runcast.url}/v1/files", headers={**CALLER, **SCOPE}
+    ) as response:
+        assert response.status == 200
+    (request,) = recording.requests
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert scope_of(request) == ("org-runcast", None)
+
+
+@pytest.mark.asyncio
+async def test_callers_scope_their_own_key(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url, key=None, api_keys=())
+    headers = {"Authorization": "Bearer sk-callers-own", **SCOPE}
+    async with runcast.session.get(f"{runcast.url}/v1/files", headers=headers) as response:
+        assert response.status == 200
+    (request,) = recording.requests
+    assert request.headers["Authorization"] == "Bearer sk-callers-own"
+    assert scope_of(request) == ("org-caller", "proj-caller")
+
+
+# -- keys do not travel in URLs -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["token", "open"])
+async def test_runcast_key_in_the_url_is_refused(
+    start_runcast: StartRuncast, recording: Recording, mode: str
+) -> None:
+    runcast = await start_runcast(recording.url, subscribe_auth=mode)
+    session = runcast.session
+    for path in ("/streams/runs/run_1", "/streams/runs/run_1/snapshot", "/streams/threads/t_1"):
+        async with session.get(f"{runcast.url}{path}?token={RUNCAST_KEY}") as response:
+            assert response.status == 401, path
+            error = (await response.json())["error"]
+        assert error["code"] == "api_key_in_url"
+        assert "Authorization header" in error["message"]
+        assert "subscribe token" in error["message"]
+    # In the Authorization header the key still opens the channel (404: no such run yet).
+    auth = {"Authorization": f"Bearer {RUNCAST_KEY}"}
+    async with session.get(f"{runcast.url}/streams/runs/run_1/snapshot", headers=auth) as response:
+        assert response.status == 404
+    # A subscribe token still travels in ?token=.
+    async with session.post(
+        f"{runcast.url}/tokens", json={"run_id": "run_1"}, headers=auth
+    ) as response:
+        token = (await response.json())["token"]
+    async with session.get(f"{runcast.url}/streams/runs/run_1/snapshot?token={token}") as response:
+        assert response.status == 404
+
+
+# -- /healthz -------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_healthz_shows_liveness_only(start_runcast: StartRuncast) -> None:
+    thread_id, run_id = "thread_health", "run_health"
+    async with HostileUpstream() as upstream:
+        upstream.script(thread_id, Script([Send(sse(golden_events(run_id, thread_id)))]))
+        runcast = await start_runcast(upstream.url)
+        session = runcast.session
+        async with session.post(
+            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
+        ) as creator:
+            await creator.read()
+        async with session.get(f"{runcast.url}/healthz") as response:
+            assert response.status == 200
+            body = await response.read()
+    assert orjson.loads(body) == {"status": "ok"}
+    # The counters stay in the process.
+    counters = statistics(runcast.app)
+    assert counters.relays.started == 1
+    # Each event went to the run's channel and its thread's.
+    assert counters.hub.events_published == 2 * len(golden_events(run_id, thread_id))
