@@ -3,10 +3,12 @@
 The pump must never wait for the creator (issue contract: a slow creator never slows the run for
 the subscribers), so :meth:`CreatorFeed.push` is synchronous and never blocks. The creator's
 handler drains everything buffered in one :meth:`read` (one coalesced socket write). Overflow
-policy: when more than ``max_bytes`` are waiting (a single event always fits an empty buffer,
-however large), the buffer is dropped and the feed is marked
-``lagged``; the handler then ends the response with a final notice and the creator can resume
-from the run channel (``GET /streams/runs/{run_id}?since=<last id>``).
+policy: the subscribers' :class:`~gateway.hub.LagPolicy` over the bytes not yet handed to the
+socket, with ``max_bytes`` as its limit (an event of any size fits a backlog within the limit, and
+the events that follow it are not charged for it), so a creator reading at full speed gets at
+least what a subscriber gets. Past it the buffer is dropped and the feed is marked ``lagged``; the
+handler then ends the response with a final notice and the creator can resume from the run
+channel (``GET /streams/runs/{run_id}?since=<last id>``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 from collections import deque
 
 import msgspec
+
+from gateway.hub import LagPolicy
 
 __all__ = ["CreatorFeed", "FeedStatistics"]
 
@@ -36,7 +40,7 @@ class CreatorFeed:
         "_finished",
         "_ids",
         "_lagged",
-        "_max_bytes",
+        "_policy",
         "_pushed",
         "_size",
         "_wakeup",
@@ -44,7 +48,7 @@ class CreatorFeed:
     )
 
     def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
+        self._policy = LagPolicy(max_bytes)
         self._chunks: deque[bytes] = deque()
         self._ids: deque[str] = deque(maxlen=1)
         self._size = 0
@@ -68,8 +72,7 @@ class CreatorFeed:
         """Queue ``data`` for the creator; False once the feed no longer accepts (never blocks)."""
         if not self.accepting:
             return False
-        # One event larger than the whole buffer (a long completed message) still fits an empty one.
-        if self._chunks and self._size + len(data) > self._max_bytes:
+        if not self._policy.admits(self._size, len(data)):
             self._lagged = True
             self._chunks.clear()
             self._size = 0

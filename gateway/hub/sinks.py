@@ -5,8 +5,10 @@
 While a socket is busy the transport's buffer absorbs what follows, so everything queued goes out
 together when the peer reads (coalescing). The backlog is bounded by ``buffer_limit`` bytes
 (``transport.get_write_buffer_size()``, the hub's own pending bytes before the response has
-started): past it the subscriber gets a final ``runcast.lagged`` notice and is finished (spec:
-fan-out design and slow consumers), so it can never slow the publisher or other subscribers.
+started) under the :class:`~gateway.hub.backlog.LagPolicy` (an event of any size fits a backlog
+within the limit): past it the subscriber gets a final ``runcast.lagged`` notice and is finished
+(spec: fan-out design and slow consumers), so it can never slow the publisher or other
+subscribers.
 
 :class:`BufferSink` keeps the bytes in memory, for in-process consumers and tests.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.hub import frames
+from gateway.hub.backlog import LagPolicy
 from gateway.hub.broker import LAGGED_EVENT, EndReason, FrameFormat
 
 __all__ = ["BufferSink", "TransportSink"]
@@ -70,15 +73,14 @@ class TransportSink(_SinkBase):
     that by a timeout.
     """
 
-    __slots__ = ("_base_limit", "_heartbeat", "_limit", "_pending", "_pending_bytes", "_transport")
+    __slots__ = ("_heartbeat", "_pending", "_pending_bytes", "_policy", "_transport")
 
     def __init__(self, frame_format: FrameFormat, *, buffer_limit: int) -> None:
         super().__init__(frame_format)
         self._transport: asyncio.WriteTransport | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._base_limit = buffer_limit
-        self._limit = buffer_limit
+        self._policy = LagPolicy(buffer_limit)
         self._heartbeat = frames.heartbeat_frame(frame_format)
 
     @property
@@ -107,7 +109,7 @@ class TransportSink(_SinkBase):
         if transport.is_closing():
             self.end("disconnected")
             return False
-        if transport.get_write_buffer_size() > self._limit:
+        if not self._policy.admits(transport.get_write_buffer_size(), len(frames)):
             self._cut_off(transport)
             return False
         transport.write(frames)
@@ -130,22 +132,15 @@ class TransportSink(_SinkBase):
         if transport.is_closing():
             self.end("disconnected")
             return False
-        size = transport.get_write_buffer_size()
-        if size > self._limit:
+        if not self._policy.within(transport.get_write_buffer_size()):
             self._cut_off(transport)
             return False
-        if size <= self._base_limit:
-            # A large first write (replay) raised the allowance; it lapses once drained.
-            self._limit = self._base_limit
         return True
 
     def _send_pending(self, frames: bytes, last_seq: int) -> bool:
         if self._reason is not None:
             return False
-        if not self._pending:
-            # The first write into an empty buffer always fits, however large (a replay).
-            self._limit = self._base_limit + len(frames)
-        elif self._pending_bytes + len(frames) > self._limit:
+        if not self._policy.admits(self._pending_bytes, len(frames)):
             self._pending.append(self._lagged_frame())
             self.end("lagged")
             return False

@@ -18,6 +18,7 @@ from http_helpers import (
     read_sse,
     sdk_client,
     sse_subscribe,
+    stream_run,
 )
 
 from parsers.accumulate import RunAccumulator, RunSnapshot
@@ -188,6 +189,57 @@ async def test_slow_subscriber_is_cut_off_while_others_finish(
             response.close()
 
 
+def _stalled_creator(port: int, thread_id: str, assistant_id: str) -> socket.socket:
+    """A creator that starts a streamed run and then reads nothing (a 4 KiB receive buffer)."""
+    body = orjson.dumps({"assistant_id": assistant_id, "stream": True})
+    creator = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    creator.connect(("127.0.0.1", port))
+    creator.sendall(
+        f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Bearer sk-caller\r\nOpenAI-Beta: assistants=v2\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return creator
+
+
+async def _read_whole_body(sock: socket.socket) -> bytes:
+    """Everything up to the end of a chunked response, read at full speed from now on."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    async with asyncio.timeout(WAIT):
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # end of the chunked body
+            chunk = await loop.sock_recv(sock, 1 << 20)
+            assert chunk, "connection closed before the end of the body"
+            received += chunk
+    return bytes(received)
+
+
+async def _check_lag_notice(
+    session: aiohttp.ClientSession, gateway: Gateway, received: bytes
+) -> None:
+    """The response ends with runcast.lagged naming where to resume, and resuming there works."""
+    assert b"event: runcast.lagged\n" in received
+    assert b"thread.run.completed" not in received
+    notice = received[received.index(b"event: runcast.lagged") :]
+    data = orjson.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert data["error"]["code"] == "lagged"
+    run_id = data["error"]["message"].split("/streams/runs/")[1].split("?")[0]
+    async with session.get(
+        f"{gateway.url}/streams/runs/{run_id}", params={"since": str(data["seq"])}
+    ) as rest:
+        resumed = await read_sse(rest, Subscriber())
+    first = resumed.events[0]
+    if first.event == "runcast.history_lost":  # the run is larger than history holds
+        assert first.json()["since"] == data["seq"]
+        assert resumed.events[1].json()["snapshot"]["status"] == "completed"
+    else:
+        assert first.seq == data["seq"] + 1
+        assert resumed.names[-2:] == ["thread.run.completed", "done"]
+
+
 @pytest.mark.asyncio
 async def test_slow_creator_is_cut_off_without_slowing_the_run(
     start_gateway: StartGateway, session: aiohttp.ClientSession
@@ -203,48 +255,70 @@ async def test_slow_creator_is_cut_off_without_slowing_the_run(
     response, subscriber = await sse_subscribe(
         session, f"{gateway.url}/streams/threads/{thread_id}"
     )
-    body = orjson.dumps({"assistant_id": assistant_id, "stream": True})
     port = int(gateway.url.rsplit(":", 1)[1])
-    creator = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    creator.connect(("127.0.0.1", port))
-    creator.sendall(
-        f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: x\r\n"
-        "Authorization: Bearer sk-caller\r\nOpenAI-Beta: assistants=v2\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
+    creator = _stalled_creator(port, thread_id, assistant_id)
     try:
         async with asyncio.timeout(WAIT):
             sub = await subscriber
         assert sub.names.count("thread.message.delta") == 4000
         assert sub.names[-2:] == ["thread.run.completed", "done"]
         # The creator fell behind: its response ends with runcast.lagged naming where to resume.
-        creator.setblocking(False)
-        loop = asyncio.get_running_loop()
-        received = b""
+        await _check_lag_notice(session, gateway, await _read_whole_body(creator))
+    finally:
+        creator.close()
+        response.close()
+
+
+BIG_ANSWER = {"deltas": 1000, "tokens_per_delta": 800}
+"""About 5 MB of text: its ``thread.message.completed`` alone is larger than every default
+buffer (creator 4 MiB, subscriber 1 MiB)."""
+
+
+@pytest.mark.asyncio
+async def test_creator_at_full_speed_gets_a_5mb_answer_whole_with_default_limits(
+    start_gateway: StartGateway,
+) -> None:
+    """The SDK reading as fast as it can is never cut off by one large event: every delta, the
+    completed message and the run's end reach it."""
+    gateway = await start_gateway(sim=BIG_ANSWER)
+    sdk = sdk_client(gateway)
+    try:
+        assistant_id, thread_id = await new_thread(sdk)
         async with asyncio.timeout(WAIT):
-            while not received.endswith(b"\r\n0\r\n\r\n"):  # end of the chunked body
-                chunk = await loop.sock_recv(creator, 1 << 20)
-                assert chunk, "connection closed before the lag notice"
-                received += chunk
-        assert b"event: runcast.lagged\n" in received
-        assert b"thread.run.completed" not in received
-        notice = received[received.index(b"event: runcast.lagged") :]
-        data = orjson.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
-        assert data["error"]["code"] == "lagged"
-        run_id = data["error"]["message"].split("/streams/runs/")[1].split("?")[0]
-        async with session.get(
-            f"{gateway.url}/streams/runs/{run_id}", params={"since": str(data["seq"])}
-        ) as rest:
-            resumed = await read_sse(rest, Subscriber())
-        first = resumed.events[0]
-        if first.event == "runcast.history_lost":  # the run is larger than history holds
-            assert first.json()["since"] == data["seq"]
-            assert resumed.events[1].json()["snapshot"]["status"] == "completed"
-        else:
-            assert first.seq == data["seq"] + 1
-            assert resumed.names[-2:] == ["thread.run.completed", "done"]
+            handler = await stream_run(sdk, assistant_id, thread_id)
+    finally:
+        await sdk.close()
+    names = [name for name, _ in handler.seen]
+    assert handler.deltas == 1000
+    assert names[-3:] == [
+        "thread.message.completed",
+        "thread.run.step.completed",
+        "thread.run.completed",
+    ]
+    completed = dict(handler.seen)["thread.message.completed"]
+    assert len(completed["content"][0]["text"]["value"]) > 4 << 20
+
+
+@pytest.mark.asyncio
+async def test_stalled_creator_is_cut_off_with_lagged_with_default_limits(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """Twice the answer above: more than the socket, the feed and the room for the completed
+    message hold, so a creator that reads nothing is cut off."""
+    gateway = await start_gateway(sim={**BIG_ANSWER, "deltas": 2 * BIG_ANSWER["deltas"]})
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    await sdk.close()
+    response, subscriber = await sse_subscribe(
+        session, f"{gateway.url}/streams/threads/{thread_id}"
+    )
+    creator = _stalled_creator(int(gateway.url.rsplit(":", 1)[1]), thread_id, assistant_id)
+    try:
+        async with asyncio.timeout(WAIT):
+            sub = await subscriber
+        assert sub.names[-2:] == ["thread.run.completed", "done"]
+        # Reading again (well within --creator-write-timeout) gets what was queued, then the notice.
+        await _check_lag_notice(session, gateway, await _read_whole_body(creator))
     finally:
         creator.close()
         response.close()
