@@ -8,7 +8,9 @@ socket, with ``max_bytes`` as its limit (an event of any size fits a backlog wit
 the events that follow it are not charged for it), so a creator reading at full speed gets at
 least what a subscriber gets. Past it the buffer is dropped and the feed is marked ``lagged``; the
 handler then ends the response with a final notice and the creator can resume from the run
-channel (``GET /streams/runs/{run_id}?since=<last id>``).
+channel (``GET /streams/runs/{run_id}?since=<last id>``). :meth:`CreatorFeed.stop` (the gateway
+is shutting down before the run's end) lets the reader drain and marks the feed ``stopped``, so
+the handler ends the response with ``runcast.shutdown`` instead of a silent end of body.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class FeedStatistics(msgspec.Struct, frozen=True, kw_only=True):
     pushed_bytes: int
     lagged: bool
     finished: bool
+    stopped: bool
     detached: bool
 
 
@@ -43,6 +46,7 @@ class CreatorFeed:
         "_policy",
         "_pushed",
         "_size",
+        "_stopped",
         "_wakeup",
         "last_id",
     )
@@ -55,6 +59,7 @@ class CreatorFeed:
         self._pushed = 0
         self._lagged = False
         self._finished = False
+        self._stopped = False
         self._detached = False
         self._wakeup = asyncio.Event()
         self.last_id: str | None = None
@@ -67,6 +72,11 @@ class CreatorFeed:
     @property
     def lagged(self) -> bool:
         return self._lagged
+
+    @property
+    def stopped(self) -> bool:
+        """Ended by :meth:`stop` before the run's end (and not cut off before that)."""
+        return self._stopped
 
     def push(self, data: bytes, *, event_id: str | None = None) -> bool:
         """Queue ``data`` for the creator; False once the feed no longer accepts (never blocks)."""
@@ -90,6 +100,12 @@ class CreatorFeed:
         """No more data will come (the run segment ended); the reader drains and stops."""
         self._finished = True
         self._wakeup.set()
+
+    def stop(self) -> None:
+        """The gateway is shutting down: no more data; the reader drains, then is told why."""
+        if self.accepting:
+            self._stopped = True
+        self.finish()
 
     def detach(self) -> None:
         """The creator went away; further pushes are dropped."""
@@ -120,5 +136,6 @@ class CreatorFeed:
             pushed_bytes=self._pushed,
             lagged=self._lagged,
             finished=self._finished,
+            stopped=self._stopped,
             detached=self._detached,
         )

@@ -41,6 +41,8 @@ from gateway.hub.backlog import LagPolicy
 from gateway.hub.broker import (
     HISTORY_LOST_EVENT,
     LAGGED_EVENT,
+    SHUTDOWN_EVENT,
+    SHUTDOWN_RETRY_MS,
     SNAPSHOT_EVENT,
     Broker,
     BrokerStatistics,
@@ -68,6 +70,8 @@ from gateway.hub.transports import (
 __all__ = [
     "HISTORY_LOST_EVENT",
     "LAGGED_EVENT",
+    "SHUTDOWN_EVENT",
+    "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",
     "Broker",
     "BrokerStatistics",

@@ -8,7 +8,8 @@ together when the peer reads (coalescing). The backlog is bounded by ``buffer_li
 started) under the :class:`~gateway.hub.backlog.LagPolicy` (an event of any size fits a backlog
 within the limit): past it the subscriber gets a final ``runcast.lagged`` notice and is finished
 (spec: fan-out design and slow consumers), so it can never slow the publisher or other
-subscribers.
+subscribers. A sink ended by the broker's shutdown writes ``runcast.shutdown`` (with ``retry:``
+on SSE) after everything else it was given.
 
 :class:`BufferSink` keeps the bytes in memory, for in-process consumers and tests.
 """
@@ -19,7 +20,13 @@ import asyncio
 
 from gateway.hub import frames
 from gateway.hub.backlog import LagPolicy
-from gateway.hub.broker import LAGGED_EVENT, EndReason, FrameFormat
+from gateway.hub.broker import (
+    LAGGED_EVENT,
+    SHUTDOWN_EVENT,
+    SHUTDOWN_RETRY_MS,
+    EndReason,
+    FrameFormat,
+)
 
 __all__ = ["BufferSink", "TransportSink"]
 
@@ -44,6 +51,8 @@ class _SinkBase:
 
     def end(self, reason: EndReason) -> None:
         if self._reason is None:
+            if reason == "shutdown":
+                self._write_last(self._shutdown_frame())
             self._reason = reason
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -62,6 +71,13 @@ class _SinkBase:
         return frames.encode_items(
             self._format, [(None, LAGGED_EVENT, b'{"seq":%d}' % self.last_seq)]
         )
+
+    def _shutdown_frame(self) -> bytes:
+        data = b'{"seq":%d,"retry_ms":%d}' % (self.last_seq, SHUTDOWN_RETRY_MS)
+        return frames.encode_notice(self._format, SHUTDOWN_EVENT, data, retry_ms=SHUTDOWN_RETRY_MS)
+
+    def _write_last(self, data: bytes) -> None:
+        """Write a final notice, unless the peer is gone (called once, before the end)."""
 
 
 class TransportSink(_SinkBase):
@@ -137,6 +153,13 @@ class TransportSink(_SinkBase):
             return False
         return True
 
+    def _write_last(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            self._pending.append(data)
+        elif not transport.is_closing():
+            transport.write(data)
+
     def _send_pending(self, frames: bytes, last_seq: int) -> bool:
         if self._reason is not None:
             return False
@@ -166,6 +189,9 @@ class BufferSink(_SinkBase):
         self._buffer = bytearray()
         self._limit = buffer_limit
         self.heartbeats = 0
+
+    def _write_last(self, data: bytes) -> None:
+        self._buffer += data
 
     def take(self) -> bytes:
         data = bytes(self._buffer)

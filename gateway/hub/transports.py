@@ -57,7 +57,8 @@ _WS_CLOSE_CODES: Final[Mapping[EndReason, int]] = {
     "ended": WSCloseCode.OK,
     "detached": WSCloseCode.OK,
     "lagged": WSCloseCode.TRY_AGAIN_LATER,
-    "shutdown": WSCloseCode.GOING_AWAY,
+    # RFC 6455 section 7.4.1 leaves 1012 to IANA: "service restart", reconnect later.
+    "shutdown": WSCloseCode.SERVICE_RESTART,
     "disconnected": WSCloseCode.OK,
 }
 
@@ -165,8 +166,8 @@ async def serve_websocket(
 ) -> web.WebSocketResponse:
     """Stream ``channel`` as WebSocket text frames ``{"seq", "event", "data"}``.
 
-    The socket is closed with 1000 when the channel ends, 1013 after ``runcast.lagged`` and 1001
-    when the hub shuts down.
+    The socket is closed with 1000 when the channel ends, 1013 after ``runcast.lagged`` and 1012
+    (service restart) after ``runcast.shutdown`` when the hub shuts down.
     """
     settings = broker.settings
     ws: web.WebSocketResponse = web.WebSocketResponse(
