@@ -103,6 +103,11 @@ class TransportSink(_SinkBase):
     def transport(self) -> asyncio.WriteTransport | None:
         return self._transport
 
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes wait for :meth:`bind` (the replay, notices, live events so far)."""
+        return bool(self._pending)
+
     def bind(self, transport: asyncio.WriteTransport) -> None:
         """Start writing to ``transport``, beginning with everything pending (one write)."""
         if self._transport is not None:

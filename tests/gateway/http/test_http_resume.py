@@ -139,6 +139,44 @@ async def test_snapshot_equals_accumulated_events_up_to_its_seq(
     assert sub.events[0].json()["snapshot"]["status"] == "completed"
 
 
+@pytest.mark.asyncio
+async def test_reconnect_to_a_finished_run_gets_204_or_only_what_it_missed(
+    gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    """204 tells an EventSource to stop: a reconnect at the end of an ended channel gets it; an
+    earlier position gets the events it missed and the end; WebSocket closes 1000 at once."""
+    run_id, _, creator = await start_run(session, gateway)
+    async with asyncio.timeout(WAIT):
+        whole = await creator
+    last = whole.seqs[-1]
+    url = f"{gateway.url}/streams/runs/{run_id}"
+    await wait_closed(gateway, run_id)
+
+    for headers in ({"Last-Event-ID": str(last)}, {}):
+        async with session.get(url, headers=headers) as response:
+            assert response.status == 204, headers
+            assert await response.read() == b""
+    async with session.get(url, headers={"Last-Event-ID": str(last - 2)}) as response:
+        assert response.status == 200
+        rest = await read_sse(response, Subscriber(), stop_at_done=2)
+    assert rest.ended and rest.seqs == [last - 1, last]
+    assert rest.names == ["thread.run.completed", "done"]
+
+    for since, seqs in ((last, []), (last - 2, [last - 1, last])):
+        async with session.ws_connect(f"{url}?since={since}") as ws:
+            async with asyncio.timeout(WAIT):
+                messages = [msg async for msg in ws]
+            assert [orjson.loads(m.data)["seq"] for m in messages] == seqs
+            assert ws.close_code == aiohttp.WSCloseCode.OK
+
+
+async def wait_closed(gateway: Gateway, run_id: str) -> None:
+    """Until the run's channel has ended (the relay closes it right after the creator's end)."""
+    async with asyncio.timeout(WAIT):
+        while not (stats := gateway.broker.channel_statistics(f"run:{run_id}")) or not stats.ended:
+            await asyncio.sleep(0.01)
+
+
 def _slow_socket(port: int, path: str) -> socket.socket:
     """A subscriber that sends its request and then never reads."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -238,6 +276,76 @@ async def _check_lag_notice(
     else:
         assert first.seq == data["seq"] + 1
         assert resumed.names[-2:] == ["thread.run.completed", "done"]
+
+
+async def _read_until_closed(sock: socket.socket) -> tuple[bytes, str]:
+    """What a socket still delivers, and how it ended (``eof`` or ``reset``)."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                chunk = await loop.sock_recv(sock, 1 << 20)
+            except ConnectionResetError:
+                return bytes(received), "reset"
+            if not chunk:
+                return bytes(received), "eof"
+            received += chunk
+
+
+@pytest.mark.asyncio
+async def test_stalled_subscriber_is_reset_without_the_notice_and_resumes_from_history(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """What the README says of a subscriber that stops reading: once it is cut off, runcast.lagged
+    is queued behind the bytes it has not read; when they cannot leave within the close timeout
+    the connection is closed, so it never sees the notice, only a body that breaks off.
+    Resuming from the last id it got brings the rest (here from history)."""
+    gateway = await start_gateway(
+        # About 12 MB: more than the kernel's send buffer (Linux: up to 4 MiB) and the default
+        # 1 MiB subscriber buffer hold, so the cut-off comes with both full.
+        sim={"deltas": 4000, "tokens_per_delta": 150},
+        hub={"close_timeout": 0.3, "max_history_bytes": 16 << 20},
+    )
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    await sdk.close()
+    port = int(gateway.url.rsplit(":", 1)[1])
+    channel = f"thread:{thread_id}"
+    stalled = _slow_socket(port, f"/streams/threads/{thread_id}")
+    try:
+        async with asyncio.timeout(WAIT):
+            while gateway.connections.count(channel) != 1:
+                await asyncio.sleep(0.01)
+        async with session.post(
+            f"{gateway.v1}/threads/{thread_id}/runs",
+            json={"assistant_id": assistant_id, "stream": True},
+            headers=HEADERS,
+        ) as response:
+            creator = await read_sse(response, Subscriber())
+        stats = gateway.broker.channel_statistics(channel)
+        assert stats is not None and stats.lagged == 1
+        # The handler gave up on the last bytes (close timeout) and aborted the connection.
+        async with asyncio.timeout(WAIT):
+            while gateway.connections.count(channel):
+                await asyncio.sleep(0.01)
+        received, ending = await _read_until_closed(stalled)
+    finally:
+        stalled.close()
+    # Closed mid-body: the kernel still delivers what it had taken (then FIN), the rest is lost.
+    assert ending in ("eof", "reset")
+    assert b"runcast.lagged" not in received
+    assert not received.endswith(b"\r\n0\r\n\r\n")  # the chunked body never ended
+    got = SSEDecoder().feed(received.split(b"\r\n\r\n", 1)[1])  # chunk sizes read as comments
+    last = max(int(e.id) for e in got if e.id)
+    assert 0 < last < len(creator.events)
+    async with session.get(
+        f"{gateway.url}/streams/threads/{thread_id}", headers={"Last-Event-ID": str(last)}
+    ) as rest:
+        resumed = await read_sse(rest, Subscriber())
+    assert resumed.seqs[0] == last + 1 and resumed.names[-1] == "done"
+    assert [e.data for e in resumed.events] == [e.data for e in creator.events][last:]
 
 
 @pytest.mark.asyncio
