@@ -130,6 +130,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="after an unanswered requires_action's expires_at, wait this long, then publish "
         "the run's final state (default 2)",
     )
+    relay.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="S",
+        help="on SIGTERM/SIGINT, refuse new runs and subscriptions and let running runs finish "
+        "for up to S seconds, then end every stream (default 25; 0 ends them at once)",
+    )
 
     hub = p.add_argument_group("subscribers")
     hub.add_argument(
@@ -319,6 +326,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             creator_write_timeout=ns.creator_write_timeout,
             recovery_timeout=ns.recovery_timeout,
             expiry_grace=ns.expiry_grace,
+            drain_timeout=ns.drain_timeout,
         ),
     )
 

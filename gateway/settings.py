@@ -83,6 +83,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (spec §5) and, once expired, its channels are ended."""
     shutdown_timeout: float = 10.0
     """How long relays and connections may take to finish when the server stops."""
+    drain_timeout: float = 25.0
+    """On SIGTERM/SIGINT, how long running runs may take to finish (new runs and subscriptions
+    are refused meanwhile) before every remaining stream is ended; under Kubernetes' default
+    30 s grace period. 0 ends them at once."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.simulator_port <= 65535:
@@ -117,6 +121,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError("recovery_timeout must be >= 0")
         if self.expiry_grace < 0:
             raise ConfigError("expiry_grace must be >= 0")
+        if not 0 <= self.drain_timeout < float("inf"):
+            raise ConfigError(
+                f"--drain-timeout must be a finite number >= 0, got {self.drain_timeout!r}"
+            )
 
     @property
     def embedded(self) -> bool:

@@ -56,6 +56,7 @@ from .actions import ActionHandler, ActionOptions
 from .auth import CallerAuth, TokenAuthority
 from .connections import SubscriberConnections
 from .cors import Cors
+from .drain import Drain
 from .errors import error_middleware
 from .proxy import proxy
 from .reducer import reducer_factory
@@ -64,6 +65,7 @@ from .state import (
     BROKER,
     CALLERS,
     CONNECTIONS,
+    DRAIN,
     RELAYS,
     SETTINGS,
     TOKENS,
@@ -123,6 +125,7 @@ def create_app(
         callers=callers,
     )
     app[CONNECTIONS] = SubscriberConnections()
+    app[DRAIN] = Drain()
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:
         log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
@@ -236,8 +239,10 @@ async def _stop_streams(app: web.Application) -> None:
     Without this, SSE and WebSocket handlers would hold shutdown until aiohttp's
     ``shutdown_timeout``: ``cleanup_ctx`` (which closes relays and broker too) runs only after.
     Relays first: a stopped relay publishes nothing more and ends its creator's response after
-    what it was given (a well-formed end of body); then the broker ends every subscription with
-    ``shutdown`` (SSE body ended, WebSocket closed with 1001). Both ``aclose`` are idempotent.
+    what it was given with ``runcast.shutdown`` (an error the openai SDK raises); then the broker
+    ends every subscription with ``shutdown`` (SSE: ``runcast.shutdown`` with ``retry:``, then the
+    end of the body; WebSocket: the notice and close 1012). Both ``aclose`` are idempotent. The
+    graceful drain (``drain.py``, run by ``runner.serve``) comes before all this.
     """
     if RELAYS in app:
         await app[RELAYS].aclose()

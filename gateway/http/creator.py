@@ -12,6 +12,11 @@ creator that reads too slowly to keep up (more than ``creator_buffer_bytes`` wai
 with a final ``runcast.lagged`` event (its ``error`` member makes the openai SDK raise) naming the
 seq to resume from on ``GET /streams/runs/{run_id}?since=<seq>``; one whose socket accepts nothing
 for ``creator_write_timeout`` is disconnected. Either way the run itself is unaffected.
+
+Drain (``drain.py``): while the gateway drains, new runs get 503 ``shutting_down`` (a submission
+for a running run is still relayed, so the run can finish); a run still going when the gateway
+stops ends its creator's response with ``runcast.shutdown``, whose ``error`` member makes the
+openai SDK raise instead of ending the stream as if the run were over.
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
-from gateway.hub import LAGGED_EVENT
+from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT
 from parsers.errors import RemoteProtocolError
 from parsers.sse import encode_sse
 
 from .channels import run_channel, thread_channel
+from .drain import shutting_down
 from .errors import RequestError, upstream_failure
 from .feed import CreatorFeed
 from .headers import copy_response_headers, relayed_body
 from .relay import Opener, RelayStart
 from .routes import StreamedCall
-from .state import RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
+from .state import DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
 
 __all__ = ["serve_streamed_call"]
 
@@ -92,7 +98,9 @@ async def serve_streamed_call(
     opener = _opener(request, call, body, api_key, headers)
     relays = app[RELAYS]
     if relays.closed:
-        raise _shutting_down()
+        raise shutting_down()
+    if call.kind != "submit":
+        app[DRAIN].check()
     feed = CreatorFeed(settings.creator_buffer_bytes)
     relay = relays.start(
         opener,
@@ -111,7 +119,7 @@ async def serve_streamed_call(
         except (UpstreamError, RemoteProtocolError) as exc:
             if relays.closed:
                 # The relay was stopped by the gateway's shutdown, not by the upstream.
-                raise _shutting_down() from None
+                raise shutting_down() from None
             raise upstream_failure(exc) from None
         response = web.StreamResponse(headers=_head(request, start))
         await response.prepare(request)
@@ -119,11 +127,6 @@ async def serve_streamed_call(
         return response
     finally:
         feed.detach()
-
-
-def _shutting_down() -> RequestError:
-    # Retryable, like the hub's own 503 to subscribers at shutdown.
-    return RequestError(503, "runcast is shutting down", code="shutting_down")
 
 
 def _http_error(request: web.Request, exc: UpstreamHTTPError) -> web.Response:
@@ -170,6 +173,9 @@ async def _pump(
         if feed.lagged:
             async with asyncio.timeout(timeout):
                 await response.write(_lag_notice(feed, start))
+        elif feed.stopped:
+            async with asyncio.timeout(timeout):
+                await response.write(_shutdown_notice(feed, start))
         # write_eof() waits for the socket to drain (aiohttp), which a peer that stopped
         # reading never lets happen; the last bytes are bounded like every other write.
         async with asyncio.timeout(timeout):
@@ -180,8 +186,7 @@ async def _pump(
 
 
 def _lag_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
-    seq = int(feed.last_id) if feed.last_id is not None else 0
-    where = f"GET /streams/runs/{start.run_id}?since={seq}" if start.run_id else "the run channel"
+    seq, where = _resume_at(feed, start)
     data = orjson.dumps(
         {
             "error": {
@@ -194,3 +199,33 @@ def _lag_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
         }
     )
     return encode_sse(data, event=LAGGED_EVENT)
+
+
+def _shutdown_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
+    seq, _ = _resume_at(feed, start)
+    run = (
+        f"GET /v1/threads/{start.thread_id}/runs/{start.run_id}"
+        if start.run_id and start.thread_id
+        else "the run"
+    )
+    data = orjson.dumps(
+        {
+            "error": {
+                "message": "runcast is shutting down before the end of this run, which goes on "
+                f"upstream; retry, or read its state with {run}",
+                "type": "runcast_shutdown",
+                "param": None,
+                "code": "shutting_down",
+            },
+            "seq": seq,
+            "run_id": start.run_id,
+            "thread_id": start.thread_id,
+        }
+    )
+    return encode_sse(data, event=SHUTDOWN_EVENT)
+
+
+def _resume_at(feed: CreatorFeed, start: RelayStart) -> tuple[int, str]:
+    seq = int(feed.last_id) if feed.last_id is not None else 0
+    where = f"GET /streams/runs/{start.run_id}?since={seq}" if start.run_id else "the run channel"
+    return seq, where

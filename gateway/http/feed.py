@@ -3,10 +3,14 @@
 The pump must never wait for the creator (issue contract: a slow creator never slows the run for
 the subscribers), so :meth:`CreatorFeed.push` is synchronous and never blocks. The creator's
 handler drains everything buffered in one :meth:`read` (one coalesced socket write). Overflow
-policy: when more than ``max_bytes`` are waiting (a single event always fits an empty buffer,
-however large), the buffer is dropped and the feed is marked
-``lagged``; the handler then ends the response with a final notice and the creator can resume
-from the run channel (``GET /streams/runs/{run_id}?since=<last id>``).
+policy: the subscribers' :class:`~gateway.hub.LagPolicy` over the bytes not yet handed to the
+socket, with ``max_bytes`` as its limit (an event of any size fits a backlog within the limit, and
+the events that follow it are not charged for it), so a creator reading at full speed gets at
+least what a subscriber gets. Past it the buffer is dropped and the feed is marked ``lagged``; the
+handler then ends the response with a final notice and the creator can resume from the run
+channel (``GET /streams/runs/{run_id}?since=<last id>``). :meth:`CreatorFeed.stop` (the gateway
+is shutting down before the run's end) lets the reader drain and marks the feed ``stopped``, so
+the handler ends the response with ``runcast.shutdown`` instead of a silent end of body.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections import deque
 
 import msgspec
 
+from gateway.hub import LagPolicy
+
 __all__ = ["CreatorFeed", "FeedStatistics"]
 
 
@@ -24,6 +30,7 @@ class FeedStatistics(msgspec.Struct, frozen=True, kw_only=True):
     pushed_bytes: int
     lagged: bool
     finished: bool
+    stopped: bool
     detached: bool
 
 
@@ -36,21 +43,23 @@ class CreatorFeed:
         "_finished",
         "_ids",
         "_lagged",
-        "_max_bytes",
+        "_policy",
         "_pushed",
         "_size",
+        "_stopped",
         "_wakeup",
         "last_id",
     )
 
     def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
+        self._policy = LagPolicy(max_bytes)
         self._chunks: deque[bytes] = deque()
         self._ids: deque[str] = deque(maxlen=1)
         self._size = 0
         self._pushed = 0
         self._lagged = False
         self._finished = False
+        self._stopped = False
         self._detached = False
         self._wakeup = asyncio.Event()
         self.last_id: str | None = None
@@ -64,12 +73,16 @@ class CreatorFeed:
     def lagged(self) -> bool:
         return self._lagged
 
+    @property
+    def stopped(self) -> bool:
+        """Ended by :meth:`stop` before the run's end (and not cut off before that)."""
+        return self._stopped
+
     def push(self, data: bytes, *, event_id: str | None = None) -> bool:
         """Queue ``data`` for the creator; False once the feed no longer accepts (never blocks)."""
         if not self.accepting:
             return False
-        # One event larger than the whole buffer (a long completed message) still fits an empty one.
-        if self._chunks and self._size + len(data) > self._max_bytes:
+        if not self._policy.admits(self._size, len(data)):
             self._lagged = True
             self._chunks.clear()
             self._size = 0
@@ -87,6 +100,12 @@ class CreatorFeed:
         """No more data will come (the run segment ended); the reader drains and stops."""
         self._finished = True
         self._wakeup.set()
+
+    def stop(self) -> None:
+        """The gateway is shutting down: no more data; the reader drains, then is told why."""
+        if self.accepting:
+            self._stopped = True
+        self.finish()
 
     def detach(self) -> None:
         """The creator went away; further pushes are dropped."""
@@ -117,5 +136,6 @@ class CreatorFeed:
             pushed_bytes=self._pushed,
             lagged=self._lagged,
             finished=self._finished,
+            stopped=self._stopped,
             detached=self._detached,
         )

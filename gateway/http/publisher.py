@@ -82,6 +82,11 @@ class RunPublisher:
         if self._feed is not None:
             self._feed.finish()
 
+    def stop_creator(self) -> None:
+        """The gateway stops before the run's end: the creator's response says so and ends."""
+        if self._feed is not None:
+            self._feed.stop()
+
     async def close_run(self) -> None:
         if self.run_id is not None:
             await self._broker.close_channel(run_channel(self.run_id))

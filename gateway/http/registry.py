@@ -3,9 +3,10 @@
 Relays outlive the request that started them (a creator may disconnect while subscribers keep
 receiving the run), so the registry, not a request handler, owns their tasks: each is tracked
 from creation, its failure is logged when it ends, and :meth:`aclose` cancels and awaits every
-one still running (bounded by ``shutdown_timeout``). A stopped relay ends its creator's response
-after what it was given; one that does not stop in time has its creator's response ended by the
-registry, so no creator's response outlives :meth:`aclose`. The run -> thread map (bounded,
+one still running (bounded by ``shutdown_timeout``), after telling each one's creator that the
+gateway is shutting down (its response ends with ``runcast.shutdown`` after what it was given),
+so no creator's response outlives :meth:`aclose` or ends as if the run were over.
+:meth:`wait_idle` is the graceful drain's wait for running relays (``drain.py``). The run -> thread map (bounded,
 oldest runs forgotten first) lets a thread's subscribe token open the channels of that thread's
 runs. It also owns the one :class:`~gateway.http.expiry.ActionExpiry` watcher, closed with it.
 """
@@ -144,6 +145,12 @@ class RelayRegistry:
             self._failed += 1
             log.error("run relay %s failed", task.get_name(), exc_info=exc)
 
+    async def wait_idle(self) -> None:
+        """Wait until no relay runs, counting relays started meanwhile (the caller bounds it)."""
+        while self._relays:
+            # A done task's _task_done runs before wait() returns (callbacks run in order).
+            await asyncio.wait(list(self._relays))
+
     def statistics(self) -> RelayStatistics:
         return RelayStatistics(
             active=len(self._relays),
@@ -157,17 +164,19 @@ class RelayRegistry:
         """Cancel every running relay and wait for them (bounded; idempotent).
 
         A cancelled relay publishes nothing more and leaves its run's channels open: they are
-        the broker's to end (``shutdown``), after this.
+        the broker's to end (``shutdown``), after this. Its creator is told first, so the notice
+        follows everything it was given.
         """
         self._closed = True
         relays = dict(self._relays)
-        for task in relays:
+        for task, relay in relays.items():
+            relay.stop_creator()
             task.cancel()
         if relays:
             _, pending = await asyncio.wait(relays, timeout=self._shutdown_timeout)
             for task in pending:
+                # Its creator was told already (stop_creator): nothing more reaches it.
                 log.error(
                     "run relay %s did not stop within %gs", task.get_name(), self._shutdown_timeout
                 )
-                relays[task].end_creator()
         await self._expiry.aclose()

@@ -205,10 +205,10 @@ class RunRelay:
     def thread_id(self) -> str | None:
         return self._out.thread_id
 
-    def end_creator(self) -> None:
-        """End the creator's response after what it was given (the relay's task does this itself
-        when it ends; the registry calls it for a relay that does not stop in time)."""
-        self._out.end_creator()
+    def stop_creator(self) -> None:
+        """The gateway is shutting down with this run still going: the creator's response ends
+        after what it was given with ``runcast.shutdown`` (called by the registry)."""
+        self._out.stop_creator()
 
     # -- the task --------------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """Running the gateway app on a socket: ``serve(settings)`` until SIGINT/SIGTERM.
 
+The first signal starts the graceful drain (``drain.py``: new runs and subscriptions refused,
+running runs given up to ``drain_timeout`` while the socket still listens); a second one cuts it
+short. Then the server stops and every remaining stream is ended explicitly (``app.py``).
+
 ``handler_cancellation=True``: when a client goes away its handler is cancelled, so a vanished
 creator detaches from its relay at once and a vanished subscriber is dropped without waiting for
 the next heartbeat. The access log never shows query strings' ``token`` values (subscribe tokens
@@ -19,7 +23,8 @@ from aiohttp.abc import AbstractAccessLogger
 from gateway.settings import Settings
 
 from .app import create_app
-from .state import SETTINGS
+from .drain import drain
+from .state import DRAIN, RELAYS, SETTINGS
 
 __all__ = ["AccessLogger", "serve", "start_runner"]
 
@@ -64,7 +69,8 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner, url = await start_runner(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    runner, url = await start_runner(app, settings.host, settings.port)
     try:
         log.info("gateway listening on %s (OpenAI base_url %s/v1)", url, url)
         log.info(
@@ -76,7 +82,9 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
         if ready is not None:
             ready(url)
         await stop.wait()
-        log.info("shutting down")
+        stop.clear()
+        log.info("shutting down: draining")
+        await drain(app[DRAIN], app[RELAYS], settings.drain_timeout, cut_short=stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -14,12 +14,14 @@ from gateway.upstream import UpstreamClient
 
 from .auth import CallerAuth, TokenAuthority
 from .connections import SubscriberConnections
+from .drain import Drain
 from .registry import RelayRegistry
 
 __all__ = [
     "BROKER",
     "CALLERS",
     "CONNECTIONS",
+    "DRAIN",
     "RELAYS",
     "SETTINGS",
     "TOKENS",
@@ -38,3 +40,5 @@ RELAYS = web.AppKey("runcast.relays", RelayRegistry)
 CALLERS = web.AppKey("runcast.callers", CallerAuth)
 TOKENS = web.AppKey("runcast.tokens", TokenAuthority)
 CONNECTIONS = web.AppKey("runcast.connections", SubscriberConnections)
+DRAIN = web.AppKey("runcast.drain", Drain)
+"""Set on SIGTERM/SIGINT: new runs and subscriptions are refused (``drain.py``)."""

@@ -8,7 +8,8 @@ before its next run. ``GET /streams/runs/{run_id}/snapshot`` answers
 ``{"seq": n, "snapshot": {...}}``.
 
 Authorisation (``auth.TokenAuthority``) comes first, so a 404 tells nothing to a caller without
-a valid token.
+a valid token. While the gateway drains (``drain.py``) new subscriptions get 503
+``shutting_down``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gateway.hub import serve_subscriber, since_from_request
 
 from .channels import run_channel, thread_channel
 from .errors import RequestError
-from .state import BROKER, CONNECTIONS, RELAYS, TOKENS
+from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 
 __all__ = ["ID_PATTERN", "run_snapshot", "stream_run", "stream_thread"]
 
@@ -36,6 +37,7 @@ def _wants_snapshot(request: web.Request) -> bool:
 
 async def _serve(request: web.Request, channel: str, *, create: bool) -> web.StreamResponse:
     since = since_from_request(request)
+    request.app[DRAIN].check()
     with request.app[CONNECTIONS].track(channel, request):
         return await serve_subscriber(
             request,

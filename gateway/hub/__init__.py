@@ -3,6 +3,7 @@
 Layers, one module each:
 
 - ``broker``: the :class:`Broker` protocol, :class:`HubEvent`, :class:`HubSettings`, statistics.
+- ``backlog``: :class:`LagPolicy`, when an output that is behind its reader is cut off.
 - ``frames``: wire encoding (SSE frames, HTTP chunks, WebSocket frames), once per batch and format.
 - ``history``: a channel's bounded event history (events and bytes).
 - ``channel``: one channel: seq, history, reducer, subscribers, fan-out of a batch.
@@ -36,9 +37,12 @@ Usage from the gateway::
 any response byte is sent, so the caller can answer with its JSON error.
 """
 
+from gateway.hub.backlog import LagPolicy
 from gateway.hub.broker import (
     HISTORY_LOST_EVENT,
     LAGGED_EVENT,
+    SHUTDOWN_EVENT,
+    SHUTDOWN_RETRY_MS,
     SNAPSHOT_EVENT,
     Broker,
     BrokerStatistics,
@@ -66,6 +70,8 @@ from gateway.hub.transports import (
 __all__ = [
     "HISTORY_LOST_EVENT",
     "LAGGED_EVENT",
+    "SHUTDOWN_EVENT",
+    "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",
     "Broker",
     "BrokerStatistics",
@@ -75,6 +81,7 @@ __all__ = [
     "FrameFormat",
     "HubEvent",
     "HubSettings",
+    "LagPolicy",
     "MemoryBroker",
     "Reducer",
     "ReducerFactory",

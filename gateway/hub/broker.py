@@ -21,6 +21,9 @@ Notices the hub itself emits on a subscription (never stored in history, never n
                           ``n + 1``.
 ``runcast.lagged``        ``{"seq": n}``: the subscriber's output buffer overflowed; ``n`` is the
                           last seq written to it. The stream ends next; resume with ``since=n``.
+``runcast.shutdown``      ``{"seq": n, "retry_ms": r}``: the broker is closing (the gateway stops);
+                          on SSE with ``retry: r`` so an ``EventSource`` waits that long before it
+                          reconnects (to another node). The stream ends next (WebSocket: 1012).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import msgspec
 __all__ = [
     "HISTORY_LOST_EVENT",
     "LAGGED_EVENT",
+    "SHUTDOWN_EVENT",
+    "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",
     "Broker",
     "BrokerStatistics",
@@ -52,6 +57,10 @@ __all__ = [
 HISTORY_LOST_EVENT = "runcast.history_lost"
 SNAPSHOT_EVENT = "runcast.snapshot"
 LAGGED_EVENT = "runcast.lagged"
+SHUTDOWN_EVENT = "runcast.shutdown"
+SHUTDOWN_RETRY_MS = 5000
+"""The reconnection delay ``runcast.shutdown`` asks of an ``EventSource``: long enough for a load
+balancer to have taken the stopping node out, short enough that a chat UI barely notices."""
 
 EndReason = Literal["ended", "lagged", "disconnected", "detached", "shutdown"]
 """Why a subscription stopped.

@@ -27,6 +27,7 @@ __all__ = [
     "WS_PING",
     "encode_batch",
     "encode_items",
+    "encode_notice",
     "heartbeat_frame",
     "http_chunk",
     "sse_frame",
@@ -114,6 +115,17 @@ def encode_items(fmt: FrameFormat, items: Iterable[Item]) -> bytes:
     if fmt is FrameFormat.SSE_CHUNKED and body:
         return http_chunk(body)
     return body
+
+
+def encode_notice(
+    fmt: FrameFormat, name: str, data: bytes, *, retry_ms: int | None = None
+) -> bytes:
+    """One unnumbered notice in ``fmt``; on SSE, ``retry_ms`` adds a ``retry:`` field (the
+    reconnection time an ``EventSource`` uses from then on)."""
+    if fmt is FrameFormat.WEBSOCKET or retry_ms is None:
+        return encode_items(fmt, [(None, name, data)])
+    body = b"retry: %d\n%s" % (retry_ms, sse_frame(None, name, data))
+    return http_chunk(body) if fmt is FrameFormat.SSE_CHUNKED else body
 
 
 def encode_batch(fmt: FrameFormat, first_seq: int, events: Sequence[HubEvent]) -> bytes:

@@ -5,8 +5,11 @@
 While a socket is busy the transport's buffer absorbs what follows, so everything queued goes out
 together when the peer reads (coalescing). The backlog is bounded by ``buffer_limit`` bytes
 (``transport.get_write_buffer_size()``, the hub's own pending bytes before the response has
-started): past it the subscriber gets a final ``runcast.lagged`` notice and is finished (spec:
-fan-out design and slow consumers), so it can never slow the publisher or other subscribers.
+started) under the :class:`~gateway.hub.backlog.LagPolicy` (an event of any size fits a backlog
+within the limit): past it the subscriber gets a final ``runcast.lagged`` notice and is finished
+(spec: fan-out design and slow consumers), so it can never slow the publisher or other
+subscribers. A sink ended by the broker's shutdown writes ``runcast.shutdown`` (with ``retry:``
+on SSE) after everything else it was given.
 
 :class:`BufferSink` keeps the bytes in memory, for in-process consumers and tests.
 """
@@ -16,7 +19,14 @@ from __future__ import annotations
 import asyncio
 
 from gateway.hub import frames
-from gateway.hub.broker import LAGGED_EVENT, EndReason, FrameFormat
+from gateway.hub.backlog import LagPolicy
+from gateway.hub.broker import (
+    LAGGED_EVENT,
+    SHUTDOWN_EVENT,
+    SHUTDOWN_RETRY_MS,
+    EndReason,
+    FrameFormat,
+)
 
 __all__ = ["BufferSink", "TransportSink"]
 
@@ -41,6 +51,8 @@ class _SinkBase:
 
     def end(self, reason: EndReason) -> None:
         if self._reason is None:
+            if reason == "shutdown":
+                self._write_last(self._shutdown_frame())
             self._reason = reason
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -60,6 +72,13 @@ class _SinkBase:
             self._format, [(None, LAGGED_EVENT, b'{"seq":%d}' % self.last_seq)]
         )
 
+    def _shutdown_frame(self) -> bytes:
+        data = b'{"seq":%d,"retry_ms":%d}' % (self.last_seq, SHUTDOWN_RETRY_MS)
+        return frames.encode_notice(self._format, SHUTDOWN_EVENT, data, retry_ms=SHUTDOWN_RETRY_MS)
+
+    def _write_last(self, data: bytes) -> None:
+        """Write a final notice, unless the peer is gone (called once, before the end)."""
+
 
 class TransportSink(_SinkBase):
     """Writes to an ``asyncio.Transport`` once bound; buffers (bounded) until then.
@@ -70,20 +89,24 @@ class TransportSink(_SinkBase):
     that by a timeout.
     """
 
-    __slots__ = ("_base_limit", "_heartbeat", "_limit", "_pending", "_pending_bytes", "_transport")
+    __slots__ = ("_heartbeat", "_pending", "_pending_bytes", "_policy", "_transport")
 
     def __init__(self, frame_format: FrameFormat, *, buffer_limit: int) -> None:
         super().__init__(frame_format)
         self._transport: asyncio.WriteTransport | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._base_limit = buffer_limit
-        self._limit = buffer_limit
+        self._policy = LagPolicy(buffer_limit)
         self._heartbeat = frames.heartbeat_frame(frame_format)
 
     @property
     def transport(self) -> asyncio.WriteTransport | None:
         return self._transport
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes wait for :meth:`bind` (the replay, notices, live events so far)."""
+        return bool(self._pending)
 
     def bind(self, transport: asyncio.WriteTransport) -> None:
         """Start writing to ``transport``, beginning with everything pending (one write)."""
@@ -107,7 +130,7 @@ class TransportSink(_SinkBase):
         if transport.is_closing():
             self.end("disconnected")
             return False
-        if transport.get_write_buffer_size() > self._limit:
+        if not self._policy.admits(transport.get_write_buffer_size(), len(frames)):
             self._cut_off(transport)
             return False
         transport.write(frames)
@@ -130,22 +153,22 @@ class TransportSink(_SinkBase):
         if transport.is_closing():
             self.end("disconnected")
             return False
-        size = transport.get_write_buffer_size()
-        if size > self._limit:
+        if not self._policy.within(transport.get_write_buffer_size()):
             self._cut_off(transport)
             return False
-        if size <= self._base_limit:
-            # A large first write (replay) raised the allowance; it lapses once drained.
-            self._limit = self._base_limit
         return True
+
+    def _write_last(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            self._pending.append(data)
+        elif not transport.is_closing():
+            transport.write(data)
 
     def _send_pending(self, frames: bytes, last_seq: int) -> bool:
         if self._reason is not None:
             return False
-        if not self._pending:
-            # The first write into an empty buffer always fits, however large (a replay).
-            self._limit = self._base_limit + len(frames)
-        elif self._pending_bytes + len(frames) > self._limit:
+        if not self._policy.admits(self._pending_bytes, len(frames)):
             self._pending.append(self._lagged_frame())
             self.end("lagged")
             return False
@@ -171,6 +194,9 @@ class BufferSink(_SinkBase):
         self._buffer = bytearray()
         self._limit = buffer_limit
         self.heartbeats = 0
+
+    def _write_last(self, data: bytes) -> None:
+        self._buffer += data
 
     def take(self) -> bytes:
         data = bytes(self._buffer)

@@ -17,6 +17,17 @@ Once the response has started, the hub writes frames directly to the connection'
   interleave inside a frame. Compression is not negotiated. The client's frames are read by one
   task per connection, which only lets aiohttp answer pings and notices the close.
 
+A subscription to a channel that has ended, with nothing left to send (a browser reconnecting
+with ``Last-Event-ID`` at the channel's last seq after ``done``), is answered 204 on SSE: the
+``EventSource`` standard's signal to stop reconnecting (WHATWG HTML, server-sent events,
+"fail the connection"); a WebSocket is closed with 1000 at once, after any missed events.
+
+Ending. A subscriber cut off (``runcast.lagged``) or told of the shutdown has the notice queued
+behind the bytes it has not read yet. A reader that stopped reading has filled the kernel's send
+buffer too, so they cannot leave: after ``close_timeout`` the connection is aborted and what was
+still queued here (the notice with it) is dropped; the peer gets what the kernel held, then the
+end of the connection in the middle of the body, and resumes with ``Last-Event-ID``.
+
 Heartbeats (SSE ``: ping`` comments, WebSocket pings) come from the broker's housekeeping task.
 """
 
@@ -57,7 +68,8 @@ _WS_CLOSE_CODES: Final[Mapping[EndReason, int]] = {
     "ended": WSCloseCode.OK,
     "detached": WSCloseCode.OK,
     "lagged": WSCloseCode.TRY_AGAIN_LATER,
-    "shutdown": WSCloseCode.GOING_AWAY,
+    # RFC 6455 section 7.4.1 leaves 1012 to IANA: "service restart", reconnect later.
+    "shutdown": WSCloseCode.SERVICE_RESTART,
     "disconnected": WSCloseCode.OK,
 }
 
@@ -127,6 +139,10 @@ async def serve_sse(
     subscription = await broker.subscribe(
         channel, sink, since=since, snapshot=snapshot, create=create
     )
+    if sink.end_reason == "ended" and not sink.buffered:
+        # Otherwise the EventSource would come back every few seconds until retention ends.
+        subscription.close()
+        return web.Response(status=204, headers={hdrs.CACHE_CONTROL: "no-cache", **(headers or {})})
     try:
         response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
         if chunked:
@@ -165,8 +181,8 @@ async def serve_websocket(
 ) -> web.WebSocketResponse:
     """Stream ``channel`` as WebSocket text frames ``{"seq", "event", "data"}``.
 
-    The socket is closed with 1000 when the channel ends, 1013 after ``runcast.lagged`` and 1001
-    when the hub shuts down.
+    The socket is closed with 1000 when the channel ends, 1013 after ``runcast.lagged`` and 1012
+    (service restart) after ``runcast.shutdown`` when the hub shuts down.
     """
     settings = broker.settings
     ws: web.WebSocketResponse = web.WebSocketResponse(

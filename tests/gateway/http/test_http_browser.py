@@ -102,3 +102,65 @@ async def test_eventsource_receives_run_and_resumes_after_drop(
     assert [(name, data.encode()) for _, name, data in got] == [
         (e.event, e.data) for e in whole.events
     ]
+
+
+# The page does not close the source on `done`, as many do not: the server has to stop it.
+FOLLOW = """
+([url, names]) => {
+  window.got = [];
+  window.opens = 0;
+  window.source = new EventSource(url);
+  window.source.onopen = () => { window.opens += 1; };
+  for (const name of names) {
+    window.source.addEventListener(name, (e) => {
+      if (e instanceof MessageEvent) window.got.push([e.lastEventId, e.type]);
+    });
+  }
+}
+"""
+
+
+@pytest.mark.asyncio
+async def test_eventsource_stops_reconnecting_once_the_run_has_ended(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """After `done` the body ends and the browser reconnects with Last-Event-ID at the channel's
+    end; the 204 it gets makes it stop for good (readyState CLOSED), instead of coming back
+    every 3 s until the channel's retention is over."""
+    from playwright.async_api import Request, async_playwright
+
+    gateway = await start_gateway()
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    async with sdk.beta.threads.runs.stream(
+        thread_id=thread_id, assistant_id=assistant_id
+    ) as stream:
+        await stream.until_done()
+        run_id = (await stream.get_final_run()).id
+    await sdk.close()
+    names = sorted(KNOWN_EVENTS)
+    requests: list[str] = []
+
+    def on_request(request: Request) -> None:
+        if "/streams/runs/" in request.url:
+            requests.append(request.url)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            page.on("request", on_request)
+            await page.goto(f"{gateway.url}/healthz")
+            await page.evaluate(FOLLOW, [f"/streams/runs/{run_id}?since=0", names])
+            # Chromium waits about 3 s before it reconnects.
+            await wait_for(page, "window.source.readyState === EventSource.CLOSED")
+            got = await page.evaluate("window.got")
+            opens = await page.evaluate("window.opens")
+        finally:
+            await browser.close()
+
+    assert got[-1][1] == "done" and [int(seq) for seq, _ in got] == list(range(1, len(got) + 1))
+    assert opens == 1  # the reconnection was answered 204, which is no open
+    assert len(requests) == 2

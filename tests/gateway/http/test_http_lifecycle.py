@@ -41,7 +41,7 @@ async def until_deltas(sub: Subscriber, n: int) -> None:
 
 
 @pytest.mark.asyncio
-async def test_shutdown_mid_run_ends_every_stream_cleanly_and_promptly(
+async def test_shutdown_mid_run_ends_every_stream_explicitly_and_promptly(
     start_gateway: StartGateway, session: aiohttp.ClientSession
 ) -> None:
     # 500 deltas 20 ms apart: the run would stream for 10 s.
@@ -74,14 +74,18 @@ async def test_shutdown_mid_run_ends_every_stream_cleanly_and_promptly(
 
     # Every body ended in order (a cut chunked body would have raised in the client) ...
     assert thread_sub.ended and creator.ended and ws_sub.ended
-    assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
-    # ... mid-run: events came, the run's end did not.
+    assert ws.close_code == aiohttp.WSCloseCode.SERVICE_RESTART
+    # ... mid-run: events came, the run's end did not; the last word says so.
     for sub in (thread_sub, ws_sub, creator):
         assert "thread.message.delta" in sub.names
         assert "done" not in sub.names and "thread.run.completed" not in sub.names
+        assert sub.names[-1] == "runcast.shutdown"
+        assert sub.names.count("runcast.shutdown") == 1
+    assert creator.events[-1].json()["error"]["code"] == "shutting_down"
     # The relay stopped before the hub: the creator and the run channel got the same events.
-    assert creator.seqs == list(range(1, len(creator.events) + 1))
-    assert ws_sub.seqs == creator.seqs
+    run_events = creator.events[:-1]
+    assert [e.seq for e in run_events] == list(range(1, len(run_events) + 1))
+    assert [e.seq for e in ws_sub.events[:-1]] == [e.seq for e in run_events]
     assert canonical(ws_sub.upstream) == canonical(creator.upstream)
     assert gateway.relays.statistics().active == 0
     assert gateway.broker.statistics().subscribers == 0

@@ -41,10 +41,26 @@ async def test_feed_overflow_drops_buffer_and_marks_lagged() -> None:
     assert feed.push(b"x" * 50)  # one event always fits an empty buffer
     assert await feed.read() == b"x" * 50
     assert feed.push(b"123456")
-    assert not feed.push(b"789012")
+    assert feed.push(b"789012")  # the backlog was within the limit
+    assert not feed.push(b"345678")
     assert feed.lagged and feed.statistics().buffered_bytes == 0
     assert await feed.read() is None
     assert not feed.push(b"1")
+
+
+@pytest.mark.asyncio
+async def test_feed_takes_a_large_event_behind_queued_ones_and_what_follows_it() -> None:
+    """The subscribers' lag policy: a 5 MB ``thread.message.completed`` pushed while the last
+    deltas of the same read are still queued, then the run's last events, all fit a 4 MiB feed."""
+    feed = CreatorFeed(4 << 20)
+    for i in range(3):
+        assert feed.push(b"d" * 5_000, event_id=str(i))
+    assert feed.push(b"m" * (5 << 20), event_id="3")
+    for i in range(4, 7):
+        assert feed.push(b"e" * 1_000, event_id=str(i))
+    assert not feed.lagged
+    assert len(await feed.read()) == 3 * 5_000 + (5 << 20) + 3 * 1_000
+    assert feed.last_id == "6"
 
 
 @pytest.mark.asyncio

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from hub_helpers import Hub, StartHub, dechunk, ev, numbered, open_sse, raw_request
 
-from gateway.hub import HubEvent
+from gateway.hub import SHUTDOWN_RETRY_MS, HubEvent
 from parsers.sse import SSEDecoder
 
 RUN = "run:r1"
@@ -332,9 +332,21 @@ async def test_broker_shutdown_ends_streams(hub: Hub) -> None:
     await hub.wait_subscribers(THREAD, 2)
     await hub.publish(THREAD, ev(1))
     await hub.broker.aclose()
-    assert numbered(await sse.read_to_end()) == [1]
-    assert [m["seq"] for m in await ws_messages(ws)] == [1]
-    assert ws.close_code == 1001
+    events = await sse.read_to_end()
+    assert numbered(events) == [1]
+    # The last word says why, and when to reconnect: EventSource takes `retry:` as its delay.
+    assert events[-1].event == "runcast.shutdown"
+    assert events[-1].retry == SHUTDOWN_RETRY_MS
+    assert json.loads(events[-1].data) == {"seq": 1, "retry_ms": SHUTDOWN_RETRY_MS}
+    assert await ws_messages(ws) == [
+        {"seq": 1, "event": "tick", "data": {"i": 1}},
+        {
+            "seq": None,
+            "event": "runcast.shutdown",
+            "data": {"seq": 1, "retry_ms": SHUTDOWN_RETRY_MS},
+        },
+    ]
+    assert ws.close_code == 1012  # service restart: reconnect later
 
 
 @pytest.mark.asyncio
