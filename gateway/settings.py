@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     shutdown_timeout: float = 10.0
     """How long relays and connections may take to finish when the server stops."""
 
+    viewer: bool = True
+    """Serve the live viewer page at ``/`` and its channel listing (``--no-viewer`` turns it off)."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.simulator_port <= 65535:
             raise ConfigError("ports must be in 0..65535")

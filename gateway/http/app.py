@@ -31,6 +31,7 @@ Routes::
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness and counters
+    GET   /, /viewer/*, /client/*          the viewer page and runcast-client.js (gateway.web)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from gateway.mock import create_app as create_simulator
 from gateway.settings import Settings
 from gateway.tools import ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
+from gateway.web import add_web_routes
 
 from .actions import ActionHandler, ActionOptions
 from .auth import CallerAuth, TokenAuthority
@@ -141,6 +143,7 @@ def create_app(
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
     app.router.add_post("/tokens", mint_token)
     app.router.add_get("/healthz", _health)
+    add_web_routes(app, viewer=settings.viewer)
     return app
 
 
