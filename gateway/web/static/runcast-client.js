@@ -467,9 +467,16 @@ export function responsesReducer(options = {}) {
         if (response.usage) state.usage = response.usage;
         if (response.error) state.error = response.error;
         mark(state, state.status, seq, at);
-        if (Array.isArray(response.output) && FINAL_RESPONSE.has(state.status)) {
-          response.output.forEach((/** @type {unknown} */ it) => r.item(obj(it), at, true));
+        if (FINAL_RESPONSE.has(state.status)) {
+          // The final event is the end of a Responses stream: OpenAI sends no [DONE] (§1.1).
+          if (Array.isArray(response.output)) {
+            response.output.forEach((/** @type {unknown} */ it) => r.item(obj(it), at, true));
+          }
           state.finished = true;
+          state.done = true;
+        } else {
+          state.finished = false;
+          state.done = false;
         }
         return;
       }

@@ -134,7 +134,13 @@ async function refreshListing() {
     status.textContent = "Enter a runcast API key to list runs.";
     return;
   }
-  const response = await fetch("/viewer/api/channels", { headers: authHeaders(), cache: "no-store" });
+  let response;
+  try {
+    response = await fetch("/viewer/api/channels", { headers: authHeaders(), cache: "no-store" });
+  } catch {
+    status.textContent = "runcast is not reachable; retrying.";
+    return;
+  }
   if (!response.ok) {
     status.textContent = await failure(response);
     return;
