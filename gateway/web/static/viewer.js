@@ -340,6 +340,7 @@ function select(kind, id) {
   if (page.selected?.kind === kind && page.selected.id === id) return;
   for (const pane of page.panes) pane.stream.close();
   page.panes = [];
+  page.paneCount = 0;
   $("panes").replaceChildren();
   page.selected = { kind, id };
   $("stage-title").textContent = `${kind} ${id}`;
