@@ -235,6 +235,12 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--sim-deltas", type=int, metavar="N", help="deltas per simulated message")
 
+    p.add_argument(
+        "--no-viewer",
+        dest="viewer",
+        action="store_false",
+        help="do not serve the live viewer page at / nor its channel listing (default: served)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -328,6 +334,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             expiry_grace=ns.expiry_grace,
             drain_timeout=ns.drain_timeout,
         ),
+        viewer=ns.viewer,
     )
 
 

@@ -88,6 +88,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     are refused meanwhile) before every remaining stream is ended; under Kubernetes' default
     30 s grace period. 0 ends them at once."""
 
+    viewer: bool = True
+    """Serve the live viewer page at ``/`` and its channel listing (``--no-viewer`` turns it off)."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.simulator_port <= 65535:
             raise ConfigError("ports must be in 0..65535")

@@ -31,6 +31,7 @@ Routes::
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
+    GET   /, /viewer/*, /client/*          the viewer page and runcast-client.js (gateway.web)
 
 ``/healthz`` needs no credentials, so it tells nothing about runs, subscribers or tools; the
 counters are :func:`statistics` of the app, in-process.
@@ -51,6 +52,7 @@ from gateway.mock import create_app as create_simulator
 from gateway.settings import Settings
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
+from gateway.web import add_web_routes
 
 from .actions import ActionHandler, ActionOptions
 from .auth import CallerAuth, TokenAuthority
@@ -147,6 +149,7 @@ def create_app(
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
     app.router.add_post("/tokens", mint_token)
     app.router.add_get("/healthz", _health)
+    add_web_routes(app, viewer=settings.viewer)
     return app
 
 

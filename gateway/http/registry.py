@@ -14,6 +14,7 @@ runs. It also owns the one :class:`~gateway.http.expiry.ActionExpiry` watcher, c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -125,6 +126,10 @@ class RelayRegistry:
     def thread_of(self, run_id: str) -> str | None:
         """The thread of a run that passed through runcast (None if unknown)."""
         return self._threads.get(run_id)
+
+    def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
+        """Up to ``limit`` runs that passed through runcast, newest first: (run id, thread id)."""
+        return list(itertools.islice(reversed(self._threads.items()), limit))
 
     def _note_run(self, run_id: str, thread_id: str | None) -> None:
         # A relay continuing the run (a client's submission accepted) reports how it ends.

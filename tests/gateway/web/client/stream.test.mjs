@@ -1,0 +1,115 @@
+// RuncastStream over the fetch SSE reader (Node has no EventSource) against a scripted server:
+// snapshot first, resume after cuts with ?since (no gap, no duplicate), end on 204 or done.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import { test } from "node:test";
+
+import { RuncastStream } from "../../../../gateway/web/static/runcast-client.js";
+
+const delta = (seq, value) =>
+  `id: ${seq}\nevent: thread.message.delta\ndata: ${JSON.stringify({ id: "msg_1", delta: { content: [{ index: 0, type: "text", text: { value } }] } })}\n\n`;
+
+/** A server answering the n-th request with script[n](req, res); records each request's URL. */
+async function scripted(script) {
+  const seen = [];
+  const server = createServer((req, res) => {
+    seen.push({ url: req.url, lastEventId: req.headers["last-event-id"] ?? null, auth: req.headers.authorization ?? null });
+    const step = script[seen.length - 1] ?? ((_, r) => { r.writeHead(500); r.end(); });
+    step(req, res);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  return { base: `http://127.0.0.1:${port}`, seen, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+const sse = (res) => res.writeHead(200, { "Content-Type": "text/event-stream" });
+
+/** Resolves with the stream's end detail, rejects if it does not end in time. */
+function ended(stream, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const info = JSON.stringify(stream.connection);
+      stream.close(); // stop retrying, so the test process can exit
+      reject(new Error(`no end: ${info}`));
+    }, ms);
+    stream.addEventListener("end", (e) => {
+      clearTimeout(timer);
+      resolve(e.detail);
+    });
+  });
+}
+
+test("snapshot, two cuts, resume without gap or duplicate, then 204 ends it", async () => {
+  const snapshot = {
+    seq: 2,
+    snapshot: { run_id: "run_1", status: "in_progress", messages: [{ id: "msg_1", role: "assistant", status: "in_progress", content: [{ type: "text", text: { value: "Hel" } }] }], steps: [] },
+  };
+  const server = await scripted([
+    (req, res) => {
+      sse(res);
+      // CRLF line ends and a comment line: the reader must take both.
+      res.write(`: ping\r\nid: 2\r\nevent: runcast.snapshot\r\ndata: ${JSON.stringify(snapshot)}\r\n\r\n`);
+      res.write(delta(3, "lo"));
+      setTimeout(() => res.socket.destroy(), 20); // a network cut
+    },
+    (req, res) => {
+      sse(res);
+      res.write(delta(3, "lo")); // already applied: must be dropped
+      res.write(delta(4, ", "));
+      res.end(delta(5, "world")); // the body ends without done
+    },
+    (req, res) => {
+      res.writeHead(204);
+      res.end();
+    },
+  ]);
+  const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, token: "tok", retryDelays: [10] });
+  const seqs = [];
+  stream.addEventListener("event", (e) => seqs.push(e.detail.seq));
+  const end = await ended(stream);
+  await server.close();
+
+  assert.deepEqual(end, { reason: "no-content" });
+  assert.deepEqual(server.seen.map((r) => r.url), ["/streams/runs/run_1?snapshot=1", "/streams/runs/run_1?since=3", "/streams/runs/run_1?since=5"]);
+  assert.ok(server.seen.every((r) => r.auth === "Bearer tok"));
+  assert.deepEqual(seqs, [3, 4, 5]);
+  assert.equal(stream.state.items[0].text, "Hello, world");
+  const info = stream.connection;
+  assert.deepEqual([info.state, info.cuts, info.resumes, info.duplicates, info.lastSeq, info.via], ["ended", 2, 1, 1, 5, "fetch"]);
+});
+
+test("a run channel ends at its final done; a done after requires_action does not end it", async () => {
+  const run = (status) => `event: thread.run.${status}\ndata: ${JSON.stringify({ id: "run_1", status })}\n\n`;
+  const server = await scripted([
+    (req, res) => {
+      sse(res);
+      res.write(`id: 1\n${run("requires_action")}id: 2\nevent: done\ndata: [DONE]\n\n`);
+      setTimeout(() => res.end(`id: 3\n${run("in_progress")}${delta(4, "ok")}id: 5\n${run("completed")}id: 6\nevent: done\ndata: [DONE]\n\n`), 30);
+    },
+  ]);
+  const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, since: 0 });
+  const end = await ended(stream);
+  await server.close();
+  assert.deepEqual(end, { reason: "done" });
+  assert.equal(server.seen.length, 1);
+  assert.equal(server.seen[0].url, "/streams/runs/run_1?since=0");
+  assert.equal(stream.state.items[0].text, "ok");
+  assert.deepEqual(stream.state.timeline.map((t) => t.status), ["requires_action", "in_progress", "completed"]);
+});
+
+test("an unknown run is a fatal error, not a retry loop", async () => {
+  const server = await scripted([
+    (req, res) => {
+      res.writeHead(404, { "Content-Type": "application/json" });
+      res.end(JSON.stringify({ error: { message: "unknown run 'run_x'", type: "not_found_error", code: "unknown_run" } }));
+    },
+  ]);
+  const stream = new RuncastStream({ kind: "run", id: "run_x", baseUrl: server.base, retryDelays: [10] });
+  const error = await new Promise((resolve) => stream.addEventListener("error", (e) => resolve(e.detail)));
+  await server.close();
+  assert.deepEqual(error, { message: "unknown run 'run_x'", status: 404, fatal: true });
+  assert.equal(stream.connection.state, "failed");
+  assert.equal(server.seen.length, 1);
+});

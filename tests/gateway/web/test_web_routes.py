@@ -1,0 +1,161 @@
+"""The viewer's routes: static files and their headers, the channel listing and who may read it,
+``--no-viewer``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from web_helpers import WAIT, get_json, runcast
+
+from gateway.cli import build_parser, settings_from_args
+from gateway.upstream import UpstreamSettings
+
+
+@pytest_asyncio.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as client:
+        yield client
+
+
+async def start_run(session: aiohttp.ClientSession, url: str, key: str = "anything") -> str:
+    """A streamed run through runcast's /v1, read to its end; returns the run id."""
+    headers = {"Authorization": f"Bearer {key}", "OpenAI-Beta": "assistants=v2"}
+    async with session.post(f"{url}/v1/assistants", json={"model": "gpt-4o"}, headers=headers) as r:
+        assistant = (await r.json())["id"]
+    body = {"assistant_id": assistant, "stream": True, "thread": {"messages": []}}
+    async with session.post(f"{url}/v1/threads/runs", json=body, headers=headers) as r:
+        assert r.status == 200
+        await r.read()
+        return r.headers["runcast-run-id"]
+
+
+@pytest.mark.asyncio
+async def test_client_module_is_served_as_javascript_with_revalidation(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with runcast() as rc:
+        async with session.get(f"{rc.url}/client/runcast-client.js") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "text/javascript; charset=utf-8"
+            assert r.headers["Cache-Control"] == "no-cache"
+            etag = r.headers["ETag"]
+            assert "export class RuncastStream" in await r.text()
+        async with session.get(
+            f"{rc.url}/client/runcast-client.js", headers={"If-None-Match": etag}
+        ) as r:
+            assert r.status == 304
+            assert await r.read() == b""
+        async with session.get(f"{rc.url}/") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+            assert r.headers["Referrer-Policy"] == "no-referrer"
+            assert '<script type="module" src="/viewer/viewer.js">' in await r.text()
+
+
+@pytest.mark.asyncio
+async def test_no_viewer_serves_neither_page_nor_listing_but_still_the_client(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with runcast(viewer=False) as rc:
+        for path in ("/", "/viewer/viewer.js", "/viewer/api/config", "/viewer/api/channels"):
+            async with session.get(rc.url + path) as r:
+                assert r.status == 404, path
+        async with session.get(f"{rc.url}/client/runcast-client.js") as r:
+            assert r.status == 200
+
+
+def test_no_viewer_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    parse = build_parser().parse_args
+    assert settings_from_args(parse(["serve"]), {}).viewer is True
+    assert settings_from_args(parse(["serve", "--no-viewer"]), {}).viewer is False
+    with pytest.raises(SystemExit):
+        parse(["serve", "--help"])
+    assert "--no-viewer" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_open_listing_shows_recent_runs_and_their_threads(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with runcast(sim={"deltas": 2}) as rc:
+        status, config = await get_json(session, f"{rc.url}/viewer/api/config")
+        assert status == 200
+        assert config["listing"] == "open" and config["subscribe"] == "open"
+        assert config["demo"] is True and "tool_call" in config["scenarios"]
+        first = await start_run(session, rc.url)
+        second = await start_run(session, rc.url)
+        status, body = await get_json(session, f"{rc.url}/viewer/api/channels")
+    assert status == 200
+    assert [run["run_id"] for run in body["runs"]] == [second, first]
+    assert all(run["token"] is None and run["last_seq"] > 0 for run in body["runs"])
+    assert len(body["threads"]) == 2
+
+
+@pytest.mark.asyncio
+async def test_keyed_listing_needs_a_runcast_key_and_hands_out_tokens(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Keys make the listing private even where subscribing is open (embedded simulator).
+    async with runcast(api_keys=("rk-1",), subscribe_auth="token") as rc:
+        run_id = await start_run(session, rc.url, key="rk-1")
+        status, config = await get_json(session, f"{rc.url}/viewer/api/config")
+        assert (config["listing"], config["subscribe"]) == ("key", "token")
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            status, body = await get_json(session, f"{rc.url}/viewer/api/channels", headers=headers)
+            assert status == 401
+            assert body["error"]["code"] == "invalid_api_key"
+        status, body = await get_json(
+            session, f"{rc.url}/viewer/api/channels", headers={"Authorization": "Bearer rk-1"}
+        )
+        assert status == 200
+        [run] = body["runs"]
+        assert run["run_id"] == run_id
+        # The minted token opens that run's channel (and only with it).
+        url = f"{rc.url}/streams/runs/{run_id}/snapshot"
+        assert (await get_json(session, url))[0] == 401
+        status, snapshot = await get_json(session, url, params={"token": run["token"]})
+        assert status == 200 and snapshot["snapshot"]["run_id"] == run_id
+
+
+@pytest.mark.asyncio
+async def test_listing_is_off_without_keys_where_subscribers_need_tokens(
+    session: aiohttp.ClientSession, unused_tcp_port: int
+) -> None:
+    # A real upstream (here: nothing listening): tokens are required and runcast has no keys.
+    upstream = UpstreamSettings(base_url=f"http://127.0.0.1:{unused_tcp_port}/v1")
+    async with runcast(upstream=upstream) as rc:
+        status, config = await get_json(session, f"{rc.url}/viewer/api/config")
+        assert config == {"listing": "off", "subscribe": "token", "demo": False, "scenarios": []}
+        status, body = await get_json(session, f"{rc.url}/viewer/api/channels")
+    assert status == 403
+    assert body["error"]["code"] == "no_api_keys"
+
+
+@pytest.mark.asyncio
+async def test_client_unit_tests_under_node() -> None:
+    """runcast-client.js under node's test runner: reducers on literal event sequences, resume
+    without gap or duplicate, 204 and done (tests/gateway/web/client/*.test.mjs)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            "--test",
+            "tests/gateway/web/client/",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except FileNotFoundError:
+        pytest.skip("node is not installed")
+    try:
+        async with asyncio.timeout(60):
+            out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode()[-4000:]
+    assert b"# fail 0" in out
