@@ -119,6 +119,11 @@ class RelayRegistry:
         return relay
 
     @property
+    def answers_actions(self) -> bool:
+        """Whether runcast answers ``requires_action`` itself (an action handler is configured)."""
+        return self._env.action_handler is not None
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`aclose` has begun: no relay starts any more."""
         return self._closed

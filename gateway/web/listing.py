@@ -47,6 +47,8 @@ class _Config(msgspec.Struct, frozen=True, kw_only=True):
     subscribe: Literal["open", "token"]
     demo: bool
     scenarios: list[str]
+    automation: bool
+    """runcast answers tool calls itself: the page must not submit outputs too."""
 
 
 class _Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +99,7 @@ async def config(request: web.Request) -> web.Response:
             subscribe="open" if app[TOKENS].open_mode else "token",
             demo=demo,
             scenarios=sorted(SCENARIOS) if demo else [],
+            automation=app[RELAYS].answers_actions,
         )
     )
 

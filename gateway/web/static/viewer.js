@@ -17,6 +17,7 @@ import { RuncastStream } from "/client/runcast-client.js";
  * @property {"open" | "token"} subscribe
  * @property {boolean} demo
  * @property {string[]} scenarios
+ * @property {boolean} automation runcast answers tool calls itself
  */
 
 /**
@@ -70,7 +71,7 @@ function h(tag, attrs = {}, children = []) {
 
 const page = {
   /** @type {Config} */
-  config: { listing: "off", subscribe: "open", demo: false, scenarios: [] },
+  config: { listing: "off", subscribe: "open", demo: false, scenarios: [], automation: false },
   key: sessionStorage.getItem("runcast.key") ?? "",
   /** @type {Map<string, string>} subscribe tokens by channel ("run:<id>", "thread:<id>") */
   tokens: new Map(),
@@ -112,8 +113,7 @@ async function loadConfig() {
   page.config = await response.json();
   $("key-form").hidden = page.config.listing !== "key";
   if (page.config.demo) {
-    const health = await fetch("/healthz", { cache: "no-store" }).then((r) => r.json());
-    page.automation = health.tools !== null;
+    page.automation = page.config.automation;
     const box = $("demo-buttons");
     for (const scenario of page.config.scenarios) {
       const button = h("button", { type: "button", "data-scenario": scenario }, [scenario.replaceAll("_", " ")]);

@@ -12,6 +12,7 @@ import pytest_asyncio
 from web_helpers import WAIT, get_json, runcast
 
 from gateway.cli import build_parser, settings_from_args
+from gateway.tools import ToolRegistry
 from gateway.upstream import UpstreamSettings
 
 
@@ -87,6 +88,7 @@ async def test_open_listing_shows_recent_runs_and_their_threads(
         assert status == 200
         assert config["listing"] == "open" and config["subscribe"] == "open"
         assert config["demo"] is True and "tool_call" in config["scenarios"]
+        assert config["automation"] is False
         first = await start_run(session, rc.url)
         second = await start_run(session, rc.url)
         status, body = await get_json(session, f"{rc.url}/viewer/api/channels")
@@ -130,10 +132,28 @@ async def test_listing_is_off_without_keys_where_subscribers_need_tokens(
     upstream = UpstreamSettings(base_url=f"http://127.0.0.1:{unused_tcp_port}/v1")
     async with runcast(upstream=upstream) as rc:
         status, config = await get_json(session, f"{rc.url}/viewer/api/config")
-        assert config == {"listing": "off", "subscribe": "token", "demo": False, "scenarios": []}
+        assert config == {
+            "listing": "off",
+            "subscribe": "token",
+            "demo": False,
+            "scenarios": [],
+            "automation": False,
+        }
         status, body = await get_json(session, f"{rc.url}/viewer/api/channels")
     assert status == 403
     assert body["error"]["code"] == "no_api_keys"
+
+
+@pytest.mark.asyncio
+async def test_config_tells_the_page_when_runcast_answers_tool_calls(
+    session: aiohttp.ClientSession,
+) -> None:
+    # The page submits outputs for its demo runs only when runcast does not (it would race).
+    tools = ToolRegistry()
+    tools.register(lambda city: {"city": city}, name="get_weather")
+    async with runcast(tools=tools) as rc:
+        status, config = await get_json(session, f"{rc.url}/viewer/api/config")
+    assert status == 200 and config["automation"] is True
 
 
 @pytest.mark.asyncio

@@ -15,6 +15,7 @@ from gateway.http.app import create_app
 from gateway.http.runner import start_runner
 from gateway.mock import MockSettings
 from gateway.settings import Settings
+from gateway.tools import ToolRegistry
 
 WAIT = 20.0
 """Upper bound for anything a test waits for."""
@@ -29,11 +30,13 @@ class Runcast:
 
 
 @contextlib.asynccontextmanager
-async def runcast(sim: dict[str, Any] | None = None, **overrides: Any) -> AsyncIterator[Runcast]:
+async def runcast(
+    sim: dict[str, Any] | None = None, tools: ToolRegistry | None = None, **overrides: Any
+) -> AsyncIterator[Runcast]:
     """runcast on a free port; without ``upstream`` it embeds the simulator (demo runs allowed)."""
     values: dict[str, Any] = {"port": 0, "shutdown_timeout": 2.0, "token_secret": SECRET}
     settings = Settings(simulator=MockSettings(**(sim or {})), **{**values, **overrides})
-    app = create_app(settings)
+    app = create_app(settings, tools=tools)
     runner, url = await start_runner(app, "127.0.0.1", 0)
     try:
         yield Runcast(url=url, app=app)
