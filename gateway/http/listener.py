@@ -11,7 +11,7 @@ listening socket and counts the connections its handlers serve. Past ``max_conne
 connection gets a pre-built ``503`` in the OpenAI error shape (``too_many_connections``,
 ``Retry-After``) before anything is read, then a FIN; what the client sends meanwhile is read and
 discarded so that closing does not turn into a reset that would destroy the answer, and the
-socket is aborted after ``REFUSAL_LINGER`` at the latest. At most ``MAX_LINGERING_REFUSALS`` of
+socket is aborted after ``LINGER`` at the latest. At most ``MAX_LINGERING_REFUSALS`` of
 those are open at once; past that a connection is closed at once without an answer. Either way
 no file descriptor is held for long, and every ``RESERVED_FDS`` stays free for upstream
 connections, the embedded simulator and files.
@@ -37,8 +37,8 @@ from gateway.errors import ConfigError, ListenError
 from .errors import error_body, error_response
 
 __all__ = [
+    "LINGER",
     "MAX_LINGERING_REFUSALS",
-    "REFUSAL_LINGER",
     "RESERVED_FDS",
     "ListenSite",
     "Listener",
@@ -52,8 +52,9 @@ log = logging.getLogger("runcast.http")
 RESERVED_FDS = 256
 """File descriptors ``--max-connections auto`` leaves free: the upstream pool (100 by default),
 the embedded simulator's side of those connections, webhooks, refusals and log files."""
-REFUSAL_LINGER = 1.0
-"""Longest a refused connection stays open while its 503 reaches the client."""
+LINGER = 2.0
+"""Longest a connection answered before its request was read whole (a refusal, a 408, a 413)
+stays open while the answer reaches the client."""
 MAX_LINGERING_REFUSALS = 64
 """Refused connections lingering at once; further ones are closed without an answer."""
 _WARN_EVERY = 60.0
@@ -143,6 +144,10 @@ class Listener:
         self._handler_args: dict[str, Any] = {
             "access_log_class": access_log_class,
             "keepalive_timeout": header_timeout,
+            # After an answer sent before the body was read (408, 413), aiohttp reads and drops
+            # what still comes for this long so the client sees the answer, not a reset; its
+            # default of 10 s would let a stalled client keep the connection that long.
+            "lingering_time": LINGER,
             **(handler_args or {}),
         }
         self._server: web.Server | None = None
@@ -290,7 +295,7 @@ class _Refusal(asyncio.Protocol):
         transport.write(_REFUSAL)
         if transport.can_write_eof():
             transport.write_eof()
-        self._timer = self._loop.call_later(REFUSAL_LINGER, self.abort)
+        self._timer = self._loop.call_later(LINGER, self.abort)
 
     def data_received(self, data: bytes) -> None:
         """The request is never read: the answer does not depend on it."""
