@@ -69,7 +69,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="open client connections; past N new ones get 503 and are closed "
-        "(default 0: the open-file limit minus 256)",
+        "(default 0: the open-file limit minus 384)",
     )
     net.add_argument(
         "--max-pending-per-client",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -49,9 +49,10 @@ __all__ = [
 
 log = logging.getLogger("runcast.http")
 
-RESERVED_FDS = 256
-"""File descriptors ``--max-connections auto`` leaves free: the upstream pool (100 by default),
-the embedded simulator's side of those connections, webhooks, refusals and log files."""
+RESERVED_FDS = 384
+"""File descriptors the default connection cap leaves free: the upstream pool (100 by default),
+the embedded simulator's side of those connections (100), ``MAX_LINGERING_REFUSALS``, webhook
+connections, listening sockets and files."""
 LINGER = 2.0
 """Longest a connection answered before its request was read whole (a refusal, a 408, a 413)
 stays open while the answer reaches the client."""
@@ -285,8 +286,9 @@ class _Refusal(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without deriving from it.
+        transport = cast(asyncio.Transport, base)
         if not self._answer:
             transport.abort()
             return

@@ -7,11 +7,21 @@ import asyncio
 import logging
 import socket
 import struct
+import sys
 
 import aiohttp
 import orjson
 import pytest
-from http_helpers import WAIT, Gateway, StartGateway, sse_subscribe, subscription_ended
+from http_helpers import (
+    WAIT,
+    Gateway,
+    StartGateway,
+    clean_environ,
+    serve_process,
+    sse_subscribe,
+    stop_with_sigterm,
+    subscription_ended,
+)
 
 from gateway.hub import HubEvent
 
@@ -35,9 +45,7 @@ def _split(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 async def _healthz(gateway: Gateway) -> int:
-    async with aiohttp.ClientSession() as session, session.get(f"{gateway.url}/healthz") as r:
-        await r.read()
-        return r.status
+    return await _healthz_at(gateway.url)
 
 
 async def test_a_dribbled_head_is_cut_at_the_header_timeout_while_others_are_served(
@@ -218,3 +226,52 @@ async def test_a_client_leaving_while_headers_are_written_is_logged_once_at_debu
     assert len(left) <= clients
     assert all(r.levelno == logging.DEBUG for r in left)
     assert await _healthz(gateway) == 200
+
+
+async def test_a_runcast_serve_process_refuses_past_its_cap_and_cuts_silent_heads() -> None:
+    """The same on uvloop, in a real ``runcast serve`` (its transports are not asyncio's)."""
+    async with serve_process(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--port",
+        "0",
+        "--max-connections",
+        "1",
+        "--header-timeout",
+        "0.5",
+        env=clean_environ(),
+    ) as (proc, url, _):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        held_reader, held_writer = await asyncio.open_connection(host, int(port))
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: runcast\r\n\r\n")
+                async with asyncio.timeout(WAIT):
+                    status, _, body = _split(await reader.read())
+            finally:
+                writer.close()
+            assert status == 503
+            assert orjson.loads(body)["error"]["code"] == "too_many_connections"
+            # The connection that holds the only place sent nothing: the head deadline frees it.
+            async with asyncio.timeout(WAIT):
+                assert await held_reader.read() == b""
+        finally:
+            held_writer.close()
+        async with asyncio.timeout(WAIT):
+            while True:
+                try:
+                    if await _healthz_at(url) == 200:
+                        break
+                except aiohttp.ClientError:
+                    pass  # the closed connection may not be counted out yet
+                await asyncio.sleep(0.05)
+        assert await stop_with_sigterm(proc) == 0
+
+
+async def _healthz_at(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as r:
+        await r.read()
+        return r.status
