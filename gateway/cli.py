@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import logging
 import os
 import sys
@@ -35,7 +36,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import ConfigError
+from gateway import flags
+from gateway.errors import ConfigError, ListenError
 from gateway.hub import HubSettings
 from gateway.loadtest import cli as loadtest_cli
 from gateway.mock import cli as mock_cli
@@ -52,6 +54,29 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     net = p.add_argument_group("listening")
     net.add_argument("--host", help="interface to bind (default 127.0.0.1; env RUNCAST_HOST)")
     net.add_argument("--port", type=int, help="port (default 8080; env RUNCAST_PORT)")
+    net.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="S",
+        help="a request's head must arrive within S of the connection opening or of the "
+        "previous response; idle keep-alive connections close after S too",
+    )
+    net.add_argument(
+        "--body-timeout", type=float, metavar="S", help="a request body must arrive within S (408)"
+    )
+    net.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="open client connections; past N new ones get 503 and are closed "
+        "(default 0: the open-file limit minus 384)",
+    )
+    net.add_argument(
+        "--max-pending-per-client",
+        type=int,
+        metavar="N",
+        help="thread streams one client address may hold open before their first run",
+    )
 
     up = p.add_argument_group("upstream")
     up.add_argument(
@@ -243,6 +268,78 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
+    flags.check(p, _SERVE_RULES)
+    flags.document(p, _serve_defaults())
+
+
+_SECONDS = flags.greater_than(0)
+_COUNT = flags.greater_than(0, int)
+_SERVE_RULES: Mapping[str, flags.Rule] = {
+    "port": flags.port,
+    "header_timeout": _SECONDS,
+    "body_timeout": _SECONDS,
+    "max_connections": flags.at_least(0, int),
+    "max_pending_per_client": _COUNT,
+    "upstream_connect_timeout": _SECONDS,
+    "upstream_first_byte_timeout": _SECONDS,
+    "upstream_idle_timeout": _SECONDS,
+    "token_ttl": _SECONDS,
+    "cors_origin": flags.origin,
+    "max_body_bytes": _COUNT,
+    "creator_buffer_bytes": _COUNT,
+    "creator_write_timeout": _SECONDS,
+    "recovery_timeout": flags.at_least(0),
+    "expiry_grace": flags.at_least(0),
+    "history_events": _COUNT,
+    "history_bytes": _COUNT,
+    "retention": _SECONDS,
+    "subscriber_buffer_bytes": _COUNT,
+    "max_subscribers_per_channel": _COUNT,
+    "max_subscribers": _COUNT,
+    "heartbeat": flags.at_least(0),
+    "tool_timeout": _SECONDS,
+    "tool_concurrency": _COUNT,
+    "tool_max_rounds": _COUNT,
+    "tool_expiry_margin": flags.at_least(0),
+    "sim_port": flags.port,
+    "sim_delay_ms": flags.at_least(0),
+    "sim_deltas": _COUNT,
+}
+
+
+def _serve_defaults() -> dict[str, object]:
+    """What ``--help`` shows for the serve options whose default comes from the settings."""
+    settings, hub, sim = Settings(), HubSettings(), MockSettings()
+    upstream = {f.name: f.default for f in msgspec.structs.fields(UpstreamSettings)}
+    return {
+        "header_timeout": f"{settings.header_timeout:g}",
+        "body_timeout": f"{settings.body_timeout:g}",
+        "max_pending_per_client": hub.max_pending_channels_per_client,
+        "upstream_organization": "none",
+        "upstream_project": "none",
+        "upstream_connect_timeout": f"{upstream['connect_timeout']:g}",
+        "upstream_first_byte_timeout": f"{upstream['first_byte_timeout']:g}",
+        "upstream_idle_timeout": f"{upstream['idle_timeout']:g}",
+        "api_key": "none",
+        "token_secret": "an ephemeral one, generated at start",
+        "cors_origin": "none, CORS off",
+        "creator_write_timeout": f"{settings.creator_write_timeout:g}",
+        "history_events": f"{hub.max_history_events:,}",
+        "history_bytes": flags.size(str(hub.max_history_bytes)),
+        "retention": f"{hub.retention:g}",
+        "subscriber_buffer_bytes": flags.size(str(hub.subscriber_buffer_bytes)),
+        "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
+        "max_subscribers": f"{hub.max_subscribers:,}",
+        "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
+        "tools": "none",
+        "tool_webhook": "none",
+        "tool_webhook_secret": "none",
+        "tool_events_to_creator": "off",
+        "sim_scenario": sim.scenario,
+        "sim_delay_ms": f"{sim.delay_ms:g}",
+        "sim_deltas": sim.deltas,
+    }
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -258,7 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
         "loadtest", help="load-test a streaming endpoint you run (a gateway, the simulator)"
     )
     loadtest_cli.add_arguments(loadtest)
+
+    parser.add_argument("--version", action="version", version=f"runcast {_version()}")
+    for command in (serve, mock, loadtest):
+        flags.show_defaults(command)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("runcast")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def _pick(flag: Any, env: Mapping[str, str], name: str, convert: Callable[[str], Any] = str) -> Any:
@@ -308,6 +416,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             max_subscribers_per_channel=ns.max_subscribers_per_channel,
             max_subscribers=ns.max_subscribers,
             heartbeat_interval=ns.heartbeat,
+            max_pending_channels_per_client=ns.max_pending_per_client,
         )
     )
     simulator = MockSettings(
@@ -333,6 +442,9 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             recovery_timeout=ns.recovery_timeout,
             expiry_grace=ns.expiry_grace,
             drain_timeout=ns.drain_timeout,
+            header_timeout=ns.header_timeout,
+            body_timeout=ns.body_timeout,
+            max_connections=ns.max_connections,
         ),
         viewer=ns.viewer,
     )
@@ -414,7 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from gateway.http.runner import serve
 
-    _run(serve(settings))
+    try:
+        _run(serve(settings))
+    except ListenError as exc:
+        print(f"runcast: error: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"runcast: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

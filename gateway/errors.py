@@ -13,6 +13,7 @@ from parsers.errors import RuncastError
 
 __all__ = [
     "ConfigError",
+    "ListenError",
     "StreamTruncated",
     "SubscriberError",
     "ToolError",
@@ -103,3 +104,8 @@ class ToolError(RuncastError):
 
 class ConfigError(RuncastError):
     """Settings or command-line arguments are invalid."""
+
+
+class ListenError(RuncastError):
+    """The gateway cannot listen where it was told to: the address is in use, the host does not
+    resolve, or the port is not allowed."""

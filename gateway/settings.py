@@ -24,6 +24,7 @@ from typing import Literal
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.flags import is_origin
 from gateway.hub import HubSettings
 from gateway.mock.settings import MockSettings
 from gateway.tools.settings import ToolSettings
@@ -91,6 +92,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     viewer: bool = True
     """Serve the live viewer page at ``/`` and its channel listing (``--no-viewer`` turns it off)."""
 
+    header_timeout: float = 30.0
+    """A request's head (request line and headers) must have arrived this long after the
+    connection opened or its previous response ended; an idle keep-alive connection is closed
+    after the same time. Above the keep-alive expiry of common clients (httpx 5 s, aiohttp 15 s)
+    so they never reuse a connection runcast is closing."""
+    body_timeout: float = 60.0
+    """A request body must have arrived whole this long after its head (408 otherwise): 4 MiB
+    (``max_body_bytes``) at about 0.5 Mbit/s."""
+    max_connections: int = 0
+    """Open client connections; past it new ones get a 503 and are closed. 0: the open-file limit
+    (``ulimit -n``) minus the descriptors runcast keeps for itself."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535 or not 0 <= self.simulator_port <= 65535:
             raise ConfigError("ports must be in 0..65535")
@@ -116,6 +129,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "creator_buffer_bytes": self.creator_buffer_bytes,
             "creator_write_timeout": self.creator_write_timeout,
             "shutdown_timeout": self.shutdown_timeout,
+            "header_timeout": self.header_timeout,
+            "body_timeout": self.body_timeout,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -128,6 +143,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 f"--drain-timeout must be a finite number >= 0, got {self.drain_timeout!r}"
             )
+        for origin in self.cors_origins:
+            if not is_origin(origin):
+                raise ConfigError(
+                    f"CORS origin {origin!r} (--cors-origin / RUNCAST_CORS_ORIGINS) is not an "
+                    "origin: use scheme://host[:port], or *"
+                )
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
 
     @property
     def embedded(self) -> bool:

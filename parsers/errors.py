@@ -18,7 +18,8 @@ code misused an object (:class:`LocalProtocolError`). The gateway adds its own b
     │   └── StreamTruncated            EOF without `done` after a non-terminal run state
     ├── SubscriberError                bad subscribe request, token, or limit reached
     ├── ToolError                      a tool handler failed, timed out or got bad arguments
-    └── ConfigError                    invalid settings or CLI arguments
+    ├── ConfigError                    invalid settings or CLI arguments
+    └── ListenError                    cannot listen on --host/--port (in use, unresolvable)
 """
 
 from __future__ import annotations

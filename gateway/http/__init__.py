@@ -1,7 +1,8 @@
 """The gateway's HTTP layer: OpenAI-compatible proxy, run relay, subscriber streams and auth.
 
 Modules, one job each: ``app`` (``create_app`` wiring and lifecycle), ``runner`` (serving it on a
-socket), ``drain`` (graceful drain on SIGTERM), ``state`` (typed app keys), ``proxy`` (``/v1``
+socket), ``listener`` (the listening socket: connection cap, request-head deadline),
+``bodies`` (the request-body deadline), ``drain`` (graceful drain on SIGTERM), ``state`` (typed app keys), ``proxy`` (``/v1``
 passthrough), ``routes`` (which calls stream), ``creator`` (the creator's streamed response),
 ``relay`` (one run's pump), ``publisher`` (where a run's events go), ``registry`` (owns the
 relays), ``feed`` (bounded creator buffer), ``recovery`` (upstream failures, recovering a run),

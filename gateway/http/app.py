@@ -56,10 +56,12 @@ from gateway.web import add_web_routes
 
 from .actions import ActionHandler, ActionOptions
 from .auth import CallerAuth, TokenAuthority
+from .bodies import body_deadline_middleware
 from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
+from .listener import listen_failure
 from .proxy import proxy
 from .reducer import reducer_factory
 from .registry import RelayRegistry, RelayStatistics
@@ -114,7 +116,10 @@ def create_app(
             show_requires_action=settings.tools.show_requires_action,
             events_to_creator=settings.tools.emit_tool_events_to_creator,
         )
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, body_deadline_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     upstream_key = settings.upstream.api_key if settings.upstream is not None else None
     app[UPSTREAM_KEY] = upstream_key.encode() if upstream_key else b""
@@ -176,7 +181,15 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.simulator_host, settings.simulator_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_failure(
+                settings.simulator_host,
+                settings.simulator_port,
+                exc,
+                what="embedded simulator, --sim-port",
+            ) from exc
         host, port = runner.addresses[0][:2]
         url = f"http://{host}:{port}/v1"
         app[UPSTREAM_URL] = url

@@ -4,7 +4,8 @@ Every 4xx/5xx that runcast produces (not the upstream's, which pass through unch
 OpenAI error shape ``{"error": {"message", "type", "param", "code"}}`` (spec §1.5), so SDKs map it
 to their usual exception classes. :func:`error_middleware` turns :class:`RequestError`,
 :class:`~gateway.errors.SubscriberError` and aiohttp's own ``HTTPException`` (unknown routes,
-bad methods, bodies over ``client_max_size``) into that shape.
+bad methods, bodies over ``client_max_size``) into that shape. A client that leaves while its
+answer is written is logged once at debug level, nothing more (the access log shows 499).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from aiohttp import web
 from gateway.errors import StreamTruncated, SubscriberError, UpstreamError, UpstreamTimeout
 from parsers.errors import RemoteProtocolError
 
-__all__ = ["RequestError", "error_middleware", "error_response", "upstream_failure"]
+__all__ = [
+    "RequestError",
+    "error_body",
+    "error_middleware",
+    "error_response",
+    "upstream_failure",
+]
 
 log = logging.getLogger("runcast.http")
 
@@ -28,6 +35,7 @@ _TYPE_BY_STATUS: Mapping[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -96,6 +104,26 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     )
 
 
+def error_body(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    type: str | None = None,
+) -> bytes:
+    """The OpenAI-shaped JSON error body (spec §1.5)."""
+    body = _ErrorBody(
+        error=_Error(
+            message=message,
+            type=type or _TYPE_BY_STATUS.get(status, "server_error"),
+            param=param,
+            code=code,
+        )
+    )
+    return _encoder.encode(body)
+
+
 def error_response(
     status: int,
     message: str,
@@ -106,17 +134,9 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """The OpenAI-shaped JSON error response (spec §1.5)."""
-    body = _ErrorBody(
-        error=_Error(
-            message=message,
-            type=type or _TYPE_BY_STATUS.get(status, "server_error"),
-            param=param,
-            code=code,
-        )
-    )
     return web.Response(
         status=status,
-        body=_encoder.encode(body),
+        body=error_body(status, message, code=code, param=param, type=type),
         content_type="application/json",
         headers=headers,
     )
@@ -148,7 +168,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, message, code=_CODE_BY_STATUS.get(exc.status), headers=kept
         )
     except ConnectionResetError:
-        raise
+        # The client went away while its answer was written: not an error of anyone's. Any
+        # response ends it quietly (aiohttp finds the connection gone and stops); re-raising
+        # would have aiohttp log a 500 with a traceback.
+        log.debug("client %s left during %s %s", request.remote, request.method, request.path)
+        return web.Response(status=499, reason="Client Closed Request")
     except Exception:
         # CancelledError is a BaseException and passes; anything else is our bug, and the
         # caller still gets the uniform shape instead of aiohttp's text/plain 500.

@@ -7,7 +7,9 @@ short. Then the server stops and every remaining stream is ended explicitly (``a
 ``handler_cancellation=True``: when a client goes away its handler is cancelled, so a vanished
 creator detaches from its relay at once and a vanished subscriber is dropped without waiting for
 the next heartbeat. The access log never shows query strings' ``token`` values (subscribe tokens
-travel there because ``EventSource`` cannot set headers) and never shows headers.
+travel there because ``EventSource`` cannot set headers) and never shows headers. Before it
+listens, ``serve`` raises the open-file limit to its hard limit, which the default connection
+cap (``--max-connections auto``) then follows.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.settings import Settings
 
 from .app import create_app
 from .drain import drain
+from .listener import Listener, ListenSite, connection_cap, raise_open_file_limit
 from .state import DRAIN, RELAYS, SETTINGS
 
 __all__ = ["AccessLogger", "serve", "start_runner"]
@@ -44,17 +47,29 @@ class AccessLogger(AbstractAccessLogger):
 
 
 async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Set ``app`` up on ``host:port`` (0: any free port); returns the runner and base URL."""
-    runner = web.AppRunner(
-        app,
-        handler_cancellation=True,
+    """Set ``app`` up on ``host:port`` (0: any free port); returns the runner and base URL.
+
+    The address is bound first, so a taken port or an unknown host raises
+    :class:`~gateway.errors.ListenError` before the app (and its simulator) starts. Connections
+    are capped and request heads bounded by :mod:`.listener`.
+    """
+    settings = app[SETTINGS]
+    listener = Listener(
+        max_connections=connection_cap(settings.max_connections),
+        header_timeout=settings.header_timeout,
         access_log_class=AccessLogger,
-        shutdown_timeout=app[SETTINGS].shutdown_timeout,
     )
-    await runner.setup()
+    bound = await listener.bind(host, port)
+    runner = web.AppRunner(
+        app, handler_cancellation=True, shutdown_timeout=settings.shutdown_timeout
+    )
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        await runner.setup()
+    except BaseException:
+        bound.close()
+        raise
+    try:
+        await ListenSite(runner, listener, bound).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -65,6 +80,7 @@ async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.
 
 async def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

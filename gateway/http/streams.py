@@ -9,10 +9,14 @@ before its next run. ``GET /streams/runs/{run_id}/snapshot`` answers
 
 Authorisation (``auth.TokenAuthority``) comes first, so a 404 tells nothing to a caller without
 a valid token. While the gateway drains (``drain.py``) new subscriptions get 503
-``shutting_down``.
+``shutting_down``. A thread channel subscribed before its next run is pending and counts against the
+caller's address (``--max-pending-per-client``), so anonymous callers in open mode cannot use up
+the hub's pending channels between them.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from aiohttp import web
 
@@ -23,7 +27,7 @@ from .channels import run_channel, thread_channel
 from .errors import RequestError
 from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 
-__all__ = ["ID_PATTERN", "run_snapshot", "stream_run", "stream_thread"]
+__all__ = ["ID_PATTERN", "client_key", "run_snapshot", "stream_run", "stream_thread"]
 
 ID_PATTERN = r"[A-Za-z0-9_\-.]{1,128}"
 """Object ids as route patterns (OpenAI ids are ``prefix_`` + base62); anything else is a 404."""
@@ -33,6 +37,24 @@ _TRUE = frozenset({"1", "true", "yes"})
 
 def _wants_snapshot(request: web.Request) -> bool:
     return request.query.get("snapshot", "").lower() in _TRUE
+
+
+def client_key(request: web.BaseRequest) -> str | None:
+    """The caller's address as the hub counts it: an IPv6 caller by its /64 (one subscriber line
+    usually holds a whole /64), anything else by its address; None when unknown (a Unix socket).
+    Behind a reverse proxy this is the proxy's address."""
+    remote = request.remote
+    if not remote:
+        return None
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 async def _serve(request: web.Request, channel: str, *, create: bool) -> web.StreamResponse:
@@ -46,6 +68,7 @@ async def _serve(request: web.Request, channel: str, *, create: bool) -> web.Str
             since=since,
             snapshot=_wants_snapshot(request),
             create=create,
+            owner=client_key(request) if create else None,
         )
 
 

@@ -127,6 +127,15 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_pending_channels: int = 10_000
     """Channels created by subscribers before any event (a thread's next run); bounds what clients
     can make the hub allocate. Channels created by publishing are not counted."""
+    max_pending_channels_per_client: int = 256
+    """Pending channels one client (the ``owner`` given to :meth:`Broker.subscribe`: the gateway
+    passes the caller's address) may have created and still count, so that one address cannot
+    take all of ``max_pending_channels``. A channel counts against its creator until its first
+    event or until it is forgotten (``pending_grace``), whoever else subscribed to it since."""
+    pending_grace: float = 10.0
+    """A pending channel left without subscribers is forgotten after this long (or ``idle_ttl``
+    if shorter). It never held an event, so nothing is lost, and it stops counting against the
+    limits above; a subscriber coming back later simply creates it again."""
     subscriber_buffer_bytes: int = 1024 * 1024
     """Bytes a subscriber may have waiting in its socket's write buffer before it is cut off with
     ``runcast.lagged``. A replay may exceed it once (it is written to an empty buffer)."""
@@ -260,6 +269,7 @@ class Broker(Protocol):
         since: int | None = None,
         snapshot: bool = False,
         create: bool = False,
+        owner: str | None = None,
     ) -> Subscription:
         """Attach ``sink``: first what it asked for from the past, then live events, atomically.
 
@@ -270,9 +280,11 @@ class Broker(Protocol):
         gets its replay and then ``end("ended")``.
 
         An unknown channel raises ``SubscriberError(404, "unknown_channel")`` unless ``create``
-        (thread channels, subscribed before their next run). Limits raise
-        ``SubscriberError(429, "too_many_subscribers" | "too_many_channels")``, a closed broker
-        ``SubscriberError(503, "shutting_down")``.
+        (thread channels, subscribed before their next run); a channel created so is pending
+        until its first event and counts against ``owner`` (an opaque client key, such as its
+        address; None counts against nobody). Limits raise ``SubscriberError(429,
+        "too_many_subscribers" | "too_many_channels" | "too_many_channels_per_client")``, a
+        closed broker ``SubscriberError(503, "shutting_down")``.
         """
         ...
 

@@ -49,6 +49,7 @@ class HubCounters:
         "disconnected",
         "events_published",
         "lagged",
+        "pending_by_owner",
         "pending_channels",
         "subscribers",
     )
@@ -56,11 +57,25 @@ class HubCounters:
     def __init__(self) -> None:
         self.subscribers = 0
         self.pending_channels = 0
+        self.pending_by_owner: dict[str, int] = {}
+        """Pending channels per creating client; owners holding none are absent."""
         self.events_published = 0
         self.bytes_published = 0
         self.lagged = 0
         self.disconnected = 0
         self.channels_dropped = 0
+
+    def add_pending(self, owner: str | None) -> None:
+        self.pending_channels += 1
+        if owner is not None:
+            self.pending_by_owner[owner] = self.pending_by_owner.get(owner, 0) + 1
+
+    def release_pending(self, owner: str | None) -> None:
+        self.pending_channels -= 1
+        if owner is not None:
+            left = self.pending_by_owner.pop(owner) - 1
+            if left:
+                self.pending_by_owner[owner] = left
 
 
 class Channel:
@@ -81,6 +96,7 @@ class Channel:
         "lagged",
         "last_activity",
         "name",
+        "owner",
         "pending",
     )
 
@@ -105,6 +121,8 @@ class Channel:
         self._snapshot_cache: Snapshot | None = None
         self.pending = False
         """Created by a subscriber and still without events (counted in ``pending_channels``)."""
+        self.owner: str | None = None
+        """The client that created the channel while pending (counted in ``pending_by_owner``)."""
         self.ended = False
         self.ended_at = 0.0
         self.last_activity = now
@@ -126,8 +144,7 @@ class Channel:
     def publish(self, events: Sequence[HubEvent], now: float) -> int:
         """Append a non-empty batch checked by :func:`check_names`; returns its first seq."""
         if self.pending:
-            self.pending = False
-            self._counters.pending_channels -= 1
+            self._end_pending()
         self.ended = False
         self.last_activity = now
         history = self._history
@@ -256,13 +273,16 @@ class Channel:
         s = self._settings
         if self.ended:
             return now - self.ended_at >= s.retention
-        return self.subscriber_count == 0 and now - self.last_activity >= s.idle_ttl
+        if self.subscriber_count:
+            return False
+        # A pending channel holds nothing worth keeping; forgetting it soon frees the limits.
+        ttl = min(s.pending_grace, s.idle_ttl) if self.pending else s.idle_ttl
+        return now - self.last_activity >= ttl
 
     def discard(self) -> None:
         """Called when the broker forgets the channel."""
         if self.pending:
-            self.pending = False
-            self._counters.pending_channels -= 1
+            self._end_pending()
         self._counters.channels_dropped += 1
         self._history.clear()
 
@@ -283,6 +303,11 @@ class Channel:
         )
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _end_pending(self) -> None:
+        self.pending = False
+        self._counters.release_pending(self.owner)
+        self.owner = None
 
     def _drop(self, sinks: dict[Sink, None], dead: list[Sink], now: float) -> None:
         for sink in dead:

@@ -112,6 +112,7 @@ class MemoryBroker:
         since: int | None = None,
         snapshot: bool = False,
         create: bool = False,
+        owner: str | None = None,
     ) -> MemorySubscription:
         if self._closed:
             raise SubscriberError(503, "shutting_down", "the hub is shutting down")
@@ -122,13 +123,12 @@ class MemoryBroker:
         if ch is None:
             if not create:
                 raise SubscriberError(404, "unknown_channel", f"no such stream: {channel}")
-            if self._counters.pending_channels >= self._settings.max_pending_channels:
-                raise SubscriberError(429, "too_many_channels", "too many streams awaiting events")
+            self._check_pending_room(owner)
             if self._counters.subscribers >= self._settings.max_subscribers:
                 raise SubscriberError(
                     429, "too_many_subscribers", "the hub has too many subscribers"
                 )
-            ch = self._new_channel(channel, now, pending=True)
+            ch = self._new_channel(channel, now, pending=True, owner=owner)
         ch.attach(sink, since=since, snapshot=snapshot)
         return MemorySubscription(self, ch, sink)
 
@@ -184,15 +184,31 @@ class MemoryBroker:
             self._task = loop.create_task(self._housekeeping(), name="runcast-hub-housekeeping")
         return loop.time()
 
-    def _new_channel(self, name: str, now: float, *, pending: bool) -> Channel:
+    def _check_pending_room(self, owner: str | None) -> None:
+        counters, settings = self._counters, self._settings
+        if counters.pending_channels >= settings.max_pending_channels:
+            raise SubscriberError(429, "too_many_channels", "too many streams awaiting events")
+        held = counters.pending_by_owner.get(owner, 0) if owner is not None else 0
+        if held >= settings.max_pending_channels_per_client:
+            raise SubscriberError(
+                429,
+                "too_many_channels_per_client",
+                f"this client already holds {held} streams awaiting their first event; "
+                "close some, or subscribe once a run has started",
+            )
+
+    def _new_channel(
+        self, name: str, now: float, *, pending: bool, owner: str | None = None
+    ) -> Channel:
         ch = Channel(name, self._settings, self._counters, self._reducer_factory(name), now=now)
-        self._register(ch, pending=pending)
+        self._register(ch, pending=pending, owner=owner)
         return ch
 
-    def _register(self, ch: Channel, *, pending: bool) -> None:
+    def _register(self, ch: Channel, *, pending: bool, owner: str | None = None) -> None:
         if pending:
             ch.pending = True
-            self._counters.pending_channels += 1
+            ch.owner = owner
+            self._counters.add_pending(owner)
         self._channels[ch.name] = ch
 
     def _detach(self, ch: Channel, sink: Sink) -> None:

@@ -103,15 +103,30 @@ async def serve_subscriber(
     since: int | None = None,
     snapshot: bool = False,
     create: bool = False,
+    owner: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """WebSocket when the request is an upgrade, else SSE."""
     if is_websocket_request(request):
         return await serve_websocket(
-            request, broker, channel, since=since, snapshot=snapshot, create=create, headers=headers
+            request,
+            broker,
+            channel,
+            since=since,
+            snapshot=snapshot,
+            create=create,
+            owner=owner,
+            headers=headers,
         )
     return await serve_sse(
-        request, broker, channel, since=since, snapshot=snapshot, create=create, headers=headers
+        request,
+        broker,
+        channel,
+        since=since,
+        snapshot=snapshot,
+        create=create,
+        owner=owner,
+        headers=headers,
     )
 
 
@@ -123,6 +138,7 @@ async def serve_sse(
     since: int | None = None,
     snapshot: bool = False,
     create: bool = False,
+    owner: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream ``channel`` as ``text/event-stream`` until it ends, lags, or the client leaves."""
@@ -137,7 +153,7 @@ async def serve_sse(
     settings = broker.settings
     sink = TransportSink(fmt, buffer_limit=settings.subscriber_buffer_bytes)
     subscription = await broker.subscribe(
-        channel, sink, since=since, snapshot=snapshot, create=create
+        channel, sink, since=since, snapshot=snapshot, create=create, owner=owner
     )
     if sink.end_reason == "ended" and not sink.buffered:
         # Otherwise the EventSource would come back every few seconds until retention ends.
@@ -177,6 +193,7 @@ async def serve_websocket(
     since: int | None = None,
     snapshot: bool = False,
     create: bool = False,
+    owner: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.WebSocketResponse:
     """Stream ``channel`` as WebSocket text frames ``{"seq", "event", "data"}``.
@@ -198,7 +215,7 @@ async def serve_websocket(
         raise SubscriberError(400, "invalid_websocket", "malformed WebSocket upgrade request")
     sink = TransportSink(FrameFormat.WEBSOCKET, buffer_limit=settings.subscriber_buffer_bytes)
     subscription = await broker.subscribe(
-        channel, sink, since=since, snapshot=snapshot, create=create
+        channel, sink, since=since, snapshot=snapshot, create=create, owner=owner
     )
     reader: asyncio.Task[None] | None = None
     try:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib.metadata
 import re
+import socket
 import sys
 
 import aiohttp
 import pytest
-from http_helpers import clean_environ, parse_serve, serve_process, stop_with_sigterm
+from http_helpers import WAIT, clean_environ, parse_serve, serve_process, stop_with_sigterm
 
-from gateway.cli import main
+from gateway.cli import build_parser, main
 from gateway.errors import ConfigError
+from gateway.flags import states_default
 
 SECRET = "x" * 32
 
@@ -56,7 +61,7 @@ def test_environment_and_flags() -> None:
         (("--token-secret", "short"), {}, "32 bytes"),
         (("--upstream", "ftp://x"), {}, "http(s)"),
         ((), {"RUNCAST_PORT": "eighty"}, "RUNCAST_PORT"),
-        (("--port", "70000"), {}, "ports"),
+        ((), {"RUNCAST_PORT": "70000"}, "ports"),
     ],
 )
 def test_invalid_settings_are_config_errors(
@@ -88,3 +93,141 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
                 assert response.status == 200
                 assert (await response.json())["object"] == "thread"
         assert await stop_with_sigterm(proc) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (("--heartbeat", "-1"), "--heartbeat"),
+        (("--retention", "0"), "--retention"),
+        (("--history-events", "0"), "--history-events"),
+        (("--cors-origin", "not an origin"), "--cors-origin"),
+        (("--cors-origin", "https://app.example/path"), "--cors-origin"),
+        (("--header-timeout", "0"), "--header-timeout"),
+        (("--body-timeout", "-1"), "--body-timeout"),
+        (("--upstream-idle-timeout", "0"), "--upstream-idle-timeout"),
+        (("--tool-timeout", "0"), "--tool-timeout"),
+        (("--tool-timeout", "nan"), "--tool-timeout"),
+        (("--tool-max-rounds", "0"), "--tool-max-rounds"),
+        (("--max-connections", "-1"), "--max-connections"),
+        (("--max-pending-per-client", "0"), "--max-pending-per-client"),
+        (("--port", "70000"), "--port"),
+        (("--subscriber-buffer-bytes", "lots"), "--subscriber-buffer-bytes"),
+    ],
+)
+def test_bad_flag_values_are_refused_naming_the_flag(
+    argv: tuple[str, ...], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and "Traceback" not in err
+
+
+def test_origins_from_the_environment_are_checked_too(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_serve("--cors-origin", "https://app.example:8443").cors_origins == (
+        "https://app.example:8443",
+    )
+    with pytest.raises(ConfigError, match="RUNCAST_CORS_ORIGINS"):
+        parse_serve(env={"RUNCAST_CORS_ORIGINS": "https://a.example,app.example"})
+
+
+def test_new_limits_reach_the_settings() -> None:
+    settings = parse_serve(
+        "--header-timeout",
+        "5",
+        "--body-timeout",
+        "7.5",
+        "--max-connections",
+        "100",
+        "--max-pending-per-client",
+        "3",
+    )
+    assert (settings.header_timeout, settings.body_timeout) == (5, 7.5)
+    assert settings.max_connections == 100
+    assert settings.hub.max_pending_channels_per_client == 3
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"runcast {importlib.metadata.version('runcast')}"
+
+
+def _help_entries(help_text: str) -> dict[str, str]:
+    """Each option's help entry in ``--help`` output, keyed by its first option string."""
+    entries: dict[str, str] = {}
+    current: str | None = None
+    for line in help_text.splitlines():
+        if re.match(r"  -", line):
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current is not None and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return {name: " ".join(text.split()) for name, text in entries.items()}
+
+
+@pytest.mark.parametrize("command", ["serve", "mock", "loadtest"])
+def test_every_option_with_a_default_shows_it_in_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    entries = _help_entries(capsys.readouterr().out)
+    sub = next(
+        action.choices[command]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    checked = 0
+    for action in sub._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        # Every serve option has a default (from the settings when argparse's is None).
+        if command == "serve" or action.default is not None:
+            entry = entries[action.option_strings[0]]
+            assert states_default(entry), entry
+            checked += 1
+    assert checked >= 8
+
+
+def _free_port_held() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["port in use", "unknown host"])
+async def test_serve_cannot_listen_says_so_in_one_line(where: str) -> None:
+    with _free_port_held() as taken:
+        port = taken.getsockname()[1]
+        argv = ["--port", str(port)] if where == "port in use" else ["--host", "nohost.invalid"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            *argv,
+            env=clean_environ(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(WAIT):
+            _, err = await proc.communicate()
+    lines = err.decode().splitlines()
+    assert proc.returncode == 1
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("runcast: error: cannot listen on ")
+    expected = (
+        f"127.0.0.1:{port}: Address already in use"
+        if where == "port in use"
+        else "nohost.invalid:8080"
+    )
+    assert expected in lines[0]

@@ -267,6 +267,54 @@ async def test_subscriber_limits() -> None:
 
 
 @pytest.mark.asyncio
+async def test_one_owner_cannot_take_every_pending_channel() -> None:
+    async with MemoryBroker(
+        settings(max_pending_channels=4, max_pending_channels_per_client=2)
+    ) as broker:
+        a1 = await broker.subscribe("thread:a1", BufferSink(), create=True, owner="10.0.0.1")
+        await broker.subscribe("thread:a2", BufferSink(), create=True, owner="10.0.0.1")
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:a3", BufferSink(), create=True, owner="10.0.0.1")
+        assert (info.value.status, info.value.code) == (429, "too_many_channels_per_client")
+        # Joining a channel someone else created costs nothing; another client still has room.
+        await broker.subscribe("thread:a1", BufferSink(), create=True, owner="10.0.0.1")
+        await broker.subscribe("thread:b1", BufferSink(), create=True, owner="10.0.0.2")
+        # A first event frees its creator's slot; leaving alone does not (that is the grace).
+        await broker.publish(["thread:a2"], [ev(1)])
+        await broker.subscribe("thread:a3", BufferSink(), create=True, owner="10.0.0.1")
+        a1.close()
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:a4", BufferSink(), create=True, owner="10.0.0.1")
+        assert info.value.code == "too_many_channels_per_client"
+        assert broker.statistics().pending_channels == 3
+
+
+@pytest.mark.asyncio
+async def test_a_pending_channel_nobody_holds_is_forgotten_after_the_grace() -> None:
+    async with MemoryBroker(
+        settings(max_pending_channels=2, max_pending_channels_per_client=2, pending_grace=0.1)
+    ) as broker:
+        subs = [
+            await broker.subscribe(f"thread:{n}", BufferSink(), create=True, owner="10.0.0.1")
+            for n in ("a", "b")
+        ]
+        with pytest.raises(SubscriberError) as info:
+            await broker.subscribe("thread:c", BufferSink(), create=True, owner="10.0.0.2")
+        assert info.value.code == "too_many_channels"
+        held = await broker.subscribe("thread:b", BufferSink(), create=True, owner="10.0.0.2")
+        for sub in subs:
+            sub.close()
+        async with asyncio.timeout(5):
+            while broker.channel_statistics("thread:a") is not None:
+                await asyncio.sleep(0.02)
+        # "thread:b" still has a subscriber, so it stays (and still counts); "a" is gone.
+        assert broker.statistics().pending_channels == 1
+        assert broker.channel_statistics("thread:b") is not None
+        await broker.subscribe("thread:c", BufferSink(), create=True, owner="10.0.0.2")
+        held.close()
+
+
+@pytest.mark.asyncio
 async def test_closing_a_channel_ends_subscribers_and_keeps_history() -> None:
     async with MemoryBroker(settings(retention=0.2)) as broker:
         sink = BufferSink()

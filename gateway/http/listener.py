@@ -1,0 +1,316 @@
+"""The listening socket: the open-connection cap, the request-head deadline, refusals.
+
+aiohttp's own knob bounds a request head: each connection's ``RequestHandler`` gets
+``keepalive_timeout=header_timeout``, which (aiohttp >= 3.14.4) is armed when the connection
+opens and again after each response, and closes the connection if the next request's head has
+not fully arrived by then. It never fires while a handler runs, so SSE and WebSocket streams get
+no total timeout. The body has its own deadline (``bodies.py``).
+
+aiohttp has no cap on open connections, so :class:`Listener` is the protocol factory of the
+listening socket and counts the connections its handlers serve. Past ``max_connections`` a new
+connection gets a pre-built ``503`` in the OpenAI error shape (``too_many_connections``,
+``Retry-After``) before anything is read, then a FIN; what the client sends meanwhile is read and
+discarded so that closing does not turn into a reset that would destroy the answer, and the
+socket is aborted after ``LINGER`` at the latest. At most ``MAX_LINGERING_REFUSALS`` of
+those are open at once; past that a connection is closed at once without an answer. Either way
+no file descriptor is held for long, and every ``RESERVED_FDS`` stays free for upstream
+connections, the embedded simulator and files.
+
+The handlers also keep malformed requests quiet: aiohttp logs each with an ERROR traceback; here
+the client gets a JSON 400 and the log one warning line (a debug line for non-HTTP traffic such
+as TLS on the plain port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+
+from gateway.errors import ConfigError, ListenError
+
+from .errors import error_body, error_response
+
+__all__ = [
+    "LINGER",
+    "MAX_LINGERING_REFUSALS",
+    "RESERVED_FDS",
+    "ListenSite",
+    "Listener",
+    "connection_cap",
+    "listen_failure",
+    "raise_open_file_limit",
+]
+
+log = logging.getLogger("runcast.http")
+
+RESERVED_FDS = 384
+"""File descriptors the default connection cap leaves free: the upstream pool (100 by default),
+the embedded simulator's side of those connections (100), ``MAX_LINGERING_REFUSALS``, webhook
+connections, listening sockets and files."""
+LINGER = 2.0
+"""Longest a connection answered before its request was read whole (a refusal, a 408, a 413)
+stays open while the answer reaches the client."""
+MAX_LINGERING_REFUSALS = 64
+"""Refused connections lingering at once; further ones are closed without an answer."""
+_WARN_EVERY = 60.0
+
+_REFUSAL_BODY = error_body(
+    503,
+    "runcast has too many open connections (--max-connections); retry later",
+    code="too_many_connections",
+)
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: %d\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
+)
+
+
+def listen_failure(host: str, port: int, exc: OSError, *, what: str = "") -> ListenError:
+    """The one line that says why ``host:port`` (for ``what``) cannot be listened on."""
+    if exc.errno is not None and exc.errno > 0:
+        reason = os.strerror(exc.errno)
+    else:  # getaddrinfo's errors are negative and carry their own text
+        reason = exc.strerror or str(exc)
+    where = f"{host}:{port} ({what})" if what else f"{host}:{port}"
+    return ListenError(f"cannot listen on {where}: {reason}")
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise this process's soft open-file limit to its hard limit (as Go's runtime does);
+    returns the soft limit now in force, None where there is none to read (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_cap(configured: int) -> int:
+    """The connection cap to enforce: ``configured``, or with 0 (auto) the open-file limit minus
+    ``RESERVED_FDS``. A cap the open-file limit cannot honour raises :class:`ConfigError`."""
+    try:
+        import resource
+    except ImportError:
+        return configured or 10_000
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return configured or 1_000_000
+    allowed = soft - RESERVED_FDS
+    if allowed < 16:
+        raise ConfigError(
+            f"the open-file limit ({soft}, ulimit -n) leaves no room for connections: raise it"
+        )
+    if configured > allowed:
+        raise ConfigError(
+            f"--max-connections {configured} is more than the open-file limit allows "
+            f"({soft} - {RESERVED_FDS} reserved = {allowed}): raise ulimit -n or lower it"
+        )
+    return configured or allowed
+
+
+class Listener:
+    """Protocol factory of the listening socket: counted handlers up to ``max_connections``,
+    a refusal past it. Bind with :meth:`bind`, serve with a :class:`ListenSite`."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        access_log_class: type[AbstractAccessLogger],
+        handler_args: dict[str, Any] | None = None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.open = 0
+        """Connections served now (refused ones not included)."""
+        self.refused = 0
+        """Connections refused since the start."""
+        self._handler_args: dict[str, Any] = {
+            "access_log_class": access_log_class,
+            "keepalive_timeout": header_timeout,
+            # After an answer sent before the body was read (408, 413), aiohttp reads and drops
+            # what still comes for this long so the client sees the answer, not a reset; its
+            # default of 10 s would let a stalled client keep the connection that long.
+            "lingering_time": LINGER,
+            **(handler_args or {}),
+        }
+        self._server: web.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lingering: set[_Refusal] = set()
+        self._refused_unlogged = 0
+        self._warned_at = -_WARN_EVERY
+
+    async def bind(self, host: str, port: int, *, backlog: int = 1024) -> asyncio.Server:
+        """Bind ``host:port`` without accepting yet; :class:`ListenError` when that fails (an
+        address in use, a host that does not resolve), before anything else has started."""
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            return await loop.create_server(self, host, port, backlog=backlog, start_serving=False)
+        except OSError as exc:  # socket.gaierror is an OSError too
+            raise listen_failure(host, port, exc) from exc
+
+    def attach(self, server: web.Server) -> None:
+        """The aiohttp server whose requests the handlers run (after ``runner.setup()``)."""
+        self._server = server
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        server, loop = self._server, self._loop
+        assert server is not None and loop is not None, "attach() before serving"
+        if self.open >= self.max_connections:
+            return self._refuse(loop)
+        self.open += 1
+        return _Handler(server, self, loop=loop, **self._handler_args)
+
+    def abort_refusals(self) -> None:
+        for refusal in list(self._lingering):
+            refusal.abort()
+
+    def _released(self) -> None:
+        self.open -= 1
+
+    def _refuse(self, loop: asyncio.AbstractEventLoop) -> asyncio.BaseProtocol:
+        self.refused += 1
+        self._refused_unlogged += 1
+        now = loop.time()
+        if now - self._warned_at >= _WARN_EVERY:
+            log.warning(
+                "refused %d connection(s): %d open, the --max-connections cap",
+                self._refused_unlogged,
+                self.open,
+            )
+            self._warned_at = now
+            self._refused_unlogged = 0
+        return _Refusal(self._lingering, loop, answer=len(self._lingering) < MAX_LINGERING_REFUSALS)
+
+
+class ListenSite(web.BaseSite):
+    """An aiohttp site serving a :class:`Listener`'s bound socket; ``stop()`` also aborts the
+    refusals still lingering."""
+
+    __slots__ = ("_bound", "_listener")
+
+    def __init__(self, runner: web.BaseRunner, listener: Listener, bound: asyncio.Server) -> None:
+        super().__init__(runner)
+        self._listener = listener
+        self._bound = bound
+
+    @property
+    def name(self) -> str:
+        host, port = self._bound.sockets[0].getsockname()[:2]
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._listener.attach(server)
+        self._server = self._bound
+        await self._bound.start_serving()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._listener.abort_refusals()
+
+
+class _Handler(web.RequestHandler):
+    """aiohttp's connection handler, counted by its :class:`Listener`, quiet on bad requests."""
+
+    __slots__ = ("_listener",)
+
+    def __init__(self, manager: web.Server, listener: Listener, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._listener: Listener | None = listener
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener._released()
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        # The peer sent something that is not HTTP/1.1 (aiohttp's parser refused it before any
+        # response started): its fault, not ours, so no traceback.
+        reason = _one_line(exc.message if isinstance(exc.message, str) else repr(exc))
+        if isinstance(exc, BadHttpMethod):
+            log.debug("non-HTTP traffic from %s: %s", request.remote, reason)
+        else:
+            log.warning("malformed request from %s: %s", request.remote, reason)
+        response = error_response(
+            status, f"malformed HTTP request: {reason}", code="malformed_request"
+        )
+        response.force_close()
+        return response
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class _Refusal(asyncio.Protocol):
+    """One refused connection: the 503, a FIN, what the client sends discarded, then closed."""
+
+    __slots__ = ("_answer", "_lingering", "_loop", "_timer", "_transport")
+
+    def __init__(
+        self, lingering: set[_Refusal], loop: asyncio.AbstractEventLoop, *, answer: bool
+    ) -> None:
+        self._lingering = lingering
+        self._loop = loop
+        self._answer = answer
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without deriving from it.
+        transport = cast(asyncio.Transport, base)
+        if not self._answer:
+            transport.abort()
+            return
+        self._transport = transport
+        self._lingering.add(self)
+        transport.write(_REFUSAL)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = self._loop.call_later(LINGER, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        """The request is never read: the answer does not depend on it."""
+
+    def eof_received(self) -> bool:
+        return False  # the client has read the answer and closed: close our side too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._lingering.discard(self)
+        self._transport = None
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
