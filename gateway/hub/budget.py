@@ -15,6 +15,11 @@ back within ``HubSettings.memory_budget``:
 Reducer state of open channels is never evicted (it is the snapshot that replaces history), so
 when it alone exceeds the budget, history is all that goes and the budget is exceeded.
 
+Freed memory and the process size. The hub frees what it drops (measured: no object of a dropped
+channel stays referenced), but glibc's malloc keeps freed pages inside its heap, so RSS stays at
+its peak. Once retained bytes have fallen by :data:`TRIM_AFTER_BYTES` from their peak, the broker's
+housekeeping calls ``malloc_trim(0)`` (glibc only, in a worker thread) to hand those pages back.
+
 The heap is lazy: an entry whose channel was dropped, ended, or whose oldest event changed is
 fixed when it reaches the top, and :meth:`MemoryBudget.compact` (from the broker's sweep)
 rebuilds it once stale entries outnumber the channels.
@@ -22,13 +27,32 @@ rebuilds it once stale entries outnumber the channels.
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import itertools
+import sys
 from collections.abc import Callable, Collection
 
 from gateway.hub.channel import Channel, HubCounters
 
-__all__ = ["MemoryBudget"]
+__all__ = ["TRIM_AFTER_BYTES", "MemoryBudget", "malloc_trim"]
+
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+"""A drop from the peak worth a ``malloc_trim`` (it walks the whole heap: not for every event)."""
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    return trim
+
+
+malloc_trim = _find_malloc_trim()
+"""glibc's ``malloc_trim`` (None elsewhere): returns the free pages of malloc's heap to the OS."""
 
 
 class MemoryBudget:
@@ -39,6 +63,7 @@ class MemoryBudget:
         "_ended",
         "_gen",
         "_heap",
+        "_peak",
         "_tiebreak",
         "channels_evicted",
         "events_evicted",
@@ -55,6 +80,7 @@ class MemoryBudget:
         self._heap: list[tuple[int, int, Channel]] = []
         self._tiebreak = itertools.count()
         self._gen = 0
+        self._peak = 0
         self.channels_evicted = 0
         self.events_evicted = 0
 
@@ -89,6 +115,8 @@ class MemoryBudget:
         """Evict until within the limit: ended channels through ``drop`` (the broker forgets
         them), then the oldest history of open channels."""
         counters = self._counters
+        if counters.retained_bytes > self._peak:
+            self._peak = counters.retained_bytes
         if counters.retained_bytes <= self.limit:
             return
         ended = self._ended
@@ -111,6 +139,14 @@ class MemoryBudget:
                 channel.evict_history(counters.retained_bytes - self.limit, through_gen=through)
                 self.events_evicted += held - channel.history_events
             self._push(channel)
+
+    def trim_due(self) -> bool:
+        """True (once) when retained bytes fell far enough from their peak to trim the heap."""
+        used = self._counters.retained_bytes
+        if malloc_trim is None or self._peak - used < TRIM_AFTER_BYTES:
+            return False
+        self._peak = used
+        return True
 
     def compact(self, channels: Collection[Channel]) -> None:
         """Rebuild the heap from the broker's ``channels`` once stale entries (channels dropped

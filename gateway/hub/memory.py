@@ -23,7 +23,7 @@ from gateway.hub.broker import (
     Sink,
     Snapshot,
 )
-from gateway.hub.budget import MemoryBudget
+from gateway.hub.budget import MemoryBudget, malloc_trim
 from gateway.hub.channel import Channel, HubCounters, check_names, stored_events
 
 __all__ = ["MemoryBroker", "MemorySubscription"]
@@ -236,6 +236,9 @@ class MemoryBroker:
             except Exception:
                 # A bug here must not stop heartbeats and expiry for every other channel.
                 logger.exception("hub housekeeping failed")
+            if malloc_trim is not None and self._budget.trim_due():
+                # Walks malloc's whole heap: off the loop (ctypes releases the GIL).
+                await asyncio.to_thread(malloc_trim, 0)
 
     def _sweep(self, now: float, *, heartbeat: bool) -> None:
         expired = []

@@ -9,6 +9,7 @@ import pytest
 from hub_helpers import CountingReducer, ev, settings
 
 from gateway.hub import BufferSink, HubEvent, MemoryBroker, ReducerFactory
+from gateway.hub.budget import TRIM_AFTER_BYTES, malloc_trim
 from gateway.hub.channel import SNAPSHOT_OVERHEAD
 from gateway.hub.history import History
 from parsers.sse import ServerSentEvent, SSEDecoder
@@ -189,3 +190,20 @@ async def test_a_reopened_channel_is_no_longer_evicted_as_ended() -> None:
 def test_a_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="memory budget"):
         broker(0)
+
+
+@pytest.mark.skipif(malloc_trim is None, reason="malloc_trim is glibc's")
+@pytest.mark.asyncio
+async def test_a_large_drop_from_the_peak_asks_for_one_heap_trim() -> None:
+    async with broker(1 << 30, max_history_bytes=TRIM_AFTER_BYTES) as b:
+        budget = b._budget
+        big = HubEvent("big", b"x" * (TRIM_AFTER_BYTES // 2))
+        await b.publish(["run:a"], [big])
+        await b.publish(["run:b"], [big])
+        assert not budget.trim_due()
+        await b.close_channel("run:a")
+        b._drop_channel(b._channels["run:a"])
+        assert not budget.trim_due()  # half the threshold freed
+        b._drop_channel(b._channels["run:b"])
+        assert budget.trim_due()
+        assert not budget.trim_due()  # once per drop
