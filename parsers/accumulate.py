@@ -33,7 +33,12 @@ from __future__ import annotations
 import msgspec
 from msgspec import UNSET
 
-from ._accumulate_content import PartState, build_content, merge_content, seed_content
+from ._accumulate_content import (
+    PartState,
+    build_content,
+    merge_content,
+    seed_content,
+)
 from ._accumulate_tools import (
     MessageCreationDetailsDelta,
     ToolCallState,
@@ -43,7 +48,6 @@ from ._accumulate_tools import (
 )
 from .assistants import (
     AssistantStreamEvent,
-    ContentDelta,
     DoneEvent,
     ErrorEvent,
     ErrorObject,
@@ -58,7 +62,6 @@ from .assistants import (
     RunStepDelta,
     RunStepDeltaEvent,
     RunStepEvent,
-    TextDeltaBlock,
     Thread,
     ThreadEvent,
     ToolCallsStepDetailsDelta,
@@ -67,9 +70,6 @@ from .assistants import (
 
 __all__ = ["RunAccumulator", "RunSnapshot", "encode_snapshot"]
 
-_FRAGMENT_OVERHEAD = 64
-"""Bytes a kept text fragment costs beyond its characters: the str header (49 for ASCII), its list
-slot and allocator rounding (CPython 3.11, 64-bit)."""
 _OBJECT_OVERHEAD = 128
 """Bytes a kept full object (run, message, step...) costs beyond its JSON size, roughly."""
 
@@ -299,8 +299,9 @@ class RunAccumulator:
         parts = state.parts
         if parts is None:
             parts = state.parts = seed_content(state.base.content)
-        merge_content(parts, body.content)
-        growth = _text_growth(body.content, size)
+        growth = merge_content(parts, body.content)
+        if growth < 0:  # not only text (a rare, small delta): its JSON as the estimate
+            growth = size
         state.delta_bytes += growth
         self._nbytes += growth
 
@@ -331,23 +332,6 @@ class RunAccumulator:
             state.details = MessageCreationDetailsDelta.merge(
                 state.details, state.base.step_details, details.message_creation
             )
-
-
-def _text_growth(content: list[ContentDelta], size: int) -> int:
-    """What merging ``content`` kept: the text fragments' characters plus their overhead, or
-    ``size`` when it held anything but text (a rare, small delta)."""
-    growth = 0
-    for block in content:
-        if type(block) is not TextDeltaBlock:
-            return size
-        text = block.text
-        if text is UNSET or text.annotations is not UNSET:
-            return size
-        value = text.value
-        if value is not UNSET:
-            # A non-ASCII str stores up to 4 bytes per character.
-            growth += (len(value) if value.isascii() else 4 * len(value)) + _FRAGMENT_OVERHEAD
-    return growth
 
 
 _ENCODER = msgspec.json.Encoder()

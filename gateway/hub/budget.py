@@ -95,9 +95,10 @@ class MemoryBudget:
 
     # -- what the broker reports ----------------------------------------------------------------
 
-    def published(self, channel: Channel) -> None:
-        """``channel`` got events: it is open (again), and its history is ordered by age."""
-        self._ended.pop(channel, None)
+    def published(self, channel: Channel, *, reopened: bool) -> None:
+        """``channel`` got events (``reopened``: it had ended); its history is ordered by age."""
+        if reopened:
+            self._ended.pop(channel, None)
         if not channel.in_budget_heap:
             self._push(channel)
 
@@ -139,6 +140,11 @@ class MemoryBudget:
                 channel.evict_history(counters.retained_bytes - self.limit, through_gen=through)
                 self.events_evicted += held - channel.history_events
             self._push(channel)
+
+    def note_peak(self) -> None:
+        """Called after each publish within the limit (``enforce`` does it otherwise)."""
+        if self._counters.retained_bytes > self._peak:
+            self._peak = self._counters.retained_bytes
 
     def trim_due(self) -> bool:
         """True (once) when retained bytes fell far enough from their peak to trim the heap."""

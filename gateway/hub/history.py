@@ -64,11 +64,17 @@ class History:
     def append(self, event: HubEvent, gen: int = 0) -> None:
         """Add the event numbered ``last_seq + 1``, then evict until within both limits."""
         events = self._events
+        gens = self._gens
         events.append(event)
-        self._gens.append(gen)
-        self._bytes += len(event.name) + len(event.data) + ENTRY_OVERHEAD
-        while events and (len(events) > self.max_events or self._bytes > self.max_bytes):
-            self._pop()
+        gens.append(gen)
+        nbytes = self._bytes + len(event.name) + len(event.data) + ENTRY_OVERHEAD
+        # Inlined _pop: once a channel is at its limit, every append evicts one (the hot path).
+        while events and (len(events) > self.max_events or nbytes > self.max_bytes):
+            old = events.popleft()
+            gens.popleft()
+            nbytes -= len(old.name) + len(old.data) + ENTRY_OVERHEAD
+            self._first_seq += 1
+        self._bytes = nbytes
 
     def evict_oldest(self, nbytes: int, *, through_gen: int) -> int:
         """Drop the oldest events published at or before ``through_gen`` until at least ``nbytes``

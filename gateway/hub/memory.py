@@ -108,9 +108,14 @@ class MemoryBroker:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._new_channel(name, now, pending=False)
+            reopened = channel.ended
             seqs[name] = channel.publish(events, now, stored=stored, gen=gen)
-            budget.published(channel)
-        budget.enforce(self._evict)
+            if reopened or not channel.in_budget_heap:
+                budget.published(channel, reopened=reopened)
+        if self._counters.retained_bytes > budget.limit:
+            budget.enforce(self._evict)
+        else:
+            budget.note_peak()
         return seqs
 
     async def subscribe(

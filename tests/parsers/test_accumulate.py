@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import parsers.assistants as pa
+from parsers._accumulate_content import FRAGMENT_OVERHEAD
 from parsers.accumulate import (
-    _FRAGMENT_OVERHEAD,
     _OBJECT_OVERHEAD,
     RunAccumulator,
     RunSnapshot,
@@ -670,7 +670,7 @@ def test_nbytes_estimates_what_the_state_holds() -> None:
     # Text deltas count the characters they keep, not the JSON around them.
     acc.apply(message_delta("msg_1", text(0, "hello ")), 180)
     acc.apply(message_delta("msg_1", text(0, "wörld")), 180)
-    deltas = len("hello ") + _FRAGMENT_OVERHEAD + 4 * len("wörld") + _FRAGMENT_OVERHEAD
+    deltas = len("hello ") + FRAGMENT_OVERHEAD + 4 * len("wörld") + FRAGMENT_OVERHEAD
     assert acc.nbytes == 300 + _OBJECT_OVERHEAD + deltas
     # A later full message replaces the earlier one; a final one also the merged deltas.
     acc.apply(message_created(), 320)
