@@ -184,6 +184,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     hub.add_argument(
         "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
     )
+    hub.add_argument(
+        "--memory-budget",
+        type=_size,
+        metavar="SIZE",
+        help="bytes all channels may retain (history, snapshots), e.g. 512MiB; over it, ended "
+        "channels go first, then the oldest history (default 256MiB)",
+    )
 
     tools = p.add_argument_group("tool automation")
     tools.add_argument(
@@ -341,6 +348,25 @@ def _serve_defaults() -> dict[str, object]:
     }
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE_UNITS.update({"k": 1024, "m": 1024**2, "g": 1024**3})
+_SIZE_UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3})
+
+
+def _size(raw: str) -> int:
+    """A byte count: ``268435456``, ``256MiB``, ``256M`` (binary), ``300MB`` (decimal); > 0."""
+    text = raw.strip().lower()
+    number = text.rstrip("kmgib")
+    unit = text[len(number) :]
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {raw!r} (e.g. 256MiB)") from None
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runcast",
@@ -417,6 +443,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             max_subscribers=ns.max_subscribers,
             heartbeat_interval=ns.heartbeat,
             max_pending_channels_per_client=ns.max_pending_per_client,
+            memory_budget=ns.memory_budget,
         )
     )
     simulator = MockSettings(

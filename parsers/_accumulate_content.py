@@ -41,6 +41,7 @@ from .assistants import (
 )
 
 __all__ = [
+    "FRAGMENT_OVERHEAD",
     "PartState",
     "build_content",
     "build_states",
@@ -52,6 +53,10 @@ __all__ = [
 ]
 
 _S = TypeVar("_S")
+
+FRAGMENT_OVERHEAD = 64
+"""Bytes a kept text fragment costs beyond its characters: the str header (49 for ASCII), its list
+slot and allocator rounding (CPython 3.11, 64-bit)."""
 
 
 class _Builder(Protocol):
@@ -240,8 +245,12 @@ def seed_content(content: list[MessageContent]) -> dict[int, PartState]:
     return parts
 
 
-def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> None:
-    """Merge one ``delta.content`` list into ``parts`` (by content ``index``)."""
+def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> int:
+    """Merge one ``delta.content`` list into ``parts`` (by content ``index``).
+
+    Returns the bytes the new text fragments hold (characters, up to 4 bytes each when not ASCII,
+    plus :data:`FRAGMENT_OVERHEAD` each), or -1 when anything but plain text was merged."""
+    kept = 0
     for delta in deltas:
         if type(delta) is TextDeltaBlock:
             # state_at inlined: nearly every delta lands here (bench/parse_bench.py).
@@ -250,11 +259,18 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
                 part = parts[delta.index] = _TextPart()
             text = delta.text
             if text is not UNSET:
-                if text.value is not UNSET:
-                    part.fragments.append(text.value)
+                value = text.value
+                if value is not UNSET:
+                    part.fragments.append(value)
+                    if kept >= 0:
+                        size = len(value) if value.isascii() else 4 * len(value)
+                        kept += size + FRAGMENT_OVERHEAD
                 if text.annotations is not UNSET:
                     part.merge_annotations(text.annotations)
-        elif isinstance(delta, ImageFileDeltaBlock):
+                    kept = -1
+            continue
+        kept = -1
+        if isinstance(delta, ImageFileDeltaBlock):
             image_part = state_at(parts, delta.index, _ImageFilePart)
             image = delta.image_file
             if image is not UNSET:
@@ -276,6 +292,7 @@ def merge_content(parts: dict[int, PartState], deltas: list[ContentDelta]) -> No
                 refusal_part.fragments.append(delta.refusal)
         elif isinstance(delta, UnknownVariant):
             parts[index_of(delta.raw, len(parts))] = delta
+    return kept
 
 
 def build_content(parts: dict[int, PartState]) -> list[MessageContent]:

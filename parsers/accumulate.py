@@ -19,6 +19,12 @@ calls (created/in-progress events carry an empty list, before any delta). Each d
 text is joined in :meth:`RunAccumulator.snapshot`, which also collapses the fragments it joined,
 so repeated snapshots stay linear.
 
+Memory. :attr:`RunAccumulator.nbytes` estimates what the state holds, for callers that bound
+memory: a full object counts the ``size`` its caller gives (the JSON it was decoded from), a text
+delta the characters it appends plus a fragment's overhead, other deltas their ``size``. A full
+object replaces the estimate of the one it replaces (and a final one the deltas merged before
+it). Joining fragments in a snapshot frees memory the estimate keeps counting: it errs high.
+
 One accumulator folds one run, across the HTTP streams it spans (the continuation after
 ``submit_tool_outputs`` included). A delta for an id never announced (a step created on an
 earlier stream this accumulator did not see) starts from a stub object instead of failing.
@@ -29,7 +35,12 @@ from __future__ import annotations
 import msgspec
 from msgspec import UNSET
 
-from ._accumulate_content import PartState, build_content, merge_content, seed_content
+from ._accumulate_content import (
+    PartState,
+    build_content,
+    merge_content,
+    seed_content,
+)
 from ._accumulate_tools import (
     MessageCreationDetailsDelta,
     ToolCallState,
@@ -61,6 +72,9 @@ from .assistants import (
 )
 
 __all__ = ["RunAccumulator", "RunSnapshot", "encode_snapshot"]
+
+_OBJECT_OVERHEAD = 128
+"""Bytes a kept full object (run, message, step...) costs beyond its JSON size, roughly."""
 
 _FINAL_MESSAGE_EVENTS = frozenset({"thread.message.completed", "thread.message.incomplete"})
 _FINAL_STEP_EVENTS = frozenset(
@@ -95,10 +109,12 @@ class RunSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _MessageState:
-    __slots__ = ("base", "parts", "role")
+    __slots__ = ("base", "base_bytes", "delta_bytes", "parts", "role")
 
     def __init__(self, base: Message) -> None:
         self.base = base
+        self.base_bytes = 0
+        self.delta_bytes = 0
         # None: base.content is authoritative (no delta since the last full message).
         self.parts: dict[int, PartState] | None = None
         self.role: str | None = None
@@ -112,10 +128,12 @@ class _MessageState:
 
 
 class _StepState:
-    __slots__ = ("base", "calls", "details")
+    __slots__ = ("base", "base_bytes", "calls", "delta_bytes", "details")
 
     def __init__(self, base: RunStep) -> None:
         self.base = base
+        self.base_bytes = 0
+        self.delta_bytes = 0
         self.calls: dict[int, ToolCallState] | None = None
         self.details: MessageCreationDetailsDelta | None = None
 
@@ -141,6 +159,8 @@ class RunAccumulator:
         "_done",
         "_error",
         "_messages",
+        "_nbytes",
+        "_object_bytes",
         "_run",
         "_steps",
         "_thread",
@@ -157,27 +177,44 @@ class RunAccumulator:
         self._usage: Usage | None = None
         self._error: ErrorObject | None = None
         self._done = False
+        self._nbytes = 0
+        # Estimates of the run, thread and error objects held, by event kind.
+        self._object_bytes: dict[type, int] = {}
 
-    def apply(self, event: AssistantStreamEvent) -> None:
-        """Fold one event in. Unknown events are ignored (they carry no typed payload)."""
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes the state holds (see "Memory" above)."""
+        return self._nbytes
+
+    def apply(self, event: AssistantStreamEvent, size: int = 0) -> None:
+        """Fold one event in; ``size`` is the length of the JSON it came from (for
+        :attr:`nbytes`). Unknown events are ignored (they carry no typed payload)."""
         # Exact type tests first: the two delta events are nearly all of the traffic.
         if type(event) is MessageDeltaEvent:
-            self._message_delta(event.data)
+            self._message_delta(event.data, size)
         elif type(event) is RunStepDeltaEvent:
-            self._step_delta(event.data)
+            self._step_delta(event.data, size)
         elif isinstance(event, RunEvent):
             self._on_run(event.data)
+            self._held_object(RunEvent, size)
         elif isinstance(event, MessageEvent):
-            self._on_message(event.event, event.data)
+            self._on_message(event.event, event.data, size)
         elif isinstance(event, RunStepEvent):
-            self._on_step(event.event, event.data)
+            self._on_step(event.event, event.data, size)
         elif isinstance(event, ThreadEvent):
             self._thread = event.data
             self._thread_id = self._thread_id or event.data.id
+            self._held_object(ThreadEvent, size)
         elif isinstance(event, ErrorEvent):
             self._error = event.data
+            self._held_object(ErrorEvent, size)
         elif isinstance(event, DoneEvent):
             self._done = True
+
+    def _held_object(self, kind: type, size: int) -> None:
+        cost = size + _OBJECT_OVERHEAD
+        self._nbytes += cost - self._object_bytes.get(kind, 0)
+        self._object_bytes[kind] = cost
 
     def snapshot(self) -> RunSnapshot:
         run = self._run
@@ -204,26 +241,38 @@ class RunAccumulator:
         if run.usage is not None:
             self._usage = run.usage
 
-    def _on_message(self, name: str, message: Message) -> None:
+    def _on_message(self, name: str, message: Message, size: int) -> None:
+        cost = size + _OBJECT_OVERHEAD
         state = self._messages.get(message.id)
         if state is None:
-            self._messages[message.id] = _MessageState(message)
+            state = self._messages[message.id] = _MessageState(message)
             self._note_thread(message.thread_id)
+            state.base_bytes = cost
+            self._nbytes += cost
             return
         state.base = message
+        self._nbytes += cost - state.base_bytes
+        state.base_bytes = cost
         if name in _FINAL_MESSAGE_EVENTS:
             state.parts = None
             state.role = None
+            self._nbytes -= state.delta_bytes
+            state.delta_bytes = 0
 
-    def _on_step(self, name: str, step: RunStep) -> None:
+    def _on_step(self, name: str, step: RunStep, size: int) -> None:
+        cost = size + _OBJECT_OVERHEAD
         state = self._steps.get(step.id)
         if state is None:
             state = self._steps[step.id] = _StepState(step)
             self._note_thread(step.thread_id)
         state.base = step
+        self._nbytes += cost - state.base_bytes
+        state.base_bytes = cost
         if name in _FINAL_STEP_EVENTS or _lists_calls(step):
             state.calls = None
             state.details = None
+            self._nbytes -= state.delta_bytes
+            state.delta_bytes = 0
 
     def _note_thread(self, thread_id: str) -> None:
         if self._thread_id is None and thread_id:
@@ -240,7 +289,7 @@ class RunAccumulator:
 
     # -- deltas ---------------------------------------------------------------------------------
 
-    def _message_delta(self, delta: MessageDelta) -> None:
+    def _message_delta(self, delta: MessageDelta, size: int) -> None:
         state = self._messages.get(delta.id)
         if state is None:
             stub = Message(
@@ -260,9 +309,13 @@ class RunAccumulator:
         parts = state.parts
         if parts is None:
             parts = state.parts = seed_content(state.base.content)
-        merge_content(parts, body.content)
+        growth = merge_content(parts, body.content)
+        if growth < 0:  # not only text (a rare, small delta): its JSON as the estimate
+            growth = size
+        state.delta_bytes += growth
+        self._nbytes += growth
 
-    def _step_delta(self, delta: RunStepDelta) -> None:
+    def _step_delta(self, delta: RunStepDelta, size: int) -> None:
         state = self._steps.get(delta.id)
         if state is None:
             stub = RunStep(
@@ -276,6 +329,8 @@ class RunAccumulator:
         details = delta.delta.step_details
         if details is UNSET:
             return
+        state.delta_bytes += size
+        self._nbytes += size
         if isinstance(details, ToolCallsStepDetailsDelta):
             if details.tool_calls is UNSET:
                 return

@@ -11,6 +11,8 @@ relay's typed event (``HubEvent.decoded``) instead of parsing the bytes a second
   gets the answer so far.
 
 ``runcast.*`` events and payloads that do not decode are skipped (never fatal to the channel).
+Both report ``nbytes``, the accumulator's estimate of what they hold, which the hub charges to its
+memory budget (``gateway.hub.budget``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ class RunReducer:
     def apply(self, event: HubEvent) -> None:
         typed = _decode(event)
         if typed is not None:
-            self._acc.apply(typed)
+            self._acc.apply(typed, len(event.data))
+
+    @property
+    def nbytes(self) -> int:
+        return self._acc.nbytes
 
     def snapshot(self) -> bytes:
         return encode_snapshot(self._acc.snapshot())
@@ -75,7 +81,11 @@ class ThreadReducer:
             if self._run_id is not None:
                 self._acc = RunAccumulator()
             self._run_id = typed.data.id
-        self._acc.apply(typed)
+        self._acc.apply(typed, len(event.data))
+
+    @property
+    def nbytes(self) -> int:
+        return self._acc.nbytes
 
     def snapshot(self) -> bytes:
         return encode_snapshot(self._acc.snapshot())

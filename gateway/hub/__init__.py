@@ -8,6 +8,7 @@ Layers, one module each:
 - ``history``: a channel's bounded event history (events and bytes).
 - ``channel``: one channel: seq, history, reducer, subscribers, fan-out of a batch.
 - ``memory``: :class:`MemoryBroker`, the embedded single-process broker, and its housekeeping task.
+- ``budget``: the global memory budget: what channels retain, and what goes first when over it.
 - ``sinks``: subscriber outputs writing pre-encoded bytes straight to a socket transport.
 - ``transports``: ``serve_sse`` / ``serve_websocket``, the aiohttp handlers' whole job.
 

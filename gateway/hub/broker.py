@@ -50,6 +50,7 @@ __all__ = [
     "Reducer",
     "ReducerFactory",
     "Sink",
+    "SizedReducer",
     "Snapshot",
     "Subscription",
 ]
@@ -145,6 +146,10 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """How often dead connections are collected and expired channels dropped."""
     close_timeout: float = 5.0
     """How long a finishing subscriber may take to drain its last bytes before being aborted."""
+    memory_budget: int = 256 * 1024 * 1024
+    """Bytes all channels together may retain (history, reducer state, cached snapshots). Over
+    it, ended channels are dropped first (oldest ended first), then the oldest history of open
+    channels, whose subscribers then resume from the snapshot (``runcast.history_lost``)."""
 
 
 class ChannelStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,6 +166,8 @@ class ChannelStatistics(msgspec.Struct, frozen=True, kw_only=True):
     lagged: int
     """Subscribers cut off for overflowing their buffer, since the channel was created."""
     disconnected: int
+    retained_bytes: int = 0
+    """What the channel holds against the memory budget: history, reducer state, snapshot."""
 
 
 class BrokerStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,6 +179,13 @@ class BrokerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     lagged: int
     disconnected: int
     channels_dropped: int
+    retained_bytes: int = 0
+    """Bytes held by every channel against ``HubSettings.memory_budget``."""
+    memory_budget: int = 0
+    channels_evicted: int = 0
+    """Ended channels dropped before their retention was over, to stay within the budget."""
+    events_evicted: int = 0
+    """Events dropped from open channels' history to stay within the budget."""
 
 
 class Reducer(Protocol):
@@ -184,6 +198,15 @@ class Reducer(Protocol):
     def apply(self, event: HubEvent) -> None: ...
 
     def snapshot(self) -> bytes: ...
+
+
+@runtime_checkable
+class SizedReducer(Reducer, Protocol):
+    """A reducer that estimates the bytes its state holds, charged to the memory budget (a reducer
+    without ``nbytes`` is charged nothing)."""
+
+    @property
+    def nbytes(self) -> int: ...
 
 
 ReducerFactory = Callable[[str], Reducer | None]

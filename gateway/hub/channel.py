@@ -4,6 +4,9 @@ Everything here is synchronous: a publish appends, reduces, encodes the batch on
 in use and hands the same bytes to every sink; a subscribe replays and attaches in the same step.
 With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
 with no gap and no duplicate).
+
+Each channel charges what it retains (history, reducer state, cached snapshot) to the broker's
+``HubCounters.retained_bytes``; ``budget.py`` decides what to evict when that is over the budget.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from gateway.hub.broker import (
     HubSettings,
     Reducer,
     Sink,
+    SizedReducer,
     Snapshot,
 )
 from gateway.hub.history import History
 
-__all__ = ["Channel", "HubCounters", "check_names"]
+SNAPSHOT_OVERHEAD = 64
+"""Bytes charged for a cached snapshot on top of its JSON: the Struct and the bytes header."""
+
+__all__ = ["Channel", "HubCounters", "check_names", "stored_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,7 @@ class HubCounters:
         "lagged",
         "pending_by_owner",
         "pending_channels",
+        "retained_bytes",
         "subscribers",
     )
 
@@ -64,6 +72,8 @@ class HubCounters:
         self.lagged = 0
         self.disconnected = 0
         self.channels_dropped = 0
+        self.retained_bytes = 0
+        """What every channel retains: history, reducer estimate, cached snapshot (budget.py)."""
 
     def add_pending(self, owner: str | None) -> None:
         self.pending_channels += 1
@@ -82,17 +92,20 @@ class Channel:
     """A named, numbered event log with subscribers. Owned by one broker; not thread-safe."""
 
     __slots__ = (
+        "_charged",
         "_counters",
         "_history",
         "_reducer",
         "_settings",
         "_sinks",
+        "_sized",
         "_snapshot_cache",
         "bytes_published",
         "disconnected",
         "ended",
         "ended_at",
         "events_published",
+        "in_budget_heap",
         "lagged",
         "last_activity",
         "name",
@@ -113,6 +126,10 @@ class Channel:
         self._settings = settings
         self._counters = counters
         self._reducer = reducer
+        self._sized = reducer if isinstance(reducer, SizedReducer) else None
+        self._charged = 0
+        self.in_budget_heap = False
+        """Whether the budget's heap of live histories has an entry for this channel."""
         self._history = History(
             max_events=settings.max_history_events, max_bytes=settings.max_history_bytes
         )
@@ -141,8 +158,19 @@ class Channel:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish(self, events: Sequence[HubEvent], now: float) -> int:
-        """Append a non-empty batch checked by :func:`check_names`; returns its first seq."""
+    def publish(
+        self,
+        events: Sequence[HubEvent],
+        now: float,
+        *,
+        stored: Sequence[HubEvent] | None = None,
+        gen: int = 0,
+    ) -> int:
+        """Append a non-empty batch checked by :func:`check_names`; returns its first seq.
+
+        ``stored`` is what history keeps of ``events`` (without their parsed form; the broker
+        builds it once for all the channels of a publish), ``gen`` the publish's generation.
+        """
         if self.pending:
             self._end_pending()
         self.ended = False
@@ -151,9 +179,10 @@ class Channel:
         first_seq = history.last_seq + 1
         reducer = self._reducer
         nbytes = 0
-        for event in events:
-            # History is bounded by bytes of data: it must not keep a publisher's parsed form.
-            history.append(event if event.decoded is None else HubEvent(event.name, event.data))
+        if stored is None:
+            stored = stored_events(events)
+        for event, kept in zip(events, stored, strict=True):
+            history.append(kept, gen)
             nbytes += len(event.data)
             if reducer is not None:
                 try:
@@ -164,6 +193,7 @@ class Channel:
                         "reducer of %s failed on %r; event skipped", self.name, event.name
                     )
         self._snapshot_cache = None
+        self.recharge()
         self.events_published += len(events)
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
@@ -190,6 +220,7 @@ class Channel:
         if cached is None:
             data = self._reducer.snapshot() if self._reducer is not None else b"null"
             cached = self._snapshot_cache = Snapshot(seq=self.last_seq, data=data)
+            self.recharge()
         return cached
 
     def check_capacity(self) -> None:
@@ -285,6 +316,45 @@ class Channel:
             self._end_pending()
         self._counters.channels_dropped += 1
         self._history.clear()
+        # A stale budget heap entry may still point here: keep nothing alive through it.
+        self._reducer = self._sized = None
+        self._snapshot_cache = None
+        self.recharge()
+
+    # -- memory budget --------------------------------------------------------------------------
+
+    @property
+    def history_events(self) -> int:
+        return len(self._history)
+
+    @property
+    def oldest_gen(self) -> int | None:
+        """Publish generation of the oldest event in history (None when history is empty)."""
+        return self._history.oldest_gen
+
+    def evict_history(self, nbytes: int, *, through_gen: int) -> int:
+        """Drop the oldest history published at or before ``through_gen`` until ``nbytes`` are
+        freed; returns the bytes freed. Subscribers resuming from before what is left get
+        ``runcast.history_lost`` and the snapshot (``attach``)."""
+        freed = self._history.evict_oldest(nbytes, through_gen=through_gen)
+        if freed:
+            self.recharge()
+        return freed
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._charged
+
+    def recharge(self) -> None:
+        """Charge the broker's ``retained_bytes`` with what this channel holds now."""
+        held = self._history.nbytes
+        if self._sized is not None:
+            held += self._sized.nbytes
+        cached = self._snapshot_cache
+        if cached is not None:
+            held += len(cached.data) + SNAPSHOT_OVERHEAD
+        self._counters.retained_bytes += held - self._charged
+        self._charged = held
 
     def statistics(self) -> ChannelStatistics:
         h = self._history
@@ -300,6 +370,7 @@ class Channel:
             bytes_published=self.bytes_published,
             lagged=self.lagged,
             disconnected=self.disconnected,
+            retained_bytes=self._charged,
         )
 
     # -- internals ------------------------------------------------------------------------------
@@ -324,3 +395,8 @@ class Channel:
         elif reason == "disconnected":
             self.disconnected += 1
             self._counters.disconnected += 1
+
+
+def stored_events(events: Sequence[HubEvent]) -> list[HubEvent]:
+    # History is bounded by bytes of data: it must not keep a publisher's parsed form.
+    return [e if e.decoded is None else HubEvent(e.name, e.data) for e in events]

@@ -2,7 +2,8 @@
 
 Seqs are contiguous, so only the events are stored and an event's seq is ``first_seq`` plus its
 index. Eviction drops the oldest events first (spec: resume is bounded, older positions get the
-snapshot).
+snapshot). Each event also keeps the broker-wide generation of the publish that brought it, so the
+memory budget (``budget.py``) can evict the oldest history across all channels first.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from gateway.hub.broker import HubEvent
 __all__ = ["ENTRY_OVERHEAD", "History"]
 
 ENTRY_OVERHEAD = 64
-"""Bytes charged per event on top of name and data: the Struct and deque slot, roughly."""
+"""Bytes charged per event on top of name and data: the Struct and deque slots, roughly."""
 
 
 class History:
     """Events ``first_seq .. last_seq``; appending may evict from the front."""
 
-    __slots__ = ("_bytes", "_events", "_first_seq", "max_bytes", "max_events")
+    __slots__ = ("_bytes", "_events", "_first_seq", "_gens", "max_bytes", "max_events")
 
     def __init__(self, *, max_events: int, max_bytes: int) -> None:
         if max_events < 0 or max_bytes < 0:
@@ -30,6 +31,8 @@ class History:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._events: deque[HubEvent] = deque()
+        # Parallel to _events; one int object per publish, shared by every channel it reached.
+        self._gens: deque[int] = deque()
         self._first_seq = 1
         self._bytes = 0
 
@@ -50,17 +53,44 @@ class History:
     def nbytes(self) -> int:
         return self._bytes
 
+    @property
+    def oldest_gen(self) -> int | None:
+        """Generation of the oldest event held (None when empty)."""
+        return self._gens[0] if self._gens else None
+
     def __len__(self) -> int:
         return len(self._events)
 
-    def append(self, event: HubEvent) -> None:
+    def append(self, event: HubEvent, gen: int = 0) -> None:
         """Add the event numbered ``last_seq + 1``, then evict until within both limits."""
         events = self._events
+        gens = self._gens
         events.append(event)
-        self._bytes += len(event.name) + len(event.data) + ENTRY_OVERHEAD
-        while events and (len(events) > self.max_events or self._bytes > self.max_bytes):
-            self._bytes -= self.cost(events.popleft())
+        gens.append(gen)
+        nbytes = self._bytes + len(event.name) + len(event.data) + ENTRY_OVERHEAD
+        # Inlined _pop: once a channel is at its limit, every append evicts one (the hot path).
+        while events and (len(events) > self.max_events or nbytes > self.max_bytes):
+            old = events.popleft()
+            gens.popleft()
+            nbytes -= len(old.name) + len(old.data) + ENTRY_OVERHEAD
             self._first_seq += 1
+        self._bytes = nbytes
+
+    def evict_oldest(self, nbytes: int, *, through_gen: int) -> int:
+        """Drop the oldest events published at or before ``through_gen`` until at least ``nbytes``
+        are freed (or none is left); returns the bytes freed."""
+        freed = 0
+        gens = self._gens
+        while gens and freed < nbytes and gens[0] <= through_gen:
+            freed += self._pop()
+        return freed
+
+    def _pop(self) -> int:
+        cost = self.cost(self._events.popleft())
+        self._gens.popleft()
+        self._bytes -= cost
+        self._first_seq += 1
+        return cost
 
     def holds_after(self, since: int) -> bool:
         """True when every event after ``since`` up to ``last_seq`` is held (resume is possible)."""
@@ -78,4 +108,5 @@ class History:
     def clear(self) -> None:
         self._first_seq = self.last_seq + 1
         self._events.clear()
+        self._gens.clear()
         self._bytes = 0

@@ -2,7 +2,8 @@
 
 The broker owns its channels and a single task that, every ``sweep_interval``, collects dead and
 overflowing subscribers, sends heartbeats when due, and drops channels whose retention or idle time
-is over. Nothing else runs in the background: publishing and subscribing do their work inline.
+is over. Nothing else runs in the background: publishing and subscribing do their work inline,
+and so does keeping every channel's retained memory within the budget (``budget.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from gateway.hub.broker import (
     Sink,
     Snapshot,
 )
-from gateway.hub.channel import Channel, HubCounters, check_names
+from gateway.hub.budget import MemoryBudget, malloc_trim
+from gateway.hub.channel import Channel, HubCounters, check_names, stored_events
 
 __all__ = ["MemoryBroker", "MemorySubscription"]
 
@@ -65,6 +67,7 @@ class MemoryBroker:
         self._reducer_factory: ReducerFactory = reducer_factory or _no_reducer
         self._channels: dict[str, Channel] = {}
         self._counters = HubCounters()
+        self._budget = MemoryBudget(self._settings.memory_budget, self._counters)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -97,11 +100,22 @@ class MemoryBroker:
             return {}
         check_names(events)
         seqs: dict[str, int] = {}
+        budget = self._budget
+        # One stored copy and one generation for every channel of the publish.
+        stored = stored_events(events)
+        gen = budget.next_gen()
         for name in channels:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._new_channel(name, now, pending=False)
-            seqs[name] = channel.publish(events, now)
+            reopened = channel.ended
+            seqs[name] = channel.publish(events, now, stored=stored, gen=gen)
+            if reopened or not channel.in_budget_heap:
+                budget.published(channel, reopened=reopened)
+        if self._counters.retained_bytes > budget.limit:
+            budget.enforce(self._evict)
+        else:
+            budget.note_peak()
         return seqs
 
     async def subscribe(
@@ -136,10 +150,15 @@ class MemoryBroker:
         ch = self._channels.get(channel)
         if ch is not None:
             ch.end(self._start())
+            self._budget.ended(ch)
 
     async def snapshot(self, channel: str) -> Snapshot | None:
         ch = self._channels.get(channel)
-        return None if ch is None else ch.snapshot()
+        if ch is None:
+            return None
+        snap = ch.snapshot()
+        self._budget.enforce(self._evict)
+        return snap
 
     def channel_statistics(self, channel: str) -> ChannelStatistics | None:
         ch = self._channels.get(channel)
@@ -156,6 +175,10 @@ class MemoryBroker:
             lagged=c.lagged,
             disconnected=c.disconnected,
             channels_dropped=c.channels_dropped,
+            retained_bytes=c.retained_bytes,
+            memory_budget=self._budget.limit,
+            channels_evicted=self._budget.channels_evicted,
+            events_evicted=self._budget.events_evicted,
         )
 
     async def aclose(self) -> None:
@@ -234,6 +257,9 @@ class MemoryBroker:
             except Exception:
                 # A bug here must not stop heartbeats and expiry for every other channel.
                 logger.exception("hub housekeeping failed")
+            if malloc_trim is not None and self._budget.trim_due():
+                # Walks malloc's whole heap: off the loop (ctypes releases the GIL).
+                await asyncio.to_thread(malloc_trim, 0)
 
     def _sweep(self, now: float, *, heartbeat: bool) -> None:
         expired = []
@@ -242,6 +268,16 @@ class MemoryBroker:
             if ch.expired(now):
                 expired.append(ch)
         for ch in expired:
-            del self._channels[ch.name]
-            ch.end_all("ended")
-            ch.discard()
+            self._drop_channel(ch)
+        self._budget.compact(self._channels.values())
+
+    def _evict(self, ch: Channel) -> None:
+        """The budget drops an ended channel before its retention is over."""
+        logger.debug("memory budget: dropping ended channel %s", ch.name)
+        self._drop_channel(ch)
+
+    def _drop_channel(self, ch: Channel) -> None:
+        del self._channels[ch.name]
+        self._budget.forget(ch)
+        ch.end_all("ended")
+        ch.discard()

@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import parsers.assistants as pa
-from parsers.accumulate import RunAccumulator, RunSnapshot, encode_snapshot
+from parsers._accumulate_content import FRAGMENT_OVERHEAD
+from parsers.accumulate import (
+    _OBJECT_OVERHEAD,
+    RunAccumulator,
+    RunSnapshot,
+    encode_snapshot,
+)
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "assistants"
@@ -727,3 +733,39 @@ def test_full_step_without_calls_keeps_accumulated_arguments() -> None:
     (call,) = only_calls(acc)
     assert isinstance(call, pa.FunctionToolCall)
     assert call.function.arguments == '{"ci'
+
+
+def test_nbytes_estimates_what_the_state_holds() -> None:
+    acc = RunAccumulator()
+    assert acc.nbytes == 0
+    acc.apply(message_created(), 300)
+    assert acc.nbytes == 300 + _OBJECT_OVERHEAD
+    # Text deltas count the characters they keep, not the JSON around them.
+    acc.apply(message_delta("msg_1", text(0, "hello ")), 180)
+    acc.apply(message_delta("msg_1", text(0, "wörld")), 180)
+    deltas = len("hello ") + FRAGMENT_OVERHEAD + 4 * len("wörld") + FRAGMENT_OVERHEAD
+    assert acc.nbytes == 300 + _OBJECT_OVERHEAD + deltas
+    # A later full message replaces the earlier one; a final one also the merged deltas.
+    acc.apply(message_created(), 320)
+    assert acc.nbytes == 320 + _OBJECT_OVERHEAD + deltas
+    completed = decode(
+        "thread.message.completed",
+        {
+            "id": "msg_1",
+            "object": "thread.message",
+            "thread_id": "thread_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "text", "text": {"value": "hello wörld", "annotations": []}}],
+        },
+    )
+    acc.apply(completed, 400)
+    assert acc.nbytes == 400 + _OBJECT_OVERHEAD
+    # Other deltas count their JSON; a step's final event replaces them.
+    acc.apply(step_created(), 250)
+    acc.apply(step_delta("step_1", function(0, id="call_1", name="f", arguments="{")), 200)
+    assert acc.nbytes == 400 + 250 + 2 * _OBJECT_OVERHEAD + 200
+    run = {"id": "run_1", "object": "thread.run", "thread_id": "thread_1", "status": "queued"}
+    acc.apply(decode("thread.run.created", run), 500)
+    acc.apply(decode("thread.run.in_progress", {**run, "status": "in_progress"}), 510)
+    assert acc.nbytes == 400 + 250 + 510 + 3 * _OBJECT_OVERHEAD + 200
