@@ -1,10 +1,11 @@
-"""Connection storm against a real ``runcast serve``: N SSE subscribers connecting at once.
+"""Connection storm and idle memory of a real ``runcast serve``: N SSE subscribers at once.
 
 Starts ``runcast serve`` (embedded simulator, open subscriptions) as its own process with the
 given ``--backlog`` values, then opens N connections to one thread stream all at once from this
 process (uvloop, raw protocols) and reports how long it took until every one of them had its
 ``200`` head or failed, how many needed more than a second (a SYN retransmission: the accept
-queue was full) and how many failed (reset after too many retransmissions). The listen overflows the kernel counted meanwhile (``nstat TcpExtListenOverflows``,
+queue was full) and how many failed (reset after too many retransmissions). It also reads the server's RSS before, with the N
+subscribers connected and idle, and ``LEFT_FOR`` seconds after all of them have left. The listen overflows the kernel counted meanwhile (``nstat TcpExtListenOverflows``,
 system-wide) are shown when ``nstat`` is installed.
 
 Run: ``python bench/connect_bench.py [-n 1000 -n 10000] [--backlog 128 --backlog 0]``.
@@ -24,7 +25,11 @@ import subprocess
 import sys
 import time
 
+import psutil
 import uvloop
+
+LEFT_FOR = 3.0
+"""Seconds after every subscriber has left when the server's RSS is read again."""
 
 
 class _Subscriber(asyncio.Protocol):
@@ -64,7 +69,9 @@ def _overflows() -> int | None:
     return int(found.group(1)) if found else None
 
 
-async def _storm(host: str, port: int, n: int) -> tuple[float, list[float], int]:
+async def _storm(
+    host: str, port: int, n: int, server: psutil.Process
+) -> tuple[float, list[float], int, tuple[int, int, int]]:
     loop = asyncio.get_running_loop()
     request = (
         f"GET /streams/threads/storm_{n} HTTP/1.1\r\nHost: {host}\r\n"
@@ -79,14 +86,19 @@ async def _storm(host: str, port: int, n: int) -> tuple[float, list[float], int]
         connects.append(
             loop.create_connection(lambda r=ready: _Subscriber(request, r, started), host, port)
         )
+    rss_before = server.memory_info().rss
     opened = await asyncio.gather(*connects, return_exceptions=True)
     results = await asyncio.gather(*futures, return_exceptions=True)
     elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.0)
+    rss_idle = server.memory_info().rss
     for item in opened:
         if isinstance(item, tuple):
             item[0].close()
+    await asyncio.sleep(LEFT_FOR)
+    rss_left = server.memory_info().rss
     times = sorted(t for t in results if isinstance(t, float))
-    return elapsed, times, len(results) - len(times)
+    return elapsed, times, len(results) - len(times), (rss_before, rss_idle, rss_left)
 
 
 def _serve(backlog: int) -> tuple[subprocess.Popen[str], str, int]:
@@ -121,7 +133,9 @@ def main() -> None:
                 proc, host, port = _serve(backlog)
                 try:
                     before = _overflows()
-                    elapsed, times, failed = uvloop.run(_storm(host, port, n))
+                    elapsed, times, failed, rss = uvloop.run(
+                        _storm(host, port, n, psutil.Process(proc.pid))
+                    )
                     after = _overflows()
                 finally:
                     proc.send_signal(signal.SIGTERM)
@@ -135,6 +149,13 @@ def main() -> None:
                     f"{elapsed:6.2f} s  p50 {times[len(times) // 2] * 1e3:7.1f} ms  "
                     f"p99 {times[int(len(times) * 0.99)] * 1e3:7.1f} ms  >1 s: {slow:>5}  "
                     f"failed: {failed}  listen overflows: {overflows}",
+                    flush=True,
+                )
+                grown, kept = rss[1] - rss[0], rss[2] - rss[0]
+                print(
+                    f"    RSS {rss[0] / 2**20:.1f} MiB before, +{grown / 2**20:.1f} MiB with N idle "
+                    f"({grown / n / 1024:.1f} KiB each), +{kept / 2**20:.1f} MiB still held "
+                    f"{LEFT_FOR:g} s after they left",
                     flush=True,
                 )
 
