@@ -62,6 +62,7 @@ from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
 from .listener import listen_failure
+from .logcontext import log_context_middleware
 from .proxy import proxy
 from .reducer import reducer_factory
 from .registry import RelayRegistry, RelayStatistics
@@ -117,7 +118,7 @@ def create_app(
             events_to_creator=settings.tools.emit_tool_events_to_creator,
         )
     app = web.Application(
-        middlewares=[error_middleware, body_deadline_middleware],
+        middlewares=[log_context_middleware, error_middleware, body_deadline_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
