@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     are refused meanwhile) before every remaining stream is ended; under Kubernetes' default
     30 s grace period. 0 ends them at once."""
 
+    readiness_interval: float = 5.0
+    """How often the upstream is probed (a TCP connect) for ``/readyz``."""
+
     log_format: LogFormat = "text"
     """``text`` lines or ``json`` objects, one per line (``gateway.logs``)."""
     log_level: LogLevel = "info"
@@ -138,6 +141,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "shutdown_timeout": self.shutdown_timeout,
             "header_timeout": self.header_timeout,
             "body_timeout": self.body_timeout,
+            "readiness_interval": self.readiness_interval,
         }
         for name, value in positive.items():
             if not value > 0:

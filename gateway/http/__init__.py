@@ -3,7 +3,7 @@
 Modules, one job each: ``app`` (``create_app`` wiring and lifecycle), ``runner`` (serving it on a
 socket), ``listener`` (the listening socket: connection cap, request-head deadline),
 ``bodies`` (the request-body deadline), ``logcontext`` (the ids a request puts in its log
-lines), ``drain`` (graceful drain on SIGTERM), ``state`` (typed app keys), ``proxy`` (``/v1``
+lines), ``drain`` (graceful drain on SIGTERM), ``health`` (``/healthz``, ``/readyz``), ``state`` (typed app keys), ``proxy`` (``/v1``
 passthrough), ``routes`` (which calls stream), ``creator`` (the creator's streamed response),
 ``relay`` (one run's pump), ``publisher`` (where a run's events go), ``registry`` (owns the
 relays), ``feed`` (bounded creator buffer), ``recovery`` (upstream failures, recovering a run),
