@@ -192,6 +192,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
     )
     hub.add_argument(
+        "--coalesce-ms",
+        type=float,
+        metavar="MS",
+        help="events of a channel published within MS go to each subscriber in one write; adds "
+        "up to MS of latency (terminal events and done are never held; 0 disables)",
+    )
+    hub.add_argument(
         "--memory-budget",
         type=_size,
         metavar="SIZE",
@@ -326,6 +333,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "max_subscribers_per_channel": _COUNT,
     "max_subscribers": _COUNT,
     "heartbeat": flags.at_least(0),
+    "coalesce_ms": flags.at_least(0),
     "tool_timeout": _SECONDS,
     "tool_concurrency": _COUNT,
     "tool_max_rounds": _COUNT,
@@ -360,6 +368,7 @@ def _serve_defaults() -> dict[str, object]:
         "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
         "max_subscribers": f"{hub.max_subscribers:,}",
         "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
+        "coalesce_ms": f"{hub.coalesce_window * 1000:g}",
         "tools": "none",
         "tool_webhook": "none",
         "tool_webhook_secret": "none",
@@ -464,6 +473,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             max_subscribers_per_channel=ns.max_subscribers_per_channel,
             max_subscribers=ns.max_subscribers,
             heartbeat_interval=ns.heartbeat,
+            coalesce_window=None if ns.coalesce_ms is None else ns.coalesce_ms / 1000,
             max_pending_channels_per_client=ns.max_pending_per_client,
             memory_budget=ns.memory_budget,
         )
