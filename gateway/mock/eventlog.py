@@ -63,9 +63,12 @@ class EventLog:
     def append(self, frame: bytes) -> None:
         self._frames.append(frame)
 
-    def skip(self) -> None:
-        """Take a sequence number without a frame (nobody can read it)."""
-        self._base += 1
+    def extend(self, frames: list[bytes]) -> None:
+        self._frames.extend(frames)
+
+    def skip(self, count: int = 1) -> None:
+        """Take ``count`` sequence numbers without frames (nobody can read them)."""
+        self._base += count
 
     def notify(self) -> None:
         """Wake every reader waiting for frames."""
