@@ -26,7 +26,13 @@ from gateway.settings import Settings
 
 from .app import create_app
 from .drain import drain
-from .listener import Listener, ListenSite, connection_cap, raise_open_file_limit
+from .listener import (
+    Listener,
+    ListenSite,
+    connection_cap,
+    listen_backlog,
+    raise_open_file_limit,
+)
 from .state import DRAIN, RELAYS, SETTINGS
 
 __all__ = ["AccessLogger", "serve", "start_runner"]
@@ -59,7 +65,7 @@ async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.
         header_timeout=settings.header_timeout,
         access_log_class=AccessLogger,
     )
-    bound = await listener.bind(host, port)
+    bound = await listener.bind(host, port, backlog=listen_backlog(settings.backlog))
     runner = web.AppRunner(
         app, handler_cancellation=True, shutdown_timeout=settings.shutdown_timeout
     )
