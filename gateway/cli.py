@@ -560,11 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loadtest_cli.run(load_settings)
     try:
         settings = settings_from_args(ns, os.environ)
-        logs.configure(settings.log_format, settings.log_level, settings.secrets)
         check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format, settings.log_level, settings.secrets)
     from gateway.http.runner import serve
 
     try:
