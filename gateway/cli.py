@@ -10,6 +10,7 @@ RUNCAST_API_KEYS            ``--api-key``: runcast's own keys, comma-separated
 RUNCAST_TOKEN_SECRET        ``--token-secret``: HS256 secret for subscribe tokens (>= 32 bytes)
 RUNCAST_CORS_ORIGINS        ``--cors-origin``: comma-separated origins, ``*`` for any
 RUNCAST_HOST, RUNCAST_PORT  ``--host``, ``--port``
+RUNCAST_BACKLOG             ``--backlog``: the listening socket's accept backlog
 RUNCAST_TOOL_WEBHOOK_SECRET ``--tool-webhook-secret``: HMAC key signing tool webhook requests
 ==========================  ===================================================================
 
@@ -62,6 +63,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     net.add_argument(
         "--body-timeout", type=float, metavar="S", help="a request body must arrive within S (408)"
+    )
+    net.add_argument(
+        "--backlog",
+        type=int,
+        metavar="N",
+        help="connections the kernel completes before runcast accepts them, for connection "
+        "storms (env RUNCAST_BACKLOG; default: 0, meaning net.core.somaxconn, the kernel's ceiling)",
     )
     net.add_argument(
         "--max-connections",
@@ -298,6 +306,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
     "header_timeout": _SECONDS,
     "body_timeout": _SECONDS,
+    "backlog": flags.at_least(0, int),
     "max_connections": flags.at_least(0, int),
     "max_pending_per_client": _COUNT,
     "upstream_connect_timeout": _SECONDS,
@@ -484,6 +493,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             drain_timeout=ns.drain_timeout,
             header_timeout=ns.header_timeout,
             body_timeout=ns.body_timeout,
+            backlog=_pick(ns.backlog, env, "RUNCAST_BACKLOG", int),
             max_connections=ns.max_connections,
             log_format=ns.log_format,
             log_level=ns.log_level,

@@ -110,6 +110,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     body_timeout: float = 60.0
     """A request body must have arrived whole this long after its head (408 otherwise): 4 MiB
     (``max_body_bytes``) at about 0.5 Mbit/s."""
+    backlog: int = 0
+    """The listening socket's accept backlog (connections the kernel completes before runcast
+    accepts them). 0: ``net.core.somaxconn``, the most the kernel grants."""
     max_connections: int = 0
     """Open client connections; past it new ones get a 503 and are closed. 0: the open-file limit
     (``ulimit -n``) minus the descriptors runcast keeps for itself."""
@@ -166,6 +169,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 f"log_level must be debug, info, warning or error: {self.log_level!r}"
             )
+        if self.backlog < 0:
+            raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
 

@@ -50,12 +50,14 @@ from aiohttp import web
 
 from gateway.hub import BrokerStatistics, MemoryBroker
 from gateway.mock import create_app as create_simulator
+from gateway.runs.actions import ActionHandler, ActionOptions
+from gateway.runs.reducer import reducer_factory
+from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
 
-from .actions import ActionHandler, ActionOptions
 from .auth import CallerAuth, TokenAuthority
 from .bodies import body_deadline_middleware
 from .connections import SubscriberConnections
@@ -66,8 +68,6 @@ from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
 from .logcontext import log_context_middleware
 from .proxy import proxy
-from .reducer import reducer_factory
-from .registry import RelayRegistry, RelayStatistics
 from .state import (
     BROKER,
     CALLERS,

@@ -28,7 +28,13 @@ from gateway.settings import Settings
 
 from .app import create_app
 from .drain import drain
-from .listener import Listener, ListenSite, connection_cap, raise_open_file_limit
+from .listener import (
+    Listener,
+    ListenSite,
+    connection_cap,
+    listen_backlog,
+    raise_open_file_limit,
+)
 from .logcontext import request_ids
 from .state import DRAIN, RELAYS, SETTINGS
 
@@ -70,7 +76,7 @@ async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.
         access_log_class=AccessLogger,
         handler_args=None if settings.access_log else {"access_log": None},
     )
-    bound = await listener.bind(host, port)
+    bound = await listener.bind(host, port, backlog=listen_backlog(settings.backlog))
     runner = web.AppRunner(
         app, handler_cancellation=True, shutdown_timeout=settings.shutdown_timeout
     )

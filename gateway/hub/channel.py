@@ -385,6 +385,9 @@ class Channel:
             if sinks.pop(sink, 0) is None:
                 self._counters.subscribers -= 1
                 self._count_end(sink.end_reason)
+        if not sinks and dead:
+            # A dict never shrinks: after 10,000 subscribers it would keep ~300 KiB for good.
+            self._sinks[dead[0].frame_format] = {}
         # The idle clock starts when the last subscriber leaves.
         self.last_activity = now
 

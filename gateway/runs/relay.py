@@ -2,8 +2,8 @@
 
 Theory of operation. A relay is started for each streamed run-starting call (create run, create
 thread and run, submit tool outputs) and runs as a task owned by the
-:class:`~gateway.http.registry.RelayRegistry`, never by the creator's request handler: a creator
-that disconnects only detaches its :class:`~gateway.http.feed.CreatorFeed`, and the run goes on
+:class:`~gateway.runs.registry.RelayRegistry`, never by the creator's request handler: a creator
+that disconnects only detaches its :class:`~gateway.runs.feed.CreatorFeed`, and the run goes on
 being pumped to its subscribers.
 
 For every upstream event, in order: publish ``HubEvent(name, data bytes)`` to ``run:{run_id}`` and
@@ -17,8 +17,8 @@ and subscribe tokens; an upstream failure before any event (an HTTP error such a
 run", a timeout) resolves it with the exception instead and nothing is published.
 
 Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
-:class:`~gateway.http.actions.ActionHandler`, the following ``done`` is held while the handler
-decides (a :class:`~gateway.http.pending.PendingAction`); ``Submit`` posts the outputs
+:class:`~gateway.runs.actions.ActionHandler`, the following ``done`` is held while the handler
+decides (a :class:`~gateway.runs.pending.PendingAction`); ``Submit`` posts the outputs
 (``stream: true``) once and the continuation is pumped into the same channels and feed, so seq
 continues and the intermediate ``done`` never shows. ``Skip`` passes the action on; ``Cancel``
 (and outputs ready only after ``expires_at``) cancels the run and reports its final status. If a
@@ -42,7 +42,7 @@ creator's response stays open meanwhile and gets the same events; only when the 
 be learnt does it get the ``runcast.upstream_error`` (the openai SDK raises on it) and end. The
 channels' segment always ends with ``done`` (synthesized when the upstream sent none), and a run
 channel is closed once its run is over (or its recovery failed). A run left at an unanswered
-``requires_action`` is handed to the registry's :class:`~gateway.http.expiry.ActionExpiry`, which
+``requires_action`` is handed to the registry's :class:`~gateway.runs.expiry.ActionExpiry`, which
 ends its channels the same way once the upstream has expired it.
 """
 
