@@ -23,7 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/runcast \
     PATH=/opt/runcast/bin:$PATH \
     RUNCAST_HOST=0.0.0.0 \
-    RUNCAST_PORT=8080
+    RUNCAST_PORT=8080 \
+    RUNCAST_DRAIN_TIMEOUT=20
 
 WORKDIR /app
 
@@ -47,4 +48,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RUNCAST_PORT', '8080') + '/healthz', timeout=2)"]
 ENTRYPOINT ["runcast"]
-CMD ["serve", "--drain-timeout", "20"]
+CMD ["serve"]

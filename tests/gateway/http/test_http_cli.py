@@ -63,7 +63,7 @@ def test_environment_and_flags() -> None:
         (("--token-secret", "short"), {}, "32 bytes"),
         (("--upstream", "ftp://x"), {}, "http(s)"),
         ((), {"RUNCAST_PORT": "eighty"}, "RUNCAST_PORT"),
-        ((), {"RUNCAST_PORT": "70000"}, "ports"),
+        ((), {"RUNCAST_PORT": "70000"}, "port = '70000' (from env RUNCAST_PORT): must be a port"),
     ],
 )
 def test_invalid_settings_are_config_errors(
