@@ -1,8 +1,8 @@
 """The gateway's configuration: one frozen, strictly validated :class:`Settings` passed down.
 
 Built by ``gateway.config`` from defaults, a TOML file, ``RUNCAST_*`` variables and flags (or
-directly by code that embeds runcast) and handed to ``gateway.http.app.create_app``; nothing reads the environment
-or keeps configuration anywhere else. Components keep their own settings types
+directly by code that embeds runcast) and handed to ``gateway.http.app.create_app``; nothing
+reads the environment or keeps configuration anywhere else. Components keep their own settings types
 (:class:`~gateway.upstream.UpstreamSettings`, :class:`~gateway.hub.HubSettings`,
 :class:`~gateway.mock.settings.MockSettings`, :class:`~gateway.tools.ToolSettings`), nested here.
 
