@@ -279,7 +279,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="do not serve the live viewer page at / nor its channel listing (default: served)",
     )
-    logging_ = p.add_argument_group("logs")
+    logging_ = p.add_argument_group("logs and metrics")
     logging_.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -293,6 +293,17 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--access-log",
         choices=("on", "off"),
         help="a line per request; /healthz, /readyz and /metrics never (default on)",
+    )
+    logging_.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        help="Prometheus metrics at GET /metrics (default on)",
+    )
+    logging_.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve /metrics on a listener of its own at HOST:PORT instead of the main one "
+        "(default: the main listener)",
     )
 
     flags.check(p, _SERVE_RULES)

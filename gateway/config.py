@@ -222,7 +222,7 @@ def _flag_values(ns: argparse.Namespace) -> dict[str, tuple[Any, str]]:
         flag = "--" + dest.replace("_", "-")
         if dest == "tool_webhook":
             value = parse_webhook_args(value)
-        elif dest == "access_log":
+        elif dest in ("access_log", "metrics"):
             value = value == "on"
         elif dest == "viewer":
             flag = "--no-viewer"

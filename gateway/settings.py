@@ -93,6 +93,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     readiness_interval: float = 5.0
     """How often the upstream is probed (a TCP connect) for ``/readyz``."""
 
+    metrics: bool = True
+    """Serve Prometheus metrics at ``GET /metrics``."""
+    metrics_address: str | None = None
+    """``HOST:PORT`` to serve ``/metrics`` on a listener of its own instead of the main one."""
+
     log_format: LogFormat = "text"
     """``text`` lines or ``json`` objects, one per line (``gateway.logs``)."""
     log_level: LogLevel = "info"
@@ -171,6 +176,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if self.backlog < 0:
             raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
+        if self.metrics_address is not None:
+            host, sep, port = self.metrics_address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ConfigError(
+                    f"metrics_address must be HOST:PORT, got {self.metrics_address!r}"
+                )
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
 

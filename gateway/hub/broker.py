@@ -183,6 +183,14 @@ class BrokerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Bytes held by every channel against ``HubSettings.memory_budget``."""
     memory_budget: int = 0
     channels_evicted: int = 0
+    delivered: dict[str, int] = msgspec.field(default_factory=dict)
+    """Events written to subscribers (one per event per subscriber), by frame format."""
+    ends: dict[str, int] = msgspec.field(default_factory=dict)
+    """Subscriptions ended, by reason (``EndReason``)."""
+    resumes: int = 0
+    """Subscriptions that asked to resume after a seq."""
+    history_misses: int = 0
+    """Resumes from a seq no longer in history (answered with ``runcast.history_lost``)."""
     """Ended channels dropped before their retention was over, to stay within the budget."""
     events_evicted: int = 0
     """Events dropped from open channels' history to stay within the budget."""

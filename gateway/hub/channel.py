@@ -53,11 +53,15 @@ class HubCounters:
     __slots__ = (
         "bytes_published",
         "channels_dropped",
+        "delivered",
         "disconnected",
+        "ends",
         "events_published",
+        "history_misses",
         "lagged",
         "pending_by_owner",
         "pending_channels",
+        "resumes",
         "retained_bytes",
         "subscribers",
     )
@@ -74,6 +78,12 @@ class HubCounters:
         self.channels_dropped = 0
         self.retained_bytes = 0
         """What every channel retains: history, reducer estimate, cached snapshot (budget.py)."""
+        self.delivered: dict[str, int] = {}
+        """Events written to subscribers by frame format, counted once per batch and format."""
+        self.ends: dict[str, int] = {}
+        """Subscriptions ended, by reason."""
+        self.resumes = 0
+        self.history_misses = 0
 
     def add_pending(self, owner: str | None) -> None:
         self.pending_channels += 1
@@ -203,6 +213,8 @@ class Channel:
             if not sinks:
                 continue
             data = frames.encode_batch(fmt, first_seq, events)
+            delivered = self._counters.delivered
+            delivered[fmt.value] = delivered.get(fmt.value, 0) + len(events) * len(sinks)
             dead: list[Sink] | None = None
             for sink in sinks:
                 if not sink.send(data, last_seq):
@@ -237,7 +249,10 @@ class Channel:
         history = self._history
         last_seq = history.last_seq
         items: list[frames.Item] = []
+        if since is not None:
+            self._counters.resumes += 1
         if since is not None and not history.holds_after(since):
+            self._counters.history_misses += 1
             lost = b'{"since":%d,"first_seq":%d,"last_seq":%d}' % (
                 since,
                 history.first_seq,
@@ -284,8 +299,11 @@ class Channel:
         self.end_all("ended")
 
     def end_all(self, reason: EndReason) -> None:
+        ends = self._counters.ends
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
+            if sinks:
+                ends[reason] = ends.get(reason, 0) + len(sinks)
             for sink in list(sinks):
                 sink.end(reason)
             sinks.clear()
@@ -392,6 +410,8 @@ class Channel:
         self.last_activity = now
 
     def _count_end(self, reason: EndReason | None) -> None:
+        if reason is not None:
+            self._counters.ends[reason] = self._counters.ends.get(reason, 0) + 1
         if reason == "lagged":
             self.lagged += 1
             self._counters.lagged += 1
