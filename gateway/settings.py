@@ -24,7 +24,7 @@ from typing import Literal
 import msgspec
 
 from gateway.errors import ConfigError
-from gateway.flags import is_origin
+from gateway.flags import host_port, is_origin
 from gateway.hub import HubSettings
 from gateway.logs import LogFormat, LogLevel
 from gateway.mock.settings import MockSettings
@@ -177,11 +177,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.backlog < 0:
             raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
         if self.metrics_address is not None:
-            host, sep, port = self.metrics_address.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            try:
+                host_port(self.metrics_address)
+            except ValueError:
                 raise ConfigError(
                     f"metrics_address must be HOST:PORT, got {self.metrics_address!r}"
-                )
+                ) from None
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
 

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.errors import ConfigError
+from gateway.flags import host_port
 from gateway.metrics import Metrics
 
 from .listener import listen_failure
 from .state import BROKER, CONNECTIONS, RELAYS, SETTINGS
 
-__all__ = ["METRICS", "AppSources", "metrics_handler", "own_listener_ctx", "split_address"]
+__all__ = ["METRICS", "AppSources", "metrics_handler", "own_listener_ctx"]
 
 METRICS = web.AppKey("runcast.metrics", Metrics)
 
@@ -50,19 +50,11 @@ async def metrics_handler(request: web.Request) -> web.Response:
     )
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host, port); :class:`ConfigError` otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"metrics_address must be HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
 async def own_listener_ctx(app: web.Application) -> AsyncIterator[None]:
     """Serve ``/metrics`` at ``settings.metrics_address`` for the app's lifetime."""
     address = app[SETTINGS].metrics_address
     assert address is not None
-    host, port = split_address(address)
+    host, port = host_port(address)  # checked by the settings
     scrape = web.Application()
     scrape[METRICS] = app[METRICS]
     scrape.router.add_get("/metrics", metrics_handler)

@@ -113,6 +113,11 @@ def test_every_serve_flag_is_a_settings_key() -> None:
             {"RUNCAST_ACCESS_LOG": "maybe"},
             "access_log = 'maybe' (from env RUNCAST_ACCESS_LOG)",
         ),
+        (
+            None,
+            {"RUNCAST_METRICS_ADDRESS": "nope"},
+            "metrics_address = 'nope' (from env RUNCAST_METRICS_ADDRESS): metrics_address must",
+        ),
     ],
 )
 def test_refusals_name_key_value_and_source(
