@@ -49,6 +49,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.hub import BrokerStatistics, MemoryBroker
+from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
 from gateway.runs.reducer import reducer_factory
@@ -64,6 +65,7 @@ from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
+from .exposition import METRICS, AppSources, metrics_handler, own_listener_ctx
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
 from .logcontext import log_context_middleware
@@ -107,9 +109,11 @@ def create_app(
     """
     if action_handler is not None and tools is not None:
         raise TypeError("create_app() takes tools or action_handler, not both")
+    metrics = Metrics() if settings.metrics else None
     automation: ToolAutomation | None = None
     if action_handler is None:
-        automation = ToolAutomation(settings.tools, tools)
+        on_call = metrics.tool_call if metrics is not None else None
+        automation = ToolAutomation(settings.tools, tools, on_call=on_call)
         if not automation.enabled:
             automation = None
     if action_options is None:
@@ -135,6 +139,8 @@ def create_app(
     app[CONNECTIONS] = SubscriberConnections()
     app[DRAIN] = Drain()
     app[READINESS] = Readiness()
+    if metrics is not None:
+        app[METRICS] = metrics
     app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:
@@ -158,6 +164,11 @@ def create_app(
     app.router.add_post("/tokens", mint_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if metrics is not None:
+        if settings.metrics_address is None:
+            app.router.add_get("/metrics", metrics_handler)
+        else:
+            app.cleanup_ctx.append(own_listener_ctx)
     add_web_routes(app, viewer=settings.viewer)
     return app
 
@@ -258,8 +269,11 @@ async def _relays_ctx(
         recovery_timeout=settings.recovery_timeout,
         shutdown_timeout=settings.shutdown_timeout,
         expiry_grace=settings.expiry_grace,
+        metrics=app.get(METRICS),
     )
     app[RELAYS] = registry
+    if METRICS in app:
+        app[METRICS].watch(AppSources(app))
     try:
         yield
     finally:

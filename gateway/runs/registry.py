@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway.hub import Broker
+from gateway.metrics import Metrics
 from gateway.upstream import UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
@@ -60,6 +61,7 @@ class RelayRegistry:
         shutdown_timeout: float = 10.0,
         max_known_runs: int = _MAX_KNOWN_RUNS,
         expiry_grace: float = DEFAULT_GRACE,
+        metrics: Metrics | None = None,
     ) -> None:
         claims = ActionClaims()
         self._expiry = ActionExpiry(
@@ -79,6 +81,7 @@ class RelayRegistry:
             on_run=self._note_run,
             claims=claims,
             expiry=self._expiry,
+            metrics=metrics,
         )
         self._shutdown_timeout = shutdown_timeout
         self._relays: dict[asyncio.Task[None], RunRelay] = {}

@@ -62,6 +62,7 @@ import msgspec
 from gateway import logs
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
+from gateway.metrics import NO_METER, Metrics
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
 from gateway.upstream.objects import decode_run
 from parsers.assistants import (
@@ -117,6 +118,8 @@ class RelayEnv:
     """Which relay holds each run's pending action (one map per gateway, see ``pending.py``)."""
     expiry: ActionExpiry | None = None
     """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
+    metrics: Metrics | None = None
+    """Where each relay's :class:`~gateway.metrics.RunMeter` records (None: nothing recorded)."""
 
 
 class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,6 +167,7 @@ class RunRelay:
     ) -> None:
         self._opener = opener
         self._env = env
+        self._meter = NO_METER if env.metrics is None else env.metrics.meter("assistants")
         self._handler = env.action_handler
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
         self._api_key = api_key
@@ -221,16 +225,30 @@ class RunRelay:
     async def run(self) -> None:
         if self._arriving is not None:
             self._env.claims.arriving(self._arriving)
+        outcome = "shutdown"
         try:
-            stream: RunStream | None = self._opener()
-            while stream is not None and await self._segment(stream):
-                stream = await self._answer_action() if self._pending is not None else None
+            try:
+                stream: RunStream | None = self._opener()
+                while stream is not None and await self._segment(stream):
+                    stream = await self._answer_action() if self._pending is not None else None
+            finally:
+                self._arrived()
+                if self._pending is not None:
+                    self._env.claims.release(self._pending.claim)
+                await self._finish()
+            outcome = self._outcome()
         finally:
-            self._arrived()
-            if self._pending is not None:
-                self._env.claims.release(self._pending.claim)
-            await self._finish()
+            self._meter.finished(outcome)
         self._watch_expiry()
+
+    def _outcome(self) -> str:
+        """How the relay ended, for the metrics: a terminal status, ``requires_action`` (left
+        to the client), ``upstream_error`` (the end could not be learnt) or ``no_run``."""
+        if self._last_status in TERMINAL_RUN_STATUSES or self._last_status == "requires_action":
+            return self._last_status
+        if self._failed:
+            return "upstream_error"
+        return "no_run" if self.run_id is None else "unknown"
 
     def _arrived(self) -> None:
         arriving, self._arriving = self._arriving, None
@@ -243,6 +261,8 @@ class RunRelay:
         submitted = self._pending
         self._saw_done = False
         got = False
+        meter = self._meter
+        opened = meter.opened()
         try:
             async with stream:
                 if self._request_id is None:
@@ -252,11 +272,16 @@ class RunRelay:
                         got = True
                         await self._first_item(submitted)
                     self._received = True
+                    sampled = 0.0
                     for item in batch:
+                        sampled = meter.event(opened) or sampled
                         await self._on_item(item)
                     await self._emit_batch()
+                    meter.delivered(sampled)
                     await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
+            meter.closed(opened)
+            meter.failed(failure_reason(exc))
             if submitted is not None and not got and _refused(exc):
                 assert isinstance(exc, UpstreamHTTPError)
                 await self._rejected(submitted, exc)
@@ -267,6 +292,7 @@ class RunRelay:
                 if not self.started.done():
                     self.started.set_exception(exc)
             return False
+        meter.closed(opened)
         if not got:
             return False
         await self._flush_held()
