@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from mock_helpers import MockServer
+from mock_helpers import MockServer, StartMock
 from openai import AsyncOpenAI
 from proto_helpers import (
+    AUTH,
     FLAT_TIME,
     FLAT_WEATHER,
     chat_events,
@@ -231,3 +233,17 @@ async def test_scenario_header_alternative(
     completion = reduce_chat(chat_events(raw))["completion"]
     assert completion["choices"][0]["finish_reason"] == "tool_calls"
     assert len(chunks(chat_events(raw))) > 3
+
+
+@pytest.mark.asyncio
+async def test_generation_stops_when_the_client_leaves(
+    start_mock: StartMock, session: aiohttp.ClientSession
+) -> None:
+    server = await start_mock(delay_ms=20.0, deltas=1_000)
+    engine = server.service.engine
+    async with session.post(server.base_url + "/chat/completions", json=body(), headers=AUTH) as r:
+        assert await r.content.readline()
+        assert engine.statistics().active_runs == 1
+    async with asyncio.timeout(5):  # well before the 20 s the whole completion would take
+        while engine.statistics().active_runs:
+            await asyncio.sleep(0.02)

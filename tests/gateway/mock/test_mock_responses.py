@@ -449,3 +449,18 @@ async def test_frames_are_released_after_the_window(
     assert new_record is not None and new_record.log.retain
     status, raw = await get_raw(session, f"{server.base_url}/responses/{old['id']}")
     assert status == 200 and json.loads(raw)["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_foreground_response_goes_on_after_a_drop(
+    server: MockServer, session: aiohttp.ClientSession, sdk: AsyncOpenAI
+) -> None:
+    _, raw = await post_raw(session, server.base_url + "/responses", body("drop"))
+    first = payloads(raw)
+    assert first[-1]["type"] == "response.output_text.delta"
+    response_id = first[0]["response"]["id"]
+    async with asyncio.timeout(5):
+        while (response := await sdk.responses.retrieve(response_id)).status != "completed":
+            await asyncio.sleep(0.01)
+    received = joined_text(raw)
+    assert response.output_text.startswith(received) and len(response.output_text) > len(received)
