@@ -30,13 +30,14 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
+from gateway.state import ActionClaims
 from gateway.tools import events as tool_events
 from gateway.upstream import RunStream, UpstreamClient
 from parsers.assistants import TERMINAL_RUN_STATUSES
 from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
-from .pending import DONE, ActionClaims, PendingAction, fetch_run, http_error_message
+from .pending import DONE, PendingAction, fetch_run, http_error_message
 from .publisher import RunPublisher
 from .recovery import settled_event
 
@@ -134,7 +135,7 @@ class ActionAnswerer:
             await self._settle()
             await self._out.emit(DONE)
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)
         return None
 
     async def close(self, pending: PendingAction, event: tuple[str, bytes] | None = None) -> None:
@@ -144,7 +145,7 @@ class ActionAnswerer:
                 await self.emit(*event)
             await pending.close(self._out)
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)
 
     async def rejected(
         self, pending: PendingAction, exc: UpstreamHTTPError, thread_id: str
@@ -167,7 +168,7 @@ class ActionAnswerer:
                     run_id=run.id, thread_id=thread_id, reason=reason, status=exc.status
                 )
             )
-            if self._claims.incoming(run.id):
+            if await self._claims.incoming(run.id):
                 # A client's submission through runcast is being answered: if it was accepted,
                 # its relay carries the run on to its end, terminal status included.
                 found = None
@@ -182,4 +183,4 @@ class ActionAnswerer:
             await pending.close(self._out, show=False)
             return status
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)

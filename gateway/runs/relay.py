@@ -52,12 +52,13 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
+from gateway.state import ActionClaims, Lease, MemoryActionClaims, MemoryRunLeases, RunLeases
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
 from gateway.upstream.objects import decode_run
 from parsers.assistants import (
@@ -76,7 +77,7 @@ from .answering import ActionAnswerer
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
 from .missed import FinalIds
-from .pending import DONE, ActionClaims, PendingAction
+from .pending import DONE, PendingAction
 from .publisher import RunPublisher
 from .recovery import (
     Recovery,
@@ -95,6 +96,10 @@ log = logging.getLogger("runcast.relay")
 _MAX_HELD_EVENTS = 64
 """Events held before the run id is known (``thread.created``); more means a broken upstream."""
 
+LEASE_TTL = 30.0
+"""How long a relay's hold on its run lasts unless renewed; events renew it (at most every third
+of it), so only a relay idle that long can lose its run to another taker."""
+
 Opener = Callable[[], RunStream]
 
 
@@ -107,10 +112,12 @@ class RelayEnv:
     action_handler: ActionHandler | None = None
     action_options: ActionOptions = dataclasses.field(default_factory=ActionOptions)
     recovery_timeout: float = 30.0
-    on_run: Callable[[str, str | None], None] | None = None
+    on_run: Callable[[str, str | None], Awaitable[None]] | None = None
     """Called with (run id, thread id) when a relay learns its run id."""
-    claims: ActionClaims = dataclasses.field(default_factory=ActionClaims)
-    """Which relay holds each run's pending action (one map per gateway, see ``pending.py``)."""
+    claims: ActionClaims = dataclasses.field(default_factory=MemoryActionClaims)
+    """Which relay holds each run's pending action (see ``pending.py``)."""
+    leases: RunLeases = dataclasses.field(default_factory=MemoryRunLeases)
+    """Which relay owns each run: the one pumping it (a continuation takes it over)."""
     expiry: ActionExpiry | None = None
     """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
 
@@ -157,8 +164,12 @@ class RunRelay:
         headers: Mapping[str, str] | None = None,
         run_id: str | None = None,
         thread_id: str | None = None,
+        owner: str = "relay",
     ) -> None:
         self._opener = opener
+        self._owner = owner
+        self._lease: Lease | None = None
+        self._renew_at = 0.0
         self._env = env
         self._handler = env.action_handler
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
@@ -214,22 +225,42 @@ class RunRelay:
 
     async def run(self) -> None:
         if self._arriving is not None:
-            self._env.claims.arriving(self._arriving)
+            await self._env.claims.arriving(self._arriving)
         try:
             stream: RunStream | None = self._opener()
             while stream is not None and await self._segment(stream):
                 stream = await self._answer_action() if self._pending is not None else None
         finally:
-            self._arrived()
+            await self._arrived()
             if self._pending is not None:
-                self._env.claims.release(self._pending.claim)
+                await self._env.claims.release(self._pending.claim)
             await self._finish()
-        self._watch_expiry()
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                await self._env.leases.release(lease)
+        await self._watch_expiry()
 
-    def _arrived(self) -> None:
+    async def _arrived(self) -> None:
         arriving, self._arriving = self._arriving, None
         if arriving is not None:
-            self._env.claims.arrived(arriving)
+            await self._env.claims.arrived(arriving)
+
+    async def _own(self, run_id: str) -> None:
+        """Hold the run's lease: this relay pumps it now (taking it from any previous one)."""
+        if self._lease is None:
+            self._lease = await self._env.leases.acquire(
+                run_id, self._owner, ttl=LEASE_TTL, take_over=True
+            )
+            self._renew_at = asyncio.get_running_loop().time() + LEASE_TTL / 3
+
+    async def _renew(self) -> None:
+        lease = self._lease
+        if lease is None or asyncio.get_running_loop().time() < self._renew_at:
+            return
+        self._lease = await self._env.leases.renew(lease, ttl=LEASE_TTL)
+        self._renew_at = asyncio.get_running_loop().time() + LEASE_TTL / 3
+        if self._lease is None:
+            log.warning("run %s: this relay no longer owns the run", lease.run_id)
 
     async def _segment(self, stream: RunStream) -> bool:
         """Pump one upstream response; True when it ended cleanly."""
@@ -271,12 +302,14 @@ class RunRelay:
         if submitted is not None:
             # The upstream accepted runcast's outputs: the held `done` is never passed on.
             self._pending = None
-            self._env.claims.release(submitted.claim)
+            await self._env.claims.release(submitted.claim)
         elif self._arriving is not None:
             # A client's submission was accepted: the relay answering the action must close
             # its segment before this continuation reaches the channels (pending.py).
-            await self._env.claims.take_over(self._arriving)
-            self._arrived()
+            run_id = self._arriving
+            await self._env.claims.take_over(run_id)
+            await self._arrived()
+            await self._own(run_id)
 
     async def _on_item(self, item: StreamItem) -> None:
         event = item.event
@@ -286,6 +319,7 @@ class RunRelay:
             self._resolve_start()  # a continuation: the run id was known from the start
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
+        await self._renew()
         if isinstance(event, RunEvent):
             run = event.data
             self._last_status = run.status
@@ -295,7 +329,7 @@ class RunRelay:
                 await self._run_known(run)
             elif not self._noted and run.id == self.run_id:
                 # A continuation: the upstream accepted the submission, so the run is its thread's.
-                self._note_run(run.thread_id or self.thread_id)
+                await self._note_run(run.thread_id or self.thread_id)
             if run.status == "requires_action" and self._handler is not None:
                 await self._hold_action(run, hub_event)
                 return
@@ -319,14 +353,15 @@ class RunRelay:
     async def _run_known(self, run: Run) -> None:
         self._out.run_id = run.id
         self._out.thread_id = run.thread_id or self.thread_id
-        self._note_run(self.thread_id)
+        await self._own(run.id)
+        await self._note_run(self.thread_id)
         self._resolve_start()
         await self._flush_held()
 
-    def _note_run(self, thread_id: str | None) -> None:
+    async def _note_run(self, thread_id: str | None) -> None:
         self._noted = True
         if self._env.on_run is not None and self.run_id is not None:
-            self._env.on_run(self.run_id, thread_id)
+            await self._env.on_run(self.run_id, thread_id)
 
     async def _flush_held(self) -> None:
         held, self._held = self._held, []
@@ -346,7 +381,7 @@ class RunRelay:
         """Publish a ``requires_action`` that the handler will answer, holding the segment."""
         assert self._handler is not None
         # Claimed before it is published: a client reacting to it must find the claim.
-        pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
+        pending = PendingAction(run=run, claim=await self._env.claims.claim(run.id))
         self._pending = pending
         hide = not self._env.action_options.show_requires_action and self._handler.handles(run)
         seq = await self._out.emit(hub_event, to_creator=not hide)
@@ -440,7 +475,7 @@ class RunRelay:
         # An action the relay held when the stream broke is over: the upstream's answer rules.
         stale, self._pending = self._pending, None
         if stale is not None:
-            self._env.claims.release(stale.claim)
+            await self._env.claims.release(stale.claim)
         if status != "requires_action":
             await self._out.emit(event)
             return
@@ -473,7 +508,7 @@ class RunRelay:
             self._last_status = status
             await self._out.emit(settled_event(status, data), to_creator=to_creator)
 
-    def _watch_expiry(self) -> None:
+    async def _watch_expiry(self) -> None:
         """The run waits for a client's outputs: its channels end once the upstream expires it."""
         action, expiry, seq = self._action, self._env.expiry, self._out.run_seq()
         if (
@@ -486,7 +521,7 @@ class RunRelay:
             or self.thread_id is None
         ):
             return
-        expiry.watch(
+        await expiry.watch(
             action.id, self.thread_id, expires_at=action.expires_at, seq=seq, api_key=self._api_key
         )
 
@@ -503,7 +538,7 @@ class RunRelay:
             return
         over = self._last_status in TERMINAL_RUN_STATUSES
         if over and self._handler is not None:
-            self._handler.forget(self.run_id)
+            await self._handler.forget(self.run_id)
         # A relay the upstream refused outright (a client's submission answered 400) published
         # nothing: the run's channel belongs to whichever relay continues it.
         if over or (self._failed and self._received):
