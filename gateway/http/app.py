@@ -50,7 +50,7 @@ from aiohttp import web
 from gateway.hub import BrokerStatistics, MemoryBroker
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
-from gateway.runs.reducer import reducer_factory
+from gateway.runs.assistants.protocol import ASSISTANTS
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.state import SharedState
@@ -224,7 +224,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=reducer_factory) as broker:
+    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=ASSISTANTS.reducer) as broker:
         app[BROKER] = broker
         yield
 

@@ -33,13 +33,13 @@ from gateway.hub import HubEvent
 from gateway.state import ActionClaims
 from gateway.tools import events as tool_events
 from gateway.upstream import RunStream, UpstreamClient
-from parsers.assistants import TERMINAL_RUN_STATUSES
+from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
-from .pending import DONE, PendingAction, fetch_run, http_error_message
+from .pending import PendingAction, http_error_message
+from .protocol import RunProtocol
 from .publisher import RunPublisher
-from .recovery import settled_event
 
 __all__ = ["ActionAnswerer"]
 
@@ -67,6 +67,7 @@ class ActionAnswerer:
         "_headers",
         "_options",
         "_out",
+        "_protocol",
         "_scrub",
         "_settle",
         "_upstream",
@@ -78,6 +79,7 @@ class ActionAnswerer:
         *,
         options: ActionOptions,
         upstream: UpstreamClient,
+        protocol: RunProtocol[Run],
         claims: ActionClaims,
         out: RunPublisher,
         api_key: str | None,
@@ -88,6 +90,7 @@ class ActionAnswerer:
         self._handler = handler
         self._options = options
         self._upstream = upstream
+        self._protocol = protocol
         self._claims = claims
         self._out = out
         self._api_key = api_key
@@ -121,8 +124,13 @@ class ActionAnswerer:
             outcome = Cancel(reason=TOO_LATE)
         if isinstance(outcome, Submit):
             # The claim stays: the continuation's first event or a refusal resolves it.
-            return self._upstream.stream_submit_tool_outputs(
-                thread_id, run.id, outcome.as_dicts(), api_key=self._api_key, headers=self._headers
+            return self._protocol.continue_run(
+                self._upstream,
+                thread_id,
+                run.id,
+                outcome.as_dicts(),
+                api_key=self._api_key,
+                headers=self._headers,
             )
         if isinstance(outcome, Skip):
             await self.close(pending)
@@ -133,7 +141,7 @@ class ActionAnswerer:
             log.warning("run %s: cancel failed: %s", run.id, exc)
         try:
             await self._settle()
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
         finally:
             await self._claims.release(pending.claim)
         return None
@@ -143,7 +151,7 @@ class ActionAnswerer:
         try:
             if event is not None:
                 await self.emit(*event)
-            await pending.close(self._out)
+            await pending.close(self._out, self._protocol.end_of_segment)
         finally:
             await self._claims.release(pending.claim)
 
@@ -173,14 +181,16 @@ class ActionAnswerer:
                 # its relay carries the run on to its end, terminal status included.
                 found = None
             else:
-                found = await fetch_run(self._upstream, thread_id, run.id, api_key=self._api_key)
-            if found is None or found[0] not in TERMINAL_RUN_STATUSES:
+                found = await self._protocol.fetch_run(
+                    self._upstream, thread_id, run.id, api_key=self._api_key
+                )
+            if found is None or found[0] not in self._protocol.terminal_statuses:
                 # Someone else's submission continues the run (through runcast or not).
-                await pending.close(self._out)
+                await pending.close(self._out, self._protocol.end_of_segment)
                 return None
             status, data = found
-            await self._out.emit(settled_event(status, data))
-            await pending.close(self._out, show=False)
+            await self._out.emit(self._protocol.settled_event(status, data))
+            await pending.close(self._out, self._protocol.end_of_segment, show=False)
             return status
         finally:
             await self._claims.release(pending.claim)

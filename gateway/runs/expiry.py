@@ -28,12 +28,11 @@ import msgspec
 from gateway.hub import Broker
 from gateway.state import ActionClaims, ExpiryEntry, ExpirySchedule, RunLeases
 from gateway.upstream import UpstreamClient
-from parsers.assistants import TERMINAL_RUN_STATUSES
+from parsers.assistants import Run
 
 from .channels import run_channel
-from .pending import DONE, fetch_run
+from .protocol import RunProtocol
 from .publisher import RunPublisher
-from .recovery import settled_event
 
 __all__ = ["DEFAULT_GRACE", "ActionExpiry"]
 
@@ -60,6 +59,7 @@ class ActionExpiry:
         broker: Broker,
         upstream: UpstreamClient,
         *,
+        protocol: RunProtocol[Run],
         claims: ActionClaims,
         schedule: ExpirySchedule,
         leases: RunLeases,
@@ -68,6 +68,7 @@ class ActionExpiry:
     ) -> None:
         self._broker = broker
         self._upstream = upstream
+        self._protocol = protocol
         self._claims = claims
         self._schedule = schedule
         self._leases = leases
@@ -164,14 +165,14 @@ class ActionExpiry:
         if not await self._claims.incoming(entry.run_id):
             try:
                 async with asyncio.timeout(_FETCH_TIMEOUT):
-                    found = await fetch_run(
+                    found = await self._protocol.fetch_run(
                         self._upstream, entry.thread_id, entry.run_id, api_key=entry.api_key
                     )
             except TimeoutError:
                 log.warning("run %s: no answer within %gs", entry.run_id, _FETCH_TIMEOUT)
             if not await self._untouched(entry):
                 return False
-        if found is None or found[0] not in TERMINAL_RUN_STATUSES:
+        if found is None or found[0] not in self._protocol.terminal_statuses:
             # Still waiting (clock skew), a submission in flight, or the upstream cannot tell.
             if entry.retried:
                 log.warning("run %s: still not over after its action expired", entry.run_id)
@@ -181,7 +182,8 @@ class ActionExpiry:
             return True
         status, data = found
         out = RunPublisher(self._broker, None, run_id=entry.run_id, thread_id=entry.thread_id)
-        await out.emit_batch([settled_event(status, data), DONE])
+        settled = self._protocol.settled_event(status, data)
+        await out.emit_batch([settled, self._protocol.end_of_segment])
         await out.close_run()
         if self._on_over is not None:
             await self._on_over(entry.run_id)

@@ -29,33 +29,17 @@ import asyncio
 import dataclasses
 import logging
 
-import msgspec
-
-from gateway.errors import UpstreamError, UpstreamHTTPError
+from gateway.errors import UpstreamHTTPError
 from gateway.hub import HubEvent
 from gateway.state import Claim
-from gateway.upstream import UpstreamClient
-from gateway.upstream.body import path_id
 from parsers.assistants import Run
-from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOutcome, Emit, Skip
 from .publisher import RunPublisher
 
-__all__ = ["DONE", "PendingAction", "fetch_run", "http_error_message"]
+__all__ = ["PendingAction", "http_error_message"]
 
 log = logging.getLogger("runcast.relay")
-
-DONE = HubEvent("done", b"[DONE]")
-
-_MAX_RUN_BYTES = 8 * 1024 * 1024
-
-
-class _Status(msgspec.Struct):
-    status: str = ""
-
-
-_status_decoder = msgspec.json.Decoder(_Status)
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -100,27 +84,12 @@ class PendingAction:
             return Skip(reason=f"the action handler failed: {exc!r}")
         return answer.result()
 
-    async def close(self, out: RunPublisher, *, show: bool = True) -> None:
-        """End the segment as the upstream did; ``show`` gives the creator the hidden event."""
+    async def close(self, out: RunPublisher, end: HubEvent, *, show: bool = True) -> None:
+        """End the segment as the upstream did (with its held ``done``, else ``end``); ``show``
+        gives the creator the hidden event."""
         if show and self.hidden is not None:
             out.to_creator(*self.hidden)
-        await out.emit(self.done or DONE)
-
-
-async def fetch_run(
-    upstream: UpstreamClient, thread_id: str, run_id: str, *, api_key: str | None = None
-) -> tuple[str, bytes] | None:
-    """``(status, run JSON)`` from one ``GET .../runs/{run_id}``; None if it cannot be learnt."""
-    path = f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
-    try:
-        async with upstream.request("GET", path, api_key=api_key) as response:
-            if not response.ok:
-                return None
-            data = await response.read(limit=_MAX_RUN_BYTES)
-        return _status_decoder.decode(data).status, data
-    except (UpstreamError, RemoteProtocolError, msgspec.DecodeError) as exc:
-        log.warning("run %s: could not read its status: %s", run_id, exc)
-        return None
+        await out.emit(self.done or end)
 
 
 def http_error_message(exc: UpstreamHTTPError) -> str:

@@ -26,6 +26,7 @@ from gateway.state import SharedState
 from gateway.upstream import UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
+from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
 from .relay import Opener, RelayEnv, RunRelay
@@ -67,6 +68,7 @@ class RelayRegistry:
         self._expiry = ActionExpiry(
             broker,
             upstream,
+            protocol=ASSISTANTS,
             claims=state.claims,
             schedule=state.schedule,
             leases=state.leases,

@@ -60,36 +60,22 @@ from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPE
 from gateway.hub import Broker, HubEvent
 from gateway.state import ActionClaims, Lease, MemoryActionClaims, MemoryRunLeases, RunLeases
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
-from gateway.upstream.objects import decode_run
-from parsers.assistants import (
-    TERMINAL_RUN_STATUSES,
-    DoneEvent,
-    MessageEvent,
-    Run,
-    RunEvent,
-    RunStepEvent,
-    ThreadEvent,
-)
+from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
+from parsers.signals import GroupSeen, ItemFinal, RunSeen, StreamEnd
 
 from .actions import ActionHandler, ActionOptions
 from .answering import ActionAnswerer
+from .assistants.protocol import ASSISTANTS
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
 from .missed import FinalIds
-from .pending import DONE, PendingAction
+from .pending import PendingAction
+from .protocol import RunProtocol
 from .publisher import RunPublisher
-from .recovery import (
-    Recovery,
-    failure_reason,
-    poll_settled_run,
-    recover_run,
-    recovered_event,
-    settled_event,
-    upstream_error_event,
-)
+from .recovery import Recovery, failure_reason, recovered_event, upstream_error_event
 
-__all__ = ["DONE", "Opener", "RelayEnv", "RelayStart", "RunRelay"]
+__all__ = ["Opener", "RelayEnv", "RelayStart", "RunRelay"]
 
 log = logging.getLogger("runcast.relay")
 
@@ -109,6 +95,8 @@ class RelayEnv:
 
     broker: Broker
     upstream: UpstreamClient
+    protocol: RunProtocol[Run] = ASSISTANTS
+    """The upstream API the runs speak (events, continuation, recovery)."""
     action_handler: ActionHandler | None = None
     action_options: ActionOptions = dataclasses.field(default_factory=ActionOptions)
     recovery_timeout: float = 30.0
@@ -135,17 +123,6 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamHTTPError) and exc.status == 400
 
 
-class _Id(msgspec.Struct):
-    id: str = ""
-
-
-_id_decoder = msgspec.json.Decoder(_Id)
-
-
-def _id_of(data: bytes) -> str:
-    return _id_decoder.decode(data).id
-
-
 def _retrieve(future: asyncio.Future[RelayStart]) -> None:
     if not future.cancelled():
         future.exception()
@@ -167,6 +144,7 @@ class RunRelay:
         owner: str = "relay",
     ) -> None:
         self._opener = opener
+        self._protocol = env.protocol
         self._owner = owner
         self._lease: Lease | None = None
         self._renew_at = 0.0
@@ -190,6 +168,7 @@ class RunRelay:
                 self._handler,
                 options=env.action_options,
                 upstream=env.upstream,
+                protocol=env.protocol,
                 claims=env.claims,
                 out=self._out,
                 api_key=api_key,
@@ -295,7 +274,7 @@ class RunRelay:
         if not self._saw_done and self._pending is None:
             # A clean EOF without `done` (after a terminal status or `event: error`, spec §2.4):
             # the channels still get their end-of-segment marker.
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
         return True
 
     async def _first_item(self, submitted: PendingAction | None) -> None:
@@ -320,24 +299,25 @@ class RunRelay:
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
         await self._renew()
-        if isinstance(event, RunEvent):
-            run = event.data
-            self._last_status = run.status
-            if run.status == "requires_action":
+        sig = self._protocol.signal(event)
+        if isinstance(sig, RunSeen):
+            run = sig.run
+            self._last_status = sig.status
+            if sig.status == self._protocol.action_status:
                 self._action = run
             if self.run_id is None:
-                await self._run_known(run)
-            elif not self._noted and run.id == self.run_id:
+                await self._run_known(sig)
+            elif not self._noted and sig.run_id == self.run_id:
                 # A continuation: the upstream accepted the submission, so the run is its thread's.
-                await self._note_run(run.thread_id or self.thread_id)
-            if run.status == "requires_action" and self._handler is not None:
+                await self._note_run(sig.group_id or self.thread_id)
+            if sig.status == self._protocol.action_status and self._handler is not None:
                 await self._hold_action(run, hub_event)
                 return
-        elif isinstance(event, ThreadEvent) and self.thread_id is None:
-            self._out.thread_id = event.data.id
-        elif isinstance(event, MessageEvent | RunStepEvent):
-            self._finals.note(event)
-        elif isinstance(event, DoneEvent):
+        elif isinstance(sig, GroupSeen) and self.thread_id is None:
+            self._out.thread_id = sig.group_id
+        elif isinstance(sig, ItemFinal):
+            self._finals.note(sig)
+        elif isinstance(sig, StreamEnd):
             self._saw_done = True
             if self._pending is not None:
                 self._pending.done = hub_event
@@ -350,10 +330,10 @@ class RunRelay:
             await self._flush_held()
         await self._out.emit(hub_event)
 
-    async def _run_known(self, run: Run) -> None:
-        self._out.run_id = run.id
-        self._out.thread_id = run.thread_id or self.thread_id
-        await self._own(run.id)
+    async def _run_known(self, run: RunSeen[Run]) -> None:
+        self._out.run_id = run.run_id
+        self._out.thread_id = run.group_id or self.thread_id
+        await self._own(run.run_id)
         await self._note_run(self.thread_id)
         self._resolve_start()
         await self._flush_held()
@@ -430,11 +410,11 @@ class RunRelay:
             self._failed = False
             if self._pending is not None:
                 return True
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
             return False
         self._out.to_creator(event, seq)
         self._out.end_creator()
-        await self._out.emit(DONE, to_creator=False)
+        await self._out.emit(self._protocol.end_of_segment, to_creator=False)
         return False
 
     async def _recover(self, reason: str) -> bool:
@@ -443,7 +423,7 @@ class RunRelay:
         run_id, thread_id, within = self.run_id, self.thread_id, self._env.recovery_timeout
         if run_id is None or thread_id is None or within <= 0:
             return False
-        recovery = await recover_run(
+        recovery = await self._protocol.recover(
             self._env.upstream,
             thread_id,
             run_id,
@@ -456,31 +436,24 @@ class RunRelay:
         notice = recovered_event(recovery, reason=reason, run_id=run_id, thread_id=thread_id)
         await self._out.emit_batch([notice, *recovery.missed.events])
         for published in recovery.missed.events:
-            self._note_final(published)
+            self._finals.note_published(published)
         await self._publish_settled(recovery)
         return True
-
-    def _note_final(self, event: HubEvent) -> None:
-        name = event.name
-        if name.startswith("thread.message."):
-            self._finals.messages.add(_id_of(event.data))
-        elif name.startswith("thread.run.step.") and not name.endswith(".in_progress"):
-            self._finals.steps.add(_id_of(event.data))
 
     async def _publish_settled(self, recovery: Recovery) -> None:
         """The recovered run's settled state, published as a live one would be."""
         status = recovery.status
         self._last_status = status
-        event = settled_event(status, recovery.run)
+        event = self._protocol.settled_event(status, recovery.run)
         # An action the relay held when the stream broke is over: the upstream's answer rules.
         stale, self._pending = self._pending, None
         if stale is not None:
             await self._env.claims.release(stale.claim)
-        if status != "requires_action":
+        if status != self._protocol.action_status:
             await self._out.emit(event)
             return
         try:
-            run = decode_run(recovery.run)
+            run = self._protocol.decode_run(recovery.run)
         except RemoteProtocolError as exc:
             log.warning("run %s: the recovered run does not decode: %s", self.run_id, exc)
             await self._out.emit(event)
@@ -500,19 +473,20 @@ class RunRelay:
         within = self._env.recovery_timeout
         if self.run_id is None or self.thread_id is None or within <= 0:
             return
-        found = await poll_settled_run(
+        found = await self._protocol.poll_settled(
             self._env.upstream, self.thread_id, self.run_id, within=within, api_key=self._api_key
         )
         if found is not None:
             status, data = found
             self._last_status = status
-            await self._out.emit(settled_event(status, data), to_creator=to_creator)
+            event = self._protocol.settled_event(status, data)
+            await self._out.emit(event, to_creator=to_creator)
 
     async def _watch_expiry(self) -> None:
         """The run waits for a client's outputs: its channels end once the upstream expires it."""
         action, expiry, seq = self._action, self._env.expiry, self._out.run_seq()
         if (
-            self._last_status != "requires_action"
+            self._last_status != self._protocol.action_status
             or self._failed
             or action is None
             or action.expires_at is None
@@ -536,7 +510,7 @@ class RunRelay:
         self._out.end_creator()
         if self.run_id is None:
             return
-        over = self._last_status in TERMINAL_RUN_STATUSES
+        over = self._last_status in self._protocol.terminal_statuses
         if over and self._handler is not None:
             await self._handler.forget(self.run_id)
         # A relay the upstream refused outright (a client's submission answered 400) published
