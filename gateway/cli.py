@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
-import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import flags
+from gateway import flags, logs
 from gateway.errors import ConfigError, ListenError
 from gateway.hub import HubSettings
 from gateway.loadtest import cli as loadtest_cli
@@ -288,7 +287,21 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not serve the live viewer page at / nor its channel listing (default: served)",
     )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    logging_ = p.add_argument_group("logs")
+    logging_.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text lines, or json: one object per line with the run/thread ids in context "
+        "(default text)",
+    )
+    logging_.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="(default info)"
+    )
+    logging_.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        help="a line per request; /healthz, /readyz and /metrics never (default on)",
+    )
 
     flags.check(p, _SERVE_RULES)
     flags.document(p, _serve_defaults())
@@ -492,6 +505,9 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             body_timeout=ns.body_timeout,
             backlog=_pick(ns.backlog, env, "RUNCAST_BACKLOG", int),
             max_connections=ns.max_connections,
+            log_format=ns.log_format,
+            log_level=ns.log_level,
+            access_log=None if ns.access_log is None else ns.access_log == "on",
         ),
         viewer=ns.viewer,
     )
@@ -562,11 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"runcast loadtest: error: {exc}", file=sys.stderr)
             return 2
         return loadtest_cli.run(load_settings)
-    logging.basicConfig(
-        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = settings_from_args(ns, os.environ)
+        logs.configure(settings.log_format, settings.log_level, settings.secrets)
         check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)

@@ -59,6 +59,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
+from gateway import logs
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
@@ -333,6 +334,8 @@ class RunRelay:
 
     async def _run_known(self, run: Run) -> None:
         self._out.run_id = run.id
+        logs.bind(run_id=run.id, thread_id=run.thread_id)
+        log.debug("relaying run %s", run.id)
         self._out.thread_id = run.thread_id or self.thread_id
         self._note_run(self.thread_id)
         self._resolve_start()
