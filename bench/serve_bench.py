@@ -7,7 +7,7 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
   the server under test against it, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
   peer (``_serve_peer.py``: aiohttp, one asyncio.Queue per subscriber, one write per event each);
 - per transport (SSE, WebSocket): the official ``openai`` SDK creates an assistant and a thread,
-  N subscribers (aiohttp clients, split over two processes on CPU 1) subscribe to
+  N subscribers (asyncio protocols on uvloop, split over two processes on CPU 1) subscribe to
   ``/streams/threads/{thread_id}`` (connect time: first attempt to the last one answered); the
   server's RSS growth / N is the RSS per idle subscriber;
 - the SDK (the creator, on CPU 1 too) streams one run; every delivery is checked by seq (lost and
@@ -50,6 +50,7 @@ from _serve_clients import BUCKET_NS, client_main
 from _serve_procs import (
     CLIENT_CPU,
     Child,
+    cpu_seconds,
     start_mock,
     start_peer,
     start_runcast,
@@ -164,12 +165,14 @@ def run_case(
     rss_idle = server.rss_bytes()
     call_all(clients, 30, *(("arm", 30_000) for _ in clients))
     cpu0 = server.cpu_seconds()
+    client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
     creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
     final_seq = len(creator) + 1  # + the ``done`` the SDK does not yield
     waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
     t1 = time.monotonic_ns()
     cpu = server.cpu_seconds() - cpu0
+    client_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - client_cpu0
     first = array("q", bytes(8 * (final_seq + 1)))
     for w in waits:
         table = array("q")
@@ -216,6 +219,8 @@ def run_case(
         "creator_lag_max_ms": lags[-1] / 1e6 if lags else float("nan"),
         "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
         "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
+        # both client processes together, on their one CPU: near 1.0, the clients set the pace
+        "client_cpu_cores": client_cpu / max(1e-9, (t1 - t0) / 1e9),
         "rss_idle_per_subscriber_bytes": (rss_idle - rss0) / max(1, ready),
         "rss_idle_growth_bytes": rss_idle - rss0,
         "rss_after_leave_growth_bytes": rss_left - rss0,
@@ -262,6 +267,7 @@ COLUMNS = (
     ("stall", "stall_max_ms", "{:>7.1f}", False),
     ("connect s", "connect_s", "{:>9.2f}", False),
     ("cores", "server_cpu_cores", "{:>5.2f}", False),
+    ("cli", "client_cpu_cores", "{:>4.2f}", False),
 )
 
 
