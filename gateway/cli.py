@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
-import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import flags
+from gateway import flags, logs
 from gateway.errors import ConfigError, ListenError
 from gateway.hub import HubSettings
 from gateway.loadtest import cli as loadtest_cli
@@ -193,6 +192,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
     )
     hub.add_argument(
+        "--coalesce-ms",
+        type=float,
+        metavar="MS",
+        help="events of a channel published within MS go to each subscriber in one write; adds "
+        "up to MS of latency (terminal events and done are never held; 0 disables)",
+    )
+    hub.add_argument(
         "--memory-budget",
         type=_size,
         metavar="SIZE",
@@ -281,7 +287,21 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not serve the live viewer page at / nor its channel listing (default: served)",
     )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    logging_ = p.add_argument_group("logs")
+    logging_.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text lines, or json: one object per line with the run/thread ids in context "
+        "(default text)",
+    )
+    logging_.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="(default info)"
+    )
+    logging_.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        help="a line per request; /healthz, /readyz and /metrics never (default on)",
+    )
 
     flags.check(p, _SERVE_RULES)
     flags.document(p, _serve_defaults())
@@ -313,6 +333,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "max_subscribers_per_channel": _COUNT,
     "max_subscribers": _COUNT,
     "heartbeat": flags.at_least(0),
+    "coalesce_ms": flags.at_least(0),
     "tool_timeout": _SECONDS,
     "tool_concurrency": _COUNT,
     "tool_max_rounds": _COUNT,
@@ -347,6 +368,7 @@ def _serve_defaults() -> dict[str, object]:
         "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
         "max_subscribers": f"{hub.max_subscribers:,}",
         "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
+        "coalesce_ms": f"{hub.coalesce_window * 1000:g}",
         "tools": "none",
         "tool_webhook": "none",
         "tool_webhook_secret": "none",
@@ -451,6 +473,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             max_subscribers_per_channel=ns.max_subscribers_per_channel,
             max_subscribers=ns.max_subscribers,
             heartbeat_interval=ns.heartbeat,
+            coalesce_window=None if ns.coalesce_ms is None else ns.coalesce_ms / 1000,
             max_pending_channels_per_client=ns.max_pending_per_client,
             memory_budget=ns.memory_budget,
         )
@@ -482,6 +505,9 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             body_timeout=ns.body_timeout,
             backlog=_pick(ns.backlog, env, "RUNCAST_BACKLOG", int),
             max_connections=ns.max_connections,
+            log_format=ns.log_format,
+            log_level=ns.log_level,
+            access_log=None if ns.access_log is None else ns.access_log == "on",
         ),
         viewer=ns.viewer,
     )
@@ -552,11 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"runcast loadtest: error: {exc}", file=sys.stderr)
             return 2
         return loadtest_cli.run(load_settings)
-    logging.basicConfig(
-        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = settings_from_args(ns, os.environ)
+        logs.configure(settings.log_format, settings.log_level, settings.secrets)
         check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ Routes::
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
+    GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
     GET   /, /viewer/*, /client/*          the viewer page and runcast-client.js (gateway.web)
 
 ``/healthz`` needs no credentials, so it tells nothing about runs, subscribers or tools; the
@@ -63,7 +64,9 @@ from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
+from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
+from .logcontext import log_context_middleware
 from .proxy import proxy
 from .state import (
     BROKER,
@@ -85,8 +88,6 @@ __all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app
 log = logging.getLogger("runcast")
 
 TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
-
-_encoder = msgspec.json.Encoder()
 
 
 def create_app(
@@ -117,7 +118,7 @@ def create_app(
             events_to_creator=settings.tools.emit_tool_events_to_creator,
         )
     app = web.Application(
-        middlewares=[error_middleware, body_deadline_middleware],
+        middlewares=[log_context_middleware, error_middleware, body_deadline_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -133,6 +134,8 @@ def create_app(
     )
     app[CONNECTIONS] = SubscriberConnections()
     app[DRAIN] = Drain()
+    app[READINESS] = Readiness()
+    app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:
         log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
@@ -153,7 +156,8 @@ def create_app(
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
     app.router.add_post("/tokens", mint_token)
-    app.router.add_get("/healthz", _health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     add_web_routes(app, viewer=settings.viewer)
     return app
 
@@ -213,9 +217,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             upstream.base_url,
             "runcast holds the upstream key" if upstream.api_key else "callers' keys passed on",
         )
-    async with UpstreamClient(upstream) as client:
+    probe = UpstreamProbe(
+        upstream.base_url,
+        interval=settings.readiness_interval,
+        timeout=min(upstream.connect_timeout, settings.readiness_interval),
+    )
+    async with UpstreamClient(upstream) as client, probe:
         app[UPSTREAM] = client
-        yield
+        app[READINESS].add("upstream", probe.reason)
+        try:
+            yield
+        finally:
+            app[READINESS].discard("upstream")
+
+
+def _draining(drain: Drain) -> str | None:
+    return "draining: shutting down" if drain.draining else None
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -290,14 +307,6 @@ def statistics(app: web.Application) -> GatewayStatistics:
         hub=app[BROKER].statistics(),
         tools=_tools_health(app),
     )
-
-
-_HEALTHY = _encoder.encode({"status": "ok"})
-
-
-async def _health(request: web.Request) -> web.Response:
-    # Unauthenticated: liveness only, nothing about runs, subscribers or channels.
-    return web.Response(body=_HEALTHY, content_type="application/json")
 
 
 def _tools_health(app: web.Application) -> ToolStatistics | None:
