@@ -4,7 +4,7 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
 ``--delay-ms 0``) and server:
 
 - a ``runcast mock`` upstream starts with the mode's delta count and pacing (clients' CPU), then
-  the server under test against it, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
+  a fresh server under test per case, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
   peer (``_serve_peer.py``: aiohttp, one asyncio.Queue per subscriber, one write per event each);
 - per transport (SSE, WebSocket): the official ``openai`` SDK creates an assistant and a thread,
   N subscribers (asyncio protocols on uvloop, split over two processes on CPU 1) subscribe to
@@ -233,27 +233,25 @@ def run_server(
     mock: Child,
     upstream: str,
     case: dict[str, Any],
-    transports: list[str],
+    transport: str,
     extra: list[str],
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
+    """One case on a fresh server process, so that RSS and CPU are this case's alone."""
     server, base = start_runcast(upstream, extra) if kind == "runcast" else start_peer(upstream)
     wait_mock(mock)
-    results = []
     try:
-        for transport in transports:
-            started = time.monotonic()
-            r = run_case(clients, server, base, kind, transport, case)
-            results.append(r)
-            print(
-                f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
-                f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, "
-                f"dup {r['duplicates']} ({time.monotonic() - started:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        started = time.monotonic()
+        r = run_case(clients, server, base, kind, transport, case)
     finally:
         server.stop()
-    return results
+    print(
+        f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
+        f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']} "
+        f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return r
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -398,10 +396,13 @@ def main() -> int:
                 delay = PACED_DELAY_MS if mode == "paced" else 0.0
                 mock, upstream = start_mock(case["deltas"], delay)
                 try:
-                    for kind in kinds:
-                        results += run_server(
-                            clients, kind, mock, upstream, case, transports, args.serve_arg
-                        )
+                    for transport in transports:
+                        for kind in kinds:
+                            results.append(
+                                run_server(
+                                    clients, kind, mock, upstream, case, transport, args.serve_arg
+                                )
+                            )
                 finally:
                     mock.stop()
     finally:
@@ -417,6 +418,10 @@ def main() -> int:
         )
         + ")"
     )
+    load = os.getloadavg()
+    print(
+        f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
     print_table(results)
     if args.json:
         args.json.write_text(
@@ -425,7 +430,7 @@ def main() -> int:
                     "command": " ".join(sys.argv),
                     "python": sys.version.split()[0],
                     "cpus": os.cpu_count(),
-                    "load_avg": os.getloadavg(),
+                    "load_avg_at_end": load,
                     "results": results,
                     "checks": [{"name": a, "ok": b, "value": c} for a, b, c in checks(results)],
                 },
