@@ -49,6 +49,7 @@ ends its channels the same way once the upstream has expired it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -56,7 +57,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from gateway import logs
+from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.metrics import NO_METER, Metrics
@@ -222,16 +223,18 @@ class RunRelay:
             self._env.claims.arriving(self._arriving)
         outcome = "shutdown"
         try:
-            try:
-                stream: RunStream | None = self._opener()
-                while stream is not None and await self._segment(stream):
-                    stream = await self._answer_action() if self._pending is not None else None
-            finally:
-                self._arrived()
-                if self._pending is not None:
-                    self._env.claims.release(self._pending.claim)
-                await self._finish()
-            outcome = self._outcome()
+            with tracing.span("runcast.relay", **{"runcast.run_id": self._arriving}):
+                try:
+                    stream: RunStream | None = self._opener()
+                    while stream is not None and await self._segment(stream):
+                        stream = await self._answer_action() if self._pending is not None else None
+                finally:
+                    self._arrived()
+                    if self._pending is not None:
+                        self._env.claims.release(self._pending.claim)
+                    await self._finish()
+                outcome = self._outcome()
+                tracing.set_attribute("runcast.outcome", outcome)
         finally:
             self._meter.finished(outcome)
         self._watch_expiry()
@@ -258,18 +261,24 @@ class RunRelay:
         got = False
         meter = self._meter
         opened = meter.opened()
+        traced = (
+            tracing.span("runcast.submission", **{"runcast.run_id": self.run_id})
+            if submitted is not None
+            else contextlib.nullcontext()
+        )
         try:
-            async with stream:
-                if self._request_id is None:
-                    self._request_id = stream.response.headers.get("x-request-id")
-                async for item in stream:
-                    sampled = meter.event(opened)
-                    if not got:
-                        got = True
-                        await self._first_item(submitted)
-                    self._received = True
-                    await self._on_item(item)
-                    meter.delivered(sampled)
+            with traced:
+                async with stream:
+                    if self._request_id is None:
+                        self._request_id = stream.response.headers.get("x-request-id")
+                    async for item in stream:
+                        sampled = meter.event(opened)
+                        if not got:
+                            got = True
+                            await self._first_item(submitted)
+                        self._received = True
+                        await self._on_item(item)
+                        meter.delivered(sampled)
         except (UpstreamError, RemoteProtocolError) as exc:
             meter.closed(opened)
             meter.failed(failure_reason(exc))
@@ -345,6 +354,8 @@ class RunRelay:
     async def _run_known(self, run: Run) -> None:
         self._out.run_id = run.id
         logs.bind(run_id=run.id, thread_id=run.thread_id)
+        tracing.set_attribute("runcast.run_id", run.id)
+        tracing.set_attribute("runcast.thread_id", run.thread_id)
         log.debug("relaying run %s", run.id)
         self._out.thread_id = run.thread_id or self.thread_id
         self._note_run(self.thread_id)
