@@ -185,6 +185,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
     )
     hub.add_argument(
+        "--coalesce-ms",
+        type=float,
+        metavar="MS",
+        help="events of a channel published within MS go to each subscriber in one write; adds "
+        "up to MS of latency (terminal events and done are never held; 0 disables)",
+    )
+    hub.add_argument(
         "--memory-budget",
         type=_size,
         metavar="SIZE",
@@ -355,6 +362,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "max_subscribers_per_channel": _COUNT,
     "max_subscribers": _COUNT,
     "heartbeat": flags.at_least(0),
+    "coalesce_ms": flags.at_least(0),
     "tool_timeout": _SECONDS,
     "tool_concurrency": _COUNT,
     "tool_max_rounds": _COUNT,
@@ -390,6 +398,7 @@ def _serve_defaults() -> dict[str, object]:
         "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
         "max_subscribers": f"{hub.max_subscribers:,}",
         "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
+        "coalesce_ms": f"{hub.coalesce_window * 1000:g}",
         "tools": "none",
         "config": "none",
         "tool_webhook": "none",

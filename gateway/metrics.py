@@ -5,7 +5,7 @@ registry, so two apps in one process, and tests, do not share counters). Two way
 
 - **Hooks** where the work happens, off the per-subscriber path: a relay's :class:`RunMeter`
   (runs started and finished by protocol and outcome, events in from the upstream, time to first
-  event, upstream stream duration, upstream errors by kind, delivery lag sampled one event in
+  event, upstream stream duration, upstream errors by kind, delivery lag sampled one batch in
   ``LAG_SAMPLE``) and :meth:`Metrics.tool_call` (tool calls by outcome, with duration).
 - **Statistics read at scrape time** by a custom collector, so the hot path pays nothing: runs
   active, events out to subscribers by transport, subscribers active by transport,
@@ -34,7 +34,8 @@ __all__ = [
 ]
 
 LAG_SAMPLE = 16
-"""One upstream event in this many (and each stream's first) has its delivery lag measured."""
+"""One batch of upstream events (one read) in this many, and each stream's first, has its
+delivery lag measured."""
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DURATION = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -128,7 +129,7 @@ class RunMeter:
 
     Events are counted in a plain int and added to the counter every ``_FLUSH`` events and when
     a stream closes (a prometheus-client ``inc`` takes a lock); the clock is read only for a
-    stream's first event and the sampled ones.
+    stream's first batch and the sampled ones.
     """
 
     __slots__ = (
@@ -161,13 +162,13 @@ class RunMeter:
         self._n = 0
         return time.perf_counter()
 
-    def event(self, opened: float) -> float:
-        """One upstream event arrived; a start time when this one's delivery lag is sampled
-        (pass it to :meth:`delivered`), else 0."""
+    def batch(self, opened: float, events: int) -> float:
+        """A batch of upstream events arrived (one read); a start time when this batch's
+        delivery lag is sampled (pass it to :meth:`delivered`), else 0."""
         if self._metrics is None:
             return 0.0
         self._n += 1
-        self._unflushed += 1
+        self._unflushed += events
         if self._unflushed >= _FLUSH:
             self._events.inc(self._unflushed)
             self._unflushed = 0

@@ -6,9 +6,12 @@ thread and run, submit tool outputs) and runs as a task owned by the
 that disconnects only detaches its :class:`~gateway.runs.feed.CreatorFeed`, and the run goes on
 being pumped to its subscribers.
 
-For every upstream event, in order: publish ``HubEvent(name, data bytes)`` to ``run:{run_id}`` and
-``thread:{thread_id}`` (the hub numbers it and returns the seqs), then push ``id: <run seq>`` + the
-same event to the creator's feed (never blocking). The run id comes from the first run event; a
+For the events of each upstream read, in order: publish them as one batch of
+``HubEvent(name, data bytes)`` to ``run:{run_id}`` and ``thread:{thread_id}`` (the hub numbers them,
+one write per subscriber, and returns the seqs), then push ``id: <run seq>`` + the same events to
+the creator's feed (never blocking), then yield to the loop: the creator's response writes the
+batch before the next one reaches the subscribers, and a burst already buffered upstream cannot
+hold the loop from other runs, health checks and new subscribers. The run id comes from the first run event; a
 ``thread.created`` before it (create thread and run) is held back until then so the run channel
 starts with it.
 
@@ -175,6 +178,8 @@ class RunRelay:
         self.started.add_done_callback(_retrieve)
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
+        self._batch: list[HubEvent] = []
+        """The current upstream read's events, published together once it is decoded."""
         self._last_status: str | None = None
         self._action: Run | None = None
         self._pending: PendingAction | None = None
@@ -271,14 +276,17 @@ class RunRelay:
                 async with stream:
                     if self._request_id is None:
                         self._request_id = stream.response.headers.get("x-request-id")
-                    async for item in stream:
-                        sampled = meter.event(opened)
+                    while batch := await stream.read_batch():
+                        sampled = meter.batch(opened, len(batch))
                         if not got:
                             got = True
                             await self._first_item(submitted)
                         self._received = True
-                        await self._on_item(item)
+                        for item in batch:
+                            await self._on_item(item)
+                        await self._emit_batch()
                         meter.delivered(sampled)
+                        await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
             meter.closed(opened)
             meter.failed(failure_reason(exc))
@@ -349,7 +357,14 @@ class RunRelay:
                 return
             # Too many events before any run event: stop holding, but keep their order.
             await self._flush_held()
-        await self._out.emit(hub_event)
+            await self._out.emit(hub_event)
+            return
+        self._batch.append(hub_event)
+
+    async def _emit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            await self._out.emit_batch(batch)
 
     async def _run_known(self, run: Run) -> None:
         self._out.run_id = run.id
@@ -384,6 +399,7 @@ class RunRelay:
     async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
         """Publish a ``requires_action`` that the handler will answer, holding the segment."""
         assert self._handler is not None
+        await self._emit_batch()  # what came before it in the same read
         # Claimed before it is published: a client reacting to it must find the claim.
         pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
         self._pending = pending
@@ -419,6 +435,7 @@ class RunRelay:
         self._failed = True
         log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
         self._resolve_start()
+        await self._emit_batch()
         await self._flush_held()
         event = upstream_error_event(
             exc,
@@ -530,6 +547,7 @@ class RunRelay:
         )
 
     async def _finish(self) -> None:
+        await self._emit_batch()
         if not self.started.done():
             if self._received:
                 self._resolve_start()
