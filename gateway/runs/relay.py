@@ -370,7 +370,8 @@ class RunRelay:
         self._out.run_id = run.id
         logs.bind(run_id=run.id, thread_id=run.thread_id)
         tracing.set_attribute("runcast.run_id", run.id)
-        tracing.set_attribute("runcast.thread_id", run.thread_id)
+        if run.thread_id:
+            tracing.set_attribute("runcast.thread_id", run.thread_id)
         log.debug("relaying run %s", run.id)
         self._out.thread_id = run.thread_id or self.thread_id
         self._note_run(self.thread_id)
