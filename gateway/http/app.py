@@ -31,6 +31,7 @@ Routes::
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
+    GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
     GET   /, /viewer/*, /client/*          the viewer page and runcast-client.js (gateway.web)
 
 ``/healthz`` needs no credentials, so it tells nothing about runs, subscribers or tools; the
@@ -48,6 +49,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.hub import BrokerStatistics, MemoryBroker
+from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
 from gateway.runs.assistants.protocol import ASSISTANTS
@@ -64,7 +66,10 @@ from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
+from .exposition import METRICS, AppSources, metrics_handler, own_listener_ctx
+from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
+from .logcontext import log_context_middleware
 from .proxy import proxy
 from .state import (
     BROKER,
@@ -87,8 +92,6 @@ log = logging.getLogger("runcast")
 
 TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
 
-_encoder = msgspec.json.Encoder()
-
 
 def create_app(
     settings: Settings,
@@ -109,9 +112,11 @@ def create_app(
     """
     if action_handler is not None and tools is not None:
         raise TypeError("create_app() takes tools or action_handler, not both")
+    metrics = Metrics() if settings.metrics else None
     automation: ToolAutomation | None = None
     if action_handler is None:
-        automation = ToolAutomation(settings.tools, tools)
+        on_call = metrics.tool_call if metrics is not None else None
+        automation = ToolAutomation(settings.tools, tools, on_call=on_call)
         if not automation.enabled:
             automation = None
     if action_options is None:
@@ -120,7 +125,7 @@ def create_app(
             events_to_creator=settings.tools.emit_tool_events_to_creator,
         )
     app = web.Application(
-        middlewares=[error_middleware, body_deadline_middleware],
+        middlewares=[log_context_middleware, error_middleware, body_deadline_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -136,6 +141,10 @@ def create_app(
     )
     app[CONNECTIONS] = SubscriberConnections()
     app[DRAIN] = Drain()
+    app[READINESS] = Readiness()
+    if metrics is not None:
+        app[METRICS] = metrics
+    app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:
         log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
@@ -158,7 +167,13 @@ def create_app(
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
     app.router.add_post("/tokens", mint_token)
-    app.router.add_get("/healthz", _health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if metrics is not None:
+        if settings.metrics_address is None:
+            app.router.add_get("/metrics", metrics_handler)
+        else:
+            app.cleanup_ctx.append(own_listener_ctx)
     add_web_routes(app, viewer=settings.viewer)
     return app
 
@@ -218,9 +233,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             upstream.base_url,
             "runcast holds the upstream key" if upstream.api_key else "callers' keys passed on",
         )
-    async with UpstreamClient(upstream) as client:
+    probe = UpstreamProbe(
+        upstream.base_url,
+        interval=settings.readiness_interval,
+        timeout=min(upstream.connect_timeout, settings.readiness_interval),
+    )
+    async with UpstreamClient(upstream) as client, probe:
         app[UPSTREAM] = client
-        yield
+        app[READINESS].add("upstream", probe.reason)
+        try:
+            yield
+        finally:
+            app[READINESS].discard("upstream")
+
+
+def _draining(drain: Drain) -> str | None:
+    return "draining: shutting down" if drain.draining else None
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -250,9 +278,12 @@ async def _relays_ctx(
         recovery_timeout=settings.recovery_timeout,
         shutdown_timeout=settings.shutdown_timeout,
         expiry_grace=settings.expiry_grace,
+        metrics=app.get(METRICS),
         state=state,
     )
     app[RELAYS] = registry
+    if METRICS in app:
+        app[METRICS].watch(AppSources(app))
     try:
         yield
     finally:
@@ -300,14 +331,6 @@ def statistics(app: web.Application) -> GatewayStatistics:
         hub=app[BROKER].statistics(),
         tools=_tools_health(app),
     )
-
-
-_HEALTHY = _encoder.encode({"status": "ok"})
-
-
-async def _health(request: web.Request) -> web.Response:
-    # Unauthenticated: liveness only, nothing about runs, subscribers or channels.
-    return web.Response(body=_HEALTHY, content_type="application/json")
 
 
 def _tools_health(app: web.Application) -> ToolStatistics | None:

@@ -5,12 +5,22 @@ in use and hands the same bytes to every sink; a subscribe replays and attaches 
 With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
 with no gap and no duplicate).
 
+Write coalescing (``HubSettings.coalesce_ms``, ``--coalesce-ms``): a socket write costs about
+as much as the rest of a delivery, so with a window, events are stored and numbered at once but
+their fan-out waits for the window's timer: everything published meanwhile goes out as one batch,
+one write per subscriber, with the same ids, order and bytes (SSE: one HTTP chunk instead of
+several). A subscriber attaching meanwhile first gets the held events written to the others, so
+its replay and the live events still meet without gap or duplicate. A batch with a terminal event
+(:data:`FLUSH_AT_ONCE`) goes out at once with everything held before it, and so does what is held
+when the channel ends or is dropped. The timer belongs to the channel and is cancelled there.
+
 Each channel charges what it retains (history, reducer state, cached snapshot) to the broker's
 ``HubCounters.retained_bytes``; ``budget.py`` decides what to evict when that is over the budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -34,7 +44,24 @@ from gateway.hub.history import History
 SNAPSHOT_OVERHEAD = 64
 """Bytes charged for a cached snapshot on top of its JSON: the Struct and the bytes header."""
 
-__all__ = ["Channel", "HubCounters", "check_names", "stored_events"]
+FLUSH_AT_ONCE = frozenset(
+    {
+        "done",
+        "error",
+        "thread.run.requires_action",
+        "thread.run.completed",
+        "thread.run.incomplete",
+        "thread.run.failed",
+        "thread.run.cancelled",
+        "thread.run.expired",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    }
+)
+"""Events that end a stream (or wait for someone's action): never held back by coalescing."""
+
+__all__ = ["FLUSH_AT_ONCE", "Channel", "HubCounters", "check_names", "stored_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +80,15 @@ class HubCounters:
     __slots__ = (
         "bytes_published",
         "channels_dropped",
+        "delivered",
         "disconnected",
+        "ends",
         "events_published",
+        "history_misses",
         "lagged",
         "pending_by_owner",
         "pending_channels",
+        "resumes",
         "retained_bytes",
         "subscribers",
     )
@@ -74,6 +105,12 @@ class HubCounters:
         self.channels_dropped = 0
         self.retained_bytes = 0
         """What every channel retains: history, reducer estimate, cached snapshot (budget.py)."""
+        self.delivered: dict[str, int] = {}
+        """Events written to subscribers by frame format, counted once per batch and format."""
+        self.ends: dict[str, int] = {}
+        """Subscriptions ended, by reason."""
+        self.resumes = 0
+        self.history_misses = 0
 
     def add_pending(self, owner: str | None) -> None:
         self.pending_channels += 1
@@ -94,12 +131,15 @@ class Channel:
     __slots__ = (
         "_charged",
         "_counters",
+        "_held",
+        "_held_seq",
         "_history",
         "_reducer",
         "_settings",
         "_sinks",
         "_sized",
         "_snapshot_cache",
+        "_timer",
         "bytes_published",
         "disconnected",
         "ended",
@@ -136,6 +176,10 @@ class Channel:
         # One dict per format so a batch is encoded only for formats that have subscribers.
         self._sinks: dict[FrameFormat, dict[Sink, None]] = {f: {} for f in FrameFormat}
         self._snapshot_cache: Snapshot | None = None
+        self._held: list[HubEvent] = []
+        """Published events whose fan-out waits for the coalescing window (history has them)."""
+        self._held_seq = 0
+        self._timer: asyncio.TimerHandle | None = None
         self.pending = False
         """Created by a subscriber and still without events (counted in ``pending_channels``)."""
         self.owner: str | None = None
@@ -198,11 +242,48 @@ class Channel:
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
         self._counters.bytes_published += nbytes
-        last_seq = history.last_seq
+        if self._settings.coalesce_ms > 0:
+            self._hold(first_seq, stored, now)
+        else:
+            self._fan_out(first_seq, events, now)
+        return first_seq
+
+    def flush(self, now: float | None = None) -> None:
+        """Write what the coalescing window holds to the subscribers now."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        held = self._held
+        if held:
+            self._held = []
+            self._fan_out(self._held_seq, held, self.last_activity if now is None else now)
+
+    def _hold(self, first_seq: int, events: Sequence[HubEvent], now: float) -> None:
+        if not any(self._sinks.values()):
+            return  # nobody to write to; a subscriber attaching later replays history
+        if not self._held:
+            self._held_seq = first_seq
+        self._held.extend(events)
+        if any(event.name in FLUSH_AT_ONCE for event in events):
+            self.flush(now)
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(
+                self._settings.coalesce_ms / 1000, self._window_over, loop
+            )
+
+    def _window_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self.flush(loop.time())
+
+    def _fan_out(self, first_seq: int, events: Sequence[HubEvent], now: float) -> None:
+        last_seq = first_seq + len(events) - 1
         for fmt, sinks in self._sinks.items():
             if not sinks:
                 continue
             data = frames.encode_batch(fmt, first_seq, events)
+            delivered = self._counters.delivered
+            delivered[fmt.value] = delivered.get(fmt.value, 0) + len(events) * len(sinks)
             dead: list[Sink] | None = None
             for sink in sinks:
                 if not sink.send(data, last_seq):
@@ -211,7 +292,6 @@ class Channel:
                     dead.append(sink)
             if dead:
                 self._drop(sinks, dead, now)
-        return first_seq
 
     # -- subscribing ----------------------------------------------------------------------------
 
@@ -234,10 +314,15 @@ class Channel:
     def attach(self, sink: Sink, *, since: int | None, snapshot: bool) -> None:
         """Write what the subscriber asked for from the past, then attach it (or end it)."""
         self.check_capacity()
+        # The replay below reaches the last seq: the others must have been written that far too.
+        self.flush()
         history = self._history
         last_seq = history.last_seq
         items: list[frames.Item] = []
+        if since is not None:
+            self._counters.resumes += 1
         if since is not None and not history.holds_after(since):
+            self._counters.history_misses += 1
             lost = b'{"since":%d,"first_seq":%d,"last_seq":%d}' % (
                 since,
                 history.first_seq,
@@ -284,8 +369,12 @@ class Channel:
         self.end_all("ended")
 
     def end_all(self, reason: EndReason) -> None:
+        self.flush()
+        ends = self._counters.ends
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
+            if sinks:
+                ends[reason] = ends.get(reason, 0) + len(sinks)
             for sink in list(sinks):
                 sink.end(reason)
             sinks.clear()
@@ -314,6 +403,10 @@ class Channel:
         """Called when the broker forgets the channel."""
         if self.pending:
             self._end_pending()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._held = []
         self._counters.channels_dropped += 1
         self._history.clear()
         # A stale budget heap entry may still point here: keep nothing alive through it.
@@ -392,6 +485,8 @@ class Channel:
         self.last_activity = now
 
     def _count_end(self, reason: EndReason | None) -> None:
+        if reason is not None:
+            self._counters.ends[reason] = self._counters.ends.get(reason, 0) + 1
         if reason == "lagged":
             self.lagged += 1
             self._counters.lagged += 1

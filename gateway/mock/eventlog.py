@@ -5,11 +5,12 @@ Theory of operation. The response's driver appends each event's frame (``frames[
 ``sequence_number`` n) and wakes the readers; each reader is an HTTP stream that copies
 ``frames[cursor:]`` to its socket at its own pace, so a ``POST`` stream and any number of
 ``GET ?stream=true&starting_after=N`` streams read the same bytes without per-reader work in the
-driver. A background response ``retain``\\s every frame so a late reader can replay from 0 (spec:
+driver. A background response's log is retained whole, so a late reader can replay from 0 (spec:
 reference responses-and-chat.md §2.2); a foreground one has only its creator and frames are
 dropped once read, with the driver waiting (:meth:`drain`) while its reader lags more than
 ``max_lag`` frames, which bounds memory as TCP back-pressure would. Without a retained log and
-without readers nothing needs encoding (:attr:`wanted` is False).
+without readers nothing needs encoding (:attr:`wanted` is False). A chat completion's log is a
+foreground one, its chunks numbered from 0.
 
 ``close`` ends every reader after the last frame, optionally followed by a ``trailer`` without a
 sequence number (``data: [DONE]``); ``cut_after`` makes the *creator's* stream lose its connection
@@ -63,9 +64,12 @@ class EventLog:
     def append(self, frame: bytes) -> None:
         self._frames.append(frame)
 
-    def skip(self) -> None:
-        """Take a sequence number without a frame (nobody can read it)."""
-        self._base += 1
+    def extend(self, frames: list[bytes]) -> None:
+        self._frames.extend(frames)
+
+    def skip(self, count: int = 1) -> None:
+        """Take ``count`` sequence numbers without frames (nobody can read them)."""
+        self._base += count
 
     def notify(self) -> None:
         """Wake every reader waiting for frames."""
@@ -81,6 +85,19 @@ class EventLog:
         self.trailer = trailer
         self.closed = True
         self.notify()
+
+    def release(self) -> bool:
+        """Stop retaining: drop every frame, once closed and unread; False if not yet possible."""
+        if not self.closed or self._readers:
+            return False
+        self.retain = False
+        self._trim()
+        return True
+
+    @property
+    def held(self) -> int:
+        """Frames held in memory."""
+        return len(self._frames)
 
     # -- readers -----------------------------------------------------------------------------
 

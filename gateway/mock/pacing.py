@@ -2,7 +2,8 @@
 
 After each delta the driver calls :meth:`Pacer.after_delta`: with a ``delay_ms`` the frames go to
 the readers at once and the driver sleeps; without, readers are woken every ``yield_every``
-deltas (their socket writes then carry many frames each), and the driver waits there while a
+deltas (their socket writes then carry many frames each; a driver that writes such a batch in
+one loop calls :meth:`after_batch` once), and the driver waits there while a
 foreground reader lags (``EventLog.drain``). A cancel wakes a pause at once; :meth:`check` raises
 :class:`Stopped` at the next check point, and so does a stream nobody reads any more when
 ``stop_unread`` (a chat completion stops generating when its client leaves).
@@ -57,6 +58,12 @@ class Pacer:
             await self.pause(self.delay)
         elif self._deltas % self.yield_every == 0:
             await self.flush()
+        self.check()
+
+    async def after_batch(self, count: int) -> None:
+        """After ``count`` deltas written without a pause (no ``delay``): one flush for all."""
+        self._deltas += count
+        await self.flush()
         self.check()
 
     async def flush(self) -> None:

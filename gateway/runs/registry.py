@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway.hub import Broker
+from gateway.metrics import Metrics
 from gateway.state import SharedState
 from gateway.upstream import UpstreamClient
 
@@ -61,6 +62,7 @@ class RelayRegistry:
         shutdown_timeout: float = 10.0,
         max_known_runs: int = _MAX_KNOWN_RUNS,
         expiry_grace: float = DEFAULT_GRACE,
+        metrics: Metrics | None = None,
         state: SharedState | None = None,
     ) -> None:
         if state is None:
@@ -85,6 +87,7 @@ class RelayRegistry:
             claims=state.claims,
             leases=state.leases,
             expiry=self._expiry,
+            metrics=metrics,
         )
         self._shutdown_timeout = shutdown_timeout
         self._relays: dict[asyncio.Task[None], RunRelay] = {}

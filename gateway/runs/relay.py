@@ -6,9 +6,12 @@ thread and run, submit tool outputs) and runs as a task owned by the
 that disconnects only detaches its :class:`~gateway.runs.feed.CreatorFeed`, and the run goes on
 being pumped to its subscribers.
 
-For every upstream event, in order: publish ``HubEvent(name, data bytes)`` to ``run:{run_id}`` and
-``thread:{thread_id}`` (the hub numbers it and returns the seqs), then push ``id: <run seq>`` + the
-same event to the creator's feed (never blocking). The run id comes from the first run event; a
+For the events of each upstream read, in order: publish them as one batch of
+``HubEvent(name, data bytes)`` to ``run:{run_id}`` and ``thread:{thread_id}`` (the hub numbers them,
+one write per subscriber, and returns the seqs), then push ``id: <run seq>`` + the same events to
+the creator's feed (never blocking), then yield to the loop: the creator's response writes the
+batch before the next one reaches the subscribers, and a burst already buffered upstream cannot
+hold the loop from other runs, health checks and new subscribers. The run id comes from the first run event; a
 ``thread.created`` before it (create thread and run) is held back until then so the run channel
 starts with it.
 
@@ -57,8 +60,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
+from gateway import logs
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
+from gateway.metrics import NO_METER, Metrics
 from gateway.state import ActionClaims, Lease, MemoryActionClaims, MemoryRunLeases, RunLeases
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
 from parsers.assistants import Run
@@ -110,6 +115,8 @@ class RelayEnv:
     """Which relay owns each run: the one pumping it (a continuation takes it over)."""
     expiry: ActionExpiry | None = None
     """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
+    metrics: Metrics | None = None
+    """Where each relay's :class:`~gateway.metrics.RunMeter` records (None: nothing recorded)."""
 
 
 class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,6 +190,7 @@ class RunRelay:
         self._lease: Lease | None = None
         self._renew_at = 0.0
         self._env = env
+        self._meter = NO_METER if env.metrics is None else env.metrics.meter("assistants")
         self._handler = env.action_handler
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
         self._api_key = api_key
@@ -190,6 +198,8 @@ class RunRelay:
         self.ready = Readiness()
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
+        self._batch: list[HubEvent] = []
+        """The current upstream read's events, published together once it is decoded."""
         self._last_status: str | None = None
         self._action: Run | None = None
         self._pending: PendingAction | None = None
@@ -236,19 +246,35 @@ class RunRelay:
     async def run(self) -> None:
         if self._arriving is not None:
             await self._env.claims.arriving(self._arriving)
+        outcome = "shutdown"
         try:
-            stream: RunStream | None = self._opener()
-            while stream is not None and await self._segment(stream):
-                stream = await self._answer_action() if self._pending is not None else None
+            try:
+                stream: RunStream | None = self._opener()
+                while stream is not None and await self._segment(stream):
+                    stream = await self._answer_action() if self._pending is not None else None
+            finally:
+                await self._arrived()
+                if self._pending is not None:
+                    await self._env.claims.release(self._pending.claim)
+                await self._finish()
+                lease, self._lease = self._lease, None
+                if lease is not None:
+                    await self._env.leases.release(lease)
+            outcome = self._outcome()
         finally:
-            await self._arrived()
-            if self._pending is not None:
-                await self._env.claims.release(self._pending.claim)
-            await self._finish()
-            lease, self._lease = self._lease, None
-            if lease is not None:
-                await self._env.leases.release(lease)
+            self._meter.finished(outcome)
         await self._watch_expiry()
+
+    def _outcome(self) -> str:
+        """How the relay ended, for the metrics: a terminal status, ``requires_action`` (left
+        to the client), ``upstream_error`` (the end could not be learnt) or ``no_run``."""
+        status = self._last_status
+        if status in self._protocol.terminal_statuses or status == self._protocol.action_status:
+            assert status is not None
+            return status
+        if self._life.broken:
+            return "upstream_error"
+        return "no_run" if self.run_id is None else "unknown"
 
     async def _arrived(self) -> None:
         arriving, self._arriving = self._arriving, None
@@ -278,17 +304,27 @@ class RunRelay:
         submitted = self._pending
         self._saw_done = False
         got = False
+        meter = self._meter
+        opened = meter.opened()
         try:
             async with stream:
                 if self._request_id is None:
                     self._request_id = stream.response.headers.get("x-request-id")
-                async for item in stream:
+                while batch := await stream.read_batch():
                     if not got:
                         got = True
                         await self._first_item(submitted)
                         self._life.feed(Input.FIRST_EVENT)
-                    await self._on_item(item)
+                    sampled = 0.0
+                    for item in batch:
+                        sampled = meter.event(opened) or sampled
+                        await self._on_item(item)
+                    await self._emit_batch()
+                    meter.delivered(sampled)
+                    await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
+            meter.closed(opened)
+            meter.failed(failure_reason(exc))
             if submitted is not None and not got and _refused(exc):
                 assert isinstance(exc, UpstreamHTTPError)
                 await self._rejected(submitted, exc)
@@ -298,6 +334,7 @@ class RunRelay:
                 self._life.feed(Input.STREAM_FAILED)
                 self.ready.failed(exc)
             return False
+        meter.closed(opened)
         self._life.feed(Input.SEGMENT_END)
         if not got:
             return False
@@ -359,10 +396,19 @@ class RunRelay:
                 return
             # Too many events before any run event: stop holding, but keep their order.
             await self._flush_held()
-        await self._out.emit(hub_event)
+            await self._out.emit(hub_event)
+            return
+        self._batch.append(hub_event)
+
+    async def _emit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            await self._out.emit_batch(batch)
 
     async def _run_known(self, run: RunSeen[Run]) -> None:
         self._out.run_id = run.run_id
+        logs.bind(run_id=run.run_id, thread_id=run.group_id)
+        log.debug("relaying run %s", run.run_id)
         self._out.thread_id = run.group_id or self.thread_id
         await self._own(run.run_id)
         await self._note_run(self.thread_id)
@@ -391,6 +437,7 @@ class RunRelay:
     async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
         """Publish a ``requires_action`` that the handler will answer, holding the segment."""
         assert self._handler is not None
+        await self._emit_batch()  # what came before it in the same read
         # Claimed before it is published: a client reacting to it must find the claim.
         pending = PendingAction(run=run, claim=await self._env.claims.claim(run.id))
         self._pending = pending
@@ -431,6 +478,7 @@ class RunRelay:
         self._life.feed(Input.STREAM_FAILED)
         log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
         self._resolve_start()
+        await self._emit_batch()
         await self._flush_held()
         event = upstream_error_event(
             exc,
@@ -537,6 +585,7 @@ class RunRelay:
         )
 
     async def _finish(self) -> None:
+        await self._emit_batch()
         if not self.ready.done:
             if self._life.published:
                 self._resolve_start()

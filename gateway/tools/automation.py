@@ -70,6 +70,7 @@ class ToolAutomation:
         *,
         clock: Callable[[], float] = time.time,
         max_tracked_runs: int = _MAX_TRACKED_RUNS,
+        on_call: Callable[[str, float], None] | None = None,
         rounds: ToolRounds | None = None,
     ) -> None:
         self.settings = settings
@@ -95,6 +96,7 @@ class ToolAutomation:
             on_error=settings.on_error,
             policy=settings.policy,
             clock=clock,
+            on_call=on_call,
         )
 
     @property

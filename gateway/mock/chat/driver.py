@@ -186,15 +186,25 @@ class ChatDriver:
             self._emit(self.framer.usage(usage))
 
     async def _generate(self, parts: list[str], count: int) -> None:
+        """``count`` content deltas; without a delay, a chunk at a time (``ChatDriver`` hot path)."""
         words = self.settings.tokens_per_delta
         chunk = self.settings.yield_every
+        log, content = self.log, self.framer.content
         while count > 0:
             first = not parts or parts[-1].endswith("\n")
             fragments = self._text.fragments(min(count, chunk), words, first=first)
             count -= len(fragments)
             self._completion_tokens += len(fragments) * words
-            for text in fragments:
-                await self._delta(parts, text)
+            if self.pacer.delay:
+                for text in fragments:
+                    await self._delta(parts, text)
+                continue
+            parts.extend(fragments)
+            if log.wanted:
+                log.extend([content(text) for text in fragments])
+            else:
+                log.skip(len(fragments))
+            await self.pacer.after_batch(len(fragments))
 
     async def _delta(self, parts: list[str], text: str) -> None:
         parts.append(text)

@@ -30,7 +30,8 @@ _PAD = 16
 class ChunkFramer:
     """Chunk builder of one completion stream."""
 
-    __slots__ = ("_head", "_no_index", "_obfuscation", "_tail", "_usage_tail")
+    __slots__ = ("_content", "_head", "_no_index", "_obfuscation", "_obfuscation_or_empty",
+                 "_usage_tail")  # fmt: skip
 
     def __init__(
         self,
@@ -62,7 +63,15 @@ class ChunkFramer:
             )
         else:
             self._obfuscation = ()
-        self._tail = b',"logprobs":null,"finish_reason":null}]'
+        pads = self._obfuscation or (b"",) * _PAD
+        self._obfuscation_or_empty = pads
+        # A content delta is one %-format: escaped text, padding.
+        self._content = (
+            self._head.replace(b"%", b"%%")
+            + b'[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]'
+            + self._usage_tail
+            + b"%s}\n\n"
+        )
 
     def _chunk(self, delta: bytes, finish: bytes = b"null") -> bytes:
         obf = self._obfuscation[len(delta) % _PAD] if self._obfuscation else b""
@@ -82,7 +91,8 @@ class ChunkFramer:
         return self._chunk(b'{"role":"assistant","content":"","refusal":null}')
 
     def content(self, text: str) -> bytes:
-        return self._chunk(b'{"content":' + json_string(text) + b"}")
+        escaped = json_string(text)
+        return self._content % (escaped, self._obfuscation_or_empty[len(escaped) % _PAD])
 
     def _index(self, index: int) -> bytes:
         return b"" if self._no_index else b'"index":%d,' % index

@@ -247,15 +247,31 @@ class ResponseDriver:
     # -- text ------------------------------------------------------------------------------------
 
     async def _generate(self, deltas: TextDeltas, parts: list[str], count: int) -> None:
+        """``count`` deltas of seeded text; the hot path of a stream.
+
+        Without a delay or keepalives, frames of a whole chunk (``yield_every`` deltas) are
+        built in one loop with one hand-over to the readers, as the Assistants text stream does.
+        """
         words = self.settings.tokens_per_delta
         chunk = self.settings.yield_every
+        batched = not self.pacer.delay and not self.wire.keepalive_every
+        log = self.log
         while count > 0:
             first = not parts or parts[-1].endswith("\n")
             fragments = self._text.fragments(min(count, chunk), words, first=first)
             count -= len(fragments)
             self._output_tokens += len(fragments) * words
-            for text in fragments:
-                await self._delta(deltas, parts, text)
+            if not batched:
+                for text in fragments:
+                    await self._delta(deltas, parts, text)
+                continue
+            parts.extend(fragments)
+            if log.wanted:
+                seq, frame = log.next_seq, deltas.frame
+                log.extend([frame(seq + offset, text) for offset, text in enumerate(fragments)])
+            else:
+                log.skip(len(fragments))
+            await self.pacer.after_batch(len(fragments))
 
     async def _delta(self, deltas: TextDeltas, parts: list[str], text: str) -> None:
         log = self.log

@@ -61,24 +61,23 @@ class Framer:
 
 
 class TextDeltas:
-    """``response.output_text.delta`` frames of one content part, from a cached template."""
+    """``response.output_text.delta`` frames of one content part, from one format template."""
 
-    __slots__ = ("_framer", "_head_a", "_head_b", "_tail")
+    __slots__ = ("_obfuscation", "_template")
 
     def __init__(self, framer: Framer, *, item_id: str, output_index: int, content_index: int):
-        self._framer = framer
         kind = b"response.output_text.delta"
         line = b"data: " if framer.data_only else b"event: " + kind + b"\ndata: "
-        self._head_a = line + b'{"type":"' + kind + b'","sequence_number":'
-        self._head_b = (
-            b',"item_id":'
-            + json_string(item_id)
-            + b',"output_index":%d,"content_index":%d,"delta":' % (output_index, content_index)
+        fields = b',"item_id":%s,"output_index":%d,"content_index":%d,"delta":' % (
+            json_string(item_id),
+            output_index,
+            content_index,
         )
-        self._tail = b',"logprobs":[]'
+        head = line + b'{"type":"' + kind + b'","sequence_number":'
+        # One %-format per frame: sequence number, escaped delta, obfuscation padding.
+        self._template = head.replace(b"%", b"%%") + b"%d" + fields + b'%s,"logprobs":[]%s}\n\n'
+        self._obfuscation = framer.obfuscation or (b"",) * _PAD
 
     def frame(self, seq: int, text: str) -> bytes:
         escaped = json_string(text)
-        obf = self._framer.obfuscation
-        pad = obf[len(escaped) % _PAD] if obf else b""
-        return self._head_a + b"%d" % seq + self._head_b + escaped + self._tail + pad + b"}\n\n"
+        return self._template % (seq, escaped, self._obfuscation[len(escaped) % _PAD])

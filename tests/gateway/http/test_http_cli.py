@@ -63,7 +63,7 @@ def test_environment_and_flags() -> None:
         (("--token-secret", "short"), {}, "32 bytes"),
         (("--upstream", "ftp://x"), {}, "http(s)"),
         ((), {"RUNCAST_PORT": "eighty"}, "RUNCAST_PORT"),
-        ((), {"RUNCAST_PORT": "70000"}, "ports"),
+        ((), {"RUNCAST_PORT": "70000"}, "port = '70000' (from env RUNCAST_PORT): must be a port"),
     ],
 )
 def test_invalid_settings_are_config_errors(
@@ -113,6 +113,7 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
         (("--tool-max-rounds", "0"), "--tool-max-rounds"),
         (("--max-connections", "-1"), "--max-connections"),
         (("--backlog", "-1"), "--backlog"),
+        (("--coalesce-ms", "-1"), "--coalesce-ms"),
         (("--max-pending-per-client", "0"), "--max-pending-per-client"),
         (("--port", "70000"), "--port"),
         (("--subscriber-buffer-bytes", "lots"), "--subscriber-buffer-bytes"),
@@ -160,6 +161,11 @@ def test_the_backlog_comes_from_the_flag_then_the_environment() -> None:
         parse_serve(env={"RUNCAST_BACKLOG": "many"})
     with pytest.raises(ConfigError, match="backlog"):
         parse_serve(env={"RUNCAST_BACKLOG": "-5"})
+
+
+def test_the_coalescing_window_is_given_in_milliseconds() -> None:
+    assert parse_serve().hub.coalesce_ms == 0
+    assert parse_serve("--coalesce-ms", "2.5").hub.coalesce_ms == 2.5
 
 
 def test_the_default_backlog_is_somaxconn(tmp_path: Path) -> None:

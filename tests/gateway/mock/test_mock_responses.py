@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 from mock_helpers import MockServer, StartMock
 from openai import AsyncOpenAI
 from proto_helpers import (
+    AUTH,
     FLAT_TIME,
     FLAT_WEATHER,
     get_raw,
@@ -20,6 +22,7 @@ from proto_helpers import (
     response_events,
 )
 
+from gateway.mock.responses import RESPONSES_KEY
 from parsers.responses import (
     ErrorEvent,
     ResponseCompletedEvent,
@@ -260,8 +263,6 @@ async def server_json(
 ) -> dict[str, Any]:
     status, raw = await post_raw(session, server.base_url + "/responses", payload)
     assert status == 200, raw
-    import json
-
     data: dict[str, Any] = json.loads(raw)
     return data
 
@@ -370,3 +371,96 @@ async def test_request_refusals(sdk: AsyncOpenAI) -> None:
         await sdk.responses.create(model="gpt-5", input="Hi", metadata={"mock_scenario": "nope"})
     with pytest.raises(openai.InternalServerError):  # a non-streamed `error` is a 500
         await sdk.responses.create(model="gpt-5", input="Hi", metadata={"mock_scenario": "error"})
+
+
+@pytest.mark.parametrize(
+    ("scenario", "last_type"),
+    [
+        ("drop_mid_tool_call", "response.function_call_arguments.delta"),
+        ("drop_after_requires_action", "response.output_item.done"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_tool_drop_scenarios_cut_the_first_stream_only(
+    server: MockServer, session: aiohttp.ClientSession, scenario: str, last_type: str
+) -> None:
+    payload = body(scenario, background=True, tools=[FLAT_WEATHER])
+    _, raw = await post_raw(session, server.base_url + "/responses", payload)
+    first = payloads(raw)
+    assert first[-1]["type"] == last_type
+    response_id = first[0]["response"]["id"]
+    url = f"{server.base_url}/responses/{response_id}?stream=true&starting_after={len(first) - 1}"
+    _, rest = await get_raw(session, url)
+    completed = payloads(rest)[-1]["response"]
+    (call,) = completed["output"]
+    assert completed["status"] == "completed" and call["type"] == "function_call"
+    # The follow-up (second round) streams whole: the drop is for the first stream only.
+    follow = {
+        "model": "gpt-5",
+        "stream": True,
+        "previous_response_id": response_id,
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}],
+    }
+    _, raw = await post_raw(session, server.base_url + "/responses", follow)
+    assert payloads(raw)[-1]["type"] == "response.completed"
+
+
+@pytest.mark.asyncio
+async def test_slow_start_holds_the_status_line(
+    start_mock: StartMock, session: aiohttp.ClientSession
+) -> None:
+    server = await start_mock(slow_start_ms=300.0)
+    loop = asyncio.get_running_loop()
+    for path, payload in (
+        ("/responses", body("slow_start")),
+        (
+            "/chat/completions",
+            {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "stream": True,
+                "metadata": {"mock_scenario": "slow_start"},
+            },
+        ),
+    ):
+        started = loop.time()
+        async with session.post(server.base_url + path, json=payload, headers=AUTH) as resp:
+            waited = loop.time() - started
+            assert resp.status == 200 and waited >= 0.25
+            assert (await resp.read()).count(b"\n\n") > 6
+
+
+@pytest.mark.asyncio
+async def test_frames_are_released_after_the_window(
+    start_mock: StartMock, session: aiohttp.ClientSession
+) -> None:
+    server = await start_mock(stream_window_s=0.2)
+    store = server.runner.app[RESPONSES_KEY].store
+    old = await server_json(session, server, body(stream=False, background=True))
+    async with asyncio.timeout(5):
+        while (record := store.responses.get(old["id"])) is None or not record.log.closed:
+            await asyncio.sleep(0.01)
+    held = record.log.held
+    assert held > 10
+    await asyncio.sleep(0.25)
+    new = await server_json(session, server, body(stream=False, background=True))
+    assert record.log.held == 0
+    new_record = store.responses.get(new["id"])
+    assert new_record is not None and new_record.log.retain
+    status, raw = await get_raw(session, f"{server.base_url}/responses/{old['id']}")
+    assert status == 200 and json.loads(raw)["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_foreground_response_goes_on_after_a_drop(
+    server: MockServer, session: aiohttp.ClientSession, sdk: AsyncOpenAI
+) -> None:
+    _, raw = await post_raw(session, server.base_url + "/responses", body("drop"))
+    first = payloads(raw)
+    assert first[-1]["type"] == "response.output_text.delta"
+    response_id = first[0]["response"]["id"]
+    async with asyncio.timeout(5):
+        while (response := await sdk.responses.retrieve(response_id)).status != "completed":
+            await asyncio.sleep(0.01)
+    received = joined_text(raw)
+    assert response.output_text.startswith(received) and len(response.output_text) > len(received)
