@@ -398,7 +398,7 @@ def _serve_defaults() -> dict[str, object]:
         "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
         "max_subscribers": f"{hub.max_subscribers:,}",
         "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
-        "coalesce_ms": f"{hub.coalesce_window * 1000:g}",
+        "coalesce_ms": f"{hub.coalesce_ms:g}",
         "tools": "none",
         "config": "none",
         "tool_webhook": "none",

@@ -46,9 +46,9 @@ FLAG_KEYS: Mapping[str, str] = {
     "max_subscribers_per_channel": "hub.max_subscribers_per_channel",
     "max_subscribers": "hub.max_subscribers",
     "heartbeat": "hub.heartbeat_interval",
-    "coalesce_ms": "hub.coalesce_window",
     "max_pending_per_client": "hub.max_pending_channels_per_client",
     "memory_budget": "hub.memory_budget",
+    "coalesce_ms": "hub.coalesce_ms",
     "tools": "tools.modules",
     "tool_webhook": "tools.webhooks",
     "tool_webhook_secret": "tools.webhook_secret",
@@ -225,8 +225,6 @@ def _flag_values(ns: argparse.Namespace) -> dict[str, tuple[Any, str]]:
             value = parse_webhook_args(value)
         elif dest in ("access_log", "metrics"):
             value = value == "on"
-        elif dest == "coalesce_ms":
-            value = value / 1000  # the setting is in seconds
         elif dest == "viewer":
             flag = "--no-viewer"
         found[key] = (value, f"flag {flag}")

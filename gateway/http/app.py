@@ -52,9 +52,10 @@ from gateway.hub import BrokerStatistics, MemoryBroker
 from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
-from gateway.runs.reducer import reducer_factory
+from gateway.runs.assistants.protocol import ASSISTANTS
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
+from gateway.state import SharedState
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
@@ -98,13 +99,15 @@ def create_app(
     tools: ToolRegistry | None = None,
     action_handler: ActionHandler | None = None,
     action_options: ActionOptions | None = None,
+    state: SharedState | None = None,
 ) -> web.Application:
     """The gateway app.
 
     ``tools``: Python tool handlers registered in code, added to those of ``settings.tools``.
     ``action_handler`` replaces tool automation altogether (it then answers ``requires_action``
     itself); ``action_options`` overrides what the creator's response shows of it (default: from
-    ``settings.tools``). Raises :class:`~gateway.errors.ConfigError` when a tools module cannot be
+    ``settings.tools``). ``state`` holds what the run lifecycle shares with other gateway
+    processes (default: in-memory, this process only). Raises :class:`~gateway.errors.ConfigError` when a tools module cannot be
     imported or two handlers claim one tool name.
     """
     if action_handler is not None and tools is not None:
@@ -153,7 +156,9 @@ def create_app(
         app[TOOL_AUTOMATION] = automation
         app.cleanup_ctx.append(_tools_ctx)
     app.cleanup_ctx.append(
-        functools.partial(_relays_ctx, handler=action_handler or automation, options=action_options)
+        functools.partial(
+            _relays_ctx, handler=action_handler or automation, options=action_options, state=state
+        )
     )
     app.on_shutdown.append(_stop_streams)
 
@@ -247,7 +252,7 @@ def _draining(drain: Drain) -> str | None:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=reducer_factory) as broker:
+    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=ASSISTANTS.reducer) as broker:
         app[BROKER] = broker
         yield
 
@@ -258,7 +263,11 @@ async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _relays_ctx(
-    app: web.Application, *, handler: ActionHandler | None, options: ActionOptions
+    app: web.Application,
+    *,
+    handler: ActionHandler | None,
+    options: ActionOptions,
+    state: SharedState | None,
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = RelayRegistry(
@@ -270,6 +279,7 @@ async def _relays_ctx(
         shutdown_timeout=settings.shutdown_timeout,
         expiry_grace=settings.expiry_grace,
         metrics=app.get(METRICS),
+        state=state,
     )
     app[RELAYS] = registry
     if METRICS in app:

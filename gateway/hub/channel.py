@@ -5,7 +5,7 @@ in use and hands the same bytes to every sink; a subscribe replays and attaches 
 With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
 with no gap and no duplicate).
 
-Write coalescing (``HubSettings.coalesce_window``, ``--coalesce-ms``): a socket write costs about
+Write coalescing (``HubSettings.coalesce_ms``, ``--coalesce-ms``): a socket write costs about
 as much as the rest of a delivery, so with a window, events are stored and numbered at once but
 their fan-out waits for the window's timer: everything published meanwhile goes out as one batch,
 one write per subscriber, with the same ids, order and bytes (SSE: one HTTP chunk instead of
@@ -242,7 +242,7 @@ class Channel:
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
         self._counters.bytes_published += nbytes
-        if self._settings.coalesce_window > 0:
+        if self._settings.coalesce_ms > 0:
             self._hold(first_seq, stored, now)
         else:
             self._fan_out(first_seq, events, now)
@@ -268,7 +268,9 @@ class Channel:
             self.flush(now)
         elif self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._settings.coalesce_window, self._window_over, loop)
+            self._timer = loop.call_later(
+                self._settings.coalesce_ms / 1000, self._window_over, loop
+            )
 
     def _window_over(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

@@ -81,7 +81,7 @@ async def test_a_run_moves_the_counters(
     upstream = [e for e in heard.events if not e.event.startswith("runcast.")]
 
     # A resume from a seq long gone from a 4-event history: a history miss.
-    runs = gateway.relays.recent_runs(1)
+    runs = await gateway.relays.recent_runs(1)
     run_channel = f"{gateway.url}/streams/runs/{runs[0][0]}"
     async with session.get(run_channel, params={"since": "1"}) as response:
         assert response.status == 200
