@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from gateway.hub import EndReason
 
 __all__ = [
     "LAG_SAMPLE",
@@ -224,7 +226,7 @@ class _StatisticsCollector(Collector):
             "Events written to subscribers (one per event per subscriber), by transport",
             labels=["protocol"],
         )
-        delivered: dict[str, int] = {}
+        delivered = {"sse": 0, "websocket": 0}
         for fmt, count in _get(hub, "delivered", {}).items():
             transport = "websocket" if fmt == "websocket" else "sse"
             delivered[transport] = delivered.get(transport, 0) + count
@@ -234,7 +236,9 @@ class _StatisticsCollector(Collector):
         ended = CounterMetricFamily(
             "runcast_subscriptions_ended", "Subscriptions that ended, by reason", labels=["reason"]
         )
-        for reason, count in sorted(_get(hub, "ends", {}).items()):
+        ends = dict.fromkeys(get_args(EndReason), 0)
+        ends.update(_get(hub, "ends", {}))
+        for reason, count in sorted(ends.items()):
             ended.add_metric([reason], count)
         yield ended
         yield _counter(
