@@ -29,6 +29,10 @@ Routes::
     GET   /streams/runs/{run_id}           run channel, SSE or WebSocket
     GET   /streams/runs/{run_id}/snapshot  {"seq": n, "snapshot": {...}}
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
+    GET   /streams/responses/{response_id}           a Responses stream (and .../snapshot)
+    GET   /streams/conversations/{conversation_id}   a conversation's responses (and .../snapshot)
+    GET   /streams/chat/{completion_id}              a Chat Completions stream (and .../snapshot)
+    GET   /streams/channels/{name}                   a Runcast-Channel channel (and .../snapshot)
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
     GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
@@ -67,6 +71,7 @@ from .errors import error_middleware
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
 from .logcontext import log_context_middleware
+from .protocol_streams import add_protocol_stream_routes
 from .proxy import proxy
 from .state import (
     BROKER,
@@ -155,6 +160,7 @@ def create_app(
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}", stream_run)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
+    add_protocol_stream_routes(app)
     app.router.add_post("/tokens", mint_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -7,5 +7,6 @@ run's thread), ``publisher`` (where a run's events go), ``channels`` (channel na
 ``requires_action``, claims on it), ``answering`` (answering it: submit, pass on, cancel),
 ``expiry`` (ending runs left at an unanswered action), ``recovery`` (upstream failures,
 recovering a run), ``polling`` (upstream reads that outlast an outage), ``missed`` (what a
-recovered run's channels missed) and ``reducer`` (snapshots).
+recovered run's channels missed) and ``reducer`` (snapshots). ``protocols/`` pumps the Responses
+API and Chat Completions streams (one pump, one spec per protocol, their snapshot reducers).
 """

@@ -9,6 +9,8 @@ relay's typed event (``HubEvent.decoded``) instead of parsing the bytes a second
 - ``thread:{thread_id}`` channels fold the thread's current run: a run event for another run
   (or a ``thread.created``) starts a fresh accumulator, so a chat UI joining the thread mid-answer
   gets the answer so far.
+- Responses and Chat Completions channels get their protocol's reducers
+  (``gateway.runs.protocols``).
 
 ``runcast.*`` events and payloads that do not decode are skipped (never fatal to the channel).
 Both report ``nbytes``, the accumulator's estimate of what they hold, which the hub charges to its
@@ -24,6 +26,8 @@ from parsers.accumulate import RunAccumulator, encode_snapshot
 from parsers.assistants import AssistantStreamEvent, RunEvent, ThreadEvent, decode_event
 from parsers.errors import EventDecodeError
 from parsers.sse import ServerSentEvent
+
+from . import protocols
 
 __all__ = ["RunReducer", "ThreadReducer", "reducer_factory"]
 
@@ -92,9 +96,9 @@ class ThreadReducer:
 
 
 def reducer_factory(channel: str) -> Reducer | None:
-    """The hub's ``ReducerFactory``: run and thread channels get snapshots, others none."""
+    """The hub's ``ReducerFactory``: every channel kind gets its snapshots."""
     if channel.startswith("run:"):
         return RunReducer()
     if channel.startswith("thread:"):
         return ThreadReducer()
-    return None
+    return protocols.reducer_factory(channel)
