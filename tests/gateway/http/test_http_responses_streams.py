@@ -6,58 +6,14 @@ tokens in the creator's head, and a stream cut before its end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from http_helpers import WAIT, Gateway, Received, StartGateway, Subscriber, sdk_client
-from openai import AsyncOpenAI, OpenAIError
-
-from parsers.sse import SSEDecoder
-
-TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
-
-
-def _ends_response(event: Received) -> bool:
-    return event.event in TERMINAL or event.event.startswith("runcast.")
-
-
-async def _read_sse(
-    response: aiohttp.ClientResponse, until: Callable[[Received], bool] = _ends_response
-) -> Subscriber:
-    sub = Subscriber()
-    decoder = SSEDecoder()
-    async for chunk in response.content.iter_any():
-        for sse in decoder.feed(chunk):
-            sub.events.append(Received.from_sse(sse))
-            if until(sub.events[-1]):
-                return sub
-    sub.ended = True
-    return sub
-
-
-async def _read_ws(
-    ws: aiohttp.ClientWebSocketResponse, until: Callable[[Received], bool] = _ends_response
-) -> Subscriber:
-    sub = Subscriber()
-    async for msg in ws:
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            break
-        sub.events.append(Received.from_ws(msg.data))
-        if until(sub.events[-1]):
-            return sub
-    sub.ended = True
-    return sub
-
-
-async def _subscribe_sse(
-    session: aiohttp.ClientSession, url: str, **kwargs: Any
-) -> tuple[aiohttp.ClientResponse, asyncio.Task[Subscriber]]:
-    response = await session.get(url, **kwargs)
-    assert response.status == 200, await response.text()
-    return response, asyncio.create_task(_read_sse(response))
+from http_helpers import WAIT, Gateway, StartGateway, Subscriber, sdk_client
+from openai import APIError, AsyncOpenAI
+from protocol_helpers import read_sse, read_ws, subscribe_sse
 
 
 def _parsed(sub: Subscriber) -> list[tuple[str, Any]]:
@@ -74,10 +30,10 @@ async def test_sdk_stream_fans_out_to_sse_and_websocket_subscribers(
 ) -> None:
     conversation = await sdk.conversations.create()
     base = f"{gateway.url}/streams/conversations/{conversation.id}"
-    sse_response, sse_task = await _subscribe_sse(session, base)
+    sse_response, sse_task = await subscribe_sse(session, base)
     ws = await session.ws_connect(base)
-    ws_task = asyncio.create_task(_read_ws(ws))
-    named_response, named_task = await _subscribe_sse(
+    ws_task = asyncio.create_task(read_ws(ws))
+    named_response, named_task = await subscribe_sse(
         session, f"{gateway.url}/streams/channels/session-42"
     )
     try:
@@ -111,7 +67,7 @@ async def test_sdk_stream_fans_out_to_sse_and_websocket_subscribers(
     replay_response = await session.get(f"{gateway.url}/streams/responses/{response_id}?since=0")
     assert replay_response.status == 200
     async with asyncio.timeout(WAIT):
-        replay = await _read_sse(replay_response, until=lambda e: False)
+        replay = await read_sse(replay_response, until=lambda e: False)
     assert replay.ended and _parsed(replay) == _parsed(over_sse)
 
     snapshot = await (await session.get(f"{base}/snapshot")).json()
@@ -136,11 +92,11 @@ async def test_resume_from_last_event_id_on_the_response_channel(
     response_id = raw.headers["runcast-response-id"]
     seen = [event async for event in raw.parse()]
     url = f"{gateway.url}/streams/responses/{response_id}"
-    whole = await _read_sse(await session.get(url + "?since=0"), until=lambda e: False)
+    whole = await read_sse(await session.get(url + "?since=0"), until=lambda e: False)
     middle = whole.events[len(whole.events) // 2]
     resumed_response = await session.get(url, headers={"Last-Event-ID": str(middle.seq)})
     async with asyncio.timeout(WAIT):
-        resumed = await _read_sse(resumed_response, until=lambda e: False)
+        resumed = await read_sse(resumed_response, until=lambda e: False)
     assert resumed.events == whole.events[len(whole.events) // 2 + 1 :]
     assert len(whole.events) == len(seen)
 
@@ -214,16 +170,14 @@ async def test_subscribe_tokens_open_exactly_their_channel(
 async def test_foreground_stream_cut_ends_with_upstream_lost(
     gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
 ) -> None:
-    named_response, named_task = await _subscribe_sse(
-        session, f"{gateway.url}/streams/channels/cut"
-    )
+    named_response, named_task = await subscribe_sse(session, f"{gateway.url}/streams/channels/cut")
     stream = await sdk.responses.create(
         **_body(metadata={"mock_scenario": "drop"}),
         stream=True,
         extra_headers={"Runcast-Channel": "cut"},
     )
     seen = []
-    with pytest.raises(OpenAIError):
+    with pytest.raises(APIError, match="runcast lost the upstream stream"):
         async for event in stream:
             seen.append(event)
     async with asyncio.timeout(WAIT):
