@@ -87,6 +87,7 @@ async def serve_protocol_stream(
         api_key=api_key,
         headers=headers,
     )
+    reopen = functools.partial(upstream.open_stream, "GET", api_key=api_key, headers=headers)
     key = upstream.settings.api_key
     feed = CreatorFeed(app[SETTINGS].creator_buffer_bytes)
     relay = StreamRelay(
@@ -98,6 +99,7 @@ async def serve_protocol_stream(
             *([conversation_channel(conversation)] if conversation is not None else []),
             *([named_channel(name)] if name is not None else []),
         ],
+        reopen=lambda path, query: reopen(path, query=query),
         max_event_bytes=upstream.settings.max_event_bytes,
         scrub=(lambda text: text.replace(key, "***")) if key else str,
     )

@@ -13,9 +13,14 @@ so the stream's own channel starts with the first of them; ``started`` resolves 
 known, so the creator's head can name it and carry its subscribe token. An upstream failure
 before any event resolves ``started`` with the exception instead and nothing is published.
 
+Resumption. A stream the upstream can continue (a background response) that is cut before its
+last word is resumed after its last ``sequence_number`` through the spec's ``resume`` request
+(``reopen``), after a backoff, up to ``max_resumes`` times without a new event; an event at or
+before that number is never relayed twice, so nobody sees a gap or a duplicate.
+
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
 chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or breaks before it
-publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "<kind>_id", "cursor"}``; its
+(and cannot be resumed) publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "<kind>_id", "cursor"}``; its
 ``error`` member makes the openai SDK raise) to the channels and the creator: a chat stream is
 never retried, since a retry regenerates and bills again. The stream's own channel is closed
 once the stream is over; the channels named up front stay open for the next stream.
@@ -24,6 +29,7 @@ once the stream is over; the channels named up front stay open for the next stre
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -45,6 +51,10 @@ __all__ = ["UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
 log = logging.getLogger("runcast.relay")
 
 UPSTREAM_LOST_EVENT = "runcast.upstream_lost"
+
+_RESUME_BACKOFF = 0.2
+_RESUME_BACKOFF_MAX = 2.0
+"""Seconds before resuming a cut stream, doubling with each resumption that brings nothing new."""
 
 _MAX_HELD_EVENTS = 64
 """Events held before the stream's id is known; more means a broken upstream."""
@@ -91,11 +101,15 @@ class StreamRelay:
         *,
         feed: CreatorFeed | None,
         channels: list[str],
+        reopen: Callable[[str, str], Awaitable[UpstreamResponse]] | None = None,
+        max_resumes: int = 5,
         max_event_bytes: int | None = None,
         scrub: Callable[[str], str] = str,
     ) -> None:
         self._spec = spec
         self._opener = opener
+        self._reopen = reopen
+        self._max_resumes = max_resumes
         self._out = ChannelPublisher(broker, feed, channels)
         self._max_event_bytes = max_event_bytes
         self._scrub = scrub
@@ -108,6 +122,10 @@ class StreamRelay:
         self._cursor: int | None = None
         self._ended = False
         self._received = False
+        self._resumable = False
+        self._resuming = False
+        self._failures = 0
+        """Resumptions since the last new event."""
 
     @property
     def object_id(self) -> str | None:
@@ -118,24 +136,60 @@ class StreamRelay:
         self._out.stop_creator()
 
     async def run(self) -> None:
+        opener = self._opener
         try:
-            await self._pump()
-        except (UpstreamError, RemoteProtocolError) as exc:
-            if self._ended:
-                # After the last word a cut is an end (OpenAI closes without `[DONE]`).
-                log.debug("%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc)
-            elif not self._received:
-                if not self.started.done():
-                    self.started.set_exception(exc)
-            else:
-                await self._lost(exc)
+            while True:
+                try:
+                    await self._pump(opener)
+                    return
+                except (UpstreamError, RemoteProtocolError) as exc:
+                    if self._ended:
+                        # After the last word a cut is an end (OpenAI closes without `[DONE]`).
+                        log.debug(
+                            "%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc
+                        )
+                        return
+                    if not self._received:
+                        if not self.started.done():
+                            self.started.set_exception(exc)
+                        return
+                    resumed = await self._resumption(exc)
+                    if resumed is None:
+                        await self._lost(exc)
+                        return
+                    opener = resumed
         finally:
             await self._finish()
 
-    async def _pump(self) -> None:
-        stream = EventStream(self._opener, max_event_bytes=self._max_event_bytes)
+    async def _resumption(
+        self, exc: BaseException
+    ) -> Callable[[], Awaitable[UpstreamResponse]] | None:
+        """The opener of the upstream's continuation of a resumable stream after its last
+        event, after a backoff; None when it cannot be resumed (or has failed too often)."""
+        object_id, cursor, reopen = self._object_id, self._cursor, self._reopen
+        if not self._resumable or object_id is None or cursor is None or reopen is None:
+            return None
+        request = self._spec.resume(object_id, cursor)
+        if request is None or self._failures >= self._max_resumes:
+            return None
+        self._failures += 1
+        log.warning(
+            "%s %s: upstream stream cut after %d (%s); resuming",
+            self._spec.kind,
+            object_id,
+            cursor,
+            self._scrub(str(exc)),
+        )
+        await asyncio.sleep(min(_RESUME_BACKOFF * 2 ** (self._failures - 1), _RESUME_BACKOFF_MAX))
+        self._resuming = True
+        path, query = request
+        return functools.partial(reopen, path, query)
+
+    async def _pump(self, opener: Callable[[], Awaitable[UpstreamResponse]]) -> None:
+        stream = EventStream(opener, max_event_bytes=self._max_event_bytes)
         async with stream:
-            self._request_id = stream.response.headers.get("x-request-id")
+            if self._request_id is None:
+                self._request_id = stream.response.headers.get("x-request-id")
             while batch := await stream.read_batch():
                 self._received = True
                 events: list[HubEvent] = []
@@ -146,7 +200,13 @@ class StreamRelay:
                             "%s %s: relaying an undecodable event", self._spec.kind, self._object_id
                         )
                     if seen.cursor is not None:
+                        last = self._cursor
+                        if self._resuming and last is not None and seen.cursor <= last:
+                            continue  # already relayed before the cut
                         self._cursor = seen.cursor
+                        self._failures = 0
+                    if seen.resumable:
+                        self._resumable = True
                     if seen.end:
                         self._ended = True
                     if self._object_id is None and seen.object_id is not None:

@@ -4,7 +4,8 @@
 unknown types and ``keepalive`` passed through byte for byte): the id comes from the first event
 carrying the ``response`` object (``response.created``), the last word is
 ``response.completed|failed|incomplete`` (or a LiteLLM-style ``[DONE]``), the cursor is
-``sequence_number``. :func:`conversation_of` reads the creating request's ``conversation``
+``sequence_number``; a background response cut mid-stream is resumed with
+``GET /responses/{id}?stream=true&starting_after=<last sequence_number>``. :func:`conversation_of` reads the creating request's ``conversation``
 (an id, or an object with one), whose channel gets every response of the conversation.
 :class:`ResponseReducer` serves the snapshots: one response, or a conversation's latest.
 """
@@ -12,6 +13,7 @@ carrying the ``response`` object (``response.created``), the last word is
 from __future__ import annotations
 
 from typing import Any, cast
+from urllib.parse import quote
 
 import msgspec
 
@@ -59,11 +61,15 @@ class ResponsesSpec:
             return event, _END
         seq = event.sequence_number
         if isinstance(event, _LIFECYCLE) and event.response.id:
-            return event, Seen(object_id=event.response.id, cursor=seq)
+            resumable = event.response.background is True
+            return event, Seen(object_id=event.response.id, cursor=seq, resumable=resumable)
         return event, Seen(end=event.type in TERMINAL_EVENT_TYPES, cursor=seq)
 
     def channel(self, object_id: str) -> str:
         return response_channel(object_id)
+
+    def resume(self, object_id: str, cursor: int) -> tuple[str, str]:
+        return f"/responses/{quote(object_id, safe='')}", f"stream=true&starting_after={cursor}"
 
 
 RESPONSES = ResponsesSpec()

@@ -3,7 +3,7 @@
 A protocol (``responses.py``, ``chat.py``) types each upstream SSE event and says what it means
 to the pump (:class:`Seen`): the stream's own id once an event reveals it, whether the event is
 the stream's last word (a terminal event or ``[DONE]``), and the cursor a resume would start
-after (``sequence_number``). Everything else about a protocol (its channels' snapshots, its
+after (``sequence_number``), and how to resume a stream the upstream can continue. Everything else about a protocol (its channels' snapshots, its
 creating request) stays in its own module.
 """
 
@@ -27,6 +27,8 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     """The stream's last word: after it, the end of the body is a clean end."""
     cursor: int | None = None
     """The event's ``sequence_number`` (Responses), None where the protocol has none."""
+    resumable: bool = False
+    """The upstream can resume this stream after a cut (a background response)."""
 
 
 class StreamSpec(Protocol):
@@ -44,4 +46,9 @@ class StreamSpec(Protocol):
 
     def channel(self, object_id: str) -> str:
         """The hub channel of one stream."""
+        ...
+
+    def resume(self, object_id: str, cursor: int) -> tuple[str, str] | None:
+        """The ``GET`` (path under ``/v1``, query) that continues a resumable stream after
+        ``cursor``, with no gap and no duplicate; None when the protocol cannot resume."""
         ...

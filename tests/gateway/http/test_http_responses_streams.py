@@ -190,3 +190,27 @@ async def test_foreground_stream_cut_ends_with_upstream_lost(
     assert lost["error"]["code"] == "upstream_lost" and lost["kind"] == "response"
     assert lost["id"] == seen[0].response.id
     assert lost["cursor"] == seen[-1].sequence_number
+
+
+@pytest.mark.parametrize("metadata", [{"mock_scenario": "drop"}, {"mock_drop_after": "3"}])
+@pytest.mark.asyncio
+async def test_background_stream_cut_is_resumed_without_gap_or_duplicate(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession, metadata: dict[str, str]
+) -> None:
+    named_response, named_task = await subscribe_sse(session, f"{gateway.url}/streams/channels/bg")
+    stream = await sdk.responses.create(
+        **_body(background=True, metadata=metadata),
+        stream=True,
+        extra_headers={"Runcast-Channel": "bg"},
+    )
+    seen = [event async for event in stream]
+    async with asyncio.timeout(WAIT):
+        named = await named_task
+    named_response.close()
+    assert [e.sequence_number for e in seen] == list(range(len(seen)))
+    assert seen[-1].type == "response.completed"
+    text = "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+    assert text == seen[-1].response.output_text
+    assert [data["sequence_number"] for _, data in _parsed(named)] == list(range(len(seen)))
+    snapshot = await (await session.get(f"{gateway.url}/streams/channels/bg/snapshot")).json()
+    assert snapshot["snapshot"]["response"]["output"][0]["content"][0]["text"] == text
