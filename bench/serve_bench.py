@@ -4,10 +4,10 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
 ``--delay-ms 0``) and server:
 
 - a ``runcast mock`` upstream starts with the mode's delta count and pacing (clients' CPU), then
-  the server under test against it, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
+  a fresh server under test per case, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
   peer (``_serve_peer.py``: aiohttp, one asyncio.Queue per subscriber, one write per event each);
 - per transport (SSE, WebSocket): the official ``openai`` SDK creates an assistant and a thread,
-  N subscribers (aiohttp clients, split over two processes on CPU 1) subscribe to
+  N subscribers (asyncio protocols on uvloop, split over two processes on CPU 1) subscribe to
   ``/streams/threads/{thread_id}`` (connect time: first attempt to the last one answered); the
   server's RSS growth / N is the RSS per idle subscriber;
 - the SDK (the creator, on CPU 1 too) streams one run; every delivery is checked by seq (lost and
@@ -50,6 +50,7 @@ from _serve_clients import BUCKET_NS, client_main
 from _serve_procs import (
     CLIENT_CPU,
     Child,
+    cpu_seconds,
     start_mock,
     start_peer,
     start_runcast,
@@ -164,12 +165,14 @@ def run_case(
     rss_idle = server.rss_bytes()
     call_all(clients, 30, *(("arm", 30_000) for _ in clients))
     cpu0 = server.cpu_seconds()
+    client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
     creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
     final_seq = len(creator) + 1  # + the ``done`` the SDK does not yield
     waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
     t1 = time.monotonic_ns()
     cpu = server.cpu_seconds() - cpu0
+    client_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - client_cpu0
     first = array("q", bytes(8 * (final_seq + 1)))
     for w in waits:
         table = array("q")
@@ -216,6 +219,8 @@ def run_case(
         "creator_lag_max_ms": lags[-1] / 1e6 if lags else float("nan"),
         "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
         "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
+        # both client processes together, on their one CPU: near 1.0, the clients set the pace
+        "client_cpu_cores": client_cpu / max(1e-9, (t1 - t0) / 1e9),
         "rss_idle_per_subscriber_bytes": (rss_idle - rss0) / max(1, ready),
         "rss_idle_growth_bytes": rss_idle - rss0,
         "rss_after_leave_growth_bytes": rss_left - rss0,
@@ -228,27 +233,25 @@ def run_server(
     mock: Child,
     upstream: str,
     case: dict[str, Any],
-    transports: list[str],
+    transport: str,
     extra: list[str],
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
+    """One case on a fresh server process, so that RSS and CPU are this case's alone."""
     server, base = start_runcast(upstream, extra) if kind == "runcast" else start_peer(upstream)
     wait_mock(mock)
-    results = []
     try:
-        for transport in transports:
-            started = time.monotonic()
-            r = run_case(clients, server, base, kind, transport, case)
-            results.append(r)
-            print(
-                f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
-                f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, "
-                f"dup {r['duplicates']} ({time.monotonic() - started:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        started = time.monotonic()
+        r = run_case(clients, server, base, kind, transport, case)
     finally:
         server.stop()
-    return results
+    print(
+        f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
+        f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']} "
+        f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return r
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -262,6 +265,7 @@ COLUMNS = (
     ("stall", "stall_max_ms", "{:>7.1f}", False),
     ("connect s", "connect_s", "{:>9.2f}", False),
     ("cores", "server_cpu_cores", "{:>5.2f}", False),
+    ("cli", "client_cpu_cores", "{:>4.2f}", False),
 )
 
 
@@ -392,10 +396,13 @@ def main() -> int:
                 delay = PACED_DELAY_MS if mode == "paced" else 0.0
                 mock, upstream = start_mock(case["deltas"], delay)
                 try:
-                    for kind in kinds:
-                        results += run_server(
-                            clients, kind, mock, upstream, case, transports, args.serve_arg
-                        )
+                    for transport in transports:
+                        for kind in kinds:
+                            results.append(
+                                run_server(
+                                    clients, kind, mock, upstream, case, transport, args.serve_arg
+                                )
+                            )
                 finally:
                     mock.stop()
     finally:
@@ -411,6 +418,10 @@ def main() -> int:
         )
         + ")"
     )
+    load = os.getloadavg()
+    print(
+        f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
     print_table(results)
     if args.json:
         args.json.write_text(
@@ -419,7 +430,7 @@ def main() -> int:
                     "command": " ".join(sys.argv),
                     "python": sys.version.split()[0],
                     "cpus": os.cpu_count(),
-                    "load_avg": os.getloadavg(),
+                    "load_avg_at_end": load,
                     "results": results,
                     "checks": [{"name": a, "ok": b, "value": c} for a, b, c in checks(results)],
                 },

@@ -84,7 +84,9 @@ async def serve_channel(request: web.Request, channel: str, *, create: bool) -> 
 async def stream_run(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["run_id"]
     channel = run_channel(run_id)
-    request.app[TOKENS].authorize(request, channel, thread_id=request.app[RELAYS].thread_of(run_id))
+    request.app[TOKENS].authorize(
+        request, channel, thread_id=await request.app[RELAYS].thread_of(run_id)
+    )
     try:
         return await serve_channel(request, channel, create=False)
     except SubscriberError as exc:
@@ -102,7 +104,9 @@ async def stream_thread(request: web.Request) -> web.StreamResponse:
 async def run_snapshot(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     channel = run_channel(run_id)
-    request.app[TOKENS].authorize(request, channel, thread_id=request.app[RELAYS].thread_of(run_id))
+    request.app[TOKENS].authorize(
+        request, channel, thread_id=await request.app[RELAYS].thread_of(run_id)
+    )
     snapshot = await request.app[BROKER].snapshot(channel)
     if snapshot is None:
         raise RequestError(404, f"unknown run {run_id!r}", code="unknown_run")

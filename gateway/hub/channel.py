@@ -5,7 +5,7 @@ in use and hands the same bytes to every sink; a subscribe replays and attaches 
 With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
 with no gap and no duplicate).
 
-Write coalescing (``HubSettings.coalesce_window``, ``--coalesce-ms``): a socket write costs about
+Write coalescing (``HubSettings.coalesce_ms``, ``--coalesce-ms``): a socket write costs about
 as much as the rest of a delivery, so with a window, events are stored and numbered at once but
 their fan-out waits for the window's timer: everything published meanwhile goes out as one batch,
 one write per subscriber, with the same ids, order and bytes (SSE: one HTTP chunk instead of
@@ -80,11 +80,15 @@ class HubCounters:
     __slots__ = (
         "bytes_published",
         "channels_dropped",
+        "delivered",
         "disconnected",
+        "ends",
         "events_published",
+        "history_misses",
         "lagged",
         "pending_by_owner",
         "pending_channels",
+        "resumes",
         "retained_bytes",
         "subscribers",
     )
@@ -101,6 +105,12 @@ class HubCounters:
         self.channels_dropped = 0
         self.retained_bytes = 0
         """What every channel retains: history, reducer estimate, cached snapshot (budget.py)."""
+        self.delivered: dict[str, int] = {}
+        """Events written to subscribers by frame format, counted once per batch and format."""
+        self.ends: dict[str, int] = {}
+        """Subscriptions ended, by reason."""
+        self.resumes = 0
+        self.history_misses = 0
 
     def add_pending(self, owner: str | None) -> None:
         self.pending_channels += 1
@@ -232,7 +242,7 @@ class Channel:
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
         self._counters.bytes_published += nbytes
-        if self._settings.coalesce_window > 0:
+        if self._settings.coalesce_ms > 0:
             self._hold(first_seq, stored, now)
         else:
             self._fan_out(first_seq, events, now)
@@ -258,7 +268,9 @@ class Channel:
             self.flush(now)
         elif self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._settings.coalesce_window, self._window_over, loop)
+            self._timer = loop.call_later(
+                self._settings.coalesce_ms / 1000, self._window_over, loop
+            )
 
     def _window_over(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -270,6 +282,8 @@ class Channel:
             if not sinks:
                 continue
             data = frames.encode_batch(fmt, first_seq, events)
+            delivered = self._counters.delivered
+            delivered[fmt.value] = delivered.get(fmt.value, 0) + len(events) * len(sinks)
             dead: list[Sink] | None = None
             for sink in sinks:
                 if not sink.send(data, last_seq):
@@ -305,7 +319,10 @@ class Channel:
         history = self._history
         last_seq = history.last_seq
         items: list[frames.Item] = []
+        if since is not None:
+            self._counters.resumes += 1
         if since is not None and not history.holds_after(since):
+            self._counters.history_misses += 1
             lost = b'{"since":%d,"first_seq":%d,"last_seq":%d}' % (
                 since,
                 history.first_seq,
@@ -353,8 +370,11 @@ class Channel:
 
     def end_all(self, reason: EndReason) -> None:
         self.flush()
+        ends = self._counters.ends
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
+            if sinks:
+                ends[reason] = ends.get(reason, 0) + len(sinks)
             for sink in list(sinks):
                 sink.end(reason)
             sinks.clear()
@@ -465,6 +485,8 @@ class Channel:
         self.last_activity = now
 
     def _count_end(self, reason: EndReason | None) -> None:
+        if reason is not None:
+            self._counters.ends[reason] = self._counters.ends.get(reason, 0) + 1
         if reason == "lagged":
             self.lagged += 1
             self._counters.lagged += 1

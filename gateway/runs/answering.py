@@ -30,15 +30,16 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
+from gateway.state import ActionClaims
 from gateway.tools import events as tool_events
 from gateway.upstream import RunStream, UpstreamClient
-from parsers.assistants import TERMINAL_RUN_STATUSES
+from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
-from .pending import DONE, ActionClaims, PendingAction, fetch_run, http_error_message
+from .pending import PendingAction, http_error_message
+from .protocol import RunProtocol
 from .publisher import RunPublisher
-from .recovery import settled_event
 
 __all__ = ["ActionAnswerer"]
 
@@ -66,6 +67,7 @@ class ActionAnswerer:
         "_headers",
         "_options",
         "_out",
+        "_protocol",
         "_scrub",
         "_settle",
         "_upstream",
@@ -77,6 +79,7 @@ class ActionAnswerer:
         *,
         options: ActionOptions,
         upstream: UpstreamClient,
+        protocol: RunProtocol[Run],
         claims: ActionClaims,
         out: RunPublisher,
         api_key: str | None,
@@ -87,6 +90,7 @@ class ActionAnswerer:
         self._handler = handler
         self._options = options
         self._upstream = upstream
+        self._protocol = protocol
         self._claims = claims
         self._out = out
         self._api_key = api_key
@@ -120,8 +124,13 @@ class ActionAnswerer:
             outcome = Cancel(reason=TOO_LATE)
         if isinstance(outcome, Submit):
             # The claim stays: the continuation's first event or a refusal resolves it.
-            return self._upstream.stream_submit_tool_outputs(
-                thread_id, run.id, outcome.as_dicts(), api_key=self._api_key, headers=self._headers
+            return self._protocol.continue_run(
+                self._upstream,
+                thread_id,
+                run.id,
+                outcome.as_dicts(),
+                api_key=self._api_key,
+                headers=self._headers,
             )
         if isinstance(outcome, Skip):
             await self.close(pending)
@@ -132,9 +141,9 @@ class ActionAnswerer:
             log.warning("run %s: cancel failed: %s", run.id, exc)
         try:
             await self._settle()
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)
         return None
 
     async def close(self, pending: PendingAction, event: tuple[str, bytes] | None = None) -> None:
@@ -142,9 +151,9 @@ class ActionAnswerer:
         try:
             if event is not None:
                 await self.emit(*event)
-            await pending.close(self._out)
+            await pending.close(self._out, self._protocol.end_of_segment)
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)
 
     async def rejected(
         self, pending: PendingAction, exc: UpstreamHTTPError, thread_id: str
@@ -167,19 +176,21 @@ class ActionAnswerer:
                     run_id=run.id, thread_id=thread_id, reason=reason, status=exc.status
                 )
             )
-            if self._claims.incoming(run.id):
+            if await self._claims.incoming(run.id):
                 # A client's submission through runcast is being answered: if it was accepted,
                 # its relay carries the run on to its end, terminal status included.
                 found = None
             else:
-                found = await fetch_run(self._upstream, thread_id, run.id, api_key=self._api_key)
-            if found is None or found[0] not in TERMINAL_RUN_STATUSES:
+                found = await self._protocol.fetch_run(
+                    self._upstream, thread_id, run.id, api_key=self._api_key
+                )
+            if found is None or found[0] not in self._protocol.terminal_statuses:
                 # Someone else's submission continues the run (through runcast or not).
-                await pending.close(self._out)
+                await pending.close(self._out, self._protocol.end_of_segment)
                 return None
             status, data = found
-            await self._out.emit(settled_event(status, data))
-            await pending.close(self._out, show=False)
+            await self._out.emit(self._protocol.settled_event(status, data))
+            await pending.close(self._out, self._protocol.end_of_segment, show=False)
             return status
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)

@@ -15,11 +15,11 @@ it itself through runcast (``POST .../submit_tool_outputs``, streamed) while run
 running the handlers; the relay started for that submission continues the same channels. Its
 continuation must not reach the channels before the first relay has ended its segment (the
 channels would show the continuation before the first segment's ``done``), and runcast must not
-submit as well. So the first relay *claims* the run (:class:`ActionClaims`, one per gateway) from
+submit as well. So the first relay *claims* the run (:class:`~gateway.state.ActionClaims`, shared) from
 ``requires_action`` on, and a submission's relay, once the upstream has accepted it, *takes it
 over*: the claim is marked superseded, the first relay stops its handlers, reports it and closes
 its segment, then releases the claim, which the taker awaits (bounded) before publishing. While a
-client's submission is in flight (:meth:`ActionClaims.incoming`), a first relay whose own
+client's submission is in flight (:meth:`~gateway.state.ActionClaims.incoming`), a first relay whose own
 submission was refused leaves the run's end to that submission's relay instead of reporting it.
 """
 
@@ -29,123 +29,17 @@ import asyncio
 import dataclasses
 import logging
 
-import msgspec
-
-from gateway.errors import UpstreamError, UpstreamHTTPError
+from gateway.errors import UpstreamHTTPError
 from gateway.hub import HubEvent
-from gateway.upstream import UpstreamClient
-from gateway.upstream.body import path_id
+from gateway.state import Claim
 from parsers.assistants import Run
-from parsers.errors import RemoteProtocolError
 
 from .actions import ActionHandler, ActionOutcome, Emit, Skip
 from .publisher import RunPublisher
 
-__all__ = [
-    "DONE",
-    "ActionClaims",
-    "Claim",
-    "PendingAction",
-    "fetch_run",
-    "http_error_message",
-]
+__all__ = ["PendingAction", "http_error_message"]
 
 log = logging.getLogger("runcast.relay")
-
-DONE = HubEvent("done", b"[DONE]")
-
-TAKEOVER_TIMEOUT = 10.0
-"""Longest a submission's relay waits for the claimant to close its segment. Closing takes a
-cancelled handler, at most one refused POST and one GET, so this is only hit by a stuck upstream."""
-
-
-_MAX_RUN_BYTES = 8 * 1024 * 1024
-
-
-class _Status(msgspec.Struct):
-    status: str = ""
-
-
-_status_decoder = msgspec.json.Decoder(_Status)
-
-
-class Claim:
-    """One relay's hold on a run's pending action."""
-
-    __slots__ = ("released", "run_id", "superseded")
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.superseded = asyncio.Event()
-        """A client's submission was accepted: do not submit; close the segment."""
-        self.released = asyncio.Event()
-        """The claimant has closed its segment (or moved on): the channels are free."""
-
-
-class ActionClaims:
-    """run id -> the claim of the relay holding that run's pending action, and the clients'
-    submissions in flight through runcast.
-
-    Bounded by the live relays: each releases its claim (and its in-flight mark) when its segment
-    ends, at the latest when its task ends.
-    """
-
-    def __init__(self, *, takeover_timeout: float = TAKEOVER_TIMEOUT) -> None:
-        self._claims: dict[str, Claim] = {}
-        self._incoming: dict[str, int] = {}
-        self._takeover_timeout = takeover_timeout
-
-    def __len__(self) -> int:
-        return len(self._claims)
-
-    def arriving(self, run_id: str) -> None:
-        """A client's submission for ``run_id`` is on its way upstream through runcast."""
-        self._incoming[run_id] = self._incoming.get(run_id, 0) + 1
-
-    def arrived(self, run_id: str) -> None:
-        """That submission was answered (accepted or refused)."""
-        left = self._incoming.get(run_id, 0) - 1
-        if left > 0:
-            self._incoming[run_id] = left
-        else:
-            self._incoming.pop(run_id, None)
-
-    def incoming(self, run_id: str) -> bool:
-        """Whether a client's submission for ``run_id`` is in flight through runcast."""
-        return run_id in self._incoming
-
-    def claim(self, run_id: str) -> Claim:
-        previous = self._claims.get(run_id)
-        if previous is not None:
-            previous.released.set()
-        claim = self._claims[run_id] = Claim(run_id)
-        return claim
-
-    def release(self, claim: Claim) -> None:
-        claim.released.set()
-        if self._claims.get(claim.run_id) is claim:
-            del self._claims[claim.run_id]
-
-    async def take_over(self, run_id: str) -> bool:
-        """Supersede ``run_id``'s claimant and wait until it has closed its segment.
-
-        True when there was a claimant. Called by the relay of a client's submission once the
-        upstream accepted it, before it publishes anything.
-        """
-        claim = self._claims.get(run_id)
-        if claim is None or claim.released.is_set():
-            return False
-        claim.superseded.set()
-        try:
-            async with asyncio.timeout(self._takeover_timeout):
-                await claim.released.wait()
-        except TimeoutError:
-            log.warning(
-                "run %s: the previous relay did not yield within %gs",
-                run_id,
-                self._takeover_timeout,
-            )
-        return True
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -161,7 +55,7 @@ class PendingAction:
 
     @property
     def superseded(self) -> bool:
-        return self.claim.superseded.is_set()
+        return self.claim.superseded
 
     async def decide(self, handler: ActionHandler, emit: Emit) -> ActionOutcome | None:
         """The handler's outcome, or None when a client's submission superseded it first.
@@ -172,7 +66,7 @@ class PendingAction:
         if self.superseded:
             return None
         answer = asyncio.create_task(handler.run_action(self.run, emit))
-        stop = asyncio.create_task(self.claim.superseded.wait())
+        stop = asyncio.create_task(self.claim.wait_superseded())
         try:
             await asyncio.wait((answer, stop), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -190,27 +84,12 @@ class PendingAction:
             return Skip(reason=f"the action handler failed: {exc!r}")
         return answer.result()
 
-    async def close(self, out: RunPublisher, *, show: bool = True) -> None:
-        """End the segment as the upstream did; ``show`` gives the creator the hidden event."""
+    async def close(self, out: RunPublisher, end: HubEvent, *, show: bool = True) -> None:
+        """End the segment as the upstream did (with its held ``done``, else ``end``); ``show``
+        gives the creator the hidden event."""
         if show and self.hidden is not None:
             out.to_creator(*self.hidden)
-        await out.emit(self.done or DONE)
-
-
-async def fetch_run(
-    upstream: UpstreamClient, thread_id: str, run_id: str, *, api_key: str | None = None
-) -> tuple[str, bytes] | None:
-    """``(status, run JSON)`` from one ``GET .../runs/{run_id}``; None if it cannot be learnt."""
-    path = f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
-    try:
-        async with upstream.request("GET", path, api_key=api_key) as response:
-            if not response.ok:
-                return None
-            data = await response.read(limit=_MAX_RUN_BYTES)
-        return _status_decoder.decode(data).status, data
-    except (UpstreamError, RemoteProtocolError, msgspec.DecodeError) as exc:
-        log.warning("run %s: could not read its status: %s", run_id, exc)
-        return None
+        await out.emit(self.done or end)
 
 
 def http_error_message(exc: UpstreamHTTPError) -> str:

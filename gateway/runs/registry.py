@@ -11,28 +11,30 @@ one still running (bounded by ``shutdown_timeout``), after telling each one's cr
 gateway is shutting down (its response ends with ``runcast.shutdown`` after what it was given),
 so no creator's response outlives :meth:`aclose` or ends as if the run were over.
 :meth:`wait_idle` is the graceful drain's wait for running relays (``gateway.http.drain``).
-The run -> thread map (bounded, oldest runs forgotten first) lets a thread's subscribe token open
-the channels of that thread's runs. It also owns the one :class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it.
+The run -> thread map (a :class:`~gateway.state.RunThreads`) lets a thread's subscribe token open
+the channels of that thread's runs. It also owns the one
+:class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it. The stores every gateway
+process must share come in as one :class:`~gateway.state.SharedState` (in-memory by default).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
 import msgspec
 
 from gateway.hub import Broker
+from gateway.metrics import Metrics
+from gateway.state import SharedState
 from gateway.upstream import UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
+from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
-from .pending import ActionClaims
 from .relay import Opener, RelayEnv, RunRelay
 
 __all__ = ["Relay", "RelayRegistry", "RelayStatistics"]
@@ -73,14 +75,19 @@ class RelayRegistry:
         shutdown_timeout: float = 10.0,
         max_known_runs: int = _MAX_KNOWN_RUNS,
         expiry_grace: float = DEFAULT_GRACE,
+        metrics: Metrics | None = None,
+        state: SharedState | None = None,
     ) -> None:
-        claims = ActionClaims()
+        if state is None:
+            state = SharedState.memory(max_runs=max_known_runs)
         self._expiry = ActionExpiry(
             broker,
             upstream,
-            claims=claims,
+            protocol=ASSISTANTS,
+            claims=state.claims,
+            schedule=state.schedule,
+            leases=state.leases,
             grace=expiry_grace,
-            max_watched=max_known_runs,
             on_over=None if action_handler is None else action_handler.forget,
         )
         self._env = RelayEnv(
@@ -90,13 +97,14 @@ class RelayRegistry:
             action_options=action_options or ActionOptions(),
             recovery_timeout=recovery_timeout,
             on_run=self._note_run,
-            claims=claims,
+            claims=state.claims,
+            leases=state.leases,
             expiry=self._expiry,
+            metrics=metrics,
         )
         self._shutdown_timeout = shutdown_timeout
         self._relays: dict[asyncio.Task[None], Relay] = {}
-        self._threads: OrderedDict[str, str | None] = OrderedDict()
-        self._max_known_runs = max_known_runs
+        self._threads = state.threads
         self._started = 0
         self._failed = 0
         self._closed = False
@@ -122,6 +130,7 @@ class RelayRegistry:
             headers=headers,
             run_id=run_id,
             thread_id=thread_id,
+            owner=f"relay-{self._started + 1}",
         )
         # The run -> thread map is not told the caller's ids (a submission names any run under
         # any thread): the relay reports them from the upstream's own run events (``on_run``).
@@ -147,23 +156,18 @@ class RelayRegistry:
         """True once :meth:`aclose` has begun: no relay starts any more."""
         return self._closed
 
-    def thread_of(self, run_id: str) -> str | None:
+    async def thread_of(self, run_id: str) -> str | None:
         """The thread of a run that passed through runcast (None if unknown)."""
-        return self._threads.get(run_id)
+        return await self._threads.thread_of(run_id)
 
-    def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
+    async def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
         """Up to ``limit`` runs that passed through runcast, newest first: (run id, thread id)."""
-        return list(itertools.islice(reversed(self._threads.items()), limit))
+        return await self._threads.recent(limit)
 
-    def _note_run(self, run_id: str, thread_id: str | None) -> None:
+    async def _note_run(self, run_id: str, thread_id: str | None) -> None:
         # A relay continuing the run (a client's submission accepted) reports how it ends.
-        self._expiry.forget(run_id)
-        if thread_id is None and self._threads.get(run_id) is not None:
-            return
-        self._threads[run_id] = thread_id
-        self._threads.move_to_end(run_id)
-        while len(self._threads) > self._max_known_runs:
-            self._threads.popitem(last=False)
+        await self._expiry.forget(run_id)
+        await self._threads.note(run_id, thread_id)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._relays.pop(task, None)

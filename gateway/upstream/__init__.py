@@ -2,7 +2,7 @@
 
 One :class:`UpstreamClient` per upstream owns one pooled aiohttp session. It offers the run
 operations of spec §1.2 (typed results), their streamed variants (:class:`RunStream` yielding
-:class:`StreamItem`), and the raw :meth:`UpstreamClient.request` used by the transparent proxy.
+:class:`StreamItem`, one at a time or per upstream read), and the raw :meth:`UpstreamClient.request` used by the transparent proxy.
 
 Modules: ``settings`` (configuration), ``body`` (URLs, queries, JSON bodies), ``retry`` (retry
 decisions), ``transport`` (the only code that touches aiohttp), ``scrub`` (masking runcast's

@@ -15,7 +15,8 @@ before any event resolves ``started`` with the exception instead and nothing is 
 
 Resumption. A stream the upstream can continue (a background response) that is cut before its
 last word is resumed after its last ``sequence_number`` through the spec's ``resume`` request
-(``reopen``), after a backoff, up to ``max_resumes`` times without a new event; an event at or
+(``reopen``), after a backoff, up to ``max_resumes`` times without a new event (never after a 4xx answer
+but 408 and 429: the upstream will not resume it); an event at or
 before that number is never relayed twice, so nobody sees a gap or a duplicate.
 
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
@@ -35,7 +36,12 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from gateway.errors import StreamTruncated, UpstreamConnectionError, UpstreamError
+from gateway.errors import (
+    StreamTruncated,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamHTTPError,
+)
 from gateway.hub import Broker, HubEvent
 from gateway.upstream import UpstreamResponse
 from gateway.upstream.events import EventStream
@@ -83,6 +89,15 @@ class _Lost(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def _refused(exc: BaseException) -> bool:
+    """An HTTP answer that a retry would only repeat (a 4xx other than 408 and 429)."""
+    return (
+        isinstance(exc, UpstreamHTTPError)
+        and 400 <= exc.status < 500
+        and exc.status not in (408, 429)
+    )
 
 
 def _retrieve(future: asyncio.Future[StreamStart]) -> None:
@@ -169,6 +184,10 @@ class StreamRelay:
         object_id, cursor, reopen = self._object_id, self._cursor, self._reopen
         if not self._resumable or object_id is None or cursor is None or reopen is None:
             return None
+        if _refused(exc):
+            return (
+                None  # the upstream will not resume it (too old, deleted): asking again won't help
+            )
         request = self._spec.resume(object_id, cursor)
         if request is None or self._failures >= self._max_resumes:
             return None

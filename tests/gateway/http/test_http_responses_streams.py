@@ -214,3 +214,25 @@ async def test_background_stream_cut_is_resumed_without_gap_or_duplicate(
     assert [data["sequence_number"] for _, data in _parsed(named)] == list(range(len(seen)))
     snapshot = await (await session.get(f"{gateway.url}/streams/channels/bg/snapshot")).json()
     assert snapshot["snapshot"]["response"]["output"][0]["content"][0]["text"] == text
+
+
+@pytest.mark.asyncio
+async def test_background_stream_the_upstream_will_not_resume_ends_with_upstream_lost(
+    start_gateway: StartGateway,
+) -> None:
+    # The simulator refuses to re-stream a response older than its window (OpenAI: 5 minutes).
+    gateway = await start_gateway(sim={"stream_window_s": 0.001})
+    client = sdk_client(gateway)
+    seen = []
+    try:
+        stream = await client.responses.create(
+            **_body(background=True, metadata={"mock_scenario": "drop"}), stream=True
+        )
+        # At once: the refusal is not retried (five backoffs would take 5 s).
+        async with asyncio.timeout(3.5):
+            with pytest.raises(APIError, match="runcast lost the upstream stream"):
+                async for event in stream:
+                    seen.append(event)
+    finally:
+        await client.close()
+    assert seen and seen[-1].type == "response.output_text.delta"

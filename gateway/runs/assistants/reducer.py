@@ -9,8 +9,6 @@ relay's typed event (``HubEvent.decoded``) instead of parsing the bytes a second
 - ``thread:{thread_id}`` channels fold the thread's current run: a run event for another run
   (or a ``thread.created``) starts a fresh accumulator, so a chat UI joining the thread mid-answer
   gets the answer so far.
-- Responses and Chat Completions channels get their protocol's reducers
-  (``gateway.runs.protocols``).
 
 ``runcast.*`` events and payloads that do not decode are skipped (never fatal to the channel).
 Both report ``nbytes``, the accumulator's estimate of what they hold, which the hub charges to its
@@ -23,11 +21,11 @@ from typing import cast
 
 from gateway.hub import HubEvent, Reducer
 from parsers.accumulate import RunAccumulator, encode_snapshot
-from parsers.assistants import AssistantStreamEvent, RunEvent, ThreadEvent, decode_event
+from parsers.assistants import AssistantStreamEvent, decode_event
+from parsers.assistants.signals import signal
 from parsers.errors import EventDecodeError
+from parsers.signals import GroupSeen, RunSeen
 from parsers.sse import ServerSentEvent
-
-from . import protocols
 
 __all__ = ["RunReducer", "ThreadReducer", "reducer_factory"]
 
@@ -78,13 +76,14 @@ class ThreadReducer:
         typed = _decode(event)
         if typed is None:
             return
-        if isinstance(typed, ThreadEvent):
+        sig = signal(typed)
+        if isinstance(sig, GroupSeen):
             self._acc = RunAccumulator()
             self._run_id = None
-        elif isinstance(typed, RunEvent) and typed.data.id != self._run_id:
+        elif isinstance(sig, RunSeen) and sig.run_id != self._run_id:
             if self._run_id is not None:
                 self._acc = RunAccumulator()
-            self._run_id = typed.data.id
+            self._run_id = sig.run_id
         self._acc.apply(typed, len(event.data))
 
     @property
@@ -96,9 +95,9 @@ class ThreadReducer:
 
 
 def reducer_factory(channel: str) -> Reducer | None:
-    """The hub's ``ReducerFactory``: every channel kind gets its snapshots."""
+    """The hub's ``ReducerFactory``: run and thread channels get snapshots, others none."""
     if channel.startswith("run:"):
         return RunReducer()
     if channel.startswith("thread:"):
         return ThreadReducer()
-    return protocols.reducer_factory(channel)
+    return None
