@@ -236,3 +236,35 @@ async def test_background_stream_the_upstream_will_not_resume_ends_with_upstream
     finally:
         await client.close()
     assert seen and seen[-1].type == "response.output_text.delta"
+
+
+@pytest.mark.asyncio
+async def test_shutdown_mid_stream_ends_creator_and_subscribers_explicitly(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # 500 deltas 20 ms apart: the response would stream for 10 s.
+    gateway = await start_gateway(sim={"deltas": 500, "delay_ms": 20}, shutdown_timeout=30.0)
+    named_response, named_task = await subscribe_sse(
+        session, f"{gateway.url}/streams/channels/down"
+    )
+    creator_response = await session.post(
+        f"{gateway.v1}/responses",
+        json=_body(stream=True),
+        headers={"Authorization": "Bearer sk-caller", "Runcast-Channel": "down"},
+    )
+    assert creator_response.status == 200
+    creator_task = asyncio.create_task(read_sse(creator_response, until=lambda e: False))
+    await asyncio.sleep(0.3)
+    assert gateway.relays.statistics().active == 1
+    async with asyncio.timeout(10):
+        await gateway.runner.cleanup()
+        creator = await creator_task
+        named = await named_task
+    named_response.close()
+    creator_response.close()
+    assert creator.ended and creator.events[-1].event == "runcast.shutdown"
+    assert creator.events[-1].json()["error"]["code"] == "shutting_down"
+    assert named.events[-1].event == "runcast.shutdown"
+    assert "response.completed" not in creator.names
+    deltas = [e for e in creator.events if e.event == "response.output_text.delta"]
+    assert deltas and gateway.relays.statistics().active == 0
