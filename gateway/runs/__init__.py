@@ -9,5 +9,7 @@ reducers), ``publisher`` (where a run's events go), ``channels`` (channel names)
 ``requires_action``), ``answering`` (answering it: submit, pass on, cancel), ``expiry`` (ending
 runs left at an unanswered action), ``recovery`` (upstream failures, recovering a run),
 ``polling`` (upstream reads that outlast an outage) and ``missed`` (what a recovered run's
-channels missed). State shared between gateway processes is in ``gateway.state``.
+channels missed). State shared between gateway processes is in ``gateway.state``. ``protocols/`` pumps the
+Responses API and Chat Completions streams (one pump behind a small stream seam, one spec per
+protocol, their snapshot reducers).
 """
