@@ -30,7 +30,7 @@ from .actions import ActionHandler, ActionOptions
 from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
-from .relay import Opener, RelayEnv, RunRelay
+from .relay import Opener, RelayEnv, RelayStart, RunRelay
 
 __all__ = ["RelayRegistry", "RelayStatistics"]
 
@@ -96,7 +96,7 @@ class RelayRegistry:
         self._failed = 0
         self._closed = False
 
-    def start(
+    async def start(
         self,
         opener: Opener,
         *,
@@ -105,8 +105,10 @@ class RelayRegistry:
         headers: Mapping[str, str] | None = None,
         run_id: str | None = None,
         thread_id: str | None = None,
-    ) -> RunRelay:
-        """Create a relay for the stream ``opener`` opens and start pumping it at once."""
+    ) -> RelayStart:
+        """Start a relay for the stream ``opener`` opens, owned by the registry, and wait until
+        it knows its run (trio's ``nursery.start``): a failure before the upstream's first event
+        is raised here. A caller cancelled meanwhile leaves the relay running."""
         if self._closed:
             raise RuntimeError("relay registry is closed")
         relay = RunRelay(
@@ -125,7 +127,7 @@ class RelayRegistry:
         self._relays[task] = relay
         task.add_done_callback(self._task_done)
         self._started += 1
-        return relay
+        return await relay.ready.wait()
 
     @property
     def answers_actions(self) -> bool:
