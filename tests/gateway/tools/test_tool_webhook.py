@@ -138,7 +138,6 @@ async def test_signed_request_and_plain_text_output(
     }
     assert received["attempt"] == "1"
     assert received["idempotency_key"] == "run_7:call_C3"
-    assert received["traceparent"] is None  # no trace in context, none sent
 
 
 @pytest.mark.asyncio
