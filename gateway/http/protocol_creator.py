@@ -51,8 +51,6 @@ __all__ = ["CHANNEL_HEADER", "serve_protocol_stream"]
 CHANNEL_HEADER = "Runcast-Channel"
 _NAME = re.compile(rf"^{ID_PATTERN}$")
 _STREAMS = {"response": "responses", "chat": "chat"}
-_PROTOCOL = {"response": "responses", "chat": "chat"}
-"""The ``protocol`` label of each stream kind in the metrics (``assistants`` for runs)."""
 """The subscriber path segment of each stream kind (``/streams/<segment>/<id>``)."""
 
 
@@ -106,7 +104,7 @@ async def serve_protocol_stream(
         ],
         reopen=lambda path, query: reopen(path, query=query),
         max_event_bytes=upstream.settings.max_event_bytes,
-        meter=metrics.meter(_PROTOCOL[spec.kind]) if metrics is not None else NO_METER,
+        meter=metrics.meter(_STREAMS[spec.kind]) if metrics is not None else NO_METER,
         scrub=(lambda text: text.replace(key, "***")) if key else str,
     )
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
