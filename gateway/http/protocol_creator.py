@@ -31,6 +31,7 @@ from aiohttp import web
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT
+from gateway.metrics import NO_METER
 from gateway.runs.channels import conversation_channel, named_channel
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.protocols import CHAT, RESPONSES, StreamRelay, StreamStart, conversation_of
@@ -40,6 +41,7 @@ from parsers.sse import encode_sse
 from .creator import http_error_response, write_feed
 from .drain import shutting_down
 from .errors import RequestError, upstream_failure
+from .exposition import METRICS
 from .routes import StreamedCall
 from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM
 from .streams import ID_PATTERN
@@ -89,6 +91,7 @@ async def serve_protocol_stream(
     )
     reopen = functools.partial(upstream.open_stream, "GET", api_key=api_key, headers=headers)
     key = upstream.settings.api_key
+    metrics = app.get(METRICS)
     feed = CreatorFeed(app[SETTINGS].creator_buffer_bytes)
     relay = StreamRelay(
         spec,
@@ -101,6 +104,7 @@ async def serve_protocol_stream(
         ],
         reopen=lambda path, query: reopen(path, query=query),
         max_event_bytes=upstream.settings.max_event_bytes,
+        meter=metrics.meter(_STREAMS[spec.kind]) if metrics is not None else NO_METER,
         scrub=(lambda text: text.replace(key, "***")) if key else str,
     )
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")

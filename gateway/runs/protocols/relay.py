@@ -43,6 +43,7 @@ from gateway.errors import (
     UpstreamHTTPError,
 )
 from gateway.hub import Broker, HubEvent
+from gateway.metrics import NO_METER, RunMeter
 from gateway.upstream import UpstreamResponse
 from gateway.upstream.events import EventStream
 from parsers.errors import RemoteProtocolError
@@ -120,10 +121,12 @@ class StreamRelay:
         max_resumes: int = 5,
         max_event_bytes: int | None = None,
         scrub: Callable[[str], str] = str,
+        meter: RunMeter = NO_METER,
     ) -> None:
         self._spec = spec
         self._opener = opener
         self._reopen = reopen
+        self._meter = meter
         self._max_resumes = max_resumes
         self._out = ChannelPublisher(broker, feed, channels)
         self._max_event_bytes = max_event_bytes
@@ -141,6 +144,9 @@ class StreamRelay:
         self._resuming = False
         self._failures = 0
         """Resumptions since the last new event."""
+        self._outcome = "no_stream"
+        """How the relay ended, for the metrics: ``ended`` (the protocol's last word),
+        ``upstream_lost`` or ``no_stream`` (refused, or stopped before its end)."""
 
     @property
     def object_id(self) -> str | None:
@@ -152,12 +158,16 @@ class StreamRelay:
 
     async def run(self) -> None:
         opener = self._opener
+        self._outcome = "no_stream"
         try:
             while True:
+                opened = self._meter.opened()
                 try:
-                    await self._pump(opener)
+                    await self._pump(opener, opened)
                     return
                 except (UpstreamError, RemoteProtocolError) as exc:
+                    self._meter.closed(opened)
+                    self._meter.failed(failure_reason(exc))
                     if self._ended:
                         # After the last word a cut is an end (OpenAI closes without `[DONE]`).
                         log.debug(
@@ -170,11 +180,15 @@ class StreamRelay:
                         return
                     resumed = await self._resumption(exc)
                     if resumed is None:
+                        self._outcome = "upstream_lost"
                         await self._lost(exc)
                         return
                     opener = resumed
         finally:
-            await self._finish()
+            try:
+                await self._finish()
+            finally:
+                self._meter.finished(self._outcome)
 
     async def _resumption(
         self, exc: BaseException
@@ -204,7 +218,8 @@ class StreamRelay:
         path, query = request
         return functools.partial(reopen, path, query)
 
-    async def _pump(self, opener: Callable[[], Awaitable[UpstreamResponse]]) -> None:
+    async def _pump(self, opener: Callable[[], Awaitable[UpstreamResponse]], opened: float) -> None:
+        meter = self._meter
         stream = EventStream(opener, max_event_bytes=self._max_event_bytes)
         async with stream:
             if self._request_id is None:
@@ -212,7 +227,9 @@ class StreamRelay:
             while batch := await stream.read_batch():
                 self._received = True
                 events: list[HubEvent] = []
+                sampled = 0.0
                 for sse in batch:
+                    sampled = meter.event(opened) or sampled
                     typed, seen = self._spec.decode(sse)
                     if typed is None:
                         log.warning(
@@ -228,11 +245,14 @@ class StreamRelay:
                         self._resumable = True
                     if seen.end:
                         self._ended = True
+                        self._outcome = "ended"
                     if self._object_id is None and seen.object_id is not None:
                         self._known(seen.object_id)
                     events.append(HubEvent(sse.event, sse.data_bytes, typed))
                 await self._emit(events)
+                meter.delivered(sampled)
                 await asyncio.sleep(0)
+            meter.closed(opened)
             if not self._ended:
                 raise StreamTruncated(
                     last_status=None,

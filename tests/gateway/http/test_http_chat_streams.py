@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from http_helpers import WAIT, Gateway, Received
 from openai import APIError, AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 from protocol_helpers import read_sse, read_ws, subscribe_sse
 
 
@@ -117,3 +118,33 @@ async def test_chat_stream_cut_before_done_ends_with_upstream_lost_once(
     lost = sub.events[-1].json()
     assert lost["kind"] == "chat" and lost["id"] == seen[0].id and lost["cursor"] is None
     assert len(sub.events) == len(seen) + 1  # nothing after the loss: never retried
+
+
+@pytest.mark.asyncio
+async def test_protocol_streams_move_the_run_counters(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    [e async for e in await sdk.responses.create(model="gpt-5", input="Hi", stream=True)]
+    cut = await sdk.chat.completions.create(
+        model="gpt-4o",
+        messages=_messages(),  # type: ignore[arg-type]
+        stream=True,
+        metadata={"mock_scenario": "drop"},
+    )
+    with pytest.raises(APIError):
+        [c async for c in cut]
+    async with session.get(f"{gateway.url}/metrics") as response:
+        text = await response.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("runcast_runs_started_total", protocol="responses") == 1
+    assert value("runcast_runs_finished_total", protocol="responses", outcome="ended") == 1
+    assert value("runcast_runs_started_total", protocol="chat") == 1
+    assert value("runcast_runs_finished_total", protocol="chat", outcome="upstream_lost") == 1
