@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
-from hub_helpers import Hub, StartHub, counting_reducer, make_app, settings
+from hub_helpers import Hub, MakeBroker, StartHub, counting_reducer, make_app, settings
 
-from gateway.hub import MemoryBroker
+from gateway.hub import Broker, MemoryBroker
+
+
+@pytest.fixture(params=["memory"])
+def make_broker(request: pytest.FixtureRequest) -> MakeBroker:
+    """Each broker kind in turn, for the contract suite (test_hub_broker_contract.py)."""
+
+    @contextlib.asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[Broker]:
+        async with MemoryBroker(settings(**overrides), reducer_factory=counting_reducer) as b:
+            yield b
+
+    return make
 
 
 @pytest_asyncio.fixture
