@@ -10,6 +10,7 @@ RUNCAST_API_KEYS            ``--api-key``: runcast's own keys, comma-separated
 RUNCAST_TOKEN_SECRET        ``--token-secret``: HS256 secret for subscribe tokens (>= 32 bytes)
 RUNCAST_CORS_ORIGINS        ``--cors-origin``: comma-separated origins, ``*`` for any
 RUNCAST_HOST, RUNCAST_PORT  ``--host``, ``--port``
+RUNCAST_BROKER              ``--broker``: ``memory`` (default) or ``redis://HOST:PORT/DB``
 RUNCAST_TOOL_WEBHOOK_SECRET ``--tool-webhook-secret``: HMAC key signing tool webhook requests
 ==========================  ===================================================================
 
@@ -164,6 +165,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
 
     hub = p.add_argument_group("subscribers")
+    hub.add_argument(
+        "--broker",
+        metavar="URL",
+        help="channel logs: 'memory' (default) or redis://HOST:PORT/DB shared by every node "
+        "(env RUNCAST_BROKER)",
+    )
+    hub.add_argument("--node-id", metavar="ID", help="this node's name (default: generated)")
     hub.add_argument(
         "--history-events", type=int, metavar="N", help="events kept per channel for resume"
     )
@@ -407,6 +415,12 @@ def _pick(flag: Any, env: Mapping[str, str], name: str, convert: Callable[[str],
         raise ConfigError(f"{name}={raw!r} is not valid") from None
 
 
+def _broker_url(raw: str | None) -> str | None:
+    if raw is None or raw == "memory" or raw.startswith(("redis://", "rediss://", "unix://")):
+        return raw
+    raise ConfigError(f"--broker {raw!r}: expected 'memory' or redis://HOST:PORT/DB")
+
+
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -457,6 +471,8 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
         api_keys=api_keys,
         cors_origins=cors,
         **_given(
+            broker=_broker_url(_pick(ns.broker, env, "RUNCAST_BROKER")),
+            node_id=ns.node_id,
             host=_pick(ns.host, env, "RUNCAST_HOST"),
             port=_pick(ns.port, env, "RUNCAST_PORT", int),
             simulator_port=ns.sim_port,

@@ -48,6 +48,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.hub import BrokerStatistics, MemoryBroker
+from gateway.hub.redis import RedisBroker
 from gateway.mock import create_app as create_simulator
 from gateway.settings import Settings
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
@@ -219,7 +220,19 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=reducer_factory) as broker:
+    settings = app[SETTINGS]
+    broker: MemoryBroker
+    if settings.broker == "memory":
+        broker = MemoryBroker(settings.hub, reducer_factory=reducer_factory)
+    else:
+        broker = RedisBroker(
+            settings.broker,
+            settings.hub,
+            reducer_factory=reducer_factory,
+            node_id=settings.node_id,
+        )
+        log.info("broker %s, node %s", settings.broker, broker.node_id)
+    async with broker:
         app[BROKER] = broker
         yield
 

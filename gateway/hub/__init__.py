@@ -11,6 +11,8 @@ Layers, one module each:
 - ``budget``: the global memory budget: what channels retain, and what goes first when over it.
 - ``sinks``: subscriber outputs writing pre-encoded bytes straight to a socket transport.
 - ``transports``: ``serve_sse`` / ``serve_websocket``, the aiohttp handlers' whole job.
+- ``redis/``: :class:`~gateway.hub.redis.RedisBroker`, channel logs in Redis shared by every node,
+  fanned out by this node's local channels (``channel``) like memory mode.
 
 Usage from the gateway::
 
