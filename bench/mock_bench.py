@@ -4,9 +4,12 @@ Each server runs alone in a child process (so on one core); the client, in this 
 streamed runs with a large delta count over 127.0.0.1 and counts events (blank-line separators).
 Peers, measured in the same run, serve the same event sequence built the naive way: every event a
 whole dict passed to ``json.dumps``, either coalesced into 64 KiB writes like runcast or written
-one event per ``write``.
+one event per ``write``. ``--protocol responses`` or ``chat`` measures the Responses
+(``POST /v1/responses``, ``sequence_number`` and ``obfuscation`` on every delta) or Chat
+Completions (data-only chunks) streams the same way, against naive peers of that protocol.
 
     .venv/bin/python bench/mock_bench.py [--deltas 200000] [--streams 3] [--uvloop]
+        [--protocol assistants|responses|chat]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.mock.sink import SSE_HEADERS
 from gateway.mock.textgen import TextGenerator
 
 HEADERS = {"Authorization": "Bearer bench", "OpenAI-Beta": "assistants=v2"}
+PROTOCOLS = ("assistants", "responses", "chat")
 MODES = {
     "runcast": "runcast mock (byte templates, 64 KiB writes)",
     "naive-batched": "json.dumps per event, 64 KiB writes",
@@ -123,11 +127,105 @@ def naive_app(deltas: int, words: int, per_event: bool) -> web.Application:
         await resp.write(b"event: done\ndata: [DONE]\n\n")
         return resp
 
+    async def responses(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        await resp.prepare(request)
+        writer = _Writer(resp, per_event, data_only=False)
+        now = int(time.time())
+        response: dict[str, Any] = {
+            "id": "resp_bench", "object": "response", "created_at": now, "status": "in_progress",
+            "background": False, "error": None, "incomplete_details": None, "instructions": None,
+            "max_output_tokens": None, "model": "gpt-5", "output": [], "parallel_tool_calls": True,
+            "previous_response_id": None, "store": True, "temperature": 1.0, "tool_choice": "auto",
+            "tools": [], "top_p": 1.0, "truncation": "disabled", "usage": None, "metadata": {},
+        }  # fmt: skip
+        item: dict[str, Any] = {"id": "msg_b", "type": "message", "status": "in_progress",
+                                "content": [], "role": "assistant"}  # fmt: skip
+        await writer.emit({"type": "response.created", "response": response})
+        await writer.emit({"type": "response.in_progress", "response": response})
+        await writer.emit({"type": "response.output_item.added", "output_index": 0, "item": item})
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        common = {"item_id": "msg_b", "output_index": 0, "content_index": 0}
+        await writer.emit({"type": "response.content_part.added", **common, "part": part})
+        parts: list[str] = []
+        for text in TextGenerator(0).fragments(deltas, words, first=True):
+            parts.append(text)
+            pad = "x" * (16 - len(json.dumps(text)) % 16)
+            await writer.emit({"type": "response.output_text.delta", **common, "delta": text,
+                               "logprobs": [], "obfuscation": pad})  # fmt: skip
+        done = {**part, "text": "".join(parts)}
+        await writer.emit({"type": "response.output_text.done", **common, "text": done["text"],
+                           "logprobs": []})  # fmt: skip
+        await writer.emit({"type": "response.content_part.done", **common, "part": done})
+        item = {**item, "status": "completed", "content": [done]}
+        await writer.emit({"type": "response.output_item.done", "output_index": 0, "item": item})
+        response = {**response, "status": "completed", "output": [item]}
+        await writer.emit({"type": "response.completed", "response": response})
+        await writer.close()
+        return resp
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        await resp.prepare(request)
+        writer = _Writer(resp, per_event, data_only=True)
+        head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": "gpt-4o", "service_tier": "default",
+                "system_fingerprint": "fp_bench"}  # fmt: skip
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**head, "choices": [choice]}
+
+        await writer.emit(chunk({"role": "assistant", "content": "", "refusal": None}))
+        for text in TextGenerator(0).fragments(deltas, words, first=True):
+            await writer.emit(chunk({"content": text}))
+        await writer.emit(chunk({}, "stop"))
+        await writer.close(b"data: [DONE]\n\n")
+        return resp
+
     app = web.Application()
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/assistants", ok)
     app.router.add_post("/v1/threads", ok)
     app.router.add_post("/v1/threads/{thread_id}/runs", stream)
     return app
+
+
+class _Writer:
+    """The naive peers' writer: ``json.dumps`` per event, batched or one write per event."""
+
+    def __init__(self, resp: web.StreamResponse, per_event: bool, *, data_only: bool) -> None:
+        self.resp = resp
+        self.per_event = per_event
+        self.data_only = data_only
+        self.pending: list[bytes] = []
+        self.size = 0
+        self.seq = 0
+
+    async def emit(self, obj: dict[str, Any]) -> None:
+        if self.data_only:
+            frame = f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
+        else:
+            obj = {"type": obj["type"], "sequence_number": self.seq, **obj}
+            self.seq += 1
+            data = json.dumps(obj, separators=(",", ":"))
+            frame = f"event: {obj['type']}\ndata: {data}\n\n".encode()
+        if self.per_event:
+            await self.resp.write(frame)
+            return
+        self.pending.append(frame)
+        self.size += len(frame)
+        if self.size >= BATCH:
+            await self.resp.write(b"".join(self.pending))
+            self.pending.clear()
+            self.size = 0
+            await asyncio.sleep(0)
+
+    async def close(self, trailer: bytes = b"") -> None:
+        await self.resp.write(b"".join(self.pending) + trailer)
 
 
 # -- server process ---------------------------------------------------------------------------
@@ -157,18 +255,27 @@ def serve(mode: str, deltas: int, words: int, use_uvloop: bool, ports: Any) -> N
 # -- client -----------------------------------------------------------------------------------
 
 
-async def pull(base: str, streams: int) -> int:
+async def pull(base: str, streams: int, protocol: str) -> int:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
     async with aiohttp.ClientSession(headers=HEADERS, timeout=timeout) as session:
         post: Callable[..., Awaitable[Any]] = session.post
-        async with await post(base + "/assistants", json={"model": "gpt-4o"}) as resp:
-            assistant = (await resp.json())["id"]
+        if protocol == "assistants":
+            async with await post(base + "/assistants", json={"model": "gpt-4o"}) as resp:
+                assistant = (await resp.json())["id"]
         events = 0
         for _ in range(streams):
-            async with await post(base + "/threads", json={}) as resp:
-                thread = (await resp.json())["id"]
-            body = {"assistant_id": assistant, "stream": True}
-            async with await post(f"{base}/threads/{thread}/runs", json=body) as resp:
+            if protocol == "responses":
+                url, body = base + "/responses", {"model": "gpt-5", "input": "Hi", "stream": True}
+            elif protocol == "chat":
+                message = {"role": "user", "content": "Hi"}
+                url = base + "/chat/completions"
+                body = {"model": "gpt-4o", "messages": [message], "stream": True}
+            else:
+                async with await post(base + "/threads", json={}) as resp:
+                    thread = (await resp.json())["id"]
+                url = f"{base}/threads/{thread}/runs"
+                body = {"assistant_id": assistant, "stream": True}
+            async with await post(url, json=body) as resp:
                 assert resp.status == 200, await resp.text()
                 last = b""
                 async for chunk in resp.content.iter_any():
@@ -189,7 +296,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, float]:
         server = psutil.Process(proc.pid)
         cpu0 = sum(server.cpu_times()[:2])
         t0 = time.perf_counter()
-        events = asyncio.run(pull(f"http://127.0.0.1:{port}/v1", args.streams))
+        events = asyncio.run(pull(f"http://127.0.0.1:{port}/v1", args.streams, args.protocol))
         wall = time.perf_counter() - t0
         cpu = sum(server.cpu_times()[:2]) - cpu0
     finally:
@@ -210,12 +317,14 @@ def main() -> None:
     parser.add_argument("--tokens-per-delta", type=int, default=3)
     parser.add_argument("--streams", type=int, default=3)
     parser.add_argument("--uvloop", action="store_true", help="run the servers on uvloop")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="assistants")
     args = parser.parse_args()
     results = {mode: measure(mode, args) for mode in MODES}
     base = results["runcast"]["rate"]
     loop = "uvloop" if args.uvloop else "asyncio"
     print(
-        f"\n{args.streams} streams x {args.deltas:,} deltas, {args.tokens_per_delta} words/delta, "
+        f"\n{args.protocol}: {args.streams} streams x {args.deltas:,} deltas, "
+        f"{args.tokens_per_delta} words/delta, "
         f"server loop {loop}, one server process (one core), client in another\n"
     )
     print(

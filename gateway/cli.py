@@ -11,6 +11,7 @@ RUNCAST_TOKEN_SECRET        ``--token-secret``: HS256 secret for subscribe token
 RUNCAST_CORS_ORIGINS        ``--cors-origin``: comma-separated origins, ``*`` for any
 RUNCAST_HOST, RUNCAST_PORT  ``--host``, ``--port``
 RUNCAST_BROKER              ``--broker``: ``memory`` (default) or ``redis://HOST:PORT/DB``
+RUNCAST_BACKLOG             ``--backlog``: the listening socket's accept backlog
 RUNCAST_TOOL_WEBHOOK_SECRET ``--tool-webhook-secret``: HMAC key signing tool webhook requests
 ==========================  ===================================================================
 
@@ -29,7 +30,6 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
-import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import flags
+from gateway import flags, logs
 from gateway.errors import ConfigError, ListenError
 from gateway.hub import HubSettings
 from gateway.loadtest import cli as loadtest_cli
@@ -64,6 +64,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     net.add_argument(
         "--body-timeout", type=float, metavar="S", help="a request body must arrive within S (408)"
+    )
+    net.add_argument(
+        "--backlog",
+        type=int,
+        metavar="N",
+        help="connections the kernel completes before runcast accepts them, for connection "
+        "storms (env RUNCAST_BACKLOG; default: 0, meaning net.core.somaxconn, the kernel's ceiling)",
     )
     net.add_argument(
         "--max-connections",
@@ -193,6 +200,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--heartbeat", type=float, metavar="S", help="SSE comment / WebSocket ping period"
     )
     hub.add_argument(
+        "--coalesce-ms",
+        type=float,
+        metavar="MS",
+        help="events of a channel published within MS go to each subscriber in one write; adds "
+        "up to MS of latency (terminal events and done are never held; 0 disables)",
+    )
+    hub.add_argument(
         "--memory-budget",
         type=_size,
         metavar="SIZE",
@@ -281,7 +295,21 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not serve the live viewer page at / nor its channel listing (default: served)",
     )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    logging_ = p.add_argument_group("logs")
+    logging_.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text lines, or json: one object per line with the run/thread ids in context "
+        "(default text)",
+    )
+    logging_.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="(default info)"
+    )
+    logging_.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        help="a line per request; /healthz, /readyz and /metrics never (default on)",
+    )
 
     flags.check(p, _SERVE_RULES)
     flags.document(p, _serve_defaults())
@@ -293,6 +321,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
     "header_timeout": _SECONDS,
     "body_timeout": _SECONDS,
+    "backlog": flags.at_least(0, int),
     "max_connections": flags.at_least(0, int),
     "max_pending_per_client": _COUNT,
     "upstream_connect_timeout": _SECONDS,
@@ -312,6 +341,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "max_subscribers_per_channel": _COUNT,
     "max_subscribers": _COUNT,
     "heartbeat": flags.at_least(0),
+    "coalesce_ms": flags.at_least(0),
     "tool_timeout": _SECONDS,
     "tool_concurrency": _COUNT,
     "tool_max_rounds": _COUNT,
@@ -346,6 +376,7 @@ def _serve_defaults() -> dict[str, object]:
         "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
         "max_subscribers": f"{hub.max_subscribers:,}",
         "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
+        "coalesce_ms": f"{hub.coalesce_window * 1000:g}",
         "tools": "none",
         "tool_webhook": "none",
         "tool_webhook_secret": "none",
@@ -456,6 +487,7 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             max_subscribers_per_channel=ns.max_subscribers_per_channel,
             max_subscribers=ns.max_subscribers,
             heartbeat_interval=ns.heartbeat,
+            coalesce_window=None if ns.coalesce_ms is None else ns.coalesce_ms / 1000,
             max_pending_channels_per_client=ns.max_pending_per_client,
             memory_budget=ns.memory_budget,
         )
@@ -487,7 +519,11 @@ def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settin
             drain_timeout=ns.drain_timeout,
             header_timeout=ns.header_timeout,
             body_timeout=ns.body_timeout,
+            backlog=_pick(ns.backlog, env, "RUNCAST_BACKLOG", int),
             max_connections=ns.max_connections,
+            log_format=ns.log_format,
+            log_level=ns.log_level,
+            access_log=None if ns.access_log is None else ns.access_log == "on",
         ),
         viewer=ns.viewer,
     )
@@ -558,11 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"runcast loadtest: error: {exc}", file=sys.stderr)
             return 2
         return loadtest_cli.run(load_settings)
-    logging.basicConfig(
-        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = settings_from_args(ns, os.environ)
+        logs.configure(settings.log_format, settings.log_level, settings.secrets)
         check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.flags import is_origin
 from gateway.hub import HubSettings
+from gateway.logs import LogFormat, LogLevel
 from gateway.mock.settings import MockSettings
 from gateway.tools.settings import ToolSettings
 from gateway.upstream import UpstreamSettings
@@ -93,6 +94,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     are refused meanwhile) before every remaining stream is ended; under Kubernetes' default
     30 s grace period. 0 ends them at once."""
 
+    readiness_interval: float = 5.0
+    """How often the upstream is probed (a TCP connect) for ``/readyz``."""
+
+    log_format: LogFormat = "text"
+    """``text`` lines or ``json`` objects, one per line (``gateway.logs``)."""
+    log_level: LogLevel = "info"
+    access_log: bool = True
+    """One line per request (never for ``/healthz``, ``/readyz`` or ``/metrics``)."""
+
     viewer: bool = True
     """Serve the live viewer page at ``/`` and its channel listing (``--no-viewer`` turns it off)."""
 
@@ -104,6 +114,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     body_timeout: float = 60.0
     """A request body must have arrived whole this long after its head (408 otherwise): 4 MiB
     (``max_body_bytes``) at about 0.5 Mbit/s."""
+    backlog: int = 0
+    """The listening socket's accept backlog (connections the kernel completes before runcast
+    accepts them). 0: ``net.core.somaxconn``, the most the kernel grants."""
     max_connections: int = 0
     """Open client connections; past it new ones get a 503 and are closed. 0: the open-file limit
     (``ulimit -n``) minus the descriptors runcast keeps for itself."""
@@ -135,6 +148,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "shutdown_timeout": self.shutdown_timeout,
             "header_timeout": self.header_timeout,
             "body_timeout": self.body_timeout,
+            "readiness_interval": self.readiness_interval,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -153,8 +167,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     f"CORS origin {origin!r} (--cors-origin / RUNCAST_CORS_ORIGINS) is not an "
                     "origin: use scheme://host[:port], or *"
                 )
+        if self.backlog < 0:
+            raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json: {self.log_format!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level must be debug, info, warning or error: {self.log_level!r}"
+            )
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value configured, for the log redaction."""
+        held = (
+            *self.api_keys,
+            self.token_secret,
+            self.upstream.api_key if self.upstream is not None else None,
+            self.tools.webhook_secret,
+        )
+        return tuple(value for value in held if value)
 
     @property
     def embedded(self) -> bool:

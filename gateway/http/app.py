@@ -31,6 +31,7 @@ Routes::
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
+    GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
     GET   /, /viewer/*, /client/*          the viewer page and runcast-client.js (gateway.web)
 
 ``/healthz`` needs no credentials, so it tells nothing about runs, subscribers or tools; the
@@ -50,22 +51,24 @@ from aiohttp import web
 from gateway.hub import BrokerStatistics, MemoryBroker
 from gateway.hub.redis import RedisBroker
 from gateway.mock import create_app as create_simulator
+from gateway.runs.actions import ActionHandler, ActionOptions
+from gateway.runs.reducer import reducer_factory
+from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
 
-from .actions import ActionHandler, ActionOptions
 from .auth import CallerAuth, TokenAuthority
 from .bodies import body_deadline_middleware
 from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
+from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
+from .logcontext import log_context_middleware
 from .proxy import proxy
-from .reducer import reducer_factory
-from .registry import RelayRegistry, RelayStatistics
 from .state import (
     BROKER,
     CALLERS,
@@ -86,8 +89,6 @@ __all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app
 log = logging.getLogger("runcast")
 
 TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
-
-_encoder = msgspec.json.Encoder()
 
 
 def create_app(
@@ -118,7 +119,7 @@ def create_app(
             events_to_creator=settings.tools.emit_tool_events_to_creator,
         )
     app = web.Application(
-        middlewares=[error_middleware, body_deadline_middleware],
+        middlewares=[log_context_middleware, error_middleware, body_deadline_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -134,6 +135,8 @@ def create_app(
     )
     app[CONNECTIONS] = SubscriberConnections()
     app[DRAIN] = Drain()
+    app[READINESS] = Readiness()
+    app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:
         log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
@@ -154,7 +157,8 @@ def create_app(
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
     app.router.add_post("/tokens", mint_token)
-    app.router.add_get("/healthz", _health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     add_web_routes(app, viewer=settings.viewer)
     return app
 
@@ -214,9 +218,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             upstream.base_url,
             "runcast holds the upstream key" if upstream.api_key else "callers' keys passed on",
         )
-    async with UpstreamClient(upstream) as client:
+    probe = UpstreamProbe(
+        upstream.base_url,
+        interval=settings.readiness_interval,
+        timeout=min(upstream.connect_timeout, settings.readiness_interval),
+    )
+    async with UpstreamClient(upstream) as client, probe:
         app[UPSTREAM] = client
-        yield
+        app[READINESS].add("upstream", probe.reason)
+        try:
+            yield
+        finally:
+            app[READINESS].discard("upstream")
+
+
+def _draining(drain: Drain) -> str | None:
+    return "draining: shutting down" if drain.draining else None
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -303,14 +320,6 @@ def statistics(app: web.Application) -> GatewayStatistics:
         hub=app[BROKER].statistics(),
         tools=_tools_health(app),
     )
-
-
-_HEALTHY = _encoder.encode({"status": "ok"})
-
-
-async def _health(request: web.Request) -> web.Response:
-    # Unauthenticated: liveness only, nothing about runs, subscribers or channels.
-    return web.Response(body=_HEALTHY, content_type="application/json")
 
 
 def _tools_health(app: web.Application) -> ToolStatistics | None:

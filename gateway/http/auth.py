@@ -25,9 +25,9 @@ import jwt
 import msgspec
 from aiohttp import web
 
+from gateway.runs.channels import thread_channel
 from gateway.settings import MIN_TOKEN_SECRET_BYTES
 
-from .channels import thread_channel
 from .errors import RequestError
 
 __all__ = ["CallerAuth", "MintedToken", "TokenAuthority", "bearer"]

@@ -30,15 +30,15 @@ from aiohttp import web
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_payload
+from gateway.runs.channels import run_channel, thread_channel
+from gateway.runs.feed import CreatorFeed
+from gateway.runs.relay import Opener, RelayStart
 from parsers.errors import RemoteProtocolError
 from parsers.sse import encode_sse
 
-from .channels import run_channel, thread_channel
 from .drain import shutting_down
 from .errors import RequestError, upstream_failure
-from .feed import CreatorFeed
 from .headers import copy_response_headers, relayed_body
-from .relay import Opener, RelayStart
 from .routes import StreamedCall
 from .state import DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
 

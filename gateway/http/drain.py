@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.runs.registry import RelayRegistry
+
 from .errors import RequestError
-from .registry import RelayRegistry
 
 __all__ = ["Drain", "drain", "shutting_down"]
 

@@ -1,4 +1,11 @@
-"""The listening socket: the open-connection cap, the request-head deadline, refusals.
+"""The listening socket: its accept backlog, the open-connection cap, the request-head deadline,
+refusals.
+
+The backlog (``--backlog``) is the kernel's queue of connections completed but not yet accepted.
+When it is full, Linux drops further SYNs and each client waits for its retransmission (1 s, then
+2 s, 4 s...), which turns a connection storm (a thousand browsers reconnecting after a deploy)
+into seconds of delay. The default is ``net.core.somaxconn``, the ceiling the kernel applies to
+any ``listen()`` anyway (4096 since Linux 5.4).
 
 aiohttp's own knob bounds a request head: each connection's ``RequestHandler`` gets
 ``keepalive_timeout=header_timeout``, which (aiohttp >= 3.14.4) is armed when the connection
@@ -43,6 +50,7 @@ __all__ = [
     "ListenSite",
     "Listener",
     "connection_cap",
+    "listen_backlog",
     "listen_failure",
     "raise_open_file_limit",
 ]
@@ -59,6 +67,9 @@ stays open while the answer reaches the client."""
 MAX_LINGERING_REFUSALS = 64
 """Refused connections lingering at once; further ones are closed without an answer."""
 _WARN_EVERY = 60.0
+SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+DEFAULT_BACKLOG = 4096
+"""The backlog where ``somaxconn`` cannot be read: Linux's own default since 5.4."""
 
 _REFUSAL_BODY = error_body(
     503,
@@ -100,6 +111,19 @@ def raise_open_file_limit() -> int | None:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def listen_backlog(configured: int, *, somaxconn_path: str = SOMAXCONN_PATH) -> int:
+    """The accept backlog to ask for: ``configured``, or with 0 (auto) the kernel's ceiling
+    ``net.core.somaxconn`` (``DEFAULT_BACKLOG`` where that cannot be read)."""
+    if configured:
+        return configured
+    try:
+        with open(somaxconn_path, "rb") as f:
+            value = int(f.read())
+    except (OSError, ValueError):
+        return DEFAULT_BACKLOG
+    return value if value > 0 else DEFAULT_BACKLOG
 
 
 def connection_cap(configured: int) -> int:
@@ -157,7 +181,7 @@ class Listener:
         self._refused_unlogged = 0
         self._warned_at = -_WARN_EVERY
 
-    async def bind(self, host: str, port: int, *, backlog: int = 1024) -> asyncio.Server:
+    async def bind(self, host: str, port: int, *, backlog: int = DEFAULT_BACKLOG) -> asyncio.Server:
         """Bind ``host:port`` without accepting yet; :class:`ListenError` when that fails (an
         address in use, a host that does not resolve), before anything else has started."""
         loop = self._loop = asyncio.get_running_loop()

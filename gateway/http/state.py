@@ -9,13 +9,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.hub import Broker
+from gateway.runs.registry import RelayRegistry
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 
 from .auth import CallerAuth, TokenAuthority
 from .connections import SubscriberConnections
 from .drain import Drain
-from .registry import RelayRegistry
 
 __all__ = [
     "BROKER",

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from gateway.errors import SubscriberError
 from gateway.hub import serve_subscriber, since_from_request
+from gateway.runs.channels import run_channel, thread_channel
 
-from .channels import run_channel, thread_channel
 from .errors import RequestError
 from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 

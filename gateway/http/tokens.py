@@ -12,7 +12,8 @@ import re
 import msgspec
 from aiohttp import web
 
-from .channels import run_channel, thread_channel
+from gateway.runs.channels import run_channel, thread_channel
+
 from .errors import RequestError
 from .state import CALLERS, SETTINGS, TOKENS
 from .streams import ID_PATTERN

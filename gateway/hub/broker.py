@@ -210,6 +210,10 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ``runcast.lagged``. A replay may exceed it once (it is written to an empty buffer)."""
     heartbeat_interval: float = 15.0
     """SSE comment / WebSocket ping period; below common proxy idle timeouts (30-60 s). 0 disables."""
+    coalesce_window: float = 0.0
+    """Events published within this long of the first one held go out together: one write per
+    subscriber instead of one per publish, for up to this much added latency (``channel.py``).
+    0 writes every publish at once."""
     sweep_interval: float = 1.0
     """How often dead connections are collected and expired channels dropped."""
     close_timeout: float = 5.0

@@ -17,8 +17,15 @@ when it alone exceeds the budget, history is all that goes and the budget is exc
 
 Freed memory and the process size. The hub frees what it drops (measured: no object of a dropped
 channel stays referenced), but glibc's malloc keeps freed pages inside its heap, so RSS stays at
-its peak. Once retained bytes have fallen by :data:`TRIM_AFTER_BYTES` from their peak, the broker's
-housekeeping calls ``malloc_trim(0)`` (glibc only, in a worker thread) to hand those pages back.
+its peak. The same holds for subscribers: each costs about 13 KiB while connected (aiohttp's
+request, parser and tasks, the transport, the sink; ``bench/connect_bench.py``), all of it freed
+when it leaves (tracemalloc: 1.7 MiB of Python objects left after 5,000 came and went), yet
+10,000 that left kept 68 MiB of RSS (32-52 MiB with the trim below; the rest is arenas that
+stay partly used, and is reused: three storms of 10,000 in a row peak at the same RSS). Once
+retained bytes have fallen by :data:`TRIM_AFTER_BYTES`
+from their peak, or the subscribers by :data:`TRIM_AFTER_SUBSCRIBERS` from theirs (as seen by the
+sweeps), the broker's housekeeping calls ``malloc_trim(0)`` (glibc only, in a worker thread) to
+hand those pages back.
 
 The heap is lazy: an entry whose channel was dropped, ended, or whose oldest event changed is
 fixed when it reaches the top, and :meth:`MemoryBudget.compact` (from the broker's sweep)
@@ -35,10 +42,12 @@ from collections.abc import Callable, Collection
 
 from gateway.hub.channel import Channel, HubCounters
 
-__all__ = ["TRIM_AFTER_BYTES", "MemoryBudget", "malloc_trim"]
+__all__ = ["TRIM_AFTER_BYTES", "TRIM_AFTER_SUBSCRIBERS", "MemoryBudget", "malloc_trim"]
 
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
 """A drop from the peak worth a ``malloc_trim`` (it walks the whole heap: not for every event)."""
+TRIM_AFTER_SUBSCRIBERS = 2_000
+"""Subscribers gone since their peak worth a ``malloc_trim``: about 26 MiB of connection state."""
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -63,7 +72,9 @@ class MemoryBudget:
         "_ended",
         "_gen",
         "_heap",
+        "_last_subscribers",
         "_peak",
+        "_peak_subscribers",
         "_tiebreak",
         "channels_evicted",
         "events_evicted",
@@ -81,6 +92,8 @@ class MemoryBudget:
         self._tiebreak = itertools.count()
         self._gen = 0
         self._peak = 0
+        self._peak_subscribers = 0
+        self._last_subscribers = 0
         self.channels_evicted = 0
         self.events_evicted = 0
 
@@ -147,11 +160,23 @@ class MemoryBudget:
             self._peak = self._counters.retained_bytes
 
     def trim_due(self) -> bool:
-        """True (once) when retained bytes fell far enough from their peak to trim the heap."""
+        """True (once) when retained bytes, or subscribers, fell far enough from their peak to
+        trim the heap. Called by every sweep, which is also when the subscribers' peak is seen;
+        a drop of subscribers counts once their number held still for a sweep, so that the
+        connections they leave behind (closed just after the hub lets go of them) are freed."""
         used = self._counters.retained_bytes
-        if malloc_trim is None or self._peak - used < TRIM_AFTER_BYTES:
+        subscribers = self._counters.subscribers
+        settled, self._last_subscribers = subscribers == self._last_subscribers, subscribers
+        if subscribers > self._peak_subscribers:
+            self._peak_subscribers = subscribers
+        if malloc_trim is None:
+            return False
+        if self._peak - used < TRIM_AFTER_BYTES and not (
+            settled and self._peak_subscribers - subscribers >= TRIM_AFTER_SUBSCRIBERS
+        ):
             return False
         self._peak = used
+        self._peak_subscribers = subscribers
         return True
 
     def compact(self, channels: Collection[Channel]) -> None:

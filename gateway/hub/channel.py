@@ -5,12 +5,22 @@ in use and hands the same bytes to every sink; a subscribe replays and attaches 
 With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
 with no gap and no duplicate).
 
+Write coalescing (``HubSettings.coalesce_window``, ``--coalesce-ms``): a socket write costs about
+as much as the rest of a delivery, so with a window, events are stored and numbered at once but
+their fan-out waits for the window's timer: everything published meanwhile goes out as one batch,
+one write per subscriber, with the same ids, order and bytes (SSE: one HTTP chunk instead of
+several). A subscriber attaching meanwhile first gets the held events written to the others, so
+its replay and the live events still meet without gap or duplicate. A batch with a terminal event
+(:data:`FLUSH_AT_ONCE`) goes out at once with everything held before it, and so does what is held
+when the channel ends or is dropped. The timer belongs to the channel and is cancelled there.
+
 Each channel charges what it retains (history, reducer state, cached snapshot) to the broker's
 ``HubCounters.retained_bytes``; ``budget.py`` decides what to evict when that is over the budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -35,7 +45,24 @@ from gateway.hub.history import History
 SNAPSHOT_OVERHEAD = 64
 """Bytes charged for a cached snapshot on top of its JSON: the Struct and the bytes header."""
 
-__all__ = ["Channel", "HubCounters", "check_names", "stored_events"]
+FLUSH_AT_ONCE = frozenset(
+    {
+        "done",
+        "error",
+        "thread.run.requires_action",
+        "thread.run.completed",
+        "thread.run.incomplete",
+        "thread.run.failed",
+        "thread.run.cancelled",
+        "thread.run.expired",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    }
+)
+"""Events that end a stream (or wait for someone's action): never held back by coalescing."""
+
+__all__ = ["FLUSH_AT_ONCE", "Channel", "HubCounters", "check_names", "stored_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +122,15 @@ class Channel:
     __slots__ = (
         "_charged",
         "_counters",
+        "_held",
+        "_held_seq",
         "_history",
         "_reducer",
         "_settings",
         "_sinks",
         "_sized",
         "_snapshot_cache",
+        "_timer",
         "bytes_published",
         "disconnected",
         "ended",
@@ -141,6 +171,10 @@ class Channel:
         # One dict per format so a batch is encoded only for formats that have subscribers.
         self._sinks: dict[FrameFormat, dict[Sink, None]] = {f: {} for f in FrameFormat}
         self._snapshot_cache: Snapshot | None = None
+        self._held: list[HubEvent] = []
+        """Published events whose fan-out waits for the coalescing window (history has them)."""
+        self._held_seq = 0
+        self._timer: asyncio.TimerHandle | None = None
         self.pending = False
         """Created by a subscriber and still without events (counted in ``pending_channels``)."""
         self.owner: str | None = None
@@ -203,7 +237,40 @@ class Channel:
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
         self._counters.bytes_published += nbytes
-        last_seq = history.last_seq
+        if self._settings.coalesce_window > 0:
+            self._hold(first_seq, stored, now)
+        else:
+            self._fan_out(first_seq, events, now)
+        return first_seq
+
+    def flush(self, now: float | None = None) -> None:
+        """Write what the coalescing window holds to the subscribers now."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        held = self._held
+        if held:
+            self._held = []
+            self._fan_out(self._held_seq, held, self.last_activity if now is None else now)
+
+    def _hold(self, first_seq: int, events: Sequence[HubEvent], now: float) -> None:
+        if not any(self._sinks.values()):
+            return  # nobody to write to; a subscriber attaching later replays history
+        if not self._held:
+            self._held_seq = first_seq
+        self._held.extend(events)
+        if any(event.name in FLUSH_AT_ONCE for event in events):
+            self.flush(now)
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._settings.coalesce_window, self._window_over, loop)
+
+    def _window_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self.flush(loop.time())
+
+    def _fan_out(self, first_seq: int, events: Sequence[HubEvent], now: float) -> None:
+        last_seq = first_seq + len(events) - 1
         for fmt, sinks in self._sinks.items():
             if not sinks:
                 continue
@@ -216,7 +283,6 @@ class Channel:
                     dead.append(sink)
             if dead:
                 self._drop(sinks, dead, now)
-        return first_seq
 
     def start_after(self, seq: int) -> None:
         """Number this (still empty) channel's next event ``seq + 1``: a local copy of a log
@@ -245,6 +311,8 @@ class Channel:
         """Write what the subscriber asked for from the past, then attach it (or end it)."""
         self.check_capacity()
         sink.start(self.epoch)
+        # The replay below reaches the last seq: the others must have been written that far too.
+        self.flush()
         history = self._history
         last_seq = history.last_seq
         items: list[frames.Item] = []
@@ -290,6 +358,7 @@ class Channel:
         self.end_all("ended")
 
     def end_all(self, reason: EndReason) -> None:
+        self.flush()
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
             for sink in list(sinks):
@@ -320,6 +389,10 @@ class Channel:
         """Called when the broker forgets the channel."""
         if self.pending:
             self._end_pending()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._held = []
         self._counters.channels_dropped += 1
         self._history.clear()
         # A stale budget heap entry may still point here: keep nothing alive through it.
@@ -401,6 +474,9 @@ class Channel:
             if sinks.pop(sink, 0) is None:
                 self._counters.subscribers -= 1
                 self._count_end(sink.end_reason)
+        if not sinks and dead:
+            # A dict never shrinks: after 10,000 subscribers it would keep ~300 KiB for good.
+            self._sinks[dead[0].frame_format] = {}
         # The idle clock starts when the last subscriber leaves.
         self.last_activity = now
 

@@ -1,6 +1,7 @@
-"""``create_app``: the simulated Assistants API as an aiohttp application.
+"""``create_app``: the simulated Assistants, Responses and Chat Completions APIs as one aiohttp app.
 
-The app owns one :class:`~gateway.mock.service.MockService` (store + engine). Run driver tasks are
+The app owns one :class:`~gateway.mock.service.MockService` (store + engine) and the Responses and
+Chat services, which start their tasks on the same engine. Driver tasks are
 cancelled at shutdown, before aiohttp waits for open handlers, so streaming handlers end at once,
 and again at cleanup as a safety net (``cleanup_ctx``).
 """
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.mock import chat, responses
 from gateway.mock.middleware import api_middleware
 from gateway.mock.routes import SERVICE_KEY, add_routes
 from gateway.mock.service import MockService
@@ -23,8 +25,13 @@ __all__ = ["SERVICE_KEY", "create_app"]
 def create_app(settings: MockSettings | None = None) -> web.Application:
     """A ready-to-run simulator app serving under ``/v1``."""
     app = web.Application(middlewares=[api_middleware])
-    app[SERVICE_KEY] = MockService(settings or MockSettings())
+    service = MockService(settings or MockSettings())
+    app[SERVICE_KEY] = service
+    app[responses.RESPONSES_KEY] = responses.ResponsesService(service.settings, service.engine)
+    app[chat.CHAT_KEY] = chat.ChatService(service.settings, service.engine)
     add_routes(app)
+    responses.add_routes(app)
+    chat.add_routes(app)
     app.on_response_prepare.append(_request_id)
     app.on_shutdown.append(_stop_runs)
     app.cleanup_ctx.append(_engine_ctx)

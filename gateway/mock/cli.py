@@ -1,5 +1,7 @@
 """Command-line face of the simulator: ``runcast mock`` flags, settings, and the server loop.
 
+One server speaks the Assistants API, the Responses API and Chat Completions under ``/v1``.
+
 The top-level ``runcast`` CLI adds these flags to its ``mock`` sub-command with
 :func:`add_arguments`, builds :class:`MockSettings` with :func:`settings_from_args` and calls
 :func:`run`. ``python -m gateway.mock.cli`` does the same on its own.
@@ -43,12 +45,39 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--ttl", "ttl_s", float, "seconds an unused thread or assistant is kept"),
     ("--batch-bytes", "batch_bytes", int, "bytes of SSE frames coalesced per socket write"),
     ("--yield-every", "yield_every", int, "text deltas generated between event-loop yields"),
+    ("--max-responses", "max_responses", int, "stored responses kept (LRU), with their events"),
+    ("--max-conversations", "max_conversations", int, "conversations kept (LRU)"),
+    (
+        "--stream-window",
+        "stream_window_s",
+        float,
+        "seconds a background response can be re-streamed after its creation",
+    ),
+)
+# (flag, MockSettings field, help): the wire deviations of other servers, off by default
+_WIRE_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--data-only", "data_only", "Responses frames without the `event:` line (LiteLLM)"),
+    ("--responses-done", "responses_done", "`data: [DONE]` after a Responses terminal event"),
+    ("--chat-no-index", "chat_no_index", "chat tool-call deltas without `index` (Gemini)"),
+)
+_DESCRIPTION = (
+    "The simulated Assistants, Responses and Chat Completions APIs under /v1, with "
+    "protocol-faithful streams. Each run, response or completion picks its scenario with "
+    "metadata.mock_scenario (default --scenario)."
+)
+_WIRE_HELP = (
+    "Deviations some servers put on the wire, for every request; each can also be chosen per "
+    "request with a metadata key or, where metadata cannot be sent, a header: mock_keepalive_every "
+    "(X-Mock-Keepalive-Every), mock_data_only, mock_done, mock_no_index, and mock_drop_after=N "
+    "(cut the connection after event N). mock_scenario (X-Mock-Scenario) picks the scenario."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--host``, ``--port``, ``--scenario`` and every MockSettings knob to ``parser``."""
     defaults = MockSettings()
+    if parser.description is None:
+        parser.description = _DESCRIPTION
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free)")
     parser.add_argument(
@@ -62,12 +91,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             flag, dest=field, type=kind, default=default, help=f"{text} (default {default})"
         )
+    wire = parser.add_argument_group("wire deviations (Responses and Chat)", _WIRE_HELP)
+    wire.add_argument(
+        "--keepalive-every",
+        dest="keepalive_every",
+        type=int,
+        default=defaults.keepalive_every,
+        metavar="N",
+        help="a Responses `keepalive` event after every N deltas (default 0: none)",
+    )
+    for flag, field, text in _WIRE_FLAGS:
+        wire.add_argument(flag, dest=field, action="store_true", help=f"{text} (default off)")
 
 
 def settings_from_args(ns: argparse.Namespace) -> MockSettings:
     """MockSettings from parsed arguments; raises ``ConfigError`` on invalid values."""
     values = {field: getattr(ns, field) for _, field, _, _ in _FLAGS}
-    return MockSettings(scenario=ns.scenario, **values)
+    wire = {field: getattr(ns, field) for _, field, _ in _WIRE_FLAGS}
+    return MockSettings(scenario=ns.scenario, keepalive_every=ns.keepalive_every, **values, **wire)
 
 
 async def serve(
@@ -118,7 +159,7 @@ def run(settings: MockSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="runcast mock", description=__doc__)
+    parser = argparse.ArgumentParser(prog="runcast mock")
     add_arguments(parser)
     ns = parser.parse_args(argv)
     try:

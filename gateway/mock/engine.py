@@ -1,4 +1,4 @@
-"""Owner of every run driver task of one simulator app.
+"""Owner of every run driver task of one simulator app (Assistants runs, responses, chat streams).
 
 Runs execute server-side (spec §5): a non-streamed run progresses in the background so polling
 (``create_and_poll``) sees it move, and a streamed run carries on when its client drops. Each run is
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 
@@ -30,6 +32,7 @@ _CLOSE_TIMEOUT = 5.0
 
 class EngineStatistics(msgspec.Struct, frozen=True, kw_only=True):
     active_runs: int
+    """Driver tasks alive: runs, responses and chat completions."""
     started_runs: int
 
 
@@ -67,12 +70,19 @@ class Engine:
         if sink is not None:
             driver.attach(sink)
         record.driver = driver
-        task = loop.create_task(driver.main(), name=f"mock-run {record.run.id}")
-        driver.task = task
+        driver.task = self.spawn(driver.main(), f"mock-run {record.run.id}")
+        return driver
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` as a task owned here (cancelled and awaited by :meth:`aclose`)."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the simulator is shutting down")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         self._started += 1
         task.add_done_callback(self._task_done)
-        return driver
+        return task
 
     def thread_evicted(self, thread: ThreadRecord) -> None:
         """Stop the drivers of an evicted thread's runs (their state is gone with it)."""

@@ -1,7 +1,8 @@
 """Request checks and error rendering shared by every route of the simulator.
 
 In order: an ``Authorization: Bearer <anything>`` header is required (401 otherwise), then, for
-known routes, ``OpenAI-Beta: assistants=v2`` (400 ``invalid_beta``, spec §1.1). Every error,
+known Assistants routes (``/v1/assistants``, ``/v1/threads``), ``OpenAI-Beta: assistants=v2``
+(400 ``invalid_beta``, spec §1.1); the Responses and Chat routes need no beta header. Every error,
 ours (:class:`~gateway.mock.errors.APIError`) or aiohttp's (unknown URL, wrong method, body too
 large), leaves as OpenAI's JSON error body (spec §1.5).
 """
@@ -20,6 +21,7 @@ _MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
+_ASSISTANTS_PATHS = ("/v1/assistants", "/v1/threads")
 _INVALID_BETA = (
     "You must provide the 'OpenAI-Beta' header to access the Assistants API. Please try again by "
     "setting the header 'OpenAI-Beta: assistants=v2'."
@@ -42,6 +44,8 @@ def _check(request: web.Request) -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise APIError(401, _MISSING_KEY)
     if request.match_info.http_exception is not None:
+        return
+    if not request.path.startswith(_ASSISTANTS_PATHS):
         return
     betas = {part.strip() for part in request.headers.get("OpenAI-Beta", "").split(",")}
     if "assistants=v2" not in betas:

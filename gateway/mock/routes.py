@@ -8,7 +8,6 @@ the run engine writes). Run-returning answers carry ``openai-poll-after-ms`` so 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from gateway.mock.bodies import read_body
 from gateway.mock.errors import APIError
 from gateway.mock.objects import ENCODER
 from gateway.mock.pagination import list_params
@@ -51,32 +51,10 @@ _DECODERS: Mapping[type[Any], msgspec.json.Decoder[Any]] = MappingProxyType(
         )
     }
 )
-_PATH = re.compile(r"at `\$\.?(.*?)`")
-_FIELD = re.compile(r"field `(.+?)`")
-
-
-def _param(message: str) -> str | None:
-    """The offending parameter named by a msgspec error, e.g. ``tools[0].type``."""
-    path = match.group(1) if (match := _PATH.search(message)) else ""
-    if field := _FIELD.search(message):
-        path = f"{path}.{field.group(1)}" if path else field.group(1)
-    return path or None
 
 
 async def _body(request: web.Request, cls: type[T], *, optional: bool = False) -> T | None:
-    raw = await request.read()
-    if optional and not raw.strip():
-        return None
-    try:
-        value: T = _DECODERS[cls].decode(raw)
-    except msgspec.ValidationError as exc:
-        raise APIError(400, str(exc), param=_param(str(exc))) from None
-    except msgspec.DecodeError:
-        raise APIError(
-            400,
-            "We could not parse the JSON body of your request. The OpenAI API expects a JSON "
-            "payload.",
-        ) from None
+    value: T | None = await read_body(request, _DECODERS[cls], optional=optional)
     return value
 
 

@@ -1,5 +1,8 @@
 """The simulator's scenarios as data: what each run does, read by the engine (``driver.py``).
 
+The Responses and Chat drivers (``responses/driver.py``, ``chat/driver.py``) play the same
+scenarios in their protocols; the table below is the Assistants behaviour.
+
 A run picks its scenario from ``metadata["mock_scenario"]``; the server's ``--scenario`` is the
 default, an unknown name is a 400 (``param: "metadata"``).
 

@@ -42,6 +42,7 @@ from gateway.mock.scenarios import (
 from gateway.mock.settings import MockSettings
 from gateway.mock.sink import StreamSink
 from gateway.mock.store import MockStore, RunRecord, ThreadRecord
+from gateway.mock.wire import http_refusal
 
 __all__ = ["MockService"]
 
@@ -229,21 +230,9 @@ class MockService:
         if scenario is None:
             name = (metadata or {}).get("mock_scenario")
             raise APIError(400, f"Unknown mock_scenario {name!r}.", param="metadata")
-        if scenario.http_status == 429:
-            raise APIError(
-                429,
-                "Rate limit reached for requests. Please try again later.",
-                type="requests",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(self.settings.retry_after_s)},
-            )
-        if scenario.http_status is not None:
-            raise APIError(
-                scenario.http_status,
-                "The server had an error while processing your request. Sorry about that!",
-                type="server_error",
-                code="server_error",
-            )
+        refusal = http_refusal(scenario, self.settings.retry_after_s)
+        if refusal is not None:
+            raise refusal
         return scenario
 
     def _start(

@@ -45,6 +45,15 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     Streaming: frames are coalesced into writes of about ``batch_bytes``; text is generated
     ``yield_every`` deltas at a time, and with no listener the engine yields to the loop after each
     such chunk.
+
+    Responses and Chat Completions (``responses/``, ``chat/``): at most ``max_responses`` stored
+    responses and ``max_conversations`` conversations (LRU, ``ttl_s``); a background response can be
+    re-streamed for ``stream_window_s`` seconds after its creation (OpenAI: 5 minutes). The wire
+    deviations of other servers (reference responses-and-chat.md §1.5, §5), off by default and each
+    also switchable per request (``wire.py``): a ``keepalive`` event after every
+    ``keepalive_every`` deltas, data-only Responses frames (``data_only``), ``data: [DONE]`` after
+    a Responses terminal event (``responses_done``), chat tool-call deltas without ``index``
+    (``chat_no_index``).
     """
 
     scenario: str = "text"
@@ -64,6 +73,13 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ttl_s: float = 3_600.0
     batch_bytes: int = 65_536
     yield_every: int = 512
+    max_responses: int = 10_000
+    max_conversations: int = 10_000
+    stream_window_s: float = 300.0
+    keepalive_every: int = 0
+    data_only: bool = False
+    responses_done: bool = False
+    chat_no_index: bool = False
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIO_NAMES:
@@ -81,6 +97,9 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "ttl_s": self.ttl_s,
             "batch_bytes": self.batch_bytes,
             "yield_every": self.yield_every,
+            "max_responses": self.max_responses,
+            "max_conversations": self.max_conversations,
+            "stream_window_s": self.stream_window_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -90,6 +109,7 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "slow_start_ms": self.slow_start_ms,
             "retry_after_s": self.retry_after_s,
             "poll_after_ms": self.poll_after_ms,
+            "keepalive_every": self.keepalive_every,
         }
         for name, value in non_negative.items():
             if value < 0:

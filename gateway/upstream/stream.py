@@ -2,7 +2,8 @@
 
 The I/O shell around the sans-I/O parsers: read a chunk, feed ``parsers.sse.SSEDecoder``, decode
 each event with ``parsers.assistants.decode_event``, and hand out :class:`StreamItem` values that
-keep the raw SSE pieces next to the typed event, so relaying needs no re-encoding.
+keep the raw SSE pieces next to the typed event, so relaying needs no re-encoding: one at a time
+(``async for``) or all those one read brought (:meth:`RunStream.read_batch`).
 
 How a stream ends (spec §2.1, §2.4, Appendix C):
 
@@ -203,6 +204,21 @@ class RunStream:
                     raise deferred
                 raise StopAsyncIteration
             await self._fill()
+
+    async def read_batch(self) -> list[StreamItem]:
+        """Every item decoded from the next upstream read (those left over from the last one
+        first), so that a relay can publish them as one batch; ``[]`` once the stream is over.
+        Raises what iteration raises."""
+        while not self._pending:
+            if self._finished:
+                deferred, self._deferred = self._deferred, None
+                if deferred is not None:
+                    raise deferred
+                return []
+            await self._fill()
+        batch = list(self._pending)
+        self._pending.clear()
+        return batch
 
     async def _fill(self) -> None:
         response = self._response

@@ -26,10 +26,10 @@ import msgspec
 from aiohttp import web
 
 from gateway.http.auth import bearer
-from gateway.http.channels import run_channel, thread_channel
 from gateway.http.errors import RequestError
 from gateway.http.state import BROKER, CALLERS, RELAYS, SETTINGS, TOKENS
 from gateway.mock.scenarios import SCENARIOS
+from gateway.runs.channels import run_channel, thread_channel
 
 __all__ = ["MAX_RUNS", "channels", "config"]
 

@@ -15,12 +15,12 @@ from aiohttp import web
 from http_helpers import SECRET, Gateway, StartGateway, StartSim, sdk_client
 from openai import AsyncOpenAI
 
-from gateway.http.actions import ActionHandler, ActionOptions
 from gateway.http.app import create_app
 from gateway.http.runner import start_runner
 from gateway.hub import HubSettings
 from gateway.mock import MockSettings
 from gateway.mock import create_app as create_simulator
+from gateway.runs.actions import ActionHandler, ActionOptions
 from gateway.settings import Settings
 from gateway.upstream import UpstreamSettings
 

@@ -21,9 +21,9 @@ from openai.types.beta.threads import RequiredActionFunctionToolCall, Run
 
 from gateway.cli import build_parser, settings_from_args
 from gateway.http.connections import SubscriberConnections
-from gateway.http.registry import RelayRegistry
 from gateway.http.state import BROKER, CONNECTIONS, RELAYS
 from gateway.hub import Broker
+from gateway.runs.registry import RelayRegistry
 from gateway.settings import Settings
 from parsers.sse import ServerSentEvent, SSEDecoder
 

@@ -19,7 +19,7 @@ from http_helpers import (
 )
 from tool_helpers import WEATHER
 
-from gateway.http.actions import ActionOptions
+from gateway.runs.actions import ActionOptions
 from gateway.tools import Cancel, Skip, Submit, ToolOutput
 from gateway.tools.events import Emit
 from parsers.assistants import Run

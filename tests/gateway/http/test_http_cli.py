@@ -8,6 +8,7 @@ import importlib.metadata
 import re
 import socket
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,6 +17,7 @@ from http_helpers import WAIT, clean_environ, parse_serve, serve_process, stop_w
 from gateway.cli import build_parser, main
 from gateway.errors import ConfigError
 from gateway.flags import states_default
+from gateway.http.listener import DEFAULT_BACKLOG, listen_backlog
 
 SECRET = "x" * 32
 
@@ -118,6 +120,8 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
         (("--tool-timeout", "nan"), "--tool-timeout"),
         (("--tool-max-rounds", "0"), "--tool-max-rounds"),
         (("--max-connections", "-1"), "--max-connections"),
+        (("--backlog", "-1"), "--backlog"),
+        (("--coalesce-ms", "-1"), "--coalesce-ms"),
         (("--max-pending-per-client", "0"), "--max-pending-per-client"),
         (("--port", "70000"), "--port"),
         (("--subscriber-buffer-bytes", "lots"), "--subscriber-buffer-bytes"),
@@ -155,6 +159,31 @@ def test_new_limits_reach_the_settings() -> None:
     assert (settings.header_timeout, settings.body_timeout) == (5, 7.5)
     assert settings.max_connections == 100
     assert settings.hub.max_pending_channels_per_client == 3
+
+
+def test_the_backlog_comes_from_the_flag_then_the_environment() -> None:
+    assert parse_serve().backlog == 0
+    assert parse_serve(env={"RUNCAST_BACKLOG": "2048"}).backlog == 2048
+    assert parse_serve("--backlog", "512", env={"RUNCAST_BACKLOG": "2048"}).backlog == 512
+    with pytest.raises(ConfigError, match="RUNCAST_BACKLOG"):
+        parse_serve(env={"RUNCAST_BACKLOG": "many"})
+    with pytest.raises(ConfigError, match="backlog"):
+        parse_serve(env={"RUNCAST_BACKLOG": "-5"})
+
+
+def test_the_coalescing_window_is_given_in_milliseconds() -> None:
+    assert parse_serve().hub.coalesce_window == 0
+    assert parse_serve("--coalesce-ms", "2.5").hub.coalesce_window == 0.0025
+
+
+def test_the_default_backlog_is_somaxconn(tmp_path: Path) -> None:
+    somaxconn = tmp_path / "somaxconn"
+    somaxconn.write_text("8192\n")
+    assert listen_backlog(0, somaxconn_path=str(somaxconn)) == 8192
+    assert listen_backlog(300, somaxconn_path=str(somaxconn)) == 300
+    somaxconn.write_text("garbage")
+    assert listen_backlog(0, somaxconn_path=str(somaxconn)) == DEFAULT_BACKLOG
+    assert listen_backlog(0, somaxconn_path=str(tmp_path / "absent")) == DEFAULT_BACKLOG
 
 
 def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:

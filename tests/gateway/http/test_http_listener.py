@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
 import struct
 import sys
+from pathlib import Path
 
 import aiohttp
 import orjson
+import psutil
 import pytest
 from http_helpers import (
     WAIT,
@@ -275,3 +279,75 @@ async def _healthz_at(url: str) -> int:
     async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as r:
         await r.read()
         return r.status
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="TCP_INFO of a listening socket is Linux's")
+@pytest.mark.parametrize("backlog", [0, 333])
+async def test_the_listening_socket_gets_the_backlog(
+    start_gateway: StartGateway, backlog: int
+) -> None:
+    gateway = await start_gateway(backlog=backlog)
+    expected = backlog or int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert _max_accept_queue(_address(gateway)[1]) == expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGSTOP, and Linux drops SYNs past a backlog")
+async def test_a_connection_storm_fits_the_backlog_of_a_stopped_runcast_serve() -> None:
+    """A few hundred connections complete in the kernel's accept queue while ``runcast serve``
+    accepts nothing (stopped); with a small ``--backlog`` the next connect waits for a SYN
+    retransmission instead (Linux drops SYNs while the queue is full)."""
+    storm = 300
+    assert await _connects_until_one_stalls(storm, backlog=storm) == storm
+    assert await _connects_until_one_stalls(storm, backlog=8) <= 9 + 1
+
+
+async def _connects_until_one_stalls(count: int, *, backlog: int) -> int:
+    """How many of ``count`` sequential connects to a stopped ``runcast serve --backlog
+    backlog`` complete within 0.5 s each (the first SYN retransmission comes after 1 s)."""
+    async with serve_process(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--port",
+        "0",
+        "--backlog",
+        str(backlog),
+        env=clean_environ(),
+    ) as (proc, url, _):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        held: list[socket.socket] = []
+        loop = asyncio.get_running_loop()
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                held.append(sock)
+                try:
+                    async with asyncio.timeout(0.5):
+                        await loop.sock_connect(sock, (host, int(port)))
+                except TimeoutError:
+                    return len(held) - 1
+            return len(held)
+        finally:
+            for sock in held:
+                sock.close()
+            proc.send_signal(signal.SIGCONT)
+            assert await _healthz_at(url) == 200
+            assert await stop_with_sigterm(proc) == 0
+
+
+def _max_accept_queue(port: int) -> int:
+    """The accept backlog of this process's socket listening on ``port``: Linux reports
+    ``sk_max_ack_backlog`` as ``tcpi_sacked`` in a listening socket's ``TCP_INFO``."""
+    (fd,) = (
+        c.fd
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    )
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    # struct tcp_info: 8 one-byte fields, then rto, ato, snd_mss, rcv_mss, unacked, sacked.
+    sacked: int = struct.unpack_from("8B6I", info)[13]
+    return sacked

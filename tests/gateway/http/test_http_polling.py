@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-import gateway.http.polling as polling
-from gateway.http.polling import BACKOFF_BASE, BACKOFF_MAX, Poller
+import gateway.runs.polling as polling
+from gateway.runs.polling import BACKOFF_BASE, BACKOFF_MAX, Poller
 from gateway.upstream import UpstreamClient, UpstreamSettings
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.http.feed import CreatorFeed
-from gateway.http.publisher import RunPublisher
 from gateway.hub import START, BufferSink, HubEvent, MemoryBroker, Position
+from gateway.runs.feed import CreatorFeed
+from gateway.runs.publisher import RunPublisher
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 

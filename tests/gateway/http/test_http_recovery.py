@@ -480,8 +480,8 @@ async def test_upstream_killed_and_restarted_without_the_run_ends_it_cleanly(
 
 def test_recovered_payload_is_json() -> None:
     """The notice documented in the README decodes as the fields it lists."""
-    from gateway.http.missed import Missed
-    from gateway.http.recovery import Recovery, recovered_event
+    from gateway.runs.missed import Missed
+    from gateway.runs.recovery import Recovery, recovered_event
 
     recovery = Recovery(
         status="completed",

@@ -9,9 +9,9 @@ from typing import cast
 import pytest
 
 from gateway.errors import UpstreamConnectionError
-from gateway.http.feed import CreatorFeed
-from gateway.http.registry import RelayRegistry
 from gateway.hub import MemoryBroker
+from gateway.runs.feed import CreatorFeed
+from gateway.runs.registry import RelayRegistry
 from gateway.upstream import RunStream, UpstreamClient, UpstreamSettings
 
 

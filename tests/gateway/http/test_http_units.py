@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.http.feed import CreatorFeed
 from gateway.http.headers import copy_response_headers, forward_request_headers
-from gateway.http.reducer import RunReducer, ThreadReducer, reducer_factory
 from gateway.http.routes import StreamedCall, streamed_call
 from gateway.hub import HubEvent
+from gateway.runs.feed import CreatorFeed
+from gateway.runs.reducer import RunReducer, ThreadReducer, reducer_factory
 from parsers.assistants import decode_event
 from parsers.sse import ServerSentEvent, SSEDecoder
 

@@ -16,12 +16,12 @@ import orjson
 from aiohttp import web
 from http_helpers import SECRET, Gateway, RecordingHandler
 
-from gateway.http.actions import ActionHandler
 from gateway.http.app import create_app
 from gateway.http.runner import start_runner
 from gateway.mock import MockSettings
 from gateway.mock import create_app as create_simulator
 from gateway.mock.routes import SERVICE_KEY
+from gateway.runs.actions import ActionHandler
 from gateway.settings import Settings
 from gateway.tools import ToolRegistry, ToolSettings
 from gateway.upstream import UpstreamSettings

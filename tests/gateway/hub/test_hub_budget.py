@@ -9,7 +9,7 @@ import pytest
 from hub_helpers import CountingReducer, at, epoch_of, ev, seq_of, settings
 
 from gateway.hub import START, BufferSink, HubEvent, MemoryBroker, ReducerFactory
-from gateway.hub.budget import TRIM_AFTER_BYTES, malloc_trim
+from gateway.hub.budget import TRIM_AFTER_BYTES, TRIM_AFTER_SUBSCRIBERS, malloc_trim
 from gateway.hub.channel import SNAPSHOT_OVERHEAD
 from gateway.hub.history import History
 from parsers.sse import ServerSentEvent, SSEDecoder
@@ -213,3 +213,21 @@ async def test_a_large_drop_from_the_peak_asks_for_one_heap_trim() -> None:
         b._drop_channel(b._channels["run:b"])
         assert budget.trim_due()
         assert not budget.trim_due()  # once per drop
+
+
+@pytest.mark.skipif(malloc_trim is None, reason="malloc_trim is glibc's")
+@pytest.mark.asyncio
+async def test_many_subscribers_leaving_ask_for_one_heap_trim_once_settled() -> None:
+    async with broker(1 << 30) as b:
+        budget = b._budget
+        sinks = [BufferSink() for _ in range(TRIM_AFTER_SUBSCRIBERS + 10)]
+        subscriptions = [await b.subscribe("thread:t", s, create=True) for s in sinks]
+        assert not budget.trim_due()  # the sweep sees the peak
+        for subscription in subscriptions[: TRIM_AFTER_SUBSCRIBERS - 1]:
+            subscription.close()
+        assert not budget.trim_due()
+        assert not budget.trim_due()  # settled, but too few left
+        subscriptions[TRIM_AFTER_SUBSCRIBERS - 1].close()
+        assert not budget.trim_due()  # still leaving
+        assert budget.trim_due()  # settled: once
+        assert not budget.trim_due()

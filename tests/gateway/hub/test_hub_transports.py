@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import sys
 
 import aiohttp
 import pytest
+from aiohttp import web
 from hub_helpers import (
     Hub,
     StartHub,
@@ -19,7 +22,8 @@ from hub_helpers import (
     seq_of,
 )
 
-from gateway.hub import SHUTDOWN_RETRY_MS, HubEvent
+from gateway.hub import SHUTDOWN_RETRY_MS, HubEvent, TransportSink
+from gateway.hub.memory import MemorySubscription
 from parsers.sse import SSEDecoder
 
 RUN = "run:r1"
@@ -397,3 +401,46 @@ async def test_thread_channel_carries_runs_and_outlives_them(hub: Hub) -> None:
     ]
     assert hub.broker.channel_statistics(THREAD).subscribers == 1
     stream.response.close()
+
+
+def _alive(*kinds: type) -> dict[str, int]:
+    gc.collect()
+    counts = dict.fromkeys((k.__name__ for k in kinds), 0)
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in counts and isinstance(obj, kinds):
+            counts[name] += 1
+    return counts
+
+
+@pytest.mark.asyncio
+async def test_subscribers_that_leave_leave_nothing_behind(hub: Hub) -> None:
+    """Per-subscriber objects (sinks, subscriptions, aiohttp's requests and responses, the
+    reader tasks of WebSockets) are all freed once the subscribers have gone, and the channel's
+    table of subscribers shrinks back."""
+    kinds = (TransportSink, MemorySubscription, web.Request, web.StreamResponse, asyncio.Task)
+    await hub.publish(THREAD, ev(1))
+    baseline = _alive(*kinds)
+    sse = 40
+    clients = [
+        await raw_request(hub.port, f"GET /sse/{THREAD} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        for _ in range(sse)
+    ]
+    wss = [await hub.session.ws_connect(hub.url(THREAD, path="ws")) for _ in range(10)]
+    await hub.wait_subscribers(THREAD, sse + len(wss))
+    for i in range(2, 6):
+        await hub.publish(THREAD, ev(i))
+    for reader, _ in clients:
+        async with asyncio.timeout(5):
+            await reader.readuntil(b'{"i":5}\n\n')
+    connected = _alive(*kinds)
+    assert connected["TransportSink"] == baseline["TransportSink"] + sse + len(wss)
+
+    for _, writer in clients:
+        writer.close()
+    for ws in wss:
+        await ws.close()
+    await hub.wait_subscribers(THREAD, 0)
+    await hub.wait_for(lambda: _alive(*kinds) == baseline)
+    channel = hub.broker._channels[THREAD]
+    assert all(sys.getsizeof(sinks) == sys.getsizeof({}) for sinks in channel._sinks.values())

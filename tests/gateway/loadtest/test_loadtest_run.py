@@ -6,8 +6,10 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -357,6 +359,30 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def not_found_server() -> Iterator[str]:
+    """A server that answers 404 to every request: a target speaking none of the protocols."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -365,13 +391,16 @@ def _closed_port() -> int:
             "cannot reach http://127.0.0.1:",
         ),
         (
-            ["--embedded", "--protocol", "responses", "--runs", "2"],
+            ["--target", "{not_found}", "--protocol", "responses", "--subscribers-per-run", "0"],
             "answered 404: the target does not speak --protocol responses",
         ),
         (["--embedded", "--ramp", "10:x"], "--ramp: '10:x' is not LEVEL:SECONDS"),
     ],
 )
-def test_loadtest_bad_target_is_one_clear_line(args: list[str], message: str) -> None:
+def test_loadtest_bad_target_is_one_clear_line(
+    args: list[str], message: str, not_found_server: str
+) -> None:
+    args = [arg.replace("{not_found}", not_found_server) for arg in args]
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "loadtest", *args],
         capture_output=True,

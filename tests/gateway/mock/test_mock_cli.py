@@ -64,3 +64,33 @@ async def test_module_serves_until_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_wire_flags_map_to_settings() -> None:
+    ns = parse(
+        "--keepalive-every", "3", "--data-only", "--responses-done", "--chat-no-index",
+        "--stream-window", "60", "--max-responses", "10", "--max-conversations", "5",
+    )  # fmt: skip
+    settings = settings_from_args(ns)
+    assert (settings.keepalive_every, settings.data_only) == (3, True)
+    assert (settings.responses_done, settings.chat_no_index) == (True, True)
+    assert (settings.stream_window_s, settings.max_responses, settings.max_conversations) == (
+        60.0,
+        10,
+        5,
+    )
+    defaults = settings_from_args(parse())
+    assert not (defaults.data_only or defaults.responses_done or defaults.chat_no_index)
+    with pytest.raises(ConfigError):
+        settings_from_args(parse("--keepalive-every", "-1"))
+
+
+def test_help_documents_the_protocols_and_the_switches(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="runcast mock")
+    add_arguments(parser)
+    parser.print_help()
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Assistants, Responses and Chat Completions" in text
+    for word in ("mock_keepalive_every", "mock_data_only", "mock_done", "mock_no_index",
+                 "mock_drop_after", "X-Mock-Scenario", "--chat-no-index"):  # fmt: skip
+        assert word in text

@@ -392,3 +392,37 @@ async def test_streamed_thread_and_run_passes_the_query(
     (hit,) = upstream.hits("/threads/runs")
     assert hit.raw_query == "x=1&y=2"
     assert orjson.loads(hit.body) == {"assistant_id": "a", "stream": True}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("chunks", CHUNKINGS, ids=["whole", "1", "7", "mixed", "4k"])
+async def test_read_batch_hands_out_the_same_items_grouped_by_read(
+    upstream: FakeUpstream, client: UpstreamClient, name: str, chunks: list[int] | None
+) -> None:
+    raw = fixture_bytes(name)
+    upstream.route("POST", RUNS, reply_sse(raw, chunks=chunks))
+    batches: list[list[StreamItem]] = []
+    async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
+        while batch := await stream.read_batch():
+            batches.append(batch)
+        assert await stream.read_batch() == []
+    items = [(i.name, i.data_bytes) for b in batches for i in b]
+    assert items == wire_events(raw)
+    if chunks is None:
+        assert len(batches) < len(items)  # the body was written whole: events share reads
+
+
+@pytest.mark.asyncio
+async def test_read_batch_raises_a_truncation_after_the_items_before_it(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    raw = fixture_bytes("A-text.sse")
+    cut = raw[: raw.index(b"event: thread.message.completed")]
+    upstream.route("POST", RUNS, reply_sse(cut))
+    got: list[StreamItem] = []
+    async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
+        with pytest.raises(StreamTruncated):
+            while batch := await stream.read_batch():
+                got.extend(batch)
+    assert [(i.name, i.data_bytes) for i in got] == wire_events(cut)

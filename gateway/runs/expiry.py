@@ -4,7 +4,7 @@ Theory of operation. A relay whose last segment ended at ``thread.run.requires_a
 runcast did not answer (no action handler, or the handler skipped it) leaves the run's channel
 open for a client's submission. If none comes, the upstream expires the run at ``expires_at``
 (spec §5) without any stream telling runcast. So the relay hands the run to this watcher, which
-the :class:`~gateway.http.registry.RelayRegistry` owns: one task sleeps until the earliest
+the :class:`~gateway.runs.registry.RelayRegistry` owns: one task sleeps until the earliest
 deadline (``expires_at`` + ``grace``, the grace absorbing clock skew with the upstream), then reads
 the run once (``GET .../runs/{run_id}``, spec §1.2). A terminal run is published as
 ``thread.run.<status>`` followed by ``done`` and its run channel is closed, as after a recovered

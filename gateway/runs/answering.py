@@ -1,8 +1,8 @@
 """What a run relay does with a held ``requires_action``: :class:`ActionAnswerer`.
 
 The relay pumps segments (``relay.py``); between two of them, when it holds a
-:class:`~gateway.http.pending.PendingAction`, it hands it here. :meth:`ActionAnswerer.answer`
-asks the :class:`~gateway.http.actions.ActionHandler` and either returns the submission's stream
+:class:`~gateway.runs.pending.PendingAction`, it hands it here. :meth:`ActionAnswerer.answer`
+asks the :class:`~gateway.runs.actions.ActionHandler` and either returns the submission's stream
 (``Submit``: posted once, ``stream: true``, spec §1.3) for the relay to splice in, or ends the
 segment itself:
 

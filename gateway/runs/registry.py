@@ -6,9 +6,9 @@ from creation, its failure is logged when it ends, and :meth:`aclose` cancels an
 one still running (bounded by ``shutdown_timeout``), after telling each one's creator that the
 gateway is shutting down (its response ends with ``runcast.shutdown`` after what it was given),
 so no creator's response outlives :meth:`aclose` or ends as if the run were over.
-:meth:`wait_idle` is the graceful drain's wait for running relays (``drain.py``). The run -> thread map (bounded,
-oldest runs forgotten first) lets a thread's subscribe token open the channels of that thread's
-runs. It also owns the one :class:`~gateway.http.expiry.ActionExpiry` watcher, closed with it.
+:meth:`wait_idle` is the graceful drain's wait for running relays (``gateway.http.drain``).
+The run -> thread map (bounded, oldest runs forgotten first) lets a thread's subscribe token open
+the channels of that thread's runs. It also owns the one :class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it.
 """
 
 from __future__ import annotations

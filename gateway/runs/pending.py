@@ -1,6 +1,6 @@
 """A ``requires_action`` a relay holds while runcast answers it, and who may continue the run.
 
-Theory of operation. With an :class:`~gateway.http.actions.ActionHandler`, a relay that reaches
+Theory of operation. With an :class:`~gateway.runs.actions.ActionHandler`, a relay that reaches
 ``thread.run.requires_action`` keeps the segment open: the upstream's ``done`` is held (and the
 event itself possibly hidden from the creator) in a :class:`PendingAction` until the outcome is
 known. Then exactly one of these ends it:

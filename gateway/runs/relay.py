@@ -2,13 +2,16 @@
 
 Theory of operation. A relay is started for each streamed run-starting call (create run, create
 thread and run, submit tool outputs) and runs as a task owned by the
-:class:`~gateway.http.registry.RelayRegistry`, never by the creator's request handler: a creator
-that disconnects only detaches its :class:`~gateway.http.feed.CreatorFeed`, and the run goes on
+:class:`~gateway.runs.registry.RelayRegistry`, never by the creator's request handler: a creator
+that disconnects only detaches its :class:`~gateway.runs.feed.CreatorFeed`, and the run goes on
 being pumped to its subscribers.
 
-For every upstream event, in order: publish ``HubEvent(name, data bytes)`` to ``run:{run_id}`` and
-``thread:{thread_id}`` (the hub numbers it and returns the seqs), then push ``id: <run seq>`` + the
-same event to the creator's feed (never blocking). The run id comes from the first run event; a
+For the events of each upstream read, in order: publish them as one batch of
+``HubEvent(name, data bytes)`` to ``run:{run_id}`` and ``thread:{thread_id}`` (the hub numbers them,
+one write per subscriber, and returns the seqs), then push ``id: <run seq>`` + the same events to
+the creator's feed (never blocking), then yield to the loop: the creator's response writes the
+batch before the next one reaches the subscribers, and a burst already buffered upstream cannot
+hold the loop from other runs, health checks and new subscribers. The run id comes from the first run event; a
 ``thread.created`` before it (create thread and run) is held back until then so the run channel
 starts with it.
 
@@ -17,8 +20,8 @@ and subscribe tokens; an upstream failure before any event (an HTTP error such a
 run", a timeout) resolves it with the exception instead and nothing is published.
 
 Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
-:class:`~gateway.http.actions.ActionHandler`, the following ``done`` is held while the handler
-decides (a :class:`~gateway.http.pending.PendingAction`); ``Submit`` posts the outputs
+:class:`~gateway.runs.actions.ActionHandler`, the following ``done`` is held while the handler
+decides (a :class:`~gateway.runs.pending.PendingAction`); ``Submit`` posts the outputs
 (``stream: true``) once and the continuation is pumped into the same channels and feed, so seq
 continues and the intermediate ``done`` never shows. ``Skip`` passes the action on; ``Cancel``
 (and outputs ready only after ``expires_at``) cancels the run and reports its final status. If a
@@ -42,7 +45,7 @@ creator's response stays open meanwhile and gets the same events; only when the 
 be learnt does it get the ``runcast.upstream_error`` (the openai SDK raises on it) and end. The
 channels' segment always ends with ``done`` (synthesized when the upstream sent none), and a run
 channel is closed once its run is over (or its recovery failed). A run left at an unanswered
-``requires_action`` is handed to the registry's :class:`~gateway.http.expiry.ActionExpiry`, which
+``requires_action`` is handed to the registry's :class:`~gateway.runs.expiry.ActionExpiry`, which
 ends its channels the same way once the upstream has expired it.
 """
 
@@ -56,6 +59,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
+from gateway import logs
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
@@ -169,6 +173,8 @@ class RunRelay:
         self.started.add_done_callback(_retrieve)
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
+        self._batch: list[HubEvent] = []
+        """The current upstream read's events, published together once it is decoded."""
         self._last_status: str | None = None
         self._action: Run | None = None
         self._pending: PendingAction | None = None
@@ -241,12 +247,15 @@ class RunRelay:
             async with stream:
                 if self._request_id is None:
                     self._request_id = stream.response.headers.get("x-request-id")
-                async for item in stream:
+                while batch := await stream.read_batch():
                     if not got:
                         got = True
                         await self._first_item(submitted)
                     self._received = True
-                    await self._on_item(item)
+                    for item in batch:
+                        await self._on_item(item)
+                    await self._emit_batch()
+                    await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
             if submitted is not None and not got and _refused(exc):
                 assert isinstance(exc, UpstreamHTTPError)
@@ -314,10 +323,19 @@ class RunRelay:
                 return
             # Too many events before any run event: stop holding, but keep their order.
             await self._flush_held()
-        await self._out.emit(hub_event)
+            await self._out.emit(hub_event)
+            return
+        self._batch.append(hub_event)
+
+    async def _emit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            await self._out.emit_batch(batch)
 
     async def _run_known(self, run: Run) -> None:
         self._out.run_id = run.id
+        logs.bind(run_id=run.id, thread_id=run.thread_id)
+        log.debug("relaying run %s", run.id)
         self._out.thread_id = run.thread_id or self.thread_id
         self._note_run(self.thread_id)
         self._resolve_start()
@@ -345,6 +363,7 @@ class RunRelay:
     async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
         """Publish a ``requires_action`` that the handler will answer, holding the segment."""
         assert self._handler is not None
+        await self._emit_batch()  # what came before it in the same read
         # Claimed before it is published: a client reacting to it must find the claim.
         pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
         self._pending = pending
@@ -380,6 +399,7 @@ class RunRelay:
         self._failed = True
         log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
         self._resolve_start()
+        await self._emit_batch()
         await self._flush_held()
         event = upstream_error_event(
             exc,
@@ -491,6 +511,7 @@ class RunRelay:
         )
 
     async def _finish(self) -> None:
+        await self._emit_batch()
         if not self.started.done():
             if self._received:
                 self._resolve_start()

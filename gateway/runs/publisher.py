@@ -2,7 +2,7 @@
 
 Each event is published in one call to ``run:{run_id}`` and ``thread:{thread_id}`` (those known so
 far); the hub numbers it per channel and says which run seq it gave the batch. Unless it is for
-subscribers only, it is then pushed to the creator's :class:`~gateway.http.feed.CreatorFeed`
+subscribers only, it is then pushed to the creator's :class:`~gateway.runs.feed.CreatorFeed`
 framed with ``id: <run epoch>-<run seq>``, so the creator can resume on the run channel from any
 event it saw.
 The seqs are the ones ``publish`` returned, never the channel's latest (tool events and a client's

@@ -1,0 +1,130 @@
+"""The serve benchmark's server processes: ``runcast mock``, ``runcast serve`` and the naive peer.
+
+Each is a real child process started from its command line. The server under test runs alone on
+CPU 0 (``taskset -c 0``); the simulator, clients and driver share the other CPU. CPU time and RSS
+are read from ``/proc/<pid>/stat`` and ``/proc/<pid>/statm``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+SERVER_CPU = 0
+CLIENT_CPU = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def two_cpus() -> bool:
+    return (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Child:
+    """A child process started from a command line, optionally pinned to one CPU."""
+
+    def __init__(self, name: str, argv: list[str], cpu: int | None) -> None:
+        self.name = name
+        if cpu is not None and two_cpus() and shutil.which("taskset"):
+            argv = ["taskset", "-c", str(cpu), *argv]
+        # a file, not a pipe: a pipe nobody reads would block a chatty server once full
+        self.log = tempfile.NamedTemporaryFile(prefix="serve_bench_", suffix=".log")  # noqa: SIM115
+        # the servers' configuration is their command line alone: no key or setting leaks in
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # fields after the command: state is [0]; utime and stime are stat fields 14 and 15
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _wait_healthy(child: Child, base: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{child.name} exited: {child.output()}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{child.name} not healthy after {timeout} s")
+
+
+def start_mock(deltas: int, delay_ms: float) -> tuple[Child, str]:
+    """``runcast mock`` on the clients' CPU; returns it and its ``/v1`` URL at once (it starts
+    while the server under test does: :func:`wait_mock` before the first run)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gateway", "mock", "--port", str(port)]
+    argv += ["--deltas", str(deltas), "--delay-ms", str(delay_ms), "--max-runs-per-thread", "1000"]
+    return Child("runcast mock", argv, CLIENT_CPU), f"http://127.0.0.1:{port}/v1"
+
+
+def wait_mock(mock: Child, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and mock.proc.poll() is None:
+        if "listening on" in mock.output():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"runcast mock did not start: {mock.output()}")
+
+
+def start_runcast(upstream: str, extra: list[str]) -> tuple[Child, str]:
+    """``runcast serve`` against ``upstream``, alone on the server CPU."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--upstream", upstream]
+    argv += ["--subscribe-auth", "open", "--log-level", "warning"]
+    argv += ["--max-subscribers", "1000000", "--max-subscribers-per-channel", "1000000"]
+    child = Child("runcast serve", [*argv, *extra], SERVER_CPU)
+    base = f"http://127.0.0.1:{port}"
+    _wait_healthy(child, base)
+    return child, base
+
+
+def start_peer(upstream: str) -> tuple[Child, str]:
+    """The naive aiohttp broadcaster (``_serve_peer.py``), alone on the server CPU."""
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "_serve_peer.py"), "--port", str(port)]
+    child = Child("aiohttp peer", [*argv, "--upstream", upstream], SERVER_CPU)
+    base = f"http://127.0.0.1:{port}"
+    _wait_healthy(child, base)
+    return child, base

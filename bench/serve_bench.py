@@ -1,0 +1,433 @@
+"""Black-box benchmark of ``runcast serve`` as a process, against a naive aiohttp peer in the same run.
+
+For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as fast as it can,
+``--delay-ms 0``) and server:
+
+- a ``runcast mock`` upstream starts with the mode's delta count and pacing (clients' CPU), then
+  the server under test against it, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
+  peer (``_serve_peer.py``: aiohttp, one asyncio.Queue per subscriber, one write per event each);
+- per transport (SSE, WebSocket): the official ``openai`` SDK creates an assistant and a thread,
+  N subscribers (aiohttp clients, split over two processes on CPU 1) subscribe to
+  ``/streams/threads/{thread_id}`` (connect time: first attempt to the last one answered); the
+  server's RSS growth / N is the RSS per idle subscriber;
+- the SDK (the creator, on CPU 1 too) streams one run; every delivery is checked by seq (lost and
+  duplicated must be 0) and timed with CLOCK_MONOTONIC (one clock for all processes) against the
+  first receipt of that event by any subscriber: p50/p99/max latency; the creator's lag behind
+  that first receipt (event k of the SDK stream is seq k of the fresh thread channel); the longest
+  silence any subscriber saw mid-run (stall); deliveries/s from the first receipt of the first
+  event to the last delivery; server CPU (cores) over the run, from ``/proc/<pid>/stat``;
+- the subscribers leave; 3 s later the server's RSS over its level before they came.
+
+nchan (nginx + libnginx-mod-nchan) is not driven yet: a line says it was skipped.
+Everything shares the machine: on a loaded 2-core host the figures swing; compare the ratios.
+
+    python bench/serve_bench.py [--n 1000 5000 10000] [--transport sse|ws|both]
+        [--mode paced|burst|both] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import time
+import warnings
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _serve_clients import BUCKET_NS, client_main
+from _serve_procs import (
+    CLIENT_CPU,
+    Child,
+    start_mock,
+    start_peer,
+    start_runcast,
+    two_cpus,
+    wait_mock,
+)
+
+CLIENT_PROCS = 2
+PACED_DELAY_MS = 5.0  # 200 deltas/s
+KINDS = ("runcast", "peer")
+
+
+class Proc:
+    """A child process driven over two one-way pipes."""
+
+    def __init__(self, ctx: Any, target: Callable[..., None], *args: Any) -> None:
+        cmd_read, self.cmd = ctx.Pipe(duplex=False)
+        self.answers, answer_write = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=target, args=(cmd_read, answer_write, *args), daemon=True)
+        self.proc.start()
+        cmd_read.close()
+        answer_write.close()
+
+    def send(self, *cmd: Any) -> None:
+        self.cmd.send(cmd)
+
+    def recv(self, timeout: float) -> Any:
+        if not self.answers.poll(timeout):
+            raise TimeoutError(f"no answer from {self.proc.name}")
+        return self.answers.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.cmd.send(("stop",))
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+def call_all(clients: list[Proc], timeout: float, *cmds: tuple[Any, ...]) -> list[Any]:
+    for c, cmd in zip(clients, cmds, strict=True):
+        c.send(*cmd)
+    return [c.recv(timeout) for c in clients]
+
+
+# -- the creator: the official SDK ---------------------------------------------------------------
+
+
+def sdk_setup(base: str) -> tuple[str, str]:
+    from openai import OpenAI
+
+    with OpenAI(base_url=base + "/v1", api_key="bench", max_retries=0) as client:
+        assistant = client.beta.assistants.create(model="gpt-4o")
+        thread = client.beta.threads.create()
+    return assistant.id, thread.id
+
+
+async def sdk_stream(base: str, assistant_id: str, thread_id: str) -> list[int]:
+    """Stream one run with the SDK; the receipt time of each event it yields."""
+    from openai import AsyncOpenAI
+
+    times: list[int] = []
+    # a number is a per-operation timeout (connect, each read), never a total one
+    async with AsyncOpenAI(
+        base_url=base + "/v1", api_key="bench", max_retries=0, timeout=120.0
+    ) as client:
+        stream = await client.beta.threads.runs.create(
+            thread_id=thread_id, assistant_id=assistant_id, stream=True
+        )
+        async for _event in stream:
+            times.append(time.monotonic_ns())
+    return times
+
+
+# -- one case -----------------------------------------------------------------------------------
+
+
+def percentiles(hist: Counter[int], qs: tuple[float, ...]) -> list[float]:
+    total = sum(hist.values())
+    out = []
+    keys = sorted(hist)
+    for q in qs:
+        want, acc = q * total, 0
+        for k in keys:
+            acc += hist[k]
+            if acc >= want:
+                out.append(k * BUCKET_NS / 1e6)
+                break
+        else:
+            out.append(float("nan"))
+    return out
+
+
+def run_case(
+    clients: list[Proc], server: Child, base: str, kind: str, transport: str, case: dict[str, Any]
+) -> dict[str, Any]:
+    n, mode = case["n"], case["mode"]
+    assistant_id, thread_id = sdk_setup(base)
+    url = f"{base.replace('http', 'ws', 1) if transport == 'ws' else base}/streams/threads/{thread_id}"
+    rss0 = server.rss_bytes()
+    per = [n // CLIENT_PROCS + (1 if i < n % CLIENT_PROCS else 0) for i in range(CLIENT_PROCS)]
+    connect_timeout = 120.0
+    conns = call_all(
+        clients,
+        connect_timeout + 30,
+        *(("connect", url, transport, k, connect_timeout) for k in per),
+    )
+    ready = sum(c["ready"] for c in conns)
+    connect_s = (max(c["end_ns"] for c in conns) - min(c["start_ns"] for c in conns)) / 1e9
+    time.sleep(min(0.5, case["settle"]))
+    rss_idle = server.rss_bytes()
+    call_all(clients, 30, *(("arm", 30_000) for _ in clients))
+    cpu0 = server.cpu_seconds()
+    t0 = time.monotonic_ns()
+    creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
+    final_seq = len(creator) + 1  # + the ``done`` the SDK does not yield
+    waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
+    t1 = time.monotonic_ns()
+    cpu = server.cpu_seconds() - cpu0
+    first = array("q", bytes(8 * (final_seq + 1)))
+    for w in waits:
+        table = array("q")
+        table.frombytes(w["first_receipt"])
+        for s in range(1, min(len(table), final_seq + 1)):
+            if table[s] and (not first[s] or table[s] < first[s]):
+                first[s] = table[s]
+    lats = call_all(clients, 300, *(("latency", first.tobytes()) for _ in clients))
+    hist: Counter[int] = Counter()
+    for lat in lats:
+        hist.update(lat["hist"])
+    p50, p99 = percentiles(hist, (0.50, 0.99))
+    lags = sorted(max(0, t - first[i + 1]) for i, t in enumerate(creator) if first[i + 1])
+    deliveries = sum(w["deliveries"] for w in waits)
+    start = first[1] or t0
+    window = max(1, max(w["last_ns"] for w in waits) - start) / 1e9
+    call_all(clients, 120, *(("close",) for _ in clients))
+    time.sleep(case["settle"])
+    rss_left = server.rss_bytes()
+    return {
+        "server": kind,
+        "transport": transport,
+        "n": n,
+        "mode": mode,
+        "deltas": case["deltas"],
+        "connected": ready,
+        "connect_failures": sum(c["failures"] for c in conns),
+        "connect_errors": [e for c in conns for e in c["failed"]][:5],
+        "connect_s": connect_s,
+        "events": final_seq,
+        "creator_events": len(creator),
+        "deliveries": deliveries,
+        "expected_deliveries": ready * final_seq,
+        "lost": sum(w["lost"] for w in waits),
+        "duplicates": sum(w["duplicates"] for w in waits),
+        "complete": sum(w["complete"] for w in waits),
+        "cut": sum(w["cut"] for w in waits),
+        "deliveries_per_s": deliveries / window,
+        "window_s": window,
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
+        "latency_max_ms": max(lat["max_ns"] for lat in lats) / 1e6,
+        "creator_lag_p99_ms": lags[int(0.99 * (len(lags) - 1))] / 1e6 if lags else float("nan"),
+        "creator_lag_max_ms": lags[-1] / 1e6 if lags else float("nan"),
+        "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
+        "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
+        "rss_idle_per_subscriber_bytes": (rss_idle - rss0) / max(1, ready),
+        "rss_idle_growth_bytes": rss_idle - rss0,
+        "rss_after_leave_growth_bytes": rss_left - rss0,
+    }
+
+
+def run_server(
+    clients: list[Proc],
+    kind: str,
+    mock: Child,
+    upstream: str,
+    case: dict[str, Any],
+    transports: list[str],
+    extra: list[str],
+) -> list[dict[str, Any]]:
+    server, base = start_runcast(upstream, extra) if kind == "runcast" else start_peer(upstream)
+    wait_mock(mock)
+    results = []
+    try:
+        for transport in transports:
+            started = time.monotonic()
+            r = run_case(clients, server, base, kind, transport, case)
+            results.append(r)
+            print(
+                f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
+                f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, "
+                f"dup {r['duplicates']} ({time.monotonic() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return results
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("deliv/s", "deliveries_per_s", "{:>10,.0f}", True),
+    ("p50 ms", "latency_p50_ms", "{:>7.2f}", False),
+    ("p99 ms", "latency_p99_ms", "{:>7.2f}", False),
+    ("max ms", "latency_max_ms", "{:>8.1f}", False),
+    ("creator", "creator_lag_max_ms", "{:>8.1f}", False),
+    ("stall", "stall_max_ms", "{:>7.1f}", False),
+    ("connect s", "connect_s", "{:>9.2f}", False),
+    ("cores", "server_cpu_cores", "{:>5.2f}", False),
+)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    index = {(r["server"], r["transport"], r["n"], r["mode"]): r for r in results}
+    head = f"{'transport':<9} {'N':>6} {'mode':<6} {'server':<8} " + " ".join(
+        f"{name:>{len(fmt.format(0)) if 'f' in fmt else 8}}" for name, _, fmt, _ in COLUMNS
+    )
+    head += f" {'RSS/sub':>8} {'kept':>7} {'lost':>5} {'dup':>4}"
+    print(head)
+    print("-" * len(head))
+    cases = sorted({(t, n, m) for (_, t, n, m) in index}, key=lambda c: (c[0], c[1], c[2]))
+    for t, n, m in cases:
+        for kind in KINDS:
+            r = index.get((kind, t, n, m))
+            if r is None:
+                continue
+            cells = " ".join(fmt.format(r[key]) for _, key, fmt, _ in COLUMNS)
+            print(
+                f"{t:<9} {n:>6} {m:<6} {kind:<8} {cells} "
+                f"{r['rss_idle_per_subscriber_bytes'] / 1024:>6.1f}Ki "
+                f"{r['rss_after_leave_growth_bytes'] / 2**20:>5.1f}Mi {r['lost']:>5} {r['duplicates']:>4}"
+            )
+        a, b = index.get(("runcast", t, n, m)), index.get(("peer", t, n, m))
+        if a and b:
+            cells = " ".join(
+                (f"{a[key] / b[key]:>{len(fmt.format(0))}.2f}x" if b[key] else "-").rjust(
+                    len(fmt.format(0))
+                )
+                for _, key, fmt, _ in COLUMNS
+            )
+            print(f"{'':<9} {'':>6} {'':<6} {'ratio':<8} {cells}")
+    print()
+    for name, ok, value in checks(results):
+        print(f"{'PASS' if ok else 'FAIL'}  {name}  ({value:.2f})")
+
+
+def checks(results: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
+    """Issue 15's targets (nchan absent: the aiohttp peer stands in for the throughput one)."""
+    index = {(r["server"], r["transport"], r["n"], r["mode"]): r for r in results}
+    out = []
+    for (kind, t, n, m), r in sorted(index.items()):
+        if kind != "runcast":
+            continue
+        out.append((f"{t} N={n} {m}: 0 lost, 0 duplicated", not r["lost"] and not r["duplicates"],
+                    float(r["lost"] + r["duplicates"])))  # fmt: skip
+        peer = index.get(("peer", t, n, m))
+        if t == "sse" and n == 1000 and m == "burst" and peer:
+            ratio = r["deliveries_per_s"] / peer["deliveries_per_s"]
+            out.append(("sse N=1000 burst deliveries/s >= 4x the aiohttp peer", ratio >= 4, ratio))
+        if t == "sse" and n == 1000 and m == "paced":
+            out.append(
+                ("sse N=1000 paced p99 <= 10 ms", r["latency_p99_ms"] <= 10, r["latency_p99_ms"])
+            )
+        if t == "sse" and n == 1000:
+            lag = r["creator_lag_max_ms"]
+            out.append((f"sse N=1000 {m}: creator <= 50 ms behind", lag <= 50, lag))
+            out.append(
+                (f"sse N=1000 {m}: worst stall < 50 ms", r["stall_max_ms"] < 50, r["stall_max_ms"])
+            )
+        if n >= 10_000:
+            out.append((f"{t} N={n}: connect < 5 s", r["connect_s"] < 5, r["connect_s"]))
+    return out
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def deltas_for(mode: str, n: int, args: argparse.Namespace) -> int:
+    if mode == "paced":
+        return args.paced_events or max(100, min(1000, 1_000_000 // n))
+    return args.burst_events or max(200, min(20_000, 4_000_000 // n))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--n", type=int, nargs="*", help="subscriber counts (default 1000 5000 10000)"
+    )
+    parser.add_argument("--transport", choices=["sse", "ws", "both"], default="both")
+    parser.add_argument("--mode", choices=["paced", "burst", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="N = 1,000 only, short runs")
+    parser.add_argument(
+        "--paced-events", type=int, help="text deltas of the paced run (default by N)"
+    )
+    parser.add_argument(
+        "--burst-events", type=int, help="text deltas of the burst run (default by N)"
+    )
+    parser.add_argument("--server", choices=["runcast", "peer", "both"], default="both")
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for runcast serve (repeatable, e.g. --serve-arg=--coalesce-ms=2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds after the subscribers left, then RSS"
+    )
+    parser.add_argument("--json", type=Path, help="write every result here")
+    args = parser.parse_args()
+    if args.quick:
+        args.n = args.n or [1000]
+        args.paced_events = args.paced_events or 200
+        args.burst_events = args.burst_events or 1000
+    ns = args.n or [1000, 5000, 10_000]
+    transports = ["sse", "ws"] if args.transport == "both" else [args.transport]
+    modes = ["paced", "burst"] if args.mode == "both" else [args.mode]
+    kinds = list(KINDS) if args.server == "both" else [args.server]
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if max(ns) // CLIENT_PROCS + 200 > hard:
+        print(f"open-file hard limit {hard} is too low for N={max(ns)}", file=sys.stderr)
+        return 2
+    if two_cpus():
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    else:
+        print("one CPU: server and clients share it (figures not comparable)", file=sys.stderr)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    ctx = mp.get_context("spawn")
+    cpu = CLIENT_CPU if two_cpus() else None
+    clients = [Proc(ctx, client_main, cpu) for _ in range(CLIENT_PROCS)]
+    results: list[dict[str, Any]] = []
+    import openai  # noqa: F401  (imported while the clients start, not during the first case)
+
+    try:
+        for n in ns:
+            for mode in modes:
+                case = {"n": n, "mode": mode, "settle": args.settle}
+                case["deltas"] = deltas_for(mode, n, args)
+                delay = PACED_DELAY_MS if mode == "paced" else 0.0
+                mock, upstream = start_mock(case["deltas"], delay)
+                try:
+                    for kind in kinds:
+                        results += run_server(
+                            clients, kind, mock, upstream, case, transports, args.serve_arg
+                        )
+                finally:
+                    mock.stop()
+    finally:
+        for c in clients:
+            c.stop()
+    nchan = "nginx" if shutil.which("nginx") else None
+    print(
+        "nchan: skipped ("
+        + (
+            "this benchmark does not drive nchan yet"
+            if nchan
+            else "nginx with libnginx-mod-nchan not installed"
+        )
+        + ")"
+    )
+    print_table(results)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": " ".join(sys.argv),
+                    "python": sys.version.split()[0],
+                    "cpus": os.cpu_count(),
+                    "load_avg": os.getloadavg(),
+                    "results": results,
+                    "checks": [{"name": a, "ok": b, "value": c} for a, b, c in checks(results)],
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

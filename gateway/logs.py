@@ -1,0 +1,179 @@
+"""The process's log output: text or JSON lines on stderr, the ids in context, secrets redacted.
+
+:func:`configure` installs one stderr handler on the root logger (``runcast serve`` calls it once
+at start). ``text`` lines read ``time LEVEL logger: message [run_id=... thread_id=...]``; ``json``
+lines are one object each: ``time`` (UTC, RFC 3339), ``level``, ``logger``, ``message``, the ids
+in context (``run_id``, ``thread_id``, ``response_id``) and ``exception`` when there is one.
+
+The ids come from context variables, so every log call made while handling a request or inside a
+relay's task carries them without passing them along: :func:`bound` sets them around a request
+(the HTTP middleware), :func:`bind` for the rest of a task (a relay once its run id is known;
+tasks a request starts inherit its ids).
+
+Redaction is the last step of formatting, so no logger anywhere can leak a secret: the configured
+secrets (runcast's API keys, the token secret, the upstream key, the webhook secret) and anything
+shaped like one (``Bearer ...``, ``?token=...``, ``sk-...`` keys, JWTs) become ``***``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import orjson
+
+__all__ = [
+    "LogFormat",
+    "LogLevel",
+    "Redactor",
+    "bind",
+    "bound",
+    "configure",
+    "context_ids",
+    "formatter",
+]
+
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("runcast_run_id", default=None)
+_THREAD_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "runcast_thread_id", default=None
+)
+_RESPONSE_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "runcast_response_id", default=None
+)
+_IDS = (("run_id", _RUN_ID), ("thread_id", _THREAD_ID), ("response_id", _RESPONSE_ID))
+
+_SHAPES = (
+    # RFC 6750 §2.1 bearer credentials, in headers echoed by a library or an error text.
+    (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"), r"\1***"),
+    # Subscribe tokens travel in the query string (EventSource cannot set headers).
+    (re.compile(r"(?i)([?&](?:token|access_token|api_key|key)=)[^&\s\"'#]+"), r"\1***"),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), "sk-***"),
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "***"),
+)
+
+_LEVELS: dict[LogLevel, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def context_ids() -> dict[str, str]:
+    """The ids set in the current context (absent ones left out)."""
+    return {name: value for name, var in _IDS if (value := var.get()) is not None}
+
+
+def bind(
+    *, run_id: str | None = None, thread_id: str | None = None, response_id: str | None = None
+) -> None:
+    """Set the given ids for the rest of the current context (a task: the relay of a run)."""
+    for var, value in ((_RUN_ID, run_id), (_THREAD_ID, thread_id), (_RESPONSE_ID, response_id)):
+        if value is not None:
+            var.set(value)
+
+
+@contextlib.contextmanager
+def bound(
+    *, run_id: str | None = None, thread_id: str | None = None, response_id: str | None = None
+) -> Iterator[None]:
+    """Set the given ids inside the ``with`` block only (a request: its handler and its logs)."""
+    tokens = [
+        var.set(value)
+        for var, value in ((_RUN_ID, run_id), (_THREAD_ID, thread_id), (_RESPONSE_ID, response_id))
+        if value is not None
+    ]
+    try:
+        yield
+    finally:
+        for token in reversed(tokens):
+            token.var.reset(token)
+
+
+class Redactor:
+    """Replaces known secrets and secret-shaped substrings of a log text with ``***``."""
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        # Longest first: a secret containing another is replaced whole.
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        for pattern, replacement in _SHAPES:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+def _timestamp(created: float) -> str:
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = context_ids()
+        if ids:
+            text += " [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]"
+        return self._redact(text)
+
+
+class _JsonFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, str] = {
+            "time": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": self._redact(record.getMessage()),
+            **context_ids(),
+        }
+        if record.exc_info:
+            line["exception"] = self._redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line["exception"] = self._redact(record.exc_text)
+        return orjson.dumps(line).decode()
+
+
+def formatter(kind: LogFormat, secrets: Iterable[str | None] = ()) -> logging.Formatter:
+    """The formatter of ``kind``, redacting ``secrets`` and secret-shaped text."""
+    redact = Redactor(secrets)
+    return _JsonFormatter(redact) if kind == "json" else _TextFormatter(redact)
+
+
+def configure(
+    kind: LogFormat = "text", level: LogLevel = "info", secrets: Iterable[str | None] = ()
+) -> logging.Handler:
+    """Send every log record at ``level`` or above to stderr in ``kind``; returns the handler.
+
+    Replaces the root logger's handlers, so calling it again reconfigures rather than doubles.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(kind, secrets))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
+    return handler

@@ -1,0 +1,49 @@
+"""Request bodies decoded with a msgspec Decoder, failures answered as OpenAI's 400s.
+
+A type error names the offending path in ``param`` (``tools[0].type``), as the API does; a body
+that is not JSON gets the API's own sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+from aiohttp import web
+
+from gateway.mock.errors import APIError
+
+__all__ = ["read_body"]
+
+T = TypeVar("T")
+
+_PATH = re.compile(r"at `\$\.?(.*?)`")
+_FIELD = re.compile(r"field `(.+?)`")
+
+
+def _param(message: str) -> str | None:
+    """The offending parameter named by a msgspec error, e.g. ``tools[0].type``."""
+    path = match.group(1) if (match := _PATH.search(message)) else ""
+    if field := _FIELD.search(message):
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+    return path or None
+
+
+async def read_body(
+    request: web.Request, decoder: msgspec.json.Decoder[T], *, optional: bool = False
+) -> T | None:
+    """The decoded body; None for an empty body when ``optional``."""
+    raw = await request.read()
+    if optional and not raw.strip():
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise APIError(400, str(exc), param=_param(str(exc))) from None
+    except msgspec.DecodeError:
+        raise APIError(
+            400,
+            "We could not parse the JSON body of your request. The OpenAI API expects a JSON "
+            "payload.",
+        ) from None

@@ -1,0 +1,43 @@
+"""bench/serve_bench.py end to end at N = 20: real `runcast serve`, peer, simulator and clients.
+
+A harness test, not a timing one: every subscriber connects, gets every event of the run exactly
+once (checked by seq in the client processes), and the counts the report gives agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_bench.py"
+N = 20
+DELTAS = 200
+
+
+@pytest.mark.timeout(90)
+def test_serve_bench_quick_run_delivers_everything_once(tmp_path: Path) -> None:
+    report = tmp_path / "serve.json"
+    argv = [sys.executable, str(BENCH), "--quick", "--n", str(N), "--mode", "burst"]
+    argv += ["--burst-events", str(DELTAS), "--settle", "0.1", "--json", str(report)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=80, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "nchan: skipped" in done.stdout
+    assert "ratio" in done.stdout
+    results = json.loads(report.read_text())["results"]
+    cases = {(r["server"], r["transport"]) for r in results}
+    assert cases == {("runcast", "sse"), ("runcast", "ws"), ("peer", "sse"), ("peer", "ws")}
+    for r in results:
+        where = f"{r['server']} {r['transport']}"
+        assert r["connected"] == N and r["connect_failures"] == 0, where
+        # the run: lifecycle events around the text deltas, all of them to the SDK, plus `done`
+        assert r["events"] == r["creator_events"] + 1 > DELTAS, where
+        assert r["lost"] == 0 and r["duplicates"] == 0 and r["cut"] == 0, where
+        assert r["complete"] == N, where
+        assert r["deliveries"] == r["expected_deliveries"] == N * r["events"], where
+        assert 0 <= r["latency_p50_ms"] <= r["latency_p99_ms"] <= r["latency_max_ms"] + 0.01, where
+        assert math.isfinite(r["creator_lag_max_ms"]) and r["server_cpu_cores"] > 0, where

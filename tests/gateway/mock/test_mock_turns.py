@@ -1,0 +1,48 @@
+"""Turn: rounds, quoted outputs and unanswered calls, from Responses items and chat messages."""
+
+from __future__ import annotations
+
+from gateway.mock.chat.requests import fold_messages
+from gateway.mock.responses.service import fold_items
+from gateway.mock.turns import Turn
+
+
+def test_items_rounds_and_quotes() -> None:
+    turn = Turn()
+    fold_items(
+        turn,
+        [
+            {"role": "user", "content": "old"},
+            {"type": "function_call", "call_id": "c0", "name": "f"},
+            {"type": "function_call_output", "call_id": "c0", "output": "x"},
+            {"type": "message", "role": "user", "content": "new"},
+            {"type": "function_call", "call_id": "c1", "name": "a"},
+            {"type": "function_call", "call_id": "c2", "name": "b"},
+            {"type": "function_call_output", "call_id": "c2", "output": {"n": 1}},
+            {"type": "function_call_output", "call_id": "c1", "output": "one"},
+            {"type": "function_call", "call_id": "c3", "name": "a"},
+        ],
+    )
+    assert turn.rounds == 2  # parallel calls are one round; the old turn is forgotten
+    assert turn.quoted == [("b", '{"n":1}'), ("a", "one")]
+    assert turn.unanswered == ["c3"] and turn.unknown == []
+    copy = turn.copy()
+    copy.output("c3", "three")
+    assert turn.unanswered == ["c3"] and copy.unanswered == []
+
+
+def test_chat_messages() -> None:
+    turn = Turn()
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    chars = fold_messages(
+        turn,
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "out"},
+            {"role": "tool", "tool_call_id": "c9", "content": "?"},
+        ],
+    )
+    assert chars == len("be brief") + 2 + 3 + 1
+    assert (turn.rounds, turn.quoted, turn.unknown) == (1, [("f", "out")], ["c9"])

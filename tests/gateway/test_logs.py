@@ -1,0 +1,105 @@
+"""gateway.logs: the JSON and text formats, ids from the context, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+
+import orjson
+import pytest
+
+from gateway import logs
+
+
+def _record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    info = None
+    if exc:
+        try:
+            raise ValueError("Authorization: Bearer sk-abcdefghijklmnopqrstuvwxyz")
+        except ValueError:
+            info = sys.exc_info()
+    return logging.LogRecord("runcast.test", logging.WARNING, __file__, 1, message, args, info)
+
+
+def test_json_line_has_the_fields_and_the_ids_in_context() -> None:
+    fmt = logs.formatter("json")
+    with logs.bound(run_id="run_1", thread_id="thread_1"):
+        line = fmt.format(_record("hello %s", "world"))
+    record = orjson.loads(line)
+    assert record.pop("time").endswith("Z")
+    assert record == {
+        "level": "warning",
+        "logger": "runcast.test",
+        "message": "hello world",
+        "run_id": "run_1",
+        "thread_id": "thread_1",
+    }
+    assert "run_id" not in orjson.loads(fmt.format(_record("after")))
+
+
+def test_text_line_names_the_ids() -> None:
+    fmt = logs.formatter("text")
+    with logs.bound(response_id="resp_9"):
+        line = fmt.format(_record("x"))
+    assert line.endswith("WARNING runcast.test: x [response_id=resp_9]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key my-configured-secret-value in a message",
+        "headers {'Authorization': 'Bearer abc.def'}",
+        "GET /streams/runs/run_1?since=3&token=abc.def.ghi",
+        "upstream said: invalid key sk-proj-0123456789abcdefghij",
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    ],
+)
+def test_secrets_and_secret_shapes_are_redacted(text: str) -> None:
+    redact = logs.Redactor(["my-configured-secret-value", None, ""])
+    out = redact(text)
+    for leaked in ("my-configured-secret-value", "abc.def", "0123456789abcdefghij", "eyJ"):
+        assert leaked not in out
+    assert "***" in out
+
+
+def test_exceptions_are_redacted_too() -> None:
+    line = orjson.loads(logs.formatter("json").format(_record("failed", exc=True)))
+    assert "ValueError" in line["exception"]
+    assert "abcdefghij" not in line["exception"]
+
+
+@pytest.mark.asyncio
+async def test_bind_stays_in_its_task_and_children_inherit() -> None:
+    seen: dict[str, dict[str, str]] = {}
+
+    async def child() -> None:
+        seen["child"] = logs.context_ids()
+
+    async def relay() -> None:
+        logs.bind(run_id="run_2", thread_id="thread_2")
+        await asyncio.create_task(child())
+        seen["relay"] = logs.context_ids()
+
+    await asyncio.create_task(relay())
+    assert seen["relay"] == seen["child"] == {"run_id": "run_2", "thread_id": "thread_2"}
+    assert logs.context_ids() == {}
+
+
+def test_configure_replaces_the_root_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    try:
+        logs.configure("json", "warning", ["hidden-value"])
+        handler = logs.configure("json", "warning", ["hidden-value"])
+        assert [h for h in root.handlers if isinstance(h, logging.StreamHandler)] == [handler]
+        logging.getLogger("runcast.x").info("dropped")
+        logging.getLogger("runcast.x").warning("shown hidden-value")
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+    (line,) = stream.getvalue().splitlines()
+    assert orjson.loads(line)["message"] == "shown ***"
