@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _serve_clients import _SSE_ID, BUCKET_NS, client_main
+from _serve_clients import BUCKET_NS, SSE_ID, client_main
 from _serve_procs import (
     CLIENT_CPU,
     Child,
@@ -137,7 +137,7 @@ async def sdk_stream(base: str, assistant_id: str, thread_id: str) -> tuple[int,
                 continue
             tail = buf[end + 2 :]
             events += len(_SSE_EVENT.findall(buf, 0, end + 2))
-            for seq in _SSE_ID.findall(buf, 0, end + 2):
+            for seq in SSE_ID.findall(buf, 0, end + 2):
                 arrivals[int(seq)] = now
     return events, arrivals
 
@@ -319,10 +319,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print()
     for r in results:
         if r["connected"] < r["n"]:
+            late = r["n"] - r["connected"] - r["connect_failures"]
             print(
                 f"{r['server']} {r['transport']} N={r['n']} {r['mode']}: {r['connected']:,} of "
                 f"{r['n']:,} subscribers connected ({r['connect_failures']} refused or reset, "
-                f"the rest not answered in time); its figures are over those connected"
+                f"{late} not answered in time); its figures are over those connected"
             )
     for name, ok, value in checks(results):
         print(f"{'PASS' if ok else 'FAIL'}  {name}  ({value:.2f})")
