@@ -32,16 +32,19 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from . import SharedState
 from .claims import TAKEOVER_TIMEOUT, Claim
 from .leases import Lease
 from .rounds import RoundState
 from .schedule import ExpiryEntry
 
 __all__ = [
+    "STATE_NAMESPACE",
     "RedisActionClaims",
     "RedisExpirySchedule",
     "RedisRunLeases",
     "RedisRunThreads",
+    "RedisState",
     "RedisToolRounds",
     "state_client",
 ]
@@ -57,6 +60,10 @@ INCOMING_TTL = 600
 CLAIM_POLL = 0.1
 """Seconds between looks at a claim while its holder waits to be superseded (only while a tool
 handler runs) and while a taker waits for the claimant's release."""
+
+
+STATE_NAMESPACE = "rc:state"
+"""The gateway's state keys in Redis mode (the broker's channel logs use their own prefix)."""
 
 
 def state_client(url: str) -> aioredis.Redis:
@@ -510,3 +517,20 @@ class RedisToolRounds:
 
     async def forget(self, run_id: str) -> None:
         self._count = await self._forget(keys=self._keys, args=[run_id])
+
+
+class RedisState:
+    """Every state store of one gateway process on one client of ``url``; :meth:`aclose` it."""
+
+    def __init__(self, url: str, *, namespace: str, max_runs: int = 100_000) -> None:
+        self._client = state_client(url)
+        self.state = SharedState(
+            leases=RedisRunLeases(self._client, namespace=namespace),
+            claims=RedisActionClaims(self._client, namespace=namespace),
+            schedule=RedisExpirySchedule(self._client, namespace=namespace, max_entries=max_runs),
+            threads=RedisRunThreads(self._client, namespace=namespace, max_runs=max_runs),
+        )
+        self.rounds = RedisToolRounds(self._client, namespace=namespace)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,152 @@
+"""``runcast serve --workers N`` (gateway/workers.py), and the Redis mode's state and settings.
+
+Real processes: a private ``redis-server``, a ``runcast mock`` upstream and the supervisor with
+its two workers on one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import pytest_asyncio
+from http_helpers import (
+    SECRET,
+    WAIT,
+    RecordingHandler,
+    StartGateway,
+    clean_environ,
+    new_thread,
+    sdk_client,
+    stream_run,
+)
+from openai import AsyncOpenAI
+from test_http_recovery import free_port, start_mock_process, stop
+
+from gateway.cli import main
+from gateway.state.redis import STATE_NAMESPACE, state_client
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
+from redis_server import RedisServer  # found through the line above
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_workers_without_the_redis_broker_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--workers", "2", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers needs --broker redis://HOST:PORT/DB" in err and "Traceback" not in err
+
+
+def test_redis_mode_needs_a_token_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve", "--broker", "redis://127.0.0.1:1/0", "--upstream", "http://127.0.0.1:1/v1"]
+    assert main(argv) == 2
+    assert "--broker redis:// needs --token-secret" in capsys.readouterr().err
+    assert main(["serve", "--broker", "http://redis.example"]) == 2
+    assert "broker must be 'memory' or redis://" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_in_redis_mode_the_run_state_is_written_to_redis(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    redis_server.flush()
+    gateway = await start_gateway(broker=redis_server.url)
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)
+    handler = await stream_run(sdk, assistant_id, thread_id)
+    await sdk.close()
+    assert handler.run_id is not None
+    client = state_client(redis_server.url)
+    try:
+        # The run -> thread map auth reads on every node.
+        thread = await client.hget(f"{STATE_NAMESPACE}:threads", handler.run_id)
+        assert thread == thread_id.encode()
+    finally:
+        await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def mock_url() -> AsyncIterator[str]:
+    port = free_port()
+    proc = await start_mock_process(port)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await stop(proc)
+
+
+@pytest.mark.asyncio
+async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    port = free_port()
+    argv = ["--workers", "2", "--broker", redis_server.url, "--upstream", mock_url]
+    argv += ["--token-secret", SECRET, "--port", str(port), "--node-id", "box"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        *argv,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env=clean_environ(),
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    listening = asyncio.Event()
+
+    async def drain_stderr() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            lines.append(raw.decode())
+            if sum("listening on" in line for line in lines) == 2:
+                listening.set()
+
+    reader = asyncio.create_task(drain_stderr())
+    try:
+        async with asyncio.timeout(WAIT):
+            await listening.wait()
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        assert sorted(w.cmdline()[-1] for w in workers) == ["box-0", "box-1"]
+        for worker in workers:
+            listens = [c for c in worker.net_connections() if c.status == psutil.CONN_LISTEN]
+            assert [c.laddr.port for c in listens] == [port]
+
+        async def one_run() -> RecordingHandler:
+            # A client of its own per run: a new connection, which the kernel gives either worker.
+            async with AsyncOpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-x", max_retries=0, timeout=30
+            ) as sdk:
+                assistant_id, thread_id = await new_thread(sdk)
+                return await stream_run(sdk, assistant_id, thread_id)
+
+        async with asyncio.timeout(WAIT):
+            handlers = await asyncio.gather(*(one_run() for _ in range(4)))
+        assert all(h.run_id and h.deltas > 0 for h in handlers)
+
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            assert await proc.wait() == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if proc.returncode is None:
+            for worker in psutil.Process(proc.pid).children():
+                worker.kill()
+            proc.kill()
+            await proc.wait()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
