@@ -60,6 +60,7 @@ from gateway.state.redis import STATE_NAMESPACE, RedisState
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
+from gateway.workers import generated_node_id
 
 from .auth import CallerAuth, TokenAuthority
 from .bodies import body_deadline_middleware
@@ -116,7 +117,8 @@ def create_app(
     metrics = Metrics() if settings.metrics else None
     shared: RedisState | None = None
     if settings.clustered:
-        shared = RedisState(settings.broker, namespace=STATE_NAMESPACE)
+        node_id = settings.node_id or generated_node_id()
+        shared = RedisState(settings.broker, namespace=STATE_NAMESPACE, node_id=node_id)
         state = shared.state if state is None else state
     automation: ToolAutomation | None = None
     if action_handler is None:

@@ -520,14 +520,21 @@ class RedisToolRounds:
 
 
 class RedisState:
-    """Every state store of one gateway process on one client of ``url``; :meth:`aclose` it."""
+    """Every state store of one gateway process on one client of ``url``; :meth:`aclose` it.
 
-    def __init__(self, url: str, *, namespace: str, max_runs: int = 100_000) -> None:
+    The expiry schedule is this node's own (under ``<namespace>:node:<node_id>``): the expiry
+    watcher judges an entry by its local channel and clears the schedule when it stops, so a
+    shared one would let one node drop, or a stopping node wipe, the others' entries. Runs a dead
+    node left waiting at an action are therefore not expired by the others (as in memory mode).
+    """
+
+    def __init__(self, url: str, *, namespace: str, node_id: str, max_runs: int = 100_000) -> None:
         self._client = state_client(url)
+        node = f"{namespace}:node:{node_id}"
         self.state = SharedState(
             leases=RedisRunLeases(self._client, namespace=namespace),
             claims=RedisActionClaims(self._client, namespace=namespace),
-            schedule=RedisExpirySchedule(self._client, namespace=namespace, max_entries=max_runs),
+            schedule=RedisExpirySchedule(self._client, namespace=node, max_entries=max_runs),
             threads=RedisRunThreads(self._client, namespace=namespace, max_runs=max_runs),
         )
         self.rounds = RedisToolRounds(self._client, namespace=namespace)

@@ -15,10 +15,11 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis_server import RedisServer
 
-from gateway.state import RoundState
+from gateway.state import ExpiryEntry, RoundState
 from gateway.state.redis import (
     RedisActionClaims,
     RedisRunLeases,
+    RedisState,
     RedisToolRounds,
     state_client,
 )
@@ -89,3 +90,22 @@ async def test_of_concurrent_answerers_on_two_nodes_exactly_one_wins(
         assert sorted(wins) == [False, True]
         winner = wins.index(True)
         assert await stores[1 - winner].get(run) == RoundState(last_action=(f"call_{winner}",))
+
+
+@pytest.mark.asyncio
+async def test_each_node_keeps_its_own_expiry_schedule(redis_server: RedisServer) -> None:
+    ns = f"test-{uuid.uuid4().hex}"
+    a = RedisState(redis_server.url, namespace=ns, node_id="a")
+    b = RedisState(redis_server.url, namespace=ns, node_id="b")
+    try:
+        entry = ExpiryEntry(run_id="run_1", thread_id="t", api_key=None, seq=3, deadline=1.0)
+        await a.state.schedule.put(entry)
+        assert await b.state.schedule.earliest() is None
+        await b.state.schedule.clear()  # node b's watcher stopping
+        assert await a.state.schedule.earliest() == entry
+        # What the run lifecycle shares is shared.
+        await a.state.threads.note("run_1", "thread_1")
+        assert await b.state.threads.thread_of("run_1") == "thread_1"
+    finally:
+        await a.aclose()
+        await b.aclose()
