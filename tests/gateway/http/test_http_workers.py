@@ -7,6 +7,7 @@ its two workers on one port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -87,12 +88,12 @@ async def mock_url() -> AsyncIterator[str]:
         await stop(proc)
 
 
-@pytest.mark.asyncio
-async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
-    redis_server: RedisServer, mock_url: str
-) -> None:
-    port = free_port()
-    argv = ["--workers", "2", "--broker", redis_server.url, "--upstream", mock_url]
+@contextlib.asynccontextmanager
+async def supervisor(
+    redis_url: str, upstream: str, port: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process]]]:
+    """``runcast serve --workers 2`` once both workers listen: (supervisor, workers)."""
+    argv = ["--workers", "2", "--broker", redis_url, "--upstream", upstream]
     argv += ["--token-secret", SECRET, "--port", str(port), "--node-id", "box"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -104,7 +105,6 @@ async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
         stdout=asyncio.subprocess.DEVNULL,
         env=clean_environ(),
     )
-    assert proc.stderr is not None
     lines: list[str] = []
     listening = asyncio.Event()
 
@@ -116,10 +116,36 @@ async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
                 listening.set()
 
     reader = asyncio.create_task(drain_stderr())
+    workers: list[psutil.Process] = []
     try:
         async with asyncio.timeout(WAIT):
             await listening.wait()
         workers = psutil.Process(proc.pid).children()
+        yield proc, workers
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def gone(worker: psutil.Process) -> bool:
+    try:
+        return worker.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.asyncio
+async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    port = free_port()
+    async with supervisor(redis_server.url, mock_url, port) as (proc, workers):
         assert len(workers) == 2
         assert sorted(w.cmdline()[-1] for w in workers) == ["box-0", "box-1"]
         for worker in workers:
@@ -141,12 +167,15 @@ async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WAIT):
             assert await proc.wait() == 0
-        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
-    finally:
-        if proc.returncode is None:
-            for worker in psutil.Process(proc.pid).children():
-                worker.kill()
-            proc.kill()
-            await proc.wait()
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        assert all(gone(w) for w in workers)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_dying_stops_the_set_with_status_1(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    async with supervisor(redis_server.url, mock_url, free_port()) as (proc, workers):
+        workers[0].kill()
+        async with asyncio.timeout(WAIT):
+            assert await proc.wait() == 1
+        assert all(gone(w) for w in workers)
