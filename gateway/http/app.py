@@ -123,8 +123,11 @@ def create_app(
     metrics = Metrics() if settings.metrics else None
     shared: RedisState | None = None
     if settings.clustered:
-        node_id = settings.node_id or generated_node_id()
-        shared = RedisState(settings.broker, namespace=STATE_NAMESPACE, node_id=node_id)
+        if settings.node_id is None:
+            # Named once here, so that the broker and the state see the same node.
+            settings = msgspec.structs.replace(settings, node_id=generated_node_id())
+        assert settings.node_id is not None
+        shared = RedisState(settings.broker, namespace=STATE_NAMESPACE, node_id=settings.node_id)
         state = shared.state if state is None else state
     automation: ToolAutomation | None = None
     if action_handler is None:

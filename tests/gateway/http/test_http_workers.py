@@ -30,6 +30,7 @@ from openai import AsyncOpenAI
 from test_http_recovery import free_port, start_mock_process, stop
 
 from gateway.cli import main
+from gateway.http.state import SETTINGS
 from gateway.state.redis import STATE_NAMESPACE, state_client
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
@@ -179,3 +180,13 @@ async def test_a_worker_dying_stops_the_set_with_status_1(
         async with asyncio.timeout(WAIT):
             assert await proc.wait() == 1
         assert all(gone(w) for w in workers)
+
+
+@pytest.mark.asyncio
+async def test_a_node_without_a_name_is_named_once_for_all_its_parts(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    first = await start_gateway(broker=redis_server.url)
+    second = await start_gateway(broker=redis_server.url)
+    names = [gateway.app[SETTINGS].node_id for gateway in (first, second)]
+    assert all(names) and names[0] != names[1]
