@@ -94,7 +94,7 @@ async def test_resume_from_last_event_id_on_the_response_channel(
     url = f"{gateway.url}/streams/responses/{response_id}"
     whole = await read_sse(await session.get(url + "?since=0"), until=lambda e: False)
     middle = whole.events[len(whole.events) // 2]
-    resumed_response = await session.get(url, headers={"Last-Event-ID": str(middle.seq)})
+    resumed_response = await session.get(url, headers={"Last-Event-ID": str(middle.id)})
     async with asyncio.timeout(WAIT):
         resumed = await read_sse(resumed_response, until=lambda e: False)
     assert resumed.events == whole.events[len(whole.events) // 2 + 1 :]
