@@ -102,18 +102,17 @@ async def serve_streamed_call(
     if call.kind != "submit":
         app[DRAIN].check()
     feed = CreatorFeed(settings.creator_buffer_bytes)
-    relay = relays.start(
-        opener,
-        feed=feed,
-        api_key=api_key,
-        headers=headers,
-        run_id=call.run_id,
-        thread_id=call.thread_id,
-    )
     try:
         try:
-            # shield: a creator that leaves must not cancel the relay's future.
-            start = await asyncio.shield(relay.started)
+            # A creator that leaves stops waiting; the relay runs on, owned by the registry.
+            start = await relays.start(
+                opener,
+                feed=feed,
+                api_key=api_key,
+                headers=headers,
+                run_id=call.run_id,
+                thread_id=call.thread_id,
+            )
         except UpstreamHTTPError as exc:
             return http_error_response(request, exc)
         except (UpstreamError, RemoteProtocolError) as exc:

@@ -35,7 +35,7 @@ from .actions import ActionHandler, ActionOptions
 from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
-from .relay import Opener, RelayEnv, RunRelay
+from .relay import Opener, RelayEnv, RelayStart, RunRelay
 
 __all__ = ["Relay", "RelayRegistry", "RelayStatistics"]
 
@@ -109,7 +109,7 @@ class RelayRegistry:
         self._failed = 0
         self._closed = False
 
-    def start(
+    async def start(
         self,
         opener: Opener,
         *,
@@ -118,8 +118,10 @@ class RelayRegistry:
         headers: Mapping[str, str] | None = None,
         run_id: str | None = None,
         thread_id: str | None = None,
-    ) -> RunRelay:
-        """Create a relay for the stream ``opener`` opens and start pumping it at once."""
+    ) -> RelayStart:
+        """Start a relay for the stream ``opener`` opens, owned by the registry, and wait until
+        it knows its run (trio's ``nursery.start``): a failure before the upstream's first event
+        is raised here. A caller cancelled meanwhile leaves the relay running."""
         if self._closed:
             raise RuntimeError("relay registry is closed")
         relay = RunRelay(
@@ -135,7 +137,7 @@ class RelayRegistry:
         # The run -> thread map is not told the caller's ids (a submission names any run under
         # any thread): the relay reports them from the upstream's own run events (``on_run``).
         self.spawn(relay, name=f"runcast-relay-{run_id or 'new'}")
-        return relay
+        return await relay.ready.wait()
 
     def spawn(self, relay: Relay, *, name: str) -> None:
         """Start pumping ``relay`` as a task this registry owns."""

@@ -15,9 +15,10 @@ hold the loop from other runs, health checks and new subscribers. The run id com
 ``thread.created`` before it (create thread and run) is held back until then so the run channel
 starts with it.
 
-``started`` resolves when the run id is known, so the creator's response head can carry the ids
-and subscribe tokens; an upstream failure before any event (an HTTP error such as 400 "active
-run", a timeout) resolves it with the exception instead and nothing is published.
+``ready`` (a :class:`Readiness`, as trio's ``task_status``) is marked started when the run id is
+known, so the creator's response head can carry the ids and subscribe tokens; an upstream
+failure before any event (an HTTP error such as 400 "active run", a timeout) marks it failed
+with the exception instead and nothing is published. The registry's ``start`` waits on it.
 
 Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
 :class:`~gateway.runs.actions.ActionHandler`, the following ``done`` is held while the handler
@@ -52,6 +53,7 @@ ends its channels the same way once the upstream has expired it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -59,7 +61,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
-from gateway import logs
+from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.metrics import NO_METER, Metrics
@@ -74,13 +76,14 @@ from .answering import ActionAnswerer
 from .assistants.protocol import ASSISTANTS
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
+from .lifecycle import Input, Lifecycle
 from .missed import FinalIds
 from .pending import PendingAction
 from .protocol import RunProtocol
 from .publisher import RunPublisher
 from .recovery import Recovery, failure_reason, recovered_event, upstream_error_event
 
-__all__ = ["Opener", "RelayEnv", "RelayStart", "RunRelay"]
+__all__ = ["Opener", "Readiness", "RelayEnv", "RelayStart", "RunRelay"]
 
 log = logging.getLogger("runcast.relay")
 
@@ -130,9 +133,41 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamHTTPError) and exc.status == 400
 
 
-def _retrieve(future: asyncio.Future[RelayStart]) -> None:
-    if not future.cancelled():
-        future.exception()
+class Readiness:
+    """A relay's start, reported once: :meth:`started` with its ids, or :meth:`failed`.
+
+    Waiters never own the relay: one that is cancelled (a creator that leaves) leaves the relay
+    running, and a failure nobody waits for is not an unretrieved exception.
+    """
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._value: RelayStart | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def started(self, value: RelayStart) -> None:
+        if not self.done:
+            self._value = value
+            self._event.set()
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.done:
+            self._error = exc
+            self._event.set()
+
+    async def wait(self) -> RelayStart:
+        """The relay's start; raises the failure that came before it."""
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 class RunRelay:
@@ -161,9 +196,7 @@ class RunRelay:
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
         self._api_key = api_key
         self._headers = dict(headers or {})
-        self.started: asyncio.Future[RelayStart] = asyncio.get_running_loop().create_future()
-        # The creator may have left before a start failure; the exception is still "retrieved".
-        self.started.add_done_callback(_retrieve)
+        self.ready = Readiness()
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
         self._batch: list[HubEvent] = []
@@ -191,8 +224,7 @@ class RunRelay:
         # the run whose pending action it takes over once the upstream accepts it.
         self._arriving = run_id
         self._saw_done = False
-        self._received = False
-        self._failed = False
+        self._life = Lifecycle()
         self._noted = False
         # Messages and steps whose final event reached the channels (what a recovery skips).
         self._finals = FinalIds()
@@ -217,19 +249,21 @@ class RunRelay:
             await self._env.claims.arriving(self._arriving)
         outcome = "shutdown"
         try:
-            try:
-                stream: RunStream | None = self._opener()
-                while stream is not None and await self._segment(stream):
-                    stream = await self._answer_action() if self._pending is not None else None
-            finally:
-                await self._arrived()
-                if self._pending is not None:
-                    await self._env.claims.release(self._pending.claim)
-                await self._finish()
-                lease, self._lease = self._lease, None
-                if lease is not None:
-                    await self._env.leases.release(lease)
-            outcome = self._outcome()
+            with tracing.span("runcast.relay", **{"runcast.run_id": self._arriving}):
+                try:
+                    stream: RunStream | None = self._opener()
+                    while stream is not None and await self._segment(stream):
+                        stream = await self._answer_action() if self._pending is not None else None
+                finally:
+                    await self._arrived()
+                    if self._pending is not None:
+                        await self._env.claims.release(self._pending.claim)
+                    await self._finish()
+                    lease, self._lease = self._lease, None
+                    if lease is not None:
+                        await self._env.leases.release(lease)
+                outcome = self._outcome()
+                tracing.set_attribute("runcast.outcome", outcome)
         finally:
             self._meter.finished(outcome)
         await self._watch_expiry()
@@ -238,10 +272,10 @@ class RunRelay:
         """How the relay ended, for the metrics: a terminal status, ``requires_action`` (left
         to the client), ``upstream_error`` (the end could not be learnt) or ``no_run``."""
         status = self._last_status
-        if status in self._protocol.terminal_statuses or status == "requires_action":
+        if status in self._protocol.terminal_statuses or status == self._protocol.action_status:
             assert status is not None
             return status
-        if self._failed:
+        if self._life.broken:
             return "upstream_error"
         return "no_run" if self.run_id is None else "unknown"
 
@@ -275,36 +309,41 @@ class RunRelay:
         got = False
         meter = self._meter
         opened = meter.opened()
+        traced = (
+            tracing.span("runcast.submission", **{"runcast.run_id": self.run_id})
+            if submitted is not None
+            else contextlib.nullcontext()
+        )
         try:
-            async with stream:
-                if self._request_id is None:
-                    self._request_id = stream.response.headers.get("x-request-id")
-                while batch := await stream.read_batch():
-                    if not got:
-                        got = True
-                        await self._first_item(submitted)
-                    self._received = True
-                    sampled = 0.0
-                    for item in batch:
-                        sampled = meter.event(opened) or sampled
-                        await self._on_item(item)
-                    await self._emit_batch()
-                    meter.delivered(sampled)
-                    await asyncio.sleep(0)
+            with traced:
+                async with stream:
+                    if self._request_id is None:
+                        self._request_id = stream.response.headers.get("x-request-id")
+                    while batch := await stream.read_batch():
+                        sampled = meter.batch(opened, len(batch))
+                        if not got:
+                            got = True
+                            await self._first_item(submitted)
+                            self._life.feed(Input.FIRST_EVENT)
+                        for item in batch:
+                            await self._on_item(item)
+                        await self._emit_batch()
+                        meter.delivered(sampled)
+                        await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
             meter.closed(opened)
             meter.failed(failure_reason(exc))
             if submitted is not None and not got and _refused(exc):
                 assert isinstance(exc, UpstreamHTTPError)
                 await self._rejected(submitted, exc)
-            elif self._received:
+            elif self._life.published:
                 return await self._upstream_error(exc)
             else:
-                self._failed = True
-                if not self.started.done():
-                    self.started.set_exception(exc)
+                self._life.feed(Input.STREAM_FAILED)
+                self.ready.failed(exc)
             return False
         meter.closed(opened)
+        self._life.feed(Input.SEGMENT_END)
         if not got:
             return False
         await self._flush_held()
@@ -331,7 +370,7 @@ class RunRelay:
         event = item.event
         decoded = event if item.decode_error is None else None
         hub_event = HubEvent(item.name, item.data_bytes, decoded)
-        if self.run_id is not None and not self.started.done():
+        if self.run_id is not None and not self.ready.done:
             self._resolve_start()  # a continuation: the run id was known from the start
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
@@ -377,6 +416,9 @@ class RunRelay:
     async def _run_known(self, run: RunSeen[Run]) -> None:
         self._out.run_id = run.run_id
         logs.bind(run_id=run.run_id, thread_id=run.group_id)
+        tracing.set_attribute("runcast.run_id", run.run_id)
+        if run.group_id:
+            tracing.set_attribute("runcast.thread_id", run.group_id)
         log.debug("relaying run %s", run.run_id)
         self._out.thread_id = run.group_id or self.thread_id
         await self._own(run.run_id)
@@ -395,11 +437,11 @@ class RunRelay:
             await self._out.emit_batch(held)
 
     def _resolve_start(self) -> None:
-        if not self.started.done():
+        if not self.ready.done:
             start = RelayStart(
                 run_id=self.run_id, thread_id=self.thread_id, request_id=self._request_id
             )
-            self.started.set_result(start)
+            self.ready.started(start)
 
     # -- requires_action (answering.py) ----------------------------------------------------
 
@@ -410,6 +452,7 @@ class RunRelay:
         # Claimed before it is published: a client reacting to it must find the claim.
         pending = PendingAction(run=run, claim=await self._env.claims.claim(run.id))
         self._pending = pending
+        self._life.feed(Input.ACTION_HELD)
         hide = not self._env.action_options.show_requires_action and self._handler.handles(run)
         seq = await self._out.emit(hub_event, to_creator=not hide)
         pending.hidden = (hub_event, seq) if hide else None
@@ -424,11 +467,15 @@ class RunRelay:
             stream = await self._answerer.answer(pending, self.thread_id)
         if stream is None:
             self._pending = None
+            self._life.feed(Input.CLOSED)
+        else:
+            self._life.feed(Input.SUBMITTED)
         return stream
 
     async def _rejected(self, pending: PendingAction, exc: UpstreamHTTPError) -> None:
         assert self._answerer is not None
         self._pending = None
+        self._life.feed(Input.REFUSED)
         thread_id = self.thread_id or pending.run.thread_id
         status = await self._answerer.rejected(pending, exc, thread_id)
         if status is not None:
@@ -439,7 +486,7 @@ class RunRelay:
     async def _upstream_error(self, exc: BaseException) -> bool:
         """Report a failed stream, then recover the run; True when the recovered run waits at
         a ``requires_action`` the relay answers next (the segment goes on as if live)."""
-        self._failed = True
+        self._life.feed(Input.STREAM_FAILED)
         log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
         self._resolve_start()
         await self._emit_batch()
@@ -455,11 +502,12 @@ class RunRelay:
         # failure only if the recovery fails (the openai SDK raises on it and stops reading).
         seq = await self._out.emit(event, to_creator=False)
         if not isinstance(exc, UpstreamHTTPError) and await self._recover(failure_reason(exc)):
-            self._failed = False
+            self._life.feed(Input.RECOVERED)
             if self._pending is not None:
                 return True
             await self._out.emit(self._protocol.end_of_segment)
             return False
+        self._life.feed(Input.GAVE_UP)
         self._out.to_creator(event, seq)
         self._out.end_creator()
         await self._out.emit(self._protocol.end_of_segment, to_creator=False)
@@ -535,7 +583,7 @@ class RunRelay:
         action, expiry, seq = self._action, self._env.expiry, self._out.run_seq()
         if (
             self._last_status != self._protocol.action_status
-            or self._failed
+            or self._life.broken
             or action is None
             or action.expires_at is None
             or expiry is None
@@ -549,11 +597,11 @@ class RunRelay:
 
     async def _finish(self) -> None:
         await self._emit_batch()
-        if not self.started.done():
-            if self._received:
+        if not self.ready.done:
+            if self._life.published:
                 self._resolve_start()
             else:
-                self.started.set_exception(
+                self.ready.failed(
                     UpstreamConnectionError("the run relay stopped before the upstream answered")
                 )
         self._out.end_creator()
@@ -564,5 +612,5 @@ class RunRelay:
             await self._handler.forget(self.run_id)
         # A relay the upstream refused outright (a client's submission answered 400) published
         # nothing: the run's channel belongs to whichever relay continues it.
-        if over or (self._failed and self._received):
+        if over or (self._life.broken and self._life.published):
             await self._out.close_run()

@@ -227,9 +227,8 @@ class StreamRelay:
             while batch := await stream.read_batch():
                 self._received = True
                 events: list[HubEvent] = []
-                sampled = 0.0
+                sampled = meter.batch(opened, len(batch))
                 for sse in batch:
-                    sampled = meter.event(opened) or sampled
                     typed, seen = self._spec.decode(sse)
                     if typed is None:
                         log.warning(
