@@ -21,7 +21,6 @@ error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 from collections.abc import Mapping
@@ -110,8 +109,8 @@ async def serve_protocol_stream(
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
     try:
         try:
-            # shield: a creator that leaves must not cancel the relay's future.
-            start = await asyncio.shield(relay.started)
+            # A creator that leaves while waiting leaves the relay running (registry-owned).
+            start = await relay.ready.wait()
         except UpstreamHTTPError as exc:
             return http_error_response(request, exc)
         except (UpstreamError, RemoteProtocolError) as exc:

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
 import pytest
 from http_helpers import WAIT, Gateway, StartGateway, Subscriber, sdk_client
@@ -268,3 +269,16 @@ async def test_shutdown_mid_stream_ends_creator_and_subscribers_explicitly(
     assert "response.completed" not in creator.names
     deltas = [e for e in creator.events if e.event == "response.output_text.delta"]
     assert deltas and gateway.relays.statistics().active == 0
+
+
+@pytest.mark.asyncio
+async def test_upstream_refusal_before_the_first_event_is_its_own_http_error(
+    gateway: Gateway, sdk: AsyncOpenAI
+) -> None:
+    conversation = await sdk.conversations.create()
+    with pytest.raises(openai.BadRequestError, match="Mutually exclusive parameters"):
+        await sdk.responses.create(
+            **_body(conversation=conversation.id, previous_response_id="resp_x"), stream=True
+        )
+    assert gateway.relays.statistics().active == 0
+    assert gateway.broker.channel_statistics(f"conversation:{conversation.id}") is None
