@@ -12,6 +12,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
+from aiohttp import web
 from http_helpers import WAIT, Gateway, StartGateway, Subscriber, sdk_client
 from openai import APIError, AsyncOpenAI
 from protocol_helpers import read_sse, read_ws, subscribe_sse
@@ -282,3 +283,84 @@ async def test_upstream_refusal_before_the_first_event_is_its_own_http_error(
         )
     assert gateway.relays.statistics().active == 0
     assert gateway.broker.channel_statistics(f"conversation:{conversation.id}") is None
+
+
+def _frame(payload: dict[str, Any]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (payload["type"].encode(), orjson.dumps(payload))
+
+
+def _background_events(response_id: str, count: int) -> list[bytes]:
+    response = {
+        "id": response_id,
+        "object": "response",
+        "status": "in_progress",
+        "background": True,
+    }
+    out = [_frame({"type": "response.created", "sequence_number": 0, "response": response})]
+    for n in range(1, count - 1):
+        out.append(
+            _frame(
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": n,
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": f"d{n} ",
+                }
+            )
+        )
+    done = {**response, "status": "completed"}
+    out.append(
+        _frame({"type": "response.completed", "sequence_number": count - 1, "response": done})
+    )
+    return out
+
+
+@pytest.mark.asyncio
+async def test_resumed_stream_that_repeats_events_is_relayed_once(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """An upstream whose resume starts before ``starting_after`` + 1: nothing is relayed twice."""
+    events = _background_events("resp_dup", 10)
+    asked: list[str] = []
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(events[:5]))
+        assert request.transport is not None
+        request.transport.abort()  # cut mid-stream after sequence_number 4
+        return response
+
+    async def retrieve(request: web.Request) -> web.StreamResponse:
+        asked.append(request.query_string)
+        after = int(request.query["starting_after"])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(events[after - 1 :]))  # two already sent
+        await response.write_eof()
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/responses", create)
+    upstream.router.add_get("/v1/responses/{id}", retrieve)
+    runner = web.AppRunner(upstream)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
+        async with session.post(
+            f"{gateway.v1}/responses",
+            json=_body(stream=True, background=True),
+            headers={"Authorization": "Bearer sk-caller"},
+        ) as creator_response:
+            assert creator_response.status == 200
+            async with asyncio.timeout(WAIT):
+                creator = await read_sse(creator_response, until=lambda e: False)
+    finally:
+        await runner.cleanup()
+    assert asked == ["stream=true&starting_after=4"]
+    numbers = [e.json()["sequence_number"] for e in creator.events]
+    assert numbers == list(range(10))
+    assert creator.events[-1].event == "response.completed"
