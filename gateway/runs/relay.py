@@ -22,13 +22,13 @@ with the exception instead and nothing is published. The registry's ``start`` wa
 
 Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
 :class:`~gateway.runs.actions.ActionHandler`, the following ``done`` is held while the handler
-decides (a :class:`~gateway.runs.pending.PendingAction`); ``Submit`` posts the outputs
+decides (a :class:`~gateway.runs.answering.PendingAction`); ``Submit`` posts the outputs
 (``stream: true``) once and the continuation is pumped into the same channels and feed, so seq
 continues and the intermediate ``done`` never shows. ``Skip`` passes the action on; ``Cancel``
 (and outputs ready only after ``expires_at``) cancels the run and reports its final status. If a
 client's own submission through runcast is accepted first, this relay stops answering, reports
 ``runcast.tool_automation.superseded`` and closes its segment before the client's relay goes on
-(``answering.py``, ``pending.py``); if the upstream refuses runcast's submission with a 400 (the run no longer
+(``answering.py``); if the upstream refuses runcast's submission with a 400 (the run no longer
 waits: a client submitted directly, or it expired), it reports
 ``runcast.tool_automation.rejected``, publishes the run's terminal status if it has one, and ends
 its segment without failing the run's channel.
@@ -73,13 +73,12 @@ from parsers.errors import RemoteProtocolError
 from parsers.signals import GroupSeen, ItemFinal, RunSeen, StreamEnd
 
 from .actions import ActionHandler, ActionOptions
-from .answering import ActionAnswerer
+from .answering import ActionAnswerer, PendingAction
 from .assistants.protocol import ASSISTANTS
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
 from .lifecycle import Input, Lifecycle
 from .missed import FinalIds
-from .pending import PendingAction
 from .protocol import RunProtocol
 from .publisher import RunPublisher
 from .recovery import Recovery, failure_reason, recovered_event, upstream_error_event
@@ -112,7 +111,7 @@ class RelayEnv:
     on_run: Callable[[str, str | None], Awaitable[None]] | None = None
     """Called with (run id, thread id) when a relay learns its run id."""
     claims: ActionClaims = dataclasses.field(default_factory=MemoryActionClaims)
-    """Which relay holds each run's pending action (see ``pending.py``)."""
+    """Which relay holds each run's pending action (see ``answering.py``)."""
     leases: RunLeases = dataclasses.field(default_factory=MemoryRunLeases)
     """Which relay owns each run: the one pumping it (a continuation takes it over)."""
     expiry: ActionExpiry | None = None
@@ -260,8 +259,10 @@ class RunRelay:
                         stream = await self._answer_action() if self._pending is not None else None
                 finally:
                     await self._arrived()
-                    if self._pending is not None:
-                        await self._env.claims.release(self._pending.claim)
+                    pending, self._pending = self._pending, None
+                    if pending is not None:
+                        assert self._answerer is not None
+                        await self._answerer.drop(pending)
                     await self._finish()
                     lease, self._lease = self._lease, None
                     if lease is not None:
@@ -361,10 +362,11 @@ class RunRelay:
         if submitted is not None:
             # The upstream accepted runcast's outputs: the held `done` is never passed on.
             self._pending = None
-            await self._env.claims.release(submitted.claim)
+            assert self._answerer is not None
+            await self._answerer.accepted(submitted)
         elif self._arriving is not None:
             # A client's submission was accepted: the relay answering the action must close
-            # its segment before this continuation reaches the channels (pending.py).
+            # its segment before this continuation reaches the channels (answering.py).
             run_id = self._arriving
             await self._env.claims.take_over(run_id)
             await self._arrived()
@@ -451,15 +453,10 @@ class RunRelay:
 
     async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
         """Publish a ``requires_action`` that the handler will answer, holding the segment."""
-        assert self._handler is not None
+        assert self._answerer is not None
         await self._emit_batch()  # what came before it in the same read
-        # Claimed before it is published: a client reacting to it must find the claim.
-        pending = PendingAction(run=run, claim=await self._env.claims.claim(run.id))
-        self._pending = pending
+        self._pending = await self._answerer.hold(run, hub_event)
         self._life.feed(Input.ACTION_HELD)
-        hide = not self._env.action_options.show_requires_action and self._handler.handles(run)
-        seq = await self._out.emit(hub_event, to_creator=not hide)
-        pending.hidden = (hub_event, seq) if hide else None
 
     async def _answer_action(self) -> RunStream | None:
         pending = self._pending
@@ -548,7 +545,8 @@ class RunRelay:
         # An action the relay held when the stream broke is over: the upstream's answer rules.
         stale, self._pending = self._pending, None
         if stale is not None:
-            await self._env.claims.release(stale.claim)
+            assert self._answerer is not None
+            await self._answerer.drop(stale)
         if status != self._protocol.action_status:
             await self._out.emit(event)
             return
