@@ -119,7 +119,6 @@ async def serve_protocol_stream(
             raise upstream_failure(exc) from None
         response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
         await response.prepare(request)
-        where = _resume_hint(spec.kind, start)
         await write_feed(
             request,
             response,
@@ -129,7 +128,8 @@ async def serve_protocol_stream(
                 feed,
                 "runcast_lagged",
                 "lagged",
-                f"runcast: this response fell behind the stream; resume with {where}",
+                "runcast: this response fell behind the stream; resume with "
+                + _resume_hint(spec.kind, start, _seq(feed)),
             ),
             shutdown_notice=lambda: _notice(
                 SHUTDOWN_EVENT,
@@ -137,7 +137,8 @@ async def serve_protocol_stream(
                 "runcast_shutdown",
                 "shutting_down",
                 "runcast is shutting down before the end of this stream; what follows is lost "
-                f"to this response ({where} on another node)",
+                f"to this response ({_resume_hint(spec.kind, start, _seq(feed))} on another "
+                "node)",
             ),
         )
         return response
@@ -173,18 +174,22 @@ def _head(
     return head
 
 
-def _resume_hint(kind: str, start: StreamStart) -> str:
+def _seq(feed: CreatorFeed) -> int:
+    """The last seq the creator was handed (0: none, so resuming replays from the start)."""
+    return int(feed.last_id) if feed.last_id is not None else 0
+
+
+def _resume_hint(kind: str, start: StreamStart, seq: int) -> str:
     if start.object_id is None:
         return "its channel"
-    return f"GET /streams/{_STREAMS[kind]}/{start.object_id}?since=<last id>"
+    return f"GET /streams/{_STREAMS[kind]}/{start.object_id}?since={seq}"
 
 
 def _notice(event: str, feed: CreatorFeed, type_: str, code: str, message: str) -> bytes:
-    seq = int(feed.last_id) if feed.last_id is not None else None
     data = orjson.dumps(
         {
             "error": {"message": message, "type": type_, "param": None, "code": code},
-            "seq": seq,
+            "seq": _seq(feed),
         }
     )
     return encode_sse(data, event=event)

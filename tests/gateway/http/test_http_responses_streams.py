@@ -6,6 +6,7 @@ tokens in the creator's head, and a stream cut before its end."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import aiohttp
@@ -364,3 +365,55 @@ async def test_resumed_stream_that_repeats_events_is_relayed_once(
     numbers = [e.json()["sequence_number"] for e in creator.events]
     assert numbers == list(range(10))
     assert creator.events[-1].event == "response.completed"
+
+
+@pytest.mark.asyncio
+async def test_stalled_creator_is_cut_off_with_lagged_and_can_resume(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(
+        sim={"deltas": 4000, "tokens_per_delta": 150},
+        creator_buffer_bytes=64 * 1024,
+        creator_write_timeout=0.5,
+    )
+    named_response, named_task = await subscribe_sse(
+        session, f"{gateway.url}/streams/channels/slow"
+    )
+    body = orjson.dumps(_body(stream=True))
+    creator = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    creator.connect(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
+    creator.sendall(
+        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-caller\r\n"
+        b"Runcast-Channel: slow\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            named = await named_task
+        assert named.events[-1].event == "response.completed"
+        creator.setblocking(False)
+        received = bytearray()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(WAIT):
+            while not received.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked body
+                chunk = await loop.sock_recv(creator, 1 << 20)
+                assert chunk, "connection closed before the end of the body"
+                received += chunk
+    finally:
+        creator.close()
+        named_response.close()
+    assert b"event: runcast.lagged\n" in received and b"response.completed" not in received
+    notice = received[received.index(b"event: runcast.lagged") :]
+    data = orjson.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert data["error"]["code"] == "lagged" and "/streams/responses/" in data["error"]["message"]
+    response_id = named.events[0].json()["response"]["id"]
+    async with session.get(
+        f"{gateway.url}/streams/responses/{response_id}", params={"since": str(data["seq"])}
+    ) as rest:
+        resumed = await read_sse(rest, until=lambda e: False)
+    assert resumed.events, (rest.status, data)
+    first = resumed.events[0]
+    if first.event != "runcast.history_lost":  # else the response is larger than history holds
+        assert first.seq == data["seq"] + 1
+        assert resumed.events[-1].event == "response.completed"
