@@ -5,7 +5,7 @@ registry, so two apps in one process, and tests, do not share counters). Two way
 
 - **Hooks** where the work happens, off the per-subscriber path: a relay's :class:`RunMeter`
   (runs started and finished by protocol and outcome, events in from the upstream, time to first
-  event, upstream stream duration, upstream errors by kind, delivery lag sampled one event in
+  event, upstream stream duration, upstream errors by kind, delivery lag sampled one batch in
   ``LAG_SAMPLE``) and :meth:`Metrics.tool_call` (tool calls by outcome, with duration).
 - **Statistics read at scrape time** by a custom collector, so the hot path pays nothing: runs
   active, events out to subscribers by transport, subscribers active by transport,
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from gateway.hub import EndReason
 
 __all__ = [
     "LAG_SAMPLE",
@@ -34,7 +36,8 @@ __all__ = [
 ]
 
 LAG_SAMPLE = 16
-"""One upstream event in this many has its delivery lag measured."""
+"""One batch of upstream events (one read) in this many, and each stream's first, has its
+delivery lag measured."""
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DURATION = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -124,7 +127,12 @@ class Metrics:
 
 
 class RunMeter:
-    """One relay's hooks; the labelled children are looked up once, not per event."""
+    """One relay's hooks; the labelled children are looked up once, not per event.
+
+    Events are counted in a plain int and added to the counter every ``_FLUSH`` events and when
+    a stream closes (a prometheus-client ``inc`` takes a lock); the clock is read only for a
+    stream's first batch and the sampled ones.
+    """
 
     __slots__ = (
         "_duration",
@@ -134,14 +142,14 @@ class RunMeter:
         "_metrics",
         "_n",
         "_protocol",
-        "_seen_first",
+        "_unflushed",
     )
 
     def __init__(self, metrics: Metrics | None, protocol: str) -> None:
         self._metrics = metrics
         self._protocol = protocol
         self._n = 0
-        self._seen_first = False
+        self._unflushed = 0
         if metrics is None:
             return
         metrics.runs_started.labels(protocol).inc()
@@ -153,27 +161,34 @@ class RunMeter:
     def opened(self) -> float:
         """An upstream stream is being opened: the time to pass to :meth:`event` and
         :meth:`closed`."""
+        self._n = 0
         return time.perf_counter()
 
-    def event(self, opened: float) -> float:
-        """One upstream event arrived; a start time when this one's delivery lag is sampled
-        (pass it to :meth:`delivered`), else 0."""
+    def batch(self, opened: float, events: int) -> float:
+        """A batch of upstream events arrived (one read); a start time when this batch's
+        delivery lag is sampled (pass it to :meth:`delivered`), else 0."""
         if self._metrics is None:
             return 0.0
-        self._events.inc()
-        now = time.perf_counter()
-        if not self._seen_first:
-            self._seen_first = True
-            self._first.observe(now - opened)
         self._n += 1
-        return now if self._n % LAG_SAMPLE == 1 else 0.0
+        self._unflushed += events
+        if self._unflushed >= _FLUSH:
+            self._events.inc(self._unflushed)
+            self._unflushed = 0
+        if self._n == 1:
+            now = time.perf_counter()
+            self._first.observe(now - opened)
+            return now
+        return time.perf_counter() if self._n % LAG_SAMPLE == 1 else 0.0
 
     def delivered(self, arrived: float) -> None:
-        if arrived and self._metrics is not None:
+        if arrived:
             self._lag.observe(time.perf_counter() - arrived)
 
     def closed(self, opened: float) -> None:
         if self._metrics is not None:
+            if self._unflushed:
+                self._events.inc(self._unflushed)
+                self._unflushed = 0
             self._duration.observe(time.perf_counter() - opened)
 
     def failed(self, kind: str) -> None:
@@ -183,6 +198,9 @@ class RunMeter:
     def finished(self, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.runs_finished.labels(self._protocol, outcome).inc()
+
+
+_FLUSH = 32
 
 
 NO_METER = RunMeter(None, "")
@@ -208,7 +226,7 @@ class _StatisticsCollector(Collector):
             "Events written to subscribers (one per event per subscriber), by transport",
             labels=["protocol"],
         )
-        delivered: dict[str, int] = {}
+        delivered = {"sse": 0, "websocket": 0}
         for fmt, count in _get(hub, "delivered", {}).items():
             transport = "websocket" if fmt == "websocket" else "sse"
             delivered[transport] = delivered.get(transport, 0) + count
@@ -218,7 +236,9 @@ class _StatisticsCollector(Collector):
         ended = CounterMetricFamily(
             "runcast_subscriptions_ended", "Subscriptions that ended, by reason", labels=["reason"]
         )
-        for reason, count in sorted(_get(hub, "ends", {}).items()):
+        ends = dict.fromkeys(get_args(EndReason), 0)
+        ends.update(_get(hub, "ends", {}))
+        for reason, count in sorted(ends.items()):
             ended.add_metric([reason], count)
         yield ended
         yield _counter(

@@ -6,8 +6,8 @@ in :mod:`gateway.runs`. Modules, one job each: ``app`` (``create_app`` wiring an
 request-head deadline, backlog), ``bodies`` (the request-body deadline), ``logcontext`` (the ids a
 request puts in its log lines), ``drain`` (graceful drain on SIGTERM), ``health`` (``/healthz``,
 ``/readyz``), ``exposition`` (``/metrics``), ``state`` (typed app keys), ``proxy`` (``/v1``
-passthrough), ``routes`` (which calls
-stream), ``creator`` (the creator's streamed response), ``streams`` (subscriber endpoints),
+passthrough), ``routes`` (which calls stream), ``creator`` (the creator's streamed response),
+``streams`` (subscriber endpoints),
 ``tokens`` (``POST /tokens``), ``auth`` (caller keys and subscribe tokens), ``connections`` (live
 subscribers), ``headers``, ``cors`` and ``errors``.
 """

@@ -345,11 +345,16 @@ class Channel:
                     )
                     items.append((None, HISTORY_LOST_EVENT, lost))
                 items.extend((seq, e.name, e.data) for seq, e in history.after(0))
-        if items and not sink.send(frames.encode_items(sink.frame_format, items), last_seq):
-            self._count_end(sink.end_reason)
-            return
+        if items:
+            if not sink.send(frames.encode_items(sink.frame_format, items), last_seq):
+                self._count_end(sink.end_reason)
+                return
+            delivered = self._counters.delivered
+            fmt = sink.frame_format.value
+            delivered[fmt] = delivered.get(fmt, 0) + len(items)
         if self.ended:
             sink.end("ended")
+            self._count_end("ended")
             return
         self._sinks[sink.frame_format][sink] = None
         self._counters.subscribers += 1

@@ -53,6 +53,7 @@ ends its channels the same way once the upstream has expired it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -60,7 +61,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
-from gateway import logs
+from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.metrics import NO_METER, Metrics
@@ -247,21 +248,23 @@ class RunRelay:
             await self._env.claims.arriving(self._arriving)
         outcome = "shutdown"
         try:
-            try:
-                stream: RunStream | None = self._opener()
-                while stream is not None and await self._segment(stream):
-                    stream = await self._answer_action() if self._pending is not None else None
-            finally:
-                await self._arrived()
-                pending, self._pending = self._pending, None
-                if pending is not None:
-                    assert self._answerer is not None
-                    await self._answerer.drop(pending)
-                await self._finish()
-                lease, self._lease = self._lease, None
-                if lease is not None:
-                    await self._env.leases.release(lease)
-            outcome = self._outcome()
+            with tracing.span("runcast.relay", **{"runcast.run_id": self._arriving}):
+                try:
+                    stream: RunStream | None = self._opener()
+                    while stream is not None and await self._segment(stream):
+                        stream = await self._answer_action() if self._pending is not None else None
+                finally:
+                    await self._arrived()
+                    pending, self._pending = self._pending, None
+                    if pending is not None:
+                        assert self._answerer is not None
+                        await self._answerer.drop(pending)
+                    await self._finish()
+                    lease, self._lease = self._lease, None
+                    if lease is not None:
+                        await self._env.leases.release(lease)
+                outcome = self._outcome()
+                tracing.set_attribute("runcast.outcome", outcome)
         finally:
             self._meter.finished(outcome)
         await self._watch_expiry()
@@ -307,22 +310,27 @@ class RunRelay:
         got = False
         meter = self._meter
         opened = meter.opened()
+        traced = (
+            tracing.span("runcast.submission", **{"runcast.run_id": self.run_id})
+            if submitted is not None
+            else contextlib.nullcontext()
+        )
         try:
-            async with stream:
-                if self._request_id is None:
-                    self._request_id = stream.response.headers.get("x-request-id")
-                while batch := await stream.read_batch():
-                    if not got:
-                        got = True
-                        await self._first_item(submitted)
-                        self._life.feed(Input.FIRST_EVENT)
-                    sampled = 0.0
-                    for item in batch:
-                        sampled = meter.event(opened) or sampled
-                        await self._on_item(item)
-                    await self._emit_batch()
-                    meter.delivered(sampled)
-                    await asyncio.sleep(0)
+            with traced:
+                async with stream:
+                    if self._request_id is None:
+                        self._request_id = stream.response.headers.get("x-request-id")
+                    while batch := await stream.read_batch():
+                        sampled = meter.batch(opened, len(batch))
+                        if not got:
+                            got = True
+                            await self._first_item(submitted)
+                            self._life.feed(Input.FIRST_EVENT)
+                        for item in batch:
+                            await self._on_item(item)
+                        await self._emit_batch()
+                        meter.delivered(sampled)
+                        await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
             meter.closed(opened)
             meter.failed(failure_reason(exc))
@@ -410,6 +418,9 @@ class RunRelay:
     async def _run_known(self, run: RunSeen[Run]) -> None:
         self._out.run_id = run.run_id
         logs.bind(run_id=run.run_id, thread_id=run.group_id)
+        tracing.set_attribute("runcast.run_id", run.run_id)
+        if run.group_id:
+            tracing.set_attribute("runcast.thread_id", run.group_id)
         log.debug("relaying run %s", run.run_id)
         self._out.thread_id = run.group_id or self.thread_id
         await self._own(run.run_id)

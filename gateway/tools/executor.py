@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from gateway import tracing
 from gateway.errors import ToolError
 
 from . import events
@@ -320,9 +321,13 @@ class ToolExecutor:
     async def _invoke(self, handler: Handler, call: ToolCall) -> tuple[str | None, str | None]:
         """(output, None) on success, (None, error message) on failure."""
         scope = asyncio.timeout(self._timeout)
+        traced = tracing.span(
+            "runcast.tool_call", **{"runcast.tool": call.name, "runcast.run_id": call.run_id}
+        )
         try:
-            async with scope:
-                return await handler(call), None
+            with traced:
+                async with scope:
+                    return await handler(call), None
         except TimeoutError as exc:
             if scope.expired():
                 return None, f"tool {call.name!r} timed out after {self._timeout:g}s"

@@ -110,6 +110,9 @@ async def test_a_run_moves_the_counters(
     assert value(after, "runcast_history_misses_total") == 1
     assert value(after, "runcast_subscribers_active", transport="sse") == 0
     assert value(after, "runcast_subscriptions_ended_total", reason="disconnected") >= 1
+    # The late subscriber found its run over: its replay counts out, and its end as "ended".
+    assert value(after, "runcast_subscriptions_ended_total", reason="ended") >= 1
+    assert value(after, "runcast_subscriptions_ended_total", reason="lagged") == 0
     assert value(after, "runcast_memory_budget_used_bytes") > 0
     assert value(after, "runcast_memory_budget_limit_bytes") == 256 * 1024 * 1024
     assert value(after, "runcast_broker_round_trips_total") == 0
