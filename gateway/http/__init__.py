@@ -7,7 +7,8 @@ request-head deadline, backlog), ``bodies`` (the request-body deadline), ``logco
 request puts in its log lines), ``drain`` (graceful drain on SIGTERM), ``health`` (``/healthz``,
 ``/readyz``), ``exposition`` (``/metrics``), ``state`` (typed app keys), ``proxy`` (``/v1``
 passthrough), ``routes`` (which calls stream), ``creator`` (the creator's streamed response),
-``streams`` (subscriber endpoints),
+``protocol_creator`` (the same for Responses and Chat Completions streams), ``retrieve`` (retrieve
+streams answered from runcast's log), ``streams`` and ``protocol_streams`` (subscriber endpoints),
 ``tokens`` (``POST /tokens``), ``auth`` (caller keys and subscribe tokens), ``connections`` (live
 subscribers), ``headers``, ``cors`` and ``errors``.
 """

@@ -29,6 +29,10 @@ Routes::
     GET   /streams/runs/{run_id}           run channel, SSE or WebSocket
     GET   /streams/runs/{run_id}/snapshot  {"seq": n, "snapshot": {...}}
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
+    GET   /streams/responses/{response_id}           a Responses stream (and .../snapshot)
+    GET   /streams/conversations/{conversation_id}   a conversation's responses (and .../snapshot)
+    GET   /streams/chat/{completion_id}              a Chat Completions stream (and .../snapshot)
+    GET   /streams/channels/{name}                   a Runcast-Channel channel (and .../snapshot)
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
     GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
@@ -48,11 +52,12 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiohttp import web
 
-from gateway.hub import BrokerStatistics, MemoryBroker
+from gateway.hub import BrokerStatistics, MemoryBroker, Reducer
 from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
 from gateway.runs.assistants.protocol import ASSISTANTS
+from gateway.runs.protocols import reducer_factory as stream_reducer
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.state import SharedState
@@ -70,6 +75,7 @@ from .exposition import METRICS, AppSources, metrics_handler, own_listener_ctx
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
 from .logcontext import log_context_middleware
+from .protocol_streams import add_protocol_stream_routes
 from .proxy import proxy
 from .state import (
     BROKER,
@@ -166,6 +172,7 @@ def create_app(
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}", stream_run)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
+    add_protocol_stream_routes(app)
     app.router.add_post("/tokens", mint_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -251,8 +258,13 @@ def _draining(drain: Drain) -> str | None:
     return "draining: shutting down" if drain.draining else None
 
 
+def _reducer(channel: str) -> Reducer | None:
+    """Each channel kind's snapshot reducer: Assistants runs, then Responses and Chat streams."""
+    return ASSISTANTS.reducer(channel) or stream_reducer(channel)
+
+
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=ASSISTANTS.reducer) as broker:
+    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=_reducer) as broker:
         app[BROKER] = broker
         yield
 

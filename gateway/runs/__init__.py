@@ -10,5 +10,6 @@ tool-automation seam), ``answering`` (a held ``requires_action`` from claim to r
 pass on, cancel), ``expiry`` (ending runs left at an unanswered action), ``recovery`` (upstream
 failures, recovering a run), ``polling`` (upstream reads that outlast an outage) and ``missed``
 (what a recovered run's channels missed). State shared between gateway processes is in
-``gateway.state``.
+``gateway.state``. ``protocols/`` pumps the Responses API and Chat Completions streams (one pump
+behind a small stream seam, one spec per protocol, their snapshot reducers).
 """

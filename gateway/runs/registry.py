@@ -1,4 +1,8 @@
-"""RelayRegistry: owns every RunRelay task, and remembers which thread each relayed run is on.
+"""RelayRegistry: owns every relay task, and remembers which thread each relayed run is on.
+
+Relays are :class:`~gateway.runs.relay.RunRelay` (Assistants runs, :meth:`RelayRegistry.start`)
+and any other :class:`Relay` handed to :meth:`RelayRegistry.spawn` (the Responses and Chat
+streams of ``gateway.runs.protocols``).
 
 Relays outlive the request that started them (a creator may disconnect while subscribers keep
 receiving the run), so the registry, not a request handler, owns their tasks: each is tracked
@@ -17,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
 
 import msgspec
 
@@ -32,7 +37,7 @@ from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
 from .relay import Opener, RelayEnv, RelayStart, RunRelay
 
-__all__ = ["RelayRegistry", "RelayStatistics"]
+__all__ = ["Relay", "RelayRegistry", "RelayStatistics"]
 
 log = logging.getLogger("runcast.relay")
 
@@ -46,6 +51,14 @@ class RelayStatistics(msgspec.Struct, frozen=True, kw_only=True):
     known_runs: int
     awaiting_expiry: int
     """Runs left at an unanswered ``requires_action``, watched until they expire."""
+
+
+class Relay(Protocol):
+    """What the registry owns: a task body, and a way to end its creator's response early."""
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+
+    def stop_creator(self) -> None: ...
 
 
 class RelayRegistry:
@@ -90,7 +103,7 @@ class RelayRegistry:
             metrics=metrics,
         )
         self._shutdown_timeout = shutdown_timeout
-        self._relays: dict[asyncio.Task[None], RunRelay] = {}
+        self._relays: dict[asyncio.Task[None], Relay] = {}
         self._threads = state.threads
         self._started = 0
         self._failed = 0
@@ -123,11 +136,17 @@ class RelayRegistry:
         )
         # The run -> thread map is not told the caller's ids (a submission names any run under
         # any thread): the relay reports them from the upstream's own run events (``on_run``).
-        task = asyncio.create_task(relay.run(), name=f"runcast-relay-{run_id or 'new'}")
+        self.spawn(relay, name=f"runcast-relay-{run_id or 'new'}")
+        return await relay.ready.wait()
+
+    def spawn(self, relay: Relay, *, name: str) -> None:
+        """Start pumping ``relay`` as a task this registry owns."""
+        if self._closed:
+            raise RuntimeError("relay registry is closed")
+        task = asyncio.create_task(relay.run(), name=name)
         self._relays[task] = relay
         task.add_done_callback(self._task_done)
         self._started += 1
-        return await relay.ready.wait()
 
     @property
     def answers_actions(self) -> bool:

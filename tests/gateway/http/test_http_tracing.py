@@ -3,7 +3,7 @@ in-memory exporter: the creator's ``traceparent`` is the parent, and it reaches 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -24,14 +24,18 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 @pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
+def exporter() -> Iterator[InMemorySpanExporter]:
+    # The global provider can be set once per process; later tests keep it, but this exporter
+    # stops keeping spans when the module is done.
     memory = InMemorySpanExporter()
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    return memory
+    yield memory
+    memory.clear()
+    memory.shutdown()
 
 
 @pytest_asyncio.fixture
