@@ -28,7 +28,7 @@ from typing import Any
 import uvloop
 
 BUCKET_NS = 10_000
-_SSE_ID = re.compile(rb"(?m)^id: (\d+)$")
+_SSE_ID = re.compile(rb"(?m)^id: (?:\w+-)?(\d+)$")
 
 
 class Records:
@@ -102,7 +102,7 @@ class Subscriber:
 
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-_WS_SEQ = re.compile(rb'\{"seq":(\d+),"event"')
+_WS_SEQ = re.compile(rb'"seq":(\d+),"event"')
 
 
 class ClientState:

@@ -165,6 +165,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
     hub = p.add_argument_group("subscribers")
     hub.add_argument(
+        "--broker",
+        metavar="URL",
+        help="channel logs: 'memory' (default) or redis://HOST:PORT/DB shared by every node "
+        "(env RUNCAST_BROKER)",
+    )
+    hub.add_argument("--node-id", metavar="ID", help="this node's name (default: generated)")
+    hub.add_argument(
         "--history-events", type=int, metavar="N", help="events kept per channel for resume"
     )
     hub.add_argument(
@@ -340,6 +347,7 @@ _SECONDS = flags.greater_than(0)
 _COUNT = flags.greater_than(0, int)
 _SERVE_RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
+    "broker": flags.broker_url,
     "header_timeout": _SECONDS,
     "body_timeout": _SECONDS,
     "backlog": flags.at_least(0, int),

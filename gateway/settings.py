@@ -54,6 +54,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Port of the embedded simulator (0: any free port, logged at startup)."""
 
     hub: HubSettings = msgspec.field(default_factory=HubSettings)
+    broker: str = "memory"
+    """``memory`` (one process), or ``redis://HOST:PORT/DB``: channel logs shared by every node."""
+    node_id: str | None = None
+    """This node's name in a Redis cluster (generated when None)."""
 
     tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
     """Tool automation: which ``requires_action`` runcast answers itself, and how."""

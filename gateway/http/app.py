@@ -53,6 +53,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.hub import BrokerStatistics, MemoryBroker, Reducer
+from gateway.hub.redis import RedisBroker
 from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
@@ -264,7 +265,16 @@ def _reducer(channel: str) -> Reducer | None:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with MemoryBroker(app[SETTINGS].hub, reducer_factory=_reducer) as broker:
+    settings = app[SETTINGS]
+    broker: MemoryBroker
+    if settings.broker == "memory":
+        broker = MemoryBroker(settings.hub, reducer_factory=_reducer)
+    else:
+        broker = RedisBroker(
+            settings.broker, settings.hub, reducer_factory=_reducer, node_id=settings.node_id
+        )
+        log.info("broker %s, node %s", settings.broker, broker.node_id)
+    async with broker:
         app[BROKER] = broker
         yield
 

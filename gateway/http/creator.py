@@ -7,10 +7,10 @@ frontends. An upstream failure before the first event is answered as a normal HT
 upstream's own status and JSON body for an HTTP error (e.g. 400 "already has an active run"),
 502/504 for connection failures and timeouts; 503 ``shutting_down`` when the gateway is stopping.
 
-The body is the upstream's events (same names and data bytes) with ``id: <run seq>`` lines. A
+The body is the upstream's events (same names and data bytes) with ``id: <epoch>-<seq>`` lines. A
 creator that reads too slowly to keep up (more than ``creator_buffer_bytes`` waiting) is cut off
 with a final ``runcast.lagged`` event (its ``error`` member makes the openai SDK raise) naming the
-seq to resume from on ``GET /streams/runs/{run_id}?since=<seq>``; one whose socket accepts nothing
+position to resume from on ``GET /streams/runs/{run_id}?since=<epoch>-<seq>``; one whose socket accepts nothing
 for ``creator_write_timeout`` is disconnected. Either way the run itself is unaffected.
 
 Drain (``drain.py``): while the gateway drains, new runs get 503 ``shutting_down`` (a submission
@@ -29,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
-from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT
+from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_payload
 from gateway.runs.channels import run_channel, thread_channel
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.relay import Opener, RelayStart
@@ -198,23 +198,12 @@ async def write_feed(
 
 
 def _lag_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
-    seq, where = _resume_at(feed, start)
-    data = orjson.dumps(
-        {
-            "error": {
-                "message": f"runcast: this response fell behind the run; resume with {where}",
-                "type": "runcast_lagged",
-                "param": None,
-                "code": "lagged",
-            },
-            "seq": seq,
-        }
-    )
-    return encode_sse(data, event=LAGGED_EVENT)
+    position, where = _resume_at(feed, start)
+    return encode_sse(lagged_payload(position.epoch, position.seq, where), event=LAGGED_EVENT)
 
 
 def _shutdown_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
-    seq, _ = _resume_at(feed, start)
+    position, _ = _resume_at(feed, start)
     run = (
         f"GET /v1/threads/{start.thread_id}/runs/{start.run_id}"
         if start.run_id and start.thread_id
@@ -229,7 +218,8 @@ def _shutdown_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
                 "param": None,
                 "code": "shutting_down",
             },
-            "seq": seq,
+            "epoch": position.epoch,
+            "seq": position.seq,
             "run_id": start.run_id,
             "thread_id": start.thread_id,
         }
@@ -237,7 +227,9 @@ def _shutdown_notice(feed: CreatorFeed, start: RelayStart) -> bytes:
     return encode_sse(data, event=SHUTDOWN_EVENT)
 
 
-def _resume_at(feed: CreatorFeed, start: RelayStart) -> tuple[int, str]:
-    seq = int(feed.last_id) if feed.last_id is not None else 0
-    where = f"GET /streams/runs/{start.run_id}?since={seq}" if start.run_id else "the run channel"
-    return seq, where
+def _resume_at(feed: CreatorFeed, start: RelayStart) -> tuple[Position, str]:
+    position = Position.parse(feed.last_id) if feed.last_id is not None else START
+    where = (
+        f"GET /streams/runs/{start.run_id}?since={position}" if start.run_id else "the run channel"
+    )
+    return position, where

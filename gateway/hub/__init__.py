@@ -11,6 +11,8 @@ Layers, one module each:
 - ``budget``: the global memory budget: what channels retain, and what goes first when over it.
 - ``sinks``: subscriber outputs writing pre-encoded bytes straight to a socket transport.
 - ``transports``: ``serve_sse`` / ``serve_websocket``, the aiohttp handlers' whole job.
+- ``redis/``: :class:`~gateway.hub.redis.RedisBroker`, channel logs in Redis shared by every node,
+  fanned out by this node's local channels (``channel``) like memory mode.
 
 Usage from the gateway::
 
@@ -22,15 +24,16 @@ Usage from the gateway::
             yield
 
     # the upstream pump, for each decoded upstream event (or a batch of them); the result maps
-    # each channel to the seq its first event got there (the id to hand on, e.g. to the creator):
-    seqs = await broker.publish([f"run:{run_id}", f"thread:{thread_id}"],
+    # each channel to the Position(epoch, seq) its first event got there (``<epoch>-<seq>`` is
+    # the id to hand on, e.g. to the creator):
+    firsts = await broker.publish([f"run:{run_id}", f"thread:{thread_id}"],
                                 [HubEvent(sse.event, sse.data_bytes)])
     # ...and when the run's stream is over (its ``done`` event was published as usual):
     await broker.close_channel(f"run:{run_id}")
 
     # a subscriber endpoint (SSE, or WebSocket when the request is an upgrade):
     async def stream_run(request: web.Request) -> web.StreamResponse:
-        since = since_from_request(request)          # Last-Event-ID or ?since=; 400 if malformed
+        since = since_from_request(request)  # Last-Event-ID or ?since=<epoch>-<seq>; 400 if bad
         return await serve_subscriber(request, request.app[BROKER], f"run:{run_id}",
                                       since=since, snapshot=request.query.get("snapshot") == "1")
 
@@ -45,6 +48,7 @@ from gateway.hub.broker import (
     SHUTDOWN_EVENT,
     SHUTDOWN_RETRY_MS,
     SNAPSHOT_EVENT,
+    START,
     Broker,
     BrokerStatistics,
     ChannelStatistics,
@@ -52,11 +56,13 @@ from gateway.hub.broker import (
     FrameFormat,
     HubEvent,
     HubSettings,
+    Position,
     Reducer,
     ReducerFactory,
     Sink,
     Snapshot,
     Subscription,
+    lagged_payload,
 )
 from gateway.hub.memory import MemoryBroker
 from gateway.hub.sinks import BufferSink, TransportSink
@@ -74,6 +80,7 @@ __all__ = [
     "SHUTDOWN_EVENT",
     "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",
+    "START",
     "Broker",
     "BrokerStatistics",
     "BufferSink",
@@ -84,6 +91,7 @@ __all__ = [
     "HubSettings",
     "LagPolicy",
     "MemoryBroker",
+    "Position",
     "Reducer",
     "ReducerFactory",
     "Sink",
@@ -91,6 +99,7 @@ __all__ = [
     "Subscription",
     "TransportSink",
     "is_websocket_request",
+    "lagged_payload",
     "serve_sse",
     "serve_subscriber",
     "serve_websocket",

@@ -10,25 +10,38 @@ Memory mode (``gateway.hub.memory.MemoryBroker``) is the embedded default. A mul
 (Redis) implements the same :class:`Broker` protocol; nothing outside ``gateway/hub`` may depend on
 anything but this module and ``gateway.hub.transports``.
 
+Positions. Every event has a :class:`Position` ``(epoch, seq)``. The epoch names one life of a
+channel's log: it is chosen when the log starts (memory mode: when the broker creates the channel;
+a multi-node broker: when its store first sees the channel, so a store that lost its data picks a
+new one). Seqs restart at 1 in a new epoch, so a resume position only ever matches an event of its
+own epoch; anything else (another epoch, or a bare number) is treated as not in history. On the
+wire a position is ``<epoch>-<seq>`` (SSE ``id:``, ``Last-Event-ID``, ``?since=``); payloads carry
+it as ``"epoch"`` and ``"seq"``. ``since=0`` (any epoch, or none) means "from the start".
+
 Notices the hub itself emits on a subscription (never stored in history, never numbered):
 
-``runcast.history_lost``  ``{"since": s, "first_seq": f, "last_seq": l}``: the resume position ``s``
-                          is not in history (evicted, or beyond the channel's end). ``first_seq`` is
-                          the oldest seq still held (``last_seq + 1`` when none is). What follows
-                          is the snapshot when the channel has a reducer, else every event held.
-``runcast.snapshot``      ``{"seq": n, "snapshot": {...}}``; carries ``id: n`` on SSE, so a
-                          browser's ``Last-Event-ID`` resumes after it. Live events follow from
-                          ``n + 1``.
-``runcast.lagged``        ``{"seq": n}``: the subscriber's output buffer overflowed; ``n`` is the
-                          last seq written to it. The stream ends next; resume with ``since=n``.
-``runcast.shutdown``      ``{"seq": n, "retry_ms": r}``: the broker is closing (the gateway stops);
-                          on SSE with ``retry: r`` so an ``EventSource`` waits that long before it
-                          reconnects (to another node). The stream ends next (WebSocket: 1012).
+``runcast.history_lost``  ``{"since": s, "epoch": e, "first_seq": f, "last_seq": l}``: the resume
+                          position ``s`` (as given) is not in history (another epoch, evicted, or
+                          beyond the channel's end). ``first_seq`` is the oldest seq still held in
+                          epoch ``e`` (``last_seq + 1`` when none is). What follows is the snapshot
+                          when the channel has a reducer, else every event held.
+``runcast.snapshot``      ``{"epoch": e, "seq": n, "snapshot": {...}}``; carries ``id: e-n`` on
+                          SSE, so a browser's ``Last-Event-ID`` resumes after it. Live events
+                          follow from ``n + 1``.
+``runcast.lagged``        ``{"error": {...}, "epoch": e, "seq": n}``: the subscriber's output buffer
+                          overflowed; ``n`` is the last seq written to it. The stream ends next;
+                          resume with ``since=e-n``. The creator's response ends with the same
+                          shape (``error`` makes the openai SDK raise).
+``runcast.shutdown``      ``{"epoch": e, "seq": n, "retry_ms": r}``: the broker is closing (the
+                          gateway stops); on SSE with ``retry: r`` so an ``EventSource`` waits that
+                          long before it reconnects (to another node). The stream ends next
+                          (WebSocket: 1012).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -40,6 +53,7 @@ __all__ = [
     "SHUTDOWN_EVENT",
     "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",
+    "START",
     "Broker",
     "BrokerStatistics",
     "ChannelStatistics",
@@ -47,12 +61,14 @@ __all__ = [
     "FrameFormat",
     "HubEvent",
     "HubSettings",
+    "Position",
     "Reducer",
     "ReducerFactory",
     "Sink",
     "SizedReducer",
     "Snapshot",
     "Subscription",
+    "lagged_payload",
 ]
 
 HISTORY_LOST_EVENT = "runcast.history_lost"
@@ -72,6 +88,55 @@ called :meth:`Subscription.close`. ``shutdown``: the broker was closed.
 """
 
 
+_POSITION = re.compile(r"(?:([0-9A-Za-z_.]{1,64})-)?([0-9]{1,18})")
+
+
+class Position(msgspec.Struct, frozen=True, gc=False):
+    """Where an event sits: its channel log's ``epoch`` and its ``seq`` there.
+
+    ``str()`` gives the wire form ``<epoch>-<seq>`` (a bare ``<seq>`` when the epoch is empty, as
+    for a number from an older client, which matches no event past the start).
+    """
+
+    epoch: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}" if self.epoch else str(self.seq)
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """Read ``<epoch>-<seq>`` or a bare ``<seq>``; ValueError for anything else."""
+        match = _POSITION.fullmatch(text)
+        if match is None:
+            raise ValueError(f"invalid position: {text[:40]!r}")
+        return cls(match.group(1) or "", int(match.group(2)))
+
+    def matches(self, epoch: str) -> bool:
+        """Whether seqs of ``epoch`` continue from here (always at the start, ``seq == 0``)."""
+        return self.seq == 0 or self.epoch == epoch
+
+
+START = Position("", 0)
+"""Resume from the very start of whatever epoch the channel is in."""
+
+
+def lagged_payload(epoch: str, seq: int, where: str) -> bytes:
+    """The one ``runcast.lagged`` payload, from the hub and the creator's response alike."""
+    return msgspec.json.encode(
+        {
+            "error": {
+                "message": f"runcast: this stream fell behind its channel; resume with {where}",
+                "type": "runcast_lagged",
+                "param": None,
+                "code": "lagged",
+            },
+            "epoch": epoch,
+            "seq": seq,
+        }
+    )
+
+
 class HubEvent(msgspec.Struct, frozen=True, gc=False):
     """One event: its SSE event name and its data bytes, passed through unchanged.
 
@@ -87,14 +152,17 @@ class HubEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
-    """A channel's reduced state and the seq it reflects (``data`` is JSON, ``b"null"`` if none)."""
+    """A channel's reduced state and the position it reflects (``data`` is JSON, ``b"null"`` if
+    none)."""
 
     seq: int
     data: bytes
+    epoch: str = ""
 
     def to_json(self) -> bytes:
-        """``{"seq": n, "snapshot": ...}``: the body of the snapshot endpoint and event."""
-        return b'{"seq":%d,"snapshot":%s}' % (self.seq, self.data)
+        """``{"epoch": e, "seq": n, "snapshot": ...}``: the body of the snapshot endpoint and
+        event."""
+        return b'{"epoch":"%s","seq":%d,"snapshot":%s}' % (self.epoch.encode(), self.seq, self.data)
 
 
 class FrameFormat(enum.Enum):
@@ -160,6 +228,8 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 class ChannelStatistics(msgspec.Struct, frozen=True, kw_only=True):
     name: str
+    epoch: str
+    """The epoch of the channel's log (see the module docstring)."""
     last_seq: int
     first_seq: int
     """Oldest seq held in history (``last_seq + 1`` when history is empty)."""
@@ -231,7 +301,8 @@ ReducerFactory = Callable[[str], Reducer | None]
 class Sink(Protocol):
     """A subscriber's output. The broker calls these synchronously; none may block or await.
 
-    ``send`` receives pre-encoded wire bytes in ``frame_format`` (the same object for every sink of
+    ``start`` is called once with the channel's epoch before anything else (the epoch of the seqs
+    this sink receives, for its own notices). ``send`` receives pre-encoded wire bytes in ``frame_format`` (the same object for every sink of
     that format) and the seq of the batch's last event; it returns False when the sink is finished
     (peer gone, or cut off for lagging; ``end_reason`` says which) and must be detached.
     ``heartbeat`` writes a keep-alive and ``poll`` only checks, both returning False likewise.
@@ -243,6 +314,8 @@ class Sink(Protocol):
 
     @property
     def end_reason(self) -> EndReason | None: ...
+
+    def start(self, epoch: str) -> None: ...
 
     def send(self, frames: bytes, last_seq: int) -> bool: ...
 
@@ -268,11 +341,12 @@ class Broker(Protocol):
     Usage (memory mode)::
 
         async with MemoryBroker(HubSettings(), reducer_factory=make_reducer) as broker:
-            seqs = await broker.publish(
+            firsts = await broker.publish(
                 ["run:run_1", "thread:th_1"], [HubEvent("thread.run.created", b"{...}")]
             )
-            # {"run:run_1": 1, "thread:th_1": 7}: the seq each channel gave the batch's first event
-            sub = await broker.subscribe("run:run_1", sink, since=0)
+            # {"run:run_1": Position("9f3a", 1), "thread:th_1": Position("77c0", 7)}: the
+            # position each channel gave the batch's first event
+            sub = await broker.subscribe("run:run_1", sink, since=START)
             ...
             await broker.close_channel("run:run_1")
     """
@@ -282,11 +356,12 @@ class Broker(Protocol):
 
     async def publish(
         self, channels: Sequence[str], events: Sequence[HubEvent]
-    ) -> Mapping[str, int]:
+    ) -> Mapping[str, Position]:
         """Append ``events`` to each channel (created on first use) and write them to subscribers.
 
-        Returns, for each of ``channels`` (distinct names), the seq its first event got there: in
-        channel ``c`` the batch is numbered ``seqs[c] .. seqs[c] + len(events) - 1``, contiguous
+        Returns, for each of ``channels`` (distinct names), the position its first event got
+        there: in channel ``c`` the batch is numbered ``firsts[c].seq .. firsts[c].seq +
+        len(events) - 1`` in epoch ``firsts[c].epoch``, contiguous
         whoever else publishes to ``c`` (a batch is appended to a channel in one step). These are
         the numbers a publisher hands on (the creator's ``id:`` lines); reading
         :meth:`channel_statistics` after publishing would race with other publishers. An empty
@@ -303,15 +378,15 @@ class Broker(Protocol):
         channel: str,
         sink: Sink,
         *,
-        since: int | None = None,
+        since: Position | None = None,
         snapshot: bool = False,
         create: bool = False,
         owner: str | None = None,
     ) -> Subscription:
         """Attach ``sink``: first what it asked for from the past, then live events, atomically.
 
-        ``since=n`` replays events ``n+1..`` from history (``0``: from the start); a position not in
-        history gets ``runcast.history_lost`` then the snapshot (or all history held, without a
+        ``since=Position(e, n)`` replays events ``n+1..`` of epoch ``e`` from history (seq ``0``:
+        from the start, :data:`START`); a position of another epoch, or not in history, gets ``runcast.history_lost`` then the snapshot (or all history held, without a
         reducer). ``since=None, snapshot=True`` sends ``runcast.snapshot`` first (all history held
         without a reducer). ``since=None, snapshot=False`` is live only. A channel that has ended
         gets its replay and then ``end("ended")``.
@@ -333,7 +408,13 @@ class Broker(Protocol):
         """The channel's current snapshot (``data == b"null"`` without a reducer); None if unknown."""
         ...
 
-    def channel_statistics(self, channel: str) -> ChannelStatistics | None: ...
+    async def channel_info(self, channel: str) -> ChannelStatistics | None:
+        """The channel's log position and counters as this broker knows them; None if unknown."""
+        ...
+
+    def channel_statistics(self, channel: str) -> ChannelStatistics | None:
+        """What this process holds of the channel (no I/O); None if it holds nothing."""
+        ...
 
     def statistics(self) -> BrokerStatistics: ...
 

@@ -34,6 +34,7 @@ from gateway.hub.broker import (
     FrameFormat,
     HubEvent,
     HubSettings,
+    Position,
     Reducer,
     Sink,
     SizedReducer,
@@ -144,6 +145,7 @@ class Channel:
         "disconnected",
         "ended",
         "ended_at",
+        "epoch",
         "events_published",
         "in_budget_heap",
         "lagged",
@@ -161,8 +163,11 @@ class Channel:
         reducer: Reducer | None,
         *,
         now: float,
+        epoch: str,
     ) -> None:
         self.name = name
+        self.epoch = epoch
+        """The epoch of this channel's seqs (chosen by the broker when the log starts)."""
         self._settings = settings
         self._counters = counters
         self._reducer = reducer
@@ -281,7 +286,7 @@ class Channel:
         for fmt, sinks in self._sinks.items():
             if not sinks:
                 continue
-            data = frames.encode_batch(fmt, first_seq, events)
+            data = frames.encode_batch(fmt, self.epoch, first_seq, events)
             delivered = self._counters.delivered
             delivered[fmt.value] = delivered.get(fmt.value, 0) + len(events) * len(sinks)
             dead: list[Sink] | None = None
@@ -293,13 +298,18 @@ class Channel:
             if dead:
                 self._drop(sinks, dead, now)
 
+    def start_after(self, seq: int) -> None:
+        """Number this (still empty) channel's next event ``seq + 1``: a local copy of a log
+        that a multi-node broker starts mirroring part-way through."""
+        self._history.skip_to(seq)
+
     # -- subscribing ----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         cached = self._snapshot_cache
         if cached is None:
             data = self._reducer.snapshot() if self._reducer is not None else b"null"
-            cached = self._snapshot_cache = Snapshot(seq=self.last_seq, data=data)
+            cached = self._snapshot_cache = Snapshot(seq=self.last_seq, data=data, epoch=self.epoch)
             self.recharge()
         return cached
 
@@ -311,42 +321,36 @@ class Channel:
         if self._counters.subscribers >= self._settings.max_subscribers:
             raise SubscriberError(429, "too_many_subscribers", "the hub has too many subscribers")
 
-    def attach(self, sink: Sink, *, since: int | None, snapshot: bool) -> None:
+    def attach(self, sink: Sink, *, since: Position | None, snapshot: bool) -> None:
         """Write what the subscriber asked for from the past, then attach it (or end it)."""
         self.check_capacity()
+        sink.start(self.epoch)
         # The replay below reaches the last seq: the others must have been written that far too.
         self.flush()
         history = self._history
         last_seq = history.last_seq
         items: list[frames.Item] = []
+        after: int | None = None
         if since is not None:
             self._counters.resumes += 1
-        if since is not None and not history.holds_after(since):
-            self._counters.history_misses += 1
-            lost = b'{"since":%d,"first_seq":%d,"last_seq":%d}' % (
-                since,
-                history.first_seq,
-                last_seq,
-            )
-            items.append((None, HISTORY_LOST_EVENT, lost))
-            since = None
-            snapshot = True
-        if since is not None:
-            items.extend((seq, e.name, e.data) for seq, e in history.after(since))
+            if since.matches(self.epoch) and history.holds_after(since.seq):
+                after = since.seq
+            else:
+                self._counters.history_misses += 1
+                items.append((None, HISTORY_LOST_EVENT, self._lost(str(since))))
+                snapshot = True
+        if after is not None:
+            items.extend((seq, e.name, e.data) for seq, e in history.after(after))
         elif snapshot:
             if self._reducer is not None:
                 snap = self.snapshot()
                 items.append((snap.seq, SNAPSHOT_EVENT, snap.to_json()))
             else:
                 if history.first_seq > 1 and not items:
-                    lost = b'{"since":0,"first_seq":%d,"last_seq":%d}' % (
-                        history.first_seq,
-                        last_seq,
-                    )
-                    items.append((None, HISTORY_LOST_EVENT, lost))
+                    items.append((None, HISTORY_LOST_EVENT, self._lost("0")))
                 items.extend((seq, e.name, e.data) for seq, e in history.after(0))
         if items:
-            if not sink.send(frames.encode_items(sink.frame_format, items), last_seq):
+            if not sink.send(frames.encode_items(sink.frame_format, items, self.epoch), last_seq):
                 self._count_end(sink.end_reason)
                 return
             delivered = self._counters.delivered
@@ -458,6 +462,7 @@ class Channel:
         h = self._history
         return ChannelStatistics(
             name=self.name,
+            epoch=self.epoch,
             last_seq=h.last_seq,
             first_seq=h.first_seq,
             history_events=len(h),
@@ -472,6 +477,15 @@ class Channel:
         )
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _lost(self, since: str) -> bytes:
+        h = self._history
+        return b'{"since":"%s","epoch":"%s","first_seq":%d,"last_seq":%d}' % (
+            since.encode(),
+            self.epoch.encode(),
+            h.first_seq,
+            h.last_seq,
+        )
 
     def _end_pending(self) -> None:
         self.pending = False

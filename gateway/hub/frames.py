@@ -3,24 +3,26 @@
 Everything here produces the complete bytes a socket receives, so one encoding of a batch is written
 unchanged to every subscriber of a format (no per-subscriber work, spec: fan-out design).
 
-- SSE (WHATWG HTML "server-sent events"): ``id: <seq>\\nevent: <name>\\ndata: <line>\\n...\\n``. Data
-  holding CR or LF is split into one ``data:`` line per line (CRLF, CR and LF all end a line), which
-  a conforming decoder joins back with LF.
+- SSE (WHATWG HTML "server-sent events"): ``event: <name>\\nid: <epoch>-<seq>\\ndata: <line>\\n...``,
+  written by the one SSE encoder, ``parsers.sse.encode_sse``. Data holding CR or LF is split into
+  one ``data:`` line per line (CRLF, CR and LF all end a line), which a conforming decoder joins
+  back with LF.
 - HTTP/1.1 chunked transfer-coding (RFC 9112 section 7.1): ``<hex size>\\r\\n<bytes>\\r\\n``; a
   batch is one chunk.
 - WebSocket (RFC 6455 section 5.2): server-to-client frames are never masked, so a frame is the
-  same bytes for every peer. Text payload ``{"seq":n,"event":"...","data":<data>}`` with the data
+  same bytes for every peer. Text payload ``{"epoch":"e","seq":n,"event":"...","data":<data>}`` (epoch
+  and seq null on a notice) with the data
   spliced in as is when it is JSON, else as a JSON string (the ``done`` event's ``[DONE]``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 import msgspec
 
 from gateway.hub.broker import FrameFormat, HubEvent
+from parsers.sse import encode_sse
 
 __all__ = [
     "SSE_PING",
@@ -42,7 +44,6 @@ WS_OP_CLOSE = 0x8
 WS_OP_PING = 0x9
 WS_PING = bytes((0x80 | WS_OP_PING, 0))
 
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
 _Raw = msgspec.Raw
@@ -57,16 +58,11 @@ def _check_name(name: str) -> bytes:
     return name.encode()
 
 
-def sse_frame(seq: int | None, name: str, data: bytes) -> bytes:
-    """One SSE event block; ``seq`` None leaves the client's last event ID unchanged."""
-    head = b"event: %s\n" % _check_name(name)
-    if seq is not None:
-        head = b"id: %d\n" % seq + head
-    if b"\n" in data or b"\r" in data:
-        body = b"".join(b"data: %s\n" % line for line in _LINE_BREAK.split(data))
-    else:
-        body = b"data: %s\n" % data
-    return head + body + b"\n"
+def sse_frame(seq: int | None, name: str, data: bytes, epoch: str = "") -> bytes:
+    """One SSE event block with ``id: <epoch>-<seq>``; ``seq`` None leaves the client's last
+    event ID unchanged."""
+    event_id = None if seq is None else f"{epoch}-{seq}" if epoch else str(seq)
+    return encode_sse(data, event=name, id=event_id)
 
 
 def http_chunk(payload: bytes) -> bytes:
@@ -100,18 +96,22 @@ def _json_value(data: bytes) -> bytes:
     return data
 
 
-def ws_event_payload(seq: int | None, name: str, data: bytes) -> bytes:
+def ws_event_payload(seq: int | None, name: str, data: bytes, epoch: str = "") -> bytes:
     """The JSON text of one event's WebSocket message; ``data`` spliced in, never re-encoded."""
-    seq_json = b"null" if seq is None else b"%d" % seq
+    if seq is None:
+        position = b'"epoch":null,"seq":null'
+    else:
+        position = b'"epoch":%s,"seq":%d' % (_json_encode(epoch), seq)
     _check_name(name)
-    return b'{"seq":%s,"event":%s,"data":%s}' % (seq_json, _json_encode(name), _json_value(data))
+    return b'{%s,"event":%s,"data":%s}' % (position, _json_encode(name), _json_value(data))
 
 
-def encode_items(fmt: FrameFormat, items: Iterable[Item]) -> bytes:
-    """Wire bytes for a sequence of events and notices in ``fmt`` (empty bytes when no items)."""
+def encode_items(fmt: FrameFormat, items: Iterable[Item], epoch: str = "") -> bytes:
+    """Wire bytes for a sequence of events and notices in ``fmt`` (empty bytes when no items);
+    numbered items are positions of ``epoch``."""
     if fmt is FrameFormat.WEBSOCKET:
-        return b"".join(ws_frame(ws_event_payload(s, n, d)) for s, n, d in items)
-    body = b"".join(sse_frame(s, n, d) for s, n, d in items)
+        return b"".join(ws_frame(ws_event_payload(s, n, d, epoch)) for s, n, d in items)
+    body = b"".join(sse_frame(s, n, d, epoch) for s, n, d in items)
     if fmt is FrameFormat.SSE_CHUNKED and body:
         return http_chunk(body)
     return body
@@ -124,13 +124,13 @@ def encode_notice(
     reconnection time an ``EventSource`` uses from then on)."""
     if fmt is FrameFormat.WEBSOCKET or retry_ms is None:
         return encode_items(fmt, [(None, name, data)])
-    body = b"retry: %d\n%s" % (retry_ms, sse_frame(None, name, data))
+    body = encode_sse(data, event=name, retry=retry_ms)
     return http_chunk(body) if fmt is FrameFormat.SSE_CHUNKED else body
 
 
-def encode_batch(fmt: FrameFormat, first_seq: int, events: Sequence[HubEvent]) -> bytes:
-    """Wire bytes of a published batch whose first event has ``first_seq``."""
-    return encode_items(fmt, ((first_seq + i, e.name, e.data) for i, e in enumerate(events)))
+def encode_batch(fmt: FrameFormat, epoch: str, first_seq: int, events: Sequence[HubEvent]) -> bytes:
+    """Wire bytes of a published batch whose first event is at ``(epoch, first_seq)``."""
+    return encode_items(fmt, ((first_seq + i, e.name, e.data) for i, e in enumerate(events)), epoch)
 
 
 def heartbeat_frame(fmt: FrameFormat) -> bytes:

@@ -105,6 +105,12 @@ class History:
             strict=False,
         )
 
+    def skip_to(self, last_seq: int) -> None:
+        """Make an empty history continue after ``last_seq`` (a log mirrored from its middle)."""
+        if self._events:
+            raise RuntimeError("skip_to needs an empty history")
+        self._first_seq = last_seq + 1
+
     def clear(self) -> None:
         self._first_seq = self.last_seq + 1
         self._events.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -19,6 +20,7 @@ from gateway.hub.broker import (
     ChannelStatistics,
     HubEvent,
     HubSettings,
+    Position,
     ReducerFactory,
     Sink,
     Snapshot,
@@ -90,16 +92,20 @@ class MemoryBroker:
 
     # -- Broker ---------------------------------------------------------------------------------
 
-    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> dict[str, int]:
+    async def publish(
+        self, channels: Sequence[str], events: Sequence[HubEvent]
+    ) -> dict[str, Position]:
         return self.publish_nowait(channels, events)
 
-    def publish_nowait(self, channels: Sequence[str], events: Sequence[HubEvent]) -> dict[str, int]:
+    def publish_nowait(
+        self, channels: Sequence[str], events: Sequence[HubEvent]
+    ) -> dict[str, Position]:
         """:meth:`publish` without the coroutine (memory mode never waits)."""
         now = self._start()
         if not events:
             return {}
         check_names(events)
-        seqs: dict[str, int] = {}
+        seqs: dict[str, Position] = {}
         budget = self._budget
         # One stored copy and one generation for every channel of the publish.
         stored = stored_events(events)
@@ -109,7 +115,9 @@ class MemoryBroker:
             if channel is None:
                 channel = self._new_channel(name, now, pending=False)
             reopened = channel.ended
-            seqs[name] = channel.publish(events, now, stored=stored, gen=gen)
+            seqs[name] = Position(
+                channel.epoch, channel.publish(events, now, stored=stored, gen=gen)
+            )
             if reopened or not channel.in_budget_heap:
                 budget.published(channel, reopened=reopened)
         if self._counters.retained_bytes > budget.limit:
@@ -123,7 +131,7 @@ class MemoryBroker:
         channel: str,
         sink: Sink,
         *,
-        since: int | None = None,
+        since: Position | None = None,
         snapshot: bool = False,
         create: bool = False,
         owner: str | None = None,
@@ -131,7 +139,7 @@ class MemoryBroker:
         if self._closed:
             raise SubscriberError(503, "shutting_down", "the hub is shutting down")
         now = self._start()
-        if since is not None and since < 0:
+        if since is not None and since.seq < 0:
             raise SubscriberError(400, "invalid_since", "since must be >= 0")
         ch = self._channels.get(channel)
         if ch is None:
@@ -159,6 +167,9 @@ class MemoryBroker:
         snap = ch.snapshot()
         self._budget.enforce(self._evict)
         return snap
+
+    async def channel_info(self, channel: str) -> ChannelStatistics | None:
+        return self.channel_statistics(channel)
 
     def channel_statistics(self, channel: str) -> ChannelStatistics | None:
         ch = self._channels.get(channel)
@@ -227,7 +238,12 @@ class MemoryBroker:
     def _new_channel(
         self, name: str, now: float, *, pending: bool, owner: str | None = None
     ) -> Channel:
-        ch = Channel(name, self._settings, self._counters, self._reducer_factory(name), now=now)
+        # A new epoch per channel log: a channel dropped and created again (a thread's next run
+        # after idle_ttl) restarts at seq 1, and no position of its past life may match.
+        reducer = self._reducer_factory(name)
+        ch = Channel(
+            name, self._settings, self._counters, reducer, now=now, epoch=secrets.token_hex(4)
+        )
         self._register(ch, pending=pending, owner=owner)
         return ch
 

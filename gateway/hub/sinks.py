@@ -26,13 +26,15 @@ from gateway.hub.broker import (
     SHUTDOWN_RETRY_MS,
     EndReason,
     FrameFormat,
+    Position,
+    lagged_payload,
 )
 
 __all__ = ["BufferSink", "TransportSink"]
 
 
 class _SinkBase:
-    __slots__ = ("_format", "_reason", "_waiter", "last_seq")
+    __slots__ = ("_format", "_reason", "_waiter", "epoch", "last_seq")
 
     def __init__(self, frame_format: FrameFormat) -> None:
         self._format = frame_format
@@ -40,6 +42,8 @@ class _SinkBase:
         self._waiter: asyncio.Future[None] | None = None
         self.last_seq = 0
         """Seq of the last event handed to the output (0 before any)."""
+        self.epoch = ""
+        """Epoch of the channel's seqs (given by :meth:`start`)."""
 
     @property
     def frame_format(self) -> FrameFormat:
@@ -48,6 +52,9 @@ class _SinkBase:
     @property
     def end_reason(self) -> EndReason | None:
         return self._reason
+
+    def start(self, epoch: str) -> None:
+        self.epoch = epoch
 
     def end(self, reason: EndReason) -> None:
         if self._reason is None:
@@ -68,12 +75,16 @@ class _SinkBase:
         return self._reason
 
     def _lagged_frame(self) -> bytes:
-        return frames.encode_items(
-            self._format, [(None, LAGGED_EVENT, b'{"seq":%d}' % self.last_seq)]
-        )
+        where = f"since={Position(self.epoch, self.last_seq)}"
+        data = lagged_payload(self.epoch, self.last_seq, where)
+        return frames.encode_items(self._format, [(None, LAGGED_EVENT, data)])
 
     def _shutdown_frame(self) -> bytes:
-        data = b'{"seq":%d,"retry_ms":%d}' % (self.last_seq, SHUTDOWN_RETRY_MS)
+        data = b'{"epoch":"%s","seq":%d,"retry_ms":%d}' % (
+            self.epoch.encode(),
+            self.last_seq,
+            SHUTDOWN_RETRY_MS,
+        )
         return frames.encode_notice(self._format, SHUTDOWN_EVENT, data, retry_ms=SHUTDOWN_RETRY_MS)
 
     def _write_last(self, data: bytes) -> None:

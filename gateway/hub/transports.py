@@ -42,7 +42,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.http_writer import HttpVersion11
 
 from gateway.errors import SubscriberError
-from gateway.hub.broker import Broker, EndReason, FrameFormat, Subscription
+from gateway.hub.broker import Broker, EndReason, FrameFormat, Position, Subscription
 from gateway.hub.sinks import TransportSink
 
 __all__ = [
@@ -78,21 +78,26 @@ def is_websocket_request(request: web.BaseRequest) -> bool:
     return request.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
 
 
-def since_from_request(request: web.BaseRequest) -> int | None:
+def since_from_request(request: web.BaseRequest) -> Position | None:
     """The resume position: ``Last-Event-ID`` or else ``?since=``.
 
     The header wins: an ``EventSource`` opened on ``?since=0`` reconnects with the same URL, and
-    the header says how far it really got. Raises ``SubscriberError(400, "invalid_since")`` unless
-    the value is a non-negative integer.
+    the header says how far it really got. Accepts ``<epoch>-<seq>`` (the SSE ids runcast sends)
+    and a bare ``<seq>`` (``0``: from the start; any other number names no epoch, so it gets
+    ``runcast.history_lost`` and the snapshot). Raises ``SubscriberError(400, "invalid_since")``
+    otherwise.
     """
     value = request.headers.get("Last-Event-ID", "").strip()
     if not value:
         value = request.query.get("since", "").strip()
     if not value:
         return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise SubscriberError(400, "invalid_since", f"invalid resume position: {value[:40]!r}")
-    return int(value)
+    try:
+        return Position.parse(value)
+    except ValueError:
+        raise SubscriberError(
+            400, "invalid_since", f"invalid resume position: {value[:40]!r}"
+        ) from None
 
 
 async def serve_subscriber(
@@ -100,7 +105,7 @@ async def serve_subscriber(
     broker: Broker,
     channel: str,
     *,
-    since: int | None = None,
+    since: Position | None = None,
     snapshot: bool = False,
     create: bool = False,
     owner: str | None = None,
@@ -135,7 +140,7 @@ async def serve_sse(
     broker: Broker,
     channel: str,
     *,
-    since: int | None = None,
+    since: Position | None = None,
     snapshot: bool = False,
     create: bool = False,
     owner: str | None = None,
@@ -190,7 +195,7 @@ async def serve_websocket(
     broker: Broker,
     channel: str,
     *,
-    since: int | None = None,
+    since: Position | None = None,
     snapshot: bool = False,
     create: bool = False,
     owner: str | None = None,

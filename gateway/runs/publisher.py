@@ -3,7 +3,8 @@
 Each event is published in one call to ``run:{run_id}`` and ``thread:{thread_id}`` (those known so
 far); the hub numbers it per channel and says which run seq it gave the batch. Unless it is for
 subscribers only, it is then pushed to the creator's :class:`~gateway.runs.feed.CreatorFeed`
-framed with ``id: <run seq>``, so the creator can resume on the run channel from any event it saw.
+framed with ``id: <run epoch>-<run seq>``, so the creator can resume on the run channel from any
+event it saw.
 The seqs are the ones ``publish`` returned, never the channel's latest (tool events and a client's
 own submission publish to the same run channel). The push never blocks (the feed is bounded and
 cuts a slow creator off instead).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.hub import Broker, HubEvent
+from gateway.hub import Broker, HubEvent, Position
 from parsers.sse import encode_sse
 
 from .channels import run_channel, thread_channel
@@ -25,7 +26,7 @@ __all__ = ["RunPublisher"]
 class RunPublisher:
     """Publishes one run's events to the hub and its creator's feed."""
 
-    __slots__ = ("_broker", "_feed", "_run_seq", "run_id", "thread_id")
+    __slots__ = ("_broker", "_feed", "_run_epoch", "_run_seq", "run_id", "thread_id")
 
     def __init__(
         self,
@@ -38,6 +39,7 @@ class RunPublisher:
         self._broker = broker
         self._feed = feed
         self._run_seq: int | None = None
+        self._run_epoch = ""
         self.run_id = run_id
         self.thread_id = thread_id
 
@@ -59,23 +61,28 @@ class RunPublisher:
             channels = [run]
             if self.thread_id is not None:
                 channels.append(thread_channel(self.thread_id))
-            first = (await self._broker.publish(channels, events)).get(run)
-            if first is not None:
+            position = (await self._broker.publish(channels, events)).get(run)
+            if position is not None:
+                first = position.seq
+                self._run_epoch = position.epoch
                 self._run_seq = first + len(events) - 1
         elif self.thread_id is not None:
             await self._broker.publish([thread_channel(self.thread_id)], events)
         feed = self._feed
         if to_creator and feed is not None and feed.accepting:
             for i, event in enumerate(events):
-                event_id = None if first is None else str(first + i)
+                event_id = None if first is None else self._event_id(first + i)
                 feed.push(encode_sse(event.data, event=event.name, id=event_id), event_id=event_id)
         return first
 
     def to_creator(self, event: HubEvent, seq: int | None) -> None:
         """Give the creator an event published earlier (for subscribers only, until now)."""
         if self._feed is not None:
-            event_id = None if seq is None else str(seq)
+            event_id = None if seq is None else self._event_id(seq)
             self._feed.push(encode_sse(event.data, event=event.name, id=event_id))
+
+    def _event_id(self, seq: int) -> str:
+        return str(Position(self._run_epoch, seq))
 
     def end_creator(self) -> None:
         """The creator's response ends after what it has been given so far."""

@@ -3,8 +3,8 @@
  * runcast-client.js: follow a runcast channel from a browser (or Node >= 18), no dependencies.
  *
  * One `RuncastStream` subscribes to one channel over SSE or WebSocket, takes the snapshot first,
- * then live events; after a cut it resumes by itself from the last seq it applied (no gap, no
- * duplicate: events at or below that seq are dropped); it folds events into the text and tool
+ * then live events; after a cut it resumes by itself from the last position it applied (no gap,
+ * no duplicate: events at or below that seq of the same epoch are dropped); it folds events into the text and tool
  * calls of each message with a reducer chosen by the channel's protocol, and stops on the final
  * `done` or when the server answers 204 (nothing more will come).
  *
@@ -14,15 +14,19 @@
  *     stream.addEventListener("connection", (e) => showIndicator(e.detail));
  *     stream.addEventListener("end", (e) => console.log("ended:", e.detail.reason));
  *
- * Events (all `CustomEvent`): `event` {seq, name, data} for every event applied; `snapshot`
- * {seq}; `update` {state}; `connection` (see `ConnectionInfo`); `end` {reason: "done" |
+ * Events (all `CustomEvent`): `event` {seq, id, name, data} for every event applied; `snapshot`
+ * {seq, id}; `update` {state}; `connection` (see `ConnectionInfo`); `end` {reason: "done" |
  * "no-content" | "closed"}; `error` {message, status, fatal}.
  *
  * Transports: "sse" uses `EventSource` where it exists (it cannot set headers, so the token goes
  * in `?token=`, and it only sees event names it listens for: each protocol lists its own), else
  * a fetch-based SSE reader; "fetch" forces that reader (token in `Authorization`); "websocket"
- * uses frames `{"seq", "event", "data"}`. Reconnects are the client's own (the browser's
- * EventSource retry is ~3 s and blind to 204): `?since=<last seq>` on the new connection.
+ * uses frames `{"epoch", "seq", "event", "data"}`. Reconnects are the client's own (the browser's
+ * EventSource retry is ~3 s and blind to 204): `?since=<epoch>-<seq>` on the new connection.
+ *
+ * Positions: runcast ids are `<epoch>-<seq>`. Seqs count within one epoch (one life of the
+ * channel's log); after a broker restart the epoch changes, seqs restart, and runcast answers the
+ * old position with `runcast.history_lost` and the snapshot, which carry the new epoch.
  */
 
 /** @typedef {"run" | "thread" | "response" | "conversation" | "chat" | "channel"} ChannelKind */
@@ -95,6 +99,7 @@
  * @property {number} cuts  connections lost before the end
  * @property {number} resumes  connections re-established after a cut
  * @property {number | null} lastSeq  the last seq applied
+ * @property {string | null} lastId  its position, `<epoch>-<seq>` (what a resume sends)
  * @property {number} duplicates  events dropped because already applied
  * @property {string | null} reason  why the last connection ended
  */
@@ -107,7 +112,8 @@
  * @property {TransportName} [transport]  default "sse"
  * @property {string | (() => string | null | Promise<string | null>) | null} [token]
  * @property {boolean} [snapshot]  start with the snapshot (default true)
- * @property {number | null} [since]  start after this seq instead (replay from history)
+ * @property {number | string | null} [since]  start after this position (`<epoch>-<seq>`, or 0
+ *   for the start) instead (replay from history)
  * @property {Protocol} [protocol]  default: by kind ("auto" for named channels)
  * @property {boolean} [stopOnDone]  end at a final `done` (default: run, response and chat kinds)
  * @property {string[]} [eventNames]  extra SSE event names EventSource should listen for
@@ -717,7 +723,7 @@ const EVENT_NAMES = {
  * "refused" (never opened: EventSource/WebSocket do not say why), "http" (fetch saw a status).
  * @typedef {object} TransportHandlers
  * @property {() => void} open
- * @property {(seq: number | null, name: string, data: unknown) => void} message
+ * @property {(id: string | null, name: string, data: unknown) => void} message
  * @property {(kind: "network" | "refused" | "http", status: number | null, message: string) => void} cut
  */
 
@@ -733,9 +739,18 @@ function parseData(text) {
   }
 }
 
-/** @param {string | undefined} id @returns {number | null} */
-function parseSeq(id) {
-  return id !== undefined && /^\d+$/.test(id) ? Number(id) : null;
+/** @typedef {{epoch: string, seq: number}} Position */
+
+/** @param {string | number | null | undefined} id @returns {Position | null} */
+export function parsePosition(id) {
+  if (typeof id === "number") return Number.isInteger(id) && id >= 0 ? { epoch: "", seq: id } : null;
+  const m = id ? /^(?:([0-9A-Za-z_.]{1,64})-)?(\d{1,15})$/.exec(id) : null;
+  return m ? { epoch: m[1] ?? "", seq: Number(m[2]) } : null;
+}
+
+/** @param {Position} p @returns {string} */
+function formatPosition(p) {
+  return p.epoch ? `${p.epoch}-${p.seq}` : String(p.seq);
 }
 
 /** @param {string} url @param {string[]} names @param {TransportHandlers} on @returns {Transport} */
@@ -762,7 +777,7 @@ function eventSourceTransport(url, names, on) {
   /** @param {Event} e */
   const listener = (e) => {
     if (closed || !(e instanceof MessageEvent)) return;
-    on.message(parseSeq(e.lastEventId || undefined), e.type, parseData(String(e.data)));
+    on.message(e.lastEventId || null, e.type, parseData(String(e.data)));
   };
   for (const name of new Set(names)) source.addEventListener(name, listener);
   return { close, via: "eventsource" };
@@ -799,7 +814,7 @@ function fetchTransport(url, headers, on) {
     const onLine = (line) => {
       if (line === "") {
         if (event.data.length > 0) {
-          on.message(parseSeq(event.id), event.name || "message", parseData(event.data.join("\n")));
+          on.message(event.id ?? null, event.name || "message", parseData(event.data.join("\n")));
         }
         event = { id: undefined, name: "", data: [] };
         return;
@@ -863,7 +878,8 @@ function webSocketTransport(url, on) {
   ws.onmessage = (e) => {
     if (closed || typeof e.data !== "string") return;
     const frame = obj(parseData(e.data));
-    on.message(typeof frame.seq === "number" ? frame.seq : null, str(frame.event), frame.data);
+    const id = typeof frame.seq === "number" ? formatPosition({ epoch: str(frame.epoch), seq: frame.seq }) : null;
+    on.message(id, str(frame.event), frame.data);
   };
   ws.onclose = (e) => {
     if (closed) return;
@@ -916,7 +932,7 @@ export class RuncastStream extends EventTarget {
   #reducer;
   /** @type {Transport | null} */
   #transport = null;
-  /** @type {number | null} */
+  /** @type {Position | null} */
   #position;
   /** @type {ReturnType<typeof setTimeout> | null} */
   #timer = null;
@@ -939,14 +955,15 @@ export class RuncastStream extends EventTarget {
     };
     const protocol = options.protocol ?? spec.protocol;
     this.#reducer = REDUCERS[protocol]({ now: options.now });
-    this.#position = options.since ?? null;
+    this.#position = parsePosition(options.since);
     this.#info = {
       state: "idle",
       transport: this.#options.transport,
       via: "",
       cuts: 0,
       resumes: 0,
-      lastSeq: this.#position,
+      lastSeq: this.#position?.seq ?? null,
+      lastId: this.#position ? formatPosition(this.#position) : null,
       duplicates: 0,
       reason: null,
     };
@@ -982,7 +999,7 @@ export class RuncastStream extends EventTarget {
   async #url() {
     const o = this.#options;
     const url = new URL(channelUrl(o.kind, o.id, o.baseUrl));
-    if (this.#position !== null) url.searchParams.set("since", String(this.#position));
+    if (this.#position !== null) url.searchParams.set("since", formatPosition(this.#position));
     else if (o.snapshot) url.searchParams.set("snapshot", "1");
     const token = typeof o.token === "function" ? await o.token() : o.token;
     return { url, token: token ?? null };
@@ -997,7 +1014,7 @@ export class RuncastStream extends EventTarget {
     /** @type {TransportHandlers} */
     const on = {
       open: () => this.#opened(),
-      message: (seq, name, data) => this.#message(seq, name, data),
+      message: (id, name, data) => this.#message(id, name, data),
       cut: (kind, status, message) => void this.#lost(kind, status, message),
     };
     if (o.transport === "websocket") {
@@ -1024,37 +1041,46 @@ export class RuncastStream extends EventTarget {
     this.#setState("open");
   }
 
-  /** @param {number | null} seq @param {string} name @param {unknown} data */
-  #message(seq, name, data) {
+  /** @param {Position} position */
+  #moveTo(position) {
+    this.#position = position;
+    this.#info.lastSeq = position.seq;
+    this.#info.lastId = formatPosition(position);
+  }
+
+  /** @param {string | null} id @param {string} name @param {unknown} data */
+  #message(id, name, data) {
     if (this.#stopped()) return;
     this.#attempt = 0;
+    const position = parsePosition(id);
     if (name === "runcast.snapshot") {
       const d = obj(data);
-      const at = typeof d.seq === "number" ? d.seq : seq ?? 0;
-      this.#reducer.load(d.snapshot, at);
-      this.#position = at;
-      this.#info.lastSeq = at;
-      this.dispatchEvent(new CustomEvent("snapshot", { detail: { seq: at } }));
+      const at = typeof d.seq === "number" ? { epoch: str(d.epoch), seq: d.seq } : position ?? { epoch: "", seq: 0 };
+      this.#reducer.load(d.snapshot, at.seq);
+      this.#moveTo(at);
+      this.dispatchEvent(new CustomEvent("snapshot", { detail: { seq: at.seq, id: formatPosition(at) } }));
       this.#updated();
       return;
     }
     if (name === "runcast.history_lost") {
-      // The snapshot follows (channels with a reducer); else what history still holds.
-      const first = obj(data).first_seq;
-      if (typeof first === "number") this.#position = first - 1;
+      // The snapshot follows (channels with a reducer); else what history still holds, in the
+      // epoch the notice names.
+      const d = obj(data);
+      if (typeof d.first_seq === "number") this.#position = { epoch: str(d.epoch), seq: d.first_seq - 1 };
       return;
     }
     if (name === "runcast.lagged") return; // the server ends this connection next: resume then
-    if (seq !== null) {
-      if (this.#position !== null && seq <= this.#position) {
+    const seq = position?.seq ?? null;
+    if (position !== null) {
+      const at = this.#position;
+      if (at !== null && at.epoch === position.epoch && position.seq <= at.seq) {
         this.#info.duplicates += 1;
         return;
       }
-      this.#position = seq;
-      this.#info.lastSeq = seq;
+      this.#moveTo(position);
     }
     this.#reducer.apply(name, data, seq);
-    this.dispatchEvent(new CustomEvent("event", { detail: { seq, name, data } }));
+    this.dispatchEvent(new CustomEvent("event", { detail: { seq, id, name, data } }));
     this.#updated();
     const state = this.#reducer.state;
     if (this.#options.stopOnDone && state.done && state.finished) this.#finish("done");

@@ -77,21 +77,30 @@ class Received:
     seq: int | None
     event: str
     data: bytes
+    id: str | None = field(default=None, compare=False)
+    """The position as sent, ``<epoch>-<seq>`` (what a resume hands back)."""
 
     def json(self) -> Any:
         return orjson.loads(self.data)
 
     @classmethod
     def from_sse(cls, sse: ServerSentEvent) -> Received:
-        return cls(int(sse.id) if sse.id else None, sse.event, sse.data_bytes)
+        if not sse.id:
+            return cls(None, sse.event, sse.data_bytes)
+        epoch, _, seq = sse.id.rpartition("-")
+        assert epoch, f"an id without its epoch: {sse.id!r}"
+        return cls(int(seq), sse.event, sse.data_bytes, sse.id)
 
     @classmethod
     def from_ws(cls, text: str) -> Received:
-        """A WebSocket frame ``{"seq", "event", "data"}``; JSON ``data`` back to its bytes."""
+        """A WebSocket frame ``{"epoch", "seq", "event", "data"}``; JSON ``data`` back to its
+        bytes."""
         frame = orjson.loads(text)
         data = frame["data"]
         raw = data.encode() if isinstance(data, str) else orjson.dumps(data)
-        return cls(frame.get("seq"), frame["event"], raw)
+        seq = frame.get("seq")
+        position = None if seq is None else f"{frame['epoch']}-{seq}"
+        return cls(seq, frame["event"], raw, position)
 
 
 @dataclass

@@ -185,7 +185,12 @@ async def test_a_run_longer_than_the_drain_is_ended_explicitly_for_everyone() ->
     assert run[-1].event == "thread.message.delta"
     assert notice.event == "runcast.shutdown"
     assert notice.retry == SHUTDOWN_RETRY_MS
-    assert orjson.loads(notice.data) == {"seq": int(run[-1].id), "retry_ms": SHUTDOWN_RETRY_MS}
+    epoch, _, seq = run[-1].id.rpartition("-")
+    assert orjson.loads(notice.data) == {
+        "epoch": epoch,
+        "seq": int(seq),
+        "retry_ms": SHUTDOWN_RETRY_MS,
+    }
     # WebSocket: the same notice, then close 1012 (service restart).
     assert ws_events.ended and ws_events.names[-1] == "runcast.shutdown"
     assert ws.close_code == aiohttp.WSCloseCode.SERVICE_RESTART

@@ -23,7 +23,7 @@ from parsers.sse import ServerSentEvent, SSEDecoder
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
-_ID = re.compile(rb"^id: (\d+)$", re.MULTILINE)
+_ID = re.compile(rb"^id: \w+-(\d+)$", re.MULTILINE)
 
 
 class _Creator:
@@ -107,14 +107,15 @@ async def _burst(gateway: Gateway, session: aiohttp.ClientSession) -> tuple[_Rec
         creator[0].sock.close()
     creator_events = creator[0].events()
     events = SSEDecoder().feed(recorder.take())
-    # Same ids, order and bytes for the creator, a subscriber and the hub's own record.
-    assert [(e.id, e.event, e.data) for e in creator_events] == [
-        (e.id, e.event, e.data) for e in events
+    # Same seqs, order and bytes for the creator (run channel ids), a subscriber and the hub's
+    # own record (thread channel ids: the same seqs in the thread's own epoch).
+    assert [(e.id.rpartition("-")[2], e.event, e.data) for e in creator_events] == [
+        (e.id.rpartition("-")[2], e.event, e.data) for e in events
     ]
     assert [(r.seq, r.event, r.data) for r in subscriber.events] == [
-        (int(e.id), e.event, e.data_bytes) for e in events
+        (int(e.id.rpartition("-")[2]), e.event, e.data_bytes) for e in events
     ]
-    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert [int(e.id.rpartition("-")[2]) for e in events] == list(range(1, len(events) + 1))
     assert events[-1].event == "done"
     return recorder, creator[0]
 

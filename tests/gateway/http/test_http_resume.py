@@ -81,7 +81,7 @@ async def test_resume_after_forced_disconnect_has_no_gap_and_no_duplicate(
     async with asyncio.timeout(WAIT):
         rest = await read_sse(resumed, Subscriber())
         whole = await creator
-    seqs = [int(e.id) for e in got] + rest.seqs
+    seqs = [int(e.id.rpartition("-")[2]) for e in got] + rest.seqs
     assert seqs == list(range(1, len(whole.events) + 1))
     assert [(e.event, e.data_bytes) for e in got] + [(e.event, e.data) for e in rest.events] == [
         (e.event, e.data) for e in whole.events
@@ -96,12 +96,24 @@ async def test_expired_position_gets_notice_then_snapshot(
     run_id, _, creator = await start_run(session, gateway)
     async with asyncio.timeout(WAIT):
         whole = await creator
-    async with session.get(f"{gateway.url}/streams/runs/{run_id}?since=2") as response:
+    epoch = gateway.broker.channel_statistics(f"run:{run_id}").epoch
+    since = f"{epoch}-2"
+    async with session.get(f"{gateway.url}/streams/runs/{run_id}?since={since}") as response:
         sub = await read_sse(response, Subscriber())
     lost, snapshot = sub.events[0], sub.events[1]
     assert lost.event == "runcast.history_lost"
     total = len(whole.events)
-    assert lost.json() == {"since": 2, "first_seq": total - 4, "last_seq": total}
+    assert lost.json() == {
+        "since": since,
+        "epoch": epoch,
+        "first_seq": total - 4,
+        "last_seq": total,
+    }
+    # A bare number (an id from before epochs) never matches: the same notice, the same snapshot.
+    async with session.get(f"{gateway.url}/streams/runs/{run_id}?since=2") as response:
+        bare = await read_sse(response, Subscriber())
+    assert bare.events[0].json()["since"] == "2"
+    assert bare.events[1].json() == snapshot.json()
     assert snapshot.event == "runcast.snapshot"
     assert snapshot.json()["seq"] == total
     expected = accumulate([(e.event, e.data) for e in whole.events])
@@ -149,21 +161,22 @@ async def test_reconnect_to_a_finished_run_gets_204_or_only_what_it_missed(
     async with asyncio.timeout(WAIT):
         whole = await creator
     last = whole.seqs[-1]
+    epoch = whole.events[-1].id.rpartition("-")[0]
     url = f"{gateway.url}/streams/runs/{run_id}"
     await wait_closed(gateway, run_id)
 
-    for headers in ({"Last-Event-ID": str(last)}, {}):
+    for headers in ({"Last-Event-ID": f"{epoch}-{last}"}, {}):
         async with session.get(url, headers=headers) as response:
             assert response.status == 204, headers
             assert await response.read() == b""
-    async with session.get(url, headers={"Last-Event-ID": str(last - 2)}) as response:
+    async with session.get(url, headers={"Last-Event-ID": f"{epoch}-{last - 2}"}) as response:
         assert response.status == 200
         rest = await read_sse(response, Subscriber(), stop_at_done=2)
     assert rest.ended and rest.seqs == [last - 1, last]
     assert rest.names == ["thread.run.completed", "done"]
 
     for since, seqs in ((last, []), (last - 2, [last - 1, last])):
-        async with session.ws_connect(f"{url}?since={since}") as ws:
+        async with session.ws_connect(f"{url}?since={epoch}-{since}") as ws:
             async with asyncio.timeout(WAIT):
                 messages = [msg async for msg in ws]
             assert [orjson.loads(m.data)["seq"] for m in messages] == seqs
@@ -265,13 +278,14 @@ async def _check_lag_notice(
     data = orjson.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
     assert data["error"]["code"] == "lagged"
     run_id = data["error"]["message"].split("/streams/runs/")[1].split("?")[0]
-    async with session.get(
-        f"{gateway.url}/streams/runs/{run_id}", params={"since": str(data["seq"])}
-    ) as rest:
+    # Nothing given yet: the start ("0"), else the last event's `<epoch>-<seq>`.
+    since = f"{data['epoch']}-{data['seq']}" if data["epoch"] else str(data["seq"])
+    assert data["error"]["message"].endswith(f"?since={since}")
+    async with session.get(f"{gateway.url}/streams/runs/{run_id}", params={"since": since}) as rest:
         resumed = await read_sse(rest, Subscriber())
     first = resumed.events[0]
     if first.event == "runcast.history_lost":  # the run is larger than history holds
-        assert first.json()["since"] == data["seq"]
+        assert first.json()["since"] == since
         assert resumed.events[1].json()["snapshot"]["status"] == "completed"
     else:
         assert first.seq == data["seq"] + 1
@@ -338,10 +352,11 @@ async def test_stalled_subscriber_is_reset_without_the_notice_and_resumes_from_h
     assert b"runcast.lagged" not in received
     assert not received.endswith(b"\r\n0\r\n\r\n")  # the chunked body never ended
     got = SSEDecoder().feed(received.split(b"\r\n\r\n", 1)[1])  # chunk sizes read as comments
-    last = max(int(e.id) for e in got if e.id)
+    last_id = got[-1].id
+    last = int(last_id.rpartition("-")[2])
     assert 0 < last < len(creator.events)
     async with session.get(
-        f"{gateway.url}/streams/threads/{thread_id}", headers={"Last-Event-ID": str(last)}
+        f"{gateway.url}/streams/threads/{thread_id}", headers={"Last-Event-ID": last_id}
     ) as rest:
         resumed = await read_sse(rest, Subscriber())
     assert resumed.seqs[0] == last + 1 and resumed.names[-1] == "done"

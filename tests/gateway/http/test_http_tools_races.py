@@ -317,8 +317,8 @@ class Reconnecting:
         return False
 
     def _since(self) -> str | None:
-        seqs = [e.seq for e in self.events if e.seq is not None]
-        return str(seqs[-1]) if seqs else None
+        ids = [e.id for e in self.events if e.id is not None]
+        return ids[-1] if ids else None
 
     async def run(self) -> list[Received]:
         while not self.events or self.events[-1].event != "done":

@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
-from hub_helpers import Hub, StartHub, counting_reducer, make_app, settings
+from hub_helpers import Hub, MakeBroker, StartHub, counting_reducer, make_app, settings
+from redis_server import RedisServer
 
-from gateway.hub import MemoryBroker
+from gateway.hub import Broker, MemoryBroker
+from gateway.hub.redis import RedisBroker
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_broker(request: pytest.FixtureRequest) -> MakeBroker:
+    """Each broker kind in turn, for the contract suite (test_hub_broker_contract.py)."""
+    url = None
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        url = server.url
+
+    @contextlib.asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[Broker]:
+        if url is None:
+            async with MemoryBroker(settings(**overrides), reducer_factory=counting_reducer) as b:
+                yield b
+        else:
+            broker = RedisBroker(
+                url, settings(**overrides), reducer_factory=counting_reducer, position_check=0.5
+            )
+            async with broker as b:
+                yield b
+
+    return make
 
 
 @pytest_asyncio.fixture

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,15 +15,20 @@ from aiohttp import web
 
 from gateway.errors import SubscriberError
 from gateway.hub import (
+    Broker,
     HubEvent,
     HubSettings,
     MemoryBroker,
+    Position,
     serve_sse,
     serve_subscriber,
     serve_websocket,
     since_from_request,
 )
 from parsers.sse import ServerSentEvent, SSEDecoder
+
+MakeBroker = Callable[..., AbstractAsyncContextManager[Broker]]
+"""``make_broker(**settings_overrides)``: a started broker of the kind under test, closed after."""
 
 FAST = {"sweep_interval": 0.02, "heartbeat_interval": 0.0, "close_timeout": 2.0}
 """Settings that make housekeeping quick enough for tests."""
@@ -45,6 +51,26 @@ class CountingReducer:
 
 def counting_reducer(channel: str) -> CountingReducer | None:
     return CountingReducer() if channel.startswith("run:") else None
+
+
+def seq_of(event_id: str) -> int:
+    """The seq of an SSE id ``<epoch>-<seq>``."""
+    epoch, _, seq = event_id.rpartition("-")
+    assert epoch, f"id without an epoch: {event_id!r}"
+    return int(seq)
+
+
+def at(broker: MemoryBroker, channel: str, seq: int) -> Position:
+    """The position ``seq`` in the channel's current epoch."""
+    stats = broker.channel_statistics(channel)
+    assert stats is not None
+    return Position(stats.epoch, seq)
+
+
+def epoch_of(broker: MemoryBroker, channel: str) -> str:
+    stats = broker.channel_statistics(channel)
+    assert stats is not None
+    return stats.epoch
 
 
 def ev(i: int, name: str = "tick") -> HubEvent:
@@ -150,7 +176,7 @@ class SSEStream:
 
 
 def numbered(events: list[ServerSentEvent]) -> list[int]:
-    return [int(e.id) for e in events if not e.event.startswith("runcast.")]
+    return [seq_of(e.id) for e in events if not e.event.startswith("runcast.")]
 
 
 async def open_sse(hub: Hub, url: str, **headers: str) -> SSEStream:

@@ -6,9 +6,9 @@ import asyncio
 import json
 
 import pytest
-from hub_helpers import CountingReducer, ev, settings
+from hub_helpers import CountingReducer, at, epoch_of, ev, seq_of, settings
 
-from gateway.hub import BufferSink, HubEvent, MemoryBroker, ReducerFactory
+from gateway.hub import START, BufferSink, HubEvent, MemoryBroker, ReducerFactory
 from gateway.hub.budget import TRIM_AFTER_BYTES, TRIM_AFTER_SUBSCRIBERS, malloc_trim
 from gateway.hub.channel import SNAPSHOT_OVERHEAD
 from gateway.hub.history import History
@@ -138,27 +138,33 @@ async def test_evicted_history_resumes_from_the_snapshot_and_connected_subscribe
     async with broker(4 * one + 20 * PER_NAME, sized) as b:
         await b.publish(["run:a"], [ev(0)])
         connected = BufferSink()
-        await b.subscribe("run:a", connected, since=0)
+        await b.subscribe("run:a", connected, since=START)
         for i in range(1, 20):
             await b.publish(["run:a"], [ev(i)])
         first, last = history(b, "run:a")
         assert last == 20 and first > 2
         assert b.statistics().retained_bytes <= 4 * one + 20 * PER_NAME
-        assert [int(e.id) for e in events_of(connected)] == list(range(1, 21))
+        assert [seq_of(e.id) for e in events_of(connected)] == list(range(1, 21))
 
         late = BufferSink()
-        await b.subscribe("run:a", late, since=1)
+        await b.subscribe("run:a", late, since=at(b, "run:a", 1))
         lost, snapshot, *rest = events_of(late)
         assert lost.event == "runcast.history_lost"
-        assert json.loads(lost.data) == {"since": 1, "first_seq": first, "last_seq": 20}
-        assert snapshot.event == "runcast.snapshot" and snapshot.id == "20"
+        epoch = epoch_of(b, "run:a")
+        assert json.loads(lost.data) == {
+            "since": f"{epoch}-1",
+            "epoch": epoch,
+            "first_seq": first,
+            "last_seq": 20,
+        }
+        assert snapshot.event == "runcast.snapshot" and snapshot.id == f"{epoch}-20"
         assert json.loads(snapshot.data)["snapshot"]["count"] == 20
         assert rest == []
 
         # A position still held resumes from history as before.
         resumed = BufferSink()
-        await b.subscribe("run:a", resumed, since=first)
-        assert [int(e.id) for e in events_of(resumed)] == list(range(first + 1, 21))
+        await b.subscribe("run:a", resumed, since=at(b, "run:a", first))
+        assert [seq_of(e.id) for e in events_of(resumed)] == list(range(first + 1, 21))
 
 
 @pytest.mark.asyncio

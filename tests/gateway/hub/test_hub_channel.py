@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import aiohttp
 import pytest
-from hub_helpers import Hub, StartHub, dechunk, ev, raw_request
+from hub_helpers import Hub, StartHub, dechunk, epoch_of, ev, raw_request, seq_of
 
 from gateway.hub import HubEvent
 from parsers.sse import SSEDecoder
@@ -27,7 +28,7 @@ def _chunks(body: bytes) -> int:
 
 
 async def _sse(
-    hub: Hub, since: int | None = None
+    hub: Hub, since: str | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     query = "" if since is None else f"&since={since}"
     request = f"GET /sse/{THREAD}?create=1{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -72,14 +73,20 @@ async def test_coalescing_keeps_the_bytes_and_cuts_the_writes(start_hub: StartHu
     plain_bodies, plain_ws = await _run(await start_hub())
     coalesced_bodies, coalesced_ws = await _run(await start_hub(coalesce_ms=200))
 
-    payloads = {dechunk(body) for body in plain_bodies + coalesced_bodies}
+    # The two hubs' channels have their own epochs: compare what follows them.
+    payloads = {
+        (re.sub(rb"id: \w+-", b"id: ", body), complete)
+        for body, complete in (dechunk(b) for b in plain_bodies + coalesced_bodies)
+    }
     assert len(payloads) == 1
     payload, complete = payloads.pop()
     assert complete
     events = SSEDecoder().feed(payload)
     assert [e.id for e in events] == [str(i) for i in range(1, 33)]
     assert events[-1].event == "done"
-    assert plain_ws == coalesced_ws
+    assert [[re.sub(r'"epoch":"\w+"', "", m) for m in ms] for ms in plain_ws] == [
+        [re.sub(r'"epoch":"\w+"', "", m) for m in ms] for ms in coalesced_ws
+    ]
     assert [json.loads(m)["seq"] for m in coalesced_ws[0]] == list(range(1, 33))
 
     assert {_chunks(body) for body in plain_bodies} == {32}
@@ -101,7 +108,7 @@ async def test_held_events_wait_for_the_window_and_terminal_events_flush_at_once
     await hub.publish(THREAD, ev(2))
     async with asyncio.timeout(5):
         first = await reader.readuntil(b'{"i":2}\n\n')
-    assert b"id: 1\n" in first
+    assert re.search(rb"id: \w+-1\n", first)
     assert 0.25 <= loop.time() - started < 2.0
 
     hub2 = await start_hub(coalesce_ms=HELD)
@@ -111,14 +118,14 @@ async def test_held_events_wait_for_the_window_and_terminal_events_flush_at_once
     await hub2.publish(THREAD, ev(1))
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await reader2.readuntil(b"id: 1\n")
+            await reader2.readuntil(b'{"i":1}\n\n')
     await hub2.publish(THREAD, ev(2, "thread.run.requires_action"))
     async with asyncio.timeout(1):
         await reader2.readuntil(b'{"i":2}\n\n\r\n')
 
     await hub2.publish(THREAD, ev(3))
     await hub2.broker.close_channel(THREAD)  # what is held goes out before the end
-    assert [e.id for e in SSEDecoder().feed(dechunk(await _rest(client2))[0])] == ["3"]
+    assert [seq_of(e.id) for e in SSEDecoder().feed(dechunk(await _rest(client2))[0])] == [3]
     await hub.broker.close_channel(THREAD)
     await _rest(client)
 
@@ -132,17 +139,17 @@ async def test_a_subscriber_attaching_within_the_window_has_no_gap_and_no_duplic
     await hub.wait_subscribers(THREAD, 1)
     for i in range(1, 4):
         await hub.publish(THREAD, ev(i))
-    late = await _sse(hub, since=1)
+    late = await _sse(hub, since=f"{epoch_of(hub.broker, THREAD)}-1")
     async with asyncio.timeout(1):
         # Written to the early one when the late one came (the end of that chunk).
         await early[0].readuntil(b'{"i":3}\n\n\r\n')
     for i in range(4, 6):
         await hub.publish(THREAD, ev(i))
     await hub.broker.close_channel(THREAD)
-    early_ids = [e.id for e in SSEDecoder().feed(dechunk(await _rest(early))[0])]
-    late_ids = [e.id for e in SSEDecoder().feed(dechunk(await _rest(late))[0])]
-    assert early_ids == ["4", "5"]  # 1-3 were read above
-    assert late_ids == ["2", "3", "4", "5"]
+    early_ids = [seq_of(e.id) for e in SSEDecoder().feed(dechunk(await _rest(early))[0])]
+    late_ids = [seq_of(e.id) for e in SSEDecoder().feed(dechunk(await _rest(late))[0])]
+    assert early_ids == [4, 5]  # 1-3 were read above
+    assert late_ids == [2, 3, 4, 5]
 
 
 @pytest.mark.asyncio

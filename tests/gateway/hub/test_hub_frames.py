@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.hub import FrameFormat, HubEvent, frames
-from parsers.sse import SSEDecoder
+from parsers.sse import SSEDecoder, encode_sse
 
 
 def decode(data: bytes) -> list:
@@ -45,11 +45,12 @@ def parse_ws(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def test_sse_frame_has_id_event_and_data() -> None:
-    frame = frames.sse_frame(7, "thread.run.created", b'{"id":"run_1"}')
-    assert frame == b'id: 7\nevent: thread.run.created\ndata: {"id":"run_1"}\n\n'
+    frame = frames.sse_frame(7, "thread.run.created", b'{"id":"run_1"}', "ep1")
+    assert frame == b'event: thread.run.created\nid: ep1-7\ndata: {"id":"run_1"}\n\n'
+    assert frame == encode_sse(b'{"id":"run_1"}', event="thread.run.created", id="ep1-7")
     (event,) = decode(frame)
     assert (event.id, event.event, event.data_bytes) == (
-        "7",
+        "ep1-7",
         "thread.run.created",
         b'{"id":"run_1"}',
     )
@@ -62,8 +63,8 @@ def test_notice_without_seq_keeps_last_event_id() -> None:
 
 def test_done_event_is_not_json_but_encodes() -> None:
     assert frames.sse_frame(9, "done", b"[DONE]").endswith(b"data: [DONE]\n\n")
-    payload = frames.ws_event_payload(9, "done", b"[DONE]")
-    assert json.loads(payload) == {"seq": 9, "event": "done", "data": "[DONE]"}
+    payload = frames.ws_event_payload(9, "done", b"[DONE]", "ep")
+    assert json.loads(payload) == {"epoch": "ep", "seq": 9, "event": "done", "data": "[DONE]"}
 
 
 @pytest.mark.parametrize("data", [b"a\nb", b"a\r\nb", b"a\rb", b"\n", b"x\n\ny\r\n", b" lead"])
@@ -96,11 +97,11 @@ def test_event_names_with_line_breaks_are_refused() -> None:
 
 def test_chunked_batch_is_one_chunk_holding_the_frames() -> None:
     events = [HubEvent("a", b'{"n":1}'), HubEvent("b", b'{"n":2}')]
-    wire = frames.encode_batch(FrameFormat.SSE_CHUNKED, 5, events)
+    wire = frames.encode_batch(FrameFormat.SSE_CHUNKED, "e", 5, events)
     body, terminated = dechunk(wire + b"0\r\n\r\n")
     assert terminated
-    assert body == frames.encode_batch(FrameFormat.SSE, 5, events)
-    assert [(e.id, e.event) for e in decode(body)] == [("5", "a"), ("6", "b")]
+    assert body == frames.encode_batch(FrameFormat.SSE, "e", 5, events)
+    assert [(e.id, e.event) for e in decode(body)] == [("e-5", "a"), ("e-6", "b")]
     with pytest.raises(ValueError):
         frames.http_chunk(b"")
 
@@ -115,17 +116,23 @@ def test_ws_frame_length_encodings(size: int) -> None:
 
 def test_ws_batch_splices_data_unchanged() -> None:
     odd = b'{ "a" : [1, 2.50, "\\u00e9"],\t"b":null }'
-    wire = frames.encode_batch(FrameFormat.WEBSOCKET, 3, [HubEvent("x", odd), HubEvent("y", b"7")])
+    events = [HubEvent("x", odd), HubEvent("y", b"7")]
+    wire = frames.encode_batch(FrameFormat.WEBSOCKET, "e", 3, events)
     (op1, p1), (op2, p2) = parse_ws(wire)
     assert op1 == op2 == 1
-    assert p1 == b'{"seq":3,"event":"x","data":' + odd + b"}"
+    assert p1 == b'{"epoch":"e","seq":3,"event":"x","data":' + odd + b"}"
     assert json.loads(p1)["data"] == {"a": [1, 2.5, "\u00e9"], "b": None}
-    assert json.loads(p2) == {"seq": 4, "event": "y", "data": 7}
+    assert json.loads(p2) == {"epoch": "e", "seq": 4, "event": "y", "data": 7}
 
 
 def test_invalid_json_data_becomes_a_json_string() -> None:
     payload = frames.ws_event_payload(None, "weird", b'{"unterminated": ')
-    assert json.loads(payload) == {"seq": None, "event": "weird", "data": '{"unterminated": '}
+    assert json.loads(payload) == {
+        "epoch": None,
+        "seq": None,
+        "event": "weird",
+        "data": '{"unterminated": ',
+    }
 
 
 def test_heartbeat_and_close_frames() -> None:

@@ -10,15 +10,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from hub_helpers import CountingReducer, counting_reducer, ev, settings
+from hub_helpers import CountingReducer, at, counting_reducer, epoch_of, ev, seq_of, settings
 
 from gateway.errors import SubscriberError
 from gateway.hub import (
+    START,
     BufferSink,
     FrameFormat,
     HubEvent,
     HubSettings,
     MemoryBroker,
+    Position,
     Sink,
 )
 from parsers.sse import ServerSentEvent, SSEDecoder
@@ -34,8 +36,21 @@ def events_of(sink: BufferSink) -> list[ServerSentEvent]:
     return out
 
 
+def ws_payloads(data: bytes) -> list[object]:
+    """The JSON of each unmasked text frame (payloads under 64 KiB)."""
+    out: list[object] = []
+    pos = 0
+    while pos < len(data):
+        n, pos = data[pos + 1], pos + 2
+        if n == 126:
+            n, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        out.append(json.loads(data[pos : pos + n]))
+        pos += n
+    return out
+
+
 def seqs(events: list[ServerSentEvent]) -> list[int]:
-    return [int(e.id) for e in events if not e.event.startswith("runcast.")]
+    return [seq_of(e.id) for e in events if not e.event.startswith("runcast.")]
 
 
 @pytest_asyncio.fixture
@@ -48,7 +63,7 @@ async def broker() -> AsyncIterator[MemoryBroker]:
 async def test_each_channel_numbers_its_own_events(broker: MemoryBroker) -> None:
     run, thread = BufferSink(), BufferSink()
     await broker.publish([RUN], [ev(0)])
-    await broker.subscribe(RUN, run, since=0)
+    await broker.subscribe(RUN, run, since=START)
     await broker.subscribe(THREAD, thread, create=True)
     await broker.publish([RUN, THREAD], [ev(1), ev(2)])
     await broker.publish([THREAD], [ev(3)])
@@ -61,15 +76,21 @@ async def test_each_channel_numbers_its_own_events(broker: MemoryBroker) -> None
 
 @pytest.mark.asyncio
 async def test_publish_returns_each_channels_first_seq(broker: MemoryBroker) -> None:
-    assert await broker.publish([RUN], [ev(1), ev(2)]) == {RUN: 1}
-    assert await broker.publish([RUN, THREAD], [ev(3), ev(4), ev(5)]) == {RUN: 3, THREAD: 1}
-    assert broker.publish_nowait([THREAD, RUN], [ev(6)]) == {THREAD: 4, RUN: 6}
+    assert await broker.publish([RUN], [ev(1), ev(2)]) == {RUN: at(broker, RUN, 1)}
+    firsts = await broker.publish([RUN, THREAD], [ev(3), ev(4), ev(5)])
+    assert firsts == {RUN: at(broker, RUN, 3), THREAD: at(broker, THREAD, 1)}
+    assert broker.publish_nowait([THREAD, RUN], [ev(6)]) == {
+        THREAD: at(broker, THREAD, 4),
+        RUN: at(broker, RUN, 6),
+    }
+    # Each channel's log has its own epoch.
+    assert epoch_of(broker, RUN) != epoch_of(broker, THREAD)
     # An empty batch numbers nothing and makes no channel.
     assert await broker.publish([RUN, "thread:none"], []) == {}
     assert broker.channel_statistics("thread:none") is None
     assert broker.channel_statistics(RUN).last_seq == 6
     sink = BufferSink()
-    await broker.subscribe(THREAD, sink, since=0)
+    await broker.subscribe(THREAD, sink, since=START)
     replay = events_of(sink)
     assert seqs(replay) == [1, 2, 3, 4]
     assert [json.loads(e.data)["i"] for e in replay] == [3, 4, 5, 6]
@@ -85,12 +106,12 @@ async def test_returned_seqs_hold_with_interleaved_publishers(broker: MemoryBrok
     async def publisher(tag: int) -> None:
         for i in range(20):
             batch = [ev(tag * 100 + i), ev(tag * 100 + i)]
-            first = (await broker.publish([THREAD], batch))[THREAD]
+            first = (await broker.publish([THREAD], batch))[THREAD].seq
             sent[first] = sent[first + 1] = tag * 100 + i
             await asyncio.sleep(0)
 
     await asyncio.gather(*(publisher(tag) for tag in (1, 2, 3)))
-    received = {int(e.id): json.loads(e.data)["i"] for e in events_of(sink)}
+    received = {seq_of(e.id): json.loads(e.data)["i"] for e in events_of(sink)}
     assert received == sent
     assert len(sent) == 120
 
@@ -124,7 +145,7 @@ async def test_resume_replays_exactly_what_was_missed(broker: MemoryBroker) -> N
     for since in (0, 2, 4, 5):
         last = broker.channel_statistics(RUN).last_seq
         sink = BufferSink()
-        sub = await broker.subscribe(RUN, sink, since=since)
+        sub = await broker.subscribe(RUN, sink, since=at(broker, RUN, since))
         await broker.publish([RUN], [ev(99)])
         assert seqs(events_of(sink)) == list(range(since + 1, last + 2))
         sub.close()
@@ -144,26 +165,77 @@ async def test_live_only_without_since(broker: MemoryBroker) -> None:
 async def test_evicted_position_gets_notice_then_snapshot(broker: MemoryBroker) -> None:
     await broker.publish([RUN], [ev(i, f"e{i}") for i in range(1, 9)])  # holds 4..8
     sink = BufferSink()
-    await broker.subscribe(RUN, sink, since=1)
+    epoch = epoch_of(broker, RUN)
+    await broker.subscribe(RUN, sink, since=at(broker, RUN, 1))
     await broker.publish([RUN], [ev(9, "e9")])
     lost, snap, live = events_of(sink)
     assert lost.event == "runcast.history_lost"
-    assert json.loads(lost.data) == {"since": 1, "first_seq": 4, "last_seq": 8}
-    assert (snap.event, snap.id) == ("runcast.snapshot", "8")
+    assert json.loads(lost.data) == {
+        "since": f"{epoch}-1",
+        "epoch": epoch,
+        "first_seq": 4,
+        "last_seq": 8,
+    }
+    assert (snap.event, snap.id) == ("runcast.snapshot", f"{epoch}-8")
     reducer = CountingReducer()
     for i in range(1, 9):
         reducer.apply(HubEvent(f"e{i}", b""))
-    assert json.loads(snap.data) == {"seq": 8, "snapshot": json.loads(reducer.snapshot())}
-    assert (live.id, live.event) == ("9", "e9")
+    assert json.loads(snap.data) == {
+        "epoch": epoch,
+        "seq": 8,
+        "snapshot": json.loads(reducer.snapshot()),
+    }
+    assert (live.id, live.event) == (f"{epoch}-9", "e9")
+
+
+@pytest.mark.asyncio
+async def test_a_position_of_another_epoch_or_a_bare_number_never_matches(
+    broker: MemoryBroker,
+) -> None:
+    await broker.publish([RUN], [ev(1, "a"), ev(2, "b")])
+    epoch = epoch_of(broker, RUN)
+    for since in (Position("0ther", 1), Position("", 1), Position(epoch + "x", 2)):
+        sink = BufferSink()
+        await broker.subscribe(RUN, sink, since=since)
+        lost, snap = events_of(sink)
+        assert json.loads(lost.data)["since"] == str(since)
+        assert (snap.event, snap.id) == ("runcast.snapshot", f"{epoch}-2")
+    # Seq 0 is the start of any epoch.
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink, since=Position("0ther", 0))
+    assert seqs(events_of(sink)) == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_a_channel_created_again_starts_a_new_epoch() -> None:
+    async with MemoryBroker(settings(retention=0.05)) as broker:
+        await broker.publish([RUN], [ev(1), ev(2), ev(3)])
+        old = at(broker, RUN, 2)
+        await broker.close_channel(RUN)
+        while broker.channel_statistics(RUN) is not None:
+            await asyncio.sleep(0.02)
+        await broker.publish([RUN], [ev(4), ev(5), ev(6)])
+        assert epoch_of(broker, RUN) != old.epoch
+        sink = BufferSink()
+        await broker.subscribe(RUN, sink, since=old)
+        lost, *events = events_of(sink)
+        assert lost.event == "runcast.history_lost"
+        assert [json.loads(e.data)["i"] for e in events] == [4, 5, 6]
 
 
 @pytest.mark.asyncio
 async def test_position_beyond_the_end_is_lost_too(broker: MemoryBroker) -> None:
     await broker.publish([RUN], [ev(1)])
     sink = BufferSink()
-    await broker.subscribe(RUN, sink, since=50)
+    await broker.subscribe(RUN, sink, since=at(broker, RUN, 50))
     lost, snap = events_of(sink)
-    assert json.loads(lost.data) == {"since": 50, "first_seq": 1, "last_seq": 1}
+    epoch = epoch_of(broker, RUN)
+    assert json.loads(lost.data) == {
+        "since": f"{epoch}-50",
+        "epoch": epoch,
+        "first_seq": 1,
+        "last_seq": 1,
+    }
     assert snap.event == "runcast.snapshot"
 
 
@@ -173,18 +245,24 @@ async def test_snapshot_first_then_live(broker: MemoryBroker) -> None:
     sink = BufferSink(FrameFormat.WEBSOCKET)
     await broker.subscribe(RUN, sink, snapshot=True)
     await broker.publish([RUN], [ev(3, "c")])
-    data = sink.take()
-    first_len = data[1]
-    first = json.loads(data[2 : 2 + first_len])
+    first, second = ws_payloads(sink.take())
+    epoch = epoch_of(broker, RUN)
     assert first == {
+        "epoch": epoch,
         "seq": 2,
         "event": "runcast.snapshot",
-        "data": {"seq": 2, "snapshot": {"count": 2, "names": ["a", "b"]}},
+        "data": {"epoch": epoch, "seq": 2, "snapshot": {"count": 2, "names": ["a", "b"]}},
     }
-    assert json.loads(data[2 + first_len + 2 :]) == {"seq": 3, "event": "c", "data": {"i": 3}}
+    assert second == {
+        "epoch": epoch,
+        "seq": 3,
+        "event": "c",
+        "data": {"i": 3},
+    }
     snap = await broker.snapshot(RUN)
     assert snap is not None
     assert json.loads(snap.to_json()) == {
+        "epoch": epoch,
         "seq": 3,
         "snapshot": {"count": 3, "names": ["a", "b", "c"]},
     }
@@ -197,12 +275,18 @@ async def test_without_reducer_snapshot_falls_back_to_history(broker: MemoryBrok
     await broker.subscribe(THREAD, sink, snapshot=True)
     lost, *rest = events_of(sink)
     assert lost.event == "runcast.history_lost"
-    assert json.loads(lost.data) == {"since": 0, "first_seq": 3, "last_seq": 7}
+    epoch = epoch_of(broker, THREAD)
+    assert json.loads(lost.data) == {
+        "since": "0",
+        "epoch": epoch,
+        "first_seq": 3,
+        "last_seq": 7,
+    }
     assert seqs(rest) == [3, 4, 5, 6, 7]
     sink2 = BufferSink()
-    await broker.subscribe(THREAD, sink2, since=1)
+    await broker.subscribe(THREAD, sink2, since=at(broker, THREAD, 1))
     lost2, *rest2 = events_of(sink2)
-    assert json.loads(lost2.data)["since"] == 1
+    assert json.loads(lost2.data)["since"] == f"{epoch}-1"
     assert seqs(rest2) == [3, 4, 5, 6, 7]
     assert (await broker.snapshot(THREAD)).data == b"null"
 
@@ -230,7 +314,7 @@ async def test_unknown_channel_and_bad_since(broker: MemoryBroker) -> None:
         await broker.subscribe("run:nope", BufferSink())
     assert (info.value.status, info.value.code) == (404, "unknown_channel")
     with pytest.raises(SubscriberError) as info:
-        await broker.subscribe(THREAD, BufferSink(), since=-1, create=True)
+        await broker.subscribe(THREAD, BufferSink(), since=Position("", -1), create=True)
     assert info.value.status == 400
     assert await broker.snapshot("run:nope") is None
     assert broker.channel_statistics("run:nope") is None
@@ -325,14 +409,14 @@ async def test_closing_a_channel_ends_subscribers_and_keeps_history() -> None:
         assert await asyncio.wait_for(sink.wait(), 1) == "ended"
         assert seqs(events_of(sink)) == [1, 2]
         late = BufferSink()
-        await broker.subscribe(RUN, late, since=0)
+        await broker.subscribe(RUN, late, since=START)
         assert late.end_reason == "ended"
         assert [e.event for e in events_of(late)] == ["tick", "done"]
         assert broker.channel_statistics(RUN).ended
         await asyncio.sleep(0.4)
         assert broker.channel_statistics(RUN) is None
         with pytest.raises(SubscriberError):
-            await broker.subscribe(RUN, BufferSink(), since=0)
+            await broker.subscribe(RUN, BufferSink(), since=START)
         assert broker.statistics().channels_dropped == 1
 
 
@@ -342,7 +426,7 @@ async def test_publishing_reopens_an_ended_channel(broker: MemoryBroker) -> None
     await broker.close_channel(RUN)
     sink = BufferSink()
     await broker.publish([RUN], [ev(2)])
-    await broker.subscribe(RUN, sink, since=0)
+    await broker.subscribe(RUN, sink, since=START)
     assert sink.end_reason is None
     assert seqs(events_of(sink)) == [1, 2]
 
@@ -383,7 +467,11 @@ async def test_lagging_sink_is_cut_off_with_its_last_seq(broker: MemoryBroker) -
     assert slow.end_reason == "lagged"
     *delivered, lagged = events_of(slow)
     assert lagged.event == "runcast.lagged"
-    assert json.loads(lagged.data) == {"seq": int(delivered[-1].id)}
+    last = delivered[-1].id
+    payload = json.loads(lagged.data)
+    assert (payload["epoch"], payload["seq"]) == (epoch_of(broker, THREAD), seq_of(last))
+    assert payload["error"]["code"] == "lagged"
+    assert payload["error"]["message"].endswith(f"since={last}")
     assert seqs(events_of(fast)) == [1, 2, 3, 4, 5]
     stats = broker.statistics()
     assert (stats.lagged, stats.subscribers) == (1, 1)
@@ -438,6 +526,6 @@ async def test_history_keeps_no_parsed_form_but_the_reducer_sees_it() -> None:
         gc.collect()
         assert gone() is None  # history (bounded by data bytes) does not keep it alive
         sink = BufferSink(buffer_limit=1 << 20)
-        await broker.subscribe("run:r", sink, since=0)
+        await broker.subscribe("run:r", sink, since=START)
         assert b"event: e" in sink.take()
     assert seen == [True]

@@ -10,7 +10,17 @@ import sys
 import aiohttp
 import pytest
 from aiohttp import web
-from hub_helpers import Hub, StartHub, dechunk, ev, numbered, open_sse, raw_request
+from hub_helpers import (
+    Hub,
+    StartHub,
+    dechunk,
+    epoch_of,
+    ev,
+    numbered,
+    open_sse,
+    raw_request,
+    seq_of,
+)
 
 from gateway.hub import SHUTDOWN_RETRY_MS, HubEvent, TransportSink
 from gateway.hub.memory import MemorySubscription
@@ -73,16 +83,17 @@ async def test_ended_sse_response_is_a_complete_chunked_body_and_keep_alive_work
 ) -> None:
     await hub.publish(RUN, ev(1), HubEvent("done", b"[DONE]"))
     await hub.broker.close_channel(RUN)
+    epoch = epoch_of(hub.broker, RUN)
     request = (
         f"GET /streams/{RUN}?since=0 HTTP/1.1\r\nHost: x\r\n\r\n"
-        f"GET /streams/{RUN}?since=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        f"GET /streams/{RUN}?since={epoch}-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     ).encode()
     reader, writer = await raw_request(hub.port, request)
     async with asyncio.timeout(5):
         data = await reader.read()
     writer.close()
     first, second = data.split(b"HTTP/1.1 200 OK\r\n")[1:]
-    for response, ids in ((first, ["1", "2"]), (second, ["2"])):
+    for response, ids in ((first, [f"{epoch}-1", f"{epoch}-2"]), (second, [f"{epoch}-2"])):
         head, body = response.split(b"\r\n\r\n", 1)
         assert b"Transfer-Encoding: chunked" in head
         payload, terminated = dechunk(body)
@@ -103,7 +114,7 @@ async def test_http10_sse_is_unchunked_and_ends_with_the_connection(hub: Hub) ->
         await hub.broker.close_channel(RUN)
         body = await reader.read()
     writer.close()
-    assert [e.id for e in SSEDecoder().feed(body)] == ["1", "2"]
+    assert [seq_of(e.id) for e in SSEDecoder().feed(body)] == [1, 2]
 
 
 @pytest.mark.asyncio
@@ -123,11 +134,12 @@ async def test_resume_while_publishing_has_no_gap_and_no_duplicate(hub: Hub) -> 
         first = await open_sse(hub, hub.url(RUN, since=0))
         await first.read_until(lambda evs: len(evs) >= 30)
         first.response.close()  # a forced disconnect mid-stream
-        last = int(first.events[-1].id)
-        second = await open_sse(hub, hub.url(RUN, since=0), **{"Last-Event-ID": str(last)})
+        last_id = first.events[-1].id
+        last = seq_of(last_id)
+        second = await open_sse(hub, hub.url(RUN, since=0), **{"Last-Event-ID": last_id})
         await second.read_until(lambda evs: len(evs) >= 30)
         second.response.close()
-        ws = await hub.session.ws_connect(hub.url(RUN, since=last))
+        ws = await hub.session.ws_connect(hub.url(RUN, since=last_id))
         async with asyncio.timeout(5):
             ws_seqs = [json.loads((await ws.receive()).data)["seq"] for _ in range(30)]
         await ws.close()
@@ -144,19 +156,26 @@ async def test_resume_while_publishing_has_no_gap_and_no_duplicate(hub: Hub) -> 
 async def test_evicted_position_gets_notice_and_snapshot_over_sse(start_hub: StartHub) -> None:
     hub = await start_hub(max_history_events=3)
     await hub.publish(RUN, *(ev(i, f"e{i}") for i in range(1, 7)))
-    stream = await open_sse(hub, hub.url(RUN), **{"Last-Event-ID": "1"})
+    epoch = epoch_of(hub.broker, RUN)
+    stream = await open_sse(hub, hub.url(RUN), **{"Last-Event-ID": f"{epoch}-1"})
     await stream.read_until(lambda evs: len(evs) >= 2)
     await hub.publish(RUN, ev(7, "e7"))
     await stream.read_until(lambda evs: len(evs) >= 3)
     lost, snap, live = stream.events
     assert lost.event == "runcast.history_lost"
-    assert json.loads(lost.data) == {"since": 1, "first_seq": 4, "last_seq": 6}
-    assert snap.event == "runcast.snapshot" and snap.id == "6"
+    assert json.loads(lost.data) == {
+        "since": f"{epoch}-1",
+        "epoch": epoch,
+        "first_seq": 4,
+        "last_seq": 6,
+    }
+    assert snap.event == "runcast.snapshot" and snap.id == f"{epoch}-6"
     assert json.loads(snap.data) == {
+        "epoch": epoch,
         "seq": 6,
         "snapshot": {"count": 6, "names": [f"e{i}" for i in range(1, 7)]},
     }
-    assert (live.id, live.event) == ("7", "e7")
+    assert (live.id, live.event) == (f"{epoch}-7", "e7")
     stream.response.close()
 
 
@@ -168,12 +187,14 @@ async def test_snapshot_first_subscription_over_websocket(hub: Hub) -> None:
     await hub.publish(RUN, ev(3, "c"))
     await hub.broker.close_channel(RUN)
     snap, live = await ws_messages(ws)
+    epoch = epoch_of(hub.broker, RUN)
     assert snap == {
+        "epoch": epoch,
         "seq": 2,
         "event": "runcast.snapshot",
-        "data": {"seq": 2, "snapshot": {"count": 2, "names": ["a", "b"]}},
+        "data": {"epoch": epoch, "seq": 2, "snapshot": {"count": 2, "names": ["a", "b"]}},
     }
-    assert live == {"seq": 3, "event": "c", "data": {"i": 3}}
+    assert live == {"epoch": epoch, "seq": 3, "event": "c", "data": {"i": 3}}
     assert ws.close_code == 1000
 
 
@@ -209,12 +230,14 @@ async def test_slow_subscriber_is_cut_off_while_a_fast_one_gets_everything(
     events = SSEDecoder().feed(payload)
     *delivered, lagged = events
     assert lagged.event == "runcast.lagged"
-    last = int(delivered[-1].id)
-    assert json.loads(lagged.data) == {"seq": last}
-    assert [int(e.id) for e in delivered] == list(range(1, last + 1))
+    last = seq_of(delivered[-1].id)
+    notice = json.loads(lagged.data)
+    assert (notice["epoch"], notice["seq"]) == (epoch_of(hub.broker, THREAD), last)
+    assert notice["error"]["message"].endswith(f"since={delivered[-1].id}")
+    assert [seq_of(e.id) for e in delivered] == list(range(1, last + 1))
     assert last < n
 
-    resumed = await open_sse(hub, hub.url(THREAD, since=last))
+    resumed = await open_sse(hub, hub.url(THREAD, since=delivered[-1].id))
     await resumed.read_until(lambda evs: len(evs) == n + 1 - last)
     assert numbered(resumed.events) == list(range(last + 1, n + 2))
     resumed.response.close()
@@ -255,7 +278,8 @@ async def test_slow_websocket_subscriber_gets_lagged_and_close_1013(start_hub: S
     assert close_code == 1013
     *delivered, lagged = messages
     assert lagged["event"] == "runcast.lagged"
-    assert lagged["data"] == {"seq": delivered[-1]["seq"]}
+    assert lagged["data"]["seq"] == delivered[-1]["seq"]
+    assert lagged["data"]["epoch"] == delivered[-1]["epoch"] == epoch_of(hub.broker, THREAD)
     assert [m["seq"] for m in delivered] == list(range(1, len(delivered) + 1))
 
 
@@ -341,13 +365,19 @@ async def test_broker_shutdown_ends_streams(hub: Hub) -> None:
     # The last word says why, and when to reconnect: EventSource takes `retry:` as its delay.
     assert events[-1].event == "runcast.shutdown"
     assert events[-1].retry == SHUTDOWN_RETRY_MS
-    assert json.loads(events[-1].data) == {"seq": 1, "retry_ms": SHUTDOWN_RETRY_MS}
+    epoch = events[0].id.rpartition("-")[0]
+    assert json.loads(events[-1].data) == {
+        "epoch": epoch,
+        "seq": 1,
+        "retry_ms": SHUTDOWN_RETRY_MS,
+    }
     assert await ws_messages(ws) == [
-        {"seq": 1, "event": "tick", "data": {"i": 1}},
+        {"epoch": epoch, "seq": 1, "event": "tick", "data": {"i": 1}},
         {
+            "epoch": None,
             "seq": None,
             "event": "runcast.shutdown",
-            "data": {"seq": 1, "retry_ms": SHUTDOWN_RETRY_MS},
+            "data": {"epoch": epoch, "seq": 1, "retry_ms": SHUTDOWN_RETRY_MS},
         },
     ]
     assert ws.close_code == 1012  # service restart: reconnect later
@@ -362,11 +392,12 @@ async def test_thread_channel_carries_runs_and_outlives_them(hub: Hub) -> None:
         await hub.broker.publish([run, THREAD], [HubEvent("done", b"[DONE]")])
         await hub.broker.close_channel(run)
     await stream.read_until(lambda evs: len(evs) == 4)
+    epoch = epoch_of(hub.broker, THREAD)
     assert [(e.id, e.event) for e in stream.events] == [
-        ("1", "thread.run.created"),
-        ("2", "done"),
-        ("3", "thread.run.created"),
-        ("4", "done"),
+        (f"{epoch}-1", "thread.run.created"),
+        (f"{epoch}-2", "done"),
+        (f"{epoch}-3", "thread.run.created"),
+        (f"{epoch}-4", "done"),
     ]
     assert hub.broker.channel_statistics(THREAD).subscribers == 1
     stream.response.close()
@@ -401,7 +432,7 @@ async def test_subscribers_that_leave_leave_nothing_behind(hub: Hub) -> None:
         await hub.publish(THREAD, ev(i))
     for reader, _ in clients:
         async with asyncio.timeout(5):
-            await reader.readuntil(b"id: 5\n")
+            await reader.readuntil(b'{"i":5}\n\n')
     connected = _alive(*kinds)
     assert connected["TransportSink"] == baseline["TransportSink"] + sse + len(wss)
 

@@ -1,4 +1,4 @@
-"""RunPublisher: the creator's ``id:`` lines are the run seqs the hub gave each event."""
+"""RunPublisher: the creator's ``id:`` lines are the run positions the hub gave each event."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.hub import BufferSink, HubEvent, MemoryBroker
+from gateway.hub import START, BufferSink, HubEvent, MemoryBroker, Position
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.publisher import RunPublisher
 from parsers.sse import ServerSentEvent, SSEDecoder
@@ -16,7 +16,9 @@ from parsers.sse import ServerSentEvent, SSEDecoder
 class RoundTripBroker(MemoryBroker):
     """Answers ``publish`` only after other tasks have run, as a networked broker would."""
 
-    async def publish(self, channels: Sequence[str], events: Sequence[HubEvent]) -> dict[str, int]:
+    async def publish(
+        self, channels: Sequence[str], events: Sequence[HubEvent]
+    ) -> dict[str, Position]:
         seqs = self.publish_nowait(channels, events)
         await asyncio.sleep(0)
         return seqs
@@ -39,7 +41,7 @@ async def drain(feed: CreatorFeed) -> list[ServerSentEvent]:
 
 async def channel_events(broker: MemoryBroker, channel: str) -> dict[str, bytes]:
     sink = BufferSink()
-    await broker.subscribe(channel, sink, since=0)
+    await broker.subscribe(channel, sink, since=START)
     return {e.id: e.data_bytes for e in decode(sink.take())}
 
 
@@ -91,9 +93,14 @@ async def test_without_a_run_id_events_reach_the_thread_and_carry_no_id() -> Non
         assert await out.emit_batch([]) is None
         assert out.run_seq() == 2
         seen = await drain(feed)
+        run = broker.channel_statistics("run:run_1")
+        thread = broker.channel_statistics("thread:th_1")
+        assert run is not None and thread is not None
         assert [(e.id, e.event) for e in seen] == [
             ("", "thread.created"),
-            ("1", "thread.run.created"),
-            ("2", "runcast.note"),
+            (f"{run.epoch}-1", "thread.run.created"),
+            (f"{run.epoch}-2", "runcast.note"),
         ]
-        assert set(await channel_events(broker, "thread:th_1")) == {"1", "2", "3"}
+        assert set(await channel_events(broker, "thread:th_1")) == {
+            f"{thread.epoch}-{n}" for n in (1, 2, 3)
+        }

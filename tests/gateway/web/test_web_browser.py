@@ -249,14 +249,14 @@ stream.addEventListener("end", (e) => {
 def _delta(seq: int, value: str) -> bytes:
     part = {"index": 0, "type": "text", "text": {"value": value}}
     data = json.dumps({"id": "msg_1", "delta": {"content": [part]}})
-    return f"id: {seq}\nevent: thread.message.delta\ndata: {data}\n\n".encode()
+    return f"id: ep7-{seq}\nevent: thread.message.delta\ndata: {data}\n\n".encode()
 
 
 async def test_eventsource_resumes_without_duplicates_and_ends_on_204(browser: Any) -> None:
     """runcast-client.js with Chromium's EventSource against a scripted server."""
     requests: list[str] = []
     snapshot = (
-        '{"seq":2,"snapshot":{"run_id":"run_1","status":"in_progress","steps":[],"messages":'
+        '{"epoch":"ep7","seq":2,"snapshot":{"run_id":"run_1","status":"in_progress","steps":[],"messages":'
         '[{"id":"msg_1","role":"assistant","status":"in_progress",'
         '"content":[{"type":"text","text":{"value":"Hel"}}]}]}}'
     )
@@ -268,7 +268,9 @@ async def test_eventsource_resumes_without_duplicates_and_ends_on_204(browser: A
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         if len(requests) == 1:
-            await response.write(f"id: 2\nevent: runcast.snapshot\ndata: {snapshot}\n\n".encode())
+            await response.write(
+                f"id: ep7-2\nevent: runcast.snapshot\ndata: {snapshot}\n\n".encode()
+            )
             await response.write(_delta(3, "lo"))
             await asyncio.sleep(0.1)
             assert request.transport is not None
@@ -306,8 +308,8 @@ async def test_eventsource_resumes_without_duplicates_and_ends_on_204(browser: A
     finally:
         await runner.cleanup()
 
-    assert requests[:2] == ["snapshot=1", "since=3"]
-    assert requests[2:] and all(q == "since=5" for q in requests[2:])  # the 204 (and its probe)
+    assert requests[:2] == ["snapshot=1", "since=ep7-3"]
+    assert requests[2:] and all(q == "since=ep7-5" for q in requests[2:])  # the 204 (and its probe)
     assert seen == [3, 4, 5]
     assert (result["reason"], result["text"], result["via"]) == (
         "no-content",

@@ -7,8 +7,8 @@ import { test } from "node:test";
 
 import { RuncastStream } from "../../../../gateway/web/static/runcast-client.js";
 
-const delta = (seq, value) =>
-  `id: ${seq}\nevent: thread.message.delta\ndata: ${JSON.stringify({ id: "msg_1", delta: { content: [{ index: 0, type: "text", text: { value } }] } })}\n\n`;
+const delta = (seq, value, epoch = "e1") =>
+  `id: ${epoch}-${seq}\nevent: thread.message.delta\ndata: ${JSON.stringify({ id: "msg_1", delta: { content: [{ index: 0, type: "text", text: { value } }] } })}\n\n`;
 
 /** A server answering the n-th request with script[n](req, res); records each request's URL. */
 async function scripted(script) {
@@ -43,6 +43,7 @@ function ended(stream, ms = 5000) {
 
 test("snapshot, two cuts, resume without gap or duplicate, then 204 ends it", async () => {
   const snapshot = {
+    epoch: "e1",
     seq: 2,
     snapshot: { run_id: "run_1", status: "in_progress", messages: [{ id: "msg_1", role: "assistant", status: "in_progress", content: [{ type: "text", text: { value: "Hel" } }] }], steps: [] },
   };
@@ -50,7 +51,7 @@ test("snapshot, two cuts, resume without gap or duplicate, then 204 ends it", as
     (req, res) => {
       sse(res);
       // CRLF line ends and a comment line: the reader must take both.
-      res.write(`: ping\r\nid: 2\r\nevent: runcast.snapshot\r\ndata: ${JSON.stringify(snapshot)}\r\n\r\n`);
+      res.write(`: ping\r\nid: e1-2\r\nevent: runcast.snapshot\r\ndata: ${JSON.stringify(snapshot)}\r\n\r\n`);
       res.write(delta(3, "lo"));
       setTimeout(() => res.socket.destroy(), 20); // a network cut
     },
@@ -72,12 +73,49 @@ test("snapshot, two cuts, resume without gap or duplicate, then 204 ends it", as
   await server.close();
 
   assert.deepEqual(end, { reason: "no-content" });
-  assert.deepEqual(server.seen.map((r) => r.url), ["/streams/runs/run_1?snapshot=1", "/streams/runs/run_1?since=3", "/streams/runs/run_1?since=5"]);
+  assert.deepEqual(server.seen.map((r) => r.url), ["/streams/runs/run_1?snapshot=1", "/streams/runs/run_1?since=e1-3", "/streams/runs/run_1?since=e1-5"]);
   assert.ok(server.seen.every((r) => r.auth === "Bearer tok"));
   assert.deepEqual(seqs, [3, 4, 5]);
   assert.equal(stream.state.items[0].text, "Hello, world");
   const info = stream.connection;
-  assert.deepEqual([info.state, info.cuts, info.resumes, info.duplicates, info.lastSeq, info.via], ["ended", 2, 1, 1, 5, "fetch"]);
+  assert.deepEqual([info.state, info.cuts, info.resumes, info.duplicates, info.lastSeq, info.lastId, info.via], ["ended", 2, 1, 1, 5, "e1-5", "fetch"]);
+});
+
+test("a new epoch (the broker lost its log): history_lost, the snapshot, then seqs of the new epoch", async () => {
+  const snapshot = (epoch, seq, text) => ({
+    epoch,
+    seq,
+    snapshot: { run_id: "run_1", status: "in_progress", messages: [{ id: "msg_1", role: "assistant", status: "in_progress", content: [{ type: "text", text: { value: text } }] }], steps: [] },
+  });
+  const server = await scripted([
+    (req, res) => {
+      sse(res);
+      res.write(`id: e1-7\nevent: runcast.snapshot\ndata: ${JSON.stringify(snapshot("e1", 7, "Hel"))}\n\n`);
+      res.write(delta(8, "lo"));
+      setTimeout(() => res.socket.destroy(), 20);
+    },
+    (req, res) => {
+      sse(res);
+      const lost = { since: "e1-8", epoch: "e2", first_seq: 1, last_seq: 1 };
+      res.write(`event: runcast.history_lost\ndata: ${JSON.stringify(lost)}\n\n`);
+      res.write(`id: e2-1\nevent: runcast.snapshot\ndata: ${JSON.stringify(snapshot("e2", 1, "Hello"))}\n\n`);
+      res.end(delta(2, ", world", "e2")); // seq 2 < 8, but of the new epoch: applied
+    },
+    (req, res) => {
+      res.writeHead(204);
+      res.end();
+    },
+  ]);
+  const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, retryDelays: [10] });
+  const ids = [];
+  stream.addEventListener("event", (e) => ids.push(e.detail.id));
+  const end = await ended(stream);
+  await server.close();
+  assert.deepEqual(end, { reason: "no-content" });
+  assert.deepEqual(server.seen.map((r) => r.url), ["/streams/runs/run_1?snapshot=1", "/streams/runs/run_1?since=e1-8", "/streams/runs/run_1?since=e2-2"]);
+  assert.deepEqual(ids, ["e1-8", "e2-2"]);
+  assert.equal(stream.state.items[0].text, "Hello, world");
+  assert.equal(stream.connection.duplicates, 0);
 });
 
 test("a run channel ends at its final done; a done after requires_action does not end it", async () => {
@@ -85,8 +123,8 @@ test("a run channel ends at its final done; a done after requires_action does no
   const server = await scripted([
     (req, res) => {
       sse(res);
-      res.write(`id: 1\n${run("requires_action")}id: 2\nevent: done\ndata: [DONE]\n\n`);
-      setTimeout(() => res.end(`id: 3\n${run("in_progress")}${delta(4, "ok")}id: 5\n${run("completed")}id: 6\nevent: done\ndata: [DONE]\n\n`), 30);
+      res.write(`id: e1-1\n${run("requires_action")}id: e1-2\nevent: done\ndata: [DONE]\n\n`);
+      setTimeout(() => res.end(`id: e1-3\n${run("in_progress")}${delta(4, "ok")}id: e1-5\n${run("completed")}id: e1-6\nevent: done\ndata: [DONE]\n\n`), 30);
     },
   ]);
   const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, since: 0 });

@@ -1,0 +1,10 @@
+"""The Redis broker: channel logs in Redis shared by every gateway node, fanned out locally.
+
+- ``wire``: key names, the Lua scripts (append + announce, close) and the live message format.
+- ``broker``: :class:`RedisBroker`, the follower that feeds this node's local channels, gap
+  repair from the log and the periodic position check.
+"""
+
+from gateway.hub.redis.broker import RedisBroker
+
+__all__ = ["RedisBroker"]

@@ -1,0 +1,133 @@
+"""What the Redis broker stores and announces: key names, the Lua scripts, the live message format.
+
+Keys of one channel share the hash tag ``{<channel>}``, so every script touches one Cluster slot:
+
+``<prefix>:{<ch>}:meta``  hash: ``ep`` epoch (set when the log starts), ``s`` last seq, ``end`` the
+                          last seq when the channel was closed (absent while open)
+``<prefix>:{<ch>}:log``   stream: entry id ``<seq>-0``, fields ``e`` (event name), ``d`` (data)
+
+A published batch is one ``EVALSHA`` of :data:`APPEND`: it numbers the batch (``HINCRBY``), appends
+each event with its seq as the entry id (``XADD MAXLEN ~``), refreshes the TTLs and announces the
+whole batch with one ``PUBLISH`` on ``<prefix>:live``, the channel every node's follower reads.
+A meta hash that vanished (Redis restarted without persistence, or the keys expired) gets a new
+epoch, so no position from before can match what follows.
+
+Live messages (bytes, fields separated by LF)::
+
+    P\\n<channel>\\n<epoch>\\n<first seq>\\n<batch>     a published batch
+    E\\n<channel>\\n<epoch>\\n<last seq>               the channel was closed after <last seq>
+
+``<batch>`` is, per event, ``<len(name)> <len(data)>\\n<name><data>``: built once by the publisher,
+split by slicing on the followers (no JSON work; data bytes pass through untouched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.hub.broker import HubEvent
+
+__all__ = [
+    "APPEND",
+    "CLOSE",
+    "Keys",
+    "LiveMessage",
+    "decode_batch",
+    "encode_batch",
+    "parse_live",
+]
+
+APPEND = """
+local ep = redis.call('HGET', KEYS[1], 'ep')
+if not ep then
+  ep = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'ep', ep, 's', 0)
+end
+local n = tonumber(ARGV[6])
+local last = redis.call('HINCRBY', KEYS[1], 's', n)
+local first = last - n + 1
+redis.call('HDEL', KEYS[1], 'end')
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], (first + i) .. '-0',
+             'e', ARGV[8 + 2 * i], 'd', ARGV[9 + 2 * i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[1], 'P\\n' .. ARGV[5] .. '\\n' .. ep .. '\\n' .. first .. '\\n' .. ARGV[7])
+return {ep, first}
+"""
+"""KEYS: meta, log. ARGV: live channel, epoch if new, max length, TTL (s), channel name, event
+count, encoded batch, then name and data of each event. Returns ``{epoch, first seq}``."""
+
+CLOSE = """
+local ep = redis.call('HGET', KEYS[1], 'ep')
+if not ep then return false end
+local last = redis.call('HGET', KEYS[1], 's')
+redis.call('HSET', KEYS[1], 'end', last)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[1], 'E\\n' .. ARGV[3] .. '\\n' .. ep .. '\\n' .. last)
+return {ep, last}
+"""
+"""KEYS: meta, log. ARGV: live channel, retention (s), channel name."""
+
+
+class Keys:
+    """Key and channel names under one prefix."""
+
+    __slots__ = ("live", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.live = f"{prefix}:live"
+
+    def meta(self, channel: str) -> str:
+        return f"{self.prefix}:{{{channel}}}:meta"
+
+    def log(self, channel: str) -> str:
+        return f"{self.prefix}:{{{channel}}}:log"
+
+
+def encode_batch(events: Sequence[HubEvent]) -> bytes:
+    return b"".join(
+        b"%d %d\n%s%s" % (len(name := e.name.encode()), len(e.data), name, e.data) for e in events
+    )
+
+
+def decode_batch(body: bytes) -> list[HubEvent]:
+    events: list[HubEvent] = []
+    pos = 0
+    end = len(body)
+    while pos < end:
+        eol = body.index(b"\n", pos)
+        name_len, data_len = map(int, body[pos:eol].split(b" "))
+        start = eol + 1
+        mid = start + name_len
+        stop = mid + data_len
+        events.append(HubEvent(body[start:mid].decode(), body[mid:stop]))
+        pos = stop
+    return events
+
+
+class LiveMessage:
+    """One parsed live message: a batch (``kind == b"P"``, ``seq`` its first) or an end (``b"E"``,
+    ``seq`` the last)."""
+
+    __slots__ = ("body", "channel", "epoch", "kind", "seq")
+
+    def __init__(self, kind: bytes, channel: str, epoch: str, seq: int, body: bytes) -> None:
+        self.kind = kind
+        self.channel = channel
+        self.epoch = epoch
+        self.seq = seq
+        self.body = body
+
+
+def parse_live(data: bytes) -> LiveMessage:
+    """Raises ValueError on anything that is not a message of :mod:`wire`."""
+    parts = data.split(b"\n", 4)
+    if len(parts) < 4 or parts[0] not in (b"P", b"E"):
+        raise ValueError(f"not a runcast live message: {data[:60]!r}")
+    body = parts[4] if len(parts) == 5 else b""
+    return LiveMessage(parts[0], parts[1].decode(), parts[2].decode(), int(parts[3]), body)

@@ -1,0 +1,147 @@
+"""RedisBroker beyond the shared contract: lost live messages, the position check, a new epoch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from hub_helpers import counting_reducer, ev, settings
+from redis_server import RedisServer
+
+from gateway.hub import BufferSink, HubEvent, Position
+from gateway.hub.redis import RedisBroker
+from gateway.hub.redis.wire import APPEND, Keys, encode_batch
+from parsers.sse import SSEDecoder
+
+pytestmark = pytest.mark.asyncio
+
+RUN = "run:r1"
+
+
+@pytest_asyncio.fixture
+async def broker(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
+    redis_server.flush()
+    async with RedisBroker(
+        redis_server.url, settings(), reducer_factory=counting_reducer, position_check=0.3
+    ) as b:
+        yield b
+
+
+async def append_unannounced(url: str, channel: str, events: list[HubEvent]) -> None:
+    """Append to the log as a publisher would, but announce on a channel nobody reads: what a
+    node sees when a live message is lost."""
+    keys = Keys("rc")
+    client = aioredis.Redis.from_url(url)
+    pairs: list[str | bytes] = []
+    for e in events:
+        pairs += (e.name, e.data)
+    await client.eval(
+        APPEND, 2, keys.meta(channel), keys.log(channel),
+        "rc:nowhere", "ignored", 1000, 60, channel, len(events), encode_batch(events), *pairs,
+    )  # fmt: skip
+    await client.aclose()
+
+
+def seqs(sink: BufferSink) -> list[int]:
+    return [
+        int(e.id.rpartition("-")[2])
+        for e in SSEDecoder().feed(sink.take())
+        if not e.event.startswith("runcast.")
+    ]
+
+
+async def until(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_lost_live_message_is_repaired_from_the_log(
+    broker: RedisBroker, redis_server: RedisServer
+) -> None:
+    await broker.publish([RUN], [ev(1)])
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink)
+    await append_unannounced(redis_server.url, RUN, [ev(2), ev(3)])
+    await broker.publish([RUN], [ev(4)])
+    await until(lambda: sink.last_seq == 4)
+    assert seqs(sink) == [2, 3, 4]
+    assert broker.repairs >= 1
+
+
+async def test_a_lost_final_event_is_found_by_the_position_check(
+    broker: RedisBroker, redis_server: RedisServer
+) -> None:
+    await broker.publish([RUN], [ev(1)])
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink)
+    await append_unannounced(redis_server.url, RUN, [HubEvent("done", b"[DONE]")])
+    await until(lambda: sink.last_seq == 2)
+    assert seqs(sink) == [2]
+
+
+async def test_a_log_lost_in_redis_gets_a_new_epoch_and_subscribers_resume_into_history_lost(
+    broker: RedisBroker, redis_server: RedisServer
+) -> None:
+    old = (await broker.publish([RUN], [ev(1, "a"), ev(2, "b")]))[RUN]
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink)
+    redis_server.flush()  # what a restart without persistence leaves
+    new = (await broker.publish([RUN], [ev(3, "c")]))[RUN]
+    assert new.seq == 1 and new.epoch != old.epoch
+    await until(lambda: sink.end_reason == "lagged")
+    resumed = BufferSink()
+    await broker.subscribe(RUN, resumed, since=Position(old.epoch, 2))
+    lost, snap = SSEDecoder().feed(resumed.take())
+    assert lost.event == "runcast.history_lost"
+    assert json.loads(lost.data)["epoch"] == new.epoch
+    assert (snap.event, snap.id) == ("runcast.snapshot", f"{new.epoch}-1")
+
+
+async def test_one_round_trip_per_published_batch(
+    broker: RedisBroker, redis_server: RedisServer
+) -> None:
+    """A batch to two channels is one pipelined round trip: two EVALSHA, nothing else."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    await broker.publish([RUN, "thread:t"], [ev(0)])
+    await client.config_resetstat()
+    for i in range(10):
+        await broker.publish([RUN, "thread:t"], [ev(i), ev(i + 1)])
+    stats = await client.info("commandstats")
+    await client.aclose()
+    calls = {k: v["calls"] for k, v in stats.items()}
+    assert calls.get("cmdstat_evalsha") == 20
+    scripted = {"hget", "hset", "hincrby", "hdel", "xadd", "expire", "publish", "del"}
+    ours = {"evalsha", "config|resetstat", "info", "hmget"}  # hmget: the position check
+    assert {k.removeprefix("cmdstat_") for k in calls} <= scripted | ours
+    assert calls["cmdstat_publish"] == 20  # one announcement per channel and batch
+
+
+async def test_a_redis_restart_is_survived_and_changes_the_epoch(
+    broker: RedisBroker, redis_server: RedisServer
+) -> None:
+    old = (await broker.publish([RUN], [ev(1, "a")]))[RUN]
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink)
+    redis_server.stop()
+    await asyncio.sleep(0.3)
+    redis_server.start()
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                new = (await broker.publish([RUN], [ev(2, "b")]))[RUN]
+                break
+            except RuntimeError:  # still reconnecting
+                await asyncio.sleep(0.2)
+    assert new.epoch != old.epoch and new.seq == 1
+    await until(lambda: sink.end_reason == "lagged", timeout=20)
+    # The follower is back: a later publish reaches a new subscriber on this node live.
+    live = BufferSink()
+    await broker.subscribe(RUN, live)
+    await broker.publish([RUN], [ev(3, "c")])
+    await until(lambda: live.last_seq == 2, timeout=20)
