@@ -21,7 +21,6 @@ error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
-from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT
+from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_payload
 from gateway.metrics import NO_METER
 from gateway.runs.channels import conversation_channel, named_channel
 from gateway.runs.feed import CreatorFeed
@@ -110,8 +109,8 @@ async def serve_protocol_stream(
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
     try:
         try:
-            # shield: a creator that leaves must not cancel the relay's future.
-            start = await asyncio.shield(relay.started)
+            # A creator that leaves while waiting leaves the relay running (registry-owned).
+            start = await relay.ready.wait()
         except UpstreamHTTPError as exc:
             return http_error_response(request, exc)
         except (UpstreamError, RemoteProtocolError) as exc:
@@ -120,25 +119,19 @@ async def serve_protocol_stream(
             raise upstream_failure(exc) from None
         response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
         await response.prepare(request)
-        where = _resume_hint(spec.kind, start)
         await write_feed(
             request,
             response,
             feed,
-            lag_notice=lambda: _notice(
-                LAGGED_EVENT,
-                feed,
-                "runcast_lagged",
-                "lagged",
-                f"runcast: this response fell behind the stream; resume with {where}",
-            ),
+            lag_notice=lambda: _lag_notice(spec.kind, start, feed),
             shutdown_notice=lambda: _notice(
                 SHUTDOWN_EVENT,
                 feed,
                 "runcast_shutdown",
                 "shutting_down",
                 "runcast is shutting down before the end of this stream; what follows is lost "
-                f"to this response ({where} on another node)",
+                f"to this response ({_resume_hint(spec.kind, start, _position(feed))} on another "
+                "node)",
             ),
         )
         return response
@@ -174,18 +167,29 @@ def _head(
     return head
 
 
-def _resume_hint(kind: str, start: StreamStart) -> str:
+def _position(feed: CreatorFeed) -> Position:
+    """The last position the creator was handed (START: none, so a resume replays it all)."""
+    return Position.parse(feed.last_id) if feed.last_id is not None else START
+
+
+def _resume_hint(kind: str, start: StreamStart, position: Position) -> str:
     if start.object_id is None:
         return "its channel"
-    return f"GET /streams/{_STREAMS[kind]}/{start.object_id}?since=<last id>"
+    return f"GET /streams/{_STREAMS[kind]}/{start.object_id}?since={position}"
+
+
+def _lag_notice(kind: str, start: StreamStart, feed: CreatorFeed) -> bytes:
+    position = _position(feed)
+    where = _resume_hint(kind, start, position)
+    return encode_sse(lagged_payload(position.epoch, position.seq, where), event=LAGGED_EVENT)
 
 
 def _notice(event: str, feed: CreatorFeed, type_: str, code: str, message: str) -> bytes:
-    seq = int(feed.last_id) if feed.last_id is not None else None
     data = orjson.dumps(
         {
             "error": {"message": message, "type": type_, "param": None, "code": code},
-            "seq": seq,
+            "epoch": _position(feed).epoch,
+            "seq": _position(feed).seq,
         }
     )
     return encode_sse(data, event=event)

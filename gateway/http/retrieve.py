@@ -10,7 +10,7 @@ proxied (:func:`serve_logged_response` returns None).
 
 A caller whose own key goes upstream (runcast holds none) must show that it may read the
 response: runcast asks the upstream for it (``GET /responses/{id}``) with that key first, and
-proxies the request unchanged on any answer but 200.
+proxies the request unchanged on any answer but 200 (502/504 when the upstream cannot be asked).
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from gateway.errors import UpstreamError
 from gateway.hub import HISTORY_LOST_EVENT, START, EndReason, FrameFormat, Position
 from gateway.hub.sinks import BufferSink
 from gateway.runs.channels import response_channel
 from gateway.runs.protocols import UPSTREAM_LOST_EVENT
+from parsers.errors import RemoteProtocolError
 from parsers.sse import ServerSentEvent, SSEDecoder, encode_sse
 
-from .errors import RequestError
+from .errors import RequestError, upstream_failure
 from .state import BROKER, SETTINGS, UPSTREAM
 
 __all__ = ["logged_response_call", "serve_logged_response"]
@@ -155,10 +157,13 @@ async def _may_read(request: web.Request, response_id: str, api_key: str | None)
     if api_key is None:
         return True  # the caller holds a runcast key (checked by upstream_api_key)
     upstream = request.app[UPSTREAM]
-    async with upstream.request(
-        "GET", f"/responses/{response_id}", api_key=api_key, max_retries=0
-    ) as answer:
-        return answer.status == 200
+    try:
+        async with upstream.request(
+            "GET", f"/responses/{response_id}", api_key=api_key, max_retries=0
+        ) as answer:
+            return answer.status == 200
+    except (UpstreamError, RemoteProtocolError) as exc:
+        raise upstream_failure(exc) from None
 
 
 async def serve_logged_response(

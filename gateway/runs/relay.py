@@ -58,6 +58,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -132,7 +133,10 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamHTTPError) and exc.status == 400
 
 
-class Readiness:
+StartT = TypeVar("StartT")
+
+
+class Readiness(Generic[StartT]):
     """A relay's start, reported once: :meth:`started` with its ids, or :meth:`failed`.
 
     Waiters never own the relay: one that is cancelled (a creator that leaves) leaves the relay
@@ -143,14 +147,14 @@ class Readiness:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self._value: RelayStart | None = None
+        self._value: StartT | None = None
         self._error: BaseException | None = None
 
     @property
     def done(self) -> bool:
         return self._event.is_set()
 
-    def started(self, value: RelayStart) -> None:
+    def started(self, value: StartT) -> None:
         if not self.done:
             self._value = value
             self._event.set()
@@ -160,7 +164,7 @@ class Readiness:
             self._error = exc
             self._event.set()
 
-    async def wait(self) -> RelayStart:
+    async def wait(self) -> StartT:
         """The relay's start; raises the failure that came before it."""
         await self._event.wait()
         if self._error is not None:
@@ -195,7 +199,7 @@ class RunRelay:
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
         self._api_key = api_key
         self._headers = dict(headers or {})
-        self.ready = Readiness()
+        self.ready: Readiness[RelayStart] = Readiness()
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
         self._batch: list[HubEvent] = []

@@ -9,9 +9,10 @@ stream's channels (the hub numbers them), push them to the creator's feed, and y
 loop, so the creator's response writes the batch before the next one reaches the subscribers.
 
 Events before the stream's id is known (a ``keepalive`` before ``response.created``) are held,
-so the stream's own channel starts with the first of them; ``started`` resolves once the id is
-known, so the creator's head can name it and carry its subscribe token. An upstream failure
-before any event resolves ``started`` with the exception instead and nothing is published.
+so the stream's own channel starts with the first of them; ``ready`` (a
+:class:`~gateway.runs.relay.Readiness`, as trio's ``task_status``) is marked started once the id
+is known, so the creator's head can name it and carry its subscribe token. An upstream failure
+before any event is reported through it instead and nothing is published.
 
 Resumption. A stream the upstream can continue (a background response) that is cut before its
 last word is resumed after its last ``sequence_number`` through the spec's ``resume`` request
@@ -50,6 +51,7 @@ from parsers.errors import RemoteProtocolError
 
 from ..feed import CreatorFeed
 from ..recovery import failure_reason
+from ..relay import Readiness
 from .publisher import ChannelPublisher
 from .spec import StreamSpec
 
@@ -101,11 +103,6 @@ def _refused(exc: BaseException) -> bool:
     )
 
 
-def _retrieve(future: asyncio.Future[StreamStart]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 class StreamRelay:
     """One protocol stream's pump. Start it through the registry; ``run()`` is its task body."""
 
@@ -131,9 +128,7 @@ class StreamRelay:
         self._out = ChannelPublisher(broker, feed, channels)
         self._max_event_bytes = max_event_bytes
         self._scrub = scrub
-        self.started: asyncio.Future[StreamStart] = asyncio.get_running_loop().create_future()
-        # The creator may have left before a start failure; the exception is still "retrieved".
-        self.started.add_done_callback(_retrieve)
+        self.ready: Readiness[StreamStart] = Readiness()
         self._request_id: str | None = None
         self._object_id: str | None = None
         self._held: list[HubEvent] = []
@@ -175,8 +170,7 @@ class StreamRelay:
                         )
                         return
                     if not self._received:
-                        if not self.started.done():
-                            self.started.set_exception(exc)
+                        self.ready.failed(exc)
                         return
                     resumed = await self._resumption(exc)
                     if resumed is None:
@@ -266,10 +260,8 @@ class StreamRelay:
         self._resolve_start()
 
     def _resolve_start(self) -> None:
-        if not self.started.done():
-            self.started.set_result(
-                StreamStart(object_id=self._object_id, request_id=self._request_id)
-            )
+        if not self.ready.done:
+            self.ready.started(StreamStart(object_id=self._object_id, request_id=self._request_id))
 
     async def _emit(self, events: list[HubEvent]) -> None:
         if self._object_id is None and len(self._held) + len(events) <= _MAX_HELD_EVENTS:
@@ -303,11 +295,11 @@ class StreamRelay:
         if self._held:
             held, self._held = self._held, []
             await self._out.emit_batch(held)
-        if not self.started.done():
+        if not self.ready.done:
             if self._received:
                 self._resolve_start()
             else:
-                self.started.set_exception(
+                self.ready.failed(
                     UpstreamConnectionError("the stream relay stopped before the upstream answered")
                 )
         self._out.end_creator()

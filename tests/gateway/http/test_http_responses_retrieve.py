@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
+from aiohttp import web
 from http_helpers import WAIT, Gateway, StartGateway, sdk_client
 from openai import AsyncOpenAI
 
@@ -96,3 +98,35 @@ async def test_responses_runcast_does_not_hold_are_proxied(
     assert gateway.broker.channel_statistics(f"response:{created.id}") is None
     with pytest.raises(openai.NotFoundError):
         await sdk.responses.retrieve("resp_unknown", stream=True)
+
+
+@pytest.mark.asyncio
+async def test_callers_key_check_with_the_upstream_gone_is_a_502(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    created = {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_g"}}
+    completed = {"type": "response.completed", "sequence_number": 1, "response": {"id": "resp_g"}}
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        body = b"".join(b"data: %s\n\n" % orjson.dumps(p) for p in (created, completed))
+        return web.Response(body=body, content_type="text/event-stream")
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/responses", create)
+    runner = web.AppRunner(upstream)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
+    auth = {"Authorization": "Bearer sk-caller"}
+    try:
+        async with session.post(
+            f"{gateway.v1}/responses", json=_body(stream=True), headers=auth
+        ) as creator:
+            assert creator.status == 200 and b"response.completed" in await creator.read()
+    finally:
+        await runner.cleanup()
+    answer = await session.get(
+        f"{gateway.v1}/responses/resp_g", params={"stream": "true"}, headers=auth
+    )
+    assert answer.status == 502
+    assert set((await answer.json())["error"]) == {"message", "type", "param", "code"}

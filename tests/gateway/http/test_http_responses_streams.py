@@ -6,11 +6,14 @@ tokens in the creator's head, and a stream cut before its end."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
 import pytest
+from aiohttp import web
 from http_helpers import WAIT, Gateway, StartGateway, Subscriber, sdk_client
 from openai import APIError, AsyncOpenAI
 from protocol_helpers import read_sse, read_ws, subscribe_sse
@@ -94,7 +97,7 @@ async def test_resume_from_last_event_id_on_the_response_channel(
     url = f"{gateway.url}/streams/responses/{response_id}"
     whole = await read_sse(await session.get(url + "?since=0"), until=lambda e: False)
     middle = whole.events[len(whole.events) // 2]
-    resumed_response = await session.get(url, headers={"Last-Event-ID": str(middle.seq)})
+    resumed_response = await session.get(url, headers={"Last-Event-ID": str(middle.id)})
     async with asyncio.timeout(WAIT):
         resumed = await read_sse(resumed_response, until=lambda e: False)
     assert resumed.events == whole.events[len(whole.events) // 2 + 1 :]
@@ -268,3 +271,150 @@ async def test_shutdown_mid_stream_ends_creator_and_subscribers_explicitly(
     assert "response.completed" not in creator.names
     deltas = [e for e in creator.events if e.event == "response.output_text.delta"]
     assert deltas and gateway.relays.statistics().active == 0
+
+
+@pytest.mark.asyncio
+async def test_upstream_refusal_before_the_first_event_is_its_own_http_error(
+    gateway: Gateway, sdk: AsyncOpenAI
+) -> None:
+    conversation = await sdk.conversations.create()
+    with pytest.raises(openai.BadRequestError, match="Mutually exclusive parameters"):
+        await sdk.responses.create(
+            **_body(conversation=conversation.id, previous_response_id="resp_x"), stream=True
+        )
+    assert gateway.relays.statistics().active == 0
+    assert gateway.broker.channel_statistics(f"conversation:{conversation.id}") is None
+
+
+def _frame(payload: dict[str, Any]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (payload["type"].encode(), orjson.dumps(payload))
+
+
+def _background_events(response_id: str, count: int) -> list[bytes]:
+    response = {
+        "id": response_id,
+        "object": "response",
+        "status": "in_progress",
+        "background": True,
+    }
+    out = [_frame({"type": "response.created", "sequence_number": 0, "response": response})]
+    for n in range(1, count - 1):
+        out.append(
+            _frame(
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": n,
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": f"d{n} ",
+                }
+            )
+        )
+    done = {**response, "status": "completed"}
+    out.append(
+        _frame({"type": "response.completed", "sequence_number": count - 1, "response": done})
+    )
+    return out
+
+
+@pytest.mark.asyncio
+async def test_resumed_stream_that_repeats_events_is_relayed_once(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """An upstream whose resume starts before ``starting_after`` + 1: nothing is relayed twice."""
+    events = _background_events("resp_dup", 10)
+    asked: list[str] = []
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(events[:5]))
+        assert request.transport is not None
+        request.transport.abort()  # cut mid-stream after sequence_number 4
+        return response
+
+    async def retrieve(request: web.Request) -> web.StreamResponse:
+        asked.append(request.query_string)
+        after = int(request.query["starting_after"])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(events[after - 1 :]))  # two already sent
+        await response.write_eof()
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/responses", create)
+    upstream.router.add_get("/v1/responses/{id}", retrieve)
+    runner = web.AppRunner(upstream)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
+        async with session.post(
+            f"{gateway.v1}/responses",
+            json=_body(stream=True, background=True),
+            headers={"Authorization": "Bearer sk-caller"},
+        ) as creator_response:
+            assert creator_response.status == 200
+            async with asyncio.timeout(WAIT):
+                creator = await read_sse(creator_response, until=lambda e: False)
+    finally:
+        await runner.cleanup()
+    assert asked == ["stream=true&starting_after=4"]
+    numbers = [e.json()["sequence_number"] for e in creator.events]
+    assert numbers == list(range(10))
+    assert creator.events[-1].event == "response.completed"
+
+
+@pytest.mark.asyncio
+async def test_stalled_creator_is_cut_off_with_lagged_and_can_resume(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(
+        sim={"deltas": 4000, "tokens_per_delta": 150},
+        creator_buffer_bytes=64 * 1024,
+        creator_write_timeout=0.5,
+    )
+    named_response, named_task = await subscribe_sse(
+        session, f"{gateway.url}/streams/channels/slow"
+    )
+    body = orjson.dumps(_body(stream=True))
+    creator = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    creator.connect(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
+    creator.sendall(
+        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-caller\r\n"
+        b"Runcast-Channel: slow\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            named = await named_task
+        assert named.events[-1].event == "response.completed"
+        creator.setblocking(False)
+        received = bytearray()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(WAIT):
+            while not received.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked body
+                chunk = await loop.sock_recv(creator, 1 << 20)
+                assert chunk, "connection closed before the end of the body"
+                received += chunk
+    finally:
+        creator.close()
+        named_response.close()
+    assert b"event: runcast.lagged\n" in received and b"response.completed" not in received
+    notice = received[received.index(b"event: runcast.lagged") :]
+    data = orjson.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert data["error"]["code"] == "lagged" and "/streams/responses/" in data["error"]["message"]
+    response_id = named.events[0].json()["response"]["id"]
+    async with session.get(
+        f"{gateway.url}/streams/responses/{response_id}",
+        params={"since": f"{data['epoch']}-{data['seq']}" if data["epoch"] else "0"},
+    ) as rest:
+        resumed = await read_sse(rest, until=lambda e: False)
+    assert resumed.events, (rest.status, data)
+    first = resumed.events[0]
+    if first.event != "runcast.history_lost":  # else the response is larger than history holds
+        assert first.seq == data["seq"] + 1
+        assert resumed.events[-1].event == "response.completed"
