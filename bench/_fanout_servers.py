@@ -28,12 +28,17 @@ from gateway.hub import (
     frames,
     serve_subscriber,
 )
+from gateway.metrics import NO_METER, Metrics
 
 # -- servers ------------------------------------------------------------------------------------
 
 
 class RuncastServer:
-    def __init__(self) -> None:
+    """runcast's hub; with ``metrics`` also what ``--metrics on`` adds to a relay: a
+    :class:`~gateway.metrics.RunMeter` hook per batch of upstream events (count, sampled delivery
+    lag) and a scrape of the whole registry every second (Prometheus scrapes every 15 s)."""
+
+    def __init__(self, *, metrics: bool = False) -> None:
         n = 1_000_000
         self.broker = MemoryBroker(
             HubSettings(
@@ -44,6 +49,9 @@ class RuncastServer:
             )
         )
         self.runner: Any = None
+        self.metrics = Metrics() if metrics else None
+        self.meter = self.metrics.meter("assistants") if self.metrics else NO_METER
+        self.scraper: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         from aiohttp import web
@@ -59,6 +67,9 @@ class RuncastServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
+        if self.metrics is not None:
+            self.metrics.watch(_HubSources(broker))
+            self.scraper = asyncio.create_task(_scrape(self.metrics))
         return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     def subscribers(self) -> int:
@@ -69,11 +80,38 @@ class RuncastServer:
         return {"lagged": s.lagged, "disconnected": s.disconnected}
 
     async def publish(self, events: list[HubEvent]) -> None:
+        meter = self.meter
+        opened = meter.opened()
+        sampled = meter.batch(opened, len(events))
         await self.broker.publish([CHANNEL], events)
+        meter.delivered(sampled)
 
     async def stop(self) -> None:
+        if self.scraper is not None:
+            self.scraper.cancel()
+            await asyncio.wait([self.scraper])
         await self.broker.aclose()
         await self.runner.cleanup()
+
+
+class _HubSources:
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    def runs_active(self) -> int:
+        return 1
+
+    def subscribers(self) -> dict[str, int]:
+        return {"sse": self._broker.statistics().subscribers}
+
+    def hub(self) -> object:
+        return self._broker.statistics()
+
+
+async def _scrape(metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        metrics.exposition()
 
 
 class _CeilingProtocol(asyncio.Protocol):
@@ -159,7 +197,7 @@ def server_main(cmds: Connection, conn: Connection, kind: str) -> None:
 
 async def _server(cmds: Connection, conn: Connection, kind: str) -> None:
     server: RuncastServer | CeilingServer = (
-        RuncastServer() if kind == "runcast" else CeilingServer()
+        CeilingServer() if kind == "ceiling" else RuncastServer(metrics=kind == "metrics")
     )
     port = await server.start()
     loop = asyncio.get_running_loop()

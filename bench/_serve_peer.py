@@ -42,7 +42,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     subs[queue] = None
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            ws = web.WebSocketResponse(heartbeat=15)
+            ws = web.WebSocketResponse()  # no pings: the clients do not answer them
             await ws.prepare(request)
             while True:
                 seq, name, data = await queue.get()

@@ -35,6 +35,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (proc(5): stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 class Child:
     """A child process started from a command line, optionally pinned to one CPU."""
 
@@ -55,9 +61,7 @@ class Child:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # fields after the command: state is [0]; utime and stime are stat fields 14 and 15
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
@@ -112,7 +116,8 @@ def start_runcast(upstream: str, extra: list[str]) -> tuple[Child, str]:
     """``runcast serve`` against ``upstream``, alone on the server CPU."""
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--upstream", upstream]
-    argv += ["--subscribe-auth", "open", "--log-level", "warning"]
+    # no heartbeat: the subscribers do not answer WebSocket pings (and no peer sends any)
+    argv += ["--subscribe-auth", "open", "--log-level", "warning", "--heartbeat", "0"]
     argv += ["--max-subscribers", "1000000", "--max-subscribers-per-channel", "1000000"]
     child = Child("runcast serve", [*argv, *extra], SERVER_CPU)
     base = f"http://127.0.0.1:{port}"

@@ -216,6 +216,25 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "checks": checks}
 
 
+def print_metrics_cost(results: list[dict[str, Any]]) -> None:
+    """runcast with metrics on against off, measured in the same run over the same clients."""
+    index = {(r["server"], r["transport"], r["n"], r["mode"]): r for r in results}
+    print(
+        f"\n{'transport':<9} {'N':>6} {'mode':<7} {'off/s':>12} {'on/s':>12} {'on/off':>6} "
+        f"{'off p99':>8} {'on p99':>8}"
+    )
+    for (server, transport, n, mode), on in sorted(index.items(), key=lambda kv: kv[0][1:]):
+        off = index.get(("runcast", transport, n, mode))
+        if server != "metrics" or off is None:
+            continue
+        print(
+            f"{transport:<9} {n:>6} {mode:<7} {off['deliveries_per_s']:>12,.0f} "
+            f"{on['deliveries_per_s']:>12,.0f} "
+            f"{on['deliveries_per_s'] / off['deliveries_per_s']:>6.2f} "
+            f"{off['latency_p99_ms']:>8.2f} {on['latency_p99_ms']:>8.2f}"
+        )
+
+
 def print_table(summary: dict[str, Any]) -> None:
     head = (
         f"{'transport':<9} {'N':>6} {'mode':<7} {'ceiling/s':>12} {'runcast/s':>12} {'ratio':>6} "
@@ -258,6 +277,12 @@ def main() -> int:
         help="clients busy-poll while measuring (auto: in the throughput modes only)",
     )
     parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also measure runcast with its Prometheus metrics on, in the same run, and print "
+        "metrics on / off",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n = args.n or [100, 1000]
@@ -276,7 +301,10 @@ def main() -> int:
         for transport in args.transports:
             for n in ns:
                 modes = build_modes(n, args)
-                for kind in ("ceiling", "runcast"):
+                kinds = (
+                    ("ceiling", "runcast", "metrics") if args.metrics else ("ceiling", "runcast")
+                )
+                for kind in kinds:
                     started = time.monotonic()
                     results.extend(run_case(ctx, clients, kind, transport, n, modes))
                     print(
@@ -288,6 +316,8 @@ def main() -> int:
             c.stop()
     summary = summarize(results)
     print_table(summary)
+    if args.metrics:
+        print_metrics_cost(results)
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -4,16 +4,17 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
 ``--delay-ms 0``) and server:
 
 - a ``runcast mock`` upstream starts with the mode's delta count and pacing (clients' CPU), then
-  the server under test against it, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
+  a fresh server under test per case, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
   peer (``_serve_peer.py``: aiohttp, one asyncio.Queue per subscriber, one write per event each);
 - per transport (SSE, WebSocket): the official ``openai`` SDK creates an assistant and a thread,
-  N subscribers (aiohttp clients, split over two processes on CPU 1) subscribe to
+  N subscribers (asyncio protocols on uvloop, split over two processes on CPU 1) subscribe to
   ``/streams/threads/{thread_id}`` (connect time: first attempt to the last one answered); the
   server's RSS growth / N is the RSS per idle subscriber;
 - the SDK (the creator, on CPU 1 too) streams one run; every delivery is checked by seq (lost and
   duplicated must be 0) and timed with CLOCK_MONOTONIC (one clock for all processes) against the
   first receipt of that event by any subscriber: p50/p99/max latency; the creator's lag behind
-  that first receipt (event k of the SDK stream is seq k of the fresh thread channel); the longest
+  that first receipt, when the bytes of its copy arrive (the SDK's raw streaming response; the
+  run's seq and the fresh thread channel's are the same numbers); the longest
   silence any subscriber saw mid-run (stall); deliveries/s from the first receipt of the first
   event to the last delivery; server CPU (cores) over the run, from ``/proc/<pid>/stat``;
 - the subscribers leave; 3 s later the server's RSS over its level before they came.
@@ -33,6 +34,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import shutil
 import sys
@@ -46,10 +48,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _serve_clients import BUCKET_NS, client_main
+from _serve_clients import _SSE_ID, BUCKET_NS, client_main
 from _serve_procs import (
     CLIENT_CPU,
     Child,
+    cpu_seconds,
     start_mock,
     start_peer,
     start_runcast,
@@ -57,6 +60,7 @@ from _serve_procs import (
     wait_mock,
 )
 
+_SSE_EVENT = re.compile(rb"(?m)^event: ")
 CLIENT_PROCS = 2
 PACED_DELAY_MS = 5.0  # 200 deltas/s
 KINDS = ("runcast", "peer")
@@ -108,21 +112,34 @@ def sdk_setup(base: str) -> tuple[str, str]:
     return assistant.id, thread.id
 
 
-async def sdk_stream(base: str, assistant_id: str, thread_id: str) -> list[int]:
-    """Stream one run with the SDK; the receipt time of each event it yields."""
+async def sdk_stream(base: str, assistant_id: str, thread_id: str) -> tuple[int, dict[int, int]]:
+    """Stream one run through the SDK's raw streaming response: the number of events, and when
+    the bytes of each numbered one arrived (its ``id:`` line). Bytes, not the SDK's typed events:
+    the lag is then the server's doing, not the SDK's own parsing (about 11,000 events/s)."""
     from openai import AsyncOpenAI
 
-    times: list[int] = []
+    arrivals: dict[int, int] = {}
+    events = 0
+    tail = b""
     # a number is a per-operation timeout (connect, each read), never a total one
-    async with AsyncOpenAI(
-        base_url=base + "/v1", api_key="bench", max_retries=0, timeout=120.0
-    ) as client:
-        stream = await client.beta.threads.runs.create(
+    async with (
+        AsyncOpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=120.0) as client,
+        client.beta.threads.runs.with_streaming_response.create(
             thread_id=thread_id, assistant_id=assistant_id, stream=True
-        )
-        async for _event in stream:
-            times.append(time.monotonic_ns())
-    return times
+        ) as response,
+    ):
+        async for chunk in response.iter_bytes():
+            now = time.monotonic_ns()
+            buf = tail + chunk
+            end = buf.rfind(b"\n\n")
+            if end < 0:
+                tail = buf
+                continue
+            tail = buf[end + 2 :]
+            events += len(_SSE_EVENT.findall(buf, 0, end + 2))
+            for seq in _SSE_ID.findall(buf, 0, end + 2):
+                arrivals[int(seq)] = now
+    return events, arrivals
 
 
 # -- one case -----------------------------------------------------------------------------------
@@ -164,12 +181,13 @@ def run_case(
     rss_idle = server.rss_bytes()
     call_all(clients, 30, *(("arm", 30_000) for _ in clients))
     cpu0 = server.cpu_seconds()
+    client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
-    creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
-    final_seq = len(creator) + 1  # + the ``done`` the SDK does not yield
+    final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
     waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
     t1 = time.monotonic_ns()
     cpu = server.cpu_seconds() - cpu0
+    client_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - client_cpu0
     first = array("q", bytes(8 * (final_seq + 1)))
     for w in waits:
         table = array("q")
@@ -182,7 +200,9 @@ def run_case(
     for lat in lats:
         hist.update(lat["hist"])
     p50, p99 = percentiles(hist, (0.50, 0.99))
-    lags = sorted(max(0, t - first[i + 1]) for i, t in enumerate(creator) if first[i + 1])
+    lags = sorted(
+        max(0, t - first[seq]) for seq, t in creator.items() if seq <= final_seq and first[seq]
+    )
     deliveries = sum(w["deliveries"] for w in waits)
     start = first[1] or t0
     window = max(1, max(w["last_ns"] for w in waits) - start) / 1e9
@@ -200,7 +220,8 @@ def run_case(
         "connect_errors": [e for c in conns for e in c["failed"]][:5],
         "connect_s": connect_s,
         "events": final_seq,
-        "creator_events": len(creator),
+        "creator_events": final_seq,
+        "creator_numbered": len(creator),
         "deliveries": deliveries,
         "expected_deliveries": ready * final_seq,
         "lost": sum(w["lost"] for w in waits),
@@ -216,6 +237,8 @@ def run_case(
         "creator_lag_max_ms": lags[-1] / 1e6 if lags else float("nan"),
         "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
         "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
+        # both client processes together, on their one CPU: near 1.0, the clients set the pace
+        "client_cpu_cores": client_cpu / max(1e-9, (t1 - t0) / 1e9),
         "rss_idle_per_subscriber_bytes": (rss_idle - rss0) / max(1, ready),
         "rss_idle_growth_bytes": rss_idle - rss0,
         "rss_after_leave_growth_bytes": rss_left - rss0,
@@ -228,27 +251,25 @@ def run_server(
     mock: Child,
     upstream: str,
     case: dict[str, Any],
-    transports: list[str],
+    transport: str,
     extra: list[str],
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
+    """One case on a fresh server process, so that RSS and CPU are this case's alone."""
     server, base = start_runcast(upstream, extra) if kind == "runcast" else start_peer(upstream)
     wait_mock(mock)
-    results = []
     try:
-        for transport in transports:
-            started = time.monotonic()
-            r = run_case(clients, server, base, kind, transport, case)
-            results.append(r)
-            print(
-                f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
-                f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, "
-                f"dup {r['duplicates']} ({time.monotonic() - started:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        started = time.monotonic()
+        r = run_case(clients, server, base, kind, transport, case)
     finally:
         server.stop()
-    return results
+    print(
+        f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
+        f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']} "
+        f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return r
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -262,6 +283,7 @@ COLUMNS = (
     ("stall", "stall_max_ms", "{:>7.1f}", False),
     ("connect s", "connect_s", "{:>9.2f}", False),
     ("cores", "server_cpu_cores", "{:>5.2f}", False),
+    ("cli", "client_cpu_cores", "{:>4.2f}", False),
 )
 
 
@@ -392,10 +414,13 @@ def main() -> int:
                 delay = PACED_DELAY_MS if mode == "paced" else 0.0
                 mock, upstream = start_mock(case["deltas"], delay)
                 try:
-                    for kind in kinds:
-                        results += run_server(
-                            clients, kind, mock, upstream, case, transports, args.serve_arg
-                        )
+                    for transport in transports:
+                        for kind in kinds:
+                            results.append(
+                                run_server(
+                                    clients, kind, mock, upstream, case, transport, args.serve_arg
+                                )
+                            )
                 finally:
                     mock.stop()
     finally:
@@ -411,6 +436,10 @@ def main() -> int:
         )
         + ")"
     )
+    load = os.getloadavg()
+    print(
+        f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
     print_table(results)
     if args.json:
         args.json.write_text(
@@ -419,7 +448,7 @@ def main() -> int:
                     "command": " ".join(sys.argv),
                     "python": sys.version.split()[0],
                     "cpus": os.cpu_count(),
-                    "load_avg": os.getloadavg(),
+                    "load_avg_at_end": load,
                     "results": results,
                     "checks": [{"name": a, "ok": b, "value": c} for a, b, c in checks(results)],
                 },

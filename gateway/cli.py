@@ -1,19 +1,11 @@
-"""The ``runcast`` command: ``runcast serve`` (the gateway) and ``runcast mock`` (the simulator).
+"""The ``runcast`` command: ``runcast serve`` (the gateway), ``runcast config`` (its effective
+settings), ``runcast mock`` (the simulator) and ``runcast loadtest``.
 
-Every ``serve`` option has a flag; the ones that hold secrets or are usually set per deployment
-also read an environment variable (flag first, then variable, then default):
-
-==========================  ===================================================================
-RUNCAST_UPSTREAM_URL        ``--upstream``: upstream base URL incl. ``/v1``; unset = simulator
-OPENAI_API_KEY              upstream key (the variable's name is set by ``--upstream-key-env``)
-RUNCAST_API_KEYS            ``--api-key``: runcast's own keys, comma-separated
-RUNCAST_TOKEN_SECRET        ``--token-secret``: HS256 secret for subscribe tokens (>= 32 bytes)
-RUNCAST_CORS_ORIGINS        ``--cors-origin``: comma-separated origins, ``*`` for any
-RUNCAST_HOST, RUNCAST_PORT  ``--host``, ``--port``
-RUNCAST_BROKER              ``--broker``: ``memory`` (default) or ``redis://HOST:PORT/DB``
-RUNCAST_BACKLOG             ``--backlog``: the listening socket's accept backlog
-RUNCAST_TOOL_WEBHOOK_SECRET ``--tool-webhook-secret``: HMAC key signing tool webhook requests
-==========================  ===================================================================
+Settings come from defaults, a TOML file (``--config`` / ``RUNCAST_CONFIG``), ``RUNCAST_*``
+variables (one per key: ``RUNCAST_PORT``, ``RUNCAST_HUB_RETENTION``, ...; the upstream key in
+``OPENAI_API_KEY`` or the variable ``--upstream-key-env`` names), then flags, each over the one
+before (``gateway.config``). ``runcast config`` takes the same options as ``serve`` and prints
+the result as TOML, secrets masked, each value with its source.
 
 Tool automation (``gateway/tools``): ``--tools my_pkg.tools`` imports the module (the current
 directory is searched first, as with ``python -m``) and registers its ``@tool`` functions;
@@ -32,19 +24,19 @@ import importlib
 import importlib.metadata
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from gateway import flags, logs
+from gateway import config, flags, logs
 from gateway.errors import ConfigError, ListenError
 from gateway.hub import HubSettings
 from gateway.loadtest import cli as loadtest_cli
 from gateway.mock import cli as mock_cli
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
-from gateway.tools import ToolAutomation, ToolSettings, parse_webhook_args
+from gateway.tools import ToolAutomation, ToolSettings
 from gateway.tools.registry import tool_name
 from gateway.upstream import UpstreamSettings
 
@@ -290,12 +282,18 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     sim.add_argument("--sim-deltas", type=int, metavar="N", help="deltas per simulated message")
 
     p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML file of settings, under the environment and the flags (env RUNCAST_CONFIG)",
+    )
+    p.add_argument(
         "--no-viewer",
         dest="viewer",
         action="store_false",
+        default=None,
         help="do not serve the live viewer page at / nor its channel listing (default: served)",
     )
-    logging_ = p.add_argument_group("logs")
+    logging_ = p.add_argument_group("logs and metrics")
     logging_.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -310,9 +308,39 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         choices=("on", "off"),
         help="a line per request; /healthz, /readyz and /metrics never (default on)",
     )
+    logging_.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        help="Prometheus metrics at GET /metrics (default on)",
+    )
+    logging_.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve /metrics on a listener of its own at HOST:PORT instead of the main one "
+        "(default: the main listener)",
+    )
 
     flags.check(p, _SERVE_RULES)
     flags.document(p, _serve_defaults())
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE_UNITS.update({"k": 1024, "m": 1024**2, "g": 1024**3})
+_SIZE_UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3})
+
+
+def _size(raw: str) -> int:
+    """A byte count: ``268435456``, ``256MiB``, ``256M`` (binary), ``300MB`` (decimal); > 0."""
+    text = raw.strip().lower()
+    number = text.rstrip("kmgib")
+    unit = text[len(number) :]
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {raw!r} (e.g. 256MiB)") from None
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
+    return int(value)
 
 
 _SECONDS = flags.greater_than(0)
@@ -349,6 +377,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "sim_port": flags.port,
     "sim_delay_ms": flags.at_least(0),
     "sim_deltas": _COUNT,
+    "memory_budget": _size,
 }
 
 
@@ -376,8 +405,9 @@ def _serve_defaults() -> dict[str, object]:
         "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
         "max_subscribers": f"{hub.max_subscribers:,}",
         "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
-        "coalesce_ms": f"{hub.coalesce_window * 1000:g}",
+        "coalesce_ms": f"{hub.coalesce_ms:g}",
         "tools": "none",
+        "config": "none",
         "tool_webhook": "none",
         "tool_webhook_secret": "none",
         "tool_events_to_creator": "off",
@@ -385,25 +415,6 @@ def _serve_defaults() -> dict[str, object]:
         "sim_delay_ms": f"{sim.delay_ms:g}",
         "sim_deltas": sim.deltas,
     }
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-_SIZE_UNITS.update({"k": 1024, "m": 1024**2, "g": 1024**3})
-_SIZE_UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3})
-
-
-def _size(raw: str) -> int:
-    """A byte count: ``268435456``, ``256MiB``, ``256M`` (binary), ``300MB`` (decimal); > 0."""
-    text = raw.strip().lower()
-    number = text.rstrip("kmgib")
-    unit = text[len(number) :]
-    try:
-        value = float(number) * _SIZE_UNITS[unit]
-    except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"not a size: {raw!r} (e.g. 256MiB)") from None
-    if not 0 < value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
-    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
     _add_serve_arguments(serve)
+    shown = commands.add_parser(
+        "config",
+        help="print the effective configuration of runcast serve with these options (TOML)",
+        description="Print the settings runcast serve would run with, given these options, "
+        "RUNCAST_CONFIG and the RUNCAST_* variables: TOML, secrets masked, each value's source.",
+    )
+    _add_serve_arguments(shown)
     mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
     mock_cli.add_arguments(mock)
     loadtest = commands.add_parser(
@@ -422,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest_cli.add_arguments(loadtest)
 
     parser.add_argument("--version", action="version", version=f"runcast {_version()}")
-    for command in (serve, mock, loadtest):
+    for command in (serve, shown, mock, loadtest):
         flags.show_defaults(command)
     return parser
 
@@ -434,117 +452,10 @@ def _version() -> str:
         return "unknown"
 
 
-def _pick(flag: Any, env: Mapping[str, str], name: str, convert: Callable[[str], Any] = str) -> Any:
-    if flag is not None:
-        return flag
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return convert(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid") from None
-
-
-def _broker_url(raw: str | None) -> str | None:
-    if raw is None or raw == "memory" or raw.startswith(("redis://", "rediss://", "unix://")):
-        return raw
-    raise ConfigError(f"--broker {raw!r}: expected 'memory' or redis://HOST:PORT/DB")
-
-
-def _split(raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if value is not None}
-
-
 def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Build :class:`Settings` from ``runcast serve`` arguments and environment variables."""
-    upstream_url = _pick(ns.upstream, env, "RUNCAST_UPSTREAM_URL")
-    upstream: UpstreamSettings | None = None
-    if upstream_url is not None:
-        upstream = UpstreamSettings(
-            base_url=upstream_url,
-            **_given(
-                api_key=env.get(ns.upstream_key_env) or None,
-                organization=ns.upstream_organization,
-                project=ns.upstream_project,
-                connect_timeout=ns.upstream_connect_timeout,
-                first_byte_timeout=ns.upstream_first_byte_timeout,
-                idle_timeout=ns.upstream_idle_timeout,
-            ),
-        )
-    api_keys = tuple(ns.api_key) if ns.api_key else _split(env.get("RUNCAST_API_KEYS", ""))
-    cors = tuple(ns.cors_origin) if ns.cors_origin else _split(env.get("RUNCAST_CORS_ORIGINS", ""))
-    hub = HubSettings(
-        **_given(
-            max_history_events=ns.history_events,
-            max_history_bytes=ns.history_bytes,
-            retention=ns.retention,
-            subscriber_buffer_bytes=ns.subscriber_buffer_bytes,
-            max_subscribers_per_channel=ns.max_subscribers_per_channel,
-            max_subscribers=ns.max_subscribers,
-            heartbeat_interval=ns.heartbeat,
-            coalesce_window=None if ns.coalesce_ms is None else ns.coalesce_ms / 1000,
-            max_pending_channels_per_client=ns.max_pending_per_client,
-            memory_budget=ns.memory_budget,
-        )
-    )
-    simulator = MockSettings(
-        **_given(scenario=ns.sim_scenario, delay_ms=ns.sim_delay_ms, deltas=ns.sim_deltas)
-    )
-    return Settings(
-        upstream=upstream,
-        simulator=simulator,
-        hub=hub,
-        tools=_tool_settings(ns, env),
-        api_keys=api_keys,
-        cors_origins=cors,
-        **_given(
-            broker=_broker_url(_pick(ns.broker, env, "RUNCAST_BROKER")),
-            node_id=ns.node_id,
-            host=_pick(ns.host, env, "RUNCAST_HOST"),
-            port=_pick(ns.port, env, "RUNCAST_PORT", int),
-            simulator_port=ns.sim_port,
-            subscribe_auth=ns.subscribe_auth,
-            token_secret=_pick(ns.token_secret, env, "RUNCAST_TOKEN_SECRET"),
-            token_ttl=ns.token_ttl,
-            max_body_bytes=ns.max_body_bytes,
-            creator_buffer_bytes=ns.creator_buffer_bytes,
-            creator_write_timeout=ns.creator_write_timeout,
-            recovery_timeout=ns.recovery_timeout,
-            expiry_grace=ns.expiry_grace,
-            drain_timeout=ns.drain_timeout,
-            header_timeout=ns.header_timeout,
-            body_timeout=ns.body_timeout,
-            backlog=_pick(ns.backlog, env, "RUNCAST_BACKLOG", int),
-            max_connections=ns.max_connections,
-            log_format=ns.log_format,
-            log_level=ns.log_level,
-            access_log=None if ns.access_log is None else ns.access_log == "on",
-        ),
-        viewer=ns.viewer,
-    )
-
-
-def _tool_settings(ns: argparse.Namespace, env: Mapping[str, str]) -> ToolSettings:
-    return ToolSettings(
-        modules=tuple(ns.tools or ()),
-        webhooks=parse_webhook_args(ns.tool_webhook or ()),
-        **_given(
-            webhook_secret=_pick(ns.tool_webhook_secret, env, "RUNCAST_TOOL_WEBHOOK_SECRET"),
-            policy=ns.tool_policy,
-            timeout=ns.tool_timeout,
-            concurrency=ns.tool_concurrency,
-            max_rounds=ns.tool_max_rounds,
-            on_error=ns.tool_on_error,
-            expiry_margin=ns.tool_expiry_margin,
-            show_requires_action=ns.show_requires_action,
-            emit_tool_events_to_creator=ns.tool_events_to_creator,
-        ),
-    )
+    """Build :class:`Settings` from ``runcast serve`` arguments, a config file and the
+    environment (``gateway.config``)."""
+    return config.load(ns, env, rules=_SERVE_RULES).settings
 
 
 def check_tools(tools: ToolSettings) -> None:
@@ -594,13 +505,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"runcast loadtest: error: {exc}", file=sys.stderr)
             return 2
         return loadtest_cli.run(load_settings)
+    if ns.command == "config":
+        try:
+            print(config.render(config.load(ns, os.environ, rules=_SERVE_RULES)), end="")
+        except ConfigError as exc:
+            print(f"runcast config: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         settings = settings_from_args(ns, os.environ)
-        logs.configure(settings.log_format, settings.log_level, settings.secrets)
         check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format, settings.log_level, settings.secrets)
     from gateway.http.runner import serve
 
     try:

@@ -20,6 +20,7 @@ __all__ = [
     "check",
     "document",
     "greater_than",
+    "host_port",
     "is_origin",
     "origin",
     "port",
@@ -73,6 +74,14 @@ def is_origin(value: str) -> bool:
         and f"{parts.scheme}://{parts.netloc}" == value
         and "@" not in parts.netloc
     )
+
+
+def host_port(raw: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host, port); ValueError otherwise."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not HOST:PORT: {raw!r}")
+    return host.strip("[]"), int(port)
 
 
 def origin(raw: str) -> str:

@@ -1,8 +1,8 @@
 """The gateway's configuration: one frozen, strictly validated :class:`Settings` passed down.
 
-Built by ``gateway.cli`` from command-line flags and environment variables (or directly by code
-that embeds runcast) and handed to ``gateway.http.app.create_app``; nothing reads the environment
-or keeps configuration anywhere else. Components keep their own settings types
+Built by ``gateway.config`` from defaults, a TOML file, ``RUNCAST_*`` variables and flags (or
+directly by code that embeds runcast) and handed to ``gateway.http.app.create_app``; nothing
+reads the environment or keeps configuration anywhere else. Components keep their own settings types
 (:class:`~gateway.upstream.UpstreamSettings`, :class:`~gateway.hub.HubSettings`,
 :class:`~gateway.mock.settings.MockSettings`, :class:`~gateway.tools.ToolSettings`), nested here.
 
@@ -24,7 +24,7 @@ from typing import Literal
 import msgspec
 
 from gateway.errors import ConfigError
-from gateway.flags import is_origin
+from gateway.flags import host_port, is_origin
 from gateway.hub import HubSettings
 from gateway.logs import LogFormat, LogLevel
 from gateway.mock.settings import MockSettings
@@ -97,6 +97,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     readiness_interval: float = 5.0
     """How often the upstream is probed (a TCP connect) for ``/readyz``."""
 
+    metrics: bool = True
+    """Serve Prometheus metrics at ``GET /metrics``."""
+    metrics_address: str | None = None
+    """``HOST:PORT`` to serve ``/metrics`` on a listener of its own instead of the main one."""
+
     log_format: LogFormat = "text"
     """``text`` lines or ``json`` objects, one per line (``gateway.logs``)."""
     log_level: LogLevel = "info"
@@ -130,6 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if any(not key for key in self.api_keys):
             raise ConfigError("runcast API keys must not be empty")
+        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://")):
+            raise ConfigError(f"broker must be 'memory' or redis://HOST:PORT/DB: {self.broker!r}")
         if self.upstream_key_held and not self.api_keys:
             raise ConfigError(
                 "runcast holds the upstream API key, so callers must authenticate with runcast "
@@ -167,14 +174,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     f"CORS origin {origin!r} (--cors-origin / RUNCAST_CORS_ORIGINS) is not an "
                     "origin: use scheme://host[:port], or *"
                 )
-        if self.backlog < 0:
-            raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json: {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error: {self.log_level!r}"
             )
+        if self.backlog < 0:
+            raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
+        if self.metrics_address is not None:
+            try:
+                host_port(self.metrics_address)
+            except ValueError:
+                raise ConfigError(
+                    f"metrics_address must be HOST:PORT, got {self.metrics_address!r}"
+                ) from None
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
 

@@ -5,8 +5,10 @@ in :mod:`gateway.runs`. Modules, one job each: ``app`` (``create_app`` wiring an
 ``runner`` (serving it on a socket), ``listener`` (the listening socket: connection cap,
 request-head deadline, backlog), ``bodies`` (the request-body deadline), ``logcontext`` (the ids a
 request puts in its log lines), ``drain`` (graceful drain on SIGTERM), ``health`` (``/healthz``,
-``/readyz``), ``state`` (typed app keys), ``proxy`` (``/v1`` passthrough), ``routes`` (which calls
-stream), ``creator`` (the creator's streamed response), ``streams`` (subscriber endpoints),
+``/readyz``), ``exposition`` (``/metrics``), ``state`` (typed app keys), ``proxy`` (``/v1``
+passthrough), ``routes`` (which calls stream), ``creator`` (the creator's streamed response),
+``protocol_creator`` (the same for Responses and Chat Completions streams), ``retrieve`` (retrieve
+streams answered from runcast's log), ``streams`` and ``protocol_streams`` (subscriber endpoints),
 ``tokens`` (``POST /tokens``), ``auth`` (caller keys and subscribe tokens), ``connections`` (live
 subscribers), ``headers``, ``cors`` and ``errors``.
 """

@@ -29,6 +29,10 @@ Routes::
     GET   /streams/runs/{run_id}           run channel, SSE or WebSocket
     GET   /streams/runs/{run_id}/snapshot  {"seq": n, "snapshot": {...}}
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
+    GET   /streams/responses/{response_id}           a Responses stream (and .../snapshot)
+    GET   /streams/conversations/{conversation_id}   a conversation's responses (and .../snapshot)
+    GET   /streams/chat/{completion_id}              a Chat Completions stream (and .../snapshot)
+    GET   /streams/channels/{name}                   a Runcast-Channel channel (and .../snapshot)
     POST  /tokens                          mint a subscribe token (runcast API key required)
     GET   /healthz                         liveness only: {"status": "ok"}
     GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
@@ -48,13 +52,16 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiohttp import web
 
-from gateway.hub import BrokerStatistics, MemoryBroker
+from gateway.hub import BrokerStatistics, MemoryBroker, Reducer
 from gateway.hub.redis import RedisBroker
+from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
-from gateway.runs.reducer import reducer_factory
+from gateway.runs.assistants.protocol import ASSISTANTS
+from gateway.runs.protocols import reducer_factory as stream_reducer
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
+from gateway.state import SharedState
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
@@ -65,9 +72,11 @@ from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
+from .exposition import METRICS, AppSources, metrics_handler, own_listener_ctx
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
 from .logcontext import log_context_middleware
+from .protocol_streams import add_protocol_stream_routes
 from .proxy import proxy
 from .state import (
     BROKER,
@@ -97,20 +106,24 @@ def create_app(
     tools: ToolRegistry | None = None,
     action_handler: ActionHandler | None = None,
     action_options: ActionOptions | None = None,
+    state: SharedState | None = None,
 ) -> web.Application:
     """The gateway app.
 
     ``tools``: Python tool handlers registered in code, added to those of ``settings.tools``.
     ``action_handler`` replaces tool automation altogether (it then answers ``requires_action``
     itself); ``action_options`` overrides what the creator's response shows of it (default: from
-    ``settings.tools``). Raises :class:`~gateway.errors.ConfigError` when a tools module cannot be
+    ``settings.tools``). ``state`` holds what the run lifecycle shares with other gateway
+    processes (default: in-memory, this process only). Raises :class:`~gateway.errors.ConfigError` when a tools module cannot be
     imported or two handlers claim one tool name.
     """
     if action_handler is not None and tools is not None:
         raise TypeError("create_app() takes tools or action_handler, not both")
+    metrics = Metrics() if settings.metrics else None
     automation: ToolAutomation | None = None
     if action_handler is None:
-        automation = ToolAutomation(settings.tools, tools)
+        on_call = metrics.tool_call if metrics is not None else None
+        automation = ToolAutomation(settings.tools, tools, on_call=on_call)
         if not automation.enabled:
             automation = None
     if action_options is None:
@@ -136,6 +149,8 @@ def create_app(
     app[CONNECTIONS] = SubscriberConnections()
     app[DRAIN] = Drain()
     app[READINESS] = Readiness()
+    if metrics is not None:
+        app[METRICS] = metrics
     app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:
@@ -148,7 +163,9 @@ def create_app(
         app[TOOL_AUTOMATION] = automation
         app.cleanup_ctx.append(_tools_ctx)
     app.cleanup_ctx.append(
-        functools.partial(_relays_ctx, handler=action_handler or automation, options=action_options)
+        functools.partial(
+            _relays_ctx, handler=action_handler or automation, options=action_options, state=state
+        )
     )
     app.on_shutdown.append(_stop_streams)
 
@@ -156,9 +173,15 @@ def create_app(
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}", stream_run)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
+    add_protocol_stream_routes(app)
     app.router.add_post("/tokens", mint_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if metrics is not None:
+        if settings.metrics_address is None:
+            app.router.add_get("/metrics", metrics_handler)
+        else:
+            app.cleanup_ctx.append(own_listener_ctx)
     add_web_routes(app, viewer=settings.viewer)
     return app
 
@@ -236,17 +259,19 @@ def _draining(drain: Drain) -> str | None:
     return "draining: shutting down" if drain.draining else None
 
 
+def _reducer(channel: str) -> Reducer | None:
+    """Each channel kind's snapshot reducer: Assistants runs, then Responses and Chat streams."""
+    return ASSISTANTS.reducer(channel) or stream_reducer(channel)
+
+
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     broker: MemoryBroker
     if settings.broker == "memory":
-        broker = MemoryBroker(settings.hub, reducer_factory=reducer_factory)
+        broker = MemoryBroker(settings.hub, reducer_factory=_reducer)
     else:
         broker = RedisBroker(
-            settings.broker,
-            settings.hub,
-            reducer_factory=reducer_factory,
-            node_id=settings.node_id,
+            settings.broker, settings.hub, reducer_factory=_reducer, node_id=settings.node_id
         )
         log.info("broker %s, node %s", settings.broker, broker.node_id)
     async with broker:
@@ -260,7 +285,11 @@ async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _relays_ctx(
-    app: web.Application, *, handler: ActionHandler | None, options: ActionOptions
+    app: web.Application,
+    *,
+    handler: ActionHandler | None,
+    options: ActionOptions,
+    state: SharedState | None,
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = RelayRegistry(
@@ -271,8 +300,12 @@ async def _relays_ctx(
         recovery_timeout=settings.recovery_timeout,
         shutdown_timeout=settings.shutdown_timeout,
         expiry_grace=settings.expiry_grace,
+        metrics=app.get(METRICS),
+        state=state,
     )
     app[RELAYS] = registry
+    if METRICS in app:
+        app[METRICS].watch(AppSources(app))
     try:
         yield
     finally:

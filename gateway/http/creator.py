@@ -22,7 +22,7 @@ openai SDK raise instead of ending the stream as if the run were over.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 import orjson
@@ -42,7 +42,7 @@ from .headers import copy_response_headers, relayed_body
 from .routes import StreamedCall
 from .state import DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
 
-__all__ = ["serve_streamed_call"]
+__all__ = ["http_error_response", "serve_streamed_call", "write_feed"]
 
 
 class _ToolOutputsBody(msgspec.Struct, kw_only=True):
@@ -102,20 +102,19 @@ async def serve_streamed_call(
     if call.kind != "submit":
         app[DRAIN].check()
     feed = CreatorFeed(settings.creator_buffer_bytes)
-    relay = relays.start(
-        opener,
-        feed=feed,
-        api_key=api_key,
-        headers=headers,
-        run_id=call.run_id,
-        thread_id=call.thread_id,
-    )
     try:
         try:
-            # shield: a creator that leaves must not cancel the relay's future.
-            start = await asyncio.shield(relay.started)
+            # A creator that leaves stops waiting; the relay runs on, owned by the registry.
+            start = await relays.start(
+                opener,
+                feed=feed,
+                api_key=api_key,
+                headers=headers,
+                run_id=call.run_id,
+                thread_id=call.thread_id,
+            )
         except UpstreamHTTPError as exc:
-            return _http_error(request, exc)
+            return http_error_response(request, exc)
         except (UpstreamError, RemoteProtocolError) as exc:
             if relays.closed:
                 # The relay was stopped by the gateway's shutdown, not by the upstream.
@@ -123,13 +122,19 @@ async def serve_streamed_call(
             raise upstream_failure(exc) from None
         response = web.StreamResponse(headers=_head(request, start))
         await response.prepare(request)
-        await _pump(request, response, feed, start)
+        await write_feed(
+            request,
+            response,
+            feed,
+            lag_notice=lambda: _lag_notice(feed, start),
+            shutdown_notice=lambda: _shutdown_notice(feed, start),
+        )
         return response
     finally:
         feed.detach()
 
 
-def _http_error(request: web.Request, exc: UpstreamHTTPError) -> web.Response:
+def http_error_response(request: web.Request, exc: UpstreamHTTPError) -> web.Response:
     """The upstream's own error answer, relayed (status, JSON body, useful headers)."""
     if isinstance(exc.body, bytes):
         body, content_type = exc.body, exc.headers.get("content-type", "application/json")
@@ -162,9 +167,16 @@ def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
     return head
 
 
-async def _pump(
-    request: web.Request, response: web.StreamResponse, feed: CreatorFeed, start: RelayStart
+async def write_feed(
+    request: web.Request,
+    response: web.StreamResponse,
+    feed: CreatorFeed,
+    *,
+    lag_notice: Callable[[], bytes],
+    shutdown_notice: Callable[[], bytes],
 ) -> None:
+    """Write ``feed`` to the creator's prepared ``response`` until it ends, then its notice if it
+    was cut off (lagged) or stopped (shutdown); every write bounded by ``creator_write_timeout``."""
     timeout = request.app[SETTINGS].creator_write_timeout
     try:
         while (chunk := await feed.read()) is not None:
@@ -172,10 +184,10 @@ async def _pump(
                 await response.write(chunk)
         if feed.lagged:
             async with asyncio.timeout(timeout):
-                await response.write(_lag_notice(feed, start))
+                await response.write(lag_notice())
         elif feed.stopped:
             async with asyncio.timeout(timeout):
-                await response.write(_shutdown_notice(feed, start))
+                await response.write(shutdown_notice())
         # write_eof() waits for the socket to drain (aiohttp), which a peer that stopped
         # reading never lets happen; the last bytes are bounded like every other write.
         async with asyncio.timeout(timeout):

@@ -4,7 +4,8 @@ context (:mod:`gateway.logs`), so every line logged while handling it carries th
 Ids come from the route (``/streams/runs/{run_id}``) or, for the ``/v1`` proxy, from the upstream
 path (``threads/{id}``, ``runs/{id}``, ``responses/{id}``). A relay the request starts inherits
 them and adds the run id once the upstream names it. The access log line, written after the
-handler, carries them too (:func:`request_ids`, read by ``runner.AccessLogger``).
+handler, carries them too (:func:`request_ids`, read by ``runner.AccessLogger``). The caller's
+W3C trace context (``traceparent``) is made current the same way (``gateway.tracing``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import logs
+from gateway import logs, tracing
 
 __all__ = ["log_context_middleware", "request_ids"]
 
@@ -36,8 +37,9 @@ async def log_context_middleware(request: web.Request, handler: Handler) -> web.
     if tail is not None:
         for kind, value in _PATH_IDS.findall(tail):
             ids.setdefault(_NAMES[kind], value)
-    if not ids:
-        return await handler(request)
-    request[_IDS] = ids
-    with logs.bound(**ids):
-        return await handler(request)
+    with tracing.extracted(request.headers):
+        if not ids:
+            return await handler(request)
+        request[_IDS] = ids
+        with logs.bound(**ids):
+            return await handler(request)

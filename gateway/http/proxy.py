@@ -7,7 +7,9 @@ before anything is sent; status, those response headers and the body (error bodi
 included) come back unchanged, but for runcast's upstream key, masked where upstream bytes enter
 (``gateway/upstream/scrub.py``). Retries are left to the caller's own client (``max_retries=0``),
 which sees the upstream's ``retry-after`` hints. Streamed run-starting calls go to
-``creator.serve_streamed_call`` instead, which relays and fans them out.
+``creator.serve_streamed_call`` instead, which relays and fans them out; streamed Responses and
+Chat Completions calls to ``protocol_creator.serve_protocol_stream``; a retrieve stream of a
+response runcast holds is answered from its log (``retrieve.py``).
 
 Authentication (``auth.CallerAuth``): when runcast holds the upstream key, the caller's bearer
 must be a runcast key and the upstream key is added by the upstream client; otherwise the
@@ -27,6 +29,8 @@ from parsers.errors import RemoteProtocolError
 from .creator import serve_streamed_call
 from .errors import RequestError, upstream_failure
 from .headers import copy_response_headers, forward_request_headers, relayed_body
+from .protocol_creator import serve_protocol_stream
+from .retrieve import logged_response_call, serve_logged_response
 from .routes import streamed_call
 from .state import CALLERS, UPSTREAM, UPSTREAM_KEY
 
@@ -45,7 +49,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     # client_max_size bounds this read (413 above it).
     body = await request.read() if request.body_exists else b""
     headers = forward_request_headers(request.headers)
+    logged = logged_response_call(request)
+    if logged is not None:
+        answer = await serve_logged_response(request, *logged, api_key=api_key)
+        if answer is not None:
+            return answer
     call = streamed_call(request.method, raw_path, body)
+    if call is not None and call.kind in ("response", "chat"):
+        return await serve_protocol_stream(request, call, body, api_key=api_key, headers=headers)
     if call is not None:
         return await serve_streamed_call(request, call, body, api_key=api_key, headers=headers)
     try:

@@ -1,9 +1,10 @@
-"""Which ``/v1`` requests start a run stream that runcast relays and fans out.
+"""Which ``/v1`` requests start a stream that runcast relays and fans out.
 
-Only the three run-starting calls can stream (spec §1.2): ``POST /threads/{thread_id}/runs``,
-``POST /threads/runs`` and ``POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs``, and
-only when the JSON body says ``"stream": true`` (spec §1.4: the body, not a header, decides).
-Everything else is a plain passthrough.
+The three Assistants run-starting calls (spec §1.2): ``POST /threads/{thread_id}/runs``,
+``POST /threads/runs`` and ``POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs``; and
+``POST /responses`` and ``POST /chat/completions``. Each only when the JSON body says
+``"stream": true`` (spec §1.4: the body, not a header, decides). Everything else is a plain
+passthrough.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import msgspec
 
 __all__ = ["StreamedCall", "streamed_call"]
 
-CallKind = Literal["run", "thread_and_run", "submit"]
+CallKind = Literal["run", "thread_and_run", "submit", "response", "chat"]
 
 _SEGMENT = r"([^/]+)"
 _PATTERNS: tuple[tuple[re.Pattern[str], CallKind], ...] = (
     (re.compile(rf"^/v1/threads/{_SEGMENT}/runs/?$"), "run"),
     (re.compile(r"^/v1/threads/runs/?$"), "thread_and_run"),
     (re.compile(rf"^/v1/threads/{_SEGMENT}/runs/{_SEGMENT}/submit_tool_outputs/?$"), "submit"),
+    (re.compile(r"^/v1/responses/?$"), "response"),
+    (re.compile(r"^/v1/chat/completions/?$"), "chat"),
 )
 
 

@@ -27,7 +27,14 @@ from gateway.runs.channels import run_channel, thread_channel
 from .errors import RequestError
 from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 
-__all__ = ["ID_PATTERN", "client_key", "run_snapshot", "stream_run", "stream_thread"]
+__all__ = [
+    "ID_PATTERN",
+    "client_key",
+    "run_snapshot",
+    "serve_channel",
+    "stream_run",
+    "stream_thread",
+]
 
 ID_PATTERN = r"[A-Za-z0-9_\-.]{1,128}"
 """Object ids as route patterns (OpenAI ids are ``prefix_`` + base62); anything else is a 404."""
@@ -57,7 +64,9 @@ def client_key(request: web.BaseRequest) -> str | None:
     return str(address)
 
 
-async def _serve(request: web.Request, channel: str, *, create: bool) -> web.StreamResponse:
+async def serve_channel(request: web.Request, channel: str, *, create: bool) -> web.StreamResponse:
+    """Serve ``channel`` to a subscriber whose token was checked (SSE or WebSocket, resume,
+    snapshot); with ``create`` it may be subscribed before its first event."""
     since = since_from_request(request)
     request.app[DRAIN].check()
     with request.app[CONNECTIONS].track(channel, request):
@@ -75,9 +84,11 @@ async def _serve(request: web.Request, channel: str, *, create: bool) -> web.Str
 async def stream_run(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["run_id"]
     channel = run_channel(run_id)
-    request.app[TOKENS].authorize(request, channel, thread_id=request.app[RELAYS].thread_of(run_id))
+    request.app[TOKENS].authorize(
+        request, channel, thread_id=await request.app[RELAYS].thread_of(run_id)
+    )
     try:
-        return await _serve(request, channel, create=False)
+        return await serve_channel(request, channel, create=False)
     except SubscriberError as exc:
         if exc.status == 404:
             raise RequestError(404, f"unknown run {run_id!r}", code="unknown_run") from None
@@ -87,13 +98,15 @@ async def stream_run(request: web.Request) -> web.StreamResponse:
 async def stream_thread(request: web.Request) -> web.StreamResponse:
     channel = thread_channel(request.match_info["thread_id"])
     request.app[TOKENS].authorize(request, channel, thread_id=None)
-    return await _serve(request, channel, create=True)
+    return await serve_channel(request, channel, create=True)
 
 
 async def run_snapshot(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     channel = run_channel(run_id)
-    request.app[TOKENS].authorize(request, channel, thread_id=request.app[RELAYS].thread_of(run_id))
+    request.app[TOKENS].authorize(
+        request, channel, thread_id=await request.app[RELAYS].thread_of(run_id)
+    )
     snapshot = await request.app[BROKER].snapshot(channel)
     if snapshot is None:
         raise RequestError(404, f"unknown run {run_id!r}", code="unknown_run")

@@ -1,7 +1,7 @@
 """``POST /tokens``: subscribe tokens for backends, authenticated with a runcast API key.
 
-Body (strict JSON; unknown members are a 400): exactly one of ``channel`` (``run:<id>`` or
-``thread:<id>``), ``run_id`` or ``thread_id``, and optionally ``ttl`` in seconds (at most the
+Body (strict JSON; unknown members are a 400): exactly one of ``channel`` (``run:<id>``,
+``thread:<id>``, ``response:<id>``, ``conversation:<id>``, ``chat:<id>`` or ``channel:<name>``), ``run_id`` or ``thread_id``, and optionally ``ttl`` in seconds (at most the
 configured ``token_ttl``). Answer: ``{"token": "...", "channel": "...", "expires_at": <unix>}``.
 """
 
@@ -20,7 +20,7 @@ from .streams import ID_PATTERN
 
 __all__ = ["mint_token"]
 
-_CHANNEL = re.compile(rf"^(run|thread):{ID_PATTERN}$")
+_CHANNEL = re.compile(rf"^(run|thread|response|conversation|chat|channel):{ID_PATTERN}$")
 
 
 class _TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -5,7 +5,7 @@ in use and hands the same bytes to every sink; a subscribe replays and attaches 
 With no ``await`` between the two, a subscriber can never miss or repeat an event (spec: resume
 with no gap and no duplicate).
 
-Write coalescing (``HubSettings.coalesce_window``, ``--coalesce-ms``): a socket write costs about
+Write coalescing (``HubSettings.coalesce_ms``, ``--coalesce-ms``): a socket write costs about
 as much as the rest of a delivery, so with a window, events are stored and numbered at once but
 their fan-out waits for the window's timer: everything published meanwhile goes out as one batch,
 one write per subscriber, with the same ids, order and bytes (SSE: one HTTP chunk instead of
@@ -81,11 +81,15 @@ class HubCounters:
     __slots__ = (
         "bytes_published",
         "channels_dropped",
+        "delivered",
         "disconnected",
+        "ends",
         "events_published",
+        "history_misses",
         "lagged",
         "pending_by_owner",
         "pending_channels",
+        "resumes",
         "retained_bytes",
         "subscribers",
     )
@@ -102,6 +106,12 @@ class HubCounters:
         self.channels_dropped = 0
         self.retained_bytes = 0
         """What every channel retains: history, reducer estimate, cached snapshot (budget.py)."""
+        self.delivered: dict[str, int] = {}
+        """Events written to subscribers by frame format, counted once per batch and format."""
+        self.ends: dict[str, int] = {}
+        """Subscriptions ended, by reason."""
+        self.resumes = 0
+        self.history_misses = 0
 
     def add_pending(self, owner: str | None) -> None:
         self.pending_channels += 1
@@ -237,7 +247,7 @@ class Channel:
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
         self._counters.bytes_published += nbytes
-        if self._settings.coalesce_window > 0:
+        if self._settings.coalesce_ms > 0:
             self._hold(first_seq, stored, now)
         else:
             self._fan_out(first_seq, events, now)
@@ -263,7 +273,9 @@ class Channel:
             self.flush(now)
         elif self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._settings.coalesce_window, self._window_over, loop)
+            self._timer = loop.call_later(
+                self._settings.coalesce_ms / 1000, self._window_over, loop
+            )
 
     def _window_over(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -275,6 +287,8 @@ class Channel:
             if not sinks:
                 continue
             data = frames.encode_batch(fmt, self.epoch, first_seq, events)
+            delivered = self._counters.delivered
+            delivered[fmt.value] = delivered.get(fmt.value, 0) + len(events) * len(sinks)
             dead: list[Sink] | None = None
             for sink in sinks:
                 if not sink.send(data, last_seq):
@@ -318,9 +332,11 @@ class Channel:
         items: list[frames.Item] = []
         after: int | None = None
         if since is not None:
+            self._counters.resumes += 1
             if since.matches(self.epoch) and history.holds_after(since.seq):
                 after = since.seq
             else:
+                self._counters.history_misses += 1
                 items.append((None, HISTORY_LOST_EVENT, self._lost(str(since))))
                 snapshot = True
         if after is not None:
@@ -333,12 +349,17 @@ class Channel:
                 if history.first_seq > 1 and not items:
                     items.append((None, HISTORY_LOST_EVENT, self._lost("0")))
                 items.extend((seq, e.name, e.data) for seq, e in history.after(0))
-        data = frames.encode_items(sink.frame_format, items, self.epoch) if items else b""
-        if items and not sink.send(data, last_seq):
-            self._count_end(sink.end_reason)
-            return
+        if items:
+            data = frames.encode_items(sink.frame_format, items, self.epoch)
+            if not sink.send(data, last_seq):
+                self._count_end(sink.end_reason)
+                return
+            delivered = self._counters.delivered
+            fmt = sink.frame_format.value
+            delivered[fmt] = delivered.get(fmt, 0) + len(items)
         if self.ended:
             sink.end("ended")
+            self._count_end("ended")
             return
         self._sinks[sink.frame_format][sink] = None
         self._counters.subscribers += 1
@@ -359,8 +380,11 @@ class Channel:
 
     def end_all(self, reason: EndReason) -> None:
         self.flush()
+        ends = self._counters.ends
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
+            if sinks:
+                ends[reason] = ends.get(reason, 0) + len(sinks)
             for sink in list(sinks):
                 sink.end(reason)
             sinks.clear()
@@ -481,6 +505,8 @@ class Channel:
         self.last_activity = now
 
     def _count_end(self, reason: EndReason | None) -> None:
+        if reason is not None:
+            self._counters.ends[reason] = self._counters.ends.get(reason, 0) + 1
         if reason == "lagged":
             self.lagged += 1
             self._counters.lagged += 1

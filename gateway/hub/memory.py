@@ -188,6 +188,10 @@ class MemoryBroker:
             channels_dropped=c.channels_dropped,
             retained_bytes=c.retained_bytes,
             memory_budget=self._budget.limit,
+            delivered=dict(c.delivered),
+            ends=dict(c.ends),
+            resumes=c.resumes,
+            history_misses=c.history_misses,
             channels_evicted=self._budget.channels_evicted,
             events_evicted=self._budget.events_evicted,
         )

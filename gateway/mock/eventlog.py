@@ -86,6 +86,19 @@ class EventLog:
         self.closed = True
         self.notify()
 
+    def release(self) -> bool:
+        """Stop retaining: drop every frame, once closed and unread; False if not yet possible."""
+        if not self.closed or self._readers:
+            return False
+        self.retain = False
+        self._trim()
+        return True
+
+    @property
+    def held(self) -> int:
+        """Frames held in memory."""
+        return len(self._frames)
+
     # -- readers -----------------------------------------------------------------------------
 
     def attach(self, cursor: int, *, creator: bool) -> Reader:

@@ -40,7 +40,7 @@ class ActionHandler(Protocol):
         visibility events (name, JSON bytes) to the run's subscriber channels."""
         ...
 
-    def forget(self, run_id: str) -> None:
+    async def forget(self, run_id: str) -> None:
         """The run reached a terminal status; per-run state may go."""
         ...
 

@@ -1,13 +1,36 @@
-"""What a run relay does with a held ``requires_action``: :class:`ActionAnswerer`.
+"""A ``requires_action`` runcast answers itself, from claim to release: :class:`ActionAnswerer`.
 
-The relay pumps segments (``relay.py``); between two of them, when it holds a
-:class:`~gateway.runs.pending.PendingAction`, it hands it here. :meth:`ActionAnswerer.answer`
-asks the :class:`~gateway.runs.actions.ActionHandler` and either returns the submission's stream
-(``Submit``: posted once, ``stream: true``, spec §1.3) for the relay to splice in, or ends the
-segment itself:
+This module is the one owner of an action's claim: :meth:`ActionAnswerer.hold` claims the run
+and publishes the event, and every way out (the continuation accepted, the segment closed, the
+outputs refused, the run cancelled, the relay ending or recovering) releases it here.
 
+Holding. With an :class:`~gateway.runs.actions.ActionHandler`, a relay that reaches
+``thread.run.requires_action`` keeps the segment open: the upstream's ``done`` is held (and the
+event itself possibly hidden from the creator) in a :class:`PendingAction` until the outcome is
+known. Then exactly one of these ends it:
+
+- the relay's own submission is accepted (its continuation's first event arrives,
+  :meth:`ActionAnswerer.accepted`): the held ``done`` is dropped, so everyone sees one continuous
+  run;
+- the segment is closed as the upstream sent it: the creator gets the hidden
+  ``requires_action`` back, then ``done`` goes to everyone.
+
+Spec §5: one POST answers an action and the upstream accepts only the first. A client may answer
+it itself through runcast (``POST .../submit_tool_outputs``, streamed) while runcast is still
+running the handlers; the relay started for that submission continues the same channels. Its
+continuation must not reach the channels before the first relay has ended its segment, and
+runcast must not submit as well. So the action is *claimed* (:class:`~gateway.state.ActionClaims`,
+shared) from ``requires_action`` on, and a submission's relay, once the upstream has accepted it,
+*takes it over*: the claim is marked superseded, the handlers stop, ``superseded`` is reported and
+the segment closed, then the claim is released, which the taker awaits (bounded) before
+publishing. While a client's submission is in flight, a relay whose own submission was refused
+leaves the run's end to that submission's relay instead of reporting it.
+
+Answering. :meth:`ActionAnswerer.answer` asks the handler and either returns the submission's
+stream (``Submit``: posted once, ``stream: true``, spec §1.3) for the relay to splice in, or ends
+the segment itself:
 - superseded by a client's own submission through runcast: ``runcast.tool_automation.superseded``,
-  then the segment closes as the upstream sent it (``pending.py`` explains the takeover);
+  then the segment closes as the upstream sent it;
 - ``Skip``: the segment closes as the upstream sent it and the client answers the action;
 - ``Cancel``, or outputs ready only after the action's ``expires_at`` (spec §5: too late, and the
   run expires anyway; reported as ``runcast.tool_automation.cancelled``): the run is cancelled
@@ -24,23 +47,25 @@ closes the segment; the run's channel stays open for whoever continues the run.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
+from gateway.state import ActionClaims, Claim
 from gateway.tools import events as tool_events
 from gateway.upstream import RunStream, UpstreamClient
-from parsers.assistants import TERMINAL_RUN_STATUSES
+from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
 
-from .actions import ActionHandler, ActionOptions, Cancel, Skip, Submit
-from .pending import DONE, ActionClaims, PendingAction, fetch_run, http_error_message
+from .actions import ActionHandler, ActionOptions, ActionOutcome, Cancel, Emit, Skip, Submit
+from .protocol import RunProtocol
 from .publisher import RunPublisher
-from .recovery import settled_event
 
-__all__ = ["ActionAnswerer"]
+__all__ = ["ActionAnswerer", "PendingAction", "http_error_message"]
 
 log = logging.getLogger("runcast.relay")
 
@@ -50,6 +75,66 @@ TOO_LATE = "tool outputs were ready only after the action expired"
 
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.time() >= deadline
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class PendingAction:
+    """One ``requires_action`` being answered by runcast (module docstring)."""
+
+    run: Run
+    claim: Claim
+    hidden: tuple[HubEvent, int | None] | None = None
+    """The ``requires_action`` event kept from the creator, with its run seq."""
+    done: HubEvent | None = None
+    """The upstream's ``done`` after it, held back."""
+
+    @property
+    def superseded(self) -> bool:
+        return self.claim.superseded
+
+    async def decide(self, handler: ActionHandler, emit: Emit) -> ActionOutcome | None:
+        """The handler's outcome, or None when a client's submission superseded it first.
+
+        The handler runs as a child task so that a takeover can stop it; a sync tool handler
+        already running in a worker thread finishes there, its result unused.
+        """
+        if self.superseded:
+            return None
+        answer = asyncio.create_task(handler.run_action(self.run, emit))
+        stop = asyncio.create_task(self.claim.wait_superseded())
+        try:
+            await asyncio.wait((answer, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not answer.done():
+                answer.cancel()
+            # Both are owned here: neither may outlive this call.
+            await asyncio.wait((answer, stop))
+        if answer.cancelled():
+            return None
+        exc = answer.exception()
+        if exc is not None:
+            # A broken handler must not leave the run hanging: the client gets the action.
+            log.error("run %s: action handler failed", self.run.id, exc_info=exc)
+            return Skip(reason=f"the action handler failed: {exc!r}")
+        return answer.result()
+
+    async def close(self, out: RunPublisher, end: HubEvent, *, show: bool = True) -> None:
+        """End the segment as the upstream did (with its held ``done``, else ``end``); ``show``
+        gives the creator the hidden event."""
+        if show and self.hidden is not None:
+            out.to_creator(*self.hidden)
+        await out.emit(self.done or end)
+
+
+def http_error_message(exc: UpstreamHTTPError) -> str:
+    """The ``error.message`` of an upstream error body (spec §1.5), else a generic text."""
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+    return f"HTTP {exc.status}"
 
 
 class ActionAnswerer:
@@ -66,6 +151,7 @@ class ActionAnswerer:
         "_headers",
         "_options",
         "_out",
+        "_protocol",
         "_scrub",
         "_settle",
         "_upstream",
@@ -77,6 +163,7 @@ class ActionAnswerer:
         *,
         options: ActionOptions,
         upstream: UpstreamClient,
+        protocol: RunProtocol[Run],
         claims: ActionClaims,
         out: RunPublisher,
         api_key: str | None,
@@ -87,12 +174,36 @@ class ActionAnswerer:
         self._handler = handler
         self._options = options
         self._upstream = upstream
+        self._protocol = protocol
         self._claims = claims
         self._out = out
         self._api_key = api_key
         self._headers = headers
         self._settle = settle
         self._scrub = scrub
+
+    async def hold(self, run: Run, event: HubEvent) -> PendingAction:
+        """Claim ``run``'s action, then publish its ``requires_action`` ``event`` (hidden from
+        the creator when the handler answers it, unless ``show_requires_action``)."""
+        # Claimed before it is published: a client reacting to it must find the claim.
+        pending = PendingAction(run=run, claim=await self._claims.claim(run.id))
+        hide = not self._options.show_requires_action and self._handler.handles(run)
+        try:
+            seq = await self._out.emit(event, to_creator=not hide)
+        except BaseException:
+            await self._claims.release(pending.claim)
+            raise
+        pending.hidden = (event, seq) if hide else None
+        return pending
+
+    async def accepted(self, pending: PendingAction) -> None:
+        """runcast's outputs were accepted (the continuation's first event arrived): the held
+        ``done`` is never passed on, and the run goes on."""
+        await self._claims.release(pending.claim)
+
+    async def drop(self, pending: PendingAction) -> None:
+        """The relay ends, or a recovery found the run past this action: let the claim go."""
+        await self._claims.release(pending.claim)
 
     async def emit(self, name: str, data: bytes) -> None:
         """Publish a ``runcast.*`` event (the handler's ``emit``)."""
@@ -120,8 +231,13 @@ class ActionAnswerer:
             outcome = Cancel(reason=TOO_LATE)
         if isinstance(outcome, Submit):
             # The claim stays: the continuation's first event or a refusal resolves it.
-            return self._upstream.stream_submit_tool_outputs(
-                thread_id, run.id, outcome.as_dicts(), api_key=self._api_key, headers=self._headers
+            return self._protocol.continue_run(
+                self._upstream,
+                thread_id,
+                run.id,
+                outcome.as_dicts(),
+                api_key=self._api_key,
+                headers=self._headers,
             )
         if isinstance(outcome, Skip):
             await self.close(pending)
@@ -132,9 +248,9 @@ class ActionAnswerer:
             log.warning("run %s: cancel failed: %s", run.id, exc)
         try:
             await self._settle()
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)
         return None
 
     async def close(self, pending: PendingAction, event: tuple[str, bytes] | None = None) -> None:
@@ -142,9 +258,9 @@ class ActionAnswerer:
         try:
             if event is not None:
                 await self.emit(*event)
-            await pending.close(self._out)
+            await pending.close(self._out, self._protocol.end_of_segment)
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)
 
     async def rejected(
         self, pending: PendingAction, exc: UpstreamHTTPError, thread_id: str
@@ -167,19 +283,21 @@ class ActionAnswerer:
                     run_id=run.id, thread_id=thread_id, reason=reason, status=exc.status
                 )
             )
-            if self._claims.incoming(run.id):
+            if await self._claims.incoming(run.id):
                 # A client's submission through runcast is being answered: if it was accepted,
                 # its relay carries the run on to its end, terminal status included.
                 found = None
             else:
-                found = await fetch_run(self._upstream, thread_id, run.id, api_key=self._api_key)
-            if found is None or found[0] not in TERMINAL_RUN_STATUSES:
+                found = await self._protocol.fetch_run(
+                    self._upstream, thread_id, run.id, api_key=self._api_key
+                )
+            if found is None or found[0] not in self._protocol.terminal_statuses:
                 # Someone else's submission continues the run (through runcast or not).
-                await pending.close(self._out)
+                await pending.close(self._out, self._protocol.end_of_segment)
                 return None
             status, data = found
-            await self._out.emit(settled_event(status, data))
-            await pending.close(self._out, show=False)
+            await self._out.emit(self._protocol.settled_event(status, data))
+            await pending.close(self._out, self._protocol.end_of_segment, show=False)
             return status
         finally:
-            self._claims.release(pending.claim)
+            await self._claims.release(pending.claim)

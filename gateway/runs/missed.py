@@ -23,7 +23,8 @@ import msgspec
 
 from gateway.hub import HubEvent
 from gateway.upstream.body import path_id
-from parsers.assistants import MessageEvent, RunStepEvent
+from parsers.assistants.signals import FINAL_MESSAGE_STATUSES, FINAL_STEP_STATUSES
+from parsers.signals import ItemFinal
 
 from .polling import Poller
 
@@ -37,8 +38,12 @@ _MAX_PAGES = 50
 """Pages read per list: 5,000 messages or steps is far past any real run; a listing that never
 ends (a broken upstream) must still end."""
 
-_FINAL_MESSAGE = frozenset({"completed", "incomplete"})
-_FINAL_STEP = frozenset({"completed", "failed", "cancelled", "expired"})
+
+class _Id(msgspec.Struct):
+    id: str = ""
+
+
+_id_decoder = msgspec.json.Decoder(_Id)
 
 
 class FinalIds:
@@ -50,12 +55,16 @@ class FinalIds:
         self.messages: set[str] = set()
         self.steps: set[str] = set()
 
-    def note(self, event: MessageEvent | RunStepEvent) -> None:
-        if isinstance(event, MessageEvent):
-            if event.data.status in _FINAL_MESSAGE:
-                self.messages.add(event.data.id)
-        elif event.data.status in _FINAL_STEP:
-            self.steps.add(event.data.id)
+    def note(self, item: ItemFinal) -> None:
+        (self.messages if item.kind == "message" else self.steps).add(item.id)
+
+    def note_published(self, event: HubEvent) -> None:
+        """Note a message or step that :func:`missed` found and that was then published."""
+        name = event.name
+        if name.startswith("thread.message."):
+            self.messages.add(_id_decoder.decode(event.data).id)
+        elif name.startswith("thread.run.step.") and not name.endswith(".in_progress"):
+            self.steps.add(_id_decoder.decode(event.data).id)
 
 
 class Missed(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,7 +148,7 @@ async def missed(
     by_id = {
         view.id: HubEvent(f"thread.message.{view.status}", data)
         for view, data in messages
-        if view.status in _FINAL_MESSAGE and view.id not in seen.messages
+        if view.status in FINAL_MESSAGE_STATUSES and view.id not in seen.messages
     }
     events: list[HubEvent] = []
     counts = [0, 0]
@@ -149,7 +158,7 @@ async def missed(
         if message is not None:
             events.append(message)
             counts[0] += 1
-        if view.status in _FINAL_STEP and view.id not in seen.steps:
+        if view.status in FINAL_STEP_STATUSES and view.id not in seen.steps:
             events.append(HubEvent(f"thread.run.step.{view.status}", data))
             counts[1] += 1
         elif waiting and view.status == "in_progress":

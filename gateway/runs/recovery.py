@@ -36,22 +36,20 @@ from gateway.errors import (
 )
 from gateway.hub import HubEvent
 from gateway.upstream import UpstreamClient
-from gateway.upstream.body import path_id
-from parsers.assistants import TERMINAL_RUN_STATUSES
+from parsers.assistants.signals import ACTION_STATUS, SETTLED_STATUSES
 
+from .assistants.runs import MAX_RUN_BYTES, run_path, run_status
 from .missed import FinalIds, Missed, missed
 from .polling import Poller
 
 __all__ = [
     "RECOVERED_EVENT",
-    "SETTLED_STATUSES",
     "UPSTREAM_ERROR_EVENT",
     "Recovery",
     "failure_reason",
     "poll_settled_run",
     "recover_run",
     "recovered_event",
-    "settled_event",
     "settled_run",
     "upstream_error_event",
 ]
@@ -60,17 +58,8 @@ log = logging.getLogger("runcast.relay")
 
 UPSTREAM_ERROR_EVENT = "runcast.upstream_error"
 RECOVERED_EVENT = "runcast.recovered"
-SETTLED_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
 _DEFAULT_INTERVAL = 1.0
 _MIN_INTERVAL = 0.05
-_MAX_RUN_BYTES = 8 * 1024 * 1024
-
-
-class _StatusView(msgspec.Struct):
-    status: str = ""
-
-
-_status_decoder = msgspec.json.Decoder(_StatusView)
 
 
 class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,11 +113,6 @@ def upstream_error_event(
     return HubEvent(UPSTREAM_ERROR_EVENT, _encode(body))
 
 
-def settled_event(status: str, data: bytes) -> HubEvent:
-    """A polled Run relayed unchanged as ``thread.run.<status>``."""
-    return HubEvent(f"thread.run.{status}", data)
-
-
 def _interval(value: str | None) -> float:
     try:
         ms = float(value) if value is not None else _DEFAULT_INTERVAL * 1000
@@ -139,14 +123,14 @@ def _interval(value: str | None) -> float:
 
 async def settled_run(poller: Poller, thread_id: str, run_id: str) -> tuple[str, bytes] | None:
     """``(status, run JSON)`` once the run has settled; None when ``poller`` gives up first."""
-    path = f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
+    path = run_path(thread_id, run_id)
     while True:
-        answer = await poller.get(path, limit=_MAX_RUN_BYTES)
+        answer = await poller.get(path, limit=MAX_RUN_BYTES)
         if answer is None:
             return None
         data, headers = answer
         try:
-            status = _status_decoder.decode(data).status
+            status = run_status(data)
         except msgspec.DecodeError as exc:
             log.warning("run %s: the polled run is not JSON: %s", run_id, exc)
             return None
@@ -202,7 +186,7 @@ async def recover_run(
         run_id,
         seen,
         limit=upstream.settings.max_response_bytes,
-        waiting=status == "requires_action",
+        waiting=status == ACTION_STATUS,
     )
     return Recovery(status=status, run=data, missed=lost)
 

@@ -1,4 +1,8 @@
-"""RelayRegistry: owns every RunRelay task, and remembers which thread each relayed run is on.
+"""RelayRegistry: owns every relay task, and remembers which thread each relayed run is on.
+
+Relays are :class:`~gateway.runs.relay.RunRelay` (Assistants runs, :meth:`RelayRegistry.start`)
+and any other :class:`Relay` handed to :meth:`RelayRegistry.spawn` (the Responses and Chat
+streams of ``gateway.runs.protocols``).
 
 Relays outlive the request that started them (a creator may disconnect while subscribers keep
 receiving the run), so the registry, not a request handler, owns their tasks: each is tracked
@@ -7,30 +11,33 @@ one still running (bounded by ``shutdown_timeout``), after telling each one's cr
 gateway is shutting down (its response ends with ``runcast.shutdown`` after what it was given),
 so no creator's response outlives :meth:`aclose` or ends as if the run were over.
 :meth:`wait_idle` is the graceful drain's wait for running relays (``gateway.http.drain``).
-The run -> thread map (bounded, oldest runs forgotten first) lets a thread's subscribe token open
-the channels of that thread's runs. It also owns the one :class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it.
+The run -> thread map (a :class:`~gateway.state.RunThreads`) lets a thread's subscribe token open
+the channels of that thread's runs. It also owns the one
+:class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it. The stores every gateway
+process must share come in as one :class:`~gateway.state.SharedState` (in-memory by default).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
 
 import msgspec
 
 from gateway.hub import Broker
+from gateway.metrics import Metrics
+from gateway.state import SharedState
 from gateway.upstream import UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
+from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
-from .pending import ActionClaims
-from .relay import Opener, RelayEnv, RunRelay
+from .relay import Opener, RelayEnv, RelayStart, RunRelay
 
-__all__ = ["RelayRegistry", "RelayStatistics"]
+__all__ = ["Relay", "RelayRegistry", "RelayStatistics"]
 
 log = logging.getLogger("runcast.relay")
 
@@ -44,6 +51,14 @@ class RelayStatistics(msgspec.Struct, frozen=True, kw_only=True):
     known_runs: int
     awaiting_expiry: int
     """Runs left at an unanswered ``requires_action``, watched until they expire."""
+
+
+class Relay(Protocol):
+    """What the registry owns: a task body, and a way to end its creator's response early."""
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+
+    def stop_creator(self) -> None: ...
 
 
 class RelayRegistry:
@@ -60,14 +75,19 @@ class RelayRegistry:
         shutdown_timeout: float = 10.0,
         max_known_runs: int = _MAX_KNOWN_RUNS,
         expiry_grace: float = DEFAULT_GRACE,
+        metrics: Metrics | None = None,
+        state: SharedState | None = None,
     ) -> None:
-        claims = ActionClaims()
+        if state is None:
+            state = SharedState.memory(max_runs=max_known_runs)
         self._expiry = ActionExpiry(
             broker,
             upstream,
-            claims=claims,
+            protocol=ASSISTANTS,
+            claims=state.claims,
+            schedule=state.schedule,
+            leases=state.leases,
             grace=expiry_grace,
-            max_watched=max_known_runs,
             on_over=None if action_handler is None else action_handler.forget,
         )
         self._env = RelayEnv(
@@ -77,18 +97,19 @@ class RelayRegistry:
             action_options=action_options or ActionOptions(),
             recovery_timeout=recovery_timeout,
             on_run=self._note_run,
-            claims=claims,
+            claims=state.claims,
+            leases=state.leases,
             expiry=self._expiry,
+            metrics=metrics,
         )
         self._shutdown_timeout = shutdown_timeout
-        self._relays: dict[asyncio.Task[None], RunRelay] = {}
-        self._threads: OrderedDict[str, str | None] = OrderedDict()
-        self._max_known_runs = max_known_runs
+        self._relays: dict[asyncio.Task[None], Relay] = {}
+        self._threads = state.threads
         self._started = 0
         self._failed = 0
         self._closed = False
 
-    def start(
+    async def start(
         self,
         opener: Opener,
         *,
@@ -97,8 +118,10 @@ class RelayRegistry:
         headers: Mapping[str, str] | None = None,
         run_id: str | None = None,
         thread_id: str | None = None,
-    ) -> RunRelay:
-        """Create a relay for the stream ``opener`` opens and start pumping it at once."""
+    ) -> RelayStart:
+        """Start a relay for the stream ``opener`` opens, owned by the registry, and wait until
+        it knows its run (trio's ``nursery.start``): a failure before the upstream's first event
+        is raised here. A caller cancelled meanwhile leaves the relay running."""
         if self._closed:
             raise RuntimeError("relay registry is closed")
         relay = RunRelay(
@@ -109,14 +132,21 @@ class RelayRegistry:
             headers=headers,
             run_id=run_id,
             thread_id=thread_id,
+            owner=f"relay-{self._started + 1}",
         )
         # The run -> thread map is not told the caller's ids (a submission names any run under
         # any thread): the relay reports them from the upstream's own run events (``on_run``).
-        task = asyncio.create_task(relay.run(), name=f"runcast-relay-{run_id or 'new'}")
+        self.spawn(relay, name=f"runcast-relay-{run_id or 'new'}")
+        return await relay.ready.wait()
+
+    def spawn(self, relay: Relay, *, name: str) -> None:
+        """Start pumping ``relay`` as a task this registry owns."""
+        if self._closed:
+            raise RuntimeError("relay registry is closed")
+        task = asyncio.create_task(relay.run(), name=name)
         self._relays[task] = relay
         task.add_done_callback(self._task_done)
         self._started += 1
-        return relay
 
     @property
     def answers_actions(self) -> bool:
@@ -128,23 +158,18 @@ class RelayRegistry:
         """True once :meth:`aclose` has begun: no relay starts any more."""
         return self._closed
 
-    def thread_of(self, run_id: str) -> str | None:
+    async def thread_of(self, run_id: str) -> str | None:
         """The thread of a run that passed through runcast (None if unknown)."""
-        return self._threads.get(run_id)
+        return await self._threads.thread_of(run_id)
 
-    def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
+    async def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
         """Up to ``limit`` runs that passed through runcast, newest first: (run id, thread id)."""
-        return list(itertools.islice(reversed(self._threads.items()), limit))
+        return await self._threads.recent(limit)
 
-    def _note_run(self, run_id: str, thread_id: str | None) -> None:
+    async def _note_run(self, run_id: str, thread_id: str | None) -> None:
         # A relay continuing the run (a client's submission accepted) reports how it ends.
-        self._expiry.forget(run_id)
-        if thread_id is None and self._threads.get(run_id) is not None:
-            return
-        self._threads[run_id] = thread_id
-        self._threads.move_to_end(run_id)
-        while len(self._threads) > self._max_known_runs:
-            self._threads.popitem(last=False)
+        await self._expiry.forget(run_id)
+        await self._threads.note(run_id, thread_id)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._relays.pop(task, None)

@@ -15,19 +15,20 @@ hold the loop from other runs, health checks and new subscribers. The run id com
 ``thread.created`` before it (create thread and run) is held back until then so the run channel
 starts with it.
 
-``started`` resolves when the run id is known, so the creator's response head can carry the ids
-and subscribe tokens; an upstream failure before any event (an HTTP error such as 400 "active
-run", a timeout) resolves it with the exception instead and nothing is published.
+``ready`` (a :class:`Readiness`, as trio's ``task_status``) is marked started when the run id is
+known, so the creator's response head can carry the ids and subscribe tokens; an upstream
+failure before any event (an HTTP error such as 400 "active run", a timeout) marks it failed
+with the exception instead and nothing is published. The registry's ``start`` waits on it.
 
 Segments. ``thread.run.requires_action`` ends an upstream response (spec §2.3, §5). With an
 :class:`~gateway.runs.actions.ActionHandler`, the following ``done`` is held while the handler
-decides (a :class:`~gateway.runs.pending.PendingAction`); ``Submit`` posts the outputs
+decides (a :class:`~gateway.runs.answering.PendingAction`); ``Submit`` posts the outputs
 (``stream: true``) once and the continuation is pumped into the same channels and feed, so seq
 continues and the intermediate ``done`` never shows. ``Skip`` passes the action on; ``Cancel``
 (and outputs ready only after ``expires_at``) cancels the run and reports its final status. If a
 client's own submission through runcast is accepted first, this relay stops answering, reports
 ``runcast.tool_automation.superseded`` and closes its segment before the client's relay goes on
-(``answering.py``, ``pending.py``); if the upstream refuses runcast's submission with a 400 (the run no longer
+(``answering.py``); if the upstream refuses runcast's submission with a 400 (the run no longer
 waits: a client submitted directly, or it expired), it reports
 ``runcast.tool_automation.rejected``, publishes the run's terminal status if it has one, and ends
 its segment without failing the run's channel.
@@ -52,52 +53,45 @@ ends its channels the same way once the upstream has expired it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
-from gateway import logs
+from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
+from gateway.metrics import NO_METER, Metrics
+from gateway.state import ActionClaims, Lease, MemoryActionClaims, MemoryRunLeases, RunLeases
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
-from gateway.upstream.objects import decode_run
-from parsers.assistants import (
-    TERMINAL_RUN_STATUSES,
-    DoneEvent,
-    MessageEvent,
-    Run,
-    RunEvent,
-    RunStepEvent,
-    ThreadEvent,
-)
+from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
+from parsers.signals import GroupSeen, ItemFinal, RunSeen, StreamEnd
 
 from .actions import ActionHandler, ActionOptions
-from .answering import ActionAnswerer
+from .answering import ActionAnswerer, PendingAction
+from .assistants.protocol import ASSISTANTS
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
+from .lifecycle import Input, Lifecycle
 from .missed import FinalIds
-from .pending import DONE, ActionClaims, PendingAction
+from .protocol import RunProtocol
 from .publisher import RunPublisher
-from .recovery import (
-    Recovery,
-    failure_reason,
-    poll_settled_run,
-    recover_run,
-    recovered_event,
-    settled_event,
-    upstream_error_event,
-)
+from .recovery import Recovery, failure_reason, recovered_event, upstream_error_event
 
-__all__ = ["DONE", "Opener", "RelayEnv", "RelayStart", "RunRelay"]
+__all__ = ["Opener", "Readiness", "RelayEnv", "RelayStart", "RunRelay"]
 
 log = logging.getLogger("runcast.relay")
 
 _MAX_HELD_EVENTS = 64
 """Events held before the run id is known (``thread.created``); more means a broken upstream."""
+
+LEASE_TTL = 30.0
+"""How long a relay's hold on its run lasts unless renewed; events renew it (at most every third
+of it), so only a relay idle that long can lose its run to another taker."""
 
 Opener = Callable[[], RunStream]
 
@@ -108,15 +102,21 @@ class RelayEnv:
 
     broker: Broker
     upstream: UpstreamClient
+    protocol: RunProtocol[Run] = ASSISTANTS
+    """The upstream API the runs speak (events, continuation, recovery)."""
     action_handler: ActionHandler | None = None
     action_options: ActionOptions = dataclasses.field(default_factory=ActionOptions)
     recovery_timeout: float = 30.0
-    on_run: Callable[[str, str | None], None] | None = None
+    on_run: Callable[[str, str | None], Awaitable[None]] | None = None
     """Called with (run id, thread id) when a relay learns its run id."""
-    claims: ActionClaims = dataclasses.field(default_factory=ActionClaims)
-    """Which relay holds each run's pending action (one map per gateway, see ``pending.py``)."""
+    claims: ActionClaims = dataclasses.field(default_factory=MemoryActionClaims)
+    """Which relay holds each run's pending action (see ``answering.py``)."""
+    leases: RunLeases = dataclasses.field(default_factory=MemoryRunLeases)
+    """Which relay owns each run: the one pumping it (a continuation takes it over)."""
     expiry: ActionExpiry | None = None
     """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
+    metrics: Metrics | None = None
+    """Where each relay's :class:`~gateway.metrics.RunMeter` records (None: nothing recorded)."""
 
 
 class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,20 +132,41 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamHTTPError) and exc.status == 400
 
 
-class _Id(msgspec.Struct):
-    id: str = ""
+class Readiness:
+    """A relay's start, reported once: :meth:`started` with its ids, or :meth:`failed`.
 
+    Waiters never own the relay: one that is cancelled (a creator that leaves) leaves the relay
+    running, and a failure nobody waits for is not an unretrieved exception.
+    """
 
-_id_decoder = msgspec.json.Decoder(_Id)
+    __slots__ = ("_error", "_event", "_value")
 
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._value: RelayStart | None = None
+        self._error: BaseException | None = None
 
-def _id_of(data: bytes) -> str:
-    return _id_decoder.decode(data).id
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
 
+    def started(self, value: RelayStart) -> None:
+        if not self.done:
+            self._value = value
+            self._event.set()
 
-def _retrieve(future: asyncio.Future[RelayStart]) -> None:
-    if not future.cancelled():
-        future.exception()
+    def failed(self, exc: BaseException) -> None:
+        if not self.done:
+            self._error = exc
+            self._event.set()
+
+    async def wait(self) -> RelayStart:
+        """The relay's start; raises the failure that came before it."""
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 class RunRelay:
@@ -161,16 +182,20 @@ class RunRelay:
         headers: Mapping[str, str] | None = None,
         run_id: str | None = None,
         thread_id: str | None = None,
+        owner: str = "relay",
     ) -> None:
         self._opener = opener
+        self._protocol = env.protocol
+        self._owner = owner
+        self._lease: Lease | None = None
+        self._renew_at = 0.0
         self._env = env
+        self._meter = NO_METER if env.metrics is None else env.metrics.meter("assistants")
         self._handler = env.action_handler
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
         self._api_key = api_key
         self._headers = dict(headers or {})
-        self.started: asyncio.Future[RelayStart] = asyncio.get_running_loop().create_future()
-        # The creator may have left before a start failure; the exception is still "retrieved".
-        self.started.add_done_callback(_retrieve)
+        self.ready = Readiness()
         self._request_id: str | None = None
         self._held: list[HubEvent] = []
         self._batch: list[HubEvent] = []
@@ -185,6 +210,7 @@ class RunRelay:
                 self._handler,
                 options=env.action_options,
                 upstream=env.upstream,
+                protocol=env.protocol,
                 claims=env.claims,
                 out=self._out,
                 api_key=api_key,
@@ -197,8 +223,7 @@ class RunRelay:
         # the run whose pending action it takes over once the upstream accepts it.
         self._arriving = run_id
         self._saw_done = False
-        self._received = False
-        self._failed = False
+        self._life = Lifecycle()
         self._noted = False
         # Messages and steps whose final event reached the channels (what a recovery skips).
         self._finals = FinalIds()
@@ -220,22 +245,62 @@ class RunRelay:
 
     async def run(self) -> None:
         if self._arriving is not None:
-            self._env.claims.arriving(self._arriving)
+            await self._env.claims.arriving(self._arriving)
+        outcome = "shutdown"
         try:
-            stream: RunStream | None = self._opener()
-            while stream is not None and await self._segment(stream):
-                stream = await self._answer_action() if self._pending is not None else None
+            with tracing.span("runcast.relay", **{"runcast.run_id": self._arriving}):
+                try:
+                    stream: RunStream | None = self._opener()
+                    while stream is not None and await self._segment(stream):
+                        stream = await self._answer_action() if self._pending is not None else None
+                finally:
+                    await self._arrived()
+                    pending, self._pending = self._pending, None
+                    if pending is not None:
+                        assert self._answerer is not None
+                        await self._answerer.drop(pending)
+                    await self._finish()
+                    lease, self._lease = self._lease, None
+                    if lease is not None:
+                        await self._env.leases.release(lease)
+                outcome = self._outcome()
+                tracing.set_attribute("runcast.outcome", outcome)
         finally:
-            self._arrived()
-            if self._pending is not None:
-                self._env.claims.release(self._pending.claim)
-            await self._finish()
-        self._watch_expiry()
+            self._meter.finished(outcome)
+        await self._watch_expiry()
 
-    def _arrived(self) -> None:
+    def _outcome(self) -> str:
+        """How the relay ended, for the metrics: a terminal status, ``requires_action`` (left
+        to the client), ``upstream_error`` (the end could not be learnt) or ``no_run``."""
+        status = self._last_status
+        if status in self._protocol.terminal_statuses or status == self._protocol.action_status:
+            assert status is not None
+            return status
+        if self._life.broken:
+            return "upstream_error"
+        return "no_run" if self.run_id is None else "unknown"
+
+    async def _arrived(self) -> None:
         arriving, self._arriving = self._arriving, None
         if arriving is not None:
-            self._env.claims.arrived(arriving)
+            await self._env.claims.arrived(arriving)
+
+    async def _own(self, run_id: str) -> None:
+        """Hold the run's lease: this relay pumps it now (taking it from any previous one)."""
+        if self._lease is None:
+            self._lease = await self._env.leases.acquire(
+                run_id, self._owner, ttl=LEASE_TTL, take_over=True
+            )
+            self._renew_at = asyncio.get_running_loop().time() + LEASE_TTL / 3
+
+    async def _renew(self) -> None:
+        lease = self._lease
+        if lease is None or asyncio.get_running_loop().time() < self._renew_at:
+            return
+        self._lease = await self._env.leases.renew(lease, ttl=LEASE_TTL)
+        self._renew_at = asyncio.get_running_loop().time() + LEASE_TTL / 3
+        if self._lease is None:
+            log.warning("run %s: this relay no longer owns the run", lease.run_id)
 
     async def _segment(self, stream: RunStream) -> bool:
         """Pump one upstream response; True when it ended cleanly."""
@@ -243,76 +308,94 @@ class RunRelay:
         submitted = self._pending
         self._saw_done = False
         got = False
+        meter = self._meter
+        opened = meter.opened()
+        traced = (
+            tracing.span("runcast.submission", **{"runcast.run_id": self.run_id})
+            if submitted is not None
+            else contextlib.nullcontext()
+        )
         try:
-            async with stream:
-                if self._request_id is None:
-                    self._request_id = stream.response.headers.get("x-request-id")
-                while batch := await stream.read_batch():
-                    if not got:
-                        got = True
-                        await self._first_item(submitted)
-                    self._received = True
-                    for item in batch:
-                        await self._on_item(item)
-                    await self._emit_batch()
-                    await asyncio.sleep(0)
+            with traced:
+                async with stream:
+                    if self._request_id is None:
+                        self._request_id = stream.response.headers.get("x-request-id")
+                    while batch := await stream.read_batch():
+                        sampled = meter.batch(opened, len(batch))
+                        if not got:
+                            got = True
+                            await self._first_item(submitted)
+                            self._life.feed(Input.FIRST_EVENT)
+                        for item in batch:
+                            await self._on_item(item)
+                        await self._emit_batch()
+                        meter.delivered(sampled)
+                        await asyncio.sleep(0)
         except (UpstreamError, RemoteProtocolError) as exc:
+            meter.closed(opened)
+            meter.failed(failure_reason(exc))
             if submitted is not None and not got and _refused(exc):
                 assert isinstance(exc, UpstreamHTTPError)
                 await self._rejected(submitted, exc)
-            elif self._received:
+            elif self._life.published:
                 return await self._upstream_error(exc)
             else:
-                self._failed = True
-                if not self.started.done():
-                    self.started.set_exception(exc)
+                self._life.feed(Input.STREAM_FAILED)
+                self.ready.failed(exc)
             return False
+        meter.closed(opened)
+        self._life.feed(Input.SEGMENT_END)
         if not got:
             return False
         await self._flush_held()
         if not self._saw_done and self._pending is None:
             # A clean EOF without `done` (after a terminal status or `event: error`, spec §2.4):
             # the channels still get their end-of-segment marker.
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
         return True
 
     async def _first_item(self, submitted: PendingAction | None) -> None:
         if submitted is not None:
             # The upstream accepted runcast's outputs: the held `done` is never passed on.
             self._pending = None
-            self._env.claims.release(submitted.claim)
+            assert self._answerer is not None
+            await self._answerer.accepted(submitted)
         elif self._arriving is not None:
             # A client's submission was accepted: the relay answering the action must close
-            # its segment before this continuation reaches the channels (pending.py).
-            await self._env.claims.take_over(self._arriving)
-            self._arrived()
+            # its segment before this continuation reaches the channels (answering.py).
+            run_id = self._arriving
+            await self._env.claims.take_over(run_id)
+            await self._arrived()
+            await self._own(run_id)
 
     async def _on_item(self, item: StreamItem) -> None:
         event = item.event
         decoded = event if item.decode_error is None else None
         hub_event = HubEvent(item.name, item.data_bytes, decoded)
-        if self.run_id is not None and not self.started.done():
+        if self.run_id is not None and not self.ready.done:
             self._resolve_start()  # a continuation: the run id was known from the start
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
-        if isinstance(event, RunEvent):
-            run = event.data
-            self._last_status = run.status
-            if run.status == "requires_action":
+        await self._renew()
+        sig = self._protocol.signal(event)
+        if isinstance(sig, RunSeen):
+            run = sig.run
+            self._last_status = sig.status
+            if sig.status == self._protocol.action_status:
                 self._action = run
             if self.run_id is None:
-                await self._run_known(run)
-            elif not self._noted and run.id == self.run_id:
+                await self._run_known(sig)
+            elif not self._noted and sig.run_id == self.run_id:
                 # A continuation: the upstream accepted the submission, so the run is its thread's.
-                self._note_run(run.thread_id or self.thread_id)
-            if run.status == "requires_action" and self._handler is not None:
+                await self._note_run(sig.group_id or self.thread_id)
+            if sig.status == self._protocol.action_status and self._handler is not None:
                 await self._hold_action(run, hub_event)
                 return
-        elif isinstance(event, ThreadEvent) and self.thread_id is None:
-            self._out.thread_id = event.data.id
-        elif isinstance(event, MessageEvent | RunStepEvent):
-            self._finals.note(event)
-        elif isinstance(event, DoneEvent):
+        elif isinstance(sig, GroupSeen) and self.thread_id is None:
+            self._out.thread_id = sig.group_id
+        elif isinstance(sig, ItemFinal):
+            self._finals.note(sig)
+        elif isinstance(sig, StreamEnd):
             self._saw_done = True
             if self._pending is not None:
                 self._pending.done = hub_event
@@ -332,19 +415,23 @@ class RunRelay:
         if batch:
             await self._out.emit_batch(batch)
 
-    async def _run_known(self, run: Run) -> None:
-        self._out.run_id = run.id
-        logs.bind(run_id=run.id, thread_id=run.thread_id)
-        log.debug("relaying run %s", run.id)
-        self._out.thread_id = run.thread_id or self.thread_id
-        self._note_run(self.thread_id)
+    async def _run_known(self, run: RunSeen[Run]) -> None:
+        self._out.run_id = run.run_id
+        logs.bind(run_id=run.run_id, thread_id=run.group_id)
+        tracing.set_attribute("runcast.run_id", run.run_id)
+        if run.group_id:
+            tracing.set_attribute("runcast.thread_id", run.group_id)
+        log.debug("relaying run %s", run.run_id)
+        self._out.thread_id = run.group_id or self.thread_id
+        await self._own(run.run_id)
+        await self._note_run(self.thread_id)
         self._resolve_start()
         await self._flush_held()
 
-    def _note_run(self, thread_id: str | None) -> None:
+    async def _note_run(self, thread_id: str | None) -> None:
         self._noted = True
         if self._env.on_run is not None and self.run_id is not None:
-            self._env.on_run(self.run_id, thread_id)
+            await self._env.on_run(self.run_id, thread_id)
 
     async def _flush_held(self) -> None:
         held, self._held = self._held, []
@@ -352,24 +439,20 @@ class RunRelay:
             await self._out.emit_batch(held)
 
     def _resolve_start(self) -> None:
-        if not self.started.done():
+        if not self.ready.done:
             start = RelayStart(
                 run_id=self.run_id, thread_id=self.thread_id, request_id=self._request_id
             )
-            self.started.set_result(start)
+            self.ready.started(start)
 
     # -- requires_action (answering.py) ----------------------------------------------------
 
     async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
         """Publish a ``requires_action`` that the handler will answer, holding the segment."""
-        assert self._handler is not None
+        assert self._answerer is not None
         await self._emit_batch()  # what came before it in the same read
-        # Claimed before it is published: a client reacting to it must find the claim.
-        pending = PendingAction(run=run, claim=self._env.claims.claim(run.id))
-        self._pending = pending
-        hide = not self._env.action_options.show_requires_action and self._handler.handles(run)
-        seq = await self._out.emit(hub_event, to_creator=not hide)
-        pending.hidden = (hub_event, seq) if hide else None
+        self._pending = await self._answerer.hold(run, hub_event)
+        self._life.feed(Input.ACTION_HELD)
 
     async def _answer_action(self) -> RunStream | None:
         pending = self._pending
@@ -381,11 +464,15 @@ class RunRelay:
             stream = await self._answerer.answer(pending, self.thread_id)
         if stream is None:
             self._pending = None
+            self._life.feed(Input.CLOSED)
+        else:
+            self._life.feed(Input.SUBMITTED)
         return stream
 
     async def _rejected(self, pending: PendingAction, exc: UpstreamHTTPError) -> None:
         assert self._answerer is not None
         self._pending = None
+        self._life.feed(Input.REFUSED)
         thread_id = self.thread_id or pending.run.thread_id
         status = await self._answerer.rejected(pending, exc, thread_id)
         if status is not None:
@@ -396,7 +483,7 @@ class RunRelay:
     async def _upstream_error(self, exc: BaseException) -> bool:
         """Report a failed stream, then recover the run; True when the recovered run waits at
         a ``requires_action`` the relay answers next (the segment goes on as if live)."""
-        self._failed = True
+        self._life.feed(Input.STREAM_FAILED)
         log.warning("run %s: upstream stream failed: %s", self.run_id, self._scrub(str(exc)))
         self._resolve_start()
         await self._emit_batch()
@@ -412,14 +499,15 @@ class RunRelay:
         # failure only if the recovery fails (the openai SDK raises on it and stops reading).
         seq = await self._out.emit(event, to_creator=False)
         if not isinstance(exc, UpstreamHTTPError) and await self._recover(failure_reason(exc)):
-            self._failed = False
+            self._life.feed(Input.RECOVERED)
             if self._pending is not None:
                 return True
-            await self._out.emit(DONE)
+            await self._out.emit(self._protocol.end_of_segment)
             return False
+        self._life.feed(Input.GAVE_UP)
         self._out.to_creator(event, seq)
         self._out.end_creator()
-        await self._out.emit(DONE, to_creator=False)
+        await self._out.emit(self._protocol.end_of_segment, to_creator=False)
         return False
 
     async def _recover(self, reason: str) -> bool:
@@ -428,7 +516,7 @@ class RunRelay:
         run_id, thread_id, within = self.run_id, self.thread_id, self._env.recovery_timeout
         if run_id is None or thread_id is None or within <= 0:
             return False
-        recovery = await recover_run(
+        recovery = await self._protocol.recover(
             self._env.upstream,
             thread_id,
             run_id,
@@ -441,31 +529,25 @@ class RunRelay:
         notice = recovered_event(recovery, reason=reason, run_id=run_id, thread_id=thread_id)
         await self._out.emit_batch([notice, *recovery.missed.events])
         for published in recovery.missed.events:
-            self._note_final(published)
+            self._finals.note_published(published)
         await self._publish_settled(recovery)
         return True
-
-    def _note_final(self, event: HubEvent) -> None:
-        name = event.name
-        if name.startswith("thread.message."):
-            self._finals.messages.add(_id_of(event.data))
-        elif name.startswith("thread.run.step.") and not name.endswith(".in_progress"):
-            self._finals.steps.add(_id_of(event.data))
 
     async def _publish_settled(self, recovery: Recovery) -> None:
         """The recovered run's settled state, published as a live one would be."""
         status = recovery.status
         self._last_status = status
-        event = settled_event(status, recovery.run)
+        event = self._protocol.settled_event(status, recovery.run)
         # An action the relay held when the stream broke is over: the upstream's answer rules.
         stale, self._pending = self._pending, None
         if stale is not None:
-            self._env.claims.release(stale.claim)
-        if status != "requires_action":
+            assert self._answerer is not None
+            await self._answerer.drop(stale)
+        if status != self._protocol.action_status:
             await self._out.emit(event)
             return
         try:
-            run = decode_run(recovery.run)
+            run = self._protocol.decode_run(recovery.run)
         except RemoteProtocolError as exc:
             log.warning("run %s: the recovered run does not decode: %s", self.run_id, exc)
             await self._out.emit(event)
@@ -485,20 +567,21 @@ class RunRelay:
         within = self._env.recovery_timeout
         if self.run_id is None or self.thread_id is None or within <= 0:
             return
-        found = await poll_settled_run(
+        found = await self._protocol.poll_settled(
             self._env.upstream, self.thread_id, self.run_id, within=within, api_key=self._api_key
         )
         if found is not None:
             status, data = found
             self._last_status = status
-            await self._out.emit(settled_event(status, data), to_creator=to_creator)
+            event = self._protocol.settled_event(status, data)
+            await self._out.emit(event, to_creator=to_creator)
 
-    def _watch_expiry(self) -> None:
+    async def _watch_expiry(self) -> None:
         """The run waits for a client's outputs: its channels end once the upstream expires it."""
         action, expiry, seq = self._action, self._env.expiry, self._out.run_seq()
         if (
-            self._last_status != "requires_action"
-            or self._failed
+            self._last_status != self._protocol.action_status
+            or self._life.broken
             or action is None
             or action.expires_at is None
             or expiry is None
@@ -506,26 +589,26 @@ class RunRelay:
             or self.thread_id is None
         ):
             return
-        expiry.watch(
+        await expiry.watch(
             action.id, self.thread_id, expires_at=action.expires_at, seq=seq, api_key=self._api_key
         )
 
     async def _finish(self) -> None:
         await self._emit_batch()
-        if not self.started.done():
-            if self._received:
+        if not self.ready.done:
+            if self._life.published:
                 self._resolve_start()
             else:
-                self.started.set_exception(
+                self.ready.failed(
                     UpstreamConnectionError("the run relay stopped before the upstream answered")
                 )
         self._out.end_creator()
         if self.run_id is None:
             return
-        over = self._last_status in TERMINAL_RUN_STATUSES
+        over = self._last_status in self._protocol.terminal_statuses
         if over and self._handler is not None:
-            self._handler.forget(self.run_id)
+            await self._handler.forget(self.run_id)
         # A relay the upstream refused outright (a client's submission answered 400) published
         # nothing: the run's channel belongs to whichever relay continues it.
-        if over or (self._failed and self._received):
+        if over or (self._life.broken and self._life.published):
             await self._out.close_run()

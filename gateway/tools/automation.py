@@ -13,15 +13,14 @@ Lifecycle: construct with settings (and optionally a registry built in code), ``
 Rounds are counted per run to enforce ``max_rounds`` (spec §5: a continuation may end in
 ``requires_action`` again). The same action (same run, same call ids) is answered only once:
 a second ``run_action`` for it returns ``Skip``, so the outputs cannot be submitted twice.
-Per-run state is bounded (oldest runs forgotten first); ``forget(run_id)`` drops it at once when
-the run ends.
+The per-run state (a :class:`~gateway.state.ToolRounds`, in-memory unless given) is bounded
+(oldest runs forgotten first); ``forget(run_id)`` drops it at once when the run ends.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.state import MemoryToolRounds, RoundState, ToolRounds
 
 from . import events
 from .events import Emit, publish
@@ -56,11 +56,6 @@ class AutomationStatistics(msgspec.Struct, frozen=True, kw_only=True):
     executor: ExecutorStatistics
 
 
-class _RunState(msgspec.Struct, kw_only=True):
-    rounds: int = 0
-    last_action: tuple[str, ...] | None = None
-
-
 class ToolAutomation:
     """Answers ``requires_action`` with Python handlers and webhooks. One per gateway.
 
@@ -75,6 +70,8 @@ class ToolAutomation:
         *,
         clock: Callable[[], float] = time.time,
         max_tracked_runs: int = _MAX_TRACKED_RUNS,
+        on_call: Callable[[str, float], None] | None = None,
+        rounds: ToolRounds | None = None,
     ) -> None:
         self.settings = settings
         self.registry = ToolRegistry()
@@ -87,8 +84,7 @@ class ToolAutomation:
             self.registry.add_module(module)
         self._check_handlers()
         self._clock = clock
-        self._max_tracked_runs = max_tracked_runs
-        self._runs: OrderedDict[str, _RunState] = OrderedDict()
+        self._rounds = MemoryToolRounds(max_runs=max_tracked_runs) if rounds is None else rounds
         self._pool: ThreadPoolExecutor | None = None
         self._session: aiohttp.ClientSession | None = None
         self._python: dict[str, PythonHandler] = {}
@@ -100,6 +96,7 @@ class ToolAutomation:
             on_error=settings.on_error,
             policy=settings.policy,
             clock=clock,
+            on_call=on_call,
         )
 
     @property
@@ -161,17 +158,12 @@ class ToolAutomation:
 
     def statistics(self) -> AutomationStatistics:
         return AutomationStatistics(
-            tracked_runs=len(self._runs), executor=self._executor.statistics()
+            tracked_runs=len(self._rounds), executor=self._executor.statistics()
         )
 
-    def rounds(self, run_id: str) -> int:
-        """Submissions made so far for ``run_id``."""
-        state = self._runs.get(run_id)
-        return state.rounds if state is not None else 0
-
-    def forget(self, run_id: str) -> None:
+    async def forget(self, run_id: str) -> None:
         """Drop the per-run state (call when the run reaches a terminal status)."""
-        self._runs.pop(run_id, None)
+        await self._rounds.forget(run_id)
 
     async def run_action(
         self, run: Run, emit: Emit | None = None, *, round: int | None = None
@@ -191,7 +183,7 @@ class ToolAutomation:
             missing = sorted({c.function.name for c in calls if self._executor.resolve(c) is None})
             return Skip(reason=f"no handler for {', '.join(map(repr, missing))} (policy 'all')")
 
-        state = self._state(run.id)
+        state = await self._rounds.get(run.id)
         action = tuple(call.id for call in calls)
         if state.last_action == action:
             return Skip(reason="this action is already being answered")
@@ -201,7 +193,9 @@ class ToolAutomation:
                 run, emit, f"tool round limit reached ({self.settings.max_rounds} submissions)"
             )
 
-        state.last_action = action
+        answering = RoundState(rounds=state.rounds, last_action=action)
+        if not await self._rounds.swap(run.id, state, answering):
+            return Skip(reason="this action is already being answered")
         decided = False
         try:
             deadline = (
@@ -214,12 +208,14 @@ class ToolAutomation:
         finally:
             if not decided:
                 # Interrupted (e.g. the relay was cancelled): the action may be tried again.
-                state.last_action = None
+                await self._rounds.swap(
+                    run.id, answering, RoundState(rounds=answering.rounds, last_action=None)
+                )
         # handles() was checked above, so the executor answered rather than declined.
         assert result is not None
         if result.cancel_reason is not None:
             return await self._cancel(run, emit, result.cancel_reason)
-        state.rounds = done + 1
+        await self._rounds.swap(run.id, answering, RoundState(rounds=done + 1, last_action=action))
         log.info(
             "run %s: answering %d tool call(s), round %d", run.id, len(result.results), done + 1
         )
@@ -238,16 +234,6 @@ class ToolAutomation:
             emit, events.automation_cancelled(run_id=run.id, thread_id=run.thread_id, reason=reason)
         )
         return Cancel(reason=reason)
-
-    def _state(self, run_id: str) -> _RunState:
-        state = self._runs.get(run_id)
-        if state is None:
-            state = self._runs[run_id] = _RunState()
-            while len(self._runs) > self._max_tracked_runs:
-                self._runs.popitem(last=False)
-        else:
-            self._runs.move_to_end(run_id)
-        return state
 
     def _resolve(self, name: str) -> Handler | None:
         if self._pool is None:

@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from gateway import tracing
 from gateway.errors import ToolError
 
 from . import events
@@ -105,7 +106,8 @@ class ToolExecutor:
     """Runs actions' calls with a shared concurrency limit. One per gateway.
 
     ``resolve`` maps a tool name to its handler (None: no handler). ``clock`` gives Unix time,
-    the unit of ``expires_at``.
+    the unit of ``expires_at``. ``on_call`` is told each answered call's outcome
+    (``completed``, ``failed``, ``timeout``, ``no_handler``, ``invalid_arguments``) and seconds.
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class ToolExecutor:
         on_error: Literal["output", "cancel"] = "output",
         policy: Literal["all", "error"] = "all",
         clock: Callable[[], float] = time.time,
+        on_call: Callable[[str, float], None] | None = None,
     ) -> None:
         self._resolve = resolve
+        self._on_call = on_call
         self._timeout = timeout
         self._limit = asyncio.Semaphore(concurrency)
         self._on_error = on_error
@@ -250,6 +254,8 @@ class ToolExecutor:
             else:
                 error = None
         if error is not None:
+            if self._on_call is not None:
+                self._on_call("no_handler" if handler is None else "invalid_arguments", 0.0)
             result = CallResult(
                 tool_call_id=call.id, name=name, output=error_output(error), ok=False, error=error
             )
@@ -288,6 +294,10 @@ class ToolExecutor:
             self._completed += 1
         else:
             self._failed += 1
+        if self._on_call is not None:
+            timed_out = error is not None and error.endswith(f"timed out after {self._timeout:g}s")
+            outcome = "completed" if error is None else "timeout" if timed_out else "failed"
+            self._on_call(outcome, duration_ms / 1000.0)
         if error is None:
             assert output is not None
             results[index] = CallResult(
@@ -311,9 +321,13 @@ class ToolExecutor:
     async def _invoke(self, handler: Handler, call: ToolCall) -> tuple[str | None, str | None]:
         """(output, None) on success, (None, error message) on failure."""
         scope = asyncio.timeout(self._timeout)
+        traced = tracing.span(
+            "runcast.tool_call", **{"runcast.tool": call.name, "runcast.run_id": call.run_id}
+        )
         try:
-            async with scope:
-                return await handler(call), None
+            with traced:
+                async with scope:
+                    return await handler(call), None
         except TimeoutError as exc:
             if scope.expired():
                 return None, f"tool {call.name!r} timed out after {self._timeout:g}s"

@@ -46,6 +46,7 @@ from collections.abc import Callable
 import aiohttp
 import orjson
 
+from gateway import tracing
 from gateway.errors import ToolError
 
 from .handlers import ToolCall, encode_output
@@ -180,6 +181,7 @@ class WebhookHandler:
         }
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
+        tracing.inject(headers)
         try:
             async with self._session.post(
                 self.url, data=body, headers=headers, allow_redirects=False

@@ -2,12 +2,13 @@
 
 One :class:`UpstreamClient` per upstream owns one pooled aiohttp session. It offers the run
 operations of spec §1.2 (typed results), their streamed variants (:class:`RunStream` yielding
-:class:`StreamItem`), and the raw :meth:`UpstreamClient.request` used by the transparent proxy.
+:class:`StreamItem`, one at a time or per upstream read), and the raw :meth:`UpstreamClient.request` used by the transparent proxy.
 
 Modules: ``settings`` (configuration), ``body`` (URLs, queries, JSON bodies), ``retry`` (retry
 decisions), ``transport`` (the only code that touches aiohttp), ``scrub`` (masking runcast's
 upstream key in everything the upstream sends back), ``stream`` (SSE -> typed events
-and the end-of-stream rules), ``objects`` (non-streamed JSON -> models), ``client`` (session,
+and the end-of-stream rules), ``events`` (SSE events of any protocol, for the Responses and Chat
+relays), ``objects`` (non-streamed JSON -> models), ``client`` (session,
 headers, retry loop, raw requests) and ``operations`` (the typed run calls).
 
 Timeouts (never a total timeout; see :class:`UpstreamSettings`): ``UpstreamTimeout.phase`` is

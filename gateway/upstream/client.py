@@ -338,6 +338,41 @@ class UpstreamClient(RunOperations):
             response.release()
         return decode(data)
 
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        query: Query = None,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> UpstreamResponse:
+        """Send a request that answers with an event stream; its response, body unread.
+
+        Raises :class:`~gateway.errors.UpstreamHTTPError` for a non-2xx answer and
+        ``RemoteProtocolError`` for a JSON or HTML answer (a server that ignored ``"stream":
+        true``, spec §1.4, or an error page from a proxy in between); other content types are
+        read as a stream, as the SDKs do. The caller must ``release()`` the response.
+        """
+        response = await self.send(
+            method,
+            path,
+            query=query,
+            body=body,
+            headers=headers,
+            api_key=api_key,
+            accept="text/event-stream",
+        )
+        if not response.ok:
+            raise await self._http_error(response)
+        if response.content_type in _NOT_A_STREAM:
+            response.release()
+            raise RemoteProtocolError(
+                f"upstream answered {path} with {response.content_type} instead of an event stream"
+            )
+        return response
+
     def _stream(
         self,
         path: str,
@@ -350,26 +385,9 @@ class UpstreamClient(RunOperations):
         thread_id: str | None = None,
     ) -> RunStream:
         async def open_stream() -> UpstreamResponse:
-            response = await self.send(
-                "POST",
-                path,
-                query=query,
-                body=body,
-                headers=headers,
-                api_key=api_key,
-                accept="text/event-stream",
+            return await self.open_stream(
+                "POST", path, body=body, query=query, api_key=api_key, headers=headers
             )
-            if not response.ok:
-                raise await self._http_error(response)
-            if response.content_type in _NOT_A_STREAM:
-                # A server that ignored `"stream": true` (spec §1.4), or an HTML error page from a
-                # proxy in between. Other types are read as a stream: the SDKs never check it.
-                response.release()
-                raise RemoteProtocolError(
-                    f"upstream answered {path} with {response.content_type} "
-                    "instead of an event stream"
-                )
-            return response
 
         return RunStream(
             open_stream,

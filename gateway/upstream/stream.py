@@ -35,25 +35,15 @@ from typing import Self
 import msgspec
 
 from gateway.errors import StreamTruncated, UpstreamConnectionError
-from parsers.assistants import (
-    TERMINAL_RUN_STATUSES,
-    AssistantStreamEvent,
-    DoneEvent,
-    ErrorEvent,
-    RunEvent,
-    ThreadEvent,
-    UnknownEvent,
-    decode_event,
-)
+from parsers.assistants import AssistantStreamEvent, UnknownEvent, decode_event
+from parsers.assistants.signals import SETTLED_STATUSES, signal
 from parsers.errors import EventDecodeError, EventTooLarge
+from parsers.signals import Empty, GroupSeen, RunSeen, StreamEnd, StreamError
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 from .transport import UpstreamResponse
 
 __all__ = ["RunStream", "StreamItem"]
-
-_CLEAN_EOF_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
-"""Run statuses after which EOF without ``[DONE]`` is a normal end (spec §2.1, §5)."""
 
 
 class StreamItem(msgspec.Struct, frozen=True):
@@ -129,7 +119,7 @@ class RunStream:
         self._finished = False
         self._done = False
         self._last_status: str | None = None
-        self._last_error: ErrorEvent | None = None
+        self._last_error: AssistantStreamEvent | None = None
         self._run_id = run_id
         self._thread_id = thread_id
 
@@ -185,7 +175,7 @@ class RunStream:
         return self._done
 
     @property
-    def last_error(self) -> ErrorEvent | None:
+    def last_error(self) -> AssistantStreamEvent | None:
         """The last ``event: error`` seen, if any."""
         return self._last_error
 
@@ -263,23 +253,23 @@ class RunStream:
         except EventDecodeError as exc:
             event = UnknownEvent(event=sse.event, data=sse.data_bytes)
             decode_error = exc
-        if isinstance(event, RunEvent):
-            run = event.data
-            self._last_status = run.status
-            self._run_id = run.id
-            self._thread_id = run.thread_id or self._thread_id
-        elif isinstance(event, ThreadEvent):
-            self._thread_id = event.data.id
-        elif isinstance(event, ErrorEvent):
+        sig = signal(event)
+        if isinstance(sig, RunSeen):
+            self._last_status = sig.status
+            self._run_id = sig.run_id
+            self._thread_id = sig.group_id or self._thread_id
+        elif isinstance(sig, GroupSeen):
+            self._thread_id = sig.group_id
+        elif isinstance(sig, StreamError):
             self._last_error = event
-        elif isinstance(event, DoneEvent):
+        elif isinstance(sig, StreamEnd):
             self._done = True
-        elif isinstance(event, UnknownEvent) and not event.data and decode_error is None:
+        elif isinstance(sig, Empty) and decode_error is None:
             return  # empty-data event: nothing to relay (spec Appendix C)
         self._pending.append(StreamItem(event, sse, decode_error))
 
     def _judge_eof(self, cut: UpstreamConnectionError | None) -> StreamTruncated | None:
-        if self._last_error is not None or self._last_status in _CLEAN_EOF_STATUSES:
+        if self._last_error is not None or self._last_status in SETTLED_STATUSES:
             return None
         exc = StreamTruncated(
             last_status=self._last_status,

@@ -29,6 +29,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway import tracing
 from gateway.errors import UpstreamConnectionError, UpstreamTimeout
 from parsers.errors import RemoteProtocolError
 
@@ -262,18 +263,25 @@ class Transport:
         s = self._settings
         deadline = asyncio.get_running_loop().time() + s.first_byte_timeout
         scope = asyncio.timeout_at(deadline)
+        sent = dict(headers)
+        traced = tracing.span(
+            "runcast.upstream", **{"http.request.method": method, "url.path": url.path}
+        )
         try:
             async with scope:
-                resp = await session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    # aiohttp would label a bodiless POST (cancel) application/octet-stream.
-                    skip_auto_headers=_NO_BODY_SKIP if body is None else (),
-                    allow_redirects=False,  # never carry the key to another origin
-                    auto_decompress=decompress,
-                )
+                with traced:
+                    tracing.inject(sent)
+                    resp = await session.request(
+                        method,
+                        url,
+                        headers=sent,
+                        data=body,
+                        # aiohttp would label a bodiless POST (cancel) application/octet-stream.
+                        skip_auto_headers=_NO_BODY_SKIP if body is None else (),
+                        allow_redirects=False,  # never carry the key to another origin
+                        auto_decompress=decompress,
+                    )
+                    tracing.set_attribute("http.response.status_code", resp.status)
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamTimeout("connect", s.connect_timeout) from exc
         except aiohttp.ClientSSLError as exc:

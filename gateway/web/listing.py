@@ -130,7 +130,7 @@ async def channels(request: web.Request) -> web.Response:
 
     runs: list[_Run] = []
     threads: dict[str, _Thread] = {}
-    for run_id, thread_id in app[RELAYS].recent_runs(MAX_RUNS):
+    for run_id, thread_id in await app[RELAYS].recent_runs(MAX_RUNS):
         stats = broker.channel_statistics(run_channel(run_id))
         if stats is None:
             continue

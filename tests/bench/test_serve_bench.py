@@ -34,8 +34,8 @@ def test_serve_bench_quick_run_delivers_everything_once(tmp_path: Path) -> None:
     for r in results:
         where = f"{r['server']} {r['transport']}"
         assert r["connected"] == N and r["connect_failures"] == 0, where
-        # the run: lifecycle events around the text deltas, all of them to the SDK, plus `done`
-        assert r["events"] == r["creator_events"] + 1 > DELTAS, where
+        # the run: lifecycle events around the text deltas and `done`, each numbered, to the SDK too
+        assert r["events"] == r["creator_events"] == r["creator_numbered"] > DELTAS, where
         assert r["lost"] == 0 and r["duplicates"] == 0 and r["cut"] == 0, where
         assert r["complete"] == N, where
         assert r["deliveries"] == r["expected_deliveries"] == N * r["events"], where

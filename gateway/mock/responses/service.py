@@ -159,7 +159,7 @@ class ResponsesService:
             on_end=lambda: _ended(record, items),
         )
         record.driver = driver
-        self.store.responses.put(response.id, record)
+        self.store.add(record)
         record.task = self.engine.spawn(driver.main(), f"mock-response {response.id}")
         return record
 
@@ -197,7 +197,8 @@ class ResponsesService:
         if response.status in TERMINAL:
             raise APIError(400, f"Cannot cancel a response with status '{response.status}'.")
         response.status = "cancelled"
-        record.driver.cancel()
+        if record.driver is not None:
+            record.driver.cancel()
         return response
 
     def delete(self, response_id: str) -> dict[str, Any]:

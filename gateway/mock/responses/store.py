@@ -6,19 +6,25 @@ background response, for re-streaming), the scenario it ran, and where its turn 
 ``previous_response_id`` continues the same turn. A :class:`ConversationRecord` holds a
 conversation's items and the same turn state. Both live in :class:`~gateway.mock.store.LRUStore`
 maps (``max_responses`` / ``max_conversations``, ``ttl_s``); evicting a response cancels its
-driver.
+driver. A background response's frames are kept only while it can be re-streamed: each creation
+releases those of finished responses older than the window (oldest first, amortised O(1)); the
+``Response`` object itself stays retrievable.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import deque
+from typing import TYPE_CHECKING
 
 from gateway.mock.eventlog import EventLog
 from gateway.mock.responses.objects import Conversation, Response
 from gateway.mock.settings import MockSettings
 from gateway.mock.store import LRUStore
 from gateway.mock.turns import Turn
+
+if TYPE_CHECKING:
+    from gateway.mock.responses.driver import ResponseDriver
 
 __all__ = ["ConversationRecord", "ResponseRecord", "ResponseStore"]
 
@@ -48,7 +54,7 @@ class ResponseRecord:
         self.created = created  # loop time, for the re-streaming window
         self.conversation = conversation
         self.task: asyncio.Task[None] | None = None
-        self.driver: Any = None  # the ResponseDriver, set once created
+        self.driver: ResponseDriver | None = None
 
 
 class ConversationRecord:
@@ -58,7 +64,7 @@ class ConversationRecord:
 
     def __init__(self, conversation: Conversation) -> None:
         self.conversation = conversation
-        self.items: list[dict[str, Any]] = []
+        self.items: list[dict[str, object]] = []
         self.turn = Turn()
         self.context_chars = 0
 
@@ -73,6 +79,19 @@ class ResponseStore:
         self.conversations: LRUStore[ConversationRecord] = LRUStore(
             max_items=settings.max_conversations, ttl=settings.ttl_s
         )
+        self._window = settings.stream_window_s
+        self._retained: deque[ResponseRecord] = deque()
+
+    def add(self, record: ResponseRecord) -> None:
+        """Store ``record``; release the frames of background responses past the window."""
+        retained = self._retained
+        while retained and record.created - retained[0].created > self._window:
+            if not retained[0].log.release():
+                break  # still generating or read: retried at the next creation
+            retained.popleft()
+        self.responses.put(record.response.id, record)
+        if record.log.retain:
+            retained.append(record)
 
 
 def _stop(record: ResponseRecord) -> None:

@@ -22,6 +22,7 @@ from gateway.mock import MockSettings
 from gateway.mock import create_app as create_simulator
 from gateway.runs.actions import ActionHandler, ActionOptions
 from gateway.settings import Settings
+from gateway.state import SharedState
 from gateway.upstream import UpstreamSettings
 
 SIM_DEFAULTS: dict[str, Any] = {"deltas": 8, "tokens_per_delta": 2, "seed": 3}
@@ -56,6 +57,7 @@ async def start_gateway(start_sim: StartSim) -> AsyncIterator[StartGateway]:
         hub: dict[str, Any] | None = None,
         action_handler: ActionHandler | None = None,
         action_options: ActionOptions | None = None,
+        state: SharedState | None = None,
         **overrides: Any,
     ) -> Gateway:
         if upstream_url is None:
@@ -75,7 +77,9 @@ async def start_gateway(start_sim: StartSim) -> AsyncIterator[StartGateway]:
             hub=HubSettings(**(hub or {})),
             **values,
         )
-        app = create_app(settings, action_handler=action_handler, action_options=action_options)
+        app = create_app(
+            settings, action_handler=action_handler, action_options=action_options, state=state
+        )
         runner, url = await start_runner(app, "127.0.0.1", 0)
         runners.append(runner)
         return Gateway(url=url, app=app, runner=runner, upstream_url=upstream_url)

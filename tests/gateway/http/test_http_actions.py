@@ -58,7 +58,7 @@ class EchoTools:
             )
         )
 
-    def forget(self, run_id: str) -> None:
+    async def forget(self, run_id: str) -> None:
         self.forgotten.append(run_id)
 
 

@@ -374,8 +374,9 @@ async def test_an_outage_past_the_deadline_ends_the_run_for_everyone(
             async with asyncio.timeout(WAIT):
                 while handler.deltas < 5:
                     await asyncio.sleep(0.005)
-            await proxy.cut()
+            # Taken before the cut: the relay may see the failure before cut() returns.
             cut_at = time.monotonic()
+            await proxy.cut()
             # The creator is told once runcast gives up: the SDK raises, it does not hang.
             with pytest.raises(openai.APIError) as caught:
                 async with asyncio.timeout(WAIT):

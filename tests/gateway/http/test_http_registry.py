@@ -48,7 +48,7 @@ async def test_aclose_ends_the_creator_of_a_relay_that_does_not_stop() -> None:
         registry = RelayRegistry(broker, upstream, shutdown_timeout=0.05)
         stream = WedgedStream()
         feed = CreatorFeed(1024)
-        relay = registry.start(lambda: cast(RunStream, stream), feed=feed)
+        start = asyncio.create_task(registry.start(lambda: cast(RunStream, stream), feed=feed))
         await stream.entered.wait()
         reader = asyncio.create_task(feed.read())
         await registry.aclose()
@@ -57,12 +57,12 @@ async def test_aclose_ends_the_creator_of_a_relay_that_does_not_stop() -> None:
             assert await reader is None  # the creator's response ends
         assert registry.statistics().active == 1
         with pytest.raises(RuntimeError):
-            registry.start(lambda: cast(RunStream, WedgedStream()), feed=None)
+            await registry.start(lambda: cast(RunStream, WedgedStream()), feed=None)
 
         stream.release.set()
         async with asyncio.timeout(5):
             while registry.statistics().active:
                 await asyncio.sleep(0.01)
         with pytest.raises(UpstreamConnectionError):
-            await relay.started
+            await start
         await registry.aclose()  # idempotent

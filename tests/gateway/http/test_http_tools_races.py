@@ -159,7 +159,7 @@ class LateOutputs:
             not_after=time.time() - 1,
         )
 
-    def forget(self, run_id: str) -> None:
+    async def forget(self, run_id: str) -> None:
         self.forgotten.append(run_id)
 
 

@@ -11,8 +11,8 @@ import pytest
 from gateway.http.headers import copy_response_headers, forward_request_headers
 from gateway.http.routes import StreamedCall, streamed_call
 from gateway.hub import HubEvent
+from gateway.runs.assistants.reducer import RunReducer, ThreadReducer, reducer_factory
 from gateway.runs.feed import CreatorFeed
-from gateway.runs.reducer import RunReducer, ThreadReducer, reducer_factory
 from parsers.assistants import decode_event
 from parsers.sse import ServerSentEvent, SSEDecoder
 

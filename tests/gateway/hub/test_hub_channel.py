@@ -14,7 +14,7 @@ from gateway.hub import HubEvent
 from parsers.sse import SSEDecoder
 
 THREAD = "thread:t1"
-HELD = 10.0
+HELD = 10_000.0
 """A window no test waits for: what arrives, arrived because something flushed it."""
 
 
@@ -71,7 +71,7 @@ async def _run(hub: Hub) -> tuple[list[bytes], list[list[str]]]:
 @pytest.mark.asyncio
 async def test_coalescing_keeps_the_bytes_and_cuts_the_writes(start_hub: StartHub) -> None:
     plain_bodies, plain_ws = await _run(await start_hub())
-    coalesced_bodies, coalesced_ws = await _run(await start_hub(coalesce_window=0.2))
+    coalesced_bodies, coalesced_ws = await _run(await start_hub(coalesce_ms=200))
 
     # The two hubs' channels have their own epochs: compare what follows them.
     payloads = {
@@ -98,7 +98,7 @@ async def test_coalescing_keeps_the_bytes_and_cuts_the_writes(start_hub: StartHu
 async def test_held_events_wait_for_the_window_and_terminal_events_flush_at_once(
     start_hub: StartHub,
 ) -> None:
-    hub = await start_hub(coalesce_window=0.3)
+    hub = await start_hub(coalesce_ms=300)
     client = await _sse(hub)
     reader = client[0]
     await hub.wait_subscribers(THREAD, 1)
@@ -111,7 +111,7 @@ async def test_held_events_wait_for_the_window_and_terminal_events_flush_at_once
     assert re.search(rb"id: \w+-1\n", first)
     assert 0.25 <= loop.time() - started < 2.0
 
-    hub2 = await start_hub(coalesce_window=HELD)
+    hub2 = await start_hub(coalesce_ms=HELD)
     client2 = await _sse(hub2)
     reader2 = client2[0]
     await hub2.wait_subscribers(THREAD, 1)
@@ -134,7 +134,7 @@ async def test_held_events_wait_for_the_window_and_terminal_events_flush_at_once
 async def test_a_subscriber_attaching_within_the_window_has_no_gap_and_no_duplicate(
     start_hub: StartHub,
 ) -> None:
-    hub = await start_hub(coalesce_window=HELD)
+    hub = await start_hub(coalesce_ms=HELD)
     early = await _sse(hub)
     await hub.wait_subscribers(THREAD, 1)
     for i in range(1, 4):
@@ -154,7 +154,7 @@ async def test_a_subscriber_attaching_within_the_window_has_no_gap_and_no_duplic
 
 @pytest.mark.asyncio
 async def test_a_dropped_channel_cancels_its_window(start_hub: StartHub) -> None:
-    hub = await start_hub(coalesce_window=HELD)
+    hub = await start_hub(coalesce_ms=HELD)
     client = await _sse(hub)
     await hub.wait_subscribers(THREAD, 1)
     await hub.publish(THREAD, ev(1))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from mock_helpers import MockServer
+from mock_helpers import MockServer, StartMock
 from openai import AsyncOpenAI
 from proto_helpers import (
+    AUTH,
     FLAT_TIME,
     FLAT_WEATHER,
     chat_events,
@@ -231,3 +233,48 @@ async def test_scenario_header_alternative(
     completion = reduce_chat(chat_events(raw))["completion"]
     assert completion["choices"][0]["finish_reason"] == "tool_calls"
     assert len(chunks(chat_events(raw))) > 3
+
+
+@pytest.mark.asyncio
+async def test_generation_stops_when_the_client_leaves(
+    start_mock: StartMock, session: aiohttp.ClientSession
+) -> None:
+    server = await start_mock(delay_ms=20.0, deltas=1_000)
+    engine = server.service.engine
+    async with session.post(server.base_url + "/chat/completions", json=body(), headers=AUTH) as r:
+        assert await r.content.readline()
+        assert engine.statistics().active_runs == 1
+    async with asyncio.timeout(5):  # well before the 20 s the whole completion would take
+        while engine.statistics().active_runs:
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_multi_round_tool_loop_with_the_sdk(sdk: AsyncOpenAI) -> None:
+    """Two rounds read from the messages (chat is stateless), then the answer quoting both."""
+    messages: list[Any] = list(USER)
+    names = []
+    for _ in range(2):
+        completion = await sdk.chat.completions.create(
+            model="gpt-4o",
+            messages=messages,
+            tools=TOOLS,
+            metadata={"mock_scenario": "multi_round"},  # type: ignore[arg-type]
+        )
+        message = completion.choices[0].message
+        (call,) = message.tool_calls or []
+        names.append(call.function.name)  # type: ignore[union-attr]
+        messages += [
+            message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": f"{len(names)}"},
+        ]
+    assert names == ["get_weather", "get_time"]
+    async with sdk.chat.completions.stream(
+        model="gpt-4o",
+        messages=messages,
+        tools=TOOLS,
+        metadata={"mock_scenario": "multi_round"},  # type: ignore[arg-type]
+    ) as stream:
+        final = await stream.get_final_completion()
+    answer = final.choices[0].message.content or ""
+    assert answer.startswith("get_weather returned: 1\n\nget_time returned: 2\n\n")

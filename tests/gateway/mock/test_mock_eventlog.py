@@ -77,3 +77,15 @@ async def test_wait_closed_and_wake() -> None:
     assert not waiter.done()
     log.close()
     await asyncio.wait_for(waiter, 1)
+
+
+@pytest.mark.asyncio
+async def test_release_only_when_closed_and_unread() -> None:
+    log = EventLog(retain=True, max_lag=2)
+    fill(log, 3)
+    assert not log.release() and log.held == 3  # still open
+    reader = log.attach(0, creator=False)
+    log.close()
+    assert not log.release()  # still read
+    log.detach(reader)
+    assert log.release() and log.held == 0 and log.next_seq == 3

@@ -22,6 +22,7 @@ from proto_helpers import (
     response_events,
 )
 
+from gateway.mock.responses import RESPONSES_KEY
 from parsers.responses import (
     ErrorEvent,
     ResponseCompletedEvent,
@@ -427,3 +428,39 @@ async def test_slow_start_holds_the_status_line(
             waited = loop.time() - started
             assert resp.status == 200 and waited >= 0.25
             assert (await resp.read()).count(b"\n\n") > 6
+
+
+@pytest.mark.asyncio
+async def test_frames_are_released_after_the_window(
+    start_mock: StartMock, session: aiohttp.ClientSession
+) -> None:
+    server = await start_mock(stream_window_s=0.2)
+    store = server.runner.app[RESPONSES_KEY].store
+    old = await server_json(session, server, body(stream=False, background=True))
+    async with asyncio.timeout(5):
+        while (record := store.responses.get(old["id"])) is None or not record.log.closed:
+            await asyncio.sleep(0.01)
+    held = record.log.held
+    assert held > 10
+    await asyncio.sleep(0.25)
+    new = await server_json(session, server, body(stream=False, background=True))
+    assert record.log.held == 0
+    new_record = store.responses.get(new["id"])
+    assert new_record is not None and new_record.log.retain
+    status, raw = await get_raw(session, f"{server.base_url}/responses/{old['id']}")
+    assert status == 200 and json.loads(raw)["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_foreground_response_goes_on_after_a_drop(
+    server: MockServer, session: aiohttp.ClientSession, sdk: AsyncOpenAI
+) -> None:
+    _, raw = await post_raw(session, server.base_url + "/responses", body("drop"))
+    first = payloads(raw)
+    assert first[-1]["type"] == "response.output_text.delta"
+    response_id = first[0]["response"]["id"]
+    async with asyncio.timeout(5):
+        while (response := await sdk.responses.retrieve(response_id)).status != "completed":
+            await asyncio.sleep(0.01)
+    received = joined_text(raw)
+    assert response.output_text.startswith(received) and len(response.output_text) > len(received)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tool_scenarios import SECRET, AutomationFactory, Recorder
 
+from gateway.state import ToolRounds
 from gateway.tools import ToolAutomation, ToolRegistry, ToolSettings
 
 
@@ -27,13 +28,14 @@ def automation_for() -> AutomationFactory:
         registry: ToolRegistry | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        rounds: ToolRounds | None = None,
         **fields: Any,
     ) -> AsyncIterator[ToolAutomation]:
         fields.setdefault("timeout", 5.0)
         if fields.get("webhooks"):
             fields.setdefault("webhook_secret", SECRET)
             fields.setdefault("webhook_backoff", 0.01)
-        automation = ToolAutomation(ToolSettings(**fields), registry, clock=clock)
+        automation = ToolAutomation(ToolSettings(**fields), registry, clock=clock, rounds=rounds)
         await automation.start()
         try:
             yield automation

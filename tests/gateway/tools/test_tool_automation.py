@@ -10,6 +10,7 @@ import pytest
 from tool_scenarios import AutomationFactory, Recorder, make_run
 
 from gateway.errors import ConfigError
+from gateway.state import MemoryToolRounds
 from gateway.tools import Cancel, Skip, Submit, ToolAutomation, ToolRegistry, ToolSettings
 
 HERE = Path(__file__).parent
@@ -41,16 +42,17 @@ async def test_submit_request_body_is_the_spec_body(automation_for: AutomationFa
 async def test_rounds_are_capped_per_run(
     automation_for: AutomationFactory, recorder: Recorder
 ) -> None:
-    async with automation_for(echo_registry(), max_rounds=2) as automation:
+    rounds = MemoryToolRounds()
+    async with automation_for(echo_registry(), max_rounds=2, rounds=rounds) as automation:
         first = await automation.run_action(make_run(("c1", "echo", '{"text":"a"}')), recorder)
         second = await automation.run_action(make_run(("c2", "echo", '{"text":"b"}')), recorder)
         other_run = await automation.run_action(
             make_run(("c1", "echo", '{"text":"x"}'), run_id="run_2"), recorder
         )
         third = await automation.run_action(make_run(("c3", "echo", '{"text":"c"}')), recorder)
-        assert automation.rounds("run_1") == 2
-        automation.forget("run_1")
-        assert automation.rounds("run_1") == 0
+        assert (await rounds.get("run_1")).rounds == 2
+        await automation.forget("run_1")
+        assert (await rounds.get("run_1")).rounds == 0
     assert isinstance(first, Submit) and first.round == 1
     assert isinstance(second, Submit) and second.round == 2
     assert isinstance(other_run, Submit) and other_run.round == 1

@@ -12,6 +12,9 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from tool_scenarios import SECRET, AutomationFactory, make_run
 
 from gateway.tools import Submit, sign, verify_signature
@@ -39,6 +42,7 @@ async def receive(request: web.Request) -> dict[str, Any]:
             "body": document,
             "attempt": request.headers[ATTEMPT_HEADER],
             "idempotency_key": request.headers["Idempotency-Key"],
+            "traceparent": request.headers.get("traceparent"),
         }
     )
     return document
@@ -113,9 +117,14 @@ async def test_signed_request_and_plain_text_output(
 ) -> None:
     base, app = receiver
     run = make_run(("call_C3", "get_weather", '{"city":"Oslo"}'), run_id="run_7", thread_id="t_9")
-    async with automation_for(webhooks={"get_weather": f"{base}/plain"}) as automation:
-        assert automation.handles(run)
-        outcome = await automation.run_action(run)
+    # An empty trace context whatever an earlier test left in the one pytest-asyncio carries over.
+    token = otel_context.attach(otel_context.Context())
+    try:
+        async with automation_for(webhooks={"get_weather": f"{base}/plain"}) as automation:
+            assert automation.handles(run)
+            outcome = await automation.run_action(run)
+    finally:
+        otel_context.detach(token)
     assert isinstance(outcome, Submit)
     assert outcome.as_dicts() == [{"tool_call_id": "call_C3", "output": "sunny in Oslo"}]
     (received,) = app[RECEIVED]
@@ -129,6 +138,28 @@ async def test_signed_request_and_plain_text_output(
     }
     assert received["attempt"] == "1"
     assert received["idempotency_key"] == "run_7:call_C3"
+
+
+@pytest.mark.asyncio
+async def test_the_trace_in_context_reaches_the_webhook(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, app = receiver
+    run = make_run(("call_C4", "get_weather", '{"city":"Oslo"}'), run_id="run_8", thread_id="t_9")
+    parent = SpanContext(
+        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        async with automation_for(webhooks={"get_weather": f"{base}/plain"}) as automation:
+            await automation.run_action(run)
+    finally:
+        otel_context.detach(token)
+    (received,) = app[RECEIVED]
+    assert received["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
 
 
 @pytest.mark.asyncio

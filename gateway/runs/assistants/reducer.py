@@ -21,8 +21,10 @@ from typing import cast
 
 from gateway.hub import HubEvent, Reducer
 from parsers.accumulate import RunAccumulator, encode_snapshot
-from parsers.assistants import AssistantStreamEvent, RunEvent, ThreadEvent, decode_event
+from parsers.assistants import AssistantStreamEvent, decode_event
+from parsers.assistants.signals import signal
 from parsers.errors import EventDecodeError
+from parsers.signals import GroupSeen, RunSeen
 from parsers.sse import ServerSentEvent
 
 __all__ = ["RunReducer", "ThreadReducer", "reducer_factory"]
@@ -74,13 +76,14 @@ class ThreadReducer:
         typed = _decode(event)
         if typed is None:
             return
-        if isinstance(typed, ThreadEvent):
+        sig = signal(typed)
+        if isinstance(sig, GroupSeen):
             self._acc = RunAccumulator()
             self._run_id = None
-        elif isinstance(typed, RunEvent) and typed.data.id != self._run_id:
+        elif isinstance(sig, RunSeen) and sig.run_id != self._run_id:
             if self._run_id is not None:
                 self._acc = RunAccumulator()
-            self._run_id = typed.data.id
+            self._run_id = sig.run_id
         self._acc.apply(typed, len(event.data))
 
     @property

@@ -1,0 +1,193 @@
+"""The creator's side of a streamed ``POST /v1/responses`` or ``POST /v1/chat/completions``.
+
+The request goes upstream unchanged (no retry: a second POST would create and bill a second
+response) and its stream is pumped by a :class:`~gateway.runs.protocols.StreamRelay` that the
+relay registry owns. The response head is sent once the stream's id is known (its first event),
+with the ids and subscribe tokens the creator hands to its frontends:
+
+- ``runcast-response-id`` (Responses) or ``runcast-completion-id`` (Chat), and
+  ``runcast-subscribe-token`` for ``GET /streams/responses/{id}`` or ``/streams/chat/{id}``;
+- ``runcast-conversation-id`` and ``runcast-conversation-token`` when a Responses request names a
+  ``conversation`` (``GET /streams/conversations/{id}``);
+- ``runcast-channel`` and ``runcast-channel-token`` when the request carries the header
+  ``Runcast-Channel: <name>`` (``GET /streams/channels/{name}``).
+
+An upstream failure before the first event is answered as for runs (the upstream's own HTTP
+error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same bytes, with
+``id: <seq in the stream's channel>`` lines; a creator that falls behind is cut off with
+``runcast.lagged`` naming where to resume, and one still reading at shutdown gets
+``runcast.shutdown``, as for runs (``creator.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import UpstreamError, UpstreamHTTPError
+from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, Position
+from gateway.metrics import NO_METER
+from gateway.runs.channels import conversation_channel, named_channel
+from gateway.runs.feed import CreatorFeed
+from gateway.runs.protocols import CHAT, RESPONSES, StreamRelay, StreamStart, conversation_of
+from parsers.errors import RemoteProtocolError
+from parsers.sse import encode_sse
+
+from .creator import http_error_response, write_feed
+from .drain import shutting_down
+from .errors import RequestError, upstream_failure
+from .exposition import METRICS
+from .routes import StreamedCall
+from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM
+from .streams import ID_PATTERN
+
+__all__ = ["CHANNEL_HEADER", "serve_protocol_stream"]
+
+CHANNEL_HEADER = "Runcast-Channel"
+_NAME = re.compile(rf"^{ID_PATTERN}$")
+_STREAMS = {"response": "responses", "chat": "chat"}
+"""The subscriber path segment of each stream kind (``/streams/<segment>/<id>``)."""
+
+
+async def serve_protocol_stream(
+    request: web.Request,
+    call: StreamedCall,
+    body: bytes,
+    *,
+    api_key: str | None,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    app = request.app
+    spec = RESPONSES if call.kind == "response" else CHAT
+    channels: dict[str, str] = {}
+    conversation = conversation_of(body) if call.kind == "response" else None
+    if conversation is not None:
+        channels["conversation"] = conversation
+    name = request.headers.get(CHANNEL_HEADER)
+    if name is not None:
+        if not _NAME.match(name):
+            raise RequestError(
+                400, f"invalid {CHANNEL_HEADER} header: {name[:140]!r}", param=CHANNEL_HEADER
+            )
+        channels["channel"] = name
+    relays = app[RELAYS]
+    if relays.closed:
+        raise shutting_down()
+    app[DRAIN].check()
+    upstream = app[UPSTREAM]
+    opener = functools.partial(
+        upstream.open_stream,
+        "POST",
+        request.rel_url.raw_path.removeprefix("/v1"),
+        body=body,
+        query=request.rel_url.raw_query_string or None,
+        api_key=api_key,
+        headers=headers,
+    )
+    reopen = functools.partial(upstream.open_stream, "GET", api_key=api_key, headers=headers)
+    key = upstream.settings.api_key
+    metrics = app.get(METRICS)
+    feed = CreatorFeed(app[SETTINGS].creator_buffer_bytes)
+    relay = StreamRelay(
+        spec,
+        opener,
+        app[BROKER],
+        feed=feed,
+        channels=[
+            *([conversation_channel(conversation)] if conversation is not None else []),
+            *([named_channel(name)] if name is not None else []),
+        ],
+        reopen=lambda path, query: reopen(path, query=query),
+        max_event_bytes=upstream.settings.max_event_bytes,
+        meter=metrics.meter(_STREAMS[spec.kind]) if metrics is not None else NO_METER,
+        scrub=(lambda text: text.replace(key, "***")) if key else str,
+    )
+    relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
+    try:
+        try:
+            # shield: a creator that leaves must not cancel the relay's future.
+            start = await asyncio.shield(relay.started)
+        except UpstreamHTTPError as exc:
+            return http_error_response(request, exc)
+        except (UpstreamError, RemoteProtocolError) as exc:
+            if relays.closed:
+                raise shutting_down() from None
+            raise upstream_failure(exc) from None
+        response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
+        await response.prepare(request)
+        where = _resume_hint(spec.kind, start)
+        await write_feed(
+            request,
+            response,
+            feed,
+            lag_notice=lambda: _notice(
+                LAGGED_EVENT,
+                feed,
+                "runcast_lagged",
+                "lagged",
+                f"runcast: this response fell behind the stream; resume with {where}",
+            ),
+            shutdown_notice=lambda: _notice(
+                SHUTDOWN_EVENT,
+                feed,
+                "runcast_shutdown",
+                "shutting_down",
+                "runcast is shutting down before the end of this stream; what follows is lost "
+                f"to this response ({where} on another node)",
+            ),
+        )
+        return response
+    finally:
+        feed.detach()
+
+
+def _head(
+    request: web.Request, kind: str, start: StreamStart, channels: Mapping[str, str]
+) -> dict[str, str]:
+    head = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    }
+    if start.request_id:
+        head["x-request-id"] = start.request_id
+    tokens = request.app[TOKENS]
+    if start.object_id is not None:
+        spec = RESPONSES if kind == "response" else CHAT
+        head["runcast-response-id" if kind == "response" else "runcast-completion-id"] = (
+            start.object_id
+        )
+        head["runcast-subscribe-token"] = tokens.mint(spec.channel(start.object_id)).token
+    conversation = channels.get("conversation")
+    if conversation is not None:
+        head["runcast-conversation-id"] = conversation
+        head["runcast-conversation-token"] = tokens.mint(conversation_channel(conversation)).token
+    name = channels.get("channel")
+    if name is not None:
+        head["runcast-channel"] = name
+        head["runcast-channel-token"] = tokens.mint(named_channel(name)).token
+    return head
+
+
+def _resume_hint(kind: str, start: StreamStart) -> str:
+    if start.object_id is None:
+        return "its channel"
+    return f"GET /streams/{_STREAMS[kind]}/{start.object_id}?since=<last id>"
+
+
+def _notice(event: str, feed: CreatorFeed, type_: str, code: str, message: str) -> bytes:
+    # The same position fields as every runcast notice (gateway.hub.broker): epoch and seq.
+    position = Position.parse(feed.last_id) if feed.last_id is not None else None
+    data = orjson.dumps(
+        {
+            "error": {"message": message, "type": type_, "param": None, "code": code},
+            "epoch": None if position is None else position.epoch,
+            "seq": None if position is None else position.seq,
+        }
+    )
+    return encode_sse(data, event=event)

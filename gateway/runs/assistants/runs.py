@@ -1,0 +1,66 @@
+"""Reading an Assistants run from the upstream, and the events runcast writes in its name.
+
+One place builds ``GET /threads/{thread_id}/runs/{run_id}`` (spec §1.2) and decodes the status
+out of it (:func:`run_path`, :func:`run_status`, :func:`fetch_run`), and one place synthesizes
+the end-of-segment marker (:data:`DONE`) and the settled run event (:func:`settled_event`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from gateway.errors import UpstreamError
+from gateway.hub import HubEvent
+from gateway.upstream import UpstreamClient
+from gateway.upstream.body import path_id
+from parsers.errors import RemoteProtocolError
+
+__all__ = ["DONE", "MAX_RUN_BYTES", "fetch_run", "run_path", "run_status", "settled_event"]
+
+log = logging.getLogger("runcast.relay")
+
+DONE = HubEvent("done", b"[DONE]")
+"""The end of one upstream response (spec §2.1): every segment on the channels ends with it."""
+
+MAX_RUN_BYTES = 8 * 1024 * 1024
+"""Bound on one Run object read from the upstream."""
+
+
+class _Status(msgspec.Struct):
+    status: str = ""
+
+
+_status_decoder = msgspec.json.Decoder(_Status)
+
+
+def run_path(thread_id: str, run_id: str) -> str:
+    return f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
+
+
+def run_status(data: bytes) -> str:
+    """The ``status`` of a Run JSON body; :class:`msgspec.DecodeError` when it is not JSON."""
+    return _status_decoder.decode(data).status
+
+
+def settled_event(status: str, data: bytes) -> HubEvent:
+    """A polled Run relayed unchanged as ``thread.run.<status>``."""
+    return HubEvent(f"thread.run.{status}", data)
+
+
+async def fetch_run(
+    upstream: UpstreamClient, thread_id: str, run_id: str, *, api_key: str | None = None
+) -> tuple[str, bytes] | None:
+    """``(status, run JSON)`` from one ``GET .../runs/{run_id}``; None if it cannot be learnt."""
+    try:
+        async with upstream.request(
+            "GET", run_path(thread_id, run_id), api_key=api_key
+        ) as response:
+            if not response.ok:
+                return None
+            data = await response.read(limit=MAX_RUN_BYTES)
+        return run_status(data), data
+    except (UpstreamError, RemoteProtocolError, msgspec.DecodeError) as exc:
+        log.warning("run %s: could not read its status: %s", run_id, exc)
+        return None

@@ -1,0 +1,104 @@
+"""Chat Completions (``POST /v1/chat/completions`` with ``"stream": true``) behind the seam.
+
+:data:`CHAT` types each frame with ``parsers.chat``: the id is the first chunk's ``id``, the only
+last word is ``[DONE]`` (a stream cut before it is lost, never retried: a retry regenerates and
+bills again), and chunks carry no cursor. :class:`ChatReducer` folds the chunks into a
+``chat.completion``-shaped snapshot: one completion, or with ``latest`` a channel's latest.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from gateway.hub import HubEvent
+from parsers.chat import (
+    ChatAccumulator,
+    ChatCompletionChunk,
+    ChatDoneEvent,
+    ChatStreamEvent,
+    decode_chunk,
+)
+from parsers.errors import EventDecodeError
+from parsers.sse import ServerSentEvent
+
+from ..channels import chat_channel
+from .spec import Seen
+
+__all__ = ["CHAT", "ChatReducer", "ChatSpec", "typed_chat_event"]
+
+_END = Seen(end=True)
+_NOTHING = Seen()
+_CHAT_TYPES = (ChatCompletionChunk, ChatDoneEvent)
+_encode = msgspec.json.Encoder().encode
+
+
+class ChatSpec:
+    """The Chat Completions protocol as the stream pump sees it."""
+
+    kind = "chat"
+
+    def decode(self, sse: ServerSentEvent) -> tuple[object | None, Seen]:
+        try:
+            event = decode_chunk(sse)
+        except EventDecodeError:
+            return None, _NOTHING
+        if type(event) is ChatCompletionChunk and event.id:
+            return event, Seen(object_id=event.id)
+        if type(event) is ChatDoneEvent:
+            return event, _END
+        return event, _NOTHING
+
+    def channel(self, object_id: str) -> str:
+        return chat_channel(object_id)
+
+    def resume(self, object_id: str, cursor: int) -> None:
+        return None  # a retry would regenerate the answer and bill it again
+
+
+CHAT = ChatSpec()
+
+
+def typed_chat_event(event: HubEvent) -> ChatStreamEvent | None:
+    """The chat event a hub event carries (the relay's own typed one when in process)."""
+    if event.name.startswith("runcast."):
+        return None
+    decoded = event.decoded
+    if decoded is not None:
+        return decoded if isinstance(decoded, _CHAT_TYPES) else None
+    try:
+        return decode_chunk(ServerSentEvent(event=event.name, data_bytes=event.data))
+    except EventDecodeError:
+        return None
+
+
+class ChatReducer:
+    """The snapshot of a chat channel: its completion, or with ``latest`` the latest completion
+    published to it, started afresh by a chunk with a new id."""
+
+    __slots__ = ("_acc", "_id", "_latest", "nbytes")
+
+    def __init__(self, *, latest: bool = False) -> None:
+        self._acc = ChatAccumulator()
+        self._latest = latest
+        self._id: str | None = None
+        self.nbytes = 0
+
+    def apply(self, event: HubEvent) -> None:
+        typed = typed_chat_event(event)
+        if typed is None:
+            return
+        if (
+            self._latest
+            and type(typed) is ChatCompletionChunk
+            and typed.id
+            and typed.id != self._id
+        ):
+            if self._id is not None:
+                self._acc = ChatAccumulator()
+                self.nbytes = 0
+            self._id = typed.id
+        self._acc.apply(typed)
+        self.nbytes += len(event.data)
+
+    def snapshot(self) -> bytes:
+        return _encode(self._acc.snapshot())

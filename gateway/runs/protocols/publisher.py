@@ -1,0 +1,73 @@
+"""``ChannelPublisher``: where one protocol stream's events go, numbered once by the hub.
+
+Each batch is published in one call to the stream's own channel (once its id is known) and the
+channels the creating request named up front (its conversation, its ``Runcast-Channel``); the
+hub numbers it per channel. Unless it is for subscribers only, it is then pushed to the creator's
+:class:`~gateway.runs.feed.CreatorFeed` with ``id: <seq in the stream's channel>``, so a creator
+cut off can resume from ``GET /streams/<kind>/<id>?since=<id>``. The push never blocks. Frames
+that came without an ``event:`` line go to the creator without one too: the openai SDK reads an
+unnamed frame as a chunk or a Responses event, but wraps a named one it does not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.hub import Broker, HubEvent, Position
+from parsers.sse import encode_sse
+
+from ..feed import CreatorFeed
+
+__all__ = ["ChannelPublisher"]
+
+_UNNAMED = "message"
+"""The SSE event type of a frame without an ``event:`` line (WHATWG HTML §9.2.6)."""
+
+
+class ChannelPublisher:
+    """Publishes one stream's events to the hub and its creator's feed."""
+
+    __slots__ = ("_broker", "_feed", "_others", "own", "seq")
+
+    def __init__(self, broker: Broker, feed: CreatorFeed | None, others: Sequence[str]) -> None:
+        self._broker = broker
+        self._feed = feed
+        self._others = list(others)
+        self.own: str | None = None
+        """The stream's own channel, once its id is known."""
+        self.seq: int | None = None
+        """The seq of the last event published to ``own``."""
+
+    @property
+    def channels(self) -> list[str]:
+        return [self.own, *self._others] if self.own is not None else list(self._others)
+
+    async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
+        first: int | None = None
+        epoch = ""
+        channels = self.channels
+        if channels and events:
+            seqs = await self._broker.publish(channels, events)
+            if self.own is not None:
+                position = seqs.get(self.own)
+                if position is not None:
+                    first, epoch = position.seq, position.epoch
+                    self.seq = first + len(events) - 1
+        feed = self._feed
+        if to_creator and feed is not None and feed.accepting:
+            for i, event in enumerate(events):
+                event_id = None if first is None else str(Position(epoch, first + i))
+                name = None if event.name == _UNNAMED else event.name
+                feed.push(encode_sse(event.data, event=name, id=event_id), event_id=event_id)
+
+    def end_creator(self) -> None:
+        if self._feed is not None:
+            self._feed.finish()
+
+    def stop_creator(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+
+    async def close_own(self) -> None:
+        if self.own is not None:
+            await self._broker.close_channel(self.own)

@@ -1,0 +1,314 @@
+"""``StreamRelay``: pumps one Responses or Chat Completions stream into the hub and its creator.
+
+Theory of operation. A relay is started for each creating request with ``"stream": true`` and
+runs as a task owned by the :class:`~gateway.runs.registry.RelayRegistry`, never by the creator's
+request handler: a creator that leaves only detaches its feed, and the stream goes on being
+pumped to its subscribers. For the events of each upstream read, in order: type each one through
+the protocol's :class:`~gateway.runs.protocols.spec.StreamSpec`, publish them as one batch to the
+stream's channels (the hub numbers them), push them to the creator's feed, and yield to the
+loop, so the creator's response writes the batch before the next one reaches the subscribers.
+
+Events before the stream's id is known (a ``keepalive`` before ``response.created``) are held,
+so the stream's own channel starts with the first of them; ``started`` resolves once the id is
+known, so the creator's head can name it and carry its subscribe token. An upstream failure
+before any event resolves ``started`` with the exception instead and nothing is published.
+
+Resumption. A stream the upstream can continue (a background response) that is cut before its
+last word is resumed after its last ``sequence_number`` through the spec's ``resume`` request
+(``reopen``), after a backoff, up to ``max_resumes`` times without a new event (never after a 4xx answer
+but 408 and 429: the upstream will not resume it); an event at or
+before that number is never relayed twice, so nobody sees a gap or a duplicate.
+
+The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
+chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or breaks before it
+(and cannot be resumed) publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "<kind>_id", "cursor"}``; its
+``error`` member makes the openai SDK raise) to the channels and the creator: a chat stream is
+never retried, since a retry regenerates and bills again. The stream's own channel is closed
+once the stream is over; the channels named up front stay open for the next stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from gateway.errors import (
+    StreamTruncated,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamHTTPError,
+)
+from gateway.hub import Broker, HubEvent
+from gateway.metrics import NO_METER, RunMeter
+from gateway.upstream import UpstreamResponse
+from gateway.upstream.events import EventStream
+from parsers.errors import RemoteProtocolError
+
+from ..feed import CreatorFeed
+from ..recovery import failure_reason
+from .publisher import ChannelPublisher
+from .spec import StreamSpec
+
+__all__ = ["UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
+
+log = logging.getLogger("runcast.relay")
+
+UPSTREAM_LOST_EVENT = "runcast.upstream_lost"
+
+_RESUME_BACKOFF = 0.2
+_RESUME_BACKOFF_MAX = 2.0
+"""Seconds before resuming a cut stream, doubling with each resumption that brings nothing new."""
+
+_MAX_HELD_EVENTS = 64
+"""Events held before the stream's id is known; more means a broken upstream."""
+
+
+class StreamStart(msgspec.Struct, frozen=True, kw_only=True):
+    """What the creator's response head needs."""
+
+    object_id: str | None
+    request_id: str | None
+
+
+class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    message: str
+    type: str = "runcast_upstream_lost"
+    param: None = None
+    code: str = "upstream_lost"
+
+
+class _Lost(msgspec.Struct, frozen=True, kw_only=True):
+    error: _ErrorBody
+    reason: str
+    kind: str
+    id: str | None
+    cursor: int | None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _refused(exc: BaseException) -> bool:
+    """An HTTP answer that a retry would only repeat (a 4xx other than 408 and 429)."""
+    return (
+        isinstance(exc, UpstreamHTTPError)
+        and 400 <= exc.status < 500
+        and exc.status not in (408, 429)
+    )
+
+
+def _retrieve(future: asyncio.Future[StreamStart]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class StreamRelay:
+    """One protocol stream's pump. Start it through the registry; ``run()`` is its task body."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        opener: Callable[[], Awaitable[UpstreamResponse]],
+        broker: Broker,
+        *,
+        feed: CreatorFeed | None,
+        channels: list[str],
+        reopen: Callable[[str, str], Awaitable[UpstreamResponse]] | None = None,
+        max_resumes: int = 5,
+        max_event_bytes: int | None = None,
+        scrub: Callable[[str], str] = str,
+        meter: RunMeter = NO_METER,
+    ) -> None:
+        self._spec = spec
+        self._opener = opener
+        self._reopen = reopen
+        self._meter = meter
+        self._max_resumes = max_resumes
+        self._out = ChannelPublisher(broker, feed, channels)
+        self._max_event_bytes = max_event_bytes
+        self._scrub = scrub
+        self.started: asyncio.Future[StreamStart] = asyncio.get_running_loop().create_future()
+        # The creator may have left before a start failure; the exception is still "retrieved".
+        self.started.add_done_callback(_retrieve)
+        self._request_id: str | None = None
+        self._object_id: str | None = None
+        self._held: list[HubEvent] = []
+        self._cursor: int | None = None
+        self._ended = False
+        self._received = False
+        self._resumable = False
+        self._resuming = False
+        self._failures = 0
+        """Resumptions since the last new event."""
+        self._outcome = "no_stream"
+        """How the relay ended, for the metrics: ``ended`` (the protocol's last word),
+        ``upstream_lost`` or ``no_stream`` (refused, or stopped before its end)."""
+
+    @property
+    def object_id(self) -> str | None:
+        return self._object_id
+
+    def stop_creator(self) -> None:
+        """The gateway stops before the stream's end: the creator's response says so."""
+        self._out.stop_creator()
+
+    async def run(self) -> None:
+        opener = self._opener
+        self._outcome = "no_stream"
+        try:
+            while True:
+                opened = self._meter.opened()
+                try:
+                    await self._pump(opener, opened)
+                    return
+                except (UpstreamError, RemoteProtocolError) as exc:
+                    self._meter.closed(opened)
+                    self._meter.failed(failure_reason(exc))
+                    if self._ended:
+                        # After the last word a cut is an end (OpenAI closes without `[DONE]`).
+                        log.debug(
+                            "%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc
+                        )
+                        return
+                    if not self._received:
+                        if not self.started.done():
+                            self.started.set_exception(exc)
+                        return
+                    resumed = await self._resumption(exc)
+                    if resumed is None:
+                        self._outcome = "upstream_lost"
+                        await self._lost(exc)
+                        return
+                    opener = resumed
+        finally:
+            try:
+                await self._finish()
+            finally:
+                self._meter.finished(self._outcome)
+
+    async def _resumption(
+        self, exc: BaseException
+    ) -> Callable[[], Awaitable[UpstreamResponse]] | None:
+        """The opener of the upstream's continuation of a resumable stream after its last
+        event, after a backoff; None when it cannot be resumed (or has failed too often)."""
+        object_id, cursor, reopen = self._object_id, self._cursor, self._reopen
+        if not self._resumable or object_id is None or cursor is None or reopen is None:
+            return None
+        if _refused(exc):
+            return (
+                None  # the upstream will not resume it (too old, deleted): asking again won't help
+            )
+        request = self._spec.resume(object_id, cursor)
+        if request is None or self._failures >= self._max_resumes:
+            return None
+        self._failures += 1
+        log.warning(
+            "%s %s: upstream stream cut after %d (%s); resuming",
+            self._spec.kind,
+            object_id,
+            cursor,
+            self._scrub(str(exc)),
+        )
+        await asyncio.sleep(min(_RESUME_BACKOFF * 2 ** (self._failures - 1), _RESUME_BACKOFF_MAX))
+        self._resuming = True
+        path, query = request
+        return functools.partial(reopen, path, query)
+
+    async def _pump(self, opener: Callable[[], Awaitable[UpstreamResponse]], opened: float) -> None:
+        meter = self._meter
+        stream = EventStream(opener, max_event_bytes=self._max_event_bytes)
+        async with stream:
+            if self._request_id is None:
+                self._request_id = stream.response.headers.get("x-request-id")
+            while batch := await stream.read_batch():
+                self._received = True
+                events: list[HubEvent] = []
+                sampled = meter.batch(opened, len(batch))
+                for sse in batch:
+                    typed, seen = self._spec.decode(sse)
+                    if typed is None:
+                        log.warning(
+                            "%s %s: relaying an undecodable event", self._spec.kind, self._object_id
+                        )
+                    if seen.cursor is not None:
+                        last = self._cursor
+                        if self._resuming and last is not None and seen.cursor <= last:
+                            continue  # already relayed before the cut
+                        self._cursor = seen.cursor
+                        self._failures = 0
+                    if seen.resumable:
+                        self._resumable = True
+                    if seen.end:
+                        self._ended = True
+                        self._outcome = "ended"
+                    if self._object_id is None and seen.object_id is not None:
+                        self._known(seen.object_id)
+                    events.append(HubEvent(sse.event, sse.data_bytes, typed))
+                await self._emit(events)
+                meter.delivered(sampled)
+                await asyncio.sleep(0)
+            meter.closed(opened)
+            if not self._ended:
+                raise StreamTruncated(
+                    last_status=None,
+                    run_id=self._object_id,
+                    thread_id=None,
+                    partial_event=stream.partial_event,
+                )
+
+    def _known(self, object_id: str) -> None:
+        self._object_id = object_id
+        self._out.own = self._spec.channel(object_id)
+        self._resolve_start()
+
+    def _resolve_start(self) -> None:
+        if not self.started.done():
+            self.started.set_result(
+                StreamStart(object_id=self._object_id, request_id=self._request_id)
+            )
+
+    async def _emit(self, events: list[HubEvent]) -> None:
+        if self._object_id is None and len(self._held) + len(events) <= _MAX_HELD_EVENTS:
+            self._held.extend(events)
+            return
+        held, self._held = self._held, []
+        await self._out.emit_batch([*held, *events])
+
+    async def _lost(self, exc: BaseException) -> None:
+        log.warning(
+            "%s %s: upstream stream lost: %s",
+            self._spec.kind,
+            self._object_id,
+            self._scrub(str(exc)),
+        )
+        self._resolve_start()
+        reason = failure_reason(exc)
+        body = _Lost(
+            error=_ErrorBody(
+                message=f"runcast lost the upstream stream ({reason}) before its end: "
+                + self._scrub(str(exc)),
+            ),
+            reason=reason,
+            kind=self._spec.kind,
+            id=self._object_id,
+            cursor=self._cursor,
+        )
+        await self._emit([HubEvent(UPSTREAM_LOST_EVENT, _encode(body))])
+
+    async def _finish(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            await self._out.emit_batch(held)
+        if not self.started.done():
+            if self._received:
+                self._resolve_start()
+            else:
+                self.started.set_exception(
+                    UpstreamConnectionError("the stream relay stopped before the upstream answered")
+                )
+        self._out.end_creator()
+        await self._out.close_own()

@@ -1,0 +1,59 @@
+"""State that every gateway process of a deployment must share, behind small interfaces.
+
+Each module holds one interface (a ``Protocol`` whose methods are async wherever a network store
+would wait) and its in-memory implementation for a single process: ``leases`` (who owns a run: a
+lease with a fencing token), ``claims`` (the one-submission-per-action claim and clients'
+submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
+``threads`` (run -> thread, read by auth) and ``rounds`` (tool rounds per run).
+:class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
+in-memory set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .claims import TAKEOVER_TIMEOUT, ActionClaims, Claim, MemoryActionClaims
+from .leases import Lease, MemoryRunLeases, RunLeases
+from .rounds import MemoryToolRounds, RoundState, ToolRounds
+from .schedule import ExpiryEntry, ExpirySchedule, MemoryExpirySchedule
+from .threads import MemoryRunThreads, RunThreads
+
+__all__ = [
+    "TAKEOVER_TIMEOUT",
+    "ActionClaims",
+    "Claim",
+    "ExpiryEntry",
+    "ExpirySchedule",
+    "Lease",
+    "MemoryActionClaims",
+    "MemoryExpirySchedule",
+    "MemoryRunLeases",
+    "MemoryRunThreads",
+    "MemoryToolRounds",
+    "RoundState",
+    "RunLeases",
+    "RunThreads",
+    "SharedState",
+    "ToolRounds",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SharedState:
+    """The run lifecycle's shared stores (tool rounds belong to tool automation)."""
+
+    leases: RunLeases
+    claims: ActionClaims
+    schedule: ExpirySchedule
+    threads: RunThreads
+
+    @classmethod
+    def memory(cls, *, max_runs: int = 100_000) -> SharedState:
+        """One process's stores; ``max_runs`` bounds the run -> thread map and the schedule."""
+        return cls(
+            leases=MemoryRunLeases(),
+            claims=MemoryActionClaims(),
+            schedule=MemoryExpirySchedule(max_entries=max_runs),
+            threads=MemoryRunThreads(max_runs=max_runs),
+        )

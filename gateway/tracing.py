@@ -1,0 +1,77 @@
+"""OpenTelemetry traces, when the ``runcast[otel]`` extra is installed; nothing otherwise.
+
+Spans: ``runcast.relay`` per relayed run (a child of the creator's W3C ``traceparent``, taken
+from its request by :func:`extracted`), ``runcast.upstream`` per upstream request,
+``runcast.tool_call`` per tool call and ``runcast.submission`` per submission of tool outputs.
+:func:`inject` puts the current ``traceparent`` on upstream requests and tool webhooks, so the
+upstream and the webhook join the creator's trace.
+
+Spans go to the global tracer provider: operators configure it (exporter, sampler) with the
+OpenTelemetry SDK or ``opentelemetry-instrument``; without one it is OpenTelemetry's no-op. The
+context rides on context variables, so a relay task started inside the creator's request, and
+everything it calls, is part of that request's trace. Without the extra every function here is a
+no-op: :func:`span` returns a shared null context and the others return at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+try:
+    from opentelemetry import context as _context
+    from opentelemetry import propagate as _propagate
+    from opentelemetry import trace as _trace
+except ImportError:  # the otel extra is not installed
+    _trace = None  # type: ignore[assignment]
+
+__all__ = ["ENABLED", "extracted", "inject", "span"]
+
+ENABLED = _trace is not None
+"""Whether the OpenTelemetry API is installed (the ``otel`` extra)."""
+
+_NULL = contextlib.nullcontext()
+
+
+def span(
+    name: str, **attributes: str | int | float | bool | None
+) -> contextlib.AbstractContextManager[Any]:
+    """A span named ``name`` around a ``with`` block, a child of the current one (None
+    attributes are left out); exceptions are recorded on it."""
+    if _trace is None:
+        return _NULL
+    tracer = _trace.get_tracer("runcast")
+    return tracer.start_as_current_span(
+        name,
+        kind=_trace.SpanKind.CLIENT if name in _CLIENT_SPANS else _trace.SpanKind.INTERNAL,
+        attributes={k: v for k, v in attributes.items() if v is not None},
+    )
+
+
+_CLIENT_SPANS = frozenset({"runcast.upstream", "runcast.submission"})
+
+
+def set_attribute(name: str, value: str | int | float | bool) -> None:
+    """Set an attribute on the current span (an id learnt after the span began)."""
+    if _trace is not None:
+        _trace.get_current_span().set_attribute(name, value)
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current trace context (``traceparent``, ``tracestate``) to outgoing ``headers``."""
+    if _trace is not None:
+        _propagate.inject(headers)
+
+
+@contextlib.contextmanager
+def extracted(headers: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, the trace context of an incoming request's ``headers`` is current."""
+    if _trace is None or "traceparent" not in headers:
+        yield
+        return
+    token = _context.attach(_propagate.extract(headers))
+    try:
+        yield
+    finally:
+        _context.detach(token)

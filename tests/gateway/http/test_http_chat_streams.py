@@ -1,0 +1,150 @@
+"""Chat Completions streams through runcast: the official openai SDK as creator, SSE and
+WebSocket subscribers on the completion's and the named channel: identical chunks, resume, a
+snapshot equal to the joined chunks, and a stream cut before ``[DONE]`` ended, never retried."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from http_helpers import WAIT, Gateway, Received
+from openai import APIError, AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
+from protocol_helpers import read_sse, read_ws, subscribe_sse
+
+
+def _ends(event: Received) -> bool:
+    return event.data == b"[DONE]" or event.event.startswith("runcast.")
+
+
+def _parsed(event: Received) -> tuple[str, Any]:
+    return event.event, (None if event.data == b"[DONE]" else event.json())
+
+
+def _messages() -> list[dict[str, Any]]:
+    return [{"role": "user", "content": "Weather in Oslo?"}]
+
+
+@pytest.mark.asyncio
+async def test_sdk_chat_stream_fans_out_and_snapshots(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    url = f"{gateway.url}/streams/channels/chat-7"
+    sse_response = await session.get(url)
+    sse_task = asyncio.create_task(read_sse(sse_response, until=_ends))
+    ws = await session.ws_connect(url)
+    ws_task = asyncio.create_task(read_ws(ws, until=_ends))
+    try:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=_messages(),  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"Runcast-Channel": "chat-7"},
+        )
+        completion_id = raw.headers["runcast-completion-id"]
+        assert raw.headers["runcast-subscribe-token"] and raw.headers["runcast-channel-token"]
+        chunks = [chunk async for chunk in raw.parse()]
+        async with asyncio.timeout(WAIT):
+            over_sse, over_ws = await asyncio.gather(sse_task, ws_task)
+    finally:
+        sse_response.close()
+        await ws.close()
+
+    assert {chunk.id for chunk in chunks} == {completion_id}
+    assert [_parsed(e) for e in over_sse.events] == [_parsed(e) for e in over_ws.events]
+    assert over_sse.events[-1].data == b"[DONE]"
+    assert [e.json() for e in over_sse.events[:-1]] == [
+        c.model_dump(mode="json", exclude_unset=True) for c in chunks
+    ]
+    assert over_sse.seqs == over_ws.seqs
+
+    own = f"{gateway.url}/streams/chat/{completion_id}"
+    replay = await read_sse(await session.get(own + "?since=0"), until=lambda e: False)
+    assert replay.ended and replay.events == over_sse.events
+    half = replay.events[len(replay.events) // 2]  # an id of the chat channel's own epoch
+    resumed_response = await session.get(own, headers={"Last-Event-ID": str(half.id)})
+    resumed = await read_sse(resumed_response, until=lambda e: False)
+    assert resumed.events == over_sse.events[len(over_sse.events) // 2 + 1 :]
+
+    snapshot = await (await session.get(own + "/snapshot")).json()
+    completion = snapshot["snapshot"]["completion"]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert completion["id"] == completion_id and text
+    assert completion["choices"][0]["message"]["content"] == text
+    assert completion["usage"] == chunks[-1].usage.model_dump(mode="json", exclude_unset=True)
+    assert snapshot["snapshot"]["done"] is True
+    named = await (await session.get(url + "/snapshot")).json()
+    assert named["snapshot"] == snapshot["snapshot"]
+
+
+@pytest.mark.asyncio
+async def test_chat_stream_helper_final_completion_equals_the_snapshot(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    async with sdk.chat.completions.stream(model="gpt-4o", messages=_messages()) as stream:  # type: ignore[arg-type]
+        async for _ in stream:
+            pass
+        final = await stream.get_final_completion()
+    snapshot = await (await session.get(f"{gateway.url}/streams/chat/{final.id}/snapshot")).json()
+    message = snapshot["snapshot"]["completion"]["choices"][0]
+    assert message["message"]["content"] == final.choices[0].message.content
+    assert message["finish_reason"] == final.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.asyncio
+async def test_chat_stream_cut_before_done_ends_with_upstream_lost_once(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    url = f"{gateway.url}/streams/channels/chat-cut"
+    sse_response, task = await subscribe_sse(session, url)
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o",
+        messages=_messages(),  # type: ignore[arg-type]
+        stream=True,
+        metadata={"mock_scenario": "drop"},
+        extra_headers={"Runcast-Channel": "chat-cut"},
+    )
+    seen = []
+    with pytest.raises(APIError, match="runcast lost the upstream stream"):
+        async for chunk in stream:
+            seen.append(chunk)
+    async with asyncio.timeout(WAIT):
+        sub = await task
+    sse_response.close()
+    assert seen and sub.events[-1].event == "runcast.upstream_lost"
+    lost = sub.events[-1].json()
+    assert lost["kind"] == "chat" and lost["id"] == seen[0].id and lost["cursor"] is None
+    assert len(sub.events) == len(seen) + 1  # nothing after the loss: never retried
+
+
+@pytest.mark.asyncio
+async def test_protocol_streams_move_the_run_counters(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    [e async for e in await sdk.responses.create(model="gpt-5", input="Hi", stream=True)]
+    cut = await sdk.chat.completions.create(
+        model="gpt-4o",
+        messages=_messages(),  # type: ignore[arg-type]
+        stream=True,
+        metadata={"mock_scenario": "drop"},
+    )
+    with pytest.raises(APIError):
+        [c async for c in cut]
+    async with session.get(f"{gateway.url}/metrics") as response:
+        text = await response.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("runcast_runs_started_total", protocol="responses") == 1
+    assert value("runcast_runs_finished_total", protocol="responses", outcome="ended") == 1
+    assert value("runcast_runs_started_total", protocol="chat") == 1
+    assert value("runcast_runs_finished_total", protocol="chat", outcome="upstream_lost") == 1

@@ -1,0 +1,270 @@
+"""Responses API streams through runcast: the official openai SDK as creator against the gateway
+and its simulator on 127.0.0.1, SSE and WebSocket subscribers on the response, conversation and
+named channels: identical sequences, resume, snapshots equal to the final response, the ids and
+tokens in the creator's head, and a stream cut before its end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from http_helpers import WAIT, Gateway, StartGateway, Subscriber, sdk_client
+from openai import APIError, AsyncOpenAI
+from protocol_helpers import read_sse, read_ws, subscribe_sse
+
+
+def _parsed(sub: Subscriber) -> list[tuple[str, Any]]:
+    return [(e.event, orjson.loads(e.data)) for e in sub.events]
+
+
+def _body(**extra: Any) -> dict[str, Any]:
+    return {"model": "gpt-5", "input": "Weather in Oslo?", **extra}
+
+
+@pytest.mark.asyncio
+async def test_sdk_stream_fans_out_to_sse_and_websocket_subscribers(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    conversation = await sdk.conversations.create()
+    base = f"{gateway.url}/streams/conversations/{conversation.id}"
+    sse_response, sse_task = await subscribe_sse(session, base)
+    ws = await session.ws_connect(base)
+    ws_task = asyncio.create_task(read_ws(ws))
+    named_response, named_task = await subscribe_sse(
+        session, f"{gateway.url}/streams/channels/session-42"
+    )
+    try:
+        raw = await sdk.responses.with_raw_response.create(
+            **_body(conversation=conversation.id),
+            stream=True,
+            extra_headers={"Runcast-Channel": "session-42"},
+        )
+        response_id = raw.headers["runcast-response-id"]
+        assert raw.headers["runcast-conversation-id"] == conversation.id
+        assert raw.headers["runcast-channel"] == "session-42"
+        for name in ("subscribe", "conversation", "channel"):
+            assert raw.headers[f"runcast-{name}-token"]
+        seen = [event async for event in raw.parse()]
+        async with asyncio.timeout(WAIT):
+            over_sse, over_ws, named = await asyncio.gather(sse_task, ws_task, named_task)
+    finally:
+        sse_response.close()
+        named_response.close()
+        await ws.close()
+
+    assert seen[0].type == "response.created" and seen[-1].type == "response.completed"
+    assert seen[0].response.id == response_id
+    creator = [(e.type, e.model_dump(mode="json", exclude_unset=True)) for e in seen]
+    assert _parsed(over_sse) == _parsed(over_ws) == _parsed(named)
+    assert [name for name, _ in _parsed(over_sse)] == [name for name, _ in creator]
+    assert [data["sequence_number"] for _, data in _parsed(over_sse)] == list(range(len(seen)))
+    assert over_sse.seqs == over_ws.seqs
+
+    # The response's own channel, read after the fact from its start, has the same events.
+    replay_response = await session.get(f"{gateway.url}/streams/responses/{response_id}?since=0")
+    assert replay_response.status == 200
+    async with asyncio.timeout(WAIT):
+        replay = await read_sse(replay_response, until=lambda e: False)
+    assert replay.ended and _parsed(replay) == _parsed(over_sse)
+
+    snapshot = await (await session.get(f"{base}/snapshot")).json()
+    final = over_sse.events[-1].json()["response"]
+    assert snapshot["seq"] == over_sse.seqs[-1]
+    assert snapshot["snapshot"]["response"]["id"] == response_id
+    assert snapshot["snapshot"]["response"]["output"] == final["output"]
+    assert (
+        final["output"] == seen[-1].response.model_dump(mode="json", exclude_unset=True)["output"]
+    )
+    own = await (
+        await session.get(f"{gateway.url}/streams/responses/{response_id}/snapshot")
+    ).json()
+    assert own["snapshot"] == snapshot["snapshot"]
+
+
+@pytest.mark.asyncio
+async def test_resume_from_last_event_id_on_the_response_channel(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    raw = await sdk.responses.with_raw_response.create(**_body(), stream=True)
+    response_id = raw.headers["runcast-response-id"]
+    seen = [event async for event in raw.parse()]
+    url = f"{gateway.url}/streams/responses/{response_id}"
+    whole = await read_sse(await session.get(url + "?since=0"), until=lambda e: False)
+    middle = whole.events[len(whole.events) // 2]
+    resumed_response = await session.get(url, headers={"Last-Event-ID": str(middle.id)})
+    async with asyncio.timeout(WAIT):
+        resumed = await read_sse(resumed_response, until=lambda e: False)
+    assert resumed.events == whole.events[len(whole.events) // 2 + 1 :]
+    assert len(whole.events) == len(seen)
+
+
+@pytest.mark.asyncio
+async def test_stream_helper_final_response_equals_the_snapshot(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    async with sdk.responses.stream(**_body()) as stream:
+        texts = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert final.output_text == "".join(texts) and final.output_text
+    snapshot = await (
+        await session.get(f"{gateway.url}/streams/responses/{final.id}/snapshot")
+    ).json()
+    output = final.model_dump(mode="json", exclude_unset=True)["output"]
+    for item in output:
+        for part in item.get("content", []):
+            part.pop("parsed")  # the helper's own addition (structured outputs)
+    assert snapshot["snapshot"]["response"]["output"] == output
+    assert snapshot["snapshot"]["response"]["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_without_stream_the_call_is_proxied(gateway: Gateway, sdk: AsyncOpenAI) -> None:
+    response = await sdk.responses.create(**_body())
+    assert response.status == "completed" and response.output_text
+    assert gateway.broker.channel_statistics(f"response:{response.id}") is None
+
+
+@pytest.mark.asyncio
+async def test_unknown_response_channel_is_404_and_conversation_waits(
+    gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    response = await session.get(f"{gateway.url}/streams/responses/resp_nope")
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "unknown_response"
+    bad = await session.post(
+        f"{gateway.v1}/responses",
+        json=_body(stream=True),
+        headers={"Runcast-Channel": "no/slash", "Authorization": "Bearer sk-x"},
+    )
+    assert bad.status == 400
+
+
+@pytest.mark.asyncio
+async def test_subscribe_tokens_open_exactly_their_channel(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(subscribe_auth="token")
+    client = sdk_client(gateway)
+    try:
+        raw = await client.responses.with_raw_response.create(
+            **_body(), stream=True, extra_headers={"Runcast-Channel": "tok"}
+        )
+        [event async for event in raw.parse()]
+    finally:
+        await client.close()
+    response_id = raw.headers["runcast-response-id"]
+    own = f"{gateway.url}/streams/responses/{response_id}/snapshot"
+    named = f"{gateway.url}/streams/channels/tok/snapshot"
+    assert (await session.get(own)).status == 401
+    token = raw.headers["runcast-subscribe-token"]
+    assert (await session.get(own, params={"token": token})).status == 200
+    assert (await session.get(named, params={"token": token})).status == 403
+    channel_token = raw.headers["runcast-channel-token"]
+    assert (await session.get(named, params={"token": channel_token})).status == 200
+
+
+@pytest.mark.asyncio
+async def test_foreground_stream_cut_ends_with_upstream_lost(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    named_response, named_task = await subscribe_sse(session, f"{gateway.url}/streams/channels/cut")
+    stream = await sdk.responses.create(
+        **_body(metadata={"mock_scenario": "drop"}),
+        stream=True,
+        extra_headers={"Runcast-Channel": "cut"},
+    )
+    seen = []
+    with pytest.raises(APIError, match="runcast lost the upstream stream"):
+        async for event in stream:
+            seen.append(event)
+    async with asyncio.timeout(WAIT):
+        named = await named_task
+    named_response.close()
+    assert seen and seen[-1].type == "response.output_text.delta"
+    last = named.events[-1]
+    assert last.event == "runcast.upstream_lost"
+    lost = last.json()
+    assert lost["error"]["code"] == "upstream_lost" and lost["kind"] == "response"
+    assert lost["id"] == seen[0].response.id
+    assert lost["cursor"] == seen[-1].sequence_number
+
+
+@pytest.mark.parametrize("metadata", [{"mock_scenario": "drop"}, {"mock_drop_after": "3"}])
+@pytest.mark.asyncio
+async def test_background_stream_cut_is_resumed_without_gap_or_duplicate(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession, metadata: dict[str, str]
+) -> None:
+    named_response, named_task = await subscribe_sse(session, f"{gateway.url}/streams/channels/bg")
+    stream = await sdk.responses.create(
+        **_body(background=True, metadata=metadata),
+        stream=True,
+        extra_headers={"Runcast-Channel": "bg"},
+    )
+    seen = [event async for event in stream]
+    async with asyncio.timeout(WAIT):
+        named = await named_task
+    named_response.close()
+    assert [e.sequence_number for e in seen] == list(range(len(seen)))
+    assert seen[-1].type == "response.completed"
+    text = "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+    assert text == seen[-1].response.output_text
+    assert [data["sequence_number"] for _, data in _parsed(named)] == list(range(len(seen)))
+    snapshot = await (await session.get(f"{gateway.url}/streams/channels/bg/snapshot")).json()
+    assert snapshot["snapshot"]["response"]["output"][0]["content"][0]["text"] == text
+
+
+@pytest.mark.asyncio
+async def test_background_stream_the_upstream_will_not_resume_ends_with_upstream_lost(
+    start_gateway: StartGateway,
+) -> None:
+    # The simulator refuses to re-stream a response older than its window (OpenAI: 5 minutes).
+    gateway = await start_gateway(sim={"stream_window_s": 0.001})
+    client = sdk_client(gateway)
+    seen = []
+    try:
+        stream = await client.responses.create(
+            **_body(background=True, metadata={"mock_scenario": "drop"}), stream=True
+        )
+        # At once: the refusal is not retried (five backoffs would take 5 s).
+        async with asyncio.timeout(3.5):
+            with pytest.raises(APIError, match="runcast lost the upstream stream"):
+                async for event in stream:
+                    seen.append(event)
+    finally:
+        await client.close()
+    assert seen and seen[-1].type == "response.output_text.delta"
+
+
+@pytest.mark.asyncio
+async def test_shutdown_mid_stream_ends_creator_and_subscribers_explicitly(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # 500 deltas 20 ms apart: the response would stream for 10 s.
+    gateway = await start_gateway(sim={"deltas": 500, "delay_ms": 20}, shutdown_timeout=30.0)
+    named_response, named_task = await subscribe_sse(
+        session, f"{gateway.url}/streams/channels/down"
+    )
+    creator_response = await session.post(
+        f"{gateway.v1}/responses",
+        json=_body(stream=True),
+        headers={"Authorization": "Bearer sk-caller", "Runcast-Channel": "down"},
+    )
+    assert creator_response.status == 200
+    creator_task = asyncio.create_task(read_sse(creator_response, until=lambda e: False))
+    await asyncio.sleep(0.3)
+    assert gateway.relays.statistics().active == 1
+    async with asyncio.timeout(10):
+        await gateway.runner.cleanup()
+        creator = await creator_task
+        named = await named_task
+    named_response.close()
+    creator_response.close()
+    assert creator.ended and creator.events[-1].event == "runcast.shutdown"
+    assert creator.events[-1].json()["error"]["code"] == "shutting_down"
+    assert named.events[-1].event == "runcast.shutdown"
+    assert "response.completed" not in creator.names
+    deltas = [e for e in creator.events if e.event == "response.output_text.delta"]
+    assert deltas and gateway.relays.statistics().active == 0

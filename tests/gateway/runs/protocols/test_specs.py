@@ -1,0 +1,131 @@
+"""The Responses and Chat stream specs and snapshot reducers on the golden streams of
+``tests/data``: ids, last words, cursors and resumability as the pump sees them; snapshots that
+agree with the stream's own final object, from typed events or from bytes alone; a conversation
+or named channel folding its latest stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.hub import HubEvent
+from gateway.runs.protocols import CHAT, RESPONSES, conversation_of, reducer_factory
+from parsers.sse import ServerSentEvent, SSEDecoder
+
+DATA = Path(__file__).parents[3] / "data"
+
+
+def _events(kind: str, name: str) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return [*decoder.feed((DATA / kind / name).read_bytes()), *decoder.close()]
+
+
+def _hub(events: list[ServerSentEvent], *, typed: bool) -> list[HubEvent]:
+    """Hub events as the relay publishes them: with its typed event, or bytes alone."""
+    spec = CHAT if b"chat.completion.chunk" in events[0].data_bytes else RESPONSES
+    return [
+        HubEvent(sse.event, sse.data_bytes, spec.decode(sse)[0] if typed else None)
+        for sse in events
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "A-text.sse",
+        "B-function-call.sse",
+        "G-failed.sse",
+        "H-incomplete.sse",
+        "I-keepalive-obfuscation.sse",
+        "J-data-only-done.sse",
+    ],
+)
+def test_responses_spec_names_the_id_the_end_and_the_cursor(name: str) -> None:
+    seen = [RESPONSES.decode(sse)[1] for sse in _events("responses", name)]
+    ids = {s.object_id for s in seen if s.object_id is not None}
+    assert len(ids) == 1 and seen[0].object_id is not None
+    assert seen[-1].end and not any(s.end for s in seen[:-2])
+    cursors = [s.cursor for s in seen if s.cursor is not None]
+    assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+    assert not any(s.resumable for s in seen)
+    assert RESPONSES.resume("resp_1", 7) == ("/responses/resp_1", "stream=true&starting_after=7")
+
+
+def test_a_background_response_is_resumable() -> None:
+    created = {
+        "type": "response.created",
+        "sequence_number": 0,
+        "response": {"id": "resp_b", "background": True},
+    }
+    sse = ServerSentEvent(event="response.created", data_bytes=orjson.dumps(created))
+    typed, seen = RESPONSES.decode(sse)
+    assert typed is not None and seen.resumable and seen.object_id == "resp_b" and seen.cursor == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["A-text.sse", "C-tool-call.sse", "E-tool-calls-without-index.sse", "H-error.sse"]
+)
+def test_chat_spec_ends_only_at_done_and_never_resumes(name: str) -> None:
+    events = _events("chat", name)
+    seen = [CHAT.decode(sse)[1] for sse in events]
+    assert [s.end for s in seen] == [sse.data_bytes == b"[DONE]" for sse in events]
+    assert all(s.cursor is None and not s.resumable for s in seen)
+    assert CHAT.resume("chatcmpl-1", 3) is None
+
+
+def test_undecodable_events_are_relayed_untyped() -> None:
+    garbage = ServerSentEvent(event="message", data_bytes=b"{not json")
+    assert RESPONSES.decode(garbage)[0] is None and CHAT.decode(garbage)[0] is None
+
+
+@pytest.mark.parametrize("typed", [True, False])
+@pytest.mark.parametrize(
+    "name", ["A-text.sse", "B-function-call.sse", "C-parallel-calls.sse", "D-reasoning.sse"]
+)
+def test_response_snapshot_agrees_with_the_completed_response(name: str, typed: bool) -> None:
+    events = _events("responses", name)
+    reducer = reducer_factory("response:x")
+    assert reducer is not None
+    for event in _hub(events, typed=typed):
+        reducer.apply(event)
+    final = orjson.loads(events[-1].data_bytes)["response"]
+    assert orjson.loads(reducer.snapshot())["response"]["output"] == final["output"]
+
+
+def test_conversation_and_named_channels_fold_their_latest_stream() -> None:
+    text = _events("responses", "A-text.sse")
+    call = _events("responses", "B-function-call.sse")
+    chat = _events("chat", "A-text.sse")
+    conversation = reducer_factory("conversation:conv_1")
+    named = reducer_factory("channel:s1")
+    assert conversation is not None and named is not None
+    assert named.snapshot() == b"null"
+    for event in _hub(text, typed=False) + _hub(call, typed=True):
+        conversation.apply(event)
+        named.apply(event)
+    final = orjson.loads(call[-1].data_bytes)["response"]
+    assert orjson.loads(conversation.snapshot())["response"]["id"] == final["id"]
+    assert orjson.loads(conversation.snapshot())["response"]["output"] == final["output"]
+    assert orjson.loads(named.snapshot()) == orjson.loads(conversation.snapshot())
+    for event in _hub(chat, typed=False):
+        named.apply(event)
+    completion = orjson.loads(named.snapshot())["completion"]
+    first = orjson.loads(chat[0].data_bytes)
+    assert completion["id"] == first["id"] and orjson.loads(named.snapshot())["done"]
+    assert reducer_factory("run:r") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"conversation": "conv_1", "input": "x"}', "conv_1"),
+        (b'{"conversation": {"id": "conv_2"}}', "conv_2"),
+        (b'{"input": "x"}', None),
+        (b'{"conversation": ""}', None),
+        (b"not json", None),
+    ],
+)
+def test_conversation_of_the_creating_request(body: bytes, expected: str | None) -> None:
+    assert conversation_of(body) == expected

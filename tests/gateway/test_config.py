@@ -1,0 +1,202 @@
+"""gateway.config: defaults < TOML file < RUNCAST_* variables < flags, errors naming key, value
+and source, and ``runcast config`` printing the effective configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from gateway.cli import build_parser, settings_from_args
+from gateway.errors import ConfigError
+
+SECRET = "s" * 40
+
+
+def _load(tmp_path: Path, toml: str | None, env: dict[str, str], *argv: str) -> config.Effective:
+    if toml is not None:
+        path = tmp_path / "runcast.toml"
+        path.write_text(toml)
+        env = {"RUNCAST_CONFIG": str(path), **env}
+    from gateway.cli import _SERVE_RULES
+
+    return config.load(build_parser().parse_args(["serve", *argv]), env, rules=_SERVE_RULES)
+
+
+def test_each_layer_overrides_the_one_before(tmp_path: Path) -> None:
+    toml = 'port = 9001\nhost = "127.0.0.2"\ndrain_timeout = 5\n[hub]\nretention = 60\n'
+    env = {"RUNCAST_PORT": "9002", "RUNCAST_HUB_RETENTION": "70"}
+    effective = _load(tmp_path, toml, env, "--port", "9003")
+    settings, sources = effective.settings, effective.sources
+    assert (settings.port, settings.host, settings.drain_timeout) == (9003, "127.0.0.2", 5.0)
+    assert settings.hub.retention == 70.0
+    assert sources["port"] == "flag --port"
+    assert sources["host"] == f"file {tmp_path / 'runcast.toml'}"
+    assert sources["hub.retention"] == "env RUNCAST_HUB_RETENTION"
+    assert "token_ttl" not in sources  # a default
+
+
+def test_every_key_has_a_variable_and_lists_and_maps_parse(tmp_path: Path) -> None:
+    env = {
+        "RUNCAST_UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
+        "RUNCAST_UPSTREAM_IDLE_TIMEOUT": "7.5",
+        "RUNCAST_API_KEYS": "k1, k2",
+        "RUNCAST_TOKEN_SECRET": SECRET,
+        "RUNCAST_CORS_ORIGINS": "https://a.example,https://b.example",
+        "RUNCAST_TOOLS_WEBHOOKS": "get=https://hooks.example/get,*=https://hooks.example/any",
+        "RUNCAST_TOOLS_WEBHOOK_SECRET": "w" * 16,
+        "RUNCAST_ACCESS_LOG": "false",
+        "RUNCAST_HUB_MEMORY_BUDGET": "64MiB",
+        "RUNCAST_SIMULATOR_SCENARIO": "tool_call",
+        "RUNCAST_LOG_FORMAT": "json",
+    }
+    settings = _load(tmp_path, None, env).settings
+    assert settings.upstream is not None and settings.upstream.idle_timeout == 7.5
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.tools.webhooks == {
+        "get": "https://hooks.example/get",
+        "*": "https://hooks.example/any",
+    }
+    assert settings.access_log is False and settings.log_format == "json"
+    assert settings.hub.memory_budget == 64 << 20
+    assert settings.simulator.scenario == "tool_call"
+    names = {config.env_name(key) for key in config.setting_keys()}
+    assert {"RUNCAST_PORT", "RUNCAST_HUB_RETENTION", "RUNCAST_TOOLS_TIMEOUT"} <= names
+
+
+def test_documented_aliases_and_the_upstream_key_variable(tmp_path: Path) -> None:
+    env = {
+        "RUNCAST_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        "MY_KEY": "sk-upstream",
+        "RUNCAST_API_KEYS": "k",
+    }
+    effective = _load(tmp_path, None, env, "--upstream-key-env", "MY_KEY")
+    assert effective.settings.upstream is not None
+    assert effective.settings.upstream.api_key == "sk-upstream"
+    assert effective.sources["upstream.api_key"] == "env MY_KEY"
+    assert effective.sources["upstream.base_url"] == "env RUNCAST_UPSTREAM_URL"
+
+
+def test_every_serve_flag_is_a_settings_key() -> None:
+    parser = build_parser()
+    serve = next(a for a in parser._actions if a.dest == "command").choices["serve"]  # type: ignore[union-attr]
+    keys = config.setting_keys()
+    for action in serve._actions:
+        if action.option_strings and action.dest not in ("help", *config.NOT_SETTINGS):
+            assert config.FLAG_KEYS.get(action.dest, action.dest) in keys, action.dest
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        (
+            None,
+            {"RUNCAST_PORT": "eighty"},
+            "port = 'eighty' (from env RUNCAST_PORT): invalid int value",
+        ),
+        ("[hub]\nretention = -1\n", {}, "hub.retention = -1 (from file "),
+        ("[hub]\nretentoin = 5\n", {}, "unknown key 'hub.retentoin'"),
+        ("port = [", {}, "not TOML"),
+        (
+            None,
+            {"RUNCAST_TOKEN_SECRET": "short"},
+            "token_secret = *** (from env RUNCAST_TOKEN_SECRET)",
+        ),
+        ('log_format = "xml"\n', {}, "log_format = 'xml' (from file "),
+        (
+            None,
+            {"RUNCAST_ACCESS_LOG": "maybe"},
+            "access_log = 'maybe' (from env RUNCAST_ACCESS_LOG)",
+        ),
+        (
+            None,
+            {"RUNCAST_METRICS_ADDRESS": "nope"},
+            "metrics_address = 'nope' (from env RUNCAST_METRICS_ADDRESS): metrics_address must",
+        ),
+    ],
+)
+def test_refusals_name_key_value_and_source(
+    tmp_path: Path, toml: str | None, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, toml, env)
+    assert message in str(refused.value)
+    assert "short" not in str(refused.value)
+
+
+def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*nope\.toml"):
+        settings_from_args(
+            build_parser().parse_args(["serve", "--config", str(tmp_path / "nope.toml")]), {}
+        )
+
+
+def test_rendered_config_is_toml_that_loads_back_to_the_same_settings(tmp_path: Path) -> None:
+    env = {
+        "RUNCAST_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        "OPENAI_API_KEY": "sk-upstream-secret",
+        "RUNCAST_API_KEYS": "rk-one,rk-two",
+        "RUNCAST_TOKEN_SECRET": SECRET,
+        "RUNCAST_TOOL_WEBHOOK_SECRET": "w" * 16,
+    }
+    effective = _load(
+        tmp_path, "[hub]\nretention = 42\n", env, "--tool-webhook", "*=https://h.example"
+    )
+    text = config.render(effective)
+    for secret in ("sk-upstream-secret", "rk-one", SECRET):
+        assert secret not in text
+    lines = text.splitlines()
+    assert 'api_keys = ["***", "***"]  # env RUNCAST_API_KEYS' in lines
+    assert "retention = 42.0  # file " + str(tmp_path / "runcast.toml") in lines
+    assert 'webhooks = { "*" = "https://h.example" }  # flag --tool-webhook' in lines
+    assert "token_ttl = 3600.0  # default" in lines
+    parsed = tomllib.loads(text)
+    parsed["api_keys"] = ["rk-one", "rk-two"]
+    parsed["token_secret"] = SECRET
+    parsed["upstream"]["api_key"] = "sk-upstream-secret"
+    parsed["tools"]["webhook_secret"] = "x" * 16
+    round_trip = tmp_path / "effective.toml"
+    import tomli_w
+
+    round_trip.write_text(tomli_w.dumps(parsed))
+    again = config.load(build_parser().parse_args(["serve", "--config", str(round_trip)]), {})
+    assert again.settings.hub == effective.settings.hub
+    assert again.settings.upstream == effective.settings.upstream
+    assert again.settings.api_keys == effective.settings.api_keys
+
+
+def test_runcast_config_process_prints_the_effective_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "runcast.toml"
+    path.write_text('log_format = "json"\n')
+    env = {"PATH": "/usr/bin:/bin", "RUNCAST_CONFIG": str(path), "RUNCAST_TOKEN_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "--port", "9100"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "port = 9100  # flag --port" in done.stdout.splitlines()
+    assert f'log_format = "json"  # file {path}' in done.stdout.splitlines()
+    assert 'token_secret = "***"  # env RUNCAST_TOKEN_SECRET' in done.stdout.splitlines()
+    assert SECRET not in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway", "config"],
+        env={**env, "RUNCAST_HUB_HEARTBEAT_INTERVAL": "-3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(
+        "runcast config: error: hub.heartbeat_interval = '-3' (from env "
+        "RUNCAST_HUB_HEARTBEAT_INTERVAL)"
+    )

@@ -1,0 +1,39 @@
+"""gateway.tracing without the otel extra: every function a no-op, nothing imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = """
+import sys
+sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+from gateway import tracing
+assert tracing.ENABLED is False
+headers = {}
+tracing.inject(headers)
+assert headers == {}
+with tracing.span("runcast.relay", a=1) as span, tracing.extracted({"traceparent": "00-x"}):
+    assert span is None
+tracing.set_attribute("a", 1)
+import gateway.http.app, gateway.runs.relay  # the whole gateway imports without it
+assert not [m for m in sys.modules if m.startswith("opentelemetry.")]
+print("ok")
+"""
+
+
+def test_off_and_free_without_the_extra() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_enabled_with_the_extra() -> None:
+    from gateway import tracing
+
+    assert tracing.ENABLED
+    headers: dict[str, str] = {}
+    tracing.inject(headers)  # no span is current: nothing to propagate
+    assert "traceparent" not in headers

@@ -1,0 +1,71 @@
+"""EventStream: SSE events of any protocol, a clean end of body as ``[]``, a cut raised after the
+events read before it, an HTTP error or a JSON answer refused at open, over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import UpstreamConnectionError, UpstreamHTTPError
+from gateway.upstream import UpstreamClient
+from gateway.upstream.events import EventStream
+from parsers.errors import RemoteProtocolError
+from parsers.sse import ServerSentEvent
+
+from .servers import FakeUpstream, RawServerFactory, chunked, make_settings, reply_json, reply_sse
+
+BODY = (
+    b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
+    b'data: {"type":"keepalive","sequence_number":1}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def _open(client: UpstreamClient) -> EventStream:
+    return EventStream(
+        lambda: client.open_stream("POST", "/responses", body=b"{}", api_key=None, headers=None)
+    )
+
+
+async def _all(stream: EventStream) -> list[ServerSentEvent]:
+    out: list[ServerSentEvent] = []
+    while batch := await stream.read_batch():
+        out.extend(batch)
+    return out
+
+
+@pytest.mark.asyncio
+async def test_events_in_order_then_a_clean_end(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    upstream.route("POST", "/responses", reply_sse(BODY, chunks=[7]))
+    async with _open(client) as stream:
+        events = await _all(stream)
+        assert await stream.read_batch() == []
+    assert [e.event for e in events] == ["response.created", "message", "message"]
+    assert events[-1].data_bytes == b"[DONE]"
+    assert client.statistics().open_responses == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cut_is_raised_after_the_events_before_it(raw_server: RawServerFactory) -> None:
+    server = await raw_server(lambda head, body: chunked(BODY[:70], BODY[70:90], final=False))
+    async with UpstreamClient(make_settings(server.base_url)) as client, _open(client) as stream:
+        first = await stream.read_batch()
+        with pytest.raises(UpstreamConnectionError):
+            await _all(stream)
+    assert [e.event for e in first] == ["response.created"]
+
+
+@pytest.mark.asyncio
+async def test_http_error_and_json_answers_are_refused_at_open(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    upstream.route("POST", "/responses", reply_json(400, {"error": {"message": "no"}}))
+    with pytest.raises(UpstreamHTTPError) as caught:
+        async with _open(client):
+            pass
+    assert caught.value.status == 400
+    upstream.route("POST", "/responses", reply_json(200, {"id": "resp_1"}))
+    with pytest.raises(RemoteProtocolError):
+        async with _open(client):
+            pass
