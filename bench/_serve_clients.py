@@ -2,10 +2,10 @@
 
 Each process holds its share of the N subscribers and answers the driver over two one-way pipes.
 Subscribers are bare asyncio protocols on uvloop (an HTTP/1.1 GET, or a WebSocket upgrade, then
-the raw bytes scanned for seqs: SSE ``id:`` lines, WebSocket ``{"epoch":"e","seq":n,`` payload heads, which
-chunked coding and unmasked server frames leave intact): an aiohttp client costs several times
-more per read, and at N = 1,000 and 200 events/s the clients' one CPU must take 200,000 reads/s,
-so with aiohttp the figures measured the clients.
+the raw bytes scanned for seqs: SSE ``id:`` lines, WebSocket ``{"seq":n,`` payload heads, which
+chunked coding and unmasked server frames leave intact), not aiohttp clients: at N = 1,000 and
+200 events/s the clients' one CPU must take 200,000 reads/s, and aiohttp's per-read cost made the
+clients the bottleneck (the server idled at 0.1-0.2 of a core).
 Every delivery is checked by seq (a gap is loss, a repeat a duplicate) and stamped with
 ``time.monotonic_ns()``: on Linux that is ``CLOCK_MONOTONIC``, one clock for every process on the
 machine, so receipts in both client processes and the creator compare directly. Per read the
@@ -28,7 +28,7 @@ from typing import Any
 import uvloop
 
 BUCKET_NS = 10_000
-_SSE_ID = re.compile(rb"(?m)^id: (?:\w+-)?(\d+)$")
+SSE_ID = re.compile(rb"(?m)^id: (?:[^-\n]+-)?(\d+)$")
 
 
 class Records:
@@ -50,7 +50,7 @@ class Records:
             return
         table = self.first_receipt
         if last >= len(table):
-            table.extend(bytes(8 * (last + 1 - len(table) + 1024)))
+            table.frombytes(bytes(8 * (last + 1 - len(table) + 1024)))
         for s in range(max(self.max_seen + 1, first), last + 1):
             table[s] = now
         self.max_seen = last
@@ -102,7 +102,7 @@ class Subscriber:
 
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-_WS_SEQ = re.compile(rb'\{(?:"epoch":"\w*",)?"seq":(\d+),"event"')
+_WS_SEQ = re.compile(rb'"seq":(\d+),"event"')
 
 
 class ClientState:
@@ -169,7 +169,7 @@ class _Sub(asyncio.Protocol):
                 self.tail = buf
                 return
             self.tail = buf[end + 2 :]
-            seqs = list(map(int, _SSE_ID.findall(buf, 0, end + 2)))
+            seqs = list(map(int, SSE_ID.findall(buf, 0, end + 2)))
         if seqs:
             self.sub.receive(self.state.records, now, seqs)
 

@@ -3,6 +3,6 @@
 Top-level modules: ``cli`` (the ``runcast`` command), ``settings`` (the one settings object),
 ``config`` (where each setting comes from: file, environment, flags), ``flags`` (flag checks and
 documented defaults), ``logs`` (log format, ids in context, redaction), ``metrics`` (the
-Prometheus registry and its hooks), ``tracing`` (OpenTelemetry spans, optional), ``errors`` (the
-``RuncastError`` hierarchy).
+Prometheus registry and its hooks), ``tracing`` (OpenTelemetry spans, optional), ``workers``
+(``--workers N``: worker processes on one port), ``errors`` (the ``RuncastError`` hierarchy).
 """

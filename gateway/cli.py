@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import config, flags, logs
+from gateway import config, flags, logs, workers
 from gateway.errors import ConfigError, ListenError
 from gateway.hub import HubSettings
 from gateway.loadtest import cli as loadtest_cli
@@ -163,14 +163,23 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "for up to S seconds, then end every stream (default 25; 0 ends them at once)",
     )
 
-    hub = p.add_argument_group("subscribers")
-    hub.add_argument(
+    cluster = p.add_argument_group("cluster (Redis mode)")
+    cluster.add_argument(
         "--broker",
         metavar="URL",
-        help="channel logs: 'memory' (default) or redis://HOST:PORT/DB shared by every node "
-        "(env RUNCAST_BROKER)",
+        help="'memory' (default: one process) or redis://HOST:PORT/DB, shared by every node of a "
+        "cluster (env RUNCAST_BROKER); Redis mode needs --token-secret",
     )
-    hub.add_argument("--node-id", metavar="ID", help="this node's name (default: generated)")
+    cluster.add_argument("--node-id", metavar="ID", help="this node's name (default: generated)")
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N processes sharing --port (SO_REUSEPORT) and the broker, each its own node "
+        "(default 1; more needs --broker redis://)",
+    )
+
+    hub = p.add_argument_group("subscribers")
     hub.add_argument(
         "--history-events", type=int, metavar="N", help="events kept per channel for resume"
     )
@@ -347,6 +356,7 @@ _SECONDS = flags.greater_than(0)
 _COUNT = flags.greater_than(0, int)
 _SERVE_RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
+    "broker": flags.broker_url,
     "header_timeout": _SECONDS,
     "body_timeout": _SECONDS,
     "backlog": flags.at_least(0, int),
@@ -378,6 +388,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "sim_delay_ms": flags.at_least(0),
     "sim_deltas": _COUNT,
     "memory_budget": _size,
+    "workers": _COUNT,
 }
 
 
@@ -519,6 +530,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"runcast: error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
+    if settings.workers > 1 and workers.WORKER_ENV not in os.environ:
+        return workers.supervise(
+            list(sys.argv[1:] if argv is None else argv),
+            count=settings.workers,
+            node_id=settings.node_id or workers.generated_node_id(),
+        )
     from gateway.http.runner import serve
 
     try:

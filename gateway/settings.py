@@ -31,6 +31,9 @@ from gateway.mock.settings import MockSettings
 from gateway.tools.settings import ToolSettings
 from gateway.upstream import UpstreamSettings
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""URL schemes of ``broker`` meaning Redis mode (redis-py's ``from_url``)."""
+
 __all__ = ["MIN_TOKEN_SECRET_BYTES", "Settings", "SubscribeAuth"]
 
 SubscribeAuth = Literal["auto", "token", "open"]
@@ -55,9 +58,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     hub: HubSettings = msgspec.field(default_factory=HubSettings)
     broker: str = "memory"
-    """``memory`` (one process), or ``redis://HOST:PORT/DB``: channel logs shared by every node."""
+    """``memory`` (one process), or ``redis://HOST:PORT/DB``: channel logs and run state shared by
+    every node of a cluster."""
     node_id: str | None = None
     """This node's name in a Redis cluster (generated when None)."""
+    workers: int = 1
+    """Processes serving one port (``SO_REUSEPORT``); more than one needs the Redis broker."""
 
     tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
     """Tool automation: which ``requires_action`` runcast answers itself, and how."""
@@ -135,8 +141,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if any(not key for key in self.api_keys):
             raise ConfigError("runcast API keys must not be empty")
-        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://")):
-            raise ConfigError(f"broker must be 'memory' or redis://HOST:PORT/DB: {self.broker!r}")
         if self.upstream_key_held and not self.api_keys:
             raise ConfigError(
                 "runcast holds the upstream API key, so callers must authenticate with runcast "
@@ -191,6 +195,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 ) from None
         if self.max_connections < 0:
             raise ConfigError("max_connections must be >= 0 (0: from the open-file limit)")
+        self._check_cluster()
+
+    def _check_cluster(self) -> None:
+        if self.broker != "memory" and not self.broker.startswith(REDIS_SCHEMES):
+            raise ConfigError(f"broker must be 'memory' or redis://HOST:PORT/DB: {self.broker!r}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers!r}")
+        if self.workers > 1 and not self.clustered:
+            raise ConfigError(
+                "--workers needs --broker redis://HOST:PORT/DB: worker processes share channels, "
+                "runs and tool state only through Redis"
+            )
+        if self.workers > 1 and (self.port == 0 or self.embedded):
+            raise ConfigError(
+                "--workers needs a fixed --port and an --upstream (each worker would otherwise "
+                "listen on its own port or start its own simulator)"
+            )
+        if self.clustered and self.token_secret is None:
+            raise ConfigError(
+                "--broker redis:// needs --token-secret (RUNCAST_TOKEN_SECRET), the same on every "
+                "node: a subscribe token minted by one node must open channels on all of them"
+            )
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -202,6 +228,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             self.tools.webhook_secret,
         )
         return tuple(value for value in held if value)
+
+    @property
+    def clustered(self) -> bool:
+        """True in Redis mode (``broker`` is a Redis URL)."""
+        return self.broker != "memory"
 
     @property
     def embedded(self) -> bool:

@@ -62,9 +62,11 @@ from gateway.runs.protocols import reducer_factory as stream_reducer
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.state import SharedState
+from gateway.state.redis import STATE_NAMESPACE, RedisState
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
+from gateway.workers import generated_node_id
 
 from .auth import CallerAuth, TokenAuthority
 from .bodies import body_deadline_middleware
@@ -120,10 +122,19 @@ def create_app(
     if action_handler is not None and tools is not None:
         raise TypeError("create_app() takes tools or action_handler, not both")
     metrics = Metrics() if settings.metrics else None
+    shared: RedisState | None = None
+    if settings.clustered:
+        if settings.node_id is None:
+            # Named once here, so that the broker and the state see the same node.
+            settings = msgspec.structs.replace(settings, node_id=generated_node_id())
+        assert settings.node_id is not None
+        shared = RedisState(settings.broker, namespace=STATE_NAMESPACE, node_id=settings.node_id)
+        state = shared.state if state is None else state
     automation: ToolAutomation | None = None
     if action_handler is None:
         on_call = metrics.tool_call if metrics is not None else None
-        automation = ToolAutomation(settings.tools, tools, on_call=on_call)
+        rounds = shared.rounds if shared is not None else None
+        automation = ToolAutomation(settings.tools, tools, on_call=on_call, rounds=rounds)
         if not automation.enabled:
             automation = None
     if action_options is None:
@@ -156,6 +167,9 @@ def create_app(
     if not settings.embedded and settings.open_subscribe:
         log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
 
+    if shared is not None:
+        # First in, so last out: the relays and tool automation still write state as they stop.
+        app.cleanup_ctx.append(functools.partial(_state_ctx, shared))
     app.cleanup_ctx.append(_simulator_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_hub_ctx)
@@ -195,6 +209,13 @@ def _token_secret(settings: Settings) -> bytes:
             "ephemeral one; subscribe tokens will not survive a restart or work on other nodes"
         )
     return secrets.token_bytes(32)
+
+
+async def _state_ctx(shared: RedisState, app: web.Application) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await shared.aclose()
 
 
 async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -181,12 +181,22 @@ class Listener:
         self._refused_unlogged = 0
         self._warned_at = -_WARN_EVERY
 
-    async def bind(self, host: str, port: int, *, backlog: int = DEFAULT_BACKLOG) -> asyncio.Server:
+    async def bind(
+        self, host: str, port: int, *, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False
+    ) -> asyncio.Server:
         """Bind ``host:port`` without accepting yet; :class:`ListenError` when that fails (an
-        address in use, a host that does not resolve), before anything else has started."""
+        address in use, a host that does not resolve), before anything else has started.
+        ``reuse_port``: share the port with the other workers of ``--workers`` (SO_REUSEPORT)."""
         loop = self._loop = asyncio.get_running_loop()
         try:
-            return await loop.create_server(self, host, port, backlog=backlog, start_serving=False)
+            return await loop.create_server(
+                self,
+                host,
+                port,
+                backlog=backlog,
+                start_serving=False,
+                reuse_port=reuse_port or None,
+            )
         except OSError as exc:  # socket.gaierror is an OSError too
             raise listen_failure(host, port, exc) from exc
 

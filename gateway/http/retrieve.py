@@ -23,7 +23,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from gateway.hub import HISTORY_LOST_EVENT, EndReason, FrameFormat, Position
+from gateway.hub import HISTORY_LOST_EVENT, START, EndReason, FrameFormat, Position
 from gateway.hub.sinks import BufferSink
 from gateway.runs.channels import response_channel
 from gateway.runs.protocols import UPSTREAM_LOST_EVENT
@@ -171,9 +171,8 @@ async def serve_logged_response(
     if stats is None or not await _may_read(request, response_id, api_key):
         return None
     sink = _Sink(request.app[SETTINGS].creator_buffer_bytes)
-    subscription = await broker.subscribe(
-        channel, sink, since=Position(stats.epoch, max(stats.first_seq - 1, 0))
-    )
+    start = Position(stats.epoch, stats.first_seq - 1) if stats.first_seq > 1 else START
+    subscription = await broker.subscribe(channel, sink, since=start)
     try:
         wanted = 0 if after is None else after + 1
         events = _Filter(after)

@@ -76,7 +76,9 @@ async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.
         access_log_class=AccessLogger,
         handler_args=None if settings.access_log else {"access_log": None},
     )
-    bound = await listener.bind(host, port, backlog=listen_backlog(settings.backlog))
+    bound = await listener.bind(
+        host, port, backlog=listen_backlog(settings.backlog), reuse_port=settings.workers > 1
+    )
     runner = web.AppRunner(
         app, handler_cancellation=True, shutdown_timeout=settings.shutdown_timeout
     )

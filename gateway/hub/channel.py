@@ -350,8 +350,7 @@ class Channel:
                     items.append((None, HISTORY_LOST_EVENT, self._lost("0")))
                 items.extend((seq, e.name, e.data) for seq, e in history.after(0))
         if items:
-            data = frames.encode_items(sink.frame_format, items, self.epoch)
-            if not sink.send(data, last_seq):
+            if not sink.send(frames.encode_items(sink.frame_format, items, self.epoch), last_seq):
                 self._count_end(sink.end_reason)
                 return
             delivered = self._counters.delivered

@@ -6,7 +6,7 @@ lease with a fencing token), ``claims`` (the one-submission-per-action claim and
 submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
 ``threads`` (run -> thread, read by auth) and ``rounds`` (tool rounds per run).
 :class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
-in-memory set.
+in-memory set. ``redis`` holds every interface on Redis for several processes and nodes.
 """
 
 from __future__ import annotations

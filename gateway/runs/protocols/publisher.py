@@ -43,20 +43,18 @@ class ChannelPublisher:
         return [self.own, *self._others] if self.own is not None else list(self._others)
 
     async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
-        first: int | None = None
-        epoch = ""
+        first: Position | None = None
         channels = self.channels
         if channels and events:
-            seqs = await self._broker.publish(channels, events)
+            firsts = await self._broker.publish(channels, events)
             if self.own is not None:
-                position = seqs.get(self.own)
-                if position is not None:
-                    first, epoch = position.seq, position.epoch
-                    self.seq = first + len(events) - 1
+                first = firsts.get(self.own)
+                if first is not None:
+                    self.seq = first.seq + len(events) - 1
         feed = self._feed
         if to_creator and feed is not None and feed.accepting:
             for i, event in enumerate(events):
-                event_id = None if first is None else str(Position(epoch, first + i))
+                event_id = None if first is None else str(Position(first.epoch, first.seq + i))
                 name = None if event.name == _UNNAMED else event.name
                 feed.push(encode_sse(event.data, event=name, id=event_id), event_id=event_id)
 

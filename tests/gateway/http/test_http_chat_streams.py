@@ -64,7 +64,7 @@ async def test_sdk_chat_stream_fans_out_and_snapshots(
     own = f"{gateway.url}/streams/chat/{completion_id}"
     replay = await read_sse(await session.get(own + "?since=0"), until=lambda e: False)
     assert replay.ended and replay.events == over_sse.events
-    half = replay.events[len(replay.events) // 2]  # an id of the chat channel's own epoch
+    half = replay.events[len(replay.events) // 2]  # ids of this channel's own epoch
     resumed_response = await session.get(own, headers={"Last-Event-ID": str(half.id)})
     resumed = await read_sse(resumed_response, until=lambda e: False)
     assert resumed.events == over_sse.events[len(over_sse.events) // 2 + 1 :]

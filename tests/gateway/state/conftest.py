@@ -1,33 +1,68 @@
-"""One fixture per state interface, parametrized by implementation factory (``state_factories``)."""
+"""One fixture per state interface, parametrized by implementation (``state_factories``).
+
+The Redis implementations run against a private ``redis-server`` (the hub tests' fixture,
+``tests/gateway/hub/redis_server.py``), each test under a fresh key namespace.
+"""
 
 from __future__ import annotations
 
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
 import pytest
-from state_factories import CLAIMS, LEASES, ROUNDS, SCHEDULES, THREADS
+import pytest_asyncio
+from state_factories import CLAIMS, LEASES, ROUNDS, SCHEDULES, THREADS, Backend
 
 from gateway.state import ActionClaims, ExpirySchedule, RunLeases, RunThreads, ToolRounds
+from gateway.state.redis import state_client
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
+from redis_server import RedisServer  # found through the line above
 
 
-@pytest.fixture(params=sorted(LEASES))
-def leases(request: pytest.FixtureRequest) -> RunLeases:
-    return LEASES[request.param]()
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
-@pytest.fixture(params=sorted(CLAIMS))
-def claims(request: pytest.FixtureRequest) -> ActionClaims:
-    return CLAIMS[request.param]()
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, Backend]]:
+    if request.param == "memory":
+        yield "memory", Backend()
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = state_client(server.url)
+    try:
+        yield "redis", Backend(client, f"test-{uuid.uuid4().hex}")
+    finally:
+        await client.aclose()
 
 
-@pytest.fixture(params=sorted(SCHEDULES))
-def schedule(request: pytest.FixtureRequest) -> ExpirySchedule:
-    return SCHEDULES[request.param]()
+@pytest.fixture
+def leases(backend: tuple[str, Backend]) -> RunLeases:
+    return LEASES[backend[0]](backend[1])
 
 
-@pytest.fixture(params=sorted(THREADS))
-def threads(request: pytest.FixtureRequest) -> RunThreads:
-    return THREADS[request.param]()
+@pytest.fixture
+def claims(backend: tuple[str, Backend]) -> ActionClaims:
+    return CLAIMS[backend[0]](backend[1])
 
 
-@pytest.fixture(params=sorted(ROUNDS))
-def rounds(request: pytest.FixtureRequest) -> ToolRounds:
-    return ROUNDS[request.param]()
+@pytest.fixture
+def schedule(backend: tuple[str, Backend]) -> ExpirySchedule:
+    return SCHEDULES[backend[0]](backend[1])
+
+
+@pytest.fixture
+def threads(backend: tuple[str, Backend]) -> RunThreads:
+    return THREADS[backend[0]](backend[1])
+
+
+@pytest.fixture
+def rounds(backend: tuple[str, Backend]) -> ToolRounds:
+    return ROUNDS[backend[0]](backend[1])

@@ -1,12 +1,15 @@
 """The state implementations every test in this directory runs against, by name.
 
-A second implementation (a network store) joins the suite by adding its factory to each dict,
-as in a shared conformance suite.
+Each factory gets a :class:`Backend`: memory factories ignore it; Redis factories build their
+store on its client under its namespace (fresh per test, so tests never see each other's keys).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+
+import redis.asyncio as aioredis
 
 from gateway.state import (
     ActionClaims,
@@ -20,16 +23,51 @@ from gateway.state import (
     RunThreads,
     ToolRounds,
 )
+from gateway.state.redis import (
+    RedisActionClaims,
+    RedisExpirySchedule,
+    RedisRunLeases,
+    RedisRunThreads,
+    RedisToolRounds,
+)
 
 BOUND = 3
 """The bound every bounded store is built with here (the tests fill it)."""
 
-LEASES: dict[str, Callable[[], RunLeases]] = {"memory": MemoryRunLeases}
-CLAIMS: dict[str, Callable[[], ActionClaims]] = {
-    "memory": lambda: MemoryActionClaims(takeover_timeout=0.2)
+TAKEOVER = 0.2
+"""How long a take-over waits for a stuck claimant here."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backend:
+    client: aioredis.Redis | None = None
+    namespace: str = ""
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        assert self.client is not None
+        return self.client
+
+
+LEASES: dict[str, Callable[[Backend], RunLeases]] = {
+    "memory": lambda _: MemoryRunLeases(),
+    "redis": lambda b: RedisRunLeases(b.redis, namespace=b.namespace),
 }
-SCHEDULES: dict[str, Callable[[], ExpirySchedule]] = {
-    "memory": lambda: MemoryExpirySchedule(max_entries=BOUND)
+CLAIMS: dict[str, Callable[[Backend], ActionClaims]] = {
+    "memory": lambda _: MemoryActionClaims(takeover_timeout=TAKEOVER),
+    "redis": lambda b: RedisActionClaims(
+        b.redis, namespace=b.namespace, takeover_timeout=TAKEOVER, poll=0.01
+    ),
 }
-THREADS: dict[str, Callable[[], RunThreads]] = {"memory": lambda: MemoryRunThreads(max_runs=BOUND)}
-ROUNDS: dict[str, Callable[[], ToolRounds]] = {"memory": lambda: MemoryToolRounds(max_runs=BOUND)}
+SCHEDULES: dict[str, Callable[[Backend], ExpirySchedule]] = {
+    "memory": lambda _: MemoryExpirySchedule(max_entries=BOUND),
+    "redis": lambda b: RedisExpirySchedule(b.redis, namespace=b.namespace, max_entries=BOUND),
+}
+THREADS: dict[str, Callable[[Backend], RunThreads]] = {
+    "memory": lambda _: MemoryRunThreads(max_runs=BOUND),
+    "redis": lambda b: RedisRunThreads(b.redis, namespace=b.namespace, max_runs=BOUND),
+}
+ROUNDS: dict[str, Callable[[Backend], ToolRounds]] = {
+    "memory": lambda _: MemoryToolRounds(max_runs=BOUND),
+    "redis": lambda b: RedisToolRounds(b.redis, namespace=b.namespace, max_runs=BOUND),
+}
