@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
-from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT
+from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, Position
 from gateway.metrics import NO_METER
 from gateway.runs.channels import conversation_channel, named_channel
 from gateway.runs.feed import CreatorFeed
@@ -181,11 +181,14 @@ def _resume_hint(kind: str, start: StreamStart) -> str:
 
 
 def _notice(event: str, feed: CreatorFeed, type_: str, code: str, message: str) -> bytes:
-    seq = int(feed.last_id) if feed.last_id is not None else None
+    # The creator's ids are <epoch>-<seq>; the notice names the position as every runcast notice
+    # does (gateway.hub.broker): epoch and seq.
+    position = Position.parse(feed.last_id) if feed.last_id is not None else None
     data = orjson.dumps(
         {
             "error": {"message": message, "type": type_, "param": None, "code": code},
-            "seq": seq,
+            "epoch": None if position is None else position.epoch,
+            "seq": None if position is None else position.seq,
         }
     )
     return encode_sse(data, event=event)
