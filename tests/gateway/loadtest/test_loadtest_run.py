@@ -190,6 +190,30 @@ async def test_loadtest_protocol_streams_end_to_end(
     assert sum(row["completed"] for row in report["timeline"]) == 10
 
 
+@pytest.mark.parametrize("protocol", ["responses", "chat"])
+def test_loadtest_embedded_protocol_with_subscribers(tmp_path: Path, protocol: str) -> None:
+    out = tmp_path / "report.json"
+    settings = LoadSettings(
+        embedded=True,
+        protocol=protocol,  # type: ignore[arg-type]
+        runs=4,
+        concurrency=2,
+        subscribers_per_run=2,
+        subscriber_transport="mixed",
+        sim_deltas=4,
+        json_path=str(out),
+        progress_interval=0,
+    )
+    assert run(settings) == 0
+    report = json.loads(out.read_text())
+    check_report(report)
+    assert report["config"]["protocol"] == protocol
+    assert report["runs"]["completed"] == 4 and report["errors"] == {}
+    subs = report["subscribers"]
+    assert subs["complete"] == 8 and subs["gaps"] == subs["duplicates"] == 0
+    assert subs["deliveries"] == 2 * report["events"]["creator"] > 0
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("protocol", ["responses", "chat"])
 async def test_loadtest_protocol_tool_calls_follow_up_and_complete(
