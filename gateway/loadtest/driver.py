@@ -8,7 +8,8 @@ channel is known in advance (Assistants thread channels) or as soon as the respo
 protocol's tracker to its end, then the follow-ups a tool call asks for; then the subscribers get
 ``idle_timeout`` to reach the run's end. Each subscriber's copy is matched to the creator's:
 events missing are gaps, extra ones duplicates, and delivery lag is the subscriber's receipt
-minus the creator's receipt of the same event (0 when the subscriber's copy came first).
+minus the creator's receipt of the same event (0 when the subscriber's copy came first); events
+the creator had before the subscriber joined are counted as replayed, not timed.
 
 Load shapes: a closed loop of ``concurrency`` virtual users (``ramp`` moves how many are
 active), or with ``rate`` an open loop of arrivals (constant or Poisson gaps, ``ramp`` moves the
@@ -401,6 +402,9 @@ class TargetLoad:
                 broken = broken or bool(gaps or duplicates)
                 continue
             for at_creator, at_sub in zip(times, sub.times, strict=True):
+                if at_creator < sub.joined:
+                    stats.replayed += 1  # the join, not the fan-out: not a delivery lag
+                    continue
                 stats.deliveries += 1
                 if at_sub < at_creator:
                     stats.subscriber_first += 1

@@ -72,6 +72,9 @@ class Subscriber:
         self._tracker = tracker
         self._first_segment = first_segment
         self.ready = asyncio.Event()
+        self.joined = 0.0
+        """When the channel answered (``perf_counter``): events the creator had by then came
+        to this subscriber from the channel's replay."""
         self.times = array("d")
         self.digests: list[int] = []
         self.events = 0
@@ -118,6 +121,7 @@ class Subscriber:
             if resp.status != 200:
                 self.error = f"subscriber_http_{resp.status}"
                 return
+            self.joined = time.perf_counter()
             self.ready.set()
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
@@ -132,6 +136,7 @@ class Subscriber:
             timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
             max_msg_size=MAX_WS_MESSAGE_BYTES,
         ) as ws:
+            self.joined = time.perf_counter()
             self.ready.set()
             while True:
                 # The idle limit applies per message, as `sock_read` does for SSE.
