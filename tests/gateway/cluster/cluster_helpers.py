@@ -93,6 +93,10 @@ class Cluster:
         self.upstream = base if base.endswith("/v1") else f"{base}/v1"
         return started
 
+    def use_upstream(self, url: str) -> None:
+        """Point later nodes at ``url`` (an in-process simulator) instead of a mock process."""
+        self.upstream = url
+
     async def node(self, name: str, *argv: str) -> Process:
         """Start a ``runcast serve`` node named ``name`` on the cluster's Redis and upstream."""
         return await self._start(
