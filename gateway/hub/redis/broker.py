@@ -119,6 +119,17 @@ class RedisBroker(MemoryBroker):
         """Times the live connection was lost and re-established."""
         self.repairs = 0
         """Gaps filled from the log (live messages lost or late)."""
+        self._live_down = False
+        self._append_down = False
+
+    def unavailable(self) -> str | None:
+        """Why this node cannot use Redis right now (a readiness check), or None: the live
+        connection is being re-established, or the last append failed."""
+        if self._live_down:
+            return "broker: Redis live connection lost, reconnecting"
+        if self._append_down:
+            return "broker: Redis append failed"
+        return None
 
     async def __aenter__(self) -> RedisBroker:
         self._start()
@@ -169,7 +180,9 @@ class RedisBroker(MemoryBroker):
                 ],
             )
         except RedisError as exc:
+            self._append_down = True
             raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
+        self._append_down = False
         out: dict[str, Position] = {}
         for name, (epoch, first) in zip(channels, results, strict=True):
             position = Position(epoch.decode(), int(first))
@@ -450,7 +463,9 @@ class RedisBroker(MemoryBroker):
                     check_at = loop.time() + self._position_check
                     await self._check_positions()
                 backoff = 0.1
+                self._live_down = False
             except (RedisError, OSError) as exc:
+                self._live_down = True
                 self.reconnects += 1
                 logger.warning("Redis live connection: %s; retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
