@@ -26,6 +26,10 @@ Feeding the local channels:
   channel (its subscribers' streams end as lagging ones do, WebSocket 1013, and their resume
   gets ``runcast.history_lost`` and the snapshot).
 
+An append while Redis refuses connections (a restart) is tried again with backoff for up to
+``READ_TIMEOUT`` seconds before the publish fails; ``unavailable()`` is this node's readiness
+check meanwhile.
+
 Connections by role (redis-py 8 defaults would cut blocking reads at 5 s and retry them): the
 publisher and the reads keep a 5 s socket timeout; the live subscriber has none and a health check.
 """
@@ -40,6 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import SubscriberError
@@ -160,7 +165,7 @@ class RedisBroker(MemoryBroker):
             pairs += (e.name, e.data)
         k = self._keys
         try:
-            results = await self._evalsha_all(
+            results = await self._append_retrying(
                 self._append_sha,
                 [
                     (
@@ -279,6 +284,24 @@ class RedisBroker(MemoryBroker):
     async def _load_scripts(self) -> None:
         for script in (APPEND, CLOSE):
             await self._publisher.script_load(script)
+
+    async def _append_retrying(
+        self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """:meth:`_evalsha_all`, tried again with backoff for up to ``READ_TIMEOUT`` seconds while
+        Redis refuses connections (a restart), so a running run rides it out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READ_TIMEOUT
+        delay = 0.05
+        while True:
+            try:
+                return await self._evalsha_all(sha, calls)
+            except RedisConnectionError:
+                if loop.time() + delay > deadline:
+                    raise
+            self._append_down = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _evalsha_all(
         self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
