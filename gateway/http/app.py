@@ -297,7 +297,12 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("broker %s, node %s", settings.broker, broker.node_id)
     async with broker:
         app[BROKER] = broker
-        yield
+        if isinstance(broker, RedisBroker):
+            app[READINESS].add("broker", broker.unavailable)
+        try:
+            yield
+        finally:
+            app[READINESS].discard("broker")
 
 
 async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -9,7 +9,8 @@ whose ``/healthz`` fails.
 check. A load balancer takes a node out of rotation while it is unready; streams already open go
 on. Checks are named callables in :class:`Readiness` (``app[READINESS]``): ``draining`` (after
 SIGTERM), ``upstream`` (an :class:`UpstreamProbe`: the last TCP connect to the upstream's host
-failed) and whatever a component adds, e.g. a networked broker reporting its connection.
+failed), ``broker`` in Redis mode (the live connection is reconnecting or the last append
+failed) and whatever else a component adds.
 """
 
 from __future__ import annotations

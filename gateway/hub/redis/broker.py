@@ -26,6 +26,10 @@ Feeding the local channels:
   channel (its subscribers' streams end as lagging ones do, WebSocket 1013, and their resume
   gets ``runcast.history_lost`` and the snapshot).
 
+An append while Redis refuses connections (a restart) is tried again with backoff for up to
+``READ_TIMEOUT`` seconds before the publish fails; ``unavailable()`` is this node's readiness
+check meanwhile.
+
 Connections by role (redis-py 8 defaults would cut blocking reads at 5 s and retry them): the
 publisher and the reads keep a 5 s socket timeout; the live subscriber has none and a health check.
 """
@@ -41,6 +45,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import SubscriberError
@@ -127,6 +132,17 @@ class RedisBroker(MemoryBroker):
         """Calls to Redis (a pipeline counts once), for ``statistics()`` and the metrics."""
         self.errors = 0
         """Calls to Redis that failed, and losses of the live connection."""
+        self._live_down = False
+        self._append_down = False
+
+    def unavailable(self) -> str | None:
+        """Why this node cannot use Redis right now (a readiness check), or None: the live
+        connection is being re-established, or the last append failed."""
+        if self._live_down:
+            return "broker: Redis live connection lost, reconnecting"
+        if self._append_down:
+            return "broker: Redis append failed"
+        return None
 
     async def __aenter__(self) -> RedisBroker:
         self._start()
@@ -157,7 +173,7 @@ class RedisBroker(MemoryBroker):
             pairs += (e.name, e.data)
         k = self._keys
         try:
-            results = await self._evalsha_all(
+            results = await self._append_retrying(
                 self._append_sha,
                 [
                     (
@@ -177,7 +193,9 @@ class RedisBroker(MemoryBroker):
                 ],
             )
         except RedisError as exc:
+            self._append_down = True
             raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
+        self._append_down = False
         out: dict[str, Position] = {}
         for name, (epoch, first) in zip(channels, results, strict=True):
             position = Position(epoch.decode(), int(first))
@@ -277,6 +295,24 @@ class RedisBroker(MemoryBroker):
     async def _load_scripts(self) -> None:
         for script in (APPEND, CLOSE):
             await self._publisher.script_load(script)
+
+    async def _append_retrying(
+        self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """:meth:`_evalsha_all`, tried again with backoff for up to ``READ_TIMEOUT`` seconds while
+        Redis refuses connections (a restart), so a running run rides it out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READ_TIMEOUT
+        delay = 0.05
+        while True:
+            try:
+                return await self._evalsha_all(sha, calls)
+            except RedisConnectionError:
+                if loop.time() + delay > deadline:
+                    raise
+            self._append_down = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _evalsha_all(
         self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
@@ -480,7 +516,9 @@ class RedisBroker(MemoryBroker):
                     check_at = loop.time() + self._position_check
                     await self._check_positions()
                 backoff = 0.1
+                self._live_down = False
             except (RedisError, OSError) as exc:
+                self._live_down = True
                 self.reconnects += 1
                 self.errors += 1
                 logger.warning("Redis live connection: %s; retrying in %.1f s", exc, backoff)
