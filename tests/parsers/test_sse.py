@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -658,3 +659,23 @@ def test_events_before_an_oversize_line_ride_on_the_error() -> None:
     with pytest.raises(EventTooLarge) as info:
         decoder.feed(chunk)
     assert [(e.event, e.data) for e in info.value.events] == [("a", "1"), ("message", "2")]
+
+
+def test_one_large_feed_of_short_runs_is_linear() -> None:
+    # Runs of two same-named blocks, then another name: each run used to split the whole rest of
+    # the buffer, so one large feed cost time quadratic in its size (here ~100x a chunked feed).
+    block = b'event: %s\ndata: {"type":"%s","delta":"x"}\n\n'
+    stream = b"".join(block % (name, name) * 2 for _ in range(3000) for name in (b"a.b", b"c.d"))
+    chunked = chunks_of(stream, 4096)
+
+    def best(feeds: list[bytes]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            events = feed_all(SSEDecoder(), feeds)
+            times.append(time.perf_counter() - started)
+        assert len(events) == 12000
+        return min(times)
+
+    assert decode(stream) == decode(stream, 4096)
+    assert best([stream]) < 5 * best(chunked) + 0.05
