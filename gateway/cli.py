@@ -356,7 +356,6 @@ _SECONDS = flags.greater_than(0)
 _COUNT = flags.greater_than(0, int)
 _SERVE_RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
-    "broker": flags.broker_url,
     "header_timeout": _SECONDS,
     "body_timeout": _SECONDS,
     "backlog": flags.at_least(0, int),

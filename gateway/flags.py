@@ -84,13 +84,6 @@ def host_port(raw: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def broker_url(raw: str) -> str:
-    """``memory`` or a Redis URL (``redis://``, ``rediss://``, ``unix://``)."""
-    if raw == "memory" or raw.startswith(("redis://", "rediss://", "unix://")):
-        return raw
-    raise argparse.ArgumentTypeError(f"{raw!r}: expected 'memory' or redis://HOST:PORT/DB")
-
-
 def origin(raw: str) -> str:
     if not is_origin(raw):
         raise argparse.ArgumentTypeError(

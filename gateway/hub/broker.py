@@ -270,6 +270,10 @@ class BrokerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Ended channels dropped before their retention was over, to stay within the budget."""
     events_evicted: int = 0
     """Events dropped from open channels' history to stay within the budget."""
+    round_trips: int = 0
+    """Calls to a networked broker's server (one per pipeline); 0 in memory mode."""
+    errors: int = 0
+    """Calls to a networked broker's server that failed (connection lost, timeout)."""
 
 
 class Reducer(Protocol):

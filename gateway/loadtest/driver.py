@@ -2,12 +2,14 @@
 
 One run, in order: the protocol's ``begin`` (an Assistants thread); ``subscribers_per_run``
 subscribers on the run's gateway channel, opened with ``?since=0`` before the request when the
-channel is known in advance (Assistants thread channels) or as soon as the stream names it
-(Responses, Chat); the streamed request, read with :class:`~parsers.sse.SSEDecoder` and the
+channel is known in advance (Assistants thread channels) or as soon as the response names it
+(Responses, Chat: runcast's ``runcast-response-id``/``runcast-completion-id`` header with its
+``runcast-subscribe-token``, else the first event carrying the id); the streamed request, read with :class:`~parsers.sse.SSEDecoder` and the
 protocol's tracker to its end, then the follow-ups a tool call asks for; then the subscribers get
 ``idle_timeout`` to reach the run's end. Each subscriber's copy is matched to the creator's:
 events missing are gaps, extra ones duplicates, and delivery lag is the subscriber's receipt
-minus the creator's receipt of the same event (0 when the subscriber's copy came first).
+minus the creator's receipt of the same event (0 when the subscriber's copy came first); events
+the creator had before the subscriber joined are counted as replayed, not timed.
 
 Load shapes: a closed loop of ``concurrency`` virtual users (``ramp`` moves how many are
 active), or with ``rate`` an open loop of arrivals (constant or Poisson gaps, ``ramp`` moves the
@@ -47,6 +49,7 @@ __all__ = ["execute", "probe_tokens", "reach_error"]
 
 PLACEHOLDER_KEY = "runcast-loadtest"
 _ERROR_BODY_BYTES = 4096
+_TOKEN_HEADER = "runcast-subscribe-token"
 _RAMP_RECHECK_S = 0.05
 _LOOP_LAG_TICK_S = 0.1
 
@@ -55,8 +58,8 @@ class _TokenView(msgspec.Struct):
     token: str
 
 
-_Subscribe = Callable[[str], None]
-"""Opens the run's subscribers on a channel path."""
+_Subscribe = Callable[[str, str | None], None]
+"""Opens the run's subscribers on a channel path (with the token the creator's response gave)."""
 
 _token_decoder = msgspec.json.Decoder(_TokenView)
 _encoder = msgspec.json.Encoder()
@@ -216,6 +219,7 @@ class TargetLoad:
             url,
             tracker=tracker,
             websocket=websocket,
+            first_segment=not self._protocol.channel_spans_run,
             connect_timeout=self._s.connect_timeout,
             idle_timeout=self._s.idle_timeout,
         )
@@ -238,15 +242,16 @@ class TargetLoad:
             async with asyncio.TaskGroup() as tg:
                 tasks: list[asyncio.Task[None]] = []
 
-                def subscribe(channel: str) -> None:
+                def subscribe(channel: str, given: str | None) -> None:
                     for _ in range(self._s.subscribers_per_run):
-                        sub = self._subscriber(channel, token, self._protocol.tracker(start))
+                        copy = self._protocol.tracker(start)
+                        sub = self._subscriber(channel, given or token, copy)
                         subscribers.append(sub)
                         tasks.append(tg.create_task(sub.run()))
 
                 try:
                     if start.channel is not None:
-                        subscribe(start.channel)
+                        subscribe(start.channel, None)
                         for sub in subscribers:
                             await sub.ready.wait()
                     # A task group wraps what its body raises in an ExceptionGroup: keep the
@@ -314,6 +319,11 @@ class TargetLoad:
                     )
                 raise _Failure(f"http_{resp.status}")
             self._spoken = run.started = True
+            head = self._protocol.channel_header
+            if subscribing and head is not None and head[0] in resp.headers:
+                # runcast names the channel and its token up front: no need to wait for an event
+                subscribing = False
+                subscribe(head[1] + resp.headers[head[0]], resp.headers.get(_TOKEN_HEADER))
             stats = self.stats
             decoder = SSEDecoder()
             ended = False
@@ -341,7 +351,7 @@ class TargetLoad:
                     ended = ended or seen.end
                     if subscribing and tracker.channel is not None:
                         subscribing = False
-                        subscribe(tracker.channel)
+                        subscribe(tracker.channel, resp.headers.get(_TOKEN_HEADER))
             decoder.close()
         return ended
 
@@ -392,6 +402,9 @@ class TargetLoad:
                 broken = broken or bool(gaps or duplicates)
                 continue
             for at_creator, at_sub in zip(times, sub.times, strict=True):
+                if at_creator < sub.joined:
+                    stats.replayed += 1  # the join, not the fan-out: not a delivery lag
+                    continue
                 stats.deliveries += 1
                 if at_sub < at_creator:
                     stats.subscriber_first += 1

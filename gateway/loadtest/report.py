@@ -95,6 +95,7 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
             "duplicates": stats.duplicates,
             "deliveries": stats.deliveries,
             "subscriber_first": stats.subscriber_first,
+            "replayed": stats.replayed,
         },
         "latency_ms": {
             "run_duration": stats.run_duration.summary_ms(),
@@ -214,6 +215,11 @@ def _target_lines(result: dict[str, Any]) -> list[str]:
             f"(delivery lag: a subscriber's copy of an event after the creator's; "
             f"{first:,} of {subs['deliveries']:,} deliveries ({first / subs['deliveries']:.0%}) "
             "reached a subscriber first and count as 0)"
+        )
+    if subs["replayed"]:
+        lines.append(
+            f"({subs['replayed']:,} events reached subscribers from the channel's replay, "
+            "before they joined: matched, not timed)"
         )
     lines.append(
         f"subscribers {subs['complete']:,} complete, {subs['cut']:,} cut, "

@@ -203,6 +203,9 @@ class LoadStats:
         self.deliveries = 0
         self.subscriber_first = 0
         """Deliveries that reached a subscriber before the creator's copy (counted as 0 lag)."""
+        self.replayed = 0
+        """Events the creator had before a subscriber joined (Responses/Chat subscribers join
+        once the response names its channel): matched for gaps, not timed as deliveries."""
         self.run_duration = LatencyHistogram()
         self.ttfe = LatencyHistogram()
         self.ttft = LatencyHistogram()

@@ -3,7 +3,8 @@
 A subscriber owns its connection for its whole life (connect, ``ready``, read, close) inside one
 task run by the driver's per-run task group. Its protocol's :class:`~.protocols.Tracker` reads
 the events, so it stops where the run's last segment ends (an Assistants ``done`` right after
-``thread.run.requires_action`` only ends a segment, spec §2.3). For each upstream event it keeps
+``thread.run.requires_action`` only ends a segment, spec §2.3; a Responses or Chat channel carries
+the first segment only, so there the end of that segment is the end). For each upstream event it keeps
 the receive time and a digest, so the driver can match its copy against the creator's (lag, gaps,
 duplicates). Failures are recorded as an error kind, never raised, so one broken subscriber does
 not fail its run.
@@ -58,6 +59,7 @@ class Subscriber:
         *,
         tracker: Tracker,
         websocket: bool,
+        first_segment: bool,
         connect_timeout: float,
         idle_timeout: float,
     ) -> None:
@@ -68,7 +70,11 @@ class Subscriber:
             total=None, connect=connect_timeout, sock_read=idle_timeout
         )
         self._tracker = tracker
+        self._first_segment = first_segment
         self.ready = asyncio.Event()
+        self.joined = 0.0
+        """When the channel answered (``perf_counter``): events the creator had by then came
+        to this subscriber from the channel's replay."""
         self.times = array("d")
         self.digests: list[int] = []
         self.events = 0
@@ -103,7 +109,10 @@ class Subscriber:
         if seen.upstream:
             self.times.append(time.perf_counter())
             self.digests.append(hash((name, data)))
-        self.finished = self._tracker.finished
+        tracker = self._tracker
+        # A channel that carries one segment ends with it, even one that asked for a tool call.
+        segment_done = self._first_segment and seen.end and tracker.failure is None
+        self.finished = tracker.finished or segment_done
         return self.finished
 
     async def _run_sse(self) -> None:
@@ -112,6 +121,7 @@ class Subscriber:
             if resp.status != 200:
                 self.error = f"subscriber_http_{resp.status}"
                 return
+            self.joined = time.perf_counter()
             self.ready.set()
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
@@ -126,6 +136,7 @@ class Subscriber:
             timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
             max_msg_size=MAX_WS_MESSAGE_BYTES,
         ) as ws:
+            self.joined = time.perf_counter()
             self.ready.set()
             while True:
                 # The idle limit applies per message, as `sock_read` does for SSE.

@@ -3,8 +3,9 @@
 The relay, the action answerer, the expiry watcher and the hub's snapshots never match an
 upstream's event types or build its URLs; they ask the run's protocol:
 
-- what an event means (:meth:`RunProtocol.signal`: run id and status, thread or conversation,
-  final items, the end-of-stream marker; see ``parsers.signals``), which statuses end a run
+- what an event means: each item of the protocol's stream reader carries its signal (run id
+  and status, thread or conversation, final items, the end-of-stream marker; see
+  ``parsers.signals``), worked out once per event; which statuses end a run
   (``terminal_statuses``), which one waits for an action (``action_status``);
 - how a segment ends on the channels (``end_of_segment``, synthesized only by the protocol) and
   how a learnt run state is published (:meth:`RunProtocol.settled_event`);
@@ -24,14 +25,13 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.hub import HubEvent, Reducer
 from gateway.upstream import RunStream, UpstreamClient
-from parsers.signals import Signal
 
 from .missed import FinalIds
 from .recovery import Recovery
 
 __all__ = ["RunProtocol"]
 
-RunT = TypeVar("RunT")
+RunT = TypeVar("RunT", covariant=True)
 
 
 class RunProtocol(Protocol[RunT]):
@@ -43,10 +43,6 @@ class RunProtocol(Protocol[RunT]):
     """The status of a run waiting for the caller's action (tool outputs)."""
     end_of_segment: HubEvent
     """Ends every upstream response's segment on the channels."""
-
-    def signal(self, event: Any) -> Signal[RunT] | None:
-        """What a decoded event of this protocol means to the gateway."""
-        ...
 
     def decode_run(self, data: bytes) -> RunT:
         """A run object from its JSON (``RemoteProtocolError`` when it is not one)."""

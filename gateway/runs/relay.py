@@ -381,7 +381,7 @@ class RunRelay:
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
         await self._renew()
-        sig = self._protocol.signal(event)
+        sig = item.signal  # worked out once by the protocol's stream reader
         if isinstance(sig, RunSeen):
             run = sig.run
             self._last_status = sig.status

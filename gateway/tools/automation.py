@@ -6,7 +6,7 @@ Lifecycle: construct with settings (and optionally a registry built in code), ``
 
     outcome = await automation.run_action(run, emit)
     match outcome:
-        case Submit():  POST outcome.request_body() to .../submit_tool_outputs (stream), splice it
+        case Submit():  stream outcome.as_dicts() to .../submit_tool_outputs, splice it in
         case Skip():    pass requires_action (and the done after it) to the client unchanged
         case Cancel():  POST .../runs/{id}/cancel; outcome.reason says why
 
@@ -165,14 +165,11 @@ class ToolAutomation:
         """Drop the per-run state (call when the run reaches a terminal status)."""
         await self._rounds.forget(run_id)
 
-    async def run_action(
-        self, run: Run, emit: Emit | None = None, *, round: int | None = None
-    ) -> ActionOutcome:
+    async def run_action(self, run: Run, emit: Emit | None = None) -> ActionOutcome:
         """Answer ``run``'s ``required_action`` (the payload of ``thread.run.requires_action``).
 
         ``emit`` receives the ``runcast.tool_call.*`` and ``runcast.tool_automation.cancelled``
-        events for the run's subscriber channels. ``round`` (1-based) overrides the internal
-        round count when the caller tracks rounds itself.
+        events for the run's subscriber channels.
         """
         if self._pool is None:
             raise RuntimeError("ToolAutomation.run_action() before start()")
@@ -187,7 +184,7 @@ class ToolAutomation:
         action = tuple(call.id for call in calls)
         if state.last_action == action:
             return Skip(reason="this action is already being answered")
-        done = state.rounds if round is None else round - 1
+        done = state.rounds
         if done >= self.settings.max_rounds:
             return await self._cancel(
                 run, emit, f"tool round limit reached ({self.settings.max_rounds} submissions)"

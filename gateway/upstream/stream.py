@@ -35,10 +35,10 @@ from typing import Self
 import msgspec
 
 from gateway.errors import StreamTruncated, UpstreamConnectionError
-from parsers.assistants import AssistantStreamEvent, UnknownEvent, decode_event
+from parsers.assistants import AssistantStreamEvent, Run, UnknownEvent, decode_event
 from parsers.assistants.signals import SETTLED_STATUSES, signal
 from parsers.errors import EventDecodeError, EventTooLarge
-from parsers.signals import Empty, GroupSeen, RunSeen, StreamEnd, StreamError
+from parsers.signals import Empty, GroupSeen, RunSeen, Signal, StreamEnd, StreamError
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 from .transport import UpstreamResponse
@@ -52,12 +52,14 @@ class StreamItem(msgspec.Struct, frozen=True):
     ``event`` is the typed event; ``sse`` is the decoded SSE event it came from, whose ``event``
     name and ``data_bytes`` are the wire payload (byte-exact for valid UTF-8), ready to be framed
     once with ``parsers.sse.encode_sse`` and shared by every subscriber. ``decode_error`` is set
-    when the payload did not fit its schema (``event`` is then an ``UnknownEvent``).
+    when the payload did not fit its schema (``event`` is then an ``UnknownEvent``). ``signal``
+    is what the event means to the gateway (``parsers.signals``), worked out once here.
     """
 
     event: AssistantStreamEvent
     sse: ServerSentEvent
     decode_error: EventDecodeError | None = None
+    signal: Signal[Run] | None = None
 
     @property
     def name(self) -> str:
@@ -266,7 +268,7 @@ class RunStream:
             self._done = True
         elif isinstance(sig, Empty) and decode_error is None:
             return  # empty-data event: nothing to relay (spec Appendix C)
-        self._pending.append(StreamItem(event, sse, decode_error))
+        self._pending.append(StreamItem(event, sse, decode_error, sig))
 
     def _judge_eof(self, cut: UpstreamConnectionError | None) -> StreamTruncated | None:
         if self._last_error is not None or self._last_status in SETTLED_STATUSES:

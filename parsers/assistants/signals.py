@@ -7,7 +7,9 @@ after one (spec §2.3, §5), and a recovery polls until it sees one.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 from parsers.signals import Empty, GroupSeen, ItemFinal, RunSeen, Signal, StreamEnd, StreamError
 
@@ -43,25 +45,58 @@ FINAL_STEP_STATUSES: Final[frozenset[str]] = frozenset(
 )
 
 
+def _run(event: RunEvent) -> Signal[Run] | None:
+    run = event.data
+    return RunSeen(run_id=run.id, group_id=run.thread_id, status=run.status, run=run)
+
+
+def _message(event: MessageEvent) -> Signal[Run] | None:
+    if event.data.status in FINAL_MESSAGE_STATUSES:
+        return ItemFinal(kind="message", id=event.data.id)
+    return None
+
+
+def _step(event: RunStepEvent) -> Signal[Run] | None:
+    if event.data.status in FINAL_STEP_STATUSES:
+        return ItemFinal(kind="step", id=event.data.id)
+    return None
+
+
+def _thread(event: ThreadEvent) -> Signal[Run] | None:
+    return GroupSeen(group_id=event.data.id)
+
+
+def _done(event: DoneEvent) -> Signal[Run] | None:
+    return _STREAM_END
+
+
+def _error(event: ErrorEvent) -> Signal[Run] | None:
+    return _STREAM_ERROR
+
+
+def _unknown(event: UnknownEvent) -> Signal[Run] | None:
+    return None if event.data else _EMPTY
+
+
+_STREAM_END: Final = StreamEnd()
+_STREAM_ERROR: Final = StreamError()
+_EMPTY: Final = Empty()
+
+# One dict lookup per event: deltas, the bulk of a stream, find no entry. Read-only.
+_BY_TYPE: Final[Mapping[type, Callable[[Any], Signal[Run] | None]]] = MappingProxyType(
+    {
+        RunEvent: _run,
+        MessageEvent: _message,
+        RunStepEvent: _step,
+        ThreadEvent: _thread,
+        DoneEvent: _done,
+        ErrorEvent: _error,
+        UnknownEvent: _unknown,
+    }
+)
+
+
 def signal(event: AssistantStreamEvent) -> Signal[Run] | None:
     """What ``event`` means to the gateway; None when it only carries content."""
-    if isinstance(event, RunEvent):
-        run = event.data
-        return RunSeen(run_id=run.id, group_id=run.thread_id, status=run.status, run=run)
-    if isinstance(event, MessageEvent):
-        if event.data.status in FINAL_MESSAGE_STATUSES:
-            return ItemFinal(kind="message", id=event.data.id)
-        return None
-    if isinstance(event, RunStepEvent):
-        if event.data.status in FINAL_STEP_STATUSES:
-            return ItemFinal(kind="step", id=event.data.id)
-        return None
-    if isinstance(event, ThreadEvent):
-        return GroupSeen(group_id=event.data.id)
-    if isinstance(event, DoneEvent):
-        return StreamEnd()
-    if isinstance(event, ErrorEvent):
-        return StreamError()
-    if isinstance(event, UnknownEvent) and not event.data:
-        return Empty()
-    return None
+    fn = _BY_TYPE.get(type(event))
+    return None if fn is None else fn(event)

@@ -36,14 +36,16 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import SubscriberError
 from gateway.hub.broker import (
+    BrokerStatistics,
     ChannelStatistics,
     HubEvent,
     HubSettings,
@@ -67,6 +69,8 @@ from gateway.hub.redis.wire import (
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 READ_TIMEOUT = 5.0
 """Socket timeout of the publisher and read connections (redis-py 8's default, kept explicit)."""
@@ -119,6 +123,10 @@ class RedisBroker(MemoryBroker):
         """Times the live connection was lost and re-established."""
         self.repairs = 0
         """Gaps filled from the log (live messages lost or late)."""
+        self.round_trips = 0
+        """Calls to Redis (a pipeline counts once), for ``statistics()`` and the metrics."""
+        self.errors = 0
+        """Calls to Redis that failed, and losses of the live connection."""
 
     async def __aenter__(self) -> RedisBroker:
         self._start()
@@ -218,7 +226,10 @@ class RedisBroker(MemoryBroker):
         return await super().snapshot(channel)
 
     async def channel_info(self, channel: str) -> ChannelStatistics | None:
-        meta: Any = await self._reads.hmget(self._keys.meta(channel), "ep", "s", "end")
+        self.round_trips += 1
+        meta: Any = await self._counted(
+            self._reads.hmget(self._keys.meta(channel), "ep", "s", "end")
+        )
         epoch, last, end = meta
         if epoch is None:
             return None
@@ -276,16 +287,33 @@ class RedisBroker(MemoryBroker):
             async with self._publisher.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     pipe.evalsha(sha, len(keys), *keys, *args)
+                self.round_trips += 1
                 try:
-                    return list(await pipe.execute())
+                    return list(await self._counted(pipe.execute()))
                 except NoScriptError:
                     if attempt:
                         raise
             await self._load_scripts()
         raise AssertionError("unreachable")
 
+    async def _counted(self, call: Awaitable[T]) -> T:
+        """Await one call to Redis, counting it in ``errors`` when it fails."""
+        try:
+            return await call
+        except (RedisError, OSError):
+            self.errors += 1
+            raise
+
+    def statistics(self) -> BrokerStatistics:
+        return msgspec.structs.replace(
+            super().statistics(), round_trips=self.round_trips, errors=self.errors
+        )
+
     async def _read_log(self, channel: str, first: int, last: int) -> list[HubEvent]:
-        entries: Any = await self._reads.xrange(self._keys.log(channel), f"{first}-0", f"{last}-0")
+        self.round_trips += 1
+        entries: Any = await self._counted(
+            self._reads.xrange(self._keys.log(channel), f"{first}-0", f"{last}-0")
+        )
         return [HubEvent(f[b"e"].decode(), f[b"d"]) for _, f in entries]
 
     # -- local channels -------------------------------------------------------------------------
@@ -303,7 +331,8 @@ class RedisBroker(MemoryBroker):
             async with self._reads.pipeline(transaction=True) as pipe:
                 pipe.hmget(k.meta(name), "ep", "s", "end")
                 pipe.xrevrange(k.log(name), "+", "-", count=self.settings.max_history_events)
-                (epoch, last, end), entries = await pipe.execute()
+                self.round_trips += 1
+                (epoch, last, end), entries = await self._counted(pipe.execute())
             now = self._start()
             if epoch is None:
                 if not create:
@@ -416,7 +445,8 @@ class RedisBroker(MemoryBroker):
         async with self._reads.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hmget(self._keys.meta(name), "ep", "s", "end")
-            metas = await pipe.execute()
+            self.round_trips += 1
+            metas = await self._counted(pipe.execute())
         for name, (epoch, last, end) in zip(names, metas, strict=True):
             ch = self._channels.get(name)
             if ch is None or name in self._loading:
@@ -452,6 +482,7 @@ class RedisBroker(MemoryBroker):
                 backoff = 0.1
             except (RedisError, OSError) as exc:
                 self.reconnects += 1
+                self.errors += 1
                 logger.warning("Redis live connection: %s; retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)

@@ -97,6 +97,9 @@ class LoadProtocol(ABC):
     """Headers every request of the protocol carries (as the official SDK sends them)."""
     channel_spans_run: ClassVar[bool] = True
     """Whether one channel carries every segment of a run (else only the first segment's)."""
+    channel_header: ClassVar[tuple[str, str] | None] = None
+    """The response header naming the run's channel id and that channel's path prefix: a
+    runcast gateway answers it with ``runcast-subscribe-token`` before the first event."""
 
     def __init__(self, *, model: str, scenario: str) -> None:
         self.model = model

@@ -4,7 +4,8 @@ Chunks are data-only SSE events ending with ``data: [DONE]``. Text is ``choices[
 tool calls arrive as fragments keyed by ``index`` and are joined here; ``finish_reason`` gives the
 outcome (``stop`` completed, ``length`` incomplete, ``tool_calls`` a follow-up with the assistant
 message and one ``tool`` message per call). A chunk carrying ``error`` fails the run.
-Subscribers read ``/streams/chat/{id}`` of the first completion.
+Subscribers read ``/streams/chat/{id}`` of the first completion, named by the
+``runcast-completion-id`` header (or, failing that, by the first chunk's ``id``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class ChatTracker(Tracker):
 class ChatProtocol(LoadProtocol):
     name = "chat"
     channel_spans_run = False
+    channel_header = ("runcast-completion-id", "/streams/chat/")
 
     def body(self, messages: list[dict[str, object]]) -> dict[str, object]:
         return {

@@ -4,7 +4,8 @@ Events are dispatched on the JSON ``type`` (the ``event:`` line may be missing o
 a segment ends at ``response.completed``, ``response.failed`` or ``response.incomplete``; a
 trailing ``data: [DONE]`` (LiteLLM style) is accepted. A completed response whose ``output``
 holds ``function_call`` items is followed by one POST with every ``function_call_output`` and
-``previous_response_id``. Subscribers read ``/streams/responses/{id}`` of the first response.
+``previous_response_id``. Subscribers read ``/streams/responses/{id}`` of the first response,
+named by the ``runcast-response-id`` header (or, failing that, by ``response.created``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class ResponsesTracker(Tracker):
 class ResponsesProtocol(LoadProtocol):
     name = "responses"
     channel_spans_run = False
+    channel_header = ("runcast-response-id", "/streams/responses/")
 
     def body(self, input_: object) -> dict[str, object]:
         return {

@@ -14,9 +14,8 @@ from typing import Any, Final
 from gateway.hub import HubEvent, Reducer
 from gateway.upstream import RunStream, UpstreamClient
 from gateway.upstream.objects import decode_run
-from parsers.assistants import TERMINAL_RUN_STATUSES, AssistantStreamEvent, Run
-from parsers.assistants.signals import ACTION_STATUS, signal
-from parsers.signals import Signal
+from parsers.assistants import TERMINAL_RUN_STATUSES, Run
+from parsers.assistants.signals import ACTION_STATUS
 
 from ..missed import FinalIds
 from ..recovery import Recovery, poll_settled_run, recover_run
@@ -32,9 +31,6 @@ class AssistantsProtocol:
     terminal_statuses: frozenset[str] = TERMINAL_RUN_STATUSES
     action_status: str = ACTION_STATUS
     end_of_segment: HubEvent = DONE
-
-    def signal(self, event: AssistantStreamEvent) -> Signal[Run] | None:
-        return signal(event)
 
     def decode_run(self, data: bytes) -> Run:
         return decode_run(data)

@@ -76,9 +76,11 @@ def test_invalid_settings_are_config_errors(
 
 def test_broker_and_node_id() -> None:
     assert (parse_serve().broker, parse_serve().node_id) == ("memory", None)
-    settings = parse_serve("--broker", "redis://127.0.0.1:6390/2", "--node-id", "n1")
+    secret = ("--token-secret", "s" * 32)
+    settings = parse_serve("--broker", "redis://127.0.0.1:6390/2", "--node-id", "n1", *secret)
     assert (settings.broker, settings.node_id) == ("redis://127.0.0.1:6390/2", "n1")
-    assert parse_serve(env={"RUNCAST_BROKER": "redis://r:6379/0"}).broker == "redis://r:6379/0"
+    env = {"RUNCAST_BROKER": "redis://r:6379/0"}
+    assert parse_serve(*secret, env=env).broker == "redis://r:6379/0"
 
 
 def test_main_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:

@@ -267,6 +267,10 @@ async def test_shutdown_mid_stream_ends_creator_and_subscribers_explicitly(
     creator_response.close()
     assert creator.ended and creator.events[-1].event == "runcast.shutdown"
     assert creator.events[-1].json()["error"]["code"] == "shutting_down"
+    # Where the creator got to, as its last id said it (<epoch>-<seq>).
+    last = next(e for e in reversed(creator.events) if e.id)
+    notice = creator.events[-1].json()
+    assert f"{notice['epoch']}-{notice['seq']}" == last.id
     assert named.events[-1].event == "runcast.shutdown"
     assert "response.completed" not in creator.names
     deltas = [e for e in creator.events if e.event == "response.output_text.delta"]

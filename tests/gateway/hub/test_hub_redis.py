@@ -110,8 +110,12 @@ async def test_one_round_trip_per_published_batch(
     client = aioredis.Redis.from_url(redis_server.url)
     await broker.publish([RUN, "thread:t"], [ev(0)])
     await client.config_resetstat()
+    before = broker.statistics()
     for i in range(10):
         await broker.publish([RUN, "thread:t"], [ev(i), ev(i + 1)])
+    after = broker.statistics()
+    # Counted for /metrics: at least one per batch (the position check may add its own).
+    assert after.round_trips - before.round_trips >= 10 and after.errors == before.errors
     stats = await client.info("commandstats")
     await client.aclose()
     calls = {k: v["calls"] for k, v in stats.items()}
@@ -139,6 +143,7 @@ async def test_a_redis_restart_is_survived_and_changes_the_epoch(
             except RuntimeError:  # still reconnecting
                 await asyncio.sleep(0.2)
     assert new.epoch != old.epoch and new.seq == 1
+    assert broker.statistics().errors > 0  # the calls that met the stopped server
     await until(lambda: sink.end_reason == "lagged", timeout=20)
     # The follower is back: a later publish reaches a new subscriber on this node live.
     live = BufferSink()

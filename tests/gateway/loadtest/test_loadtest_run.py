@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.cli import build_parser
 from gateway.cli import main as runcast_main
@@ -29,6 +32,7 @@ from gateway.loadtest.cli import run, run_async, settings_from_args
 from gateway.mock import MockSettings
 from gateway.mock import create_app as create_mock
 from gateway.mock.app import SERVICE_KEY
+from gateway.mock.responses import RESPONSES_KEY
 from gateway.mock.service import MockService
 from gateway.settings import Settings
 from gateway.upstream import UpstreamSettings
@@ -51,12 +55,25 @@ class Stack:
     gateway: str
     simulator: str
     service: MockService
+    app: web.Application
+    posts: Counter[str]
+    """Streamed POSTs the simulator answered 200, by path."""
 
 
 @pytest_asyncio.fixture
 async def stack() -> AsyncIterator[Stack]:
     """A simulator and a runcast gateway in front of it, each on its own port."""
     mock_app = create_mock(MockSettings(deltas=6, seed=3))
+    posts: Counter[str] = Counter()
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "POST" and response.status == 200:
+            posts[request.path] += 1
+        return response
+
+    mock_app.middlewares.append(count)
     mock_runner = web.AppRunner(mock_app)
     await mock_runner.setup()
     await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
@@ -71,7 +88,7 @@ async def stack() -> AsyncIterator[Stack]:
     )
     runner, url = await start_runner(gateway, "127.0.0.1", 0)
     try:
-        yield Stack(url, mock_url, mock_app[SERVICE_KEY])
+        yield Stack(url, mock_url, mock_app[SERVICE_KEY], mock_app, posts)
     finally:
         await runner.cleanup()
         await mock_runner.cleanup()
@@ -115,6 +132,7 @@ async def test_loadtest_counts_equal_what_the_simulator_served(
     events = report["events"]
     assert subs["deliveries"] == report["latency_ms"]["delivery_lag"]["count"]
     assert subs["deliveries"] == 2 * (events["creator"] - 0)
+    assert subs["replayed"] == 0  # Assistants subscribers join before the run starts
     assert 0 <= subs["subscriber_first"] <= subs["deliveries"]
     latency = report["latency_ms"]
     assert latency["ttfe"]["count"] == latency["ttft"]["count"] == 12
@@ -123,6 +141,101 @@ async def test_loadtest_counts_equal_what_the_simulator_served(
     assert latency["ttfe"]["max"] <= latency["run_duration"]["max"]
     assert report["errors"] == {} and report["verdict"] == {"passed": True, "reasons": []}
     assert sum(row["completed"] for row in report["timeline"]) == 12
+
+
+def response_chars(app: web.Application) -> tuple[int, int]:
+    """Responses the simulator stored as completed, and the characters of their output text."""
+    completed = chars = 0
+    for record in app[RESPONSES_KEY].store.responses.values():
+        response = msgspec.to_builtins(record.response)
+        completed += response["status"] == "completed"
+        for item in response["output"]:
+            for part in item.get("content") or ():
+                chars += len(part.get("text", "")) if part["type"] == "output_text" else 0
+    return completed, chars
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("protocol", "path"), [("responses", "/v1/responses"), ("chat", "/v1/chat/completions")]
+)
+@pytest.mark.parametrize("transport", ["sse", "mixed"])
+async def test_loadtest_protocol_streams_end_to_end(
+    stack: Stack, protocol: str, path: str, transport: str
+) -> None:
+    settings = LoadSettings(
+        target=stack.gateway,
+        protocol=protocol,  # type: ignore[arg-type]
+        runs=10,
+        concurrency=4,
+        subscribers_per_run=2,
+        subscriber_transport=transport,  # type: ignore[arg-type]
+    )
+    report, _ = await run_async(settings)
+    check_report(report)
+    assert report["errors"] == {} and report["verdict"] == {"passed": True, "reasons": []}
+    assert report["runs"]["started"] == report["runs"]["completed"] == 10
+    # Every run is one streamed POST the simulator answered, and nothing else was asked of it.
+    assert stack.posts == {path: 10}
+    if protocol == "responses":
+        assert response_chars(stack.app) == (10, report["output"]["chars"])
+    assert report["output"]["chars"] > 0
+    subs = report["subscribers"]
+    assert subs["complete"] == 20 and subs["gaps"] == subs["duplicates"] == 0
+    # Each subscriber's copy matched the creator's event for event (the upstream's events only);
+    # the events the creator had before a subscriber joined are replayed, not timed.
+    assert subs["deliveries"] == report["latency_ms"]["delivery_lag"]["count"]
+    assert subs["deliveries"] + subs["replayed"] == 2 * report["events"]["creator"] > 0
+    latency = report["latency_ms"]
+    assert latency["ttfe"]["count"] == latency["ttft"]["count"] == 10
+    assert latency["inter_delta"]["count"] == 10 * 5  # 6 deltas a run
+    assert sum(row["completed"] for row in report["timeline"]) == 10
+
+
+@pytest.mark.parametrize("protocol", ["responses", "chat"])
+def test_loadtest_embedded_protocol_with_subscribers(tmp_path: Path, protocol: str) -> None:
+    out = tmp_path / "report.json"
+    settings = LoadSettings(
+        embedded=True,
+        protocol=protocol,  # type: ignore[arg-type]
+        runs=4,
+        concurrency=2,
+        subscribers_per_run=2,
+        subscriber_transport="mixed",
+        sim_deltas=4,
+        json_path=str(out),
+        progress_interval=0,
+    )
+    assert run(settings) == 0
+    report = json.loads(out.read_text())
+    check_report(report)
+    assert report["config"]["protocol"] == protocol
+    assert report["runs"]["completed"] == 4 and report["errors"] == {}
+    subs = report["subscribers"]
+    assert subs["complete"] == 8 and subs["gaps"] == subs["duplicates"] == 0
+    assert subs["deliveries"] + subs["replayed"] == 2 * report["events"]["creator"] > 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("protocol", ["responses", "chat"])
+async def test_loadtest_protocol_tool_calls_follow_up_and_complete(
+    stack: Stack, protocol: str
+) -> None:
+    settings = LoadSettings(
+        target=stack.gateway,
+        protocol=protocol,  # type: ignore[arg-type]
+        scenario="tool_call",
+        runs=4,
+        concurrency=2,
+        subscribers_per_run=1,
+    )
+    report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["completed"] == 4 and report["errors"] == {}
+    # Two POSTs a run: the call, then its output; subscribers follow the first segment only.
+    assert sum(stack.posts.values()) == 8
+    assert report["subscribers"]["complete"] == 4
+    assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
 
 
 @pytest.mark.parametrize(
@@ -461,7 +574,10 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.asyncio
-async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them() -> None:
+@pytest.mark.parametrize("protocol", ["assistants", "responses", "chat"])
+async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them(
+    protocol: str,
+) -> None:
     app = create_gateway(
         Settings(
             port=0,
@@ -473,7 +589,10 @@ async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them() 
     )
     runner, url = await start_runner(app, "127.0.0.1", 0)
     try:
-        base = {"target": url, "runs": 3, "concurrency": 3, "subscribers_per_run": 2}
+        base: dict[str, Any] = {
+            "target": url, "protocol": protocol, "runs": 3, "concurrency": 3,
+            "subscribers_per_run": 2,
+        }  # fmt: skip
         report, _ = await run_async(LoadSettings(**base, api_key="loadtest-key"))
         assert report["runs"]["completed"] == 3
         assert report["subscribers"]["complete"] == 6

@@ -10,7 +10,7 @@ import pytest
 from tool_scenarios import AutomationFactory, Recorder, make_run
 
 from gateway.errors import ConfigError
-from gateway.state import MemoryToolRounds
+from gateway.state import MemoryToolRounds, RoundState
 from gateway.tools import Cancel, Skip, Submit, ToolAutomation, ToolRegistry, ToolSettings
 
 HERE = Path(__file__).parent
@@ -61,12 +61,15 @@ async def test_rounds_are_capped_per_run(
 
 
 @pytest.mark.asyncio
-async def test_caller_may_pass_the_round_number(automation_for: AutomationFactory) -> None:
-    async with automation_for(echo_registry(), max_rounds=3) as automation:
-        run = make_run(("c1", "echo", '{"text":"a"}'))
-        assert isinstance(await automation.run_action(run, round=3), Submit)
-        run = make_run(("c2", "echo", '{"text":"b"}'))
-        assert isinstance(await automation.run_action(run, round=4), Cancel)
+async def test_rounds_made_elsewhere_count(automation_for: AutomationFactory) -> None:
+    # Another gateway process sharing the store already submitted twice for this run.
+    rounds = MemoryToolRounds()
+    assert await rounds.swap("run_1", RoundState(), RoundState(rounds=2, last_action=("c0",)))
+    async with automation_for(echo_registry(), max_rounds=3, rounds=rounds) as automation:
+        first = await automation.run_action(make_run(("c1", "echo", '{"text":"a"}')))
+        assert isinstance(first, Submit) and first.round == 3
+        second = await automation.run_action(make_run(("c2", "echo", '{"text":"b"}')))
+        assert isinstance(second, Cancel)
 
 
 @pytest.mark.asyncio
