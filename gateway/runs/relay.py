@@ -204,6 +204,8 @@ class RunRelay:
         self._held: list[HubEvent] = []
         self._batch: list[HubEvent] = []
         """The current upstream read's events, published together once it is decoded."""
+        self._start_due = False
+        """The run is known: resolve the start once the current batch is published."""
         self._last_status: str | None = None
         self._action: Run | None = None
         self._pending: PendingAction | None = None
@@ -418,6 +420,9 @@ class RunRelay:
         batch, self._batch = self._batch, []
         if batch:
             await self._out.emit_batch(batch)
+        if self._start_due:
+            self._start_due = False
+            self._resolve_start()
 
     async def _run_known(self, run: RunSeen[Run]) -> None:
         self._out.run_id = run.run_id
@@ -429,8 +434,10 @@ class RunRelay:
         self._out.thread_id = run.group_id or self.thread_id
         await self._own(run.run_id)
         await self._note_run(self.thread_id)
-        self._resolve_start()
         await self._flush_held()
+        # Started once this read's batch is in the hub: a subscriber that reacts to the
+        # creator's head on another node must find the run's channel in the shared log.
+        self._start_due = True
 
     async def _note_run(self, thread_id: str | None) -> None:
         self._noted = True
