@@ -71,6 +71,8 @@ async def test_redis_restarted_mid_run(cluster: Cluster) -> None:
         async with asyncio.timeout(WAIT):
             cut = await read_sse(first, Subscriber(events=head))
             whole = await read_sse(creator, Subscriber())
+        first.close()
+        creator.close()
         last = next(e.id for e in reversed(cut.events) if e.id)
         async with session.get(url, headers={**auth, "Last-Event-ID": last}) as resumed:
             assert resumed.status == 200, (
@@ -124,6 +126,7 @@ async def test_redis_stopped_for_five_seconds(cluster: Cluster) -> None:
             async with asyncio.timeout(WAIT):
                 seen = await read_sse(follower, Subscriber())
                 whole = await read_sse(creator, Subscriber())
+        creator.close()
     assert seen.names == whole.names and whole.names[-1] == "done"
     assert seen.seqs == list(range(1, len(seen.seqs) + 1))
     assert [n.proc.returncode for n in nodes] == [None, None]
