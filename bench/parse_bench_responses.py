@@ -2,7 +2,8 @@
 
 The same measurement as ``parse_bench.py`` (whose helpers it reuses), per protocol, in one run,
 over generated streams (``_streams_responses``; mostly ``response.output_text.delta`` events,
-resp. content chunks), fed in 4 KiB and 256-byte chunks:
+resp. content chunks), fed in 4 KiB and 256-byte chunks (and runcast also in one feed, which
+guards against work growing faster than the buffer, as when a replayed log is fed whole):
 
 * runcast: ``parsers.sse.SSEDecoder`` + ``parsers.responses.decode_event`` (resp.
   ``parsers.chat.decode_chunk``);
@@ -119,6 +120,7 @@ def measure(
             "floor": lambda: floor_path(floor_items),
             "runcast 4096": lambda: runcast_path(chunks[4096], decode),
             "runcast 256": lambda: runcast_path(chunks[256], decode),
+            "runcast all": lambda: runcast_path([stream], decode),
             "reduce": lambda: reduce_path(events, decode, make_acc),
         },
     )
@@ -141,6 +143,7 @@ def measure(
         ("sdk 4096", "openai SDK: SSEDecoder + construct_type", "4096"),
         ("runcast 256", "runcast: SSE + decode", "256"),
         ("sdk 256", "openai SDK: SSEDecoder + construct_type", "256"),
+        ("runcast all", "runcast: SSE + decode, the stream in one feed", "all"),
         ("reduce", "  extra: decode + accumulator + snapshot", "-"),
     ]
     for key, name, chunk in rows:

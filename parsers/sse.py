@@ -16,8 +16,9 @@ Theory of operation
   joined once a line ends, so a long line in small chunks costs linear, not quadratic, time.
 * While no field of the current block has been seen, a block of exactly
   ``PREFIX VALUE LF LF`` (PREFIX being ``event: NAME LF data: `` or ``data: ``) is one event and
-  needs no field parsing. A run of such blocks with the same PREFIX is cut apart by one
-  ``bytes.split(LF LF PREFIX)``, and the events are built by ``map`` without a Python loop. An
+  needs no field parsing. A run of such blocks with the same PREFIX is cut apart by
+  ``bytes.split(LF LF PREFIX)`` over a span that doubles while the run lasts (so a feed of many
+  short runs stays linear), and the events are built by ``map`` without a Python loop. An
   unfinished block of that shape at the end of a chunk is left in ``_rest`` whole (its lines
   change nothing observable before its blank line) and read again with the next chunk.
 * Every other line goes through the general field rules one at a time; both paths yield the same
@@ -55,6 +56,9 @@ _BOM = b"\xef\xbb\xbf"
 # Event names are decoded once per distinct value; bounded so a peer sending ever-new names
 # cannot grow it.
 _NAME_CACHE_SIZE = 128
+# Bytes split at first when a run of same-prefix blocks starts: above a 4 KiB read plus what an
+# earlier read left pending, so such reads need one split; doubled while the run goes on.
+_RUN_SPAN = 8192
 
 
 class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
@@ -305,6 +309,7 @@ class SSEDecoder:
         in_block = block is not None
         if block is not None:
             event, data, data_len, retry = block
+        span = _RUN_SPAN
         pos = 0
         while pos <= last:
             if not in_block:
@@ -327,7 +332,11 @@ class SSEDecoder:
                             # A run of such blocks: splitting on `LF LF prefix` yields the
                             # values; the first piece holding LF (always the last) ends it.
                             start = pos + prefix_len
-                            pieces = buf[start:cut].split(separator)
+                            # Split at most `span` bytes: the bytes after a block that ends
+                            # the run are split for nothing, so the span starts small and
+                            # doubles while runs go on, keeping one large feed linear.
+                            end = start + span if cut - start > span else cut
+                            pieces = buf[start:end].split(separator)
                             value = pieces.pop()
                             if not pieces:
                                 continue
@@ -352,8 +361,10 @@ class SSEDecoder:
                                     append(ServerSentEvent(prefix_name, piece, last_event_id))
                                     count += 1
                             if count == len(pieces):
-                                pos = cut - len(value) - prefix_len
+                                pos = end - len(value) - prefix_len
+                                span *= 2
                             else:
+                                span = _RUN_SPAN
                                 pos = start + sum(map(len, pieces[:count]))
                                 pos += count * len(separator) - prefix_len
                         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -658,3 +659,45 @@ def test_events_before_an_oversize_line_ride_on_the_error() -> None:
     with pytest.raises(EventTooLarge) as info:
         decoder.feed(chunk)
     assert [(e.event, e.data) for e in info.value.events] == [("a", "1"), ("message", "2")]
+
+
+def test_one_large_feed_of_short_runs_is_linear() -> None:
+    # Runs of two same-named blocks, then another name: each run used to split the whole rest of
+    # the buffer, so one large feed cost time quadratic in its size (here ~100x a chunked feed).
+    block = b'event: %s\ndata: {"type":"%s","delta":"x"}\n\n'
+    stream = b"".join(block % (name, name) * 2 for _ in range(3000) for name in (b"a.b", b"c.d"))
+    chunked = chunks_of(stream, 4096)
+
+    def best(feeds: list[bytes]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            events = feed_all(SSEDecoder(), feeds)
+            times.append(time.perf_counter() - started)
+        assert len(events) == 12000
+        return min(times)
+
+    assert decode(stream) == decode(stream, 4096)
+    assert best([stream]) < 5 * best(chunked) + 0.05
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_runs_longer_than_the_split_span_decode_like_the_reference(newline: bytes) -> None:
+    # Runs of hundreds of same-prefix blocks (tens of KiB, several split spans), broken by other
+    # names, comments, multi-line data and ids; multi-byte characters so a span can end inside
+    # one; one BOM at the start.
+    parts = [b"\xef\xbb\xbf"]
+    for i in range(3000):
+        parts.append(
+            b'event: response.output_text.delta\ndata: {"i":%d,"d":"\xc3\xa9\xe2\x82\xac"}\n\n' % i
+        )
+        if i % 401 == 7:
+            parts.append(b"event: response.output_text.done\ndata: x\n\n")
+        if i % 613 == 9:
+            parts.append(b": keepalive\nid: %d\ndata: a\ndata: b\n\n" % i)
+    stream = b"".join(parts).replace(b"\n", newline)
+    expected = interpret(stream).events
+    assert len(expected) > 3000
+    for size in (None, 7, 4096, 9000, 65536):
+        got = [(e.event, e.data, e.id, e.retry) for e in decode(stream, size)]
+        assert got == expected, size
