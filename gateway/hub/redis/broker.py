@@ -26,9 +26,9 @@ Feeding the local channels:
   channel (its subscribers' streams end as lagging ones do, WebSocket 1013, and their resume
   gets ``runcast.history_lost`` and the snapshot).
 
-An append refused a connection (Redis restarting: surely not applied) is tried again with
-backoff for up to ``READ_TIMEOUT`` seconds before the publish fails; ``unavailable()`` is this
-node's readiness check meanwhile.
+An append while Redis refuses connections (a restart) is tried again with backoff for up to
+``READ_TIMEOUT`` seconds before the publish fails; ``unavailable()`` is this node's readiness
+check meanwhile.
 
 Connections by role (redis-py 8 defaults would cut blocking reads at 5 s and retry them): the
 publisher and the reads keep a 5 s socket timeout; the live subscriber has none and a health check.
@@ -307,10 +307,8 @@ class RedisBroker(MemoryBroker):
         while True:
             try:
                 return await self._evalsha_all(sha, calls)
-            except RedisConnectionError as exc:
-                # Only a refused connect is surely not applied; a call cut after sending may be.
-                refused = isinstance(exc.__cause__, ConnectionRefusedError)
-                if not refused or loop.time() + delay > deadline:
+            except RedisConnectionError:
+                if loop.time() + delay > deadline:
                     raise
             self._append_down = True
             await asyncio.sleep(delay)
