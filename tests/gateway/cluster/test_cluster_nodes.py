@@ -78,6 +78,10 @@ async def test_a_run_created_on_a_is_followed_resumed_and_snapshotted_on_b_and_c
             created = [e.event async for e in raw.parse()]
             subscribers = await asyncio.gather(*readers)
             tail = await read_sse(resumed, Subscriber())
+        for response in (*sse_b, resumed):
+            response.close()
+        for ws in ws_c:
+            await ws.close()
         snapshots = []
         for node in (a, b, c):
             async with session.get(f"{node}{url}/snapshot", headers=auth) as snapshot:

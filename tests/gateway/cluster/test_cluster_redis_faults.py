@@ -68,13 +68,11 @@ async def test_redis_restarted_mid_run(cluster: Cluster) -> None:
             await _events(first, 10, head)
         cluster.redis.stop()
         cluster.redis.start()
-        try:
-            async with asyncio.timeout(WAIT):
-                cut = await read_sse(first, Subscriber(events=head))
-                whole = await read_sse(creator, Subscriber())
-        finally:
-            first.close()
-            creator.close()
+        async with asyncio.timeout(WAIT):
+            cut = await read_sse(first, Subscriber(events=head))
+            whole = await read_sse(creator, Subscriber())
+        first.close()
+        creator.close()
         last = next(e.id for e in reversed(cut.events) if e.id)
         async with session.get(url, headers={**auth, "Last-Event-ID": last}) as resumed:
             assert resumed.status == 200, (
@@ -125,12 +123,10 @@ async def test_redis_stopped_for_five_seconds(cluster: Cluster) -> None:
         creator, run_id, auth = await _start_run(session, a)
         async with session.get(f"{b}/streams/runs/{run_id}?since=0", headers=auth) as follower:
             assert follower.status == 200, (await follower.text(), "".join(nodes[1].lines[-20:]))
-            try:
-                async with asyncio.timeout(WAIT):
-                    seen = await read_sse(follower, Subscriber())
-                    whole = await read_sse(creator, Subscriber())
-            finally:
-                creator.close()
+            async with asyncio.timeout(WAIT):
+                seen = await read_sse(follower, Subscriber())
+                whole = await read_sse(creator, Subscriber())
+        creator.close()
     assert seen.names == whole.names and whole.names[-1] == "done"
     assert seen.seqs == list(range(1, len(seen.seqs) + 1))
     assert [n.proc.returncode for n in nodes] == [None, None]

@@ -98,6 +98,8 @@ async def test_each_call_is_handled_once_and_each_action_submitted_once_across_n
         async with asyncio.timeout(WAIT):
             created = [event.event async for event in raw.parse()]
             on_b, on_c = await asyncio.gather(*readers)
+        sse.close()
+        await ws.close()
     finally:
         await sdk.close()
         await session.close()
