@@ -32,6 +32,9 @@ from gateway.metrics import NO_METER, Metrics
 
 # -- servers ------------------------------------------------------------------------------------
 
+_EPOCH = "3f9a1c07"
+"""An epoch of the hub's length, so the ceiling writes frames the size of the hub's."""
+
 
 class RuncastServer:
     """runcast's hub; with ``metrics`` also what ``--metrics on`` adds to a relay: a
@@ -177,7 +180,8 @@ class CeilingServer:
             if not conns:
                 continue
             encoded = [
-                frames.encode_batch(fmt, self.seq + 1 + k, [e]) for k, e in enumerate(events)
+                frames.encode_batch(fmt, _EPOCH, self.seq + 1 + k, [e])
+                for k, e in enumerate(events)
             ]
             transports = [c.transport for c in conns]
             for t in transports:
