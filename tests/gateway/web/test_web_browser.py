@@ -338,14 +338,33 @@ async def test_a_responses_demo_from_the_page_streams_to_the_final_output(browse
         response_id = page.url.split("#response=")[1]
         panes = await pane_state(page)
         texts = await page.evaluate(PANE_TEXTS)
+
+        # A tool-call scenario: the function calls show with their names and arguments.
+        await page.get_by_role("button", name="Responses: tool call", exact=True).click()
+        await page.wait_for_function(
+            f"() => location.hash.startsWith('#response=') && location.hash !== '#response={response_id}'"
+        )
+        await until_ended(page)
+        tool_response = page.url.split("#response=")[1]
+        shown = await page.eval_on_selector_all(
+            "[data-testid=pane]",
+            "ps => ps.map((p) => [...p.querySelectorAll('.call')].map((c) =>"
+            " [c.querySelector('.name').textContent, c.querySelector('.args').textContent]))",
+        )
         async with AsyncOpenAI(base_url=f"{rc.url}/v1", api_key="sk-test", max_retries=0) as sdk:
             expected = (await sdk.responses.retrieve(response_id)).output_text
+            calls = [
+                [f"{item.name}()", item.arguments]
+                for item in (await sdk.responses.retrieve(tool_response)).output
+                if item.type == "function_call"
+            ]
         await page.close()
 
     assert problems == []
     assert response_id in listed_text
     assert [(p["ended"], p["transport"]) for p in panes] == [("done", "sse"), ("done", "websocket")]
     assert expected and texts == [expected, expected]
+    assert calls and shown == [calls, calls]
 
 
 async def test_a_chat_demo_from_the_page_streams_to_the_final_message(browser: Any) -> None:
