@@ -35,6 +35,7 @@ from .actions import ActionHandler, ActionOptions
 from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
+from .protocols.relay import StreamRelay
 from .relay import Opener, RelayEnv, RelayStart, RunRelay
 
 __all__ = ["Relay", "RelayRegistry", "RelayStatistics"]
@@ -165,6 +166,14 @@ class RelayRegistry:
     async def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
         """Up to ``limit`` runs that passed through runcast, newest first: (run id, thread id)."""
         return await self._threads.recent(limit)
+
+    def live_streams(self) -> list[str]:
+        """The own channels of the Responses and Chat streams being relayed, oldest first."""
+        return [
+            channel
+            for relay in self._relays.values()
+            if isinstance(relay, StreamRelay) and (channel := relay.channel) is not None
+        ]
 
     async def _note_run(self, run_id: str, thread_id: str | None) -> None:
         # A relay continuing the run (a client's submission accepted) reports how it ends.

@@ -7,7 +7,8 @@
   always served (it is public code and holds no data);
 - unless ``Settings.viewer`` is off (``--no-viewer``): ``GET /`` (the viewer page) and its
   static files under ``/viewer/``, plus ``GET /viewer/api/config`` and
-  ``GET /viewer/api/channels`` (the recent runs and threads, see :mod:`gateway.web.listing`).
+  ``GET /viewer/api/channels`` (the recent runs and threads, the live Responses/Chat streams,
+  see :mod:`gateway.web.listing`).
 
 Modules: ``assets`` (static files, packaged under ``static/``, served from memory with ETags),
 ``listing`` (the channel listing and who may read it).

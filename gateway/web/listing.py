@@ -2,7 +2,9 @@
 
 ``GET /viewer/api/channels`` lists the runs that passed through runcast most recently (newest
 first, at most :data:`MAX_RUNS`) whose run channel the hub still holds, and their threads, with
-each channel's last seq, subscriber count and whether it has ended. Who may read it:
+each channel's last seq, subscriber count and whether it has ended; beside them the Responses and
+Chat streams being relayed (``streams``: channel kind ``response`` or ``chat`` and the id). Who
+may read it:
 
 - when runcast has API keys (``--api-key``), only a caller presenting one (``Authorization:
   Bearer``); anonymous callers get 401 even where subscribing is open, since the listing hands
@@ -68,9 +70,19 @@ class _Thread(msgspec.Struct, frozen=True, kw_only=True):
     token: str | None
 
 
+class _Stream(msgspec.Struct, frozen=True, kw_only=True):
+    kind: Literal["response", "chat"]
+    id: str
+    last_seq: int
+    subscribers: int
+    ended: bool
+    token: str | None
+
+
 class _Channels(msgspec.Struct, frozen=True, kw_only=True):
     runs: list[_Run]
     threads: list[_Thread]
+    streams: list[_Stream]
 
 
 _encoder = msgspec.json.Encoder()
@@ -155,4 +167,20 @@ async def channels(request: web.Request) -> web.Response:
                 ended=stats.ended,
                 token=token(stats.name),
             )
-    return _json(_Channels(runs=runs, threads=list(threads.values())))
+    streams: list[_Stream] = []
+    for name in reversed(app[RELAYS].live_streams()[-MAX_RUNS:]):
+        kind, _, object_id = name.partition(":")
+        stats = broker.channel_statistics(name)
+        if stats is None or kind not in ("response", "chat"):
+            continue
+        streams.append(
+            _Stream(
+                kind="response" if kind == "response" else "chat",
+                id=object_id,
+                last_seq=stats.last_seq,
+                subscribers=stats.subscribers,
+                ended=stats.ended,
+                token=token(name),
+            )
+        )
+    return _json(_Channels(runs=runs, threads=list(threads.values()), streams=streams))

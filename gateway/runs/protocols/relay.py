@@ -147,6 +147,11 @@ class StreamRelay:
     def object_id(self) -> str | None:
         return self._object_id
 
+    @property
+    def channel(self) -> str | None:
+        """The stream's own hub channel, once its id is known."""
+        return self._out.own
+
     def stop_creator(self) -> None:
         """The gateway stops before the stream's end: the creator's response says so."""
         self._out.stop_creator()

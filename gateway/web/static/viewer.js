@@ -1,8 +1,8 @@
 // @ts-check
 /**
- * The viewer page: lists recent runs and threads, follows one of them in several subscriber panes
+ * The viewer page: lists recent runs and threads and the live Responses and Chat streams, follows one of them in several subscriber panes
  * (each its own RuncastStream, over SSE or WebSocket), and, with the embedded simulator, starts
- * demo runs through runcast's /v1 proxy and answers their tool calls.
+ * demo runs, Responses and Chat streams through runcast's /v1 proxy and answers their tool calls.
  */
 import { RuncastStream } from "/client/runcast-client.js";
 
@@ -82,6 +82,8 @@ const page = {
   paneCount: 0,
   /** @type {Map<string, Set<string>>} tool call ids answered, by run started from this page */
   demoRuns: new Map(),
+  /** @type {Set<string>} Responses and Chat streams started from this page */
+  demoStreams: new Set(),
   automation: false,
   assistantId: /** @type {string | null} */ (null),
 };
@@ -120,6 +122,16 @@ async function loadConfig() {
       button.addEventListener("click", () => void startDemo(scenario, /** @type {HTMLButtonElement} */ (button)));
       box.append(button);
     }
+    const streams = $("demo-stream-buttons");
+    for (const protocol of /** @type {const} */ (["responses", "chat"])) {
+      for (const scenario of ["text", "tool_call"]) {
+        if (!page.config.scenarios.includes(scenario)) continue;
+        const label = `${protocol === "responses" ? "Responses" : "Chat"}: ${scenario.replaceAll("_", " ")}`;
+        const button = h("button", { type: "button", "data-protocol": protocol, "data-scenario": scenario }, [label]);
+        button.addEventListener("click", () => void startStreamDemo(protocol, scenario, /** @type {HTMLButtonElement} */ (button)));
+        streams.append(button);
+      }
+    }
     $("demo").hidden = false;
   }
 }
@@ -146,7 +158,7 @@ async function refreshListing() {
     return;
   }
   const body = await response.json();
-  status.textContent = body.runs.length ? "" : "No runs yet.";
+  status.textContent = body.runs.length || body.streams.length ? "" : "No runs yet.";
   /** @param {string} kind @param {string} id @param {{last_seq: number, subscribers: number, ended: boolean, token: string | null}} c */
   const row = (kind, id, c) => {
     if (c.token) page.tokens.set(`${kind}:${id}`, c.token);
@@ -160,6 +172,7 @@ async function refreshListing() {
   };
   $("runs").replaceChildren(...body.runs.map((/** @type {any} */ r) => row("run", r.run_id, r)));
   $("threads").replaceChildren(...body.threads.map((/** @type {any} */ t) => row("thread", t.thread_id, t)));
+  $("streams").replaceChildren(...body.streams.map((/** @type {any} */ s) => row(s.kind, s.id, s)));
 }
 
 // -- panes -----------------------------------------------------------------------------------------
@@ -169,7 +182,7 @@ async function tokenFor(kind, id) {
   if (page.config.subscribe === "open") return null;
   const known = page.tokens.get(`${kind}:${id}`);
   if (known) return known;
-  if (!page.key) return null;
+  if (!page.key || (kind !== "run" && kind !== "thread")) return null;
   const response = await fetch("/tokens", {
     method: "POST",
     headers: { "Content-Type": "application/json", ...authHeaders() },
@@ -205,7 +218,7 @@ function addPane(transport) {
   ]);
   // A run started here is replayed from its first event (its whole timeline); others start
   // with the snapshot, as a late joiner does.
-  const since = kind === "run" && page.demoRuns.has(id) ? 0 : null;
+  const since = (kind === "run" && page.demoRuns.has(id)) || page.demoStreams.has(id) ? 0 : null;
   const stream = new RuncastStream({ kind, id, transport, since, token: () => tokenFor(kind, id) });
   /** @type {Pane} */
   const pane = { n, transport, stream, root, items: new Map(), queued: false };
@@ -352,7 +365,7 @@ function select(kind, id) {
 }
 
 function fromHash() {
-  const match = /^#(run|thread)=(.+)$/.exec(location.hash);
+  const match = /^#(run|thread|response|chat)=(.+)$/.exec(location.hash);
   if (match !== null) select(/** @type {ChannelKind} */ (match[1]), decodeURIComponent(match[2]));
 }
 
@@ -402,6 +415,51 @@ async function startDemo(scenario, button) {
     void refreshListing();
   } catch (err) {
     status.textContent = `${scenario}: ${err instanceof Error ? err.message : String(err)}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/**
+ * Starts a streamed Responses or Chat request on the simulator through runcast; the panes follow
+ * its channel from the first event while this page drops the creator's copy.
+ * @param {"responses" | "chat"} protocol @param {string} scenario @param {HTMLButtonElement} button
+ */
+async function startStreamDemo(protocol, scenario, button) {
+  const status = $("demo-status");
+  button.disabled = true;
+  try {
+    status.textContent = `Starting a ${protocol} ${scenario} stream…`;
+    const metadata = { mock_scenario: scenario };
+    const response =
+      protocol === "responses"
+        ? await v1("/responses", {
+            model: "gpt-4o",
+            input: DEMO_PROMPT,
+            stream: true,
+            metadata,
+            tools: DEMO_TOOLS.map((t) => ({ type: "function", ...t.function })),
+          })
+        : await v1("/chat/completions", {
+            model: "gpt-4o",
+            messages: [{ role: "user", content: DEMO_PROMPT }],
+            stream: true,
+            metadata,
+            tools: DEMO_TOOLS,
+          });
+    if (!response.ok) throw new Error(`${response.status}: ${await failure(response)}`);
+    const kind = protocol === "responses" ? "response" : "chat";
+    const id = response.headers.get(protocol === "responses" ? "runcast-response-id" : "runcast-completion-id");
+    const token = response.headers.get("runcast-subscribe-token");
+    await response.body?.cancel();
+    if (id === null) throw new Error(`no runcast-${kind === "chat" ? "completion" : "response"}-id header`);
+    if (token) page.tokens.set(`${kind}:${id}`, token);
+    page.demoStreams.add(id);
+    status.textContent = `Started ${protocol} ${scenario}: ${id}`;
+    location.hash = `${kind}=${encodeURIComponent(id)}`;
+    void refreshListing();
+  } catch (err) {
+    status.textContent = `${protocol} ${scenario}: ${err instanceof Error ? err.message : String(err)}`;
   } finally {
     button.disabled = false;
   }

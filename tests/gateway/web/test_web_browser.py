@@ -318,3 +318,75 @@ async def test_eventsource_resumes_without_duplicates_and_ends_on_204(browser: A
     )
     assert (result["cuts"], result["resumes"], result["duplicates"]) == (2, 1, 1)
     assert all(not e["fatal"] for e in errors)
+
+
+async def test_a_responses_demo_from_the_page_streams_to_the_final_output(browser: Any) -> None:
+    async with runcast(sim={"deltas": 24, "delay_ms": 15}) as rc:
+        problems: list[str] = []
+        page = await new_page(browser, problems)
+        await page.goto(f"{rc.url}/")
+        await page.get_by_role("button", name="Responses: text", exact=True).click()
+        await page.wait_for_function(
+            "() => location.hash.startsWith('#response=')", timeout=WAIT * 1000
+        )
+        listed = await page.wait_for_function(
+            "() => [...document.querySelectorAll('#streams a')].map((a) => a.textContent).join()",
+            timeout=WAIT * 1000,
+        )
+        listed_text = await listed.json_value()
+        await until_ended(page)
+        response_id = page.url.split("#response=")[1]
+        panes = await pane_state(page)
+        texts = await page.evaluate(PANE_TEXTS)
+
+        # A tool-call scenario: the function calls show with their names and arguments.
+        await page.get_by_role("button", name="Responses: tool call", exact=True).click()
+        await page.wait_for_function(
+            f"() => location.hash.startsWith('#response=') && location.hash !== '#response={response_id}'"
+        )
+        await until_ended(page)
+        tool_response = page.url.split("#response=")[1]
+        shown = await page.eval_on_selector_all(
+            "[data-testid=pane]",
+            "ps => ps.map((p) => [...p.querySelectorAll('.call')].map((c) =>"
+            " [c.querySelector('.name').textContent, c.querySelector('.args').textContent]))",
+        )
+        async with AsyncOpenAI(base_url=f"{rc.url}/v1", api_key="sk-test", max_retries=0) as sdk:
+            expected = (await sdk.responses.retrieve(response_id)).output_text
+            calls = [
+                [f"{item.name}()", item.arguments]
+                for item in (await sdk.responses.retrieve(tool_response)).output
+                if item.type == "function_call"
+            ]
+        await page.close()
+
+    assert problems == []
+    assert response_id in listed_text
+    assert [(p["ended"], p["transport"]) for p in panes] == [("done", "sse"), ("done", "websocket")]
+    assert expected and texts == [expected, expected]
+    assert calls and shown == [calls, calls]
+
+
+async def test_a_chat_demo_from_the_page_streams_to_the_final_message(browser: Any) -> None:
+    async with runcast(sim={"deltas": 24, "delay_ms": 15}) as rc:
+        problems: list[str] = []
+        page = await new_page(browser, problems)
+        await page.goto(f"{rc.url}/")
+        await page.get_by_role("button", name="Chat: text", exact=True).click()
+        await page.wait_for_function(
+            "() => location.hash.startsWith('#chat=')", timeout=WAIT * 1000
+        )
+        await until_ended(page)
+        completion_id = page.url.split("#chat=")[1]
+        panes = await pane_state(page)
+        texts = await page.evaluate(PANE_TEXTS)
+        url = f"{rc.url}/streams/chat/{completion_id}/snapshot"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            completion = (await r.json())["snapshot"]["completion"]
+        await page.close()
+
+    assert problems == []
+    assert [(p["ended"], p["transport"]) for p in panes] == [("done", "sse"), ("done", "websocket")]
+    expected = completion["choices"][0]["message"]["content"]
+    assert completion["id"] == completion_id and expected
+    assert texts == [expected, expected]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest_asyncio
 from web_helpers import WAIT, get_json, runcast
 
 from gateway.cli import build_parser, settings_from_args
+from gateway.http.state import RELAYS
 from gateway.tools import ToolRegistry
 from gateway.upstream import UpstreamSettings
 
@@ -179,3 +181,43 @@ async def test_client_unit_tests_under_node() -> None:
             await proc.wait()
     assert proc.returncode == 0, out.decode()[-4000:]
     assert b"# fail 0" in out
+
+
+@pytest.mark.asyncio
+async def test_listing_shows_live_responses_and_chat_streams(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Slow deltas keep both streams live while the page lists; their creators read only the head.
+    async with runcast(sim={"deltas": 40, "delay_ms": 50}) as rc:
+        headers = {"Authorization": "Bearer anything"}
+        requests = (
+            ("/v1/responses", {"model": "gpt-4o", "input": "hi", "stream": True}),
+            (
+                "/v1/chat/completions",
+                {
+                    "model": "gpt-4o",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            ),
+        )
+        ids = []
+        async with contextlib.AsyncExitStack() as stack:
+            for path, body in requests:
+                r = await stack.enter_async_context(
+                    session.post(f"{rc.url}{path}", json=body, headers=headers)
+                )
+                assert r.status == 200
+                await r.content.readline()
+                ids.append(
+                    r.headers.get("runcast-response-id") or r.headers["runcast-completion-id"]
+                )
+            status, listing = await get_json(session, f"{rc.url}/viewer/api/channels")
+            assert status == 200
+            streams = {(s["kind"], s["id"]): s for s in listing["streams"]}
+            assert set(streams) == {("response", ids[0]), ("chat", ids[1])}
+            assert all(not s["ended"] and s["token"] is None for s in streams.values())
+        # Once relayed to their end, the streams leave the listing.
+        await rc.app[RELAYS].wait_idle()
+        status, listing = await get_json(session, f"{rc.url}/viewer/api/channels")
+    assert listing["streams"] == []
