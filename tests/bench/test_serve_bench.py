@@ -40,4 +40,5 @@ def test_serve_bench_quick_run_delivers_everything_once(tmp_path: Path) -> None:
         assert r["complete"] == N, where
         assert r["deliveries"] == r["expected_deliveries"] == N * r["events"], where
         assert 0 <= r["latency_p50_ms"] <= r["latency_p99_ms"] <= r["latency_max_ms"] + 0.01, where
-        assert math.isfinite(r["creator_lag_max_ms"]) and r["server_cpu_cores"] > 0, where
+        # CPU is read in clock ticks (10 ms): a short case on a busy machine may read as 0.
+        assert math.isfinite(r["creator_lag_max_ms"]) and r["server_cpu_cores"] >= 0, where
