@@ -39,6 +39,7 @@ import resource
 import shutil
 import sys
 import time
+import urllib.request
 import warnings
 from array import array
 from collections import Counter
@@ -53,8 +54,11 @@ from _serve_procs import (
     CLIENT_CPU,
     Child,
     cpu_seconds,
+    redis_info,
+    start_cluster,
     start_mock,
     start_peer,
+    start_redis,
     start_runcast,
     two_cpus,
     wait_mock,
@@ -63,7 +67,7 @@ from _serve_procs import (
 _SSE_EVENT = re.compile(rb"(?m)^event: ")
 CLIENT_PROCS = 2
 PACED_DELAY_MS = 5.0  # 200 deltas/s
-KINDS = ("runcast", "peer")
+KINDS = ("runcast", "redis", "peer")
 
 
 class Proc:
@@ -161,32 +165,89 @@ def percentiles(hist: Counter[int], qs: tuple[float, ...]) -> list[float]:
     return out
 
 
+class Servers:
+    """The server side of one case: one process (runcast, the peer) or Redis-mode nodes sharing a
+    ``redis-server``; the creator uses the first, client process i subscribes through ``i % n``."""
+
+    def __init__(self, nodes: list[tuple[Child, str]], redis: tuple[Child, str] | None = None):
+        self.children = [c for c, _ in nodes]
+        self.bases = [b for _, b in nodes]
+        self.redis = redis
+
+    def cpu_seconds(self) -> float:
+        return sum(c.cpu_seconds() for c in self.children)
+
+    def rss_bytes(self) -> int:
+        return sum(c.rss_bytes() for c in self.children)
+
+    def broker_round_trips(self) -> int:
+        """``runcast_broker_round_trips`` summed over the nodes (0 for a non-runcast server)."""
+        total = 0
+        for base in self.bases:
+            try:
+                with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return 0
+            for line in text.splitlines():
+                if line.startswith("runcast_broker_round_trips"):
+                    total += int(float(line.split()[-1]))
+        return total
+
+    def redis_stats(self) -> tuple[float, int]:
+        """The Redis server's CPU seconds so far and its EVALSHA calls (0, 0 without one)."""
+        if self.redis is None:
+            return 0.0, 0
+        info = redis_info(self.redis[1])
+        calls = info.get("cmdstat_evalsha", "calls=0").split(",")[0].split("=")[1]
+        return self.redis[0].cpu_seconds(), int(calls)
+
+    def stop(self) -> None:
+        for c in self.children:
+            c.stop()
+        if self.redis is not None:
+            self.redis[0].stop()
+
+
 def run_case(
-    clients: list[Proc], server: Child, base: str, kind: str, transport: str, case: dict[str, Any]
+    clients: list[Proc], servers: Servers, kind: str, transport: str, case: dict[str, Any]
 ) -> dict[str, Any]:
     n, mode = case["n"], case["mode"]
+    base = servers.bases[0]
     assistant_id, thread_id = sdk_setup(base)
-    url = f"{base.replace('http', 'ws', 1) if transport == 'ws' else base}/streams/threads/{thread_id}"
-    rss0 = server.rss_bytes()
+
+    def url(b: str) -> str:
+        return (
+            f"{b.replace('http', 'ws', 1) if transport == 'ws' else b}/streams/threads/{thread_id}"
+        )
+
+    rss0 = servers.rss_bytes()
     per = [n // CLIENT_PROCS + (1 if i < n % CLIENT_PROCS else 0) for i in range(CLIENT_PROCS)]
     connect_timeout = 120.0
     conns = call_all(
         clients,
         connect_timeout + 30,
-        *(("connect", url, transport, k, connect_timeout) for k in per),
+        *(
+            ("connect", url(servers.bases[i % len(servers.bases)]), transport, k, connect_timeout)
+            for i, k in enumerate(per)
+        ),
     )
     ready = sum(c["ready"] for c in conns)
     connect_s = (max(c["end_ns"] for c in conns) - min(c["start_ns"] for c in conns)) / 1e9
     time.sleep(min(0.5, case["settle"]))
-    rss_idle = server.rss_bytes()
+    rss_idle = servers.rss_bytes()
     call_all(clients, 30, *(("arm", 30_000) for _ in clients))
-    cpu0 = server.cpu_seconds()
+    cpu0 = servers.cpu_seconds()
+    trips0, (redis_cpu0, evalsha0) = servers.broker_round_trips(), servers.redis_stats()
     client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
     final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
     waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
     t1 = time.monotonic_ns()
-    cpu = server.cpu_seconds() - cpu0
+    cpu = servers.cpu_seconds() - cpu0
+    trips = servers.broker_round_trips() - trips0
+    redis_cpu1, evalsha1 = servers.redis_stats()
+    redis_cpu, evalsha = redis_cpu1 - redis_cpu0, evalsha1 - evalsha0
     client_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - client_cpu0
     first = array("q", bytes(8 * (final_seq + 1)))
     for w in waits:
@@ -208,7 +269,7 @@ def run_case(
     window = max(1, max(w["last_ns"] for w in waits) - start) / 1e9
     call_all(clients, 120, *(("close",) for _ in clients))
     time.sleep(case["settle"])
-    rss_left = server.rss_bytes()
+    rss_left = servers.rss_bytes()
     return {
         "server": kind,
         "transport": transport,
@@ -237,6 +298,12 @@ def run_case(
         "creator_lag_max_ms": lags[-1] / 1e6 if lags else float("nan"),
         "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
         "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
+        "nodes": len(servers.bases),
+        # Redis mode: the nodes' broker requests and the scripts Redis ran (one per channel per
+        # published batch), per event the run published; the Redis server's CPU over the run
+        "broker_round_trips_per_event": trips / max(1, final_seq),
+        "evalsha_per_event": evalsha / max(1, final_seq),
+        "redis_cpu_cores": redis_cpu / max(1e-9, (t1 - t0) / 1e9),
         # both client processes together, on their one CPU: near 1.0, the clients set the pace
         "client_cpu_cores": client_cpu / max(1e-9, (t1 - t0) / 1e9),
         "rss_idle_per_subscriber_bytes": (rss_idle - rss0) / max(1, ready),
@@ -254,14 +321,24 @@ def run_server(
     transport: str,
     extra: list[str],
 ) -> dict[str, Any]:
-    """One case on a fresh server process, so that RSS and CPU are this case's alone."""
-    server, base = start_runcast(upstream, extra) if kind == "runcast" else start_peer(upstream)
+    """One case on fresh server processes, so that RSS and CPU are this case's alone."""
+    if kind == "runcast":
+        servers = Servers([start_runcast(upstream, extra)])
+    elif kind == "peer":
+        servers = Servers([start_peer(upstream)])
+    else:
+        redis = start_redis()
+        try:
+            servers = Servers(start_cluster(upstream, extra, redis[1]), redis)
+        except BaseException:
+            redis[0].stop()
+            raise
     wait_mock(mock)
     try:
         started = time.monotonic()
-        r = run_case(clients, server, base, kind, transport, case)
+        r = run_case(clients, servers, kind, transport, case)
     finally:
-        server.stop()
+        servers.stop()
     print(
         f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
         f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']} "
@@ -307,16 +384,25 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{r['rss_idle_per_subscriber_bytes'] / 1024:>6.1f}Ki "
                 f"{r['rss_after_leave_growth_bytes'] / 2**20:>5.1f}Mi {r['lost']:>5} {r['duplicates']:>4}"
             )
-        a, b = index.get(("runcast", t, n, m)), index.get(("peer", t, n, m))
-        if a and b:
-            cells = " ".join(
-                (f"{a[key] / b[key]:>{len(fmt.format(0))}.2f}x" if b[key] else "-").rjust(
-                    len(fmt.format(0))
+        for label, (x, y) in (("x peer", ("runcast", "peer")), ("redis/mem", ("redis", "runcast"))):
+            a, b = index.get((x, t, n, m)), index.get((y, t, n, m))
+            if a and b:
+                cells = " ".join(
+                    (f"{a[key] / b[key]:>{len(fmt.format(0))}.2f}x" if b[key] else "-").rjust(
+                        len(fmt.format(0))
+                    )
+                    for _, key, fmt, _ in COLUMNS
                 )
-                for _, key, fmt, _ in COLUMNS
-            )
-            print(f"{'':<9} {'':>6} {'':<6} {'ratio':<8} {cells}")
+                print(f"{'':<9} {'':>6} {'':<6} {label:<9}{cells}")
     print()
+    for r in results:
+        if r["server"] == "redis":
+            print(
+                f"redis {r['transport']} N={r['n']} {r['mode']}: {r['nodes']} nodes, "
+                f"{r['broker_round_trips_per_event']:.2f} broker round trips and "
+                f"{r['evalsha_per_event']:.2f} EVALSHA per published event, "
+                f"Redis CPU {r['redis_cpu_cores']:.2f} cores (the nodes' CPU is under 'cores')"
+            )
     for r in results:
         if r["connected"] < r["n"]:
             late = r["n"] - r["connected"] - r["connect_failures"]
@@ -352,6 +438,22 @@ def checks(results: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
             out.append(
                 (f"sse N=1000 {m}: worst stall < 50 ms", r["stall_max_ms"] < 50, r["stall_max_ms"])
             )
+        mem = index.get(("runcast", t, n, m))
+        redis = index.get(("redis", t, n, m))
+        if kind == "runcast" and mem and redis:
+            ratio = redis["deliveries_per_s"] / mem["deliveries_per_s"]
+            out.append(
+                (f"{t} N={n} {m}: Redis mode >= 0.7x memory deliveries/s", ratio >= 0.7, ratio)
+            )
+            if m == "paced":
+                extra = redis["latency_p99_ms"] - mem["latency_p99_ms"]
+                out.append(
+                    (f"{t} N={n} paced: Redis p99 within memory p99 + 5 ms", extra <= 5, extra)
+                )
+            out.append(
+                (f"{t} N={n} {m}: Redis mode 0 lost, 0 duplicated",
+                 not redis["lost"] and not redis["duplicates"], float(redis["lost"] + redis["duplicates"]))
+            )  # fmt: skip
         if n >= 10_000:
             ok = r["connect_s"] < 5 and r["connected"] == n
             out.append((f"{t} N={n}: all connect in < 5 s", ok, r["connect_s"]))
@@ -381,7 +483,11 @@ def main() -> int:
     parser.add_argument(
         "--burst-events", type=int, help="text deltas of the burst run (default by N)"
     )
-    parser.add_argument("--server", choices=["runcast", "peer", "both"], default="both")
+    parser.add_argument(
+        "--server", choices=["runcast", "peer", "redis", "both", "all"], default="both",
+        help="both = runcast and the peer; redis = two runcast nodes on a private redis-server "
+        "(subscribers split over them); all = the three",
+    )  # fmt: skip
     parser.add_argument(
         "--serve-arg", action="append", default=[], metavar="ARG",
         help="extra argument for runcast serve (repeatable, e.g. --serve-arg=--coalesce-ms=2)",
@@ -398,7 +504,7 @@ def main() -> int:
     ns = args.n or [1000, 5000, 10_000]
     transports = ["sse", "ws"] if args.transport == "both" else [args.transport]
     modes = ["paced", "burst"] if args.mode == "both" else [args.mode]
-    kinds = list(KINDS) if args.server == "both" else [args.server]
+    kinds = {"both": ["runcast", "peer"], "all": list(KINDS)}.get(args.server, [args.server])
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if max(ns) // CLIENT_PROCS + 200 > hard:
