@@ -180,19 +180,35 @@ class Servers:
     def rss_bytes(self) -> int:
         return sum(c.rss_bytes() for c in self.children)
 
-    def broker_round_trips(self) -> int:
-        """``runcast_broker_round_trips`` summed over the nodes (0 for a non-runcast server)."""
-        total = 0
+    def _metrics(self) -> list[str]:
+        """Every node's ``/metrics`` lines (none for a server without them: the peer)."""
+        lines: list[str] = []
         for base in self.bases:
             try:
                 with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-                    text = r.read().decode()
+                    lines += r.read().decode().splitlines()
             except OSError:
-                return 0
-            for line in text.splitlines():
-                if line.startswith("runcast_broker_round_trips"):
-                    total += int(float(line.split()[-1]))
-        return total
+                return []
+        return lines
+
+    def broker_round_trips(self) -> int:
+        """``runcast_broker_round_trips`` summed over the nodes (0 for a non-runcast server)."""
+        return sum(
+            int(float(line.split()[-1]))
+            for line in self._metrics()
+            if line.startswith("runcast_broker_round_trips")
+        )
+
+    def fanout_buckets(self) -> Counter[float]:
+        """The server's own ``runcast_delivery_lag_seconds`` histogram (cumulative counts by
+        upper bound, summed over the nodes): from an upstream read's arrival to its frames in
+        every subscriber's buffer, one read in 16 sampled."""
+        out: Counter[float] = Counter()
+        for line in self._metrics():
+            if line.startswith("runcast_delivery_lag_seconds_bucket"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[float("inf") if le == "+Inf" else float(le)] += int(float(line.split()[-1]))
+        return out
 
     def redis_stats(self) -> tuple[float, int]:
         """The Redis server's CPU seconds so far and its EVALSHA calls (0, 0 without one)."""
@@ -207,6 +223,16 @@ class Servers:
             c.stop()
         if self.redis is not None:
             self.redis[0].stop()
+
+
+def bucket_quantile(cumulative: Counter[float], q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q`` of a cumulative histogram (NaN when
+    it is empty: a server without the metric)."""
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] <= 0:
+        return float("nan")
+    want = q * cumulative[bounds[-1]]
+    return next(b for b in bounds if cumulative[b] >= want)
 
 
 def run_case(
@@ -239,6 +265,7 @@ def run_case(
     call_all(clients, 30, *(("arm", 30_000) for _ in clients))
     cpu0 = servers.cpu_seconds()
     trips0, (redis_cpu0, evalsha0) = servers.broker_round_trips(), servers.redis_stats()
+    fanout0 = servers.fanout_buckets()
     client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
     final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
@@ -246,6 +273,8 @@ def run_case(
     t1 = time.monotonic_ns()
     cpu = servers.cpu_seconds() - cpu0
     trips = servers.broker_round_trips() - trips0
+    fanout = servers.fanout_buckets()
+    fanout.subtract(fanout0)
     redis_cpu1, evalsha1 = servers.redis_stats()
     redis_cpu, evalsha = redis_cpu1 - redis_cpu0, evalsha1 - evalsha0
     client_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - client_cpu0
@@ -299,6 +328,11 @@ def run_case(
         "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
         "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
         "nodes": len(servers.bases),
+        # the server's own view (its metric's bucket bounds): how long publishing a read took
+        # until every subscriber's buffer held it; the client-side latency adds the kernel, the
+        # clients' CPU and their backlog to it
+        "server_fanout_p50_ms": bucket_quantile(fanout, 0.50) * 1e3,
+        "server_fanout_p99_ms": bucket_quantile(fanout, 0.99) * 1e3,
         # Redis mode: the nodes' broker requests and the scripts Redis ran (one per channel per
         # published batch), per event the run published; the Redis server's CPU over the run
         "broker_round_trips_per_event": trips / max(1, final_seq),
@@ -360,6 +394,7 @@ COLUMNS = (
     ("stall", "stall_max_ms", "{:>7.1f}", False),
     ("connect s", "connect_s", "{:>9.2f}", False),
     ("cores", "server_cpu_cores", "{:>5.2f}", False),
+    ("srv p99", "server_fanout_p99_ms", "{:>7.1f}", False),
     ("cli", "client_cpu_cores", "{:>4.2f}", False),
 )
 
