@@ -117,6 +117,8 @@ async def serve_protocol_stream(
             if relays.closed:
                 raise shutting_down() from None
             raise upstream_failure(exc) from None
+        if conversation is not None and start.object_id is not None:
+            await relays.note_conversation(start.object_id, conversation)
         response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
         await response.prepare(request)
         await write_feed(

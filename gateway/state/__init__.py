@@ -4,7 +4,8 @@ Each module holds one interface (a ``Protocol`` whose methods are async wherever
 would wait) and its in-memory implementation for a single process: ``leases`` (who owns a run: a
 lease with a fencing token), ``claims`` (the one-submission-per-action claim and clients'
 submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
-``threads`` (run -> thread, read by auth) and ``rounds`` (tool rounds per run).
+``threads`` (run -> thread, and response -> conversation, read by auth) and ``rounds`` (tool
+rounds per run).
 :class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
 in-memory set. ``redis`` holds every interface on Redis for several processes and nodes.
 """
@@ -47,6 +48,8 @@ class SharedState:
     claims: ActionClaims
     schedule: ExpirySchedule
     threads: RunThreads
+    conversations: RunThreads
+    """response id -> conversation id of the Responses streams that named a conversation."""
 
     @classmethod
     def memory(cls, *, max_runs: int = 100_000) -> SharedState:
@@ -56,4 +59,5 @@ class SharedState:
             claims=MemoryActionClaims(),
             schedule=MemoryExpirySchedule(max_entries=max_runs),
             threads=MemoryRunThreads(max_runs=max_runs),
+            conversations=MemoryRunThreads(max_runs=max_runs),
         )

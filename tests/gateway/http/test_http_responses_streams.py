@@ -170,6 +170,38 @@ async def test_subscribe_tokens_open_exactly_their_channel(
 
 
 @pytest.mark.asyncio
+async def test_conversation_token_opens_its_responses_and_no_other(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(subscribe_auth="token")
+    client = sdk_client(gateway)
+    try:
+        conversation = await client.conversations.create()
+        raw = await client.responses.with_raw_response.create(
+            **_body(conversation=conversation.id), stream=True
+        )
+        [event async for event in raw.parse()]
+        other = await client.responses.with_raw_response.create(**_body(), stream=True)
+        [event async for event in other.parse()]
+    finally:
+        await client.close()
+    token = raw.headers["runcast-conversation-token"]
+    mine = f"{gateway.url}/streams/responses/{raw.headers['runcast-response-id']}"
+    theirs = f"{gateway.url}/streams/responses/{other.headers['runcast-response-id']}"
+    # a chat UI holding the conversation's token opens each response of it, stream and snapshot
+    assert (await session.get(f"{mine}/snapshot", params={"token": token})).status == 200
+    async with session.get(mine, params={"token": token, "since": "0"}) as stream:
+        assert stream.status == 200
+        replay = await read_sse(stream, until=lambda e: e.event == "response.completed")
+    assert replay.events[0].json()["response"]["id"] == raw.headers["runcast-response-id"]
+    # ... and nothing outside it; the response's own token does not open the conversation
+    assert (await session.get(f"{theirs}/snapshot", params={"token": token})).status == 403
+    conversation_url = f"{gateway.url}/streams/conversations/{conversation.id}/snapshot"
+    own = raw.headers["runcast-subscribe-token"]
+    assert (await session.get(conversation_url, params={"token": own})).status == 403
+
+
+@pytest.mark.asyncio
 async def test_foreground_stream_cut_ends_with_upstream_lost(
     gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
 ) -> None:
