@@ -45,16 +45,22 @@ def cpu_seconds(pid: int) -> float:
 class Child:
     """A child process started from a command line, optionally pinned to one CPU."""
 
-    def __init__(self, name: str, argv: list[str], cpu: int | None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], cpu: int | None, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         if cpu is not None and two_cpus() and shutil.which("taskset"):
             argv = ["taskset", "-c", str(cpu), *argv]
         # a file, not a pipe: a pipe nobody reads would block a chatty server once full
         self.log = tempfile.NamedTemporaryFile(prefix="serve_bench_", suffix=".log")  # noqa: SIM115
         # the servers' configuration is their command line alone: no key or setting leaks in
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
         self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**clean, **(env or {})},
         )
 
     @property
@@ -113,6 +119,10 @@ def wait_mock(mock: Child, timeout: float = 30.0) -> None:
     raise RuntimeError(f"runcast mock did not start: {mock.output()}")
 
 
+SERVE_ENV: dict[str, str] = {}
+"""Environment given to every ``runcast serve`` (``serve_bench.py --serve-env``)."""
+
+
 def start_runcast(upstream: str, extra: list[str]) -> tuple[Child, str]:
     """``runcast serve`` against ``upstream``, alone on the server CPU."""
     port = free_port()
@@ -124,7 +134,7 @@ def _start_runcast(upstream: str, extra: list[str], port: int, name: str) -> tup
     # no heartbeat: the subscribers do not answer WebSocket pings (and no peer sends any)
     argv += ["--subscribe-auth", "open", "--log-level", "warning", "--heartbeat", "0"]
     argv += ["--max-subscribers", "1000000", "--max-subscribers-per-channel", "1000000"]
-    child = Child(name, [*argv, *extra], SERVER_CPU)
+    child = Child(name, [*argv, *extra], SERVER_CPU, SERVE_ENV)
     base = f"http://127.0.0.1:{port}"
     _wait_healthy(child, base)
     return child, base

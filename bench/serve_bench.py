@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _serve_clients import BUCKET_NS, SSE_ID, client_main
 from _serve_procs import (
     CLIENT_CPU,
+    SERVE_ENV,
     Child,
     cpu_seconds,
     redis_info,
@@ -528,10 +529,15 @@ def main() -> int:
         help="extra argument for runcast serve (repeatable, e.g. --serve-arg=--coalesce-ms=2)",
     )  # fmt: skip
     parser.add_argument(
+        "--serve-env", action="append", default=[], metavar="KEY=VALUE",
+        help="environment for runcast serve (repeatable, e.g. --serve-env PYTHONMALLOC=malloc)",
+    )  # fmt: skip
+    parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds after the subscribers left, then RSS"
     )
     parser.add_argument("--json", type=Path, help="write every result here")
     args = parser.parse_args()
+    SERVE_ENV.update(item.split("=", 1) for item in args.serve_env)
     if args.quick:
         args.n = args.n or [1000]
         args.paced_events = args.paced_events or 200
