@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from http_helpers import WAIT, Received, Subscriber, sdk_client
+from openai import APIError
 from protocol_helpers import read_sse, read_ws
 from tool_helpers import CUSTOMER, WEATHER, StartTools, ToolGateway, tool_gateways
 
@@ -308,4 +311,120 @@ async def test_chat_stream_helper_ends_with_the_final_answer(start: StartTools) 
     content = completion.choices[0].message.content
     assert content is not None and content.startswith("get_weather returned: ")
     assert completion.choices[0].finish_reason == "stop"
+    assert handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_failed_follow_up_post_ends_the_chain_as_lost_never_retried(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    follow_ups: list[bytes] = []
+
+    @web.middleware
+    async def refuse_follow_ups(request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        if request.path == "/v1/responses" and b"previous_response_id" in body:
+            follow_ups.append(body)
+            return web.json_response({"error": {"message": "overloaded"}}, status=500)
+        return await handler(request)
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=refuse_follow_ups)
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.responses.with_raw_response.create(
+            model="gpt-5",
+            input="Weather in Oslo?",
+            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+        )
+        first = raw.headers["runcast-response-id"]
+        with pytest.raises(APIError, match="runcast lost the upstream stream"):
+            async for _ in raw.parse():
+                pass
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert channel.names[-4:] == [
+        "response.completed",
+        "runcast.tool_call.started",
+        "runcast.tool_call.completed",
+        "runcast.upstream_lost",
+    ]
+    assert len(follow_ups) == 1 and handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+async def test_failing_handler_output_and_round_limit(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    registry = Handlers().registry("lookup_customer")
+
+    def get_weather(city: str) -> str:
+        raise RuntimeError(f"no station in {city}")
+
+    registry.register(get_weather)
+    tg = await start(registry, max_rounds=1)
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.responses.with_raw_response.create(
+            model="gpt-5",
+            input="Weather in Oslo, and who is customer 7?",
+            tools=[_responses_tool(WEATHER), _responses_tool(CUSTOMER)],  # type: ignore[list-item]
+            metadata={"mock_scenario": "multi_round"},
+            stream=True,
+        )
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    # Round 1: the failure is the output (on_error="output", as for Assistants).
+    failed = next(e.json() for e in channel.events if e.event == "runcast.tool_call.failed")
+    assert failed["name"] == "get_weather" and "no station in" in failed["error"]
+    bodies = await _journal(session, tg, "/v1/responses")
+    assert len(bodies) == 2
+    assert orjson.loads(bodies[1]["input"][0]["output"]) == {"error": failed["error"]}
+    # Round 2 would pass max_rounds: the chain ends with the second response and says why.
+    second = [e.response for e in seen if e.type == "response.completed"][-1]
+    assert second.id != first and [i.type for i in second.output] == ["function_call"]
+    assert channel.names[-2:] == ["response.completed", "runcast.tool_automation.cancelled"]
+    cancelled = channel.events[-1].json()
+    assert cancelled == {
+        "response_id": second.id,
+        "reason": "tool round limit reached (1 submissions)",
+    }
+
+
+@pytest.mark.asyncio
+async def test_conversation_chain_and_a_creator_that_leaves(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        conversation = await sdk.conversations.create()
+        url = f"{tg.gateway.url}/streams/conversations/{conversation.id}"
+        sub_response = await session.get(url)
+        sub_task = asyncio.create_task(
+            read_sse(
+                sub_response,
+                until=lambda e: e.event == "response.completed" and "returned:" in e.data.decode(),
+            )
+        )
+        raw = await sdk.responses.with_raw_response.create(
+            model="gpt-5",
+            input="Weather in Oslo?",
+            conversation=conversation.id,
+            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+        )
+        await raw.http_response.aclose()  # the creator leaves at once; the chain goes on
+        try:
+            async with asyncio.timeout(WAIT):
+                sub = await sub_task
+        finally:
+            sub_response.close()
+    bodies = await _journal(session, tg, "/v1/responses")
+    assert len(bodies) == 2
+    assert bodies[1]["conversation"] == conversation.id
+    assert "previous_response_id" not in bodies[1]
+    ids = [e.json()["response"]["id"] for e in sub.events if e.event == "response.created"]
+    assert len(ids) == 2 and "runcast.tool_call.completed" in sub.names
     assert handlers.calls == {"get_weather": 1}
