@@ -52,7 +52,6 @@ from gateway.errors import (
 )
 from gateway.hub import Broker, HubEvent
 from gateway.metrics import NO_METER, RunMeter
-from gateway.tools import events as tool_events
 from gateway.upstream import UpstreamResponse
 from gateway.upstream.events import EventStream
 from parsers.errors import RemoteProtocolError
@@ -234,10 +233,10 @@ class StreamRelay:
         self._outcome = "no_stream"
         return opener
 
-    async def _tool_event(self, event: HubEvent, to_creator: bool) -> None:
+    async def _tool_event(self, event: HubEvent, creator_copy: bytes | None) -> None:
         await self._out.emit_batch([event], to_creator=False)
-        if to_creator:
-            self._out.to_creator([HubEvent(event.name, tool_events.creator_view(event.data))])
+        if creator_copy is not None:
+            self._out.to_creator([HubEvent(event.name, creator_copy)])
 
     async def _resumption(
         self, exc: BaseException

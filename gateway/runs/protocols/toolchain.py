@@ -19,7 +19,8 @@ A protocol's own end marker (``data: [DONE]``) is held while the chain is expect
 (:meth:`holds`): an SDK stops reading at the first one. The relay releases it when the chain
 stops there. ``runcast.*`` events go to the channels, and to the creator's response only for
 Responses with ``emit_tool_events_to_creator`` (the openai SDK would try to read them as chat
-chunks). With the request header ``Runcast-Creator-Stream: first`` the creator's response
+chunks); the creator's copy has ``type`` set to the event's name (the SDK reads a Responses
+event's kind from its ``type``) and no ``error`` member (``events.creator_view``). With the request header ``Runcast-Creator-Stream: first`` the creator's response
 carries the first stream only (``responses.stream()`` holds one response per stream).
 """
 
@@ -49,8 +50,12 @@ CREATOR_STREAM_HEADER = "Runcast-Creator-Stream"
 """``first``: the creator's response carries the first stream of a chain only."""
 
 Opener = Callable[[], Awaitable[UpstreamResponse]]
-Publish = Callable[[HubEvent, bool], Awaitable[None]]
-"""Publishes a ``runcast.*`` event to the channels; the flag: also to the creator."""
+Publish = Callable[[HubEvent, bytes | None], Awaitable[None]]
+"""Publishes a ``runcast.*`` event to the channels and, when given, the creator's copy of its
+data to the creator."""
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 class FunctionSpec(msgspec.Struct, frozen=True, gc=False):
@@ -143,7 +148,9 @@ class ToolChain:
         owner = {self._round.owner: stream_id}
 
         async def emit(name: str, data: bytes) -> None:
-            await publish(HubEvent(name, data), self._to_creator)
+            await publish(
+                HubEvent(name, data), _creator_copy(name, data) if self._to_creator else None
+            )
 
         reason = self._round.blocked()
         if reason is None and any(call.type != "function" for call in calls):
@@ -174,3 +181,9 @@ def _skipped(
 ) -> tuple[str, bytes]:
     listed = [(call.id, call.function.name) for call in calls]
     return tool_events.automation_skipped(**owner, reason=reason, calls=listed)
+
+
+def _creator_copy(name: str, data: bytes) -> bytes:
+    view = tool_events.creator_view(data)
+    # Every runcast event's data is a non-empty JSON object.
+    return b'{"type":' + _encode(name) + b"," + view[1:]

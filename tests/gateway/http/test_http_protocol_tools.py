@@ -428,3 +428,29 @@ async def test_conversation_chain_and_a_creator_that_leaves(
     ids = [e.json()["response"]["id"] for e in sub.events if e.event == "response.created"]
     assert len(ids) == 2 and "runcast.tool_call.completed" in sub.names
     assert handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+async def test_responses_creator_gets_tool_events_when_asked(start: StartTools) -> None:
+    tg = await start(Handlers().registry("get_weather"), emit_tool_events_to_creator=True)
+    async with sdk_client(tg.gateway) as sdk:
+        stream = await sdk.responses.create(
+            model="gpt-5",
+            input="Weather in Oslo?",
+            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+        )
+        seen = [event async for event in stream]
+    types = [event.type for event in seen]
+    first_end = types.index("response.completed")
+    assert types[first_end + 1 : first_end + 4] == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.completed",
+        "response.created",
+    ]
+    started = seen[first_end + 1].model_dump()
+    assert started["response_id"] == seen[0].response.id  # type: ignore[union-attr]
+    assert started["name"] == "get_weather"
+    assert types[-1] == "response.completed"
+    assert seen[-1].response.output_text.startswith("get_weather returned:")  # type: ignore[union-attr]
