@@ -278,9 +278,6 @@ class StreamRelay:
                 sampled = meter.batch(opened, len(batch))
                 for sse in batch:
                     typed, seen = self._spec.decode(sse)
-                    chain = self._chain
-                    if chain is not None and typed is not None:
-                        chain.observe(typed)
                     if typed is None:
                         log.warning(
                             "%s %s: relaying an undecodable event", self._spec.kind, self._object_id
@@ -299,9 +296,12 @@ class StreamRelay:
                     if self._object_id is None and seen.object_id is not None:
                         self._known(seen.object_id)
                     event = HubEvent(sse.event, sse.data_bytes, typed)
-                    if seen.end and chain is not None and chain.holds(typed):
-                        self._held_end = event
-                        continue
+                    chain = self._chain
+                    if chain is not None and typed is not None:
+                        chain.observe(typed)
+                        if seen.end and chain.holds(typed):
+                            self._held_end = event
+                            continue
                     events.append(event)
                 await self._emit(events)
                 meter.delivered(sampled)
