@@ -111,6 +111,15 @@ async def test_responses_two_rounds_spliced_into_the_first_channel(
     handlers = Handlers()
     tg = await start(handlers.registry("get_weather", "lookup_customer"))
     tools = [_responses_tool(WEATHER), _responses_tool(CUSTOMER)]
+    named_response = await session.get(f"{tg.gateway.url}/streams/channels/session-9")
+    named_task = asyncio.create_task(
+        read_sse(
+            named_response,
+            until=lambda e: (
+                e.event == "response.completed" and b"lookup_customer returned" in e.data
+            ),
+        )
+    )
     async with sdk_client(tg.gateway) as sdk:
         raw = await sdk.responses.with_raw_response.create(
             model="gpt-5",
@@ -120,11 +129,18 @@ async def test_responses_two_rounds_spliced_into_the_first_channel(
             tool_choice="auto",
             metadata={"mock_scenario": "multi_round"},
             stream=True,
+            extra_headers={"Runcast-Channel": "session-9"},
         )
         first = raw.headers["runcast-response-id"]
         url = f"{tg.gateway.url}/streams/responses/{first}"
         over_sse, over_ws = await _replay(session, url)
         seen = [event async for event in raw.parse()]
+        try:
+            async with asyncio.timeout(WAIT):
+                named = await named_task
+        finally:
+            named_response.close()
+    assert _parsed(named.events) == _parsed(over_sse.events)
 
     # The creator's stream is the whole chain and ends with the final answer.
     completed = [e.response for e in seen if e.type == "response.completed"]
@@ -454,3 +470,26 @@ async def test_responses_creator_gets_tool_events_when_asked(start: StartTools) 
     assert started["name"] == "get_weather"
     assert types[-1] == "response.completed"
     assert seen[-1].response.output_text.startswith("get_weather returned:")  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_chat_creator_can_ask_for_the_first_completion_only(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    tg = await start(Handlers().registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+            tools=[WEATHER],
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+            extra_headers={"Runcast-Creator-Stream": "first"},
+        )
+        first = raw.headers["runcast-completion-id"]
+        body = await raw.http_response.aread()  # the whole body: it ends after the first
+    assert body.endswith(b"data: [DONE]\n\n") and body.count(b"[DONE]") == 1
+    assert b'"finish_reason":"tool_calls"' in body
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/{first}")
+    final = [e.json() for e in channel.events if e.data != b"[DONE]" and e.event == "message"]
+    assert final[-1]["id"] != first and channel.events[-1].data == b"[DONE]"
