@@ -19,7 +19,10 @@ the request header ``Runcast-Creator-Stream: first`` it carries the first stream
 ``client.responses.stream()``, whose helper holds one response per stream), and the follow-ups
 go on in the channels its head names. A chat creator never gets ``runcast.*`` tool events nor an
 intermediate ``[DONE]``; a Responses creator gets the tool events only with
-``emit_tool_events_to_creator``.
+``emit_tool_events_to_creator``. ``chat.completions.stream()`` takes the chain (its chunks
+change ``id`` at each follow-up): its final completion has the final answer's content and
+``finish_reason``, with the first completion's ``id`` and the earlier rounds' ``tool_calls``
+still in its message (the helper merges chunks by choice index); the header works there too.
 
 An upstream failure before the first event is answered as for runs (the upstream's own HTTP
 error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same bytes, with

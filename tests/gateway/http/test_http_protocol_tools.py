@@ -327,6 +327,10 @@ async def test_chat_stream_helper_ends_with_the_final_answer(start: StartTools) 
     content = completion.choices[0].message.content
     assert content is not None and content.startswith("get_weather returned: ")
     assert completion.choices[0].finish_reason == "stop"
+    # The helper merges the chain's chunks by choice index: the first round's calls stay.
+    assert [c.function.name for c in completion.choices[0].message.tool_calls or ()] == [
+        "get_weather"
+    ]
     assert handlers.calls == {"get_weather": 1}
 
 
