@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from http_helpers import WAIT, Received, Subscriber, sdk_client
-from openai import APIError
+from openai import APIError, AsyncOpenAI
 from protocol_helpers import read_sse, read_ws
 from tool_helpers import CUSTOMER, WEATHER, StartTools, ToolGateway, tool_gateways
 
@@ -27,6 +27,18 @@ INSTRUCTIONS = "Answer in one sentence."
 
 def _responses_tool(chat_tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", **chat_tool["function"]}
+
+
+async def _create(sdk: AsyncOpenAI, scenario: str, *tools: dict[str, Any], **extra: Any) -> Any:
+    """A streamed Responses create through runcast, as the raw response (head, then events)."""
+    return await sdk.responses.with_raw_response.create(
+        model="gpt-5",
+        input="Weather in Oslo, and who is customer 7?",
+        tools=[_responses_tool(tool) for tool in tools],  # type: ignore[misc]
+        metadata={"mock_scenario": scenario},
+        stream=True,
+        **extra,
+    )
 
 
 class Handlers:
@@ -234,13 +246,7 @@ async def test_responses_partial_coverage_leaves_the_calls_to_the_app(
     handlers = Handlers()
     tg = await start(handlers.registry("get_weather"))
     async with sdk_client(tg.gateway) as sdk:
-        raw = await sdk.responses.with_raw_response.create(
-            model="gpt-5",
-            input="Weather in Oslo, and who is customer 7?",
-            tools=[_responses_tool(WEATHER), _responses_tool(CUSTOMER)],  # type: ignore[list-item]
-            metadata={"mock_scenario": "parallel_tool_calls"},
-            stream=True,
-        )
+        raw = await _create(sdk, "parallel_tool_calls", WEATHER, CUSTOMER)
         first = raw.headers["runcast-response-id"]
         seen = [event async for event in raw.parse()]
         channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
@@ -351,13 +357,7 @@ async def test_a_failed_follow_up_post_ends_the_chain_as_lost_never_retried(
     handlers = Handlers()
     tg = await start(handlers.registry("get_weather"), sim_middleware=refuse_follow_ups)
     async with sdk_client(tg.gateway) as sdk:
-        raw = await sdk.responses.with_raw_response.create(
-            model="gpt-5",
-            input="Weather in Oslo?",
-            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
-            metadata={"mock_scenario": "tool_call"},
-            stream=True,
-        )
+        raw = await _create(sdk, "tool_call", WEATHER)
         first = raw.headers["runcast-response-id"]
         with pytest.raises(APIError, match="runcast lost the upstream stream"):
             async for _ in raw.parse():
@@ -384,13 +384,7 @@ async def test_failing_handler_output_and_round_limit(
     registry.register(get_weather)
     tg = await start(registry, max_rounds=1)
     async with sdk_client(tg.gateway) as sdk:
-        raw = await sdk.responses.with_raw_response.create(
-            model="gpt-5",
-            input="Weather in Oslo, and who is customer 7?",
-            tools=[_responses_tool(WEATHER), _responses_tool(CUSTOMER)],  # type: ignore[list-item]
-            metadata={"mock_scenario": "multi_round"},
-            stream=True,
-        )
+        raw = await _create(sdk, "multi_round", WEATHER, CUSTOMER)
         first = raw.headers["runcast-response-id"]
         seen = [event async for event in raw.parse()]
     channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
@@ -427,14 +421,7 @@ async def test_conversation_chain_and_a_creator_that_leaves(
                 until=lambda e: e.event == "response.completed" and "returned:" in e.data.decode(),
             )
         )
-        raw = await sdk.responses.with_raw_response.create(
-            model="gpt-5",
-            input="Weather in Oslo?",
-            conversation=conversation.id,
-            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
-            metadata={"mock_scenario": "tool_call"},
-            stream=True,
-        )
+        raw = await _create(sdk, "tool_call", WEATHER, conversation=conversation.id)
         await raw.http_response.aclose()  # the creator leaves at once; the chain goes on
         try:
             async with asyncio.timeout(WAIT):
