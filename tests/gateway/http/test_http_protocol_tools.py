@@ -32,12 +32,14 @@ def _responses_tool(chat_tool: dict[str, Any]) -> dict[str, Any]:
 async def _create(sdk: AsyncOpenAI, scenario: str, *tools: dict[str, Any], **extra: Any) -> Any:
     """A streamed Responses create through runcast, as the raw response (head, then events)."""
     return await sdk.responses.with_raw_response.create(
-        model="gpt-5",
-        input="Weather in Oslo, and who is customer 7?",
-        tools=[_responses_tool(tool) for tool in tools],  # type: ignore[misc]
-        metadata={"mock_scenario": scenario},
-        stream=True,
-        **extra,
+        **{
+            "model": "gpt-5",
+            "input": "Weather in Oslo, and who is customer 7?",
+            "tools": [_responses_tool(tool) for tool in tools],
+            "metadata": {"mock_scenario": scenario},
+            "stream": True,
+            **extra,
+        }
     )
 
 
@@ -484,3 +486,22 @@ async def test_chat_creator_can_ask_for_the_first_completion_only(
     channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/{first}")
     final = [e.json() for e in channel.events if e.data != b"[DONE]" and e.event == "message"]
     assert final[-1]["id"] != first and channel.events[-1].data == b"[DONE]"
+
+
+@pytest.mark.asyncio
+async def test_responses_chain_with_litellm_style_done_and_data_only_frames(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    tg = await start(Handlers().registry("get_weather"))
+    wire = {"mock_scenario": "tool_call", "mock_done": "true", "mock_data_only": "true"}
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "tool_call", WEATHER, metadata=wire)
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+    # The first response's [DONE] is held back: the SDK stops reading at the first one.
+    assert [e.type for e in seen].count("response.created") == 2
+    assert seen[-1].type == "response.completed"
+    assert seen[-1].response.output_text.startswith("get_weather returned:")
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert [e.data for e in channel.events].count(b"[DONE]") == 1
+    assert channel.events[-1].data == b"[DONE]"
