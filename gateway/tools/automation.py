@@ -10,6 +10,10 @@ Lifecycle: construct with settings (and optionally a registry built in code), ``
         case Skip():    pass requires_action (and the done after it) to the client unchanged
         case Cancel():  POST .../runs/{id}/cancel; outcome.reason says why
 
+Responses and Chat Completions streams that end with function calls are answered through
+:meth:`ToolAutomation.answer_calls` (``gateway/runs/protocols/toolchain.py`` posts the follow-up),
+with the same handlers, rules and events, rounds counted per chain of streams.
+
 Rounds are counted per run to enforce ``max_rounds`` (spec §5: a continuation may end in
 ``requires_action`` again). The same action (same run, same call ids) is answered only once:
 a second ``run_action`` for it returns ``Skip``, so the outputs cannot be submitted twice.
