@@ -88,6 +88,7 @@ from .state import (
     RELAYS,
     SETTINGS,
     TOKENS,
+    TOOL_AUTOMATION,
     UPSTREAM,
     UPSTREAM_KEY,
     UPSTREAM_URL,
@@ -98,8 +99,6 @@ from .tokens import mint_token
 __all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app", "statistics"]
 
 log = logging.getLogger("runcast")
-
-TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
 
 
 def create_app(

@@ -26,6 +26,13 @@ chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or bre
 ``error`` member makes the openai SDK raise) to the channels and the creator: a chat stream is
 never retried, since a retry regenerates and bills again. The stream's own channel is closed
 once the stream is over; the channels named up front stay open for the next stream.
+
+Tool chains. With a :class:`~gateway.runs.protocols.toolchain.ToolChain`, a stream that ends
+with function calls runcast answers is continued by a follow-up stream, pumped by this same task
+into the same channels (and the creator's response, unless it asked for the first stream only);
+the follow-up also gets its own channel, closed at its end. Each stream of the chain has its own
+id, cursor and resumption; a follow-up that fails, even before its first event (its POST is never
+retried), ends the chain with ``runcast.upstream_lost``.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from ..recovery import failure_reason
 from ..relay import Readiness
 from .publisher import ChannelPublisher
 from .spec import StreamSpec
+from .toolchain import ToolChain
 
 __all__ = ["UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
 
@@ -119,8 +127,14 @@ class StreamRelay:
         max_event_bytes: int | None = None,
         scrub: Callable[[str], str] = str,
         meter: RunMeter = NO_METER,
+        chain: ToolChain | None = None,
     ) -> None:
         self._spec = spec
+        self._chain = chain
+        self._round = 0
+        """0 for the creating request's stream, n for the n-th follow-up."""
+        self._held_end: HubEvent | None = None
+        """The end marker held back while the chain is expected to go on."""
         self._opener = opener
         self._reopen = reopen
         self._meter = meter
@@ -157,37 +171,72 @@ class StreamRelay:
         self._out.stop_creator()
 
     async def run(self) -> None:
-        opener = self._opener
+        opener: Callable[[], Awaitable[UpstreamResponse]] | None = self._opener
         self._outcome = "no_stream"
         try:
-            while True:
-                opened = self._meter.opened()
-                try:
-                    await self._pump(opener, opened)
-                    return
-                except (UpstreamError, RemoteProtocolError) as exc:
-                    self._meter.closed(opened)
-                    self._meter.failed(failure_reason(exc))
-                    if self._ended:
-                        # After the last word a cut is an end (OpenAI closes without `[DONE]`).
-                        log.debug(
-                            "%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc
-                        )
-                        return
-                    if not self._received:
-                        self.ready.failed(exc)
-                        return
-                    resumed = await self._resumption(exc)
-                    if resumed is None:
-                        self._outcome = "upstream_lost"
-                        await self._lost(exc)
-                        return
-                    opener = resumed
+            while opener is not None and await self._relay_stream(opener):
+                opener = await self._follow_up()
         finally:
             try:
                 await self._finish()
             finally:
                 self._meter.finished(self._outcome)
+
+    async def _relay_stream(self, opener: Callable[[], Awaitable[UpstreamResponse]]) -> bool:
+        """Pump one upstream stream, resumed if cut; True when it ended with its last word."""
+        while True:
+            opened = self._meter.opened()
+            try:
+                await self._pump(opener, opened)
+                return True
+            except (UpstreamError, RemoteProtocolError) as exc:
+                self._meter.closed(opened)
+                self._meter.failed(failure_reason(exc))
+                if self._ended:
+                    # After the last word a cut is an end (OpenAI closes without `[DONE]`).
+                    log.debug(
+                        "%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc
+                    )
+                    return True
+                if not self._received and self._round == 0:
+                    self.ready.failed(exc)
+                    return False
+                resumed = await self._resumption(exc)
+                if resumed is None:
+                    self._outcome = "upstream_lost"
+                    await self._lost(exc)
+                    return False
+                opener = resumed
+
+    async def _follow_up(self) -> Callable[[], Awaitable[UpstreamResponse]] | None:
+        """The chain's next stream, with this relay's state reset for it; None: the end."""
+        chain = self._chain
+        if chain is None:
+            return None
+        if self._round == 0 and chain.creator_first:
+            if self._held_end is not None:
+                self._out.to_creator([self._held_end])
+            self._out.end_creator()
+        opener = await chain.next(self._tool_event)
+        if opener is None:
+            held, self._held_end = self._held_end, None
+            if held is not None:
+                await self._out.emit_batch([held])
+            return None
+        self._held_end = None
+        await self._out.close_current()
+        self._round += 1
+        self._object_id = None
+        self._cursor = None
+        self._ended = self._received = self._resumable = self._resuming = False
+        self._failures = 0
+        self._outcome = "no_stream"
+        return opener
+
+    async def _tool_event(self, event: HubEvent, creator_copy: bytes | None) -> None:
+        await self._out.emit_batch([event], to_creator=False)
+        if creator_copy is not None:
+            self._out.to_creator([HubEvent(event.name, creator_copy)])
 
     async def _resumption(
         self, exc: BaseException
@@ -246,7 +295,14 @@ class StreamRelay:
                         self._outcome = "ended"
                     if self._object_id is None and seen.object_id is not None:
                         self._known(seen.object_id)
-                    events.append(HubEvent(sse.event, sse.data_bytes, typed))
+                    event = HubEvent(sse.event, sse.data_bytes, typed)
+                    chain = self._chain
+                    if chain is not None and typed is not None:
+                        chain.observe(typed)
+                        if seen.end and chain.holds(typed):
+                            self._held_end = event
+                            continue
+                    events.append(event)
                 await self._emit(events)
                 meter.delivered(sampled)
                 await asyncio.sleep(0)
@@ -261,8 +317,11 @@ class StreamRelay:
 
     def _known(self, object_id: str) -> None:
         self._object_id = object_id
-        self._out.own = self._spec.channel(object_id)
-        self._resolve_start()
+        if self._round == 0:
+            self._out.own = self._spec.channel(object_id)
+            self._resolve_start()
+        else:
+            self._out.current = self._spec.channel(object_id)
 
     def _resolve_start(self) -> None:
         if not self.ready.done:
@@ -308,4 +367,8 @@ class StreamRelay:
                     UpstreamConnectionError("the stream relay stopped before the upstream answered")
                 )
         self._out.end_creator()
-        await self._out.close_own()
+        try:
+            await self._out.close_own()
+        finally:
+            if self._chain is not None:
+                await self._chain.aclose()
