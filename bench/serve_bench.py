@@ -19,11 +19,24 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
   event to the last delivery; server CPU (cores) over the run, from ``/proc/<pid>/stat``;
 - the subscribers leave; 3 s later the server's RSS over its level before they came.
 
-nchan (nginx + libnginx-mod-nchan) is not driven yet: a line says it was skipped.
+Other servers in the same run, on the same clients:
+
+- ``nchan`` (nginx with ``libnginx-mod-nchan``, one process on CPU 0; ``_serve_nchan.py``), when
+  installed, else a line says it was skipped: a publisher on the clients' CPU streams the run
+  from the simulator and publishes each event as it arrives; no creator copy;
+- ``redis`` (``--server redis|all``): two ``runcast serve --broker redis://`` nodes and a private
+  ``redis-server``, all on CPU 0 (one core in all, as memory mode), the subscribers of one client
+  process on each node, the creator on the first; the report adds the broker round trips and the
+  Redis scripts per published event and Redis's CPU.
+
+For runcast the server's own fan-out time (``runcast_delivery_lag_seconds`` from ``/metrics``:
+from an upstream read to its frames in every subscriber's buffer) is printed beside the
+client-side latency, which adds the kernel and the clients' CPU to it.
 Everything shares the machine: on a loaded 2-core host the figures swing; compare the ratios.
 
     python bench/serve_bench.py [--n 1000 5000 10000] [--transport sse|ws|both]
-        [--mode paced|burst|both] [--quick] [--json PATH]
+        [--mode paced|burst|both] [--server runcast|peer|redis|nchan|both|all] [--quick]
+        [--serve-arg ARG] [--serve-env KEY=VALUE] [--json PATH]
 """
 
 from __future__ import annotations
@@ -36,7 +49,6 @@ import multiprocessing as mp
 import os
 import re
 import resource
-import shutil
 import sys
 import time
 import urllib.request
@@ -50,6 +62,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _serve_clients import BUCKET_NS, SSE_ID, client_main
+from _serve_nchan import available as nchan_missing
+from _serve_nchan import publish_run, start_nchan
 from _serve_procs import (
     CLIENT_CPU,
     SERVE_ENV,
@@ -68,7 +82,7 @@ from _serve_procs import (
 _SSE_EVENT = re.compile(rb"(?m)^event: ")
 CLIENT_PROCS = 2
 PACED_DELAY_MS = 5.0  # 200 deltas/s
-KINDS = ("runcast", "redis", "peer")
+KINDS = ("runcast", "redis", "peer", "nchan")
 
 
 class Proc:
@@ -237,11 +251,17 @@ def bucket_quantile(cumulative: Counter[float], q: float) -> float:
 
 
 def run_case(
-    clients: list[Proc], servers: Servers, kind: str, transport: str, case: dict[str, Any]
+    clients: list[Proc],
+    servers: Servers,
+    kind: str,
+    transport: str,
+    case: dict[str, Any],
+    upstream: str,
 ) -> dict[str, Any]:
     n, mode = case["n"], case["mode"]
     base = servers.bases[0]
-    assistant_id, thread_id = sdk_setup(base)
+    # nchan is no gateway: the run is set up and streamed from the simulator by its publisher
+    assistant_id, thread_id = sdk_setup(upstream.removesuffix("/v1") if kind == "nchan" else base)
 
     def url(b: str) -> str:
         return (
@@ -255,7 +275,14 @@ def run_case(
         clients,
         connect_timeout + 30,
         *(
-            ("connect", url(servers.bases[i % len(servers.bases)]), transport, k, connect_timeout)
+            (
+                "connect",
+                url(servers.bases[i % len(servers.bases)]),
+                transport,
+                k,
+                connect_timeout,
+                "data" if kind == "nchan" else "id",
+            )
             for i, k in enumerate(per)
         ),
     )
@@ -269,7 +296,10 @@ def run_case(
     fanout0 = servers.fanout_buckets()
     client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
-    final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
+    if kind == "nchan":
+        final_seq, creator = asyncio.run(publish_run(upstream, base, assistant_id, thread_id))
+    else:
+        final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
     waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
     t1 = time.monotonic_ns()
     cpu = servers.cpu_seconds() - cpu0
@@ -361,6 +391,8 @@ def run_server(
         servers = Servers([start_runcast(upstream, extra)])
     elif kind == "peer":
         servers = Servers([start_peer(upstream)])
+    elif kind == "nchan":
+        servers = Servers([start_nchan()])
     else:
         redis = start_redis()
         try:
@@ -371,7 +403,7 @@ def run_server(
     wait_mock(mock)
     try:
         started = time.monotonic()
-        r = run_case(clients, servers, kind, transport, case)
+        r = run_case(clients, servers, kind, transport, case, upstream)
     finally:
         servers.stop()
     print(
@@ -420,7 +452,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{r['rss_idle_per_subscriber_bytes'] / 1024:>6.1f}Ki "
                 f"{r['rss_after_leave_growth_bytes'] / 2**20:>5.1f}Mi {r['lost']:>5} {r['duplicates']:>4}"
             )
-        for label, (x, y) in (("x peer", ("runcast", "peer")), ("redis/mem", ("redis", "runcast"))):
+        for label, (x, y) in (
+            ("x peer", ("runcast", "peer")),
+            ("x nchan", ("runcast", "nchan")),
+            ("redis/mem", ("redis", "runcast")),
+        ):
             a, b = index.get((x, t, n, m)), index.get((y, t, n, m))
             if a and b:
                 cells = " ".join(
@@ -461,7 +497,11 @@ def checks(results: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
         out.append((f"{t} N={n} {m}: 0 lost, 0 duplicated", not r["lost"] and not r["duplicates"],
                     float(r["lost"] + r["duplicates"])))  # fmt: skip
         peer = index.get(("peer", t, n, m))
-        if t == "sse" and n == 1000 and m == "burst" and peer:
+        ceiling = index.get(("nchan", t, n, m))
+        if t == "sse" and n == 1000 and m == "burst" and ceiling:
+            ratio = r["deliveries_per_s"] / ceiling["deliveries_per_s"]
+            out.append(("sse N=1000 burst deliveries/s >= 1.0x nchan", ratio >= 1, ratio))
+        elif t == "sse" and n == 1000 and m == "burst" and peer:
             ratio = r["deliveries_per_s"] / peer["deliveries_per_s"]
             out.append(("sse N=1000 burst deliveries/s >= 4x the aiohttp peer", ratio >= 4, ratio))
         if t == "sse" and n == 1000 and m == "paced":
@@ -520,9 +560,9 @@ def main() -> int:
         "--burst-events", type=int, help="text deltas of the burst run (default by N)"
     )
     parser.add_argument(
-        "--server", choices=["runcast", "peer", "redis", "both", "all"], default="both",
-        help="both = runcast and the peer; redis = two runcast nodes on a private redis-server "
-        "(subscribers split over them); all = the three",
+        "--server", choices=["runcast", "peer", "redis", "nchan", "both", "all"], default="both",
+        help="both = runcast, the peer and nchan (when installed); redis = two runcast nodes on a "
+        "private redis-server (subscribers split over them); all = the four",
     )  # fmt: skip
     parser.add_argument(
         "--serve-arg", action="append", default=[], metavar="ARG",
@@ -545,7 +585,15 @@ def main() -> int:
     ns = args.n or [1000, 5000, 10_000]
     transports = ["sse", "ws"] if args.transport == "both" else [args.transport]
     modes = ["paced", "burst"] if args.mode == "both" else [args.mode]
-    kinds = {"both": ["runcast", "peer"], "all": list(KINDS)}.get(args.server, [args.server])
+    kinds = {"both": ["runcast", "peer", "nchan"], "all": list(KINDS)}.get(
+        args.server, [args.server]
+    )
+    skipped = nchan_missing()
+    if skipped is not None and "nchan" in kinds:
+        if args.server == "nchan":
+            print(f"nchan: {skipped}", file=sys.stderr)
+            return 2
+        kinds.remove("nchan")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if max(ns) // CLIENT_PROCS + 200 > hard:
@@ -582,16 +630,8 @@ def main() -> int:
     finally:
         for c in clients:
             c.stop()
-    nchan = "nginx" if shutil.which("nginx") else None
-    print(
-        "nchan: skipped ("
-        + (
-            "this benchmark does not drive nchan yet"
-            if nchan
-            else "nginx with libnginx-mod-nchan not installed"
-        )
-        + ")"
-    )
+    if "nchan" not in kinds:
+        print(f"nchan: skipped ({skipped or 'not asked for'})")
     load = os.getloadavg()
     print(
         f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
