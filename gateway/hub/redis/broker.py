@@ -169,13 +169,13 @@ class RedisBroker(MemoryBroker):
 
     def unavailable(self) -> str | None:
         """Why this node cannot use Redis right now (a readiness check), or None: the live
-        connection is being re-established, or the last append failed."""
+        connection is being re-established, or appends failed (and events are held)."""
+        why: list[str] = []
         if self._live_down:
-            return "broker: Redis live connection lost, reconnecting"
-        if self._append_down or self._publisher_down or self._tails.events:
-            held = self._tails.events
-            return f"broker: Redis append failed ({held} events held for re-append)"
-        return None
+            why.append("live connection lost, reconnecting")
+        if self._append_down or self._publisher_down or len(self._tails):
+            why.append(f"append failed, {self._tails.events} events held for re-append")
+        return "broker: Redis " + "; ".join(why) if why else None
 
     async def __aenter__(self) -> RedisBroker:
         self._start()
