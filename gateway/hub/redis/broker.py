@@ -88,7 +88,9 @@ READ_TIMEOUT = 5.0
 """Socket timeout of the publisher and read connections (redis-py 8's default, kept explicit)."""
 HEALTH_CHECK = 15.0
 """PING period of the idle live connection, so a dead one is noticed (redis-py health check)."""
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 1.0
+"""Longest wait between reconnect (or re-append) attempts: one attempt a second per node costs
+Redis nothing, and the end of an outage is noticed within a second."""
 REAPPEND_BATCHES = 64
 """Held batches re-appended per round trip (one pipeline)."""
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
