@@ -124,17 +124,13 @@ class RedisBroker(MemoryBroker):
             url,
             socket_timeout=READ_TIMEOUT,
             socket_connect_timeout=READ_TIMEOUT,
-            # A refused or reset connection is tried again at once (a retried append that had
-            # landed is recognised by its token); a timeout is not (redis-py 8 would send it ten
-            # times, ~50 s): the publish holds the batch instead and the re-append task retries.
-            retry=Retry(
-                ExponentialWithJitterBackoff(base=0.01, cap=0.25),
-                3,
-                supported_errors=(RedisConnectionError,),
-            ),
+            retry=_connection_retry(),
         )
         self._reads = aioredis.Redis.from_url(
-            url, socket_timeout=READ_TIMEOUT, socket_connect_timeout=READ_TIMEOUT
+            url,
+            socket_timeout=READ_TIMEOUT,
+            socket_connect_timeout=READ_TIMEOUT,
+            retry=_connection_retry(),
         )
         self._live = aioredis.Redis.from_url(
             url,
@@ -334,7 +330,9 @@ class RedisBroker(MemoryBroker):
     async def snapshot(self, channel: str) -> Snapshot | None:
         try:
             await self._mirror(channel, create=False, owner=None)
-        except SubscriberError:
+        except SubscriberError as exc:
+            if exc.status != 404:
+                raise
             return None
         return await super().snapshot(channel)
 
@@ -452,11 +450,17 @@ class RedisBroker(MemoryBroker):
         done = self._loaded[name] = asyncio.Event()
         try:
             k = self._keys
-            async with self._reads.pipeline(transaction=True) as pipe:
-                pipe.hmget(k.meta(name), "ep", "s", "end")
-                pipe.xrevrange(k.log(name), "+", "-", count=self.settings.max_history_events)
-                self.round_trips += 1
-                (epoch, last, end), entries = await self._counted(pipe.execute())
+            try:
+                async with self._reads.pipeline(transaction=True) as pipe:
+                    pipe.hmget(k.meta(name), "ep", "s", "end")
+                    pipe.xrevrange(k.log(name), "+", "-", count=self.settings.max_history_events)
+                    self.round_trips += 1
+                    (epoch, last, end), entries = await self._counted(pipe.execute())
+            except (RedisError, OSError) as exc:
+                # Only a channel this node already holds can be served while Redis is away.
+                raise SubscriberError(
+                    503, "broker_unavailable", f"the cluster's Redis is unreachable: {exc}"
+                ) from exc
             now = self._start()
             if epoch is None:
                 if not create:
@@ -756,3 +760,15 @@ class RedisBroker(MemoryBroker):
 
 def _degraded(since: float) -> bytes:
     return b'{"reason":"redis_unreachable","since":%.3f}' % since
+
+
+def _connection_retry() -> Retry:
+    """redis-py's retry for the publisher and the reads: a refused or reset connection is tried
+    again at once (a retried append that had landed is recognised by its token), a timeout is not
+    (redis-py 8 would send the command ten times, ~50 s): the caller decides (a publish holds its
+    batch, a read answers 503)."""
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.01, cap=0.25),
+        3,
+        supported_errors=(RedisConnectionError,),
+    )

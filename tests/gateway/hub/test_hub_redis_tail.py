@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer
 
+from gateway.errors import SubscriberError
 from gateway.hub import BufferSink, HubEvent
 from gateway.hub.redis import RedisBroker
 from gateway.hub.redis import broker as broker_module
@@ -211,3 +212,32 @@ async def test_held_tail_is_bounded_reappended_in_order_and_subscribers_told(
         assert names(frames(late))[0] == "runcast.degraded"  # attached during the outage
         assert a.reappended == 3 and a.statistics().errors > 0
     assert len(await client.xrange(KEYS.log(RUN))) == 5
+
+
+async def test_closing_while_redis_is_down_ends_every_task_and_waiter(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No crash, no task left behind: a subscriber to a channel this node does not hold is
+    answered 503 meanwhile, a publish waiting for room raises once the broker closes, and the
+    close gives up on what it holds after one bounded try (logged as lost)."""
+    monkeypatch.setattr(broker_module, "READ_TIMEOUT", 0.5)
+    a = node(server, tail_limits=TailLimits(max_events=1))
+    await a.__aenter__()
+    try:
+        await a.publish([RUN], [ev(1)])
+        server.stop(save=True)
+        assert (await a.publish([RUN], [ev(2)]))[RUN].seq == 2
+        waiting = asyncio.create_task(a.publish([RUN], [ev(3)]))
+        with pytest.raises(SubscriberError) as refused:
+            await a.subscribe("run:elsewhere", BufferSink())
+        assert (refused.value.status, refused.value.code) == (503, "broker_unavailable")
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+    finally:
+        before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        async with asyncio.timeout(5):
+            await a.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting
+    left = {t for t in asyncio.all_tasks() if not t.done()} & before
+    assert not [t for t in left if t.get_name().startswith("runcast-")], left
