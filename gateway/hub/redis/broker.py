@@ -26,12 +26,21 @@ Feeding the local channels:
   channel (its subscribers' streams end as lagging ones do, WebSocket 1013, and their resume
   gets ``runcast.history_lost`` and the snapshot).
 
-An append while Redis refuses connections (a restart) is tried again with backoff for up to
-``READ_TIMEOUT`` seconds before the publish fails; ``unavailable()`` is this node's readiness
-check meanwhile.
+Redis unreachable (refused, reset, or no reply within ``READ_TIMEOUT``): a publish to channels
+this node holds is numbered here, delivered to the local subscribers at once and held in a
+bounded tail per channel (``tail.py``; past the bound the publish waits); a task re-appends it in
+order at those seqs once Redis answers (a retry whose first attempt landed is skipped by its
+token), so the other nodes' followers find it in the log; a channel's close is held after its
+last batch. A publish to a channel this node cannot number (it holds no mirror of it) is tried
+again with backoff for up to ``READ_TIMEOUT`` seconds, then fails; so does a first subscriber's
+mirror read (503 ``broker_unavailable``). Every local subscriber gets one ``runcast.degraded``
+when the outage begins (the publisher or the live connection lost Redis; one attaching during it
+too) and ``runcast.restored`` when it is over; ``unavailable()`` is this node's readiness check
+meanwhile. Reconnects and re-appends back off up to ``MAX_BACKOFF``.
 
 Connections by role (redis-py 8 defaults would cut blocking reads at 5 s and retry them): the
-publisher and the reads keep a 5 s socket timeout; the live subscriber has none and a health check.
+publisher and the reads keep a 5 s socket timeout and retry only refused or reset connections;
+the live subscriber has no socket timeout and a health check.
 """
 
 from __future__ import annotations
@@ -205,7 +214,7 @@ class RedisBroker(MemoryBroker):
             if self._publisher_down or any(tails.holds(name) for name in channels):
                 if self._holdable(channels):
                     if tails.room(channels, len(events), nbytes):
-                        return self._hold(channels, events, body, token)
+                        return self._hold(channels, events, token)
                     await tails.changed()  # the bound: wait for the re-append to make room
                     continue
                 if any(tails.holds(name) for name in channels):
@@ -316,7 +325,7 @@ class RedisBroker(MemoryBroker):
                     raise
         # Held after the channel's last batch; its subscribers here are told at once.
         ch = self._channels[channel]
-        self._tails.add(Held(channel, ch.epoch, ch.last_seq + 1, (), b"", ""))
+        self._tails.add(Held(channel, ch.epoch, ch.last_seq + 1, (), ""))
         ch.end(self._start())
         self._budget.ended(ch)
 
@@ -638,7 +647,7 @@ class RedisBroker(MemoryBroker):
         return True
 
     def _hold(
-        self, channels: Sequence[str], events: Sequence[HubEvent], body: bytes, token: str
+        self, channels: Sequence[str], events: Sequence[HubEvent], token: str
     ) -> dict[str, Position]:
         """Number the batch here, deliver it to this node's subscribers and hold it."""
         stored = stored_events(events)
@@ -648,7 +657,7 @@ class RedisBroker(MemoryBroker):
             at = Position(ch.epoch, ch.last_seq + 1)
             self._feed(ch, events)
             out[name] = at
-            self._tails.add(Held(name, at.epoch, at.seq, stored, body, token))
+            self._tails.add(Held(name, at.epoch, at.seq, stored, token))
         self._update_degraded()
         return out
 
@@ -711,7 +720,8 @@ class RedisBroker(MemoryBroker):
                 calls.append((self._close_sha, self._close_call(held.channel)))
             else:
                 at = Position(held.epoch, held.first)
-                call = self._append_call(held.channel, held.events, held.body, held.token, at)
+                body = encode_batch(held.events)  # again: holding it would double the memory
+                call = self._append_call(held.channel, held.events, body, held.token, at)
                 calls.append((self._append_sha, call))
         results = await self._evalsha_mixed(calls)
         for held, result in zip(batch, results, strict=True):

@@ -45,7 +45,7 @@ class Held:
     """One batch (or, ``events`` empty, a close) held for ``channel``, numbered from ``first`` in
     ``epoch``; ``token`` tells a retry of it from anyone else's events."""
 
-    __slots__ = ("body", "channel", "epoch", "events", "first", "nbytes", "token")
+    __slots__ = ("channel", "epoch", "events", "first", "nbytes", "token")
 
     def __init__(
         self,
@@ -53,14 +53,12 @@ class Held:
         epoch: str,
         first: int,
         events: Sequence[HubEvent],
-        body: bytes,
         token: str,
     ) -> None:
         self.channel = channel
         self.epoch = epoch
         self.first = first
         self.events = events
-        self.body = body
         self.token = token
         self.nbytes = sum(len(e.data) for e in events)
 
