@@ -19,7 +19,7 @@ from gateway.errors import SubscriberError
 from gateway.hub import BufferSink, HubEvent
 from gateway.hub.redis import RedisBroker
 from gateway.hub.redis import broker as broker_module
-from gateway.hub.redis.tail import TailLimits
+from gateway.hub.redis.tail import Held, TailLimits, Tails
 from gateway.hub.redis.wire import APPEND, Keys, encode_batch
 from parsers.sse import ServerSentEvent as SSEEvent
 from parsers.sse import SSEDecoder
@@ -241,3 +241,30 @@ async def test_closing_while_redis_is_down_ends_every_task_and_waiter(
         await waiting
     left = {t for t in asyncio.all_tasks() if not t.done()} & before
     assert not [t for t in left if t.get_name().startswith("runcast-")], left
+
+
+def held(channel: str, first: int, *sizes: int) -> Held:
+    return Held(channel, "e", first, [HubEvent("tick", b"x" * n) for n in sizes], f"t{first}")
+
+
+async def test_tails_bound_by_events_and_bytes_per_channel_and_bytes_in_all() -> None:
+    tails = Tails(TailLimits(max_events=3, max_bytes=100, max_total_bytes=150))
+    assert tails.room(["a"], 50, 10_000)  # anything fits an empty tail: it must pass at all
+    tails.add(held("a", 1, 40, 40))
+    assert tails.room(["a"], 1, 20) and not tails.room(["a"], 1, 21)  # bytes per channel
+    assert not tails.room(["a"], 2, 1)  # events per channel
+    assert tails.room(["b"], 1, 70) and not tails.room(["b"], 1, 71)  # bytes over all channels
+    assert not tails.room(["b", "a"], 2, 1)  # every channel of the batch must have room
+    tails.add(held("b", 7, 10))
+    tails.add(held("a", 3, 5))
+    assert (tails.events, tails.nbytes, len(tails)) == (4, 95, 2)
+    # Each channel's oldest first, channels taken in turn.
+    order = [(h.channel, h.first) for h in tails.heads(10)]
+    assert order == [("a", 1), ("b", 7), ("a", 3)]
+    assert [(h.channel, h.first) for h in tails.heads(2)] == [("a", 1), ("b", 7)]
+    waiter = asyncio.create_task(tails.changed())
+    await asyncio.sleep(0)
+    for h in tails.heads(10):
+        tails.done(h)
+    await asyncio.wait_for(waiter, 1)  # a removal wakes the publishes waiting for room
+    assert (tails.events, tails.nbytes, len(tails)) == (0, 0, 0) and not tails.work.is_set()
