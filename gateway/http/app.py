@@ -291,7 +291,11 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         broker = MemoryBroker(settings.hub, reducer_factory=_reducer)
     else:
         broker = RedisBroker(
-            settings.broker, settings.hub, reducer_factory=_reducer, node_id=settings.node_id
+            settings.broker,
+            settings.hub,
+            reducer_factory=_reducer,
+            node_id=settings.node_id,
+            tail_limits=settings.broker_tail,
         )
         log.info("broker %s, node %s", settings.broker, broker.node_id)
     async with broker:
