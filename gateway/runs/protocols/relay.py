@@ -380,7 +380,8 @@ class StreamRelay:
         body = _Lost(
             error=_ErrorBody(
                 message=f"runcast lost the upstream stream ({reason}) before its end: "
-                + self._scrub(str(exc)),
+                + self._scrub(str(exc))
+                + (f" (the {self._spec.kind} is {status})" if status is not None else ""),
             ),
             reason=reason,
             kind=self._spec.kind,

@@ -279,6 +279,10 @@ async def test_stored_foreground_stream_cut_is_polled_to_its_end(
         await session.get(f"{gateway.url}/streams/responses/{response_id}/snapshot")
     ).json()
     assert own["snapshot"]["response"]["output"][0]["content"][0]["text"] == full
+    # Re-streamed from runcast's log: no gap in the sequence numbers, the same last word.
+    replay = [e async for e in await sdk.responses.retrieve(response_id, stream=True)]
+    assert [e.sequence_number for e in replay] == list(range(cursor + 2))
+    assert replay[-1].type == "response.completed" and replay[-1].response.output_text == full
 
 
 @pytest.mark.asyncio
@@ -366,6 +370,42 @@ async def test_background_stream_the_upstream_will_not_resume_is_polled_to_its_e
     events = [(e.type, e.model_dump(mode="json", exclude_unset=True)) for e in seen]
     # The reason is the last failure: the refused resumption.
     _assert_reconciled(events, final, deltas[-1].sequence_number, reason="http_400")
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # 100 deltas 20 ms apart; the response is cancelled upstream at its first event. Its stream
+    # then closes without a last word (the API has no cancelled event) and cannot be resumed.
+    gateway = await start_gateway(sim={"stream_window_s": 0.001, "deltas": 100, "delay_ms": 20})
+    named_response = await session.get(f"{gateway.url}/streams/channels/cancelled")
+    named_task = asyncio.create_task(read_sse(named_response, until=_ends_reconciled))
+    seen = []
+    async with sdk_client(gateway) as client:
+        stream = await client.responses.create(
+            **_body(background=True),
+            stream=True,
+            extra_headers={"Runcast-Channel": "cancelled"},
+        )
+        async with asyncio.timeout(WAIT):
+            with pytest.raises(APIError, match="runcast lost the upstream stream"):
+                async for event in stream:
+                    if not seen:
+                        await client.responses.cancel(event.response.id)
+                    seen.append(event)
+            named = await named_task
+    named_response.close()
+    response_id = seen[0].response.id
+    assert (await _upstream_response(gateway, response_id))["status"] == "cancelled"
+    (recovered_name, recovered), (lost_name, lost) = _parsed(named)[-2:]
+    assert recovered_name == "runcast.recovered" and lost_name == "runcast.upstream_lost"
+    assert recovered["status"] == lost["status"] == "cancelled"
+    assert recovered["id"] == lost["id"] == response_id
+    # The creator's SDK yields the notice as an event of its own before it raises.
+    assert seen[-1].type == "runcast.recovered" and "cancelled" in str(lost["error"]["message"])
+    assert recovered["cursor"] == lost["cursor"] == seen[-2].sequence_number
+    assert "response.completed" not in [name for name, _ in _parsed(named)]
 
 
 @pytest.mark.asyncio
