@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from http_helpers import WAIT, Gateway, Received, StartGateway, Subscriber, sdk_client
 from openai import APIError, AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 from protocol_helpers import TERMINAL, read_sse, read_ws, subscribe_sse
 
 
@@ -215,6 +216,18 @@ async def _upstream_response(gateway: Gateway, response_id: str) -> dict[str, An
         return found
 
 
+async def _finished(session: aiohttp.ClientSession, gateway: Gateway, outcome: str) -> float:
+    async with session.get(f"{gateway.url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "runcast_runs_finished_total"
+        and sample.labels == {"protocol": "responses", "outcome": outcome}
+    )
+
+
 def _ends_reconciled(event: Received) -> bool:
     return event.event in TERMINAL or event.event == "runcast.upstream_lost"
 
@@ -279,6 +292,9 @@ async def test_stored_foreground_stream_cut_is_polled_to_its_end(
         await session.get(f"{gateway.url}/streams/responses/{response_id}/snapshot")
     ).json()
     assert own["snapshot"]["response"]["output"][0]["content"][0]["text"] == full
+    async with asyncio.timeout(WAIT):
+        while await _finished(session, gateway, "recovered") != 1:
+            await asyncio.sleep(0.02)  # the relay counts its end after the creator's
     # Re-streamed from runcast's log: no gap in the sequence numbers, the same last word.
     replay = [e async for e in await sdk.responses.retrieve(response_id, stream=True)]
     assert [e.sequence_number for e in replay] == list(range(cursor + 2))
