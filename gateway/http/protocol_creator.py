@@ -24,6 +24,9 @@ change ``id`` at each follow-up): its final completion has the final answer's co
 ``finish_reason``, with the first completion's ``id`` and the earlier rounds' ``tool_calls``
 still in its message (the helper merges chunks by choice index); the header works there too.
 
+A Responses stream cut before its end that cannot be resumed is polled to its end when the
+request did not say ``store: false`` (``gateway/runs/protocols/responses_recovery.py``).
+
 An upstream failure before the first event is answered as for runs (the upstream's own HTTP
 error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same bytes, with
 ``id: <seq in the stream's channel>`` lines; a creator that falls behind is cut off with
@@ -49,10 +52,12 @@ from gateway.runs.protocols import (
     CHAT,
     CREATOR_STREAM_HEADER,
     RESPONSES,
+    ResponseRecovery,
     StreamRelay,
     StreamStart,
     ToolChain,
     conversation_of,
+    stored,
     tool_round,
 )
 from gateway.upstream import UpstreamClient, UpstreamResponse
@@ -129,6 +134,9 @@ async def serve_protocol_stream(
         meter=metrics.meter(_STREAMS[spec.kind]) if metrics is not None else NO_METER,
         scrub=(lambda text: text.replace(key, "***")) if key else str,
         chain=chain,
+        reconcile=ResponseRecovery(upstream, within=app[SETTINGS].recovery_timeout, api_key=api_key)
+        if call.kind == "response" and stored(body)
+        else None,
     )
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
     try:

@@ -2,7 +2,8 @@
 
 Modules, one job each: ``spec`` (the :class:`StreamSpec` seam a protocol implements), ``relay``
 (:class:`StreamRelay`, one stream's pump), ``publisher`` (where a stream's events go),
-``responses`` and ``chat`` (each protocol: decoding, ids, last words, snapshots), ``named``
+``responses`` and ``chat`` (each protocol: decoding, ids, last words, snapshots),
+``responses_recovery`` (polling a stored response cut mid-stream to its end), ``named``
 (snapshots of ``Runcast-Channel`` channels, which carry either protocol), ``toolchain``
 (continuing a stream that ends with function calls, with ``responses_chain`` and ``chat_chain``
 each protocol's part). :func:`reducer_factory` gives each of their channel kinds its snapshot
@@ -23,7 +24,8 @@ from .named import NamedReducer
 from .relay import UPSTREAM_LOST_EVENT, StreamRelay, StreamStart
 from .responses import RESPONSES, ResponseReducer, conversation_of
 from .responses_chain import ResponsesRound
-from .spec import Seen, StreamSpec
+from .responses_recovery import ResponseRecovery, stored
+from .spec import Reconcile, Reconciled, Seen, StreamSpec
 from .toolchain import CREATOR_STREAM_HEADER, ChainRound, ToolChain
 
 __all__ = [
@@ -31,6 +33,9 @@ __all__ = [
     "CREATOR_STREAM_HEADER",
     "RESPONSES",
     "UPSTREAM_LOST_EVENT",
+    "Reconcile",
+    "Reconciled",
+    "ResponseRecovery",
     "Seen",
     "StreamRelay",
     "StreamSpec",
@@ -38,6 +43,7 @@ __all__ = [
     "ToolChain",
     "conversation_of",
     "reducer_factory",
+    "stored",
     "tool_round",
 ]
 

@@ -20,9 +20,17 @@ last word is resumed after its last ``sequence_number`` through the spec's ``res
 but 408 and 429: the upstream will not resume it); an event at or
 before that number is never relayed twice, so nobody sees a gap or a duplicate.
 
+Reconciliation. A stream cut that cannot be resumed (or not any more), whose id is known, is
+handed to the ``reconcile`` callable when the relay has one (a stored response:
+``responses_recovery.py``): what it returns (``runcast.recovered`` then the protocol's last word
+built from the finished object) is published in place of the lost tail, and ends the stream
+(and a tool chain: the reconciled stream is not continued). Without one, or when it cannot learn
+the end, the stream ends with ``runcast.upstream_lost``.
+
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
 chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or breaks before it
-(and cannot be resumed) publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "<kind>_id", "cursor"}``; its
+(and cannot be resumed) publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "kind", "id", "cursor"}``, and
+``status`` when the object was found ended without a last word of its own; its
 ``error`` member makes the openai SDK raise) to the channels and the creator: a chat stream is
 never retried, since a retry regenerates and bills again. The stream's own channel is closed
 once the stream is over; the channels named up front stay open for the next stream.
@@ -60,7 +68,7 @@ from ..feed import CreatorFeed
 from ..recovery import failure_reason
 from ..relay import Readiness
 from .publisher import ChannelPublisher
-from .spec import StreamSpec
+from .spec import Reconcile, StreamSpec
 from .toolchain import ToolChain
 
 __all__ = ["UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
@@ -91,12 +99,14 @@ class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: str = "upstream_lost"
 
 
-class _Lost(msgspec.Struct, frozen=True, kw_only=True):
+class _Lost(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: _ErrorBody
     reason: str
     kind: str
     id: str | None
     cursor: int | None
+    status: str | None = None
+    """The object's terminal status, when a reconciliation found one with no event (cancelled)."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -128,8 +138,10 @@ class StreamRelay:
         scrub: Callable[[str], str] = str,
         meter: RunMeter = NO_METER,
         chain: ToolChain | None = None,
+        reconcile: Reconcile | None = None,
     ) -> None:
         self._spec = spec
+        self._reconcile = reconcile
         self._chain = chain
         self._round = 0
         """0 for the creating request's stream, n for the n-th follow-up."""
@@ -155,7 +167,8 @@ class StreamRelay:
         """Resumptions since the last new event."""
         self._outcome = "no_stream"
         """How the relay ended, for the metrics: ``ended`` (the protocol's last word),
-        ``upstream_lost`` or ``no_stream`` (refused, or stopped before its end)."""
+        ``recovered`` (reconciled from the finished object), ``upstream_lost`` or ``no_stream``
+        (refused, or stopped before its end)."""
 
     @property
     def object_id(self) -> str | None:
@@ -203,8 +216,7 @@ class StreamRelay:
                     return False
                 resumed = await self._resumption(exc)
                 if resumed is None:
-                    self._outcome = "upstream_lost"
-                    await self._lost(exc)
+                    await self._settle(exc)
                     return False
                 opener = resumed
 
@@ -334,7 +346,29 @@ class StreamRelay:
         held, self._held = self._held, []
         await self._out.emit_batch([*held, *events])
 
-    async def _lost(self, exc: BaseException) -> None:
+    async def _settle(self, exc: BaseException) -> None:
+        """End a stream that cannot be continued: reconciled when possible, else lost."""
+        reconcile, object_id = self._reconcile, self._object_id
+        found = None
+        if reconcile is not None and object_id is not None:
+            log.warning(
+                "%s %s: upstream stream cut after %s (%s); polling its end",
+                self._spec.kind,
+                object_id,
+                self._cursor,
+                self._scrub(str(exc)),
+            )
+            found = await reconcile(object_id, self._cursor, failure_reason(exc))
+        if found is not None:
+            await self._emit(found.events)
+            if found.ended:
+                self._ended = True
+                self._outcome = "recovered"
+                return
+        self._outcome = "upstream_lost"
+        await self._lost(exc, status=found.status if found is not None else None)
+
+    async def _lost(self, exc: BaseException, *, status: str | None = None) -> None:
         log.warning(
             "%s %s: upstream stream lost: %s",
             self._spec.kind,
@@ -346,12 +380,14 @@ class StreamRelay:
         body = _Lost(
             error=_ErrorBody(
                 message=f"runcast lost the upstream stream ({reason}) before its end: "
-                + self._scrub(str(exc)),
+                + self._scrub(str(exc))
+                + (f" (the {self._spec.kind} is {status})" if status is not None else ""),
             ),
             reason=reason,
             kind=self._spec.kind,
             id=self._object_id,
             cursor=self._cursor,
+            status=status,
         )
         await self._emit([HubEvent(UPSTREAM_LOST_EVENT, _encode(body))])
 

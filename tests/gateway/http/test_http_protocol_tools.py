@@ -264,6 +264,28 @@ async def test_responses_partial_coverage_leaves_the_calls_to_the_app(
     assert len(await _journal(session, tg, "/v1/responses")) == 1
 
 
+@pytest.mark.asyncio
+async def test_a_reconciled_tool_round_ends_the_chain(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    # Cut after the first argument fragment: runcast polls the stored response to its end and
+    # publishes it, calls and all, but does not answer them (the chain ends with it).
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "drop_mid_tool_call", WEATHER)
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+        channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert channel.names[-2:] == ["runcast.recovered", "response.completed"]
+    final = channel.events[-1].json()
+    assert final["runcast_reconciled"] is True and final["response"]["id"] == first
+    assert [item["type"] for item in final["response"]["output"]] == ["function_call"]
+    assert seen[-1].type == "response.completed" and seen[-1].response.id == first
+    assert handlers.calls == {}
+    assert len(await _journal(session, tg, "/v1/responses")) == 1
+
+
 def _chat_tools() -> list[Any]:
     return [WEATHER, CUSTOMER]
 
