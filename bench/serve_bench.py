@@ -427,6 +427,7 @@ COLUMNS = (
     ("stall", "stall_max_ms", "{:>7.1f}", False),
     ("connect s", "connect_s", "{:>9.2f}", False),
     ("cores", "server_cpu_cores", "{:>5.2f}", False),
+    ("srv p50", "server_fanout_p50_ms", "{:>7.1f}", False),
     ("srv p99", "server_fanout_p99_ms", "{:>7.1f}", False),
     ("cli", "client_cpu_cores", "{:>4.2f}", False),
 )
