@@ -326,6 +326,7 @@ async def _relays_ctx(
         recovery_timeout=settings.recovery_timeout,
         shutdown_timeout=settings.shutdown_timeout,
         expiry_grace=settings.expiry_grace,
+        lease_ttl=settings.lease_ttl,
         metrics=app.get(METRICS),
         state=state,
     )

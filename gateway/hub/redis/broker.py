@@ -52,12 +52,14 @@ from gateway.errors import SubscriberError
 from gateway.hub.broker import (
     BrokerStatistics,
     ChannelStatistics,
+    Fence,
     HubEvent,
     HubSettings,
     Position,
     ReducerFactory,
     Sink,
     Snapshot,
+    StaleFence,
 )
 from gateway.hub.channel import Channel, check_names, stored_events
 from gateway.hub.memory import MemoryBroker, MemorySubscription
@@ -156,7 +158,7 @@ class RedisBroker(MemoryBroker):
     # -- Broker ---------------------------------------------------------------------------------
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent]
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
     ) -> dict[str, Position]:
         self._start()
         if not events:
@@ -172,12 +174,13 @@ class RedisBroker(MemoryBroker):
         for e in events:
             pairs += (e.name, e.data)
         k = self._keys
+        fenced, token = ([fence.key], [fence.token]) if fence is not None else ([], [])
         try:
             results = await self._append_retrying(
                 self._append_sha,
                 [
                     (
-                        [k.meta(name), k.log(name)],
+                        [k.meta(name), k.log(name), *fenced],
                         [
                             k.live,
                             secrets.token_hex(4),
@@ -187,6 +190,7 @@ class RedisBroker(MemoryBroker):
                             len(events),
                             body,
                             *pairs,
+                            *token,
                         ],
                     )
                     for name in channels
@@ -196,6 +200,8 @@ class RedisBroker(MemoryBroker):
             self._append_down = True
             raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
         self._append_down = False
+        if fence is not None and any(result is None for result in results):
+            raise StaleFence(f"the lease on {fence.key} has a newer holder than {fence.token}")
         out: dict[str, Position] = {}
         for name, (epoch, first) in zip(channels, results, strict=True):
             position = Position(epoch.decode(), int(first))

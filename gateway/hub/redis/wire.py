@@ -9,7 +9,8 @@ Keys of one channel share the hash tag ``{<channel>}``, so every script touches 
 A published batch is one ``EVALSHA`` of :data:`APPEND`: it numbers the batch (``HINCRBY``), appends
 each event with its seq as the entry id (``XADD MAXLEN ~``), refreshes the TTLs and announces the
 whole batch with one ``PUBLISH`` on ``<prefix>:live``, the channel every node's follower reads.
-A meta hash that vanished (Redis restarted without persistence, or the keys expired) gets a new
+A publish may carry a fence (the run's lease key and the publisher's token): the script refuses
+the batch when that key holds a newer token (one extra ``GET``). A meta hash that vanished (Redis restarted without persistence, or the keys expired) gets a new
 epoch, so no position from before can match what follows.
 
 Live messages (bytes, fields separated by LF)::
@@ -38,6 +39,11 @@ __all__ = [
 ]
 
 APPEND = """
+if KEYS[3] then
+  local lease = redis.call('GET', KEYS[3])
+  local token = tonumber(ARGV[8 + 2 * tonumber(ARGV[6])])
+  if lease and tonumber(string.match(lease, '^%d+')) > token then return false end
+end
 local ep = redis.call('HGET', KEYS[1], 'ep')
 if not ep then
   ep = ARGV[2]
@@ -57,8 +63,12 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[1], 'P\\n' .. ARGV[5] .. '\\n' .. ep .. '\\n' .. first .. '\\n' .. ARGV[7])
 return {ep, first}
 """
-"""KEYS: meta, log. ARGV: live channel, epoch if new, max length, TTL (s), channel name, event
-count, encoded batch, then name and data of each event. Returns ``{epoch, first seq}``."""
+"""KEYS: meta, log, optionally the run's lease key (the fence). ARGV: live channel, epoch if new,
+max length, TTL (s), channel name, event count, encoded batch, then name and data of each event,
+then (with a fence) the publisher's token. Returns ``{epoch, first seq}``, or nil (nothing written) when
+the lease key holds ``<token>|...`` with a greater token than the batch's: the publisher lost its
+run to another holder. (The lease key lives outside the channel's hash tag: a Redis Cluster
+deployment would need it in the channel's slot.)"""
 
 CLOSE = """
 local ep = redis.call('HGET', KEYS[1], 'ep')
