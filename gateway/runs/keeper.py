@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from gateway.hub import Fence
 from gateway.state import Lease, LiveRun, LiveRuns, RunLeases
+from gateway.state.cancel import check_cancelled
 
 __all__ = ["LeaseKeeper"]
 
@@ -103,6 +104,8 @@ class LeaseKeeper:
             except Exception as exc:  # the store unreachable: try again at the next tick
                 log.warning("run %s: lease renewal failed: %s", lease.run_id, exc)
                 continue
+            finally:
+                check_cancelled()
             if renewed is None:
                 log.warning("run %s: another owner holds the run now; stopping", lease.run_id)
                 self.lost = True
@@ -114,6 +117,7 @@ class LeaseKeeper:
                     await self._live.touch(lease.run_id, renewed.expires_at)
                 except Exception as exc:
                     log.warning("run %s: live record not moved: %s", lease.run_id, exc)
+                check_cancelled()
 
     def fenced(self) -> None:
         """A publish under this lease was refused: the run has a newer owner."""

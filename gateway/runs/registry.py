@@ -30,7 +30,7 @@ import msgspec
 
 from gateway.hub import Broker
 from gateway.metrics import Metrics
-from gateway.state import Lease, LiveRun, SharedState
+from gateway.state import Lease, LiveRun, SharedState, ToolRounds
 from gateway.upstream import RunStream, UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
@@ -86,6 +86,7 @@ class RelayRegistry:
         max_known_runs: int = _MAX_KNOWN_RUNS,
         expiry_grace: float = DEFAULT_GRACE,
         lease_ttl: float = LEASE_TTL,
+        rounds: ToolRounds | None = None,
         metrics: Metrics | None = None,
         state: SharedState | None = None,
     ) -> None:
@@ -113,6 +114,7 @@ class RelayRegistry:
             lease_ttl=lease_ttl,
             live=state.live,
             marks=state.marks,
+            rounds=rounds,
             expiry=self._expiry,
             metrics=metrics,
         )

@@ -74,8 +74,10 @@ from gateway.state import (
     MemoryLiveRuns,
     MemoryRunLeases,
     MemorySubmissionMarks,
+    RoundState,
     RunLeases,
     SubmissionMarks,
+    ToolRounds,
 )
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
 from parsers.assistants import Run
@@ -131,6 +133,9 @@ class RelayEnv:
     """The runs being pumped, which other nodes take over when their lease lapses."""
     marks: SubmissionMarks = dataclasses.field(default_factory=MemorySubmissionMarks)
     """Where runcast's submission of each run's action stands (``takeover.py``)."""
+    rounds: ToolRounds | None = None
+    """The tool automation's rounds, shared: a taker releases the action a dead owner was
+    answering there, so that its handlers run again (None: nothing to release)."""
     expiry: ActionExpiry | None = None
     """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
     metrics: Metrics | None = None
@@ -688,9 +693,24 @@ class RunRelay:
             )
         ):
             # The dead owner published this very action: it is answered without repeating it.
+            await self._release_round(run)
             await self._hold_action(run, event, publish=False)
         else:
+            if published is not None:
+                await self._release_round(run)
             await self._hold_action(run, event)
+
+    async def _release_round(self, run: Run) -> None:
+        """A dead owner may have been answering this action (tool rounds say so, and would
+        skip it): the run still waits at it, so it is answered again (``takeover.py``)."""
+        rounds, action = self._env.rounds, run.required_action
+        if rounds is None or action is None:
+            return
+        ids = tuple(call.id for call in action.submit_tool_outputs.tool_calls)
+        state = await rounds.get(run.id)
+        if state.last_action == ids:
+            released = RoundState(rounds=state.rounds, last_action=None)
+            await rounds.swap(run.id, state, released)
 
     def _scrub(self, text: str) -> str:
         key = self._env.upstream.settings.api_key

@@ -37,6 +37,7 @@ import msgspec
 
 from gateway.hub import Broker, HubEvent
 from gateway.state import Lease, LiveRun, LiveRuns, RunLeases, SubmissionMark
+from gateway.state.cancel import check_cancelled
 from parsers.assistants.signals import FINAL_MESSAGE_STATUSES, FINAL_STEP_STATUSES
 
 from .channels import run_channel
@@ -207,3 +208,4 @@ class TakeoverWatcher:
                 await self.tick()
             except Exception as exc:  # the store unreachable: look again next time
                 log.warning("takeover watcher: %s", exc)
+            check_cancelled()

@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from gateway.hub import Fence
 
 from . import SharedState
+from .cancel import check_cancelled
 from .claims import TAKEOVER_TIMEOUT, Claim
 from .leases import Lease
 from .live import LiveRun
@@ -210,6 +211,7 @@ class _RedisClaim:
     async def wait_superseded(self) -> None:
         while not self._superseded:
             self._superseded = await self._claims.is_superseded(self)
+            check_cancelled()
             if not self._superseded:
                 await asyncio.sleep(self._claims.poll)
 
@@ -266,6 +268,7 @@ class RedisActionClaims:
                 while True:
                     if await self._client.hget(key, "id") != claim_id:
                         break
+                    check_cancelled()  # the timeout's own cancellation included
                     await asyncio.sleep(self.poll)
         except TimeoutError:
             log.warning(

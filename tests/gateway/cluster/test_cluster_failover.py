@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
+from aiohttp import web
 from cluster_helpers import API_KEY, Cluster
 from http_helpers import WAIT, Received, Subscriber, numbered, read_sse, read_ws
+from tool_helpers import SIM_DEFAULTS, WEATHER, SimLog, _record_submissions, quoted
 
+from gateway.mock import MockSettings
+from gateway.mock import create_app as create_simulator
+from gateway.tools import verify_signature
 from parsers.sse import SSEDecoder
 
 pytestmark = pytest.mark.asyncio
@@ -145,3 +152,125 @@ async def test_a_killed_owners_run_is_taken_over_and_ends_for_every_subscriber(
     )
     assert took < LEASE_TTL + 8
     assert orjson.loads(orjson.dumps(recovered[0]))["missed"]["messages"] == 1
+
+
+WEBHOOK_SECRET = "webhook-secret-for-the-failover-test"
+
+
+class SlowWebhook:
+    """A tool webhook that holds its first call long enough for its caller to be killed."""
+
+    def __init__(self, hold: float) -> None:
+        self.calls: list[str] = []
+        self.entered = asyncio.Event()
+        self._hold = hold
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = request.headers
+        assert verify_signature(
+            WEBHOOK_SECRET, headers["Runcast-Timestamp"], body, headers["Runcast-Signature"]
+        )
+        call_id = orjson.loads(body)["tool_call_id"]
+        self.calls.append(call_id)
+        if len(self.calls) == 1:
+            self.entered.set()
+            await asyncio.sleep(self._hold)
+        return web.json_response({"output": f"sunny ({call_id})"})
+
+
+@pytest_asyncio.fixture
+async def slow_tools() -> AsyncIterator[tuple[str, SimLog, str, SlowWebhook]]:
+    """(simulator URL, its submission log, webhook URL, the webhook)."""
+    log, hook = SimLog(), SlowWebhook(hold=4.0)
+    sim_app = create_simulator(MockSettings(**{**SIM_DEFAULTS, "deltas": 20, "delay_ms": 10}))
+    _record_submissions(sim_app, log)
+    hook_app = web.Application()
+    hook_app.router.add_post("/tools", hook.handle)
+    runners = []
+    try:
+        for app in (sim_app, hook_app):
+            runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        sim_port, hook_port = (r.addresses[0][1] for r in runners)
+        yield f"http://127.0.0.1:{sim_port}/v1", log, f"http://127.0.0.1:{hook_port}/tools", hook
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+async def test_the_owner_killed_while_its_tool_handler_runs_the_action_is_submitted_once(
+    cluster: Cluster, slow_tools: tuple[str, SimLog, str, SlowWebhook]
+) -> None:
+    upstream, sim, hook_url, hook = slow_tools
+    cluster.use_upstream(upstream)
+    argv = (
+        "--lease-ttl",
+        str(LEASE_TTL),
+        "--tool-webhook",
+        f"get_weather={hook_url}",
+        "--tool-webhook-secret",
+        WEBHOOK_SECRET,
+    )
+    node_a = await cluster.node("a", *argv)
+    b, c = [(await cluster.node(name, *argv)).url for name in ("b", "c")]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=WAIT))
+    try:
+        async with session.post(
+            f"{node_a.url}/v1/assistants",
+            json={"model": "gpt-4o", "tools": [WEATHER]},
+            headers=HEADERS,
+        ) as r:
+            assistant = (await r.json())["id"]
+        async with session.post(f"{node_a.url}/v1/threads", json={}, headers=HEADERS) as r:
+            thread_id = (await r.json())["id"]
+        creator = await session.post(
+            f"{node_a.url}/v1/threads/{thread_id}/runs",
+            json={
+                "assistant_id": assistant,
+                "stream": True,
+                "metadata": {"mock_scenario": "tool_call"},
+            },
+            headers=HEADERS,
+        )
+        assert creator.status == 200, await creator.text()
+        run_id = creator.headers["runcast-run-id"]
+        token = creator.headers["runcast-subscribe-token"]
+        url = f"/streams/runs/{run_id}?since=0&token={token}"
+        sse = await session.get(f"{b}{url}")
+        assert sse.status == 200
+        ws = await session.ws_connect(f"{c}{url}")
+        readers = [
+            asyncio.create_task(read_sse(sse, Subscriber())),
+            asyncio.create_task(read_ws(ws, Subscriber())),
+        ]
+        async with asyncio.timeout(WAIT):
+            await hook.entered.wait()  # A's handler is running
+        node_a.proc.kill()
+        await node_a.proc.wait()
+        creator.close()
+        async with asyncio.timeout(WAIT):
+            on_b, on_c = await asyncio.gather(*readers)
+        sse.close()
+        await ws.close()
+    finally:
+        await session.close()
+
+    # One submission reached the simulator; the handler ran at most twice, with one key.
+    assert sim.requests == [run_id] and len(sim.accepted) == 1
+    (call_id,) = sim.accepted[0][1]
+    assert 1 <= len(hook.calls) <= 2 and set(hook.calls) == {call_id}
+    events = numbered(on_b.events)
+    assert numbered(on_c.events) == events
+    seqs = [seq for seq, _, _ in events]
+    assert None not in seqs and seqs == list(range(1, len(seqs) + 1))
+    names = [name for _, name, _ in events]
+    assert names[-2:] == ["thread.run.completed", "done"]
+    assert names.count("thread.run.requires_action") == 1  # not published again by the taker
+    assert "runcast.tool_automation.unknown" not in names
+    recovered = [data for _, name, data in events if name == "runcast.recovered"]
+    assert len(recovered) == 1 and recovered[0]["status"] == "requires_action"
+    text = b"".join(e.data for e in on_b.events if e.event == "thread.message.completed")
+    assert quoted("get_weather", f"sunny ({call_id})") in text.decode()
