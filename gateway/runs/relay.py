@@ -48,6 +48,14 @@ channels' segment always ends with ``done`` (synthesized when the upstream sent 
 channel is closed once its run is over (or its recovery failed). A run left at an unanswered
 ``requires_action`` is handed to the registry's :class:`~gateway.runs.expiry.ActionExpiry`, which
 ends its channels the same way once the upstream has expired it.
+
+Ownership. From the run id on, the relay holds the run's lease (``keeper.py``: renewed on a timer,
+the run recorded as live for other nodes) and every publish carries it; if another relay takes
+the run (a client's submission continuing it, or a node that found the lease lapsed), the renewal
+or the broker refuses this one, its pump is cancelled at once and its creator's response ends
+with ``runcast.upstream_error``. A relay started with ``adopted`` (a lease the takeover watcher
+won for a dead owner's run, ``takeover.py``) recovers the run first, from what its channel already
+holds, and then goes on as any relay.
 """
 
 from __future__ import annotations
