@@ -11,6 +11,7 @@ answers it, once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +23,15 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from http_helpers import WAIT, StartGateway, sse_subscribe, subscription_ended
+from http_helpers import (
+    WAIT,
+    StartGateway,
+    new_thread,
+    sdk_client,
+    sse_subscribe,
+    stream_run,
+    subscription_ended,
+)
 from test_http_actions import EchoTools
 from tool_helpers import SIM_DEFAULTS, WEATHER, SimLog, _record_submissions
 
@@ -30,7 +39,8 @@ from gateway.mock import MockSettings
 from gateway.mock import create_app as create_simulator
 from gateway.runs.channels import run_channel
 from gateway.runs.takeover import submission_unknown
-from gateway.state import LiveRun, SubmissionMark
+from gateway.state import LiveRun, MemorySubmissionMarks, SharedState, SubmissionMark
+from gateway.state.marks import SubmitState
 from gateway.state.redis import (
     STATE_NAMESPACE,
     RedisLiveRuns,
@@ -223,3 +233,57 @@ async def test_which_dead_owners_submissions_are_unknown(
 ) -> None:
     mark = None if state is None else SubmissionMark(call_ids=("call_1",), state=state)  # type: ignore[arg-type]
     assert submission_unknown(mark, status) is unknown
+
+
+class RecordingMarks(MemorySubmissionMarks):
+    """Submission marks that remember every change, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[tuple[str, tuple[str, ...] | None, str]] = []
+
+    async def mark(self, run_id: str, call_ids: tuple[str, ...], state: SubmitState) -> None:
+        self.changes.append((run_id, call_ids, state))
+        await super().mark(run_id, call_ids, state)
+
+    async def forget(self, run_id: str) -> None:
+        self.changes.append((run_id, None, "forgotten"))
+        await super().forget(run_id)
+
+
+async def test_the_owner_marks_submitting_before_the_post_and_submitted_after(
+    start_gateway: StartGateway, sim: tuple[str, SimLog]
+) -> None:
+    upstream, log = sim
+    marks = RecordingMarks()
+    tools = EchoTools()
+    gateway = await start_gateway(
+        upstream_url=upstream,
+        action_handler=tools,
+        state=dataclasses.replace(SharedState.memory(), marks=marks),
+    )
+    posted: list[list[str]] = []
+
+    class Requests(list[str]):
+        """The simulator's submission log, noting what the marks said at each submission."""
+
+        def append(self, run_id: str) -> None:
+            posted.append([state for _, _, state in marks.changes])
+            super().append(run_id)
+
+    log.requests = Requests()
+    sdk = sdk_client(gateway)
+    try:
+        assistant_id, thread_id = await new_thread(sdk, tools=[WEATHER])
+        creator = await stream_run(sdk, assistant_id, thread_id, "tool_call")
+    finally:
+        await sdk.close()
+    run_id = creator.run_id
+    assert run_id is not None and tools.actions
+    ids = tuple(tools.actions[0])
+    assert posted == [["submitting"]]
+    assert marks.changes == [
+        (run_id, ids, "submitting"),
+        (run_id, ids, "submitted"),
+        (run_id, None, "forgotten"),
+    ]
