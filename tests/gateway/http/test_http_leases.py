@@ -14,7 +14,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from http_helpers import StartGateway, new_thread, sdk_client, sse_subscribe, subscription_ended
+from http_helpers import (
+    StartGateway,
+    new_thread,
+    parse_serve,
+    sdk_client,
+    sse_subscribe,
+    subscription_ended,
+)
 
 from gateway.hub import Fence, HubEvent, StaleFence
 from gateway.hub.redis import RedisBroker
@@ -24,10 +31,7 @@ from gateway.state.redis import STATE_NAMESPACE, RedisRunLeases, state_client
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
 from redis_server import RedisServer  # found through the line above
 
-pytestmark = [
-    pytest.mark.asyncio,
-    pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.mark.asyncio
 async def test_the_broker_refuses_a_publish_fenced_by_an_older_token(
     redis_server: RedisServer,
 ) -> None:
@@ -70,6 +75,7 @@ async def test_the_broker_refuses_a_publish_fenced_by_an_older_token(
         await client.aclose()
 
 
+@pytest.mark.asyncio
 async def test_a_relay_whose_lease_is_taken_stops_publishing_and_its_creator_is_told(
     start_gateway: StartGateway, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
@@ -122,6 +128,7 @@ async def test_a_relay_whose_lease_is_taken_stops_publishing_and_its_creator_is_
         await client.aclose()
 
 
+@pytest.mark.asyncio
 async def test_a_run_silent_for_longer_than_its_lease_keeps_its_owner(
     start_gateway: StartGateway, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
@@ -160,3 +167,11 @@ async def test_a_run_silent_for_longer_than_its_lease_keeps_its_owner(
     finally:
         await sdk.close()
         await client.aclose()
+
+
+def test_the_lease_ttl_comes_from_the_flag_or_the_environment() -> None:
+    assert parse_serve().lease_ttl == 10.0
+    assert parse_serve("--lease-ttl", "1.5").lease_ttl == 1.5
+    assert parse_serve(env={"RUNCAST_LEASE_TTL": "4"}).lease_ttl == 4.0
+    with pytest.raises(SystemExit):
+        parse_serve("--lease-ttl", "0")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -287,3 +288,34 @@ async def test_the_owner_marks_submitting_before_the_post_and_submitted_after(
         (run_id, ids, "submitted"),
         (run_id, None, "forgotten"),
     ]
+
+
+async def test_a_submitting_mark_on_a_run_that_cannot_be_read_is_reported_unknown(
+    start_gateway: StartGateway, redis_server: RedisServer, session: aiohttp.ClientSession
+) -> None:
+    redis_server.flush()
+    with socket.socket() as closed:  # a port nothing listens on: every run read fails
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    tools = EchoTools()
+    gateway = await start_gateway(
+        upstream_url=dead,
+        broker=redis_server.url,
+        node_id="b",
+        lease_ttl=0.3,
+        recovery_timeout=0.5,
+        action_handler=tools,
+    )
+    run = {
+        "id": "run_orphan",
+        "thread_id": "thread_orphan",
+        "required_action": {"submit_tool_outputs": {"tool_calls": [{"id": "call_1"}]}},
+    }
+    await _orphan(redis_server.url, run, mark=True)
+
+    events = await _followed(session, gateway.url, "run_orphan", gateway.broker)
+    names = [name for name, _ in events]
+    assert names == ["runcast.tool_automation.unknown", "runcast.upstream_error", "done"]
+    assert events[0][1]["tool_call_ids"] == ["call_1"]
+    assert events[0][1]["reason"] == "the run could not be read"
+    assert tools.actions == []
