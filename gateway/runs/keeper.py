@@ -68,7 +68,13 @@ class LeaseKeeper:
         run = LiveRun(
             run_id=lease.run_id, thread_id=thread_id, api_key=api_key, expires_at=lease.expires_at
         )
-        await self._live.put(run)
+        try:
+            await self._live.put(run)
+        except Exception as exc:  # the store unreachable: the run goes on, unwatched
+            log.warning("run %s: not recorded as live (no failover): %s", lease.run_id, exc)
+            return
+        finally:
+            check_cancelled()
         self._recorded = True
 
     async def release(self, *, ended: bool) -> None:
@@ -83,8 +89,11 @@ class LeaseKeeper:
         if lease is None or self.lost:
             return
         # Released first: a record a newer owner took over (a continuation) stays its own.
-        if await self._leases.release(lease) and ended and self._recorded:
-            await self._live.remove(lease.run_id)
+        try:
+            if await self._leases.release(lease) and ended and self._recorded:
+                await self._live.remove(lease.run_id)
+        except Exception as exc:  # the store unreachable: the lease lapses by itself
+            log.warning("run %s: lease not released: %s", lease.run_id, exc)
 
     def _hold(self, lease: Lease) -> None:
         self.lease = lease
