@@ -5,7 +5,8 @@ would wait) and its in-memory implementation for a single process: ``leases`` (w
 lease with a fencing token), ``claims`` (the one-submission-per-action claim and clients'
 submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
 ``threads`` (run -> thread, read by auth), ``rounds`` (tool rounds per run), ``live`` (runs being
-pumped, for failover) and ``marks`` (runcast's submission of an action, for failover).
+pumped, for failover) and ``marks`` (runcast's submission of an action, for failover);
+``cancel`` re-raises a cancellation a network client swallowed in a polling loop.
 :class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
 in-memory set. ``redis`` holds every interface on Redis for several processes and nodes.
 """
