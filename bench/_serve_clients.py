@@ -29,6 +29,9 @@ import uvloop
 
 BUCKET_NS = 10_000
 SSE_ID = re.compile(rb"(?m)^id: (?:[^-\n]+-)?(\d+)$")
+SSE_DATA_SEQ = re.compile(rb'(?m)^data: \{"seq":(\d+),')
+"""A server that numbers messages its own way (nchan's ``id: <time>:<tag>``): the seq the
+publisher put at the head of each message's JSON."""
 
 
 class Records:
@@ -123,7 +126,15 @@ class ClientState:
 class _Sub(asyncio.Protocol):
     """One subscriber connection: the response head, then seqs scanned out of the raw body."""
 
-    def __init__(self, state: ClientState, sub: Subscriber, request: bytes, ws: bool) -> None:
+    def __init__(
+        self,
+        state: ClientState,
+        sub: Subscriber,
+        request: bytes,
+        ws: bool,
+        sse_seq: re.Pattern[bytes] = SSE_ID,
+    ) -> None:
+        self.sse_seq = sse_seq
         self.state = state
         self.sub = sub
         self.request = request
@@ -169,7 +180,7 @@ class _Sub(asyncio.Protocol):
                 self.tail = buf
                 return
             self.tail = buf[end + 2 :]
-            seqs = list(map(int, SSE_ID.findall(buf, 0, end + 2)))
+            seqs = list(map(int, self.sse_seq.findall(buf, 0, end + 2)))
         if seqs:
             self.sub.receive(self.state.records, now, seqs)
 
@@ -181,7 +192,7 @@ class _Sub(asyncio.Protocol):
 
 
 async def _connect(
-    state: ClientState, url: str, transport: str, n: int, timeout: float
+    state: ClientState, url: str, transport: str, n: int, timeout: float, seq_in: str = "id"
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     rest = url.split("://", 1)[1]
@@ -201,7 +212,9 @@ async def _connect(
 
     async def one() -> None:
         sub = Subscriber()
-        proto = _Sub(state, sub, request, transport == "ws")
+        proto = _Sub(
+            state, sub, request, transport == "ws", SSE_DATA_SEQ if seq_in == "data" else SSE_ID
+        )
         state.subscribers.append(sub)
         state.protocols.append(proto)
         try:
@@ -290,9 +303,9 @@ async def _client(cmds: Connection, answers: Connection) -> None:
             cmd = await commands.get()
             op = cmd[0]
             if op == "connect":
-                _, url, transport, n, timeout = cmd
+                _, url, transport, n, timeout, seq_in = cmd
                 state = ClientState()
-                answers.send(await _connect(state, url, transport, n, timeout))
+                answers.send(await _connect(state, url, transport, n, timeout, seq_in))
             elif op == "arm":
                 state.records = Records(cmd[1])
                 for s in state.subscribers:

@@ -8,6 +8,7 @@ are read from ``/proc/<pid>/stat`` and ``/proc/<pid>/statm``.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -44,16 +45,22 @@ def cpu_seconds(pid: int) -> float:
 class Child:
     """A child process started from a command line, optionally pinned to one CPU."""
 
-    def __init__(self, name: str, argv: list[str], cpu: int | None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], cpu: int | None, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         if cpu is not None and two_cpus() and shutil.which("taskset"):
             argv = ["taskset", "-c", str(cpu), *argv]
         # a file, not a pipe: a pipe nobody reads would block a chatty server once full
         self.log = tempfile.NamedTemporaryFile(prefix="serve_bench_", suffix=".log")  # noqa: SIM115
         # the servers' configuration is their command line alone: no key or setting leaks in
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCAST_", "OPENAI_"))}
         self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**clean, **(env or {})},
         )
 
     @property
@@ -112,14 +119,22 @@ def wait_mock(mock: Child, timeout: float = 30.0) -> None:
     raise RuntimeError(f"runcast mock did not start: {mock.output()}")
 
 
+SERVE_ENV: dict[str, str] = {}
+"""Environment given to every ``runcast serve`` (``serve_bench.py --serve-env``)."""
+
+
 def start_runcast(upstream: str, extra: list[str]) -> tuple[Child, str]:
     """``runcast serve`` against ``upstream``, alone on the server CPU."""
     port = free_port()
+    return _start_runcast(upstream, extra, port, "runcast serve")
+
+
+def _start_runcast(upstream: str, extra: list[str], port: int, name: str) -> tuple[Child, str]:
     argv = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--upstream", upstream]
     # no heartbeat: the subscribers do not answer WebSocket pings (and no peer sends any)
     argv += ["--subscribe-auth", "open", "--log-level", "warning", "--heartbeat", "0"]
     argv += ["--max-subscribers", "1000000", "--max-subscribers-per-channel", "1000000"]
-    child = Child("runcast serve", [*argv, *extra], SERVER_CPU)
+    child = Child(name, [*argv, *extra], SERVER_CPU, SERVE_ENV)
     base = f"http://127.0.0.1:{port}"
     _wait_healthy(child, base)
     return child, base
@@ -133,3 +148,60 @@ def start_peer(upstream: str) -> tuple[Child, str]:
     base = f"http://127.0.0.1:{port}"
     _wait_healthy(child, base)
     return child, base
+
+
+def start_redis() -> tuple[Child, str]:
+    """A private ``redis-server`` (no persistence) on the server CPU; returns it and its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="serve_bench_redis_")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    child = Child("redis-server", [*argv, "--dir", workdir], SERVER_CPU)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            if time.monotonic() > deadline or child.proc.poll() is not None:
+                raise RuntimeError(f"redis-server did not start: {child.output()}") from None
+            time.sleep(0.05)
+    return child, f"redis://127.0.0.1:{port}/0"
+
+
+def redis_info(url: str) -> dict[str, str]:
+    """``INFO all`` of the Redis server at ``url`` as a flat dict (the benchmark reads
+    ``used_cpu_*`` and ``cmdstat_*`` from it)."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"INFO all\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += s.recv(65536)
+        head, _, rest = data.partition(b"\r\n")
+        want = int(head[1:])
+        while len(rest) < want + 2:
+            rest += s.recv(65536)
+    out = {}
+    for line in rest[:want].decode().splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not key.startswith("#"):
+            out[key] = value
+    return out
+
+
+def start_cluster(
+    upstream: str, extra: list[str], redis_url: str, nodes: int = 2
+) -> list[tuple[Child, str]]:
+    """``nodes`` ``runcast serve --broker redis://`` processes sharing ``redis_url``, all on the
+    server CPU (with the Redis server: one core in all, as memory mode's one process)."""
+    secret = secrets.token_hex(16)
+    out = []
+    for i in range(nodes):
+        argv = [*extra, "--broker", redis_url, "--node-id", f"bench-{i}", "--token-secret", secret]
+        out.append(_start_runcast(upstream, argv, free_port(), f"runcast serve (node {i})"))
+    return out

@@ -19,11 +19,24 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
   event to the last delivery; server CPU (cores) over the run, from ``/proc/<pid>/stat``;
 - the subscribers leave; 3 s later the server's RSS over its level before they came.
 
-nchan (nginx + libnginx-mod-nchan) is not driven yet: a line says it was skipped.
+Other servers in the same run, on the same clients:
+
+- ``nchan`` (nginx with ``libnginx-mod-nchan``, one process on CPU 0; ``_serve_nchan.py``), when
+  installed, else a line says it was skipped: a publisher on the clients' CPU streams the run
+  from the simulator and publishes each event as it arrives; no creator copy;
+- ``redis`` (``--server redis|all``): two ``runcast serve --broker redis://`` nodes and a private
+  ``redis-server``, all on CPU 0 (one core in all, as memory mode), the subscribers of one client
+  process on each node, the creator on the first; the report adds the broker round trips and the
+  Redis scripts per published event and Redis's CPU.
+
+For runcast the server's own fan-out time (``runcast_delivery_lag_seconds`` from ``/metrics``:
+from an upstream read to its frames in every subscriber's buffer) is printed beside the
+client-side latency, which adds the kernel and the clients' CPU to it.
 Everything shares the machine: on a loaded 2-core host the figures swing; compare the ratios.
 
     python bench/serve_bench.py [--n 1000 5000 10000] [--transport sse|ws|both]
-        [--mode paced|burst|both] [--quick] [--json PATH]
+        [--mode paced|burst|both] [--server runcast|peer|redis|nchan|both|all] [--quick]
+        [--serve-arg ARG] [--serve-env KEY=VALUE] [--json PATH]
 """
 
 from __future__ import annotations
@@ -36,9 +49,9 @@ import multiprocessing as mp
 import os
 import re
 import resource
-import shutil
 import sys
 import time
+import urllib.request
 import warnings
 from array import array
 from collections import Counter
@@ -49,12 +62,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _serve_clients import BUCKET_NS, SSE_ID, client_main
+from _serve_nchan import available as nchan_missing
+from _serve_nchan import publish_run, start_nchan
 from _serve_procs import (
     CLIENT_CPU,
+    SERVE_ENV,
     Child,
     cpu_seconds,
+    redis_info,
+    start_cluster,
     start_mock,
     start_peer,
+    start_redis,
     start_runcast,
     two_cpus,
     wait_mock,
@@ -63,7 +82,7 @@ from _serve_procs import (
 _SSE_EVENT = re.compile(rb"(?m)^event: ")
 CLIENT_PROCS = 2
 PACED_DELAY_MS = 5.0  # 200 deltas/s
-KINDS = ("runcast", "peer")
+KINDS = ("runcast", "redis", "peer", "nchan")
 
 
 class Proc:
@@ -161,32 +180,134 @@ def percentiles(hist: Counter[int], qs: tuple[float, ...]) -> list[float]:
     return out
 
 
+class Servers:
+    """The server side of one case: one process (runcast, the peer) or Redis-mode nodes sharing a
+    ``redis-server``; the creator uses the first, client process i subscribes through ``i % n``."""
+
+    def __init__(self, nodes: list[tuple[Child, str]], redis: tuple[Child, str] | None = None):
+        self.children = [c for c, _ in nodes]
+        self.bases = [b for _, b in nodes]
+        self.redis = redis
+
+    def cpu_seconds(self) -> float:
+        return sum(c.cpu_seconds() for c in self.children)
+
+    def rss_bytes(self) -> int:
+        return sum(c.rss_bytes() for c in self.children)
+
+    def _metrics(self) -> list[str]:
+        """Every node's ``/metrics`` lines (none for a server without them: the peer)."""
+        lines: list[str] = []
+        for base in self.bases:
+            try:
+                with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+                    lines += r.read().decode().splitlines()
+            except OSError:
+                return []
+        return lines
+
+    def broker_round_trips(self) -> int:
+        """``runcast_broker_round_trips`` summed over the nodes (0 for a non-runcast server)."""
+        return sum(
+            int(float(line.split()[-1]))
+            for line in self._metrics()
+            if line.startswith("runcast_broker_round_trips")
+        )
+
+    def fanout_buckets(self) -> Counter[float]:
+        """The server's own ``runcast_delivery_lag_seconds`` histogram (cumulative counts by
+        upper bound, summed over the nodes): from an upstream read's arrival to its frames in
+        every subscriber's buffer, one read in 16 sampled."""
+        out: Counter[float] = Counter()
+        for line in self._metrics():
+            if line.startswith("runcast_delivery_lag_seconds_bucket"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[float("inf") if le == "+Inf" else float(le)] += int(float(line.split()[-1]))
+        return out
+
+    def redis_stats(self) -> tuple[float, int]:
+        """The Redis server's CPU seconds so far and its EVALSHA calls (0, 0 without one)."""
+        if self.redis is None:
+            return 0.0, 0
+        info = redis_info(self.redis[1])
+        calls = info.get("cmdstat_evalsha", "calls=0").split(",")[0].split("=")[1]
+        return self.redis[0].cpu_seconds(), int(calls)
+
+    def stop(self) -> None:
+        for c in self.children:
+            c.stop()
+        if self.redis is not None:
+            self.redis[0].stop()
+
+
+def bucket_quantile(cumulative: Counter[float], q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q`` of a cumulative histogram (NaN when
+    it is empty: a server without the metric)."""
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] <= 0:
+        return float("nan")
+    want = q * cumulative[bounds[-1]]
+    return next(b for b in bounds if cumulative[b] >= want)
+
+
 def run_case(
-    clients: list[Proc], server: Child, base: str, kind: str, transport: str, case: dict[str, Any]
+    clients: list[Proc],
+    servers: Servers,
+    kind: str,
+    transport: str,
+    case: dict[str, Any],
+    upstream: str,
 ) -> dict[str, Any]:
     n, mode = case["n"], case["mode"]
-    assistant_id, thread_id = sdk_setup(base)
-    url = f"{base.replace('http', 'ws', 1) if transport == 'ws' else base}/streams/threads/{thread_id}"
-    rss0 = server.rss_bytes()
+    base = servers.bases[0]
+    # nchan is no gateway: the run is set up and streamed from the simulator by its publisher
+    assistant_id, thread_id = sdk_setup(upstream.removesuffix("/v1") if kind == "nchan" else base)
+
+    def url(b: str) -> str:
+        return (
+            f"{b.replace('http', 'ws', 1) if transport == 'ws' else b}/streams/threads/{thread_id}"
+        )
+
+    rss0 = servers.rss_bytes()
     per = [n // CLIENT_PROCS + (1 if i < n % CLIENT_PROCS else 0) for i in range(CLIENT_PROCS)]
     connect_timeout = 120.0
     conns = call_all(
         clients,
         connect_timeout + 30,
-        *(("connect", url, transport, k, connect_timeout) for k in per),
+        *(
+            (
+                "connect",
+                url(servers.bases[i % len(servers.bases)]),
+                transport,
+                k,
+                connect_timeout,
+                "data" if kind == "nchan" else "id",
+            )
+            for i, k in enumerate(per)
+        ),
     )
     ready = sum(c["ready"] for c in conns)
     connect_s = (max(c["end_ns"] for c in conns) - min(c["start_ns"] for c in conns)) / 1e9
     time.sleep(min(0.5, case["settle"]))
-    rss_idle = server.rss_bytes()
+    rss_idle = servers.rss_bytes()
     call_all(clients, 30, *(("arm", 30_000) for _ in clients))
-    cpu0 = server.cpu_seconds()
+    cpu0 = servers.cpu_seconds()
+    trips0, (redis_cpu0, evalsha0) = servers.broker_round_trips(), servers.redis_stats()
+    fanout0 = servers.fanout_buckets()
     client_cpu0 = sum(cpu_seconds(c.proc.pid) for c in clients)
     t0 = time.monotonic_ns()
-    final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
+    if kind == "nchan":
+        final_seq, creator = asyncio.run(publish_run(upstream, base, assistant_id, thread_id))
+    else:
+        final_seq, creator = asyncio.run(sdk_stream(base, assistant_id, thread_id))
     waits = call_all(clients, 400, *(("wait", final_seq, 300.0) for _ in clients))
     t1 = time.monotonic_ns()
-    cpu = server.cpu_seconds() - cpu0
+    cpu = servers.cpu_seconds() - cpu0
+    trips = servers.broker_round_trips() - trips0
+    fanout = servers.fanout_buckets()
+    fanout.subtract(fanout0)
+    redis_cpu1, evalsha1 = servers.redis_stats()
+    redis_cpu, evalsha = redis_cpu1 - redis_cpu0, evalsha1 - evalsha0
     client_cpu = sum(cpu_seconds(c.proc.pid) for c in clients) - client_cpu0
     first = array("q", bytes(8 * (final_seq + 1)))
     for w in waits:
@@ -208,7 +329,7 @@ def run_case(
     window = max(1, max(w["last_ns"] for w in waits) - start) / 1e9
     call_all(clients, 120, *(("close",) for _ in clients))
     time.sleep(case["settle"])
-    rss_left = server.rss_bytes()
+    rss_left = servers.rss_bytes()
     return {
         "server": kind,
         "transport": transport,
@@ -237,6 +358,17 @@ def run_case(
         "creator_lag_max_ms": lags[-1] / 1e6 if lags else float("nan"),
         "stall_max_ms": max(w["stall_ns"] for w in waits) / 1e6,
         "server_cpu_cores": cpu / max(1e-9, (t1 - t0) / 1e9),
+        "nodes": len(servers.bases),
+        # the server's own view (its metric's bucket bounds): how long publishing a read took
+        # until every subscriber's buffer held it; the client-side latency adds the kernel, the
+        # clients' CPU and their backlog to it
+        "server_fanout_p50_ms": bucket_quantile(fanout, 0.50) * 1e3,
+        "server_fanout_p99_ms": bucket_quantile(fanout, 0.99) * 1e3,
+        # Redis mode: the nodes' broker requests and the scripts Redis ran (one per channel per
+        # published batch), per event the run published; the Redis server's CPU over the run
+        "broker_round_trips_per_event": trips / max(1, final_seq),
+        "evalsha_per_event": evalsha / max(1, final_seq),
+        "redis_cpu_cores": redis_cpu / max(1e-9, (t1 - t0) / 1e9),
         # both client processes together, on their one CPU: near 1.0, the clients set the pace
         "client_cpu_cores": client_cpu / max(1e-9, (t1 - t0) / 1e9),
         "rss_idle_per_subscriber_bytes": (rss_idle - rss0) / max(1, ready),
@@ -254,14 +386,26 @@ def run_server(
     transport: str,
     extra: list[str],
 ) -> dict[str, Any]:
-    """One case on a fresh server process, so that RSS and CPU are this case's alone."""
-    server, base = start_runcast(upstream, extra) if kind == "runcast" else start_peer(upstream)
+    """One case on fresh server processes, so that RSS and CPU are this case's alone."""
+    if kind == "runcast":
+        servers = Servers([start_runcast(upstream, extra)])
+    elif kind == "peer":
+        servers = Servers([start_peer(upstream)])
+    elif kind == "nchan":
+        servers = Servers([start_nchan()])
+    else:
+        redis = start_redis()
+        try:
+            servers = Servers(start_cluster(upstream, extra, redis[1]), redis)
+        except BaseException:
+            redis[0].stop()
+            raise
     wait_mock(mock)
     try:
         started = time.monotonic()
-        r = run_case(clients, server, base, kind, transport, case)
+        r = run_case(clients, servers, kind, transport, case, upstream)
     finally:
-        server.stop()
+        servers.stop()
     print(
         f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
         f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']} "
@@ -283,6 +427,7 @@ COLUMNS = (
     ("stall", "stall_max_ms", "{:>7.1f}", False),
     ("connect s", "connect_s", "{:>9.2f}", False),
     ("cores", "server_cpu_cores", "{:>5.2f}", False),
+    ("srv p99", "server_fanout_p99_ms", "{:>7.1f}", False),
     ("cli", "client_cpu_cores", "{:>4.2f}", False),
 )
 
@@ -307,16 +452,29 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{r['rss_idle_per_subscriber_bytes'] / 1024:>6.1f}Ki "
                 f"{r['rss_after_leave_growth_bytes'] / 2**20:>5.1f}Mi {r['lost']:>5} {r['duplicates']:>4}"
             )
-        a, b = index.get(("runcast", t, n, m)), index.get(("peer", t, n, m))
-        if a and b:
-            cells = " ".join(
-                (f"{a[key] / b[key]:>{len(fmt.format(0))}.2f}x" if b[key] else "-").rjust(
-                    len(fmt.format(0))
+        for label, (x, y) in (
+            ("x peer", ("runcast", "peer")),
+            ("x nchan", ("runcast", "nchan")),
+            ("redis/mem", ("redis", "runcast")),
+        ):
+            a, b = index.get((x, t, n, m)), index.get((y, t, n, m))
+            if a and b:
+                cells = " ".join(
+                    (f"{a[key] / b[key]:>{len(fmt.format(0))}.2f}x" if b[key] else "-").rjust(
+                        len(fmt.format(0))
+                    )
+                    for _, key, fmt, _ in COLUMNS
                 )
-                for _, key, fmt, _ in COLUMNS
-            )
-            print(f"{'':<9} {'':>6} {'':<6} {'ratio':<8} {cells}")
+                print(f"{'':<9} {'':>6} {'':<6} {label:<9}{cells}")
     print()
+    for r in results:
+        if r["server"] == "redis":
+            print(
+                f"redis {r['transport']} N={r['n']} {r['mode']}: {r['nodes']} nodes, "
+                f"{r['broker_round_trips_per_event']:.2f} broker round trips and "
+                f"{r['evalsha_per_event']:.2f} EVALSHA per published event, "
+                f"Redis CPU {r['redis_cpu_cores']:.2f} cores (the nodes' CPU is under 'cores')"
+            )
     for r in results:
         if r["connected"] < r["n"]:
             late = r["n"] - r["connected"] - r["connect_failures"]
@@ -339,7 +497,11 @@ def checks(results: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
         out.append((f"{t} N={n} {m}: 0 lost, 0 duplicated", not r["lost"] and not r["duplicates"],
                     float(r["lost"] + r["duplicates"])))  # fmt: skip
         peer = index.get(("peer", t, n, m))
-        if t == "sse" and n == 1000 and m == "burst" and peer:
+        ceiling = index.get(("nchan", t, n, m))
+        if t == "sse" and n == 1000 and m == "burst" and ceiling:
+            ratio = r["deliveries_per_s"] / ceiling["deliveries_per_s"]
+            out.append(("sse N=1000 burst deliveries/s >= 1.0x nchan", ratio >= 1, ratio))
+        elif t == "sse" and n == 1000 and m == "burst" and peer:
             ratio = r["deliveries_per_s"] / peer["deliveries_per_s"]
             out.append(("sse N=1000 burst deliveries/s >= 4x the aiohttp peer", ratio >= 4, ratio))
         if t == "sse" and n == 1000 and m == "paced":
@@ -352,6 +514,22 @@ def checks(results: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
             out.append(
                 (f"sse N=1000 {m}: worst stall < 50 ms", r["stall_max_ms"] < 50, r["stall_max_ms"])
             )
+        mem = index.get(("runcast", t, n, m))
+        redis = index.get(("redis", t, n, m))
+        if kind == "runcast" and mem and redis:
+            ratio = redis["deliveries_per_s"] / mem["deliveries_per_s"]
+            out.append(
+                (f"{t} N={n} {m}: Redis mode >= 0.7x memory deliveries/s", ratio >= 0.7, ratio)
+            )
+            if m == "paced":
+                extra = redis["latency_p99_ms"] - mem["latency_p99_ms"]
+                out.append(
+                    (f"{t} N={n} paced: Redis p99 within memory p99 + 5 ms", extra <= 5, extra)
+                )
+            out.append(
+                (f"{t} N={n} {m}: Redis mode 0 lost, 0 duplicated",
+                 not redis["lost"] and not redis["duplicates"], float(redis["lost"] + redis["duplicates"]))
+            )  # fmt: skip
         if n >= 10_000:
             ok = r["connect_s"] < 5 and r["connected"] == n
             out.append((f"{t} N={n}: all connect in < 5 s", ok, r["connect_s"]))
@@ -381,16 +559,25 @@ def main() -> int:
     parser.add_argument(
         "--burst-events", type=int, help="text deltas of the burst run (default by N)"
     )
-    parser.add_argument("--server", choices=["runcast", "peer", "both"], default="both")
+    parser.add_argument(
+        "--server", choices=["runcast", "peer", "redis", "nchan", "both", "all"], default="both",
+        help="both = runcast, the peer and nchan (when installed); redis = two runcast nodes on a "
+        "private redis-server (subscribers split over them); all = the four",
+    )  # fmt: skip
     parser.add_argument(
         "--serve-arg", action="append", default=[], metavar="ARG",
         help="extra argument for runcast serve (repeatable, e.g. --serve-arg=--coalesce-ms=2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--serve-env", action="append", default=[], metavar="KEY=VALUE",
+        help="environment for runcast serve (repeatable, e.g. --serve-env PYTHONMALLOC=malloc)",
     )  # fmt: skip
     parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds after the subscribers left, then RSS"
     )
     parser.add_argument("--json", type=Path, help="write every result here")
     args = parser.parse_args()
+    SERVE_ENV.update(item.split("=", 1) for item in args.serve_env)
     if args.quick:
         args.n = args.n or [1000]
         args.paced_events = args.paced_events or 200
@@ -398,7 +585,15 @@ def main() -> int:
     ns = args.n or [1000, 5000, 10_000]
     transports = ["sse", "ws"] if args.transport == "both" else [args.transport]
     modes = ["paced", "burst"] if args.mode == "both" else [args.mode]
-    kinds = list(KINDS) if args.server == "both" else [args.server]
+    kinds = {"both": ["runcast", "peer", "nchan"], "all": list(KINDS)}.get(
+        args.server, [args.server]
+    )
+    skipped = nchan_missing()
+    if skipped is not None and "nchan" in kinds:
+        if args.server == "nchan":
+            print(f"nchan: {skipped}", file=sys.stderr)
+            return 2
+        kinds.remove("nchan")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if max(ns) // CLIENT_PROCS + 200 > hard:
@@ -435,16 +630,8 @@ def main() -> int:
     finally:
         for c in clients:
             c.stop()
-    nchan = "nginx" if shutil.which("nginx") else None
-    print(
-        "nchan: skipped ("
-        + (
-            "this benchmark does not drive nchan yet"
-            if nchan
-            else "nginx with libnginx-mod-nchan not installed"
-        )
-        + ")"
-    )
+    if "nchan" not in kinds:
+        print(f"nchan: skipped ({skipped or 'not asked for'})")
     load = os.getloadavg()
     print(
         f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"

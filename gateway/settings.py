@@ -26,6 +26,7 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.flags import host_port, is_origin
 from gateway.hub import HubSettings
+from gateway.hub.redis.tail import TailLimits
 from gateway.logs import LogFormat, LogLevel
 from gateway.mock.settings import MockSettings
 from gateway.tools.settings import ToolSettings
@@ -62,6 +63,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     every node of a cluster."""
     node_id: str | None = None
     """This node's name in a Redis cluster (generated when None)."""
+    broker_tail: TailLimits = msgspec.field(default_factory=TailLimits)
+    """Redis mode: what a node holds of its publishes while Redis is unreachable, to re-append
+    once it is back (past it, publishing waits: ``gateway/hub/redis/tail.py``)."""
     workers: int = 1
     """Processes serving one port (``SO_REUSEPORT``); more than one needs the Redis broker."""
 

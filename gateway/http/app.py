@@ -88,6 +88,7 @@ from .state import (
     RELAYS,
     SETTINGS,
     TOKENS,
+    TOOL_AUTOMATION,
     UPSTREAM,
     UPSTREAM_KEY,
     UPSTREAM_URL,
@@ -98,8 +99,6 @@ from .tokens import mint_token
 __all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app", "statistics"]
 
 log = logging.getLogger("runcast")
-
-TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
 
 
 def create_app(
@@ -296,7 +295,11 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         broker = MemoryBroker(settings.hub, reducer_factory=_reducer)
     else:
         broker = RedisBroker(
-            settings.broker, settings.hub, reducer_factory=_reducer, node_id=settings.node_id
+            settings.broker,
+            settings.hub,
+            reducer_factory=_reducer,
+            node_id=settings.node_id,
+            tail_limits=settings.broker_tail,
         )
         log.info("broker %s, node %s", settings.broker, broker.node_id)
     async with broker:

@@ -6,9 +6,10 @@ Two independent mechanisms:
   upstream key, callers must present one of runcast's own keys and the upstream key is added by
   the upstream client (never echoed); when it holds none, the caller's bearer is passed on as is.
 - :class:`TokenAuthority` mints and checks subscribe tokens: HS256 JWTs (PyJWT) whose ``sub``
-  claim names exactly one channel (``run:<id>`` or ``thread:<id>``) and which expire (``exp``).
-  A thread token also opens the run channels of that thread's runs, so a chat UI holding the
-  thread token can fetch the current run's snapshot. A runcast key in ``Authorization`` is
+  claim names exactly one channel (``run:<id>``, ``thread:<id>``, ``response:<id>`` ...) and
+  which expire (``exp``). A thread token also opens the run channels of that thread's runs, and a
+  conversation token the response channels of that conversation's responses, so a chat UI holding
+  the thread's or conversation's token can fetch the current run's or response's snapshot. A runcast key in ``Authorization`` is
   accepted in place of a token (backends subscribing directly), never in ``?token=``: keys must
   not travel in URLs, in either mode. In open mode every other subscribe request is allowed
   (tokens are still minted, so clients need not know which mode they talk to).
@@ -25,7 +26,6 @@ import jwt
 import msgspec
 from aiohttp import web
 
-from gateway.runs.channels import thread_channel
 from gateway.settings import MIN_TOKEN_SECRET_BYTES
 
 from .errors import RequestError
@@ -129,11 +129,11 @@ class TokenAuthority:
         token = jwt.encode(claims, self._secret, algorithm="HS256")
         return MintedToken(token=token, channel=channel, expires_at=exp)
 
-    def authorize(self, request: web.Request, channel: str, *, thread_id: str | None) -> None:
+    def authorize(self, request: web.Request, channel: str, *, parent: str | None = None) -> None:
         """Allow the subscribe request for ``channel`` or raise 401 (no/bad token) / 403 (scope).
 
-        ``thread_id`` is the thread a run channel belongs to, when known, so that a thread token
-        opens its runs' channels too.
+        ``parent`` is the channel ``channel`` belongs to, when known (a run's thread, a
+        response's conversation), so that the parent's token opens it too.
         """
         in_url = request.query.get("token")
         if in_url is not None and self._callers.is_runcast_key(in_url):
@@ -172,8 +172,8 @@ class TokenAuthority:
             ) from None
         scope = claims.get("sub")
         allowed = {channel}
-        if thread_id is not None:
-            allowed.add(thread_channel(thread_id))
+        if parent is not None:
+            allowed.add(parent)
         if scope not in allowed:
             raise RequestError(
                 403, f"subscribe token is not valid for {channel}", code="token_scope"

@@ -12,6 +12,21 @@ with the ids and subscribe tokens the creator hands to its frontends:
 - ``runcast-channel`` and ``runcast-channel-token`` when the request carries the header
   ``Runcast-Channel: <name>`` (``GET /streams/channels/{name}``).
 
+With tool automation configured, a stream that ends with function calls that all have handlers
+is continued by runcast (``gateway/runs/protocols/toolchain.py``): the follow-ups go on in the
+same channels and in this response, which then ends with the last stream of the chain; with
+the request header ``Runcast-Creator-Stream: first`` it carries the first stream only (for
+``client.responses.stream()``, whose helper holds one response per stream), and the follow-ups
+go on in the channels its head names. A chat creator never gets ``runcast.*`` tool events nor an
+intermediate ``[DONE]``; a Responses creator gets the tool events only with
+``emit_tool_events_to_creator``. ``chat.completions.stream()`` takes the chain (its chunks
+change ``id`` at each follow-up): its final completion has the final answer's content and
+``finish_reason``, with the first completion's ``id`` and the earlier rounds' ``tool_calls``
+still in its message (the helper merges chunks by choice index); the header works there too.
+
+A Responses stream cut before its end that cannot be resumed is polled to its end when the
+request did not say ``store: false`` (``gateway/runs/protocols/responses_recovery.py``).
+
 An upstream failure before the first event is answered as for runs (the upstream's own HTTP
 error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same bytes, with
 ``id: <seq in the stream's channel>`` lines; a creator that falls behind is cut off with
@@ -23,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 import orjson
 from aiohttp import web
@@ -33,7 +48,19 @@ from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_pa
 from gateway.metrics import NO_METER
 from gateway.runs.channels import conversation_channel, named_channel
 from gateway.runs.feed import CreatorFeed
-from gateway.runs.protocols import CHAT, RESPONSES, StreamRelay, StreamStart, conversation_of
+from gateway.runs.protocols import (
+    CHAT,
+    CREATOR_STREAM_HEADER,
+    RESPONSES,
+    ResponseRecovery,
+    StreamRelay,
+    StreamStart,
+    ToolChain,
+    conversation_of,
+    stored,
+    tool_round,
+)
+from gateway.upstream import UpstreamClient, UpstreamResponse
 from parsers.errors import RemoteProtocolError
 from parsers.sse import encode_sse
 
@@ -42,7 +69,7 @@ from .drain import shutting_down
 from .errors import RequestError, upstream_failure
 from .exposition import METRICS
 from .routes import StreamedCall
-from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM
+from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, TOOL_AUTOMATION, UPSTREAM
 from .streams import ID_PATTERN
 
 __all__ = ["CHANNEL_HEADER", "serve_protocol_stream"]
@@ -90,6 +117,7 @@ async def serve_protocol_stream(
     )
     reopen = functools.partial(upstream.open_stream, "GET", api_key=api_key, headers=headers)
     key = upstream.settings.api_key
+    chain = _tool_chain(request, upstream, spec.kind, body, api_key=api_key, headers=headers)
     metrics = app.get(METRICS)
     feed = CreatorFeed(app[SETTINGS].creator_buffer_bytes)
     relay = StreamRelay(
@@ -105,6 +133,10 @@ async def serve_protocol_stream(
         max_event_bytes=upstream.settings.max_event_bytes,
         meter=metrics.meter(_STREAMS[spec.kind]) if metrics is not None else NO_METER,
         scrub=(lambda text: text.replace(key, "***")) if key else str,
+        chain=chain,
+        reconcile=ResponseRecovery(upstream, within=app[SETTINGS].recovery_timeout, api_key=api_key)
+        if call.kind == "response" and stored(body)
+        else None,
     )
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
     try:
@@ -117,6 +149,8 @@ async def serve_protocol_stream(
             if relays.closed:
                 raise shutting_down() from None
             raise upstream_failure(exc) from None
+        if conversation is not None and start.object_id is not None:
+            await relays.note_conversation(start.object_id, conversation)
         response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
         await response.prepare(request)
         await write_feed(
@@ -137,6 +171,40 @@ async def serve_protocol_stream(
         return response
     finally:
         feed.detach()
+
+
+def _tool_chain(
+    request: web.Request,
+    upstream: UpstreamClient,
+    kind: str,
+    body: bytes,
+    *,
+    api_key: str | None,
+    headers: Mapping[str, str],
+) -> ToolChain | None:
+    automation = request.app.get(TOOL_AUTOMATION)
+    if automation is None:
+        return None
+    round_ = tool_round(kind, body)
+    if round_ is None:
+        return None
+    # A follow-up is a new request: the creator's idempotency key named the first one.
+    follow_headers = {k: v for k, v in headers.items() if k.lower() != "idempotency-key"}
+    path = request.rel_url.raw_path.removeprefix("/v1")
+    query = request.rel_url.raw_query_string or None
+
+    def open_follow_up(follow_up: bytes) -> Awaitable[UpstreamResponse]:
+        return upstream.open_stream(
+            "POST", path, body=follow_up, query=query, api_key=api_key, headers=follow_headers
+        )
+
+    return ToolChain(
+        automation,
+        round_,
+        open_follow_up,
+        events_to_creator=kind == "response" and automation.settings.emit_tool_events_to_creator,
+        creator_first=request.headers.get(CREATOR_STREAM_HEADER, "").strip().lower() == "first",
+    )
 
 
 def _head(

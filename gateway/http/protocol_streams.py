@@ -5,7 +5,8 @@
 stream) and ``GET /streams/channels/{name}`` (what creating requests named with
 ``Runcast-Channel``), each with ``.../snapshot``. Transports, resume (``Last-Event-ID`` or
 ``?since=``), ``?snapshot=1`` and token rules are the run channels' (``streams.py``): a token
-opens exactly its channel. A response or chat channel exists once its stream has passed through
+opens exactly its channel, and a conversation's token also opens the channels of the responses
+that named it (noted as they pass through runcast). A response or chat channel exists once its stream has passed through
 runcast (404 before); a conversation or named channel may be subscribed before its first stream.
 """
 
@@ -24,7 +25,7 @@ from gateway.runs.channels import (
 )
 
 from .errors import RequestError
-from .state import BROKER, TOKENS
+from .state import BROKER, RELAYS, TOKENS
 from .streams import ID_PATTERN, serve_channel
 
 __all__ = ["add_protocol_stream_routes"]
@@ -45,13 +46,21 @@ def _unknown(what: str, key: str) -> RequestError:
     return RequestError(404, f"unknown {what} {key!r}", code=code)
 
 
+async def _parent(request: web.Request, what: str, key: str) -> str | None:
+    """The channel whose token also opens this one: a response's conversation."""
+    if what != "response" or request.app[TOKENS].open_mode:
+        return None
+    conversation = await request.app[RELAYS].conversation_of(key)
+    return None if conversation is None else conversation_channel(conversation)
+
+
 def _endpoints(
     what: str, channel_of: Callable[[str], str], create: bool
 ) -> tuple[Handler, Handler]:
     async def stream(request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         channel = channel_of(key)
-        request.app[TOKENS].authorize(request, channel, thread_id=None)
+        request.app[TOKENS].authorize(request, channel, parent=await _parent(request, what, key))
         try:
             return await serve_channel(request, channel, create=create)
         except SubscriberError as exc:
@@ -62,7 +71,7 @@ def _endpoints(
     async def snapshot(request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         channel = channel_of(key)
-        request.app[TOKENS].authorize(request, channel, thread_id=None)
+        request.app[TOKENS].authorize(request, channel, parent=await _parent(request, what, key))
         found = await request.app[BROKER].snapshot(channel)
         if found is None:
             raise _unknown(what, key)

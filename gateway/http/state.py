@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.hub import Broker
 from gateway.runs.registry import RelayRegistry
 from gateway.settings import Settings
+from gateway.tools import ToolAutomation
 from gateway.upstream import UpstreamClient
 
 from .auth import CallerAuth, TokenAuthority
@@ -25,6 +26,7 @@ __all__ = [
     "RELAYS",
     "SETTINGS",
     "TOKENS",
+    "TOOL_AUTOMATION",
     "UPSTREAM",
     "UPSTREAM_KEY",
     "UPSTREAM_URL",
@@ -34,6 +36,8 @@ SETTINGS = web.AppKey("runcast.settings", Settings)
 UPSTREAM_URL = web.AppKey("runcast.upstream_url", str)
 UPSTREAM_KEY = web.AppKey("runcast.upstream_key", bytes)
 """The upstream key runcast holds (b"" when none), to scrub it from relayed error bodies."""
+TOOL_AUTOMATION = web.AppKey("runcast.tool_automation", ToolAutomation)
+"""Set only when tool automation is configured."""
 UPSTREAM = web.AppKey("runcast.upstream", UpstreamClient)
 BROKER = web.AppKey("runcast.broker", Broker)
 RELAYS = web.AppKey("runcast.relays", RelayRegistry)

@@ -84,8 +84,9 @@ async def serve_channel(request: web.Request, channel: str, *, create: bool) -> 
 async def stream_run(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["run_id"]
     channel = run_channel(run_id)
+    thread_id = await request.app[RELAYS].thread_of(run_id)
     request.app[TOKENS].authorize(
-        request, channel, thread_id=await request.app[RELAYS].thread_of(run_id)
+        request, channel, parent=None if thread_id is None else thread_channel(thread_id)
     )
     try:
         return await serve_channel(request, channel, create=False)
@@ -97,15 +98,16 @@ async def stream_run(request: web.Request) -> web.StreamResponse:
 
 async def stream_thread(request: web.Request) -> web.StreamResponse:
     channel = thread_channel(request.match_info["thread_id"])
-    request.app[TOKENS].authorize(request, channel, thread_id=None)
+    request.app[TOKENS].authorize(request, channel)
     return await serve_channel(request, channel, create=True)
 
 
 async def run_snapshot(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     channel = run_channel(run_id)
+    thread_id = await request.app[RELAYS].thread_of(run_id)
     request.app[TOKENS].authorize(
-        request, channel, thread_id=await request.app[RELAYS].thread_of(run_id)
+        request, channel, parent=None if thread_id is None else thread_channel(thread_id)
     )
     snapshot = await request.app[BROKER].snapshot(channel)
     if snapshot is None:

@@ -43,8 +43,10 @@ any response byte is sent, so the caller can answer with its JSON error.
 
 from gateway.hub.backlog import LagPolicy
 from gateway.hub.broker import (
+    DEGRADED_EVENT,
     HISTORY_LOST_EVENT,
     LAGGED_EVENT,
+    RESTORED_EVENT,
     SHUTDOWN_EVENT,
     SHUTDOWN_RETRY_MS,
     SNAPSHOT_EVENT,
@@ -77,8 +79,10 @@ from gateway.hub.transports import (
 )
 
 __all__ = [
+    "DEGRADED_EVENT",
     "HISTORY_LOST_EVENT",
     "LAGGED_EVENT",
+    "RESTORED_EVENT",
     "SHUTDOWN_EVENT",
     "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",

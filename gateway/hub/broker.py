@@ -32,6 +32,13 @@ Notices the hub itself emits on a subscription (never stored in history, never n
                           overflowed; ``n`` is the last seq written to it. The stream ends next;
                           resume with ``since=e-n``. The creator's response ends with the same
                           shape (``error`` makes the openai SDK raise).
+``runcast.degraded``      ``{"reason": r, "since": t}``: this node lost its connection to the
+                          cluster's broker at Unix time ``t`` (``reason``: ``redis_unreachable``).
+                          The stream goes on: on the node publishing the channel, live as
+                          before; elsewhere, what was published meanwhile follows in order once
+                          the connection is back. Sent once per outage to every subscriber (and
+                          to one attaching during it).
+``runcast.restored``      ``{"since": t}``: the outage that began at ``t`` is over.
 ``runcast.shutdown``      ``{"epoch": e, "seq": n, "retry_ms": r}``: the broker is closing (the
                           gateway stops); on SSE with ``retry: r`` so an ``EventSource`` waits that
                           long before it reconnects (to another node). The stream ends next
@@ -48,8 +55,10 @@ from typing import Literal, Protocol, runtime_checkable
 import msgspec
 
 __all__ = [
+    "DEGRADED_EVENT",
     "HISTORY_LOST_EVENT",
     "LAGGED_EVENT",
+    "RESTORED_EVENT",
     "SHUTDOWN_EVENT",
     "SHUTDOWN_RETRY_MS",
     "SNAPSHOT_EVENT",
@@ -73,6 +82,8 @@ __all__ = [
     "lagged_payload",
 ]
 
+DEGRADED_EVENT = "runcast.degraded"
+RESTORED_EVENT = "runcast.restored"
 HISTORY_LOST_EVENT = "runcast.history_lost"
 SNAPSHOT_EVENT = "runcast.snapshot"
 LAGGED_EVENT = "runcast.lagged"

@@ -298,6 +298,20 @@ class Channel:
             if dead:
                 self._drop(sinks, dead, now)
 
+    def notify(self, name: str, data: bytes, now: float, *, only: Sink | None = None) -> None:
+        """Write an unnumbered notice to every subscriber (or to ``only``, if attached here): no
+        seq, no history, no ``id:`` line, so a resume position is never moved by it."""
+        self.flush(now)
+        for fmt, sinks in self._sinks.items():
+            if not sinks or (only is not None and only not in sinks):
+                continue
+            data_bytes = frames.encode_notice(fmt, name, data)
+            targets = [only] if only is not None else list(sinks)
+            # Every attached sink has been written up to last_seq (flushed above).
+            dead = [sink for sink in targets if not sink.send(data_bytes, self.last_seq)]
+            if dead:
+                self._drop(sinks, dead, now)
+
     def start_after(self, seq: int) -> None:
         """Number this (still empty) channel's next event ``seq + 1``: a local copy of a log
         that a multi-node broker starts mirroring part-way through."""

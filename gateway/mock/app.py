@@ -1,7 +1,8 @@
 """``create_app``: the simulated Assistants, Responses and Chat Completions APIs as one aiohttp app.
 
 The app owns one :class:`~gateway.mock.service.MockService` (store + engine) and the Responses and
-Chat services, which start their tasks on the same engine. Driver tasks are
+Chat services, which start their tasks on the same engine, and the journal of creating requests
+(``journal.py``, ``GET /mock/requests``). Driver tasks are
 cancelled at shutdown, before aiohttp waits for open handlers, so streaming handlers end at once,
 and again at cleanup as a safety net (``cleanup_ctx``).
 """
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.mock import chat, responses
+from gateway.mock import chat, journal, responses
 from gateway.mock.middleware import api_middleware
 from gateway.mock.routes import SERVICE_KEY, add_routes
 from gateway.mock.service import MockService
@@ -29,7 +30,9 @@ def create_app(settings: MockSettings | None = None) -> web.Application:
     app[SERVICE_KEY] = service
     app[responses.RESPONSES_KEY] = responses.ResponsesService(service.settings, service.engine)
     app[chat.CHAT_KEY] = chat.ChatService(service.settings, service.engine)
+    app[journal.JOURNAL_KEY] = journal.RequestJournal()
     add_routes(app)
+    journal.add_routes(app)
     responses.add_routes(app)
     chat.add_routes(app)
     app.on_response_prepare.append(_request_id)

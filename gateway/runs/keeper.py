@@ -6,7 +6,8 @@ longer than ``ttl`` must not lose its run) and moves the run's record in
 :class:`~gateway.state.LiveRuns` along, which is what other nodes watch for failover. A renewal
 refused means another node holds the run now: the keeper calls ``on_lost`` once and stops (the
 relay then stops pumping at once). A renewal that fails (the store unreachable) is tried again at
-the next tick; the lease may lapse meanwhile, and the next renewal then finds it lost.
+the next tick; if the lease lapsed meanwhile and nobody took it, the keeper takes it back (a new
+token: ``on_lease`` hands it to the relay's publishes), else the run is lost as above.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ class LeaseKeeper:
         *,
         ttl: float,
         on_lost: Callable[[], None],
+        on_lease: Callable[[Lease], None] | None = None,
     ) -> None:
         self._leases = leases
         self._live = live
         self._ttl = ttl
         self._on_lost = on_lost
+        self._on_lease = on_lease
         self.lease: Lease | None = None
         self.lost = False
         self._task: asyncio.Task[None] | None = None
@@ -116,6 +119,8 @@ class LeaseKeeper:
             finally:
                 check_cancelled()
             if renewed is None:
+                renewed = await self._take_back(lease)
+            if renewed is None:
                 log.warning("run %s: another owner holds the run now; stopping", lease.run_id)
                 self.lost = True
                 self._on_lost()
@@ -127,6 +132,23 @@ class LeaseKeeper:
                 except Exception as exc:
                     log.warning("run %s: live record not moved: %s", lease.run_id, exc)
                 check_cancelled()
+
+    async def _take_back(self, lease: Lease) -> Lease | None:
+        """The lease lapsed (the store was unreachable longer than the ttl): taken again unless
+        someone holds it now."""
+        try:
+            again = await self._leases.acquire(lease.run_id, lease.owner, ttl=self._ttl)
+        except Exception as exc:
+            log.warning("run %s: lease not taken back: %s", lease.run_id, exc)
+            return None
+        finally:
+            check_cancelled()
+        if again is not None:
+            log.warning("run %s: the lease had lapsed; taken back", lease.run_id)
+            self.lease = again
+            if self._on_lease is not None:
+                self._on_lease(again)
+        return again
 
     def fenced(self) -> None:
         """A publish under this lease was refused: the run has a newer owner."""

@@ -11,7 +11,8 @@ ending its stream silently.
 {"messages": n, "steps": n}, "complete"}``: the run was found settled (``status``) after its stream
 broke off for ``reason`` (as in the ``upstream_error`` before it), and the ``missed`` final messages
 and steps follow it (``missed.py``; ``complete`` is false when a listing could not be read to its
-end), then the settled Run as ``thread.run.<status>``.
+end), then the settled Run as ``thread.run.<status>``. (A Responses stream's ``runcast.recovered``
+has its own shape: ``protocols/responses_recovery.py``.)
 
 The run's end is learnt by polling (after its stream broke off, or after runcast cancelled it).
 ``GET /threads/{thread_id}/runs/{run_id}`` (spec §1.2) is polled at the interval the upstream

@@ -127,6 +127,7 @@ class RelayRegistry:
         self._shutdown_timeout = shutdown_timeout
         self._relays: dict[asyncio.Task[None], Relay] = {}
         self._threads = state.threads
+        self._conversations = state.conversations
         self._started = 0
         self._failed = 0
         self._closed = False
@@ -200,6 +201,15 @@ class RelayRegistry:
     async def thread_of(self, run_id: str) -> str | None:
         """The thread of a run that passed through runcast (None if unknown)."""
         return await self._threads.thread_of(run_id)
+
+    async def conversation_of(self, response_id: str) -> str | None:
+        """The conversation of a response that passed through runcast naming one (None if
+        unknown)."""
+        return await self._conversations.thread_of(response_id)
+
+    async def note_conversation(self, response_id: str, conversation_id: str) -> None:
+        """``response_id`` belongs to ``conversation_id`` (its token opens the response)."""
+        await self._conversations.note(response_id, conversation_id)
 
     async def recent_runs(self, limit: int) -> list[tuple[str, str | None]]:
         """Up to ``limit`` runs that passed through runcast, newest first: (run id, thread id)."""

@@ -222,7 +222,9 @@ class RunRelay:
         self._opener = opener
         self._protocol = env.protocol
         self._owner = owner
-        self._keeper = LeaseKeeper(env.leases, env.live, ttl=env.lease_ttl, on_lost=self._lost)
+        self._keeper = LeaseKeeper(
+            env.leases, env.live, ttl=env.lease_ttl, on_lost=self._lost, on_lease=self._fence
+        )
         self._pump_task: asyncio.Task[None] | None = None
         self._adopted = adopted
         """Set: a dead owner's run, taken over (recovered, then pumped as usual)."""
@@ -330,6 +332,10 @@ class RunRelay:
         """Another relay owns the run now: stop pumping at once (the keeper says so)."""
         if self._pump_task is not None:
             self._pump_task.cancel()
+
+    def _fence(self, lease: Lease) -> None:
+        """The keeper holds a new lease on the run (it had lapsed): publishes carry it."""
+        self._out.fence = self._env.leases.fence(lease)
 
     def _lost_creator(self) -> None:
         """The creator's response ends as after a failed stream: the run goes on elsewhere."""

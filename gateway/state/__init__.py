@@ -4,9 +4,10 @@ Each module holds one interface (a ``Protocol`` whose methods are async wherever
 would wait) and its in-memory implementation for a single process: ``leases`` (who owns a run: a
 lease with a fencing token), ``claims`` (the one-submission-per-action claim and clients'
 submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
-``threads`` (run -> thread, read by auth), ``rounds`` (tool rounds per run), ``live`` (runs being
-pumped, for failover) and ``marks`` (runcast's submission of an action, for failover);
-``cancel`` re-raises a cancellation a network client swallowed in a polling loop.
+``threads`` (run -> thread, and response -> conversation, read by auth), ``rounds`` (tool rounds
+per run), ``live`` (runs being pumped, for failover) and ``marks`` (runcast's submission of an
+action, for failover); ``cancel`` re-raises a cancellation a network client swallowed in a
+polling loop.
 :class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
 in-memory set. ``redis`` holds every interface on Redis for several processes and nodes.
 """
@@ -57,6 +58,8 @@ class SharedState:
     claims: ActionClaims
     schedule: ExpirySchedule
     threads: RunThreads
+    conversations: RunThreads
+    """response id -> conversation id of the Responses streams that named a conversation."""
     live: LiveRuns = dataclasses.field(default_factory=MemoryLiveRuns)
     """Runs being pumped, for failover (only a shared store lets another process take over)."""
     marks: SubmissionMarks = dataclasses.field(default_factory=MemorySubmissionMarks)
@@ -72,4 +75,5 @@ class SharedState:
             claims=MemoryActionClaims(),
             schedule=MemoryExpirySchedule(max_entries=max_runs),
             threads=MemoryRunThreads(max_runs=max_runs),
+            conversations=MemoryRunThreads(max_runs=max_runs),
         )

@@ -626,6 +626,9 @@ class RedisState:
             claims=RedisActionClaims(self._client, namespace=namespace),
             schedule=RedisExpirySchedule(self._client, namespace=node, max_entries=max_runs),
             threads=RedisRunThreads(self._client, namespace=namespace, max_runs=max_runs),
+            conversations=RedisRunThreads(
+                self._client, namespace=f"{namespace}:responses", max_runs=max_runs
+            ),
             live=RedisLiveRuns(self._client, namespace=namespace),
             marks=RedisSubmissionMarks(self._client, namespace=namespace),
             shared=True,

@@ -5,7 +5,7 @@ call, the Python-function handler, output encoding), ``webhook`` (HTTP handler, 
 and :func:`verify_signature` for receivers), ``executor`` (one action's calls: concurrency,
 timeouts, failures, deadline), ``events`` (``runcast.tool_call.*`` visibility events),
 ``outcome`` (``Submit | Skip | Cancel``), ``settings`` (``ToolSettings``) and ``automation``
-(``ToolAutomation``, the seam the run relay calls).
+(``ToolAutomation``, the seam the run relay and the Responses/Chat tool chains call).
 
 ``runcast serve --tools my_pkg.tools`` registers the module's ``@tool`` functions; code that
 embeds runcast passes a registry instead::

@@ -10,6 +10,10 @@ Lifecycle: construct with settings (and optionally a registry built in code), ``
         case Skip():    pass requires_action (and the done after it) to the client unchanged
         case Cancel():  POST .../runs/{id}/cancel; outcome.reason says why
 
+Responses and Chat Completions streams that end with function calls are answered through
+:meth:`ToolAutomation.answer_calls` (``gateway/runs/protocols/toolchain.py`` posts the follow-up),
+with the same handlers, rules and events, rounds counted per chain of streams.
+
 Rounds are counted per run to enforce ``max_rounds`` (spec §5: a continuation may end in
 ``requires_action`` again). The same action (same run, same call ids) is answered only once:
 a second ``run_action`` for it returns ``Skip``, so the outputs cannot be submitted twice.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -176,60 +180,125 @@ class ToolAutomation:
         calls = _pending_calls(run)
         if not calls:
             return Skip(reason="the run has no submit_tool_outputs action")
+        deadline = (
+            run.expires_at - self.settings.expiry_margin if run.expires_at is not None else None
+        )
+        return await self._answer(
+            run.id,
+            calls,
+            run_id=run.id,
+            thread_id=run.thread_id,
+            owner={"run_id": run.id, "thread_id": run.thread_id},
+            deadline=deadline,
+            not_after=float(run.expires_at) if run.expires_at is not None else None,
+            emit=emit,
+        )
+
+    def covers(self, calls: Sequence[PendingCall]) -> bool:
+        """Whether :meth:`answer_calls` would answer these calls (the policy check)."""
+        return self._executor.handles(calls)
+
+    def unhandled(self, calls: Sequence[PendingCall]) -> list[PendingCall]:
+        """The calls that have no handler."""
+        return [call for call in calls if self._executor.resolve(call) is None]
+
+    async def answer_calls(
+        self,
+        chain: str,
+        calls: Sequence[PendingCall],
+        *,
+        owner: Mapping[str, str],
+        emit: Emit | None = None,
+    ) -> ActionOutcome:
+        """Answer the function calls a Responses or Chat Completions stream ended with.
+
+        ``chain`` names the chain of streams the calls belong to (its first stream's id): its
+        rounds count against ``max_rounds`` as a run's submissions do, and the same calls are
+        answered only once. ``owner`` names the stream in the events (``{"response_id": ...}``
+        or ``{"completion_id": ...}``); handlers see its id as ``ToolCall.run_id`` (and an empty
+        ``thread_id``), so a webhook's ``Idempotency-Key`` is ``<stream id>:<call id>``. There
+        is no deadline: nothing upstream expires while the handlers run.
+        """
+        if self._pool is None:
+            raise RuntimeError("ToolAutomation.answer_calls() before start()")
+        stream_id = next(iter(owner.values()), chain)
+        return await self._answer(
+            chain,
+            calls,
+            run_id=stream_id,
+            thread_id="",
+            owner=owner,
+            deadline=None,
+            not_after=None,
+            emit=emit,
+        )
+
+    async def _answer(
+        self,
+        key: str,
+        calls: Sequence[PendingCall],
+        *,
+        run_id: str,
+        thread_id: str,
+        owner: Mapping[str, str],
+        deadline: float | None,
+        not_after: float | None,
+        emit: Emit | None,
+    ) -> ActionOutcome:
+        if not calls:
+            return Skip(reason="no tool calls to answer")
         if not self._executor.handles(calls):
             missing = sorted({c.function.name for c in calls if self._executor.resolve(c) is None})
             return Skip(reason=f"no handler for {', '.join(map(repr, missing))} (policy 'all')")
 
-        state = await self._rounds.get(run.id)
+        state = await self._rounds.get(key)
         action = tuple(call.id for call in calls)
         if state.last_action == action:
             return Skip(reason="this action is already being answered")
         done = state.rounds
         if done >= self.settings.max_rounds:
             return await self._cancel(
-                run, emit, f"tool round limit reached ({self.settings.max_rounds} submissions)"
+                key,
+                owner,
+                emit,
+                f"tool round limit reached ({self.settings.max_rounds} submissions)",
             )
 
         answering = RoundState(rounds=state.rounds, last_action=action)
-        if not await self._rounds.swap(run.id, state, answering):
+        if not await self._rounds.swap(key, state, answering):
             return Skip(reason="this action is already being answered")
         decided = False
         try:
-            deadline = (
-                run.expires_at - self.settings.expiry_margin if run.expires_at is not None else None
-            )
             result = await self._executor.run(
-                calls, run_id=run.id, thread_id=run.thread_id, deadline=deadline, emit=emit
+                calls, run_id=run_id, thread_id=thread_id, deadline=deadline, emit=emit, owner=owner
             )
             decided = True
         finally:
             if not decided:
                 # Interrupted (e.g. the relay was cancelled): the action may be tried again.
                 await self._rounds.swap(
-                    run.id, answering, RoundState(rounds=answering.rounds, last_action=None)
+                    key, answering, RoundState(rounds=answering.rounds, last_action=None)
                 )
         # handles() was checked above, so the executor answered rather than declined.
         assert result is not None
         if result.cancel_reason is not None:
-            return await self._cancel(run, emit, result.cancel_reason)
-        await self._rounds.swap(run.id, answering, RoundState(rounds=done + 1, last_action=action))
-        log.info(
-            "run %s: answering %d tool call(s), round %d", run.id, len(result.results), done + 1
-        )
+            return await self._cancel(key, owner, emit, result.cancel_reason)
+        await self._rounds.swap(key, answering, RoundState(rounds=done + 1, last_action=action))
+        log.info("%s: answering %d tool call(s), round %d", run_id, len(result.results), done + 1)
         return Submit(
             tool_outputs=tuple(
                 ToolOutput(tool_call_id=r.tool_call_id, output=r.output) for r in result.results
             ),
             results=result.results,
             round=done + 1,
-            not_after=float(run.expires_at) if run.expires_at is not None else None,
+            not_after=not_after,
         )
 
-    async def _cancel(self, run: Run, emit: Emit | None, reason: str) -> Cancel:
-        log.warning("run %s: cancelling: %s", run.id, reason)
-        await publish(
-            emit, events.automation_cancelled(run_id=run.id, thread_id=run.thread_id, reason=reason)
-        )
+    async def _cancel(
+        self, key: str, owner: Mapping[str, str], emit: Emit | None, reason: str
+    ) -> Cancel:
+        log.warning("%s: stopping tool automation: %s", key, reason)
+        await publish(emit, events.automation_cancelled(**owner, reason=reason))
         return Cancel(reason=reason)
 
     def _resolve(self, name: str) -> Handler | None:

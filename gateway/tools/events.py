@@ -1,14 +1,21 @@
-"""The ``runcast.*`` events tool automation adds to a run's subscriber channels.
+"""The ``runcast.*`` events tool automation adds to a run's or a stream's subscriber channels.
 
 Each builder returns ``(event name, JSON data bytes)``, ready to publish next to the upstream
-events. Names and payloads::
+events. The payload starts with the ids of what the calls belong to (its *owner*): ``run_id`` and
+``thread_id`` for an Assistants run, ``response_id`` (the response whose ``function_call`` items
+are answered) for a Responses stream, ``completion_id`` for a Chat Completions stream; in what
+follows, ``{owner}`` stands for them. Names and payloads::
 
-    runcast.tool_call.started    {"run_id", "thread_id", "tool_call_id", "name"}
+    runcast.tool_call.started    {owner, "tool_call_id", "name"}
     runcast.tool_call.completed  {... , "duration_ms"}
     runcast.tool_call.failed     {... , "duration_ms", "error"}
-    runcast.tool_automation.cancelled   {"run_id", "thread_id", "reason"}
+    runcast.tool_automation.cancelled   {owner, "reason"}
     runcast.tool_automation.superseded  {"run_id", "thread_id", "reason"}
     runcast.tool_automation.rejected    {"run_id", "thread_id", "reason", "status"}
+    runcast.tool_automation.skipped     {owner, "reason", "calls": [{"tool_call_id", "name"}]}
+
+``tool_call_id`` is the call's id: Assistants' ``tool_calls[].id``, a Responses
+``function_call``'s ``call_id``, a chat ``tool_calls[].id``.
 
 ``duration_ms`` is the handler's wall time in milliseconds (0 for calls that never reached a
 handler: invalid arguments, no handler). ``cancelled`` says why runcast is cancelling the run
@@ -16,6 +23,11 @@ handler: invalid arguments, no handler). ``cancelled`` says why runcast is cance
 submitted the outputs itself (through runcast) while runcast was answering, so runcast stopped
 and did not submit. ``rejected``: the upstream refused runcast's submission (``status`` is its
 HTTP status, ``reason`` its message), typically because the run no longer waits for outputs.
+``skipped`` (Responses and Chat streams): runcast did not answer these calls (some have no
+handler, or the chain cannot be continued), so the stream ends as the upstream gave it and they
+are left to the application. On a Responses or Chat stream ``cancelled`` means runcast stopped
+answering (round limit, a failed handler with ``on_error=cancel``): nothing is cancelled upstream,
+the stream ends as the upstream gave it.
 
 The creator's OpenAI-format response gets these events only when asked for, and then through
 :func:`creator_view`: the openai SDK raises on any non-``thread.*`` event whose data has a truthy
@@ -26,13 +38,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
 __all__ = [
     "AUTOMATION_CANCELLED",
     "AUTOMATION_REJECTED",
+    "AUTOMATION_SKIPPED",
     "AUTOMATION_SUPERSEDED",
     "TOOL_CALL_COMPLETED",
     "TOOL_CALL_FAILED",
@@ -43,6 +56,7 @@ __all__ = [
     "ToolCallEvent",
     "automation_cancelled",
     "automation_rejected",
+    "automation_skipped",
     "automation_superseded",
     "creator_view",
     "publish",
@@ -57,11 +71,16 @@ TOOL_CALL_FAILED = "runcast.tool_call.failed"
 AUTOMATION_CANCELLED = "runcast.tool_automation.cancelled"
 AUTOMATION_SUPERSEDED = "runcast.tool_automation.superseded"
 AUTOMATION_REJECTED = "runcast.tool_automation.rejected"
+AUTOMATION_SKIPPED = "runcast.tool_automation.skipped"
 
 
 class ToolCallEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    run_id: str
-    thread_id: str
+    """A ``runcast.tool_call.*`` payload, as its readers decode it (one of the owners is set)."""
+
+    run_id: str | None = None
+    thread_id: str | None = None
+    response_id: str | None = None
+    completion_id: str | None = None
     tool_call_id: str
     name: str
     duration_ms: float | None = None
@@ -102,44 +121,37 @@ async def publish(emit: Emit | None, event: tuple[str, bytes]) -> None:
         log.exception("could not publish %s", event[0])
 
 
-def tool_call_started(
-    *, run_id: str, thread_id: str, tool_call_id: str, name: str
-) -> tuple[str, bytes]:
-    event = ToolCallEvent(run_id=run_id, thread_id=thread_id, tool_call_id=tool_call_id, name=name)
-    return TOOL_CALL_STARTED, _encode(event)
+def tool_call_started(*, tool_call_id: str, name: str, **owner: str) -> tuple[str, bytes]:
+    """``owner``: ``run_id`` and ``thread_id``, or ``response_id``, or ``completion_id``."""
+    return TOOL_CALL_STARTED, _encode({**owner, "tool_call_id": tool_call_id, "name": name})
 
 
 def tool_call_completed(
-    *, run_id: str, thread_id: str, tool_call_id: str, name: str, duration_ms: float
+    *, tool_call_id: str, name: str, duration_ms: float, **owner: str
 ) -> tuple[str, bytes]:
-    event = ToolCallEvent(
-        run_id=run_id,
-        thread_id=thread_id,
-        tool_call_id=tool_call_id,
-        name=name,
-        duration_ms=round(duration_ms, 3),
-    )
-    return TOOL_CALL_COMPLETED, _encode(event)
+    payload = {**owner, "tool_call_id": tool_call_id, "name": name}
+    return TOOL_CALL_COMPLETED, _encode({**payload, "duration_ms": round(duration_ms, 3)})
 
 
 def tool_call_failed(
-    *, run_id: str, thread_id: str, tool_call_id: str, name: str, duration_ms: float, error: str
+    *, tool_call_id: str, name: str, duration_ms: float, error: str, **owner: str
 ) -> tuple[str, bytes]:
-    event = ToolCallEvent(
-        run_id=run_id,
-        thread_id=thread_id,
-        tool_call_id=tool_call_id,
-        name=name,
-        duration_ms=round(duration_ms, 3),
-        error=error,
+    payload = {**owner, "tool_call_id": tool_call_id, "name": name}
+    return TOOL_CALL_FAILED, _encode(
+        {**payload, "duration_ms": round(duration_ms, 3), "error": error}
     )
-    return TOOL_CALL_FAILED, _encode(event)
 
 
-def automation_cancelled(*, run_id: str, thread_id: str, reason: str) -> tuple[str, bytes]:
-    return AUTOMATION_CANCELLED, _encode(
-        AutomationCancelled(run_id=run_id, thread_id=thread_id, reason=reason)
-    )
+def automation_cancelled(*, reason: str, **owner: str) -> tuple[str, bytes]:
+    return AUTOMATION_CANCELLED, _encode({**owner, "reason": reason})
+
+
+def automation_skipped(
+    *, reason: str, calls: Sequence[tuple[str, str]], **owner: str
+) -> tuple[str, bytes]:
+    """``calls``: (tool_call_id, name) of every call left to the application."""
+    listed = [{"tool_call_id": call_id, "name": name} for call_id, name in calls]
+    return AUTOMATION_SKIPPED, _encode({**owner, "reason": reason, "calls": listed})
 
 
 def automation_superseded(*, run_id: str, thread_id: str, reason: str) -> tuple[str, bytes]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -162,11 +162,16 @@ class ToolExecutor:
         thread_id: str,
         deadline: float | None = None,
         emit: Emit | None = None,
+        owner: Mapping[str, str] | None = None,
     ) -> ActionResult | None:
         """Answer every call, or return None when the policy leaves the action to the client.
 
         ``deadline`` is Unix time by which every output must be ready (None: no deadline).
+        ``owner`` names the calls' owner in the events (default: ``run_id`` and ``thread_id``;
+        ``{"response_id": ...}`` for a Responses stream, see ``events.py``).
         """
+        if owner is None:
+            owner = {"run_id": run_id, "thread_id": thread_id}
         if not self.handles(calls):
             return None
         handlers = [self.resolve(call) for call in calls]
@@ -192,7 +197,13 @@ class ToolExecutor:
                         for index, (call, handler) in enumerate(zip(calls, handlers, strict=True)):
                             group.create_task(
                                 self._answer(
-                                    index, call, handler, run_id, thread_id, results, started, emit
+                                    index,
+                                    call,
+                                    handler,
+                                    (run_id, thread_id, owner),
+                                    results,
+                                    started,
+                                    emit,
                                 )
                             )
                 except* _Abort as aborted:
@@ -213,8 +224,7 @@ class ToolExecutor:
                     await publish(
                         emit,
                         events.tool_call_failed(
-                            run_id=run_id,
-                            thread_id=thread_id,
+                            **owner,
                             tool_call_id=call.id,
                             name=call.function.name,
                             duration_ms=_since(t0),
@@ -233,14 +243,14 @@ class ToolExecutor:
         index: int,
         call: PendingCall,
         handler: Handler | None,
-        run_id: str,
-        thread_id: str,
+        who: tuple[str, str, Mapping[str, str]],
         results: list[CallResult | None],
         started: dict[int, float],
         emit: Emit | None,
     ) -> None:
         name = call.function.name
-        ids = {"run_id": run_id, "thread_id": thread_id, "tool_call_id": call.id, "name": name}
+        run_id, thread_id, owner = who
+        ids = {**owner, "tool_call_id": call.id, "name": name}
         abortable = self._on_error == "cancel"
         if handler is None:
             # Only reachable with policy "error"; not a handler failure, so never a cancel.

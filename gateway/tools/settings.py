@@ -38,7 +38,8 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     - ``timeout``: seconds one call may take (webhook retries included).
     - ``concurrency``: calls running at once across all runs; ``threads``: worker threads for
       sync Python handlers (a sync handler that times out keeps its thread until it returns).
-    - ``max_rounds``: submissions per run before runcast cancels it (a model stuck in a tool loop).
+    - ``max_rounds``: submissions per run before runcast cancels it (a model stuck in a tool loop);
+      for a Responses or Chat stream, follow-ups per chain before runcast stops answering.
     - ``expiry_margin``: seconds kept free before the action's ``expires_at`` for the submission
       itself; handlers that cannot finish before ``expires_at - expiry_margin`` cancel the run
       (spec §5: a run missing its deadline expires anyway).
@@ -48,7 +49,8 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     - ``show_requires_action``: whether the creator's stream shows a ``requires_action`` that
       runcast answers itself (hidden by default so an app that also submits cannot race runcast).
     - ``emit_tool_events_to_creator``: whether ``runcast.tool_call.*`` events also go to the
-      creator's OpenAI-format response (subscriber channels always get them).
+      creator's OpenAI-format response (subscriber channels always get them); Assistants and
+      Responses creators only (a chat creator's SDK would read them as chunks).
     """
 
     modules: tuple[str, ...] = ()

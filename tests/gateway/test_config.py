@@ -200,3 +200,11 @@ def test_runcast_config_process_prints_the_effective_configuration(tmp_path: Pat
         "runcast config: error: hub.heartbeat_interval = '-3' (from env "
         "RUNCAST_HUB_HEARTBEAT_INTERVAL)"
     )
+
+
+def test_the_redis_tail_bound_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    toml = "[broker_tail]\nmax_events = 500\nmax_bytes = 65536\n"
+    effective = _load(tmp_path, toml, {"RUNCAST_BROKER_TAIL_MAX_EVENTS": "700"})
+    tail = effective.settings.broker_tail
+    assert (tail.max_events, tail.max_bytes, tail.max_total_bytes) == (700, 65536, 64 << 20)
+    assert effective.sources["broker_tail.max_events"] == "env RUNCAST_BROKER_TAIL_MAX_EVENTS"

@@ -3,15 +3,19 @@
 Keys of one channel share the hash tag ``{<channel>}``, so every script touches one Cluster slot:
 
 ``<prefix>:{<ch>}:meta``  hash: ``ep`` epoch (set when the log starts), ``s`` last seq, ``end`` the
-                          last seq when the channel was closed (absent while open)
-``<prefix>:{<ch>}:log``   stream: entry id ``<seq>-0``, fields ``e`` (event name), ``d`` (data)
+                          last seq when the channel was closed (absent while open), ``bt`` and
+                          ``bf`` the token and first seq of the last batch appended
+``<prefix>:{<ch>}:log``   stream: entry id ``<seq>-0``, fields ``e`` (event name), ``d`` (data),
+                          and ``b`` (the batch's token) on a batch's first entry
 
 A published batch is one ``EVALSHA`` of :data:`APPEND`: it numbers the batch (``HINCRBY``), appends
 each event with its seq as the entry id (``XADD MAXLEN ~``), refreshes the TTLs and announces the
 whole batch with one ``PUBLISH`` on ``<prefix>:live``, the channel every node's follower reads.
+A batch the publisher numbered itself while Redis was unreachable (``tail.py``) is appended at
+those seqs, and a retry of a batch that already landed is recognised by its token and skipped.
 A publish may carry a fence (the run's lease key and the publisher's token): the script refuses
-the batch when that key holds a newer token (one extra ``GET``). A meta hash that vanished (Redis restarted without persistence, or the keys expired) gets a new
-epoch, so no position from before can match what follows.
+the batch when that key holds a newer token (one extra ``GET``). A meta hash that vanished (Redis
+restarted without persistence, or the keys expired) gets a new epoch, so no position from before can match what follows.
 
 Live messages (bytes, fields separated by LF)::
 
@@ -39,36 +43,62 @@ __all__ = [
 ]
 
 APPEND = """
+local n = tonumber(ARGV[6])
 if KEYS[3] then
   local lease = redis.call('GET', KEYS[3])
-  local token = tonumber(ARGV[8 + 2 * tonumber(ARGV[6])])
-  if lease and tonumber(string.match(lease, '^%d+')) > token then return false end
+  if lease and tonumber(string.match(lease, '^%d+')) > tonumber(ARGV[11 + 2 * n]) then
+    return false
+  end
 end
-local ep = redis.call('HGET', KEYS[1], 'ep')
+local want = tonumber(ARGV[10])
+local m = redis.call('HMGET', KEYS[1], 'ep', 's', 'bt', 'bf')
+local ep = m[1]
+if ep and m[3] == ARGV[8] then
+  return {ep, tonumber(m[4]), 1}
+end
+if want > 0 and ep == ARGV[9] and tonumber(m[2]) >= want + n - 1 then
+  local got = redis.call('XRANGE', KEYS[2], want .. '-0', want .. '-0')[1]
+  if got and got[2][5] == 'b' and got[2][6] == ARGV[8] then
+    return {ep, want, 1}
+  end
+end
 if not ep then
   ep = ARGV[2]
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'ep', ep, 's', 0)
 end
-local n = tonumber(ARGV[6])
 local last = redis.call('HINCRBY', KEYS[1], 's', n)
 local first = last - n + 1
 redis.call('HDEL', KEYS[1], 'end')
-for i = 0, n - 1 do
+redis.call('HSET', KEYS[1], 'bt', ARGV[8], 'bf', first)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], first .. '-0',
+           'e', ARGV[11], 'd', ARGV[12], 'b', ARGV[8])
+for i = 1, n - 1 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], (first + i) .. '-0',
-             'e', ARGV[8 + 2 * i], 'd', ARGV[9 + 2 * i])
+             'e', ARGV[11 + 2 * i], 'd', ARGV[12 + 2 * i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[1], 'P\\n' .. ARGV[5] .. '\\n' .. ep .. '\\n' .. first .. '\\n' .. ARGV[7])
-return {ep, first}
+local moved = 0
+if want > 0 and (first ~= want or ep ~= ARGV[9]) then moved = 2 end
+return {ep, first, moved}
 """
 """KEYS: meta, log, optionally the run's lease key (the fence). ARGV: live channel, epoch if new,
-max length, TTL (s), channel name, event count, encoded batch, then name and data of each event,
-then (with a fence) the publisher's token. Returns ``{epoch, first seq}``, or nil (nothing written) when
-the lease key holds ``<token>|...`` with a greater token than the batch's: the publisher lost its
-run to another holder. (The lease key lives outside the channel's hash tag: a Redis Cluster
-deployment would need it in the channel's slot.)"""
+max length, TTL (s), channel name, event count, encoded batch, the batch's token, the epoch and
+first seq it was numbered with locally (``""`` and ``0`` when Redis numbers it), then name and
+data of each event, then (with a fence) the publisher's lease token.
+
+With a fence, nil (nothing written) when the lease key holds ``<token>|...`` with a greater token
+than the publisher's: it lost its run to another holder. (The lease key lives outside the
+channel's hash tag: a Redis Cluster deployment would need it in the channel's slot.)
+
+Returns ``{epoch, first seq, status}``: ``0`` appended (at the wanted seqs, if any), ``1`` already
+in the log (a retry whose first attempt landed: nothing appended, nothing announced), ``2``
+appended at other seqs than wanted (the log moved on: another epoch, or others' events there).
+The token is stored on the batch's first entry (field ``b``) and, for the channel's last batch,
+in the meta (``bt``, ``bf`` its first seq): a retry is recognised by it, never by position
+alone, so another node's events at those seqs are not mistaken for ours."""
 
 CLOSE = """
 local ep = redis.call('HGET', KEYS[1], 'ep')

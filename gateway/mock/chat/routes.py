@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from gateway.mock import journal
 from gateway.mock.bodies import read_body
 from gateway.mock.chat.requests import CreateChatRequest
 from gateway.mock.chat.service import ChatService
@@ -20,6 +21,7 @@ _CREATE = msgspec.json.Decoder(CreateChatRequest)
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
+    await journal.record(request)
     req = await read_body(request, _CREATE)
     assert req is not None
     driver = request.app[CHAT_KEY].create(req, request.headers)

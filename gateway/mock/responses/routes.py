@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.mock import journal
 from gateway.mock.bodies import read_body
 from gateway.mock.errors import APIError
 from gateway.mock.logstream import stream_log
@@ -40,6 +41,7 @@ def _svc(request: web.Request) -> ResponsesService:
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
+    await journal.record(request)
     req = await read_body(request, _CREATE)
     assert req is not None
     record = _svc(request).create(req, request.headers)

@@ -7,6 +7,10 @@ hub numbers it per channel. Unless it is for subscribers only, it is then pushed
 cut off can resume from ``GET /streams/<kind>/<id>?since=<id>``. The push never blocks. Frames
 that came without an ``event:`` line go to the creator without one too: the openai SDK reads an
 unnamed frame as a chunk or a Responses event, but wraps a named one it does not know.
+
+When runcast continues a stream with tool outputs (``toolchain.py``), the follow-up's events go
+on in the first stream's channel (``own``, which numbers the creator's ids) and also in the
+follow-up's own channel (``current``), closed when that stream ends.
 """
 
 from __future__ import annotations
@@ -27,20 +31,22 @@ _UNNAMED = "message"
 class ChannelPublisher:
     """Publishes one stream's events to the hub and its creator's feed."""
 
-    __slots__ = ("_broker", "_feed", "_others", "own", "seq")
+    __slots__ = ("_broker", "_feed", "_others", "current", "last", "own")
 
     def __init__(self, broker: Broker, feed: CreatorFeed | None, others: Sequence[str]) -> None:
         self._broker = broker
         self._feed = feed
         self._others = list(others)
         self.own: str | None = None
-        """The stream's own channel, once its id is known."""
-        self.seq: int | None = None
-        """The seq of the last event published to ``own``."""
+        """The stream's own channel, once its id is known (the first stream's, in a chain)."""
+        self.current: str | None = None
+        """A follow-up stream's own channel, while it is relayed."""
+        self.last: Position | None = None
+        """The position of the last event published to ``own``."""
 
     @property
     def channels(self) -> list[str]:
-        return [self.own, *self._others] if self.own is not None else list(self._others)
+        return [c for c in (self.own, self.current) if c is not None] + self._others
 
     async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
         first: Position | None = None
@@ -50,13 +56,23 @@ class ChannelPublisher:
             if self.own is not None:
                 first = firsts.get(self.own)
                 if first is not None:
-                    self.seq = first.seq + len(events) - 1
+                    self.last = Position(first.epoch, first.seq + len(events) - 1)
+        if to_creator:
+            self._push(events, first)
+
+    def to_creator(self, events: Sequence[HubEvent]) -> None:
+        """Give the creator events the channels do not get in this form; they carry the id of
+        the last event published to ``own``."""
+        self._push(events, self.last, step=0)
+
+    def _push(self, events: Sequence[HubEvent], first: Position | None, *, step: int = 1) -> None:
         feed = self._feed
-        if to_creator and feed is not None and feed.accepting:
-            for i, event in enumerate(events):
-                event_id = None if first is None else str(Position(first.epoch, first.seq + i))
-                name = None if event.name == _UNNAMED else event.name
-                feed.push(encode_sse(event.data, event=name, id=event_id), event_id=event_id)
+        if feed is None or not feed.accepting:
+            return
+        for i, event in enumerate(events):
+            event_id = None if first is None else str(Position(first.epoch, first.seq + i * step))
+            name = None if event.name == _UNNAMED else event.name
+            feed.push(encode_sse(event.data, event=name, id=event_id), event_id=event_id)
 
     def end_creator(self) -> None:
         if self._feed is not None:
@@ -67,5 +83,12 @@ class ChannelPublisher:
             self._feed.stop()
 
     async def close_own(self) -> None:
+        await self.close_current()
         if self.own is not None:
             await self._broker.close_channel(self.own)
+
+    async def close_current(self) -> None:
+        """A follow-up stream is over: its own channel closes."""
+        current, self.current = self.current, None
+        if current is not None:
+            await self._broker.close_channel(current)

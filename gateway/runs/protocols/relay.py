@@ -20,12 +20,27 @@ last word is resumed after its last ``sequence_number`` through the spec's ``res
 but 408 and 429: the upstream will not resume it); an event at or
 before that number is never relayed twice, so nobody sees a gap or a duplicate.
 
+Reconciliation. A stream cut that cannot be resumed (or not any more), whose id is known, is
+handed to the ``reconcile`` callable when the relay has one (a stored response:
+``responses_recovery.py``): what it returns (``runcast.recovered`` then the protocol's last word
+built from the finished object) is published in place of the lost tail, and ends the stream
+(and a tool chain: the reconciled stream is not continued). Without one, or when it cannot learn
+the end, the stream ends with ``runcast.upstream_lost``.
+
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
 chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or breaks before it
-(and cannot be resumed) publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "<kind>_id", "cursor"}``; its
+(and cannot be resumed) publishes ``runcast.upstream_lost`` (``{"error": {...}, "reason", "kind", "id", "cursor"}``, and
+``status`` when the object was found ended without a last word of its own; its
 ``error`` member makes the openai SDK raise) to the channels and the creator: a chat stream is
 never retried, since a retry regenerates and bills again. The stream's own channel is closed
 once the stream is over; the channels named up front stay open for the next stream.
+
+Tool chains. With a :class:`~gateway.runs.protocols.toolchain.ToolChain`, a stream that ends
+with function calls runcast answers is continued by a follow-up stream, pumped by this same task
+into the same channels (and the creator's response, unless it asked for the first stream only);
+the follow-up also gets its own channel, closed at its end. Each stream of the chain has its own
+id, cursor and resumption; a follow-up that fails, even before its first event (its POST is never
+retried), ends the chain with ``runcast.upstream_lost``.
 """
 
 from __future__ import annotations
@@ -53,7 +68,8 @@ from ..feed import CreatorFeed
 from ..recovery import failure_reason
 from ..relay import Readiness
 from .publisher import ChannelPublisher
-from .spec import StreamSpec
+from .spec import Reconcile, StreamSpec
+from .toolchain import ToolChain
 
 __all__ = ["UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
 
@@ -83,12 +99,14 @@ class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: str = "upstream_lost"
 
 
-class _Lost(msgspec.Struct, frozen=True, kw_only=True):
+class _Lost(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: _ErrorBody
     reason: str
     kind: str
     id: str | None
     cursor: int | None
+    status: str | None = None
+    """The object's terminal status, when a reconciliation found one with no event (cancelled)."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -119,8 +137,16 @@ class StreamRelay:
         max_event_bytes: int | None = None,
         scrub: Callable[[str], str] = str,
         meter: RunMeter = NO_METER,
+        chain: ToolChain | None = None,
+        reconcile: Reconcile | None = None,
     ) -> None:
         self._spec = spec
+        self._reconcile = reconcile
+        self._chain = chain
+        self._round = 0
+        """0 for the creating request's stream, n for the n-th follow-up."""
+        self._held_end: HubEvent | None = None
+        """The end marker held back while the chain is expected to go on."""
         self._opener = opener
         self._reopen = reopen
         self._meter = meter
@@ -141,7 +167,8 @@ class StreamRelay:
         """Resumptions since the last new event."""
         self._outcome = "no_stream"
         """How the relay ended, for the metrics: ``ended`` (the protocol's last word),
-        ``upstream_lost`` or ``no_stream`` (refused, or stopped before its end)."""
+        ``recovered`` (reconciled from the finished object), ``upstream_lost`` or ``no_stream``
+        (refused, or stopped before its end)."""
 
     @property
     def object_id(self) -> str | None:
@@ -157,37 +184,71 @@ class StreamRelay:
         self._out.stop_creator()
 
     async def run(self) -> None:
-        opener = self._opener
+        opener: Callable[[], Awaitable[UpstreamResponse]] | None = self._opener
         self._outcome = "no_stream"
         try:
-            while True:
-                opened = self._meter.opened()
-                try:
-                    await self._pump(opener, opened)
-                    return
-                except (UpstreamError, RemoteProtocolError) as exc:
-                    self._meter.closed(opened)
-                    self._meter.failed(failure_reason(exc))
-                    if self._ended:
-                        # After the last word a cut is an end (OpenAI closes without `[DONE]`).
-                        log.debug(
-                            "%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc
-                        )
-                        return
-                    if not self._received:
-                        self.ready.failed(exc)
-                        return
-                    resumed = await self._resumption(exc)
-                    if resumed is None:
-                        self._outcome = "upstream_lost"
-                        await self._lost(exc)
-                        return
-                    opener = resumed
+            while opener is not None and await self._relay_stream(opener):
+                opener = await self._follow_up()
         finally:
             try:
                 await self._finish()
             finally:
                 self._meter.finished(self._outcome)
+
+    async def _relay_stream(self, opener: Callable[[], Awaitable[UpstreamResponse]]) -> bool:
+        """Pump one upstream stream, resumed if cut; True when it ended with its last word."""
+        while True:
+            opened = self._meter.opened()
+            try:
+                await self._pump(opener, opened)
+                return True
+            except (UpstreamError, RemoteProtocolError) as exc:
+                self._meter.closed(opened)
+                self._meter.failed(failure_reason(exc))
+                if self._ended:
+                    # After the last word a cut is an end (OpenAI closes without `[DONE]`).
+                    log.debug(
+                        "%s %s: closed after its end: %s", self._spec.kind, self._object_id, exc
+                    )
+                    return True
+                if not self._received and self._round == 0:
+                    self.ready.failed(exc)
+                    return False
+                resumed = await self._resumption(exc)
+                if resumed is None:
+                    await self._settle(exc)
+                    return False
+                opener = resumed
+
+    async def _follow_up(self) -> Callable[[], Awaitable[UpstreamResponse]] | None:
+        """The chain's next stream, with this relay's state reset for it; None: the end."""
+        chain = self._chain
+        if chain is None:
+            return None
+        if self._round == 0 and chain.creator_first:
+            if self._held_end is not None:
+                self._out.to_creator([self._held_end])
+            self._out.end_creator()
+        opener = await chain.next(self._tool_event)
+        if opener is None:
+            held, self._held_end = self._held_end, None
+            if held is not None:
+                await self._out.emit_batch([held])
+            return None
+        self._held_end = None
+        await self._out.close_current()
+        self._round += 1
+        self._object_id = None
+        self._cursor = None
+        self._ended = self._received = self._resumable = self._resuming = False
+        self._failures = 0
+        self._outcome = "no_stream"
+        return opener
+
+    async def _tool_event(self, event: HubEvent, creator_copy: bytes | None) -> None:
+        await self._out.emit_batch([event], to_creator=False)
+        if creator_copy is not None:
+            self._out.to_creator([HubEvent(event.name, creator_copy)])
 
     async def _resumption(
         self, exc: BaseException
@@ -246,7 +307,14 @@ class StreamRelay:
                         self._outcome = "ended"
                     if self._object_id is None and seen.object_id is not None:
                         self._known(seen.object_id)
-                    events.append(HubEvent(sse.event, sse.data_bytes, typed))
+                    event = HubEvent(sse.event, sse.data_bytes, typed)
+                    chain = self._chain
+                    if chain is not None and typed is not None:
+                        chain.observe(typed)
+                        if seen.end and chain.holds(typed):
+                            self._held_end = event
+                            continue
+                    events.append(event)
                 await self._emit(events)
                 meter.delivered(sampled)
                 await asyncio.sleep(0)
@@ -261,8 +329,11 @@ class StreamRelay:
 
     def _known(self, object_id: str) -> None:
         self._object_id = object_id
-        self._out.own = self._spec.channel(object_id)
-        self._resolve_start()
+        if self._round == 0:
+            self._out.own = self._spec.channel(object_id)
+            self._resolve_start()
+        else:
+            self._out.current = self._spec.channel(object_id)
 
     def _resolve_start(self) -> None:
         if not self.ready.done:
@@ -275,7 +346,29 @@ class StreamRelay:
         held, self._held = self._held, []
         await self._out.emit_batch([*held, *events])
 
-    async def _lost(self, exc: BaseException) -> None:
+    async def _settle(self, exc: BaseException) -> None:
+        """End a stream that cannot be continued: reconciled when possible, else lost."""
+        reconcile, object_id = self._reconcile, self._object_id
+        found = None
+        if reconcile is not None and object_id is not None:
+            log.warning(
+                "%s %s: upstream stream cut after %s (%s); polling its end",
+                self._spec.kind,
+                object_id,
+                self._cursor,
+                self._scrub(str(exc)),
+            )
+            found = await reconcile(object_id, self._cursor, failure_reason(exc))
+        if found is not None:
+            await self._emit(found.events)
+            if found.ended:
+                self._ended = True
+                self._outcome = "recovered"
+                return
+        self._outcome = "upstream_lost"
+        await self._lost(exc, status=found.status if found is not None else None)
+
+    async def _lost(self, exc: BaseException, *, status: str | None = None) -> None:
         log.warning(
             "%s %s: upstream stream lost: %s",
             self._spec.kind,
@@ -287,12 +380,14 @@ class StreamRelay:
         body = _Lost(
             error=_ErrorBody(
                 message=f"runcast lost the upstream stream ({reason}) before its end: "
-                + self._scrub(str(exc)),
+                + self._scrub(str(exc))
+                + (f" (the {self._spec.kind} is {status})" if status is not None else ""),
             ),
             reason=reason,
             kind=self._spec.kind,
             id=self._object_id,
             cursor=self._cursor,
+            status=status,
         )
         await self._emit([HubEvent(UPSTREAM_LOST_EVENT, _encode(body))])
 
@@ -308,4 +403,8 @@ class StreamRelay:
                     UpstreamConnectionError("the stream relay stopped before the upstream answered")
                 )
         self._out.end_creator()
-        await self._out.close_own()
+        try:
+            await self._out.close_own()
+        finally:
+            if self._chain is not None:
+                await self._chain.aclose()

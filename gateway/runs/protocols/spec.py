@@ -5,17 +5,23 @@ to the pump (:class:`Seen`): the stream's own id once an event reveals it, wheth
 the stream's last word (a terminal event or ``[DONE]``), and the cursor a resume would start
 after (``sequence_number``), and how to resume a stream the upstream can continue. Everything else about a protocol (its channels' snapshots, its
 creating request) stays in its own module.
+
+A stream that can be neither continued nor resumed may still be *reconciled*: a protocol that can
+read the finished object (a stored response) gives the pump a :data:`Reconcile` callable, whose
+:class:`Reconciled` answer is what to publish in place of the lost tail.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
 
+from gateway.hub import HubEvent
 from parsers.sse import ServerSentEvent
 
-__all__ = ["Seen", "StreamSpec"]
+__all__ = ["Reconcile", "Reconciled", "Seen", "StreamSpec"]
 
 
 class Seen(msgspec.Struct, frozen=True, gc=False):
@@ -52,3 +58,20 @@ class StreamSpec(Protocol):
         """The ``GET`` (path under ``/v1``, query) that continues a resumable stream after
         ``cursor``, with no gap and no duplicate; None when the protocol cannot resume."""
         ...
+
+
+class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
+    """What the upstream's finished object says of a stream cut before its end."""
+
+    status: str
+    """The object's terminal status."""
+    events: list[HubEvent]
+    """To publish, in order, after the last event relayed."""
+    ended: bool
+    """The events end with the protocol's last word; False: the status has no event of its own
+    (a cancelled response), and the stream ends with ``runcast.upstream_lost`` naming it."""
+
+
+Reconcile = Callable[[str, int | None, str], Awaitable[Reconciled | None]]
+"""``(object id, last cursor, failure reason)`` -> what to publish, or None when the object's
+end cannot be learnt (the stream then ends with ``runcast.upstream_lost``)."""

@@ -2,7 +2,9 @@
 mid-run: the owner's appends are tried again until Redis is back, so the run goes on, and a
 subscriber on the other node resumes into ``runcast.history_lost`` and the snapshot. Redis
 stopped for 5 s: ``/readyz`` says 503 naming the broker meanwhile, the nodes reconnect and serve
-runs again, no process dies."""
+runs again, no process dies. Redis unreachable for 6 s mid-run (its data kept): subscribers on
+both nodes get ``runcast.degraded``; the owner's keep streaming live, the other node's get what
+they missed in order once Redis is back; nothing lost, nothing doubled."""
 
 from __future__ import annotations
 
@@ -129,4 +131,81 @@ async def test_redis_stopped_for_five_seconds(cluster: Cluster) -> None:
         creator.close()
     assert seen.names == whole.names and whole.names[-1] == "done"
     assert seen.seqs == list(range(1, len(seen.seqs) + 1))
+    assert [n.proc.returncode for n in nodes] == [None, None]
+
+
+def _upstream_seqs(sub: Subscriber) -> list[int]:
+    return [e.seq for e in sub.events if e.seq is not None and not e.event.startswith("runcast.")]
+
+
+async def test_redis_unreachable_for_six_seconds_mid_run(cluster: Cluster) -> None:
+    """Redis down longer than the 5 s retry window (its data kept: a network cut, or a restart
+    with persistence) while a run streams. The owner's subscriber goes on live and is told; the
+    other node's is told, then gets everything published meanwhile, in order, once Redis is
+    back; both get the whole run once, and readiness says 503 meanwhile and 200 after."""
+    # ~12 s of deltas: the run ends after Redis is back and its lease's renewal (10 s after the
+    # start) falls after it too: the relay's lease calls are not this test's subject.
+    await cluster.mock("--deltas", "300", "--delay-ms", "40")
+    nodes = [await cluster.node(name) for name in ("a", "b")]
+    a, b = (n.url for n in nodes)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=WAIT)
+    ) as session:
+        creator, run_id, auth = await _start_run(session, a)
+        owner, other = Subscriber(), Subscriber()
+        responses = [creator]
+        readers = [asyncio.create_task(read_sse(creator, whole := Subscriber()))]
+        for node, sub in ((a, owner), (b, other)):
+            response = await session.get(f"{node}/streams/runs/{run_id}?since=0", headers=auth)
+            assert response.status == 200, await response.text()
+            responses.append(response)
+            readers.append(asyncio.create_task(read_sse(response, sub)))
+        try:
+            async with asyncio.timeout(WAIT):
+                while len(_upstream_seqs(other)) < 10:
+                    await asyncio.sleep(0.02)
+            cluster.redis.stop(save=True)
+            try:
+                at_stop = len(_upstream_seqs(owner))
+                async with asyncio.timeout(WAIT):
+                    while not all("runcast.degraded" in s.names for s in (owner, other)):
+                        await asyncio.sleep(0.05)
+                states = [await _ready(session, n) for n in (a, b)]
+                assert [s[0] for s in states] == [503, 503], states
+                assert all("broker" in s[1]["checks"] for s in states), states
+                await asyncio.sleep(6)
+                live = len(_upstream_seqs(owner)) - at_stop
+                stalled = len(_upstream_seqs(other))
+                assert [(await _ready(session, n))[0] for n in (a, b)] == [503, 503]
+            finally:
+                cluster.redis.start()
+            back, owned = loop.time(), len(_upstream_seqs(owner))
+            async with asyncio.timeout(WAIT):
+                while len(_upstream_seqs(other)) < owned:
+                    await asyncio.sleep(0.02)
+                caught_up = loop.time() - back
+                while [(await _ready(session, n))[0] for n in (a, b)] != [200, 200]:
+                    await asyncio.sleep(0.1)
+                await asyncio.gather(*readers)
+        finally:
+            for task in readers:
+                task.cancel()
+            for response in responses:
+                response.close()
+    # The owner's subscriber kept streaming through the outage (~150 deltas at 25/s); the other
+    # node's stood still until Redis was back, then caught up within a reconnect or two.
+    assert live >= 60, live
+    assert stalled <= 10 + 5, stalled
+    assert caught_up < 5, caught_up
+    expected = [(e.event, e.data) for e in whole.events]
+    assert expected[-1][0] == "done" and "thread.run.completed" in whole.names
+    for sub in (owner, other):
+        notices = [n for n in sub.names if n in ("runcast.degraded", "runcast.restored")]
+        assert notices == ["runcast.degraded", "runcast.restored"], sub.names
+        assert sub.upstream == expected
+        seqs = _upstream_seqs(sub)
+        assert seqs == list(range(1, len(seqs) + 1))
+    notice = next(e for e in other.events if e.event == "runcast.degraded").json()
+    assert notice["reason"] == "redis_unreachable" and notice["since"] > 0
     assert [n.proc.returncode for n in nodes] == [None, None]

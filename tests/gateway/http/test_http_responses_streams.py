@@ -14,9 +14,10 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from http_helpers import WAIT, Gateway, StartGateway, Subscriber, sdk_client
+from http_helpers import WAIT, Gateway, Received, StartGateway, Subscriber, sdk_client
 from openai import APIError, AsyncOpenAI
-from protocol_helpers import read_sse, read_ws, subscribe_sse
+from prometheus_client.parser import text_string_to_metric_families
+from protocol_helpers import TERMINAL, read_sse, read_ws, subscribe_sse
 
 
 def _parsed(sub: Subscriber) -> list[tuple[str, Any]]:
@@ -170,12 +171,155 @@ async def test_subscribe_tokens_open_exactly_their_channel(
 
 
 @pytest.mark.asyncio
-async def test_foreground_stream_cut_ends_with_upstream_lost(
+async def test_conversation_token_opens_its_responses_and_no_other(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(subscribe_auth="token")
+    client = sdk_client(gateway)
+    try:
+        conversation = await client.conversations.create()
+        raw = await client.responses.with_raw_response.create(
+            **_body(conversation=conversation.id), stream=True
+        )
+        [event async for event in raw.parse()]
+        other = await client.responses.with_raw_response.create(**_body(), stream=True)
+        [event async for event in other.parse()]
+    finally:
+        await client.close()
+    token = raw.headers["runcast-conversation-token"]
+    mine = f"{gateway.url}/streams/responses/{raw.headers['runcast-response-id']}"
+    theirs = f"{gateway.url}/streams/responses/{other.headers['runcast-response-id']}"
+    # a chat UI holding the conversation's token opens each response of it, stream and snapshot
+    assert (await session.get(f"{mine}/snapshot", params={"token": token})).status == 200
+    async with session.get(mine, params={"token": token, "since": "0"}) as stream:
+        assert stream.status == 200
+        replay = await read_sse(stream, until=lambda e: e.event == "response.completed")
+    assert replay.events[0].json()["response"]["id"] == raw.headers["runcast-response-id"]
+    # ... and nothing outside it; the response's own token does not open the conversation
+    assert (await session.get(f"{theirs}/snapshot", params={"token": token})).status == 403
+    conversation_url = f"{gateway.url}/streams/conversations/{conversation.id}/snapshot"
+    own = raw.headers["runcast-subscribe-token"]
+    assert (await session.get(conversation_url, params={"token": own})).status == 403
+
+
+async def _upstream_response(gateway: Gateway, response_id: str) -> dict[str, Any]:
+    """The simulator's own stored response, read around runcast."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{gateway.upstream_url}/responses/{response_id}",
+            headers={"Authorization": "Bearer sk-test"},
+        ) as response,
+    ):
+        assert response.status == 200
+        found: dict[str, Any] = await response.json()
+        return found
+
+
+async def _finished(session: aiohttp.ClientSession, gateway: Gateway, outcome: str) -> float:
+    async with session.get(f"{gateway.url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "runcast_runs_finished_total"
+        and sample.labels == {"protocol": "responses", "outcome": outcome}
+    )
+
+
+def _ends_reconciled(event: Received) -> bool:
+    return event.event in TERMINAL or event.event == "runcast.upstream_lost"
+
+
+def _assert_reconciled(
+    events: list[tuple[str, Any]],
+    final: dict[str, Any],
+    cursor: int,
+    reason: str = "connection_lost",
+) -> None:
+    """The end of a stream cut after ``cursor``: ``runcast.recovered`` then the polled response."""
+    (recovered_name, recovered), (end_name, end) = events[-2:]
+    assert recovered_name == "runcast.recovered"
+    assert recovered == {
+        "type": "runcast.recovered",
+        "kind": "response",
+        "id": final["id"],
+        "reason": reason,
+        "status": "completed",
+        "cursor": cursor,
+    }
+    assert end_name == "response.completed" and end["type"] == "response.completed"
+    assert end["sequence_number"] == cursor + 1 and end["runcast_reconciled"] is True
+    assert end["response"]["id"] == final["id"]
+    assert end["response"]["output"] == final["output"]
+
+
+@pytest.mark.asyncio
+async def test_stored_foreground_stream_cut_is_polled_to_its_end(
+    gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
+) -> None:
+    named_response = await session.get(f"{gateway.url}/streams/channels/cut")
+    named_task = asyncio.create_task(read_sse(named_response, until=_ends_reconciled))
+    stream = await sdk.responses.create(
+        **_body(metadata={"mock_scenario": "drop"}),
+        stream=True,
+        extra_headers={"Runcast-Channel": "cut"},
+    )
+    seen = [event async for event in stream]
+    async with asyncio.timeout(WAIT):
+        named = await named_task
+    named_response.close()
+    response_id = seen[0].response.id
+    final = await _upstream_response(gateway, response_id)
+    # The simulator went on after the cut (a foreground response runs to its end upstream).
+    assert final["status"] == "completed"
+    full = final["output"][0]["content"][0]["text"]
+    deltas = [e for e in seen if e.type == "response.output_text.delta"]
+    before = "".join(e.delta for e in deltas)
+    assert before and full.startswith(before) and len(full) > len(before)
+
+    cursor = deltas[-1].sequence_number
+    _assert_reconciled(_parsed(named), final, cursor)
+    # The creator's SDK iterates it: the notice as an event of its own, then the final response.
+    assert seen[-2].type == "runcast.recovered"
+    assert seen[-1].type == "response.completed" and seen[-1].response.output_text == full
+    assert seen[-1].sequence_number == cursor + 1
+    snapshot = await (await session.get(f"{gateway.url}/streams/channels/cut/snapshot")).json()
+    assert snapshot["snapshot"]["response"]["status"] == "completed"
+    assert snapshot["snapshot"]["response"]["output"] == final["output"]
+    own = await (
+        await session.get(f"{gateway.url}/streams/responses/{response_id}/snapshot")
+    ).json()
+    assert own["snapshot"]["response"]["output"][0]["content"][0]["text"] == full
+    async with asyncio.timeout(WAIT):
+        while await _finished(session, gateway, "recovered") != 1:
+            await asyncio.sleep(0.02)  # the relay counts its end after the creator's
+    # Re-streamed from runcast's log: no gap in the sequence numbers, the same last word.
+    replay = [e async for e in await sdk.responses.retrieve(response_id, stream=True)]
+    assert [e.sequence_number for e in replay] == list(range(cursor + 2))
+    assert replay[-1].type == "response.completed" and replay[-1].response.output_text == full
+
+
+@pytest.mark.asyncio
+async def test_stream_helper_ends_a_reconciled_response_with_the_full_text(
+    gateway: Gateway, sdk: AsyncOpenAI
+) -> None:
+    async with sdk.responses.stream(**_body(metadata={"mock_scenario": "drop"})) as stream:
+        names = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    upstream = await _upstream_response(gateway, final.id)
+    assert names[-1] == "response.completed"
+    assert final.output_text == upstream["output"][0]["content"][0]["text"]
+
+
+@pytest.mark.asyncio
+async def test_unstored_foreground_stream_cut_ends_with_upstream_lost(
     gateway: Gateway, sdk: AsyncOpenAI, session: aiohttp.ClientSession
 ) -> None:
     named_response, named_task = await subscribe_sse(session, f"{gateway.url}/streams/channels/cut")
     stream = await sdk.responses.create(
-        **_body(metadata={"mock_scenario": "drop"}),
+        **_body(store=False, metadata={"mock_scenario": "drop"}),
         stream=True,
         extra_headers={"Runcast-Channel": "cut"},
     )
@@ -187,12 +331,14 @@ async def test_foreground_stream_cut_ends_with_upstream_lost(
         named = await named_task
     named_response.close()
     assert seen and seen[-1].type == "response.output_text.delta"
+    assert "runcast.recovered" not in [e.event for e in named.events]
     last = named.events[-1]
     assert last.event == "runcast.upstream_lost"
     lost = last.json()
     assert lost["error"]["code"] == "upstream_lost" and lost["kind"] == "response"
     assert lost["id"] == seen[0].response.id
     assert lost["cursor"] == seen[-1].sequence_number
+    assert "status" not in lost
 
 
 @pytest.mark.parametrize("metadata", [{"mock_scenario": "drop"}, {"mock_drop_after": "3"}])
@@ -220,25 +366,62 @@ async def test_background_stream_cut_is_resumed_without_gap_or_duplicate(
 
 
 @pytest.mark.asyncio
-async def test_background_stream_the_upstream_will_not_resume_ends_with_upstream_lost(
+async def test_background_stream_the_upstream_will_not_resume_is_polled_to_its_end(
     start_gateway: StartGateway,
 ) -> None:
     # The simulator refuses to re-stream a response older than its window (OpenAI: 5 minutes).
     gateway = await start_gateway(sim={"stream_window_s": 0.001})
     client = sdk_client(gateway)
-    seen = []
     try:
         stream = await client.responses.create(
             **_body(background=True, metadata={"mock_scenario": "drop"}), stream=True
         )
         # At once: the refusal is not retried (five backoffs would take 5 s).
         async with asyncio.timeout(3.5):
-            with pytest.raises(APIError, match="runcast lost the upstream stream"):
-                async for event in stream:
-                    seen.append(event)
+            seen = [event async for event in stream]
     finally:
         await client.close()
-    assert seen and seen[-1].type == "response.output_text.delta"
+    final = await _upstream_response(gateway, seen[0].response.id)
+    deltas = [e for e in seen if e.type == "response.output_text.delta"]
+    events = [(e.type, e.model_dump(mode="json", exclude_unset=True)) for e in seen]
+    # The reason is the last failure: the refused resumption.
+    _assert_reconciled(events, final, deltas[-1].sequence_number, reason="http_400")
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # 100 deltas 20 ms apart; the response is cancelled upstream at its first event. Its stream
+    # then closes without a last word (the API has no cancelled event) and cannot be resumed.
+    gateway = await start_gateway(sim={"stream_window_s": 0.001, "deltas": 100, "delay_ms": 20})
+    named_response = await session.get(f"{gateway.url}/streams/channels/cancelled")
+    named_task = asyncio.create_task(read_sse(named_response, until=_ends_reconciled))
+    seen = []
+    async with sdk_client(gateway) as client:
+        stream = await client.responses.create(
+            **_body(background=True),
+            stream=True,
+            extra_headers={"Runcast-Channel": "cancelled"},
+        )
+        async with asyncio.timeout(WAIT):
+            with pytest.raises(APIError, match="runcast lost the upstream stream"):
+                async for event in stream:
+                    if not seen:
+                        await client.responses.cancel(event.response.id)
+                    seen.append(event)
+            named = await named_task
+    named_response.close()
+    response_id = seen[0].response.id
+    assert (await _upstream_response(gateway, response_id))["status"] == "cancelled"
+    (recovered_name, recovered), (lost_name, lost) = _parsed(named)[-2:]
+    assert recovered_name == "runcast.recovered" and lost_name == "runcast.upstream_lost"
+    assert recovered["status"] == lost["status"] == "cancelled"
+    assert recovered["id"] == lost["id"] == response_id
+    # The creator's SDK yields the notice as an event of its own before it raises.
+    assert seen[-1].type == "runcast.recovered" and "cancelled" in str(lost["error"]["message"])
+    assert recovered["cursor"] == lost["cursor"] == seen[-2].sequence_number
+    assert "response.completed" not in [name for name, _ in _parsed(named)]
 
 
 @pytest.mark.asyncio

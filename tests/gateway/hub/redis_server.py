@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -60,14 +63,34 @@ class RedisServer:
                     raise
                 time.sleep(0.02)
         client.close()
+        # A dump left by stop(save=True) is loaded now; the next plain start begins empty.
+        (self.workdir / "dump.rdb").unlink(missing_ok=True)
 
     def flush(self) -> None:
         client = redis.Redis(port=self.port, socket_timeout=5)
         client.flushall()
         client.close()
 
-    def stop(self) -> None:
+    def stop(self, *, save: bool = False) -> None:
+        """Kill the server (what it held is lost), or with ``save`` shut it down saving its data,
+        which the next :meth:`start` loads: Redis unreachable for a while, then back as it was."""
         if self.process is not None:
-            self.process.kill()
+            if save:
+                # No retries: the server closing the connection is the expected answer (redis-py
+                # 8 would retry it for seconds against a closed port).
+                client = redis.Redis(port=self.port, socket_timeout=10, retry=Retry(NoBackoff(), 0))
+                client.shutdown(save=True)
+                client.close()
+            else:
+                self.process.kill()
             self.process.wait(10)
             self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and commands are read later, replies do not come."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)

@@ -41,7 +41,8 @@ async def append_unannounced(url: str, channel: str, events: list[HubEvent]) -> 
         pairs += (e.name, e.data)
     await client.eval(
         APPEND, 2, keys.meta(channel), keys.log(channel),
-        "rc:nowhere", "ignored", 1000, 60, channel, len(events), encode_batch(events), *pairs,
+        "rc:nowhere", "ignored", 1000, 60, channel, len(events), encode_batch(events),
+        "token", "", 0, *pairs,
     )  # fmt: skip
     await client.aclose()
 

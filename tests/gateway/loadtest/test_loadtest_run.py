@@ -426,7 +426,7 @@ async def test_loadtest_plain_progress_lines_when_not_on_a_terminal(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = LoadSettings(
-        embedded=True, duration=0.7, concurrency=2, sim_delay_ms=10, progress_interval=0.2
+        embedded=True, duration=1.2, concurrency=2, sim_delay_ms=10, progress_interval=0.2
     )
     await run_async(settings, live=False)
     lines = capsys.readouterr().err.splitlines()

@@ -52,3 +52,25 @@ async def test_a_stopped_relay_releases_its_lease_but_leaves_the_run_live() -> N
     await keeper.record("t_1", None)
     await keeper.release(ended=False)  # the gateway stops: another node takes the run
     assert await leases.holder("run_1") is None and len(live) == 1
+
+
+async def test_a_lapsed_lease_nobody_took_is_taken_back_with_a_new_token() -> None:
+    leases, live = MemoryRunLeases(), MemoryLiveRuns()
+    lost: list[bool] = []
+    fenced: list[int] = []
+    keeper = LeaseKeeper(
+        leases,
+        live,
+        ttl=TTL,
+        on_lost=lambda: lost.append(True),
+        on_lease=lambda lease: fenced.append(lease.token),
+    )
+    first = await keeper.acquire("run_1", "a")
+    await leases.release(first)  # as if it lapsed while the store was unreachable
+    async with asyncio.timeout(2):
+        while not fenced:
+            await asyncio.sleep(0.01)
+    held = await leases.holder("run_1")
+    assert held is not None and held.token == fenced[0] > first.token and not lost
+    assert keeper.lease == held
+    await keeper.release(ended=True)

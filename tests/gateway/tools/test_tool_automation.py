@@ -10,6 +10,7 @@ import pytest
 from tool_scenarios import AutomationFactory, Recorder, make_run
 
 from gateway.errors import ConfigError
+from gateway.runs.protocols.toolchain import FunctionCall, FunctionSpec
 from gateway.state import MemoryToolRounds, RoundState
 from gateway.tools import Cancel, Skip, Submit, ToolAutomation, ToolRegistry, ToolSettings
 
@@ -174,3 +175,39 @@ async def test_use_before_start_is_an_error() -> None:
     assert not ToolAutomation(ToolSettings()).enabled
     with pytest.raises(RuntimeError, match="before start"):
         await automation.run_action(make_run(("c1", "echo", "{}")))
+
+
+@pytest.mark.asyncio
+async def test_answer_calls_of_a_stream_chain(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    def call(call_id: str, text: str) -> FunctionCall:
+        return FunctionCall(id=call_id, function=FunctionSpec("echo", f'{{"text":"{text}"}}'))
+
+    owner = {"response_id": "resp_2"}
+    async with automation_for(echo_registry(), max_rounds=2) as automation:
+        assert automation.covers([call("c1", "a")])
+        assert not automation.covers([call("c1", "a"), FunctionCall("c2", FunctionSpec("x", ""))])
+        first = await automation.answer_calls(
+            "resp_1", [call("c1", "a")], owner=owner, emit=recorder
+        )
+        again = await automation.answer_calls(
+            "resp_1", [call("c1", "a")], owner=owner, emit=recorder
+        )
+        second = await automation.answer_calls(
+            "resp_1", [call("c2", "b")], owner=owner, emit=recorder
+        )
+        third = await automation.answer_calls(
+            "resp_1", [call("c3", "c")], owner=owner, emit=recorder
+        )
+    assert isinstance(first, Submit) and first.tool_outputs[0].output == "a"
+    assert again == Skip(reason="this action is already being answered")
+    assert isinstance(second, Submit) and second.round == 2
+    assert third == Cancel(reason="tool round limit reached (2 submissions)")
+    name, data = recorder.events[0]
+    assert name == "runcast.tool_call.started"
+    assert data == {"response_id": "resp_2", "tool_call_id": "c1", "name": "echo"}
+    assert recorder.events[-1][1] == {
+        "response_id": "resp_2",
+        "reason": "tool round limit reached (2 submissions)",
+    }

@@ -1,0 +1,529 @@
+"""Tool automation on Responses and Chat Completions streams, end to end: the simulator, runcast
+with Python tool handlers in front, the official openai SDK as creator, SSE and WebSocket
+subscribers. runcast answers the calls a stream ends with and posts one follow-up per round
+(counted by the simulator's journal), spliced into the first stream's channels."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from http_helpers import WAIT, Received, Subscriber, sdk_client
+from openai import APIError, AsyncOpenAI
+from protocol_helpers import read_sse, read_ws
+from tool_helpers import CUSTOMER, WEATHER, StartTools, ToolGateway, tool_gateways
+
+from gateway.tools import ToolRegistry
+
+INSTRUCTIONS = "Answer in one sentence."
+
+
+def _responses_tool(chat_tool: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function", **chat_tool["function"]}
+
+
+async def _create(sdk: AsyncOpenAI, scenario: str, *tools: dict[str, Any], **extra: Any) -> Any:
+    """A streamed Responses create through runcast, as the raw response (head, then events)."""
+    return await sdk.responses.with_raw_response.create(
+        **{
+            "model": "gpt-5",
+            "input": "Weather in Oslo, and who is customer 7?",
+            "tools": [_responses_tool(tool) for tool in tools],
+            "metadata": {"mock_scenario": scenario},
+            "stream": True,
+            **extra,
+        }
+    )
+
+
+class Handlers:
+    """Tool handlers that count their calls."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def registry(self, *names: str) -> ToolRegistry:
+        registry = ToolRegistry()
+        if "get_weather" in names:
+
+            async def get_weather(city: str) -> dict[str, Any]:
+                self.calls["get_weather"] += 1
+                return {"city": city, "temperature_c": 21}
+
+            registry.register(get_weather)
+        if "lookup_customer" in names:
+
+            async def lookup_customer(customer_id: str) -> str:
+                self.calls["lookup_customer"] += 1
+                return f"customer {customer_id} is a gold member"
+
+            registry.register(lookup_customer)
+        return registry
+
+
+@pytest_asyncio.fixture
+async def start() -> AsyncIterator[StartTools]:
+    async with tool_gateways() as start:
+        yield start
+
+
+@pytest_asyncio.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
+        yield client
+
+
+async def _journal(session: aiohttp.ClientSession, tg: ToolGateway, path: str) -> list[Any]:
+    base = tg.gateway.upstream_url.removesuffix("/v1")
+    response = await session.get(
+        f"{base}/mock/requests", params={"path": path}, headers={"Authorization": "Bearer sk"}
+    )
+    assert response.status == 200
+    return [entry["body"] for entry in (await response.json())["data"]]
+
+
+async def _replay(session: aiohttp.ClientSession, url: str) -> tuple[Subscriber, Subscriber]:
+    """SSE and WebSocket subscribers of ``url`` from its start to its end (the channel closes)."""
+    sse_response = await session.get(f"{url}?since=0")
+    assert sse_response.status == 200
+    ws = await session.ws_connect(f"{url}?since=0")
+    try:
+        async with asyncio.timeout(WAIT):
+            return await asyncio.gather(
+                read_sse(sse_response, until=lambda e: False), read_ws(ws, until=lambda e: False)
+            )
+    finally:
+        sse_response.close()
+        await ws.close()
+
+
+def _parsed(events: list[Received]) -> list[tuple[str, Any]]:
+    return [(e.event, None if e.data == b"[DONE]" else e.json()) for e in events]
+
+
+def _text(output: list[dict[str, Any]]) -> str:
+    return "".join(
+        part["text"]
+        for item in output
+        if item["type"] == "message"
+        for part in item["content"]
+        if part["type"] == "output_text"
+    )
+
+
+@pytest.mark.asyncio
+async def test_responses_two_rounds_spliced_into_the_first_channel(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather", "lookup_customer"))
+    tools = [_responses_tool(WEATHER), _responses_tool(CUSTOMER)]
+    named_response = await session.get(f"{tg.gateway.url}/streams/channels/session-9")
+    named_task = asyncio.create_task(
+        read_sse(
+            named_response,
+            until=lambda e: (
+                e.event == "response.completed" and b"lookup_customer returned" in e.data
+            ),
+        )
+    )
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.responses.with_raw_response.create(
+            model="gpt-5",
+            input="Weather in Oslo, and who is customer 7?",
+            instructions=INSTRUCTIONS,
+            tools=tools,  # type: ignore[arg-type]
+            tool_choice="auto",
+            metadata={"mock_scenario": "multi_round"},
+            stream=True,
+            extra_headers={"Runcast-Channel": "session-9"},
+        )
+        first = raw.headers["runcast-response-id"]
+        url = f"{tg.gateway.url}/streams/responses/{first}"
+        over_sse, over_ws = await _replay(session, url)
+        seen = [event async for event in raw.parse()]
+        try:
+            async with asyncio.timeout(WAIT):
+                named = await named_task
+        finally:
+            named_response.close()
+    assert _parsed(named.events) == _parsed(over_sse.events)
+
+    # The creator's stream is the whole chain and ends with the final answer.
+    completed = [e.response for e in seen if e.type == "response.completed"]
+    assert completed[0].id == first and len(completed) == 3
+    final = completed[-1]
+    assert final.output_text.startswith('get_weather returned: {"city"')
+    assert "lookup_customer returned: customer" in final.output_text
+    assert not any(e.type.startswith("runcast.") for e in seen)  # not asked for
+
+    assert handlers.calls == {"get_weather": 1, "lookup_customer": 1}
+    bodies = await _journal(session, tg, "/v1/responses")
+    assert len(bodies) == 3
+    for previous, body in zip(completed, bodies[1:], strict=False):
+        calls = [item for item in previous.output if item.type == "function_call"]
+        assert body["previous_response_id"] == previous.id
+        assert [i["call_id"] for i in body["input"]] == [c.call_id for c in calls]
+        assert {i["type"] for i in body["input"]} == {"function_call_output"}
+        assert body["stream"] is True and body["model"] == "gpt-5"
+        assert body["instructions"] == INSTRUCTIONS
+        assert body["tools"] == tools and body["tool_choice"] == "auto"
+
+    # Subscribers: identical, gap-free, the tool events between the responses.
+    assert over_sse.ended and over_ws.ended
+    assert _parsed(over_sse.events) == _parsed(over_ws.events)
+    assert over_sse.seqs == list(range(over_sse.seqs[0], over_sse.seqs[0] + len(over_sse.events)))
+    names = over_sse.names
+    upstream = [n for n in names if not n.startswith("runcast.")]
+    assert upstream == [e.type for e in seen]
+    ends = [i for i, n in enumerate(names) if n == "response.completed"]
+    between = names[ends[0] + 1 : ends[0] + 3]
+    assert between == ["runcast.tool_call.started", "runcast.tool_call.completed"]
+    started = over_sse.events[ends[0] + 1].json()
+    first_call = next(i for i in completed[0].output if i.type == "function_call")
+    assert started == {
+        "response_id": first,
+        "tool_call_id": first_call.call_id,
+        "name": "get_weather",
+    }
+    assert names[ends[1] + 1 : ends[1] + 3] == between
+
+    snapshot = await (await session.get(f"{url}/snapshot")).json()
+    assert snapshot["snapshot"]["response"]["id"] == final.id
+    assert (
+        snapshot["snapshot"]["response"]["output"]
+        == over_sse.events[-1].json()["response"]["output"]
+    )
+    assert _text(snapshot["snapshot"]["response"]["output"]) == final.output_text
+
+    # A follow-up's own channel: that response, from its created to its completed.
+    second = completed[1].id
+    own, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{second}")
+    own_upstream = [(n, d) for n, d in _parsed(own.events) if not n.startswith("runcast.")]
+    assert own_upstream[0][1]["response"]["id"] == second
+    assert own_upstream[-1][0] == "response.completed"
+    assert own_upstream[-1][1]["response"]["id"] == second
+
+
+@pytest.mark.asyncio
+async def test_responses_stream_helper_gets_the_first_response_with_the_header(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.responses.stream(
+            model="gpt-5",
+            input="Weather in Oslo?",
+            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
+            metadata={"mock_scenario": "tool_call"},
+            extra_headers={"Runcast-Creator-Stream": "first"},
+        ) as stream,
+    ):
+        events = [event async for event in stream]
+        response = await stream.get_final_response()
+    assert events[-1].type == "response.completed"
+    assert [item.type for item in response.output] == ["function_call"]
+    # The chain went on in the channel the head named.
+    chain, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{response.id}")
+    last = chain.events[-1].json()["response"]
+    assert chain.events[-1].event == "response.completed" and last["id"] != response.id
+    assert _text(last["output"]).startswith("get_weather returned:")
+    assert handlers.calls == {"get_weather": 1}
+    assert len(await _journal(session, tg, "/v1/responses")) == 2
+
+
+@pytest.mark.asyncio
+async def test_responses_partial_coverage_leaves_the_calls_to_the_app(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "parallel_tool_calls", WEATHER, CUSTOMER)
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+        channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert seen[-1].type == "response.completed" and seen[-1].response.id == first
+    calls = [i for i in seen[-1].response.output if i.type == "function_call"]
+    assert len(calls) == 2
+    assert channel.names[-2:] == ["response.completed", "runcast.tool_automation.skipped"]
+    skipped = channel.events[-1].json()
+    assert skipped["response_id"] == first
+    assert skipped["calls"] == [{"tool_call_id": c.call_id, "name": c.name} for c in calls]
+    assert "'lookup_customer'" in skipped["reason"]
+    assert handlers.calls == {}
+    assert len(await _journal(session, tg, "/v1/responses")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_reconciled_tool_round_ends_the_chain(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    # Cut after the first argument fragment: runcast polls the stored response to its end and
+    # publishes it, calls and all, but does not answer them (the chain ends with it).
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "drop_mid_tool_call", WEATHER)
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+        channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert channel.names[-2:] == ["runcast.recovered", "response.completed"]
+    final = channel.events[-1].json()
+    assert final["runcast_reconciled"] is True and final["response"]["id"] == first
+    assert [item["type"] for item in final["response"]["output"]] == ["function_call"]
+    assert seen[-1].type == "response.completed" and seen[-1].response.id == first
+    assert handlers.calls == {}
+    assert len(await _journal(session, tg, "/v1/responses")) == 1
+
+
+def _chat_tools() -> list[Any]:
+    return [WEATHER, CUSTOMER]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("no_index", [False, True])
+async def test_chat_parallel_calls_one_follow_up(
+    start: StartTools, session: aiohttp.ClientSession, no_index: bool
+) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather", "lookup_customer"))
+    messages = [{"role": "user", "content": "Weather in Oslo, and who is customer 7?"}]
+    metadata = {"mock_scenario": "parallel_tool_calls", "mock_no_index": str(no_index).lower()}
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=messages,  # type: ignore[arg-type]
+            tools=_chat_tools(),
+            metadata=metadata,
+            stream=True,
+        )
+        first = raw.headers["runcast-completion-id"]
+        chunks = [chunk async for chunk in raw.parse()]
+        channel, ws = await _replay(session, f"{tg.gateway.url}/streams/chat/{first}")
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content.startswith("get_weather returned: ")
+    assert "lookup_customer returned: customer" in content
+    assert len({c.id for c in chunks}) == 2 and chunks[0].id == first
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert handlers.calls == {"get_weather": 1, "lookup_customer": 1}
+
+    bodies = await _journal(session, tg, "/v1/chat/completions")
+    assert len(bodies) == 2
+    follow_up = bodies[1]
+    assert follow_up["messages"][0] == messages[0]
+    assistant = follow_up["messages"][1]
+    assert assistant["role"] == "assistant" and len(assistant["tool_calls"]) == 2
+    ids = [call["id"] for call in assistant["tool_calls"]]
+    assert [m["role"] for m in follow_up["messages"][2:]] == ["tool", "tool"]
+    assert [m["tool_call_id"] for m in follow_up["messages"][2:]] == ids
+    assert follow_up["tools"] == _chat_tools() and follow_up["metadata"] == metadata
+    assert follow_up["stream"] is True and follow_up["model"] == "gpt-4o"
+
+    # One [DONE], at the very end; tool events between the completions, in the channel only.
+    assert _parsed(channel.events) == _parsed(ws.events)
+    assert [e.data for e in channel.events].count(b"[DONE]") == 1
+    assert channel.events[-1].data == b"[DONE]"
+    assert "runcast.tool_call.completed" in channel.names
+    snapshot = await (await session.get(f"{tg.gateway.url}/streams/chat/{first}/snapshot")).json()
+    assert snapshot["snapshot"]["completion"]["choices"][0]["message"]["content"] == content
+
+
+@pytest.mark.asyncio
+async def test_chat_stream_helper_ends_with_the_final_answer(start: StartTools) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.chat.completions.stream(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+            tools=[WEATHER],
+            metadata={"mock_scenario": "tool_call"},
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+        completion = await stream.get_final_completion()
+    content = completion.choices[0].message.content
+    assert content is not None and content.startswith("get_weather returned: ")
+    assert completion.choices[0].finish_reason == "stop"
+    # The helper merges the chain's chunks by choice index: the first round's calls stay.
+    assert [c.function.name for c in completion.choices[0].message.tool_calls or ()] == [
+        "get_weather"
+    ]
+    assert handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_failed_follow_up_post_ends_the_chain_as_lost_never_retried(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    follow_ups: list[bytes] = []
+
+    @web.middleware
+    async def refuse_follow_ups(request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        if request.path == "/v1/responses" and b"previous_response_id" in body:
+            follow_ups.append(body)
+            return web.json_response({"error": {"message": "overloaded"}}, status=500)
+        return await handler(request)
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=refuse_follow_ups)
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "tool_call", WEATHER)
+        first = raw.headers["runcast-response-id"]
+        with pytest.raises(APIError, match="runcast lost the upstream stream"):
+            async for _ in raw.parse():
+                pass
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert channel.names[-4:] == [
+        "response.completed",
+        "runcast.tool_call.started",
+        "runcast.tool_call.completed",
+        "runcast.upstream_lost",
+    ]
+    assert len(follow_ups) == 1 and handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+async def test_failing_handler_output_and_round_limit(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    registry = Handlers().registry("lookup_customer")
+
+    def get_weather(city: str) -> str:
+        raise RuntimeError(f"no station in {city}")
+
+    registry.register(get_weather)
+    tg = await start(registry, max_rounds=1)
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "multi_round", WEATHER, CUSTOMER)
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    # Round 1: the failure is the output (on_error="output", as for Assistants).
+    failed = next(e.json() for e in channel.events if e.event == "runcast.tool_call.failed")
+    assert failed["name"] == "get_weather" and "no station in" in failed["error"]
+    bodies = await _journal(session, tg, "/v1/responses")
+    assert len(bodies) == 2
+    assert orjson.loads(bodies[1]["input"][0]["output"]) == {"error": failed["error"]}
+    # Round 2 would pass max_rounds: the chain ends with the second response and says why.
+    second = [e.response for e in seen if e.type == "response.completed"][-1]
+    assert second.id != first and [i.type for i in second.output] == ["function_call"]
+    assert channel.names[-2:] == ["response.completed", "runcast.tool_automation.cancelled"]
+    cancelled = channel.events[-1].json()
+    assert cancelled == {
+        "response_id": second.id,
+        "reason": "tool round limit reached (1 submissions)",
+    }
+
+
+@pytest.mark.asyncio
+async def test_conversation_chain_and_a_creator_that_leaves(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        conversation = await sdk.conversations.create()
+        url = f"{tg.gateway.url}/streams/conversations/{conversation.id}"
+        sub_response = await session.get(url)
+        sub_task = asyncio.create_task(
+            read_sse(
+                sub_response,
+                until=lambda e: e.event == "response.completed" and "returned:" in e.data.decode(),
+            )
+        )
+        raw = await _create(sdk, "tool_call", WEATHER, conversation=conversation.id)
+        await raw.http_response.aclose()  # the creator leaves at once; the chain goes on
+        try:
+            async with asyncio.timeout(WAIT):
+                sub = await sub_task
+        finally:
+            sub_response.close()
+    bodies = await _journal(session, tg, "/v1/responses")
+    assert len(bodies) == 2
+    assert bodies[1]["conversation"] == conversation.id
+    assert "previous_response_id" not in bodies[1]
+    ids = [e.json()["response"]["id"] for e in sub.events if e.event == "response.created"]
+    assert len(ids) == 2 and "runcast.tool_call.completed" in sub.names
+    assert handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+async def test_responses_creator_gets_tool_events_when_asked(start: StartTools) -> None:
+    tg = await start(Handlers().registry("get_weather"), emit_tool_events_to_creator=True)
+    async with sdk_client(tg.gateway) as sdk:
+        stream = await sdk.responses.create(
+            model="gpt-5",
+            input="Weather in Oslo?",
+            tools=[_responses_tool(WEATHER)],  # type: ignore[list-item]
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+        )
+        seen = [event async for event in stream]
+    types = [event.type for event in seen]
+    first_end = types.index("response.completed")
+    assert types[first_end + 1 : first_end + 4] == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.completed",
+        "response.created",
+    ]
+    started = seen[first_end + 1].model_dump()
+    assert started["response_id"] == seen[0].response.id  # type: ignore[union-attr]
+    assert started["name"] == "get_weather"
+    assert types[-1] == "response.completed"
+    assert seen[-1].response.output_text.startswith("get_weather returned:")  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_chat_creator_can_ask_for_the_first_completion_only(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    tg = await start(Handlers().registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+            tools=[WEATHER],
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+            extra_headers={"Runcast-Creator-Stream": "first"},
+        )
+        first = raw.headers["runcast-completion-id"]
+        body = await raw.http_response.aread()  # the whole body: it ends after the first
+    assert body.endswith(b"data: [DONE]\n\n") and body.count(b"[DONE]") == 1
+    assert b'"finish_reason":"tool_calls"' in body
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/{first}")
+    final = [e.json() for e in channel.events if e.data != b"[DONE]" and e.event == "message"]
+    assert final[-1]["id"] != first and channel.events[-1].data == b"[DONE]"
+
+
+@pytest.mark.asyncio
+async def test_responses_chain_with_litellm_style_done_and_data_only_frames(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    tg = await start(Handlers().registry("get_weather"))
+    wire = {"mock_scenario": "tool_call", "mock_done": "true", "mock_data_only": "true"}
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "tool_call", WEATHER, metadata=wire)
+        first = raw.headers["runcast-response-id"]
+        seen = [event async for event in raw.parse()]
+    # The first response's [DONE] is held back: the SDK stops reading at the first one.
+    assert [e.type for e in seen].count("response.created") == 2
+    assert seen[-1].type == "response.completed"
+    assert seen[-1].response.output_text.startswith("get_weather returned:")
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
+    assert [e.data for e in channel.events].count(b"[DONE]") == 1
+    assert channel.events[-1].data == b"[DONE]"
