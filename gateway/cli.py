@@ -149,6 +149,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="how long to poll a run whose stream broke off (default 30, 0 disables)",
     )
     relay.add_argument(
+        "--lease-ttl",
+        type=float,
+        metavar="S",
+        help="a node's hold on a run it pumps, renewed every third of it; with --broker "
+        "redis://, another node takes a run over this long after its owner died (default 10)",
+    )
+    relay.add_argument(
         "--expiry-grace",
         type=float,
         metavar="S",
@@ -371,6 +378,7 @@ _SERVE_RULES: Mapping[str, flags.Rule] = {
     "creator_write_timeout": _SECONDS,
     "recovery_timeout": flags.at_least(0),
     "expiry_grace": flags.at_least(0),
+    "lease_ttl": _SECONDS,
     "history_events": _COUNT,
     "history_bytes": _COUNT,
     "retention": _SECONDS,

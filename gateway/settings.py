@@ -94,6 +94,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     recovery_timeout: float = 30.0
     """After an upstream stream broke off, how long runcast polls the run for its final status
     (0 disables the recovery)."""
+    lease_ttl: float = 10.0
+    """How long a node's hold on a run it pumps lasts unless renewed (renewed every third of it);
+    with ``--broker redis://``, another node takes a run over this long after its owner died."""
     expiry_grace: float = 2.0
     """A run left at an unanswered ``requires_action`` is read this long after its ``expires_at``
     (spec §5) and, once expired, its channels are ended."""
@@ -170,6 +173,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
         if self.recovery_timeout < 0:
             raise ConfigError("recovery_timeout must be >= 0")
+        if self.lease_ttl <= 0:
+            raise ConfigError("lease_ttl must be > 0")
         if self.expiry_grace < 0:
             raise ConfigError("expiry_grace must be >= 0")
         if not 0 <= self.drain_timeout < float("inf"):

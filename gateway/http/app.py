@@ -61,7 +61,7 @@ from gateway.runs.assistants.protocol import ASSISTANTS
 from gateway.runs.protocols import reducer_factory as stream_reducer
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
-from gateway.state import SharedState
+from gateway.state import SharedState, ToolRounds
 from gateway.state.redis import STATE_NAMESPACE, RedisState
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
@@ -177,7 +177,11 @@ def create_app(
         app.cleanup_ctx.append(_tools_ctx)
     app.cleanup_ctx.append(
         functools.partial(
-            _relays_ctx, handler=action_handler or automation, options=action_options, state=state
+            _relays_ctx,
+            handler=action_handler or automation,
+            options=action_options,
+            state=state,
+            rounds=shared.rounds if shared is not None else None,
         )
     )
     app.on_shutdown.append(_stop_streams)
@@ -319,6 +323,7 @@ async def _relays_ctx(
     handler: ActionHandler | None,
     options: ActionOptions,
     state: SharedState | None,
+    rounds: ToolRounds | None = None,
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = RelayRegistry(
@@ -329,6 +334,8 @@ async def _relays_ctx(
         recovery_timeout=settings.recovery_timeout,
         shutdown_timeout=settings.shutdown_timeout,
         expiry_grace=settings.expiry_grace,
+        lease_ttl=settings.lease_ttl,
+        rounds=rounds,
         metrics=app.get(METRICS),
         state=state,
     )

@@ -67,6 +67,7 @@ __all__ = [
     "BrokerStatistics",
     "ChannelStatistics",
     "EndReason",
+    "Fence",
     "FrameFormat",
     "HubEvent",
     "HubSettings",
@@ -76,6 +77,7 @@ __all__ = [
     "Sink",
     "SizedReducer",
     "Snapshot",
+    "StaleFence",
     "Subscription",
     "lagged_payload",
 ]
@@ -160,6 +162,17 @@ class HubEvent(msgspec.Struct, frozen=True, gc=False):
     name: str
     data: bytes
     decoded: object = None
+
+
+class Fence(msgspec.Struct, frozen=True, gc=False):
+    """A publisher's lease: the key holding the run's current lease and the token it holds."""
+
+    key: str
+    token: int
+
+
+class StaleFence(RuntimeError):
+    """A fenced publish was refused: the run's lease went to a newer holder."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
@@ -370,7 +383,7 @@ class Broker(Protocol):
     def settings(self) -> HubSettings: ...
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent]
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
     ) -> Mapping[str, Position]:
         """Append ``events`` to each channel (created on first use) and write them to subscribers.
 
@@ -385,6 +398,10 @@ class Broker(Protocol):
         Never waits for a subscriber. Publishing to an ended channel reopens it (a run continues
         after ``submit_tool_outputs``). A name holding CR or LF raises ``ValueError`` and nothing
         of the batch is stored; a closed broker raises ``RuntimeError``.
+
+        ``fence``: the publisher's lease on its run; a broker shared by several processes
+        refuses the batch (:class:`StaleFence`, nothing stored) when the run's lease has been
+        handed to someone else since (memory mode has one process and ignores it).
         """
         ...
 

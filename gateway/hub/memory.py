@@ -18,6 +18,7 @@ from gateway.errors import SubscriberError
 from gateway.hub.broker import (
     BrokerStatistics,
     ChannelStatistics,
+    Fence,
     HubEvent,
     HubSettings,
     Position,
@@ -93,8 +94,9 @@ class MemoryBroker:
     # -- Broker ---------------------------------------------------------------------------------
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent]
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
     ) -> dict[str, Position]:
+        # One process: a relay that lost its lease is stopped by its keeper, nothing to check.
         return self.publish_nowait(channels, events)
 
     def publish_nowait(

@@ -9,7 +9,16 @@ events go), ``channels`` (channel names), ``feed`` (bounded creator buffer), ``a
 tool-automation seam), ``answering`` (a held ``requires_action`` from claim to release: submit,
 pass on, cancel), ``expiry`` (ending runs left at an unanswered action), ``recovery`` (upstream
 failures, recovering a run), ``polling`` (upstream reads that outlast an outage) and ``missed``
-(what a recovered run's channels missed). State shared between gateway processes is in
-``gateway.state``. ``protocols/`` pumps the Responses API and Chat Completions streams (one pump
+(what a recovered run's channels missed), ``keeper`` (a relay's lease, renewed on a timer, and
+the run's live record) and ``takeover`` (failover: taking over the runs whose owner died).
+State shared between gateway processes is in ``gateway.state``.
+
+Tools after an owner dies mid-action (policy): the owner marks ``submitting`` (with the action's
+tool call ids) before it posts the outputs and ``submitted`` once accepted. A node taking the run
+over re-runs the handlers (same ``tool_call_id``, the idempotency key) and submits only when the
+outputs were provably not taken: no ``submitting`` mark, or the run still at ``requires_action``
+with the same tool call ids after the dead owner's lease lapsed. Otherwise (the run unreadable
+until the recovery deadline, or ended ``expired``/``cancelled``/``failed``) it publishes
+``runcast.tool_automation.unknown`` and follows the run without submitting. ``protocols/`` pumps the Responses API and Chat Completions streams (one pump
 behind a small stream seam, one spec per protocol, their snapshot reducers).
 """

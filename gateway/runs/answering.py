@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
-from gateway.state import ActionClaims, Claim
+from gateway.state import ActionClaims, Claim, SubmissionMarks
 from gateway.tools import events as tool_events
 from gateway.upstream import RunStream, UpstreamClient
 from parsers.assistants import Run
@@ -127,6 +127,11 @@ class PendingAction:
         await out.emit(self.done or end)
 
 
+def _call_ids(run: Run) -> tuple[str, ...]:
+    action = run.required_action
+    return tuple(c.id for c in action.submit_tool_outputs.tool_calls) if action else ()
+
+
 def http_error_message(exc: UpstreamHTTPError) -> str:
     """The ``error.message`` of an upstream error body (spec §1.5), else a generic text."""
     body = exc.body
@@ -149,6 +154,7 @@ class ActionAnswerer:
         "_claims",
         "_handler",
         "_headers",
+        "_marks",
         "_options",
         "_out",
         "_protocol",
@@ -165,6 +171,7 @@ class ActionAnswerer:
         upstream: UpstreamClient,
         protocol: RunProtocol[Run],
         claims: ActionClaims,
+        marks: SubmissionMarks,
         out: RunPublisher,
         api_key: str | None,
         headers: Mapping[str, str],
@@ -176,17 +183,21 @@ class ActionAnswerer:
         self._upstream = upstream
         self._protocol = protocol
         self._claims = claims
+        self._marks = marks
         self._out = out
         self._api_key = api_key
         self._headers = headers
         self._settle = settle
         self._scrub = scrub
 
-    async def hold(self, run: Run, event: HubEvent) -> PendingAction:
+    async def hold(self, run: Run, event: HubEvent, *, publish: bool = True) -> PendingAction:
         """Claim ``run``'s action, then publish its ``requires_action`` ``event`` (hidden from
-        the creator when the handler answers it, unless ``show_requires_action``)."""
+        the creator when the handler answers it, unless ``show_requires_action``);
+        ``publish=False``: the channels have it already (a run taken over)."""
         # Claimed before it is published: a client reacting to it must find the claim.
         pending = PendingAction(run=run, claim=await self._claims.claim(run.id))
+        if not publish:
+            return pending
         hide = not self._options.show_requires_action and self._handler.handles(run)
         try:
             seq = await self._out.emit(event, to_creator=not hide)
@@ -199,6 +210,7 @@ class ActionAnswerer:
     async def accepted(self, pending: PendingAction) -> None:
         """runcast's outputs were accepted (the continuation's first event arrived): the held
         ``done`` is never passed on, and the run goes on."""
+        await self._marks.mark(pending.run.id, _call_ids(pending.run), "submitted")
         await self._claims.release(pending.claim)
 
     async def drop(self, pending: PendingAction) -> None:
@@ -230,6 +242,9 @@ class ActionAnswerer:
             )
             outcome = Cancel(reason=TOO_LATE)
         if isinstance(outcome, Submit):
+            # Marked before the POST: a node taking the run over if this one dies must know
+            # the outputs may have been taken (``takeover.py``).
+            await self._marks.mark(run.id, _call_ids(run), "submitting")
             # The claim stays: the continuation's first event or a refusal resolves it.
             return self._protocol.continue_run(
                 self._upstream,

@@ -74,6 +74,8 @@ class Input(enum.Enum):
     """The broken run was found settled and its state published."""
     GAVE_UP = "gave_up"
     """The broken run's end could not be learnt in time."""
+    TAKEN_OVER = "taken_over"
+    """A dead owner's run was taken over: it is recovered like a broken stream's."""
 
 
 _P = Phase
@@ -83,6 +85,7 @@ TRANSITIONS: Final[dict[tuple[Phase, Input], Phase]] = {
     (_P.OPENING, _I.FIRST_EVENT): _P.STREAMING,
     (_P.OPENING, _I.SEGMENT_END): _P.START_FAILED,
     (_P.OPENING, _I.STREAM_FAILED): _P.START_FAILED,
+    (_P.OPENING, _I.TAKEN_OVER): _P.RECOVERING,
     (_P.STREAMING, _I.ACTION_HELD): _P.HOLDING,
     (_P.STREAMING, _I.SEGMENT_END): _P.ENDED,
     (_P.STREAMING, _I.STREAM_FAILED): _P.RECOVERING,

@@ -8,13 +8,17 @@ event it saw.
 The seqs are the ones ``publish`` returned, never the channel's latest (tool events and a client's
 own submission publish to the same run channel). The push never blocks (the feed is bounded and
 cuts a slow creator off instead).
+
+Fencing: once the relay holds its run's lease, every publish carries it (``fence``); a publish the
+broker refuses because another node owns the run now (:class:`~gateway.hub.StaleFence`) calls
+``on_fenced`` and stops this publisher: nothing more goes to the channels or the creator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from gateway.hub import Broker, HubEvent, Position
+from gateway.hub import Broker, Fence, HubEvent, Position, StaleFence
 from parsers.sse import encode_sse
 
 from .channels import run_channel, thread_channel
@@ -26,7 +30,17 @@ __all__ = ["RunPublisher"]
 class RunPublisher:
     """Publishes one run's events to the hub and its creator's feed."""
 
-    __slots__ = ("_broker", "_feed", "_run_epoch", "_run_seq", "run_id", "thread_id")
+    __slots__ = (
+        "_broker",
+        "_feed",
+        "_run_epoch",
+        "_run_seq",
+        "fence",
+        "on_fenced",
+        "run_id",
+        "stopped",
+        "thread_id",
+    )
 
     def __init__(
         self,
@@ -42,6 +56,10 @@ class RunPublisher:
         self._run_epoch = ""
         self.run_id = run_id
         self.thread_id = thread_id
+        self.fence: Fence | None = None
+        self.on_fenced: Callable[[], None] | None = None
+        self.stopped = False
+        """A fenced publish was refused: this publisher writes nothing more."""
 
     def run_seq(self) -> int | None:
         """The run seq of the last event published here (None before any reached the run)."""
@@ -56,18 +74,27 @@ class RunPublisher:
     ) -> int | None:
         """Publish ``events`` in one batch; the run seq of the first (None: no run id yet)."""
         first: int | None = None
-        if self.run_id is not None:
-            run = run_channel(self.run_id)
-            channels = [run]
-            if self.thread_id is not None:
-                channels.append(thread_channel(self.thread_id))
-            position = (await self._broker.publish(channels, events)).get(run)
-            if position is not None:
-                first = position.seq
-                self._run_epoch = position.epoch
-                self._run_seq = first + len(events) - 1
-        elif self.thread_id is not None:
-            await self._broker.publish([thread_channel(self.thread_id)], events)
+        if self.stopped:
+            return None
+        try:
+            if self.run_id is not None:
+                run = run_channel(self.run_id)
+                channels = [run]
+                if self.thread_id is not None:
+                    channels.append(thread_channel(self.thread_id))
+                published = await self._broker.publish(channels, events, fence=self.fence)
+                position = published.get(run)
+                if position is not None:
+                    first = position.seq
+                    self._run_epoch = position.epoch
+                    self._run_seq = first + len(events) - 1
+            elif self.thread_id is not None:
+                await self._broker.publish([thread_channel(self.thread_id)], events)
+        except StaleFence:
+            self.stopped = True
+            if self.on_fenced is not None:
+                self.on_fenced()
+            return None
         feed = self._feed
         if to_creator and feed is not None and feed.accepting:
             for i, event in enumerate(events):
@@ -95,5 +122,5 @@ class RunPublisher:
             self._feed.stop()
 
     async def close_run(self) -> None:
-        if self.run_id is not None:
+        if self.run_id is not None and not self.stopped:
             await self._broker.close_channel(run_channel(self.run_id))

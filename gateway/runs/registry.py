@@ -15,6 +15,8 @@ The run -> thread map (a :class:`~gateway.state.RunThreads`) lets a thread's sub
 the channels of that thread's runs. It also owns the one
 :class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it. The stores every gateway
 process must share come in as one :class:`~gateway.state.SharedState` (in-memory by default).
+With shared stores (Redis) it also owns the :class:`~gateway.runs.takeover.TakeoverWatcher`,
+which starts a recovery relay (:meth:`RelayRegistry.adopt`) for each run whose owner died.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ import msgspec
 
 from gateway.hub import Broker
 from gateway.metrics import Metrics
-from gateway.state import SharedState
-from gateway.upstream import UpstreamClient
+from gateway.state import Lease, LiveRun, SharedState, ToolRounds
+from gateway.upstream import RunStream, UpstreamClient
 
 from .actions import ActionHandler, ActionOptions
 from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
 from .protocols.relay import StreamRelay
-from .relay import Opener, RelayEnv, RelayStart, RunRelay
+from .relay import LEASE_TTL, Opener, RelayEnv, RelayStart, RunRelay
+from .takeover import TakeoverWatcher
 
 __all__ = ["Relay", "RelayRegistry", "RelayStatistics"]
 
@@ -52,6 +55,8 @@ class RelayStatistics(msgspec.Struct, frozen=True, kw_only=True):
     known_runs: int
     awaiting_expiry: int
     """Runs left at an unanswered ``requires_action``, watched until they expire."""
+    taken_over: int = 0
+    """Runs whose owner died that this process took over (Redis mode)."""
 
 
 class Relay(Protocol):
@@ -60,6 +65,10 @@ class Relay(Protocol):
     def run(self) -> Coroutine[Any, Any, None]: ...
 
     def stop_creator(self) -> None: ...
+
+
+def _no_stream() -> RunStream:
+    raise AssertionError("a relay taking a run over opens no stream of its own")
 
 
 class RelayRegistry:
@@ -76,6 +85,8 @@ class RelayRegistry:
         shutdown_timeout: float = 10.0,
         max_known_runs: int = _MAX_KNOWN_RUNS,
         expiry_grace: float = DEFAULT_GRACE,
+        lease_ttl: float = LEASE_TTL,
+        rounds: ToolRounds | None = None,
         metrics: Metrics | None = None,
         state: SharedState | None = None,
     ) -> None:
@@ -100,9 +111,19 @@ class RelayRegistry:
             on_run=self._note_run,
             claims=state.claims,
             leases=state.leases,
+            lease_ttl=lease_ttl,
+            live=state.live,
+            marks=state.marks,
+            rounds=rounds,
             expiry=self._expiry,
             metrics=metrics,
         )
+        self._takeover: TakeoverWatcher | None = None
+        if state.shared:
+            self._takeover = TakeoverWatcher(
+                state.live, state.leases, self.adopt, ttl=lease_ttl, owner="takeover"
+            )
+            self._takeover.start()
         self._shutdown_timeout = shutdown_timeout
         self._relays: dict[asyncio.Task[None], Relay] = {}
         self._threads = state.threads
@@ -140,6 +161,23 @@ class RelayRegistry:
         # any thread): the relay reports them from the upstream's own run events (``on_run``).
         self.spawn(relay, name=f"runcast-relay-{run_id or 'new'}")
         return await relay.ready.wait()
+
+    def adopt(self, run: LiveRun, lease: Lease) -> None:
+        """Take over ``run``, whose owner died, under ``lease`` (won by the takeover watcher):
+        a relay recovers it and carries it on (``takeover.py``)."""
+        if self._closed:
+            return  # the lease lapses again and another node takes the run
+        relay = RunRelay(
+            _no_stream,
+            self._env,
+            feed=None,
+            api_key=run.api_key,
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            owner=f"taker-{self._started + 1}",
+            adopted=lease,
+        )
+        self.spawn(relay, name=f"runcast-takeover-{run.run_id}")
 
     def spawn(self, relay: Relay, *, name: str) -> None:
         """Start pumping ``relay`` as a task this registry owns."""
@@ -212,6 +250,7 @@ class RelayRegistry:
             failed=self._failed,
             known_runs=len(self._threads),
             awaiting_expiry=len(self._expiry),
+            taken_over=0 if self._takeover is None else self._takeover.taken,
         )
 
     async def aclose(self) -> None:
@@ -222,6 +261,8 @@ class RelayRegistry:
         follows everything it was given.
         """
         self._closed = True
+        if self._takeover is not None:
+            await self._takeover.aclose()
         relays = dict(self._relays)
         for task, relay in relays.items():
             relay.stop_creator()

@@ -48,6 +48,14 @@ channels' segment always ends with ``done`` (synthesized when the upstream sent 
 channel is closed once its run is over (or its recovery failed). A run left at an unanswered
 ``requires_action`` is handed to the registry's :class:`~gateway.runs.expiry.ActionExpiry`, which
 ends its channels the same way once the upstream has expired it.
+
+Ownership. From the run id on, the relay holds the run's lease (``keeper.py``: renewed on a timer,
+the run recorded as live for other nodes) and every publish carries it; if another relay takes
+the run (a client's submission continuing it, or a node that found the lease lapsed), the renewal
+or the broker refuses this one, its pump is cancelled at once and its creator's response ends
+with ``runcast.upstream_error``. A relay started with ``adopted`` (a lease the takeover watcher
+won for a dead owner's run, ``takeover.py``) recovers the run first, from what its channel already
+holds, and then goes on as any relay.
 """
 
 from __future__ import annotations
@@ -66,7 +74,19 @@ from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import Broker, HubEvent
 from gateway.metrics import NO_METER, Metrics
-from gateway.state import ActionClaims, Lease, MemoryActionClaims, MemoryRunLeases, RunLeases
+from gateway.state import (
+    ActionClaims,
+    Lease,
+    LiveRuns,
+    MemoryActionClaims,
+    MemoryLiveRuns,
+    MemoryRunLeases,
+    MemorySubmissionMarks,
+    RoundState,
+    RunLeases,
+    SubmissionMarks,
+    ToolRounds,
+)
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
 from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
@@ -77,11 +97,13 @@ from .answering import ActionAnswerer, PendingAction
 from .assistants.protocol import ASSISTANTS
 from .expiry import ActionExpiry
 from .feed import CreatorFeed
+from .keeper import LeaseKeeper
 from .lifecycle import Input, Lifecycle
 from .missed import FinalIds
 from .protocol import RunProtocol
 from .publisher import RunPublisher
 from .recovery import Recovery, failure_reason, recovered_event, upstream_error_event
+from .takeover import OWNER_LOST, Published, published_state, submission_unknown, unknown_event
 
 __all__ = ["Opener", "Readiness", "RelayEnv", "RelayStart", "RunRelay"]
 
@@ -90,9 +112,9 @@ log = logging.getLogger("runcast.relay")
 _MAX_HELD_EVENTS = 64
 """Events held before the run id is known (``thread.created``); more means a broken upstream."""
 
-LEASE_TTL = 30.0
-"""How long a relay's hold on its run lasts unless renewed; events renew it (at most every third
-of it), so only a relay idle that long can lose its run to another taker."""
+LEASE_TTL = 10.0
+"""How long a relay's hold on its run lasts unless renewed (``--lease-ttl``); its keeper renews it
+every third of it, events or not (``keeper.py``)."""
 
 Opener = Callable[[], RunStream]
 
@@ -114,6 +136,14 @@ class RelayEnv:
     """Which relay holds each run's pending action (see ``answering.py``)."""
     leases: RunLeases = dataclasses.field(default_factory=MemoryRunLeases)
     """Which relay owns each run: the one pumping it (a continuation takes it over)."""
+    lease_ttl: float = LEASE_TTL
+    live: LiveRuns = dataclasses.field(default_factory=MemoryLiveRuns)
+    """The runs being pumped, which other nodes take over when their lease lapses."""
+    marks: SubmissionMarks = dataclasses.field(default_factory=MemorySubmissionMarks)
+    """Where runcast's submission of each run's action stands (``takeover.py``)."""
+    rounds: ToolRounds | None = None
+    """The tool automation's rounds, shared: a taker releases the action a dead owner was
+    answering there, so that its handlers run again (None: nothing to release)."""
     expiry: ActionExpiry | None = None
     """Where a run left at an unanswered ``requires_action`` is watched until it expires."""
     metrics: Metrics | None = None
@@ -187,16 +217,22 @@ class RunRelay:
         run_id: str | None = None,
         thread_id: str | None = None,
         owner: str = "relay",
+        adopted: Lease | None = None,
     ) -> None:
         self._opener = opener
         self._protocol = env.protocol
         self._owner = owner
-        self._lease: Lease | None = None
-        self._renew_at = 0.0
+        self._keeper = LeaseKeeper(
+            env.leases, env.live, ttl=env.lease_ttl, on_lost=self._lost, on_lease=self._fence
+        )
+        self._pump_task: asyncio.Task[None] | None = None
+        self._adopted = adopted
+        """Set: a dead owner's run, taken over (recovered, then pumped as usual)."""
         self._env = env
         self._meter = NO_METER if env.metrics is None else env.metrics.meter("assistants")
         self._handler = env.action_handler
         self._out = RunPublisher(env.broker, feed, run_id=run_id, thread_id=thread_id)
+        self._out.on_fenced = self._keeper.fenced
         self._api_key = api_key
         self._headers = dict(headers or {})
         self.ready: Readiness[RelayStart] = Readiness()
@@ -218,6 +254,7 @@ class RunRelay:
                 upstream=env.upstream,
                 protocol=env.protocol,
                 claims=env.claims,
+                marks=env.marks,
                 out=self._out,
                 api_key=api_key,
                 headers=self._headers,
@@ -227,7 +264,7 @@ class RunRelay:
         )
         # Started for a client's streamed submission (the only call with a run id up front):
         # the run whose pending action it takes over once the upstream accepts it.
-        self._arriving = run_id
+        self._arriving = run_id if adopted is None else None
         self._saw_done = False
         self._life = Lifecycle()
         self._noted = False
@@ -253,12 +290,20 @@ class RunRelay:
         if self._arriving is not None:
             await self._env.claims.arriving(self._arriving)
         outcome = "shutdown"
+        ended = False
         try:
             with tracing.span("runcast.relay", **{"runcast.run_id": self._arriving}):
                 try:
-                    stream: RunStream | None = self._opener()
-                    while stream is not None and await self._segment(stream):
-                        stream = await self._answer_action() if self._pending is not None else None
+                    pump = asyncio.get_running_loop().create_task(self._pump())
+                    self._pump_task = pump
+                    try:
+                        await pump
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if not self._keeper.lost or (task is not None and task.cancelling()):
+                            raise
+                        self._lost_creator()
+                    ended = True
                 finally:
                     await self._arrived()
                     pending, self._pending = self._pending, None
@@ -266,14 +311,46 @@ class RunRelay:
                         assert self._answerer is not None
                         await self._answerer.drop(pending)
                     await self._finish()
-                    lease, self._lease = self._lease, None
-                    if lease is not None:
-                        await self._env.leases.release(lease)
+                    # Cancelled (the gateway stops): the run stays live, for another node.
+                    await self._keeper.release(ended=ended)
                 outcome = self._outcome()
                 tracing.set_attribute("runcast.outcome", outcome)
         finally:
             self._meter.finished(outcome)
-        await self._watch_expiry()
+        if not self._keeper.lost:
+            await self._watch_expiry()
+
+    async def _pump(self) -> None:
+        if self._adopted is not None:
+            stream = await self._take_over(self._adopted)
+        else:
+            stream = self._opener()
+        while stream is not None and await self._segment(stream):
+            stream = await self._answer_action() if self._pending is not None else None
+
+    def _lost(self) -> None:
+        """Another relay owns the run now: stop pumping at once (the keeper says so)."""
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+
+    def _fence(self, lease: Lease) -> None:
+        """The keeper holds a new lease on the run (it had lapsed): publishes carry it."""
+        self._out.fence = self._env.leases.fence(lease)
+
+    def _lost_creator(self) -> None:
+        """The creator's response ends as after a failed stream: the run goes on elsewhere."""
+        exc = UpstreamConnectionError(
+            "runcast: another gateway node took this run over; follow it on its channels"
+        )
+        event = upstream_error_event(
+            exc,
+            message=str(exc),
+            last_status=self._last_status,
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+        )
+        self._out.to_creator(event, None)
+        self._out.end_creator()
 
     def _outcome(self) -> str:
         """How the relay ended, for the metrics: a terminal status, ``requires_action`` (left
@@ -292,21 +369,13 @@ class RunRelay:
             await self._env.claims.arrived(arriving)
 
     async def _own(self, run_id: str) -> None:
-        """Hold the run's lease: this relay pumps it now (taking it from any previous one)."""
-        if self._lease is None:
-            self._lease = await self._env.leases.acquire(
-                run_id, self._owner, ttl=LEASE_TTL, take_over=True
-            )
-            self._renew_at = asyncio.get_running_loop().time() + LEASE_TTL / 3
-
-    async def _renew(self) -> None:
-        lease = self._lease
-        if lease is None or asyncio.get_running_loop().time() < self._renew_at:
-            return
-        self._lease = await self._env.leases.renew(lease, ttl=LEASE_TTL)
-        self._renew_at = asyncio.get_running_loop().time() + LEASE_TTL / 3
-        if self._lease is None:
-            log.warning("run %s: this relay no longer owns the run", lease.run_id)
+        """Hold the run's lease: this relay pumps it now (taking it from any previous one);
+        every publish carries it from here on, and other nodes see the run as live."""
+        if self._keeper.lease is None:
+            await self._keeper.acquire(run_id, self._owner)
+            self._out.fence = self._keeper.fence
+            if self.thread_id is not None:
+                await self._keeper.record(self.thread_id, self._api_key)
 
     async def _segment(self, stream: RunStream) -> bool:
         """Pump one upstream response; True when it ended cleanly."""
@@ -382,7 +451,6 @@ class RunRelay:
             self._resolve_start()  # a continuation: the run id was known from the start
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
-        await self._renew()
         sig = item.signal  # worked out once by the protocol's stream reader
         if isinstance(sig, RunSeen):
             run = sig.run
@@ -458,11 +526,12 @@ class RunRelay:
 
     # -- requires_action (answering.py) ----------------------------------------------------
 
-    async def _hold_action(self, run: Run, hub_event: HubEvent) -> None:
-        """Publish a ``requires_action`` that the handler will answer, holding the segment."""
+    async def _hold_action(self, run: Run, hub_event: HubEvent, *, publish: bool = True) -> None:
+        """Publish a ``requires_action`` that the handler will answer, holding the segment
+        (``publish=False``: its channels have it already)."""
         assert self._answerer is not None
         await self._emit_batch()  # what came before it in the same read
-        self._pending = await self._answerer.hold(run, hub_event)
+        self._pending = await self._answerer.hold(run, hub_event, publish=publish)
         self._life.feed(Input.ACTION_HELD)
 
     async def _answer_action(self) -> RunStream | None:
@@ -521,9 +590,47 @@ class RunRelay:
         await self._out.emit(self._protocol.end_of_segment, to_creator=False)
         return False
 
-    async def _recover(self, reason: str) -> bool:
+    async def _take_over(self, lease: Lease) -> RunStream | None:
+        """A dead owner's run (``takeover.py``): publish what its channels lack through its
+        settled state, as a broken stream's recovery does; the stream answering its action next,
+        if any."""
+        self._keeper.adopt(lease)
+        self._out.fence = self._keeper.fence
+        run_id, thread_id = lease.run_id, self.thread_id
+        assert thread_id is not None
+        await self._keeper.record(thread_id, self._api_key)
+        self._resolve_start()
+        logs.bind(run_id=run_id, thread_id=thread_id)
+        self._life.feed(Input.TAKEN_OVER)
+        published = await published_state(self._env.broker, run_id)
+        self._finals = published.finals
+        if published.status in self._protocol.terminal_statuses:
+            # The owner published the run's end: only its segment's end may be missing.
+            self._last_status = published.status
+            self._life.feed(Input.RECOVERED)
+            if not published.done:
+                await self._out.emit(self._protocol.end_of_segment)
+            return None
+        if await self._recover(OWNER_LOST, published):
+            self._life.feed(Input.RECOVERED)
+            if self._pending is not None:
+                return await self._answer_action()
+            await self._out.emit(self._protocol.end_of_segment)
+            return None
+        self._life.feed(Input.GAVE_UP)
+        exc = UpstreamConnectionError(
+            "runcast: the run's gateway node stopped and the run's end could not be learnt"
+        )
+        event = upstream_error_event(
+            exc, message=str(exc), last_status=published.status, run_id=run_id, thread_id=thread_id
+        )
+        await self._out.emit_batch([event, self._protocol.end_of_segment])
+        return None
+
+    async def _recover(self, reason: str, published: Published | None = None) -> bool:
         """Poll the cut-off run until it settles and publish what its channels missed, then
-        its settled state (``recovery.py``); False when its end could not be learnt in time."""
+        its settled state (``recovery.py``); False when its end could not be learnt in time.
+        ``published``: a dead owner's run, whose channel holds that (``takeover.py``)."""
         run_id, thread_id, within = self.run_id, self.thread_id, self._env.recovery_timeout
         if run_id is None or thread_id is None or within <= 0:
             return False
@@ -535,16 +642,39 @@ class RunRelay:
             within=within,
             api_key=self._api_key,
         )
+        if published is not None:
+            await self._check_submission(run_id, thread_id, recovery)
         if recovery is None:
             return False
         notice = recovered_event(recovery, reason=reason, run_id=run_id, thread_id=thread_id)
         await self._out.emit_batch([notice, *recovery.missed.events])
-        for published in recovery.missed.events:
-            self._finals.note_published(published)
-        await self._publish_settled(recovery)
+        for event in recovery.missed.events:
+            self._finals.note_published(event)
+        await self._publish_settled(recovery, published)
         return True
 
-    async def _publish_settled(self, recovery: Recovery) -> None:
+    async def _check_submission(
+        self, run_id: str, thread_id: str, recovery: Recovery | None
+    ) -> None:
+        """Report a dead owner's submission the run's state cannot settle (``takeover.py``)."""
+        mark = await self._env.marks.get(run_id)
+        status = None if recovery is None else recovery.status
+        if mark is None or not submission_unknown(mark, status):
+            return
+        reason = (
+            "the run could not be read"
+            if status is None
+            else f"the run ended {status} after the outputs were being submitted"
+        )
+        log.warning("run %s: unknown whether the tool outputs were submitted: %s", run_id, reason)
+        event = unknown_event(
+            run_id=run_id, thread_id=thread_id, tool_call_ids=mark.call_ids, reason=reason
+        )
+        await self._out.emit(event)
+
+    async def _publish_settled(
+        self, recovery: Recovery, published: Published | None = None
+    ) -> None:
         """The recovered run's settled state, published as a live one would be."""
         status = recovery.status
         self._last_status = status
@@ -566,8 +696,35 @@ class RunRelay:
         self._action = run
         if self._handler is None:
             await self._out.emit(event)
+        elif (
+            published is not None
+            and published.status == status
+            and published.action_ids
+            == (
+                tuple(call.id for call in run.required_action.submit_tool_outputs.tool_calls)
+                if run.required_action is not None
+                else ()
+            )
+        ):
+            # The dead owner published this very action: it is answered without repeating it.
+            await self._release_round(run)
+            await self._hold_action(run, event, publish=False)
         else:
+            if published is not None:
+                await self._release_round(run)
             await self._hold_action(run, event)
+
+    async def _release_round(self, run: Run) -> None:
+        """A dead owner may have been answering this action (tool rounds say so, and would
+        skip it): the run still waits at it, so it is answered again (``takeover.py``)."""
+        rounds, action = self._env.rounds, run.required_action
+        if rounds is None or action is None:
+            return
+        ids = tuple(call.id for call in action.submit_tool_outputs.tool_calls)
+        state = await rounds.get(run.id)
+        if state.last_action == ids:
+            released = RoundState(rounds=state.rounds, last_action=None)
+            await rounds.swap(run.id, state, released)
 
     def _scrub(self, text: str) -> str:
         key = self._env.upstream.settings.api_key
@@ -619,6 +776,7 @@ class RunRelay:
         over = self._last_status in self._protocol.terminal_statuses
         if over and self._handler is not None:
             await self._handler.forget(self.run_id)
+            await self._env.marks.forget(self.run_id)
         # A relay the upstream refused outright (a client's submission answered 400) published
         # nothing: the run's channel belongs to whichever relay continues it.
         if over or (self._life.broken and self._life.published):

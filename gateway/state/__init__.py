@@ -4,8 +4,10 @@ Each module holds one interface (a ``Protocol`` whose methods are async wherever
 would wait) and its in-memory implementation for a single process: ``leases`` (who owns a run: a
 lease with a fencing token), ``claims`` (the one-submission-per-action claim and clients'
 submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
-``threads`` (run -> thread, and response -> conversation, read by auth) and ``rounds`` (tool
-rounds per run).
+``threads`` (run -> thread, and response -> conversation, read by auth), ``rounds`` (tool rounds
+per run), ``live`` (runs being pumped, for failover) and ``marks`` (runcast's submission of an
+action, for failover); ``cancel`` re-raises a cancellation a network client swallowed in a
+polling loop.
 :class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
 in-memory set. ``redis`` holds every interface on Redis for several processes and nodes.
 """
@@ -16,6 +18,8 @@ import dataclasses
 
 from .claims import TAKEOVER_TIMEOUT, ActionClaims, Claim, MemoryActionClaims
 from .leases import Lease, MemoryRunLeases, RunLeases
+from .live import LiveRun, LiveRuns, MemoryLiveRuns
+from .marks import MemorySubmissionMarks, SubmissionMark, SubmissionMarks
 from .rounds import MemoryToolRounds, RoundState, ToolRounds
 from .schedule import ExpiryEntry, ExpirySchedule, MemoryExpirySchedule
 from .threads import MemoryRunThreads, RunThreads
@@ -27,15 +31,21 @@ __all__ = [
     "ExpiryEntry",
     "ExpirySchedule",
     "Lease",
+    "LiveRun",
+    "LiveRuns",
     "MemoryActionClaims",
     "MemoryExpirySchedule",
+    "MemoryLiveRuns",
     "MemoryRunLeases",
     "MemoryRunThreads",
+    "MemorySubmissionMarks",
     "MemoryToolRounds",
     "RoundState",
     "RunLeases",
     "RunThreads",
     "SharedState",
+    "SubmissionMark",
+    "SubmissionMarks",
     "ToolRounds",
 ]
 
@@ -50,6 +60,12 @@ class SharedState:
     threads: RunThreads
     conversations: RunThreads
     """response id -> conversation id of the Responses streams that named a conversation."""
+    live: LiveRuns = dataclasses.field(default_factory=MemoryLiveRuns)
+    """Runs being pumped, for failover (only a shared store lets another process take over)."""
+    marks: SubmissionMarks = dataclasses.field(default_factory=MemorySubmissionMarks)
+    """Where runcast's submission of each run's current action stands."""
+    shared: bool = False
+    """True when other processes see these stores (Redis): runs can be taken over."""
 
     @classmethod
     def memory(cls, *, max_runs: int = 100_000) -> SharedState:

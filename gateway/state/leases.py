@@ -15,6 +15,8 @@ from typing import Protocol
 
 import msgspec
 
+from gateway.hub import Fence
+
 __all__ = ["Lease", "MemoryRunLeases", "RunLeases"]
 
 
@@ -47,6 +49,11 @@ class RunLeases(Protocol):
 
     async def holder(self, run_id: str) -> Lease | None:
         """The current unexpired lease on ``run_id``, if any."""
+        ...
+
+    def fence(self, lease: Lease) -> Fence | None:
+        """What a publish under ``lease`` carries so a shared broker can refuse it once the
+        lease has a newer holder (None: one process, nothing to check)."""
         ...
 
 
@@ -84,6 +91,9 @@ class MemoryRunLeases:
             return False
         del self._leases[lease.run_id]
         return True
+
+    def fence(self, lease: Lease) -> Fence | None:
+        return None
 
     async def holder(self, run_id: str) -> Lease | None:
         lease = self._leases.get(run_id)

@@ -15,6 +15,9 @@ interleave inside it. Keys (``<ns>`` = the namespace):
 ``<ns>:sched:order``     zset    run by insertion (the bound drops the oldest first)
 ``<ns>:threads``         hash    run -> thread ("" = unknown), with ``:order`` by last note
 ``<ns>:rounds``          hash    run -> round state, with ``:order`` by last use
+``<ns>:live``            zset    runs being pumped, by lease expiry (ms), with ``:runs``
+                                 (hash: run -> JSON record)
+``<ns>:submit:<run>``    string  runcast's submission mark of the run's action (JSON)
 ======================== ======= ==========================================================
 
 Bounded maps expire as a whole ``retention`` after their last write (memory mode's count
@@ -32,9 +35,14 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from gateway.hub import Fence
+
 from . import SharedState
+from .cancel import check_cancelled
 from .claims import TAKEOVER_TIMEOUT, Claim
 from .leases import Lease
+from .live import LiveRun
+from .marks import SubmissionMark, SubmitState
 from .rounds import RoundState
 from .schedule import ExpiryEntry
 
@@ -42,9 +50,11 @@ __all__ = [
     "STATE_NAMESPACE",
     "RedisActionClaims",
     "RedisExpirySchedule",
+    "RedisLiveRuns",
     "RedisRunLeases",
     "RedisRunThreads",
     "RedisState",
+    "RedisSubmissionMarks",
     "RedisToolRounds",
     "state_client",
 ]
@@ -142,6 +152,9 @@ class RedisRunLeases:
         value = await self._client.get(self._key(run_id))
         return None if value is None else _lease(run_id, value)
 
+    def fence(self, lease: Lease) -> Fence:
+        return Fence(self._key(lease.run_id), lease.token)
+
     def _key(self, run_id: str) -> str:
         return f"{self._ns}:lease:{run_id}"
 
@@ -198,6 +211,7 @@ class _RedisClaim:
     async def wait_superseded(self) -> None:
         while not self._superseded:
             self._superseded = await self._claims.is_superseded(self)
+            check_cancelled()
             if not self._superseded:
                 await asyncio.sleep(self._claims.poll)
 
@@ -254,6 +268,7 @@ class RedisActionClaims:
                 while True:
                     if await self._client.hget(key, "id") != claim_id:
                         break
+                    check_cancelled()  # the timeout's own cancellation included
                     await asyncio.sleep(self.poll)
         except TimeoutError:
             log.warning(
@@ -519,6 +534,81 @@ class RedisToolRounds:
         self._count = await self._forget(keys=self._keys, args=[run_id])
 
 
+_LIVE = msgspec.json.Decoder(LiveRun)
+
+
+class RedisLiveRuns:
+    """:class:`~gateway.state.LiveRuns` on Redis: a zset by lease expiry (ms), records in a hash."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, namespace: str, retention: int = RETENTION
+    ) -> None:
+        self._client = client
+        self._due = f"{namespace}:live"
+        self._runs = f"{namespace}:live:runs"
+        self._retention = retention
+
+    async def put(self, run: LiveRun) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._runs, run.run_id, msgspec.json.encode(run))
+            pipe.zadd(self._due, {run.run_id: round(run.expires_at * 1000)})
+            pipe.expire(self._runs, self._retention)
+            pipe.expire(self._due, self._retention)
+            await pipe.execute()
+
+    async def touch(self, run_id: str, expires_at: float) -> None:
+        await self._client.zadd(self._due, {run_id: round(expires_at * 1000)}, xx=True)
+
+    async def remove(self, run_id: str) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._due, run_id)
+            pipe.hdel(self._runs, run_id)
+            await pipe.execute()
+
+    async def expired(self, now: float, *, limit: int) -> list[LiveRun]:
+        due: list[Any] = await self._client.zrangebyscore(
+            self._due, "-inf", round(now * 1000), start=0, num=limit
+        )
+        if not due:
+            return []
+        records = await self._client.hmget(self._runs, due)
+        runs: list[LiveRun] = []
+        for run_id, raw in zip(due, records, strict=True):
+            if raw is None:
+                await self._client.zrem(self._due, run_id)  # a record that expired alone
+                continue
+            runs.append(_LIVE.decode(raw))
+        return runs
+
+
+_MARK = msgspec.json.Decoder(SubmissionMark)
+
+
+class RedisSubmissionMarks:
+    """:class:`~gateway.state.SubmissionMarks` on Redis: one key per run, expiring."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, namespace: str, retention: int = RETENTION
+    ) -> None:
+        self._client = client
+        self._ns = namespace
+        self._retention = retention
+
+    async def mark(self, run_id: str, call_ids: tuple[str, ...], state: SubmitState) -> None:
+        mark = SubmissionMark(call_ids=call_ids, state=state)
+        await self._client.set(self._key(run_id), msgspec.json.encode(mark), ex=self._retention)
+
+    async def get(self, run_id: str) -> SubmissionMark | None:
+        raw = await self._client.get(self._key(run_id))
+        return None if raw is None else _MARK.decode(raw)
+
+    async def forget(self, run_id: str) -> None:
+        await self._client.delete(self._key(run_id))
+
+    def _key(self, run_id: str) -> str:
+        return f"{self._ns}:submit:{run_id}"
+
+
 class RedisState:
     """Every state store of one gateway process on one client of ``url``; :meth:`aclose` it.
 
@@ -539,6 +629,9 @@ class RedisState:
             conversations=RedisRunThreads(
                 self._client, namespace=f"{namespace}:responses", max_runs=max_runs
             ),
+            live=RedisLiveRuns(self._client, namespace=namespace),
+            marks=RedisSubmissionMarks(self._client, namespace=namespace),
+            shared=True,
         )
         self.rounds = RedisToolRounds(self._client, namespace=namespace)
 

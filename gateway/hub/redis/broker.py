@@ -67,12 +67,14 @@ from gateway.hub.broker import (
     RESTORED_EVENT,
     BrokerStatistics,
     ChannelStatistics,
+    Fence,
     HubEvent,
     HubSettings,
     Position,
     ReducerFactory,
     Sink,
     Snapshot,
+    StaleFence,
 )
 from gateway.hub.channel import Channel, check_names, stored_events
 from gateway.hub.memory import MemoryBroker, MemorySubscription
@@ -196,7 +198,7 @@ class RedisBroker(MemoryBroker):
     # -- Broker ---------------------------------------------------------------------------------
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent]
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
     ) -> dict[str, Position]:
         self._start()
         if not events:
@@ -220,7 +222,7 @@ class RedisBroker(MemoryBroker):
                 if any(tails.holds(name) for name in channels):
                     await tails.changed()  # not ours to number: after what is held, in order
                     continue
-            calls = [self._append_call(name, events, body, token) for name in channels]
+            calls = [self._append_call(name, events, body, token, fence=fence) for name in channels]
             try:
                 results = await self._evalsha_all(self._append_sha, calls)
                 break
@@ -235,6 +237,8 @@ class RedisBroker(MemoryBroker):
                 self._append_down = True
                 raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
         self._append_down = False
+        if fence is not None and any(result is None for result in results):
+            raise StaleFence(f"the lease on {fence.key} has a newer holder than {fence.token}")
         out: dict[str, Position] = {}
         for name, (epoch, first, status) in zip(channels, results, strict=True):
             if int(status) == 1:
@@ -259,15 +263,17 @@ class RedisBroker(MemoryBroker):
         body: bytes,
         token: str,
         at: Position | None = None,
+        fence: Fence | None = None,
     ) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of one ``APPEND`` (``at``: the seq this node numbered it)."""
+        """The keys and arguments of one ``APPEND`` (``at``: the seq this node numbered it;
+        ``fence``: refused if the run's lease has a newer holder)."""
         s = self.settings
         k = self._keys
         pairs: list[str | bytes] = []
         for e in events:
             pairs += (e.name, e.data)
         return (
-            [k.meta(name), k.log(name)],
+            [k.meta(name), k.log(name), *([fence.key] if fence is not None else [])],
             [
                 k.live,
                 secrets.token_hex(4),
@@ -280,6 +286,7 @@ class RedisBroker(MemoryBroker):
                 at.epoch if at is not None else "",
                 at.seq if at is not None else 0,
                 *pairs,
+                *([fence.token] if fence is not None else []),
             ],
         )
 

@@ -13,8 +13,9 @@ each event with its seq as the entry id (``XADD MAXLEN ~``), refreshes the TTLs 
 whole batch with one ``PUBLISH`` on ``<prefix>:live``, the channel every node's follower reads.
 A batch the publisher numbered itself while Redis was unreachable (``tail.py``) is appended at
 those seqs, and a retry of a batch that already landed is recognised by its token and skipped.
-A meta hash that vanished (Redis restarted without persistence, or the keys expired) gets a new
-epoch, so no position from before can match what follows.
+A publish may carry a fence (the run's lease key and the publisher's token): the script refuses
+the batch when that key holds a newer token (one extra ``GET``). A meta hash that vanished (Redis
+restarted without persistence, or the keys expired) gets a new epoch, so no position from before can match what follows.
 
 Live messages (bytes, fields separated by LF)::
 
@@ -43,6 +44,12 @@ __all__ = [
 
 APPEND = """
 local n = tonumber(ARGV[6])
+if KEYS[3] then
+  local lease = redis.call('GET', KEYS[3])
+  if lease and tonumber(string.match(lease, '^%d+')) > tonumber(ARGV[11 + 2 * n]) then
+    return false
+  end
+end
 local want = tonumber(ARGV[10])
 local m = redis.call('HMGET', KEYS[1], 'ep', 's', 'bt', 'bf')
 local ep = m[1]
@@ -77,9 +84,14 @@ local moved = 0
 if want > 0 and (first ~= want or ep ~= ARGV[9]) then moved = 2 end
 return {ep, first, moved}
 """
-"""KEYS: meta, log. ARGV: live channel, epoch if new, max length, TTL (s), channel name, event
-count, encoded batch, the batch's token, the epoch and first seq it was numbered with locally
-(``""`` and ``0`` when Redis numbers it), then name and data of each event.
+"""KEYS: meta, log, optionally the run's lease key (the fence). ARGV: live channel, epoch if new,
+max length, TTL (s), channel name, event count, encoded batch, the batch's token, the epoch and
+first seq it was numbered with locally (``""`` and ``0`` when Redis numbers it), then name and
+data of each event, then (with a fence) the publisher's lease token.
+
+With a fence, nil (nothing written) when the lease key holds ``<token>|...`` with a greater token
+than the publisher's: it lost its run to another holder. (The lease key lives outside the
+channel's hash tag: a Redis Cluster deployment would need it in the channel's slot.)
 
 Returns ``{epoch, first seq, status}``: ``0`` appended (at the wanted seqs, if any), ``1`` already
 in the log (a retry whose first attempt landed: nothing appended, nothing announced), ``2``

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.hub import START, BufferSink, HubEvent, MemoryBroker, Position
+from gateway.hub import START, BufferSink, Fence, HubEvent, MemoryBroker, Position
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.publisher import RunPublisher
 from parsers.sse import ServerSentEvent, SSEDecoder
@@ -17,7 +17,7 @@ class RoundTripBroker(MemoryBroker):
     """Answers ``publish`` only after other tasks have run, as a networked broker would."""
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent]
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
     ) -> dict[str, Position]:
         seqs = self.publish_nowait(channels, events)
         await asyncio.sleep(0)

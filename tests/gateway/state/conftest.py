@@ -13,9 +13,17 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from state_factories import CLAIMS, LEASES, ROUNDS, SCHEDULES, THREADS, Backend
+from state_factories import CLAIMS, LEASES, LIVE, MARKS, ROUNDS, SCHEDULES, THREADS, Backend
 
-from gateway.state import ActionClaims, ExpirySchedule, RunLeases, RunThreads, ToolRounds
+from gateway.state import (
+    ActionClaims,
+    ExpirySchedule,
+    LiveRuns,
+    RunLeases,
+    RunThreads,
+    SubmissionMarks,
+    ToolRounds,
+)
 from gateway.state.redis import state_client
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
@@ -66,3 +74,13 @@ def threads(backend: tuple[str, Backend]) -> RunThreads:
 @pytest.fixture
 def rounds(backend: tuple[str, Backend]) -> ToolRounds:
     return ROUNDS[backend[0]](backend[1])
+
+
+@pytest.fixture
+def live(backend: tuple[str, Backend]) -> LiveRuns:
+    return LIVE[backend[0]](backend[1])
+
+
+@pytest.fixture
+def marks(backend: tuple[str, Backend]) -> SubmissionMarks:
+    return MARKS[backend[0]](backend[1])

@@ -14,20 +14,26 @@ import redis.asyncio as aioredis
 from gateway.state import (
     ActionClaims,
     ExpirySchedule,
+    LiveRuns,
     MemoryActionClaims,
     MemoryExpirySchedule,
+    MemoryLiveRuns,
     MemoryRunLeases,
     MemoryRunThreads,
+    MemorySubmissionMarks,
     MemoryToolRounds,
     RunLeases,
     RunThreads,
+    SubmissionMarks,
     ToolRounds,
 )
 from gateway.state.redis import (
     RedisActionClaims,
     RedisExpirySchedule,
+    RedisLiveRuns,
     RedisRunLeases,
     RedisRunThreads,
+    RedisSubmissionMarks,
     RedisToolRounds,
 )
 
@@ -70,4 +76,12 @@ THREADS: dict[str, Callable[[Backend], RunThreads]] = {
 ROUNDS: dict[str, Callable[[Backend], ToolRounds]] = {
     "memory": lambda _: MemoryToolRounds(max_runs=BOUND),
     "redis": lambda b: RedisToolRounds(b.redis, namespace=b.namespace, max_runs=BOUND),
+}
+LIVE: dict[str, Callable[[Backend], LiveRuns]] = {
+    "memory": lambda _: MemoryLiveRuns(),
+    "redis": lambda b: RedisLiveRuns(b.redis, namespace=b.namespace),
+}
+MARKS: dict[str, Callable[[Backend], SubmissionMarks]] = {
+    "memory": lambda _: MemorySubmissionMarks(),
+    "redis": lambda b: RedisSubmissionMarks(b.redis, namespace=b.namespace),
 }

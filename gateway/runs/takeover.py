@@ -1,0 +1,211 @@
+"""Failover: the takeover watcher, and what a node taking a run over reads and reports.
+
+Theory of operation. In Redis mode every node runs one :class:`TakeoverWatcher` (owned by the
+relay registry, like the expiry watcher). A relay that owns a run keeps it in the shared
+:class:`~gateway.state.LiveRuns` with its lease's expiry (``keeper.py``) and removes it when it
+stops pumping it for good. Every third of the lease ttl the watcher lists the runs whose recorded
+expiry has passed (their owner stopped renewing: a killed process, a lost network) and tries to
+acquire each one's lease *without* take-over: the store hands it to exactly one node, which
+starts a relay in recovery mode for the run (``relay.py``). That relay reads what the run's
+channel already holds (:func:`published_state`, from the channel's snapshot in the shared log),
+polls the upstream run until it settles as a broken stream's recovery does, and publishes
+``runcast.recovered`` (``reason: "owner_lost"``), the final messages and steps the channel lacks,
+the settled ``thread.run.<status>`` and ``done``; a run at ``requires_action`` is answered with
+the tools as its owner would have. A run whose channel already has its terminal status and
+``done`` is only closed.
+
+Tools after an owner died mid-action. The owner marks ``submitting`` (with the action's tool call
+ids) before it posts the outputs and ``submitted`` once accepted (``gateway.state.marks``). The
+taker submits only when the outputs were provably not taken: the run is (still) at
+``requires_action`` once the dead owner's lease has lapsed, which a submission the upstream had
+accepted would have moved on (so a mark with the same ids was not taken; other ids are a new
+action). When the mark says ``submitting`` and the run's state cannot tell (the run read failed
+until the recovery deadline, or the run ended ``expired``, ``cancelled`` or ``failed``), it
+publishes ``runcast.tool_automation.unknown`` ``{"run_id", "thread_id", "tool_call_ids",
+"reason"}`` and follows the run without submitting. Handlers get the ``tool_call_id`` as their
+idempotency key, so one that ran under the dead owner can recognise the second call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from gateway.hub import Broker, HubEvent
+from gateway.state import Lease, LiveRun, LiveRuns, RunLeases, SubmissionMark
+from gateway.state.cancel import check_cancelled
+from parsers.assistants.signals import FINAL_MESSAGE_STATUSES, FINAL_STEP_STATUSES
+
+from .channels import run_channel
+from .missed import FinalIds
+
+__all__ = [
+    "OWNER_LOST",
+    "UNKNOWN_EVENT",
+    "Published",
+    "TakeoverWatcher",
+    "published_state",
+    "submission_unknown",
+    "unknown_event",
+]
+
+log = logging.getLogger("runcast.relay")
+
+OWNER_LOST = "owner_lost"
+"""The ``reason`` of the ``runcast.recovered`` a taker publishes."""
+UNKNOWN_EVENT = "runcast.tool_automation.unknown"
+
+_MAX_TAKEN_PER_TICK = 100
+
+_SAYS_SUBMITTED = frozenset({"completed", "incomplete"})
+"""Statuses a run reaches only past its action: the outputs were taken."""
+
+
+class _Item(msgspec.Struct):
+    id: str = ""
+    status: str | None = None
+
+
+class _Call(msgspec.Struct):
+    id: str = ""
+
+
+class _Outputs(msgspec.Struct):
+    tool_calls: list[_Call] = []
+
+
+class _Action(msgspec.Struct):
+    submit_tool_outputs: _Outputs | None = None
+
+
+class _Run(msgspec.Struct):
+    required_action: _Action | None = None
+
+
+class _Snapshot(msgspec.Struct):
+    status: str | None = None
+    done: bool = False
+    run: _Run | None = None
+    messages: list[_Item] = []
+    steps: list[_Item] = []
+
+
+class _Wrapped(msgspec.Struct):
+    snapshot: _Snapshot | None = None
+
+
+class Published(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run's channel already holds (read from its snapshot)."""
+
+    finals: FinalIds
+    status: str | None
+    """The last run status published."""
+    done: bool
+    """Whether ``done`` followed it."""
+    action_ids: tuple[str, ...]
+    """The tool call ids of the ``requires_action`` published last (empty if none)."""
+
+
+def call_ids(required_action: _Action | None) -> tuple[str, ...]:
+    outputs = required_action.submit_tool_outputs if required_action is not None else None
+    return tuple(call.id for call in outputs.tool_calls) if outputs is not None else ()
+
+
+async def published_state(broker: Broker, run_id: str) -> Published:
+    """What ``run:{run_id}`` holds: its final messages and steps, last status and ``done``."""
+    finals = FinalIds()
+    snapshot = await broker.snapshot(run_channel(run_id))
+    view = None
+    if snapshot is not None:
+        try:
+            view = msgspec.json.decode(snapshot.to_json(), type=_Wrapped).snapshot
+        except msgspec.DecodeError as exc:
+            log.warning("run %s: its snapshot does not decode: %s", run_id, exc)
+    if view is None:
+        return Published(finals=finals, status=None, done=False, action_ids=())
+    finals.messages.update(m.id for m in view.messages if m.status in FINAL_MESSAGE_STATUSES)
+    finals.steps.update(s.id for s in view.steps if s.status in FINAL_STEP_STATUSES)
+    ids = call_ids(view.run.required_action) if view.run is not None else ()
+    return Published(finals=finals, status=view.status, done=view.done, action_ids=ids)
+
+
+def submission_unknown(mark: SubmissionMark | None, status: str | None) -> bool:
+    """Whether a dead owner's submission may have been taken without the run saying so:
+    ``status`` is the settled status found (None: the run could not be read)."""
+    if mark is None or mark.state != "submitting":
+        return False
+    return status is None or (status != "requires_action" and status not in _SAYS_SUBMITTED)
+
+
+def unknown_event(
+    *, run_id: str, thread_id: str, tool_call_ids: tuple[str, ...], reason: str
+) -> HubEvent:
+    body = {
+        "run_id": run_id,
+        "thread_id": thread_id,
+        "tool_call_ids": list(tool_call_ids),
+        "reason": reason,
+    }
+    return HubEvent(UNKNOWN_EVENT, msgspec.json.encode(body))
+
+
+class TakeoverWatcher:
+    """Takes over the runs whose owner's lease lapsed (module docstring); ``adopt`` starts the
+    recovery relay for a run this node won."""
+
+    def __init__(
+        self,
+        live: LiveRuns,
+        leases: RunLeases,
+        adopt: Callable[[LiveRun, Lease], None],
+        *,
+        ttl: float,
+        owner: str,
+    ) -> None:
+        self._live = live
+        self._leases = leases
+        self._adopt = adopt
+        self._ttl = ttl
+        self._owner = owner
+        self._task: asyncio.Task[None] | None = None
+        self.taken = 0
+        """Runs this node took over."""
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._watch(), name="runcast-takeover-watcher"
+            )
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def tick(self) -> int:
+        """Look once; the number of runs taken over."""
+        taken = 0
+        for run in await self._live.expired(time.time(), limit=_MAX_TAKEN_PER_TICK):
+            lease = await self._leases.acquire(run.run_id, self._owner, ttl=self._ttl)
+            if lease is None:
+                continue  # still held (renewed meanwhile), or another node won it
+            log.warning("run %s: its owner stopped; taking it over", run.run_id)
+            self._adopt(run, lease)
+            taken += 1
+        self.taken += taken
+        return taken
+
+    async def _watch(self) -> None:
+        interval = self._ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick()
+            except Exception as exc:  # the store unreachable: look again next time
+                log.warning("takeover watcher: %s", exc)
+            check_cancelled()
