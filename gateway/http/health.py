@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import msgspec
 from aiohttp import web
 
+from gateway.tasks import cancel_and_wait
+
 __all__ = ["READINESS", "Check", "Readiness", "UpstreamProbe", "healthz", "readyz"]
 
 Check = Callable[[], str | None]
@@ -87,9 +89,7 @@ class UpstreamProbe:
     async def __aexit__(self, *exc_info: object) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def probe(self) -> str | None:
         """One attempt now; its outcome becomes :meth:`reason`."""

@@ -13,13 +13,13 @@ token: ``on_lease`` hands it to the relay's publishes), else the run is lost as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from gateway.hub import Fence
 from gateway.state import Lease, LiveRun, LiveRuns, RunLeases
 from gateway.state.cancel import check_cancelled
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["LeaseKeeper"]
 
@@ -85,9 +85,7 @@ class LeaseKeeper:
         (it is over, or left to the client), so its live record goes too."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         lease, self.lease = self.lease, None
         if lease is None or self.lost:
             return
