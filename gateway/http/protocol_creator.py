@@ -137,6 +137,9 @@ async def serve_protocol_stream(
         reconcile=ResponseRecovery(upstream, within=app[SETTINGS].recovery_timeout, api_key=api_key)
         if call.kind == "response" and stored(body)
         else None,
+        ownership=relays.stream_ownership(
+            api_key=api_key, stored=call.kind == "response" and stored(body)
+        ),
     )
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
     try:

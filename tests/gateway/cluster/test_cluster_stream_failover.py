@@ -1,0 +1,148 @@
+"""SIGKILL of the node pumping a Responses or Chat stream (StreamRelay takeover), real processes.
+
+Two ``runcast serve`` nodes on one ``redis-server`` and a slow ``runcast mock``, a short
+``--lease-ttl``. The stream is created through A, an SSE subscriber follows it on B, and A is
+killed mid-stream: B takes the stream over once A's lease lapses. A background response goes on
+from where A stopped (one gap-free, duplicate-free stream through ``response.completed``); a
+chat stream ends with ``runcast.upstream_lost`` ``reason: "owner_lost"`` and its channel closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from cluster_helpers import API_KEY, Cluster
+from http_helpers import WAIT, Received
+
+from parsers.sse import SSEDecoder
+
+pytestmark = pytest.mark.asyncio
+
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+LEASE_TTL = 1.5
+SLOW_MOCK = ("--deltas", "150", "--delay-ms", "25")
+"""About 4 s of stream: A dies in its first second."""
+
+
+async def _read_stamped(
+    response: aiohttp.ClientResponse, *, stop: int | None = None
+) -> list[tuple[float, Received]]:
+    """SSE events with their arrival times, to the end of the body (or ``stop`` events)."""
+    decoder = SSEDecoder()
+    events: list[tuple[float, Received]] = []
+    async for chunk in response.content.iter_any():
+        now = time.monotonic()
+        events.extend((now, Received.from_sse(sse)) for sse in decoder.feed(chunk))
+        if stop is not None and len(events) >= stop:
+            break
+    return events
+
+
+async def _start(cluster: Cluster) -> tuple[Any, str, aiohttp.ClientSession]:
+    await cluster.mock(*SLOW_MOCK)
+    ttl = ("--lease-ttl", str(LEASE_TTL))
+    node_a = await cluster.node("a", *ttl)
+    b = (await cluster.node("b", *ttl)).url
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=WAIT))
+    return node_a, b, session
+
+
+async def test_a_killed_owners_background_response_goes_on_from_where_it_stopped(
+    cluster: Cluster,
+) -> None:
+    node_a, b, session = await _start(cluster)
+    try:
+        creator = await session.post(
+            f"{node_a.url}/v1/responses",
+            json={
+                "model": "gpt-5",
+                "input": "Weather in Oslo?",
+                "background": True,
+                "stream": True,
+            },
+            headers=HEADERS,
+        )
+        assert creator.status == 200, await creator.text()
+        response_id = creator.headers["runcast-response-id"]
+        token = creator.headers["runcast-subscribe-token"]
+        on_b = await session.get(
+            f"{b}/streams/responses/{response_id}?since=0",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert on_b.status == 200
+        reader = asyncio.create_task(_read_stamped(on_b))
+        async with asyncio.timeout(WAIT):
+            await _read_stamped(creator, stop=15)
+        node_a.proc.kill()  # SIGKILL: no lease released, no notice to anyone
+        killed = time.monotonic()
+        await node_a.proc.wait()
+        creator.close()
+        async with asyncio.timeout(WAIT):
+            stamped = await reader
+        on_b.close()
+        async with session.get(f"{cluster.upstream}/responses/{response_id}", headers=HEADERS) as r:
+            final = await r.json()
+    finally:
+        await session.close()
+    events = [event for _, event in stamped]
+    data = [event.json() for event in events]
+    # Every event once, in order, through the last word; the channel then ends (body closed).
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    assert data[-1]["type"] == "response.completed"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    text = "".join(d["delta"] for d in data if d["type"] == "response.output_text.delta")
+    upstream_text = "".join(
+        part["text"] for item in final["output"] for part in item.get("content", [])
+    )
+    assert final["status"] == "completed" and text == upstream_text
+    # B took over within a few lease ttls of the kill (reported by the brief's figure).
+    after = [at for at, _ in stamped if at > killed]
+    assert after, "nothing reached B after the kill"
+    gap = max(later - earlier for earlier, later in zip([killed, *after], after, strict=False))
+    print(f"takeover gap seen by B: {gap:.2f}s (lease ttl {LEASE_TTL}s)")
+    assert gap < 4 * LEASE_TTL
+
+
+async def test_a_killed_owners_chat_stream_ends_with_owner_lost(cluster: Cluster) -> None:
+    node_a, b, session = await _start(cluster)
+    try:
+        creator = await session.post(
+            f"{node_a.url}/v1/chat/completions",
+            json={
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+            },
+            headers=HEADERS,
+        )
+        assert creator.status == 200, await creator.text()
+        completion_id = creator.headers["runcast-completion-id"]
+        token = creator.headers["runcast-subscribe-token"]
+        on_b = await session.get(
+            f"{b}/streams/chat/{completion_id}?since=0",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert on_b.status == 200
+        reader = asyncio.create_task(_read_stamped(on_b))
+        async with asyncio.timeout(WAIT):
+            await _read_stamped(creator, stop=10)
+        node_a.proc.kill()
+        await node_a.proc.wait()
+        creator.close()
+        async with asyncio.timeout(WAIT):
+            stamped = await reader  # to the end of the body: the channel closed
+        on_b.close()
+    finally:
+        await session.close()
+    events = [event for _, event in stamped]
+    assert events[-1].event == "runcast.upstream_lost"
+    lost = events[-1].json()
+    assert (lost["reason"], lost["kind"], lost["id"]) == ("owner_lost", "chat", completion_id)
+    assert lost["error"]["code"] == "upstream_lost"
+    # Chunks only before it, no [DONE]: the answer was not finished.
+    assert all(e.event == "message" for e in events[:-1]) and len(events) > 10
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
