@@ -11,7 +11,8 @@ loop, so the creator's response writes the batch before the next one reaches the
 Events before the stream's id is known (a ``keepalive`` before ``response.created``) are held,
 so the stream's own channel starts with the first of them; ``ready`` (a
 :class:`~gateway.runs.relay.Readiness`, as trio's ``task_status``) is marked started once the id
-is known, so the creator's head can name it and carry its subscribe token. An upstream failure
+is known and its first events are published (so the channel exists on every node), and the
+creator's head can name it and carry its subscribe token. An upstream failure
 before any event is reported through it instead and nothing is published.
 
 Resumption. A stream the upstream can continue (a background response) that is cut before its
@@ -463,8 +464,9 @@ class StreamRelay:
     def _known(self, object_id: str) -> None:
         self._object_id = object_id
         if self._round == 0:
+            # The start is resolved once the first batch is published (``_emit``): a subscriber
+            # the creator's head sends to another node then finds the channel there.
             self._out.own = self._spec.channel(object_id)
-            self._resolve_start()
         else:
             self._out.current = self._spec.channel(object_id)
 
@@ -480,6 +482,8 @@ class StreamRelay:
             await self._own()
         held, self._held = self._held, []
         await self._out.emit_batch([*held, *events])
+        if self._round == 0 and self._object_id is not None:
+            self._resolve_start()
 
     async def _settle(self, exc: BaseException, *, reason: str | None = None) -> None:
         """End a stream that cannot be continued: reconciled when possible, else lost."""

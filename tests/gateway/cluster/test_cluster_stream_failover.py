@@ -29,15 +29,18 @@ SLOW_MOCK = ("--deltas", "150", "--delay-ms", "25")
 
 
 async def _read_stamped(
-    response: aiohttp.ClientResponse, *, stop: int | None = None
+    response: aiohttp.ClientResponse, *, stop: int | None = None, until: str | None = None
 ) -> list[tuple[float, Received]]:
-    """SSE events with their arrival times, to the end of the body (or ``stop`` events)."""
+    """SSE events with their arrival times, to the end of the body (or ``stop`` events, or the
+    event named ``until``)."""
     decoder = SSEDecoder()
     events: list[tuple[float, Received]] = []
     async for chunk in response.content.iter_any():
         now = time.monotonic()
         events.extend((now, Received.from_sse(sse)) for sse in decoder.feed(chunk))
         if stop is not None and len(events) >= stop:
+            break
+        if until is not None and any(event.event == until for _, event in events):
             break
     return events
 
@@ -146,3 +149,50 @@ async def test_a_killed_owners_chat_stream_ends_with_owner_lost(cluster: Cluster
     # Chunks only before it, no [DONE]: the answer was not finished.
     assert all(e.event == "message" for e in events[:-1]) and len(events) > 10
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_killed_owners_stored_response_is_polled_to_its_end_in_every_channel(
+    cluster: Cluster,
+) -> None:
+    node_a, b, session = await _start(cluster)
+    opened: list[aiohttp.ClientResponse] = []
+    try:
+        creator = await session.post(
+            f"{node_a.url}/v1/responses",
+            json={"model": "gpt-5", "input": "Weather in Oslo?", "stream": True},
+            headers={**HEADERS, "Runcast-Channel": "ops"},
+        )
+        assert creator.status == 200, await creator.text()
+        response_id = creator.headers["runcast-response-id"]
+        subscriptions = [
+            (f"responses/{response_id}", creator.headers["runcast-subscribe-token"]),
+            ("channels/ops", creator.headers["runcast-channel-token"]),
+        ]
+        readers = []
+        for path, token in subscriptions:
+            on_b = await session.get(
+                f"{b}/streams/{path}?since=0", headers={"Authorization": f"Bearer {token}"}
+            )
+            opened.append(on_b)
+            assert on_b.status == 200
+            until = "response.completed" if path == "channels/ops" else None
+            readers.append(asyncio.create_task(_read_stamped(on_b, until=until)))
+        async with asyncio.timeout(WAIT):
+            await _read_stamped(creator, stop=15)
+        node_a.proc.kill()
+        await node_a.proc.wait()
+        creator.close()
+        async with asyncio.timeout(WAIT):
+            own = [event for _, event in await readers[0]]  # to its end: the channel closed
+            named = await readers[1]  # a named channel stays open: read what it holds so far
+    finally:
+        for response in opened:
+            response.close()
+        await session.close()
+    names = [event.event for event in own]
+    assert names[-2:] == ["runcast.recovered", "response.completed"]
+    recovered = own[-2].json()
+    assert (recovered["reason"], recovered["id"]) == ("owner_lost", response_id)
+    assert recovered["cursor"] == own[-3].json()["sequence_number"]
+    assert [e.seq for e in own] == list(range(1, len(own) + 1))
+    assert [event.data for _, event in named][-2:] == [e.data for e in own[-2:]]
