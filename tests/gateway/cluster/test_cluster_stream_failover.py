@@ -10,6 +10,7 @@ chat stream ends with ``runcast.upstream_lost`` ``reason: "owner_lost"`` and its
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import Any
 
@@ -45,8 +46,10 @@ async def _read_stamped(
     return events
 
 
-async def _start(cluster: Cluster) -> tuple[Any, str, aiohttp.ClientSession]:
-    await cluster.mock(*SLOW_MOCK)
+async def _start(
+    cluster: Cluster, mock: tuple[str, ...] = SLOW_MOCK
+) -> tuple[Any, str, aiohttp.ClientSession]:
+    await cluster.mock(*mock)
     ttl = ("--lease-ttl", str(LEASE_TTL))
     node_a = await cluster.node("a", *ttl)
     b = (await cluster.node("b", *ttl)).url
@@ -196,3 +199,58 @@ async def test_a_killed_owners_stored_response_is_polled_to_its_end_in_every_cha
     assert recovered["cursor"] == own[-3].json()["sequence_number"]
     assert [e.seq for e in own] == list(range(1, len(own) + 1))
     assert [event.data for _, event in named][-2:] == [e.data for e in own[-2:]]
+
+
+async def test_a_paused_owner_that_wakes_up_after_the_takeover_publishes_nothing_more(
+    cluster: Cluster,
+) -> None:
+    # About 7.5 s of stream: A wakes up while B still pumps it (B holds the lease).
+    node_a, b, session = await _start(cluster, ("--deltas", "300", "--delay-ms", "25"))
+    opened: list[aiohttp.ClientResponse] = []
+    try:
+        creator = await session.post(
+            f"{node_a.url}/v1/responses",
+            json={
+                "model": "gpt-5",
+                "input": "Weather in Oslo?",
+                "background": True,
+                "stream": True,
+            },
+            headers=HEADERS,
+        )
+        opened.append(creator)
+        assert creator.status == 200, await creator.text()
+        response_id = creator.headers["runcast-response-id"]
+        token = creator.headers["runcast-subscribe-token"]
+        on_b = await session.get(
+            f"{b}/streams/responses/{response_id}?since=0",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        opened.append(on_b)
+        assert on_b.status == 200
+        reader = asyncio.create_task(_read_stamped(on_b))
+        async with asyncio.timeout(WAIT):
+            await _read_stamped(creator, stop=15)
+        node_a.proc.send_signal(signal.SIGSTOP)  # A keeps its sockets but stops renewing
+        await asyncio.sleep(2 * LEASE_TTL)  # B takes the stream over meanwhile
+        node_a.proc.send_signal(signal.SIGCONT)
+        woke = time.monotonic()
+        async with asyncio.timeout(WAIT):
+            stamped = await reader
+        await asyncio.sleep(LEASE_TTL)  # A's late publishes, if it made any, would be in the log
+        async with session.get(
+            f"{b}/streams/responses/{response_id}?since=0",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as replay:
+            replayed = await _read_stamped(replay)
+    finally:
+        for response in opened:
+            response.close()
+        await session.close()
+    assert node_a.proc.returncode is None  # A lives on: it only lost the stream
+    assert stamped[-1][0] > woke + 1.0  # A woke up well before the stream's end
+    data = [event.json() for _, event in stamped]
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    assert data[-1]["type"] == "response.completed"
+    # The channel's log holds exactly that: nothing A pumped after it woke up.
+    assert [event.data for _, event in replayed] == [event.data for _, event in stamped]
