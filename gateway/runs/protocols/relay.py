@@ -46,7 +46,8 @@ retried), ends the chain with ``runcast.upstream_lost``.
 Ownership (Redis mode, with a :class:`~gateway.runs.protocols.ownership.StreamOwnership`). From
 the stream's id on, the relay holds a lease keyed by its own channel (``gateway.runs.keeper``),
 fences every publish with it, and keeps the stream in the shared live records; it gives both up
-when the stream is over. A relay that loses its lease (another node took the stream over) stops
+when the stream is over. A relay stopped before the stream's end (the gateway shuts down) leaves
+its channels open and the stream live, for another node to take over. A relay that loses its lease (another node took the stream over) stops
 at once and publishes and closes nothing more.
 
 Takeover (with a :class:`~gateway.runs.protocols.ownership.StreamAdoption`: the owner died and
@@ -246,13 +247,18 @@ class StreamRelay:
                 opener = await self._follow_up()
             ended = True
         finally:
+            keeper = self._keeper
+            # Stopped before its end (the gateway shuts down) while holding the stream: its
+            # channels stay open and it stays live, for another node to take over.
+            handover = (
+                not ended and keeper is not None and keeper.lease is not None and not keeper.lost
+            )
             try:
-                await self._finish()
+                await self._finish(close=not handover)
             finally:
                 self._meter.finished(self._outcome)
-                if self._keeper is not None:
-                    # Cancelled (the gateway stops): the stream stays live, for another node.
-                    await self._keeper.release(ended=ended)
+                if keeper is not None:
+                    await keeper.release(ended=ended)
 
     def _lost_lease(self) -> None:
         """Another node owns the stream now: publish nothing more, stop pumping."""
@@ -532,7 +538,7 @@ class StreamRelay:
         )
         await self._emit([HubEvent(UPSTREAM_LOST_EVENT, _encode(body))])
 
-    async def _finish(self) -> None:
+    async def _finish(self, *, close: bool = True) -> None:
         if self._held:
             held, self._held = self._held, []
             await self._out.emit_batch(held)
@@ -545,7 +551,10 @@ class StreamRelay:
                 )
         self._out.end_creator()
         try:
-            await self._out.close_own()
+            if close:
+                await self._out.close_own()
+            else:
+                await self._out.close_current()
         finally:
             if self._chain is not None:
                 await self._chain.aclose()

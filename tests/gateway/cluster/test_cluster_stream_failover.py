@@ -254,3 +254,49 @@ async def test_a_paused_owner_that_wakes_up_after_the_takeover_publishes_nothing
     assert data[-1]["type"] == "response.completed"
     # The channel's log holds exactly that: nothing A pumped after it woke up.
     assert [event.data for _, event in replayed] == [event.data for _, event in stamped]
+
+
+async def test_a_stopping_owners_background_response_is_left_to_another_node(
+    cluster: Cluster,
+) -> None:
+    # SIGTERM with --drain-timeout 0: A cancels its relay at once, mid-stream.
+    await cluster.mock(*SLOW_MOCK)
+    ttl = ("--lease-ttl", str(LEASE_TTL))
+    node_a = await cluster.node("a", *ttl, "--drain-timeout", "0")
+    b = (await cluster.node("b", *ttl)).url
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=WAIT))
+    opened: list[aiohttp.ClientResponse] = []
+    try:
+        creator = await session.post(
+            f"{node_a.url}/v1/responses",
+            json={
+                "model": "gpt-5",
+                "input": "Weather in Oslo?",
+                "background": True,
+                "stream": True,
+            },
+            headers=HEADERS,
+        )
+        opened.append(creator)
+        assert creator.status == 200, await creator.text()
+        response_id = creator.headers["runcast-response-id"]
+        token = creator.headers["runcast-subscribe-token"]
+        on_b = await session.get(
+            f"{b}/streams/responses/{response_id}?since=0",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        opened.append(on_b)
+        assert on_b.status == 200
+        reader = asyncio.create_task(_read_stamped(on_b))
+        async with asyncio.timeout(WAIT):
+            await _read_stamped(creator, stop=15)
+            node_a.proc.terminate()
+            assert await node_a.proc.wait() == 0
+            stamped = await reader
+    finally:
+        for response in opened:
+            response.close()
+        await session.close()
+    data = [event.json() for _, event in stamped]
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    assert data[-1]["type"] == "response.completed"
