@@ -25,7 +25,9 @@ change ``id`` at each follow-up): its final completion has the final answer's co
 still in its message (the helper merges chunks by choice index); the header works there too.
 
 A Responses stream cut before its end that cannot be resumed is polled to its end when the
-request did not say ``store: false`` (``gateway/runs/protocols/responses_recovery.py``).
+request did not say ``store: false`` (``gateway/runs/protocols/responses_recovery.py``). In
+Redis mode the relay holds the stream under a lease, and another node takes it over if this one
+dies (``gateway/runs/protocols/relay.py``, Takeover).
 
 An upstream failure before the first event is answered as for runs (the upstream's own HTTP
 error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same bytes, with
@@ -137,6 +139,9 @@ async def serve_protocol_stream(
         reconcile=ResponseRecovery(upstream, within=app[SETTINGS].recovery_timeout, api_key=api_key)
         if call.kind == "response" and stored(body)
         else None,
+        ownership=relays.stream_ownership(
+            api_key=api_key, stored=call.kind == "response" and stored(body)
+        ),
     )
     relays.spawn(relay, name=f"runcast-{spec.kind}-relay")
     try:

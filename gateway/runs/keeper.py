@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from gateway.hub import Fence
-from gateway.state import Lease, LiveRun, LiveRuns, RunLeases
+from gateway.state import Lease, LiveRun, LiveRuns, LiveStream, RunLeases
 from gateway.state.cancel import check_cancelled
 from gateway.tasks import cancel_and_wait
 
@@ -63,13 +63,20 @@ class LeaseKeeper:
         """Hold a lease acquired elsewhere (a node taking over a dead owner's run)."""
         self._hold(lease)
 
-    async def record(self, thread_id: str, api_key: str | None) -> None:
-        """Record the run as pumped here (other nodes take it over if the lease lapses)."""
+    async def record(
+        self, thread_id: str, api_key: str | None, *, stream: LiveStream | None = None
+    ) -> None:
+        """Record the run (or a ``stream``) as pumped here (other nodes take it over if the lease
+        lapses)."""
         lease = self.lease
         if lease is None or self.lost:
             return
         run = LiveRun(
-            run_id=lease.run_id, thread_id=thread_id, api_key=api_key, expires_at=lease.expires_at
+            run_id=lease.run_id,
+            thread_id=thread_id,
+            api_key=api_key,
+            expires_at=lease.expires_at,
+            stream=stream,
         )
         try:
             await self._live.put(run)

@@ -16,14 +16,17 @@ the channels of that thread's runs. It also owns the one
 :class:`~gateway.runs.expiry.ActionExpiry` watcher, closed with it. The stores every gateway
 process must share come in as one :class:`~gateway.state.SharedState` (in-memory by default).
 With shared stores (Redis) it also owns the :class:`~gateway.runs.takeover.TakeoverWatcher`,
-which starts a recovery relay (:meth:`RelayRegistry.adopt`) for each run whose owner died.
+which starts a recovery relay (:meth:`RelayRegistry.adopt`) for each run whose owner died, and
+for each Responses or Chat stream whose owner died (a :class:`StreamRelay` taking it over);
+:meth:`RelayRegistry.stream_ownership` is what a creating request hands its stream's relay so
+that the stream can be taken over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -31,13 +34,17 @@ import msgspec
 from gateway.hub import Broker
 from gateway.metrics import Metrics
 from gateway.state import Lease, LiveRun, SharedState, ToolRounds
-from gateway.upstream import RunStream, UpstreamClient
+from gateway.upstream import RunStream, UpstreamClient, UpstreamResponse
 
 from .actions import ActionHandler, ActionOptions
 from .assistants.protocol import ASSISTANTS
 from .expiry import DEFAULT_GRACE, ActionExpiry
 from .feed import CreatorFeed
+from .protocols.chat import CHAT
+from .protocols.ownership import StreamAdoption, StreamOwnership
 from .protocols.relay import StreamRelay
+from .protocols.responses import RESPONSES
+from .protocols.responses_recovery import ResponseRecovery
 from .relay import LEASE_TTL, Opener, RelayEnv, RelayStart, RunRelay
 from .takeover import TakeoverWatcher
 
@@ -69,6 +76,10 @@ class Relay(Protocol):
 
 def _no_stream() -> RunStream:
     raise AssertionError("a relay taking a run over opens no stream of its own")
+
+
+def _no_opener() -> Awaitable[UpstreamResponse]:
+    raise AssertionError("a relay taking a stream over only resumes it")
 
 
 class RelayRegistry:
@@ -119,6 +130,7 @@ class RelayRegistry:
             metrics=metrics,
         )
         self._takeover: TakeoverWatcher | None = None
+        self._state = state
         if state.shared:
             self._takeover = TakeoverWatcher(
                 state.live, state.leases, self.adopt, ttl=lease_ttl, owner="takeover"
@@ -129,6 +141,7 @@ class RelayRegistry:
         self._threads = state.threads
         self._conversations = state.conversations
         self._started = 0
+        self._stream_owners = 0
         self._failed = 0
         self._closed = False
 
@@ -162,11 +175,30 @@ class RelayRegistry:
         self.spawn(relay, name=f"runcast-relay-{run_id or 'new'}")
         return await relay.ready.wait()
 
+    def stream_ownership(self, *, api_key: str | None, stored: bool) -> StreamOwnership | None:
+        """What a Responses or Chat stream's relay needs to hold its stream under a lease and
+        record it live (None in memory mode: no other node could take it over)."""
+        if not self._state.shared:
+            return None
+        self._stream_owners += 1
+        env = self._env
+        return StreamOwnership(
+            leases=env.leases,
+            live=env.live,
+            ttl=env.lease_ttl,
+            owner=f"stream-{self._stream_owners}",
+            api_key=api_key,
+            stored=stored,
+        )
+
     def adopt(self, run: LiveRun, lease: Lease) -> None:
         """Take over ``run``, whose owner died, under ``lease`` (won by the takeover watcher):
         a relay recovers it and carries it on (``takeover.py``)."""
         if self._closed:
             return  # the lease lapses again and another node takes the run
+        if run.stream is not None:
+            self._adopt_stream(run, lease)
+            return
         relay = RunRelay(
             _no_stream,
             self._env,
@@ -176,6 +208,36 @@ class RelayRegistry:
             thread_id=run.thread_id,
             owner=f"taker-{self._started + 1}",
             adopted=lease,
+        )
+        self.spawn(relay, name=f"runcast-takeover-{run.run_id}")
+
+    def _adopt_stream(self, run: LiveRun, lease: Lease) -> None:
+        """A dead owner's Responses or Chat stream: a :class:`StreamRelay` in takeover mode."""
+        stream = run.stream
+        assert stream is not None
+        env, api_key = self._env, run.api_key
+        upstream = env.upstream
+        ownership = self.stream_ownership(api_key=api_key, stored=stream.stored)
+        response = stream.kind == "response"
+
+        def reopen(path: str, query: str) -> Awaitable[UpstreamResponse]:
+            return upstream.open_stream("GET", path, query=query, api_key=api_key, headers=None)
+
+        key = upstream.settings.api_key
+        relay = StreamRelay(
+            RESPONSES if response else CHAT,
+            _no_opener,
+            env.broker,
+            feed=None,
+            channels=list(stream.channels),
+            reopen=reopen,
+            max_event_bytes=upstream.settings.max_event_bytes,
+            scrub=(lambda text: text.replace(key, "***")) if key else str,
+            reconcile=ResponseRecovery(upstream, within=env.recovery_timeout, api_key=api_key)
+            if response and stream.stored
+            else None,
+            ownership=ownership,
+            adopted=StreamAdoption(lease=lease, stream=stream),
         )
         self.spawn(relay, name=f"runcast-takeover-{run.run_id}")
 

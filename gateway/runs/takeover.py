@@ -12,7 +12,10 @@ polls the upstream run until it settles as a broken stream's recovery does, and 
 ``runcast.recovered`` (``reason: "owner_lost"``), the final messages and steps the channel lacks,
 the settled ``thread.run.<status>`` and ``done``; a run at ``requires_action`` is answered with
 the tools as its owner would have. A run whose channel already has its terminal status and
-``done`` is only closed.
+``done`` is only closed. A Responses or Chat stream's record (:class:`~gateway.state.LiveStream`)
+is handed to the same ``adopt``, which starts a :class:`~gateway.runs.protocols.StreamRelay` in
+takeover mode (resumed, reconciled or ended with ``runcast.upstream_lost`` ``owner_lost``; see
+``gateway/runs/protocols/relay.py``).
 
 Tools after an owner died mid-action. The owner marks ``submitting`` (with the action's tool call
 ids) before it posts the outputs and ``submitted`` once accepted (``gateway.state.marks``). The

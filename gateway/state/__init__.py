@@ -18,7 +18,7 @@ import dataclasses
 
 from .claims import TAKEOVER_TIMEOUT, ActionClaims, Claim, MemoryActionClaims
 from .leases import Lease, MemoryRunLeases, RunLeases
-from .live import LiveRun, LiveRuns, MemoryLiveRuns
+from .live import LiveRun, LiveRuns, LiveStream, MemoryLiveRuns
 from .marks import MemorySubmissionMarks, SubmissionMark, SubmissionMarks
 from .rounds import MemoryToolRounds, RoundState, ToolRounds
 from .schedule import ExpiryEntry, ExpirySchedule, MemoryExpirySchedule
@@ -33,6 +33,7 @@ __all__ = [
     "Lease",
     "LiveRun",
     "LiveRuns",
+    "LiveStream",
     "MemoryActionClaims",
     "MemoryExpirySchedule",
     "MemoryLiveRuns",

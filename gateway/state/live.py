@@ -6,6 +6,9 @@ for good (the run ended, or was left to the client at an action). A run whose re
 has passed is one whose owner stopped renewing without ending it (a killed process): the
 takeover watcher (``gateway.runs.takeover``) lists those (:meth:`LiveRuns.expired`) and one node
 takes each over, deciding by acquiring the run's lease.
+
+A Responses or Chat stream is recorded the same way under its own channel's name (its lease's
+key), with a :class:`LiveStream` saying what a taker needs to carry it on or end it.
 """
 
 from __future__ import annotations
@@ -14,16 +17,33 @@ from typing import Protocol
 
 import msgspec
 
-__all__ = ["LiveRun", "LiveRuns", "MemoryLiveRuns"]
+__all__ = ["LiveRun", "LiveRuns", "LiveStream", "MemoryLiveRuns"]
+
+
+class LiveStream(msgspec.Struct, frozen=True, kw_only=True):
+    """A live Responses or Chat stream (the record's ``run_id`` is its own channel)."""
+
+    kind: str
+    """``response`` or ``chat``."""
+    object_id: str
+    channels: tuple[str, ...] = ()
+    """The other channels it publishes to (its conversation's, a named one)."""
+    resumable: bool = False
+    """A background response: the upstream can go on streaming it after a cursor."""
+    stored: bool = True
+    """Not created with ``store: false``: the finished object can be read."""
 
 
 class LiveRun(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
+    """The run's id, or a stream's own channel name (its lease key)."""
     thread_id: str
     api_key: str | None
     """The key the run was created with: reading it needs the same project."""
     expires_at: float
     """Unix time the owner's lease runs out unless renewed."""
+    stream: LiveStream | None = None
+    """Set for a Responses or Chat stream (None: an Assistants run)."""
 
 
 class LiveRuns(Protocol):

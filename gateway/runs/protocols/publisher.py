@@ -11,13 +11,17 @@ unnamed frame as a chunk or a Responses event, but wraps a named one it does not
 When runcast continues a stream with tool outputs (``toolchain.py``), the follow-up's events go
 on in the first stream's channel (``own``, which numbers the creator's ids) and also in the
 follow-up's own channel (``current``), closed when that stream ends.
+
+Fencing (Redis mode): once the relay holds its stream's lease, every publish carries it
+(``fence``); a publish refused because another node owns the stream now calls ``on_fenced`` and
+stops this publisher: nothing more goes to the channels or the creator, and it closes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from gateway.hub import Broker, HubEvent, Position
+from gateway.hub import Broker, Fence, HubEvent, Position, StaleFence
 from parsers.sse import encode_sse
 
 from ..feed import CreatorFeed
@@ -31,7 +35,17 @@ _UNNAMED = "message"
 class ChannelPublisher:
     """Publishes one stream's events to the hub and its creator's feed."""
 
-    __slots__ = ("_broker", "_feed", "_others", "current", "last", "own")
+    __slots__ = (
+        "_broker",
+        "_feed",
+        "_others",
+        "current",
+        "fence",
+        "last",
+        "on_fenced",
+        "own",
+        "stopped",
+    )
 
     def __init__(self, broker: Broker, feed: CreatorFeed | None, others: Sequence[str]) -> None:
         self._broker = broker
@@ -43,6 +57,15 @@ class ChannelPublisher:
         """A follow-up stream's own channel, while it is relayed."""
         self.last: Position | None = None
         """The position of the last event published to ``own``."""
+        self.fence: Fence | None = None
+        self.on_fenced: Callable[[], None] | None = None
+        self.stopped = False
+        """A fenced publish was refused: this publisher writes nothing more."""
+
+    @property
+    def others(self) -> list[str]:
+        """The channels named up front (a conversation's, a named one)."""
+        return list(self._others)
 
     @property
     def channels(self) -> list[str]:
@@ -50,9 +73,17 @@ class ChannelPublisher:
 
     async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
         first: Position | None = None
+        if self.stopped:
+            return
         channels = self.channels
         if channels and events:
-            firsts = await self._broker.publish(channels, events)
+            try:
+                firsts = await self._broker.publish(channels, events, fence=self.fence)
+            except StaleFence:
+                self.stopped = True
+                if self.on_fenced is not None:
+                    self.on_fenced()
+                return
             if self.own is not None:
                 first = firsts.get(self.own)
                 if first is not None:
@@ -84,11 +115,11 @@ class ChannelPublisher:
 
     async def close_own(self) -> None:
         await self.close_current()
-        if self.own is not None:
+        if self.own is not None and not self.stopped:
             await self._broker.close_channel(self.own)
 
     async def close_current(self) -> None:
         """A follow-up stream is over: its own channel closes."""
         current, self.current = self.current, None
-        if current is not None:
+        if current is not None and not self.stopped:
             await self._broker.close_channel(current)

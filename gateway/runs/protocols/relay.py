@@ -11,7 +11,8 @@ loop, so the creator's response writes the batch before the next one reaches the
 Events before the stream's id is known (a ``keepalive`` before ``response.created``) are held,
 so the stream's own channel starts with the first of them; ``ready`` (a
 :class:`~gateway.runs.relay.Readiness`, as trio's ``task_status``) is marked started once the id
-is known, so the creator's head can name it and carry its subscribe token. An upstream failure
+is known and its first events are published (so the channel exists on every node), and the
+creator's head can name it and carry its subscribe token. An upstream failure
 before any event is reported through it instead and nothing is published.
 
 Resumption. A stream the upstream can continue (a background response) that is cut before its
@@ -41,6 +42,23 @@ into the same channels (and the creator's response, unless it asked for the firs
 the follow-up also gets its own channel, closed at its end. Each stream of the chain has its own
 id, cursor and resumption; a follow-up that fails, even before its first event (its POST is never
 retried), ends the chain with ``runcast.upstream_lost``.
+
+Ownership (Redis mode, with a :class:`~gateway.runs.protocols.ownership.StreamOwnership`). From
+the stream's id on, the relay holds a lease keyed by its own channel (``gateway.runs.keeper``),
+fences every publish with it, and keeps the stream in the shared live records; it gives both up
+when the stream is over. A relay stopped before the stream's end (the gateway shuts down) leaves
+its channels open and the stream live, for another node to take over. A relay that loses its lease (another node took the stream over) stops
+at once and publishes and closes nothing more.
+
+Takeover (with a :class:`~gateway.runs.protocols.ownership.StreamAdoption`: the owner died and
+this node won its lease). The relay reads where the stream's own channel stands (its snapshot in
+the shared log) and, into the same channels: a resumable (background) response is resumed after
+the last ``sequence_number`` published, as a cut stream is, so subscribers see one gap-free,
+duplicate-free stream; a stored one is reconciled by polling; any other stream (chat,
+``store: false``) ends with ``runcast.upstream_lost`` ``reason: "owner_lost"``. A stream whose
+channel already has its last word is only closed. A tool chain the dead owner was in is not
+continued: the taker ends after the response it recovers (a follow-up under way, whose id the
+record does not hold, ends with ``runcast.upstream_lost``).
 """
 
 from __future__ import annotations
@@ -60,22 +78,27 @@ from gateway.errors import (
 )
 from gateway.hub import Broker, HubEvent
 from gateway.metrics import NO_METER, RunMeter
+from gateway.state import Lease, LiveStream
 from gateway.upstream import UpstreamResponse
 from gateway.upstream.events import EventStream
 from parsers.errors import RemoteProtocolError
 
 from ..feed import CreatorFeed
+from ..keeper import LeaseKeeper
 from ..recovery import failure_reason
 from ..relay import Readiness
+from .ownership import StreamAdoption, StreamOwnership, published_cursor
 from .publisher import ChannelPublisher
 from .spec import Reconcile, StreamSpec
 from .toolchain import ToolChain
 
-__all__ = ["UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
+__all__ = ["OWNER_LOST", "UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
 
 log = logging.getLogger("runcast.relay")
 
 UPSTREAM_LOST_EVENT = "runcast.upstream_lost"
+OWNER_LOST = "owner_lost"
+"""The ``reason`` of what a node taking a dead owner's stream over publishes."""
 
 _RESUME_BACKOFF = 0.2
 _RESUME_BACKOFF_MAX = 2.0
@@ -139,8 +162,16 @@ class StreamRelay:
         meter: RunMeter = NO_METER,
         chain: ToolChain | None = None,
         reconcile: Reconcile | None = None,
+        ownership: StreamOwnership | None = None,
+        adopted: StreamAdoption | None = None,
     ) -> None:
         self._spec = spec
+        self._ownership = ownership
+        self._adopted = adopted
+        self._keeper: LeaseKeeper | None = None
+        self._owning = False
+        """The lease was asked for (once, whatever came of it)."""
+        self._body: asyncio.Task[None] | None = None
         self._reconcile = reconcile
         self._chain = chain
         self._round = 0
@@ -152,6 +183,16 @@ class StreamRelay:
         self._meter = meter
         self._max_resumes = max_resumes
         self._out = ChannelPublisher(broker, feed, channels)
+        self._broker = broker
+        if ownership is not None:
+            self._keeper = LeaseKeeper(
+                ownership.leases,
+                ownership.live,
+                ttl=ownership.ttl,
+                on_lost=self._lost_lease,
+                on_lease=self._new_lease,
+            )
+            self._out.on_fenced = self._keeper.fenced
         self._max_event_bytes = max_event_bytes
         self._scrub = scrub
         self.ready: Readiness[StreamStart] = Readiness()
@@ -184,16 +225,115 @@ class StreamRelay:
         self._out.stop_creator()
 
     async def run(self) -> None:
+        body = asyncio.get_running_loop().create_task(self._run())
+        self._body = body
+        try:
+            await body
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            lost = self._keeper is not None and self._keeper.lost
+            if not lost or (task is not None and task.cancelling()):
+                raise
+            # Another node took the stream over: this relay just stops.
+
+    async def _run(self) -> None:
         opener: Callable[[], Awaitable[UpstreamResponse]] | None = self._opener
         self._outcome = "no_stream"
+        ended = False
         try:
+            if self._adopted is not None:
+                opener = await self._take_over(self._adopted)
             while opener is not None and await self._relay_stream(opener):
                 opener = await self._follow_up()
+            ended = True
         finally:
+            keeper = self._keeper
+            # Stopped before its end (the gateway shuts down) while holding the stream: its
+            # channels stay open and it stays live, for another node to take over.
+            handover = (
+                not ended and keeper is not None and keeper.lease is not None and not keeper.lost
+            )
             try:
-                await self._finish()
+                await self._finish(close=not handover)
             finally:
                 self._meter.finished(self._outcome)
+                if keeper is not None:
+                    await keeper.release(ended=ended)
+
+    def _lost_lease(self) -> None:
+        """Another node owns the stream now: publish nothing more, stop pumping."""
+        self._out.stopped = True
+        if self._body is not None:
+            self._body.cancel()
+
+    def _new_lease(self, lease: Lease) -> None:
+        assert self._ownership is not None
+        self._out.fence = self._ownership.leases.fence(lease)
+
+    async def _own(self) -> None:
+        """Hold the stream's lease from its id on, and record it live (Redis mode)."""
+        keeper, ownership, object_id = self._keeper, self._ownership, self._object_id
+        if keeper is None or ownership is None or object_id is None or self._owning:
+            return
+        self._owning = True
+        try:
+            await keeper.acquire(self._spec.channel(object_id), ownership.owner)
+        except Exception as exc:  # the store unreachable: the stream goes on, unwatched
+            log.warning("%s %s: no lease (no failover): %s", self._spec.kind, object_id, exc)
+            return
+        self._out.fence = keeper.fence
+        await keeper.record("", ownership.api_key, stream=self._live_stream(ownership.stored))
+
+    def _live_stream(self, stored: bool) -> LiveStream:
+        assert self._object_id is not None
+        return LiveStream(
+            kind=self._spec.kind,
+            object_id=self._object_id,
+            channels=tuple(self._out.others),
+            resumable=self._resumable,
+            stored=stored,
+        )
+
+    async def _take_over(
+        self, adopted: StreamAdoption
+    ) -> Callable[[], Awaitable[UpstreamResponse]] | None:
+        """A dead owner's stream (module docstring): its resumption's opener, or None once it
+        is settled here."""
+        stream = adopted.stream
+        self._owning = True
+        keeper, ownership = self._keeper, self._ownership
+        if keeper is not None and ownership is not None:
+            keeper.adopt(adopted.lease)
+            self._out.fence = keeper.fence
+            await keeper.record("", ownership.api_key, stream=stream)
+        self._object_id = stream.object_id
+        self._out.own = self._spec.channel(stream.object_id)
+        self._received = True
+        self._resolve_start()
+        self._resumable = stream.resumable
+        published = await published_cursor(self._broker, self._out.own)
+        if published.done:
+            self._ended = True
+            self._outcome = "ended"
+            return None
+        self._cursor = published.cursor
+        same = published.object_id in (None, stream.object_id)
+        if not same:
+            self._reconcile = None  # a tool chain's follow-up was under way: not continued
+        exc = UpstreamConnectionError("the gateway node relaying this stream stopped")
+        if same and self._resumable and self._cursor is not None and self._reopen is not None:
+            request = self._spec.resume(stream.object_id, self._cursor)
+            if request is not None:
+                log.warning(
+                    "%s %s: its owner stopped; resuming after %d",
+                    self._spec.kind,
+                    stream.object_id,
+                    self._cursor,
+                )
+                self._resuming = True
+                return functools.partial(self._reopen, *request)
+        await self._settle(exc, reason=OWNER_LOST)
+        return None
 
     async def _relay_stream(self, opener: Callable[[], Awaitable[UpstreamResponse]]) -> bool:
         """Pump one upstream stream, resumed if cut; True when it ended with its last word."""
@@ -330,8 +470,9 @@ class StreamRelay:
     def _known(self, object_id: str) -> None:
         self._object_id = object_id
         if self._round == 0:
+            # The start is resolved once the first batch is published (``_emit``): a subscriber
+            # the creator's head sends to another node then finds the channel there.
             self._out.own = self._spec.channel(object_id)
-            self._resolve_start()
         else:
             self._out.current = self._spec.channel(object_id)
 
@@ -343,10 +484,14 @@ class StreamRelay:
         if self._object_id is None and len(self._held) + len(events) <= _MAX_HELD_EVENTS:
             self._held.extend(events)
             return
+        if not self._owning and self._round == 0:
+            await self._own()
         held, self._held = self._held, []
         await self._out.emit_batch([*held, *events])
+        if self._round == 0 and self._object_id is not None:
+            self._resolve_start()
 
-    async def _settle(self, exc: BaseException) -> None:
+    async def _settle(self, exc: BaseException, *, reason: str | None = None) -> None:
         """End a stream that cannot be continued: reconciled when possible, else lost."""
         reconcile, object_id = self._reconcile, self._object_id
         found = None
@@ -358,7 +503,7 @@ class StreamRelay:
                 self._cursor,
                 self._scrub(str(exc)),
             )
-            found = await reconcile(object_id, self._cursor, failure_reason(exc))
+            found = await reconcile(object_id, self._cursor, reason or failure_reason(exc))
         if found is not None:
             await self._emit(found.events)
             if found.ended:
@@ -366,9 +511,11 @@ class StreamRelay:
                 self._outcome = "recovered"
                 return
         self._outcome = "upstream_lost"
-        await self._lost(exc, status=found.status if found is not None else None)
+        await self._lost(exc, status=found.status if found is not None else None, reason=reason)
 
-    async def _lost(self, exc: BaseException, *, status: str | None = None) -> None:
+    async def _lost(
+        self, exc: BaseException, *, status: str | None = None, reason: str | None = None
+    ) -> None:
         log.warning(
             "%s %s: upstream stream lost: %s",
             self._spec.kind,
@@ -376,7 +523,7 @@ class StreamRelay:
             self._scrub(str(exc)),
         )
         self._resolve_start()
-        reason = failure_reason(exc)
+        reason = reason or failure_reason(exc)
         body = _Lost(
             error=_ErrorBody(
                 message=f"runcast lost the upstream stream ({reason}) before its end: "
@@ -391,7 +538,7 @@ class StreamRelay:
         )
         await self._emit([HubEvent(UPSTREAM_LOST_EVENT, _encode(body))])
 
-    async def _finish(self) -> None:
+    async def _finish(self, *, close: bool = True) -> None:
         if self._held:
             held, self._held = self._held, []
             await self._out.emit_batch(held)
@@ -404,7 +551,10 @@ class StreamRelay:
                 )
         self._out.end_creator()
         try:
-            await self._out.close_own()
+            if close:
+                await self._out.close_own()
+            else:
+                await self._out.close_current()
         finally:
             if self._chain is not None:
                 await self._chain.aclose()

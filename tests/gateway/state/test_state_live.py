@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.state import LiveRun, LiveRuns, SubmissionMark, SubmissionMarks
+from gateway.state import LiveRun, LiveRuns, LiveStream, SubmissionMark, SubmissionMarks
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,6 +32,29 @@ async def test_touch_moves_a_run_on_and_remove_forgets_it(live: LiveRuns) -> Non
     assert [r.run_id for r in await live.expired(500.0, limit=10)] == ["run_1"]
     await live.remove("run_1")
     assert await live.expired(1e12, limit=10) == []
+
+
+async def test_a_stream_record_keeps_what_its_taker_needs(live: LiveRuns) -> None:
+    stream = LiveStream(
+        kind="response",
+        object_id="resp_1",
+        channels=("conversation:conv_1", "channel:ops"),
+        resumable=True,
+        stored=False,
+    )
+    await live.put(_run("run_1", 200.0))
+    await live.put(
+        LiveRun(
+            run_id="response:resp_1", thread_id="", api_key="sk", expires_at=100.0, stream=stream
+        )
+    )
+    found = await live.expired(300.0, limit=10)
+    assert [(r.run_id, r.stream) for r in found] == [
+        ("response:resp_1", stream),
+        ("run_1", None),
+    ]
+    await live.remove("response:resp_1")
+    assert [r.run_id for r in await live.expired(300.0, limit=10)] == ["run_1"]
 
 
 async def test_a_mark_is_replaced_and_forgotten(marks: SubmissionMarks) -> None:
