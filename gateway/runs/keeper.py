@@ -142,7 +142,9 @@ class LeaseKeeper:
         """The lease lapsed (the store was unreachable longer than the ttl): taken again unless
         someone holds it now."""
         try:
-            again = await self._leases.acquire(lease.run_id, lease.owner, ttl=self._ttl)
+            again = await self._leases.acquire(
+                lease.run_id, lease.owner, ttl=self._ttl, after=lease.token
+            )
         except Exception as exc:
             log.warning("run %s: lease not taken back: %s", lease.run_id, exc)
             return None

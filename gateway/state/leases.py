@@ -10,6 +10,7 @@ so a network store can reject writes carrying a token older than the run's curre
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -33,10 +34,18 @@ class RunLeases(Protocol):
     """Run ownership shared by every gateway process of a deployment."""
 
     async def acquire(
-        self, run_id: str, owner: str, *, ttl: float, take_over: bool = False
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        ttl: float,
+        take_over: bool = False,
+        after: int | None = None,
     ) -> Lease | None:
         """A new lease on ``run_id`` for ``ttl`` seconds; None while another owner holds one,
-        unless ``take_over`` (the previous holder's lease stops counting at once)."""
+        unless ``take_over`` (the previous holder's lease stops counting at once). With
+        ``after``, only if no lease was handed out on the run since the one with that token
+        (its holder taking a lapsed lease back, never one another node held meanwhile)."""
         ...
 
     async def renew(self, lease: Lease, *, ttl: float) -> Lease | None:
@@ -60,20 +69,35 @@ class RunLeases(Protocol):
 class MemoryRunLeases:
     """:class:`RunLeases` for one process. Holds only leases not yet released or expired."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_runs: int = 100_000) -> None:
         self._clock = clock
         self._leases: dict[str, Lease] = {}
+        self._last: OrderedDict[str, int] = OrderedDict()
+        """The last token handed out per run (bounded: the oldest runs are forgotten first)."""
+        self._max_runs = max_runs
         self._token = 0
 
     def __len__(self) -> int:
         return len(self._leases)
 
     async def acquire(
-        self, run_id: str, owner: str, *, ttl: float, take_over: bool = False
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        ttl: float,
+        take_over: bool = False,
+        after: int | None = None,
     ) -> Lease | None:
         if not take_over and await self.holder(run_id) is not None:
             return None
+        if after is not None and self._last.get(run_id, after) != after:
+            return None
         self._token += 1
+        self._last[run_id] = self._token
+        self._last.move_to_end(run_id)
+        while len(self._last) > self._max_runs:
+            self._last.popitem(last=False)
         lease = Lease(run_id=run_id, owner=owner, token=self._token, expires_at=self._clock() + ttl)
         self._leases[run_id] = lease
         return lease

@@ -8,6 +8,8 @@ interleave inside it. Keys (``<ns>`` = the namespace):
 ======================== ======= ==========================================================
 ``<ns>:fence``           string  the fencing token counter (``INCR``: tokens only grow)
 ``<ns>:lease:<run>``     string  ``<token>|<expires_ms>|<owner>``, ``PX`` = the lease's ttl
+``<ns>:lease:<run>:last`` string the last token handed out on the run (outlives release and
+                                 expiry: the fence, and who may take a lapsed lease back)
 ``<ns>:claim:<run>``     hash    ``id`` of the current claim, ``sup`` once superseded
 ``<ns>:incoming:<run>``  string  clients' submissions in flight (expires: a dead process's
                                  marks do not hold a run forever)
@@ -93,7 +95,12 @@ def _text(value: Any) -> str:
 
 _ACQUIRE = """
 if ARGV[3] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if ARGV[4] ~= '' then
+  local last = redis.call('GET', KEYS[3])
+  if last and last ~= ARGV[4] then return false end
+end
 local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[3], token, 'EX', ARGV[5])
 local now = redis.call('TIME')
 local expires = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[2])
 local value = token .. '|' .. expires .. '|' .. ARGV[1]
@@ -133,11 +140,18 @@ class RedisRunLeases:
         self._release = client.register_script(_RELEASE)
 
     async def acquire(
-        self, run_id: str, owner: str, *, ttl: float, take_over: bool = False
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        ttl: float,
+        take_over: bool = False,
+        after: int | None = None,
     ) -> Lease | None:
+        key = self._key(run_id)
         value = await self._acquire(
-            keys=[self._key(run_id), f"{self._ns}:fence"],
-            args=[owner, _ms(ttl), int(take_over)],
+            keys=[key, f"{self._ns}:fence", f"{key}:last"],
+            args=[owner, _ms(ttl), int(take_over), "" if after is None else after, RETENTION],
         )
         return None if value is None else _lease(run_id, value)
 
@@ -153,7 +167,9 @@ class RedisRunLeases:
         return None if value is None else _lease(run_id, value)
 
     def fence(self, lease: Lease) -> Fence:
-        return Fence(self._key(lease.run_id), lease.token)
+        # The last token handed out, not the lease itself: a lease released or lapsed since
+        # still fences out every older holder.
+        return Fence(f"{self._key(lease.run_id)}:last", lease.token)
 
     def _key(self, run_id: str) -> str:
         return f"{self._ns}:lease:{run_id}"

@@ -26,6 +26,7 @@ from http_helpers import (
 from gateway.hub import Fence, HubEvent, StaleFence
 from gateway.hub.redis import RedisBroker
 from gateway.runs.channels import run_channel
+from gateway.state import MemoryRunLeases
 from gateway.state.redis import STATE_NAMESPACE, RedisRunLeases, state_client
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
@@ -68,9 +69,41 @@ async def test_the_broker_refuses_a_publish_fenced_by_an_older_token(
             ok = await broker.publish(channels, [HubEvent("e", b"3")], fence=leases.fence(new))
             assert ok[run_channel("run_1")].seq == 2
             await broker.publish(channels, [HubEvent("e", b"4")])
-            # A lapsed lease (no key) fences nothing: the old token still writes.
+            # Released (or lapsed), the lease still fences out every older holder: a paused
+            # owner that wakes after the taker finished writes nothing.
             assert await leases.release(new)
-            assert await broker.publish(channels, [HubEvent("e", b"5")], fence=Fence("x:none", 1))
+            with pytest.raises(StaleFence):
+                await broker.publish(channels, [HubEvent("e", b"5")], fence=leases.fence(old))
+            ok = await broker.publish(channels, [HubEvent("e", b"6")], fence=leases.fence(new))
+            assert ok[run_channel("run_1")].seq == 4
+            # A fence naming no lease (no token ever handed out) checks nothing.
+            assert await broker.publish(channels, [HubEvent("e", b"7")], fence=Fence("x:none", 1))
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_only_the_last_holder_takes_a_lapsed_lease_back(
+    redis_server: RedisServer, store: str
+) -> None:
+    redis_server.flush()
+    client = state_client(redis_server.url)
+    leases = (
+        RedisRunLeases(client, namespace=STATE_NAMESPACE) if store == "redis" else MemoryRunLeases()
+    )
+    try:
+        first = await leases.acquire("run_2", "a", ttl=0.05)
+        assert first is not None
+        await asyncio.sleep(0.1)  # lapsed, nobody took it: its holder takes it back
+        again = await leases.acquire("run_2", "a", ttl=30, after=first.token)
+        assert again is not None and again.token > first.token
+        # another node held it meanwhile (and released it): the old holder cannot take it back
+        assert await leases.release(again)
+        taker = await leases.acquire("run_2", "b", ttl=30)
+        assert taker is not None and await leases.release(taker)
+        assert await leases.acquire("run_2", "a", ttl=30, after=again.token) is None
+        assert await leases.acquire("run_2", "c", ttl=30) is not None  # free for anyone else
     finally:
         await client.aclose()
 
