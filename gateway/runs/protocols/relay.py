@@ -98,6 +98,8 @@ log = logging.getLogger("runcast.relay")
 
 UPSTREAM_LOST_EVENT = "runcast.upstream_lost"
 OWNER_LOST = "owner_lost"
+OWNER_CHANGED = "owner_changed"
+"""``reason`` of the ``runcast.upstream_lost`` a creator gets when another node took its stream."""
 """The ``reason`` of what a node taking a dead owner's stream over publishes."""
 
 _RESUME_BACKOFF = 0.2
@@ -261,8 +263,22 @@ class StreamRelay:
                     await keeper.release(ended=ended)
 
     def _lost_lease(self) -> None:
-        """Another node owns the stream now: publish nothing more, stop pumping."""
+        """Another node owns the stream now: publish nothing more, stop pumping. The creator's
+        response ends with ``runcast.upstream_lost`` (``reason: "owner_changed"``; its
+        ``error`` makes the SDK raise), as a run's creator gets ``runcast.upstream_error``."""
         self._out.stopped = True
+        body = _Lost(
+            error=_ErrorBody(
+                message="runcast: another gateway node took this stream over; "
+                "follow it on its channels",
+            ),
+            reason=OWNER_CHANGED,
+            kind=self._spec.kind,
+            id=self._object_id,
+            cursor=self._cursor,
+        )
+        self._out.to_creator([HubEvent(UPSTREAM_LOST_EVENT, _encode(body))])
+        self._out.end_creator()
         if self._body is not None:
             self._body.cancel()
 

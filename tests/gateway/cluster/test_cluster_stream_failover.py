@@ -230,12 +230,14 @@ async def test_a_paused_owner_that_wakes_up_after_the_takeover_publishes_nothing
         assert on_b.status == 200
         reader = asyncio.create_task(_read_stamped(on_b))
         async with asyncio.timeout(WAIT):
-            await _read_stamped(creator, stop=15)
+            creator_events = await _read_stamped(creator, stop=15)
         node_a.proc.send_signal(signal.SIGSTOP)  # A keeps its sockets but stops renewing
         await asyncio.sleep(2 * LEASE_TTL)  # B takes the stream over meanwhile
         node_a.proc.send_signal(signal.SIGCONT)
         woke = time.monotonic()
         async with asyncio.timeout(WAIT):
+            # A's creator is told, and its response ends (long before the stream does)
+            creator_events += await _read_stamped(creator)
             stamped = await reader
         await asyncio.sleep(LEASE_TTL)  # A's late publishes, if it made any, would be in the log
         async with session.get(
@@ -248,6 +250,9 @@ async def test_a_paused_owner_that_wakes_up_after_the_takeover_publishes_nothing
             response.close()
         await session.close()
     assert node_a.proc.returncode is None  # A lives on: it only lost the stream
+    told = creator_events[-1][1]
+    assert told.event == "runcast.upstream_lost", told
+    assert told.json()["reason"] == "owner_changed" and told.json()["error"]["message"]
     assert stamped[-1][0] > woke + 1.0  # A woke up well before the stream's end
     data = [event.json() for _, event in stamped]
     assert [d["sequence_number"] for d in data] == list(range(len(data)))
