@@ -35,6 +35,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -45,6 +46,8 @@ from parsers.assistants.signals import FINAL_MESSAGE_STATUSES, FINAL_STEP_STATUS
 
 from .channels import run_channel
 from .missed import FinalIds
+
+ViewT = TypeVar("ViewT")
 
 __all__ = [
     "OWNER_LOST",
@@ -97,8 +100,21 @@ class _Snapshot(msgspec.Struct):
     steps: list[_Item] = []
 
 
-class _Wrapped(msgspec.Struct):
-    snapshot: _Snapshot | None = None
+class _Wrapped(msgspec.Struct, Generic[ViewT]):
+    snapshot: ViewT | None = None
+
+
+async def snapshot_view(broker: Broker, channel: str, view: type[ViewT]) -> ViewT | None:
+    """The snapshot ``channel`` holds in the shared log, read as ``view`` (only the fields a
+    taker needs); None when there is none or it does not decode (logged)."""
+    snapshot = await broker.snapshot(channel)
+    if snapshot is None:
+        return None
+    try:
+        return msgspec.json.decode(snapshot.to_json(), type=_Wrapped[view]).snapshot  # type: ignore[valid-type]
+    except msgspec.DecodeError as exc:
+        log.warning("%s: its snapshot does not decode: %s", channel, exc)
+        return None
 
 
 class Published(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,13 +137,7 @@ def call_ids(required_action: _Action | None) -> tuple[str, ...]:
 async def published_state(broker: Broker, run_id: str) -> Published:
     """What ``run:{run_id}`` holds: its final messages and steps, last status and ``done``."""
     finals = FinalIds()
-    snapshot = await broker.snapshot(run_channel(run_id))
-    view = None
-    if snapshot is not None:
-        try:
-            view = msgspec.json.decode(snapshot.to_json(), type=_Wrapped).snapshot
-        except msgspec.DecodeError as exc:
-            log.warning("run %s: its snapshot does not decode: %s", run_id, exc)
+    view = await snapshot_view(broker, run_channel(run_id), _Snapshot)
     if view is None:
         return Published(finals=finals, status=None, done=False, action_ids=())
     finals.messages.update(m.id for m in view.messages if m.status in FINAL_MESSAGE_STATUSES)

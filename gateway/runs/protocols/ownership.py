@@ -19,6 +19,8 @@ import msgspec
 from gateway.hub import Broker
 from gateway.state import Lease, LiveRuns, LiveStream, RunLeases
 
+from ..takeover import snapshot_view
+
 __all__ = ["Published", "StreamAdoption", "StreamOwnership", "published_cursor"]
 
 log = logging.getLogger("runcast.relay")
@@ -71,19 +73,9 @@ class _View(msgspec.Struct):
     done: bool = False
 
 
-class _Wrapped(msgspec.Struct):
-    snapshot: _View | None = None
-
-
 async def published_cursor(broker: Broker, channel: str) -> Published:
     """What ``channel`` (a Responses stream's own) holds, from its snapshot in the shared log."""
-    snapshot = await broker.snapshot(channel)
-    view = None
-    if snapshot is not None:
-        try:
-            view = msgspec.json.decode(snapshot.to_json(), type=_Wrapped).snapshot
-        except msgspec.DecodeError as exc:
-            log.warning("%s: its snapshot does not decode: %s", channel, exc)
+    view = await snapshot_view(broker, channel, _View)
     if view is None:
         return Published(None, False, None)
     response = view.response or _Response()
