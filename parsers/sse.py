@@ -18,7 +18,9 @@ Theory of operation
   ``PREFIX VALUE LF LF`` (PREFIX being ``event: NAME LF data: `` or ``data: ``) is one event and
   needs no field parsing. A run of such blocks with the same PREFIX is cut apart by
   ``bytes.split(LF LF PREFIX)`` over a span that doubles while the run lasts (so a feed of many
-  short runs stays linear), and the events are built by ``map`` without a Python loop. An
+  short runs stays linear), and the events are built by ``map`` without a Python loop. A
+  read of one span at most that opens inside such a run (the usual read of a stream of deltas)
+  is split whole, with no span copied and no first event taken apart. An
   unfinished block of that shape at the end of a chunk is left in ``_rest`` whole (its lines
   change nothing observable before its blank line) and read again with the next chunk.
 * Every other line goes through the general field rules one at a time; both paths yield the same
@@ -59,6 +61,9 @@ _NAME_CACHE_SIZE = 128
 # Bytes split at first when a run of same-prefix blocks starts: above a 4 KiB read plus what an
 # earlier read left pending, so such reads need one split; doubled while the run goes on.
 _RUN_SPAN = 8192
+# Buffers from this size up (to the span) that open with a run are split whole: below it a
+# read holds a few blocks at most, and the test would cost more than it saves.
+_WHOLE_MIN = 1024
 
 
 class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
@@ -311,6 +316,21 @@ class SSEDecoder:
             event, data, data_len, retry = block
         span = _RUN_SPAN
         pos = 0
+        if _WHOLE_MIN <= last < span and not in_block and startswith(prefix):
+            # The usual read inside a long run: a buffer within one span opens with a block of
+            # the current shape followed by another. Split the buffer itself (no copy of a span,
+            # no first event handled apart); the last piece is whatever follows the run.
+            nl = find(b"\n", prefix_len)
+            if nl > 0 and last - nl > 2 * nl and buf[nl + 1] == 10 and startswith(prefix, nl + 2):
+                pieces = buf.split(separator)
+                value = pieces.pop()
+                pieces[0] = pieces[0][prefix_len:]
+                joined = b"".join(pieces)
+                if small and 10 not in joined and is_utf8(joined):
+                    events += map(
+                        ServerSentEvent, repeat(prefix_name), pieces, repeat(last_event_id)
+                    )
+                    pos = len(buf) - len(value) - prefix_len
         while pos <= last:
             if not in_block:
                 if startswith(prefix, pos):

@@ -701,3 +701,24 @@ def test_runs_longer_than_the_split_span_decode_like_the_reference(newline: byte
     for size in (None, 7, 4096, 9000, 65536):
         got = [(e.event, e.data, e.id, e.retry) for e in decode(stream, size)]
         assert got == expected, size
+
+
+@pytest.mark.parametrize("size", [1024, 1500, 4096, 8000])
+def test_a_read_opening_with_a_run_that_holds_other_fields_decodes_like_the_reference(
+    size: int,
+) -> None:
+    # Reads of 1-8 KiB that open inside a run are split whole; blocks of the run's prefix whose
+    # data goes on over more lines, or that carry an id or a retry, must still come out exactly
+    # as the general rules give them, wherever the read boundaries fall.
+    prefix = b"event: response.output_text.delta\ndata: "
+    parts = []
+    for i in range(600):
+        parts.append(prefix + b'{"i":%d,"t":"\xe2\x82\xac"}\n\n' % i)
+        if i % 37 == 5:
+            parts.append(prefix + b"first\ndata: second\n\n")
+        if i % 53 == 11:
+            parts.append(prefix + b"with id\nid: %d\nretry: 250\n\n" % i)
+    stream = b"".join(parts)
+    expected = interpret(stream).events
+    got = [(e.event, e.data, e.id, e.retry) for e in decode(stream, size)]
+    assert got == expected
