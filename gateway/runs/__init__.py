@@ -4,13 +4,19 @@ Nothing here touches aiohttp's server side; ``gateway.http`` starts runs and rea
 Modules, one job each: ``relay`` (one run's pump, an I/O shell), ``lifecycle`` (its phases and
 transitions as data), ``registry`` (owns the relays, remembers each run's thread), ``protocol``
 (the seam: what the lifecycle asks of an upstream API), ``assistants/`` (the Assistants API
-behind it: signals, continuation, run reads, snapshot reducers), ``publisher`` (where a run's
-events go), ``channels`` (channel names), ``feed`` (bounded creator buffer), ``actions`` (the
-tool-automation seam), ``answering`` (a held ``requires_action`` from claim to release: submit,
-pass on, cancel), ``expiry`` (ending runs left at an unanswered action), ``recovery`` (upstream
-failures, recovering a run), ``polling`` (upstream reads that outlast an outage) and ``missed``
-(what a recovered run's channels missed), ``keeper`` (a relay's lease, renewed on a timer, and
-the run's live record) and ``takeover`` (failover: taking over the runs whose owner died).
+behind it, and the only modules here that name its types: ``protocol``, ``runs`` (run reads,
+the events runcast writes in its name, the held action's view), ``recovery`` and ``missed``
+(polling a broken run to its end, listing what its channels missed), ``published`` (what a
+taker finds on a run's channel), ``reducer`` (snapshots)), ``publisher`` (where a run's events
+go), ``channels`` (channel names), ``feed`` (bounded creator buffer), ``actions`` (the
+tool-automation seam and :class:`~gateway.runs.actions.HeldAction`, the protocol-neutral view
+of a run held at an action), ``answering`` (a held ``requires_action`` from claim to release:
+submit, pass on, cancel), ``expiry`` (ending runs left at an unanswered action), ``recovery``
+(the events that report an upstream failure and a recovery), ``polling`` (upstream reads that
+outlast an outage) and ``missed`` (what a recovered run's channels hold and missed), ``keeper``
+(a relay's lease, renewed on a timer, and the run's live record) and ``takeover`` (failover:
+taking over the runs whose owner died). The generic modules never name a protocol's types; a
+test (``tests/gateway/test_protocol_boundaries.py``) holds them to it.
 State shared between gateway processes is in ``gateway.state``.
 
 Tools after an owner dies mid-action (policy): the owner marks ``submitting`` (with the action's

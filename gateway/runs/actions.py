@@ -11,31 +11,58 @@ configured, the relay asks it what to do (``gateway.tools.ToolAutomation`` is th
 - :class:`~gateway.tools.Cancel`: the relay cancels the run upstream and reports its final status.
 
 :class:`ActionOptions` says what the creator's OpenAI-format response shows of this.
+
+The handler never sees the protocol's run object: the run's protocol describes the held action
+once, as a :class:`HeldAction` (``RunProtocol.held_action``), and that view is what the handler,
+the answerer and the relay read.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import dataclasses
+from typing import Protocol
 
 import msgspec
 
 from gateway.tools.events import Emit
+from gateway.tools.executor import PendingCall
 from gateway.tools.outcome import ActionOutcome, Cancel, Skip, Submit
 
-if TYPE_CHECKING:
-    from parsers.assistants import Run
+__all__ = [
+    "ActionHandler",
+    "ActionOptions",
+    "ActionOutcome",
+    "Cancel",
+    "Emit",
+    "HeldAction",
+    "Skip",
+    "Submit",
+]
 
-__all__ = ["ActionHandler", "ActionOptions", "ActionOutcome", "Cancel", "Emit", "Skip", "Submit"]
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HeldAction:
+    """A run held at an action, as its protocol describes it (built once per action)."""
+
+    run_id: str
+    thread_id: str
+    """The run's thread (its group: empty when the protocol has none)."""
+    expires_at: int | None
+    """Unix time after which the upstream refuses the outputs (None: no deadline)."""
+    call_ids: tuple[str, ...]
+    """The ids of every tool call the action lists (what a submission answers)."""
+    calls: tuple[PendingCall, ...]
+    """The calls a handler may answer (empty when the action is not one it can answer)."""
 
 
 class ActionHandler(Protocol):
     """Answers ``submit_tool_outputs`` actions (``gateway.tools.ToolAutomation`` implements it)."""
 
-    def handles(self, run: Run) -> bool:
+    def handles(self, action: HeldAction) -> bool:
         """Whether :meth:`run_action` would answer this run's action (cheap, synchronous)."""
         ...
 
-    async def run_action(self, run: Run, emit: Emit | None = None) -> ActionOutcome:
+    async def run_action(self, action: HeldAction, emit: Emit | None = None) -> ActionOutcome:
         """Decide and, for ``Submit``, produce the outputs. ``emit`` publishes ``runcast.*``
         visibility events (name, JSON bytes) to the run's subscriber channels."""
         ...

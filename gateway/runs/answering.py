@@ -52,16 +52,25 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
 from gateway.state import ActionClaims, Claim, SubmissionMarks
 from gateway.tools import events as tool_events
 from gateway.upstream import RunStream, UpstreamClient
-from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
 
-from .actions import ActionHandler, ActionOptions, ActionOutcome, Cancel, Emit, Skip, Submit
+from .actions import (
+    ActionHandler,
+    ActionOptions,
+    ActionOutcome,
+    Cancel,
+    Emit,
+    HeldAction,
+    Skip,
+    Submit,
+)
 from .protocol import RunProtocol
 from .publisher import RunPublisher
 
@@ -81,7 +90,8 @@ def _past(deadline: float | None) -> bool:
 class PendingAction:
     """One ``requires_action`` being answered by runcast (module docstring)."""
 
-    run: Run
+    action: HeldAction
+    """The run's action, as its protocol describes it."""
     claim: Claim
     hidden: tuple[HubEvent, int | None] | None = None
     """The ``requires_action`` event kept from the creator, with its run seq."""
@@ -100,7 +110,7 @@ class PendingAction:
         """
         if self.superseded:
             return None
-        answer = asyncio.create_task(handler.run_action(self.run, emit))
+        answer = asyncio.create_task(handler.run_action(self.action, emit))
         stop = asyncio.create_task(self.claim.wait_superseded())
         try:
             await asyncio.wait((answer, stop), return_when=asyncio.FIRST_COMPLETED)
@@ -115,7 +125,7 @@ class PendingAction:
         exc = answer.exception()
         if exc is not None:
             # A broken handler must not leave the run hanging: the client gets the action.
-            log.error("run %s: action handler failed", self.run.id, exc_info=exc)
+            log.error("run %s: action handler failed", self.action.run_id, exc_info=exc)
             return Skip(reason=f"the action handler failed: {exc!r}")
         return answer.result()
 
@@ -125,11 +135,6 @@ class PendingAction:
         if show and self.hidden is not None:
             out.to_creator(*self.hidden)
         await out.emit(self.done or end)
-
-
-def _call_ids(run: Run) -> tuple[str, ...]:
-    action = run.required_action
-    return tuple(c.id for c in action.submit_tool_outputs.tool_calls) if action else ()
 
 
 def http_error_message(exc: UpstreamHTTPError) -> str:
@@ -169,7 +174,7 @@ class ActionAnswerer:
         *,
         options: ActionOptions,
         upstream: UpstreamClient,
-        protocol: RunProtocol[Run],
+        protocol: RunProtocol[Any],
         claims: ActionClaims,
         marks: SubmissionMarks,
         out: RunPublisher,
@@ -190,15 +195,17 @@ class ActionAnswerer:
         self._settle = settle
         self._scrub = scrub
 
-    async def hold(self, run: Run, event: HubEvent, *, publish: bool = True) -> PendingAction:
-        """Claim ``run``'s action, then publish its ``requires_action`` ``event`` (hidden from
+    async def hold(
+        self, action: HeldAction, event: HubEvent, *, publish: bool = True
+    ) -> PendingAction:
+        """Claim the run's ``action``, then publish its ``requires_action`` ``event`` (hidden from
         the creator when the handler answers it, unless ``show_requires_action``);
         ``publish=False``: the channels have it already (a run taken over)."""
         # Claimed before it is published: a client reacting to it must find the claim.
-        pending = PendingAction(run=run, claim=await self._claims.claim(run.id))
+        pending = PendingAction(action=action, claim=await self._claims.claim(action.run_id))
         if not publish:
             return pending
-        hide = not self._options.show_requires_action and self._handler.handles(run)
+        hide = not self._options.show_requires_action and self._handler.handles(action)
         try:
             seq = await self._out.emit(event, to_creator=not hide)
         except BaseException:
@@ -210,7 +217,7 @@ class ActionAnswerer:
     async def accepted(self, pending: PendingAction) -> None:
         """runcast's outputs were accepted (the continuation's first event arrived): the held
         ``done`` is never passed on, and the run goes on."""
-        await self._marks.mark(pending.run.id, _call_ids(pending.run), "submitted")
+        await self._marks.mark(pending.action.run_id, pending.action.call_ids, "submitted")
         await self._claims.release(pending.claim)
 
     async def drop(self, pending: PendingAction) -> None:
@@ -226,30 +233,30 @@ class ActionAnswerer:
 
     async def answer(self, pending: PendingAction, thread_id: str) -> RunStream | None:
         """The submission's stream, or None once the segment has been ended here."""
-        run = pending.run
+        action = pending.action
         outcome = await pending.decide(self._handler, self.emit)
         if outcome is None or pending.superseded:
             event = tool_events.automation_superseded(
-                run_id=run.id, thread_id=thread_id, reason=SUPERSEDED
+                run_id=action.run_id, thread_id=thread_id, reason=SUPERSEDED
             )
             await self.close(pending, event)
             return None
         if isinstance(outcome, Submit) and _past(outcome.not_after):
             await self.emit(
                 *tool_events.automation_cancelled(
-                    run_id=run.id, thread_id=thread_id, reason=TOO_LATE
+                    run_id=action.run_id, thread_id=thread_id, reason=TOO_LATE
                 )
             )
             outcome = Cancel(reason=TOO_LATE)
         if isinstance(outcome, Submit):
             # Marked before the POST: a node taking the run over if this one dies must know
             # the outputs may have been taken (``takeover.py``).
-            await self._marks.mark(run.id, _call_ids(run), "submitting")
+            await self._marks.mark(action.run_id, action.call_ids, "submitting")
             # The claim stays: the continuation's first event or a refusal resolves it.
             return self._protocol.continue_run(
                 self._upstream,
                 thread_id,
-                run.id,
+                action.run_id,
                 outcome.as_dicts(),
                 api_key=self._api_key,
                 headers=self._headers,
@@ -258,9 +265,11 @@ class ActionAnswerer:
             await self.close(pending)
             return None
         try:
-            await self._upstream.cancel_run(thread_id, run.id, api_key=self._api_key)
+            await self._protocol.cancel(
+                self._upstream, thread_id, action.run_id, api_key=self._api_key
+            )
         except (UpstreamError, RemoteProtocolError) as exc:
-            log.warning("run %s: cancel failed: %s", run.id, exc)
+            log.warning("run %s: cancel failed: %s", action.run_id, exc)
         try:
             await self._settle()
             await self._out.emit(self._protocol.end_of_segment)
@@ -282,29 +291,29 @@ class ActionAnswerer:
     ) -> str | None:
         """Report the refused submission and end the segment; the run's terminal status if the
         upstream says it has one."""
-        run = pending.run
+        action = pending.action
         if pending.superseded:
             # A client's submission through runcast won the race, and its relay is waiting.
             event = tool_events.automation_superseded(
-                run_id=run.id, thread_id=thread_id, reason=SUPERSEDED
+                run_id=action.run_id, thread_id=thread_id, reason=SUPERSEDED
             )
             await self.close(pending, event)
             return None
         reason = self._scrub(http_error_message(exc))
-        log.warning("run %s: tool outputs refused (HTTP %d): %s", run.id, exc.status, reason)
+        log.warning("run %s: tool outputs refused (HTTP %d): %s", action.run_id, exc.status, reason)
         try:
             await self.emit(
                 *tool_events.automation_rejected(
-                    run_id=run.id, thread_id=thread_id, reason=reason, status=exc.status
+                    run_id=action.run_id, thread_id=thread_id, reason=reason, status=exc.status
                 )
             )
-            if await self._claims.incoming(run.id):
+            if await self._claims.incoming(action.run_id):
                 # A client's submission through runcast is being answered: if it was accepted,
                 # its relay carries the run on to its end, terminal status included.
                 found = None
             else:
                 found = await self._protocol.fetch_run(
-                    self._upstream, thread_id, run.id, api_key=self._api_key
+                    self._upstream, thread_id, action.run_id, api_key=self._api_key
                 )
             if found is None or found[0] not in self._protocol.terminal_statuses:
                 # Someone else's submission continues the run (through runcast or not).

@@ -22,13 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
 from gateway.hub import Broker
 from gateway.state import ActionClaims, ExpiryEntry, ExpirySchedule, RunLeases
 from gateway.upstream import UpstreamClient
-from parsers.assistants import Run
 
 from .channels import run_channel
 from .protocol import RunProtocol
@@ -59,7 +59,7 @@ class ActionExpiry:
         broker: Broker,
         upstream: UpstreamClient,
         *,
-        protocol: RunProtocol[Run],
+        protocol: RunProtocol[Any],
         claims: ActionClaims,
         schedule: ExpirySchedule,
         leases: RunLeases,

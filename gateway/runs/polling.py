@@ -1,6 +1,6 @@
 """Reads of the upstream that outlast an outage, until a deadline: :class:`Poller`.
 
-Recovery (``recovery.py``) must learn how a run ended even when the upstream is unreachable for a
+Recovery (``assistants/recovery.py``) must learn how a run ended even when the upstream is unreachable for a
 while, so one :class:`Poller` holds the deadline of one recovery (``--recovery-timeout`` from the
 moment the stream broke) and every GET of it goes through :meth:`Poller.get`:
 

@@ -1,4 +1,4 @@
-"""What subscribers are told when an upstream stream fails, and how the run's end is learnt.
+"""What subscribers are told when an upstream stream fails, and what a recovery found.
 
 ``runcast.upstream_error`` carries ``{"error": {"message", "type": "upstream_error", "code",
 "param"}, "reason", "last_status", "run_id", "thread_id"}``; ``reason`` (= ``error.code``) is
@@ -14,13 +14,9 @@ and steps follow it (``missed.py``; ``complete`` is false when a listing could n
 end), then the settled Run as ``thread.run.<status>``. (A Responses stream's ``runcast.recovered``
 has its own shape: ``protocols/responses_recovery.py``.)
 
-The run's end is learnt by polling (after its stream broke off, or after runcast cancelled it).
-``GET /threads/{thread_id}/runs/{run_id}`` (spec §1.2) is polled at the interval the upstream
-suggests (``openai-poll-after-ms``, spec §1.1; 1000 ms when absent, as the openai SDK's ``poll()``)
-until the run settles: a terminal status or ``requires_action`` (the statuses at which the SDK's
-poll helper stops, spec §5). Failed polls are retried with backoff until the deadline
-(``polling.py``), so an upstream that is unreachable for a while does not end the recovery early.
-The raw Run bytes are returned so they can be relayed unchanged.
+How a run's end is learnt after its stream broke off is its protocol's
+(:meth:`~gateway.runs.protocol.RunProtocol.recover`; Assistants: ``assistants/recovery.py``);
+what it found is a :class:`Recovery`.
 """
 
 from __future__ import annotations
@@ -36,22 +32,15 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.hub import HubEvent
-from gateway.upstream import UpstreamClient
-from parsers.assistants.signals import ACTION_STATUS, SETTLED_STATUSES
 
-from .assistants.runs import MAX_RUN_BYTES, run_path, run_status
-from .missed import FinalIds, Missed, missed
-from .polling import Poller
+from .missed import Missed
 
 __all__ = [
     "RECOVERED_EVENT",
     "UPSTREAM_ERROR_EVENT",
     "Recovery",
     "failure_reason",
-    "poll_settled_run",
-    "recover_run",
     "recovered_event",
-    "settled_run",
     "upstream_error_event",
 ]
 
@@ -59,8 +48,6 @@ log = logging.getLogger("runcast.relay")
 
 UPSTREAM_ERROR_EVENT = "runcast.upstream_error"
 RECOVERED_EVENT = "runcast.recovered"
-_DEFAULT_INTERVAL = 1.0
-_MIN_INTERVAL = 0.05
 
 
 class _ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,48 +101,6 @@ def upstream_error_event(
     return HubEvent(UPSTREAM_ERROR_EVENT, _encode(body))
 
 
-def _interval(value: str | None) -> float:
-    try:
-        ms = float(value) if value is not None else _DEFAULT_INTERVAL * 1000
-    except ValueError:
-        ms = _DEFAULT_INTERVAL * 1000
-    return max(ms / 1000.0, _MIN_INTERVAL)
-
-
-async def settled_run(poller: Poller, thread_id: str, run_id: str) -> tuple[str, bytes] | None:
-    """``(status, run JSON)`` once the run has settled; None when ``poller`` gives up first."""
-    path = run_path(thread_id, run_id)
-    while True:
-        answer = await poller.get(path, limit=MAX_RUN_BYTES)
-        if answer is None:
-            return None
-        data, headers = answer
-        try:
-            status = run_status(data)
-        except msgspec.DecodeError as exc:
-            log.warning("run %s: the polled run is not JSON: %s", run_id, exc)
-            return None
-        if status in SETTLED_STATUSES:
-            return status, data
-        if not await poller.sleep(_interval(headers.get("openai-poll-after-ms"))):
-            log.warning("run %s: still %s at the recovery deadline", run_id, status)
-            return None
-
-
-async def poll_settled_run(
-    upstream: UpstreamClient,
-    thread_id: str,
-    run_id: str,
-    *,
-    within: float,
-    api_key: str | None = None,
-) -> tuple[str, bytes] | None:
-    """``(status, run JSON)`` once the run has settled, or None when ``within`` seconds pass first
-    (or the upstream answers definitively that it cannot tell)."""
-    poller = Poller(upstream, within=within, api_key=api_key, what=f"run {run_id}")
-    return await settled_run(poller, thread_id, run_id)
-
-
 class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     """A run found settled after its stream broke off, and what its channels missed."""
 
@@ -163,33 +108,6 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     run: bytes
     """The settled Run, as the upstream returned it."""
     missed: Missed
-
-
-async def recover_run(
-    upstream: UpstreamClient,
-    thread_id: str,
-    run_id: str,
-    seen: FinalIds,
-    *,
-    within: float,
-    api_key: str | None = None,
-) -> Recovery | None:
-    """Poll the run until it settles, then list what ``seen`` lacks; all within ``within``
-    seconds. None when the run's end could not be learnt."""
-    poller = Poller(upstream, within=within, api_key=api_key, what=f"run {run_id}")
-    found = await settled_run(poller, thread_id, run_id)
-    if found is None:
-        return None
-    status, data = found
-    lost = await missed(
-        poller,
-        thread_id,
-        run_id,
-        seen,
-        limit=upstream.settings.max_response_bytes,
-        waiting=status == ACTION_STATUS,
-    )
-    return Recovery(status=status, run=data, missed=lost)
 
 
 class _Counts(msgspec.Struct, frozen=True, kw_only=True):

@@ -37,10 +37,10 @@ Upstream failures after the first event (:class:`~gateway.errors.StreamTruncated
 connection loss, an oversized event) publish ``runcast.upstream_error``
 (``{"error": {...}, "reason", "last_status", "run_id", "thread_id"}``) to the channels at once.
 Recovery: the relay then polls ``GET .../runs/{run_id}`` with backoff, through outages, for up to
-``recovery_timeout`` (``recovery.py``, ``polling.py``). Once the run has settled (terminal or
-``requires_action``) it publishes ``runcast.recovered``, the final messages and steps the
-channels missed (``missed.py``: the relay notes every final one it relays), then the polled Run
-as ``thread.run.<status>``, and carries on as after a live event of that status: ``done``, or,
+``recovery_timeout`` (the protocol's ``recover``: ``assistants/recovery.py``, ``polling.py``).
+Once the run has settled (terminal or ``requires_action``) it publishes ``runcast.recovered``,
+the final messages and steps the channels missed (``assistants/missed.py``: the relay notes
+every final one it relays), then the polled Run as ``thread.run.<status>``, and carries on as after a live event of that status: ``done``, or,
 for a ``requires_action`` its action handler answers, the held action and its continuation. The
 creator's response stays open meanwhile and gets the same events; only when the run's end cannot
 be learnt does it get the ``runcast.upstream_error`` (the openai SDK raises on it) and end. The
@@ -66,7 +66,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -88,11 +88,10 @@ from gateway.state import (
     ToolRounds,
 )
 from gateway.upstream import RunStream, StreamItem, UpstreamClient
-from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
 from parsers.signals import GroupSeen, ItemFinal, RunSeen, StreamEnd
 
-from .actions import ActionHandler, ActionOptions
+from .actions import ActionHandler, ActionOptions, HeldAction
 from .answering import ActionAnswerer, PendingAction
 from .assistants.protocol import ASSISTANTS
 from .expiry import ActionExpiry
@@ -103,7 +102,7 @@ from .missed import FinalIds
 from .protocol import RunProtocol
 from .publisher import RunPublisher
 from .recovery import Recovery, failure_reason, recovered_event, upstream_error_event
-from .takeover import OWNER_LOST, Published, published_state, submission_unknown, unknown_event
+from .takeover import OWNER_LOST, Published, submission_unknown, unknown_event
 
 __all__ = ["Opener", "Readiness", "RelayEnv", "RelayStart", "RunRelay"]
 
@@ -125,8 +124,9 @@ class RelayEnv:
 
     broker: Broker
     upstream: UpstreamClient
-    protocol: RunProtocol[Run] = ASSISTANTS
-    """The upstream API the runs speak (events, continuation, recovery)."""
+    protocol: RunProtocol[Any] = ASSISTANTS
+    """The upstream API the runs speak (events, continuation, recovery); its run objects pass
+    through the relay unread."""
     action_handler: ActionHandler | None = None
     action_options: ActionOptions = dataclasses.field(default_factory=ActionOptions)
     recovery_timeout: float = 30.0
@@ -243,7 +243,8 @@ class RunRelay:
         self._start_due = False
         """The run is known: resolve the start once the current batch is published."""
         self._last_status: str | None = None
-        self._action: Run | None = None
+        self._action: HeldAction | None = None
+        """The action the run waits at, as its protocol describes it (built once per action)."""
         self._pending: PendingAction | None = None
         self._answerer = (
             None
@@ -453,17 +454,17 @@ class RunRelay:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
         sig = item.signal  # worked out once by the protocol's stream reader
         if isinstance(sig, RunSeen):
-            run = sig.run
             self._last_status = sig.status
+            action = None
             if sig.status == self._protocol.action_status:
-                self._action = run
+                action = self._action = self._protocol.held_action(sig.run)
             if self.run_id is None:
                 await self._run_known(sig)
             elif not self._noted and sig.run_id == self.run_id:
                 # A continuation: the upstream accepted the submission, so the run is its thread's.
                 await self._note_run(sig.group_id or self.thread_id)
-            if sig.status == self._protocol.action_status and self._handler is not None:
-                await self._hold_action(run, hub_event)
+            if action is not None and self._handler is not None:
+                await self._hold_action(action, hub_event)
                 return
         elif isinstance(sig, GroupSeen) and self.thread_id is None:
             self._out.thread_id = sig.group_id
@@ -492,7 +493,7 @@ class RunRelay:
             self._start_due = False
             self._resolve_start()
 
-    async def _run_known(self, run: RunSeen[Run]) -> None:
+    async def _run_known(self, run: RunSeen[Any]) -> None:
         self._out.run_id = run.run_id
         logs.bind(run_id=run.run_id, thread_id=run.group_id)
         tracing.set_attribute("runcast.run_id", run.run_id)
@@ -526,12 +527,14 @@ class RunRelay:
 
     # -- requires_action (answering.py) ----------------------------------------------------
 
-    async def _hold_action(self, run: Run, hub_event: HubEvent, *, publish: bool = True) -> None:
+    async def _hold_action(
+        self, action: HeldAction, hub_event: HubEvent, *, publish: bool = True
+    ) -> None:
         """Publish a ``requires_action`` that the handler will answer, holding the segment
         (``publish=False``: its channels have it already)."""
         assert self._answerer is not None
         await self._emit_batch()  # what came before it in the same read
-        self._pending = await self._answerer.hold(run, hub_event, publish=publish)
+        self._pending = await self._answerer.hold(action, hub_event, publish=publish)
         self._life.feed(Input.ACTION_HELD)
 
     async def _answer_action(self) -> RunStream | None:
@@ -553,7 +556,7 @@ class RunRelay:
         assert self._answerer is not None
         self._pending = None
         self._life.feed(Input.REFUSED)
-        thread_id = self.thread_id or pending.run.thread_id
+        thread_id = self.thread_id or pending.action.thread_id
         status = await self._answerer.rejected(pending, exc, thread_id)
         if status is not None:
             self._last_status = status
@@ -602,7 +605,7 @@ class RunRelay:
         self._resolve_start()
         logs.bind(run_id=run_id, thread_id=thread_id)
         self._life.feed(Input.TAKEN_OVER)
-        published = await published_state(self._env.broker, run_id)
+        published = await self._protocol.published(self._env.broker, run_id)
         self._finals = published.finals
         if published.status in self._protocol.terminal_statuses:
             # The owner published the run's end: only its segment's end may be missing.
@@ -629,7 +632,7 @@ class RunRelay:
 
     async def _recover(self, reason: str, published: Published | None = None) -> bool:
         """Poll the cut-off run until it settles and publish what its channels missed, then
-        its settled state (``recovery.py``); False when its end could not be learnt in time.
+        its settled state (``assistants/recovery.py``); False when its end could not be learnt in time.
         ``published``: a dead owner's run, whose channel holds that (``takeover.py``)."""
         run_id, thread_id, within = self.run_id, self.thread_id, self._env.recovery_timeout
         if run_id is None or thread_id is None or within <= 0:
@@ -688,43 +691,37 @@ class RunRelay:
             await self._out.emit(event)
             return
         try:
-            run = self._protocol.decode_run(recovery.run)
+            action = self._protocol.held_action(self._protocol.decode_run(recovery.run))
         except RemoteProtocolError as exc:
             log.warning("run %s: the recovered run does not decode: %s", self.run_id, exc)
             await self._out.emit(event)
             return
-        self._action = run
+        self._action = action
         if self._handler is None:
             await self._out.emit(event)
         elif (
             published is not None
             and published.status == status
-            and published.action_ids
-            == (
-                tuple(call.id for call in run.required_action.submit_tool_outputs.tool_calls)
-                if run.required_action is not None
-                else ()
-            )
+            and published.action_ids == action.call_ids
         ):
             # The dead owner published this very action: it is answered without repeating it.
-            await self._release_round(run)
-            await self._hold_action(run, event, publish=False)
+            await self._release_round(action)
+            await self._hold_action(action, event, publish=False)
         else:
             if published is not None:
-                await self._release_round(run)
-            await self._hold_action(run, event)
+                await self._release_round(action)
+            await self._hold_action(action, event)
 
-    async def _release_round(self, run: Run) -> None:
+    async def _release_round(self, action: HeldAction) -> None:
         """A dead owner may have been answering this action (tool rounds say so, and would
         skip it): the run still waits at it, so it is answered again (``takeover.py``)."""
-        rounds, action = self._env.rounds, run.required_action
-        if rounds is None or action is None:
+        rounds, ids = self._env.rounds, action.call_ids
+        if rounds is None or not ids:
             return
-        ids = tuple(call.id for call in action.submit_tool_outputs.tool_calls)
-        state = await rounds.get(run.id)
+        state = await rounds.get(action.run_id)
         if state.last_action == ids:
             released = RoundState(rounds=state.rounds, last_action=None)
-            await rounds.swap(run.id, state, released)
+            await rounds.swap(action.run_id, state, released)
 
     def _scrub(self, text: str) -> str:
         key = self._env.upstream.settings.api_key
@@ -758,7 +755,11 @@ class RunRelay:
         ):
             return
         await expiry.watch(
-            action.id, self.thread_id, expires_at=action.expires_at, seq=seq, api_key=self._api_key
+            action.run_id,
+            self.thread_id,
+            expires_at=action.expires_at,
+            seq=seq,
+            api_key=self._api_key,
         )
 
     async def _finish(self) -> None:

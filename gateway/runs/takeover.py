@@ -7,7 +7,8 @@ stops pumping it for good. Every third of the lease ttl the watcher lists the ru
 expiry has passed (their owner stopped renewing: a killed process, a lost network) and tries to
 acquire each one's lease *without* take-over: the store hands it to exactly one node, which
 starts a relay in recovery mode for the run (``relay.py``). That relay reads what the run's
-channel already holds (:func:`published_state`, from the channel's snapshot in the shared log),
+channel already holds (:class:`Published`, which its protocol reads from the channel's snapshot in
+the shared log with :func:`snapshot_view`; Assistants: ``assistants/published.py``),
 polls the upstream run until it settles as a broken stream's recovery does, and publishes
 ``runcast.recovered`` (``reason: "owner_lost"``), the final messages and steps the channel lacks,
 the settled ``thread.run.<status>`` and ``done``; a run at ``requires_action`` is answered with
@@ -42,9 +43,7 @@ import msgspec
 from gateway.hub import Broker, HubEvent
 from gateway.state import Lease, LiveRun, LiveRuns, RunLeases, SubmissionMark
 from gateway.state.cancel import check_cancelled
-from parsers.assistants.signals import FINAL_MESSAGE_STATUSES, FINAL_STEP_STATUSES
 
-from .channels import run_channel
 from .missed import FinalIds
 
 ViewT = TypeVar("ViewT")
@@ -54,7 +53,7 @@ __all__ = [
     "UNKNOWN_EVENT",
     "Published",
     "TakeoverWatcher",
-    "published_state",
+    "snapshot_view",
     "submission_unknown",
     "unknown_event",
 ]
@@ -69,35 +68,6 @@ _MAX_TAKEN_PER_TICK = 100
 
 _SAYS_SUBMITTED = frozenset({"completed", "incomplete"})
 """Statuses a run reaches only past its action: the outputs were taken."""
-
-
-class _Item(msgspec.Struct):
-    id: str = ""
-    status: str | None = None
-
-
-class _Call(msgspec.Struct):
-    id: str = ""
-
-
-class _Outputs(msgspec.Struct):
-    tool_calls: list[_Call] = []
-
-
-class _Action(msgspec.Struct):
-    submit_tool_outputs: _Outputs | None = None
-
-
-class _Run(msgspec.Struct):
-    required_action: _Action | None = None
-
-
-class _Snapshot(msgspec.Struct):
-    status: str | None = None
-    done: bool = False
-    run: _Run | None = None
-    messages: list[_Item] = []
-    steps: list[_Item] = []
 
 
 class _Wrapped(msgspec.Struct, Generic[ViewT]):
@@ -127,23 +97,6 @@ class Published(msgspec.Struct, frozen=True, kw_only=True):
     """Whether ``done`` followed it."""
     action_ids: tuple[str, ...]
     """The tool call ids of the ``requires_action`` published last (empty if none)."""
-
-
-def call_ids(required_action: _Action | None) -> tuple[str, ...]:
-    outputs = required_action.submit_tool_outputs if required_action is not None else None
-    return tuple(call.id for call in outputs.tool_calls) if outputs is not None else ()
-
-
-async def published_state(broker: Broker, run_id: str) -> Published:
-    """What ``run:{run_id}`` holds: its final messages and steps, last status and ``done``."""
-    finals = FinalIds()
-    view = await snapshot_view(broker, run_channel(run_id), _Snapshot)
-    if view is None:
-        return Published(finals=finals, status=None, done=False, action_ids=())
-    finals.messages.update(m.id for m in view.messages if m.status in FINAL_MESSAGE_STATUSES)
-    finals.steps.update(s.id for s in view.steps if s.status in FINAL_STEP_STATUSES)
-    ids = call_ids(view.run.required_action) if view.run is not None else ()
-    return Published(finals=finals, status=view.status, done=view.done, action_ids=ids)
 
 
 def submission_unknown(mark: SubmissionMark | None, status: str | None) -> bool:

@@ -4,7 +4,7 @@ Lifecycle: construct with settings (and optionally a registry built in code), ``
 (opens the worker thread pool and, when webhooks are configured, the one aiohttp session), and
 ``await aclose()`` at shutdown. In between, for every ``thread.run.requires_action`` it sees::
 
-    outcome = await automation.run_action(run, emit)
+    outcome = await automation.run_action(action, emit)   # a gateway.runs.actions.HeldAction
     match outcome:
         case Submit():  stream outcome.as_dicts() to .../submit_tool_outputs, splice it in
         case Skip():    pass requires_action (and the done after it) to the client unchanged
@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
@@ -45,7 +45,7 @@ from .settings import FALLBACK, ToolSettings
 from .webhook import WebhookHandler
 
 if TYPE_CHECKING:
-    from parsers.assistants import Run
+    from gateway.runs.actions import HeldAction
 
 __all__ = ["AutomationStatistics", "ToolAutomation"]
 
@@ -155,10 +155,9 @@ class ToolAutomation:
         if both:
             raise ConfigError(f"tools with both a Python handler and a webhook: {', '.join(both)}")
 
-    def handles(self, run: Run) -> bool:
+    def handles(self, action: HeldAction) -> bool:
         """Whether ``run_action`` would answer this run's action (the policy check)."""
-        calls = _pending_calls(run)
-        return bool(calls) and self._executor.handles(calls)
+        return bool(action.calls) and self._executor.handles(action.calls)
 
     def statistics(self) -> AutomationStatistics:
         return AutomationStatistics(
@@ -169,28 +168,27 @@ class ToolAutomation:
         """Drop the per-run state (call when the run reaches a terminal status)."""
         await self._rounds.forget(run_id)
 
-    async def run_action(self, run: Run, emit: Emit | None = None) -> ActionOutcome:
-        """Answer ``run``'s ``required_action`` (the payload of ``thread.run.requires_action``).
+    async def run_action(self, action: HeldAction, emit: Emit | None = None) -> ActionOutcome:
+        """Answer a run's held action (its protocol's view of ``requires_action``).
 
         ``emit`` receives the ``runcast.tool_call.*`` and ``runcast.tool_automation.cancelled``
         events for the run's subscriber channels.
         """
         if self._pool is None:
             raise RuntimeError("ToolAutomation.run_action() before start()")
-        calls = _pending_calls(run)
+        calls = action.calls
         if not calls:
             return Skip(reason="the run has no submit_tool_outputs action")
-        deadline = (
-            run.expires_at - self.settings.expiry_margin if run.expires_at is not None else None
-        )
+        expires_at = action.expires_at
+        deadline = expires_at - self.settings.expiry_margin if expires_at is not None else None
         return await self._answer(
-            run.id,
+            action.run_id,
             calls,
-            run_id=run.id,
-            thread_id=run.thread_id,
-            owner={"run_id": run.id, "thread_id": run.thread_id},
+            run_id=action.run_id,
+            thread_id=action.thread_id,
+            owner={"run_id": action.run_id, "thread_id": action.thread_id},
             deadline=deadline,
-            not_after=float(run.expires_at) if run.expires_at is not None else None,
+            not_after=float(expires_at) if expires_at is not None else None,
             emit=emit,
         )
 
@@ -326,11 +324,3 @@ class ToolAutomation:
                 max_output_bytes=self.settings.max_output_bytes,
             )
         return webhook
-
-
-def _pending_calls(run: Any) -> Sequence[PendingCall]:
-    action = run.required_action
-    if action is None or action.type != "submit_tool_outputs":
-        return ()
-    calls: Sequence[PendingCall] = action.submit_tool_outputs.tool_calls
-    return calls

@@ -1,4 +1,4 @@
-"""Client for OpenAI-compatible Assistants upstreams (the real API or ``runcast mock``).
+"""Client for OpenAI-compatible upstreams (the real API or ``runcast mock``).
 
 One :class:`UpstreamClient` per upstream owns one pooled aiohttp session. It offers the run
 operations of spec §1.2 (typed results), their streamed variants (:class:`RunStream` yielding
@@ -6,10 +6,12 @@ operations of spec §1.2 (typed results), their streamed variants (:class:`RunSt
 
 Modules: ``settings`` (configuration), ``body`` (URLs, queries, JSON bodies), ``retry`` (retry
 decisions), ``transport`` (the only code that touches aiohttp), ``scrub`` (masking runcast's
-upstream key in everything the upstream sends back), ``stream`` (SSE -> typed events
-and the end-of-stream rules), ``events`` (SSE events of any protocol, for the Responses and Chat
-relays), ``objects`` (non-streamed JSON -> models), ``client`` (session,
-headers, retry loop, raw requests) and ``operations`` (the typed run calls).
+upstream key in everything the upstream sends back), ``events`` (SSE events of any protocol, for
+the Responses and Chat relays) and ``client`` (session, headers, retry loop, raw requests): none
+of them names a protocol's types. The Assistants API's own pieces are in ``assistants/``:
+``assistants/stream`` (SSE -> typed ``thread.run.*`` events and the end-of-stream rules),
+``assistants/objects`` (non-streamed JSON -> models) and ``assistants/operations`` (the typed run
+calls, a mixin of the client).
 
 Timeouts (never a total timeout; see :class:`UpstreamSettings`): ``UpstreamTimeout.phase`` is
 ``"connect"``, ``"first_byte"`` (request start -> first body byte, response head included) or
@@ -42,12 +44,12 @@ to its own client. A stream that fails after its first byte is never retried: th
 relayed cannot be taken back.
 """
 
+from .assistants.objects import Page
+from .assistants.stream import RunStream, StreamItem
 from .body import Body, Query, QueryValue
 from .client import UpstreamClient, UpstreamStatistics
-from .objects import Page
 from .retry import IDEMPOTENT_METHODS, RetryPolicy, retry_after
 from .settings import UpstreamSettings
-from .stream import RunStream, StreamItem
 from .transport import UpstreamConnectError, UpstreamResponse
 
 __all__ = [

@@ -1,6 +1,7 @@
 """The upstream client: one pooled session per upstream, and the raw
 :meth:`UpstreamClient.request` that the transparent ``/v1/*`` proxy goes through; the typed run
-operations come from :class:`~gateway.upstream.operations.RunOperations`.
+operations of the Assistants API come from
+:class:`~gateway.upstream.assistants.operations.RunOperations`.
 
 Everything funnels into :meth:`UpstreamClient.send`, which applies the default headers, sends
 one attempt through :class:`~gateway.upstream.transport.Transport` and retries where the policy
@@ -30,11 +31,11 @@ from gateway.errors import (
 )
 from parsers.errors import RemoteProtocolError
 
+from .assistants.operations import RunOperations
+from .assistants.stream import RunStream
 from .body import Query, build_url
-from .operations import RunOperations
 from .retry import RetryPolicy
 from .settings import UpstreamSettings
-from .stream import RunStream
 from .transport import Transport, UpstreamConnectError, UpstreamResponse
 
 __all__ = ["UpstreamClient", "UpstreamStatistics"]

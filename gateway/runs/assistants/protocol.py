@@ -3,7 +3,8 @@
 
 Runs live in threads; ``requires_action`` is continued by streaming ``submit_tool_outputs`` on
 the same run (spec §2.3, §5); a segment ends with ``done``; a broken stream is recovered by
-polling the run (``gateway.runs.recovery``); snapshots fold the run, or a thread's current run.
+polling the run (``recovery.py``, ``missed.py``); snapshots fold the run, or a thread's current
+run (``reducer.py``), and a taker reads what a run's channel holds (``published.py``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from gateway.hub import HubEvent, Reducer
+from gateway.hub import Broker, HubEvent, Reducer
 from gateway.upstream import RunStream, UpstreamClient
-from gateway.upstream.objects import decode_run
+from gateway.upstream.assistants.objects import decode_run
 from parsers.assistants import TERMINAL_RUN_STATUSES, Run
 from parsers.assistants.signals import ACTION_STATUS
 
+from ..actions import HeldAction
 from ..missed import FinalIds
-from ..recovery import Recovery, poll_settled_run, recover_run
+from ..recovery import Recovery
+from ..takeover import Published
+from .published import published_state
+from .recovery import poll_settled_run, recover_run
 from .reducer import reducer_factory
-from .runs import DONE, fetch_run, settled_event
+from .runs import DONE, fetch_run, held_action, settled_event
 
 __all__ = ["ASSISTANTS", "AssistantsProtocol"]
 
@@ -34,6 +39,9 @@ class AssistantsProtocol:
 
     def decode_run(self, data: bytes) -> Run:
         return decode_run(data)
+
+    def held_action(self, run: Run) -> HeldAction:
+        return held_action(run)
 
     def settled_event(self, status: str, data: bytes) -> HubEvent:
         return settled_event(status, data)
@@ -51,6 +59,11 @@ class AssistantsProtocol:
         return upstream.stream_submit_tool_outputs(
             group_id, run_id, outputs, api_key=api_key, headers=headers
         )
+
+    async def cancel(
+        self, upstream: UpstreamClient, group_id: str, run_id: str, *, api_key: str | None
+    ) -> None:
+        await upstream.cancel_run(group_id, run_id, api_key=api_key)
 
     async def fetch_run(
         self, upstream: UpstreamClient, group_id: str, run_id: str, *, api_key: str | None
@@ -79,6 +92,9 @@ class AssistantsProtocol:
         api_key: str | None,
     ) -> Recovery | None:
         return await recover_run(upstream, group_id, run_id, seen, within=within, api_key=api_key)
+
+    async def published(self, broker: Broker, run_id: str) -> Published:
+        return await published_state(broker, run_id)
 
     def reducer(self, channel: str) -> Reducer | None:
         return reducer_factory(channel)

@@ -1,8 +1,9 @@
 """Reading an Assistants run from the upstream, and the events runcast writes in its name.
 
 One place builds ``GET /threads/{thread_id}/runs/{run_id}`` (spec §1.2) and decodes the status
-out of it (:func:`run_path`, :func:`run_status`, :func:`fetch_run`), and one place synthesizes
-the end-of-segment marker (:data:`DONE`) and the settled run event (:func:`settled_event`).
+out of it (:func:`run_path`, :func:`run_status`, :func:`fetch_run`), one place synthesizes the
+end-of-segment marker (:data:`DONE`) and the settled run event (:func:`settled_event`), and one
+describes a run at ``requires_action`` to the generic code (:func:`held_action`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,20 @@ from gateway.errors import UpstreamError
 from gateway.hub import HubEvent
 from gateway.upstream import UpstreamClient
 from gateway.upstream.body import path_id
+from parsers.assistants import Run
 from parsers.errors import RemoteProtocolError
 
-__all__ = ["DONE", "MAX_RUN_BYTES", "fetch_run", "run_path", "run_status", "settled_event"]
+from ..actions import HeldAction
+
+__all__ = [
+    "DONE",
+    "MAX_RUN_BYTES",
+    "fetch_run",
+    "held_action",
+    "run_path",
+    "run_status",
+    "settled_event",
+]
 
 log = logging.getLogger("runcast.relay")
 
@@ -47,6 +59,21 @@ def run_status(data: bytes) -> str:
 def settled_event(status: str, data: bytes) -> HubEvent:
     """A polled Run relayed unchanged as ``thread.run.<status>``."""
     return HubEvent(f"thread.run.{status}", data)
+
+
+def held_action(run: Run) -> HeldAction:
+    """The run's ``required_action`` as the relay, the answerer and the tools read it: every
+    tool call's id, and the calls a handler may answer (only a ``submit_tool_outputs`` action)."""
+    action = run.required_action
+    tool_calls = action.submit_tool_outputs.tool_calls if action is not None else []
+    answerable = action is not None and action.type == "submit_tool_outputs"
+    return HeldAction(
+        run_id=run.id,
+        thread_id=run.thread_id,
+        expires_at=run.expires_at,
+        call_ids=tuple(call.id for call in tool_calls),
+        calls=tuple(tool_calls) if answerable else (),
+    )
 
 
 async def fetch_run(

@@ -19,10 +19,9 @@ from http_helpers import (
 )
 from tool_helpers import WEATHER
 
-from gateway.runs.actions import ActionOptions
+from gateway.runs.actions import ActionOptions, HeldAction
 from gateway.tools import Cancel, Skip, Submit, ToolOutput
 from gateway.tools.events import Emit
-from parsers.assistants import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
@@ -36,12 +35,12 @@ class EchoTools:
         self.actions: list[list[str]] = []
         self.forgotten: list[str] = []
 
-    def handles(self, run: Run) -> bool:
-        return not self.skip and run.required_action is not None
+    def handles(self, action: HeldAction) -> bool:
+        return not self.skip and bool(action.calls)
 
-    async def run_action(self, run: Run, emit: Emit | None = None) -> Any:
-        assert run.required_action is not None and emit is not None
-        calls = run.required_action.submit_tool_outputs.tool_calls
+    async def run_action(self, action: HeldAction, emit: Emit | None = None) -> Any:
+        assert action.calls and emit is not None
+        calls = action.calls
         self.actions.append([call.id for call in calls])
         if self.skip:
             return Skip(reason="not mine")

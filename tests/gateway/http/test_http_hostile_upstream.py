@@ -550,7 +550,7 @@ async def test_connection_dropped_mid_event_is_reported_and_recovered(
     await watch.finish()
 
     error = upstream_error(watch.run)
-    # A cut mid-body counts as an end of stream without `done` (upstream/stream.py).
+    # A cut mid-body counts as an end of stream without `done` (upstream/assistants/stream.py).
     assert error["reason"] == "stream_truncated"
     assert error["last_status"] == "in_progress"
     assert error["run_id"] == BAD_RUN

@@ -175,7 +175,7 @@ RECOVERED_ACTION = [
     "thread.run.requires_action",
     "done",
 ]
-# An EOF right after requires_action is the normal end of that response (upstream/stream.py):
+# An EOF right after requires_action is the normal end of that response (upstream/assistants/stream.py):
 # nothing was missed, and the segment ends as a live one does.
 CLEAN_ACTION = ["thread.run.step.delta", "thread.run.requires_action", "done"]
 

@@ -40,9 +40,9 @@ from tool_helpers import (
     tool_gateways,
 )
 
+from gateway.runs.actions import HeldAction
 from gateway.tools import Submit, ToolOutput, ToolRegistry
 from gateway.tools.events import Emit
-from parsers.assistants import Run
 from parsers.sse import SSEDecoder
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -148,12 +148,12 @@ class LateOutputs:
     def __init__(self) -> None:
         self.forgotten: list[str] = []
 
-    def handles(self, run: Run) -> bool:
-        return run.required_action is not None
+    def handles(self, action: HeldAction) -> bool:
+        return bool(action.calls)
 
-    async def run_action(self, run: Run, emit: Emit | None = None) -> Submit:
-        assert run.required_action is not None
-        calls = run.required_action.submit_tool_outputs.tool_calls
+    async def run_action(self, action: HeldAction, emit: Emit | None = None) -> Submit:
+        assert action.calls
+        calls = action.calls
         return Submit(
             tool_outputs=tuple(ToolOutput(tool_call_id=c.id, output="late") for c in calls),
             not_after=time.time() - 1,

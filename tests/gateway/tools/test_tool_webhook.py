@@ -17,9 +17,9 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from tool_scenarios import SECRET, AutomationFactory, make_run
 
+from gateway.runs.actions import HeldAction
 from gateway.tools import Submit, sign, verify_signature
 from gateway.tools.webhook import ATTEMPT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from parsers.assistants import Run
 
 RECEIVED = web.AppKey("received", list)
 FAILURES_LEFT = web.AppKey("failures_left", dict)
@@ -81,7 +81,7 @@ async def echo_name(request: web.Request) -> web.Response:
     return web.Response(text=f"handled {call['name']}")
 
 
-async def submitted(automation_for: AutomationFactory, run: Run, **settings: Any) -> Submit:
+async def submitted(automation_for: AutomationFactory, run: HeldAction, **settings: Any) -> Submit:
     """The :class:`Submit` an automation with ``settings`` answers ``run``'s action with."""
     async with automation_for(**settings) as automation:
         outcome = await automation.run_action(run)

@@ -1,4 +1,4 @@
-"""Run payloads, an event recorder and the webhook secret shared by the tool automation tests."""
+"""Held actions (Assistants run payloads seen through their protocol), an event recorder and the webhook secret shared by the tool automation tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from gateway.runs.actions import HeldAction
+from gateway.runs.assistants.protocol import ASSISTANTS
 from parsers.assistants import Run
 
 SECRET = "whsec_test_secret"
@@ -18,8 +20,9 @@ def make_run(
     run_id: str = "run_1",
     thread_id: str = "thread_1",
     expires_at: int | None = None,
-) -> Run:
-    """A ``requires_action`` run whose action holds ``calls`` as (id, name, arguments JSON text)."""
+) -> HeldAction:
+    """A ``requires_action`` run whose action holds ``calls`` as (id, name, arguments JSON text),
+    as the relay hands it to the tools (``RunProtocol.held_action``)."""
     payload: dict[str, Any] = {
         "id": run_id,
         "object": "thread.run",
@@ -36,7 +39,7 @@ def make_run(
             },
         },
     }
-    return msgspec.json.decode(orjson.dumps(payload), type=Run)
+    return ASSISTANTS.held_action(msgspec.json.decode(orjson.dumps(payload), type=Run))
 
 
 class Recorder:

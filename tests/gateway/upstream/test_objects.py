@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.upstream.objects import decode_message_page, decode_run, decode_step_page
+from gateway.upstream.assistants.objects import decode_message_page, decode_run, decode_step_page
 from parsers.assistants import UnknownVariant
 from parsers.errors import RemoteProtocolError
 

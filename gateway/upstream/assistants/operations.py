@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from parsers.assistants import Message, Run, RunStep
 
-from .body import Body, Query, QueryValue, path_id, with_stream_flag
+from ..body import Body, Query, QueryValue, path_id, with_stream_flag
 from .objects import Page, decode_message_page, decode_run, decode_step_page
 from .stream import RunStream
 

@@ -41,7 +41,7 @@ from parsers.errors import EventDecodeError, EventTooLarge
 from parsers.signals import Empty, GroupSeen, RunSeen, Signal, StreamEnd, StreamError
 from parsers.sse import ServerSentEvent, SSEDecoder
 
-from .transport import UpstreamResponse
+from ..transport import UpstreamResponse
 
 __all__ = ["RunStream", "StreamItem"]
 
