@@ -448,8 +448,10 @@ class RunRelay:
         event = item.event
         decoded = event if item.decode_error is None else None
         hub_event = HubEvent(item.name, item.data_bytes, decoded)
-        if self.run_id is not None and not self.ready.done:
-            self._resolve_start()  # a continuation: the run id was known from the start
+        if self.run_id is not None and not self.ready.done and not self._start_due:
+            # A continuation: the run id was known from the start. (A new run's start waits
+            # for its first batch to be in the hub: ``_run_known``.)
+            self._resolve_start()
         if item.decode_error is not None:
             log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
         sig = item.signal  # worked out once by the protocol's stream reader

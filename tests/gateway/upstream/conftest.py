@@ -11,7 +11,14 @@ from aiohttp import web
 
 from gateway.upstream import UpstreamClient
 
-from .servers import FakeUpstream, RawServer, RawServerFactory, Script, make_settings
+from .servers import (
+    SHORT_TIMEOUTS,
+    FakeUpstream,
+    RawServer,
+    RawServerFactory,
+    Script,
+    make_settings,
+)
 
 
 @pytest_asyncio.fixture
@@ -33,6 +40,13 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 @pytest_asyncio.fixture
 async def client(upstream: FakeUpstream) -> AsyncIterator[UpstreamClient]:
     async with UpstreamClient(make_settings(upstream.base_url)) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def short_client(upstream: FakeUpstream) -> AsyncIterator[UpstreamClient]:
+    """A client whose first-byte and idle timeouts are 0.3 s (the timeout tests)."""
+    async with UpstreamClient(make_settings(upstream.base_url, **SHORT_TIMEOUTS)) as c:
         yield c
 
 

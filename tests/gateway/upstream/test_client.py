@@ -446,12 +446,12 @@ async def test_connection_closed_after_sending_is_retried_for_get(
 
 @pytest.mark.asyncio
 async def test_first_byte_timeout_waiting_for_headers_is_not_retried(
-    upstream: FakeUpstream, client: UpstreamClient
+    upstream: FakeUpstream, short_client: UpstreamClient
 ) -> None:
     upstream.route("POST", RUNS, stall_headers(2.0))
     with pytest.raises(UpstreamTimeout) as info:
-        async with client.stream_run("thread_9Qx", {"assistant_id": "a"}):
+        async with short_client.stream_run("thread_9Qx", {"assistant_id": "a"}):
             pass
     assert info.value.phase == "first_byte"
     assert len(upstream.requests) == 1
-    assert client.statistics().open_responses == 0
+    assert short_client.statistics().open_responses == 0

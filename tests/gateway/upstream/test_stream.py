@@ -195,10 +195,10 @@ async def test_eof_before_any_run_event_is_truncation_with_known_ids(
 
 @pytest.mark.asyncio
 async def test_first_byte_timeout_after_headers(
-    upstream: FakeUpstream, client: UpstreamClient
+    upstream: FakeUpstream, short_client: UpstreamClient
 ) -> None:
     upstream.route("POST", RUNS, reply_sse(fixture_bytes("A-text.sse"), stall_before=2.0))
-    async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
+    async with short_client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
         with pytest.raises(UpstreamTimeout) as info:
             await collect(stream)
     assert (info.value.phase, info.value.seconds) == ("first_byte", 0.3)
@@ -206,25 +206,25 @@ async def test_first_byte_timeout_after_headers(
 
 
 @pytest.mark.asyncio
-async def test_idle_timeout_mid_stream(upstream: FakeUpstream, client: UpstreamClient) -> None:
+async def test_idle_timeout_mid_stream(
+    upstream: FakeUpstream, short_client: UpstreamClient
+) -> None:
     raw = fixture_bytes("A-text.sse")
     upstream.route("POST", RUNS, reply_sse(raw, stall_at=len(raw) // 2, stall_for=2.0))
     seen: list[str] = []
-    async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
+    async with short_client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
         with pytest.raises(UpstreamTimeout) as info:
             async for item in stream:
                 seen.append(item.name)
         assert stream.last_status == "in_progress"
     assert info.value.phase == "idle"
     assert "thread.run.created" in seen
-    assert client.statistics().open_responses == 0
+    assert short_client.statistics().open_responses == 0
 
 
 @pytest.mark.asyncio
-async def test_slow_but_steady_stream_outlives_the_idle_timeout(
-    upstream: FakeUpstream, client: UpstreamClient
-) -> None:
-    # 5 pauses of 0.1 s: more than idle_timeout (0.3 s) in total, never more than it at once.
+async def test_slow_but_steady_stream_outlives_the_idle_timeout(upstream: FakeUpstream) -> None:
+    # 5 pauses of 0.25 s: more than idle_timeout (1 s) in total, never more than it at once.
     raw = fixture_bytes("A-text.sse")
     pieces = len(raw) // 5 + 1
 
@@ -232,13 +232,17 @@ async def test_slow_but_steady_stream_outlives_the_idle_timeout(
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for i in range(0, len(raw), pieces):
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
             await resp.write(raw[i : i + pieces])
         await resp.write_eof()
         return resp
 
     upstream.route("POST", RUNS, slow)
-    async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
+    settings = make_settings(upstream.base_url, first_byte_timeout=1.0, idle_timeout=1.0)
+    async with (
+        UpstreamClient(settings) as client,
+        client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream,
+    ):
         items = await collect(stream)
     assert isinstance(items[-1].event, DoneEvent)
 

@@ -109,9 +109,11 @@ async def test_read_limit_is_enforced(upstream: FakeUpstream, client: UpstreamCl
 
 
 @pytest.mark.asyncio
-async def test_passthrough_idle_timeout(upstream: FakeUpstream, client: UpstreamClient) -> None:
+async def test_passthrough_idle_timeout(
+    upstream: FakeUpstream, short_client: UpstreamClient
+) -> None:
     upstream.route("GET", "/slow", reply_sse(b"data: 1\n\n" * 4, stall_at=9, stall_for=2.0))
-    async with client.request("GET", "/slow") as resp:
+    async with short_client.request("GET", "/slow") as resp:
         assert await resp.read_chunk() == b"data: 1\n\n"
         with pytest.raises(UpstreamTimeout) as info:
             await resp.read_chunk()

@@ -1,0 +1,79 @@
+"""A relay reports its start only once the run's first batch is in the hub.
+
+The creator's response head (run id, subscribe token) is sent when ``RelayRegistry.start``
+returns; a frontend that subscribes on another node at once must find the run's channel in the
+shared log. Here the upstream sends its whole stream in one write (so ``thread.run.created`` and
+``thread.run.queued`` arrive in one read) and the broker takes a while to append (as Redis does
+right after a restart, reconnecting its pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from gateway.hub import Fence, HubEvent, MemoryBroker, Position
+from gateway.runs.channels import run_channel
+from gateway.runs.feed import CreatorFeed
+from gateway.runs.registry import RelayRegistry
+from gateway.upstream import UpstreamClient, UpstreamSettings
+
+pytestmark = pytest.mark.asyncio
+
+STREAM = (Path(__file__).resolve().parents[2] / "data" / "upstream" / "A-text.sse").read_bytes()
+
+
+class SlowBroker(MemoryBroker):
+    """A memory broker whose appends land ``delay`` seconds after they are asked for."""
+
+    delay = 0.05
+
+    async def publish(
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
+    ) -> dict[str, Position]:
+        await asyncio.sleep(self.delay)
+        return await super().publish(channels, events, fence=fence)
+
+
+@pytest_asyncio.fixture
+async def upstream_url() -> AsyncIterator[str]:
+    async def runs(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(STREAM)  # one write: the first run events share a read
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/threads/{thread_id}/runs", runs)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
+async def test_start_is_reported_after_the_first_batch_is_in_the_hub(upstream_url: str) -> None:
+    settings = UpstreamSettings(base_url=upstream_url, api_key="sk-test")
+    async with UpstreamClient(settings) as upstream, SlowBroker() as broker:
+        registry = RelayRegistry(broker, upstream)
+        try:
+            async with asyncio.timeout(10):
+                start = await registry.start(
+                    lambda: upstream.stream_run("thread_9Qx", {"assistant_id": "asst_42"}),
+                    feed=CreatorFeed(1 << 20),
+                )
+            assert start.run_id == "run_7Lm"
+            # Nothing awaited since: the channel must already hold the run's first events.
+            info = await broker.channel_info(run_channel("run_7Lm"))
+            assert info is not None and info.last_seq >= 1
+        finally:
+            await registry.aclose()
