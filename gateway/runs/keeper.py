@@ -41,7 +41,9 @@ class LeaseKeeper:
         self._leases = leases
         self._live = live
         self._ttl = ttl
-        self._on_lost = on_lost
+        # The callbacks are the relay's bound methods: a cycle through it, dropped by
+        # release() so a finished run is freed by reference counting, not by a full collection.
+        self._on_lost: Callable[[], None] | None = on_lost
         self._on_lease = on_lease
         self.lease: Lease | None = None
         self.lost = False
@@ -89,7 +91,9 @@ class LeaseKeeper:
 
     async def release(self, *, ended: bool) -> None:
         """Stop renewing and give the lease up; ``ended``: nobody needs to take the run over
-        (it is over, or left to the client), so its live record goes too."""
+        (it is over, or left to the client), so its live record goes too. The callbacks are
+        dropped: nothing is reported after this."""
+        self._on_lost = self._on_lease = None
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)
@@ -127,8 +131,7 @@ class LeaseKeeper:
                 renewed = await self._take_back(lease)
             if renewed is None:
                 log.warning("run %s: another owner holds the run now; stopping", lease.run_id)
-                self.lost = True
-                self._on_lost()
+                self._note_lost()
                 return
             self.lease = renewed
             if self._recorded:
@@ -160,5 +163,9 @@ class LeaseKeeper:
     def fenced(self) -> None:
         """A publish under this lease was refused: the run has a newer owner."""
         if not self.lost:
-            self.lost = True
+            self._note_lost()
+
+    def _note_lost(self) -> None:
+        self.lost = True
+        if self._on_lost is not None:
             self._on_lost()
