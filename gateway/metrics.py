@@ -11,6 +11,7 @@ registry, so two apps in one process, and tests, do not share counters). Two way
   active, events out to subscribers by transport, subscribers active by transport,
   subscriptions ended by reason, resumes and history misses, the memory budget in use, broker
   round trips and errors (any ``round_trips`` / ``errors`` a networked broker's statistics carry).
+- **The cycle collector's pauses** by generation (``gateway.heap``), timed by ``gc.callbacks``.
 
 No label carries a run, thread or response id: cardinality stays bounded.
 """
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.heap import CollectorPauses
 from gateway.hub import EndReason
 
 __all__ = [
@@ -110,6 +112,8 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.gc_pauses = CollectorPauses(r)
+        """Installed for the app's lifetime (``gateway.http.exposition.gc_pauses_ctx``)."""
 
     def watch(self, sources: Sources) -> None:
         """Read ``sources`` at every scrape (once per app, when its statistics exist)."""

@@ -74,7 +74,7 @@ from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
-from .exposition import METRICS, AppSources, metrics_handler, own_listener_ctx
+from .exposition import METRICS, AppSources, gc_pauses_ctx, metrics_handler, own_listener_ctx
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .listener import listen_failure
 from .logcontext import log_context_middleware
@@ -161,6 +161,7 @@ def create_app(
     app[READINESS] = Readiness()
     if metrics is not None:
         app[METRICS] = metrics
+        app.cleanup_ctx.append(gc_pauses_ctx)
     app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
     if not settings.embedded and settings.open_subscribe:

@@ -19,7 +19,7 @@ from gateway.metrics import Metrics
 from .listener import listen_failure
 from .state import BROKER, CONNECTIONS, RELAYS, SETTINGS
 
-__all__ = ["METRICS", "AppSources", "metrics_handler", "own_listener_ctx"]
+__all__ = ["METRICS", "AppSources", "gc_pauses_ctx", "metrics_handler", "own_listener_ctx"]
 
 METRICS = web.AppKey("runcast.metrics", Metrics)
 
@@ -48,6 +48,16 @@ async def metrics_handler(request: web.Request) -> web.Response:
         body=metrics.exposition(),
         headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
     )
+
+
+async def gc_pauses_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Time the cycle collector's pauses into the app's metrics for the app's lifetime."""
+    pauses = app[METRICS].gc_pauses
+    pauses.install()
+    try:
+        yield
+    finally:
+        pauses.remove()
 
 
 async def own_listener_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ off`` and a listener of its own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 
@@ -116,6 +117,10 @@ async def test_a_run_moves_the_counters(
     assert value(after, "runcast_memory_budget_used_bytes") > 0
     assert value(after, "runcast_memory_budget_limit_bytes") == 256 * 1024 * 1024
     assert value(after, "runcast_broker_round_trips_total") == 0
+    gc.collect()  # the collector is process-wide: this full collection's pause is the app's too
+    collected = await scrape(session, gateway.url)
+    full = value(after, "runcast_gc_pause_seconds_count", generation="2")
+    assert value(collected, "runcast_gc_pause_seconds_count", generation="2") >= full + 1
     # Bounded cardinality: no run, thread or response id anywhere in a label.
     for _, labels in after:
         for _, label in labels:
