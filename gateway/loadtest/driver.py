@@ -14,7 +14,10 @@ the creator had before the subscriber joined are counted as replayed, not timed.
 Load shapes: a closed loop of ``concurrency`` virtual users (``ramp`` moves how many are
 active), or with ``rate`` an open loop of arrivals (constant or Poisson gaps, ``ramp`` moves the
 rate) with at most ``concurrency`` runs in flight (later arrivals are counted as dropped). With
-``compare`` the same load goes to a second target at the same time, each with its own stats.
+``compare`` the same load goes to a second target at the same time, each with its own stats, in
+pairs: each start is a run against both, begun together, and the added latency is measured per
+pair, event by event (the target's latency of its k-th upstream event minus the compared
+server's), so that a host busy at that moment delays both sides of the difference alike.
 
 Everything is owned: each target's load runs in one task group, each run's subscribers in
 another, and the whole load in a task that ``execute`` cancels on ``stop`` or at the time
@@ -177,16 +180,18 @@ class TargetLoad:
 
     # -- one run -----------------------------------------------------------------------------
 
-    async def measured_run(self) -> None:
+    async def measured_run(self) -> _Run | None:
+        """One run, accounted in the stats; its record when it completed."""
         stats = self.stats
         stats.runs_started += 1
         stats.timeline.add(self._second(), "started")
         started = time.perf_counter()
         self.in_flight += 1
         outcome = RUN_CUT
+        record: list[_Run] = []
         try:
             async with asyncio.timeout(self._s.run_timeout):
-                outcome = await self._run()
+                outcome = await self._run(record)
         except _Failure as exc:
             outcome = exc.kind
         except TimeoutError:
@@ -202,8 +207,10 @@ class TargetLoad:
             stats.outcomes[outcome] += 1
             column = {RUN_OK: "completed", RUN_CUT: "cut"}.get(outcome, "failed")
             stats.timeline.add(self._second(), column)
-        if outcome == RUN_OK:
-            stats.run_duration.record(time.perf_counter() - started)
+        if outcome != RUN_OK:
+            return None
+        stats.run_duration.record(time.perf_counter() - started)
+        return record[0]
 
     def _subscriber(self, channel: str, token: str | None, tracker: Tracker) -> Subscriber:
         transport = self._s.subscriber_transport
@@ -224,7 +231,7 @@ class TargetLoad:
             idle_timeout=self._s.idle_timeout,
         )
 
-    async def _run(self) -> str:
+    async def _run(self, record: list[_Run]) -> str:
         try:
             start = await self._protocol.begin(self._post_json)
         except (_Failure, msgspec.DecodeError) as exc:
@@ -234,6 +241,7 @@ class TargetLoad:
             raw = await self._post_json("/tokens", start.token_scope, v1=False)
             token = _token_decoder.decode(raw).token
         run = _Run()
+        record.append(run)
         tracker = self._protocol.tracker(start)
         subscribers: list[Subscriber] = []
         outcome = RUN_CUT
@@ -456,8 +464,45 @@ class _Budget:
         return True
 
 
+class _Starts:
+    """What one start of the load is: a run against the target, or with ``--compare`` a pair of
+    runs begun together whose events are compared one by one."""
+
+    def __init__(self, loads: list[TargetLoad]) -> None:
+        self._loads = loads
+
+    @property
+    def in_flight(self) -> int:
+        return self._loads[0].in_flight
+
+    def drop(self) -> None:
+        for load in self._loads:
+            load.stats.arrivals_dropped += 1
+
+    async def run(self) -> None:
+        if len(self._loads) == 1:
+            await self._loads[0].measured_run()
+            return
+        ours, theirs = self._loads
+        async with asyncio.TaskGroup() as tg:
+            mine = tg.create_task(ours.measured_run())
+            other = tg.create_task(theirs.measured_run())
+        a, b = mine.result(), other.result()
+        if a is not None and b is not None:
+            _record_pair(ours.stats, a, b)
+
+
+def _record_pair(stats: LoadStats, ours: _Run, theirs: _Run) -> None:
+    """Each upstream event's latency (from its run's first request) through the target minus
+    the same event's through the compared server; and the same for the first event."""
+    for mine, other in zip(ours.times, theirs.times, strict=False):
+        stats.added_event.record((mine - ours.sent) - (other - theirs.sent))
+    if ours.ttfe is not None and theirs.ttfe is not None:
+        stats.added_ttfe.record(ours.ttfe - theirs.ttfe)
+
+
 async def _closed_loop(
-    load: TargetLoad, settings: LoadSettings, started: float, budget: _Budget
+    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
 ) -> None:
     stages = settings.stages
     users = settings.concurrency
@@ -473,7 +518,7 @@ async def _closed_loop(
                     await asyncio.sleep(_RAMP_RECHECK_S)
             if not budget.claim():
                 return
-            await load.measured_run()
+            await load.run()
 
     async with asyncio.TaskGroup() as tg:
         for index in range(users):
@@ -481,7 +526,7 @@ async def _closed_loop(
 
 
 async def _open_loop(
-    load: TargetLoad, settings: LoadSettings, started: float, budget: _Budget
+    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
 ) -> None:
     assert settings.rate is not None
     stages = settings.stages
@@ -497,9 +542,9 @@ async def _open_loop(
             # Open loop: the schedule holds whatever the target's speed (no coordinated omission).
             await asyncio.sleep(max(started + offset - time.perf_counter(), 0.0))
             if load.in_flight >= settings.concurrency:
-                load.stats.arrivals_dropped += 1
+                load.drop()
             elif budget.claim():
-                tg.create_task(load.measured_run())
+                tg.create_task(load.run())
             else:
                 return
 
@@ -544,13 +589,8 @@ async def execute(
         deadline = None if limit is None else started + limit
         loop = _open_loop if settings.rate is not None else _closed_loop
 
-        async def everything() -> None:
-            async with asyncio.TaskGroup() as tg:
-                for load in loads:
-                    budget = _Budget(settings.run_limit, deadline)
-                    tg.create_task(loop(load, settings, started, budget))
-
-        load_task = asyncio.create_task(everything())
+        budget = _Budget(settings.run_limit, deadline)
+        load_task = asyncio.create_task(loop(_Starts(loads), settings, started, budget))
         stopped = asyncio.create_task((stop or asyncio.Event()).wait())
         lag = asyncio.create_task(_loop_lag(results[0]))
         try:

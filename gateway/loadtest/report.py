@@ -1,7 +1,8 @@
 """The load test's results: the JSON-ready report (``report.schema.json``), its table and verdict.
 
 The report holds the configuration, the environment, one result per target (the target, then
-``--compare``'s), the added latency of the first over the second, the generator's own CPU use
+``--compare``'s), the added latency of the first over the second (paired run by run and event by
+event: ``driver.py``), the generator's own CPU use
 and the verdict that decides the exit status.
 """
 
@@ -110,13 +111,15 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
     }
 
 
-def _added(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:
-    """Our percentile minus theirs, per event and for the first event, in ms."""
+def _added(stats: LoadStats) -> dict[str, float | None]:
+    """The paired added latency (``driver.py``), per event and for the first event, in ms."""
     added: dict[str, float | None] = {}
-    for row in ("event", "ttfe"):
-        for key in ("p50", "p99"):
-            a, b = ours["latency_ms"][row][key], theirs["latency_ms"][row][key]
-            added[f"{row}_{key}"] = None if a is None or b is None else round(a - b, 3)
+    for row, histogram in (("event", stats.added_event), ("ttfe", stats.added_ttfe)):
+        for key, p in PERCENTILES:
+            if key in ("p50", "p99"):
+                value = histogram.percentile(p)
+                added[f"{row}_{key}"] = None if value is None else round(value * 1000, 3)
+    added["pairs"] = stats.added_ttfe.count
     return added
 
 
@@ -156,7 +159,7 @@ def to_dict(
         "verdict": verdict(settings, stats),
     }
     if len(results) > 1:
-        report["compare"] = {**results[1], "added_latency_ms": _added(results[0], results[1])}
+        report["compare"] = {**results[1], "added_latency_ms": _added(first)}
     return report
 
 
@@ -240,7 +243,8 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(
             f"added latency per event: p50 {_ms(added['event_p50'])} ms, "
             f"p99 {_ms(added['event_p99'])} ms (first event: p50 {_ms(added['ttfe_p50'])} ms, "
-            f"p99 {_ms(added['ttfe_p99'])} ms) of {report['target']} over {compare['target']}"
+            f"p99 {_ms(added['ttfe_p99'])} ms) of {report['target']} over {compare['target']}, "
+            f"from {added['pairs']:,} pairs of runs started together"
         )
     gen = report["generator"]
     lines.append("")

@@ -5,7 +5,9 @@ lands in bucket ``floor(log(v / lowest) / log(1 + precision))``, so memory is a 
 by the range (about 2,300 counters for 1 us .. 1 h at 1 %), whatever the number of samples, and a
 percentile is off by at most ``precision`` relative to the true sample (min and max are exact).
 Two histograms with the same range and precision merge by adding their counters, which is how the
-figures of ``--processes`` workers are combined. Everything here pickles (workers send it back).
+figures of ``--processes`` workers are combined. :class:`SignedHistogram` holds differences that
+may be negative (``--compare``'s paired added latency) in two of them. Everything here pickles
+(workers send it back).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from array import array
 from collections import Counter
 
-__all__ = ["PERCENTILES", "LatencyHistogram", "LoadStats", "Timeline"]
+__all__ = ["PERCENTILES", "LatencyHistogram", "LoadStats", "SignedHistogram", "Timeline"]
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),
@@ -95,7 +97,10 @@ class LatencyHistogram:
             raise ValueError("percentile must be in [0, 100]")
         if self.count == 0:
             return None
-        rank = math.ceil(p / 100 * self.count)
+        return self.at_rank(math.ceil(p / 100 * self.count))
+
+    def at_rank(self, rank: int) -> float:
+        """The ``rank``-th smallest sample (1-based, clamped to the samples held)."""
         # The extremes are known exactly; no need for a bucket's estimate.
         if rank <= 1:
             return self.min
@@ -140,6 +145,52 @@ class LatencyHistogram:
 
     def summary_ms(self) -> dict[str, float | int | None]:
         return self.summary(1000.0)
+
+
+class SignedHistogram:
+    """Values of either sign, each side in a :class:`LatencyHistogram` of its magnitudes."""
+
+    __slots__ = ("negative", "positive")
+
+    def __init__(self, *, precision: float = 0.01) -> None:
+        self.positive = LatencyHistogram(precision=precision)
+        """Values >= 0 (below ``lowest`` they count in its first bucket)."""
+        self.negative = LatencyHistogram(precision=precision)
+        """Magnitudes of the values < 0."""
+
+    def __getstate__(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    @property
+    def count(self) -> int:
+        return self.positive.count + self.negative.count
+
+    def record(self, value: float) -> None:
+        if value >= 0:
+            self.positive.record(value)
+        else:
+            self.negative.record(-value)
+
+    def merge(self, other: SignedHistogram) -> None:
+        self.positive.merge(other.positive)
+        self.negative.merge(other.negative)
+
+    def percentile(self, p: float) -> float | None:
+        """As :meth:`LatencyHistogram.percentile`, over both signs."""
+        if not 0 <= p <= 100:
+            raise ValueError("percentile must be in [0, 100]")
+        if self.count == 0:
+            return None
+        rank = max(math.ceil(p / 100 * self.count), 1)
+        below = self.negative.count
+        if rank <= below:
+            # The rank-th smallest value is the (below - rank + 1)-th largest magnitude.
+            return -self.negative.at_rank(below - rank + 1)
+        return self.positive.at_rank(rank - below)
 
 
 class Timeline:
@@ -212,8 +263,13 @@ class LoadStats:
         self.inter_delta = LatencyHistogram()
         self.delivery_lag = LatencyHistogram()
         self.event_latency = LatencyHistogram(precision=0.001)
-        """Each upstream event's arrival at the creator, from its request (``--compare``); 0.1 %
-        precision, since the added latency is a difference of two of its percentiles."""
+        """Each upstream event's arrival at the creator, from its run's first request."""
+        self.added_event = SignedHistogram(precision=0.001)
+        """``--compare``: each upstream event's latency minus that of the same event of the run
+        started with it against the compared server (paired: what slows the host at that moment
+        slows both). Filled in the target's stats only."""
+        self.added_ttfe = SignedHistogram(precision=0.001)
+        """``--compare``: the same for each pair's first event."""
         self.chars_per_s = LatencyHistogram(lowest=1e-3, highest=1e9)
         self.loop_lag = LatencyHistogram()
         self.timeline = Timeline()
@@ -254,7 +310,7 @@ class LoadStats:
     def merge(self, other: LoadStats) -> None:
         for name, value in vars(other).items():
             mine = getattr(self, name)
-            if isinstance(mine, LatencyHistogram | Timeline):
+            if isinstance(mine, LatencyHistogram | SignedHistogram | Timeline):
                 mine.merge(value)
             elif isinstance(mine, Counter):
                 mine.update(value)

@@ -362,7 +362,10 @@ async def test_loadtest_compare_prints_added_latency(stack: Stack) -> None:
     assert report["events"]["creator"] == compare["events"]["creator"]
     assert served(stack.service)["runs"] == 20
     added = compare["added_latency_ms"]
+    # Paired: each of the 10 runs through the gateway against the one begun with it direct.
+    assert added["pairs"] == 10
     assert added["event_p50"] is not None and added["event_p99"] is not None
+    assert added["event_p50"] <= added["event_p99"]
     from gateway.loadtest.report import render_table
 
     assert "added latency per event: p50" in render_table(report)

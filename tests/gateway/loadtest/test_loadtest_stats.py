@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
 
-from gateway.loadtest.stats import LatencyHistogram
+from gateway.loadtest.stats import LatencyHistogram, SignedHistogram
 
 
 def test_loadtest_percentiles_of_known_data_are_within_precision() -> None:
@@ -71,6 +72,32 @@ def test_loadtest_histograms_merge_exactly_and_survive_pickling() -> None:
     assert summary["p50"] <= summary["p90"] <= summary["p99"] <= summary["p99_9"] <= summary["max"]  # type: ignore[operator]
     with pytest.raises(ValueError):
         left.merge(LatencyHistogram(precision=0.02))
+
+
+def test_loadtest_signed_percentiles_match_sorted_samples_and_merge() -> None:
+    import pickle
+
+    rng = random.Random(5)
+    values = [rng.gauss(0.002, 0.004) for _ in range(10_001)]  # about 30 % below zero
+    whole, left, right = SignedHistogram(), SignedHistogram(), SignedHistogram()
+    for i, value in enumerate(values):
+        whole.record(value)
+        (left if i % 2 else right).record(value)
+    left = pickle.loads(pickle.dumps(left))
+    left.merge(right)
+    ordered = sorted(values)
+    for p in (0.0, 1.0, 10.0, 31.0, 50.0, 90.0, 99.0, 100.0):
+        exact = ordered[max(math.ceil(p / 100 * len(values)), 1) - 1]
+        for hist in (whole, left):
+            got = hist.percentile(p)
+            assert got is not None
+            assert abs(got - exact) <= 0.01 * abs(exact) + 1e-6, (p, got, exact)
+    assert whole.percentile(0) == min(values) and whole.percentile(100) == max(values)
+    assert SignedHistogram().percentile(50) is None
+    only_negative = SignedHistogram()
+    for value in (-0.003, -0.001, -0.002):
+        only_negative.record(value)
+    assert only_negative.percentile(50) == pytest.approx(-0.002, rel=0.01)
 
 
 def test_loadtest_cdf_is_monotonic_and_ends_at_one() -> None:
