@@ -529,3 +529,48 @@ async def test_history_keeps_no_parsed_form_but_the_reducer_sees_it() -> None:
         await broker.subscribe("run:r", sink, since=START)
         assert b"event: e" in sink.take()
     assert seen == [True]
+
+
+@pytest.mark.asyncio
+async def test_a_tick_checks_a_bounded_slice_of_a_large_hub_and_still_expires_every_channel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """50,000 retained channels: a housekeeping tick must not walk them all (it stalled the loop
+    for ~40 ms every second), yet each expired one goes within EXPIRY_ROUND_TICKS ticks, and a
+    channel with a subscriber is swept at every tick."""
+    from gateway.hub import memory
+    from gateway.hub.channel import Channel
+
+    checked = 0
+    expired = Channel.expired
+
+    def counting(self: Channel, now: float) -> bool:
+        nonlocal checked
+        checked += 1
+        return expired(self, now)
+
+    monkeypatch.setattr(Channel, "expired", counting)
+    n = 50_000
+    async with MemoryBroker(settings(retention=0.0, sweep_interval=3600)) as broker:
+        watched = BufferSink()
+        await broker.subscribe(THREAD, watched, create=True)
+        for i in range(n):
+            await broker.publish([f"run:{i}"], [ev(1)])
+            await broker.close_channel(f"run:{i}")
+        swept = 0
+        sweep = Channel.sweep
+
+        def counting_sweep(self: Channel, now: float, *, heartbeat: bool) -> None:
+            nonlocal swept
+            swept += 1
+            sweep(self, now, heartbeat=heartbeat)
+
+        monkeypatch.setattr(Channel, "sweep", counting_sweep)
+        loop = asyncio.get_running_loop()
+        share = max(memory.EXPIRY_SLICE_MIN, -(-(n + 1) // memory.EXPIRY_ROUND_TICKS))
+        for tick in range(1, memory.EXPIRY_ROUND_TICKS + 1):
+            checked = 0
+            broker._sweep(loop.time() + 1, heartbeat=False)
+            assert checked <= share
+            assert swept == tick  # the one channel with a subscriber, every tick
+        assert broker.statistics().channels == 1  # every ended one dropped, the thread kept
