@@ -4,12 +4,13 @@ Meant for your own servers only (a runcast gateway, the simulator, or any compat
 it sends exactly the traffic it is told to, to the targets it is given. Modules, one job each:
 ``settings`` (:class:`LoadSettings`), ``protocols`` (one driver per wire protocol behind one
 interface), ``shape`` (ramps and open-loop arrivals), ``stats`` (mergeable histograms, counters,
-timeline), ``subscribers`` (SSE/WebSocket channel readers), ``driver`` (runs in closed or open
-loop), ``workers`` (``--processes``), ``progress`` (live panel or plain lines), ``report``
-(JSON, table, verdict), ``plot`` (``--plot``) and ``cli`` (flags, the embedded target, the loop).
+timeline), ``subscribers`` (SSE/WebSocket channel readers), ``driver`` (one measured run),
+``loops`` (closed or open loop, ``--compare``'s pairs), ``workers`` (``--processes``),
+``progress`` (live panel or plain lines), ``report`` (JSON, table, verdict), ``plot``
+(``--plot``) and ``cli`` (flags, the embedded target, the loop).
 """
 
-from .driver import execute
+from .loops import execute
 from .settings import LoadSettings
 from .stats import LatencyHistogram, LoadStats
 

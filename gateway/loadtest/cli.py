@@ -25,7 +25,7 @@ from gateway.errors import ConfigError
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
 
-from .driver import execute
+from .loops import execute
 from .plot import require_matplotlib, save_plot
 from .progress import Progress
 from .report import environment, render_table, to_dict, write_json

@@ -1,35 +1,23 @@
-"""The run loop: runs started in a closed or open loop against one or two targets, into LoadStats.
+"""One run against one target, measured into that target's LoadStats (``TargetLoad``).
 
 One run, in order: the protocol's ``begin`` (an Assistants thread); ``subscribers_per_run``
 subscribers on the run's gateway channel, opened with ``?since=0`` before the request when the
 channel is known in advance (Assistants thread channels) or as soon as the response names it
 (Responses, Chat: runcast's ``runcast-response-id``/``runcast-completion-id`` header with its
-``runcast-subscribe-token``, else the first event carrying the id); the streamed request, read with :class:`~parsers.sse.SSEDecoder` and the
-protocol's tracker to its end, then the follow-ups a tool call asks for; then the subscribers get
-``idle_timeout`` to reach the run's end. Each subscriber's copy is matched to the creator's:
-events missing are gaps, extra ones duplicates, and delivery lag is the subscriber's receipt
-minus the creator's receipt of the same event (0 when the subscriber's copy came first); events
-the creator had before the subscriber joined are counted as replayed, not timed.
-
-Load shapes: a closed loop of ``concurrency`` virtual users (``ramp`` moves how many are
-active), or with ``rate`` an open loop of arrivals (constant or Poisson gaps, ``ramp`` moves the
-rate) with at most ``concurrency`` runs in flight (later arrivals are counted as dropped). With
-``compare`` the same load goes to a second target at the same time, each with its own stats, in
-pairs: each start is a run against both, begun together, and the added latency is measured per
-pair, event by event (the target's latency of its k-th upstream event minus the compared
-server's), so that a host busy at that moment delays both sides of the difference alike.
-
-Everything is owned: each target's load runs in one task group, each run's subscribers in
-another, and the whole load in a task that ``execute`` cancels on ``stop`` or at the time
-limit; runs cut off that way count as ``cut``, not failed.
+``runcast-subscribe-token``, else the first event carrying the id); the streamed request, read
+with :class:`~parsers.sse.SSEDecoder` and the protocol's tracker to its end, then the follow-ups a
+tool call asks for; then the subscribers get ``idle_timeout`` to reach the run's end. Each
+subscriber's copy is matched to the creator's: events missing are gaps, extra ones duplicates,
+and delivery lag is the subscriber's receipt minus the creator's receipt of the same event (0 when
+the subscriber's copy came first); events the creator had before the subscriber joined are
+counted as replayed, not timed. A run's subscribers are owned by one task group. How runs are
+started (closed or open loop, ``--compare``'s pairs) is ``loops.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import random
 import time
 from array import array
 from collections import Counter
@@ -44,17 +32,14 @@ from parsers.sse import SSEDecoder
 
 from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
 from .settings import LoadSettings
-from .shape import arrivals, level_at
 from .stats import RUN_CUT, RUN_OK, LoadStats
 from .subscribers import Subscriber
 
-__all__ = ["execute", "probe_tokens", "reach_error"]
+__all__ = ["RunRecord", "TargetLoad", "probe_tokens", "reach_error"]
 
 PLACEHOLDER_KEY = "runcast-loadtest"
 _ERROR_BODY_BYTES = 4096
 _TOKEN_HEADER = "runcast-subscribe-token"
-_RAMP_RECHECK_S = 0.05
-_LOOP_LAG_TICK_S = 0.1
 
 
 class _TokenView(msgspec.Struct):
@@ -90,7 +75,7 @@ def reach_error(url: str, exc: BaseException) -> str:
     return f"cannot reach {url}: {reason.rstrip('.').lower()}"
 
 
-class _Run:
+class RunRecord:
     """The creator's side of one run: its stream(s), timings and outcome."""
 
     __slots__ = ("bytes", "chars", "digests", "events", "segments", "sent", "started", "times",
@@ -180,7 +165,7 @@ class TargetLoad:
 
     # -- one run -----------------------------------------------------------------------------
 
-    async def measured_run(self) -> _Run | None:
+    async def measured_run(self) -> RunRecord | None:
         """One run, accounted in the stats; its record when it completed."""
         stats = self.stats
         stats.runs_started += 1
@@ -188,7 +173,7 @@ class TargetLoad:
         started = time.perf_counter()
         self.in_flight += 1
         outcome = RUN_CUT
-        record: list[_Run] = []
+        record: list[RunRecord] = []
         try:
             async with asyncio.timeout(self._s.run_timeout):
                 outcome = await self._run(record)
@@ -231,7 +216,7 @@ class TargetLoad:
             idle_timeout=self._s.idle_timeout,
         )
 
-    async def _run(self, record: list[_Run]) -> str:
+    async def _run(self, record: list[RunRecord]) -> str:
         try:
             start = await self._protocol.begin(self._post_json)
         except (_Failure, msgspec.DecodeError) as exc:
@@ -240,7 +225,7 @@ class TargetLoad:
         if self.tokens and self._s.subscribers_per_run and start.token_scope is not None:
             raw = await self._post_json("/tokens", start.token_scope, v1=False)
             token = _token_decoder.decode(raw).token
-        run = _Run()
+        run = RunRecord()
         record.append(run)
         tracker = self._protocol.tracker(start)
         subscribers: list[Subscriber] = []
@@ -283,7 +268,7 @@ class TargetLoad:
         return outcome
 
     async def _creator(
-        self, start: RunStart, tracker: Tracker, run: _Run, subscribe: _Subscribe
+        self, start: RunStart, tracker: Tracker, run: RunRecord, subscribe: _Subscribe
     ) -> str:
         request: Request | None = start.request
         segment = 0
@@ -302,7 +287,7 @@ class TargetLoad:
         self,
         request: Request,
         tracker: Tracker,
-        run: _Run,
+        run: RunRecord,
         segment: int,
         subscribing: bool,
         subscribe: _Subscribe,
@@ -363,7 +348,7 @@ class TargetLoad:
             decoder.close()
         return ended
 
-    def _account(self, run: _Run, subscribers: list[Subscriber], outcome: str) -> None:
+    def _account(self, run: RunRecord, subscribers: list[Subscriber], outcome: str) -> None:
         stats = self.stats
         second = self._second()
         stats.creator_events += run.events
@@ -443,182 +428,3 @@ async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float)
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ConfigError(reach_error(url, exc)) from None
-
-
-# -- load shapes -------------------------------------------------------------------------------
-
-
-class _Budget:
-    """Run starts left (shared by every user of one target)."""
-
-    def __init__(self, limit: int | None, deadline: float | None) -> None:
-        self.left = math.inf if limit is None else limit
-        self.deadline = deadline
-
-    def claim(self) -> bool:
-        if self.left <= 0:
-            return False
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
-            return False
-        self.left -= 1
-        return True
-
-
-class _Starts:
-    """What one start of the load is: a run against the target, or with ``--compare`` a pair of
-    runs begun together whose events are compared one by one."""
-
-    def __init__(self, loads: list[TargetLoad]) -> None:
-        self._loads = loads
-
-    @property
-    def in_flight(self) -> int:
-        return self._loads[0].in_flight
-
-    def drop(self) -> None:
-        for load in self._loads:
-            load.stats.arrivals_dropped += 1
-
-    async def run(self) -> None:
-        if len(self._loads) == 1:
-            await self._loads[0].measured_run()
-            return
-        ours, theirs = self._loads
-        async with asyncio.TaskGroup() as tg:
-            mine = tg.create_task(ours.measured_run())
-            other = tg.create_task(theirs.measured_run())
-        a, b = mine.result(), other.result()
-        if a is not None and b is not None:
-            _record_pair(ours.stats, a, b)
-
-
-def _record_pair(stats: LoadStats, ours: _Run, theirs: _Run) -> None:
-    """Each upstream event's latency (from its run's first request) through the target minus
-    the same event's through the compared server; and the same for the first event."""
-    for mine, other in zip(ours.times, theirs.times, strict=False):
-        stats.added_event.record((mine - ours.sent) - (other - theirs.sent))
-    if ours.ttfe is not None and theirs.ttfe is not None:
-        stats.added_ttfe.record(ours.ttfe - theirs.ttfe)
-
-
-async def _closed_loop(
-    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
-) -> None:
-    stages = settings.stages
-    users = settings.concurrency
-    if stages is not None:
-        users = max(1, math.ceil(max(stage.level for stage in stages)))
-
-    async def user(index: int) -> None:
-        while True:
-            if stages is not None:
-                while index >= level_at(stages, time.perf_counter() - started):
-                    if budget.deadline is not None and time.perf_counter() >= budget.deadline:
-                        return
-                    await asyncio.sleep(_RAMP_RECHECK_S)
-            if not budget.claim():
-                return
-            await load.run()
-
-    async with asyncio.TaskGroup() as tg:
-        for index in range(users):
-            tg.create_task(user(index))
-
-
-async def _open_loop(
-    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
-) -> None:
-    assert settings.rate is not None
-    stages = settings.stages
-    rate = settings.rate
-
-    def rate_at(t: float) -> float:
-        return rate if stages is None else level_at(stages, t)
-
-    horizon = math.inf if budget.deadline is None else budget.deadline - started
-    poisson = settings.arrival == "poisson"
-    async with asyncio.TaskGroup() as tg:
-        for offset in arrivals(rate_at, poisson=poisson, rng=random.Random(), horizon=horizon):
-            # Open loop: the schedule holds whatever the target's speed (no coordinated omission).
-            await asyncio.sleep(max(started + offset - time.perf_counter(), 0.0))
-            if load.in_flight >= settings.concurrency:
-                load.drop()
-            elif budget.claim():
-                tg.create_task(load.run())
-            else:
-                return
-
-
-async def _loop_lag(stats: LoadStats) -> None:
-    """How late the event loop wakes up: the generator's own saturation, seen from inside."""
-    while True:
-        before = time.perf_counter()
-        await asyncio.sleep(_LOOP_LAG_TICK_S)
-        stats.loop_lag.record(max(time.perf_counter() - before - _LOOP_LAG_TICK_S, 0.0))
-
-
-async def execute(
-    settings: LoadSettings,
-    urls: list[str],
-    *,
-    stop: asyncio.Event | None = None,
-    stats: list[LoadStats] | None = None,
-    t0: float | None = None,
-) -> list[LoadStats]:
-    """Run the load against each server root in ``urls`` (the target, then ``--compare``).
-
-    Returns one LoadStats per URL (filled in place when ``stats`` is given, so a progress display
-    can read them while the load runs). ``t0`` is the wall-clock start of the timeline.
-    """
-    results = stats if stats is not None else [LoadStats() for _ in urls]
-    t0 = time.time() if t0 is None else t0
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=settings.connect_timeout, sock_read=settings.idle_timeout
-    )
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        loads = [
-            TargetLoad(settings, session, url, result, t0=t0)
-            for url, result in zip(urls, results, strict=True)
-        ]
-        for load in loads:
-            await load.prepare()
-        started = time.perf_counter()
-        cpu_before = time.process_time()
-        limit = settings.time_limit
-        deadline = None if limit is None else started + limit
-        loop = _open_loop if settings.rate is not None else _closed_loop
-
-        budget = _Budget(settings.run_limit, deadline)
-        load_task = asyncio.create_task(loop(_Starts(loads), settings, started, budget))
-        stopped = asyncio.create_task((stop or asyncio.Event()).wait())
-        lag = asyncio.create_task(_loop_lag(results[0]))
-        try:
-            await asyncio.wait({load_task, stopped}, timeout=limit, return_when="FIRST_COMPLETED")
-        finally:
-            for task in (load_task, stopped, lag):
-                task.cancel()
-            await asyncio.wait({load_task, stopped, lag})
-            elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu_before
-            for result in results:
-                result.elapsed = elapsed
-            results[0].cpu_s = cpu
-            results[0].max_cpu_fraction = cpu / elapsed if elapsed > 0 else 0.0
-        if not load_task.cancelled():
-            exc = load_task.exception()
-            if exc is not None:
-                _raise_fatal(exc)
-    return results
-
-
-def _raise_fatal(exc: BaseException) -> None:
-    """A FatalLoadError deep in the task groups becomes one ConfigError line."""
-    if isinstance(exc, BaseExceptionGroup):
-        fatal, _rest = exc.split(FatalLoadError)
-        if fatal is not None:
-            first: BaseException = fatal
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise ConfigError(str(first)) from None
-    raise exc

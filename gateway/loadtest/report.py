@@ -2,7 +2,7 @@
 
 The report holds the configuration, the environment, one result per target (the target, then
 ``--compare``'s), the added latency of the first over the second (paired run by run and event by
-event: ``driver.py``), the generator's own CPU use
+event: ``loops.py``), the generator's own CPU use
 and the verdict that decides the exit status.
 """
 
@@ -112,7 +112,7 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
 
 
 def _added(stats: LoadStats) -> dict[str, float | None]:
-    """The paired added latency (``driver.py``), per event and for the first event, in ms."""
+    """The paired added latency (``loops.py``), per event and for the first event, in ms."""
     added: dict[str, float | None] = {}
     for row, histogram in (("event", stats.added_event), ("ttfe", stats.added_ttfe)):
         for key, p in PERCENTILES:

@@ -1,6 +1,6 @@
 """``--processes N``: the virtual users spread over N generator processes, their stats merged.
 
-Each worker is a spawned process running the same driver on its share of the load (users, runs,
+Each worker is a spawned process running the same loops on its share of the load (users, runs,
 rate and ramp levels divided by N) against the same URLs, on a timeline sharing the parent's
 start time. It sends its stats (they pickle; histograms merge exactly) every half second for
 the progress display and once more at its end. The parent owns the workers: it stops them
@@ -58,7 +58,7 @@ def share(settings: LoadSettings, url: str, index: int) -> LoadSettings:
 def _worker(
     settings: LoadSettings, urls: list[str], t0: float, index: int, out: Any, stop: ProcessEvent
 ) -> None:
-    from .driver import execute
+    from .loops import execute
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
 

@@ -1,0 +1,212 @@
+"""How a load starts its runs, and the task that owns them all: ``execute``.
+
+Load shapes: a closed loop of ``concurrency`` virtual users (``ramp`` moves how many are
+active), or with ``rate`` an open loop of arrivals (constant or Poisson gaps, ``ramp`` moves the
+rate) with at most ``concurrency`` runs in flight (later arrivals are counted as dropped). With
+``compare`` the same load goes to a second target at the same time, each with its own stats, in
+pairs: each start is a run against both, begun together, and the added latency is measured per
+pair, event by event (the target's latency of its k-th upstream event minus the compared
+server's), so that a host busy at that moment delays both sides of the difference alike.
+
+Everything is owned: the load's starts run in one task group (a pair's two runs in one of their
+own), and the whole load in a task that ``execute`` cancels on ``stop`` or at the time limit;
+runs cut off that way count as ``cut``, not failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+import aiohttp
+
+from gateway.errors import ConfigError
+
+from .driver import RunRecord, TargetLoad
+from .protocols import FatalLoadError
+from .settings import LoadSettings
+from .shape import arrivals, level_at
+from .stats import LoadStats
+
+__all__ = ["execute"]
+
+_RAMP_RECHECK_S = 0.05
+_LOOP_LAG_TICK_S = 0.1
+
+
+class _Budget:
+    """Run starts left (shared by every user of one target)."""
+
+    def __init__(self, limit: int | None, deadline: float | None) -> None:
+        self.left = math.inf if limit is None else limit
+        self.deadline = deadline
+
+    def claim(self) -> bool:
+        if self.left <= 0:
+            return False
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            return False
+        self.left -= 1
+        return True
+
+
+class _Starts:
+    """What one start of the load is: a run against the target, or with ``--compare`` a pair of
+    runs begun together whose events are compared one by one."""
+
+    def __init__(self, loads: list[TargetLoad]) -> None:
+        self._loads = loads
+
+    @property
+    def in_flight(self) -> int:
+        return self._loads[0].in_flight
+
+    def drop(self) -> None:
+        for load in self._loads:
+            load.stats.arrivals_dropped += 1
+
+    async def run(self) -> None:
+        if len(self._loads) == 1:
+            await self._loads[0].measured_run()
+            return
+        ours, theirs = self._loads
+        async with asyncio.TaskGroup() as tg:
+            mine = tg.create_task(ours.measured_run())
+            other = tg.create_task(theirs.measured_run())
+        a, b = mine.result(), other.result()
+        if a is not None and b is not None:
+            _record_pair(ours.stats, a, b)
+
+
+def _record_pair(stats: LoadStats, ours: RunRecord, theirs: RunRecord) -> None:
+    """Each upstream event's latency (from its run's first request) through the target minus
+    the same event's through the compared server; and the same for the first event."""
+    for mine, other in zip(ours.times, theirs.times, strict=False):
+        stats.added_event.record((mine - ours.sent) - (other - theirs.sent))
+    if ours.ttfe is not None and theirs.ttfe is not None:
+        stats.added_ttfe.record(ours.ttfe - theirs.ttfe)
+
+
+async def _closed_loop(
+    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
+) -> None:
+    stages = settings.stages
+    users = settings.concurrency
+    if stages is not None:
+        users = max(1, math.ceil(max(stage.level for stage in stages)))
+
+    async def user(index: int) -> None:
+        while True:
+            if stages is not None:
+                while index >= level_at(stages, time.perf_counter() - started):
+                    if budget.deadline is not None and time.perf_counter() >= budget.deadline:
+                        return
+                    await asyncio.sleep(_RAMP_RECHECK_S)
+            if not budget.claim():
+                return
+            await load.run()
+
+    async with asyncio.TaskGroup() as tg:
+        for index in range(users):
+            tg.create_task(user(index))
+
+
+async def _open_loop(
+    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
+) -> None:
+    assert settings.rate is not None
+    stages = settings.stages
+    rate = settings.rate
+
+    def rate_at(t: float) -> float:
+        return rate if stages is None else level_at(stages, t)
+
+    horizon = math.inf if budget.deadline is None else budget.deadline - started
+    poisson = settings.arrival == "poisson"
+    async with asyncio.TaskGroup() as tg:
+        for offset in arrivals(rate_at, poisson=poisson, rng=random.Random(), horizon=horizon):
+            # Open loop: the schedule holds whatever the target's speed (no coordinated omission).
+            await asyncio.sleep(max(started + offset - time.perf_counter(), 0.0))
+            if load.in_flight >= settings.concurrency:
+                load.drop()
+            elif budget.claim():
+                tg.create_task(load.run())
+            else:
+                return
+
+
+async def _loop_lag(stats: LoadStats) -> None:
+    """How late the event loop wakes up: the generator's own saturation, seen from inside."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(_LOOP_LAG_TICK_S)
+        stats.loop_lag.record(max(time.perf_counter() - before - _LOOP_LAG_TICK_S, 0.0))
+
+
+async def execute(
+    settings: LoadSettings,
+    urls: list[str],
+    *,
+    stop: asyncio.Event | None = None,
+    stats: list[LoadStats] | None = None,
+    t0: float | None = None,
+) -> list[LoadStats]:
+    """Run the load against each server root in ``urls`` (the target, then ``--compare``).
+
+    Returns one LoadStats per URL (filled in place when ``stats`` is given, so a progress display
+    can read them while the load runs). ``t0`` is the wall-clock start of the timeline.
+    """
+    results = stats if stats is not None else [LoadStats() for _ in urls]
+    t0 = time.time() if t0 is None else t0
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=settings.connect_timeout, sock_read=settings.idle_timeout
+    )
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        loads = [
+            TargetLoad(settings, session, url, result, t0=t0)
+            for url, result in zip(urls, results, strict=True)
+        ]
+        for load in loads:
+            await load.prepare()
+        started = time.perf_counter()
+        cpu_before = time.process_time()
+        limit = settings.time_limit
+        deadline = None if limit is None else started + limit
+        loop = _open_loop if settings.rate is not None else _closed_loop
+
+        budget = _Budget(settings.run_limit, deadline)
+        load_task = asyncio.create_task(loop(_Starts(loads), settings, started, budget))
+        stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+        lag = asyncio.create_task(_loop_lag(results[0]))
+        try:
+            await asyncio.wait({load_task, stopped}, timeout=limit, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (load_task, stopped, lag):
+                task.cancel()
+            await asyncio.wait({load_task, stopped, lag})
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_before
+            for result in results:
+                result.elapsed = elapsed
+            results[0].cpu_s = cpu
+            results[0].max_cpu_fraction = cpu / elapsed if elapsed > 0 else 0.0
+        if not load_task.cancelled():
+            exc = load_task.exception()
+            if exc is not None:
+                _raise_fatal(exc)
+    return results
+
+
+def _raise_fatal(exc: BaseException) -> None:
+    """A FatalLoadError deep in the task groups becomes one ConfigError line."""
+    if isinstance(exc, BaseExceptionGroup):
+        fatal, _rest = exc.split(FatalLoadError)
+        if fatal is not None:
+            first: BaseException = fatal
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise ConfigError(str(first)) from None
+    raise exc
