@@ -14,8 +14,9 @@ with them (50-125 ms every few seconds at 100 runs/s, measured on ``runcast serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,12 @@ from gateway.hub import Fence, HubEvent, MemoryBroker, Position
 from gateway.runs.channels import run_channel
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.registry import RelayRegistry
-from gateway.runs.relay import RunRelay
+from gateway.runs.relay import RelayStart, RunRelay
 from gateway.upstream import UpstreamClient, UpstreamSettings
 
 pytestmark = pytest.mark.asyncio
+
+Starter = tuple[Callable[[CreatorFeed], Awaitable[RelayStart]], RelayRegistry]
 
 STREAM = (Path(__file__).resolve().parents[2] / "data" / "upstream" / "A-text.sse").read_bytes()
 
@@ -67,37 +70,44 @@ async def upstream_url() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def test_start_is_reported_after_the_first_batch_is_in_the_hub(upstream_url: str) -> None:
+@contextlib.asynccontextmanager
+async def relays(upstream_url: str, broker: MemoryBroker) -> AsyncIterator[Starter]:
+    """A relay registry on ``broker`` whose starts stream one run from ``upstream_url``."""
     settings = UpstreamSettings(base_url=upstream_url, api_key="sk-test")
-    async with UpstreamClient(settings) as upstream, SlowBroker() as broker:
+    async with UpstreamClient(settings) as upstream, broker:
         registry = RelayRegistry(broker, upstream)
-        try:
+
+        async def start(feed: CreatorFeed) -> RelayStart:
             async with asyncio.timeout(10):
-                start = await registry.start(
+                return await registry.start(
                     lambda: upstream.stream_run("thread_9Qx", {"assistant_id": "asst_42"}),
-                    feed=CreatorFeed(1 << 20),
+                    feed=feed,
                 )
-            assert start.run_id == "run_7Lm"
-            # Nothing awaited since: the channel must already hold the run's first events.
-            info = await broker.channel_info(run_channel("run_7Lm"))
-            assert info is not None and info.last_seq >= 1
+
+        try:
+            yield start, registry
         finally:
             await registry.aclose()
 
 
+async def test_start_is_reported_after_the_first_batch_is_in_the_hub(upstream_url: str) -> None:
+    broker = SlowBroker()
+    async with relays(upstream_url, broker) as (start, _registry):
+        started = await start(CreatorFeed(1 << 20))
+        assert started.run_id == "run_7Lm"
+        # Nothing awaited since: the channel must already hold the run's first events.
+        info = await broker.channel_info(run_channel("run_7Lm"))
+        assert info is not None and info.last_seq >= 1
+
+
 async def test_a_finished_relay_is_freed_without_the_cycle_collector(upstream_url: str) -> None:
-    settings = UpstreamSettings(base_url=upstream_url, api_key="sk-test")
-    async with UpstreamClient(settings) as upstream, MemoryBroker() as broker:
-        registry = RelayRegistry(broker, upstream)
+    async with relays(upstream_url, MemoryBroker()) as (start, registry):
         gc.collect()
         gc.disable()
         try:
             feed = CreatorFeed(1 << 20)
+            await start(feed)
             async with asyncio.timeout(10):
-                await registry.start(
-                    lambda: upstream.stream_run("thread_9Qx", {"assistant_id": "asst_42"}),
-                    feed=feed,
-                )
                 while await feed.read() is not None:
                     pass
                 await registry.wait_idle()
@@ -107,4 +117,3 @@ async def test_a_finished_relay_is_freed_without_the_cycle_collector(upstream_ur
             assert not [o for o in gc.get_objects() if isinstance(o, RunRelay)]
         finally:
             gc.enable()
-            await registry.aclose()
