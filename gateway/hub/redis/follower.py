@@ -1,0 +1,95 @@
+"""The follower: one task per node that reads the cluster's live channel and checks positions.
+
+- The task reads the live channel (one ``PUBLISH`` per batch, ``wire.py``) and hands each message
+  to the local channels (``local.py``), in order; a lost live connection is re-established with
+  backoff (``runcast.degraded`` meanwhile, ``outage.py``).
+- Every ``position_check`` seconds, and after the live connection comes back (redis-py
+  resubscribes silently and what was published meanwhile is lost), every local channel is compared
+  with its meta: a missing tail is read from the log (a lost final event), a new epoch resets the
+  channel (its subscribers' streams end as lagging ones do, WebSocket 1013, and their resume
+  gets ``runcast.history_lost`` and the snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from gateway.hub.redis.local import LocalChannels
+from gateway.hub.redis.log import MAX_BACKOFF, RedisLog
+from gateway.hub.redis.outage import Outage
+from gateway.hub.redis.wire import parse_live
+
+__all__ = ["Follower"]
+
+logger = logging.getLogger(__name__)
+
+
+class Follower:
+    """Feeds ``local`` from the live channel of ``log`` (:meth:`run`, a task the broker owns)."""
+
+    def __init__(
+        self, local: LocalChannels, log: RedisLog, outage: Outage, *, position_check: float
+    ) -> None:
+        self._local = local
+        self._log = log
+        self._outage = outage
+        self._position_check = position_check
+        self.reconnects = 0
+        """Times the live connection was lost and re-established."""
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        pubsub, apply, outage = self._log.pubsub, self._local.apply, self._outage
+        backoff = 0.1
+        check_at = loop.time() + self._position_check
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    if message["type"] == "message":
+                        await apply(parse_live(message["data"]))
+                    elif message["type"] == "subscribe":
+                        # (Re)subscribed: what was published while disconnected is lost.
+                        await self.check_positions()
+                if loop.time() >= check_at:
+                    check_at = loop.time() + self._position_check
+                    await self.check_positions()
+                backoff = 0.1
+                if outage.live_down:
+                    outage.live_back()
+            except (RedisError, OSError) as exc:
+                if not outage.live_down:
+                    outage.live_lost()
+                self.reconnects += 1
+                self._log.errors += 1
+                logger.warning("Redis live connection: %s; retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except ValueError:
+                logger.exception("unreadable live message; ignored")
+
+    async def check_positions(self) -> None:
+        """Compare every local channel with its meta; repair what the live path missed."""
+        local, tails = self._local, self._outage.tails
+        # A channel with a held tail is ahead of its log by design: the re-append settles it.
+        names = [n for n, ch in local.channels.items() if not ch.pending and not tails.holds(n)]
+        if not names:
+            return
+        metas = await self._log.read_metas(names)
+        for name, (epoch, last, end) in zip(names, metas, strict=True):
+            ch = local.channels.get(name)
+            if ch is None or name in local.loading or tails.holds(name):
+                continue
+            if epoch is None or epoch.decode() != ch.epoch:
+                if not ch.ended or epoch is not None:
+                    local.reset(ch)
+                continue
+            if int(last) > ch.last_seq:
+                repaired = await local.repair(ch, int(last))
+                if repaired is None:
+                    continue
+            if end is not None and int(end) == ch.last_seq and not ch.ended:
+                local.end(ch)

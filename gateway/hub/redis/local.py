@@ -1,0 +1,182 @@
+"""This node's local channels, each a mirror of its channel's log in Redis.
+
+The Redis broker keeps a local :class:`~gateway.hub.channel.Channel` only for the channels this
+node serves, in the memory broker's registry (with its budget and counters); :class:`LocalChannels`
+is what feeds them from the log:
+
+- A node's first subscriber to a channel mirrors it: the live messages for that channel are held
+  back while its meta and the log's tail are read (one ``MULTI``), then applied on top; the
+  subscriber is attached to the local channel without an ``await`` in between (memory mode's
+  replay-then-live), so it gets no gap and no duplicate whatever the reads awaited.
+- Each live batch (read by the follower, ``follower.py``) is applied to the local channel it
+  names, in order. A batch that does not continue the local seq is a gap: the missing range is
+  read from the log (``XRANGE``) before it is applied, so local subscribers never see a hole. A
+  batch already held is dropped.
+- A local channel whose log moved on (a new epoch, or a hole the log no longer holds) is reset:
+  its subscribers' streams end as lagging ones do (WebSocket 1013), and their resume gets
+  ``runcast.history_lost`` and the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from redis.exceptions import RedisError
+
+from gateway.errors import SubscriberError
+from gateway.hub.broker import HubEvent, Position
+from gateway.hub.channel import Channel, stored_events
+from gateway.hub.memory import MemoryBroker
+from gateway.hub.redis.log import RedisLog
+from gateway.hub.redis.wire import LiveMessage, decode_batch
+
+__all__ = ["LocalChannels"]
+
+logger = logging.getLogger(__name__)
+
+
+class LocalChannels:
+    """The local channels of ``broker`` (its registry, budget and counters, shared with it), fed
+    from ``log``.
+
+    ``channels`` is the broker's registry; ``loading`` holds back the live messages of each channel
+    being mirrored (present while its reads are under way); ``now()`` is the broker's clock (it
+    raises once the broker is closed).
+    """
+
+    def __init__(self, broker: MemoryBroker, log: RedisLog) -> None:
+        self._broker = broker
+        self._log = log
+        self.channels = broker._channels
+        self._settings = broker.settings
+        self._reducers = broker._reducer_factory
+        self._budget = broker._budget
+        self._counters = broker._counters
+        self.now = broker._start
+        self.loading: dict[str, list[LiveMessage]] = {}
+        self._loaded: dict[str, asyncio.Event] = {}
+        self.repairs = 0
+        """Gaps filled from the log (live messages lost or late)."""
+
+    async def mirror(self, name: str, *, create: bool, owner: str | None) -> None:
+        """Make sure this node holds a local channel for ``name`` fed from the log."""
+        while name in self._loaded:
+            await self._loaded[name].wait()
+        if name in self.channels:
+            return
+        self.loading[name] = []
+        done = self._loaded[name] = asyncio.Event()
+        try:
+            try:
+                (epoch, last, end), held = await self._log.read_tail(name)
+            except (RedisError, OSError) as exc:
+                # Only a channel this node already holds can be served while Redis is away.
+                raise SubscriberError(
+                    503, "broker_unavailable", f"the cluster's Redis is unreachable: {exc}"
+                ) from exc
+            now = self.now()
+            broker = self._broker
+            if epoch is None:
+                if not create:
+                    raise SubscriberError(404, "unknown_channel", f"no such stream: {name}")
+                broker._check_pending_room(owner)
+                ch = self.create(name, "", now)
+                broker._register(ch, pending=True, owner=owner)
+            else:
+                ch = self.create(name, epoch.decode(), now)
+                first = int(last) - len(held) + 1
+                ch.start_after(first - 1)
+                broker._register(ch, pending=False)
+                if held:
+                    self.feed(ch, held)
+                if end is not None and int(end) == ch.last_seq:
+                    self.end(ch)
+            buffered = self.loading[name]
+            while buffered:
+                await self.apply(buffered.pop(0), held=True)
+        finally:
+            self.loading.pop(name, None)
+            del self._loaded[name]
+            done.set()
+
+    def create(self, name: str, epoch: str, now: float) -> Channel:
+        """A new local channel for ``name`` in ``epoch`` (registered by the caller)."""
+        return Channel(
+            name, self._settings, self._counters, self._reducers(name), now=now, epoch=epoch
+        )
+
+    def feed(self, ch: Channel, events: Sequence[HubEvent]) -> None:
+        budget = self._budget
+        reopened = ch.ended
+        ch.publish(events, self.now(), stored=stored_events(events), gen=budget.next_gen())
+        if reopened or not ch.in_budget_heap:
+            budget.published(ch, reopened=reopened)
+        if self._counters.retained_bytes > budget.limit:
+            budget.enforce(self._broker._evict)
+
+    def feed_at(self, ch: Channel, at: Position, events: Sequence[HubEvent]) -> bool:
+        """Feed ``events`` (first at ``at``) when they continue the local channel; else False."""
+        if ch.pending and ch.last_seq == 0:
+            ch.epoch = at.epoch
+        if at.epoch != ch.epoch or at.seq != ch.last_seq + 1:
+            return False
+        self.feed(ch, events)
+        return True
+
+    def end(self, ch: Channel) -> None:
+        """The channel's log was closed after what the local channel holds."""
+        ch.end(self.now())
+        self._budget.ended(ch)
+
+    async def apply(self, m: LiveMessage, *, held: bool = False) -> None:
+        """Apply a live message to its local channel (``held``: one held back while mirroring)."""
+        if not held and m.channel in self.loading:
+            self.loading[m.channel].append(m)
+            return
+        ch = self.channels.get(m.channel)
+        if ch is None:
+            return
+        if ch.pending and ch.last_seq == 0:
+            ch.epoch = m.epoch
+        if m.epoch != ch.epoch:
+            self.reset(ch)
+            return
+        if m.kind == b"P":
+            events = decode_batch(m.body)
+            last = m.seq + len(events) - 1
+            if last <= ch.last_seq:
+                return
+            if m.seq > ch.last_seq + 1:
+                ch = await self.repair(ch, m.seq - 1)
+                if ch is None:
+                    return
+            self.feed_at(ch, Position(m.epoch, ch.last_seq + 1), events[ch.last_seq + 1 - m.seq :])
+        else:
+            if m.seq > ch.last_seq:
+                ch = await self.repair(ch, m.seq)
+                if ch is None:
+                    return
+            self.end(ch)
+
+    async def repair(self, ch: Channel, through: int) -> Channel | None:
+        """Fill the local channel from the log up to ``through``; None if the log no longer holds
+        the range (the channel is reset)."""
+        start = ch.last_seq + 1
+        events = await self._log.read_log(ch.name, start, through)
+        if self.channels.get(ch.name) is not ch:
+            return None
+        if len(events) != through - start + 1:
+            self.reset(ch)
+            return None
+        self.repairs += 1
+        self.feed_at(ch, Position(ch.epoch, start), events)
+        return ch
+
+    def reset(self, ch: Channel) -> None:
+        """The log is not the one this channel mirrors (a new epoch, or a hole it no longer holds):
+        cut the subscribers off so they resume (``runcast.history_lost`` then the snapshot)."""
+        logger.warning("channel %s: the log moved on (new epoch or lost range); resetting", ch.name)
+        ch.end_all("lagged")
+        self._broker._drop_channel(ch)
