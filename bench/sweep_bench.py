@@ -11,15 +11,23 @@ hundred of them with a subscriber, then times ``EXPIRY_ROUND_TICKS`` ticks of:
 - **walk**: the previous design measured in the same run, every channel swept and checked for
   expiry at every tick (the loop the tick used to be).
 
-    python bench/sweep_bench.py [--n 10000 30000]
+With ``--redis N`` (a private ``redis-server``), the Redis broker's periodic position check with N
+finished runs mirrored: the longest event-loop stall and how long the follower (which applies
+every live message) is held, now (the subscribed channels and a slice of the rest, in bounded
+pipelines) against every channel compared in one pipeline (the previous design).
+
+    python bench/sweep_bench.py [--n 10000 30000] [--redis 10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.http.app import _reducer
@@ -79,12 +87,80 @@ async def measure(n: int) -> None:
     )
 
 
+async def stalls(work: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    """How long ``work`` takes, and the longest the event loop stood still meanwhile (the cycle
+    collector kept out: its pauses are not the work's)."""
+    gc.collect()
+    gc.disable()
+    try:
+        return await _stalls(work)
+    finally:
+        gc.enable()
+
+
+async def _stalls(work: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    longest = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal longest
+        while not done:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            longest = max(longest, time.perf_counter() - t - 0.001)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    t = time.perf_counter()
+    await work()
+    took = time.perf_counter() - t
+    done = True
+    await task
+    return took, longest
+
+
+async def measure_redis(url: str, n: int) -> None:
+    from gateway.hub.redis import RedisBroker, follower
+
+    settings = HubSettings(sweep_interval=3600, heartbeat_interval=0.0)
+    async with RedisBroker(url, settings, position_check=3600) as broker:
+        events = [HubEvent(e.event, e.data_bytes) for e in RUN]
+        for i in range(n):
+            run, thread = f"run:run_{i}", f"thread:thread_{i}"
+            if i < WATCHED:
+                await broker.subscribe(thread, BufferSink(), create=True)
+            await broker.publish([run, thread], events)
+            await broker.close_channel(run)
+        checks = broker._follower
+        now = await stalls(checks.check_positions)
+        slice_ = follower.POSITION_SLICE
+        follower.POSITION_SLICE = 1 << 30  # one pipeline of every channel: the previous check
+        try:
+            old = await stalls(lambda: checks.check_positions(everything=True))
+        finally:
+            follower.POSITION_SLICE = slice_
+        held = broker.statistics().channels
+    print(
+        f"redis, {held:>7,} channels: position check now {now[0] * 1e3:6.1f} ms "
+        f"(loop stall {now[1] * 1e3:5.1f} ms) | all at once {old[0] * 1e3:6.1f} ms "
+        f"(loop stall {old[1] * 1e3:5.1f} ms)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[10_000, 30_000], help="runs held")
+    parser.add_argument("--n", type=int, nargs="*", default=[10_000, 30_000], help="runs held")
+    parser.add_argument("--redis", type=int, nargs="*", default=[], help="runs, Redis mode")
     args = parser.parse_args()
     for n in args.n:
         asyncio.run(measure(n))
+    if args.redis:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from redis_bench import redis_server
+
+        with redis_server() as url:
+            for n in args.redis:
+                asyncio.run(measure_redis(url, n))
 
 
 if __name__ == "__main__":

@@ -234,6 +234,10 @@ class MemoryBroker:
         self._subscribed.clear()
         self._expiry_round.clear()
 
+    def subscribed(self) -> list[Channel]:
+        """The channels with a subscriber now, or until the next tick (it lets go of the others)."""
+        return list(self._subscribed)
+
     # -- internals ------------------------------------------------------------------------------
 
     def _start(self) -> float:

@@ -3,11 +3,15 @@
 - The task reads the live channel (one ``PUBLISH`` per batch, ``wire.py``) and hands each message
   to the local channels (``local.py``), in order; a lost live connection is re-established with
   backoff (``runcast.degraded`` meanwhile, ``outage.py``).
-- Every ``position_check`` seconds, and after the live connection comes back (redis-py
-  resubscribes silently and what was published meanwhile is lost), every local channel is compared
-  with its meta: a missing tail is read from the log (a lost final event), a new epoch resets the
-  channel (its subscribers' streams end as lagging ones do, WebSocket 1013, and their resume
-  gets ``runcast.history_lost`` and the snapshot).
+- After the live connection comes back (redis-py resubscribes silently and what was published
+  meanwhile is lost), every local channel is compared with its meta: a missing tail is read from
+  the log (a lost final event), a new epoch resets the channel (its subscribers' streams end as
+  lagging ones do, WebSocket 1013, and their resume gets ``runcast.history_lost`` and the
+  snapshot). Every ``position_check`` seconds the same is done for the channels with a local
+  subscriber, and for ``POSITION_SLICE`` of the others in rotation: a node mirrors every channel
+  it ever served until its retention ends (20,000 after a few minutes of traffic), and comparing
+  them all held the follower, so every live message, for 0.7 s every 10 s (20,000 channels).
+  Reads go in pipelines of at most ``POSITION_SLICE`` channels.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from gateway.hub.redis.log import MAX_BACKOFF, RedisLog
 from gateway.hub.redis.outage import Outage
 from gateway.hub.redis.wire import parse_live
 
-__all__ = ["Follower"]
+__all__ = ["POSITION_SLICE", "Follower"]
 
 logger = logging.getLogger(__name__)
+
+POSITION_SLICE = 1000
+"""Channels without a local subscriber compared per periodic check, and the most per pipeline."""
 
 
 class Follower:
@@ -39,6 +46,8 @@ class Follower:
         self._position_check = position_check
         self.reconnects = 0
         """Times the live connection was lost and re-established."""
+        self._rotation: list[str] = []
+        """Channels without a local subscriber not compared yet in this round."""
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -53,7 +62,7 @@ class Follower:
                         await apply(parse_live(message["data"]))
                     elif message["type"] == "subscribe":
                         # (Re)subscribed: what was published while disconnected is lost.
-                        await self.check_positions()
+                        await self.check_positions(everything=True)
                 if loop.time() >= check_at:
                     check_at = loop.time() + self._position_check
                     await self.check_positions()
@@ -71,11 +80,32 @@ class Follower:
             except ValueError:
                 logger.exception("unreadable live message; ignored")
 
-    async def check_positions(self) -> None:
-        """Compare every local channel with its meta; repair what the live path missed."""
+    async def check_positions(self, *, everything: bool = False) -> None:
+        """Compare local channels with their meta (module docstring: which ones); repair what
+        the live path missed."""
+        local = self._local
+        if everything:
+            names = list(local.channels)
+            self._rotation.clear()
+        else:
+            watched = {ch.name for ch in local.subscribed()}
+            rotation = self._rotation
+            if not rotation:
+                rotation.extend(local.channels)
+            rest = rotation[-POSITION_SLICE:]
+            del rotation[-POSITION_SLICE:]
+            names = [*watched, *(n for n in rest if n not in watched)]
+        for first in range(0, len(names), POSITION_SLICE):
+            await self._compare(names[first : first + POSITION_SLICE])
+
+    async def _compare(self, names: list[str]) -> None:
         local, tails = self._local, self._outage.tails
         # A channel with a held tail is ahead of its log by design: the re-append settles it.
-        names = [n for n, ch in local.channels.items() if not ch.pending and not tails.holds(n)]
+        names = [
+            n
+            for n in names
+            if (ch := local.channels.get(n)) is not None and not ch.pending and not tails.holds(n)
+        ]
         if not names:
             return
         metas = await self._log.read_metas(names)

@@ -60,6 +60,10 @@ class LocalChannels:
         self.repairs = 0
         """Gaps filled from the log (live messages lost or late)."""
 
+    def subscribed(self) -> list[Channel]:
+        """The local channels with a subscriber (the broker's, see ``MemoryBroker.subscribed``)."""
+        return self._broker.subscribed()
+
     async def mirror(self, name: str, *, create: bool, owner: str | None) -> None:
         """Make sure this node holds a local channel for ``name`` fed from the log."""
         while name in self._loaded:

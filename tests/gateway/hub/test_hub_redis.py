@@ -151,3 +151,45 @@ async def test_a_redis_restart_is_survived_and_changes_the_epoch(
     await broker.subscribe(RUN, live)
     await broker.publish([RUN], [ev(3, "c")])
     await until(lambda: live.last_seq == 2, timeout=20)
+
+
+async def test_the_periodic_check_compares_subscribed_channels_and_a_slice_of_the_rest(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node mirrors every channel it served until its retention ends: the periodic check
+    compares the channels with a subscriber every time and the others a slice at a time (all
+    of them once the live connection comes back), in pipelines of at most POSITION_SLICE."""
+    from gateway.hub.redis import follower
+    from gateway.hub.redis.log import RedisLog
+
+    monkeypatch.setattr(follower, "POSITION_SLICE", 10)
+    redis_server.flush()
+    async with RedisBroker(
+        redis_server.url, settings(), reducer_factory=counting_reducer, position_check=3600
+    ) as broker:
+        for i in range(35):
+            await broker.publish([f"run:{i}"], [ev(1)])
+        sink = BufferSink()
+        await broker.subscribe("run:7", sink)
+        reads: list[list[str]] = []
+        read_metas = RedisLog.read_metas
+
+        async def recorded(log: RedisLog, channels: list[str]) -> list[object]:
+            reads.append(list(channels))
+            return await read_metas(log, channels)
+
+        monkeypatch.setattr(RedisLog, "read_metas", recorded)
+        checks = broker._follower
+        seen: set[str] = set()
+        for _ in range(4):
+            reads.clear()
+            await checks.check_positions()
+            compared = [n for chunk in reads for n in chunk]
+            assert "run:7" in compared and len(compared) <= 11
+            assert all(len(chunk) <= 10 for chunk in reads)
+            seen.update(compared)
+        assert seen == {f"run:{i}" for i in range(35)}  # one round covers every channel
+        reads.clear()
+        await checks.check_positions(everything=True)
+        assert sorted(n for chunk in reads for n in chunk) == sorted(f"run:{i}" for i in range(35))
+        assert all(len(chunk) <= 10 for chunk in reads)
