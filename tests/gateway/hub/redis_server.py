@@ -33,9 +33,30 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_once = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
+        """Start the server and wait until it answers. The port was free when chosen, but any
+        process may take it meanwhile (another test run, a benchmark's server, a connection's
+        local port): then our server exits at once and whoever holds the port would answer, so
+        only an answer from our own process counts. A first start moves to another port; a
+        restart keeps its address and waits for the port to come free."""
+        for _ in range(50):
+            if self._start_once():
+                break
+            if self.started_once:
+                time.sleep(0.1)
+            else:
+                self.port = free_port()
+                self.url = f"redis://127.0.0.1:{self.port}/0"
+        else:
+            raise RuntimeError(f"redis-server could not listen on 127.0.0.1:{self.port}")
+        self.started_once = True
+        # A dump left by stop(save=True) is loaded now; the next plain start begins empty.
+        (self.workdir / "dump.rdb").unlink(missing_ok=True)
+
+    def _start_once(self) -> bool:
+        process = subprocess.Popen(
             [
                 self.binary,
                 "--port",
@@ -52,19 +73,24 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=1)
+        client = redis.Redis(port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
+        try:
+            while process.poll() is None:
+                try:
+                    if client.info("server")["process_id"] == process.pid:
+                        self.process = process
+                        return True
+                except redis.ConnectionError:
+                    pass
                 if time.monotonic() > deadline:
-                    raise
+                    process.kill()
+                    process.wait(10)
+                    raise RuntimeError(f"redis-server on port {self.port} did not answer")
                 time.sleep(0.02)
-        client.close()
-        # A dump left by stop(save=True) is loaded now; the next plain start begins empty.
-        (self.workdir / "dump.rdb").unlink(missing_ok=True)
+            return False  # it exited: the port is someone else's
+        finally:
+            client.close()
 
     def flush(self) -> None:
         client = redis.Redis(port=self.port, socket_timeout=5)

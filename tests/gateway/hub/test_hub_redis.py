@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import redis
 import redis.asyncio as aioredis
 from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer
@@ -193,3 +195,18 @@ async def test_the_periodic_check_compares_subscribed_channels_and_a_slice_of_th
         await checks.check_positions(everything=True)
         assert sorted(n for chunk in reads for n in chunk) == sorted(f"run:{i}" for i in range(35))
         assert all(len(chunk) <= 10 for chunk in reads)
+
+
+async def test_a_private_server_never_takes_a_port_another_server_holds(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The test servers' own guard: a port taken between choosing and binding it (another
+    server's here) is left to its holder, never shared."""
+    other = RedisServer(tmp_path)
+    other.port, other.url = redis_server.port, redis_server.url
+    other.start()
+    try:
+        assert other.port != redis_server.port and other.process is not None
+        assert redis.Redis(port=other.port).info("server")["process_id"] == other.process.pid
+    finally:
+        other.stop()
