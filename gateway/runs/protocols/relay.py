@@ -10,7 +10,7 @@ loop, so the creator's response writes the batch before the next one reaches the
 
 Events before the stream's id is known (a ``keepalive`` before ``response.created``) are held,
 so the stream's own channel starts with the first of them; ``ready`` (a
-:class:`~gateway.runs.relay.Readiness`, as trio's ``task_status``) is marked started once the id
+:class:`~gateway.runs.readiness.Readiness`, as trio's ``task_status``) is marked started once the id
 is known and its first events are published (so the channel exists on every node), and the
 creator's head can name it and carry its subscribe token. An upstream failure
 before any event is reported through it instead and nothing is published.
@@ -85,8 +85,8 @@ from parsers.errors import RemoteProtocolError
 
 from ..feed import CreatorFeed
 from ..keeper import LeaseKeeper
+from ..readiness import Readiness
 from ..recovery import failure_reason
-from ..relay import Readiness
 from .ownership import StreamAdoption, StreamOwnership, published_cursor
 from .publisher import ChannelPublisher
 from .spec import Reconcile, StreamSpec
