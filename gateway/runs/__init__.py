@@ -1,8 +1,11 @@
 """The run lifecycle: pumping each streamed run into the hub, holding and answering its actions.
 
 Nothing here touches aiohttp's server side; ``gateway.http`` starts runs and reads their channels.
-Modules, one job each: ``relay`` (one run's pump, an I/O shell), ``lifecycle`` (its phases and
-transitions as data), ``registry`` (owns the relays, remembers each run's thread), ``protocol``
+Modules, one job each: ``relay`` (one run's pump, an I/O shell, and the run's state), the
+paths it hands off to as functions of that state (``holding``: the action it holds and answers;
+``settling``: an upstream failure and the run's recovery; ``adoption``: a dead owner's run taken
+up), ``env`` (what every relay shares), ``readiness`` (a relay's start, reported once),
+``lifecycle`` (its phases and transitions as data), ``registry`` (owns the relays, remembers each run's thread), ``protocol``
 (the seam: what the lifecycle asks of an upstream API), ``assistants/`` (the Assistants API
 behind it, and the only modules here that name its types: ``protocol``, ``runs`` (run reads,
 the events runcast writes in its name, the held action's view), ``recovery`` and ``missed``

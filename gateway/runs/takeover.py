@@ -6,7 +6,7 @@ relay registry, like the expiry watcher). A relay that owns a run keeps it in th
 stops pumping it for good. Every third of the lease ttl the watcher lists the runs whose recorded
 expiry has passed (their owner stopped renewing: a killed process, a lost network) and tries to
 acquire each one's lease *without* take-over: the store hands it to exactly one node, which
-starts a relay in recovery mode for the run (``relay.py``). That relay reads what the run's
+starts a relay in recovery mode for the run (``adoption.py``). That relay reads what the run's
 channel already holds (:class:`Published`, which its protocol reads from the channel's snapshot in
 the shared log with :func:`snapshot_view`; Assistants: ``assistants/published.py``),
 polls the upstream run until it settles as a broken stream's recovery does, and publishes
@@ -26,8 +26,10 @@ accepted would have moved on (so a mark with the same ids was not taken; other i
 action). When the mark says ``submitting`` and the run's state cannot tell (the run read failed
 until the recovery deadline, or the run ended ``expired``, ``cancelled`` or ``failed``), it
 publishes ``runcast.tool_automation.unknown`` ``{"run_id", "thread_id", "tool_call_ids",
-"reason"}`` and follows the run without submitting. Handlers get the ``tool_call_id`` as their
-idempotency key, so one that ran under the dead owner can recognise the second call.
+"reason"}`` and follows the run without submitting (:func:`report_unknown_submission`). Handlers
+get the ``tool_call_id`` as their idempotency key, so one that ran under the dead owner can
+recognise the second call; the taker releases the dead owner's tool round first
+(:func:`release_round`), which would otherwise skip the action as answered.
 """
 
 from __future__ import annotations
@@ -36,15 +38,29 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from gateway.hub import Broker, HubEvent
-from gateway.state import Lease, LiveRun, LiveRuns, RunLeases, SubmissionMark
+from gateway.state import (
+    Lease,
+    LiveRun,
+    LiveRuns,
+    RoundState,
+    RunLeases,
+    SubmissionMark,
+    SubmissionMarks,
+    ToolRounds,
+)
 from gateway.state.cancel import check_cancelled
 
 from .missed import FinalIds
+
+if TYPE_CHECKING:
+    from .actions import HeldAction
+    from .publisher import RunPublisher
+    from .recovery import Recovery
 
 ViewT = TypeVar("ViewT")
 
@@ -53,6 +69,8 @@ __all__ = [
     "UNKNOWN_EVENT",
     "Published",
     "TakeoverWatcher",
+    "release_round",
+    "report_unknown_submission",
     "snapshot_view",
     "submission_unknown",
     "unknown_event",
@@ -117,6 +135,44 @@ def unknown_event(
         "reason": reason,
     }
     return HubEvent(UNKNOWN_EVENT, msgspec.json.encode(body))
+
+
+async def report_unknown_submission(
+    marks: SubmissionMarks,
+    out: RunPublisher,
+    *,
+    run_id: str,
+    thread_id: str,
+    recovery: Recovery | None,
+) -> None:
+    """Report a dead owner's submission the run's state cannot settle (module docstring);
+    ``recovery``: the run found settled (None: it could not be read)."""
+    mark = await marks.get(run_id)
+    status = None if recovery is None else recovery.status
+    if mark is None or not submission_unknown(mark, status):
+        return
+    reason = (
+        "the run could not be read"
+        if status is None
+        else f"the run ended {status} after the outputs were being submitted"
+    )
+    log.warning("run %s: unknown whether the tool outputs were submitted: %s", run_id, reason)
+    event = unknown_event(
+        run_id=run_id, thread_id=thread_id, tool_call_ids=mark.call_ids, reason=reason
+    )
+    await out.emit(event)
+
+
+async def release_round(rounds: ToolRounds | None, action: HeldAction) -> None:
+    """A dead owner may have been answering this action (tool rounds say so, and would skip
+    it): the run still waits at it, so it is answered again."""
+    ids = action.call_ids
+    if rounds is None or not ids:
+        return
+    state = await rounds.get(action.run_id)
+    if state.last_action == ids:
+        released = RoundState(rounds=state.rounds, last_action=None)
+        await rounds.swap(action.run_id, state, released)
 
 
 class TakeoverWatcher:

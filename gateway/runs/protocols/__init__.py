@@ -1,7 +1,10 @@
 """Responses API and Chat Completions streams: one pump, one spec per protocol.
 
 Modules, one job each: ``spec`` (the :class:`StreamSpec` seam a protocol implements), ``relay``
-(:class:`StreamRelay`, one stream's pump), ``publisher`` (where a stream's events go),
+(:class:`StreamRelay`, one stream's pump and its state), ``settling`` (a stream cut before its
+last word: resumed, reconciled or lost), ``adoption`` (a dead owner's stream taken up), ``lost``
+(the ``runcast.upstream_lost`` event), ``ownership`` (what a relay needs to own its stream across
+nodes), ``publisher`` (where a stream's events go),
 ``responses`` and ``chat`` (each protocol: decoding, ids, last words, snapshots),
 ``responses_recovery`` (polling a stored response cut mid-stream to its end), ``named``
 (snapshots of ``Runcast-Channel`` channels, which carry either protocol), ``toolchain``
