@@ -178,6 +178,14 @@ class RunRelay:
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Its callbacks are this relay's (scrub, settle): a cycle through it, dropped so a
+            # finished run is freed by reference counting (the keeper's likewise, on release).
+            self.answerer = None
+
+    async def _run(self) -> None:
         if self._arriving is not None:
             await self.env.claims.arriving(self._arriving)
         outcome = "shutdown"

@@ -24,6 +24,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from gateway.hub import Fence, HubEvent, MemoryBroker, Position
+from gateway.runs.actions import ActionHandler, ActionOutcome, Emit, HeldAction
 from gateway.runs.channels import run_channel
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.registry import RelayRegistry
@@ -71,11 +72,13 @@ async def upstream_url() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def relays(upstream_url: str, broker: MemoryBroker) -> AsyncIterator[Starter]:
+async def relays(
+    upstream_url: str, broker: MemoryBroker, handler: ActionHandler | None = None
+) -> AsyncIterator[Starter]:
     """A relay registry on ``broker`` whose starts stream one run from ``upstream_url``."""
     settings = UpstreamSettings(base_url=upstream_url, api_key="sk-test")
     async with UpstreamClient(settings) as upstream, broker:
-        registry = RelayRegistry(broker, upstream)
+        registry = RelayRegistry(broker, upstream, action_handler=handler)
 
         async def start(feed: CreatorFeed) -> RelayStart:
             async with asyncio.timeout(10):
@@ -100,8 +103,24 @@ async def test_start_is_reported_after_the_first_batch_is_in_the_hub(upstream_ur
         assert info is not None and info.last_seq >= 1
 
 
-async def test_a_finished_relay_is_freed_without_the_cycle_collector(upstream_url: str) -> None:
-    async with relays(upstream_url, MemoryBroker()) as (start, registry):
+class NoTools:
+    """An action handler that answers nothing (its relays still get an action answerer)."""
+
+    def handles(self, action: HeldAction) -> bool:
+        return False
+
+    async def run_action(self, action: HeldAction, emit: Emit | None = None) -> ActionOutcome:
+        raise AssertionError("never asked")
+
+    async def forget(self, run_id: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize("handler", [None, NoTools()], ids=["no-handler", "handler"])
+async def test_a_finished_relay_is_freed_without_the_cycle_collector(
+    upstream_url: str, handler: ActionHandler | None
+) -> None:
+    async with relays(upstream_url, MemoryBroker(), handler) as (start, registry):
         gc.collect()
         gc.disable()
         try:
