@@ -1,0 +1,52 @@
+"""``runcast mock`` and ``runcast loadtest``: commands whose flags, settings and loop belong to
+their own package (``gateway/mock/cli.py``, ``gateway/loadtest/cli.py``); here they get their
+place under ``runcast`` and its exit status 2 for invalid settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.errors import ConfigError
+from gateway.loadtest import cli as loadtest_cli
+from gateway.mock import cli as mock_cli
+
+__all__ = ["add_loadtest_parser", "add_mock_parser", "run_loadtest", "run_mock"]
+
+
+def add_mock_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
+    mock_cli.add_arguments(mock)
+    return mock
+
+
+def add_loadtest_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    loadtest = commands.add_parser(
+        "loadtest", help="load-test a streaming endpoint you run (a gateway, the simulator)"
+    )
+    loadtest_cli.add_arguments(loadtest)
+    return loadtest
+
+
+def run_mock(ns: argparse.Namespace) -> int:
+    try:
+        mock_settings = mock_cli.settings_from_args(ns)
+    except ConfigError as exc:
+        print(f"runcast mock: error: {exc}", file=sys.stderr)
+        return 2
+    mock_cli.run(mock_settings, ns.host, ns.port)
+    return 0
+
+
+def run_loadtest(ns: argparse.Namespace) -> int:
+    try:
+        load_settings = loadtest_cli.settings_from_args(ns)
+    except ConfigError as exc:
+        print(f"runcast loadtest: error: {exc}", file=sys.stderr)
+        return 2
+    return loadtest_cli.run(load_settings)
