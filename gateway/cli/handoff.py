@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from gateway.errors import ConfigError
 from gateway.loadtest import cli as loadtest_cli
 from gateway.mock import cli as mock_cli
 
 __all__ = ["add_loadtest_parser", "add_mock_parser", "run_loadtest", "run_mock"]
+
+_S = TypeVar("_S")
 
 
 def add_mock_parser(
@@ -34,19 +38,26 @@ def add_loadtest_parser(
 
 
 def run_mock(ns: argparse.Namespace) -> int:
-    try:
-        mock_settings = mock_cli.settings_from_args(ns)
-    except ConfigError as exc:
-        print(f"runcast mock: error: {exc}", file=sys.stderr)
+    mock_settings = _settings("mock", mock_cli.settings_from_args, ns)
+    if mock_settings is None:
         return 2
     mock_cli.run(mock_settings, ns.host, ns.port)
     return 0
 
 
 def run_loadtest(ns: argparse.Namespace) -> int:
-    try:
-        load_settings = loadtest_cli.settings_from_args(ns)
-    except ConfigError as exc:
-        print(f"runcast loadtest: error: {exc}", file=sys.stderr)
+    load_settings = _settings("loadtest", loadtest_cli.settings_from_args, ns)
+    if load_settings is None:
         return 2
     return loadtest_cli.run(load_settings)
+
+
+def _settings(
+    command: str, build: Callable[[argparse.Namespace], _S], ns: argparse.Namespace
+) -> _S | None:
+    """The command's settings, or None once the reason they are invalid is printed."""
+    try:
+        return build(ns)
+    except ConfigError as exc:
+        print(f"runcast {command}: error: {exc}", file=sys.stderr)
+        return None
