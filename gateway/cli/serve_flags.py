@@ -1,49 +1,21 @@
-"""The ``runcast`` command: ``runcast serve`` (the gateway), ``runcast config`` (its effective
-settings), ``runcast mock`` (the simulator) and ``runcast loadtest``.
+"""The options of ``runcast serve`` and ``runcast config``, grouped as ``--help`` shows them.
 
-Settings come from defaults, a TOML file (``--config`` / ``RUNCAST_CONFIG``), ``RUNCAST_*``
-variables (one per key: ``RUNCAST_PORT``, ``RUNCAST_HUB_RETENTION``, ...; the upstream key in
-``OPENAI_API_KEY`` or the variable ``--upstream-key-env`` names), then flags, each over the one
-before (``gateway.config``). ``runcast config`` takes the same options as ``serve`` and prints
-the result as TOML, secrets masked, each value with its source.
-
-Tool automation (``gateway/tools``): ``--tools my_pkg.tools`` imports the module (the current
-directory is searched first, as with ``python -m``) and registers its ``@tool`` functions;
-``--tool-webhook NAME=URL`` / ``'*=URL'`` sends calls to HTTP endpoints. With either, runcast
-answers ``requires_action`` itself and the run continues for its creator and every subscriber.
-
-The server runs on uvloop. Invalid settings, and tools modules that cannot be imported or define
-no ``@tool`` function, exit with status 2 and a one-line message.
+What each value may be and the defaults ``--help`` names are in ``serve_rules``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
-import importlib.metadata
-import os
-import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
 
-import msgspec
+from gateway import flags
+from gateway.cli.serve_rules import RULES, help_defaults, size
+from gateway.mock.settings import SCENARIO_NAMES
 
-from gateway import config, flags, logs, workers
-from gateway.errors import ConfigError, ListenError
-from gateway.hub import HubSettings
-from gateway.loadtest import cli as loadtest_cli
-from gateway.mock import cli as mock_cli
-from gateway.mock.settings import SCENARIO_NAMES, MockSettings
-from gateway.settings import Settings
-from gateway.tools import ToolAutomation, ToolSettings
-from gateway.tools.registry import tool_name
-from gateway.upstream import UpstreamSettings
-
-__all__ = ["build_parser", "check_tools", "main", "settings_from_args"]
+__all__ = ["add_arguments"]
 
 
-def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``runcast serve``, which ``runcast config`` takes too."""
     net = p.add_argument_group("listening")
     net.add_argument("--host", help="interface to bind (default 127.0.0.1; env RUNCAST_HOST)")
     net.add_argument("--port", type=int, help="port (default 8080; env RUNCAST_PORT)")
@@ -216,7 +188,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     hub.add_argument(
         "--memory-budget",
-        type=_size,
+        type=size,
         metavar="SIZE",
         help="bytes all channels may retain (history, snapshots), e.g. 512MiB; over it, ended "
         "channels go first, then the oldest history (default 256MiB)",
@@ -336,225 +308,5 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the main listener)",
     )
 
-    flags.check(p, _SERVE_RULES)
-    flags.document(p, _serve_defaults())
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-_SIZE_UNITS.update({"k": 1024, "m": 1024**2, "g": 1024**3})
-_SIZE_UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3})
-
-
-def _size(raw: str) -> int:
-    """A byte count: ``268435456``, ``256MiB``, ``256M`` (binary), ``300MB`` (decimal); > 0."""
-    text = raw.strip().lower()
-    number = text.rstrip("kmgib")
-    unit = text[len(number) :]
-    try:
-        value = float(number) * _SIZE_UNITS[unit]
-    except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"not a size: {raw!r} (e.g. 256MiB)") from None
-    if not 0 < value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
-    return int(value)
-
-
-_SECONDS = flags.greater_than(0)
-_COUNT = flags.greater_than(0, int)
-_SERVE_RULES: Mapping[str, flags.Rule] = {
-    "port": flags.port,
-    "header_timeout": _SECONDS,
-    "body_timeout": _SECONDS,
-    "backlog": flags.at_least(0, int),
-    "max_connections": flags.at_least(0, int),
-    "max_pending_per_client": _COUNT,
-    "upstream_connect_timeout": _SECONDS,
-    "upstream_first_byte_timeout": _SECONDS,
-    "upstream_idle_timeout": _SECONDS,
-    "token_ttl": _SECONDS,
-    "cors_origin": flags.origin,
-    "max_body_bytes": _COUNT,
-    "creator_buffer_bytes": _COUNT,
-    "creator_write_timeout": _SECONDS,
-    "recovery_timeout": flags.at_least(0),
-    "expiry_grace": flags.at_least(0),
-    "lease_ttl": _SECONDS,
-    "history_events": _COUNT,
-    "history_bytes": _COUNT,
-    "retention": _SECONDS,
-    "subscriber_buffer_bytes": _COUNT,
-    "max_subscribers_per_channel": _COUNT,
-    "max_subscribers": _COUNT,
-    "heartbeat": flags.at_least(0),
-    "coalesce_ms": flags.at_least(0),
-    "tool_timeout": _SECONDS,
-    "tool_concurrency": _COUNT,
-    "tool_max_rounds": _COUNT,
-    "tool_expiry_margin": flags.at_least(0),
-    "sim_port": flags.port,
-    "sim_delay_ms": flags.at_least(0),
-    "sim_deltas": _COUNT,
-    "memory_budget": _size,
-    "workers": _COUNT,
-}
-
-
-def _serve_defaults() -> dict[str, object]:
-    """What ``--help`` shows for the serve options whose default comes from the settings."""
-    settings, hub, sim = Settings(), HubSettings(), MockSettings()
-    upstream = {f.name: f.default for f in msgspec.structs.fields(UpstreamSettings)}
-    return {
-        "header_timeout": f"{settings.header_timeout:g}",
-        "body_timeout": f"{settings.body_timeout:g}",
-        "max_pending_per_client": hub.max_pending_channels_per_client,
-        "upstream_organization": "none",
-        "upstream_project": "none",
-        "upstream_connect_timeout": f"{upstream['connect_timeout']:g}",
-        "upstream_first_byte_timeout": f"{upstream['first_byte_timeout']:g}",
-        "upstream_idle_timeout": f"{upstream['idle_timeout']:g}",
-        "api_key": "none",
-        "token_secret": "an ephemeral one, generated at start",
-        "cors_origin": "none, CORS off",
-        "creator_write_timeout": f"{settings.creator_write_timeout:g}",
-        "history_events": f"{hub.max_history_events:,}",
-        "history_bytes": flags.size(str(hub.max_history_bytes)),
-        "retention": f"{hub.retention:g}",
-        "subscriber_buffer_bytes": flags.size(str(hub.subscriber_buffer_bytes)),
-        "max_subscribers_per_channel": f"{hub.max_subscribers_per_channel:,}",
-        "max_subscribers": f"{hub.max_subscribers:,}",
-        "heartbeat": f"{hub.heartbeat_interval:g}, 0 disables",
-        "coalesce_ms": f"{hub.coalesce_ms:g}",
-        "tools": "none",
-        "config": "none",
-        "tool_webhook": "none",
-        "tool_webhook_secret": "none",
-        "tool_events_to_creator": "off",
-        "sim_scenario": sim.scenario,
-        "sim_delay_ms": f"{sim.delay_ms:g}",
-        "sim_deltas": sim.deltas,
-    }
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="runcast",
-        description="Gateway for OpenAI-style Assistants run streams: proxy, fan-out, resume.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gateway")
-    _add_serve_arguments(serve)
-    shown = commands.add_parser(
-        "config",
-        help="print the effective configuration of runcast serve with these options (TOML)",
-        description="Print the settings runcast serve would run with, given these options, "
-        "RUNCAST_CONFIG and the RUNCAST_* variables: TOML, secrets masked, each value's source.",
-    )
-    _add_serve_arguments(shown)
-    mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
-    mock_cli.add_arguments(mock)
-    loadtest = commands.add_parser(
-        "loadtest", help="load-test a streaming endpoint you run (a gateway, the simulator)"
-    )
-    loadtest_cli.add_arguments(loadtest)
-
-    parser.add_argument("--version", action="version", version=f"runcast {_version()}")
-    for command in (serve, shown, mock, loadtest):
-        flags.show_defaults(command)
-    return parser
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("runcast")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown"
-
-
-def settings_from_args(ns: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Build :class:`Settings` from ``runcast serve`` arguments, a config file and the
-    environment (``gateway.config``)."""
-    return config.load(ns, env, rules=_SERVE_RULES).settings
-
-
-def check_tools(tools: ToolSettings) -> None:
-    """Import the tools modules now, so a bad one stops ``runcast serve`` before it listens.
-
-    The current directory goes first on ``sys.path``: a console script's ``sys.path[0]`` is its
-    own directory, so ``--tools my_tools`` would otherwise not find ``./my_tools.py``.
-    """
-    if not tools.modules:
-        return
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    # Imports every module and checks names: duplicates, a tool with a handler and a webhook.
-    ToolAutomation(tools)
-    for module in tools.modules:
-        values = vars(importlib.import_module(module)).values()
-        if not any(callable(value) and tool_name(value) is not None for value in values):
-            raise ConfigError(f"tools module {module!r} defines no @tool function")
-
-
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # Windows: plain asyncio
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    if ns.command == "mock":
-        try:
-            mock_settings = mock_cli.settings_from_args(ns)
-        except ConfigError as exc:
-            print(f"runcast mock: error: {exc}", file=sys.stderr)
-            return 2
-        mock_cli.run(mock_settings, ns.host, ns.port)
-        return 0
-    if ns.command == "loadtest":
-        try:
-            load_settings = loadtest_cli.settings_from_args(ns)
-        except ConfigError as exc:
-            print(f"runcast loadtest: error: {exc}", file=sys.stderr)
-            return 2
-        return loadtest_cli.run(load_settings)
-    if ns.command == "config":
-        try:
-            print(config.render(config.load(ns, os.environ, rules=_SERVE_RULES)), end="")
-        except ConfigError as exc:
-            print(f"runcast config: error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    try:
-        settings = settings_from_args(ns, os.environ)
-        check_tools(settings.tools)
-    except (ConfigError, msgspec.ValidationError, TypeError) as exc:
-        print(f"runcast: error: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings.log_format, settings.log_level, settings.secrets)
-    if settings.workers > 1 and workers.WORKER_ENV not in os.environ:
-        return workers.supervise(
-            list(sys.argv[1:] if argv is None else argv),
-            count=settings.workers,
-            node_id=settings.node_id or workers.generated_node_id(),
-        )
-    from gateway.http.runner import serve
-
-    try:
-        _run(serve(settings))
-    except ListenError as exc:
-        print(f"runcast: error: {exc}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:
-        print(f"runcast: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    flags.check(p, RULES)
+    flags.document(p, help_defaults())
