@@ -1,4 +1,4 @@
-"""Tool automation across two gateways sharing the Redis state (gateway/state/redis.py).
+"""Tool automation across two gateways sharing the Redis state (gateway/state/redis/).
 
 Two runcast apps on real sockets, one simulator that records every submission, one private
 ``redis-server``: a client's own submission through node B supersedes node A's automation,

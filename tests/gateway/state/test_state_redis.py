@@ -1,4 +1,4 @@
-"""The Redis stores shared by two processes' clients (gateway/state/redis.py).
+"""The Redis stores shared by two processes' clients (gateway/state/redis/).
 
 Two clients with their own connection pools on one namespace stand for two gateway processes:
 what one writes, the other's compare-and-write sees.

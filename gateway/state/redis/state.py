@@ -1,0 +1,45 @@
+"""Every state store of one gateway process on Redis, on one client: :class:`RedisState`."""
+
+from __future__ import annotations
+
+from gateway.state import SharedState
+from gateway.state.redis.claims import RedisActionClaims
+from gateway.state.redis.client import state_client
+from gateway.state.redis.leases import RedisRunLeases
+from gateway.state.redis.live import RedisLiveRuns
+from gateway.state.redis.marks import RedisSubmissionMarks
+from gateway.state.redis.rounds import RedisToolRounds
+from gateway.state.redis.schedule import RedisExpirySchedule
+from gateway.state.redis.threads import RedisRunThreads
+
+__all__ = ["RedisState"]
+
+
+class RedisState:
+    """Every state store of one gateway process on one client of ``url``; :meth:`aclose` it.
+
+    The expiry schedule is this node's own (under ``<namespace>:node:<node_id>``): the expiry
+    watcher judges an entry by its local channel and clears the schedule when it stops, so a
+    shared one would let one node drop, or a stopping node wipe, the others' entries. Runs a dead
+    node left waiting at an action are therefore not expired by the others (as in memory mode).
+    """
+
+    def __init__(self, url: str, *, namespace: str, node_id: str, max_runs: int = 100_000) -> None:
+        self._client = state_client(url)
+        node = f"{namespace}:node:{node_id}"
+        self.state = SharedState(
+            leases=RedisRunLeases(self._client, namespace=namespace),
+            claims=RedisActionClaims(self._client, namespace=namespace),
+            schedule=RedisExpirySchedule(self._client, namespace=node, max_entries=max_runs),
+            threads=RedisRunThreads(self._client, namespace=namespace, max_runs=max_runs),
+            conversations=RedisRunThreads(
+                self._client, namespace=f"{namespace}:responses", max_runs=max_runs
+            ),
+            live=RedisLiveRuns(self._client, namespace=namespace),
+            marks=RedisSubmissionMarks(self._client, namespace=namespace),
+            shared=True,
+        )
+        self.rounds = RedisToolRounds(self._client, namespace=namespace)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
