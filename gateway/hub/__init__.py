@@ -7,6 +7,7 @@ Layers, one module each:
 - ``frames``: wire encoding (SSE frames, HTTP chunks, WebSocket frames), once per batch and format.
 - ``history``: a channel's bounded event history (events and bytes).
 - ``channel``: one channel: seq, history, reducer, subscribers, fan-out of a batch, write coalescing.
+- ``counters``: :class:`~gateway.hub.counters.HubCounters`, the totals every channel of a broker adds to.
 - ``memory``: :class:`MemoryBroker`, the embedded single-process broker, and its housekeeping task.
 - ``budget``: the global memory budget: what channels retain, and what goes first when over it.
 - ``sinks``: subscriber outputs writing pre-encoded bytes straight to a socket transport.

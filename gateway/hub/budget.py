@@ -40,7 +40,8 @@ import itertools
 import sys
 from collections.abc import Callable, Collection
 
-from gateway.hub.channel import Channel, HubCounters
+from gateway.hub.channel import Channel
+from gateway.hub.counters import HubCounters
 
 __all__ = ["TRIM_AFTER_BYTES", "TRIM_AFTER_SUBSCRIBERS", "MemoryBudget", "malloc_trim"]
 

@@ -35,7 +35,8 @@ from gateway.hub.broker import (
     Snapshot,
 )
 from gateway.hub.budget import MemoryBudget, malloc_trim
-from gateway.hub.channel import Channel, HubCounters, check_names, stored_events
+from gateway.hub.channel import Channel, check_names, stored_events
+from gateway.hub.counters import HubCounters
 
 __all__ = ["MemoryBroker", "MemorySubscription"]
 
