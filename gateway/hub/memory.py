@@ -8,9 +8,11 @@ and so does keeping every channel's retained memory within the budget (``budget.
 A tick must not stall the loop in proportion to what the hub retains: ended runs' channels stay
 ``retention`` seconds (50,000 of them after a few minutes at 100 runs/s), and a tick that walked
 them all stood still for about 40 ms every second. So a tick sweeps only the channels that have
-subscribers (every one of those, every tick), and checks for expiry a slice of the channels
-held when the current round began, enough to finish the round in ``EXPIRY_ROUND_TICKS`` ticks:
-a channel is dropped less than twice that many ticks after its time is over.
+subscribers (every one of those, every tick), checks the pending ones (at most
+``max_pending_channels``, and each counts against its creator's limit until it goes) at every
+tick, and checks the others for expiry a slice of the channels held when the current round
+began, enough to finish the round in ``EXPIRY_ROUND_TICKS`` ticks: such a channel is dropped
+less than twice that many ticks after its time is over.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class MemoryBroker:
         self._channels: dict[str, Channel] = {}
         self._subscribed: dict[Channel, None] = {}
         """Channels that had a subscriber at their last sweep or got one since (ordered set)."""
+        self._pending: dict[Channel, None] = {}
+        """Channels created pending and not seen with an event since (ordered set)."""
         self._expiry_round: list[Channel] = []
         """Channels of the current expiry round not checked yet (module docstring)."""
         self._expiry_share = EXPIRY_SLICE_MIN
@@ -233,6 +237,7 @@ class MemoryBroker:
             ch.discard()
         self._channels.clear()
         self._subscribed.clear()
+        self._pending.clear()
         self._expiry_round.clear()
 
     def subscribed(self) -> list[Channel]:
@@ -281,6 +286,7 @@ class MemoryBroker:
             ch.pending = True
             ch.owner = owner
             self._counters.add_pending(owner)
+            self._pending[ch] = None
         self._channels[ch.name] = ch
 
     def _detach(self, ch: Channel, sink: Sink) -> None:
@@ -317,13 +323,18 @@ class MemoryBroker:
             if not ch.subscriber_count:
                 del subscribed[ch]
         channels = self._channels
-        pending = self._expiry_round
-        if not pending:
-            pending.extend(channels.values())
-            self._expiry_share = max(EXPIRY_SLICE_MIN, math.ceil(len(pending) / EXPIRY_ROUND_TICKS))
+        for ch in list(self._pending):
+            if not ch.pending or channels.get(ch.name) is not ch:
+                del self._pending[ch]
+            elif ch.expired(now):
+                self._drop_channel(ch)
+        due = self._expiry_round
+        if not due:
+            due.extend(channels.values())
+            self._expiry_share = max(EXPIRY_SLICE_MIN, math.ceil(len(due) / EXPIRY_ROUND_TICKS))
         share = self._expiry_share
-        checked = pending[-share:]
-        del pending[-share:]
+        checked = due[-share:]
+        del due[-share:]
         for ch in checked:
             # Dropped meanwhile, or dropped and created again under its name: not this one's.
             if channels.get(ch.name) is ch and ch.expired(now):
@@ -338,6 +349,7 @@ class MemoryBroker:
     def _drop_channel(self, ch: Channel) -> None:
         del self._channels[ch.name]
         self._subscribed.pop(ch, None)
+        self._pending.pop(ch, None)
         self._budget.forget(ch)
         ch.end_all("ended")
         ch.discard()

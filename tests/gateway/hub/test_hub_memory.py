@@ -536,8 +536,9 @@ async def test_a_tick_checks_a_bounded_slice_of_a_large_hub_and_still_expires_ev
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """50,000 retained channels: a housekeeping tick must not walk them all (it stalled the loop
-    for ~40 ms every second), yet each expired one goes within EXPIRY_ROUND_TICKS ticks, and a
-    channel with a subscriber is swept at every tick."""
+    for ~40 ms every second), yet each expired one goes within EXPIRY_ROUND_TICKS ticks, a
+    channel with a subscriber is swept at every tick, and a pending channel left by its
+    subscriber goes at the first tick after its grace (it counts against its creator)."""
     from gateway.hub import memory
     from gateway.hub.channel import Channel
 
@@ -551,9 +552,13 @@ async def test_a_tick_checks_a_bounded_slice_of_a_large_hub_and_still_expires_ev
 
     monkeypatch.setattr(Channel, "expired", counting)
     n = 50_000
-    async with MemoryBroker(settings(retention=0.0, sweep_interval=3600)) as broker:
+    hub = settings(retention=0.0, sweep_interval=3600, pending_grace=0.5)
+    async with MemoryBroker(hub) as broker:
         watched = BufferSink()
         await broker.subscribe(THREAD, watched, create=True)
+        # The oldest channel: a round checks the newest first, so it would come last.
+        left = await broker.subscribe("thread:left", BufferSink(), create=True, owner="client")
+        left.close()
         for i in range(n):
             await broker.publish([f"run:{i}"], [ev(1)])
             await broker.close_channel(f"run:{i}")
@@ -567,10 +572,13 @@ async def test_a_tick_checks_a_bounded_slice_of_a_large_hub_and_still_expires_ev
 
         monkeypatch.setattr(Channel, "sweep", counting_sweep)
         loop = asyncio.get_running_loop()
-        share = max(memory.EXPIRY_SLICE_MIN, -(-(n + 1) // memory.EXPIRY_ROUND_TICKS))
+        share = max(memory.EXPIRY_SLICE_MIN, -(-(n + 2) // memory.EXPIRY_ROUND_TICKS))
         for tick in range(1, memory.EXPIRY_ROUND_TICKS + 1):
             checked = 0
             broker._sweep(loop.time() + 1, heartbeat=False)
-            assert checked <= share
-            assert swept == tick  # the one channel with a subscriber, every tick
+            assert checked <= share + 2  # and the two pending channels, each tick
+            assert swept == tick + 1  # the watched channel every tick; the left one once
+            if tick == 1:
+                assert await broker.channel_info("thread:left") is None
+                assert broker.statistics().pending_channels == 1  # the watched thread's
         assert broker.statistics().channels == 1  # every ended one dropped, the thread kept
