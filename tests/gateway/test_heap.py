@@ -6,7 +6,7 @@ import gc
 
 from prometheus_client import CollectorRegistry
 
-from gateway.heap import CollectorPauses, freeze_startup_heap
+from gateway.heap import YOUNG_THRESHOLD, CollectorPauses, tune_collector
 
 
 class Node:
@@ -17,13 +17,16 @@ class Node:
 def test_the_startup_heap_leaves_the_collectors_generations() -> None:
     alive = Node()
     assert any(o is alive for o in gc.get_objects())
+    threshold = gc.get_threshold()
     try:
-        assert freeze_startup_heap() > 0
+        assert tune_collector() > 0
         assert not any(o is alive for o in gc.get_objects())  # never walked again
         later = Node()
         assert any(o is later for o in gc.get_objects())
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *threshold[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
     assert any(o is alive for o in gc.get_objects())
 
 
