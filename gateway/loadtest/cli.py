@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.heap import tune_collector
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
 
@@ -276,6 +277,7 @@ def run(settings: LoadSettings) -> int:
         factory = None
     # An embedded gateway logs each expected failure of a fault scenario; keep errors only.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    tune_collector()  # its own pauses would be in every figure (gateway/heap.py)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(_main(settings))

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.heap import tune_collector
 
 from .settings import LoadSettings
 from .stats import LoadStats
@@ -61,6 +62,7 @@ def _worker(
     from .loops import execute
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    tune_collector()  # as the parent: its own pauses would be in every figure
 
     async def main() -> list[LoadStats]:
         stats = [LoadStats() for _ in urls]

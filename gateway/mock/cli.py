@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from gateway.errors import ConfigError
+from gateway.heap import tune_collector
 from gateway.mock.app import create_app
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 
@@ -144,6 +145,7 @@ def run(settings: MockSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
     """Run the simulator in the foreground (uvloop when installed) until Ctrl+C or SIGTERM."""
 
     def ready(url: str) -> None:
+        tune_collector()  # as runcast serve: the upstream's own pauses would delay every stream
         print(f"runcast mock listening on {url}", flush=True)
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
