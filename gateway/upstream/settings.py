@@ -49,8 +49,9 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     retry_after_max: float = 60.0
     """A ``Retry-After`` longer than this is not waited for: the 429/503 is raised instead (SDK: 60 s)."""
 
-    pool_limit: int = 100
-    """Connections open to the upstream at once (aiohttp ``TCPConnector(limit=)``; 0 = unlimited)."""
+    pool_limit: int = 1000
+    """Connections open to the upstream at once (aiohttp ``TCPConnector(limit=)``; 0 = unlimited).
+    Every streamed run holds one for its whole stream: past the limit a new run waits for one."""
     pool_limit_per_host: int = 0
     """Per-host connection cap (0 = only ``pool_limit`` applies)."""
     keepalive_timeout: float = 15.0

@@ -40,6 +40,10 @@ __all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
 
 
 _NO_BODY_SKIP = ("Content-Type",)
+# What UpstreamResponse.finish reads after the protocol's own end: the rest of a body (the
+# chunked terminator, a server's trailing bytes) that normally arrives within a millisecond.
+FINISH_SECONDS = 0.1
+FINISH_BYTES = 64 * 1024
 
 
 class UpstreamConnectError(UpstreamConnectionError):
@@ -171,6 +175,29 @@ class UpstreamResponse:
                 raise RemoteProtocolError(f"upstream body exceeds the {limit}-byte limit")
             parts.append(data)
         return b"".join(parts)
+
+    async def finish(self) -> None:
+        """Release a response whose end the protocol already saw (``data: [DONE]``): first read
+        what is left of the body (discarded, at most ``FINISH_BYTES`` for ``FINISH_SECONDS``),
+        so a body that ends in time leaves its connection in the pool instead of closing it.
+
+        A server that writes its last event and the end of the body separately is the usual
+        case: released at once, every such stream cost the pool a connection (a new TCP
+        handshake for the next request, on both sides). Idempotent, like :meth:`release`.
+        """
+        if self._on_release is None:
+            return
+        content = self._resp.content
+        try:
+            if not content.at_eof():
+                async with asyncio.timeout(FINISH_SECONDS):
+                    left = FINISH_BYTES
+                    while left > 0 and (data := await content.readany()):
+                        left -= len(data)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass  # the connection is closed instead: nothing the caller waits for is lost
+        finally:
+            self.release()
 
     def release(self) -> None:
         """Hand the connection back (closed instead if the body is unfinished). Idempotent."""

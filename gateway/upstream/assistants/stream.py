@@ -139,15 +139,27 @@ class RunStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        if exc_type is None:
+            await self.aclose()
+        else:
+            self._stop()
+            if self._response is not None:
+                self._response.release()
 
     async def aclose(self) -> None:
-        """Stop iterating and release the response (closing the connection if unread)."""
+        """Stop iterating and release the response: after ``[DONE]`` the rest of the body is
+        read first (bounded) so the connection can be reused; otherwise it is closed if unread."""
+        self._stop()
+        if self._response is not None:
+            if self._done:
+                await self._response.finish()
+            else:
+                self._response.release()
+
+    def _stop(self) -> None:
         self._finished = True
         self._pending.clear()
         self._deferred = None
-        if self._response is not None:
-            self._response.release()
 
     # -- what was seen -----------------------------------------------------------------------
 
@@ -240,8 +252,8 @@ class RunStream:
         for sse in events:
             self._take(sse)
             if self._done:
+                # Released on leaving: what is left of the body is read then (finish()).
                 self._finished = True
-                response.release()
                 return
         if not chunk:
             self._finished = True
