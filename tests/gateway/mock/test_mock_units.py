@@ -21,6 +21,7 @@ from gateway.mock.frames import (
     error_frame,
     json_string,
 )
+from gateway.mock.ids import new_id
 from gateway.mock.lifecycle import split_text
 from gateway.mock.requests import FunctionDefinition
 from gateway.mock.scenarios import answer_preamble, round_tools, scenario_for_run
@@ -185,3 +186,12 @@ def test_public_names_are_sorted_and_exist() -> None:
         assert names == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
         assert all(hasattr(module, name) for name in names), info.name
     assert gateway.mock.__all__ == ["SCENARIOS", "MockSettings", "Scenario", "create_app"]
+
+
+def test_ids_have_openai_shape_and_use_the_whole_alphabet() -> None:
+    ids = [new_id("run") for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith("run_") and len(i) == 28 and i[4:].isalnum() for i in ids)
+    assert all(i[4:].isascii() for i in ids)
+    seen = set("".join(i[4:] for i in ids))
+    assert len(seen) == 62  # 48,000 draws: every letter and digit comes up
