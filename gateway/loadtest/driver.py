@@ -30,6 +30,7 @@ from gateway.errors import ConfigError
 from parsers.errors import RemoteProtocolError
 from parsers.sse import SSEDecoder
 
+from .errors import ERROR_BODY_BYTES, error_text
 from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
 from .settings import LoadSettings
 from .stats import RUN_CUT, RUN_OK, LoadStats
@@ -38,7 +39,6 @@ from .subscribers import Subscriber
 __all__ = ["RunRecord", "TargetLoad", "probe_tokens", "reach_error"]
 
 PLACEHOLDER_KEY = "runcast-loadtest"
-_ERROR_BODY_BYTES = 4096
 _TOKEN_HEADER = "runcast-subscribe-token"
 
 
@@ -54,11 +54,12 @@ _encoder = msgspec.json.Encoder()
 
 
 class _Failure(Exception):
-    """A run failed; ``kind`` is what the report counts."""
+    """A run failed; ``kind`` is what the report counts, ``detail`` what the target said."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, detail: str | None = None) -> None:
         super().__init__(kind)
         self.kind = kind
+        self.detail = detail
 
 
 def reach_error(url: str, exc: BaseException) -> str:
@@ -147,7 +148,7 @@ class TargetLoad:
         ) as resp:
             raw = await resp.content.read(1 << 20)
             if resp.status != 200:
-                raise _Failure(f"http_{resp.status}")
+                raise _Failure(f"http_{resp.status}", error_text(raw[:ERROR_BODY_BYTES]))
             return raw
 
     async def prepare(self) -> None:
@@ -179,6 +180,7 @@ class TargetLoad:
                 outcome = await self._run(record)
         except _Failure as exc:
             outcome = exc.kind
+            stats.explain(exc.kind, exc.detail)
         except TimeoutError:
             outcome = "timeout"
         except RemoteProtocolError:
@@ -253,6 +255,7 @@ class TargetLoad:
                         outcome = await self._creator(start, tracker, run, subscribe)
                     except _Failure as exc:
                         outcome = exc.kind
+                        self.stats.explain(exc.kind, exc.detail)
                     except (RemoteProtocolError, aiohttp.ClientError) as exc:
                         outcome, failure = "error", exc
                     if tasks and run.started:
@@ -304,13 +307,13 @@ class TargetLoad:
             timeout=self._stream_timeout,
         ) as resp:
             if resp.status != 200:
-                await resp.content.read(_ERROR_BODY_BYTES)
+                detail = error_text(await resp.content.read(ERROR_BODY_BYTES))
                 if resp.status in (404, 405) and not self._spoken:
                     raise FatalLoadError(
                         f"POST {url} answered {resp.status}: the target does not speak "
                         f"--protocol {self._protocol.name}"
                     )
-                raise _Failure(f"http_{resp.status}")
+                raise _Failure(f"http_{resp.status}", detail)
             self._spoken = run.started = True
             head = self._protocol.channel_header
             if subscribing and head is not None and head[0] in resp.headers:
@@ -382,6 +385,7 @@ class TargetLoad:
                 if run.started:
                     broken = True
                     stats.errors[sub.error] += 1
+                    stats.explain(sub.error, sub.detail)
                     stats.timeline.add(second, "subscriber_errors")
                 continue
             stats.subscribers_complete += 1

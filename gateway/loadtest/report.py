@@ -107,6 +107,7 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
             "event": stats.event_latency.summary_ms(),
         },
         "errors": dict(sorted(errors.items())),
+        "error_details": dict(sorted(stats.error_details.items())),
         "timeline": stats.timeline.to_list(int(elapsed) + 1),
     }
 
@@ -231,6 +232,7 @@ def _target_lines(result: dict[str, Any]) -> list[str]:
     lines.append(
         "errors      " + (", ".join(f"{k}: {n:,}" for k, n in result["errors"].items()) or "none")
     )
+    lines += [f"            {k}: {text}" for k, text in result["error_details"].items()]
     return lines
 
 

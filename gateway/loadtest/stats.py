@@ -238,6 +238,9 @@ class LoadStats:
         """Runs by outcome: ``completed``, ``cut`` (deadline or stop) or a failure kind."""
         self.errors: Counter[str] = Counter()
         """Client-side subscriber errors by kind (the run itself may have succeeded)."""
+        self.error_details: dict[str, str] = {}
+        """The target's own words (``code: message``) for the first error of each kind that
+        had some (``errors.py``)."""
         self.creator_events = 0
         self.subscriber_events = 0
         self.creator_bytes = 0
@@ -307,6 +310,11 @@ class LoadStats:
         """Runs with an error (failed, or a subscriber's copy broken) over finished runs."""
         return self.runs_with_errors / self.runs_finished if self.runs_finished else 0.0
 
+    def explain(self, kind: str, text: str | None) -> None:
+        """Keep ``text`` as what the target said about errors of ``kind`` (the first one)."""
+        if text is not None and kind not in self.error_details:
+            self.error_details[kind] = text
+
     def merge(self, other: LoadStats) -> None:
         for name, value in vars(other).items():
             mine = getattr(self, name)
@@ -314,6 +322,9 @@ class LoadStats:
                 mine.merge(value)
             elif isinstance(mine, Counter):
                 mine.update(value)
+            elif name == "error_details":
+                for kind, text in value.items():
+                    self.error_details.setdefault(kind, text)
             elif name == "elapsed":
                 self.elapsed = max(self.elapsed, value)
             elif name == "max_cpu_fraction":

@@ -22,6 +22,7 @@ import msgspec
 from parsers.errors import RemoteProtocolError
 from parsers.sse import SSEDecoder
 
+from .errors import ERROR_BODY_BYTES, error_text
 from .protocols import Tracker
 
 __all__ = ["Subscriber"]
@@ -81,6 +82,8 @@ class Subscriber:
         self.bytes = 0
         self.finished = False
         self.error: str | None = None
+        self.detail: str | None = None
+        """What the target said when it refused the subscription (``errors.py``)."""
 
     async def run(self) -> None:
         """Connect, set ``ready``, read to the run's end; sets ``finished`` or ``error``."""
@@ -120,6 +123,7 @@ class Subscriber:
         async with self._session.get(self._url, headers=headers, timeout=self._timeout) as resp:
             if resp.status != 200:
                 self.error = f"subscriber_http_{resp.status}"
+                self.detail = error_text(await resp.content.read(ERROR_BODY_BYTES))
                 return
             self.joined = time.perf_counter()
             self.ready.set()

@@ -27,6 +27,7 @@ from gateway.cli import main as runcast_main
 from gateway.errors import ConfigError
 from gateway.http.app import create_app as create_gateway
 from gateway.http.runner import start_runner
+from gateway.hub import HubSettings
 from gateway.loadtest import LoadSettings
 from gateway.loadtest.cli import run, run_async, settings_from_args
 from gateway.mock import MockSettings
@@ -252,6 +253,9 @@ def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind
     report = json.loads(out.read_text())
     check_report(report)
     assert report["runs"]["outcomes"] == {kind: 4}
+    if kind.startswith("http_"):
+        # The server's own words come with the status: the code and message of its error body.
+        assert report["error_details"][kind].startswith("server_error: ")
     assert report["error_rate"] == 1.0
     assert report["errors"][kind] == 4
     # --max-error-rate decides the exit status.
@@ -604,3 +608,37 @@ async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them(
             await run_async(LoadSettings(**base))
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_refused_subscriber_is_reported_with_the_servers_reason() -> None:
+    # One client address may hold one pending thread stream: the second run's subscriber is
+    # refused (429) and the report says why, in the gateway's words, without control bytes.
+    mock_app = create_mock(MockSettings(deltas=40, delay_ms=20, seed=3))
+    mock_runner = web.AppRunner(mock_app)
+    await mock_runner.setup()
+    await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
+    mock_url = f"http://127.0.0.1:{mock_runner.addresses[0][1]}"
+    gateway = create_gateway(
+        Settings(
+            port=0,
+            upstream=UpstreamSettings(base_url=mock_url + "/v1"),
+            subscribe_auth="open",
+            shutdown_timeout=2.0,
+            hub=HubSettings(max_pending_channels_per_client=1),
+        )
+    )
+    runner, url = await start_runner(gateway, "127.0.0.1", 0)
+    try:
+        settings = LoadSettings(
+            target=url, runs=4, concurrency=4, subscribers_per_run=1, progress_interval=0
+        )
+        report, _ = await run_async(settings)
+    finally:
+        await runner.cleanup()
+        await mock_runner.cleanup()
+    check_report(report)
+    assert report["errors"].get("subscriber_http_429", 0) >= 1
+    detail = report["error_details"]["subscriber_http_429"]
+    assert detail.startswith("too_many_channels_per_client: ")
+    assert detail.isprintable()
