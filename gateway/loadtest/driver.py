@@ -264,6 +264,11 @@ class TargetLoad:
                 finally:
                     for task in tasks:
                         task.cancel()
+        except asyncio.CancelledError:
+            # The deadline or a stop, maybe while the creator's copy had ended and subscribers
+            # were still reading: the run was cut by the load test, as the runs in flight are.
+            outcome = RUN_CUT
+            raise
         finally:
             self._account(run, subscribers, outcome)
         if failure is not None:

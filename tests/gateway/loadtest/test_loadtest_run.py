@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -642,3 +643,49 @@ async def test_a_refused_subscriber_is_reported_with_the_servers_reason() -> Non
     detail = report["error_details"]["subscriber_http_429"]
     assert detail.startswith("too_many_channels_per_client: ")
     assert detail.isprintable()
+
+
+@pytest.mark.asyncio
+async def test_subscribers_still_reading_at_the_deadline_are_cut_not_errors() -> None:
+    # The creator's copy of each run ends at once, its subscribers' channels answer 2 s late: at
+    # the 1 s deadline every finished run is still waiting for them. They were cut by the load
+    # test's own stop, as the runs in flight are, and are no failure of the target.
+    mock_app = create_mock(MockSettings(deltas=4, seed=3))
+    mock_runner = web.AppRunner(mock_app)
+    await mock_runner.setup()
+    await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
+    mock_url = f"http://127.0.0.1:{mock_runner.addresses[0][1]}"
+    gateway = create_gateway(
+        Settings(
+            port=0,
+            upstream=UpstreamSettings(base_url=mock_url + "/v1"),
+            subscribe_auth="open",
+            shutdown_timeout=0.5,
+        )
+    )
+
+    @web.middleware
+    async def late_streams(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/streams/"):
+            await asyncio.sleep(2)
+        return await handler(request)
+
+    gateway.middlewares.append(late_streams)
+    runner, url = await start_runner(gateway, "127.0.0.1", 0)
+    try:
+        settings = LoadSettings(
+            target=url,
+            protocol="responses",
+            duration=1.0,
+            concurrency=2,
+            subscribers_per_run=1,
+            progress_interval=0,
+        )
+        report, _ = await run_async(settings)
+    finally:
+        await runner.cleanup()
+        await mock_runner.cleanup()
+    check_report(report)
+    assert report["runs"]["cut"] >= 2
+    assert report["subscribers"]["cut"] >= 2
+    assert report["errors"] == {}
