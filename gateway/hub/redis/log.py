@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.hub.broker import Fence, HubEvent, HubSettings, Position
 from gateway.hub.redis.wire import APPEND, CLOSE, Keys
+from gateway.redis_pools import pooled_client
 
 __all__ = ["HEALTH_CHECK", "MAX_BACKOFF", "RedisLog", "ScriptCall"]
 
@@ -56,14 +57,17 @@ class RedisLog:
         self.keys = keys
         self.settings = settings
         self.read_timeout = read_timeout
-        self._publisher = aioredis.Redis.from_url(
+        # Bounded pools whose calls wait for a free connection (gateway.redis_pools).
+        self._publisher = pooled_client(
             url,
+            wait=read_timeout,
             socket_timeout=read_timeout,
             socket_connect_timeout=read_timeout,
             retry=_connection_retry(),
         )
-        self._reads = aioredis.Redis.from_url(
+        self._reads = pooled_client(
             url,
+            wait=read_timeout,
             socket_timeout=read_timeout,
             socket_connect_timeout=read_timeout,
             retry=_connection_retry(),

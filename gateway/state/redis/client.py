@@ -11,6 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway.redis_pools import pooled_client
+
 __all__ = ["LRU_TOUCH", "RETENTION", "STATE_NAMESPACE", "as_text", "state_client"]
 
 RETENTION = 7 * 24 * 3600
@@ -22,13 +24,14 @@ STATE_NAMESPACE = "rc:state"
 
 
 def state_client(url: str) -> aioredis.Redis:
-    """The client of the state role: short commands, 5 s socket timeout, bounded pool."""
-    return aioredis.Redis.from_url(
+    """The client of the state role: short commands, 5 s socket timeout, a bounded pool whose
+    calls wait for a free connection (``gateway.redis_pools``)."""
+    return pooled_client(
         url,
+        wait=5,
         socket_timeout=5,
         socket_connect_timeout=5,
         health_check_interval=15,
-        max_connections=64,
     )
 
 

@@ -210,3 +210,15 @@ async def test_a_private_server_never_takes_a_port_another_server_holds(
         assert redis.Redis(port=other.port).info("server")["process_id"] == other.process.pid
     finally:
         other.stop()
+
+
+async def test_more_concurrent_publishes_than_pooled_connections_all_land(
+    broker: RedisBroker,
+) -> None:
+    """300 relays publishing at once (a busy node) wait for a pooled connection; none fails."""
+    channels = [f"run:c{i}" for i in range(300)]
+    await asyncio.gather(*(broker.publish([name], [ev(0), ev(1)]) for name in channels))
+    for name in channels:
+        stats = broker.channel_statistics(name)
+        assert stats is not None and stats.last_seq == 2
+    assert broker.statistics().errors == 0

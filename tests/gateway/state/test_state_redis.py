@@ -109,3 +109,14 @@ async def test_each_node_keeps_its_own_expiry_schedule(redis_server: RedisServer
     finally:
         await a.aclose()
         await b.aclose()
+
+
+@pytest.mark.asyncio
+async def test_more_concurrent_calls_than_pooled_connections_wait_for_one(
+    nodes: tuple[str, list[aioredis.Redis]],
+) -> None:
+    # A busy node's stores all call at once (every run starting, renewing, claiming): the state
+    # client's pool is bounded, so calls beyond it wait for a connection instead of failing.
+    namespace, (client, _) = nodes
+    await asyncio.gather(*(client.set(f"{namespace}:k{i}", i) for i in range(300)))
+    assert await client.get(f"{namespace}:k299") == b"299"
