@@ -27,9 +27,11 @@ from collections.abc import Callable, Mapping
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_payload
+from gateway.hub.transports import flush_headers
 from gateway.runs.channels import run_channel, thread_channel
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.relay import Opener, RelayStart
@@ -121,10 +123,11 @@ async def serve_streamed_call(
                 raise shutting_down() from None
             raise upstream_failure(exc) from None
         response = web.StreamResponse(headers=_head(request, start))
-        await response.prepare(request)
+        writer = await response.prepare(request)
         await write_feed(
             request,
             response,
+            writer,
             feed,
             lag_notice=lambda: _lag_notice(feed, start),
             shutdown_notice=lambda: _shutdown_notice(feed, start),
@@ -170,14 +173,21 @@ def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
 async def write_feed(
     request: web.Request,
     response: web.StreamResponse,
+    writer: AbstractStreamWriter | None,
     feed: CreatorFeed,
     *,
     lag_notice: Callable[[], bytes],
     shutdown_notice: Callable[[], bytes],
 ) -> None:
-    """Write ``feed`` to the creator's prepared ``response`` until it ends, then its notice if it
-    was cut off (lagged) or stopped (shutdown); every write bounded by ``creator_write_timeout``."""
+    """Write ``feed`` to the creator's prepared ``response`` (``writer``: what ``prepare()``
+    returned) until it ends, then its notice if it was cut off (lagged) or stopped (shutdown);
+    every write here bounded by ``creator_write_timeout``. A chunked response binds the feed to
+    its socket first, so the relay's pushes go out at once (``gateway.runs.feed``)."""
     timeout = request.app[SETTINGS].creator_write_timeout
+    transport = request.transport
+    if transport is not None and writer is not None and getattr(writer, "chunked", False):
+        flush_headers(writer, chunked=True)
+        feed.bind(transport)
     try:
         while (chunk := await feed.read()) is not None:
             async with asyncio.timeout(timeout):

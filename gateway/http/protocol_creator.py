@@ -157,10 +157,11 @@ async def serve_protocol_stream(
         if conversation is not None and start.object_id is not None:
             await relays.note_conversation(start.object_id, conversation)
         response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
-        await response.prepare(request)
+        writer = await response.prepare(request)
         await write_feed(
             request,
             response,
+            writer,
             feed,
             lag_notice=lambda: _lag_notice(spec.kind, start, feed),
             shutdown_notice=lambda: _notice(

@@ -71,6 +71,7 @@ __all__ = [
     "FrameFormat",
     "HubEvent",
     "HubSettings",
+    "Numbered",
     "Position",
     "Reducer",
     "ReducerFactory",
@@ -322,6 +323,10 @@ class SizedReducer(Reducer, Protocol):
 
 
 ReducerFactory = Callable[[str], Reducer | None]
+
+Numbered = Callable[[Mapping[str, "Position"]], None]
+"""``Broker.publish``'s ``first``: given each channel's first position of the batch, once it is
+numbered and before this node writes it to any subscriber."""
 """Called with a channel name when the channel is created; None means no snapshots for it."""
 
 
@@ -383,7 +388,12 @@ class Broker(Protocol):
     def settings(self) -> HubSettings: ...
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
+        self,
+        channels: Sequence[str],
+        events: Sequence[HubEvent],
+        *,
+        fence: Fence | None = None,
+        first: Numbered | None = None,
     ) -> Mapping[str, Position]:
         """Append ``events`` to each channel (created on first use) and write them to subscribers.
 
@@ -402,6 +412,11 @@ class Broker(Protocol):
         ``fence``: the publisher's lease on its run; a broker shared by several processes
         refuses the batch (:class:`StaleFence`, nothing stored) when the run's lease has been
         handed to someone else since (memory mode has one process and ignores it).
+
+        ``first``: called once with the positions above, after the batch is numbered and stored
+        and before this node writes it to any subscriber, so the publisher's own copy (a run's
+        creator) can go out first; not called when nothing was stored. (On Redis, while the
+        broker holds batches through an outage, it is called after the local subscribers.)
         """
         ...
 

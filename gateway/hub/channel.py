@@ -164,11 +164,14 @@ class Channel:
         *,
         stored: Sequence[HubEvent] | None = None,
         gen: int = 0,
+        deliver: bool = True,
     ) -> int:
         """Append a non-empty batch checked by :func:`check_names`; returns its first seq.
 
         ``stored`` is what history keeps of ``events`` (without their parsed form; the broker
         builds it once for all the channels of a publish), ``gen`` the publish's generation.
+        With ``deliver=False`` the subscribers are written only by a later :meth:`deliver` (the
+        broker numbers every channel of a publish first, then writes).
         """
         if self.pending:
             self._end_pending()
@@ -197,11 +200,19 @@ class Channel:
         self.bytes_published += nbytes
         self._counters.events_published += len(events)
         self._counters.bytes_published += nbytes
+        if deliver:
+            self.deliver(first_seq, events, stored, now)
+        return first_seq
+
+    def deliver(
+        self, first_seq: int, events: Sequence[HubEvent], stored: Sequence[HubEvent], now: float
+    ) -> None:
+        """Write a batch published from ``first_seq`` to the subscribers (or hold it for the
+        coalescing window); ``stored`` is its history form, as given to :meth:`publish`."""
         if self._settings.coalesce_ms > 0:
             self._hold(first_seq, stored, now)
         else:
             self._fan_out(first_seq, events, now)
-        return first_seq
 
     def flush(self, now: float | None = None) -> None:
         """Write what the coalescing window holds to the subscribers now."""

@@ -31,6 +31,7 @@ from gateway.hub.broker import (
     Fence,
     HubEvent,
     HubSettings,
+    Numbered,
     Position,
     ReducerFactory,
     Sink,
@@ -118,13 +119,18 @@ class MemoryBroker:
     # -- Broker ---------------------------------------------------------------------------------
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
+        self,
+        channels: Sequence[str],
+        events: Sequence[HubEvent],
+        *,
+        fence: Fence | None = None,
+        first: Numbered | None = None,
     ) -> dict[str, Position]:
         # One process: a relay that lost its lease is stopped by its keeper, nothing to check.
-        return self.publish_nowait(channels, events)
+        return self.publish_nowait(channels, events, first=first)
 
     def publish_nowait(
-        self, channels: Sequence[str], events: Sequence[HubEvent]
+        self, channels: Sequence[str], events: Sequence[HubEvent], *, first: Numbered | None = None
     ) -> dict[str, Position]:
         """:meth:`publish` without the coroutine (memory mode never waits)."""
         now = self._start()
@@ -136,16 +142,24 @@ class MemoryBroker:
         # One stored copy and one generation for every channel of the publish.
         stored = stored_events(events)
         gen = budget.next_gen()
+        numbered: list[tuple[Channel, int]] = []
         for name in channels:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._new_channel(name, now, pending=False)
             reopened = channel.ended
-            seqs[name] = Position(
-                channel.epoch, channel.publish(events, now, stored=stored, gen=gen)
-            )
+            seq = channel.publish(events, now, stored=stored, gen=gen, deliver=first is None)
+            seqs[name] = Position(channel.epoch, seq)
+            numbered.append((channel, seq))
             if reopened or not channel.in_budget_heap:
                 budget.published(channel, reopened=reopened)
+        if first is not None:
+            # The publisher's own copy goes out before any subscriber's (see Broker.publish).
+            try:
+                first(seqs)
+            finally:
+                for channel, seq in numbered:
+                    channel.deliver(seq, events, stored, now)
         if self._counters.retained_bytes > budget.limit:
             budget.enforce(self._evict)
         else:

@@ -169,7 +169,7 @@ async def serve_sse(
         if chunked:
             response.enable_chunked_encoding()
         writer = await response.prepare(request)
-        _flush_headers(writer, chunked=chunked)
+        flush_headers(writer, chunked=chunked)
         transport = request.transport
         if transport is None:
             sink.end("disconnected")
@@ -264,9 +264,10 @@ async def _read_until_closed(ws: web.WebSocketResponse, sink: TransportSink) -> 
     sink.end("disconnected")
 
 
-def _flush_headers(writer: object, *, chunked: bool) -> None:
-    # StreamResponse already sent its headers in prepare(); a writer that buffered them would
-    # otherwise put them after our first frames.
+def flush_headers(writer: object, *, chunked: bool) -> None:
+    """Before bytes are written past aiohttp on a prepared response: make sure its head went
+    out (a writer that buffered it would put it after them) and that the transfer-coding is the
+    one the bytes are framed for."""
     with contextlib.suppress(AttributeError):
         writer.send_headers()  # type: ignore[attr-defined]
     if getattr(writer, "chunked", chunked) != chunked:

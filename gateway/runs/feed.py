@@ -11,6 +11,13 @@ handler then ends the response with a final notice and the creator can resume fr
 channel (``GET /streams/runs/{run_id}?since=<last id>``). :meth:`CreatorFeed.stop` (the gateway
 is shutting down before the run's end) lets the reader drain and marks the feed ``stopped``, so
 the handler ends the response with ``runcast.shutdown`` instead of a silent end of body.
+
+Once the creator's chunked response has started, :meth:`CreatorFeed.bind` hands the feed its
+socket: from then on a push that finds nothing buffered is written at once (one HTTP chunk, one
+``transport.write``), as the hub writes to subscribers, instead of waking the handler's task
+for it on a later turn of the loop. The lag policy then applies to the socket's own backlog
+(``transport.get_write_buffer_size()``). Anything already buffered is written by the handler
+first, so the order never changes.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections import deque
 import msgspec
 
 from gateway.hub import LagPolicy
+from gateway.hub.frames import http_chunk
 
 __all__ = ["CreatorFeed", "FeedStatistics"]
 
@@ -47,6 +55,7 @@ class CreatorFeed:
         "_pushed",
         "_size",
         "_stopped",
+        "_transport",
         "_wakeup",
         "last_id",
     )
@@ -62,6 +71,7 @@ class CreatorFeed:
         self._stopped = False
         self._detached = False
         self._wakeup = asyncio.Event()
+        self._transport: asyncio.Transport | None = None
         self.last_id: str | None = None
         """The last ``id:`` handed to the reader, so the lag notice can say where to resume."""
 
@@ -82,11 +92,18 @@ class CreatorFeed:
         """Queue ``data`` for the creator; False once the feed no longer accepts (never blocks)."""
         if not self.accepting:
             return False
+        transport = self._transport
+        if transport is not None and not self._chunks and not transport.is_closing():
+            if not self._policy.admits(transport.get_write_buffer_size(), len(data)):
+                self._lag()
+                return False
+            transport.write(http_chunk(data))
+            self._pushed += len(data)
+            if event_id is not None:
+                self.last_id = event_id
+            return True
         if not self._policy.admits(self._size, len(data)):
-            self._lagged = True
-            self._chunks.clear()
-            self._size = 0
-            self._wakeup.set()
+            self._lag()
             return False
         self._chunks.append(data)
         self._size += len(data)
@@ -95,6 +112,17 @@ class CreatorFeed:
             self._ids.append(event_id)
         self._wakeup.set()
         return True
+
+    def bind(self, transport: asyncio.Transport) -> None:
+        """The creator's response has started, chunked, on ``transport``: later pushes that find
+        nothing buffered are written to it at once (see the module docstring)."""
+        self._transport = transport
+
+    def _lag(self) -> None:
+        self._lagged = True
+        self._chunks.clear()
+        self._size = 0
+        self._wakeup.set()
 
     def finish(self) -> None:
         """No more data will come (the run segment ended); the reader drains and stops."""
@@ -110,6 +138,7 @@ class CreatorFeed:
     def detach(self) -> None:
         """The creator went away; further pushes are dropped."""
         self._detached = True
+        self._transport = None
         self._chunks.clear()
         self._size = 0
         self._wakeup.set()

@@ -16,7 +16,7 @@ broker refuses because another node owns the run now (:class:`~gateway.hub.Stale
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.hub import Broker, Fence, HubEvent, Position, StaleFence
 from parsers.sse import encode_sse
@@ -72,35 +72,50 @@ class RunPublisher:
     async def emit_batch(
         self, events: Sequence[HubEvent], *, to_creator: bool = True
     ) -> int | None:
-        """Publish ``events`` in one batch; the run seq of the first (None: no run id yet)."""
-        first: int | None = None
+        """Publish ``events`` in one batch; the run seq of the first (None: no run id yet).
+
+        The creator's copy is pushed as soon as the broker has numbered the batch, before the
+        broker writes it to this node's subscribers (``Broker.publish``'s ``first``)."""
         if self.stopped:
             return None
+        run = None if self.run_id is None else run_channel(self.run_id)
+        first: int | None = None
+        pushed = False
+
+        def numbered(positions: Mapping[str, Position]) -> None:
+            nonlocal first, pushed
+            position = None if run is None else positions.get(run)
+            if position is not None:
+                first = position.seq
+                self._run_epoch = position.epoch
+                self._run_seq = first + len(events) - 1
+            if to_creator:
+                pushed = True
+                self._push(events, first)
+
         try:
-            if self.run_id is not None:
-                run = run_channel(self.run_id)
+            if run is not None:
                 channels = [run]
                 if self.thread_id is not None:
                     channels.append(thread_channel(self.thread_id))
-                published = await self._broker.publish(channels, events, fence=self.fence)
-                position = published.get(run)
-                if position is not None:
-                    first = position.seq
-                    self._run_epoch = position.epoch
-                    self._run_seq = first + len(events) - 1
+                await self._broker.publish(channels, events, fence=self.fence, first=numbered)
             elif self.thread_id is not None:
-                await self._broker.publish([thread_channel(self.thread_id)], events)
+                await self._broker.publish([thread_channel(self.thread_id)], events, first=numbered)
         except StaleFence:
             self.stopped = True
             if self.on_fenced is not None:
                 self.on_fenced()
             return None
+        if to_creator and not pushed:
+            self._push(events, first)  # no channel yet, or a broker that did not call back
+        return first
+
+    def _push(self, events: Sequence[HubEvent], first: int | None) -> None:
         feed = self._feed
-        if to_creator and feed is not None and feed.accepting:
+        if feed is not None and feed.accepting:
             for i, event in enumerate(events):
                 event_id = None if first is None else self._event_id(first + i)
                 feed.push(encode_sse(event.data, event=event.name, id=event_id), event_id=event_id)
-        return first
 
     def to_creator(self, event: HubEvent, seq: int | None) -> None:
         """Give the creator an event published earlier (for subscribers only, until now)."""

@@ -37,6 +37,7 @@ from gateway.hub.broker import (
     Fence,
     HubEvent,
     HubSettings,
+    Numbered,
     Position,
     ReducerFactory,
     Sink,
@@ -132,7 +133,12 @@ class RedisBroker(MemoryBroker):
     # -- Broker ---------------------------------------------------------------------------------
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
+        self,
+        channels: Sequence[str],
+        events: Sequence[HubEvent],
+        *,
+        fence: Fence | None = None,
+        first: Numbered | None = None,
     ) -> dict[str, Position]:
         self._start()
         if not events:
@@ -151,7 +157,10 @@ class RedisBroker(MemoryBroker):
             if outage.publisher_down or any(tails.holds(name) for name in channels):
                 if outage.holdable(channels):
                     if tails.room(channels, len(events), nbytes):
-                        return outage.hold(channels, events, token)
+                        held = outage.hold(channels, events, token)
+                        if first is not None:
+                            first(held)
+                        return held
                     await tails.changed()  # the bound: wait for the re-append to make room
                     continue
                 if any(tails.holds(name) for name in channels):
@@ -176,20 +185,25 @@ class RedisBroker(MemoryBroker):
             raise StaleFence(f"the lease on {fence.key} has a newer holder than {fence.token}")
         out: dict[str, Position] = {}
         loading = local.loading
-        for name, (epoch, first, status) in zip(channels, results, strict=True):
+        for name, (epoch, seq, status) in zip(channels, results, strict=True):
             if int(status) == 1:
                 outage.retries_landed += 1
-            position = Position(epoch.decode(), int(first))
-            out[name] = position
-            ch = self._channels.get(name)
-            if ch is None and name not in loading:
-                # The publishing node holds what it publishes, as memory mode does (its reducer
-                # sees the whole run; channel_statistics answers without a round trip).
-                ch = local.create(name, position.epoch, self._start())
-                ch.start_after(position.seq - 1)
-                self._register(ch, pending=False)
-            if ch is not None and not loading.get(name):
-                local.feed_at(ch, position, events)
+            out[name] = Position(epoch.decode(), int(seq))
+        try:
+            if first is not None:
+                first(out)  # the publisher's own copy before this node's subscribers
+        finally:
+            for name, position in out.items():
+                ch = self._channels.get(name)
+                if ch is None and name not in loading:
+                    # The publishing node holds what it publishes, as memory mode does (its
+                    # reducer sees the whole run; channel_statistics answers without a round
+                    # trip).
+                    ch = local.create(name, position.epoch, self._start())
+                    ch.start_after(position.seq - 1)
+                    self._register(ch, pending=False)
+                if ch is not None and not loading.get(name):
+                    local.feed_at(ch, position, events)
         return out
 
     async def subscribe(

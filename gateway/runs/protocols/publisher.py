@@ -19,7 +19,7 @@ stops this publisher: nothing more goes to the channels or the creator, and it c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.hub import Broker, Fence, HubEvent, Position, StaleFence
 from parsers.sse import encode_sse
@@ -72,24 +72,33 @@ class ChannelPublisher:
         return [c for c in (self.own, self.current) if c is not None] + self._others
 
     async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
-        first: Position | None = None
+        """Publish ``events`` to the channels; the creator's copy is pushed as soon as the
+        broker has numbered them, before this node's subscribers get them."""
         if self.stopped:
             return
+        own = self.own
+        pushed = False
+
+        def numbered(firsts: Mapping[str, Position]) -> None:
+            nonlocal pushed
+            first = None if own is None else firsts.get(own)
+            if first is not None:
+                self.last = Position(first.epoch, first.seq + len(events) - 1)
+            if to_creator:
+                pushed = True
+                self._push(events, first)
+
         channels = self.channels
         if channels and events:
             try:
-                firsts = await self._broker.publish(channels, events, fence=self.fence)
+                await self._broker.publish(channels, events, fence=self.fence, first=numbered)
             except StaleFence:
                 self.stopped = True
                 if self.on_fenced is not None:
                     self.on_fenced()
                 return
-            if self.own is not None:
-                first = firsts.get(self.own)
-                if first is not None:
-                    self.last = Position(first.epoch, first.seq + len(events) - 1)
-        if to_creator:
-            self._push(events, first)
+        if to_creator and not pushed:
+            self._push(events, None)
 
     def to_creator(self, events: Sequence[HubEvent]) -> None:
         """Give the creator events the channels do not get in this form; they carry the id of

@@ -127,7 +127,8 @@ class Subscriber:
 async def read_sse(
     response: aiohttp.ClientResponse, sub: Subscriber, *, stop_at_done: int = 1
 ) -> Subscriber:
-    """Record SSE events from ``response`` until ``stop_at_done`` ``done`` events or EOF."""
+    """Record SSE events from ``response`` until ``stop_at_done`` ``done`` events or EOF; a
+    response left before its end is released (its connection closed), as a client would."""
     decoder = SSEDecoder()
     dones = 0
     async for chunk in response.content.iter_any():
@@ -136,6 +137,7 @@ async def read_sse(
             if sse.event == "done":
                 dones += 1
                 if dones >= stop_at_done:
+                    response.release()
                     return sub
     sub.ended = True
     return sub

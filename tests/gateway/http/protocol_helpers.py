@@ -22,12 +22,15 @@ def _ends_response(event: Received) -> bool:
 async def read_sse(
     response: aiohttp.ClientResponse, until: Callable[[Received], bool] = _ends_response
 ) -> Subscriber:
+    """Record SSE events from ``response`` until one satisfies ``until`` or EOF; a response left
+    before its end is released (its connection closed), as a client would."""
     sub = Subscriber()
     decoder = SSEDecoder()
     async for chunk in response.content.iter_any():
         for sse in decoder.feed(chunk):
             sub.events.append(Received.from_sse(sse))
             if until(sub.events[-1]):
+                response.release()
                 return sub
     sub.ended = True
     return sub

@@ -77,6 +77,51 @@ async def test_feed_reader_wakes_on_push_and_detach_stops_it() -> None:
     assert not feed.push(b"x")
 
 
+class _Socket:
+    """A transport that records its writes and reports a chosen backlog."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.backlog = 0
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.backlog
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_a_bound_feed_writes_at_once_after_what_was_buffered() -> None:
+    feed = CreatorFeed(100)
+    socket = _Socket()
+    assert feed.push(b"early", event_id="1")  # before the response started
+    feed.bind(socket)  # type: ignore[arg-type]
+    assert feed.push(b"next", event_id="2")  # behind the buffered bytes, never before them
+    assert socket.written == []
+    assert await feed.read() == b"earlynext"
+    assert feed.push(b"live", event_id="3")  # nothing buffered: one chunk, written at once
+    assert socket.written == [b"4\r\nlive\r\n"]
+    assert feed.last_id == "3" and feed.statistics().pushed_bytes == 13
+
+
+@pytest.mark.asyncio
+async def test_a_bound_feed_lags_on_the_sockets_own_backlog() -> None:
+    feed = CreatorFeed(10)
+    socket = _Socket()
+    feed.bind(socket)  # type: ignore[arg-type]
+    assert feed.push(b"x" * 50)  # one event always fits an empty backlog
+    socket.backlog = 50
+    assert feed.push(b"y")  # not charged for the large event ahead of it (the lag policy)
+    socket.backlog = 70  # the peer stopped reading: past the limit and that allowance
+    assert not feed.push(b"z")
+    assert feed.lagged and len(socket.written) == 2
+    assert await feed.read() is None
+
+
 # -- which calls stream ------------------------------------------------------------------------
 
 

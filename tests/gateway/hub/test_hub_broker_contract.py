@@ -199,3 +199,26 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_pub
                 while len(reader.numbered()) < total - since:
                     await asyncio.sleep(0.005)
             assert reader.seqs() == list(range(since + 1, total + 1))
+
+
+async def test_first_sees_the_positions_before_any_subscriber_here_is_written(
+    make_broker: MakeBroker,
+) -> None:
+    """``first`` (the publisher's own copy, a run's creator) comes before this node's subscribers
+    of every channel of the batch, with the positions publish returns."""
+    async with make_broker() as broker:
+        run, thread = Reader(), Reader()
+        await broker.subscribe(RUN, run.sink, create=True)
+        await broker.subscribe(THREAD, thread.sink, create=True)
+        seen: list[tuple[dict[str, Position], int]] = []
+
+        def first(positions: object) -> None:
+            assert isinstance(positions, dict)
+            seen.append((dict(positions), len(run.read()) + len(thread.read())))
+
+        for i in range(3):
+            positions = await broker.publish([RUN, THREAD], [ev(2 * i), ev(2 * i + 1)], first=first)
+            assert seen[-1] == (dict(positions), 2 * 2 * i)  # none of this batch written yet
+            await delivered(run, 2 * i + 2)
+            await delivered(thread, 2 * i + 2)
+        assert len(seen) == 3

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.hub import START, BufferSink, Fence, HubEvent, MemoryBroker, Position
+from gateway.hub import (
+    START,
+    BufferSink,
+    Fence,
+    HubEvent,
+    HubSettings,
+    MemoryBroker,
+    Numbered,
+    Position,
+)
 from gateway.runs.feed import CreatorFeed
 from gateway.runs.publisher import RunPublisher
 from parsers.sse import ServerSentEvent, SSEDecoder
@@ -17,9 +26,14 @@ class RoundTripBroker(MemoryBroker):
     """Answers ``publish`` only after other tasks have run, as a networked broker would."""
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
+        self,
+        channels: Sequence[str],
+        events: Sequence[HubEvent],
+        *,
+        fence: Fence | None = None,
+        first: Numbered | None = None,
     ) -> dict[str, Position]:
-        seqs = self.publish_nowait(channels, events)
+        seqs = self.publish_nowait(channels, events, first=first)
         await asyncio.sleep(0)
         return seqs
 
@@ -104,3 +118,58 @@ async def test_without_a_run_id_events_reach_the_thread_and_carry_no_id() -> Non
         assert set(await channel_events(broker, "thread:th_1")) == {
             f"{thread.epoch}-{n}" for n in (1, 2, 3)
         }
+
+
+class _Wire:
+    """What reached each socket, in order: a creator's transport and subscribers' sinks."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, bytes]] = []
+
+    def transport(self) -> object:
+        wire = self
+
+        class Transport:
+            def write(self, data: bytes) -> None:
+                wire.writes.append(("creator", data))
+
+            def get_write_buffer_size(self) -> int:
+                return 0
+
+            def is_closing(self) -> bool:
+                return False
+
+        return Transport()
+
+    def sink(self, name: str) -> BufferSink:
+        wire = self
+
+        class Sink(BufferSink):
+            def send(self, frames: bytes, last_seq: int) -> bool:
+                wire.writes.append((name, frames))
+                return super().send(frames, last_seq)
+
+        return Sink()
+
+
+@pytest.mark.asyncio
+async def test_the_creator_is_written_each_batch_before_the_subscribers() -> None:
+    wire = _Wire()
+    async with MemoryBroker(HubSettings()) as broker:
+        await broker.subscribe("run:run_1", wire.sink("run sub"), create=True)
+        await broker.subscribe("thread:th_1", wire.sink("thread sub"), create=True)
+        feed = CreatorFeed(1 << 20)
+        feed.bind(wire.transport())  # type: ignore[arg-type]
+        out = RunPublisher(broker, feed, run_id="run_1", thread_id="th_1")
+        for i in range(0, 6, 2):
+            await out.emit_batch([event("relay", i), event("relay", i + 1)])
+    who = [name for name, _ in wire.writes]
+    assert who == ["creator", "creator", "run sub", "thread sub"] * 3
+    creator = decode(b"".join(_unchunk(d) for n, d in wire.writes if n == "creator"))
+    assert [e.id.rpartition("-")[2] for e in creator] == ["1", "2", "3", "4", "5", "6"]
+
+
+def _unchunk(data: bytes) -> bytes:
+    size, _, rest = data.partition(b"\r\n")
+    assert rest.endswith(b"\r\n") and len(rest) == int(size, 16) + 2
+    return rest[:-2]

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from gateway.hub import Fence, HubEvent, MemoryBroker, Position
+from gateway.hub import Fence, HubEvent, MemoryBroker, Numbered, Position
 from gateway.runs.actions import ActionHandler, ActionOutcome, Emit, HeldAction
 from gateway.runs.channels import run_channel
 from gateway.runs.feed import CreatorFeed
@@ -44,10 +44,15 @@ class SlowBroker(MemoryBroker):
     delay = 0.05
 
     async def publish(
-        self, channels: Sequence[str], events: Sequence[HubEvent], *, fence: Fence | None = None
+        self,
+        channels: Sequence[str],
+        events: Sequence[HubEvent],
+        *,
+        fence: Fence | None = None,
+        first: Numbered | None = None,
     ) -> dict[str, Position]:
         await asyncio.sleep(self.delay)
-        return await super().publish(channels, events, fence=fence)
+        return await super().publish(channels, events, fence=fence, first=first)
 
 
 @pytest_asyncio.fixture
