@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -21,7 +22,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.cli import build_parser
 from gateway.cli import main as runcast_main
@@ -62,20 +63,20 @@ class Stack:
     """Streamed POSTs the simulator answered 200, by path."""
 
 
-@pytest_asyncio.fixture
-async def stack() -> AsyncIterator[Stack]:
-    """A simulator and a runcast gateway in front of it, each on its own port."""
-    mock_app = create_mock(MockSettings(deltas=6, seed=3))
-    posts: Counter[str] = Counter()
-
-    @web.middleware
-    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if request.method == "POST" and response.status == 200:
-            posts[request.path] += 1
-        return response
-
-    mock_app.middlewares.append(count)
+@contextlib.asynccontextmanager
+async def serving(
+    simulator: MockSettings,
+    *,
+    hub: HubSettings | None = None,
+    mock_middleware: Middleware | None = None,
+    gateway_middleware: Middleware | None = None,
+    shutdown_timeout: float = 2.0,
+) -> AsyncIterator[tuple[str, str, web.Application]]:
+    """A simulator and a runcast gateway in front of it, each on its own port: (gateway URL,
+    simulator URL, simulator app); a middleware may be added to either."""
+    mock_app = create_mock(simulator)
+    if mock_middleware is not None:
+        mock_app.middlewares.append(mock_middleware)
     mock_runner = web.AppRunner(mock_app)
     await mock_runner.setup()
     await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
@@ -85,15 +86,36 @@ async def stack() -> AsyncIterator[Stack]:
             port=0,
             upstream=UpstreamSettings(base_url=mock_url + "/v1"),
             subscribe_auth="open",
-            shutdown_timeout=2.0,
+            shutdown_timeout=shutdown_timeout,
+            hub=hub or HubSettings(),
         )
     )
-    runner, url = await start_runner(gateway, "127.0.0.1", 0)
+    if gateway_middleware is not None:
+        gateway.middlewares.append(gateway_middleware)
     try:
-        yield Stack(url, mock_url, mock_app[SERVICE_KEY], mock_app, posts)
+        runner, url = await start_runner(gateway, "127.0.0.1", 0)
+        try:
+            yield url, mock_url, mock_app
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
         await mock_runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def stack() -> AsyncIterator[Stack]:
+    """A simulator and a runcast gateway in front of it, counting the streamed POSTs served."""
+    posts: Counter[str] = Counter()
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "POST" and response.status == 200:
+            posts[request.path] += 1
+        return response
+
+    async with serving(MockSettings(deltas=6, seed=3), mock_middleware=count) as (url, mock, app):
+        yield Stack(url, mock, app[SERVICE_KEY], app, posts)
 
 
 def served(service: MockService) -> dict[str, int]:
@@ -615,29 +637,12 @@ async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them(
 async def test_a_refused_subscriber_is_reported_with_the_servers_reason() -> None:
     # One client address may hold one pending thread stream: the second run's subscriber is
     # refused (429) and the report says why, in the gateway's words, without control bytes.
-    mock_app = create_mock(MockSettings(deltas=40, delay_ms=20, seed=3))
-    mock_runner = web.AppRunner(mock_app)
-    await mock_runner.setup()
-    await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
-    mock_url = f"http://127.0.0.1:{mock_runner.addresses[0][1]}"
-    gateway = create_gateway(
-        Settings(
-            port=0,
-            upstream=UpstreamSettings(base_url=mock_url + "/v1"),
-            subscribe_auth="open",
-            shutdown_timeout=2.0,
-            hub=HubSettings(max_pending_channels_per_client=1),
-        )
-    )
-    runner, url = await start_runner(gateway, "127.0.0.1", 0)
-    try:
+    simulator = MockSettings(deltas=40, delay_ms=20, seed=3)
+    async with serving(simulator, hub=HubSettings(max_pending_channels_per_client=1)) as served_:
         settings = LoadSettings(
-            target=url, runs=4, concurrency=4, subscribers_per_run=1, progress_interval=0
+            target=served_[0], runs=4, concurrency=4, subscribers_per_run=1, progress_interval=0
         )
         report, _ = await run_async(settings)
-    finally:
-        await runner.cleanup()
-        await mock_runner.cleanup()
     check_report(report)
     assert report["errors"].get("subscriber_http_429", 0) >= 1
     detail = report["error_details"]["subscriber_http_429"]
@@ -650,29 +655,18 @@ async def test_subscribers_still_reading_at_the_deadline_are_cut_not_errors() ->
     # The creator's copy of each run ends at once, its subscribers' channels answer 2 s late: at
     # the 1 s deadline every finished run is still waiting for them. They were cut by the load
     # test's own stop, as the runs in flight are, and are no failure of the target.
-    mock_app = create_mock(MockSettings(deltas=4, seed=3))
-    mock_runner = web.AppRunner(mock_app)
-    await mock_runner.setup()
-    await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
-    mock_url = f"http://127.0.0.1:{mock_runner.addresses[0][1]}"
-    gateway = create_gateway(
-        Settings(
-            port=0,
-            upstream=UpstreamSettings(base_url=mock_url + "/v1"),
-            subscribe_auth="open",
-            shutdown_timeout=0.5,
-        )
-    )
-
     @web.middleware
     async def late_streams(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/streams/"):
             await asyncio.sleep(2)
         return await handler(request)
 
-    gateway.middlewares.append(late_streams)
-    runner, url = await start_runner(gateway, "127.0.0.1", 0)
-    try:
+    simulator = MockSettings(deltas=4, seed=3)
+    async with serving(simulator, gateway_middleware=late_streams, shutdown_timeout=0.5) as (
+        url,
+        _,
+        _,
+    ):
         settings = LoadSettings(
             target=url,
             protocol="responses",
@@ -682,9 +676,6 @@ async def test_subscribers_still_reading_at_the_deadline_are_cut_not_errors() ->
             progress_interval=0,
         )
         report, _ = await run_async(settings)
-    finally:
-        await runner.cleanup()
-        await mock_runner.cleanup()
     check_report(report)
     assert report["runs"]["cut"] >= 2
     assert report["subscribers"]["cut"] >= 2
