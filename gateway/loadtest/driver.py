@@ -221,8 +221,10 @@ class TargetLoad:
     async def _run(self, record: list[RunRecord]) -> str:
         try:
             start = await self._protocol.begin(self._post_json)
-        except (_Failure, msgspec.DecodeError) as exc:
-            raise _Failure(f"setup_{exc}") from None
+        except _Failure as exc:
+            raise _Failure(f"setup_{exc.kind}", exc.detail) from None
+        except msgspec.DecodeError as exc:
+            raise _Failure("setup_bad_answer", str(exc)[:200]) from None
         token: str | None = None
         if self.tokens and self._s.subscribers_per_run and start.token_scope is not None:
             raw = await self._post_json("/tokens", start.token_scope, v1=False)
@@ -413,8 +415,8 @@ class TargetLoad:
                     stats.delivery_lag.record(0.0)
                 else:
                     stats.delivery_lag.record(at_sub - at_creator)
-        if broken and outcome != RUN_CUT:
-            stats.runs_with_errors += 1
+        if broken and outcome == RUN_OK:
+            stats.runs_broken += 1
 
 
 async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float) -> bool:

@@ -246,8 +246,8 @@ class LoadStats:
         self.creator_bytes = 0
         self.subscriber_bytes = 0
         self.output_chars = 0
-        self.runs_with_errors = 0
-        """Finished runs that failed or that a subscriber did not read whole."""
+        self.runs_broken = 0
+        """Completed runs that a subscriber did not read whole (failed runs are in outcomes)."""
         self.subscribers_complete = 0
         self.subscribers_cut = 0
         self.gaps = 0
@@ -307,8 +307,11 @@ class LoadStats:
         return self.gaps + self.duplicates
 
     def error_rate(self) -> float:
-        """Runs with an error (failed, or a subscriber's copy broken) over finished runs."""
-        return self.runs_with_errors / self.runs_finished if self.runs_finished else 0.0
+        """Runs with an error (failed, whatever the step, or completed with a subscriber's copy
+        broken) over finished runs."""
+        if not self.runs_finished:
+            return 0.0
+        return (self.runs_failed + self.runs_broken) / self.runs_finished
 
     def explain(self, kind: str, text: str | None) -> None:
         """Keep ``text`` as what the target said about errors of ``kind`` (the first one)."""

@@ -680,3 +680,23 @@ async def test_subscribers_still_reading_at_the_deadline_are_cut_not_errors() ->
     assert report["runs"]["cut"] >= 2
     assert report["subscribers"]["cut"] >= 2
     assert report["errors"] == {}
+
+
+@pytest.mark.asyncio
+async def test_runs_that_fail_before_their_stream_count_in_the_error_rate() -> None:
+    # The run's first call (creating its thread) fails: each run failed, so the error rate that
+    # decides the exit status is 1.0, not the share of runs whose stream went wrong.
+    @web.middleware
+    async def no_threads(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/v1/threads":
+            body = {"error": {"message": "down", "type": "server_error", "code": "down"}}
+            return web.json_response(body, status=500)
+        return await handler(request)
+
+    async with serving(MockSettings(deltas=4, seed=3), mock_middleware=no_threads) as served_:
+        settings = LoadSettings(target=served_[0], runs=4, concurrency=2, progress_interval=0)
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["outcomes"] == {"setup_http_500": 4}
+    assert report["error_details"] == {"setup_http_500": "down: down"}
+    assert report["error_rate"] == 1.0
