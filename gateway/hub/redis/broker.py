@@ -47,7 +47,7 @@ from gateway.hub.broker import (
 from gateway.hub.channel import check_names
 from gateway.hub.memory import MemoryBroker, MemorySubscription
 from gateway.hub.redis.follower import Follower
-from gateway.hub.redis.local import LocalChannels
+from gateway.hub.redis.local import LocalChannels, Registry
 from gateway.hub.redis.log import RedisLog
 from gateway.hub.redis.outage import UNREACHABLE, Outage
 from gateway.hub.redis.tail import TailLimits
@@ -78,7 +78,22 @@ class RedisBroker(MemoryBroker):
         super().__init__(settings, reducer_factory=reducer_factory)
         self.node_id = node_id or secrets.token_hex(4)
         self._log = RedisLog(url, Keys(prefix), self.settings, read_timeout=READ_TIMEOUT)
-        self._local = LocalChannels(self, self._log)
+        self._local = LocalChannels(
+            Registry(
+                channels=self._channels,
+                settings=self.settings,
+                reducers=self._reducer_factory,
+                budget=self._budget,
+                counters=self._counters,
+                now=self._start,
+                subscribed=self.subscribed,
+                check_pending_room=self._check_pending_room,
+                register=self._register,
+                evict=self._evict,
+                drop=self._drop_channel,
+            ),
+            self._log,
+        )
         self._outage = Outage(self._local, self._log, tail_limits)
         self._follower = Follower(
             self._local, self._log, self._outage, position_check=position_check

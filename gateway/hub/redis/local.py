@@ -21,24 +21,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from gateway.errors import SubscriberError
-from gateway.hub.broker import HubEvent, Position
+from gateway.hub.broker import HubEvent, HubSettings, Position, ReducerFactory
+from gateway.hub.budget import MemoryBudget
 from gateway.hub.channel import Channel, stored_events
-from gateway.hub.memory import MemoryBroker
+from gateway.hub.counters import HubCounters
 from gateway.hub.redis.log import RedisLog
 from gateway.hub.redis.wire import LiveMessage, decode_batch
 
-__all__ = ["LocalChannels"]
+__all__ = ["LocalChannels", "Registry"]
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """What :class:`LocalChannels` uses of the broker whose channels it feeds: the memory
+    broker's registry, budget and counters, and the calls that keep them consistent. The Redis
+    broker builds it from its own (inherited) state."""
+
+    channels: dict[str, Channel]
+    settings: HubSettings
+    reducers: ReducerFactory
+    budget: MemoryBudget
+    counters: HubCounters
+    now: Callable[[], float]
+    """The broker's clock (it raises once the broker is closed)."""
+    subscribed: Callable[[], list[Channel]]
+    check_pending_room: Callable[[str | None], None]
+    register: Callable[..., None]
+    """``register(ch, *, pending, owner=None)``: a new channel in the registry and the budget."""
+    evict: Callable[[Channel], None]
+    drop: Callable[[Channel], None]
+
+
 class LocalChannels:
-    """The local channels of ``broker`` (its registry, budget and counters, shared with it), fed
+    """The local channels of a broker (its registry, budget and counters, shared with it), fed
     from ``log``.
 
     ``channels`` is the broker's registry; ``loading`` holds back the live messages of each channel
@@ -46,15 +69,15 @@ class LocalChannels:
     raises once the broker is closed).
     """
 
-    def __init__(self, broker: MemoryBroker, log: RedisLog) -> None:
-        self._broker = broker
+    def __init__(self, registry: Registry, log: RedisLog) -> None:
+        self._registry = registry
         self._log = log
-        self.channels = broker._channels
-        self._settings = broker.settings
-        self._reducers = broker._reducer_factory
-        self._budget = broker._budget
-        self._counters = broker._counters
-        self.now = broker._start
+        self.channels = registry.channels
+        self._settings = registry.settings
+        self._reducers = registry.reducers
+        self._budget = registry.budget
+        self._counters = registry.counters
+        self.now = registry.now
         self.loading: dict[str, list[LiveMessage]] = {}
         self._loaded: dict[str, asyncio.Event] = {}
         self.repairs = 0
@@ -62,7 +85,7 @@ class LocalChannels:
 
     def subscribed(self) -> list[Channel]:
         """The local channels with a subscriber (the broker's, see ``MemoryBroker.subscribed``)."""
-        return self._broker.subscribed()
+        return self._registry.subscribed()
 
     async def mirror(self, name: str, *, create: bool, owner: str | None) -> None:
         """Make sure this node holds a local channel for ``name`` fed from the log."""
@@ -81,18 +104,18 @@ class LocalChannels:
                     503, "broker_unavailable", f"the cluster's Redis is unreachable: {exc}"
                 ) from exc
             now = self.now()
-            broker = self._broker
+            registry = self._registry
             if epoch is None:
                 if not create:
                     raise SubscriberError(404, "unknown_channel", f"no such stream: {name}")
-                broker._check_pending_room(owner)
+                registry.check_pending_room(owner)
                 ch = self.create(name, "", now)
-                broker._register(ch, pending=True, owner=owner)
+                registry.register(ch, pending=True, owner=owner)
             else:
                 ch = self.create(name, epoch.decode(), now)
                 first = int(last) - len(held) + 1
                 ch.start_after(first - 1)
-                broker._register(ch, pending=False)
+                registry.register(ch, pending=False)
                 if held:
                     self.feed(ch, held)
                 if end is not None and int(end) == ch.last_seq:
@@ -118,7 +141,7 @@ class LocalChannels:
         if reopened or not ch.in_budget_heap:
             budget.published(ch, reopened=reopened)
         if self._counters.retained_bytes > budget.limit:
-            budget.enforce(self._broker._evict)
+            budget.enforce(self._registry.evict)
 
     def feed_at(self, ch: Channel, at: Position, events: Sequence[HubEvent]) -> bool:
         """Feed ``events`` (first at ``at``) when they continue the local channel; else False."""
@@ -183,4 +206,4 @@ class LocalChannels:
         cut the subscribers off so they resume (``runcast.history_lost`` then the snapshot)."""
         logger.warning("channel %s: the log moved on (new epoch or lost range); resetting", ch.name)
         ch.end_all("lagged")
-        self._broker._drop_channel(ch)
+        self._registry.drop(ch)
