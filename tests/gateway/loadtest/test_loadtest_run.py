@@ -2,55 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import socket
 import subprocess
 import sys
-import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
+from loadtest_helpers import check_report, serving
 
-from gateway.cli import build_parser
-from gateway.cli import main as runcast_main
 from gateway.errors import ConfigError
 from gateway.http.app import create_app as create_gateway
 from gateway.http.runner import start_runner
-from gateway.hub import HubSettings
 from gateway.loadtest import LoadSettings
-from gateway.loadtest.cli import run, run_async, settings_from_args
+from gateway.loadtest.cli import run, run_async
 from gateway.mock import MockSettings
-from gateway.mock import create_app as create_mock
 from gateway.mock.app import SERVICE_KEY
 from gateway.mock.responses import RESPONSES_KEY
 from gateway.mock.service import MockService
 from gateway.settings import Settings
-from gateway.upstream import UpstreamSettings
-
-SCHEMA = json.loads(resources.files("gateway.loadtest").joinpath("report.schema.json").read_text())
-
-
-def check_report(report: dict[str, Any]) -> None:
-    """The report matches its schema and its percentiles are ordered."""
-    jsonschema.validate(report, SCHEMA)
-    for result in (report, report["compare"] or report):
-        for row in result["latency_ms"].values():
-            if row["count"]:
-                assert 0 <= row["min"] <= row["p50"] <= row["p90"] <= row["p99"]
-                assert row["p99"] <= row["p99_9"] <= row["max"]
 
 
 @dataclass
@@ -61,45 +38,6 @@ class Stack:
     app: web.Application
     posts: Counter[str]
     """Streamed POSTs the simulator answered 200, by path."""
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    simulator: MockSettings,
-    *,
-    hub: HubSettings | None = None,
-    mock_middleware: Middleware | None = None,
-    gateway_middleware: Middleware | None = None,
-    shutdown_timeout: float = 2.0,
-) -> AsyncIterator[tuple[str, str, web.Application]]:
-    """A simulator and a runcast gateway in front of it, each on its own port: (gateway URL,
-    simulator URL, simulator app); a middleware may be added to either."""
-    mock_app = create_mock(simulator)
-    if mock_middleware is not None:
-        mock_app.middlewares.append(mock_middleware)
-    mock_runner = web.AppRunner(mock_app)
-    await mock_runner.setup()
-    await web.TCPSite(mock_runner, "127.0.0.1", 0).start()
-    mock_url = f"http://127.0.0.1:{mock_runner.addresses[0][1]}"
-    gateway = create_gateway(
-        Settings(
-            port=0,
-            upstream=UpstreamSettings(base_url=mock_url + "/v1"),
-            subscribe_auth="open",
-            shutdown_timeout=shutdown_timeout,
-            hub=hub or HubSettings(),
-        )
-    )
-    if gateway_middleware is not None:
-        gateway.middlewares.append(gateway_middleware)
-    try:
-        runner, url = await start_runner(gateway, "127.0.0.1", 0)
-        try:
-            yield url, mock_url, mock_app
-        finally:
-            await runner.cleanup()
-    finally:
-        await mock_runner.cleanup()
 
 
 @pytest_asyncio.fixture
@@ -262,29 +200,6 @@ async def test_loadtest_protocol_tool_calls_follow_up_and_complete(
     assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
 
 
-@pytest.mark.parametrize(
-    ("scenario", "kind"),
-    [("failed", "run_failed"), ("server_error", "http_500"), ("error", "upstream_error")],
-)
-def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind: str) -> None:
-    out = tmp_path / "report.json"
-    base: dict[str, Any] = {
-        "embedded": True, "runs": 4, "concurrency": 2, "scenario": scenario,
-        "sim_deltas": 4, "json_path": str(out), "progress_interval": 0,
-    }  # fmt: skip
-    assert run(LoadSettings(**base)) == 1
-    report = json.loads(out.read_text())
-    check_report(report)
-    assert report["runs"]["outcomes"] == {kind: 4}
-    if kind.startswith("http_"):
-        # The server's own words come with the status: the code and message of its error body.
-        assert report["error_details"][kind].startswith("server_error: ")
-    assert report["error_rate"] == 1.0
-    assert report["errors"][kind] == 4
-    # --max-error-rate decides the exit status.
-    assert run(LoadSettings(**base, max_error_rate=1.0)) == 0
-
-
 def test_loadtest_tool_call_runs_answer_the_action_and_complete(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     settings = LoadSettings(
@@ -302,28 +217,6 @@ def test_loadtest_tool_call_runs_answer_the_action_and_complete(tmp_path: Path) 
     assert report["runs"]["completed"] == 4
     assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
     assert report["subscribers"]["deliveries"] == report["events"]["creator"] * 2
-
-
-def test_loadtest_runs_in_flight_at_the_deadline_are_cut_not_failed(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    # 16 deltas 60 ms apart: no run can finish in 0.4 s, every one is in flight at the deadline.
-    settings = LoadSettings(
-        embedded=True,
-        duration=0.4,
-        concurrency=3,
-        subscribers_per_run=1,
-        sim_delay_ms=60,
-        json_path=str(out),
-        progress_interval=0,
-    )
-    assert run(settings) == 0
-    report = json.loads(out.read_text())
-    check_report(report)
-    runs = report["runs"]
-    assert runs["started"] == runs["cut"] == 3
-    assert runs["failed"] == runs["completed"] == 0
-    assert report["subscribers"]["cut"] == 3 and report["errors"] == {}
-    assert report["elapsed_s"] < 3
 
 
 def test_loadtest_open_loop_rate_and_ramp(tmp_path: Path) -> None:
@@ -496,113 +389,6 @@ def test_loadtest_live_progress_under_a_pseudo_terminal() -> None:
     assert "verdict     passed" in text
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def not_found_server() -> Iterator[str]:
-    """A server that answers 404 to every request: a target speaking none of the protocols."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-class _NotFound(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_error(404)
-
-    do_POST = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["--target", f"http://127.0.0.1:{_closed_port()}/v1", "--runs", "1"],
-            "cannot reach http://127.0.0.1:",
-        ),
-        (
-            ["--target", "{not_found}", "--protocol", "responses", "--subscribers-per-run", "0"],
-            "answered 404: the target does not speak --protocol responses",
-        ),
-        (["--embedded", "--ramp", "10:x"], "--ramp: '10:x' is not LEVEL:SECONDS"),
-    ],
-)
-def test_loadtest_bad_target_is_one_clear_line(
-    args: list[str], message: str, not_found_server: str
-) -> None:
-    args = [arg.replace("{not_found}", not_found_server) for arg in args]
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "loadtest", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("runcast loadtest: error: ") and message in proc.stderr
-    assert "Traceback" not in proc.stderr and "Error(" not in proc.stderr
-
-
-def test_loadtest_cli_parses_flags() -> None:
-    ns = build_parser().parse_args(
-        [
-            "loadtest", "--target", "http://127.0.0.1:9/v1", "--api-key", "k", "--runs", "7",
-            "--concurrency", "3", "--subscribers-per-run", "4", "--subscriber-transport", "mixed",
-            "--scenario", "tool_call", "--rate", "2.5", "--arrival", "poisson", "--json",
-            "out.json", "--protocol", "chat", "--ramp", "5:1,5:2", "--max-error-rate", "0.1",
-            "--compare", "http://127.0.0.1:10", "--processes", "2", "--plot", "p.png",
-            "--progress-interval", "1",
-        ]
-    )  # fmt: skip
-    settings = settings_from_args(ns)
-    assert settings.root == "http://127.0.0.1:9"
-    assert (settings.api_key, settings.runs, settings.duration) == ("k", 7, None)
-    assert (settings.concurrency, settings.subscribers_per_run) == (3, 4)
-    assert (settings.subscriber_transport, settings.scenario) == ("mixed", "tool_call")
-    assert (settings.rate, settings.arrival, settings.json_path) == (2.5, "poisson", "out.json")
-    assert (settings.protocol, settings.max_error_rate, settings.processes) == ("chat", 0.1, 2)
-    assert (settings.compare, settings.plot_path, settings.progress_interval) == (
-        "http://127.0.0.1:10",
-        "p.png",
-        1.0,
-    )
-    assert settings.time_limit == 3.0 and settings.run_limit == 7
-    assert settings.connections == 15
-
-
-def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["loadtest", "--embedded", "--runs", "2", "--duration", "1"])
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["loadtest", "--runs", "2"])
-    for args, message in (
-        (["--concurrency", "0"], "--concurrency must be > 0"),
-        (["--max-error-rate", "1.5"], "--max-error-rate must be between 0 and 1"),
-        (["--processes", "3", "--concurrency", "2"], "--processes cannot exceed"),
-        (["--compare", "ftp://x"], "--compare must be an http(s) URL"),
-        (["--rate", "nan"], "--rate must be > 0"),
-    ):
-        assert runcast_main(["loadtest", "--embedded", *args]) == 2
-        assert message in capsys.readouterr().err
-    with pytest.raises(ConfigError):
-        LoadSettings(embedded=True, runs=1, duration=1.0)
-    assert LoadSettings(embedded=True).run_limit == 100
-    assert LoadSettings(embedded=True, duration=2.0).run_limit is None
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("protocol", ["assistants", "responses", "chat"])
 async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them(
@@ -631,72 +417,3 @@ async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them(
             await run_async(LoadSettings(**base))
     finally:
         await runner.cleanup()
-
-
-@pytest.mark.asyncio
-async def test_a_refused_subscriber_is_reported_with_the_servers_reason() -> None:
-    # One client address may hold one pending thread stream: the second run's subscriber is
-    # refused (429) and the report says why, in the gateway's words, without control bytes.
-    simulator = MockSettings(deltas=40, delay_ms=20, seed=3)
-    async with serving(simulator, hub=HubSettings(max_pending_channels_per_client=1)) as served_:
-        settings = LoadSettings(
-            target=served_[0], runs=4, concurrency=4, subscribers_per_run=1, progress_interval=0
-        )
-        report, _ = await run_async(settings)
-    check_report(report)
-    assert report["errors"].get("subscriber_http_429", 0) >= 1
-    detail = report["error_details"]["subscriber_http_429"]
-    assert detail.startswith("too_many_channels_per_client: ")
-    assert detail.isprintable()
-
-
-@pytest.mark.asyncio
-async def test_subscribers_still_reading_at_the_deadline_are_cut_not_errors() -> None:
-    # The creator's copy of each run ends at once, its subscribers' channels answer 2 s late: at
-    # the 1 s deadline every finished run is still waiting for them. They were cut by the load
-    # test's own stop, as the runs in flight are, and are no failure of the target.
-    @web.middleware
-    async def late_streams(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/streams/"):
-            await asyncio.sleep(2)
-        return await handler(request)
-
-    simulator = MockSettings(deltas=4, seed=3)
-    async with serving(simulator, gateway_middleware=late_streams, shutdown_timeout=0.5) as (
-        url,
-        _,
-        _,
-    ):
-        settings = LoadSettings(
-            target=url,
-            protocol="responses",
-            duration=1.0,
-            concurrency=2,
-            subscribers_per_run=1,
-            progress_interval=0,
-        )
-        report, _ = await run_async(settings)
-    check_report(report)
-    assert report["runs"]["cut"] >= 2
-    assert report["subscribers"]["cut"] >= 2
-    assert report["errors"] == {}
-
-
-@pytest.mark.asyncio
-async def test_runs_that_fail_before_their_stream_count_in_the_error_rate() -> None:
-    # The run's first call (creating its thread) fails: each run failed, so the error rate that
-    # decides the exit status is 1.0, not the share of runs whose stream went wrong.
-    @web.middleware
-    async def no_threads(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "POST" and request.path == "/v1/threads":
-            body = {"error": {"message": "down", "type": "server_error", "code": "down"}}
-            return web.json_response(body, status=500)
-        return await handler(request)
-
-    async with serving(MockSettings(deltas=4, seed=3), mock_middleware=no_threads) as served_:
-        settings = LoadSettings(target=served_[0], runs=4, concurrency=2, progress_interval=0)
-        report, _ = await run_async(settings)
-    check_report(report)
-    assert report["runs"]["outcomes"] == {"setup_http_500": 4}
-    assert report["error_details"] == {"setup_http_500": "down: down"}
-    assert report["error_rate"] == 1.0

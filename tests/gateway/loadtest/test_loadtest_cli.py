@@ -1,0 +1,127 @@
+"""The load test's command line: flags parsed and refused, and a target that cannot be reached or
+does not speak the protocol reported in one clear line with a non-zero exit."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from gateway.cli import build_parser
+from gateway.cli import main as runcast_main
+from gateway.errors import ConfigError
+from gateway.loadtest import LoadSettings
+from gateway.loadtest.cli import settings_from_args
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def not_found_server() -> Iterator[str]:
+    """A server that answers 404 to every request: a target speaking none of the protocols."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--target", f"http://127.0.0.1:{_closed_port()}/v1", "--runs", "1"],
+            "cannot reach http://127.0.0.1:",
+        ),
+        (
+            ["--target", "{not_found}", "--protocol", "responses", "--subscribers-per-run", "0"],
+            "answered 404: the target does not speak --protocol responses",
+        ),
+        (["--embedded", "--ramp", "10:x"], "--ramp: '10:x' is not LEVEL:SECONDS"),
+    ],
+)
+def test_loadtest_bad_target_is_one_clear_line(
+    args: list[str], message: str, not_found_server: str
+) -> None:
+    args = [arg.replace("{not_found}", not_found_server) for arg in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "loadtest", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("runcast loadtest: error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error(" not in proc.stderr
+
+
+def test_loadtest_cli_parses_flags() -> None:
+    ns = build_parser().parse_args(
+        [
+            "loadtest", "--target", "http://127.0.0.1:9/v1", "--api-key", "k", "--runs", "7",
+            "--concurrency", "3", "--subscribers-per-run", "4", "--subscriber-transport", "mixed",
+            "--scenario", "tool_call", "--rate", "2.5", "--arrival", "poisson", "--json",
+            "out.json", "--protocol", "chat", "--ramp", "5:1,5:2", "--max-error-rate", "0.1",
+            "--compare", "http://127.0.0.1:10", "--processes", "2", "--plot", "p.png",
+            "--progress-interval", "1",
+        ]
+    )  # fmt: skip
+    settings = settings_from_args(ns)
+    assert settings.root == "http://127.0.0.1:9"
+    assert (settings.api_key, settings.runs, settings.duration) == ("k", 7, None)
+    assert (settings.concurrency, settings.subscribers_per_run) == (3, 4)
+    assert (settings.subscriber_transport, settings.scenario) == ("mixed", "tool_call")
+    assert (settings.rate, settings.arrival, settings.json_path) == (2.5, "poisson", "out.json")
+    assert (settings.protocol, settings.max_error_rate, settings.processes) == ("chat", 0.1, 2)
+    assert (settings.compare, settings.plot_path, settings.progress_interval) == (
+        "http://127.0.0.1:10",
+        "p.png",
+        1.0,
+    )
+    assert settings.time_limit == 3.0 and settings.run_limit == 7
+    assert settings.connections == 15
+
+
+def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["loadtest", "--embedded", "--runs", "2", "--duration", "1"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["loadtest", "--runs", "2"])
+    for args, message in (
+        (["--concurrency", "0"], "--concurrency must be > 0"),
+        (["--max-error-rate", "1.5"], "--max-error-rate must be between 0 and 1"),
+        (["--processes", "3", "--concurrency", "2"], "--processes cannot exceed"),
+        (["--compare", "ftp://x"], "--compare must be an http(s) URL"),
+        (["--rate", "nan"], "--rate must be > 0"),
+    ):
+        assert runcast_main(["loadtest", "--embedded", *args]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        LoadSettings(embedded=True, runs=1, duration=1.0)
+    assert LoadSettings(embedded=True).run_limit == 100
+    assert LoadSettings(embedded=True, duration=2.0).run_limit is None

@@ -1,0 +1,133 @@
+"""What a load test counts as failed, cut or refused, and why: real gateways and simulators on
+127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from loadtest_helpers import check_report, serving
+
+from gateway.hub import HubSettings
+from gateway.loadtest import LoadSettings
+from gateway.loadtest.cli import run, run_async
+from gateway.mock import MockSettings
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kind"),
+    [("failed", "run_failed"), ("server_error", "http_500"), ("error", "upstream_error")],
+)
+def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind: str) -> None:
+    out = tmp_path / "report.json"
+    base: dict[str, Any] = {
+        "embedded": True, "runs": 4, "concurrency": 2, "scenario": scenario,
+        "sim_deltas": 4, "json_path": str(out), "progress_interval": 0,
+    }  # fmt: skip
+    assert run(LoadSettings(**base)) == 1
+    report = json.loads(out.read_text())
+    check_report(report)
+    assert report["runs"]["outcomes"] == {kind: 4}
+    if kind.startswith("http_"):
+        # The server's own words come with the status: the code and message of its error body.
+        assert report["error_details"][kind].startswith("server_error: ")
+    assert report["error_rate"] == 1.0
+    assert report["errors"][kind] == 4
+    # --max-error-rate decides the exit status.
+    assert run(LoadSettings(**base, max_error_rate=1.0)) == 0
+
+
+def test_loadtest_runs_in_flight_at_the_deadline_are_cut_not_failed(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    # 16 deltas 60 ms apart: no run can finish in 0.4 s, every one is in flight at the deadline.
+    settings = LoadSettings(
+        embedded=True,
+        duration=0.4,
+        concurrency=3,
+        subscribers_per_run=1,
+        sim_delay_ms=60,
+        json_path=str(out),
+        progress_interval=0,
+    )
+    assert run(settings) == 0
+    report = json.loads(out.read_text())
+    check_report(report)
+    runs = report["runs"]
+    assert runs["started"] == runs["cut"] == 3
+    assert runs["failed"] == runs["completed"] == 0
+    assert report["subscribers"]["cut"] == 3 and report["errors"] == {}
+    assert report["elapsed_s"] < 3
+
+
+@pytest.mark.asyncio
+async def test_a_refused_subscriber_is_reported_with_the_servers_reason() -> None:
+    # One client address may hold one pending thread stream: the second run's subscriber is
+    # refused (429) and the report says why, in the gateway's words, without control bytes.
+    simulator = MockSettings(deltas=40, delay_ms=20, seed=3)
+    async with serving(simulator, hub=HubSettings(max_pending_channels_per_client=1)) as served_:
+        settings = LoadSettings(
+            target=served_[0], runs=4, concurrency=4, subscribers_per_run=1, progress_interval=0
+        )
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["errors"].get("subscriber_http_429", 0) >= 1
+    detail = report["error_details"]["subscriber_http_429"]
+    assert detail.startswith("too_many_channels_per_client: ")
+    assert detail.isprintable()
+
+
+@pytest.mark.asyncio
+async def test_subscribers_still_reading_at_the_deadline_are_cut_not_errors() -> None:
+    # The creator's copy of each run ends at once, its subscribers' channels answer 2 s late: at
+    # the 1 s deadline every finished run is still waiting for them. They were cut by the load
+    # test's own stop, as the runs in flight are, and are no failure of the target.
+    @web.middleware
+    async def late_streams(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/streams/"):
+            await asyncio.sleep(2)
+        return await handler(request)
+
+    simulator = MockSettings(deltas=4, seed=3)
+    async with serving(simulator, gateway_middleware=late_streams, shutdown_timeout=0.5) as (
+        url,
+        _,
+        _,
+    ):
+        settings = LoadSettings(
+            target=url,
+            protocol="responses",
+            duration=1.0,
+            concurrency=2,
+            subscribers_per_run=1,
+            progress_interval=0,
+        )
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["cut"] >= 2
+    assert report["subscribers"]["cut"] >= 2
+    assert report["errors"] == {}
+
+
+@pytest.mark.asyncio
+async def test_runs_that_fail_before_their_stream_count_in_the_error_rate() -> None:
+    # The run's first call (creating its thread) fails: each run failed, so the error rate that
+    # decides the exit status is 1.0, not the share of runs whose stream went wrong.
+    @web.middleware
+    async def no_threads(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/v1/threads":
+            body = {"error": {"message": "down", "type": "server_error", "code": "down"}}
+            return web.json_response(body, status=500)
+        return await handler(request)
+
+    async with serving(MockSettings(deltas=4, seed=3), mock_middleware=no_threads) as served_:
+        settings = LoadSettings(target=served_[0], runs=4, concurrency=2, progress_interval=0)
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["outcomes"] == {"setup_http_500": 4}
+    assert report["error_details"] == {"setup_http_500": "down: down"}
+    assert report["error_rate"] == 1.0
