@@ -28,6 +28,8 @@ from .protocols import Tracker
 __all__ = ["Subscriber"]
 
 MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024
+REQUIRES_ACTION = "thread.run.requires_action"
+TOOL_CALL_STARTED = "runcast.tool_call.started"
 
 
 class _WsFrame(msgspec.Struct):
@@ -82,6 +84,8 @@ class Subscriber:
         self.bytes = 0
         self.finished = False
         self.error: str | None = None
+        self._action: int | None = None
+        """Index in ``digests`` of a requires_action nothing upstream has followed yet."""
         self.detail: str | None = None
         """What the target said when it refused the subscription (``errors.py``)."""
 
@@ -106,17 +110,25 @@ class Subscriber:
             self.ready.set()
 
     def _on_event(self, name: str, data: bytes) -> bool:
-        """Record one event; True at the run's final ``done``."""
+        """Record one event; True at the run's final end (stop reading)."""
         self.events += 1
+        if name == TOOL_CALL_STARTED and self._action is not None:
+            # The gateway answers the action itself: its creator never gets the run's
+            # requires_action (one continuous run), so this copy does not count it either.
+            del self.times[self._action], self.digests[self._action]
+            self._action = None
         seen = self._tracker.feed(name, data)
         if seen.upstream:
+            self._action = len(self.digests) if name == REQUIRES_ACTION else None
             self.times.append(time.perf_counter())
             self.digests.append(hash((name, data)))
         tracker = self._tracker
-        # A channel that carries one segment ends with it, even one that asked for a tool call.
+        # A channel that carries one segment is whole once that segment ended, even one that
+        # asked for a tool call. It is still read to its end: when the gateway answers the call
+        # itself, the follow-up goes on in the same channel (and in the creator's stream).
         segment_done = self._first_segment and seen.end and tracker.failure is None
         self.finished = tracker.finished or segment_done
-        return self.finished
+        return tracker.finished
 
     async def _run_sse(self) -> None:
         headers = {"Accept": "text/event-stream"}

@@ -19,6 +19,7 @@ from gateway.hub import HubSettings
 from gateway.mock import MockSettings
 from gateway.mock import create_app as create_mock
 from gateway.settings import Settings
+from gateway.tools import ToolRegistry
 from gateway.upstream import UpstreamSettings
 
 SCHEMA = json.loads(resources.files("gateway.loadtest").joinpath("report.schema.json").read_text())
@@ -42,9 +43,11 @@ async def serving(
     mock_middleware: Middleware | None = None,
     gateway_middleware: Middleware | None = None,
     shutdown_timeout: float = 2.0,
+    tools: ToolRegistry | None = None,
 ) -> AsyncIterator[tuple[str, str, web.Application]]:
     """A simulator and a runcast gateway in front of it, each on its own port: (gateway URL,
-    simulator URL, simulator app); a middleware may be added to either."""
+    simulator URL, simulator app); a middleware may be added to either, and the gateway may
+    answer tool calls itself (``tools``)."""
     mock_app = create_mock(simulator)
     if mock_middleware is not None:
         mock_app.middlewares.append(mock_middleware)
@@ -59,7 +62,8 @@ async def serving(
             subscribe_auth="open",
             shutdown_timeout=shutdown_timeout,
             hub=hub or HubSettings(),
-        )
+        ),
+        tools=tools,
     )
     if gateway_middleware is not None:
         gateway.middlewares.append(gateway_middleware)

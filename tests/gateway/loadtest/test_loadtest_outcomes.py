@@ -17,6 +17,7 @@ from gateway.hub import HubSettings
 from gateway.loadtest import LoadSettings
 from gateway.loadtest.cli import run, run_async
 from gateway.mock import MockSettings
+from gateway.tools import ToolRegistry
 
 
 @pytest.mark.parametrize(
@@ -131,3 +132,32 @@ async def test_runs_that_fail_before_their_stream_count_in_the_error_rate() -> N
     assert report["runs"]["outcomes"] == {"setup_http_500": 4}
     assert report["error_details"] == {"setup_http_500": "down: down"}
     assert report["error_rate"] == 1.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("protocol", ["assistants", "responses", "chat"])
+async def test_a_gateway_that_answers_tool_calls_itself_is_measured_whole(protocol: str) -> None:
+    # The gateway runs the handler and follows up itself: its creator gets one continuous run
+    # (Assistants: no requires_action; Responses, Chat: the whole chain in one stream), and the
+    # first segment's channel carries the chain. Subscribers' copies match the creator's.
+    async def lookup(**arguments: object) -> str:
+        return "found " + ",".join(sorted(arguments))
+
+    tools = ToolRegistry()
+    tools.register(lookup, name="lookup")
+    async with serving(MockSettings(deltas=4, seed=3), tools=tools) as (url, _, _):
+        settings = LoadSettings(
+            target=url,
+            protocol=protocol,  # type: ignore[arg-type]
+            scenario="tool_call",
+            runs=4,
+            concurrency=2,
+            subscribers_per_run=2,
+            progress_interval=0,
+        )
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["completed"] == 4
+    assert report["subscribers"]["complete"] == 8
+    assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
+    assert report["errors"] == {}
