@@ -57,20 +57,17 @@ class RedisLog:
         self.keys = keys
         self.settings = settings
         self.read_timeout = read_timeout
-        # Bounded pools whose calls wait for a free connection (gateway.redis_pools).
-        self._publisher = pooled_client(
-            url,
-            wait=read_timeout,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=read_timeout,
-            retry=_connection_retry(),
-        )
-        self._reads = pooled_client(
-            url,
-            wait=read_timeout,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=read_timeout,
-            retry=_connection_retry(),
+        # Two pools alike, so reads never wait behind appends: bounded, and calls wait for a
+        # free connection (gateway.redis_pools).
+        self._publisher, self._reads = (
+            pooled_client(
+                url,
+                wait=read_timeout,
+                socket_timeout=read_timeout,
+                socket_connect_timeout=read_timeout,
+                retry=_connection_retry(),
+            )
+            for _ in range(2)
         )
         self._live = aioredis.Redis.from_url(
             url,

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from gateway.upstream import UpstreamSettings
+from gateway.upstream import RunStream, StreamItem, UpstreamSettings
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "upstream"
 
@@ -233,3 +233,8 @@ def until_close(body: bytes) -> bytes:
 
 
 RawServerFactory = Callable[[Script], Awaitable[RawServer]]
+
+
+async def collect(stream: RunStream) -> list[StreamItem]:
+    """Every item of a run stream, in order."""
+    return [item async for item in stream]

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from gateway.errors import StreamTruncated, UpstreamTimeout
-from gateway.upstream import RunStream, StreamItem, UpstreamClient
+from gateway.upstream import StreamItem, UpstreamClient
 from parsers.assistants import (
     DoneEvent,
     ErrorEvent,
@@ -25,6 +25,7 @@ from .servers import (
     FakeUpstream,
     RawServerFactory,
     chunked,
+    collect,
     fixture_bytes,
     make_settings,
     reply_json,
@@ -47,10 +48,6 @@ CHUNKINGS = [None, [1], [7], [3, 250, 1, 64], [4096]]
 def wire_events(raw: bytes) -> list[tuple[str, bytes]]:
     decoder = SSEDecoder()
     return [(e.event, e.data_bytes) for e in decoder.feed(raw) + decoder.close()]
-
-
-async def collect(stream: RunStream) -> list[StreamItem]:
-    return [item async for item in stream]
 
 
 @pytest.mark.asyncio

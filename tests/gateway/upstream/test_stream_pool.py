@@ -9,16 +9,32 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from gateway.upstream import RunStream, StreamItem, UpstreamClient
+from gateway.upstream import UpstreamClient
 from parsers.assistants import DoneEvent
 
-from .servers import FakeUpstream, fixture_bytes, reply_sse
+from .servers import FakeUpstream, Handler, collect, fixture_bytes, reply_sse
 
 RUNS = "/threads/thread_9Qx/runs"
 
 
-async def collect(stream: RunStream) -> list[StreamItem]:
-    return [item async for item in stream]
+def done_then(pause: float, *, eof: bool = True, peers: list[object] | None = None) -> Handler:
+    """An upstream that sends a whole run through ``data: [DONE]``, pauses, then ends the body
+    (or, without ``eof``, leaves it open until the handler returns); ``peers`` records who
+    asked."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if peers is not None:
+            transport = request.transport
+            peers.append(transport.get_extra_info("peername") if transport else None)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(fixture_bytes("A-text.sse"))
+        await asyncio.sleep(pause)
+        if eof:
+            await resp.write_eof()
+        return resp
+
+    return handler
 
 
 @pytest.mark.asyncio
@@ -28,17 +44,7 @@ async def test_a_stream_ended_by_done_leaves_its_connection_in_the_pool(
     # The upstream ends its body a moment after `data: [DONE]`, as a server does that writes the
     # last event and the chunked terminator separately: the connection must still be reused.
     peers: list[object] = []
-
-    async def done_then_eof(request: web.Request) -> web.StreamResponse:
-        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(fixture_bytes("A-text.sse"))
-        await asyncio.sleep(0.02)
-        await resp.write_eof()
-        return resp
-
-    upstream.route("POST", RUNS, done_then_eof)
+    upstream.route("POST", RUNS, done_then(0.02, peers=peers))
     for _ in range(3):
         async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
             assert isinstance((await collect(stream))[-1].event, DoneEvent)
@@ -99,14 +105,7 @@ async def test_more_streams_than_a_hundred_run_at_once(
 async def test_a_body_that_goes_on_after_done_is_not_waited_for(
     upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
-    async def done_then_hang(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(fixture_bytes("A-text.sse"))
-        await asyncio.sleep(2)
-        return resp
-
-    upstream.route("POST", RUNS, done_then_hang)
+    upstream.route("POST", RUNS, done_then(2, eof=False))
     loop = asyncio.get_running_loop()
     async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
         assert isinstance((await collect(stream))[-1].event, DoneEvent)
