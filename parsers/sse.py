@@ -20,11 +20,13 @@ Theory of operation
   ``bytes.split(LF LF PREFIX)`` over a span that doubles while the run lasts (so a feed of many
   short runs stays linear), and the events are built by ``map`` without a Python loop. A
   read of one span at most that opens inside such a run (the usual read of a stream of deltas)
-  is split whole, with no span copied and no first event taken apart. An
+  is split whole, with no span copied and no first event taken apart; when it ends inside the
+  run's next block, or in a partial line after it, no line is read one at a time. An
   unfinished block of that shape at the end of a chunk is left in ``_rest`` whole (its lines
   change nothing observable before its blank line) and read again with the next chunk.
-* Every other line goes through the general field rules one at a time; both paths yield the same
-  events.
+* A change of event name looks its block shape up in a small cache (prefix, decoded name and
+  separator). Every other line goes through the general field rules one at a time; all paths
+  yield the same events.
 * UTF-8 is checked on the data only: once for all the values of a run, per value otherwise, and
   ``isascii`` spares the decode in the usual case. Every line break is ASCII and an ASCII byte
   always ends an invalid sequence, so replacing per line gives exactly the characters the spec's
@@ -89,6 +91,18 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
         return self.data_bytes.decode("utf-8", "replace")
 
 
+class _Shapes(dict[bytes, tuple[bytes, str, bytes]]):
+    """Fast-path block shapes by their prefix ``event: NAME LF data: ``: the prefix, NAME
+    decoded ("message" when empty) and the separator ``LF LF`` + prefix. Bounded like the
+    names."""
+
+    def __missing__(self, prefix: bytes) -> tuple[bytes, str, bytes]:
+        shape = (prefix, prefix[7:-7].decode("utf-8", "replace") or "message", b"\n\n" + prefix)
+        if len(self) < _NAME_CACHE_SIZE:
+            self[prefix] = shape
+        return shape
+
+
 class _Overflow(Exception):
     """Raised inside ``_scan`` with the buffer position of the line that broke the limit."""
 
@@ -123,6 +137,7 @@ class SSEDecoder:
         "_more_len",
         "_names",
         "_rest",
+        "_shapes",
         "_skip_lf",
         "last_event_id",
         "offset",
@@ -160,6 +175,7 @@ class SSEDecoder:
         # separator `LF LF` + prefix between consecutive blocks of that shape.
         self._fast = (b"data: ", "message", b"\n\ndata: ")
         self._names: dict[bytes, str] = {}
+        self._shapes = _Shapes()
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume the next bytes of the stream; return the events completed by them."""
@@ -297,40 +313,63 @@ class SSEDecoder:
         (its lines change nothing observable before its blank line) so it is read whole later.
         """
         events: list[ServerSentEvent] = []
+        last = buf.rfind(b"\n")
+        fast = self._fast
+        prefix, prefix_name, separator = fast
+        prefix_len = len(prefix)
+        pos = 0
+        if (
+            _WHOLE_MIN <= last < _RUN_SPAN
+            and self._block is None
+            and buf.startswith(prefix)
+            and len(buf) <= self._limit
+        ):
+            # The usual read inside a long run: a buffer within one span opens with a block of
+            # the current shape followed by another. Split the buffer itself (no copy of a span,
+            # no first event handled apart); the last piece is whatever follows the run.
+            nl = buf.find(b"\n", prefix_len)
+            if (
+                nl > 0
+                and last - nl > 2 * nl
+                and buf[nl + 1] == 10
+                and buf.startswith(prefix, nl + 2)
+            ):
+                pieces = buf.split(separator)
+                value = pieces.pop()
+                pieces[0] = pieces[0][prefix_len:]
+                joined = b"".join(pieces)
+                if 10 not in joined and is_utf8(joined):
+                    events += map(
+                        ServerSentEvent, repeat(prefix_name), pieces, repeat(self.last_event_id)
+                    )
+                    pos = len(buf) - len(value) - prefix_len
+                    # The read ends inside the run's next block (deferred whole), or after it
+                    # in a partial line: done without the line loop.
+                    nl = value.find(b"\n")
+                    if nl < 0 and defer:
+                        self._cut = pos
+                        return events
+                    if nl >= 0 and pos + prefix_len + nl + 1 == last:
+                        value = value[:nl]
+                        if not value.isascii():
+                            value = valid_utf8(value)
+                        events.append(ServerSentEvent(prefix_name, value, self.last_event_id))
+                        self._cut = last + 1
+                        return events
         append = events.append
         find = buf.find
         startswith = buf.startswith
         limit = self._limit
-        last = buf.rfind(b"\n")
         cut = last + 1
         small = len(buf) <= limit  # then no line in it can be over the limit
         defer = defer and small
         last_event_id = self.last_event_id
-        fast = self._fast
-        prefix, prefix_name, separator = fast
-        prefix_len = len(prefix)
         # Block state is only kept in locals while a block is open (a field line seen).
         block = self._block
         in_block = block is not None
         if block is not None:
             event, data, data_len, retry = block
         span = _RUN_SPAN
-        pos = 0
-        if _WHOLE_MIN <= last < span and not in_block and startswith(prefix):
-            # The usual read inside a long run: a buffer within one span opens with a block of
-            # the current shape followed by another. Split the buffer itself (no copy of a span,
-            # no first event handled apart); the last piece is whatever follows the run.
-            nl = find(b"\n", prefix_len)
-            if nl > 0 and last - nl > 2 * nl and buf[nl + 1] == 10 and startswith(prefix, nl + 2):
-                pieces = buf.split(separator)
-                value = pieces.pop()
-                pieces[0] = pieces[0][prefix_len:]
-                joined = b"".join(pieces)
-                if small and 10 not in joined and is_utf8(joined):
-                    events += map(
-                        ServerSentEvent, repeat(prefix_name), pieces, repeat(last_event_id)
-                    )
-                    pos = len(buf) - len(value) - prefix_len
         while pos <= last:
             if not in_block:
                 if startswith(prefix, pos):
@@ -396,10 +435,8 @@ class SSEDecoder:
                 elif startswith(b"event: ", pos):
                     eol = find(b"\n", pos)
                     if startswith(b"data: ", eol + 1):
-                        prefix = buf[pos : eol + 7]
+                        prefix, prefix_name, separator = self._shapes[buf[pos : eol + 7]]
                         prefix_len = eol + 7 - pos
-                        prefix_name = self._name(buf[pos + 7 : eol]) or "message"
-                        separator = b"\n\n" + prefix
                         continue
                     if defer and eol == last and b"data: ".startswith(buf[cut:]):
                         cut = pos

@@ -219,16 +219,14 @@ class _View(msgspec.Struct, gc=False):
 
 def decode_event(sse: EventSource) -> ResponseStreamEvent:
     """Turn one SSE event into a typed Responses event (rules in the module docstring)."""
-    data = sse.data_bytes
     try:
-        event: TypedEvent = _decode(data)
+        return _decode(sse.data_bytes)
     except msgspec.ValidationError as exc:
-        return _rejected(data, exc)
+        return _rejected(sse.data_bytes, exc)
     except msgspec.DecodeError as exc:
-        if not data.strip():
-            return UnknownEvent(type="", data=data)
+        if not sse.data_bytes.strip():
+            return UnknownEvent(type="", data=sse.data_bytes)
         raise EventDecodeError("?", str(exc)) from exc
-    return event
 
 
 def _rejected(data: bytes, exc: msgspec.ValidationError) -> ResponseStreamEvent:

@@ -230,6 +230,18 @@ def test_empty_event_name_means_message() -> None:
     ]
 
 
+def test_more_event_names_than_the_decoder_caches() -> None:
+    # Names past the cache's bound are decoded each time, never dropped or mixed up; runs of
+    # each name and single blocks alternate, in reads of every size.
+    names = [f"kind.{i}" for i in range(300)]
+    stream = b"".join(
+        f"event: {name}\ndata: {i}\n\n".encode() * (1 + i % 3) for i, name in enumerate(names)
+    )
+    expected = [(name, str(i), "") for i, name in enumerate(names) for _ in range(1 + i % 3)]
+    for size in (None, 7, 4096):
+        assert triples(decode(stream, size)) == expected
+
+
 def test_last_event_id_persists_across_events() -> None:
     decoder = SSEDecoder()
     events = decoder.feed(b"id: 1\ndata: a\n\ndata: b\n\nid: 2\ndata: c\n\n")
