@@ -157,6 +157,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="(--embedded) pause between deltas (default: %(default)s)",
     )
+    parser.add_argument(
+        "--give-up-after",
+        dest="give_up",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="stop once the target has refused every connection for S seconds, 0: never "
+        "(default: %(default)s)",
+    )
     for flag, default, what in (
         ("--connect-timeout", 10.0, "connecting"),
         ("--request-timeout", 30.0, "one non-streamed call"),
@@ -173,7 +182,7 @@ _FIELDS = (
     "subscribers_per_run", "subscriber_transport", "scenario", "rate", "arrival", "ramp",
     "max_error_rate", "compare", "processes", "progress_interval", "json_path", "plot_path",
     "model", "sim_deltas", "sim_delay_ms", "connect_timeout", "request_timeout",
-    "idle_timeout", "run_timeout",
+    "idle_timeout", "run_timeout", "give_up",
 )  # fmt: skip
 
 

@@ -39,6 +39,8 @@ from .subscribers import Subscriber
 __all__ = ["RunRecord", "TargetLoad", "probe_tokens", "reach_error"]
 
 PLACEHOLDER_KEY = "runcast-loadtest"
+_MIN_PAUSE_S = 0.05
+_MAX_PAUSE_S = 1.0
 _TOKEN_HEADER = "runcast-subscribe-token"
 
 
@@ -134,6 +136,17 @@ class TargetLoad:
         )
         self._subscriber_seq = 0
         self.in_flight = 0
+        self.refused_since: float | None = None
+        """When (``perf_counter``) the target began refusing connections, if it still does."""
+
+    def pause(self) -> float:
+        """How long a virtual user waits before its next run: nothing while the target answers,
+        then the time it has been refusing connections, from 50 ms up to 1 s (so a target that
+        went away is not hammered)."""
+        since = self.refused_since
+        if since is None:
+            return 0.0
+        return min(_MAX_PAUSE_S, max(_MIN_PAUSE_S, time.perf_counter() - since))
 
     def _second(self) -> float:
         return time.time() - self._t0
@@ -187,6 +200,11 @@ class TargetLoad:
             outcome = "protocol"
         except aiohttp.ClientPayloadError:
             outcome = "truncated"
+        except aiohttp.ClientConnectorError as exc:
+            outcome = "connection"
+            stats.explain(outcome, reach_error(self.root, exc))
+            if self.refused_since is None:
+                self.refused_since = time.perf_counter()
         except aiohttp.ClientError:
             outcome = "connection"
         finally:
@@ -194,6 +212,8 @@ class TargetLoad:
             stats.outcomes[outcome] += 1
             column = {RUN_OK: "completed", RUN_CUT: "cut"}.get(outcome, "failed")
             stats.timeline.add(self._second(), column)
+            if outcome not in ("connection", RUN_CUT):
+                self.refused_since = None  # the target answered
         if outcome != RUN_OK:
             return None
         stats.run_duration.record(time.perf_counter() - started)

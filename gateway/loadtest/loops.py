@@ -9,8 +9,10 @@ pair, event by event (the target's latency of its k-th upstream event minus the 
 server's), so that a host busy at that moment delays both sides of the difference alike.
 
 Everything is owned: the load's starts run in one task group (a pair's two runs in one of their
-own), and the whole load in a task that ``execute`` cancels on ``stop`` or at the time limit;
-runs cut off that way count as ``cut``, not failed.
+own), and the whole load in a task that ``execute`` cancels on ``stop``, at the time limit or
+when a target has refused every connection for ``give_up`` seconds; runs cut off that way count
+as ``cut``, not failed. While a target refuses connections, each virtual user pauses between
+runs (``TargetLoad.pause``) instead of failing thousands of runs a second.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = ["execute"]
 
 _RAMP_RECHECK_S = 0.05
 _LOOP_LAG_TICK_S = 0.1
+_GIVE_UP_TICK_S = 0.25
 
 
 class _Budget:
@@ -62,6 +65,9 @@ class _Starts:
     @property
     def in_flight(self) -> int:
         return self._loads[0].in_flight
+
+    def pause(self) -> float:
+        return max(load.pause() for load in self._loads)
 
     def drop(self) -> None:
         for load in self._loads:
@@ -107,6 +113,8 @@ async def _closed_loop(
             if not budget.claim():
                 return
             await load.run()
+            if pause := load.pause():
+                await asyncio.sleep(pause)
 
     async with asyncio.TaskGroup() as tg:
         for index in range(users):
@@ -134,6 +142,19 @@ async def _open_loop(
             elif budget.claim():
                 tg.create_task(load.run())
             else:
+                return
+
+
+async def _give_up(loads: list[TargetLoad], after: float) -> None:
+    """Returns once a target has refused every connection for ``after`` seconds, saying so in
+    its stats."""
+    while True:
+        await asyncio.sleep(min(_GIVE_UP_TICK_S, after / 4))
+        for load in loads:
+            since = load.refused_since
+            if since is not None and time.perf_counter() - since >= after:
+                reason = load.stats.error_details.get("connection", f"cannot reach {load.root}")
+                load.stats.gave_up = f"{reason} for {after:g} s: load stopped"
                 return
 
 
@@ -181,12 +202,19 @@ async def execute(
         load_task = asyncio.create_task(loop(_Starts(loads), settings, started, budget))
         stopped = asyncio.create_task((stop or asyncio.Event()).wait())
         lag = asyncio.create_task(_loop_lag(results[0]))
+        # Without a give-up time, a task that never ends stands in for the watch.
+        gone = asyncio.create_task(
+            _give_up(loads, settings.give_up) if settings.give_up else asyncio.Event().wait()
+        )
+        tasks = {load_task, stopped, lag, gone}
         try:
-            await asyncio.wait({load_task, stopped}, timeout=limit, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {load_task, stopped, gone}, timeout=limit, return_when="FIRST_COMPLETED"
+            )
         finally:
-            for task in (load_task, stopped, lag):
+            for task in tasks:
                 task.cancel()
-            await asyncio.wait({load_task, stopped, lag})
+            await asyncio.wait(tasks)
             elapsed = time.perf_counter() - started
             cpu = time.process_time() - cpu_before
             for result in results:

@@ -125,7 +125,8 @@ def _added(stats: LoadStats) -> dict[str, float | None]:
 
 
 def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
-    """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate."""
+    """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate, and
+    no target given up as unreachable."""
     rate = max(s.error_rate() for s in stats)
     bad = sum(s.bad_deliveries for s in stats)
     reasons = []
@@ -133,6 +134,7 @@ def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
         reasons.append(f"error rate {rate:.2%} > --max-error-rate {settings.max_error_rate:.2%}")
     if bad:
         reasons.append(f"{bad:,} gaps or duplicates in subscribers' copies")
+    reasons += [s.gave_up for s in stats if s.gave_up]
     return {"passed": not reasons, "reasons": reasons}
 
 

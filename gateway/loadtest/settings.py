@@ -73,6 +73,8 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Longest silence on a stream (creator or subscriber); streams get no total timeout."""
     run_timeout: float = 120.0
     """One run, from its thread's creation to the last subscriber's ``done``."""
+    give_up: float = 10.0
+    """Stop the load once a target has refused every connection for this long (0: never)."""
 
     def __post_init__(self) -> None:
         if (self.target is None) == (not self.embedded):
@@ -109,6 +111,8 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError("--subscribers-per-run must be >= 0")
         if not self.sim_delay_ms >= 0:
             raise ConfigError("--sim-delay-ms must be >= 0")
+        if not (self.give_up >= 0 and math.isfinite(self.give_up)):
+            raise ConfigError("--give-up-after must be >= 0")
         if not self.progress_interval >= 0:
             raise ConfigError("--progress-interval must be >= 0")
         if not 0 <= self.max_error_rate <= 1:

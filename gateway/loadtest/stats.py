@@ -280,6 +280,8 @@ class LoadStats:
         self.cpu_s = 0.0
         self.max_cpu_fraction = 0.0
         """The busiest generator process's CPU time over wall time (1.0 = one core)."""
+        self.gave_up: str | None = None
+        """Why the load stopped early: the target refused every connection for ``give_up``."""
 
     @property
     def runs_ok(self) -> int:
@@ -332,5 +334,7 @@ class LoadStats:
                 self.elapsed = max(self.elapsed, value)
             elif name == "max_cpu_fraction":
                 self.max_cpu_fraction = max(self.max_cpu_fraction, value)
+            elif name == "gave_up":
+                self.gave_up = mine or value
             else:
                 setattr(self, name, mine + value)

@@ -88,7 +88,7 @@ def test_loadtest_cli_parses_flags() -> None:
             "--scenario", "tool_call", "--rate", "2.5", "--arrival", "poisson", "--json",
             "out.json", "--protocol", "chat", "--ramp", "5:1,5:2", "--max-error-rate", "0.1",
             "--compare", "http://127.0.0.1:10", "--processes", "2", "--plot", "p.png",
-            "--progress-interval", "1",
+            "--progress-interval", "1", "--give-up-after", "0",
         ]
     )  # fmt: skip
     settings = settings_from_args(ns)
@@ -103,7 +103,7 @@ def test_loadtest_cli_parses_flags() -> None:
         "p.png",
         1.0,
     )
-    assert settings.time_limit == 3.0 and settings.run_limit == 7
+    assert settings.time_limit == 3.0 and settings.run_limit == 7 and settings.give_up == 0
     assert settings.connections == 15
 
 
@@ -118,6 +118,7 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
         (["--processes", "3", "--concurrency", "2"], "--processes cannot exceed"),
         (["--compare", "ftp://x"], "--compare must be an http(s) URL"),
         (["--rate", "nan"], "--rate must be > 0"),
+        (["--give-up-after", "-1"], "--give-up-after must be >= 0"),
     ):
         assert runcast_main(["loadtest", "--embedded", *args]) == 2
         assert message in capsys.readouterr().err

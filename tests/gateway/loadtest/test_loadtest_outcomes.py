@@ -17,6 +17,7 @@ from gateway.hub import HubSettings
 from gateway.loadtest import LoadSettings
 from gateway.loadtest.cli import run, run_async
 from gateway.mock import MockSettings
+from gateway.mock import create_app as create_mock
 from gateway.tools import ToolRegistry
 
 
@@ -161,3 +162,41 @@ async def test_a_gateway_that_answers_tool_calls_itself_is_measured_whole(protoc
     assert report["subscribers"]["complete"] == 8
     assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
     assert report["errors"] == {}
+
+
+@pytest.mark.asyncio
+async def test_a_target_that_goes_away_is_not_hammered_and_the_load_gives_up() -> None:
+    # The simulator stops listening mid-load: every user pauses between refused runs (instead of
+    # failing thousands of runs a second), and after --give-up-after of nothing but refusals the
+    # load stops, exits non-zero and says why.
+    simulator = create_mock(MockSettings(deltas=4, delay_ms=10, seed=3))
+    runner = web.AppRunner(simulator, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    settings = LoadSettings(
+        target=url,
+        protocol="chat",
+        duration=30,
+        concurrency=4,
+        subscribers_per_run=0,
+        give_up=1.0,
+        progress_interval=0,
+    )
+    load = asyncio.create_task(run_async(settings))
+    try:
+        await asyncio.sleep(0.6)
+    finally:
+        await runner.cleanup()
+    report, _ = await asyncio.wait_for(load, timeout=15)
+    check_report(report)
+    assert report["runs"]["completed"] > 0
+    refused = report["runs"]["outcomes"]["connection"]
+    # Pauses of 50 ms growing to 1 s: a few refused runs per user in the second it takes.
+    assert 0 < refused <= 4 * 12
+    assert report["error_details"]["connection"] == f"cannot reach {url}: connection refused"
+    assert (
+        f"cannot reach {url}: connection refused for 1 s: load stopped"
+        in (report["verdict"]["reasons"])
+    )
+    assert report["elapsed_s"] < 10
