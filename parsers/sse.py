@@ -41,10 +41,9 @@ from __future__ import annotations
 from itertools import repeat
 from typing import NoReturn
 
-import msgspec
-
 from parsers._sse_bytes import is_utf8, raw_index, to_lf, valid_utf8
 from parsers._sse_encode import encode_sse
+from parsers._sse_event import ServerSentEvent
 from parsers.errors import EventTooLarge, LocalProtocolError, RemoteProtocolError
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "ServerSentEvent", "encode_sse"]
@@ -66,29 +65,6 @@ _RUN_SPAN = 8192
 # Buffers from this size up (to the span) that open with a run are split whole: below it a
 # read holds a few blocks at most, and the test would cost more than it saves.
 _WHOLE_MIN = 1024
-
-
-class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
-    """One dispatched event (WHATWG "dispatch the event").
-
-    ``data_bytes`` is the data buffer as UTF-8 bytes: the wire bytes themselves when they were valid
-    UTF-8, so the payload can be decoded or relayed without a str round trip. ``id`` is the last
-    event ID buffer at dispatch, which persists across events. ``retry`` is the value of a valid
-    ``retry`` field inside this event's own block, else None. A Struct with ``gc=False`` and
-    positional fields: it is built once per event on the hot path and holds only atoms, so it can
-    never be in a reference cycle.
-    """
-
-    event: str = "message"
-    data_bytes: bytes = b""
-    id: str = ""
-    retry: int | None = None
-
-    @property
-    def data(self) -> str:
-        """The data as text. The decoder only produces valid UTF-8; an event built by hand from
-        arbitrary bytes gets U+FFFD replacements instead of an exception."""
-        return self.data_bytes.decode("utf-8", "replace")
 
 
 class _Shapes(dict[bytes, tuple[bytes, str, bytes]]):
