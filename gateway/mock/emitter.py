@@ -14,6 +14,7 @@ import msgspec
 
 from gateway.mock.frames import DONE, frame
 from gateway.mock.objects import ENCODER
+from gateway.mock.pacing import Cadence
 from gateway.mock.sink import StreamSink
 
 __all__ = ["Emitter"]
@@ -22,12 +23,13 @@ __all__ = ["Emitter"]
 class Emitter:
     """Buffered SSE writer for one run; at most one sink (one HTTP stream) at a time."""
 
-    __slots__ = ("batch_bytes", "buf", "sink")
+    __slots__ = ("_cadence", "batch_bytes", "buf", "sink")
 
     def __init__(self, batch_bytes: int) -> None:
         self.batch_bytes = batch_bytes
         self.buf = bytearray()
         self.sink: StreamSink | None = None
+        self._cadence: Cadence | None = None
 
     @property
     def active(self) -> bool:
@@ -36,6 +38,8 @@ class Emitter:
     def attach(self, sink: StreamSink) -> None:
         self.close()
         self.sink = sink
+        if self._cadence is not None:
+            self._cadence.restart()
 
     def event(self, name: bytes, obj: msgspec.Struct) -> None:
         """Queue ``event: name`` with ``obj`` encoded now (a snapshot of its current state)."""
@@ -57,10 +61,14 @@ class Emitter:
         await asyncio.sleep(0)
 
     async def pace(self, delay: float) -> None:
-        """After one delta: with a ``delay``, send it and wait; else flush only a full batch."""
+        """After one delta: with a ``delay``, send it and wait for the next one's turn (a fixed
+        schedule, ``pacing.Cadence``); else flush only a full batch."""
         if delay:
             await self.flush()
-            await asyncio.sleep(delay)
+            if self._cadence is None or self._cadence.delay != delay:
+                self._cadence = Cadence(delay)
+            if wait := self._cadence.wait():
+                await asyncio.sleep(wait)
         elif len(self.buf) >= self.batch_bytes:
             await self.flush()
 

@@ -1,7 +1,9 @@
 """Pacing and check points of a Responses or Chat driver writing to an :class:`EventLog`.
 
 After each delta the driver calls :meth:`Pacer.after_delta`: with a ``delay_ms`` the frames go to
-the readers at once and the driver sleeps; without, readers are woken every ``yield_every``
+the readers at once and the driver waits for the next delta's turn (:class:`Cadence`: a fixed
+schedule, as a model generates whether or not the last write was late); without, readers are
+woken every ``yield_every``
 deltas (their socket writes then carry many frames each; a driver that writes such a batch in
 one loop calls :meth:`after_batch` once), and the driver waits there while a
 foreground reader lags (``EventLog.drain``). A cancel wakes a pause at once; :meth:`check` raises
@@ -13,26 +15,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from gateway.mock.eventlog import EventLog
 
-__all__ = ["Pacer", "Stopped"]
+__all__ = ["Cadence", "Pacer", "Stopped"]
 
 
 class Stopped(Exception):
     """The script stops early (internal control flow, never escapes a driver)."""
 
 
+class Cadence:
+    """Deltas ``delay`` apart on a fixed schedule from the first: a delta sent late (a busy
+    loop, a slow reader) is not followed by a longer gap, the next ones catch up. Late by a
+    random few ms, two streams of the same script then stay the same few ms apart, instead of
+    drifting apart by the sum of every delay so far."""
+
+    __slots__ = ("_clock", "_due", "delay")
+
+    def __init__(self, delay: float, *, clock: Callable[[], float] | None = None) -> None:
+        self.delay = delay
+        self._clock = clock  # None: the running loop's clock, the one its sleeps count on
+        self._due = 0.0
+
+    def restart(self) -> None:
+        """The next delta starts a new schedule (a new HTTP stream of the same run)."""
+        self._due = 0.0
+
+    def wait(self) -> float:
+        """Seconds until the next delta is due (0 when it already is)."""
+        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        self._due = (self._due or now) + self.delay
+        return max(self._due - now, 0.0)
+
+
 class Pacer:
     """See the module docstring."""
 
-    __slots__ = ("_cancel", "_deltas", "_wake", "delay", "log", "stop_unread", "yield_every")
+    __slots__ = (
+        "_cadence",
+        "_cancel",
+        "_deltas",
+        "_wake",
+        "delay",
+        "log",
+        "stop_unread",
+        "yield_every",
+    )
 
     def __init__(
         self, log: EventLog, *, delay: float, yield_every: int, stop_unread: bool = False
     ) -> None:
         self.log = log
         self.delay = delay
+        self._cadence = Cadence(delay)
         self.yield_every = yield_every
         self.stop_unread = stop_unread
         self._deltas = 0
@@ -55,7 +92,8 @@ class Pacer:
         self._deltas += 1
         if self.delay:
             await self.flush()
-            await self.pause(self.delay)
+            if wait := self._cadence.wait():
+                await self.pause(wait)
         elif self._deltas % self.yield_every == 0:
             await self.flush()
         self.check()
