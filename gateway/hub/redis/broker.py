@@ -167,59 +167,65 @@ class RedisBroker(MemoryBroker):
         nbytes = sum(len(e.data) for e in events)
         log, local, outage = self._log, self._local, self._outage
         tails = outage.tails
-        while True:
-            self._start()
-            if outage.publisher_down or any(tails.holds(name) for name in channels):
-                if outage.holdable(channels):
-                    if tails.room(channels, len(events), nbytes):
-                        held = outage.hold(channels, events, token)
-                        if first is not None:
-                            first(held)
-                        return held
-                    await tails.changed()  # the bound: wait for the re-append to make room
-                    continue
-                if any(tails.holds(name) for name in channels):
-                    await tails.changed()  # not ours to number: after what is held, in order
-                    continue
-            calls = [log.append_call(name, events, body, token, fence=fence) for name in channels]
-            try:
-                results = await log.evalsha(calls)
-                break
-            except UNREACHABLE as exc:
-                outage.lost_publisher(exc)
-                if outage.holdable(channels):
-                    continue
-            try:
-                results = await outage.append_retrying(calls)
-                break
-            except RedisError as exc:
-                outage.append_down = True
-                raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
-        outage.append_down = False
-        if fence is not None and any(result is None for result in results):
-            raise StaleFence(f"the lease on {fence.key} has a newer holder than {fence.token}")
-        out: dict[str, Position] = {}
-        loading = local.loading
-        for name, (epoch, seq, status) in zip(channels, results, strict=True):
-            if int(status) == 1:
-                outage.retries_landed += 1
-            out[name] = Position(epoch.decode(), int(seq))
+        local.hold(channels)
         try:
-            if first is not None:
-                first(out)  # the publisher's own copy before this node's subscribers
+            while True:
+                self._start()
+                if outage.publisher_down or any(tails.holds(name) for name in channels):
+                    if outage.holdable(channels):
+                        if tails.room(channels, len(events), nbytes):
+                            held = outage.hold(channels, events, token)
+                            if first is not None:
+                                first(held)
+                            return held
+                        await tails.changed()  # the bound: wait for the re-append to make room
+                        continue
+                    if any(tails.holds(name) for name in channels):
+                        await tails.changed()  # not ours to number: after what is held, in order
+                        continue
+                calls = [
+                    log.append_call(name, events, body, token, fence=fence) for name in channels
+                ]
+                try:
+                    results = await log.evalsha(calls)
+                    break
+                except UNREACHABLE as exc:
+                    outage.lost_publisher(exc)
+                    if outage.holdable(channels):
+                        continue
+                try:
+                    results = await outage.append_retrying(calls)
+                    break
+                except RedisError as exc:
+                    outage.append_down = True
+                    raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
+            outage.append_down = False
+            if fence is not None and any(result is None for result in results):
+                raise StaleFence(f"the lease on {fence.key} has a newer holder than {fence.token}")
+            out: dict[str, Position] = {}
+            loading = local.loading
+            for name, (epoch, seq, status) in zip(channels, results, strict=True):
+                if int(status) == 1:
+                    outage.retries_landed += 1
+                out[name] = Position(epoch.decode(), int(seq))
+            try:
+                if first is not None:
+                    first(out)  # the publisher's own copy before this node's subscribers
+            finally:
+                for name, position in out.items():
+                    ch = self._channels.get(name)
+                    if ch is None and name not in loading:
+                        # The publishing node holds what it publishes, as memory mode does (its
+                        # reducer sees the whole run; channel_statistics answers without a round
+                        # trip).
+                        ch = local.create(name, position.epoch, self._start())
+                        ch.start_after(position.seq - 1)
+                        self._register(ch, pending=False)
+                    if ch is not None and not loading.get(name):
+                        local.feed_at(ch, position, events)
+            return out
         finally:
-            for name, position in out.items():
-                ch = self._channels.get(name)
-                if ch is None and name not in loading:
-                    # The publishing node holds what it publishes, as memory mode does (its
-                    # reducer sees the whole run; channel_statistics answers without a round
-                    # trip).
-                    ch = local.create(name, position.epoch, self._start())
-                    ch.start_after(position.seq - 1)
-                    self._register(ch, pending=False)
-                if ch is not None and not loading.get(name):
-                    local.feed_at(ch, position, events)
-        return out
+            await local.release(channels)  # live batches held back meanwhile, after ours
 
     async def subscribe(
         self,

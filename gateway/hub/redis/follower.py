@@ -111,7 +111,9 @@ class Follower:
         metas = await self._log.read_metas(names)
         for name, (epoch, last, end) in zip(names, metas, strict=True):
             ch = local.channels.get(name)
-            if ch is None or name in local.loading or tails.holds(name):
+            if ch is None or name in local.loading or name in local.publishing:
+                continue
+            if tails.holds(name):
                 continue
             if epoch is None or epoch.decode() != ch.epoch:
                 if not ch.ended or epoch is not None:

@@ -9,7 +9,8 @@ is what feeds them from the log:
   subscriber is attached to the local channel without an ``await`` in between (memory mode's
   replay-then-live), so it gets no gap and no duplicate whatever the reads awaited.
 - Each live batch (read by the follower, ``follower.py``) is applied to the local channel it
-  names, in order. A batch that does not continue the local seq is a gap: the missing range is
+  names, in order; while this node's own publish to a channel is under way, that channel's live
+  batches wait until the publisher has fed its batch (after its creator's copy), then follow. A batch that does not continue the local seq is a gap: the missing range is
   read from the log (``XRANGE``) before it is applied, so local subscribers never see a hole. A
   batch already held is dropped.
 - A local channel whose log moved on (a new epoch, or a hole the log no longer holds) is reset:
@@ -80,6 +81,10 @@ class LocalChannels:
         self.now = registry.now
         self.loading: dict[str, list[LiveMessage]] = {}
         self._loaded: dict[str, asyncio.Event] = {}
+        self.publishing: dict[str, list[LiveMessage]] = {}
+        """The live messages held back for each channel this node is publishing to (see
+        :meth:`hold`)."""
+        self._publishes: dict[str, int] = {}
         self.repairs = 0
         """Gaps filled from the log (live messages lost or late)."""
 
@@ -128,6 +133,31 @@ class LocalChannels:
             del self._loaded[name]
             done.set()
 
+    def hold(self, names: Sequence[str]) -> None:
+        """A publish of this node is appending to ``names``: hold their live messages back. Its
+        own batch could come back on the live channel before the append's answer, and reach
+        this node's subscribers before the publisher's own copy (``Broker.publish(first=)``)."""
+        for name in names:
+            self._publishes[name] = self._publishes.get(name, 0) + 1
+            self.publishing.setdefault(name, [])
+
+    async def release(self, names: Sequence[str]) -> None:
+        """That publish is over (its batch fed here after its ``first`` copy, or it failed):
+        apply what was held back, in order (the publisher's own batch is then skipped as held)."""
+        for name in names:
+            left = self._publishes[name] - 1
+            if left:
+                self._publishes[name] = left
+                continue
+            del self._publishes[name]
+            held = self.publishing[name]
+            try:
+                while held:
+                    await self.apply(held.pop(0), held=True)
+            finally:
+                if name not in self._publishes:  # no publish began meanwhile
+                    del self.publishing[name]
+
     def create(self, name: str, epoch: str, now: float) -> Channel:
         """A new local channel for ``name`` in ``epoch`` (registered by the caller)."""
         return Channel(
@@ -159,9 +189,13 @@ class LocalChannels:
 
     async def apply(self, m: LiveMessage, *, held: bool = False) -> None:
         """Apply a live message to its local channel (``held``: one held back while mirroring)."""
-        if not held and m.channel in self.loading:
-            self.loading[m.channel].append(m)
-            return
+        if not held:
+            waiting = self.loading.get(m.channel)
+            if waiting is None:
+                waiting = self.publishing.get(m.channel)
+            if waiting is not None:
+                waiting.append(m)
+                return
         ch = self.channels.get(m.channel)
         if ch is None:
             return
@@ -181,6 +215,8 @@ class LocalChannels:
                     return
             self.feed_at(ch, Position(m.epoch, ch.last_seq + 1), events[ch.last_seq + 1 - m.seq :])
         else:
+            if m.seq < ch.last_seq:
+                return  # an end the channel was reopened after (applied late: held back)
             if m.seq > ch.last_seq:
                 ch = await self.repair(ch, m.seq)
                 if ch is None:

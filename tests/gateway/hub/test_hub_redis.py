@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -14,8 +15,9 @@ import redis.asyncio as aioredis
 from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer
 
-from gateway.hub import BufferSink, HubEvent, Position
+from gateway.hub import START, BufferSink, HubEvent, Position
 from gateway.hub.redis import RedisBroker
+from gateway.hub.redis.log import RedisLog
 from gateway.hub.redis.wire import APPEND, Keys, encode_batch
 from parsers.sse import SSEDecoder
 
@@ -222,3 +224,59 @@ async def test_more_concurrent_publishes_than_pooled_connections_all_land(
         stats = broker.channel_statistics(name)
         assert stats is not None and stats.last_seq == 2
     assert broker.statistics().errors == 0
+
+
+async def test_the_publishers_copy_comes_first_when_the_live_batch_beats_the_append_answer(
+    broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The append's answer is read 0.1 s late (a busy node): the batch it announced on the live
+    # channel reaches the follower first. It is held back until the publisher has its own copy
+    # (first=), then fed once: no subscriber here before the creator, no duplicate.
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink, create=True)
+    real = RedisLog.evalsha
+
+    async def late_answer(self: RedisLog, calls: list[Any]) -> Any:
+        results = await real(self, calls)
+        await asyncio.sleep(0.1)
+        return results
+
+    monkeypatch.setattr(RedisLog, "evalsha", late_answer)
+    written_at_first: list[int] = []
+    for n in range(1, 4):
+        positions = await broker.publish(
+            [RUN], [ev(n)], first=lambda _: written_at_first.append(sink.last_seq)
+        )
+        assert positions[RUN].seq == n
+        await until(lambda n=n: sink.last_seq == n)  # type: ignore[misc]
+    assert written_at_first == [0, 1, 2]
+    assert seqs(sink) == [1, 2, 3]
+
+
+async def test_a_channel_reopened_while_a_node_mirrors_it_is_not_ended_by_the_older_end(
+    broker: RedisBroker, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Node B's first subscriber mirrors the channel; while B reads its tail, A ends the channel
+    # and reopens it. B's tail already holds the reopening batch; the older end, applied after
+    # it from the live messages held back meanwhile, must not end the channel again.
+    async with RedisBroker(
+        redis_server.url, settings(), reducer_factory=counting_reducer, position_check=0.3
+    ) as other:
+        await broker.publish([RUN], [ev(1)])
+        real = RedisLog.read_tail
+
+        async def late_tail(self: RedisLog, channel: str) -> Any:
+            await asyncio.sleep(0.3)
+            return await real(self, channel)
+
+        monkeypatch.setattr(RedisLog, "read_tail", late_tail)
+        sink = BufferSink()
+        subscribing = asyncio.create_task(other.subscribe(RUN, sink, since=START))
+        await asyncio.sleep(0.05)
+        await broker.close_channel(RUN)
+        await broker.publish([RUN], [ev(2)])
+        await subscribing
+        await until(lambda: sink.last_seq == 2)
+        await asyncio.sleep(0.1)
+        assert sink.end_reason is None
+        assert seqs(sink) == [1, 2]
