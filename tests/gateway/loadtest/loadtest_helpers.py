@@ -1,5 +1,5 @@
-"""What the load test's end-to-end tests share: the report's schema check, and a simulator with a
-runcast gateway in front of it on 127.0.0.1."""
+"""What the load test's end-to-end tests share: the report's schema check, an embedded run read
+back from its JSON report, and a simulator with a runcast gateway in front of it on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,6 +17,8 @@ from aiohttp.typedefs import Middleware
 from gateway.http.app import create_app as create_gateway
 from gateway.http.runner import start_runner
 from gateway.hub import HubSettings
+from gateway.loadtest import LoadSettings
+from gateway.loadtest.cli import run
 from gateway.mock import MockSettings
 from gateway.mock import create_app as create_mock
 from gateway.settings import Settings
@@ -33,6 +36,17 @@ def check_report(report: dict[str, Any]) -> None:
             if row["count"]:
                 assert 0 <= row["min"] <= row["p50"] <= row["p90"] <= row["p99"]
                 assert row["p99"] <= row["p99_9"] <= row["max"]
+
+
+def run_embedded(tmp_path: Path, status: int = 0, **fields: Any) -> dict[str, Any]:
+    """``runcast loadtest --embedded`` with ``fields``, as the command runs it: its exit status is
+    ``status``; returns its JSON report, schema-checked."""
+    out = tmp_path / "report.json"
+    settings = LoadSettings(embedded=True, json_path=str(out), progress_interval=0, **fields)
+    assert run(settings) == status
+    report: dict[str, Any] = json.loads(out.read_text())
+    check_report(report)
+    return report
 
 
 @contextlib.asynccontextmanager

@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from loadtest_helpers import check_report, serving
+from loadtest_helpers import check_report, run_embedded, serving
 
 from gateway.hub import HubSettings
 from gateway.loadtest import LoadSettings
-from gateway.loadtest.cli import run, run_async
+from gateway.loadtest.cli import run_async
 from gateway.mock import MockSettings
 from gateway.mock import create_app as create_mock
 from gateway.tools import ToolRegistry
@@ -26,14 +25,8 @@ from gateway.tools import ToolRegistry
     [("failed", "run_failed"), ("server_error", "http_500"), ("error", "upstream_error")],
 )
 def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind: str) -> None:
-    out = tmp_path / "report.json"
-    base: dict[str, Any] = {
-        "embedded": True, "runs": 4, "concurrency": 2, "scenario": scenario,
-        "sim_deltas": 4, "json_path": str(out), "progress_interval": 0,
-    }  # fmt: skip
-    assert run(LoadSettings(**base)) == 1
-    report = json.loads(out.read_text())
-    check_report(report)
+    base: dict[str, Any] = {"runs": 4, "concurrency": 2, "scenario": scenario, "sim_deltas": 4}
+    report = run_embedded(tmp_path, 1, **base)
     assert report["runs"]["outcomes"] == {kind: 4}
     if kind.startswith("http_"):
         # The server's own words come with the status: the code and message of its error body.
@@ -41,24 +34,14 @@ def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind
     assert report["error_rate"] == 1.0
     assert report["errors"][kind] == 4
     # --max-error-rate decides the exit status.
-    assert run(LoadSettings(**base, max_error_rate=1.0)) == 0
+    run_embedded(tmp_path, 0, **base, max_error_rate=1.0)
 
 
 def test_loadtest_runs_in_flight_at_the_deadline_are_cut_not_failed(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
     # 16 deltas 60 ms apart: no run can finish in 0.4 s, every one is in flight at the deadline.
-    settings = LoadSettings(
-        embedded=True,
-        duration=0.4,
-        concurrency=3,
-        subscribers_per_run=1,
-        sim_delay_ms=60,
-        json_path=str(out),
-        progress_interval=0,
+    report = run_embedded(
+        tmp_path, duration=0.4, concurrency=3, subscribers_per_run=1, sim_delay_ms=60
     )
-    assert run(settings) == 0
-    report = json.loads(out.read_text())
-    check_report(report)
     runs = report["runs"]
     assert runs["started"] == runs["cut"] == 3
     assert runs["failed"] == runs["completed"] == 0

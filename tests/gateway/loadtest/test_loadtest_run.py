@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections import Counter
@@ -16,13 +15,13 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from loadtest_helpers import check_report, serving
+from loadtest_helpers import check_report, run_embedded, serving
 
 from gateway.errors import ConfigError
 from gateway.http.app import create_app as create_gateway
 from gateway.http.runner import start_runner
 from gateway.loadtest import LoadSettings
-from gateway.loadtest.cli import run, run_async
+from gateway.loadtest.cli import run_async
 from gateway.mock import MockSettings
 from gateway.mock.app import SERVICE_KEY
 from gateway.mock.responses import RESPONSES_KEY
@@ -156,21 +155,15 @@ async def test_loadtest_protocol_streams_end_to_end(
 
 @pytest.mark.parametrize("protocol", ["responses", "chat"])
 def test_loadtest_embedded_protocol_with_subscribers(tmp_path: Path, protocol: str) -> None:
-    out = tmp_path / "report.json"
-    settings = LoadSettings(
-        embedded=True,
-        protocol=protocol,  # type: ignore[arg-type]
+    report = run_embedded(
+        tmp_path,
+        protocol=protocol,
         runs=4,
         concurrency=2,
         subscribers_per_run=2,
         subscriber_transport="mixed",
         sim_deltas=4,
-        json_path=str(out),
-        progress_interval=0,
     )
-    assert run(settings) == 0
-    report = json.loads(out.read_text())
-    check_report(report)
     assert report["config"]["protocol"] == protocol
     assert report["runs"]["completed"] == 4 and report["errors"] == {}
     subs = report["subscribers"]
@@ -201,56 +194,38 @@ async def test_loadtest_protocol_tool_calls_follow_up_and_complete(
 
 
 def test_loadtest_tool_call_runs_answer_the_action_and_complete(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    settings = LoadSettings(
-        embedded=True,
+    report = run_embedded(
+        tmp_path,
         runs=4,
         concurrency=2,
         scenario="tool_call",
         subscriber_transport="ws",
         sim_deltas=4,
-        json_path=str(out),
-        progress_interval=0,
     )
-    assert run(settings) == 0
-    report = json.loads(out.read_text())
     assert report["runs"]["completed"] == 4
     assert report["subscribers"]["gaps"] == report["subscribers"]["duplicates"] == 0
     assert report["subscribers"]["deliveries"] == report["events"]["creator"] * 2
 
 
 def test_loadtest_open_loop_rate_and_ramp(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    settings = LoadSettings(
-        embedded=True,
-        duration=1.0,
-        rate=20,
-        concurrency=50,
-        subscribers_per_run=1,
-        sim_deltas=4,
-        json_path=str(out),
-        progress_interval=0,
-    )
-    assert run(settings) == 0
-    runs = json.loads(out.read_text())["runs"]
+    runs = run_embedded(
+        tmp_path, duration=1.0, rate=20, concurrency=50, subscribers_per_run=1, sim_deltas=4
+    )["runs"]
     # 20 arrivals per second for 1 s, whatever the runs' speed.
     assert 18 <= runs["started"] <= 21
     assert runs["completed"] + runs["cut"] == runs["started"]
 
-    poisson_ramp = LoadSettings(
-        embedded=True,
-        rate=1,
-        ramp="40:1",  # 0 -> 40 arrivals/s over 1 s: about 20 arrivals
-        arrival="poisson",
-        concurrency=50,
-        subscribers_per_run=0,
-        sim_deltas=4,
-        json_path=str(out),
-        progress_interval=0,
-    )
-    assert poisson_ramp.time_limit == 1.0 and poisson_ramp.run_limit is None
-    assert run(poisson_ramp) == 0
-    report = json.loads(out.read_text())
+    poisson_ramp: dict[str, Any] = {
+        "rate": 1,
+        "ramp": "40:1",  # 0 -> 40 arrivals/s over 1 s: about 20 arrivals
+        "arrival": "poisson",
+        "concurrency": 50,
+        "subscribers_per_run": 0,
+        "sim_deltas": 4,
+    }
+    limits = LoadSettings(embedded=True, **poisson_ramp)
+    assert limits.time_limit == 1.0 and limits.run_limit is None
+    report = run_embedded(tmp_path, **poisson_ramp)
     assert 5 <= report["runs"]["started"] <= 40
     assert report["config"]["ramp"] == "40:1" and report["config"]["arrival"] == "poisson"
 
@@ -292,20 +267,9 @@ async def test_loadtest_compare_prints_added_latency(stack: Stack) -> None:
 
 
 def test_loadtest_spreads_users_over_processes(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    settings = LoadSettings(
-        embedded=True,
-        runs=9,
-        concurrency=4,
-        processes=2,
-        subscribers_per_run=1,
-        sim_deltas=4,
-        json_path=str(out),
-        progress_interval=0,
+    report = run_embedded(
+        tmp_path, runs=9, concurrency=4, processes=2, subscribers_per_run=1, sim_deltas=4
     )
-    assert run(settings) == 0
-    report = json.loads(out.read_text())
-    check_report(report)
     assert report["runs"]["started"] == report["runs"]["completed"] == 9
     assert report["subscribers"]["complete"] == 9
     assert report["latency_ms"]["ttfe"]["count"] == 9
@@ -317,22 +281,11 @@ def test_loadtest_plot_has_the_expected_panels(tmp_path: Path) -> None:
 
     from gateway.loadtest.plot import PANEL_TITLES, build_figure
 
-    out = tmp_path / "report.json"
     png = tmp_path / "load.png"
-    settings = LoadSettings(
-        embedded=True,
-        runs=10,
-        concurrency=2,
-        sim_deltas=4,
-        json_path=str(out),
-        plot_path=str(png),
-        progress_interval=0,
-    )
-    assert run(settings) == 0
+    report = run_embedded(tmp_path, runs=10, concurrency=2, sim_deltas=4, plot_path=str(png))
     with Image.open(png) as image:
         assert image.format == "PNG"
         assert image.size == (1200, 420) and image.mode == "RGBA"
-    report = json.loads(out.read_text())
     from gateway.loadtest.stats import LoadStats
 
     stats = LoadStats()
