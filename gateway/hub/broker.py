@@ -313,7 +313,6 @@ class Reducer(Protocol):
     def snapshot(self) -> bytes: ...
 
 
-@runtime_checkable
 class SizedReducer(Reducer, Protocol):
     """A reducer that estimates the bytes its state holds, charged to the memory budget (a reducer
     without ``nbytes`` is charged nothing)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 from gateway.errors import SubscriberError
 from gateway.hub import frames
@@ -121,7 +122,10 @@ class Channel:
         self._settings = settings
         self._counters = counters
         self._reducer = reducer
-        self._sized = reducer if isinstance(reducer, SizedReducer) else None
+        # Not isinstance(reducer, SizedReducer): a runtime Protocol check costs about 20 us on
+        # 3.11, once per channel, and only `nbytes` tells the two kinds apart.
+        sized = reducer is not None and hasattr(type(reducer), "nbytes")
+        self._sized = cast("SizedReducer", reducer) if sized else None
         self._charged = 0
         self.in_budget_heap = False
         """Whether the budget's heap of live histories has an entry for this channel."""
