@@ -16,6 +16,7 @@ no-op: :func:`span` returns a shared null context and the others return at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -41,8 +42,7 @@ def span(
     attributes are left out); exceptions are recorded on it."""
     if _trace is None:
         return _NULL
-    tracer = _trace.get_tracer("runcast")
-    return tracer.start_as_current_span(
+    return _tracer().start_as_current_span(
         name,
         kind=_trace.SpanKind.CLIENT if name in _CLIENT_SPANS else _trace.SpanKind.INTERNAL,
         attributes={k: v for k, v in attributes.items() if v is not None},
@@ -50,6 +50,13 @@ def span(
 
 
 _CLIENT_SPANS = frozenset({"runcast.upstream", "runcast.submission"})
+
+
+@functools.cache
+def _tracer() -> Any:
+    # Got once: `get_tracer` reads the environment on every call. A tracer got before the
+    # operator sets the global provider is OpenTelemetry's proxy, which follows it once set.
+    return _trace.get_tracer("runcast")
 
 
 def set_attribute(name: str, value: str | int | float | bool) -> None:

@@ -37,3 +37,34 @@ def test_enabled_with_the_extra() -> None:
     headers: dict[str, str] = {}
     tracing.inject(headers)  # no span is current: nothing to propagate
     assert "traceparent" not in headers
+
+
+LATE_PROVIDER = """
+from gateway import tracing
+with tracing.span("runcast.relay"):  # before any provider: OpenTelemetry's no-op
+    pass
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+memory = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(memory))
+trace.set_tracer_provider(provider)
+with tracing.span("runcast.upstream", attempt=1):
+    pass
+print([(s.name, s.kind.name, dict(s.attributes)) for s in memory.get_finished_spans()])
+"""
+
+
+def test_spans_reach_a_provider_set_after_the_first_span() -> None:
+    # Operators may configure the provider after runcast is imported and has traced once.
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_PROVIDER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('runcast.upstream', 'CLIENT', {'attempt': 1})]"
