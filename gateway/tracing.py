@@ -53,7 +53,7 @@ _CLIENT_SPANS = frozenset({"runcast.upstream", "runcast.submission"})
 
 
 @functools.cache
-def _tracer() -> Any:
+def _tracer() -> _trace.Tracer:
     # Got once: `get_tracer` reads the environment on every call. A tracer got before the
     # operator sets the global provider is OpenTelemetry's proxy, which follows it once set.
     return _trace.get_tracer("runcast")
