@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body accepted (413 above). Run bodies carry instructions of up to 256,000
     characters plus tool schemas (spec §1.3), so a few MiB."""
+    body_buffer_bytes: int = 256 * 1024 * 1024
+    """Request bodies held in memory at once, while they arrive and until their request is
+    answered (a body sent chunked counts as ``max_body_bytes``); past it new bodies get a 503, so
+    stalled uploads cannot exhaust memory."""
 
     creator_buffer_bytes: int = 4 * 1024 * 1024
     """Bytes of a run's events waiting for its creator's socket before the creator is cut off."""
@@ -161,6 +165,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         positive = {
             "token_ttl": self.token_ttl,
             "max_body_bytes": self.max_body_bytes,
+            "body_buffer_bytes": self.body_buffer_bytes,
             "creator_buffer_bytes": self.creator_buffer_bytes,
             "creator_write_timeout": self.creator_write_timeout,
             "shutdown_timeout": self.shutdown_timeout,

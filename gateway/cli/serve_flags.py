@@ -105,6 +105,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sec.add_argument(
         "--max-body-bytes", type=int, metavar="N", help="largest request body (default 4 MiB)"
     )
+    sec.add_argument(
+        "--body-buffer-bytes",
+        type=int,
+        metavar="N",
+        help="request bodies held at once, past it 503 (default 256 MiB)",
+    )
 
     relay = p.add_argument_group("relay")
     relay.add_argument(

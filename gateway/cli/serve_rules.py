@@ -53,6 +53,7 @@ RULES: Mapping[str, flags.Rule] = {
     "token_ttl": _SECONDS,
     "cors_origin": flags.origin,
     "max_body_bytes": _COUNT,
+    "body_buffer_bytes": _COUNT,
     "creator_buffer_bytes": _COUNT,
     "creator_write_timeout": _SECONDS,
     "recovery_timeout": flags.at_least(0),

@@ -70,6 +70,7 @@ from gateway.workers import generated_node_id
 
 from .auth import CallerAuth, TokenAuthority
 from .bodies import body_deadline_middleware
+from .body_budget import BodyBudget
 from .connections import SubscriberConnections
 from .cors import Cors
 from .drain import Drain
@@ -81,6 +82,7 @@ from .logcontext import log_context_middleware
 from .protocol_streams import add_protocol_stream_routes
 from .proxy import proxy
 from .state import (
+    BODY_BUDGET,
     BROKER,
     CALLERS,
     CONNECTIONS,
@@ -150,6 +152,7 @@ def create_app(
     app[UPSTREAM_KEY] = upstream_key.encode() if upstream_key else b""
     callers = CallerAuth(settings.api_keys, upstream_key_held=settings.upstream_key_held)
     app[CALLERS] = callers
+    app[BODY_BUDGET] = BodyBudget(settings.body_buffer_bytes)
     app[TOKENS] = TokenAuthority(
         _token_secret(settings),
         ttl=settings.token_ttl,

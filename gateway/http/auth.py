@@ -53,7 +53,9 @@ def bearer(request: web.Request) -> str | None:
 
 def _matches(candidate: str, keys: Sequence[bytes]) -> bool:
     # compare_digest against every key, without an early exit, so timing says nothing about which.
-    raw = candidate.encode()
+    # Header bytes that are not UTF-8 reach us as surrogate escapes: encoded back as they came,
+    # they match no key.
+    raw = candidate.encode("utf-8", "surrogateescape")
     found = False
     for key in keys:
         found |= hmac.compare_digest(raw, key)
@@ -166,7 +168,8 @@ class TokenAuthority:
             )
         except jwt.ExpiredSignatureError:
             raise RequestError(401, "subscribe token has expired", code="token_expired") from None
-        except jwt.InvalidTokenError as exc:
+        except (jwt.InvalidTokenError, UnicodeError) as exc:
+            # UnicodeError: a credential whose bytes are not UTF-8 (no token is).
             raise RequestError(
                 401, f"invalid subscribe token: {exc}", code="invalid_token"
             ) from None

@@ -1,11 +1,24 @@
-"""Request bodies arrive whole within ``--body-timeout``, or the request gets a 408.
+"""Request bodies: which are read at all, how large, how many at once, and within what time.
 
 aiohttp reads a body only when a handler asks for it, and with no deadline: a client that sends a
 head announcing a body and then stalls would hold its connection and handler for as long as it
-likes. :func:`body_deadline_middleware` reads the body up front under the deadline (up to
-``client_max_size``, 413 past it, exactly as ``request.read()`` does), so every handler then
-reads it from memory. Nothing is lost by this: runcast's handlers buffer bodies whole anyway (the
-proxy forwards them in one piece). Streams are untouched: they have no request body.
+likes. :func:`body_deadline_middleware` reads the body up front under ``--body-timeout`` (408
+past it), so every handler then reads it from memory. Nothing is lost by this: runcast's handlers
+buffer bodies whole anyway (the proxy forwards them in one piece).
+
+Before a byte of a body is read, it decides whether the body will be, so that no client can make
+runcast hold an upload it was never going to accept:
+
+* only ``/v1`` and ``POST /tokens`` take bodies; elsewhere (streams, health, the viewer) a body is
+  left unread and aiohttp discards it after the answer;
+* a declared ``Content-Length`` over ``--max-body-bytes`` gets its 413 at once;
+* a caller those endpoints refuse (no runcast key where one is required) gets its 401/403 at once;
+* bodies held at once share ``--body-buffer-bytes`` (``body_budget.BodyBudget``): each takes its declared
+  length, or ``--max-body-bytes`` when sent chunked, until its request is answered; past it a new
+  body gets a 503 with ``Retry-After``.
+
+Every refusal closes the connection, since the rest of the body is never read. A body that cannot
+be decoded (a broken ``Content-Encoding``) is a 400, not an error of runcast's.
 """
 
 from __future__ import annotations
@@ -13,27 +26,101 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
-from .errors import Handler, error_response
-from .state import SETTINGS
+from .errors import Handler, RequestError, error_response
+from .state import BODY_BUDGET, CALLERS, SETTINGS
 
 __all__ = ["body_deadline_middleware"]
 
 
 @web.middleware
 async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.body_exists:
+    if not request.body_exists or not _takes_body(request):
+        return await handler(request)
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
+    limit = request.client_max_size
+    declared = request.content_length
+    budget = request.app[BODY_BUDGET]
+    size = limit if declared is None else declared
+    if not budget.take(size):
+        return _refused(
+            error_response(
+                503,
+                "too many request bodies are being received at once (--body-buffer-bytes); "
+                "retry shortly",
+                code="server_busy",
+                type="server_error",
+                headers={"Retry-After": "1"},
+            )
+        )
+    try:
         seconds = request.app[SETTINGS].body_timeout
         try:
             async with asyncio.timeout(seconds):
-                await request.read()
+                body = await request.read()
         except TimeoutError:
-            response = error_response(
-                408,
-                f"the request body did not arrive within {seconds:g} s (--body-timeout)",
-                code="body_timeout",
+            return _refused(
+                error_response(
+                    408,
+                    f"the request body did not arrive within {seconds:g} s (--body-timeout)",
+                    code="body_timeout",
+                )
             )
-            # The rest of the body may still come; the connection cannot be reused.
-            response.force_close()
+        except RequestPayloadError:
+            response = error_response(
+                400,
+                "the request body could not be read: its Content-Encoding does not match its "
+                "bytes, or its chunked framing is broken",
+                code="malformed_body",
+            )
+            # Written whole, then the connection closed: aiohttp would otherwise read the rest of
+            # the body to discard it, meet the same error again and log it as its own failure.
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
             return response
-    return await handler(request)
+        # A chunked body held the whole limit while it came; from here it holds its own size.
+        budget.give(size - len(body))
+        size = len(body)
+        return await handler(request)
+    finally:
+        budget.give(size)
+
+
+def _takes_body(request: web.Request) -> bool:
+    path = request.path
+    return path.startswith("/v1/") or (path == "/tokens" and request.method == "POST")
+
+
+def _refusal(request: web.Request) -> web.Response | None:
+    """The answer to a body that is not to be read: too large, or from a caller the endpoint
+    refuses (its own 401/403); None when the body may come."""
+    limit = request.client_max_size
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return _refused(
+            error_response(
+                413,
+                f"request body too large: {declared} bytes declared, the limit is {limit} "
+                "(--max-body-bytes)",
+                code="body_too_large",
+            )
+        )
+    callers = request.app[CALLERS]
+    try:
+        if request.path == "/tokens":
+            callers.require_key(request)
+        else:
+            callers.upstream_api_key(request)
+    except RequestError as exc:
+        return _refused(error_response(exc.status, exc.message, code=exc.code, type=exc.type))
+    return None
+
+
+def _refused(response: web.Response) -> web.Response:
+    # What is left of the body is not read: the connection cannot carry another request.
+    response.force_close()
+    return response

@@ -15,6 +15,7 @@ from gateway.tools import ToolAutomation
 from gateway.upstream import UpstreamClient
 
 from .auth import CallerAuth, TokenAuthority
+from .body_budget import BodyBudget
 from .connections import SubscriberConnections
 from .drain import Drain
 
@@ -42,6 +43,7 @@ UPSTREAM = web.AppKey("runcast.upstream", UpstreamClient)
 BROKER = web.AppKey("runcast.broker", Broker)
 RELAYS = web.AppKey("runcast.relays", RelayRegistry)
 CALLERS = web.AppKey("runcast.callers", CallerAuth)
+BODY_BUDGET = web.AppKey("runcast.body_budget", BodyBudget)
 TOKENS = web.AppKey("runcast.tokens", TokenAuthority)
 CONNECTIONS = web.AppKey("runcast.connections", SubscriberConnections)
 DRAIN = web.AppKey("runcast.drain", Drain)
