@@ -24,10 +24,17 @@ _DEFAULT_ALLOW_HEADERS = (
 )
 _EXPOSE_HEADERS = ", ".join(
     (
+        # Every header runcast adds for a creator (ids and subscribe tokens of its channels).
         "runcast-run-id",
         "runcast-thread-id",
+        "runcast-response-id",
+        "runcast-completion-id",
+        "runcast-conversation-id",
+        "runcast-channel",
         "runcast-subscribe-token",
         "runcast-thread-token",
+        "runcast-conversation-token",
+        "runcast-channel-token",
         "x-request-id",
         "retry-after",
         "openai-poll-after-ms",

@@ -204,3 +204,28 @@ async def test_cors_preflight_and_headers(
         assert response.status == 404
         assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert "runcast-subscribe-token" in response.headers["Access-Control-Expose-Headers"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/responses", {"model": "gpt-5", "input": "Hi"}),
+        ("/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}),
+    ],
+)
+async def test_cors_exposes_every_header_a_creator_gets(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, path: str, body: dict[str, object]
+) -> None:
+    # A browser script reads only the response headers listed in Expose-Headers.
+    gateway = await start_gateway(cors_origins=("https://app.example",))
+    headers = {**HEADERS, "Origin": "https://app.example", "Runcast-Channel": "session-9"}
+    async with session.post(
+        f"{gateway.v1}{path}", json={**body, "stream": True}, headers=headers
+    ) as response:
+        assert response.status == 200
+        await response.read()
+        exposed = set(response.headers["Access-Control-Expose-Headers"].split(", "))
+        ours = {name.lower() for name in response.headers if name.lower().startswith("runcast-")}
+    assert len(ours) >= 4
+    assert ours <= exposed
