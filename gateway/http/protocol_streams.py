@@ -73,7 +73,8 @@ def _endpoints(
         channel = channel_of(key)
         request.app[TOKENS].authorize(request, channel, parent=await _parent(request, what, key))
         found = await request.app[BROKER].snapshot(channel)
-        if found is None:
+        # seq 0: the channel exists for a subscriber waiting on it, but nothing was streamed yet.
+        if found is None or found.seq == 0:
             raise _unknown(what, key)
         return web.Response(body=found.to_json(), content_type="application/json")
 

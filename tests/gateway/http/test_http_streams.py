@@ -73,3 +73,25 @@ class _Peer:
 
     def is_closing(self) -> bool:
         return False
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("segment", "code"),
+    [("conversations", "unknown_conversation"), ("channels", "unknown_channel")],
+)
+async def test_a_waiting_subscriber_gives_no_snapshot_before_the_first_stream(
+    start_gateway: StartGateway, segment: str, code: str
+) -> None:
+    # The channel exists while someone waits on it, but nothing has been streamed yet: its
+    # snapshot is the documented 404, not a placeholder state.
+    gateway = await start_gateway()
+    url = f"{gateway.url}/streams/{segment}/waiting_1"
+    async with aiohttp.ClientSession() as session:
+        response, reader = await sse_subscribe(session, url)
+        async with session.get(f"{url}/snapshot") as snapshot:
+            assert snapshot.status == 404
+            assert (await snapshot.json())["error"]["code"] == code
+        response.close()
+        reader.cancel()
+        await asyncio.wait({reader})
