@@ -77,9 +77,14 @@ def _opener(
     assert call.thread_id is not None and call.run_id is not None
     try:
         outputs = _tool_outputs_decoder.decode(body).tool_outputs
-    except msgspec.DecodeError as exc:
+        # The relay sends them re-encoded by orjson, which has no integers past 64 bits.
+        orjson.dumps(outputs)
+    except (msgspec.DecodeError, orjson.JSONEncodeError) as exc:
         raise RequestError(
-            400, f"invalid submit_tool_outputs body: {exc}", param="tool_outputs"
+            400,
+            f"invalid submit_tool_outputs body: {exc}",
+            code="invalid_body",
+            param="tool_outputs",
         ) from None
     thread_id, run_id = call.thread_id, call.run_id
     return lambda: upstream.stream_submit_tool_outputs(

@@ -4,7 +4,9 @@ The three Assistants run-starting calls (spec §1.2): ``POST /threads/{thread_id
 ``POST /threads/runs`` and ``POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs``; and
 ``POST /responses`` and ``POST /chat/completions``. Each only when the JSON body says
 ``"stream": true`` (spec §1.4: the body, not a header, decides). Everything else is a plain
-passthrough.
+passthrough. The body of a streamed call must be one the relay can read
+(``gateway.upstream.body.json_object``): runcast refuses any other with a 400 ``invalid_body``,
+before a relay starts or anything goes upstream.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Literal
 from urllib.parse import unquote
 
 import msgspec
+
+from gateway.upstream.body import MAX_NESTING, json_object
+
+from .errors import RequestError
 
 __all__ = ["StreamedCall", "streamed_call"]
 
@@ -47,7 +53,8 @@ def streamed_call(method: str, raw_path: str, body: bytes) -> StreamedCall | Non
     """The streamed call ``method raw_path`` with ``body`` makes, or None for a passthrough.
 
     A body that is not a JSON object with a boolean ``stream`` is passed through: the upstream
-    answers it with its own 400 error.
+    answers it with its own 400 error. Raises RequestError for a streamed call's body the relay
+    cannot read.
     """
     if method != "POST" or not body:
         return None
@@ -55,10 +62,7 @@ def streamed_call(method: str, raw_path: str, body: bytes) -> StreamedCall | Non
         match = pattern.match(raw_path)
         if match is None:
             continue
-        try:
-            if _flag_decoder.decode(body).stream is not True:
-                return None
-        except msgspec.DecodeError:
+        if not _streamed(body):
             return None
         ids = [unquote(group) for group in match.groups()]
         if kind == "run":
@@ -67,3 +71,23 @@ def streamed_call(method: str, raw_path: str, body: bytes) -> StreamedCall | Non
             return StreamedCall(kind=kind, thread_id=ids[0], run_id=ids[1])
         return StreamedCall(kind=kind)
     return None
+
+
+def _streamed(body: bytes) -> bool:
+    """Whether ``body`` asks for a stream; RequestError for one the relay could not read."""
+    try:
+        if _flag_decoder.decode(body).stream is not True:
+            return False
+    except msgspec.DecodeError:
+        return False
+    except RecursionError:
+        # msgspec recurses once per nesting level on Python's stack (about 1000 frames): far
+        # past MAX_NESTING.
+        message = f"request body nests arrays and objects deeper than {MAX_NESTING} levels"
+        raise RequestError(400, message, code="invalid_body") from None
+    try:
+        # The view skipped every other member, with fewer checks than the relay's parser makes.
+        json_object(body)
+    except ValueError as exc:
+        raise RequestError(400, str(exc), code="invalid_body") from None
+    return True

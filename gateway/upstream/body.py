@@ -4,7 +4,8 @@ A body given as bytes is the caller's own JSON and is sent as is (the transparen
 re-encode a client's request). The one exception is the ``stream`` flag of the run-starting calls,
 which decides whether the answer is SSE or JSON (spec §1.4): :func:`with_stream_flag` splices
 ``"stream":true`` into the bytes when it is missing, and re-encodes only when the caller set it to
-something else.
+something else. :func:`json_object` is the one reading of a body's bytes, which runcast also
+applies to a streamed call's body before it starts a relay (``gateway/http/routes.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import orjson
 from yarl import URL
 
 __all__ = [
+    "MAX_NESTING",
     "Body",
     "Query",
     "build_url",
+    "json_object",
     "path_id",
     "query_pairs",
     "unsafe_path",
@@ -34,6 +37,11 @@ Query: TypeAlias = str | Mapping[str, QueryValue | None] | None
 """A query: an already-encoded string (sent verbatim) or a mapping; None values are dropped."""
 
 _JSON_WS = b" \t\r\n"  # RFC 8259 §2 insignificant whitespace
+
+MAX_NESTING = 254
+"""Deepest nesting of arrays and objects read in a body: orjson.dumps refuses deeper values, and
+bodies are written back with it (here, tool outputs); far within the recursion budget of the
+msgspec views that read them on Python's stack (``RecursionError`` past it)."""
 
 
 def path_id(value: str) -> str:
@@ -104,12 +112,38 @@ def build_url(base_url: str, path: str, query: Query = None) -> URL:
     return URL(text, encoded=True)
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """``body`` parsed, when it is a JSON object runcast can read and write back; else ValueError.
+
+    orjson refuses what RFC 8259 leaves unpredictable between implementations (§8.1 invalid UTF-8,
+    §8.2 unpaired surrogates, §6 numbers beyond a double) and nesting deeper than 1024 levels;
+    :data:`MAX_NESTING` bounds the nesting further.
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ValueError("request body must be a JSON object")
+    level: list[Any] = [parsed]
+    for _ in range(MAX_NESTING):
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return parsed
+    raise ValueError(f"request body nests arrays and objects deeper than {MAX_NESTING} levels")
+
+
 def with_stream_flag(body: Body | None, stream: bool) -> bytes:
     """The JSON object ``body`` with its top-level ``stream`` set to ``stream``.
 
     Bytes that already carry the wanted value come back unchanged; when the key is missing and a
     stream is wanted, ``"stream":true`` is spliced in after the opening brace so every other byte
-    stays the client's. Raises ValueError when ``body`` is not a JSON object.
+    stays the client's. Raises ValueError when ``body`` is not a JSON object (:func:`json_object`).
     """
     if body is None:
         return b'{"stream":true}' if stream else b"{}"
@@ -120,12 +154,7 @@ def with_stream_flag(body: Body | None, stream: bool) -> bytes:
         else:
             obj.pop("stream", None)
         return orjson.dumps(obj)
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise ValueError("request body must be a JSON object")
+    parsed = json_object(body)
     current = parsed.get("stream")
     if stream:
         if current is True:
