@@ -43,6 +43,7 @@ from .errors import RequestError, upstream_failure
 from .headers import copy_response_headers, relayed_body
 from .routes import StreamedCall
 from .state import DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
+from .streams import routable
 
 __all__ = ["http_error_response", "serve_streamed_call", "write_feed"]
 
@@ -166,10 +167,12 @@ def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
     if start.request_id:
         head["x-request-id"] = start.request_id
     tokens = request.app[TOKENS]
-    if start.run_id is not None:
+    # An id no subscriber URL can name (from an upstream that does not check its ids) is not
+    # advertised: it could not be subscribed to, and may not even be a valid header value.
+    if start.run_id is not None and routable(start.run_id):
         head["runcast-run-id"] = start.run_id
         head["runcast-subscribe-token"] = tokens.mint(run_channel(start.run_id)).token
-    if start.thread_id is not None:
+    if start.thread_id is not None and routable(start.thread_id):
         head["runcast-thread-id"] = start.thread_id
         head["runcast-thread-token"] = tokens.mint(thread_channel(start.thread_id)).token
     return head

@@ -39,7 +39,6 @@ error, 502/504, 503 ``shutting_down``). The body is the upstream's events, same 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Awaitable, Mapping
 
 import orjson
@@ -72,12 +71,11 @@ from .errors import RequestError, upstream_failure
 from .exposition import METRICS
 from .routes import StreamedCall
 from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, TOOL_AUTOMATION, UPSTREAM
-from .streams import ID_PATTERN
+from .streams import routable
 
 __all__ = ["CHANNEL_HEADER", "serve_protocol_stream"]
 
 CHANNEL_HEADER = "Runcast-Channel"
-_NAME = re.compile(rf"^{ID_PATTERN}$")
 _STREAMS = {"response": "responses", "chat": "chat"}
 """The subscriber path segment of each stream kind (``/streams/<segment>/<id>``)."""
 
@@ -95,10 +93,14 @@ async def serve_protocol_stream(
     channels: dict[str, str] = {}
     conversation = conversation_of(body) if call.kind == "response" else None
     if conversation is not None:
+        if not routable(conversation):
+            raise RequestError(
+                400, f"invalid conversation id: {conversation[:140]!r}", param="conversation"
+            )
         channels["conversation"] = conversation
     name = request.headers.get(CHANNEL_HEADER)
     if name is not None:
-        if not _NAME.match(name):
+        if not routable(name):
             raise RequestError(
                 400, f"invalid {CHANNEL_HEADER} header: {name[:140]!r}", param=CHANNEL_HEADER
             )
@@ -224,7 +226,8 @@ def _head(
     if start.request_id:
         head["x-request-id"] = start.request_id
     tokens = request.app[TOKENS]
-    if start.object_id is not None:
+    # An upstream id no subscriber URL can name is not advertised (see creator._head).
+    if start.object_id is not None and routable(start.object_id):
         spec = RESPONSES if kind == "response" else CHAT
         head["runcast-response-id" if kind == "response" else "runcast-completion-id"] = (
             start.object_id

@@ -17,6 +17,7 @@ the hub's pending channels between them.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 __all__ = [
     "ID_PATTERN",
     "client_key",
+    "routable",
     "run_snapshot",
     "serve_channel",
     "stream_run",
@@ -38,6 +40,13 @@ __all__ = [
 
 ID_PATTERN = r"[A-Za-z0-9_\-.]{1,128}"
 """Object ids as route patterns (OpenAI ids are ``prefix_`` + base62); anything else is a 404."""
+_ID = re.compile(ID_PATTERN)
+
+
+def routable(value: str) -> bool:
+    """Whether ``value`` is an id a subscriber URL can name (and so safe in a header)."""
+    return _ID.fullmatch(value) is not None
+
 
 _TRUE = frozenset({"1", "true", "yes"})
 
