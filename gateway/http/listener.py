@@ -25,7 +25,12 @@ connections, the embedded simulator and files.
 
 The handlers also keep malformed requests quiet: aiohttp logs each with an ERROR traceback; here
 the client gets a JSON 400 and the log one warning line (a debug line for non-HTTP traffic such
-as TLS on the plain port).
+as TLS on the plain port). The 400 names the kind of fault but never quotes the request, as
+aiohttp's messages do (a subscribe token in the query, a key in ``Authorization``); the log line
+keeps aiohttp's message, redacted like every line (``gateway.logs``). A request in any version
+but HTTP/1.1 and HTTP/1.0 is malformed too: llhttp parses ``HTTP/0.9`` and ``HTTP/2.0`` request
+lines, which no handler here can answer (an SSE stream is HTTP/1.1 chunked or HTTP/1.0 ended by
+the connection's close).
 """
 
 from __future__ import annotations
@@ -33,11 +38,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+)
 
 from gateway.errors import ConfigError, ListenError
 
@@ -278,6 +292,18 @@ class _Handler(web.RequestHandler):
             listener._released()
         super().connection_lost(exc)
 
+    async def _handle_request(
+        self,
+        request: web.BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        # aiohttp runs every parsed request through this (private) method: the one place to
+        # refuse a version before any handler sees the request.
+        if request.version not in (HttpVersion11, HttpVersion10):
+            request_handler = _refuse_version
+        return await super()._handle_request(request, start_time, request_handler)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -288,17 +314,49 @@ class _Handler(web.RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         # The peer sent something that is not HTTP/1.1 (aiohttp's parser refused it before any
-        # response started): its fault, not ours, so no traceback.
+        # response started): its fault, not ours, so no traceback. The log gets aiohttp's message
+        # (redacted when formatted), the client only the kind of fault.
         reason = _one_line(exc.message if isinstance(exc.message, str) else repr(exc))
         if isinstance(exc, BadHttpMethod):
             log.debug("non-HTTP traffic from %s: %s", request.remote, reason)
         else:
             log.warning("malformed request from %s: %s", request.remote, reason)
-        response = error_response(
-            status, f"malformed HTTP request: {reason}", code="malformed_request"
-        )
-        response.force_close()
-        return response
+        return _malformed_request(status, _fault(exc))
+
+
+async def _refuse_version(request: web.BaseRequest) -> web.StreamResponse:
+    version = f"HTTP/{request.version.major}.{request.version.minor}"
+    log.warning("malformed request from %s: unsupported version %s", request.remote, version)
+    # aiohttp writes the answer in the request's version, a cached property; RFC 9110 section
+    # 2.5: answer in the highest version served.
+    request._cache["version"] = HttpVersion11
+    return _malformed_request(400, f"unsupported version {version} (HTTP/1.1 or HTTP/1.0 only)")
+
+
+def _malformed_request(status: int, fault: str) -> web.Response:
+    response = error_response(status, f"malformed HTTP request: {fault}", code="malformed_request")
+    response.force_close()
+    return response
+
+
+# What a client is told of each kind of parse error whose message quotes the request's bytes.
+_FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
+    (InvalidHeader, "invalid header"),
+    (InvalidURLError, "invalid request target"),
+    (BadStatusLine, "invalid request line"),
+)
+
+
+def _fault(exc: HttpProcessingError) -> str:
+    """The fault in a request aiohttp could not parse, without the bytes its message quotes."""
+    if isinstance(exc, LineTooLong):
+        return f"the request line or a header is longer than {exc.args[1]} bytes"
+    # llhttp's errors read "<reason>:\n\n  <bytes>\n  <pointer>" (aiohttp's _http_parser.pyx,
+    # parser_error_from_errno), the reason one of llhttp's constant texts.
+    reason, quoted, _ = exc.message.partition(":\n\n")
+    if quoted:
+        return _one_line(reason)
+    return next((fault for kind, fault in _FAULTS if isinstance(exc, kind)), "invalid request head")
 
 
 def _one_line(text: str, limit: int = 200) -> str:

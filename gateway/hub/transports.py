@@ -216,7 +216,11 @@ async def serve_websocket(
     )
     if headers:
         ws.headers.update(headers)
-    if not ws.can_prepare(request):
+    try:
+        ready = ws.can_prepare(request).ok
+    except ValueError:  # aiohttp's base64 check of a non-ASCII Sec-WebSocket-Key raises it
+        ready = False
+    if not ready:
         raise SubscriberError(400, "invalid_websocket", "malformed WebSocket upgrade request")
     sink = TransportSink(FrameFormat.WEBSOCKET, buffer_limit=settings.subscriber_buffer_bytes)
     subscription = await broker.subscribe(

@@ -1,0 +1,158 @@
+"""Requests refused at the wire, over a raw socket: an HTTP version runcast does not serve, a
+WebSocket upgrade with a non-ASCII key, and heads too malformed to parse whose bytes carry a
+secret. Each gets a JSON 400 and no traceback; nothing of the request comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+import pytest
+from http_helpers import WAIT, Gateway, StartGateway
+
+from gateway import logs
+
+pytestmark = pytest.mark.asyncio
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3aXJlIn0.SECRET-SUBSCRIBE-TOKEN"
+KEY = "rk-SECRET-CALLER-KEY-0001"
+
+
+async def _connect(gateway: Gateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """The next answer on a connection: status line, headers (lower-case names), body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status_line, *lines = head.removesuffix("\r\n\r\n").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return status_line, headers, await reader.readexactly(int(headers["content-length"]))
+
+
+async def _exchange(gateway: Gateway, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send ``request`` on a fresh connection; its answer, which the server must follow with
+    closing the connection."""
+    reader, writer = await _connect(gateway)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(WAIT):
+            answer = await _answer(reader)
+            assert await reader.read() == b"", "the connection stayed open after the answer"
+    finally:
+        writer.close()
+    return answer
+
+
+def _error(body: bytes) -> dict[str, str]:
+    error: dict[str, str] = orjson.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    return error
+
+
+def _quiet(records: list[logging.LogRecord]) -> None:
+    """No ERROR line and no traceback, at most one warning line."""
+    assert not [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
+    assert len([r for r in records if r.levelno == logging.WARNING]) <= 1
+
+
+CREATOR_BODY = orjson.dumps({"model": "gpt-4o", "input": "hi", "stream": True})
+
+OTHER_VERSIONS = {
+    # The hub's SSE response is chunked for HTTP/1.1 and up: aiohttp raised on HTTP/2.0.
+    "subscriber HTTP/2.0": b"GET /streams/channels/wire HTTP/2.0\r\nHost: runcast\r\n\r\n",
+    "subscriber HTTP/0.9": b"GET /streams/channels/wire HTTP/0.9\r\nHost: runcast\r\n\r\n",
+    "creator HTTP/2.0": b"POST /v1/responses HTTP/2.0\r\nHost: runcast\r\n"
+    b"Authorization: Bearer sk-caller\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(CREATOR_BODY), CREATOR_BODY),
+    "probe HTTP/0.9": b"GET /healthz HTTP/0.9\r\nHost: runcast\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", OTHER_VERSIONS.values(), ids=OTHER_VERSIONS.keys())
+async def test_other_http_versions_get_a_400_in_http11_and_the_connection_closes(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    gateway = await start_gateway()
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # the open-mode warning at start
+    status_line, headers, body = await _exchange(gateway, request_bytes)
+    assert status_line == "HTTP/1.1 400 Bad Request"
+    assert headers["connection"] == "close"
+    error = _error(body)
+    assert error["code"] == "malformed_request"
+    version = request_bytes.split(b"\r\n", 1)[0].rsplit(b" ", 1)[1].decode()
+    assert version in error["message"]
+    _quiet(caplog.records)
+    assert gateway.broker.statistics().subscribers == 0
+
+
+async def test_http10_is_still_served(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    status_line, _, body = await _exchange(
+        gateway, b"GET /healthz HTTP/1.0\r\nHost: runcast\r\n\r\n"
+    )
+    assert status_line == "HTTP/1.0 200 OK"
+    assert orjson.loads(body) == {"status": "ok"}
+
+
+async def test_a_non_ascii_websocket_key_gets_invalid_websocket_and_leaves_nothing_behind(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway()
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # the open-mode warning at start
+    reader, writer = await _connect(gateway)
+    try:
+        writer.write(
+            b"GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: \xe9\xff\r\n\r\n"
+        )
+        async with asyncio.timeout(WAIT):
+            status_line, _, body = await _answer(reader)
+            assert status_line == "HTTP/1.1 400 Bad Request"
+            assert _error(body)["code"] == "invalid_websocket"
+            # Refused like any other bad handshake: the connection still serves requests.
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: runcast\r\nConnection: close\r\n\r\n")
+            assert (await _answer(reader))[0] == "HTTP/1.1 200 OK"
+    finally:
+        writer.close()
+    _quiet(caplog.records)
+    assert gateway.broker.statistics().subscribers == 0
+    assert gateway.connections.by_transport() == {"sse": 0, "websocket": 0}
+
+
+PAD = "a" * 9000  # past aiohttp's 8190-byte limit on the request line and on a header
+SECRET_HEADS = {
+    "token in a long URL": f"GET /streams/channels/wire?token={TOKEN}&pad={PAD} HTTP/1.1\r\n"
+    "Host: runcast\r\n\r\n",
+    "key in a long header": f"GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\n"
+    f"Authorization: Bearer {KEY}{PAD}\r\n\r\n",
+    "key before a control character": "GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\n"
+    f"Authorization: Bearer {KEY}\x01\r\n\r\n",
+    "token in a URL without a host": f"GET http://?token={TOKEN} HTTP/1.1\r\nHost: runcast\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("head", SECRET_HEADS.values(), ids=SECRET_HEADS.keys())
+async def test_a_malformed_head_is_not_echoed_in_the_answer(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture, head: str
+) -> None:
+    gateway = await start_gateway()
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # the open-mode warning at start
+    status_line, headers, body = await _exchange(gateway, head.encode())
+    assert status_line.split(" ", 2)[1] == "400"
+    error = _error(body)
+    assert error["code"] == "malformed_request"
+    answer = status_line + repr(headers) + body.decode()
+    assert "SECRET" not in answer
+    if PAD in head:
+        assert "longer than 8190 bytes" in error["message"]
+    _quiet(caplog.records)
+    # The log line keeps aiohttp's words; runcast's formatter masks the secret in them.
+    text = logs.formatter("text")
+    assert not [r for r in caplog.records if "SECRET" in text.format(r)]
