@@ -263,6 +263,18 @@ async def submit_stream(
     return handler
 
 
+@asynccontextmanager
+async def served_upstream(app: web.Application) -> AsyncIterator[str]:
+    """``app`` (an upstream of the test's own) on a free 127.0.0.1 port; its ``/v1`` base URL."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
 def parse_serve(*argv: str, env: dict[str, str] | None = None) -> Settings:
     """The settings of ``runcast serve *argv`` with ``env`` (empty by default) as environment."""
     return settings_from_args(build_parser().parse_args(["serve", *argv]), env or {})

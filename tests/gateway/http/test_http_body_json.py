@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from http_helpers import Gateway, StartGateway
+from http_helpers import Gateway, StartGateway, served_upstream
 
 from gateway.upstream.body import MAX_NESTING
 
@@ -64,13 +64,8 @@ async def upstream() -> AsyncIterator[tuple[str, list[bytes]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", bodies
-    finally:
-        await runner.cleanup()
+    async with served_upstream(app) as url:
+        yield url, bodies
 
 
 async def refused(session: aiohttp.ClientSession, url: str, body: bytes) -> dict[str, str]:

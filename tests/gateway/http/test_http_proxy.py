@@ -9,7 +9,7 @@ import openai
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from http_helpers import Gateway, StartGateway, new_thread, sdk_client
+from http_helpers import Gateway, StartGateway, new_thread, sdk_client, served_upstream
 from openai import AsyncOpenAI
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -107,13 +107,8 @@ async def echo_upstream() -> AsyncIterator[tuple[str, Recorder]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", recorder
-    finally:
-        await runner.cleanup()
+    async with served_upstream(app) as url:
+        yield url, recorder
 
 
 @pytest.mark.asyncio

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from hostile_upstream import Cut, Gate, HostileUpstream, Script, Send, golden_events, run_json
-from http_helpers import SECRET, WAIT
+from http_helpers import SECRET, WAIT, served_upstream
 
 from gateway.http.app import create_app, statistics
 from gateway.http.runner import start_runner
@@ -299,14 +299,11 @@ async def recording() -> AsyncIterator[Recording]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield Recording(f"http://127.0.0.1:{runner.addresses[0][1]}/v1", requests, release)
+        async with served_upstream(app) as url:
+            yield Recording(url, requests, release)
     finally:
         release.set()
-        await runner.cleanup()
 
 
 @pytest.mark.asyncio

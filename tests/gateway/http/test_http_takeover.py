@@ -23,12 +23,12 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from http_helpers import (
     WAIT,
     StartGateway,
     new_thread,
     sdk_client,
+    served_upstream,
     sse_subscribe,
     stream_run,
     subscription_ended,
@@ -73,13 +73,8 @@ async def sim() -> AsyncIterator[tuple[str, SimLog]]:
     log = SimLog()
     app = create_simulator(MockSettings(**SIM_DEFAULTS))
     _record_submissions(app, log)
-    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", log
-    finally:
-        await runner.cleanup()
+    async with served_upstream(app) as url:
+        yield url, log
 
 
 async def _run_at_action(session: aiohttp.ClientSession, upstream: str) -> dict[str, Any]:

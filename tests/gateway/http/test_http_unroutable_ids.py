@@ -12,7 +12,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from http_helpers import StartGateway
+from http_helpers import StartGateway, served_upstream
 
 from parsers.sse import encode_sse
 
@@ -53,12 +53,8 @@ async def upstream() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_post("/v1/responses", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", ids
-    await runner.cleanup()
+    async with served_upstream(app) as url:
+        yield url, ids
 
 
 @pytest.mark.asyncio
