@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway.errors import StreamTruncated, SubscriberError, UpstreamError, UpstreamTimeout
 from parsers.errors import RemoteProtocolError
@@ -154,7 +155,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, exc.message, code=exc.code, param=exc.param, type=exc.type
         )
     except SubscriberError as exc:
-        return error_response(exc.status, str(exc), code=exc.code)
+        retry = {"Retry-After": "1"} if exc.status == 503 else None
+        return error_response(exc.status, str(exc), code=exc.code, headers=retry)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -166,6 +168,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"no route for {request.method} {request.path}"
         return error_response(
             exc.status, message, code=_CODE_BY_STATUS.get(exc.status), headers=kept
+        )
+    except RedisError as exc:
+        # The cluster's Redis is away (Redis mode): a state the operator fixes, not a bug, and
+        # the client may retry. Its address stays out of the answer.
+        log.warning("%s %s: Redis unreachable: %s", request.method, request.path, exc)
+        return error_response(
+            503,
+            "the cluster's Redis is unreachable; retry shortly",
+            code="broker_unavailable",
+            type="server_error",
+            headers={"Retry-After": "1"},
         )
     except ConnectionResetError:
         # The client went away while its answer was written: not an error of anyone's. Any

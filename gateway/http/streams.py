@@ -44,8 +44,9 @@ _ID = re.compile(ID_PATTERN)
 
 
 def routable(value: str) -> bool:
-    """Whether ``value`` is an id a subscriber URL can name (and so safe in a header)."""
-    return _ID.fullmatch(value) is not None
+    """Whether ``value`` is an id a subscriber URL can name (and so safe in a header): ``.``
+    and ``..`` match the pattern but are dot-segments, which clients remove from a path."""
+    return _ID.fullmatch(value) is not None and value not in (".", "..")
 
 
 _TRUE = frozenset({"1", "true", "yes"})

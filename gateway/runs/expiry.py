@@ -49,6 +49,8 @@ _LEASE_TTL = 2 * _FETCH_TIMEOUT
 """The watcher's hold on a run it settles: one bounded read plus one publish."""
 
 _OWNER = "runcast-action-expiry"
+# Between reads of a schedule whose store is unreachable.
+_RETRY_DELAY = 1.0
 
 
 class ActionExpiry:
@@ -111,34 +113,47 @@ class ActionExpiry:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("action expiry watcher failed", exc_info=task.exception())
         finally:
-            await self._schedule.clear()
+            try:
+                await self._schedule.clear()
+            except Exception as exc:  # its store unreachable: the entries lapse there
+                log.warning("action expiry: the schedule could not be cleared: %s", exc)
 
     # -- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
-            self._wake.clear()
-            entry = await self._schedule.earliest()
-            if entry is None:
-                await self._wake.wait()
-                continue
-            delay = entry.deadline - time.time()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                continue
             try:
-                rearmed = await self._expire(entry)
-            except Exception:
-                # One run's failure must not end the watch over every other run (STYLE 4);
-                # CancelledError is a BaseException and still stops the task.
-                log.exception("run %s: could not settle its expired action", entry.run_id)
-                rearmed = False
-            if not rearmed:
-                await self._schedule.discard(entry)
+                await self._step()
+            except Exception as exc:
+                # The schedule's store unreachable (Redis mode): the watch goes on once it is
+                # back; CancelledError is a BaseException and still stops the task.
+                log.warning("action expiry: the schedule cannot be read (%s); retrying", exc)
+                await asyncio.sleep(_RETRY_DELAY)
+
+    async def _step(self) -> None:
+        """Wait for the earliest entry's deadline (or a change of the schedule); settle it."""
+        self._wake.clear()
+        entry = await self._schedule.earliest()
+        if entry is None:
+            await self._wake.wait()
+            return
+        delay = entry.deadline - time.time()
+        if delay > 0:
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            return
+        try:
+            rearmed = await self._expire(entry)
+        except Exception:
+            # One run's failure must not end the watch over every other run (STYLE 4);
+            # CancelledError is a BaseException and still stops the task.
+            log.exception("run %s: could not settle its expired action", entry.run_id)
+            rearmed = False
+        if not rearmed:
+            await self._schedule.discard(entry)
 
     async def _untouched(self, entry: ExpiryEntry) -> bool:
         """Still watched, and nothing reached the run's channel since the segment ended."""

@@ -104,9 +104,11 @@ class LocalChannels:
             try:
                 (epoch, last, end), held = await self._log.read_tail(name)
             except (RedisError, OSError) as exc:
-                # Only a channel this node already holds can be served while Redis is away.
+                # Only a channel this node already holds can be served while Redis is away. The
+                # client is not told Redis's address: the log is.
+                logger.warning("channel %s: Redis unreachable: %s", name, exc)
                 raise SubscriberError(
-                    503, "broker_unavailable", f"the cluster's Redis is unreachable: {exc}"
+                    503, "broker_unavailable", "the cluster's Redis is unreachable; retry shortly"
                 ) from exc
             now = self.now()
             registry = self._registry

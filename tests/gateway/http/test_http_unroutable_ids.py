@@ -84,7 +84,7 @@ async def test_an_upstream_id_runcast_cannot_route_is_not_put_in_headers(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("conversation", ["conv_a\nb", "conv a", {"id": "c" * 129}])
+@pytest.mark.parametrize("conversation", ["conv_a\nb", "conv a", {"id": "c" * 129}, ".."])
 async def test_a_conversation_id_that_is_no_id_is_a_400(
     start_gateway: StartGateway, upstream: tuple[str, list[str]], conversation: object
 ) -> None:
@@ -100,3 +100,24 @@ async def test_a_conversation_id_that_is_no_id_is_a_400(
         error = (await response.json())["error"]
     assert error["param"] == "conversation"
     assert ids == ["resp_ok"]  # nothing went upstream
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", [".", ".."])
+async def test_a_channel_name_that_is_a_dot_segment_is_a_400(
+    start_gateway: StartGateway, upstream: tuple[str, list[str]], name: str
+) -> None:
+    # /streams/channels/. is /streams/channels/ to every client that normalises paths.
+    url, ids = upstream
+    gateway = await start_gateway(upstream_url=url)
+    ids.append("resp_ok")
+    body = {"model": "gpt-5", "input": "Hi", "stream": True}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.v1}/responses", json=body, headers={**HEADERS, "Runcast-Channel": name}
+        ) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"]["param"] == "Runcast-Channel"
+    assert ids == ["resp_ok"]

@@ -1,0 +1,61 @@
+"""Redis mode while the cluster's Redis is away: requests that need it get a 503
+``broker_unavailable`` to retry, never a 500 with a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from http_helpers import StartGateway
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
+from redis_server import RedisServer  # found through the line above
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "path",
+    ["/streams/runs/run_x", "/streams/runs/run_x/snapshot", "/streams/threads/thread_x"],
+)
+async def test_subscribing_while_redis_is_away_is_a_503_to_retry(
+    start_gateway: StartGateway,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+) -> None:
+    gateway = await start_gateway(broker=redis_server.url, node_id="a")
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING):
+        async with aiohttp.ClientSession() as session, session.get(gateway.url + path) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+            error = (await response.json())["error"]
+    assert error["code"] == "broker_unavailable"
+    assert redis_server.url.rsplit(":", 1)[-1].split("/")[0] not in error["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.asyncio
+async def test_a_node_stops_cleanly_while_redis_is_away(
+    start_gateway: StartGateway, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rolling restart during an outage: what the node cannot tidy in Redis lapses there.
+    gateway = await start_gateway(broker=redis_server.url, node_id="a")
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING):
+        await gateway.runner.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+    ]
