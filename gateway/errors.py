@@ -12,6 +12,7 @@ from typing import Any
 from parsers.errors import RuncastError
 
 __all__ = [
+    "BrokerUnavailable",
     "ConfigError",
     "ListenError",
     "StreamTruncated",
@@ -91,6 +92,11 @@ class SubscriberError(RuncastError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class BrokerUnavailable(RuncastError, RuntimeError):
+    """The cluster's Redis is unreachable and a publish could be neither appended nor held for
+    re-append (Redis mode)."""
 
 
 class ToolError(RuncastError):

@@ -17,7 +17,13 @@ import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.errors import StreamTruncated, SubscriberError, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    BrokerUnavailable,
+    StreamTruncated,
+    SubscriberError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from parsers.errors import RemoteProtocolError
 
 __all__ = [
@@ -169,7 +175,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             exc.status, message, code=_CODE_BY_STATUS.get(exc.status), headers=kept
         )
-    except RedisError as exc:
+    except (RedisError, BrokerUnavailable) as exc:
         # The cluster's Redis is away (Redis mode): a state the operator fixes, not a bug, and
         # the client may retry. Its address stays out of the answer.
         log.warning("%s %s: Redis unreachable: %s", request.method, request.path, exc)

@@ -30,7 +30,9 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, Protocol
 
 import msgspec
+from redis.exceptions import RedisError
 
+from gateway.errors import BrokerUnavailable
 from gateway.hub import Broker
 from gateway.metrics import Metrics
 from gateway.state import Lease, LiveRun, SharedState, ToolRounds
@@ -295,8 +297,13 @@ class RelayRegistry:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
-            self._failed += 1
+        if exc is None:
+            return
+        self._failed += 1
+        if isinstance(exc, RedisError | BrokerUnavailable):
+            # The cluster's Redis is away (Redis mode): the operator's to fix, the creator told.
+            log.warning("run relay %s stopped: Redis unreachable: %s", task.get_name(), exc)
+        else:
             log.error("run relay %s failed", task.get_name(), exc_info=exc)
 
     async def wait_idle(self) -> None:

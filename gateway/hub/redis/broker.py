@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import msgspec
 from redis.exceptions import RedisError
 
-from gateway.errors import SubscriberError
+from gateway.errors import BrokerUnavailable, SubscriberError
 from gateway.hub.broker import (
     BrokerStatistics,
     ChannelStatistics,
@@ -198,7 +198,7 @@ class RedisBroker(MemoryBroker):
                     break
                 except RedisError as exc:
                     outage.append_down = True
-                    raise RuntimeError(f"the Redis broker could not append: {exc}") from exc
+                    raise BrokerUnavailable(f"the Redis broker could not append: {exc}") from exc
             outage.append_down = False
             if fence is not None and any(result is None for result in results):
                 raise StaleFence(f"the lease on {fence.key} has a newer holder than {fence.token}")

@@ -118,6 +118,9 @@ class StreamRelay:
         self.owning = False
         """The lease was asked for (once, whatever came of it)."""
         self._body: asyncio.Task[None] | None = None
+        # What ended the relay other than the upstream (the shared state unreachable ...): the
+        # creator's start fails with it when nothing was sent to the creator yet.
+        self._failure: Exception | None = None
         self.reconcile = reconcile
         self._chain = chain
         self._round = 0
@@ -188,6 +191,9 @@ class StreamRelay:
             while opener is not None and await self._relay_stream(opener):
                 opener = await self._follow_up()
             ended = True
+        except Exception as exc:
+            self._failure = exc
+            raise
         finally:
             keeper = self.keeper
             # Stopped before its end (the gateway shuts down) while holding the stream: its
@@ -381,7 +387,9 @@ class StreamRelay:
             held, self._held = self._held, []
             await self.out.emit_batch(held)
         if not self.ready.done:
-            if self.received:
+            if self._failure is not None:
+                self.ready.failed(self._failure)
+            elif self.received:
                 self.resolve_start()
             else:
                 self.ready.failed(

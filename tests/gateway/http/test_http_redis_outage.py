@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from http_helpers import StartGateway
+from http_helpers import StartGateway, new_thread, sdk_client
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
 from redis_server import RedisServer  # found through the line above
@@ -59,3 +59,44 @@ async def test_a_node_stops_cleanly_while_redis_is_away(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
         r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
     ]
+
+
+CREATORS = {
+    "assistants": ("/threads/{thread_id}/runs", {"assistant_id": "{assistant_id}", "stream": True}),
+    "responses": ("/responses", {"model": "gpt-5", "input": "Hi", "stream": True}),
+    "chat": (
+        "/chat/completions",
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": True},
+    ),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("protocol", CREATORS)
+async def test_a_stream_started_while_redis_is_away_is_a_503_not_an_empty_200(
+    start_gateway: StartGateway,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
+) -> None:
+    # The relay cannot hold the run (its lease is in Redis): the creator must learn it, not get
+    # a 200 whose body is empty.
+    gateway = await start_gateway(broker=redis_server.url, node_id="a")
+    sdk = sdk_client(gateway)
+    assistant_id, thread_id = await new_thread(sdk)  # proxied: Redis is not needed
+    await sdk.close()
+    redis_server.stop()
+    path, body = CREATORS[protocol]
+    path = path.format(thread_id=thread_id)
+    body = {
+        k: v.format(assistant_id=assistant_id) if isinstance(v, str) else v for k, v in body.items()
+    }
+    headers = {"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gateway.v1 + path, json=body, headers=headers) as response,
+    ):
+        assert response.status == 503, await response.text()
+        error = (await response.json())["error"]
+    assert error["code"] == "broker_unavailable"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
