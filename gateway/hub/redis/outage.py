@@ -55,7 +55,8 @@ class Outage:
         self.live_down = False
         """The follower lost the live connection and is re-establishing it."""
         self.append_down = False
-        """A publish could not append and is trying again (or gave up); cleared by the next."""
+        """A publish could not append and is trying again (or gave up); cleared by the next, or
+        once Redis answers again with nothing held."""
         self.publisher_down = False
         """An append or close failed for want of Redis; cleared by the re-append task."""
         self._degraded_since: float | None = None
@@ -140,6 +141,10 @@ class Outage:
 
     def live_back(self) -> None:
         self.live_down = False
+        if not len(self.tails):
+            # Redis answers again and nothing is held: a publish that gave up meanwhile is no
+            # reason to stay unready until the next one succeeds.
+            self.append_down = False
         self.update_degraded()
 
     def update_degraded(self) -> None:
@@ -180,8 +185,9 @@ class Outage:
                 else:
                     await self._log.ping()
                 if not len(tails):
-                    # Redis answered and nothing is held: appends go to Redis again.
-                    self.publisher_down = False
+                    # Redis answered and nothing is held: appends go to Redis again (a publish
+                    # that gave up meanwhile held nothing either).
+                    self.publisher_down = self.append_down = False
                     tails.work.clear()
                     self.update_degraded()
                 backoff = 0.05

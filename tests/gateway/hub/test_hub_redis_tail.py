@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer
 
-from gateway.errors import SubscriberError
+from gateway.errors import BrokerUnavailable, SubscriberError
 from gateway.hub import BufferSink, HubEvent
 from gateway.hub.redis import RedisBroker
 from gateway.hub.redis import broker as broker_module
@@ -268,3 +268,21 @@ async def test_tails_bound_by_events_and_bytes_per_channel_and_bytes_in_all() ->
         tails.done(h)
     await asyncio.wait_for(waiter, 1)  # a removal wakes the publishes waiting for room
     assert (tails.events, tails.nbytes, len(tails)) == (0, 0, 0) and not tails.work.is_set()
+
+
+async def test_a_node_whose_publish_gave_up_is_ready_again_once_redis_is_back(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish to a channel this node cannot number itself fails while Redis is away (nothing
+    is held); once Redis is back the node is ready again without waiting for another publish
+    (a balancer following /readyz would never send it one)."""
+    monkeypatch.setattr(broker_module, "READ_TIMEOUT", 0.5)
+    async with node(server) as a:
+        server.stop(save=True)
+        try:
+            with pytest.raises(BrokerUnavailable):
+                await a.publish(["run:new"], [ev(1)])
+            assert "append failed, 0 events held" in (a.unavailable() or "")
+        finally:
+            server.start()
+        await until(lambda: a.unavailable() is None)
