@@ -314,6 +314,7 @@ class StreamRelay:
         async with stream:
             if self._request_id is None:
                 self._request_id = stream.response.headers.get("x-request-id")
+            done = False
             while batch := await stream.read_batch():
                 self.received = True
                 events: list[HubEvent] = []
@@ -341,12 +342,17 @@ class StreamRelay:
                     chain = self._chain
                     if chain is not None and typed is not None:
                         chain.observe(typed)
-                        if seen.end and chain.holds(typed):
-                            self._held_end = event
-                            continue
-                    events.append(event)
+                    if seen.end and chain is not None and typed is not None and chain.holds(typed):
+                        self._held_end = event
+                    else:
+                        events.append(event)
+                    if sse.data_bytes == b"[DONE]":
+                        done = True  # the end of this HTTP stream: nothing after it belongs to it
+                        break
                 await self.emit(events)
                 meter.delivered(sampled)
+                if done:
+                    break
                 await asyncio.sleep(0)
             meter.closed(opened)
             if not self.ended:

@@ -8,8 +8,10 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
-from http_helpers import WAIT, Gateway, Received
+from aiohttp import web
+from http_helpers import WAIT, Gateway, Received, StartGateway, served_upstream
 from openai import APIError, AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 from protocol_helpers import read_sse, read_ws, subscribe_sse
@@ -148,3 +150,40 @@ async def test_protocol_streams_move_the_run_counters(
     assert value("runcast_runs_finished_total", protocol="responses", outcome="ended") == 1
     assert value("runcast_runs_started_total", protocol="chat") == 1
     assert value("runcast_runs_finished_total", protocol="chat", outcome="upstream_lost") == 1
+
+
+@pytest.mark.asyncio
+async def test_nothing_after_done_is_relayed(start_gateway: StartGateway) -> None:
+    # A server that goes on after `data: [DONE]`: that is the end of the HTTP stream.
+    def chunk(text: str) -> bytes:
+        delta = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        body = {"id": "chatcmpl-d", "object": "chat.completion.chunk", "choices": [delta]}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(
+            chunk("kept") + b"data: [DONE]\n\n" + chunk("after") + b"data: [DONE]\n\n"
+        )
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        body = {"model": "gpt-4o", "messages": _messages(), "stream": True}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{gateway.v1}/chat/completions",
+                json=body,
+                headers={"Authorization": "Bearer sk-x"},
+            ) as response,
+        ):
+            assert response.status == 200
+            received = await response.read()
+    assert received.count(b"[DONE]") == 1
+    assert b"kept" in received and b"after" not in received
