@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -83,41 +84,36 @@ async def test_an_upstream_id_runcast_cannot_route_is_not_put_in_headers(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+NOT_IDS = [
+    ("conversation", "conv_a\nb"),
+    ("conversation", "conv a"),
+    ("conversation", {"id": "c" * 129}),
+    ("conversation", ".."),
+    # /streams/channels/. is /streams/channels/ to every client that normalises paths.
+    ("Runcast-Channel", "."),
+    ("Runcast-Channel", ".."),
+]
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize("conversation", ["conv_a\nb", "conv a", {"id": "c" * 129}, ".."])
-async def test_a_conversation_id_that_is_no_id_is_a_400(
-    start_gateway: StartGateway, upstream: tuple[str, list[str]], conversation: object
+@pytest.mark.parametrize(("param", "value"), NOT_IDS)
+async def test_a_caller_id_that_is_no_id_is_a_400_before_the_upstream(
+    start_gateway: StartGateway, upstream: tuple[str, list[str]], param: str, value: Any
 ) -> None:
     url, ids = upstream
     gateway = await start_gateway(upstream_url=url)
     ids.append("resp_ok")
-    body = {"model": "gpt-5", "input": "Hi", "stream": True, "conversation": conversation}
+    body: dict[str, Any] = {"model": "gpt-5", "input": "Hi", "stream": True}
+    headers = dict(HEADERS)
+    if param == "conversation":
+        body["conversation"] = value
+    else:
+        headers[param] = value
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{gateway.v1}/responses", json=body, headers=HEADERS) as response,
+        session.post(f"{gateway.v1}/responses", json=body, headers=headers) as response,
     ):
         assert response.status == 400
         error = (await response.json())["error"]
-    assert error["param"] == "conversation"
+    assert error["param"] == param
     assert ids == ["resp_ok"]  # nothing went upstream
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("name", [".", ".."])
-async def test_a_channel_name_that_is_a_dot_segment_is_a_400(
-    start_gateway: StartGateway, upstream: tuple[str, list[str]], name: str
-) -> None:
-    # /streams/channels/. is /streams/channels/ to every client that normalises paths.
-    url, ids = upstream
-    gateway = await start_gateway(upstream_url=url)
-    ids.append("resp_ok")
-    body = {"model": "gpt-5", "input": "Hi", "stream": True}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{gateway.v1}/responses", json=body, headers={**HEADERS, "Runcast-Channel": name}
-        ) as response,
-    ):
-        assert response.status == 400
-        assert (await response.json())["error"]["param"] == "Runcast-Channel"
-    assert ids == ["resp_ok"]
