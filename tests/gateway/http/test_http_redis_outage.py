@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from http_helpers import StartGateway, new_thread, sdk_client
+from http_helpers import (
+    StartGateway,
+    new_thread,
+    sdk_client,
+    sse_subscribe,
+    stream_run,
+    subscription_ended,
+)
+from tool_helpers import WEATHER
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
 from redis_server import RedisServer  # found through the line above
@@ -100,3 +109,32 @@ async def test_a_stream_started_while_redis_is_away_is_a_503_not_an_empty_200(
         error = (await response.json())["error"]
     assert error["code"] == "broker_unavailable"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.asyncio
+async def test_an_action_that_expires_during_an_outage_still_ends_its_run(
+    start_gateway: StartGateway, redis_server: RedisServer
+) -> None:
+    # The expiry watcher reads its schedule in Redis when the deadline comes: Redis away then
+    # must delay the run's end, not stop the watch for good.
+    gateway = await start_gateway(
+        broker=redis_server.url,
+        node_id="a",
+        sim={"scenario": "tool_call", "expires_in": 0.8},
+        expiry_grace=0.1,
+    )
+    sdk = sdk_client(gateway)
+    async with aiohttp.ClientSession() as session:
+        try:
+            assistant_id, thread_id = await new_thread(sdk, tools=[WEATHER])
+            creator = await stream_run(sdk, assistant_id, thread_id)
+            assert creator.seen[-1][0] == "thread.run.requires_action"
+            url = f"{gateway.url}/streams/runs/{creator.run_id}?since=0"
+            response, subscriber = await sse_subscribe(session, url, stop_at_done=2)
+            redis_server.stop(save=True)  # comes back as it was
+            await asyncio.sleep(1.5)  # past the deadline: the watcher meets the outage
+            redis_server.start()
+            record = await subscription_ended(response, subscriber)
+        finally:
+            await sdk.close()
+    assert "thread.run.expired" in [name for name, _ in record.upstream]
