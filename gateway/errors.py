@@ -12,6 +12,7 @@ from typing import Any
 from parsers.errors import RuncastError
 
 __all__ = [
+    "REDIS_UNREACHABLE",
     "BrokerUnavailable",
     "ConfigError",
     "ListenError",
@@ -92,6 +93,11 @@ class SubscriberError(RuncastError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+REDIS_UNREACHABLE = "the cluster's Redis is unreachable; retry shortly"
+"""What a client is told when a request needs the cluster's Redis while it is away (503
+``broker_unavailable``); Redis's address and error stay in the log."""
 
 
 class BrokerUnavailable(RuncastError, RuntimeError):

@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.errors import (
+    REDIS_UNREACHABLE,
     BrokerUnavailable,
     StreamTruncated,
     SubscriberError,
@@ -161,8 +162,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc.status, exc.message, code=exc.code, param=exc.param, type=exc.type
         )
     except SubscriberError as exc:
-        retry = {"Retry-After": "1"} if exc.status == 503 else None
-        return error_response(exc.status, str(exc), code=exc.code, headers=retry)
+        return _subscriber_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -177,15 +177,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except (RedisError, BrokerUnavailable) as exc:
         # The cluster's Redis is away (Redis mode): a state the operator fixes, not a bug, and
-        # the client may retry. Its address stays out of the answer.
+        # the client may retry; the same answer as the hub's for a channel it cannot load.
         log.warning("%s %s: Redis unreachable: %s", request.method, request.path, exc)
-        return error_response(
-            503,
-            "the cluster's Redis is unreachable; retry shortly",
-            code="broker_unavailable",
-            type="server_error",
-            headers={"Retry-After": "1"},
-        )
+        return _subscriber_error(SubscriberError(503, "broker_unavailable", REDIS_UNREACHABLE))
     except ConnectionResetError:
         # The client went away while its answer was written: not an error of anyone's. Any
         # response ends it quietly (aiohttp finds the connection gone and stops); re-raising
@@ -197,3 +191,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # caller still gets the uniform shape instead of aiohttp's text/plain 500.
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal error in runcast", type="server_error")
+
+
+def _subscriber_error(exc: SubscriberError) -> web.Response:
+    # A 503 is a state that passes (Redis away, limits): the client may retry in a second.
+    retry = {"Retry-After": "1"} if exc.status == 503 else None
+    return error_response(exc.status, str(exc), code=exc.code, headers=retry)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from gateway.errors import SubscriberError
+from gateway.errors import REDIS_UNREACHABLE, SubscriberError
 from gateway.hub.broker import HubEvent, HubSettings, Position, ReducerFactory
 from gateway.hub.budget import MemoryBudget
 from gateway.hub.channel import Channel, stored_events
@@ -107,9 +107,7 @@ class LocalChannels:
                 # Only a channel this node already holds can be served while Redis is away. The
                 # client is not told Redis's address: the log is.
                 logger.warning("channel %s: Redis unreachable: %s", name, exc)
-                raise SubscriberError(
-                    503, "broker_unavailable", "the cluster's Redis is unreachable; retry shortly"
-                ) from exc
+                raise SubscriberError(503, "broker_unavailable", REDIS_UNREACHABLE) from exc
             now = self.now()
             registry = self._registry
             if epoch is None:
