@@ -6,14 +6,20 @@ it through its upstream client like any OpenAI-compatible server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from http_helpers import SECRET, Gateway, StartGateway, StartSim, sdk_client
 from openai import AsyncOpenAI
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
+from redis_server import RedisServer  # found through the line above (Redis-mode tests)
 
 from gateway.http.app import create_app
 from gateway.http.runner import start_runner
@@ -26,6 +32,15 @@ from gateway.state import SharedState
 from gateway.upstream import UpstreamSettings
 
 SIM_DEFAULTS: dict[str, Any] = {"deltas": 8, "tokens_per_delta": 2, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private ``redis-server`` on a free port, one per test module."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest_asyncio.fixture

@@ -8,15 +8,14 @@ whose handler is cancelled, and the action gets exactly one submission.
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from http_helpers import SECRET, WAIT, new_thread, submit_stream
 from openai import AsyncOpenAI
+from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 from test_http_tools_races import Gate, SdkRun, wait_for_status
 from tool_helpers import SIM_DEFAULTS, WEATHER, SimLog, _record_submissions, final_text, quoted
 
@@ -28,9 +27,6 @@ from gateway.settings import Settings
 from gateway.tools import ToolRegistry, ToolSettings
 from gateway.upstream import UpstreamSettings
 
-sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above
-
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
 
@@ -39,14 +35,6 @@ def sdk_client_at(url: str) -> AsyncOpenAI:
 
 
 StartNode = Callable[[ToolRegistry, str], Awaitable[str]]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest_asyncio.fixture

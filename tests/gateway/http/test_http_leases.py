@@ -8,9 +8,6 @@ its run; a relay whose lease is taken stops publishing at once and its creator's
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,6 +19,7 @@ from http_helpers import (
     sse_subscribe,
     subscription_ended,
 )
+from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 
 from gateway.hub import Fence, HubEvent, StaleFence
 from gateway.hub.redis import RedisBroker
@@ -29,18 +27,7 @@ from gateway.runs.channels import run_channel
 from gateway.state import MemoryRunLeases
 from gateway.state.redis import STATE_NAMESPACE, RedisRunLeases, state_client
 
-sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above
-
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.asyncio

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,18 +17,17 @@ from http_helpers import (
     stream_run,
     subscription_ended,
 )
+from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 from tool_helpers import WEATHER
-
-sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The module's server, emptied; running again after a test that stopped it."""
+    redis_server.flush()
+    yield redis_server
+    if redis_server.process is None:
+        redis_server.start()
 
 
 @pytest.mark.asyncio

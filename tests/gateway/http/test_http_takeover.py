@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -33,6 +31,7 @@ from http_helpers import (
     stream_run,
     subscription_ended,
 )
+from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 from test_http_actions import EchoTools
 from tool_helpers import SIM_DEFAULTS, WEATHER, SimLog, _record_submissions
 
@@ -49,23 +48,12 @@ from gateway.state.redis import (
     state_client,
 )
 
-sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above
-
 pytestmark = [
     pytest.mark.asyncio,
     pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
 ]
 
 HEADERS = {"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"}
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest_asyncio.fixture

@@ -10,8 +10,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import psutil
 import pytest
@@ -27,22 +26,12 @@ from http_helpers import (
     stream_run,
 )
 from openai import AsyncOpenAI
+from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 from test_http_recovery import free_port, start_mock_process, stop
 
 from gateway.cli import main
 from gateway.http.state import SETTINGS
 from gateway.state.redis import STATE_NAMESPACE, state_client
-
-sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_workers_without_the_redis_broker_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
