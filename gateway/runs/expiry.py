@@ -105,6 +105,7 @@ class ActionExpiry:
     async def aclose(self) -> None:
         """Stop watching (idempotent): the channels left open are the broker's to end."""
         self._closed = True
+        self._wake.set()
         task, self._task = self._task, None
         try:
             if task is not None:
@@ -121,7 +122,10 @@ class ActionExpiry:
     # -- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        # Not `while True`: redis-py can swallow the cancellation of a command in flight (seen
+        # with a Redis restarted under the watcher: the read returned, the task still
+        # "cancelling"), so the watch also ends on `_closed`, which aclose sets and wakes.
+        while not self._closed:
             try:
                 await self._step()
             except Exception as exc:
@@ -134,6 +138,8 @@ class ActionExpiry:
         """Wait for the earliest entry's deadline (or a change of the schedule); settle it."""
         self._wake.clear()
         entry = await self._schedule.earliest()
+        if self._closed:
+            return
         if entry is None:
             await self._wake.wait()
             return

@@ -135,3 +135,7 @@ async def test_an_action_that_expires_during_an_outage_still_ends_its_run(
         finally:
             await sdk.close()
     assert "thread.run.expired" in [name for name, _ in record.upstream]
+    # And the node still stops: a cancellation redis-py swallowed in a read just after Redis
+    # came back left the watcher waiting for ever, and the node's shutdown with it.
+    async with asyncio.timeout(10):
+        await gateway.runner.cleanup()
