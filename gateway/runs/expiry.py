@@ -28,6 +28,7 @@ import msgspec
 
 from gateway.hub import Broker
 from gateway.state import ActionClaims, ExpiryEntry, ExpirySchedule, RunLeases
+from gateway.state.cancel import check_cancelled
 from gateway.upstream import UpstreamClient
 
 from .channels import run_channel
@@ -105,7 +106,6 @@ class ActionExpiry:
     async def aclose(self) -> None:
         """Stop watching (idempotent): the channels left open are the broker's to end."""
         self._closed = True
-        self._wake.set()
         task, self._task = self._task, None
         try:
             if task is not None:
@@ -122,10 +122,7 @@ class ActionExpiry:
     # -- the task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        # Not `while True`: redis-py can swallow the cancellation of a command in flight (seen
-        # with a Redis restarted under the watcher: the read returned, the task still
-        # "cancelling"), so the watch also ends on `_closed`, which aclose sets and wakes.
-        while not self._closed:
+        while True:
             try:
                 await self._step()
             except Exception as exc:
@@ -138,8 +135,8 @@ class ActionExpiry:
         """Wait for the earliest entry's deadline (or a change of the schedule); settle it."""
         self._wake.clear()
         entry = await self._schedule.earliest()
-        if self._closed:
-            return
+        # redis-py may have spent the task's cancellation on that read (gateway.state.cancel).
+        check_cancelled()
         if entry is None:
             await self._wake.wait()
             return
