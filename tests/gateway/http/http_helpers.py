@@ -263,6 +263,13 @@ async def submit_stream(
     return handler
 
 
+async def raw_connection(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain TCP connection to the server at ``url`` (``http://host:port``), for bytes no
+    HTTP client would send."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
 @asynccontextmanager
 async def served_upstream(app: web.Application) -> AsyncIterator[str]:
     """``app`` (an upstream of the test's own) on a free 127.0.0.1 port; its ``/v1`` base URL."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from http_helpers import WAIT, Gateway, StartGateway
+from http_helpers import WAIT, Gateway, StartGateway, raw_connection
 
 from gateway.http.state import BODY_BUDGET
 
@@ -21,8 +21,7 @@ UPSTREAM_KEY = "sk-upstream-held-by-runcast"
 async def exchange(gateway: Gateway, request: bytes) -> bytes:
     """Send ``request`` on a fresh connection; its answer (head and body, by Content-Length),
     without waiting for the connection to close."""
-    host, port = gateway.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await raw_connection(gateway.url)
     try:
         async with asyncio.timeout(WAIT):
             writer.write(request)
@@ -91,10 +90,9 @@ async def test_stalled_uploads_past_the_body_buffer_get_a_503_and_release_it(
 ) -> None:
     gateway = await start_gateway(body_buffer_bytes=3000, body_timeout=1.0)
     budget = gateway.app[BODY_BUDGET]
-    host, port = gateway.url.removeprefix("http://").split(":")
     stalled = []
     for _ in range(2):  # 2 x 1,000 bytes announced, 1 byte sent: held until --body-timeout
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await raw_connection(gateway.url)
         writer.write(head("POST", "/v1/chat/completions", length=1000) + b"{")
         stalled.append((reader, writer))
     async with asyncio.timeout(WAIT):

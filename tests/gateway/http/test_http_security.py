@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from hostile_upstream import Cut, Gate, HostileUpstream, Script, Send, golden_events, run_json
-from http_helpers import SECRET, WAIT, served_upstream
+from http_helpers import SECRET, WAIT, raw_connection, served_upstream
 
 from gateway.http.app import create_app, statistics
 from gateway.http.runner import start_runner
@@ -41,8 +41,7 @@ class Runcast:
 
     async def raw(self, request: bytes) -> bytes:
         """Send ``request`` as is on a fresh connection; the whole answer (Connection: close)."""
-        host, port = self.url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await raw_connection(self.url)
         try:
             async with asyncio.timeout(WAIT):
                 writer.write(request)

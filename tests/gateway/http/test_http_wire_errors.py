@@ -9,7 +9,7 @@ import logging
 
 import orjson
 import pytest
-from http_helpers import WAIT, Gateway, StartGateway
+from http_helpers import WAIT, Gateway, StartGateway, raw_connection
 
 from gateway import logs
 
@@ -17,11 +17,6 @@ pytestmark = pytest.mark.asyncio
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3aXJlIn0.SECRET-SUBSCRIBE-TOKEN"
 KEY = "rk-SECRET-CALLER-KEY-0001"
-
-
-async def _connect(gateway: Gateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
-    return await asyncio.open_connection(host, int(port))
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
@@ -35,7 +30,7 @@ async def _answer(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], by
 async def _exchange(gateway: Gateway, request: bytes) -> tuple[str, dict[str, str], bytes]:
     """Send ``request`` on a fresh connection; its answer, which the server must follow with
     closing the connection."""
-    reader, writer = await _connect(gateway)
+    reader, writer = await raw_connection(gateway.url)
     try:
         writer.write(request)
         async with asyncio.timeout(WAIT):
@@ -104,7 +99,7 @@ async def test_a_non_ascii_websocket_key_gets_invalid_websocket_and_leaves_nothi
     gateway = await start_gateway()
     caplog.set_level(logging.DEBUG)
     caplog.clear()  # the open-mode warning at start
-    reader, writer = await _connect(gateway)
+    reader, writer = await raw_connection(gateway.url)
     try:
         writer.write(
             b"GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\nUpgrade: websocket\r\n"
