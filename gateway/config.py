@@ -37,6 +37,7 @@ FLAG_KEYS: Mapping[str, str] = {
     "upstream_connect_timeout": "upstream.connect_timeout",
     "upstream_first_byte_timeout": "upstream.first_byte_timeout",
     "upstream_idle_timeout": "upstream.idle_timeout",
+    "max_stream_bytes": "upstream.max_stream_bytes",
     "api_key": "api_keys",
     "cors_origin": "cors_origins",
     "history_events": "hub.max_history_events",

@@ -16,6 +16,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigError",
     "ListenError",
+    "StreamTooLarge",
     "StreamTruncated",
     "SubscriberError",
     "ToolError",
@@ -84,6 +85,15 @@ class StreamTruncated(UpstreamError):
         self.run_id = run_id
         self.thread_id = thread_id
         self.partial_event = partial_event
+
+
+class StreamTooLarge(UpstreamError):
+    """One upstream stream brought more than ``UpstreamSettings.max_stream_bytes``: it is cut
+    there and never resumed (a runaway generation, or an upstream that never ends a body)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upstream stream passed {limit} bytes (max_stream_bytes)")
+        self.limit = limit
 
 
 class SubscriberError(RuncastError):

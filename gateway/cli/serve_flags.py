@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from gateway import flags
-from gateway.cli.serve_rules import RULES, help_defaults, size
+from gateway.cli.serve_rules import RULES, help_defaults, size, size_or_off
 from gateway.mock.settings import SCENARIO_NAMES
 
 __all__ = ["add_arguments"]
@@ -71,6 +71,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="S",
         help="longest silence between two chunks of a stream",
+    )
+    up.add_argument(
+        "--max-stream-bytes",
+        type=size_or_off,
+        metavar="SIZE",
+        help="most bytes one upstream stream may bring, e.g. 64MiB; past it the stream is ended "
+        "with an error event (reason stream_too_large), never resumed; 0 = no limit",
     )
 
     sec = p.add_argument_group("security")

@@ -16,7 +16,7 @@ from gateway.mock.settings import MockSettings
 from gateway.settings import Settings
 from gateway.upstream import UpstreamSettings
 
-__all__ = ["RULES", "help_defaults", "size"]
+__all__ = ["RULES", "help_defaults", "size", "size_or_off"]
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
@@ -36,6 +36,11 @@ def size(raw: str) -> int:
     if not 0 < value < 2**63:
         raise argparse.ArgumentTypeError(f"must be > 0: {raw!r}")
     return int(value)
+
+
+def size_or_off(raw: str) -> int:
+    """A byte count as :func:`size` takes it, or ``0`` for no limit."""
+    return 0 if raw.strip() == "0" else size(raw)
 
 
 _SECONDS = flags.greater_than(0)
@@ -75,6 +80,7 @@ RULES: Mapping[str, flags.Rule] = {
     "sim_delay_ms": flags.at_least(0),
     "sim_deltas": _COUNT,
     "memory_budget": size,
+    "max_stream_bytes": size_or_off,
     "workers": _COUNT,
 }
 
@@ -92,6 +98,7 @@ def help_defaults() -> dict[str, object]:
         "upstream_connect_timeout": f"{upstream['connect_timeout']:g}",
         "upstream_first_byte_timeout": f"{upstream['first_byte_timeout']:g}",
         "upstream_idle_timeout": f"{upstream['idle_timeout']:g}",
+        "max_stream_bytes": flags.size(str(upstream["max_stream_bytes"])),
         "api_key": "none",
         "token_secret": "an ephemeral one, generated at start",
         "cors_origin": "none, CORS off",

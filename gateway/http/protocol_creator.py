@@ -135,6 +135,7 @@ async def serve_protocol_stream(
         ],
         reopen=lambda path, query: reopen(path, query=query),
         max_event_bytes=upstream.settings.max_event_bytes,
+        max_stream_bytes=upstream.settings.max_stream_bytes,
         meter=metrics.meter(_STREAMS[spec.kind]) if metrics is not None else NO_METER,
         scrub=(lambda text: text.replace(key, "***")) if key else str,
         chain=chain,

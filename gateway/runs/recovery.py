@@ -3,7 +3,8 @@
 ``runcast.upstream_error`` carries ``{"error": {"message", "type": "upstream_error", "code",
 "param"}, "reason", "last_status", "run_id", "thread_id"}``; ``reason`` (= ``error.code``) is
 ``stream_truncated``, ``connect_timeout``/``first_byte_timeout``/``idle_timeout``,
-``connection_lost``, ``http_<status>`` (a continuation refused) or ``protocol_error``. The
+``connection_lost``, ``stream_too_large`` (past ``max_stream_bytes``: not recovered, not
+resumed), ``http_<status>`` (a continuation refused) or ``protocol_error``. The
 ``error`` member makes the openai SDK raise ``APIError`` for the creator (spec §6.2) instead of
 ending its stream silently.
 
@@ -26,6 +27,7 @@ import logging
 import msgspec
 
 from gateway.errors import (
+    StreamTooLarge,
     StreamTruncated,
     UpstreamConnectionError,
     UpstreamHTTPError,
@@ -72,6 +74,8 @@ def failure_reason(exc: BaseException) -> str:
     """The ``reason`` naming ``exc`` in ``runcast.upstream_error`` and ``runcast.recovered``."""
     if isinstance(exc, StreamTruncated):
         return "stream_truncated"
+    if isinstance(exc, StreamTooLarge):
+        return "stream_too_large"
     if isinstance(exc, UpstreamTimeout):
         return f"{exc.phase}_timeout"
     if isinstance(exc, UpstreamHTTPError):

@@ -234,6 +234,7 @@ class RelayRegistry:
             channels=list(stream.channels),
             reopen=reopen,
             max_event_bytes=upstream.settings.max_event_bytes,
+            max_stream_bytes=upstream.settings.max_stream_bytes,
             scrub=(lambda text: text.replace(key, "***")) if key else str,
             reconcile=ResponseRecovery(upstream, within=env.recovery_timeout, api_key=api_key)
             if response and stream.stored

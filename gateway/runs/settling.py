@@ -14,7 +14,9 @@ the relay notes every final one it relays), then the polled Run as ``thread.run.
 carries on as after a live event of that status: ``done``, or, for a ``requires_action`` its
 action handler answers, the held action and its continuation (``holding.py``). The creator's
 response stays open meanwhile and gets the same events; only when the run's end cannot be learnt
-does it get the ``runcast.upstream_error`` (the openai SDK raises on it) and end. The channels'
+does it get the ``runcast.upstream_error`` (the openai SDK raises on it) and end. A stream cut
+at ``max_stream_bytes`` (``stream_too_large``) is not recovered: its creator gets the error at
+once. The channels'
 segment always ends with ``done`` (synthesized when the upstream sent none), and a run channel is
 closed once its run is over (or its recovery failed). A run taken over from a dead owner is
 recovered the same way (``adoption.py``).
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.errors import UpstreamHTTPError
+from gateway.errors import StreamTooLarge, UpstreamHTTPError
 from parsers.errors import RemoteProtocolError
 
 from .holding import drop_pending, hold_action
@@ -60,7 +62,10 @@ async def upstream_error(relay: RunRelay, exc: BaseException) -> bool:
     # The creator's response stays open while the run is recovered: it is told of the
     # failure only if the recovery fails (the openai SDK raises on it and stops reading).
     seq = await out.emit(event, to_creator=False)
-    if not isinstance(exc, UpstreamHTTPError) and await recover(relay, failure_reason(exc)):
+    # Neither a refused continuation nor a runaway stream is recovered: polling would wait for
+    # a run that goes on generating, then fetch all of it.
+    recoverable = not isinstance(exc, UpstreamHTTPError | StreamTooLarge)
+    if recoverable and await recover(relay, failure_reason(exc)):
         relay.life.feed(Input.RECOVERED)
         if relay.pending is not None:
             return True

@@ -393,6 +393,7 @@ class UpstreamClient(RunOperations):
         return RunStream(
             open_stream,
             max_event_bytes=self._settings.max_event_bytes,
+            max_bytes=self._settings.max_stream_bytes,
             run_id=run_id,
             thread_id=thread_id,
         )

@@ -4,8 +4,9 @@ The I/O shell for the Responses and Chat Completions relays: read a chunk, feed
 ``parsers.sse.SSEDecoder``, hand out every event one read completed. Typing the events and
 judging how the stream ended (a terminal event, ``[DONE]``, or a cut) are the protocol's: a
 clean end of body is ``[]`` from :meth:`EventStream.read_batch`; a connection cut mid-body
-(:class:`~gateway.errors.UpstreamConnectionError`), a timeout or an oversized event is raised
-once the events decoded before it have been handed out.
+(:class:`~gateway.errors.UpstreamConnectionError`), a timeout, an oversized event or a body
+past ``max_bytes`` (:class:`~gateway.errors.StreamTooLarge`) is raised once the events decoded
+before it have been handed out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
-from gateway.errors import UpstreamConnectionError
+from gateway.errors import StreamTooLarge, UpstreamConnectionError
 from parsers.errors import EventTooLarge
 from parsers.sse import ServerSentEvent, SSEDecoder
 
@@ -26,15 +27,29 @@ __all__ = ["EventStream"]
 class EventStream:
     """Async context manager over one event-stream response; entering sends the request."""
 
-    __slots__ = ("_decoder", "_deferred", "_finished", "_opener", "_response")
+    __slots__ = (
+        "_decoder",
+        "_deferred",
+        "_finished",
+        "_max_bytes",
+        "_opener",
+        "_response",
+        "bytes_read",
+    )
 
     def __init__(
         self,
         opener: Callable[[], Awaitable[UpstreamResponse]],
         *,
         max_event_bytes: int | None = None,
+        max_bytes: int = 0,
+        counted: int = 0,
     ) -> None:
+        """``max_bytes``: the most body bytes read before :class:`StreamTooLarge` (0: no limit),
+        ``counted`` of them already read (by the stream this one resumes)."""
         self._opener = opener
+        self._max_bytes = max_bytes
+        self.bytes_read = counted
         self._decoder = (
             SSEDecoder() if max_event_bytes is None else SSEDecoder(max_event_bytes=max_event_bytes)
         )
@@ -81,6 +96,11 @@ class EventStream:
                 chunk = await response.read_chunk()
             except UpstreamConnectionError as exc:
                 chunk, cut = b"", exc
+            self.bytes_read += len(chunk)
+            if self._max_bytes and self.bytes_read > self._max_bytes:
+                # The events of the read that crossed the limit are handed out, then it is over.
+                self._finished = True
+                self._deferred = StreamTooLarge(self._max_bytes)
             try:
                 events = self._decoder.feed(chunk) if chunk else self._decoder.close()
             except EventTooLarge as exc:
@@ -90,6 +110,8 @@ class EventStream:
             if not chunk:
                 self._finished = True
                 self._deferred = self._deferred or cut
+            elif self._finished:
+                response.release()
             if events:
                 return list(events)
         deferred, self._deferred = self._deferred, None

@@ -62,6 +62,14 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """Non-streamed JSON bodies larger than this are refused (bounded memory)."""
     max_event_bytes: int | None = None
     """Largest SSE line/event accepted on a run stream; None keeps ``parsers.sse``'s default."""
+    max_stream_bytes: int = 64 << 20
+    """Most body bytes one streamed run, response or completion may bring (across resumptions
+    of a cut stream; each segment after tool outputs counts afresh); 0 = no limit. Past it,
+    runcast stops reading and ends the stream with its error event (``runcast.upstream_error``,
+    ``runcast.upstream_lost``; reason ``stream_too_large``): what its channels hold (history,
+    snapshot state) grows with what the stream brings, so an upstream that never ends a stream
+    would otherwise grow the process until it dies. 64 MiB is some 300,000 delta events, past
+    any model's output limit."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -72,7 +80,7 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         for name in ("backoff_base", "backoff_max", "retry_after_max", "keepalive_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"upstream {name} must be >= 0")
-        for name in ("max_retries", "pool_limit", "pool_limit_per_host"):
+        for name in ("max_retries", "pool_limit", "pool_limit_per_host", "max_stream_bytes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"upstream {name} must be >= 0")
         for name in ("max_error_body_bytes", "max_response_bytes", "max_event_bytes"):

@@ -104,6 +104,7 @@ class StreamRelay:
         reopen: Callable[[str, str], Awaitable[UpstreamResponse]] | None = None,
         max_resumes: int = 5,
         max_event_bytes: int | None = None,
+        max_stream_bytes: int = 0,
         scrub: Callable[[str], str] = str,
         meter: RunMeter = NO_METER,
         chain: ToolChain | None = None,
@@ -143,6 +144,9 @@ class StreamRelay:
             )
             self.out.on_fenced = self.keeper.fenced
         self._max_event_bytes = max_event_bytes
+        self._max_stream_bytes = max_stream_bytes
+        self._bytes_in = 0
+        """Body bytes of this round's stream so far, resumptions included."""
         self.scrub = scrub
         self.ready: Readiness[StreamStart] = Readiness()
         self._request_id: str | None = None
@@ -300,6 +304,7 @@ class StreamRelay:
         self.cursor = None
         self.ended = self.received = self.resumable = self.resuming = False
         self.failures = 0
+        self._bytes_in = 0
         self.outcome = "no_stream"
         return opener
 
@@ -310,13 +315,19 @@ class StreamRelay:
 
     async def _pump(self, opener: Callable[[], Awaitable[UpstreamResponse]], opened: float) -> None:
         meter = self._meter
-        stream = EventStream(opener, max_event_bytes=self._max_event_bytes)
+        stream = EventStream(
+            opener,
+            max_event_bytes=self._max_event_bytes,
+            max_bytes=self._max_stream_bytes,
+            counted=self._bytes_in,
+        )
         async with stream:
             if self._request_id is None:
                 self._request_id = stream.response.headers.get("x-request-id")
             done = False
             while batch := await stream.read_batch():
                 self.received = True
+                self._bytes_in = stream.bytes_read  # a resumption counts on from here
                 events: list[HubEvent] = []
                 sampled = meter.batch(opened, len(batch))
                 for sse in batch:

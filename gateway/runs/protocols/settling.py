@@ -16,6 +16,9 @@ handed to the ``reconcile`` callable when the relay has one (a stored response:
 built from the finished object) is published in place of the lost tail, and ends the stream
 (and a tool chain: the reconciled stream is not continued). Without one, or when it cannot learn
 the end, the stream ends with ``runcast.upstream_lost`` (``lost.py``).
+
+A stream past ``max_stream_bytes`` (:class:`~gateway.errors.StreamTooLarge`) is neither resumed
+nor reconciled: it ends with ``runcast.upstream_lost``, reason ``stream_too_large``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.errors import UpstreamHTTPError
+from gateway.errors import StreamTooLarge, UpstreamHTTPError
 
 from ..recovery import failure_reason
 from .lost import lost_event
@@ -60,6 +63,8 @@ async def resumption(relay: StreamRelay, exc: BaseException) -> Opener | None:
         return None
     if _refused(exc):
         return None  # the upstream will not resume it (too old, deleted): asking again won't help
+    if isinstance(exc, StreamTooLarge):
+        return None  # a runaway: more of it is what must not be read
     request = relay.spec.resume(object_id, cursor)
     if request is None or relay.failures >= relay.max_resumes:
         return None
@@ -81,7 +86,8 @@ async def settle(relay: StreamRelay, exc: BaseException, *, reason: str | None =
     """End a stream that cannot be continued: reconciled when possible, else lost."""
     reconcile, object_id = relay.reconcile, relay.object_id
     found = None
-    if reconcile is not None and object_id is not None:
+    # A runaway stream is not reconciled: the object would go on growing while it is polled.
+    if reconcile is not None and object_id is not None and not isinstance(exc, StreamTooLarge):
         log.warning(
             "%s %s: upstream stream cut after %s (%s); polling its end",
             relay.spec.kind,

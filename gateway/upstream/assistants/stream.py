@@ -19,6 +19,8 @@ How a stream ends (spec §2.1, §2.4, Appendix C):
     thread IDs, and whether an unterminated event was pending. Events decoded before the cut are
     yielded first.
 
+* A body past ``max_bytes``: the events of the read that crossed it are yielded, then
+  :class:`~gateway.errors.StreamTooLarge` is raised and the response closed.
 * ``event: error`` is yielded, never raised: the gateway relays it like any other event.
 * An event whose JSON does not fit its schema is yielded as an
   :class:`~parsers.assistants.UnknownEvent` with the raw bytes and ``decode_error`` set, so one bad
@@ -34,7 +36,7 @@ from typing import Self
 
 import msgspec
 
-from gateway.errors import StreamTruncated, UpstreamConnectionError
+from gateway.errors import StreamTooLarge, StreamTruncated, UpstreamConnectionError
 from parsers.assistants import AssistantStreamEvent, Run, UnknownEvent, decode_event
 from parsers.assistants.signals import SETTLED_STATUSES, signal
 from parsers.errors import EventDecodeError, EventTooLarge
@@ -96,11 +98,13 @@ class RunStream:
         "_finished",
         "_last_error",
         "_last_status",
+        "_max_bytes",
         "_opener",
         "_pending",
         "_response",
         "_run_id",
         "_thread_id",
+        "bytes_read",
     )
 
     def __init__(
@@ -108,10 +112,14 @@ class RunStream:
         opener: Callable[[], Awaitable[UpstreamResponse]],
         *,
         max_event_bytes: int | None = None,
+        max_bytes: int = 0,
         run_id: str | None = None,
         thread_id: str | None = None,
     ) -> None:
+        """``max_bytes``: the most body bytes read before :class:`StreamTooLarge` (0: no limit)."""
         self._opener = opener
+        self._max_bytes = max_bytes
+        self.bytes_read = 0
         self._decoder = (
             SSEDecoder() if max_event_bytes is None else SSEDecoder(max_event_bytes=max_event_bytes)
         )
@@ -235,6 +243,7 @@ class RunStream:
             except UpstreamConnectionError as exc:
                 # A connection cut mid-body is an EOF for the purpose of judging truncation.
                 chunk, cut = b"", exc
+            self.bytes_read += len(chunk)
             events = self._decoder.feed(chunk) if chunk else self._decoder.close()
         except EventTooLarge as exc:
             # Deliver what the decoder had completed before the oversize line, then fail.
@@ -255,6 +264,11 @@ class RunStream:
                 # Released on leaving: what is left of the body is read then (finish()).
                 self._finished = True
                 return
+        if self._max_bytes and self.bytes_read > self._max_bytes:
+            self._finished = True
+            response.release()
+            self._deferred = StreamTooLarge(self._max_bytes)
+            return
         if not chunk:
             self._finished = True
             response.release()

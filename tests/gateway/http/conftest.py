@@ -69,6 +69,7 @@ async def start_gateway(start_sim: StartSim) -> AsyncIterator[StartGateway]:
         sim: dict[str, Any] | None = None,
         upstream_url: str | None = None,
         upstream_key: str | None = None,
+        upstream: dict[str, Any] | None = None,
         hub: dict[str, Any] | None = None,
         action_handler: ActionHandler | None = None,
         action_options: ActionOptions | None = None,
@@ -87,7 +88,11 @@ async def start_gateway(start_sim: StartSim) -> AsyncIterator[StartGateway]:
         }
         settings = Settings(
             upstream=UpstreamSettings(
-                base_url=upstream_url, api_key=upstream_key, max_retries=0, idle_timeout=10.0
+                base_url=upstream_url,
+                api_key=upstream_key,
+                max_retries=0,
+                idle_timeout=10.0,
+                **(upstream or {}),
             ),
             hub=HubSettings(**(hub or {})),
             **values,

@@ -127,6 +127,7 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
         (("--max-pending-per-client", "0"), "--max-pending-per-client"),
         (("--port", "70000"), "--port"),
         (("--subscriber-buffer-bytes", "lots"), "--subscriber-buffer-bytes"),
+        (("--max-stream-bytes", "-1"), "--max-stream-bytes"),
     ],
 )
 def test_bad_flag_values_are_refused_naming_the_flag(
@@ -161,6 +162,16 @@ def test_new_limits_reach_the_settings() -> None:
     assert (settings.header_timeout, settings.body_timeout) == (5, 7.5)
     assert settings.max_connections == 100
     assert settings.hub.max_pending_channels_per_client == 3
+
+
+def test_the_stream_cap_reaches_the_upstream_settings() -> None:
+    upstream = ("--upstream", "http://127.0.0.1:9/v1")
+    default = parse_serve(*upstream).upstream
+    assert default is not None and default.max_stream_bytes == 64 << 20
+    capped = parse_serve(*upstream, "--max-stream-bytes", "1MiB").upstream
+    assert capped is not None and capped.max_stream_bytes == 1 << 20
+    off = parse_serve(*upstream, env={"RUNCAST_UPSTREAM_MAX_STREAM_BYTES": "0"}).upstream
+    assert off is not None and off.max_stream_bytes == 0
 
 
 def test_the_backlog_comes_from_the_flag_then_the_environment() -> None:
