@@ -30,7 +30,11 @@ from gateway.hub.broker import (
     lagged_payload,
 )
 
-__all__ = ["BufferSink", "TransportSink"]
+__all__ = ["MISSED_PONGS", "BufferSink", "TransportSink"]
+
+MISSED_PONGS = 2
+"""Heartbeats a WebSocket peer may leave unanswered; at the next one it is cut off (with the
+default 15 s heartbeat, 30 s after the first ping it ignored)."""
 
 
 class _SinkBase:
@@ -100,7 +104,14 @@ class TransportSink(_SinkBase):
     that by a timeout.
     """
 
-    __slots__ = ("_heartbeat", "_pending", "_pending_bytes", "_policy", "_transport")
+    __slots__ = (
+        "_heartbeat",
+        "_pending",
+        "_pending_bytes",
+        "_policy",
+        "_transport",
+        "_unanswered",
+    )
 
     def __init__(self, frame_format: FrameFormat, *, buffer_limit: int) -> None:
         super().__init__(frame_format)
@@ -109,6 +120,8 @@ class TransportSink(_SinkBase):
         self._pending_bytes = 0
         self._policy = LagPolicy(buffer_limit)
         self._heartbeat = frames.heartbeat_frame(frame_format)
+        self._unanswered = 0
+        """Pings sent to the WebSocket peer since it last sent a frame."""
 
     @property
     def transport(self) -> asyncio.WriteTransport | None:
@@ -151,9 +164,21 @@ class TransportSink(_SinkBase):
     def heartbeat(self) -> bool:
         if not self.poll():
             return False
-        if self._transport is not None:
-            self._transport.write(self._heartbeat)
+        transport = self._transport
+        if transport is None:
+            return True
+        if self._format is FrameFormat.WEBSOCKET:
+            if self._unanswered >= MISSED_PONGS:
+                transport.abort()
+                self.end("disconnected")
+                return False
+            self._unanswered += 1
+        transport.write(self._heartbeat)
         return True
+
+    def answered(self) -> None:
+        """The WebSocket peer sent a frame (a pong, or anything else): it is alive."""
+        self._unanswered = 0
 
     def poll(self) -> bool:
         if self._reason is not None:

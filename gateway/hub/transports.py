@@ -15,7 +15,8 @@ Once the response has started, the hub writes frames directly to the connection'
 - WebSocket: server frames are unmasked and written whole (RFC 6455 section 5.2), as aiohttp's own
   writer does for uncompressed frames, so our frames and aiohttp's pongs and close frame never
   interleave inside a frame. Compression is not negotiated. The client's frames are read by one
-  task per connection, which only lets aiohttp answer pings and notices the close.
+  task per connection, which answers its pings, notices its close, and tells the sink of every
+  frame, so that a peer that stops answering the hub's pings is cut off (``sinks.py``).
 
 A subscription to a channel that has ended, with nothing left to send (a browser reconnecting
 with ``Last-Event-ID`` at the channel's last seq after ``done``), is answered 204 on SSE: the
@@ -38,7 +39,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Final
 
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_writer import HttpVersion11
 
 from gateway.errors import SubscriberError
@@ -72,6 +73,9 @@ _WS_CLOSE_CODES: Final[Mapping[EndReason, int]] = {
     "shutdown": WSCloseCode.SERVICE_RESTART,
     "disconnected": WSCloseCode.OK,
 }
+
+_WS_GONE: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+"""What ``receive`` returns once the peer's side is over."""
 
 
 def is_websocket_request(request: web.BaseRequest) -> bool:
@@ -209,7 +213,7 @@ async def serve_websocket(
     settings = broker.settings
     ws: web.WebSocketResponse = web.WebSocketResponse(
         compress=False,
-        autoping=True,
+        autoping=False,  # the reader answers pings and sees pongs (_read_until_closed)
         heartbeat=None,
         max_msg_size=WS_MAX_INCOMING,
         timeout=settings.close_timeout,
@@ -262,9 +266,16 @@ def _unsubscribe(request: web.BaseRequest, sink: TransportSink, subscription: Su
 
 
 async def _read_until_closed(ws: web.WebSocketResponse, sink: TransportSink) -> None:
-    # Iterating lets aiohttp answer pings and the client's close; other messages are ignored.
-    async for _ in ws:
-        pass
+    # Every frame from the peer shows it alive (its pongs answer the hub's pings: sinks.py); its
+    # pings are answered here and its close by aiohttp; other messages are ignored.
+    while True:
+        msg = await ws.receive()
+        if msg.type in _WS_GONE:
+            break
+        sink.answered()
+        if msg.type is WSMsgType.PING:
+            with contextlib.suppress(ConnectionError):  # the peer left meanwhile: next receive
+                await ws.pong(msg.data)
     sink.end("disconnected")
 
 

@@ -322,6 +322,48 @@ async def test_heartbeats_over_sse_and_websocket(start_hub: StartHub) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_websocket_peer_that_stops_answering_pings_is_cut_off(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(heartbeat_interval=0.05)
+    url = hub.url(THREAD, create=1)
+    silent = await hub.session.ws_connect(url, autoping=False)
+    alive = await hub.session.ws_connect(url)  # aiohttp's client answers pings as it reads
+    reading = asyncio.create_task(alive.receive())
+    pinging = await hub.session.ws_connect(url, autoping=False)
+    await hub.wait_subscribers(THREAD, 3)
+    pings = 0
+
+    async def answer_some_then_go_quiet() -> None:
+        nonlocal pings
+        while True:  # the peer's own frames: answered, so the hub's ping must be answered too
+            msg = await pinging.receive()
+            if msg.type is not aiohttp.WSMsgType.PING:
+                return
+            pings += 1
+            await pinging.ping(b"are you there")
+            assert (await pinging.receive()).type is aiohttp.WSMsgType.PONG
+            if pings == 5:
+                return  # no more answers from here on
+
+    await asyncio.wait_for(answer_some_then_go_quiet(), 5)
+    async with asyncio.timeout(5):
+        while silent.exception() is None and not silent.closed:
+            msg = await silent.receive()
+            if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                break
+    await hub.wait_subscribers(THREAD, 1)  # both quiet peers are gone, the live one stays
+    await asyncio.sleep(0.3)  # many more heartbeats
+    stats = hub.broker.channel_statistics(THREAD)
+    assert stats is not None and stats.subscribers == 1 and stats.disconnected == 2
+    await hub.publish(THREAD, ev(1))
+    msg = await asyncio.wait_for(reading, 5)
+    assert msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data)["seq"] == 1
+    for ws in (silent, alive, pinging):
+        await ws.close()
+
+
+@pytest.mark.asyncio
 async def test_dead_connections_are_removed_by_the_sweep(hub: Hub) -> None:
     sse = await open_sse(hub, hub.url(THREAD, create=1))
     ws = await hub.session.ws_connect(hub.url(THREAD, create=1))
