@@ -68,6 +68,7 @@ from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.web import add_web_routes
 from gateway.workers import generated_node_id
 
+from .access import access_middleware, note_prepared
 from .auth import CallerAuth, TokenAuthority
 from .bodies import body_deadline_middleware
 from .body_budget import BodyBudget
@@ -144,10 +145,16 @@ def create_app(
             events_to_creator=settings.tools.emit_tool_events_to_creator,
         )
     app = web.Application(
-        middlewares=[log_context_middleware, error_middleware, body_deadline_middleware],
+        middlewares=[
+            access_middleware,
+            log_context_middleware,
+            error_middleware,
+            body_deadline_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(note_prepared)
     upstream_key = settings.upstream.api_key if settings.upstream is not None else None
     app[UPSTREAM_KEY] = upstream_key.encode() if upstream_key else b""
     callers = CallerAuth(settings.api_keys, upstream_key_held=settings.upstream_key_held)

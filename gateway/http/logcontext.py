@@ -4,7 +4,7 @@ context (:mod:`gateway.logs`), so every line logged while handling it carries th
 Ids come from the route (``/streams/runs/{run_id}``) or, for the ``/v1`` proxy, from the upstream
 path (``threads/{id}``, ``runs/{id}``, ``responses/{id}``). A relay the request starts inherits
 them and adds the run id once the upstream names it. The access log line, written after the
-handler, carries them too (:func:`request_ids`, read by ``runner.AccessLogger``). The caller's
+handler, carries them too (:func:`request_ids`, read by ``access.AccessLogger``). The caller's
 W3C trace context (``traceparent``) is made current the same way (``gateway.tracing``).
 """
 

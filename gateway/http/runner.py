@@ -6,9 +6,7 @@ short. Then the server stops and every remaining stream is ended explicitly (``a
 
 ``handler_cancellation=True``: when a client goes away its handler is cancelled, so a vanished
 creator detaches from its relay at once and a vanished subscriber is dropped without waiting for
-the next heartbeat. The access log (``--access-log``) never shows query strings' ``token`` values
-(subscribe tokens travel there because ``EventSource`` cannot set headers) nor headers, and skips
-the probes (``/healthz``, ``/readyz``, ``/metrics``) that would otherwise fill it. Before it
+the next heartbeat (its access log line is then written by ``access.py``). Before it
 listens, ``serve`` raises the open-file limit to its hard limit, which the default connection
 cap (``--max-connections auto``) then follows. Once it listens, the heap built so far is kept out
 of the cycle collector's full collections and its young generation is collected less often
@@ -23,12 +21,11 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
-from gateway import logs
 from gateway.heap import tune_collector
 from gateway.settings import Settings
 
+from .access import AccessLogger
 from .app import create_app
 from .drain import drain
 from .listener import (
@@ -38,31 +35,11 @@ from .listener import (
     listen_backlog,
     raise_open_file_limit,
 )
-from .logcontext import request_ids
 from .state import DRAIN, RELAYS, SETTINGS
 
-__all__ = ["QUIET_PATHS", "AccessLogger", "serve", "start_runner"]
+__all__ = ["serve", "start_runner"]
 
 log = logging.getLogger("runcast")
-
-
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Probed every few seconds by orchestrators and scrapers: never in the access log."""
-
-
-class AccessLogger(AbstractAccessLogger):
-    """``remote "METHOD path?query" status seconds`` with token values redacted."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if request.path in QUIET_PATHS:
-            return
-        url = request.rel_url
-        if "token" in url.query:
-            url = url.update_query(token="***")
-        with logs.bound(**request_ids(request)):
-            self.logger.info(
-                '%s "%s %s" %d %.3fs', request.remote, request.method, url, response.status, time
-            )
 
 
 async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:

@@ -1,5 +1,6 @@
 """A real ``runcast serve`` process's log output: JSON lines with the ids in context, no secret
-in any line, probes never in the access log, ``--access-log off``."""
+in any line, probes never in the access log while WebSocket sessions and subscribers that left
+mid-stream are in it, ``--access-log off``."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ async def _exercise(url: str) -> tuple[str, str]:
             assert r.status == 401
         async with session.get(f"{url}/streams/runs/{run.id}?token={WRONG_KEY}") as r:
             assert r.status in (401, 403)
+        # A WebSocket session, ended by the server at the channel's end.
+        ws = await session.ws_connect(f"{url}/streams/runs/{run.id}?since=0&token={token}")
+        assert [m async for m in ws] and ws.close_code == 1000
+        # A subscriber that leaves an open channel mid-stream (its handler is cancelled).
+        async with session.post(
+            f"{url}/tokens", json={"thread_id": thread.id}, headers=bearer
+        ) as r:
+            thread_token = (await r.json())["token"]
+        async with session.get(f"{url}/streams/threads/{thread.id}?token={thread_token}") as r:
+            assert r.status == 200
+            await r.content.readany()
+        await asyncio.sleep(0.2)  # the gateway sees the connection close
         for probe in ("/healthz", "/healthz?token=x"):
             async with session.get(url + probe) as r:
                 assert r.status == 200
@@ -85,6 +98,9 @@ async def test_json_lines_carry_ids_and_never_a_secret(start_sim: StartSim) -> N
     access = [r["message"] for r in records if r["logger"] == "aiohttp.access"]
     assert any(f"/streams/runs/{run_id}?since=0&token=***" in m for m in access), access
     assert any('"POST /v1/threads/' in m for m in access)
+    ws_line = f'"GET /streams/runs/{run_id}?since=0&token=***" 101'
+    assert any(ws_line in m for m in access), access
+    assert any('"GET /streams/threads/thread_' in m and '" 200 ' in m for m in access), access
     assert not [m for m in access if "/healthz" in m]
     relayed = [r for r in records if r["logger"] == "runcast.relay"]
     assert relayed and all(r.get("run_id") == run_id for r in relayed), relayed
