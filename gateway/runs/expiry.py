@@ -28,7 +28,7 @@ import msgspec
 
 from gateway.hub import Broker
 from gateway.state import ActionClaims, ExpiryEntry, ExpirySchedule, RunLeases
-from gateway.state.cancel import check_cancelled
+from gateway.tasks import check_cancelled
 from gateway.upstream import UpstreamClient
 
 from .channels import run_channel
@@ -135,7 +135,7 @@ class ActionExpiry:
         """Wait for the earliest entry's deadline (or a change of the schedule); settle it."""
         self._wake.clear()
         entry = await self._schedule.earliest()
-        # redis-py may have spent the task's cancellation on that read (gateway.state.cancel).
+        # redis-py may have spent the task's cancellation on that read (gateway.tasks).
         check_cancelled()
         if entry is None:
             await self._wake.wait()

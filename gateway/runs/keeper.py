@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 from gateway.hub import Fence
 from gateway.state import Lease, LiveRun, LiveRuns, LiveStream, RunLeases
-from gateway.state.cancel import check_cancelled
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, check_cancelled
 
 __all__ = ["LeaseKeeper"]
 

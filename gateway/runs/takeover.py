@@ -53,7 +53,7 @@ from gateway.state import (
     SubmissionMarks,
     ToolRounds,
 )
-from gateway.state.cancel import check_cancelled
+from gateway.tasks import check_cancelled
 
 from .missed import FinalIds
 

@@ -6,8 +6,8 @@ lease with a fencing token), ``claims`` (the one-submission-per-action claim and
 submissions in flight), ``schedule`` (when runs left at an unanswered action are read),
 ``threads`` (run -> thread, and response -> conversation, read by auth), ``rounds`` (tool rounds
 per run), ``live`` (runs being pumped, for failover) and ``marks`` (runcast's submission of an
-action, for failover); ``cancel`` re-raises a cancellation a network client swallowed in a
-polling loop.
+action, for failover). A loop polling a store on Redis calls ``gateway.tasks.check_cancelled``
+(redis-py may swallow its task's cancellation).
 :class:`SharedState` bundles the run lifecycle's stores; :meth:`SharedState.memory` builds the
 in-memory set. ``redis`` holds every interface on Redis for several processes and nodes.
 """

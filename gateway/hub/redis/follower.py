@@ -25,6 +25,7 @@ from gateway.hub.redis.local import LocalChannels
 from gateway.hub.redis.log import MAX_BACKOFF, RedisLog
 from gateway.hub.redis.outage import Outage
 from gateway.hub.redis.wire import parse_live
+from gateway.tasks import check_cancelled
 
 __all__ = ["POSITION_SLICE", "Follower"]
 
@@ -69,6 +70,7 @@ class Follower:
                 backoff = 0.1
                 if outage.live_down:
                     outage.live_back()
+                check_cancelled()  # redis-py may have spent the task's cancellation on a read
             except (RedisError, OSError) as exc:
                 if not outage.live_down:
                     outage.live_lost()

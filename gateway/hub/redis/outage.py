@@ -31,6 +31,7 @@ from gateway.hub.redis.local import LocalChannels
 from gateway.hub.redis.log import MAX_BACKOFF, RedisLog, ScriptCall
 from gateway.hub.redis.tail import Held, TailLimits, Tails
 from gateway.hub.redis.wire import encode_batch
+from gateway.tasks import check_cancelled
 
 __all__ = ["REAPPEND_BATCHES", "UNREACHABLE", "Outage"]
 
@@ -191,6 +192,7 @@ class Outage:
                     tails.work.clear()
                     self.update_degraded()
                 backoff = 0.05
+                check_cancelled()  # redis-py may have spent the task's cancellation on a reply
             except (RedisError, OSError) as exc:
                 logger.warning(
                     "Redis re-append of %d held events: %s; retrying in %.1f s",

@@ -17,9 +17,9 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from gateway.state.cancel import check_cancelled
 from gateway.state.claims import TAKEOVER_TIMEOUT, Claim
 from gateway.state.redis.client import RETENTION, as_text
+from gateway.tasks import check_cancelled
 
 __all__ = ["RedisActionClaims"]
 

@@ -280,3 +280,35 @@ async def test_a_channel_reopened_while_a_node_mirrors_it_is_not_ended_by_the_ol
         await asyncio.sleep(0.1)
         assert sink.end_reason is None
         assert seqs(sink) == [1, 2]
+
+
+async def test_the_broker_stops_when_redis_py_spends_its_tasks_cancellation(
+    redis_server: RedisServer,
+) -> None:
+    """redis-py, cancelled while it reads a reply, finishes the read and returns it: the task's
+    one cancellation is spent. The follower and the re-append task must stop all the same."""
+    redis_server.flush()
+    broker = RedisBroker(redis_server.url, settings(), position_check=0.3)
+    await broker.__aenter__()
+    log = broker._log
+    reads = {"get_message": 0, "ping": 0}
+
+    def swallowing(name: str, read: Any) -> Any:
+        async def spent(*args: Any, **kwargs: Any) -> Any:
+            reads[name] += 1
+            try:
+                return await read(*args, **kwargs)
+            except asyncio.CancelledError:
+                return None  # what redis-py does with a reply in flight
+
+        return spent
+
+    async def slow_ping() -> None:
+        await asyncio.sleep(0.5)  # a reply in flight when the broker closes
+
+    log.pubsub.get_message = swallowing("get_message", log.pubsub.get_message)  # type: ignore[method-assign]
+    log.ping = swallowing("ping", slow_ping)  # type: ignore[method-assign]
+    broker._outage.tails.work.set()  # the re-append task pings Redis to learn it is back
+    await until(lambda: reads["get_message"] and reads["ping"])
+    async with asyncio.timeout(5):
+        await broker.aclose()
