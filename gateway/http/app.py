@@ -70,7 +70,7 @@ from gateway.workers import generated_node_id
 
 from .access import access_middleware, note_prepared
 from .auth import CallerAuth, TokenAuthority
-from .bodies import body_deadline_middleware
+from .bodies import body_deadline_middleware, expect_body
 from .body_budget import BodyBudget
 from .connections import SubscriberConnections
 from .cors import Cors
@@ -197,12 +197,12 @@ def create_app(
     )
     app.on_shutdown.append(_stop_streams)
 
-    app.router.add_route("*", "/v1/{tail:.*}", proxy)
+    app.router.add_route("*", "/v1/{tail:.*}", proxy, expect_handler=expect_body)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}", stream_run)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)
     add_protocol_stream_routes(app)
-    app.router.add_post("/tokens", mint_token)
+    app.router.add_post("/tokens", mint_token, expect_handler=expect_body)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if metrics is not None:

@@ -19,19 +19,25 @@ runcast hold an upload it was never going to accept:
 
 Every refusal closes the connection, since the rest of the body is never read. A body that cannot
 be decoded (a broken ``Content-Encoding``) is a 400, not an error of runcast's.
+
+A client that asks ``Expect: 100-continue`` waits for the go-ahead before sending its body:
+:func:`expect_body` (the expect handler of the routes that take bodies) gives it only after the
+size and the caller were checked, so a refused client gets its 413/401/403 instead and never
+sends the upload at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import Handler, RequestError, error_response
 from .state import BODY_BUDGET, CALLERS, SETTINGS
 
-__all__ = ["body_deadline_middleware"]
+__all__ = ["body_deadline_middleware", "expect_body"]
 
 
 @web.middleware
@@ -88,6 +94,23 @@ async def body_deadline_middleware(request: web.Request, handler: Handler) -> we
         return await handler(request)
     finally:
         budget.give(size)
+
+
+async def expect_body(request: web.Request) -> web.StreamResponse | None:
+    """The routes' ``expect_handler``: ``100 Continue`` once the body is one runcast would read,
+    else the refusal (aiohttp's default answers 100 before any check)."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    if _takes_body(request):
+        refusal = _refusal(request)
+        if refusal is not None:
+            return refusal
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the response's own bytes start after it
+    return None
 
 
 def _takes_body(request: web.Request) -> bool:

@@ -73,6 +73,39 @@ async def test_a_refused_caller_is_answered_before_its_body_arrives(
 
 
 @pytest.mark.asyncio
+async def test_expect_100_continue_comes_only_after_the_size_and_the_caller_are_checked(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(
+        upstream_key=UPSTREAM_KEY, api_keys=(RUNCAST_KEY,), max_body_bytes=1024
+    )
+    expect = "Expect: 100-continue\r\n"
+    key = f"Authorization: Bearer {RUNCAST_KEY}\r\n"
+    # Refused callers and sizes get their answer instead of the go-ahead to upload.
+    for request, status in (
+        (head("POST", "/v1/threads/runs", length=1000, extra=expect), 401),
+        (head("POST", "/tokens", length=1000, extra=expect), 401),
+        (head("POST", "/v1/threads", length=4096, extra=expect + key), 413),
+    ):
+        got_status, headers, _ = answer(await exchange(gateway, request))
+        assert got_status == status and headers["Connection"] == "close"
+    # An admitted body gets its 100 Continue, then its answer.
+    body = b'{"channel": "channel:expect"}'
+    reader, writer = await raw_connection(gateway.url)
+    try:
+        async with asyncio.timeout(WAIT):
+            writer.write(head("POST", "/tokens", length=len(body), extra=expect + key))
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            top = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert top.startswith(b"HTTP/1.1 200 ")
+    assert gateway.app[BODY_BUDGET].held == 0
+
+
+@pytest.mark.asyncio
 async def test_a_declared_length_over_the_limit_is_refused_at_once(
     start_gateway: StartGateway,
 ) -> None:
