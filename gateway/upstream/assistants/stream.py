@@ -19,8 +19,9 @@ How a stream ends (spec §2.1, §2.4, Appendix C):
     thread IDs, and whether an unterminated event was pending. Events decoded before the cut are
     yielded first.
 
-* A body past ``max_bytes``: the events of the read that crossed it are yielded, then
-  :class:`~gateway.errors.StreamTooLarge` is raised and the response closed.
+* A body past ``max_bytes``: the events of the read that crossed it are yielded, the response
+  is closed, then :class:`~gateway.errors.StreamTooLarge` is raised (unless the run had said its
+  last word, as at an EOF).
 * ``event: error`` is yielded, never raised: the gateway relays it like any other event.
 * An event whose JSON does not fit its schema is yielded as an
   :class:`~parsers.assistants.UnknownEvent` with the raw bytes and ``decode_error`` set, so one bad
@@ -267,7 +268,8 @@ class RunStream:
         if self._max_bytes and self.bytes_read > self._max_bytes:
             self._finished = True
             response.release()
-            self._deferred = StreamTooLarge(self._max_bytes)
+            if self._judge_eof(None) is not None:  # not when the run already said its last word
+                self._deferred = StreamTooLarge(self._max_bytes)
             return
         if not chunk:
             self._finished = True

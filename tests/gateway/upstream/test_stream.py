@@ -8,7 +8,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.errors import StreamTruncated, UpstreamTimeout
+from gateway.errors import StreamTooLarge, StreamTruncated, UpstreamTimeout
 from gateway.upstream import StreamItem, UpstreamClient
 from parsers.assistants import (
     DoneEvent,
@@ -304,6 +304,30 @@ async def test_events_before_an_oversized_event_are_delivered(upstream: FakeUpst
             async for item in stream:
                 names.append(item.name)
     assert names == ["thread.run.failed"]
+
+
+@pytest.mark.asyncio
+async def test_a_body_past_max_stream_bytes_is_cut_unless_the_run_had_ended(
+    upstream: FakeUpstream,
+) -> None:
+    raw = fixture_bytes("A-text.sse")
+    running = cut_after(raw, b"thread.message.delta")  # the run still going
+    cap = len(running) // 2
+    upstream.route("POST", RUNS, reply_sse(running, chunks=[200]))
+    async with UpstreamClient(make_settings(upstream.base_url, max_stream_bytes=cap)) as client:
+        async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
+            with pytest.raises(StreamTooLarge, match=f"passed {cap} bytes"):
+                await collect(stream)
+            assert cap < stream.bytes_read <= len(running)
+        assert client.statistics().open_responses == 0
+    # The cap crossed by the read that brought the run's last word: a normal end, as at EOF.
+    ended = raw[: raw.index(b"event: done")]  # ends with thread.run.completed
+    upstream.route("POST", RUNS, reply_sse(ended, chunks=[200]))
+    settings = make_settings(upstream.base_url, max_stream_bytes=len(ended) - 1)
+    async with UpstreamClient(settings) as client:
+        async with client.stream_run("thread_9Qx", {"assistant_id": "a"}) as stream:
+            items = await collect(stream)
+        assert [(i.name, i.data_bytes) for i in items] == wire_events(ended)
 
 
 @pytest.mark.asyncio
