@@ -22,7 +22,8 @@ up by ``adoption.py``.
 
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
 chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or breaks before it
-(and cannot be resumed) publishes ``runcast.upstream_lost`` (``lost.py``) to the channels and the
+(a ``[DONE]`` before a Responses stream's terminal event is such a break, and is not relayed)
+and cannot be resumed publishes ``runcast.upstream_lost`` (``lost.py``) to the channels and the
 creator: a chat stream is never retried, since a retry regenerates and bills again. The stream's
 own channel is closed once the stream is over; the channels named up front stay open for the
 next stream.
@@ -344,6 +345,11 @@ class StreamRelay:
                         self.failures = 0
                     if seen.resumable:
                         self.resumable = True
+                    if seen.only_after_end and not self.ended:
+                        # The HTTP stream's end before the protocol's last word: a cut, and not
+                        # relayed (the SDK would stop at it, before any recovered end).
+                        done = True
+                        break
                     if seen.end:
                         self.ended = True
                         self.outcome = "ended"

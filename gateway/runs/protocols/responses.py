@@ -3,7 +3,8 @@
 :data:`RESPONSES` types each event with ``parsers.responses`` (dispatch on the JSON ``type``,
 unknown types and ``keepalive`` passed through byte for byte): the id comes from the first event
 carrying the ``response`` object (``response.created``), the last word is
-``response.completed|failed|incomplete`` (or a LiteLLM-style ``[DONE]``), the cursor is
+``response.completed|failed|incomplete`` (a LiteLLM-style ``[DONE]`` after it ends the HTTP
+stream; one before it is a cut), the cursor is
 ``sequence_number``; a background response cut mid-stream is resumed with
 ``GET /responses/{id}?stream=true&starting_after=<last sequence_number>``. :func:`conversation_of` reads the creating request's ``conversation``
 (an id, or an object with one), whose channel gets every response of the conversation.
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 _LIFECYCLE = (ResponseCreatedEvent, ResponseQueuedEvent, ResponseInProgressEvent)
-_END = Seen(end=True)
+_DONE = Seen(end=True, only_after_end=True)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -58,7 +59,7 @@ class ResponsesSpec:
         except EventDecodeError:
             return None, Seen()
         if type(event) is DoneEvent:
-            return event, _END
+            return event, _DONE
         seq = event.sequence_number
         if isinstance(event, _LIFECYCLE) and event.response.id:
             resumable = event.response.background is True
