@@ -228,12 +228,12 @@ def _head(
         head["x-request-id"] = start.request_id
     tokens = request.app[TOKENS]
     # An upstream id no subscriber URL can name is not advertised (see creator._head).
-    if start.object_id is not None and routable(start.object_id):
-        spec = RESPONSES if kind == "response" else CHAT
+    # Nor one whose channel is another stream's (the upstream reused the id: relay._claim).
+    if start.object_id is not None and start.channel is not None and routable(start.object_id):
         head["runcast-response-id" if kind == "response" else "runcast-completion-id"] = (
             start.object_id
         )
-        head["runcast-subscribe-token"] = tokens.mint(spec.channel(start.object_id)).token
+        head["runcast-subscribe-token"] = tokens.mint(start.channel).token
     conversation = channels.get("conversation")
     if conversation is not None:
         head["runcast-conversation-id"] = conversation
@@ -251,7 +251,7 @@ def _position(feed: CreatorFeed) -> Position:
 
 
 def _resume_hint(kind: str, start: StreamStart, position: Position) -> str:
-    if start.object_id is None:
+    if start.object_id is None or start.channel is None:
         return "its channel"
     return f"GET /streams/{_STREAMS[kind]}/{start.object_id}?since={position}"
 

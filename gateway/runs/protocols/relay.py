@@ -85,6 +85,8 @@ class StreamStart(msgspec.Struct, frozen=True, kw_only=True):
 
     object_id: str | None
     request_id: str | None
+    channel: str | None = None
+    """The stream's own channel; None when it has none (its id was reused: ``_claim``)."""
 
 
 class StreamRelay:
@@ -152,6 +154,8 @@ class StreamRelay:
         self.ready: Readiness[StreamStart] = Readiness()
         self._request_id: str | None = None
         self.object_id: str | None = None
+        self._unclaimed = False
+        """The id is known and its channel not yet looked up (``_claim``)."""
         self._held: list[HubEvent] = []
         self.cursor: int | None = None
         self.ended = False
@@ -236,14 +240,14 @@ class StreamRelay:
 
     async def _own(self) -> None:
         """Hold the stream's lease from its id on, and record it live (Redis mode)."""
-        keeper, ownership, object_id = self.keeper, self.ownership, self.object_id
-        if keeper is None or ownership is None or object_id is None or self.owning:
+        keeper, ownership, own = self.keeper, self.ownership, self.out.own
+        if keeper is None or ownership is None or own is None or self.owning:
             return
         self.owning = True
         try:
-            await keeper.acquire(self.spec.channel(object_id), ownership.owner)
+            await keeper.acquire(own, ownership.owner)
         except Exception as exc:  # the store unreachable: the stream goes on, unwatched
-            log.warning("%s %s: no lease (no failover): %s", self.spec.kind, object_id, exc)
+            log.warning("%s %s: no lease (no failover): %s", self.spec.kind, self.object_id, exc)
             return
         self.out.fence = keeper.fence
         await keeper.record("", ownership.api_key, stream=self._live_stream(ownership.stored))
@@ -382,22 +386,43 @@ class StreamRelay:
 
     def _known(self, object_id: str) -> None:
         self.object_id = object_id
-        if self._round == 0:
+        self._unclaimed = True
+
+    async def _claim(self) -> None:
+        """Give the stream its own channel, unless the upstream reused the id of a stream runcast
+        still holds (Ollama draws chat ids from 1,000 values): its channel, history and
+        subscribe tokens are that stream's, so this one gets no channel of its own."""
+        self._unclaimed = False
+        assert self.object_id is not None
+        channel = self.spec.channel(self.object_id)
+        if await self.broker.channel_info(channel) is not None:
+            log.warning(
+                "%s %s: the upstream reused the id of a stream runcast still holds; this one "
+                "has no channel of its own",
+                self.spec.kind,
+                self.object_id,
+            )
+        elif self._round == 0:
             # The start is resolved once the first batch is published (``emit``): a subscriber
             # the creator's head sends to another node then finds the channel there.
-            self.out.own = self.spec.channel(object_id)
+            self.out.own = channel
         else:
-            self.out.current = self.spec.channel(object_id)
+            self.out.current = channel
 
     def resolve_start(self) -> None:
         if not self.ready.done:
-            self.ready.started(StreamStart(object_id=self.object_id, request_id=self._request_id))
+            start = StreamStart(
+                object_id=self.object_id, request_id=self._request_id, channel=self.out.own
+            )
+            self.ready.started(start)
 
     async def emit(self, events: list[HubEvent]) -> None:
         """Publish ``events``, held while the stream's id is unknown (up to a bound)."""
         if self.object_id is None and len(self._held) + len(events) <= _MAX_HELD_EVENTS:
             self._held.extend(events)
             return
+        if self._unclaimed:
+            await self._claim()
         if not self.owning and self._round == 0:
             await self._own()
         held, self._held = self._held, []
