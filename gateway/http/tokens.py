@@ -20,7 +20,7 @@ from .streams import ID_PATTERN
 
 __all__ = ["mint_token"]
 
-_CHANNEL = re.compile(rf"^(run|thread|response|conversation|chat|channel):{ID_PATTERN}$")
+_CHANNEL = re.compile(rf"(run|thread|response|conversation|chat|channel):{ID_PATTERN}")
 
 
 class _TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,7 +44,7 @@ def _channel(body: _TokenRequest) -> str:
         channel = thread_channel(body.thread_id)
     else:
         channel = given[0]
-    if not _CHANNEL.match(channel):
+    if not _CHANNEL.fullmatch(channel):
         raise RequestError(400, f"invalid channel {channel[:140]!r}", param="channel")
     return channel
 

@@ -109,6 +109,8 @@ async def test_post_tokens_mints_for_backends(
         (b'{"run_id": "run_x", "extra": 1}', None),
         (b'{"run_id": "run_x", "thread_id": "thread_y"}', "channel"),
         (b'{"channel": "user:42"}', "channel"),
+        (b'{"channel": "channel:foo\\n"}', "channel"),  # no route can serve it
+        (b'{"run_id": "run_x\\n"}', "channel"),
         (b'{"run_id": "run_x", "ttl": 999999}', "ttl"),
     ):
         async with session.post(url, data=body, headers=key) as response:
