@@ -64,6 +64,12 @@ SSE_HEADERS: Final[Mapping[str, str]] = {
 
 WS_MAX_INCOMING = 4096
 """Subscribers have nothing to say beyond control frames; anything bigger closes with 1009."""
+WS_FRAME_RATE = 20.0
+WS_FRAME_BURST = 60
+"""Frames a subscriber may send per second, and at once: it has nothing to say but pongs (one
+per heartbeat) and its own pings; past them it is closed with 1008 (policy violation)."""
+_WS_CLOSE_WRITE = 0.05
+"""Seconds given to writing the close frame of a peer cut off for its frames."""
 
 _WS_CLOSE_CODES: Final[Mapping[EndReason, int]] = {
     "ended": WSCloseCode.OK,
@@ -267,10 +273,25 @@ def _unsubscribe(request: web.BaseRequest, sink: TransportSink, subscription: Su
 
 async def _read_until_closed(ws: web.WebSocketResponse, sink: TransportSink) -> None:
     # Every frame from the peer shows it alive (its pongs answer the hub's pings: sinks.py); its
-    # pings are answered here and its close by aiohttp; other messages are ignored.
+    # pings are answered here and its close by aiohttp; other messages are ignored. Frames come
+    # within a budget (a token bucket): each costs runcast some 30 times what it costs its sender.
+    clock = asyncio.get_running_loop().time
+    allowance, then = float(WS_FRAME_BURST), clock()
     while True:
         msg = await ws.receive()
         if msg.type in _WS_GONE:
+            break
+        now = clock()
+        allowance = min(WS_FRAME_BURST, allowance + (now - then) * WS_FRAME_RATE) - 1
+        then = now
+        if allowance < 0:
+            # The close frame goes out, then the connection (its reply would be read among
+            # the flood's frames for up to close_timeout).
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(_WS_CLOSE_WRITE):
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+            if sink.transport is not None:
+                sink.transport.abort()
             break
         sink.answered()
         if msg.type is WSMsgType.PING:

@@ -23,6 +23,7 @@ from hub_helpers import (
 )
 
 from gateway.hub import SHUTDOWN_RETRY_MS, HubEvent, TransportSink
+from gateway.hub.transports import WS_FRAME_BURST
 from gateway.hub.memory import MemorySubscription
 from parsers.sse import SSEDecoder
 
@@ -361,6 +362,34 @@ async def test_a_websocket_peer_that_stops_answering_pings_is_cut_off(
     assert msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data)["seq"] == 1
     for ws in (silent, alive, pinging):
         await ws.close()
+
+
+@pytest.mark.asyncio
+async def test_a_websocket_peer_flooding_frames_is_closed_and_a_chatty_one_is_not(
+    hub: Hub,
+) -> None:
+    url = hub.url(THREAD, create=1)
+    flooding = await hub.session.ws_connect(url, autoping=False)
+    chatty = await hub.session.ws_connect(url)
+    await hub.wait_subscribers(THREAD, 2)
+    for _ in range(WS_FRAME_BURST):  # as many as a peer may send at once: allowed
+        await chatty.send_str("hello")
+    for _ in range(WS_FRAME_BURST * 10):
+        if flooding.closed:
+            break
+        await flooding.pong(b"x" * 100)
+        await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        msg = await flooding.receive()
+        while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            msg = await flooding.receive()
+    assert flooding.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+    await hub.wait_subscribers(THREAD, 1)
+    reading = asyncio.create_task(chatty.receive())
+    await hub.publish(THREAD, ev(1))
+    msg = await asyncio.wait_for(reading, 5)
+    assert msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data)["seq"] == 1
+    await chatty.close()
 
 
 @pytest.mark.asyncio
