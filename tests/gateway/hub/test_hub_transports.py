@@ -23,8 +23,8 @@ from hub_helpers import (
 )
 
 from gateway.hub import SHUTDOWN_RETRY_MS, HubEvent, TransportSink
-from gateway.hub.transports import WS_FRAME_BURST
 from gateway.hub.memory import MemorySubscription
+from gateway.hub.transports import WS_FRAME_BURST
 from parsers.sse import SSEDecoder
 
 RUN = "run:r1"
