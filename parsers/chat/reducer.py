@@ -18,12 +18,16 @@ Theory of operation. Choices merge by ``index``; within a choice, tool calls mer
 * a whole call in one delta (Ollama) is just a call with one fragment;
 * ``logprobs.content``/``.refusal`` lists are extended; ``usage`` is the last non-null one (the
   ``include_usage`` chunk has empty ``choices``); chunk-level ids and fields are taken when
-  non-empty, so Azure's async-filter chunks (``object: ""``, empty ids) change nothing.
+  non-empty, so Azure's async-filter chunks (``object: ""``, empty ids) change nothing;
+* a choice or tool-call ``index`` that is negative, or more than :data:`_MAX_INDEX_GAP` past the
+  entries held, is left out of the snapshot (the gateway relays the chunk all the same).
+
+Calls are found by id through a dict: an entry costs the same however many calls came before.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -40,6 +44,10 @@ from .chunks import (
 
 __all__ = ["ChatAccumulator"]
 
+_MAX_INDEX_GAP: Final = 16
+"""Positions a new ``index`` may skip past the entries held. OpenAI numbers choices and calls 0,
+1, 2... (reference §4.1); the deviations known repeat or omit an index (§5), none skips: slack."""
+
 
 def _joined(fragments: list[str]) -> str:
     if len(fragments) > 1:
@@ -48,9 +56,10 @@ def _joined(fragments: list[str]) -> str:
 
 
 class _ToolCall:
-    __slots__ = ("arguments", "id", "name", "type")
+    __slots__ = ("arguments", "id", "name", "order", "type")
 
-    def __init__(self) -> None:
+    def __init__(self, order: int = 0) -> None:
+        self.order = order
         self.id: str | None = None
         self.type: str | None = None
         self.name: str | None = None
@@ -71,8 +80,10 @@ class _Choice:
         "content",
         "finish_reason",
         "function_call",
+        "ids",
         "last_call",
         "logprobs",
+        "next_call",
         "reasoning",
         "refusal",
         "role",
@@ -84,6 +95,10 @@ class _Choice:
         self.refusal: list[str] | None = None
         self.reasoning: dict[str, list[str]] | None = None
         self.calls: dict[int, _ToolCall] = {}
+        # Call id -> index of the first call (in arrival order) with that id.
+        self.ids: dict[str, int] = {}
+        # An index after every call's.
+        self.next_call = 0
         # Wire index -> the call it now means, once a new id reused an index.
         self.aliases: dict[int, int] | None = None
         self.last_call: int | None = None
@@ -134,7 +149,7 @@ class _Choice:
         if index is None:
             index = self._by_id(call_id) if call_id else self.last_call
             if index is None:
-                index = max(calls, default=-1) + 1
+                index = self.next_call
         else:
             aliases = self.aliases
             wire = index
@@ -149,10 +164,14 @@ class _Choice:
                     aliases[wire] = index
         call = calls.get(index)
         if call is None:
-            call = calls[index] = _ToolCall()
+            # Only a wire index can fail: the indices chosen here are at most next_call, which fits.
+            if not 0 <= index <= len(calls) + _MAX_INDEX_GAP:
+                return
+            call = calls[index] = _ToolCall(len(calls))
+            self.next_call = max(self.next_call, index + 1)
         self.last_call = index
-        if call_id:
-            call.id = call_id
+        if call_id and call.id != call_id:
+            self._name(call, index, call_id)
         if entry.type:
             call.type = entry.type
         fn = entry.function
@@ -164,10 +183,14 @@ class _Choice:
 
     def _by_id(self, call_id: str) -> int:
         """The index of the call ``call_id``, or a new index after every known one."""
-        for index, call in self.calls.items():
-            if call.id == call_id:
-                return index
-        return max(self.calls, default=-1) + 1
+        index = self.ids.get(call_id)
+        return self.next_call if index is None else index
+
+    def _name(self, call: _ToolCall, index: int, call_id: str) -> None:
+        call.id = call_id
+        first = self.ids.get(call_id)
+        if first is None or self.calls[first].order > call.order:
+            self.ids[call_id] = index
 
     def merge_logprobs(self, logprobs: dict[str, Any]) -> None:
         mine = self.logprobs
@@ -251,6 +274,8 @@ class ChatAccumulator:
         for choice in chunk.choices:
             state = choices.get(choice.index)
             if state is None:
+                if not 0 <= choice.index <= len(choices) + _MAX_INDEX_GAP:
+                    continue
                 state = choices[choice.index] = _Choice()
             state.merge(choice.delta)
             if choice.finish_reason:

@@ -4,7 +4,7 @@ Theory of operation. ``response.output`` is a list of items addressed by ``outpu
 events inside an item address it by ``item_id`` as well (reference responses-and-chat.md §1.4).
 The accumulator keeps its own copy of each item (decoded JSON objects are shared with every other
 consumer of the event, so they are never mutated), and the fragments of each growing string in a
-slot keyed ``(item_id, kind, index)``:
+slot keyed ``(kind, index)`` under its item's id:
 
 * ``output_text`` and ``reasoning_text`` deltas -> ``content[content_index].text``; ``refusal``
   deltas -> ``content[content_index].refusal``; reasoning summary deltas ->
@@ -22,6 +22,12 @@ builds its final response from).
 An event for an item never announced (servers that omit ``output_item.added``, LiteLLM#22102, or
 a stream resumed with ``starting_after``) starts from a stub item at its ``output_index``. The
 missing ``name`` on ``function_call_arguments.done`` is taken from the item, as announced.
+
+An index places an entry in a list (``output``, ``content``, ``summary``, ``annotations``), padding
+the positions before it. A negative index, or one more than :data:`_MAX_INDEX_GAP` past the
+entries held, is ignored: the snapshot skips the event (the gateway relays it all the same), so
+one event pads at most that many entries. A slot's part is placed when the slot opens, so the
+next index is checked against it and an annotation needs no slot written first.
 """
 
 from __future__ import annotations
@@ -92,6 +98,10 @@ _STUB_ITEMS: Final[dict[int, JSONObject]] = {
     _CODE: {"type": "code_interpreter_call", "status": "in_progress", "code": ""},
 }
 
+_MAX_INDEX_GAP: Final = 16
+"""Positions an index may skip past a list's end. Servers append the next index (§1.4); one that
+leaves events out (LiteLLM#22102 omits ``output_item.added``) leaves a few holes."""
+
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
@@ -113,7 +123,8 @@ class ResponseAccumulator:
         self._response: Response | None = None
         self._items: list[JSONObject | None] = []
         self._by_id: dict[str, JSONObject] = {}
-        self._slots: dict[tuple[str, int, int], list[str]] = {}
+        # Item id -> (kind, index) -> fragments: an item's slots go with it in one step.
+        self._slots: dict[str, dict[tuple[int, int], list[str]]] = {}
         self._error: StreamError | None = None
         self._sequence: int | None = None
         self._done = False
@@ -177,9 +188,11 @@ class ResponseAccumulator:
         self._error = event.details()
 
     def _on_item(self, event: OutputItemAddedEvent) -> None:
-        item = _clone(event.item)
         index = event.output_index
         items = self._items
+        if not _fits(index, len(items)):
+            return
+        item = _clone(event.item)
         if index >= len(items):
             items.extend([None] * (index + 1 - len(items)))
         old = items[index]
@@ -192,9 +205,7 @@ class ResponseAccumulator:
 
     def _drop(self, key: str) -> None:
         self._by_id.pop(key, None)
-        slots = self._slots
-        for slot in [slot for slot in slots if slot[0] == key]:
-            del slots[slot]
+        self._slots.pop(key, None)
 
     def _on_part(self, event: ContentPartAddedEvent) -> None:
         self._set_part(
@@ -217,84 +228,114 @@ class ResponseAccumulator:
             else _TEXT
         )
         item_key = item_id or f"#{output_index}"
-        item = self._item(item_key, output_index, kind)
+        item = self._item(item_key, output_index, kind, index)
+        if item is None:
+            return
         parts = item.get(key)
         if not isinstance(parts, list):
             parts = item[key] = []
         if index >= len(parts):
             parts.extend({} for _ in range(index + 1 - len(parts)))
         parts[index] = _clone(part)
-        slots = self._slots
-        for kind_ in (_TEXT, _REFUSAL, _REASONING) if key == "content" else (_SUMMARY,):
-            slots.pop((item_key, kind_, index), None)
+        slots = self._slots.get(item_key)
+        if slots is not None:
+            for kind_ in (_TEXT, _REFUSAL, _REASONING) if key == "content" else (_SUMMARY,):
+                slots.pop((kind_, index), None)
 
     def _on_annotation(self, event: OutputTextAnnotationAddedEvent) -> None:
         if event.annotation is None:
             return
-        self._write_slots()
-        item = self._item(event.item_id or f"#{event.output_index}", event.output_index, _TEXT)
+        key = event.item_id or f"#{event.output_index}"
+        item = self._item(key, event.output_index, _TEXT, event.content_index)
+        if item is None:
+            return
         part = _part_at(item, "content", event.content_index, _PLACES[_TEXT][2])
         annotations = part.get("annotations")
         if not isinstance(annotations, list):
             annotations = part["annotations"] = []
         index = event.annotation_index
+        if not _fits(index, len(annotations)):
+            return
         if index >= len(annotations):
             annotations.extend({} for _ in range(index + 1 - len(annotations)))
         annotations[index] = _clone(event.annotation)
 
     # -- growing strings --------------------------------------------------------------------------
 
-    def _item(self, key: str, output_index: int, kind: int) -> JSONObject:
-        """The item ``key`` (its id, or ``#output_index`` for one without), a stub if unknown."""
-        by_id = self._by_id
-        item = by_id.get(key)
+    def _item(self, key: str, output_index: int, kind: int, index: int) -> JSONObject | None:
+        """The item ``key`` (its id, or ``#output_index`` for one without), a stub if unknown;
+        None if ``output_index``, or ``index`` in the list ``kind`` grows, is out of range."""
+        item = self._by_id.get(key)
         if item is not None:
-            return item
+            return item if _holds(item, kind, index) else None
         items = self._items
+        if not _fits(output_index, len(items)):
+            return None
         current = items[output_index] if output_index < len(items) else None
-        if current is not None and not current.get("id"):
-            # An item announced without id: the delta's id names it from now on.
-            by_id[key] = current
-            return current
-        stub: JSONObject = _clone(_STUB_ITEMS[kind])
-        if not key.startswith("#"):
-            stub = {"id": key, **stub}
+        # An item announced without id: the delta's id names it from now on.
+        item = current if current is not None and not current.get("id") else _stub(key, kind)
+        if not _holds(item, kind, index):
+            return None
+        if item is not current:
+            self._place(item, output_index)
+        self._by_id[key] = item
+        return item
+
+    def _place(self, stub: JSONObject, output_index: int) -> None:
+        items = self._items
         if output_index >= len(items):
             items.extend([None] * (output_index + 1 - len(items)))
         if items[output_index] is None:
             items[output_index] = stub
         else:  # the index is taken by another item: keep both
             items.append(stub)
-        by_id[key] = stub
-        return stub
 
     def _append(self, item_id: str, output_index: int, kind: int, index: int, delta: str) -> None:
-        slot = (item_id or f"#{output_index}", kind, index)
-        fragments = self._slots.get(slot)
-        if fragments is None:
-            item = self._item(slot[0], output_index, kind)
-            fragments = self._slots[slot] = [_current(item, kind, index)]
+        key = item_id or f"#{output_index}"
+        try:
+            fragments = self._slots[key][kind, index]
+        except KeyError:
+            opened = self._open(key, output_index, kind, index)
+            if opened is None:
+                return
+            fragments = opened
         fragments.append(delta)
 
     def _set(
         self, item_id: str, output_index: int, kind: int, index: int, value: str
-    ) -> JSONObject:
+    ) -> JSONObject | None:
         key = item_id or f"#{output_index}"
-        item = self._item(key, output_index, kind)
-        self._slots[(key, kind, index)] = [value]
-        return item
+        fragments = self._open(key, output_index, kind, index)
+        if fragments is None:
+            return None
+        fragments[:] = [value]
+        return self._by_id[key]
+
+    def _open(self, key: str, output_index: int, kind: int, index: int) -> list[str] | None:
+        """A new slot, starting from what the item holds there (its part placed now); None if an
+        index is out of range."""
+        item = self._item(key, output_index, kind, index)
+        if item is None:
+            return None
+        list_key, field, stub = _PLACES[kind]
+        target = item if list_key is None else _part_at(item, list_key, index, stub)
+        value = target.get(field)
+        fragments = [value if isinstance(value, str) else ""]
+        self._slots.setdefault(key, {})[(kind, index)] = fragments
+        return fragments
 
     def _write_slots(self) -> None:
         by_id = self._by_id
-        for (item_id, kind, index), fragments in self._slots.items():
+        for item_id, slots in self._slots.items():
             item = by_id.get(item_id)
             if item is None:
                 continue
-            if len(fragments) > 1:
-                fragments[:] = ["".join(fragments)]
-            list_key, field, stub = _PLACES[kind]
-            target = item if list_key is None else _part_at(item, list_key, index, stub)
-            target[field] = fragments[0]
+            for (kind, index), fragments in slots.items():
+                if len(fragments) > 1:
+                    fragments[:] = ["".join(fragments)]
+                list_key, field, stub = _PLACES[kind]
+                target = item if list_key is None else _part_at(item, list_key, index, stub)
+                target[field] = fragments[0]
 
     # -- per-event handlers -----------------------------------------------------------------------
 
@@ -326,7 +367,7 @@ class ResponseAccumulator:
 
     def _on_arguments_done(self, event: FunctionCallArgumentsDoneEvent) -> None:
         item = self._set(event.item_id, event.output_index, _ARGUMENTS, 0, event.arguments)
-        if event.name:
+        if item is not None and event.name:
             item["name"] = event.name
 
     def _on_mcp_arguments_delta(self, event: McpCallArgumentsDeltaEvent) -> None:
@@ -352,6 +393,24 @@ def _key(item_id: Any, output_index: int) -> str:
     return item_id if isinstance(item_id, str) and item_id else f"#{output_index}"
 
 
+def _fits(index: int, held: int) -> bool:
+    return 0 <= index <= held + _MAX_INDEX_GAP
+
+
+def _holds(item: JSONObject, kind: int, index: int) -> bool:
+    """Whether ``index`` fits the list of ``item`` that slots of ``kind`` grow (if any)."""
+    list_key = _PLACES[kind][0]
+    if list_key is None:
+        return True
+    parts = item.get(list_key)
+    return _fits(index, len(parts) if isinstance(parts, list) else 0)
+
+
+def _stub(key: str, kind: int) -> JSONObject:
+    stub: JSONObject = _clone(_STUB_ITEMS[kind])
+    return stub if key.startswith("#") else {"id": key, **stub}
+
+
 def _part_at(item: JSONObject, key: str, index: int, stub: JSONObject | None) -> JSONObject:
     parts = item.get(key)
     if not isinstance(parts, list):
@@ -363,17 +422,6 @@ def _part_at(item: JSONObject, key: str, index: int, stub: JSONObject | None) ->
         part = parts[index] = _clone(stub)
     result: JSONObject = part
     return result
-
-
-def _current(item: JSONObject, kind: int, index: int) -> str:
-    """The string a slot starts from: what the item already holds there."""
-    list_key, field, _ = _PLACES[kind]
-    holder: Any = item
-    if list_key is not None:
-        parts = item.get(list_key)
-        holder = parts[index] if isinstance(parts, list) and index < len(parts) else None
-    value = holder.get(field) if isinstance(holder, dict) else None
-    return value if isinstance(value, str) else ""
 
 
 _Handler = Callable[[ResponseAccumulator, Any], None]
