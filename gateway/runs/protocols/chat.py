@@ -73,30 +73,35 @@ def typed_chat_event(event: HubEvent) -> ChatStreamEvent | None:
 
 class ChatReducer:
     """The snapshot of a chat channel: its completion, or with ``latest`` the latest completion
-    published to it, started afresh by a chunk with a new id."""
+    published to it, started afresh by a chunk with choices and a new id once the current one
+    has finished (a ``finish_reason`` or ``[DONE]``): servers that give every chunk an id of its
+    own (older llama.cpp servers, some LiteLLM versions) still make one completion, and a usage
+    chunk after the finish belongs to the completion it ends."""
 
-    __slots__ = ("_acc", "_id", "_latest", "nbytes")
+    __slots__ = ("_acc", "_finished", "_id", "_latest", "nbytes")
 
     def __init__(self, *, latest: bool = False) -> None:
         self._acc = ChatAccumulator()
         self._latest = latest
         self._id: str | None = None
+        self._finished = False
         self.nbytes = 0
 
     def apply(self, event: HubEvent) -> None:
         typed = typed_chat_event(event)
         if typed is None:
             return
-        if (
-            self._latest
-            and type(typed) is ChatCompletionChunk
-            and typed.id
-            and typed.id != self._id
-        ):
-            if self._id is not None:
-                self._acc = ChatAccumulator()
-                self.nbytes = 0
-            self._id = typed.id
+        if type(typed) is ChatDoneEvent:
+            self._finished = True
+        elif type(typed) is ChatCompletionChunk:
+            if self._latest and typed.id and typed.id != self._id and typed.choices:
+                if self._id is not None and self._finished:
+                    self._acc = ChatAccumulator()
+                    self.nbytes = 0
+                    self._finished = False
+                self._id = typed.id
+            if any(choice.finish_reason for choice in typed.choices):
+                self._finished = True
         self._acc.apply(typed)
         self.nbytes += len(event.data)
 

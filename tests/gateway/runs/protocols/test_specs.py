@@ -117,6 +117,35 @@ def test_conversation_and_named_channels_fold_their_latest_stream() -> None:
     assert reducer_factory("run:r") is None
 
 
+def test_a_chat_channel_keeps_one_completion_whose_chunks_each_have_their_own_id() -> None:
+    """Older llama.cpp servers and some LiteLLM versions give every chunk a new id: the snapshot
+    must still join the whole answer, and the next completion (after a finish) start afresh."""
+    golden = _events("chat", "B-usage.sse")
+    answer = "".join(
+        choice["delta"].get("content") or ""
+        for sse in golden
+        if sse.data_bytes != b"[DONE]"
+        for choice in orjson.loads(sse.data_bytes)["choices"]
+    )
+    own_ids = []
+    for n, sse in enumerate(golden):
+        if sse.data_bytes != b"[DONE]":
+            chunk = {**orjson.loads(sse.data_bytes), "id": f"chatcmpl-{n}"}
+            sse = ServerSentEvent(sse.event, orjson.dumps(chunk))
+        own_ids.append(sse)
+    reducer = reducer_factory("chat:chatcmpl-0")
+    assert reducer is not None and answer
+    for event in _hub(own_ids, typed=True):
+        reducer.apply(event)
+    snapshot = orjson.loads(reducer.snapshot())["completion"]
+    assert snapshot["choices"][0]["message"]["content"] == answer
+    assert snapshot["usage"] is not None  # the usage chunk (no choices) joined the completion
+    for event in _hub(_events("chat", "A-text.sse"), typed=False):  # a follow-up completion
+        reducer.apply(event)
+    following = orjson.loads(reducer.snapshot())["completion"]
+    assert following["id"] == orjson.loads(_events("chat", "A-text.sse")[0].data_bytes)["id"]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
