@@ -61,14 +61,13 @@ class ChatRound:
             message = choices[0]["message"]
             calls = [
                 FunctionCall(
-                    id=call["id"],
+                    id=call["id"] or "",
                     function=FunctionSpec(
                         name=call["function"]["name"], arguments=call["function"]["arguments"]
                     ),
                     type=call["type"],
                 )
                 for call in message.get("tool_calls") or ()
-                if call["id"]
             ]
             if not calls:
                 return None

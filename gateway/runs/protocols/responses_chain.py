@@ -80,7 +80,7 @@ class ResponsesRound:
         completed = self._completed
         if completed is None or self._ended:
             return None
-        calls = [_call(item) for item in completed.response.output if item.get("call_id")]
+        calls = [_call(item) for item in completed.response.output if _is_call(item)]
         return (completed.response.id, calls) if calls else None
 
     def blocked(self) -> str | None:
@@ -106,12 +106,18 @@ class ResponsesRound:
         return _encode({**self._carried, **link, "input": items, "stream": True})
 
 
+def _is_call(item: dict[str, Any]) -> bool:
+    """An item waiting for an output: it carries a ``call_id`` (an empty one too, which the
+    chain then reports it cannot answer)."""
+    return item.get("call_id") is not None
+
+
 def _call(item: dict[str, Any]) -> FunctionCall:
     kind = str(item.get("type"))
     name = item.get("name")
     arguments = item.get("arguments")
     return FunctionCall(
-        id=str(item["call_id"]),
+        id=str(item["call_id"] or ""),
         function=FunctionSpec(
             name=name if isinstance(name, str) else kind,
             arguments=arguments if isinstance(arguments, str) else "",

@@ -153,6 +153,11 @@ class ToolChain:
             )
 
         reason = self._round.blocked()
+        ids = [call.id for call in calls]
+        if reason is None and (not all(ids) or len(set(ids)) < len(ids)):
+            # Outputs are matched to calls by id: answering these would run a tool twice, or
+            # send outputs the upstream cannot place.
+            reason = "the upstream gave a call no id, or two calls one id"
         if reason is None and any(call.type != "function" for call in calls):
             kinds = sorted({call.type for call in calls if call.type != "function"})
             reason = f"runcast answers function calls only, not {', '.join(kinds)}"

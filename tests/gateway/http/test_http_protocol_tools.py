@@ -264,6 +264,98 @@ async def test_responses_partial_coverage_leaves_the_calls_to_the_app(
     assert len(await _journal(session, tg, "/v1/responses")) == 1
 
 
+def _two_calls_one_id() -> bytes:
+    """A Responses stream ending with two ``get_weather`` calls that share one ``call_id``."""
+    call = {
+        "type": "function_call",
+        "status": "completed",
+        "call_id": "call_twice",
+        "name": "get_weather",
+        "arguments": '{"city": "Oslo"}',
+    }
+    items = [{**call, "id": "fc_1"}, {**call, "id": "fc_2"}]
+    response = {"id": "resp_twice", "object": "response", "status": "in_progress", "output": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "sequence_number": 0, "response": response},
+        *(
+            {"type": "response.output_item.done", "sequence_number": 1 + n, "output_index": n,
+             "item": item}
+            for n, item in enumerate(items)
+        ),
+        {"type": "response.completed", "sequence_number": 3,
+         "response": {**response, "status": "completed", "output": items}},
+    ]  # fmt: skip
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events
+    )
+
+
+@pytest.mark.asyncio
+async def test_calls_sharing_an_id_are_reported_never_run_twice(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    posts: list[bytes] = []
+
+    @web.middleware
+    async def two_calls_one_id(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/responses" or request.method != "POST":
+            return await handler(request)
+        posts.append(await request.read())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_two_calls_one_id())
+        return response
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=two_calls_one_id)
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "tool_call", WEATHER)
+        seen = [event async for event in raw.parse()]
+    assert seen[-1].type == "response.completed"
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/resp_twice")
+    assert channel.names[-2:] == ["response.completed", "runcast.tool_automation.skipped"]
+    assert "one id" in channel.events[-1].json()["reason"]
+    assert handlers.calls == {} and len(posts) == 1  # nothing run, no follow-up
+
+
+@pytest.mark.asyncio
+async def test_a_chat_call_without_an_id_is_reported_not_dropped(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        body = {"id": "chatcmpl-noid", "object": "chat.completion.chunk", "choices": [choice]}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    call = {"index": 0, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+
+    @web.middleware
+    async def call_without_id(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/chat/completions":
+            return await handler(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(
+            chunk({"role": "assistant", "tool_calls": [call]})
+            + chunk({}, "tool_calls")
+            + b"data: [DONE]\n\n"
+        )
+        return response
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=call_without_id)
+    async with sdk_client(tg.gateway) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER],
+            stream=True,
+        )  # fmt: skip
+        [c async for c in stream]
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/chatcmpl-noid")
+    assert "runcast.tool_automation.skipped" in channel.names
+    skipped = channel.events[channel.names.index("runcast.tool_automation.skipped")].json()
+    assert "no id" in skipped["reason"] and handlers.calls == {}
+
+
 @pytest.mark.asyncio
 async def test_a_reconciled_tool_round_ends_the_chain(
     start: StartTools, session: aiohttp.ClientSession
