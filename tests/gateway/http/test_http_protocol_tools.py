@@ -264,6 +264,14 @@ async def test_responses_partial_coverage_leaves_the_calls_to_the_app(
     assert len(await _journal(session, tg, "/v1/responses")) == 1
 
 
+async def _answer_sse(request: web.Request, body: bytes) -> web.StreamResponse:
+    """Answer ``request`` with ``body`` as an event stream (in place of the simulator)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(body)
+    return response
+
+
 def _two_calls_one_id() -> bytes:
     """A Responses stream ending with two ``get_weather`` calls that share one ``call_id``."""
     call = {
@@ -301,10 +309,7 @@ async def test_calls_sharing_an_id_are_reported_never_run_twice(
         if request.path != "/v1/responses" or request.method != "POST":
             return await handler(request)
         posts.append(await request.read())
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(_two_calls_one_id())
-        return response
+        return await _answer_sse(request, _two_calls_one_id())
 
     handlers = Handlers()
     tg = await start(handlers.registry("get_weather"), sim_middleware=two_calls_one_id)
@@ -333,14 +338,8 @@ async def test_a_chat_call_without_an_id_is_reported_not_dropped(
     async def call_without_id(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path != "/v1/chat/completions":
             return await handler(request)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(
-            chunk({"role": "assistant", "tool_calls": [call]})
-            + chunk({}, "tool_calls")
-            + b"data: [DONE]\n\n"
-        )
-        return response
+        body = chunk({"role": "assistant", "tool_calls": [call]}) + chunk({}, "tool_calls")
+        return await _answer_sse(request, body + b"data: [DONE]\n\n")
 
     handlers = Handlers()
     tg = await start(handlers.registry("get_weather"), sim_middleware=call_without_id)

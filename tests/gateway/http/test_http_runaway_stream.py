@@ -12,6 +12,7 @@ no reconciliation, no recovery polling of the run).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -107,51 +108,50 @@ def _split(protocol: str, first_delta: str) -> tuple[bytes, bytes]:
     return b"".join(events[:at]), events[at]
 
 
+@dataclasses.dataclass
+class Capped:
+    """The endless upstream, a gateway capped at ``CAP`` in front of it, and an SDK client."""
+
+    upstream: Endless
+    gateway: Gateway
+    sdk: AsyncOpenAI
+
+
 @pytest_asyncio.fixture
-async def endless() -> AsyncIterator[tuple[Endless, str]]:
+async def capped(start_gateway: StartGateway) -> AsyncIterator[Capped]:
     upstream = Endless()
     async with served_upstream(upstream.app()) as url:
-        yield upstream, url
+        gateway = await start_gateway(upstream_url=url, upstream={"max_stream_bytes": CAP})
+        client = sdk_client(gateway)
+        try:
+            yield Capped(upstream, gateway, client)
+        finally:
+            await client.close()
 
 
-@pytest_asyncio.fixture
-async def capped(
-    endless: tuple[Endless, str], start_gateway: StartGateway
-) -> AsyncIterator[tuple[Gateway, AsyncOpenAI]]:
-    gateway = await start_gateway(upstream_url=endless[1], upstream={"max_stream_bytes": CAP})
-    client = sdk_client(gateway)
-    try:
-        yield gateway, client
-    finally:
-        await client.close()
-
-
-async def _closed(upstream: Endless, kind: str) -> None:
+async def _cut_cleanly(
+    capped: Capped, session: aiohttp.ClientSession, kind: str, channel: str
+) -> None:
+    """The upstream's connection was closed, the channel ended within the cap, nothing more was
+    asked of the upstream (no resumption, reconciliation or recovery), the gateway is healthy."""
+    upstream, gateway = capped.upstream, capped.gateway
     async with asyncio.timeout(WAIT):
         while kind not in upstream.closed:
             await asyncio.sleep(0.01)
         await upstream.closed[kind].wait()
-
-
-async def _health(gateway: Gateway, session: aiohttp.ClientSession) -> None:
+    stats = gateway.broker.channel_statistics(channel)
+    assert stats is not None and stats.ended
+    assert CAP // 2 < stats.bytes_published < CAP + SLACK
+    assert upstream.other_requests == []
     async with session.get(f"{gateway.url}/healthz") as response:
         assert response.status == 200
 
 
-def _bounded(gateway: Gateway, channel: str) -> None:
-    stats = gateway.broker.channel_statistics(channel)
-    assert stats is not None and stats.ended
-    assert CAP // 2 < stats.bytes_published < CAP + SLACK
-
-
 @pytest.mark.asyncio
 async def test_a_run_that_never_ends_is_cut_and_not_recovered(
-    endless: tuple[Endless, str],
-    capped: tuple[Gateway, AsyncOpenAI],
-    session: aiohttp.ClientSession,
+    capped: Capped, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _ = endless
-    gateway, sdk = capped
+    gateway, sdk = capped.gateway, capped.sdk
     stream = await sdk.beta.threads.runs.create(
         thread_id="thread_9Qx", assistant_id="asst_1", stream=True
     )
@@ -164,23 +164,16 @@ async def test_a_run_that_never_ends_is_cut_and_not_recovered(
     assert raised.value.body["code"] == "stream_too_large"
     assert f"passed {CAP} bytes" in raised.value.message
     assert deltas > 100
-    await _closed(upstream, "run")
-
+    await _cut_cleanly(capped, session, "run", "run:run_7Lm")
     replay = await read_all(session, f"{gateway.url}/streams/runs/run_7Lm?since=0")
     assert replay[-2] == "runcast.upstream_error" and replay[-1] == "done"
-    _bounded(gateway, "run:run_7Lm")
-    assert upstream.other_requests == []  # the run was not polled for a recovery
-    await _health(gateway, session)
 
 
 @pytest.mark.asyncio
 async def test_a_background_response_that_never_ends_is_cut_and_not_resumed(
-    endless: tuple[Endless, str],
-    capped: tuple[Gateway, AsyncOpenAI],
-    session: aiohttp.ClientSession,
+    capped: Capped, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _ = endless
-    gateway, sdk = capped
+    gateway, sdk = capped.gateway, capped.sdk
     url = f"{gateway.url}/streams/channels/runaway"
     sse_response, subscriber = await subscribe_sse(session, url)
     stream = await sdk.responses.create(
@@ -200,21 +193,14 @@ async def test_a_background_response_that_never_ends_is_cut_and_not_resumed(
     lost = sub.events[-1]
     assert lost.event == "runcast.upstream_lost"
     assert lost.json()["reason"] == "stream_too_large"
-    await _closed(upstream, "response")
-    _bounded(gateway, f"response:{lost.json()['id']}")
-    assert upstream.other_requests == []  # neither resumed nor reconciled
-    await _health(gateway, session)
+    await _cut_cleanly(capped, session, "response", f"response:{lost.json()['id']}")
 
 
 @pytest.mark.asyncio
 async def test_a_chat_stream_that_never_ends_is_cut(
-    endless: tuple[Endless, str],
-    capped: tuple[Gateway, AsyncOpenAI],
-    session: aiohttp.ClientSession,
+    capped: Capped, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _ = endless
-    gateway, sdk = capped
-    stream = await sdk.chat.completions.create(
+    stream = await capped.sdk.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True
     )
     ids = set()
@@ -222,11 +208,8 @@ async def test_a_chat_stream_that_never_ends_is_cut(
         async with asyncio.timeout(WAIT):
             async for chunk in stream:
                 ids.add(chunk.id)
-    await _closed(upstream, "chat")
     [completion_id] = ids
-    _bounded(gateway, f"chat:{completion_id}")
-    assert upstream.other_requests == []
-    await _health(gateway, session)
+    await _cut_cleanly(capped, session, "chat", f"chat:{completion_id}")
 
 
 async def read_all(session: aiohttp.ClientSession, url: str) -> list[str]:
