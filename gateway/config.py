@@ -26,7 +26,15 @@ from gateway.errors import ConfigError
 from gateway.settings import Settings
 from gateway.tools import parse_webhook_args
 
-__all__ = ["FLAG_KEYS", "Effective", "env_name", "load", "render", "setting_keys"]
+__all__ = [
+    "FLAG_KEYS",
+    "Effective",
+    "env_name",
+    "ignored",
+    "load",
+    "render",
+    "setting_keys",
+]
 
 Kind = Literal["scalar", "list", "map"]
 
@@ -155,6 +163,19 @@ def load(
     for key, (value, source) in _flag_values(ns).items():
         values[key], sources[key] = value, source
     return Effective(settings=_build(values, sources), sources=sources)
+
+
+def ignored(effective: Effective) -> list[str]:
+    """The keys set (with their source) that do not apply: ``upstream.*`` without an upstream
+    (the embedded simulator's settings are its own). The upstream key is left out: a shell's
+    ``OPENAI_API_KEY`` is no mistake."""
+    if effective.settings.upstream is not None:
+        return []
+    return [
+        f"{key} ({source})"
+        for key, source in effective.sources.items()
+        if key.startswith("upstream.") and key != "upstream.api_key"
+    ]
 
 
 def _checked(key: str, value: Any, source: str, rule: Callable[[str], Any]) -> Any:

@@ -11,7 +11,8 @@ directory is searched first, as with ``python -m``) and registers its ``@tool`` 
 answers ``requires_action`` itself and the run continues for its creator and every subscriber.
 
 The server runs on uvloop. Invalid settings, and tools modules that cannot be imported or define
-no ``@tool`` function, exit with status 2 and a one-line message.
+no ``@tool`` function, exit with status 2 and a one-line message; settings that do not apply
+(upstream timeouts and limits without an ``--upstream``) are named in a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -35,6 +37,8 @@ from gateway.tools import ToolAutomation, ToolSettings
 from gateway.tools.registry import tool_name
 
 __all__ = ["add_parser", "check_tools", "run", "settings_from_args"]
+
+log = logging.getLogger("runcast")
 
 
 def add_parser(
@@ -73,12 +77,15 @@ def check_tools(tools: ToolSettings) -> None:
 def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
     """Serve until a signal; ``argv`` (None: ``sys.argv``) is handed on to ``--workers``."""
     try:
-        settings = settings_from_args(ns, os.environ)
+        effective = config.load(ns, os.environ, rules=RULES)
+        settings = effective.settings
         check_tools(settings.tools)
     except (ConfigError, msgspec.ValidationError, TypeError) as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
+    for key in config.ignored(effective):
+        log.warning("%s is ignored: it applies to an --upstream, and none is given", key)
     if settings.workers > 1 and workers.WORKER_ENV not in os.environ:
         return workers.supervise(
             list(sys.argv[1:] if argv is None else argv),

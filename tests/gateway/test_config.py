@@ -208,3 +208,15 @@ def test_the_redis_tail_bound_comes_from_the_file_or_the_environment(tmp_path: P
     tail = effective.settings.broker_tail
     assert (tail.max_events, tail.max_bytes, tail.max_total_bytes) == (700, 65536, 64 << 20)
     assert effective.sources["broker_tail.max_events"] == "env RUNCAST_BROKER_TAIL_MAX_EVENTS"
+
+
+def test_upstream_settings_without_an_upstream_are_named_as_ignored(tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": "sk-from-the-shell", "RUNCAST_UPSTREAM_IDLE_TIMEOUT": "5"}
+    simulator = _load(tmp_path, None, env, "--max-stream-bytes", "1MiB")
+    assert config.ignored(simulator) == [
+        "upstream.idle_timeout (env RUNCAST_UPSTREAM_IDLE_TIMEOUT)",
+        "upstream.max_stream_bytes (flag --max-stream-bytes)",
+    ]
+    upstream = ("--upstream", "http://127.0.0.1:9/v1", "--max-stream-bytes", "1MiB")
+    env["RUNCAST_API_KEYS"] = "rk-1"
+    assert config.ignored(_load(tmp_path, None, env, *upstream)) == []
