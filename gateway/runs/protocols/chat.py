@@ -26,7 +26,7 @@ from .spec import Seen
 
 __all__ = ["CHAT", "ChatReducer", "ChatSpec", "typed_chat_event"]
 
-_END = Seen(end=True)
+_DONE = Seen(end=True, closes=True)
 _NOTHING = Seen()
 _CHAT_TYPES = (ChatCompletionChunk, ChatDoneEvent)
 _encode = msgspec.json.Encoder().encode
@@ -45,7 +45,7 @@ class ChatSpec:
         if type(event) is ChatCompletionChunk and event.id:
             return event, Seen(object_id=event.id)
         if type(event) is ChatDoneEvent:
-            return event, _END
+            return event, _DONE
         return event, _NOTHING
 
     def channel(self, object_id: str) -> str:

@@ -45,9 +45,6 @@ class ChatRound:
             self._acc.apply(typed)
             self._message = None
 
-    def is_end_marker(self, typed: object) -> bool:
-        return type(typed) is ChatDoneEvent
-
     def ended_with(self) -> tuple[str, list[FunctionCall]] | None:
         found = self._ended()
         return None if found is None else (found[0], found[2])

@@ -349,7 +349,7 @@ class StreamRelay:
                         self.failures = 0
                     if seen.resumable:
                         self.resumable = True
-                    if seen.only_after_end and not self.ended:
+                    if seen.closes and not (seen.end or self.ended):
                         # The HTTP stream's end before the protocol's last word: a cut, and not
                         # relayed (the SDK would stop at it, before any recovered end).
                         done = True
@@ -363,13 +363,16 @@ class StreamRelay:
                     chain = self._chain
                     if chain is not None and typed is not None:
                         chain.observe(typed)
-                    if seen.end and chain is not None and typed is not None and chain.holds(typed):
+                    if not seen.closes:
+                        events.append(event)
+                        continue
+                    # Nothing after it belongs to this HTTP stream; held if the chain goes on.
+                    if chain is not None and chain.holds():
                         self._held_end = event
                     else:
                         events.append(event)
-                    if sse.data_bytes == b"[DONE]":
-                        done = True  # the end of this HTTP stream: nothing after it belongs to it
-                        break
+                    done = True
+                    break
                 await self.emit(events)
                 meter.delivered(sampled)
                 if done:

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 _LIFECYCLE = (ResponseCreatedEvent, ResponseQueuedEvent, ResponseInProgressEvent)
-_DONE = Seen(end=True, only_after_end=True)
+_DONE = Seen(closes=True)  # the end of the HTTP stream; the terminal event is the last word
 _encode = msgspec.json.Encoder().encode
 
 

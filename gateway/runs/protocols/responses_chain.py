@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from gateway.tools import ToolOutput
-from parsers.responses import TERMINAL_EVENT_TYPES, DoneEvent, ResponseCompletedEvent
+from parsers.responses import TERMINAL_EVENT_TYPES, ResponseCompletedEvent
 
 from .toolchain import FunctionCall, FunctionSpec
 
@@ -72,9 +72,6 @@ class ResponsesRound:
             self._completed = typed
         elif getattr(typed, "type", None) in TERMINAL_EVENT_TYPES:
             self._ended = True  # failed or incomplete: nothing to answer
-
-    def is_end_marker(self, typed: object) -> bool:
-        return type(typed) is DoneEvent
 
     def ended_with(self) -> tuple[str, list[FunctionCall]] | None:
         completed = self._completed

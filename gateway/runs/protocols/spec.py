@@ -31,9 +31,9 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     """The stream's id (response or completion id), when this event names it."""
     end: bool = False
     """The stream's last word: after it, the end of the body is a clean end."""
-    only_after_end: bool = False
-    """A marker ending the HTTP stream that is an end only after the last word (a Responses
-    ``[DONE]``); before it, the stream was cut."""
+    closes: bool = False
+    """The marker that ends the HTTP stream (``data: [DONE]``): nothing after it belongs to the
+    stream. Unless the last word came first (or is this event), the stream was cut."""
     cursor: int | None = None
     """The event's ``sequence_number`` (Responses), None where the protocol has none."""
     resumable: bool = False

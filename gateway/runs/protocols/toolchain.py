@@ -82,10 +82,6 @@ class ChainRound(Protocol):
         """Fold one typed event of the current stream in."""
         ...
 
-    def is_end_marker(self, typed: object) -> bool:
-        """Whether ``typed`` is the protocol's ``[DONE]``."""
-        ...
-
     def ended_with(self) -> tuple[str, list[FunctionCall]] | None:
         """The stream's id and the calls it ended with (None: no call, nothing to answer)."""
         ...
@@ -124,10 +120,9 @@ class ToolChain:
     def observe(self, typed: object) -> None:
         self._round.observe(typed)
 
-    def holds(self, typed: object) -> bool:
-        """Whether to hold this end marker back: the chain is expected to go on after it."""
-        if not self._round.is_end_marker(typed):
-            return False
+    def holds(self) -> bool:
+        """Whether to hold back the ``[DONE]`` that closes the stream: the chain is expected to
+        go on after it."""
         ended = self._round.ended_with()
         return (
             ended is not None

@@ -43,10 +43,14 @@ def _hub(events: list[ServerSentEvent], *, typed: bool) -> list[HubEvent]:
     ],
 )
 def test_responses_spec_names_the_id_the_end_and_the_cursor(name: str) -> None:
-    seen = [RESPONSES.decode(sse)[1] for sse in _events("responses", name)]
+    events = _events("responses", name)
+    seen = [RESPONSES.decode(sse)[1] for sse in events]
     ids = {s.object_id for s in seen if s.object_id is not None}
     assert len(ids) == 1 and seen[0].object_id is not None
-    assert seen[-1].end and not any(s.end for s in seen[:-2])
+    # A `[DONE]` (LiteLLM-style) closes the HTTP stream; the terminal event before it is the end.
+    assert [s.closes for s in seen] == [sse.data_bytes == b"[DONE]" for sse in events]
+    words = [s for s in seen if not s.closes]
+    assert words[-1].end and not any(s.end for s in words[:-1])
     cursors = [s.cursor for s in seen if s.cursor is not None]
     assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
     assert not any(s.resumable for s in seen)
@@ -70,7 +74,8 @@ def test_a_background_response_is_resumable() -> None:
 def test_chat_spec_ends_only_at_done_and_never_resumes(name: str) -> None:
     events = _events("chat", name)
     seen = [CHAT.decode(sse)[1] for sse in events]
-    assert [s.end for s in seen] == [sse.data_bytes == b"[DONE]" for sse in events]
+    done = [sse.data_bytes == b"[DONE]" for sse in events]
+    assert [s.end for s in seen] == done and [s.closes for s in seen] == done
     assert all(s.cursor is None and not s.resumable for s in seen)
     assert CHAT.resume("chatcmpl-1", 3) is None
 
