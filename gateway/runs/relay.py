@@ -116,9 +116,6 @@ class RunRelay:
             env.leases, env.live, ttl=env.lease_ttl, on_lost=self._lost, on_lease=self._fence
         )
         self._pump_task: asyncio.Task[None] | None = None
-        # What ended the pump other than the upstream (the shared state unreachable ...): the
-        # creator's start fails with it when nothing was sent to the creator yet.
-        self._failure: Exception | None = None
         self._adopted = adopted
         """Set: a dead owner's run, taken over (recovered, then pumped as usual)."""
         self.env = env
@@ -206,7 +203,9 @@ class RunRelay:
                             raise
                         self._lost_creator()
                     except Exception as exc:
-                        self._failure = exc
+                        # Ended by other than the upstream (the shared state unreachable ...):
+                        # a creator not yet answered gets this failure.
+                        self.ready.failed(exc)
                         raise
                     ended = True
                 finally:
@@ -442,9 +441,7 @@ class RunRelay:
     async def _finish(self) -> None:
         await self.emit_batch()
         if not self.ready.done:
-            if self._failure is not None:
-                self.ready.failed(self._failure)
-            elif self.life.published:
+            if self.life.published:
                 self.resolve_start()
             else:
                 self.ready.failed(

@@ -122,9 +122,6 @@ class StreamRelay:
         self.owning = False
         """The lease was asked for (once, whatever came of it)."""
         self._body: asyncio.Task[None] | None = None
-        # What ended the relay other than the upstream (the shared state unreachable ...): the
-        # creator's start fails with it when nothing was sent to the creator yet.
-        self._failure: Exception | None = None
         self.reconcile = reconcile
         self._chain = chain
         self._round = 0
@@ -201,7 +198,9 @@ class StreamRelay:
                 opener = await self._follow_up()
             ended = True
         except Exception as exc:
-            self._failure = exc
+            # Ended by other than the upstream (the shared state unreachable ...): a creator not
+            # yet answered gets this failure.
+            self.ready.failed(exc)
             raise
         finally:
             keeper = self.keeper
@@ -438,9 +437,7 @@ class StreamRelay:
             held, self._held = self._held, []
             await self.out.emit_batch(held)
         if not self.ready.done:
-            if self._failure is not None:
-                self.ready.failed(self._failure)
-            elif self.received:
+            if self.received:
                 self.resolve_start()
             else:
                 self.ready.failed(
