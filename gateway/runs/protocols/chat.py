@@ -91,10 +91,17 @@ class ChatReducer:
         typed = typed_chat_event(event)
         if typed is None:
             return
+        if self._latest:
+            self._follow(typed)
+        self._acc.apply(typed)
+        self.nbytes += len(event.data)
+
+    def _follow(self, typed: ChatStreamEvent) -> None:
+        """Start afresh at a new completion's first chunk (``latest``)."""
         if type(typed) is ChatDoneEvent:
             self._finished = True
         elif type(typed) is ChatCompletionChunk:
-            if self._latest and typed.id and typed.id != self._id and typed.choices:
+            if typed.id and typed.id != self._id and typed.choices:
                 if self._id is not None and self._finished:
                     self._acc = ChatAccumulator()
                     self.nbytes = 0
@@ -102,8 +109,6 @@ class ChatReducer:
                 self._id = typed.id
             if any(choice.finish_reason for choice in typed.choices):
                 self._finished = True
-        self._acc.apply(typed)
-        self.nbytes += len(event.data)
 
     def snapshot(self) -> bytes:
         return _encode(self._acc.snapshot())
