@@ -13,15 +13,12 @@ import pytest_asyncio
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
 sys.path.append(str(Path(__file__).resolve().parent.parent / "http"))
 from cluster_helpers import Cluster
-from redis_server import RedisServer  # found through the lines above
+from redis_server import RedisServer, served  # found through the lines above
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    yield from served(tmp_path_factory)
 
 
 @pytest_asyncio.fixture

@@ -19,7 +19,7 @@ from http_helpers import SECRET, Gateway, StartGateway, StartSim, sdk_client
 from openai import AsyncOpenAI
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above (Redis-mode tests)
+from redis_server import RedisServer, served  # found through the line above (Redis-mode tests)
 
 from gateway.http.app import create_app
 from gateway.http.runner import start_runner
@@ -37,10 +37,7 @@ SIM_DEFAULTS: dict[str, Any] = {"deltas": 8, "tokens_per_delta": 2, "seed": 3}
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A private ``redis-server`` on a free port, one per test module."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    yield from served(tmp_path_factory)
 
 
 @pytest_asyncio.fixture

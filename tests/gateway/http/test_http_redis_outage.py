@@ -17,17 +17,14 @@ from http_helpers import (
     stream_run,
     subscription_ended,
 )
-from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
+from redis_server import RedisServer, emptied  # tests/gateway/hub, on the path from conftest.py
 from tool_helpers import WEATHER
 
 
 @pytest.fixture
 def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
     """The module's server, emptied; running again after a test that stopped it."""
-    redis_server.flush()
-    yield redis_server
-    if redis_server.process is None:
-        redis_server.start()
+    yield from emptied(redis_server)
 
 
 @pytest.mark.asyncio

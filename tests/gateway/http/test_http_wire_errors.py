@@ -9,6 +9,7 @@ import logging
 
 import orjson
 import pytest
+import pytest_asyncio
 from http_helpers import WAIT, Gateway, StartGateway, raw_connection
 
 from gateway import logs
@@ -53,6 +54,16 @@ def _quiet(records: list[logging.LogRecord]) -> None:
     assert len([r for r in records if r.levelno == logging.WARNING]) <= 1
 
 
+@pytest_asyncio.fixture
+async def gateway(start_gateway: StartGateway, caplog: pytest.LogCaptureFixture) -> Gateway:
+    """runcast on its defaults, its log captured from here on (not the open-mode warning at
+    start)."""
+    started = await start_gateway()
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    return started
+
+
 CREATOR_BODY = orjson.dumps({"model": "gpt-4o", "input": "hi", "stream": True})
 
 OTHER_VERSIONS = {
@@ -68,11 +79,8 @@ OTHER_VERSIONS = {
 
 @pytest.mark.parametrize("request_bytes", OTHER_VERSIONS.values(), ids=OTHER_VERSIONS.keys())
 async def test_other_http_versions_get_a_400_in_http11_and_the_connection_closes(
-    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, request_bytes: bytes
 ) -> None:
-    gateway = await start_gateway()
-    caplog.set_level(logging.DEBUG)
-    caplog.clear()  # the open-mode warning at start
     status_line, headers, body = await _exchange(gateway, request_bytes)
     assert status_line == "HTTP/1.1 400 Bad Request"
     assert headers["connection"] == "close"
@@ -84,8 +92,7 @@ async def test_other_http_versions_get_a_400_in_http11_and_the_connection_closes
     assert gateway.broker.statistics().subscribers == 0
 
 
-async def test_http10_is_still_served(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway()
+async def test_http10_is_still_served(gateway: Gateway) -> None:
     status_line, _, body = await _exchange(
         gateway, b"GET /healthz HTTP/1.0\r\nHost: runcast\r\n\r\n"
     )
@@ -94,11 +101,8 @@ async def test_http10_is_still_served(start_gateway: StartGateway) -> None:
 
 
 async def test_a_non_ascii_websocket_key_gets_invalid_websocket_and_leaves_nothing_behind(
-    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await start_gateway()
-    caplog.set_level(logging.DEBUG)
-    caplog.clear()  # the open-mode warning at start
     reader, writer = await raw_connection(gateway.url)
     try:
         writer.write(
@@ -134,11 +138,8 @@ SECRET_HEADS = {
 
 @pytest.mark.parametrize("head", SECRET_HEADS.values(), ids=SECRET_HEADS.keys())
 async def test_a_malformed_head_is_not_echoed_in_the_answer(
-    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture, head: str
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, head: str
 ) -> None:
-    gateway = await start_gateway()
-    caplog.set_level(logging.DEBUG)
-    caplog.clear()  # the open-mode warning at start
     status_line, headers, body = await _exchange(gateway, head.encode())
     assert status_line.split(" ", 2)[1] == "400"
     error = _error(body)

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from hub_helpers import Hub, MakeBroker, StartHub, counting_reducer, make_app, settings
-from redis_server import RedisServer
+from redis_server import RedisServer, served
 
 from gateway.hub import Broker, MemoryBroker
 from gateway.hub.redis import RedisBroker
@@ -19,10 +19,7 @@ from gateway.hub.redis import RedisBroker
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    yield from served(tmp_path_factory)
 
 
 @pytest.fixture(params=["memory", "redis"])

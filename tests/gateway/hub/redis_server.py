@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,23 @@ class RedisServer:
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The body of a ``redis_server`` fixture (each test folder picks its own scope): a private
+    server, started, then stopped."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def emptied(server: RedisServer) -> Iterator[RedisServer]:
+    """The body of a per-test fixture over a shared server: flushed before the test, running
+    again after one that stopped or paused it."""
+    server.flush()
+    yield server
+    if server.process is None:
+        server.start()
+    else:
+        server.resume()  # SIGCONT: harmless when it was not paused

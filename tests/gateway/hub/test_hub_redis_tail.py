@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from hub_helpers import counting_reducer, ev, settings
-from redis_server import RedisServer
+from redis_server import RedisServer, emptied
 
 from gateway.errors import BrokerUnavailable, SubscriberError
 from gateway.hub import BufferSink, HubEvent
@@ -32,12 +32,7 @@ KEYS = Keys("rc")
 
 @pytest.fixture
 def server(redis_server: RedisServer) -> Iterator[RedisServer]:
-    redis_server.flush()
-    yield redis_server
-    if redis_server.process is None:
-        redis_server.start()
-    else:
-        redis_server.resume()
+    yield from emptied(redis_server)
 
 
 @pytest_asyncio.fixture

@@ -27,15 +27,12 @@ from gateway.state import (
 from gateway.state.redis import state_client
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "hub"))
-from redis_server import RedisServer  # found through the line above
+from redis_server import RedisServer, served  # found through the line above
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    yield from served(tmp_path_factory)
 
 
 @pytest_asyncio.fixture(params=["memory", "redis"])
