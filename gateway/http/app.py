@@ -78,7 +78,7 @@ from .drain import Drain
 from .errors import error_middleware
 from .exposition import METRICS, AppSources, gc_pauses_ctx, metrics_handler, own_listener_ctx
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
-from .listener import listen_failure
+from .listener import listen_failure, version_middleware
 from .logcontext import log_context_middleware
 from .protocol_streams import add_protocol_stream_routes
 from .proxy import proxy
@@ -146,6 +146,7 @@ def create_app(
         )
     app = web.Application(
         middlewares=[
+            version_middleware,
             access_middleware,
             log_context_middleware,
             error_middleware,

@@ -30,7 +30,7 @@ aiohttp's messages do (a subscribe token in the query, a key in ``Authorization`
 keeps aiohttp's message, redacted like every line (``gateway.logs``). A request in any version
 but HTTP/1.1 and HTTP/1.0 is malformed too: llhttp parses ``HTTP/0.9`` and ``HTTP/2.0`` request
 lines, which no handler here can answer (an SSE stream is HTTP/1.1 chunked or HTTP/1.0 ended by
-the connection's close).
+the connection's close): :func:`version_middleware`, the app's first, refuses them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -55,7 +54,7 @@ from aiohttp.http_exceptions import (
 
 from gateway.errors import ConfigError, ListenError
 
-from .errors import error_body, error_response
+from .errors import Handler, error_body, error_response
 
 __all__ = [
     "LINGER",
@@ -67,6 +66,7 @@ __all__ = [
     "listen_backlog",
     "listen_failure",
     "raise_open_file_limit",
+    "version_middleware",
 ]
 
 log = logging.getLogger("runcast.http")
@@ -292,18 +292,6 @@ class _Handler(web.RequestHandler):
             listener._released()
         super().connection_lost(exc)
 
-    async def _handle_request(
-        self,
-        request: web.BaseRequest,
-        start_time: float | None,
-        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-    ) -> tuple[web.StreamResponse, bool]:
-        # aiohttp runs every parsed request through this (private) method: the one place to
-        # refuse a version before any handler sees the request.
-        if request.version not in (HttpVersion11, HttpVersion10):
-            request_handler = _refuse_version
-        return await super()._handle_request(request, start_time, request_handler)
-
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -324,7 +312,12 @@ class _Handler(web.RequestHandler):
         return _malformed_request(status, _fault(exc))
 
 
-async def _refuse_version(request: web.BaseRequest) -> web.StreamResponse:
+@web.middleware
+async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The first middleware: a request in another version than HTTP/1.1 or HTTP/1.0 reaches no
+    handler."""
+    if request.version in (HttpVersion11, HttpVersion10):
+        return await handler(request)
     version = f"HTTP/{request.version.major}.{request.version.minor}"
     log.warning("malformed request from %s: unsupported version %s", request.remote, version)
     # aiohttp writes the answer in the request's version, a cached property; RFC 9110 section
