@@ -51,7 +51,7 @@ _seq_decoder = msgspec.json.Decoder(_Seq)
 def _sequence_number(sse: ServerSentEvent) -> int | None:
     try:
         return _seq_decoder.decode(sse.data_bytes).sequence_number
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 

@@ -54,7 +54,7 @@ async def mint_token(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         body = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise RequestError(400, f"invalid token request: {exc}", code="invalid_body") from None
     channel = _channel(body)
     max_ttl = request.app[SETTINGS].token_ttl

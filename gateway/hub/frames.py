@@ -91,7 +91,7 @@ def ws_close_frame(code: int, reason: str = "") -> bytes:
 def _json_value(data: bytes) -> bytes:
     try:
         _json_decode(data, type=_Raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return _json_encode(data.decode(errors="replace"))
     return data
 

@@ -175,7 +175,7 @@ def creator_view(data: bytes) -> bytes:
         return data
     try:
         document = _decode_object(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return data
     if "error" not in document:
         return data

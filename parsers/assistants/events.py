@@ -204,7 +204,7 @@ class _RunRef(msgspec.Struct):
 def _run_id_of(data: bytes) -> str | None:
     try:
         ref = msgspec.json.decode(data, type=_RunRef)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     run_id = ref.id if ref.object == "thread.run" else ref.run_id
     return run_id if isinstance(run_id, str) else None
@@ -227,7 +227,8 @@ def decode_event(sse: EventSource) -> AssistantStreamEvent:
         return wrap(event=name, data=decode(data))
     except msgspec.ValidationError:
         return _decode_tolerant(name, data)
-    except msgspec.DecodeError as exc:
+    # RecursionError: JSON nested deeper than Python's stack (msgspec recurses per level).
+    except (msgspec.DecodeError, RecursionError) as exc:
         if not data.strip():
             return UnknownEvent(event=name, data=b"")
         raise EventDecodeError(name, str(exc), run_id=_run_id_of(data)) from exc
@@ -237,6 +238,6 @@ def _decode_tolerant(name: str, data: bytes) -> AssistantStreamEvent:
     decode, wrap = _fallback_route(name)
     try:
         payload = decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise EventDecodeError(name, str(exc), run_id=_run_id_of(data)) from exc
     return wrap(event=name, data=payload)

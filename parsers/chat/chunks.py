@@ -145,7 +145,8 @@ def decode_chunk(sse: EventSource) -> ChatStreamEvent:
         if data == b"[DONE]":
             return _DONE
         raise EventDecodeError("chat.completion.chunk", str(exc)) from exc
-    except msgspec.DecodeError as exc:
+    # RecursionError: JSON nested deeper than Python's stack (msgspec recurses per level).
+    except (msgspec.DecodeError, RecursionError) as exc:
         if not data.strip():
             return ChatUnknownEvent(data=data)
         raise EventDecodeError("chat.completion.chunk", str(exc)) from exc

@@ -223,7 +223,8 @@ def decode_event(sse: EventSource) -> ResponseStreamEvent:
         return _decode(sse.data_bytes)
     except msgspec.ValidationError as exc:
         return _rejected(sse.data_bytes, exc)
-    except msgspec.DecodeError as exc:
+    # RecursionError: JSON nested deeper than Python's stack (msgspec recurses per level).
+    except (msgspec.DecodeError, RecursionError) as exc:
         if not sse.data_bytes.strip():
             return UnknownEvent(type="", data=sse.data_bytes)
         raise EventDecodeError("?", str(exc)) from exc
@@ -234,14 +235,14 @@ def _rejected(data: bytes, exc: msgspec.ValidationError) -> ResponseStreamEvent:
         return DoneEvent()
     try:
         view = msgspec.json.decode(data, type=_View)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise EventDecodeError("?", str(exc)) from exc
     kind = view.type
     seq = view.sequence_number if type(view.sequence_number) is int else None
     if kind is None and view.error is not None:
         try:
             return _decode_error(data)
-        except msgspec.DecodeError as inner:
+        except (msgspec.DecodeError, RecursionError) as inner:
             raise EventDecodeError("error", str(inner)) from inner
     if isinstance(kind, str) and kind not in KNOWN_EVENT_TYPES:
         return UnknownEvent(type=kind, data=data, sequence_number=seq)

@@ -80,13 +80,13 @@ async def _list(
             return items, False
         try:
             page = _page_decoder.decode(answer[0])
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             log.warning("%s: %s is not a list: %s", poller.what, path, exc)
             return items, False
         for raw in page.data:
             try:
                 items.append((_view_decoder.decode(raw), bytes(raw)))
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 log.warning("%s: skipping an unreadable item of %s", poller.what, path)
         if not page.has_more or not page.data:
             return items, True

@@ -50,7 +50,7 @@ async def settled_run(poller: Poller, thread_id: str, run_id: str) -> tuple[str,
         data, headers = answer
         try:
             status = run_status(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             log.warning("run %s: the polled run is not JSON: %s", run_id, exc)
             return None
         if status in SETTLED_STATUSES:

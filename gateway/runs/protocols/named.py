@@ -34,7 +34,7 @@ def _kind(event: HubEvent) -> str | None:
         return "chat" if isinstance(decoded, ChatCompletionChunk | ChatDoneEvent) else "response"
     try:
         view = _kind_decoder.decode(event.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None  # [DONE] or garbage: it belongs to the current stream
     if view.object == "chat.completion.chunk":
         return "chat"

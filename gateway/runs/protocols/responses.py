@@ -88,7 +88,7 @@ def conversation_of(body: bytes) -> str | None:
     """The conversation id a creating request names, or None."""
     try:
         conversation = _view.decode(body).conversation
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(conversation, dict):
         conversation = conversation.get("id")

@@ -86,7 +86,7 @@ def stored(body: bytes) -> bool:
     """Whether a creating request leaves its response stored (``store`` defaults to true)."""
     try:
         return _store_view.decode(body).store is not False
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return False  # the upstream refuses it anyway; nothing to poll
 
 
@@ -161,7 +161,7 @@ class ResponseRecovery:
             body = answer[0].strip()
             try:
                 view = _response_view.decode(body)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 log.warning("response %s: the polled response is not JSON: %s", response_id, exc)
                 return None
             if view.id != response_id or view.status is None:

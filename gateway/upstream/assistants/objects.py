@@ -68,7 +68,7 @@ class _ObjectDecoder(Generic[T]):
             return self._strict.decode(data)
         except msgspec.ValidationError:
             pass
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise RemoteProtocolError(f"upstream {self._what} body is not JSON: {exc}") from exc
         try:
             event = _decode_event(_Payload(self._event_name, bytes(data)))
@@ -95,7 +95,7 @@ def decode_run(data: bytes) -> Run:
 def _decode_page(data: bytes, item: _ObjectDecoder[T]) -> Page[T]:
     try:
         raw = _RAW_PAGE.decode(data)
-    except msgspec.DecodeError as exc:  # ValidationError included
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
         raise RemoteProtocolError(f"upstream list body does not decode: {exc}") from exc
     return Page(
         data=[item.decode(entry) for entry in raw.data],
