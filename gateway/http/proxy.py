@@ -18,6 +18,7 @@ caller's bearer token is passed on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -32,7 +33,7 @@ from .headers import copy_response_headers, forward_request_headers, relayed_bod
 from .protocol_creator import serve_protocol_stream
 from .retrieve import logged_response_call, serve_logged_response
 from .routes import streamed_call
-from .state import CALLERS, UPSTREAM, UPSTREAM_KEY
+from .state import CALLERS, SETTINGS, UPSTREAM, UPSTREAM_KEY
 
 __all__ = ["proxy"]
 
@@ -85,18 +86,28 @@ async def _passthrough(
         max_retries=0,
     ) as answer:
         out_headers = copy_response_headers(answer.headers)
-        if not answer.content_type.startswith("text/event-stream"):
+        if not answer.ok or not answer.content_type.startswith("text/event-stream"):
+            # An error is read whole whatever its type, so that a 401 is replaced (headers.py).
             data = await answer.read(limit=upstream.settings.max_response_bytes)
             body = relayed_body(answer.status, data, key)
             return web.Response(status=answer.status, body=body, headers=out_headers)
-        # Some other streaming endpoint: relay its bytes as they come.
+        # Some other streaming endpoint: relay its bytes as they come, each write bounded as a
+        # creator's are, so a caller that stops reading cannot hold an upstream connection.
         response = web.StreamResponse(status=answer.status, headers=out_headers)
         await response.prepare(request)
+        timeout = request.app[SETTINGS].creator_write_timeout
         try:
-            async for chunk in answer:
-                await response.write(chunk)
-        except (UpstreamError, RemoteProtocolError) as exc:
-            # Headers are out: the caller sees the body end early, as it would upstream.
-            log.warning("passthrough stream %s broke off: %s", raw_path, exc)
-        await response.write_eof()
+            try:
+                async for chunk in answer:
+                    async with asyncio.timeout(timeout):
+                        await response.write(chunk)
+            except (UpstreamError, RemoteProtocolError) as exc:
+                # Headers are out: the caller sees the body end early, as it would upstream.
+                log.warning("passthrough stream %s broke off: %s", raw_path, exc)
+            async with asyncio.timeout(timeout):
+                await response.write_eof()
+        except TimeoutError:
+            log.warning("passthrough stream %s: the caller stopped reading; cut off", raw_path)
+            if request.transport is not None:
+                request.transport.abort()
         return response

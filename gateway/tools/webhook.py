@@ -48,6 +48,7 @@ import orjson
 
 from gateway import tracing
 from gateway.errors import ToolError
+from gateway.upstream.transport import said
 
 from .handlers import ToolCall, encode_output
 
@@ -190,7 +191,7 @@ class WebhookHandler:
                 status = response.status
                 content_type = response.content_type
         except _RETRYABLE_ERRORS as exc:
-            raise _RetryableError(f"webhook {self.url} unreachable: {exc!r}") from exc
+            raise _RetryableError(f"webhook {self.url} unreachable: {said(exc)}") from exc
         if status >= 500:
             raise _RetryableError(f"webhook {self.url} answered HTTP {status}: {_snippet(payload)}")
         if not 200 <= status < 300:

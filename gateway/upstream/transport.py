@@ -21,12 +21,13 @@ other ``ClientError`` / ``OSError``      ``UpstreamConnectionError``
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import tracing
@@ -36,7 +37,7 @@ from parsers.errors import RemoteProtocolError
 from .scrub import Scrubber, StreamScrubber
 from .settings import UpstreamSettings
 
-__all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
+__all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse", "said"]
 
 
 _NO_BODY_SKIP = ("Content-Type",)
@@ -46,6 +47,38 @@ FINISH_SECONDS = 0.1
 FINISH_BYTES = 64 * 1024
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters no header value may hold (RFC 9110 section 5.5), which aiohttp refuses to write."""
+
+
+def _writable(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
+    """``headers`` without the values holding control characters (``headers`` itself when none
+    does): copied to a caller's response, one would fail it."""
+    if not any(_CONTROL.search(value) for value in headers.values()):
+        return headers
+    return CIMultiDictProxy(
+        CIMultiDict((name, value) for name, value in headers.items() if not _CONTROL.search(value))
+    )
+
+
+def said(exc: BaseException) -> str:
+    """What an aiohttp or socket error may tell runcast's callers: its kind, and for a socket's
+    own error the system's words. Never aiohttp's text: the ``repr`` of a response error carries
+    the request's headers, the upstream key among them, and a parse error's message quotes the
+    bytes the upstream sent. The log gets the whole error (``__cause__``), redacted."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        what = "the upstream closed the connection"
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        what = "the upstream's body is malformed or cut short"
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        what = "the upstream's answer is not valid HTTP/1.1"
+    elif isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror
+    else:
+        what = "the connection failed"
+    return f"{what} ({type(exc).__name__})"
+
+
 class UpstreamConnectError(UpstreamConnectionError):
     """No connection could be opened (refused, unreachable, DNS): the request was not sent."""
 
@@ -53,7 +86,8 @@ class UpstreamConnectError(UpstreamConnectionError):
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet.
 
-    ``status``, ``reason`` and ``headers`` are the response head as received. The body is read
+    ``status``, ``reason`` and ``headers`` are the response head as received, but for header
+    values with control characters, left out. The body is read
     with :meth:`read_chunk`, ``async for chunk in response`` or :meth:`read`; the first chunk must
     arrive before the request's first-byte deadline, each later one within ``idle_timeout``.
     Bodies are content-decoded (gzip/deflate) unless the request asked for ``decompress=False``,
@@ -94,12 +128,12 @@ class UpstreamResponse:
         self._started = False
         self.status: int = resp.status
         self.reason: str = resp.reason or ""
-        self.headers: CIMultiDictProxy[str] = resp.headers
+        self.headers: CIMultiDictProxy[str] = _writable(resp.headers)
         self._scrub: StreamScrubber | None = None
         if scrubber is not None:
             self._scrub = scrubber.stream()
             self.reason = scrubber.text(self.reason)
-            self.headers = scrubber.headers(resp.headers)
+            self.headers = scrubber.headers(self.headers)
 
     @property
     def ok(self) -> bool:
@@ -149,9 +183,11 @@ class UpstreamResponse:
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             if scope is not None and scope.expired():
                 raise UpstreamTimeout(phase, limit) from exc
-            raise UpstreamConnectionError(f"upstream read failed: {exc!r}") from exc
+            raise UpstreamConnectionError(f"upstream read failed: {said(exc)}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamConnectionError(f"upstream connection lost mid-body: {exc!r}") from exc
+            raise UpstreamConnectionError(
+                f"upstream connection lost mid-body: {said(exc)}"
+            ) from exc
         self._started = True
         return data
 
@@ -321,9 +357,14 @@ class Transport:
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             if scope.expired():
                 raise UpstreamTimeout("first_byte", s.first_byte_timeout) from exc
-            raise UpstreamConnectionError(f"upstream request failed: {exc!r}") from exc
+            raise UpstreamConnectionError(f"upstream request failed: {said(exc)}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamConnectionError(f"upstream request failed: {exc!r}") from exc
+            raise UpstreamConnectionError(f"upstream request failed: {said(exc)}") from exc
+        if not 200 <= resp.status <= 599:
+            # A 101 that switched to no protocol, or no HTTP status at all: nothing a caller's
+            # client could parse or use. The connection is in an unknown state: closed.
+            resp.close()
+            raise RemoteProtocolError(f"upstream answered with status {resp.status}")
         self._open_responses += 1
         return UpstreamResponse(
             resp,

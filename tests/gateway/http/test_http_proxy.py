@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -9,7 +10,15 @@ import openai
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from http_helpers import Gateway, StartGateway, new_thread, sdk_client, served_upstream
+from http_helpers import (
+    WAIT,
+    Gateway,
+    StartGateway,
+    new_thread,
+    raw_connection,
+    sdk_client,
+    served_upstream,
+)
 from openai import AsyncOpenAI
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -157,3 +166,35 @@ async def test_callers_bearer_passed_on_without_upstream_key(
     finally:
         await client.close()
     assert recorder.authorizations == ["Bearer sk-callers-own"]
+
+
+@pytest.mark.asyncio
+async def test_a_passthrough_stream_whose_caller_stops_reading_is_cut_off(
+    start_gateway: StartGateway,
+) -> None:
+    # Any other endpoint answering text/event-stream is relayed as it comes; a caller that
+    # never read held the handler and its upstream connection for as long as it stayed.
+    upstream_gone = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b"data: " + b"x" * 65536 + b"\n\n")
+        except ConnectionError:
+            upstream_gone.set()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/other/stream", endless)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url, creator_write_timeout=0.5)
+        _, writer = await raw_connection(gateway.url)
+        try:
+            writer.write(b"GET /v1/other/stream HTTP/1.1\r\nHost: runcast\r\n\r\n")
+            # Never read: once the socket buffers are full, runcast's write waits, then gives up.
+            async with asyncio.timeout(WAIT):
+                await upstream_gone.wait()
+        finally:
+            writer.close()
