@@ -10,6 +10,7 @@ import logging
 import orjson
 import pytest
 import pytest_asyncio
+from aiohttp.web_protocol import _ErrInfo
 from http_helpers import WAIT, Gateway, StartGateway, raw_connection
 
 from gateway import logs
@@ -152,3 +153,32 @@ async def test_a_malformed_head_is_not_echoed_in_the_answer(
     # The log line keeps aiohttp's words; runcast's formatter masks the secret in them.
     text = logs.formatter("text")
     assert not [r for r in caplog.records if "SECRET" in text.format(r)]
+
+
+async def test_junk_after_a_subscriptions_head_is_dropped_not_queued(gateway: Gateway) -> None:
+    # aiohttp parsed every read after the junk's start again and queued an error quoting all it
+    # had buffered, up to 32 of them while the subscription ran: 15 MB held per connection from
+    # 12 MB of junk, in cycles only the collector frees.
+    reader, writer = await raw_connection(gateway.url)
+    try:
+        writer.write(b"GET /streams/channels/junk HTTP/1.1\r\nHost: runcast\r\n\r\n")
+        async with asyncio.timeout(WAIT):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            for _ in range(32):
+                writer.write(b"J" * 65536)
+                await writer.drain()
+            await asyncio.sleep(0.2)
+        server = gateway.runner.server
+        assert server is not None
+        errors = [
+            message
+            for handler in server.connections
+            for message, _ in handler._messages
+            if isinstance(message, _ErrInfo)
+        ]
+        assert len(errors) == 1
+        assert len(errors[0].message) <= 1024 and errors[0].exc.__traceback__ is None
+        assert gateway.broker.statistics().subscribers == 1
+    finally:
+        writer.close()
