@@ -94,7 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     creator_buffer_bytes: int = 4 * 1024 * 1024
     """Bytes of a run's events waiting for its creator's socket before the creator is cut off."""
     creator_write_timeout: float = 30.0
-    """A single write to the creator stalled this long cuts the creator off."""
+    """A single write to the creator stalled this long cuts the creator off; the same bound
+    applies to every answer written whole (snapshots, proxied bodies) and to proxied streams."""
     recovery_timeout: float = 30.0
     """After an upstream stream broke off, how long runcast polls the run for its final status
     (0 disables the recovery)."""

@@ -126,7 +126,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="bytes waiting for a run's creator before it is cut off (default 4 MiB)",
     )
-    relay.add_argument("--creator-write-timeout", type=float, metavar="S")
+    relay.add_argument(
+        "--creator-write-timeout",
+        type=float,
+        metavar="S",
+        help="longest stalled write to a creator, or of a whole answer, before the client is "
+        "cut off (default 30)",
+    )
     relay.add_argument(
         "--recovery-timeout",
         type=float,

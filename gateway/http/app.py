@@ -98,6 +98,7 @@ from .state import (
 )
 from .streams import ID_PATTERN, run_snapshot, stream_run, stream_thread
 from .tokens import mint_token
+from .write_deadline import write_deadline_middleware
 
 __all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app", "statistics"]
 
@@ -148,6 +149,7 @@ def create_app(
         middlewares=[
             version_middleware,
             access_middleware,
+            write_deadline_middleware,
             log_context_middleware,
             error_middleware,
             body_deadline_middleware,

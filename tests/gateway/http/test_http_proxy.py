@@ -198,3 +198,32 @@ async def test_a_passthrough_stream_whose_caller_stops_reading_is_cut_off(
                 await upstream_gone.wait()
         finally:
             writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_whole_answer_the_caller_never_reads_is_dropped_after_the_write_timeout(
+    start_gateway: StartGateway,
+) -> None:
+    # aiohttp writes a handler's answer with no deadline: an unread 8 MB body stayed in memory,
+    # and the connection open, for as long as the caller kept it.
+    big = b'{"data":"' + b"x" * (8 << 20) + b'"}'
+
+    async def large(request: web.Request) -> web.Response:
+        return web.Response(body=big, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/files/big", large)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url, creator_write_timeout=0.5)
+        server = gateway.runner.server
+        assert server is not None
+        _, writer = await raw_connection(gateway.url)
+        try:
+            writer.write(b"GET /v1/files/big HTTP/1.1\r\nHost: runcast\r\n\r\n")
+            async with asyncio.timeout(WAIT):
+                while not server.connections:
+                    await asyncio.sleep(0.01)
+                while server.connections:
+                    await asyncio.sleep(0.05)
+        finally:
+            writer.close()
