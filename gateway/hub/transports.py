@@ -178,6 +178,8 @@ async def serve_sse(
         response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
         if chunked:
             response.enable_chunked_encoding()
+        else:
+            response.force_close()  # the body ends with the connection, whatever was asked
         writer = await response.prepare(request)
         flush_headers(writer, chunked=chunked)
         transport = request.transport

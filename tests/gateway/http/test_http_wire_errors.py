@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
@@ -182,3 +183,32 @@ async def test_junk_after_a_subscriptions_head_is_dropped_not_queued(gateway: Ga
         assert gateway.broker.statistics().subscribers == 1
     finally:
         writer.close()
+
+
+async def test_an_http10_subscription_ends_with_its_connection(gateway: Gateway) -> None:
+    # Unchunked, its body ends with the connection: a 1.0 client asking for keep-alive waited
+    # 30 s for the rest of a finished stream, and read the next answer as part of it.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.url}/v1/responses",
+            json={"model": "gpt-4o", "input": "hi", "stream": True},
+            headers={"Authorization": "Bearer sk-caller"},
+        ) as created,
+    ):
+        response_id = created.headers["runcast-response-id"]
+        await created.read()
+    reader, writer = await raw_connection(gateway.url)
+    try:
+        writer.write(
+            f"GET /streams/responses/{response_id}?since=0 HTTP/1.0\r\nHost: runcast\r\n"
+            "Connection: keep-alive\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(WAIT):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # HTTP/1.0: without `Connection: keep-alive` in the answer, the connection closes.
+    assert head.startswith(b"HTTP/1.0 200") and b"keep-alive" not in head.lower()
+    assert b"response.completed" in body
