@@ -16,7 +16,7 @@ from gateway.runs.channels import run_channel, thread_channel
 
 from .errors import RequestError
 from .state import CALLERS, SETTINGS, TOKENS
-from .streams import ID_PATTERN
+from .streams import ID_PATTERN, routable
 
 __all__ = ["mint_token"]
 
@@ -44,7 +44,8 @@ def _channel(body: _TokenRequest) -> str:
         channel = thread_channel(body.thread_id)
     else:
         channel = given[0]
-    if not _CHANNEL.fullmatch(channel):
+    # A dot-segment id matches the pattern but names no channel a stream can have (routable).
+    if not _CHANNEL.fullmatch(channel) or not routable(channel.partition(":")[2]):
         raise RequestError(400, f"invalid channel {channel[:140]!r}", param="channel")
     return channel
 

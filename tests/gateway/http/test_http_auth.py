@@ -110,6 +110,7 @@ async def test_post_tokens_mints_for_backends(
         (b'{"run_id": "run_x", "thread_id": "thread_y"}', "channel"),
         (b'{"channel": "user:42"}', "channel"),
         (b'{"channel": "channel:foo\\n"}', "channel"),  # no route can serve it
+        (b'{"channel": "channel:.."}', "channel"),  # a dot-segment, no stream's channel
         (b'{"run_id": "run_x\\n"}', "channel"),
         (b'{"run_id": "run_x", "ttl": 999999}', "ttl"),
     ):
