@@ -79,11 +79,13 @@ class Cors:
         )
 
     async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Every answer depends on the Origin (allowed ones get their own in the headers): a
+        # shared cache must not give one answered without CORS headers to an allowed origin.
+        response.headers.add("Vary", "Origin")
         origin = request.headers.get("Origin")
         if not self._allowed(origin):
             return
         assert origin is not None
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers.add("Vary", "Origin")
         if request.method != "OPTIONS":
             response.headers["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS

@@ -201,6 +201,10 @@ async def test_cors_preflight_and_headers(
     ) as response:
         assert response.status == 403
         assert "Access-Control-Allow-Origin" not in response.headers
+        # It varies with the Origin all the same: no shared cache may give it to another.
+        assert response.headers["Vary"] == "Origin"
+    async with session.get(f"{gateway.url}/healthz") as response:
+        assert response.headers["Vary"] == "Origin"
     async with session.get(
         f"{gateway.url}/streams/runs/run_none", headers={"Origin": "https://app.example"}
     ) as response:
