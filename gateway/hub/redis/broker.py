@@ -130,6 +130,11 @@ class RedisBroker(MemoryBroker):
         """Appends found already in the log (a retry whose first attempt landed): skipped."""
         return self._outage.retries_landed
 
+    @property
+    def fenced_out(self) -> int:
+        """Held events refused at re-append: their run was taken over meanwhile."""
+        return self._outage.fenced_out
+
     def unavailable(self) -> str | None:
         """Why this node cannot use Redis right now (a readiness check), or None: the live
         connection is being re-established, or appends failed (and events are held)."""
@@ -174,7 +179,7 @@ class RedisBroker(MemoryBroker):
                 if outage.publisher_down or any(tails.holds(name) for name in channels):
                     if outage.holdable(channels):
                         if tails.room(channels, len(events), nbytes):
-                            held = outage.hold(channels, events, token)
+                            held = outage.hold(channels, events, token, fence)
                             if first is not None:
                                 first(held)
                             return held

@@ -130,13 +130,18 @@ class RedisLog:
             ],
         )
 
-    def close_call(self, channel: str) -> ScriptCall:
-        """One ``CLOSE``."""
+    def close_call(self, channel: str, fence: Fence | None = None) -> ScriptCall:
+        """One ``CLOSE`` (``fence``: refused if the run's lease has a newer holder)."""
         k = self.keys
         return (
             self._close_sha,
-            [k.meta(channel), k.log(channel)],
-            [k.live, int(self.settings.retention) + 1, channel],
+            [k.meta(channel), k.log(channel), *([fence.key] if fence is not None else [])],
+            [
+                k.live,
+                int(self.settings.retention) + 1,
+                channel,
+                *([fence.token] if fence is not None else []),
+            ],
         )
 
     async def evalsha(self, calls: Sequence[ScriptCall]) -> list[Any]:

@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.hub.broker import DEGRADED_EVENT, RESTORED_EVENT, HubEvent, Position, Sink
+from gateway.hub.broker import DEGRADED_EVENT, RESTORED_EVENT, Fence, HubEvent, Position, Sink
 from gateway.hub.channel import stored_events
 from gateway.hub.redis.local import LocalChannels
 from gateway.hub.redis.log import MAX_BACKOFF, RedisLog, ScriptCall
@@ -66,6 +66,8 @@ class Outage:
         """Held events re-appended to the log once Redis was back."""
         self.retries_landed = 0
         """Appends found already in the log (a retry whose first attempt landed): skipped."""
+        self.fenced_out = 0
+        """Held events refused at re-append: their run had been taken over meanwhile."""
 
     def unavailable(self) -> str | None:
         """Why this node cannot use Redis right now (a readiness check), or None: the live
@@ -90,9 +92,14 @@ class Outage:
         return True
 
     def hold(
-        self, channels: Sequence[str], events: Sequence[HubEvent], token: str
+        self,
+        channels: Sequence[str],
+        events: Sequence[HubEvent],
+        token: str,
+        fence: Fence | None = None,
     ) -> dict[str, Position]:
-        """Number the batch here, deliver it to this node's subscribers and hold it."""
+        """Number the batch here, deliver it to this node's subscribers and hold it (with the
+        publisher's ``fence``, checked when it is re-appended)."""
         local = self._local
         stored = stored_events(events)
         out: dict[str, Position] = {}
@@ -101,14 +108,15 @@ class Outage:
             at = Position(ch.epoch, ch.last_seq + 1)
             local.feed(ch, events)
             out[name] = at
-            self.tails.add(Held(name, at.epoch, at.seq, stored, token))
+            self.tails.add(Held(name, at.epoch, at.seq, stored, token, fence))
         self.update_degraded()
         return out
 
     def hold_close(self, channel: str) -> None:
         """Hold the close after the channel's last batch; its subscribers here are told at once."""
         ch = self._local.channels[channel]
-        self.tails.add(Held(channel, ch.epoch, ch.last_seq + 1, (), ""))
+        fence = self.tails.last_fence(channel)
+        self.tails.add(Held(channel, ch.epoch, ch.last_seq + 1, (), "", fence))
         self._local.end(ch)
 
     async def append_retrying(self, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -213,19 +221,37 @@ class Outage:
             lost = self.tails.clear()
             logger.error("closing with Redis unreachable (%s): %d held events lost", exc, lost)
 
+    def _fenced_out(self, held: Held) -> None:
+        """Another node took the run over while this one held ``held``: the log is the new
+        owner's, and what this node's subscribers got of it beyond the log is not."""
+        self.fenced_out += len(held.events)
+        ch = self._local.channels.get(held.channel)
+        if ch is not None and ch.epoch == held.epoch:  # once per channel: reset drops it
+            logger.warning(
+                "channel %s: its run was taken over while Redis was away; what this node held "
+                "of it is not re-appended",
+                held.channel,
+            )
+            self._local.reset(ch)
+
     async def _reappend_some(self, batch: Sequence[Held]) -> None:
         log = self._log
         calls: list[ScriptCall] = []
         for held in batch:
             if held.is_close:
-                calls.append(log.close_call(held.channel))
+                calls.append(log.close_call(held.channel, held.fence))
             else:
                 at = Position(held.epoch, held.first)
                 body = encode_batch(held.events)  # again: holding it would double the memory
-                calls.append(log.append_call(held.channel, held.events, body, held.token, at))
+                calls.append(
+                    log.append_call(held.channel, held.events, body, held.token, at, held.fence)
+                )
         results = await log.evalsha(calls)
         for held, result in zip(batch, results, strict=True):
             self.tails.done(held)
+            if result is None and held.fence is not None:
+                self._fenced_out(held)
+                continue
             if held.is_close:
                 continue
             if int(result[2]) == 1:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from gateway.hub.broker import HubEvent
+from gateway.hub.broker import Fence, HubEvent
 
 __all__ = ["Held", "TailLimits", "Tails"]
 
@@ -43,9 +43,10 @@ class TailLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class Held:
     """One batch (or, ``events`` empty, a close) held for ``channel``, numbered from ``first`` in
-    ``epoch``; ``token`` tells a retry of it from anyone else's events."""
+    ``epoch``; ``token`` tells a retry of it from anyone else's events; ``fence``, the publisher's
+    lease, refuses it if another node took the run over meanwhile."""
 
-    __slots__ = ("channel", "epoch", "events", "first", "nbytes", "token")
+    __slots__ = ("channel", "epoch", "events", "fence", "first", "nbytes", "token")
 
     def __init__(
         self,
@@ -54,12 +55,14 @@ class Held:
         first: int,
         events: Sequence[HubEvent],
         token: str,
+        fence: Fence | None = None,
     ) -> None:
         self.channel = channel
         self.epoch = epoch
         self.first = first
         self.events = events
         self.token = token
+        self.fence = fence
         self.nbytes = sum(len(e.data) for e in events)
 
     @property
@@ -141,6 +144,11 @@ class Tails:
                         break
             iters = still
         return out
+
+    def last_fence(self, channel: str) -> Fence | None:
+        """The fence of the last batch held for ``channel``, which its held close carries."""
+        tail = self._tails.get(channel)
+        return tail.items[-1].fence if tail is not None else None
 
     def done(self, held: Held) -> None:
         """``held`` is in the log now (it must be its channel's oldest)."""

@@ -101,6 +101,12 @@ in the meta (``bt``, ``bf`` its first seq): a retry is recognised by it, never b
 alone, so another node's events at those seqs are not mistaken for ours."""
 
 CLOSE = """
+if KEYS[3] then
+  local lease = redis.call('GET', KEYS[3])
+  if lease and tonumber(string.match(lease, '^%d+')) > tonumber(ARGV[4]) then
+    return false
+  end
+end
 local ep = redis.call('HGET', KEYS[1], 'ep')
 if not ep then return false end
 local last = redis.call('HGET', KEYS[1], 's')
@@ -110,7 +116,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', ARGV[1], 'E\\n' .. ARGV[3] .. '\\n' .. ep .. '\\n' .. last)
 return {ep, last}
 """
-"""KEYS: meta, log. ARGV: live channel, retention (s), channel name."""
+"""KEYS: meta, log, optionally the run's lease key (the fence). ARGV: live channel, retention (s),
+channel name, then (with a fence) the closer's lease token: nil when the lease has a newer holder,
+as for ``APPEND``."""
 
 
 class Keys:

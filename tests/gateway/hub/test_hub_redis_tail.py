@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -16,9 +16,10 @@ from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer, emptied
 
 from gateway.errors import BrokerUnavailable, SubscriberError
-from gateway.hub import BufferSink, HubEvent
+from gateway.hub import BufferSink, Fence, HubEvent
 from gateway.hub.redis import RedisBroker
 from gateway.hub.redis import broker as broker_module
+from gateway.hub.redis.outage import Outage
 from gateway.hub.redis.tail import Held, TailLimits, Tails
 from gateway.hub.redis.wire import APPEND, Keys, encode_batch
 from parsers.sse import ServerSentEvent as SSEEvent
@@ -281,3 +282,37 @@ async def test_a_node_whose_publish_gave_up_is_ready_again_once_redis_is_back(
         finally:
             server.start()
         await until(lambda: a.unavailable() is None)
+
+
+async def test_what_the_owner_held_is_refused_once_another_node_took_its_run_over(
+    server: RedisServer, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis down (its data saved) while the run's owner publishes: it holds a batch and the
+    channel's close. Before it reaches Redis again another node takes the run's lease: the held
+    batch and close are refused by their fence, as a live publish would be. They were re-appended
+    unfenced: the log then held both owners' events, two terminal events and an early end."""
+    gate = asyncio.Event()
+    reappend = Outage._reappend_some
+
+    async def gated(self: Outage, batch: Sequence[Held]) -> None:
+        await gate.wait()
+        await reappend(self, batch)
+
+    monkeypatch.setattr(Outage, "_reappend_some", gated)
+    fence = Fence("rc:test:lease", 1)
+    await client.set(fence.key, "1|node-a")
+    async with node(server) as a:
+        await a.publish([RUN], [ev(1)], fence=fence)
+        server.stop(save=True)
+        try:
+            async with asyncio.timeout(3):
+                assert (await a.publish([RUN], [ev(2)], fence=fence))[RUN].seq == 2
+                await a.close_channel(RUN)
+        finally:
+            server.start()
+        await client.set(fence.key, "2|node-b")  # the lease lapsed: another node took it
+        gate.set()
+        await until(lambda: a.unavailable() is None)
+        assert a.fenced_out == 1 and a.reappended == 0
+    assert [e[0] for e in await client.xrange(KEYS.log(RUN))] == [b"1-0"]
+    assert b"end" not in await client.hgetall(KEYS.meta(RUN))
