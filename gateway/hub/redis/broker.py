@@ -24,6 +24,7 @@ own events at once and its reducer sees the whole run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Sequence
 
@@ -217,9 +218,13 @@ class RedisBroker(MemoryBroker):
                 if first is not None:
                     first(out)  # the publisher's own copy before this node's subscribers
             finally:
+                unheld: list[str] = []
                 for name, position in out.items():
                     ch = self._channels.get(name)
                     if ch is None and name not in loading:
+                        if position.seq > 1:
+                            unheld.append(name)  # the log holds more of it than this batch
+                            continue
                         # The publishing node holds what it publishes, as memory mode does (its
                         # reducer sees the whole run; channel_statistics answers without a round
                         # trip).
@@ -228,6 +233,12 @@ class RedisBroker(MemoryBroker):
                         self._register(ch, pending=False)
                     if ch is not None and not loading.get(name):
                         local.feed_at(ch, position, events)
+                for name in unheld:
+                    # Taken over, or reset after Redis lost its log: held from the log, whole, as a
+                    # subscriber's node holds it. A channel started at this batch would answer
+                    # resumes and snapshots from part of it, unlike every other node.
+                    with contextlib.suppress(SubscriberError):
+                        await local.mirror(name, create=False, owner=None)
             return out
         finally:
             await local.release(channels)  # live batches held back meanwhile, after ours

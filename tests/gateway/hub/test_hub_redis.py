@@ -312,3 +312,23 @@ async def test_the_broker_stops_when_redis_py_spends_its_tasks_cancellation(
     await until(lambda: reads["get_message"] and reads["ping"])
     async with asyncio.timeout(5):
         await broker.aclose()
+
+
+async def test_a_node_publishing_to_a_channel_it_does_not_hold_serves_all_of_it(
+    redis_server: RedisServer, broker: RedisBroker
+) -> None:
+    # A run taken over (or a channel reset after Redis lost its log) is published to by a node
+    # that holds none of it: the channel it made started at that batch, so its resumes got
+    # runcast.history_lost and its snapshot a part of what every other node served.
+    epoch = (await broker.publish([RUN], [ev(1), ev(2)]))[RUN].epoch
+    async with RedisBroker(
+        redis_server.url, settings(), reducer_factory=counting_reducer, position_check=0.3
+    ) as taker:
+        assert (await taker.publish([RUN], [ev(3)]))[RUN].seq == 3
+        sink = BufferSink()
+        await taker.subscribe(RUN, sink, since=Position(epoch, 0))
+        assert seqs(sink) == [1, 2, 3]
+        async with asyncio.timeout(5):  # the first node has the third event from the live channel
+            while (held := broker.channel_statistics(RUN)) is None or held.last_seq < 3:
+                await asyncio.sleep(0.01)
+        assert (await taker.snapshot(RUN)) == (await broker.snapshot(RUN))
