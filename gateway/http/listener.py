@@ -25,9 +25,8 @@ connections, the embedded simulator and files.
 
 The handlers also keep malformed requests quiet: aiohttp logs each with an ERROR traceback; here
 the client gets a JSON 400 and the log one warning line (a debug line for non-HTTP traffic such
-as TLS on the plain port). The 400 names the kind of fault but never quotes the request, as
-aiohttp's messages do (a subscribe token in the query, a key in ``Authorization``); the log line
-keeps aiohttp's message, redacted like every line (``gateway.logs``). A request in any version
+as TLS on the plain port). The 400 and the log line name the kind of fault but never quote the
+request, as aiohttp's messages do (a subscribe token in the query, a key in ``Authorization``). A request in any version
 but HTTP/1.1 and HTTP/1.0 is malformed too: llhttp parses ``HTTP/0.9`` and ``HTTP/2.0`` request
 lines, which no handler here can answer (an SSE stream is HTTP/1.1 chunked or HTTP/1.0 ended by
 the connection's close): :func:`version_middleware`, the app's first, refuses them.
@@ -328,14 +327,15 @@ class _Handler(web.RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         # The peer sent something that is not HTTP/1.1 (aiohttp's parser refused it before any
-        # response started): its fault, not ours, so no traceback. The log gets aiohttp's message
-        # (redacted when formatted), the client only the kind of fault.
-        reason = _one_line(exc.message if isinstance(exc.message, str) else repr(exc))
+        # response started): its fault, not ours, so no traceback. The log and the client both
+        # get the kind of fault, never aiohttp's message: it quotes the bytes, credentials among
+        # them (a Basic or api-key header, a cookie), in forms no redaction pattern can know.
+        fault = _fault(exc)
         if isinstance(exc, BadHttpMethod):
-            log.debug("non-HTTP traffic from %s: %s", request.remote, reason)
+            log.debug("non-HTTP traffic from %s: %s", request.remote, fault)
         else:
-            log.warning("malformed request from %s: %s", request.remote, reason)
-        return _malformed_request(status, _fault(exc))
+            log.warning("malformed request from %s: %s", request.remote, fault)
+        return _malformed_request(status, fault)
 
 
 @web.middleware

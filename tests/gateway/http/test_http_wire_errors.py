@@ -14,8 +14,6 @@ import pytest_asyncio
 from aiohttp.web_protocol import _ErrInfo
 from http_helpers import WAIT, Gateway, StartGateway, raw_connection
 
-from gateway import logs
-
 pytestmark = pytest.mark.asyncio
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3aXJlIn0.SECRET-SUBSCRIBE-TOKEN"
@@ -135,6 +133,13 @@ SECRET_HEADS = {
     "key before a control character": "GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\n"
     f"Authorization: Bearer {KEY}\x01\r\n\r\n",
     "token in a URL without a host": f"GET http://?token={TOKEN} HTTP/1.1\r\nHost: runcast\r\n\r\n",
+    # Credentials no redaction pattern knows, in a header made malformed by a control character.
+    "basic credentials": "GET /healthz HTTP/1.1\r\nHost: runcast\r\n"
+    "Authorization: Basic dXNlcjpTRUNSRVQ=SECRET\x01\r\n\r\n",
+    "api-key header": "GET /healthz HTTP/1.1\r\nHost: runcast\r\napi-key: AZURE-SECRET-1\x01\r\n\r\n",
+    "cookie": "GET /healthz HTTP/1.1\r\nHost: runcast\r\nCookie: session=SECRET42\x01\r\n\r\n",
+    "bearer after a tab": "GET /healthz HTTP/1.1\r\nHost: runcast\r\n"
+    "Authorization: Bearer\tMY-SECRET-KEY\x01\r\n\r\n",
 }
 
 
@@ -151,9 +156,8 @@ async def test_a_malformed_head_is_not_echoed_in_the_answer(
     if PAD in head:
         assert "longer than 8190 bytes" in error["message"]
     _quiet(caplog.records)
-    # The log line keeps aiohttp's words; runcast's formatter masks the secret in them.
-    text = logs.formatter("text")
-    assert not [r for r in caplog.records if "SECRET" in text.format(r)]
+    # Nor is it in the log, in any form: not left to a redaction pattern to find.
+    assert not [r for r in caplog.records if "SECRET" in r.getMessage()]
 
 
 async def test_junk_after_a_subscriptions_head_is_dropped_not_queued(gateway: Gateway) -> None:
