@@ -527,6 +527,9 @@ export function responsesReducer(options = {}) {
         r.state.timeline.push({ status: r.state.status, at, seq: _seq, runId: r.state.runId, fromSnapshot: true });
         r.state.finished = FINAL_RESPONSE.has(r.state.status);
       }
+      // The server's snapshot says whether the stream is over; without it a finished channel's
+      // WebSocket, closed by the server, was reconnected to without end.
+      r.state.done = Boolean(s.done) || r.state.finished;
       for (const it of Array.isArray(response.output) ? response.output : []) r.item(obj(it), at, true);
     },
     /** @param {Record<string, any>} it @param {number} at @param {boolean} whole */
@@ -634,10 +637,14 @@ export function chatReducer(options = {}) {
     load(snapshot, _seq) {
       const at = now();
       const s = obj(snapshot);
+      // The server's is {completion, error, done}; a bare chat.completion is taken too.
+      const c = obj(s.completion ?? s);
       r.state = emptyState("chat");
-      r.state.runId = str(s.id) || null;
-      r.state.usage = s.usage ?? null;
-      for (const choice of Array.isArray(s.choices) ? s.choices.map(obj) : []) {
+      r.state.runId = str(c.id) || null;
+      r.state.usage = c.usage ?? null;
+      r.state.error = s.error ?? null;
+      r.state.done = r.state.finished = Boolean(s.done);
+      for (const choice of Array.isArray(c.choices) ? c.choices.map(obj) : []) {
         const item = r.choice(choice.index);
         const message = obj(choice.message ?? choice.delta);
         item.role = str(message.role) || item.role;
@@ -694,7 +701,8 @@ export function autoReducer(options = {}) {
     },
     load(snapshot, seq) {
       const s = obj(snapshot);
-      const guess = s.object === "chat.completion" ? "x" : s.object === "response" || s.response ? "response." : "thread.";
+      const chat = s.completion !== undefined || s.object === "chat.completion";
+      const guess = chat ? "x" : s.object === "response" || s.response ? "response." : "thread.";
       pick(guess, guess === "x" ? { object: "chat.completion.chunk" } : {}).load(snapshot, seq);
     },
   };

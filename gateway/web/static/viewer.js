@@ -366,7 +366,14 @@ function select(kind, id) {
 
 function fromHash() {
   const match = /^#(run|thread|response|chat)=(.+)$/.exec(location.hash);
-  if (match !== null) select(/** @type {ChannelKind} */ (match[1]), decodeURIComponent(match[2]));
+  if (match === null) return;
+  let id;
+  try {
+    id = decodeURIComponent(match[2]);
+  } catch {
+    return; // not percent-encoded text (a hand-edited link): nothing to select
+  }
+  select(/** @type {ChannelKind} */ (match[1]), id);
 }
 
 // -- demo runs (embedded simulator only) -----------------------------------------------------------

@@ -175,3 +175,50 @@ test("auto: a named channel picks its reducer from the first telling event", () 
   assert.equal(r.state.protocol, "chat");
   assert.equal(r.state.items[0].text, "yo");
 });
+
+// Snapshots as the server sends them (README: `/streams/chat/{id}/snapshot`, the Responses one).
+const CHAT_SNAPSHOT = {
+  completion: {
+    id: "chatcmpl-9", object: "chat.completion", created: 1694268190, model: "gpt-4o-mini",
+    choices: [{ index: 0, message: { role: "assistant", content: "Sunny.", tool_calls: [
+      { index: 0, id: "call_a", type: "function", function: { name: "get_weather", arguments: '{"city":"Paris"}' } },
+    ] }, finish_reason: "stop" }],
+    usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 },
+  },
+  error: null,
+  done: true,
+};
+
+test("chat: a late joiner's snapshot seeds text and tool calls, and a finished one says so", () => {
+  // It read `id` and `choices` at the top: a late joiner saw nothing, and a finished stream
+  // was never finished, so a WebSocket pane reconnected to it every few seconds.
+  const r = chatReducer({ now: clock() });
+  r.load(CHAT_SNAPSHOT, 7);
+  const [item] = r.state.items;
+  assert.equal(r.state.runId, "chatcmpl-9");
+  assert.deepEqual([item.role, item.text, item.status], ["assistant", "Sunny.", "stop"]);
+  assert.deepEqual(item.toolCalls.map((c) => [c.id, c.name, c.arguments]), [["call_a", "get_weather", '{"city":"Paris"}']]);
+  assert.equal(r.state.usage.total_tokens, 12);
+  assert.equal(r.state.done && r.state.finished, true);
+  r.load({ ...CHAT_SNAPSHOT, done: false }, 3);
+  assert.equal(r.state.finished, false);
+});
+
+test("responses: a finished response's snapshot is done and finished", () => {
+  const r = responsesReducer({ now: clock() });
+  const response = { id: "resp_1", object: "response", status: "completed", output: [
+    { id: "msg_1", type: "message", role: "assistant", status: "completed", content: [{ type: "output_text", text: "Hi." }] },
+  ] };
+  r.load({ response, sequence_number: 9, error: null, done: true }, 10);
+  assert.equal(r.state.items[0].text, "Hi.");
+  assert.equal(r.state.done && r.state.finished, true);
+  r.load({ response: { ...response, status: "in_progress" }, sequence_number: 4, error: null, done: false }, 5);
+  assert.equal(r.state.done || r.state.finished, false);
+});
+
+test("auto: a named channel's chat snapshot picks the chat reducer", () => {
+  const r = autoReducer({ now: clock() });
+  r.load(CHAT_SNAPSHOT, 7);
+  assert.equal(r.state.protocol, "chat");
+  assert.equal(r.state.items[0].text, "Sunny.");
+});
