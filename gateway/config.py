@@ -48,6 +48,7 @@ FLAG_KEYS: Mapping[str, str] = {
     "max_stream_bytes": "upstream.max_stream_bytes",
     "api_key": "api_keys",
     "cors_origin": "cors_origins",
+    "allowed_host": "allowed_hosts",
     "history_events": "hub.max_history_events",
     "history_bytes": "hub.max_history_bytes",
     "retention": "hub.retention",

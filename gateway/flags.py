@@ -20,6 +20,7 @@ __all__ = [
     "check",
     "document",
     "greater_than",
+    "host_name",
     "host_port",
     "is_origin",
     "origin",
@@ -88,6 +89,15 @@ def origin(raw: str) -> str:
     if not is_origin(raw):
         raise argparse.ArgumentTypeError(
             f"{raw!r} is not an origin: use scheme://host[:port] (e.g. https://app.example), or *"
+        )
+    return raw
+
+
+def host_name(raw: str) -> str:
+    """A name for ``Host`` (no port needed), or ``*``."""
+    if not raw or any(c in raw for c in "/@ \t,"):
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a host name: use e.g. runcast.example.com, or *"
         )
     return raw
 

@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call runcast from a browser (``*`` for any); empty disables CORS."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names requests may name besides loopback ones (``*`` for any); empty: loopback names
+    only when bound to a loopback address, any otherwise (``gateway.http.hosts``)."""
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body accepted (413 above). Run bodies carry instructions of up to 256,000
     characters plus tool schemas (spec §1.3), so a few MiB."""

@@ -110,6 +110,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="allowed browser origin (repeatable, '*' for any; env RUNCAST_CORS_ORIGINS)",
     )
     sec.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name requests may use besides localhost/127.0.0.1/[::1] (repeatable, '*' "
+        "for any; env RUNCAST_ALLOWED_HOSTS); default: loopback names only when bound to "
+        "loopback (DNS rebinding), any otherwise",
+    )
+    sec.add_argument(
         "--max-body-bytes", type=int, metavar="N", help="largest request body (default 4 MiB)"
     )
     sec.add_argument(

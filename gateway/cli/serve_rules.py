@@ -57,6 +57,7 @@ RULES: Mapping[str, flags.Rule] = {
     "upstream_idle_timeout": _SECONDS,
     "token_ttl": _SECONDS,
     "cors_origin": flags.origin,
+    "allowed_host": flags.host_name,
     "max_body_bytes": _COUNT,
     "body_buffer_bytes": _COUNT,
     "creator_buffer_bytes": _COUNT,

@@ -78,6 +78,7 @@ from .drain import Drain
 from .errors import error_middleware
 from .exposition import METRICS, AppSources, gc_pauses_ctx, metrics_handler, own_listener_ctx
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
+from .hosts import HostCheck
 from .listener import listen_failure, version_middleware
 from .logcontext import log_context_middleware
 from .protocol_streams import add_protocol_stream_routes
@@ -177,6 +178,7 @@ def create_app(
         app.cleanup_ctx.append(gc_pauses_ctx)
     app[READINESS].add("draining", functools.partial(_draining, app[DRAIN]))
     Cors(settings.cors_origins).install(app)
+    HostCheck(settings.host, settings.allowed_hosts).install(app)
     if not settings.embedded and settings.open_subscribe:
         log.warning("--subscribe-auth open: anyone who can reach runcast can follow every run")
 

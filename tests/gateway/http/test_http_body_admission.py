@@ -37,7 +37,7 @@ async def exchange(gateway: Gateway, request: bytes) -> bytes:
 def head(method: str, path: str, *, length: int | None, extra: str = "") -> bytes:
     size = "Transfer-Encoding: chunked\r\n" if length is None else f"Content-Length: {length}\r\n"
     return (
-        f"{method} {path} HTTP/1.1\r\nHost: runcast\r\nContent-Type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"{size}{extra}\r\n"
     ).encode()
 
@@ -183,7 +183,7 @@ async def test_a_credential_that_is_not_utf8_is_a_401(
     gateway = await start_gateway(
         upstream_key=UPSTREAM_KEY, api_keys=(RUNCAST_KEY,), subscribe_auth="token"
     )
-    request = b"GET %s HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer \xe9\xff\r\n\r\n" % (
+    request = b"GET %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xe9\xff\r\n\r\n" % (
         path.encode()
     )
     with caplog.at_level(logging.WARNING):

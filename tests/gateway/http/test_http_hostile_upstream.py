@@ -703,7 +703,7 @@ class RawClient:
 
 
 def get_request(path: str, extra: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: runcast\r\n{extra}\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode()
 
 
 def ws_request(path: str) -> bytes:
@@ -717,7 +717,7 @@ def ws_request(path: str) -> bytes:
 
 def post_request(path: str, body: bytes) -> bytes:
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer sk-caller\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-caller\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

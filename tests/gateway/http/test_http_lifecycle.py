@@ -138,7 +138,7 @@ async def raw_subscriber(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     await loop.sock_connect(sock, ("127.0.0.1", port))
-    request = f"GET {path} HTTP/{version}\r\nHost: x\r\n{WS_UPGRADE if ws else ''}\r\n"
+    request = f"GET {path} HTTP/{version}\r\nHost: localhost\r\n{WS_UPGRADE if ws else ''}\r\n"
     await loop.sock_sendall(sock, request.encode())
     head = b""
     async with asyncio.timeout(WAIT):

@@ -56,7 +56,7 @@ async def test_a_dribbled_head_is_cut_at_the_header_timeout_while_others_are_ser
     start_gateway: StartGateway,
 ) -> None:
     gateway = await start_gateway(header_timeout=0.5)
-    head = b"GET /healthz HTTP/1.1\r\nHost: runcast\r\nX-Slow: " + b"a" * 60 + b"\r\n\r\n"
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 60 + b"\r\n\r\n"
     reader, writer = await _raw(gateway)
     closed = asyncio.create_task(reader.read())
     loop = asyncio.get_running_loop()
@@ -117,7 +117,7 @@ async def test_a_stalled_body_gets_408_and_the_connection_closes(
     loop = asyncio.get_running_loop()
     try:
         writer.write(
-            b"POST /v1/threads HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer sk-x\r\n"
+            b"POST /v1/threads HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-x\r\n"
             b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
         )
         await writer.drain()
@@ -155,7 +155,7 @@ async def test_connections_past_the_cap_get_503_while_open_ones_work(
             assert error["code"] == "too_many_connections"
             assert error["type"] == "server_error"
             # The connections already open keep working.
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: runcast\r\nConnection: close\r\n\r\n")
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             async with asyncio.timeout(WAIT):
                 assert _split(await reader.read())[0] == 200
         finally:
@@ -172,7 +172,7 @@ async def test_connections_past_the_cap_get_503_while_open_ones_work(
 
 
 MALFORMED = [
-    b"GET /healthz HTTP/1.1\r\nHost: runcast\r\nBad Header\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
     b"GET / HTTP/9.9\r\n\r\n",
     b"GET /\x01 HTTP/1.1\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello on the plain port
@@ -214,7 +214,7 @@ async def test_a_client_leaving_while_headers_are_written_is_logged_once_at_debu
         sock.setblocking(False)
         await loop.sock_connect(sock, _address(gateway))
         await loop.sock_sendall(
-            sock, b"GET /streams/threads/thread_%d HTTP/1.1\r\nHost: runcast\r\n\r\n" % n
+            sock, b"GET /streams/threads/thread_%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % n
         )
         # SO_LINGER 0: close() sends a reset at once, as a client killed mid-request does.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -252,7 +252,7 @@ async def test_a_runcast_serve_process_refuses_past_its_cap_and_cuts_silent_head
         try:
             reader, writer = await asyncio.open_connection(host, int(port))
             try:
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: runcast\r\n\r\n")
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 async with asyncio.timeout(WAIT):
                     status, _, body = _split(await reader.read())
             finally:

@@ -192,7 +192,7 @@ async def test_a_passthrough_stream_whose_caller_stops_reading_is_cut_off(
         gateway = await start_gateway(upstream_url=url, creator_write_timeout=0.5)
         _, writer = await raw_connection(gateway.url)
         try:
-            writer.write(b"GET /v1/other/stream HTTP/1.1\r\nHost: runcast\r\n\r\n")
+            writer.write(b"GET /v1/other/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
             # Never read: once the socket buffers are full, runcast's write waits, then gives up.
             async with asyncio.timeout(WAIT):
                 await upstream_gone.wait()
@@ -219,7 +219,7 @@ async def test_a_whole_answer_the_caller_never_reads_is_dropped_after_the_write_
         assert server is not None
         _, writer = await raw_connection(gateway.url)
         try:
-            writer.write(b"GET /v1/files/big HTTP/1.1\r\nHost: runcast\r\n\r\n")
+            writer.write(b"GET /v1/files/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
             async with asyncio.timeout(WAIT):
                 while not server.connections:
                     await asyncio.sleep(0.01)

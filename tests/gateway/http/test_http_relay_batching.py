@@ -34,7 +34,7 @@ class _Creator:
         host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)))
         self.sock.sendall(
-            f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: runcast\r\n"
+            f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: localhost\r\n"
             "Authorization: Bearer sk-caller\r\nOpenAI-Beta: assistants=v2\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n".encode()

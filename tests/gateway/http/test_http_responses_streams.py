@@ -571,7 +571,7 @@ async def test_stalled_creator_is_cut_off_with_lagged_and_can_resume(
     creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     creator.connect(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
     creator.sendall(
-        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-caller\r\n"
+        b"POST /v1/responses HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-caller\r\n"
         b"Runcast-Channel: slow\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )

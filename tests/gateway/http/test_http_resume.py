@@ -195,7 +195,7 @@ def _slow_socket(port: int, path: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     return sock
 
 
@@ -247,7 +247,7 @@ def _stalled_creator(port: int, thread_id: str, assistant_id: str) -> socket.soc
     creator.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     creator.connect(("127.0.0.1", port))
     creator.sendall(
-        f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: x\r\n"
+        f"POST /v1/threads/{thread_id}/runs HTTP/1.1\r\nHost: localhost\r\n"
         "Authorization: Bearer sk-caller\r\nOpenAI-Beta: assistants=v2\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body

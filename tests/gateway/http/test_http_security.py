@@ -361,7 +361,7 @@ ESCAPES = [
 
 def request_line(method: str, path: str, body: bytes = b"") -> bytes:
     head = (
-        f"{method} {path} HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer {RUNCAST_KEY}\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {RUNCAST_KEY}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )

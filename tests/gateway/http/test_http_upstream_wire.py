@@ -147,7 +147,7 @@ def _dechunked(data: bytes) -> bytes:
 
 def _get(path: str) -> bytes:
     return (
-        f"GET /v1/{path} HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer {CALLER}\r\n"
+        f"GET /v1/{path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {CALLER}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
 
@@ -155,7 +155,7 @@ def _get(path: str) -> bytes:
 def _post_stream(path: str, body: dict[str, object]) -> bytes:
     data = orjson.dumps({**body, "stream": True})
     return (
-        f"POST /v1/{path} HTTP/1.1\r\nHost: runcast\r\nAuthorization: Bearer {CALLER}\r\n"
+        f"POST /v1/{path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {CALLER}\r\n"
         f"Content-Type: application/json\r\nConnection: close\r\n"
         f"Content-Length: {len(data)}\r\n\r\n"
     ).encode() + data

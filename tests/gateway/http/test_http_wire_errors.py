@@ -68,12 +68,12 @@ CREATOR_BODY = orjson.dumps({"model": "gpt-4o", "input": "hi", "stream": True})
 
 OTHER_VERSIONS = {
     # The hub's SSE response is chunked for HTTP/1.1 and up: aiohttp raised on HTTP/2.0.
-    "subscriber HTTP/2.0": b"GET /streams/channels/wire HTTP/2.0\r\nHost: runcast\r\n\r\n",
-    "subscriber HTTP/0.9": b"GET /streams/channels/wire HTTP/0.9\r\nHost: runcast\r\n\r\n",
-    "creator HTTP/2.0": b"POST /v1/responses HTTP/2.0\r\nHost: runcast\r\n"
+    "subscriber HTTP/2.0": b"GET /streams/channels/wire HTTP/2.0\r\nHost: localhost\r\n\r\n",
+    "subscriber HTTP/0.9": b"GET /streams/channels/wire HTTP/0.9\r\nHost: localhost\r\n\r\n",
+    "creator HTTP/2.0": b"POST /v1/responses HTTP/2.0\r\nHost: localhost\r\n"
     b"Authorization: Bearer sk-caller\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(CREATOR_BODY), CREATOR_BODY),
-    "probe HTTP/0.9": b"GET /healthz HTTP/0.9\r\nHost: runcast\r\n\r\n",
+    "probe HTTP/0.9": b"GET /healthz HTTP/0.9\r\nHost: localhost\r\n\r\n",
 }
 
 
@@ -94,7 +94,7 @@ async def test_other_http_versions_get_a_400_in_http11_and_the_connection_closes
 
 async def test_http10_is_still_served(gateway: Gateway) -> None:
     status_line, _, body = await _exchange(
-        gateway, b"GET /healthz HTTP/1.0\r\nHost: runcast\r\n\r\n"
+        gateway, b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n"
     )
     assert status_line == "HTTP/1.0 200 OK"
     assert orjson.loads(body) == {"status": "ok"}
@@ -106,7 +106,7 @@ async def test_a_non_ascii_websocket_key_gets_invalid_websocket_and_leaves_nothi
     reader, writer = await raw_connection(gateway.url)
     try:
         writer.write(
-            b"GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\nUpgrade: websocket\r\n"
+            b"GET /streams/channels/wire HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Key: \xe9\xff\r\n\r\n"
         )
@@ -115,7 +115,7 @@ async def test_a_non_ascii_websocket_key_gets_invalid_websocket_and_leaves_nothi
             assert status_line == "HTTP/1.1 400 Bad Request"
             assert _error(body)["code"] == "invalid_websocket"
             # Refused like any other bad handshake: the connection still serves requests.
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: runcast\r\nConnection: close\r\n\r\n")
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert (await _answer(reader))[0] == "HTTP/1.1 200 OK"
     finally:
         writer.close()
@@ -127,18 +127,18 @@ async def test_a_non_ascii_websocket_key_gets_invalid_websocket_and_leaves_nothi
 PAD = "a" * 9000  # past aiohttp's 8190-byte limit on the request line and on a header
 SECRET_HEADS = {
     "token in a long URL": f"GET /streams/channels/wire?token={TOKEN}&pad={PAD} HTTP/1.1\r\n"
-    "Host: runcast\r\n\r\n",
-    "key in a long header": f"GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\n"
+    "Host: localhost\r\n\r\n",
+    "key in a long header": f"GET /streams/channels/wire HTTP/1.1\r\nHost: localhost\r\n"
     f"Authorization: Bearer {KEY}{PAD}\r\n\r\n",
-    "key before a control character": "GET /streams/channels/wire HTTP/1.1\r\nHost: runcast\r\n"
+    "key before a control character": "GET /streams/channels/wire HTTP/1.1\r\nHost: localhost\r\n"
     f"Authorization: Bearer {KEY}\x01\r\n\r\n",
-    "token in a URL without a host": f"GET http://?token={TOKEN} HTTP/1.1\r\nHost: runcast\r\n\r\n",
+    "token in a URL without a host": f"GET http://?token={TOKEN} HTTP/1.1\r\nHost: localhost\r\n\r\n",
     # Credentials no redaction pattern knows, in a header made malformed by a control character.
-    "basic credentials": "GET /healthz HTTP/1.1\r\nHost: runcast\r\n"
+    "basic credentials": "GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
     "Authorization: Basic dXNlcjpTRUNSRVQ=SECRET\x01\r\n\r\n",
-    "api-key header": "GET /healthz HTTP/1.1\r\nHost: runcast\r\napi-key: AZURE-SECRET-1\x01\r\n\r\n",
-    "cookie": "GET /healthz HTTP/1.1\r\nHost: runcast\r\nCookie: session=SECRET42\x01\r\n\r\n",
-    "bearer after a tab": "GET /healthz HTTP/1.1\r\nHost: runcast\r\n"
+    "api-key header": "GET /healthz HTTP/1.1\r\nHost: localhost\r\napi-key: AZURE-SECRET-1\x01\r\n\r\n",
+    "cookie": "GET /healthz HTTP/1.1\r\nHost: localhost\r\nCookie: session=SECRET42\x01\r\n\r\n",
+    "bearer after a tab": "GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
     "Authorization: Bearer\tMY-SECRET-KEY\x01\r\n\r\n",
 }
 
@@ -166,7 +166,7 @@ async def test_junk_after_a_subscriptions_head_is_dropped_not_queued(gateway: Ga
     # 12 MB of junk, in cycles only the collector frees.
     reader, writer = await raw_connection(gateway.url)
     try:
-        writer.write(b"GET /streams/channels/junk HTTP/1.1\r\nHost: runcast\r\n\r\n")
+        writer.write(b"GET /streams/channels/junk HTTP/1.1\r\nHost: localhost\r\n\r\n")
         async with asyncio.timeout(WAIT):
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
@@ -205,7 +205,7 @@ async def test_an_http10_subscription_ends_with_its_connection(gateway: Gateway)
     reader, writer = await raw_connection(gateway.url)
     try:
         writer.write(
-            f"GET /streams/responses/{response_id}?since=0 HTTP/1.0\r\nHost: runcast\r\n"
+            f"GET /streams/responses/{response_id}?since=0 HTTP/1.0\r\nHost: localhost\r\n"
             "Connection: keep-alive\r\n\r\n".encode()
         )
         async with asyncio.timeout(WAIT):
