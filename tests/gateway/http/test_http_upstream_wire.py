@@ -22,31 +22,30 @@ pytestmark = pytest.mark.asyncio
 KEY = "sk-secret-upstream-WIRE-0001"
 CALLER = "rk-caller-WIRE"
 
-CREATED = (
-    b"event: response.created\ndata: "
-    + orjson.dumps(
-        {
-            "type": "response.created",
-            "sequence_number": 0,
-            "response": {"id": "resp_w1", "object": "response", "status": "in_progress"},
-        }
+
+def _lifecycle(kind: str, seq: int, status: str) -> bytes:
+    """A Responses lifecycle event of the response ``resp_w1``, as an SSE block."""
+    response = {"id": "resp_w1", "object": "response", "status": status}
+    data = orjson.dumps({"type": kind, "sequence_number": seq, "response": response})
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), data)
+
+
+CREATED = _lifecycle("response.created", 0, "in_progress")
+
+
+def _answer(content_type: bytes, status: bytes, headers: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: %s\r\n%sConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (status, content_type, headers, len(body), body)
     )
-    + b"\n\n"
-)
 
 
 def _sse(status: bytes, headers: bytes, body: bytes) -> bytes:
-    return (
-        b"HTTP/1.1 %s\r\nContent-Type: text/event-stream\r\n%sConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (status, headers, len(body), body)
-    )
+    return _answer(b"text/event-stream", status, headers, body)
 
 
 def _json(status: bytes, headers: bytes, body: bytes) -> bytes:
-    return (
-        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n%sConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (status, headers, len(body), body)
-    )
+    return _answer(b"application/json", status, headers, body)
 
 
 BROKEN_HTTP = {
@@ -247,17 +246,7 @@ async def test_an_event_nested_past_the_stack_is_relayed_as_undecodable(
     deep = (
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","x":%s}\n\n'
     )
-    completed = (
-        b"event: response.completed\ndata: "
-        + orjson.dumps(
-            {
-                "type": "response.completed",
-                "sequence_number": 2,
-                "response": {"id": "resp_w1", "object": "response", "status": "completed"},
-            }
-        )
-        + b"\n\n"
-    )
+    completed = _lifecycle("response.completed", 2, "completed")
     events = (b"" if first else CREATED) + deep % DEEP + completed
     upstream.answer = _sse(b"200 OK", b"", events)
     status, _, body = await _ask(gateway, CALLS["responses stream"]())
