@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import tracing
 from gateway.errors import ToolError
@@ -125,6 +126,7 @@ class WebhookHandler:
         "_retries",
         "_secret",
         "_session",
+        "_shown",
         "url",
     )
 
@@ -140,6 +142,9 @@ class WebhookHandler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
+        # What error texts name it by (tool outputs the model reads, events every subscriber
+        # reads, log lines): never its userinfo nor its query, where credentials travel.
+        self._shown = str(URL(url).with_user(None).with_query(None).with_fragment(None))
         self._session = session
         self._secret = secret
         self._retries = retries
@@ -191,14 +196,20 @@ class WebhookHandler:
                 status = response.status
                 content_type = response.content_type
         except _RETRYABLE_ERRORS as exc:
-            raise _RetryableError(f"webhook {self.url} unreachable: {said(exc)}") from exc
+            raise _RetryableError(f"webhook {self._shown} unreachable: {said(exc)}") from exc
+        except aiohttp.ClientResponseError as exc:  # its answer is not HTTP: never its bytes
+            raise ToolError(
+                call.name, call.tool_call_id, f"webhook {self._shown} failed: {said(exc)}"
+            ) from exc
         if status >= 500:
-            raise _RetryableError(f"webhook {self.url} answered HTTP {status}: {_snippet(payload)}")
+            raise _RetryableError(
+                f"webhook {self._shown} answered HTTP {status}: {_snippet(payload)}"
+            )
         if not 200 <= status < 300:
             raise ToolError(
                 call.name,
                 call.tool_call_id,
-                f"webhook {self.url} answered HTTP {status}: {_snippet(payload)}",
+                f"webhook {self._shown} answered HTTP {status}: {_snippet(payload)}",
             )
         return _output(payload, content_type)
 

@@ -67,11 +67,11 @@ def said(exc: BaseException) -> str:
     the request's headers, the upstream key among them, and a parse error's message quotes the
     bytes the upstream sent. The log gets the whole error (``__cause__``), redacted."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        what = "the upstream closed the connection"
+        what = "the server closed the connection"
     elif isinstance(exc, aiohttp.ClientPayloadError):
-        what = "the upstream's body is malformed or cut short"
+        what = "its body is malformed or cut short"
     elif isinstance(exc, aiohttp.ClientResponseError):
-        what = "the upstream's answer is not valid HTTP/1.1"
+        what = "its answer is not valid HTTP/1.1"
     elif isinstance(exc, OSError) and exc.strerror:
         what = exc.strerror
     else:

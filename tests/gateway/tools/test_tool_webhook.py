@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
@@ -17,9 +20,16 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from tool_scenarios import SECRET, AutomationFactory, make_run
 
+from gateway.errors import ToolError
 from gateway.runs.actions import HeldAction
 from gateway.tools import Submit, sign, verify_signature
-from gateway.tools.webhook import ATTEMPT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from gateway.tools.handlers import ToolCall
+from gateway.tools.webhook import (
+    ATTEMPT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookHandler,
+)
 
 RECEIVED = web.AppKey("received", list)
 FAILURES_LEFT = web.AppKey("failures_left", dict)
@@ -288,3 +298,48 @@ def test_verify_signature() -> None:
     assert verify_signature(SECRET, "1000", body, header, tolerance=None, now=10_000)
     assert not verify_signature(SECRET, "not-a-number", body, header, now=1000)
     assert not verify_signature(SECRET, "1000", body, "", now=1000)
+
+
+RAW_ANSWERS = {
+    "a 500": b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops",
+    "not HTTP": b"\x00\x01\x02 garbage not http \xff\r\n\r\n",
+    "a header line past 8 KiB": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("answer", RAW_ANSWERS.values(), ids=RAW_ANSWERS.keys())
+async def test_a_failing_webhook_is_named_without_its_credentials_or_its_bytes(
+    answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The error text becomes the tool's output (the model reads it), a runcast.tool_call.failed
+    # event (every subscriber reads it) and a log line: it named the whole URL, userinfo and
+    # query token included, and for an answer that is not HTTP quoted aiohttp's text (its bytes,
+    # a status the webhook never sent) after three chained tracebacks.
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://user:URL-PASSWORD@127.0.0.1:{port}/hook?token=QUERY-TOKEN"
+    call = ToolCall(
+        run_id="run_1", thread_id="th_1", tool_call_id="call_1", name="f", arguments={},
+        arguments_raw="{}",
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            webhook = WebhookHandler(url, session, secret=SECRET, retries=0)
+            with pytest.raises(ToolError) as raised:
+                await webhook(call)
+    finally:
+        server.close()
+        await server.wait_closed()
+    message = str(raised.value)
+    assert f"127.0.0.1:{port}/hook" in message
+    for secret in ("URL-PASSWORD", "QUERY-TOKEN", "garbage", "aaaa"):
+        assert secret not in message
+    assert not [r for r in caplog.records if r.exc_info]
