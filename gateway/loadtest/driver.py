@@ -36,7 +36,7 @@ from .settings import LoadSettings
 from .stats import RUN_CUT, RUN_OK, LoadStats
 from .subscribers import Subscriber
 
-__all__ = ["RunRecord", "TargetLoad", "probe_tokens", "reach_error"]
+__all__ = ["RunRecord", "TargetLoad", "probe_reach", "probe_tokens", "reach_error"]
 
 PLACEHOLDER_KEY = "runcast-loadtest"
 _MIN_PAUSE_S = 0.05
@@ -170,6 +170,8 @@ class TargetLoad:
             self.tokens = await probe_tokens(self._session, self.root, self._s.request_timeout)
             if self.tokens and self._s.api_key is None:
                 raise ConfigError("the gateway requires subscribe tokens: give --api-key")
+        else:
+            await probe_reach(self._session, self.root, self._s.request_timeout)
         try:
             await self._protocol.prepare(self._post_json)
         except (_Failure, msgspec.DecodeError) as exc:
@@ -437,6 +439,16 @@ class TargetLoad:
                     stats.delivery_lag.record(at_sub - at_creator)
         if broken and outcome == RUN_OK:
             stats.runs_broken += 1
+
+
+async def probe_reach(session: aiohttp.ClientSession, url: str, limit_s: float) -> None:
+    """ConfigError in one line when ``url`` cannot be reached; any HTTP answer will do (a
+    protocol without a setup call would otherwise report every run as a connection error)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)):
+            pass
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ConfigError(reach_error(url, exc)) from None
 
 
 async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float) -> bool:

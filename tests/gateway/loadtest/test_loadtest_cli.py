@@ -57,6 +57,16 @@ class _NotFound(BaseHTTPRequestHandler):
             ["--target", f"http://127.0.0.1:{_closed_port()}/v1", "--runs", "1"],
             "cannot reach http://127.0.0.1:",
         ),
+        *(
+            (
+                [
+                    *("--target", f"http://127.0.0.1:{_closed_port()}/v1", "--runs", "1"),
+                    *("--protocol", protocol, "--subscribers-per-run", "0"),
+                ],
+                "cannot reach http://127.0.0.1:",
+            )
+            for protocol in ("responses", "chat")
+        ),
         (
             ["--target", "{not_found}", "--protocol", "responses", "--subscribers-per-run", "0"],
             "answered 404: the target does not speak --protocol responses",
