@@ -26,10 +26,11 @@ connections, the embedded simulator and files.
 The handlers also keep malformed requests quiet: aiohttp logs each with an ERROR traceback; here
 the client gets a JSON 400 and the log one warning line (a debug line for non-HTTP traffic such
 as TLS on the plain port). The 400 and the log line name the kind of fault but never quote the
-request, as aiohttp's messages do (a subscribe token in the query, a key in ``Authorization``). A request in any version
-but HTTP/1.1 and HTTP/1.0 is malformed too: llhttp parses ``HTTP/0.9`` and ``HTTP/2.0`` request
-lines, which no handler here can answer (an SSE stream is HTTP/1.1 chunked or HTTP/1.0 ended by
-the connection's close): :func:`version_middleware`, the app's first, refuses them.
+request, as aiohttp's messages do (a subscribe token in the query, a key in ``Authorization``).
+A request in any version but HTTP/1.1 and HTTP/1.0 is malformed too: llhttp parses ``HTTP/0.9``
+and ``HTTP/2.0`` request lines, which no handler here can answer (an SSE stream is HTTP/1.1
+chunked or HTTP/1.0 ended by the connection's close): :func:`version_middleware`, the app's
+first, refuses them. After a malformed request nothing more is read from its connection.
 """
 
 from __future__ import annotations
@@ -379,8 +380,8 @@ def _fault(exc: HttpProcessingError) -> str:
 
 
 _KEPT_MESSAGE = 1024
-"""Characters kept of a parse error's message, which quotes what was read (the log line shows
-200 of them, the client none)."""
+"""Characters kept of a queued parse error's message, which quotes what was read (neither the
+log line nor the client gets that quote: :func:`_fault`)."""
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -65,7 +65,7 @@ def said(exc: BaseException) -> str:
     """What an aiohttp or socket error may tell runcast's callers: its kind, and for a socket's
     own error the system's words. Never aiohttp's text: the ``repr`` of a response error carries
     the request's headers, the upstream key among them, and a parse error's message quotes the
-    bytes the upstream sent. The log gets the whole error (``__cause__``), redacted."""
+    bytes the upstream sent. aiohttp's error stays chained (``raise ... from``), for a traceback."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         what = "the server closed the connection"
     elif isinstance(exc, aiohttp.ClientPayloadError):
