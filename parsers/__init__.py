@@ -19,6 +19,7 @@ from .accumulate import RunAccumulator, RunSnapshot, encode_snapshot
 from .assistants import AssistantStreamEvent, decode_event
 from .chat import ChatAccumulator, ChatStreamEvent, decode_chunk
 from .errors import (
+    DECODE_ERRORS,
     EventDecodeError,
     EventTooLarge,
     LocalProtocolError,
@@ -31,6 +32,7 @@ from .responses import decode_event as decode_response_event
 from .sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder, encode_sse
 
 __all__ = [
+    "DECODE_ERRORS",
     "DEFAULT_MAX_EVENT_BYTES",
     "AssistantStreamEvent",
     "ChatAccumulator",

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 __all__ = [
+    "DECODE_ERRORS",
     "EventDecodeError",
     "EventTooLarge",
     "LocalProtocolError",
@@ -34,6 +37,12 @@ __all__ = [
     "RemoteProtocolError",
     "RuncastError",
 ]
+
+
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+"""What decoding JSON from outside with msgspec raises: ``DecodeError`` (``ValidationError``
+included), or ``RecursionError`` for nesting deeper than Python's stack, since msgspec recurses
+once per level (views that skip the nested value too). Catch both wherever such bytes are decoded."""
 
 
 class RuncastError(Exception):

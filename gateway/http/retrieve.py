@@ -28,7 +28,7 @@ from gateway.hub import HISTORY_LOST_EVENT, START, EndReason, FrameFormat, Posit
 from gateway.hub.sinks import BufferSink
 from gateway.runs.channels import response_channel
 from gateway.runs.protocols import UPSTREAM_LOST_EVENT
-from parsers.errors import RemoteProtocolError
+from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import ServerSentEvent, SSEDecoder, encode_sse
 
 from .errors import RequestError, upstream_failure
@@ -51,7 +51,7 @@ _seq_decoder = msgspec.json.Decoder(_Seq)
 def _sequence_number(sse: ServerSentEvent) -> int | None:
     try:
         return _seq_decoder.decode(sse.data_bytes).sequence_number
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return None
 
 

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.runs.channels import run_channel, thread_channel
+from parsers.errors import DECODE_ERRORS
 
 from .errors import RequestError
 from .state import CALLERS, SETTINGS, TOKENS
@@ -55,7 +56,7 @@ async def mint_token(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         body = _decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         raise RequestError(400, f"invalid token request: {exc}", code="invalid_body") from None
     channel = _channel(body)
     max_ttl = request.app[SETTINGS].token_ttl

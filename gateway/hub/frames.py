@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from gateway.hub.broker import FrameFormat, HubEvent
+from parsers.errors import DECODE_ERRORS
 from parsers.sse import encode_sse
 
 __all__ = [
@@ -91,7 +92,7 @@ def ws_close_frame(code: int, reason: str = "") -> bytes:
 def _json_value(data: bytes) -> bytes:
     try:
         _json_decode(data, type=_Raw)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return _json_encode(data.decode(errors="replace"))
     return data
 

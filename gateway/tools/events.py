@@ -42,6 +42,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from parsers.errors import DECODE_ERRORS
+
 __all__ = [
     "AUTOMATION_CANCELLED",
     "AUTOMATION_REJECTED",
@@ -175,7 +177,7 @@ def creator_view(data: bytes) -> bytes:
         return data
     try:
         document = _decode_object(data)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return data
     if "error" not in document:
         return data

@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
 
-from ..errors import EventDecodeError
+from ..errors import DECODE_ERRORS, EventDecodeError
 from ._tolerant import TolerantDecoder
 from .error_object import ErrorEnvelope, ErrorObject
 from .messages import Message, MessageDelta
@@ -204,7 +204,7 @@ class _RunRef(msgspec.Struct):
 def _run_id_of(data: bytes) -> str | None:
     try:
         ref = msgspec.json.decode(data, type=_RunRef)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return None
     run_id = ref.id if ref.object == "thread.run" else ref.run_id
     return run_id if isinstance(run_id, str) else None
@@ -227,8 +227,7 @@ def decode_event(sse: EventSource) -> AssistantStreamEvent:
         return wrap(event=name, data=decode(data))
     except msgspec.ValidationError:
         return _decode_tolerant(name, data)
-    # RecursionError: JSON nested deeper than Python's stack (msgspec recurses per level).
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         if not data.strip():
             return UnknownEvent(event=name, data=b"")
         raise EventDecodeError(name, str(exc), run_id=_run_id_of(data)) from exc
@@ -238,6 +237,6 @@ def _decode_tolerant(name: str, data: bytes) -> AssistantStreamEvent:
     decode, wrap = _fallback_route(name)
     try:
         payload = decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         raise EventDecodeError(name, str(exc), run_id=_run_id_of(data)) from exc
     return wrap(event=name, data=payload)

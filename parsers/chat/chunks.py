@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
 
-from ..errors import EventDecodeError
+from ..errors import DECODE_ERRORS, EventDecodeError
 
 __all__ = [
     "ChatCompletionChunk",
@@ -145,8 +145,7 @@ def decode_chunk(sse: EventSource) -> ChatStreamEvent:
         if data == b"[DONE]":
             return _DONE
         raise EventDecodeError("chat.completion.chunk", str(exc)) from exc
-    # RecursionError: JSON nested deeper than Python's stack (msgspec recurses per level).
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         if not data.strip():
             return ChatUnknownEvent(data=data)
         raise EventDecodeError("chat.completion.chunk", str(exc)) from exc

@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
 
-from ..errors import EventDecodeError
+from ..errors import DECODE_ERRORS, EventDecodeError
 from .events import (
     ContentPartAddedEvent,
     ContentPartDoneEvent,
@@ -223,8 +223,7 @@ def decode_event(sse: EventSource) -> ResponseStreamEvent:
         return _decode(sse.data_bytes)
     except msgspec.ValidationError as exc:
         return _rejected(sse.data_bytes, exc)
-    # RecursionError: JSON nested deeper than Python's stack (msgspec recurses per level).
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         if not sse.data_bytes.strip():
             return UnknownEvent(type="", data=sse.data_bytes)
         raise EventDecodeError("?", str(exc)) from exc
@@ -235,14 +234,14 @@ def _rejected(data: bytes, exc: msgspec.ValidationError) -> ResponseStreamEvent:
         return DoneEvent()
     try:
         view = msgspec.json.decode(data, type=_View)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         raise EventDecodeError("?", str(exc)) from exc
     kind = view.type
     seq = view.sequence_number if type(view.sequence_number) is int else None
     if kind is None and view.error is not None:
         try:
             return _decode_error(data)
-        except (msgspec.DecodeError, RecursionError) as inner:
+        except DECODE_ERRORS as inner:
             raise EventDecodeError("error", str(inner)) from inner
     if isinstance(kind, str) and kind not in KNOWN_EVENT_TYPES:
         return UnknownEvent(type=kind, data=data, sequence_number=seq)

@@ -24,6 +24,7 @@ import msgspec
 from gateway.hub import HubEvent
 from gateway.upstream.body import path_id
 from parsers.assistants.signals import FINAL_MESSAGE_STATUSES, FINAL_STEP_STATUSES
+from parsers.errors import DECODE_ERRORS
 
 from ..missed import FinalIds, Missed
 from ..polling import Poller
@@ -80,13 +81,13 @@ async def _list(
             return items, False
         try:
             page = _page_decoder.decode(answer[0])
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except DECODE_ERRORS as exc:
             log.warning("%s: %s is not a list: %s", poller.what, path, exc)
             return items, False
         for raw in page.data:
             try:
                 items.append((_view_decoder.decode(raw), bytes(raw)))
-            except (msgspec.DecodeError, RecursionError):
+            except DECODE_ERRORS:
                 log.warning("%s: skipping an unreadable item of %s", poller.what, path)
         if not page.has_more or not page.data:
             return items, True

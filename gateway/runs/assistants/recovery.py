@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
-
 from gateway.upstream import UpstreamClient
 from parsers.assistants.signals import ACTION_STATUS, SETTLED_STATUSES
+from parsers.errors import DECODE_ERRORS
 
 from ..missed import FinalIds
 from ..polling import Poller
@@ -50,7 +49,7 @@ async def settled_run(poller: Poller, thread_id: str, run_id: str) -> tuple[str,
         data, headers = answer
         try:
             status = run_status(data)
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except DECODE_ERRORS as exc:
             log.warning("run %s: the polled run is not JSON: %s", run_id, exc)
             return None
         if status in SETTLED_STATUSES:

@@ -13,6 +13,7 @@ import msgspec
 
 from gateway.hub import HubEvent
 from parsers.chat import ChatCompletionChunk, ChatDoneEvent
+from parsers.errors import DECODE_ERRORS
 
 from .chat import ChatReducer
 from .responses import ResponseReducer
@@ -34,7 +35,7 @@ def _kind(event: HubEvent) -> str | None:
         return "chat" if isinstance(decoded, ChatCompletionChunk | ChatDoneEvent) else "response"
     try:
         view = _kind_decoder.decode(event.data)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return None  # [DONE] or garbage: it belongs to the current stream
     if view.object == "chat.completion.chunk":
         return "chat"

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import msgspec
 
 from gateway.hub import HubEvent
-from parsers.errors import EventDecodeError
+from parsers.errors import DECODE_ERRORS, EventDecodeError
 from parsers.responses import (
     TERMINAL_EVENT_TYPES,
     DoneEvent,
@@ -88,7 +88,7 @@ def conversation_of(body: bytes) -> str | None:
     """The conversation id a creating request names, or None."""
     try:
         conversation = _view.decode(body).conversation
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return None
     if isinstance(conversation, dict):
         conversation = conversation.get("id")

@@ -32,7 +32,7 @@ import msgspec
 
 from gateway.hub import HubEvent
 from gateway.upstream import UpstreamClient
-from parsers.errors import EventDecodeError
+from parsers.errors import DECODE_ERRORS, EventDecodeError
 from parsers.responses import decode_event
 from parsers.sse import ServerSentEvent
 
@@ -86,7 +86,7 @@ def stored(body: bytes) -> bool:
     """Whether a creating request leaves its response stored (``store`` defaults to true)."""
     try:
         return _store_view.decode(body).store is not False
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return False  # the upstream refuses it anyway; nothing to poll
 
 
@@ -161,7 +161,7 @@ class ResponseRecovery:
             body = answer[0].strip()
             try:
                 view = _response_view.decode(body)
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except DECODE_ERRORS as exc:
                 log.warning("response %s: the polled response is not JSON: %s", response_id, exc)
                 return None
             if view.id != response_id or view.status is None:

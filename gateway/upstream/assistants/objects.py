@@ -15,7 +15,7 @@ import msgspec
 
 from parsers.assistants import Message, MessageEvent, Run, RunEvent, RunStep, RunStepEvent
 from parsers.assistants import decode_event as _decode_event
-from parsers.errors import EventDecodeError, RemoteProtocolError
+from parsers.errors import DECODE_ERRORS, EventDecodeError, RemoteProtocolError
 
 __all__ = ["Page", "decode_message_page", "decode_run", "decode_step_page"]
 
@@ -68,7 +68,7 @@ class _ObjectDecoder(Generic[T]):
             return self._strict.decode(data)
         except msgspec.ValidationError:
             pass
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except DECODE_ERRORS as exc:
             raise RemoteProtocolError(f"upstream {self._what} body is not JSON: {exc}") from exc
         try:
             event = _decode_event(_Payload(self._event_name, bytes(data)))
@@ -95,7 +95,7 @@ def decode_run(data: bytes) -> Run:
 def _decode_page(data: bytes, item: _ObjectDecoder[T]) -> Page[T]:
     try:
         raw = _RAW_PAGE.decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
+    except DECODE_ERRORS as exc:  # ValidationError included
         raise RemoteProtocolError(f"upstream list body does not decode: {exc}") from exc
     return Page(
         data=[item.decode(entry) for entry in raw.data],
