@@ -64,7 +64,9 @@ async def _exercise(url: str) -> tuple[str, str]:
             f"{url}/tokens", json={"thread_id": thread.id}, headers=bearer
         ) as r:
             thread_token = (await r.json())["token"]
-        async with session.get(f"{url}/streams/threads/{thread.id}?token={thread_token}") as r:
+        # From since=0, so its first bytes come at once (not with the first heartbeat).
+        thread_stream = f"{url}/streams/threads/{thread.id}?since=0&token={thread_token}"
+        async with session.get(thread_stream) as r:
             assert r.status == 200
             await r.content.readany()
         await asyncio.sleep(0.2)  # the gateway sees the connection close

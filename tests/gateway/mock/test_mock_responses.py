@@ -303,9 +303,15 @@ async def test_cancel_background_response(
         again = await sdk.responses.cancel(created.id)
         assert again.status == "cancelled"
         assert (await sdk.responses.retrieve(created.id)).status == "cancelled"
-        done = await sdk.responses.create(model="gpt-5", input="Hi")
-        with pytest.raises(openai.BadRequestError, match="background=true"):
-            await sdk.responses.cancel(done.id)
+        # A foreground response cannot be cancelled (its first event names it: no need to wait
+        # for its 100 paced deltas).
+        foreground = await sdk.responses.create(model="gpt-5", input="Hi", stream=True)
+        async for event in foreground:
+            assert event.type == "response.created"
+            with pytest.raises(openai.BadRequestError, match="background=true"):
+                await sdk.responses.cancel(event.response.id)
+            break
+        await foreground.close()
     finally:
         await sdk.close()
 
