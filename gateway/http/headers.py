@@ -1,4 +1,5 @@
-"""Which headers cross the proxy in each direction, and the 401 that describes runcast's key.
+"""Which headers cross the proxy in each direction, the 401 that describes runcast's key, and
+the header every answer carries.
 
 Requests forward only what the upstream uses (spec §1.1): content type (multipart uploads need
 the caller's boundary), accept, the ``OpenAI-*`` scoping and beta headers and an idempotency key.
@@ -7,13 +8,19 @@ caller's bearer when runcast holds none). Responses return what SDKs read: reque
 poll hints, rate-limit headers, content type and disposition. Everything else (hop-by-hop
 headers, cookies, server internals) stays behind. The upstream key itself is already masked in
 whatever the upstream sent (``gateway/upstream/scrub.py``, applied where upstream bytes enter).
+
+Every answer says ``X-Content-Type-Options: nosniff``: a proxied file (its type is the
+upstream's), an error quoting a path or a stream is never rendered as a page by a browser on
+runcast's origin, where the viewer lives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["copy_response_headers", "forward_request_headers", "relayed_body"]
+from aiohttp import web
+
+__all__ = ["copy_response_headers", "forward_request_headers", "nosniff", "relayed_body"]
 
 _REQUEST_HEADERS = (
     "Accept",
@@ -76,3 +83,8 @@ def relayed_body(status: int, body: bytes, key: bytes) -> bytes:
     if key and status == 401:
         return _KEY_REJECTED
     return body
+
+
+async def nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the answer's ``Content-Type`` is final (module docstring)."""
+    response.headers["X-Content-Type-Options"] = "nosniff"

@@ -52,7 +52,6 @@ class Assets:
             hdrs.CONTENT_TYPE: _TYPES[name[name.rindex(".") :]],
             hdrs.CACHE_CONTROL: "no-cache",
             hdrs.ETAG: etag,
-            "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         }
         if name.endswith(".html"):

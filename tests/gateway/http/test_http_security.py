@@ -467,6 +467,40 @@ async def test_runcast_key_in_the_url_is_refused(
         assert response.status == 404
 
 
+# -- every answer's type is final --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_every_answer_forbids_content_sniffing(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    answers = [
+        ("/healthz", {}),
+        ("/client/runcast-client.js", {}),
+        ("/no/such/<b>page</b>", {}),  # a 404 that names the path
+        ("/v1/files/file_1/content", CALLER),  # proxied: the upstream's content type
+        ("/v1/threads", {}),  # 401
+    ]
+    runcast = await start_runcast(recording.url)
+    for path, headers in answers:
+        async with runcast.session.get(runcast.url + path, headers=headers) as response:
+            assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+    assert len(recording.requests) == 1
+    thread_id, run_id = "thread_sniff", "run_sniff"
+    async with HostileUpstream() as upstream:
+        upstream.script(thread_id, Script([Send(sse(golden_events(run_id, thread_id)))]))
+        runcast = await start_runcast(upstream.url)
+        session = runcast.session
+        async with session.post(
+            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
+        ) as creator:
+            await creator.read()
+            assert creator.headers.get("X-Content-Type-Options") == "nosniff"
+        stream = f"{runcast.url}/streams/runs/{run_id}?since=0"
+        async with session.get(stream) as subscriber:
+            assert subscriber.headers.get("X-Content-Type-Options") == "nosniff"
+
+
 # -- /healthz -------------------------------------------------------------------------------------
 
 

@@ -201,7 +201,9 @@ async def test_a_cut_through_a_proxy_shows_and_the_text_still_ends_whole(browser
 
 async def test_a_late_joiner_gets_the_snapshot_then_live_text(browser: Any) -> None:
     async with (
-        runcast(sim={"deltas": 60, "delay_ms": 30}) as rc,
+        # 4.5 s of deltas: the page must join while they last, also on a loaded machine (with
+        # 1.8 s, a page that took over 1.2 s to load saw only the end).
+        runcast(sim={"deltas": 150, "delay_ms": 30}) as rc,
         aiohttp.ClientSession() as session,
     ):
         run_id, thread_id, creator = await start_run(session, rc.url)
