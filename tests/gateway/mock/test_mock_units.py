@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Any
@@ -195,3 +196,50 @@ def test_ids_have_openai_shape_and_use_the_whole_alphabet() -> None:
     assert all(i[4:].isascii() for i in ids)
     seen = set("".join(i[4:] for i in ids))
     assert len(seen) == 62  # 48,000 draws: every letter and digit comes up
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "minItems": 10**12, "items": {"type": "string", "minLength": 10**12}},
+        {"type": "string", "minLength": 1e300},
+        # 16 items on each of 8 levels would be 16**8 values.
+        functools.reduce(
+            lambda inner, _: {"type": "array", "minItems": 16, "items": inner},
+            range(10),
+            {"type": "integer"},
+        ),
+        {"type": "array", "minItems": "abc", "maxItems": None, "items": {"minLength": [1]}},
+        {"type": "number", "minimum": 10**400, "maximum": float("inf")},
+        {"type": "integer", "minimum": float("nan")},
+    ],
+)
+def test_fake_arguments_are_bounded_whatever_the_schema_asks(schema: dict[str, Any]) -> None:
+    # 2,000 values and words at most: a few dozen KB.
+    assert len(msgspec.json.encode(fake_arguments(schema, random.Random(0)))) < 100_000
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+_KEYS = st.sampled_from(
+    ["type", "items", "properties", "required", "minItems", "maxItems", "minLength", "maxLength",
+     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "anyOf",
+     "format"]
+)  # fmt: skip
+_SCHEMA = st.recursive(
+    st.dictionaries(_KEYS, _JSON, max_size=4),
+    lambda inner: st.dictionaries(_KEYS, inner | _JSON | st.lists(inner, max_size=3), max_size=5),
+    max_leaves=12,
+)
+
+
+@given(_SCHEMA, st.integers(0, 2**32))
+def test_fake_arguments_never_fail_on_a_schema_from_a_request(schema: Any, seed: int) -> None:
+    args = fake_arguments(schema, random.Random(seed))
+    assert isinstance(args, dict)
+    msgspec.json.encode(args)
