@@ -190,13 +190,16 @@ class StreamRelay:
     async def _run(self) -> None:
         opener: Callable[[], Awaitable[UpstreamResponse]] | None = self._opener
         self.outcome = "no_stream"
-        ended = False
+        ended = stopped = False
         try:
             if self._adopted is not None:
                 opener = await take_over(self, self._adopted)
             while opener is not None and await self._relay_stream(opener):
                 opener = await self._follow_up()
             ended = True
+        except asyncio.CancelledError:
+            stopped = True
+            raise
         except Exception as exc:
             # Ended by other than the upstream (the shared state unreachable ...): a creator not
             # yet answered gets this failure.
@@ -204,13 +207,14 @@ class StreamRelay:
             raise
         finally:
             keeper = self.keeper
-            # Stopped before its end (the gateway shuts down) while holding the stream: its
-            # channels stay open and it stays live, for another node to take over.
+            # Stopped before its end, its channels stay open: in Redis mode, holding the stream,
+            # it stays live for another node to take over; in memory mode (the gateway stops)
+            # the broker's shutdown tells their subscribers, instead of an end as if complete.
             handover = (
                 not ended and keeper is not None and keeper.lease is not None and not keeper.lost
             )
             try:
-                await self._finish(close=not handover)
+                await self._finish(close=not (handover or (stopped and keeper is None)))
             finally:
                 self._meter.finished(self.outcome)
                 if keeper is not None:

@@ -195,3 +195,53 @@ async def test_a_run_longer_than_the_drain_is_ended_explicitly_for_everyone() ->
     assert ws_events.ended and ws_events.names[-1] == "runcast.shutdown"
     assert ws.close_code == aiohttp.WSCloseCode.SERVICE_RESTART
     assert any("drain over: ending 1 run(s) still going" in line for line in server.lines)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "body", "channel", "delta"),
+    [
+        (
+            "/v1/responses",
+            {"model": "gpt-5", "input": "Hi", "stream": True},
+            ("runcast-response-id", "responses"),
+            "response.output_text.delta",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": True},
+            ("runcast-completion-id", "chat"),
+            "message",
+        ),
+    ],
+)
+async def test_a_stream_longer_than_the_drain_tells_its_own_channel_of_the_shutdown(
+    path: str, body: dict[str, object], channel: tuple[str, str], delta: str
+) -> None:
+    flags = ("--sim-deltas", "2000", "--sim-delay-ms", "10", "--drain-timeout", "1")
+    header, kind = channel
+    async with runcast(*flags) as (server, _), aiohttp.ClientSession() as session:
+        bearer = {"Authorization": "Bearer sk-any"}
+        creator = await session.post(server.url + path, json=body, headers=bearer)
+        assert creator.status == 200
+        stream_url = f"{server.url}/streams/{kind}/{creator.headers[header]}?since=0"
+        sse_response = await session.get(stream_url)
+        sse_sub = asyncio.create_task(read_raw_sse(sse_response))
+        ws, ws_sub = await ws_subscribe(session, stream_url)
+        seen = b""
+        async with asyncio.timeout(WAIT):
+            while seen.count(b"delta") < 10:  # 5 deltas (their names and data) at least
+                seen += await creator.content.readany()
+        await sigterm(server)
+        async with asyncio.timeout(WAIT):
+            sse_events, ws_events = await sse_sub, await ws_sub
+        assert await server.exited() == 0
+        sse_response.close()
+        creator.close()
+
+    # Told, not ended as if the stream were over: EventSource reconnects elsewhere.
+    *stream, notice = sse_events
+    assert stream[-1].event == delta
+    assert (notice.event, notice.retry) == ("runcast.shutdown", SHUTDOWN_RETRY_MS)
+    assert ws_events.names[-1] == "runcast.shutdown"
+    assert ws.close_code == aiohttp.WSCloseCode.SERVICE_RESTART
