@@ -31,6 +31,12 @@ A request in any version but HTTP/1.1 and HTTP/1.0 is malformed too: llhttp pars
 and ``HTTP/2.0`` request lines, which no handler here can answer (an SSE stream is HTTP/1.1
 chunked or HTTP/1.0 ended by the connection's close): :func:`version_middleware`, the app's
 first, refuses them. After a malformed request nothing more is read from its connection.
+
+A WebSocket connection gets at most the bytes its frame budget allows (``WS_FRAME_BURST`` and
+``WS_FRAME_RATE`` frames of ``WS_MAX_INCOMING`` bytes, a token bucket): that budget counts whole
+messages, and aiohttp hands none over until a fragmented one ends, so a peer sending endless
+empty continuation frames (8 million a second from one connection) would hold the event loop
+uncounted. Past the byte budget the connection is cut.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any, cast
 
 from aiohttp import web
@@ -54,6 +61,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import _ErrInfo  # what a malformed request is queued as
 
 from gateway.errors import ConfigError, ListenError
+from gateway.hub.transports import WS_FRAME_BURST, WS_FRAME_RATE, WS_MAX_INCOMING
 
 from .errors import Handler, error_body, error_response
 
@@ -278,18 +286,38 @@ class ListenSite(web.BaseSite):
         self._listener.abort_refusals()
 
 
+_WS_FRAME_BYTES = WS_MAX_INCOMING + 14  # the largest frame allowed, with its longest header
+_WS_BYTES_BURST = WS_FRAME_BURST * _WS_FRAME_BYTES
+_WS_BYTES_RATE = WS_FRAME_RATE * _WS_FRAME_BYTES
+
+
 class _Handler(web.RequestHandler):
     """aiohttp's connection handler, counted by its :class:`Listener`, quiet on bad requests,
-    deaf after a malformed one."""
+    deaf after a malformed one, a WebSocket held to its byte budget."""
 
-    __slots__ = ("_listener", "_malformed")
+    __slots__ = ("_inbound", "_inbound_at", "_listener", "_malformed")
 
     def __init__(self, manager: web.Server, listener: Listener, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._listener: Listener | None = listener
         self._malformed = False
+        self._inbound = float(_WS_BYTES_BURST)
+        self._inbound_at = 0.0
 
     def data_received(self, data: bytes) -> None:
+        if self._payload_parser is not None and not self._malformed:  # a WebSocket's frames
+            now = time.monotonic()
+            if not self._inbound_at:
+                self._inbound_at = now
+            budget = self._inbound + (now - self._inbound_at) * _WS_BYTES_RATE
+            self._inbound = min(float(_WS_BYTES_BURST), budget) - len(data)
+            self._inbound_at = now
+            if self._inbound < 0:
+                self._malformed = True
+                log.info("WebSocket peer sent past its frame budget: connection cut")
+                if self.transport is not None:
+                    self.transport.abort()
+                return
         # Once a request fails to parse, the rest of the connection's bytes are dropped: aiohttp
         # would parse each read again, from the broken point, and queue an error quoting all it
         # had buffered (up to 32 of them while a handler runs, 15 MB from 12 MB of junk after a

@@ -5,6 +5,7 @@ secret. Each gets a JSON 400 and no traceback; nothing of the request comes back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aiohttp
@@ -216,3 +217,39 @@ async def test_an_http10_subscription_ends_with_its_connection(gateway: Gateway)
     # HTTP/1.0: without `Connection: keep-alive` in the answer, the connection closes.
     assert head.startswith(b"HTTP/1.0 200") and b"keep-alive" not in head.lower()
     assert b"response.completed" in body
+
+
+def _masked_frame(opcode: int, payload: bytes, *, fin: bool) -> bytes:
+    """A client's frame (RFC 6455 §5.2), masked with a zero key, payload under 126 bytes."""
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+async def test_endless_empty_fragments_get_a_websocket_cut(gateway: Gateway) -> None:
+    # aiohttp hands no message over until a fragmented one ends, so the frame budget never saw
+    # these: one connection held the event loop with 8 million of them a second.
+    reader, writer = await raw_connection(gateway.url)
+    try:
+        writer.write(
+            b"GET /streams/channels/wire HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        async with asyncio.timeout(WAIT):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            while gateway.broker.statistics().subscribers != 1:
+                await asyncio.sleep(0.01)
+            writer.write(_masked_frame(0x1, b"x", fin=False))
+            burst = _masked_frame(0x0, b"", fin=False) * 50_000  # 300 KB: 50,000 frames
+            with contextlib.suppress(ConnectionError):
+                while not reader.at_eof():
+                    writer.write(burst)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.01):
+                            await reader.read(65536)
+            while gateway.broker.statistics().subscribers != 0:
+                await asyncio.sleep(0.01)
+    finally:
+        writer.close()
+    assert gateway.connections.by_transport() == {"sse": 0, "websocket": 0}
