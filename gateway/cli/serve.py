@@ -23,6 +23,8 @@ import importlib
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -106,10 +108,58 @@ def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 def _run(coro: Any) -> None:
+    """Run the server; then make sure the process ends: what a tool handler holds (a thread
+    stuck in sync code, a coroutine that ignores cancellation) must not keep it alive past the
+    drain, as neither can be interrupted."""
     try:
         import uvloop
     except ImportError:  # Windows: plain asyncio
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    try:
         runner.run(coro)
+    finally:
+        # asyncio.Runner would cancel what is left and wait for it without a bound.
+        stuck = runner.run(_stop_leftovers())
+        if stuck:
+            log.error("%d task(s) ignored cancellation (%s): exiting without them", *stuck)
+            _exit_now()
+        runner.close()
+    threads = _stuck_threads(_LEFTOVER_WAIT)
+    if threads:
+        log.error("%d thread(s) still running (%s): exiting without them", *threads)
+        _exit_now()
+
+
+_LEFTOVER_WAIT = 2.0
+"""Seconds given to what is left once the server stopped (tasks, handler threads)."""
+
+
+async def _stop_leftovers() -> tuple[int, str] | None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return None
+    _, pending = await asyncio.wait(tasks, timeout=_LEFTOVER_WAIT)
+    return (len(pending), ", ".join(sorted(t.get_name() for t in pending))) if pending else None
+
+
+def _stuck_threads(timeout: float) -> tuple[int, str] | None:
+    deadline = time.monotonic() + timeout
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in others if t.is_alive()]
+    return (len(alive), ", ".join(sorted(alive))) if alive else None
+
+
+def _exit_now() -> None:
+    """Exit 0 at once (the drain is over), without waiting for threads at interpreter exit."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

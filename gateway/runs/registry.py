@@ -328,8 +328,12 @@ class RelayRegistry:
 
         A cancelled relay publishes nothing more and leaves its run's channels open: they are
         the broker's to end (``shutdown``), after this. Its creator is told first, so the notice
-        follows everything it was given.
+        follows everything it was given. A second call returns at once: the first one waited
+        for the relays (a relay that outlived that bound is stuck, and is left to the process's
+        exit).
         """
+        if self._closed:
+            return
         self._closed = True
         if self._takeover is not None:
             await self._takeover.aclose()

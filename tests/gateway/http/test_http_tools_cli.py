@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from http_helpers import clean_environ, parse_serve, serve_process, stop_with_sigterm
+from http_helpers import WAIT, clean_environ, parse_serve, serve_process, stop_with_sigterm
+from openai import AsyncOpenAI
 
 from gateway.cli import check_tools, main
 from gateway.errors import ConfigError
@@ -122,3 +125,58 @@ async def test_console_script_serves_with_tools_from_the_current_directory() -> 
         # /healthz shows nothing without credentials: the startup log names the tools loaded.
         assert any("python tools ['get_weather', 'lookup_customer']" in line for line in lines)
         assert await stop_with_sigterm(proc) == 0
+
+
+STUCK_TOOLS = """
+import asyncio, time
+from gateway.tools import tool
+
+@tool
+def get_weather() -> str:  # sync code that never returns in time
+    time.sleep(60)
+    return "late"
+
+@tool(name="lookup_customer")
+async def lookup() -> str:  # ignores cancellation
+    for _ in range(600):
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            pass
+    return "late"
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stuck", ["get_weather", "lookup_customer"])
+async def test_a_stuck_tool_handler_does_not_hold_the_exit(stuck: str, tmp_path: Path) -> None:
+    (tmp_path / "stuck_tools.py").write_text(STUCK_TOOLS)
+    flags = ("--tools", "stuck_tools", "--tool-timeout", "1", "--drain-timeout", "0.5")
+    command = (sys.executable, "-m", "gateway", "serve", "--port", "0", *flags)
+    env = {**clean_environ(), "PYTHONPATH": str(tmp_path), "RUNCAST_SHUTDOWN_TIMEOUT": "1"}
+    async with serve_process(*command, env=env) as (proc, url, lines):
+        sdk = AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-any", max_retries=0)
+        tools: list[Any] = [
+            {"type": "function", "function": {"name": stuck, "parameters": {"type": "object"}}}
+        ]
+        stream = await sdk.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Hi"}],
+            tools=tools,
+            metadata={"mock_scenario": "tool_call"},
+            stream=True,
+        )
+        async with asyncio.timeout(WAIT):
+            async for chunk in stream:  # the call is made; its handler is running
+                if chunk.choices and chunk.choices[0].finish_reason == "tool_calls":
+                    break
+            await asyncio.sleep(0.5)
+            started = asyncio.get_running_loop().time()
+            assert await stop_with_sigterm(proc) == 0
+        took = asyncio.get_running_loop().time() - started
+        await sdk.close()
+    # The drain (0.5 s), the relays' bound (1 s), the leftovers' (2 s); the handler takes 60 s.
+    assert took < 15
+    assert proc.stderr is not None
+    log_text = "".join(lines) + (await proc.stderr.read()).decode()
+    assert "exiting without them" in log_text
