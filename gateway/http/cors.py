@@ -6,17 +6,26 @@ response headers exposed to scripts. Preflight requests (``OPTIONS`` with
 ``Access-Control-Request-Method``) are answered here with 204, before routing. Credentials mode is
 not enabled: browsers authenticate with a subscribe token in the URL or an ``Authorization``
 header, never cookies.
+
+WebSocket has no CORS: a browser opens one to any host for any page, and lets the page read it.
+Where subscribing needs no token (open mode), being able to reach runcast is the only credential,
+so a page on another site, open in a browser that can reach runcast (a developer's machine, an
+internal network), could follow channels whose name it guesses. :func:`cross_site` tells such an
+upgrade apart: it comes with an ``Origin`` that is neither a configured one nor runcast's own
+host (``Host``, or ``X-Forwarded-Host`` behind a proxy). Clients other than browsers send no
+``Origin``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .errors import Handler, error_response
 
-__all__ = ["Cors"]
+__all__ = ["Cors", "cross_site"]
 
 _ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 _DEFAULT_ALLOW_HEADERS = (
@@ -89,3 +98,20 @@ class Cors:
         response.headers["Access-Control-Allow-Origin"] = origin
         if request.method != "OPTIONS":
             response.headers["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS
+
+
+def cross_site(request: web.BaseRequest, origins: Sequence[str]) -> bool:
+    """Whether ``request`` comes from a page of another site than runcast's own and of the
+    configured ``origins`` (module docstring); False without ``Origin``."""
+    origin = request.headers.get("Origin")
+    if origin is None or "*" in origins or origin in origins:
+        return False
+    try:
+        netloc = urlsplit(origin).netloc.lower()
+    except ValueError:
+        return True
+    hosts = {request.headers.get("Host", "").lower()}
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded:
+        hosts.add(forwarded.split(",", 1)[0].strip().lower())
+    return not netloc or netloc not in hosts

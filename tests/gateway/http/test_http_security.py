@@ -23,6 +23,7 @@ from http_helpers import SECRET, WAIT, raw_connection, served_upstream
 
 from gateway.http.app import create_app, statistics
 from gateway.http.runner import start_runner
+from gateway.http.state import TOKENS
 from gateway.settings import Settings
 from gateway.upstream import UpstreamSettings
 
@@ -524,3 +525,42 @@ async def test_healthz_shows_liveness_only(start_runcast: StartRuncast) -> None:
     assert counters.relays.started == 1
     # Each event went to the run's channel and its thread's.
     assert counters.hub.events_published == 2 * len(golden_events(run_id, thread_id))
+
+
+# -- WebSocket from other sites -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_open_mode_refuses_websockets_from_pages_of_other_sites(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url)
+    allowing = await start_runcast(recording.url, cors_origins=("http://app.example",))
+    host = runcast.url.removeprefix("http://")
+
+    async def upgrade(base: str, headers: dict[str, str]) -> int:
+        try:
+            async with runcast.session.ws_connect(f"{base}/streams/channels/s42", headers=headers):
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+
+    assert await upgrade(runcast.url, {"Origin": "http://evil.example"}) == 403
+    assert await upgrade(runcast.url, {"Origin": "null"}) == 403
+    assert await upgrade(runcast.url, {}) == 101  # not a browser
+    assert await upgrade(runcast.url, {"Origin": f"http://{host}"}) == 101  # its own pages
+    behind_proxy = {"Origin": "https://gw.example", "X-Forwarded-Host": "gw.example"}
+    assert await upgrade(runcast.url, behind_proxy) == 101
+    assert await upgrade(allowing.url, {"Origin": "http://app.example"}) == 101
+    assert await upgrade(allowing.url, {"Origin": "http://evil.example"}) == 403
+    # With tokens, the token is the credential: a page of another site has none to show.
+    tokens = await start_runcast(recording.url, subscribe_auth="token")
+    token = tokens.app[TOKENS].mint("channel:s42").token
+    evil = {"Origin": "http://evil.example"}
+    assert await upgrade(tokens.url, {**evil, "Authorization": f"Bearer {token}"}) == 101
+    assert await upgrade(tokens.url, evil) == 401
+    # SSE is the browser's to guard (no Access-Control-Allow-Origin, the page cannot read it).
+    url = f"{runcast.url}/streams/channels/s42"
+    async with runcast.session.get(url, headers={"Origin": "http://evil.example"}) as response:
+        assert response.status == 200
+        assert "Access-Control-Allow-Origin" not in response.headers
