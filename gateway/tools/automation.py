@@ -306,7 +306,9 @@ class ToolAutomation:
         if fn is not None:
             python = self._python.get(name)
             if python is None or python.fn is not fn:
-                python = self._python[name] = PythonHandler(fn, self._pool)
+                python = self._python[name] = PythonHandler(
+                    fn, self._pool, max_output_bytes=self.settings.max_output_bytes
+                )
             return python
         url = self.settings.webhooks.get(name) or self.settings.webhooks.get(FALLBACK)
         if url is None:

@@ -211,3 +211,23 @@ async def test_answer_calls_of_a_stream_chain(
         "response_id": "resp_2",
         "reason": "tool round limit reached (2 submissions)",
     }
+
+
+@pytest.mark.asyncio
+async def test_python_outputs_are_held_to_max_output_bytes(
+    automation_for: AutomationFactory,
+) -> None:
+    # The same bound as a webhook's body: a chat follow-up carries every earlier output again.
+    run = make_run(
+        ("fits", "echo", orjson.dumps({"text": "x" * 100}).decode()),
+        ("ascii", "echo", orjson.dumps({"text": "x" * 101}).decode()),
+        ("utf8", "echo", orjson.dumps({"text": "\u00e9" * 51}).decode()),  # 51 chars, 102 bytes
+    )
+    async with automation_for(echo_registry(), max_output_bytes=100) as automation:
+        outcome = await automation.run_action(run)
+    assert isinstance(outcome, Submit)
+    body = orjson.loads(outcome.request_body())
+    outputs = {o["tool_call_id"]: o["output"] for o in body["tool_outputs"]}
+    assert outputs["fits"] == "x" * 100
+    for call in ("ascii", "utf8"):
+        assert orjson.loads(outputs[call]) == {"error": "output over 100 bytes"}
