@@ -47,7 +47,9 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     such chunk.
 
     Responses and Chat Completions (``responses/``, ``chat/``): at most ``max_responses`` stored
-    responses and ``max_conversations`` conversations (LRU, ``ttl_s``); a background response can be
+    responses and ``max_conversations`` conversations (LRU, ``ttl_s``), a response with ``store:
+    false`` only until it ends, a conversation's latest ``max_messages_per_thread`` items; a
+    background response can be
     re-streamed for ``stream_window_s`` seconds after its creation (OpenAI: 5 minutes). The wire
     deviations of other servers (reference responses-and-chat.md §1.5, §5), off by default and each
     also switchable per request (``wire.py``): a ``keepalive`` event after every

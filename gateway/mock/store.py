@@ -61,6 +61,10 @@ class LRUStore(Generic[V]):
         self._items.move_to_end(key)
         self._sweep(now)
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (no eviction callback: its owner is done with it)."""
+        self._items.pop(key, None)
+
     def values(self) -> Iterator[V]:
         return (value for _, value in self._items.values())
 

@@ -156,7 +156,7 @@ class ResponsesService:
             plan=plan,
             wire=wire,
             framer=framer,
-            on_end=lambda: _ended(record, items),
+            on_end=lambda: self._ended(record, items),
         )
         record.driver = driver
         self.store.add(record)
@@ -165,6 +165,13 @@ class ResponsesService:
 
     def get(self, response_id: str) -> ResponseRecord:
         return self._stored(response_id, None)
+
+    def _ended(self, record: ResponseRecord, items: list[dict[str, Any]]) -> None:
+        _ended(record, items, self.settings.max_messages_per_thread)
+        if not record.response.store:
+            # Never retrievable nor continued (404, as the API answers): kept, it would only
+            # hold memory (its output whole) until max_responses pushed it out.
+            self.store.responses.discard(record.response.id)
 
     def stream_from(self, response_id: str, starting_after: int | None) -> tuple[EventLog, int]:
         """The log to re-stream and the first sequence number to send."""
@@ -275,8 +282,9 @@ def _with_id(item: dict[str, Any]) -> dict[str, Any]:
     return {"id": new_id(prefix or "msg"), "type": "message", **item}
 
 
-def _ended(record: ResponseRecord, items: list[dict[str, Any]]) -> None:
-    """A response finished: its calls join its turn; a conversation takes in its items."""
+def _ended(record: ResponseRecord, items: list[dict[str, Any]], max_items: int) -> None:
+    """A response finished: its calls join its turn; a conversation takes in its items (the
+    latest ``max_items`` kept, as a thread keeps its latest messages)."""
     response = record.response
     output: list[dict[str, Any]] = msgspec.to_builtins(response.output)
     fold_items(record.turn, output)
@@ -285,5 +293,6 @@ def _ended(record: ResponseRecord, items: list[dict[str, Any]]) -> None:
     if conversation is not None and response.status in ("completed", "incomplete"):
         added = [_with_id(item) for item in items] + output
         conversation.items.extend(added)
+        del conversation.items[:-max_items]
         conversation.turn = record.turn.copy()
         conversation.context_chars = record.context_chars

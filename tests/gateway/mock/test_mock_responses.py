@@ -470,3 +470,29 @@ async def test_foreground_response_goes_on_after_a_drop(
             await asyncio.sleep(0.01)
     received = joined_text(raw)
     assert response.output_text.startswith(received) and len(response.output_text) > len(received)
+
+
+@pytest.mark.asyncio
+async def test_unstored_responses_and_old_conversation_items_are_not_kept(
+    start_mock: StartMock,
+) -> None:
+    server = await start_mock(max_messages_per_thread=6)
+    store = server.runner.app[RESPONSES_KEY].store
+    sdk = AsyncOpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+    try:
+        kept = await sdk.responses.create(model="gpt-5", input="Hi")
+        for _ in range(3):  # never retrievable: nothing holds their output once they end
+            await sdk.responses.create(model="gpt-5", input="Hi", store=False)
+        streamed = await sdk.responses.create(model="gpt-5", input="Hi", store=False, stream=True)
+        async for _ in streamed:
+            pass
+        assert [record.response.id for record in store.responses.values()] == [kept.id]
+        conversation = await sdk.conversations.create()
+        for turn in range(5):
+            await sdk.responses.create(
+                model="gpt-5", input=f"turn {turn}", conversation=conversation.id
+            )
+        items = await sdk.conversations.items.list(conversation.id, limit=100)
+        assert len(items.data) == 6  # the latest, as a thread keeps its latest messages
+    finally:
+        await sdk.close()
