@@ -252,7 +252,9 @@ class ToolAutomation:
         state = await self._rounds.get(key)
         action = tuple(call.id for call in calls)
         if state.last_action == action:
-            return Skip(reason="this action is already being answered")
+            # The same call ids as the last action: being answered now, or answered already (an
+            # upstream that repeats its calls would loop).
+            return Skip(reason="these tool calls were answered already or are being answered")
         done = state.rounds
         if done >= self.settings.max_rounds:
             return await self._cancel(

@@ -95,7 +95,7 @@ async def test_the_same_action_is_answered_once(automation_for: AutomationFactor
         gate.set()
         answered = await first
         again = await automation.run_action(run)
-    assert concurrent == Skip(reason="this action is already being answered")
+    assert concurrent == Skip(reason="these tool calls were answered already or are being answered")
     assert isinstance(answered, Submit)
     assert again == concurrent
     assert calls == 1
@@ -201,7 +201,7 @@ async def test_answer_calls_of_a_stream_chain(
             "resp_1", [call("c3", "c")], owner=owner, emit=recorder
         )
     assert isinstance(first, Submit) and first.tool_outputs[0].output == "a"
-    assert again == Skip(reason="this action is already being answered")
+    assert again == Skip(reason="these tool calls were answered already or are being answered")
     assert isinstance(second, Submit) and second.round == 2
     assert third == Cancel(reason="tool round limit reached (2 submissions)")
     name, data = recorder.events[0]
