@@ -132,6 +132,7 @@ class ToolExecutor:
         self._running = 0
         self._completed = 0
         self._failed = 0
+        self._stragglers: set[asyncio.Task[str]] = set()
 
     def statistics(self) -> ExecutorStatistics:
         return ExecutorStatistics(
@@ -328,20 +329,41 @@ class ToolExecutor:
         if abortable:
             raise _Abort(result)
 
+    def _let_go(self, task: asyncio.Task[str]) -> None:
+        """Cancel a handler's task that is past its time; held until it ends, its outcome
+        dropped (the call was answered without it)."""
+        task.cancel()
+        if not task.done():
+            self._stragglers.add(task)
+            task.add_done_callback(self._ended_late)
+
+    def _ended_late(self, task: asyncio.Task[str]) -> None:
+        self._stragglers.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure is no news
+
     async def _invoke(self, handler: Handler, call: ToolCall) -> tuple[str | None, str | None]:
-        """(output, None) on success, (None, error message) on failure."""
-        scope = asyncio.timeout(self._timeout)
+        """(output, None) on success, (None, error message) on failure.
+
+        The handler runs in a task of its own, so its timeout holds even when it swallows the
+        cancellation (it is then let go: ``_stragglers``, until it ends)."""
         traced = tracing.span(
             "runcast.tool_call", **{"runcast.tool": call.name, "runcast.run_id": call.run_id}
         )
         try:
             with traced:
-                async with scope:
-                    return await handler(call), None
-        except TimeoutError as exc:
-            if scope.expired():
-                return None, f"tool {call.name!r} timed out after {self._timeout:g}s"
-            return None, _describe(exc)
+                task = asyncio.get_running_loop().create_task(
+                    handler(call), name=f"runcast-tool {call.name}"
+                )
+                try:
+                    done, _ = await asyncio.wait((task,), timeout=self._timeout)
+                except asyncio.CancelledError:
+                    self._let_go(task)
+                    raise
+                if not done:
+                    self._let_go(task)
+                    return None, f"tool {call.name!r} timed out after {self._timeout:g}s"
+                return task.result(), None
         except ToolError as exc:
             log.warning("tool call of run %s failed: %s", call.run_id, exc)
             # The event and the output name the tool already; keep only what went wrong.

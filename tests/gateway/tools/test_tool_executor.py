@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -134,6 +135,32 @@ async def test_per_call_timeout_becomes_an_error_output(
         "runcast.tool_call.started",
         "runcast.tool_call.failed",
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_handler_that_swallows_its_cancellation_still_times_out(
+    automation_for: AutomationFactory,
+) -> None:
+    registry = ToolRegistry()
+    released = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def stubborn() -> str:
+        while not released.is_set():
+            # A handler bug: the call must be answered anyway.
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+        ended.set()
+        return "late"
+
+    registry.register(stubborn)
+    async with automation_for(registry, timeout=0.05) as automation:
+        async with asyncio.timeout(5):
+            result = outputs(await automation.run_action(make_run(("c1", "stubborn", "{}"))))
+        assert orjson.loads(result["c1"]) == {"error": "tool 'stubborn' timed out after 0.05s"}
+        released.set()
+        async with asyncio.timeout(5):
+            await ended.wait()  # let go, still held until it ended
 
 
 @pytest.mark.asyncio
