@@ -20,6 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 from hostile_upstream import Cut, Gate, HostileUpstream, Script, Send, golden_events, run_json
 from http_helpers import SECRET, WAIT, raw_connection, served_upstream
+from multidict import CIMultiDictProxy
 
 from gateway.http.app import create_app, statistics
 from gateway.http.runner import start_runner
@@ -468,6 +469,18 @@ async def test_runcast_key_in_the_url_is_refused(
         assert response.status == 404
 
 
+async def golden_run(
+    start_runcast: StartRuncast, upstream: HostileUpstream, thread_id: str, run_id: str
+) -> tuple[Runcast, CIMultiDictProxy[str]]:
+    """runcast in front of ``upstream``, through which one run streamed whole; the run's head."""
+    upstream.script(thread_id, Script([Send(sse(golden_events(run_id, thread_id)))]))
+    runcast = await start_runcast(upstream.url)
+    url = f"{runcast.url}/v1/threads/{thread_id}/runs"
+    async with runcast.session.post(url, json=RUN_BODY, headers=CALLER) as creator:
+        await creator.read()
+        return runcast, creator.headers
+
+
 # -- every answer's type is final --------------------------------------------------------------
 
 
@@ -487,18 +500,11 @@ async def test_every_answer_forbids_content_sniffing(
         async with runcast.session.get(runcast.url + path, headers=headers) as response:
             assert response.headers.get("X-Content-Type-Options") == "nosniff", path
     assert len(recording.requests) == 1
-    thread_id, run_id = "thread_sniff", "run_sniff"
     async with HostileUpstream() as upstream:
-        upstream.script(thread_id, Script([Send(sse(golden_events(run_id, thread_id)))]))
-        runcast = await start_runcast(upstream.url)
-        session = runcast.session
-        async with session.post(
-            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
-        ) as creator:
-            await creator.read()
-            assert creator.headers.get("X-Content-Type-Options") == "nosniff"
-        stream = f"{runcast.url}/streams/runs/{run_id}?since=0"
-        async with session.get(stream) as subscriber:
+        runcast, creator = await golden_run(start_runcast, upstream, "thread_sniff", "run_sniff")
+        assert creator.get("X-Content-Type-Options") == "nosniff"
+        stream = f"{runcast.url}/streams/runs/run_sniff?since=0"
+        async with runcast.session.get(stream) as subscriber:
             assert subscriber.headers.get("X-Content-Type-Options") == "nosniff"
 
 
@@ -509,14 +515,8 @@ async def test_every_answer_forbids_content_sniffing(
 async def test_healthz_shows_liveness_only(start_runcast: StartRuncast) -> None:
     thread_id, run_id = "thread_health", "run_health"
     async with HostileUpstream() as upstream:
-        upstream.script(thread_id, Script([Send(sse(golden_events(run_id, thread_id)))]))
-        runcast = await start_runcast(upstream.url)
-        session = runcast.session
-        async with session.post(
-            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
-        ) as creator:
-            await creator.read()
-        async with session.get(f"{runcast.url}/healthz") as response:
+        runcast, _ = await golden_run(start_runcast, upstream, thread_id, run_id)
+        async with runcast.session.get(f"{runcast.url}/healthz") as response:
             assert response.status == 200
             body = await response.read()
     assert orjson.loads(body) == {"status": "ok"}
