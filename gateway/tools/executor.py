@@ -3,8 +3,9 @@
 Theory of operation. ``ToolExecutor.run`` receives the action's calls (spec §4.1
 ``required_action.submit_tool_outputs.tool_calls``) and produces exactly one output per call, in
 the calls' order, because the upstream wants all outputs in one request (spec §1.3). All calls
-run at once in one ``TaskGroup``; a semaphore shared by every action caps how many handlers run
-at the same time across the gateway. Per call:
+run at once in one ``TaskGroup``; slots shared by every action cap how many handlers run at the same
+time across the gateway, handed to the actions with calls waiting in turn (``slots.py``). Per
+call:
 
 - arguments that are not a JSON object, a handler that raises, or one that exceeds ``timeout``
   become an ``{"error": "..."}`` output the model can react to; with ``on_error="cancel"`` the
@@ -37,6 +38,7 @@ from gateway.errors import ToolError
 from . import events
 from .events import Emit, publish
 from .handlers import Handler, ToolCall, error_output, parse_arguments
+from .slots import FairSlots
 
 __all__ = [
     "ActionResult",
@@ -124,7 +126,7 @@ class ToolExecutor:
         self._resolve = resolve
         self._on_call = on_call
         self._timeout = timeout
-        self._limit = asyncio.Semaphore(concurrency)
+        self._slots = FairSlots(concurrency)
         self._on_error = on_error
         self._policy = policy
         self._clock = clock
@@ -287,7 +289,7 @@ class ToolExecutor:
         )
         self._waiting += 1
         try:
-            await self._limit.acquire()
+            await self._slots.acquire(run_id)  # the action's turn among the others waiting
         finally:
             self._waiting -= 1
         self._running += 1
@@ -300,7 +302,7 @@ class ToolExecutor:
             duration_ms = _since(t0)
         finally:
             self._running -= 1
-            self._limit.release()
+            self._slots.release(run_id)
         if error is None:
             self._completed += 1
         else:

@@ -394,3 +394,38 @@ async def test_a_failing_emit_never_fails_the_call(automation_for: AutomationFac
     async with automation_for(registry) as automation:
         outcome = await automation.run_action(make_run(("c1", "known", "{}")), broken_emit)
     assert outputs(outcome) == {"c1": "ok"}
+
+
+@pytest.mark.asyncio
+async def test_a_crowded_action_gives_the_next_slot_to_another_run(
+    automation_for: AutomationFactory,
+) -> None:
+    # Run 1 asks for 6 calls at once with 2 slots; run 2's single call must not wait for its
+    # backlog (first come, first served: 300 calls of 3 s held another run's call for 26 s).
+    started: list[str] = []
+    finish = {f"w{n}": asyncio.Event() for n in range(6)}
+    registry = ToolRegistry()
+
+    async def work(name: str) -> str:
+        started.append(name)
+        if name in finish:
+            await finish[name].wait()
+        return name
+
+    registry.register(work)
+    crowd = make_run(*[(f"c{n}", "work", f'{{"name": "w{n}"}}') for n in range(6)])
+    other = make_run(("q", "work", '{"name": "quick"}'), run_id="run_2")
+    async with automation_for(registry, concurrency=2) as automation:
+        first = asyncio.create_task(automation.run_action(crowd))
+        while len(started) < 2:
+            await asyncio.sleep(0)
+        second = asyncio.create_task(automation.run_action(other))
+        async with asyncio.timeout(5):
+            while automation.statistics().executor.calls_waiting < 5:  # 4 of run 1, run 2's
+                await asyncio.sleep(0.001)
+            finish["w0"].set()
+            assert outputs(await second) == {"q": "quick"}
+            assert started[:3] == ["w0", "w1", "quick"]
+            for event in finish.values():
+                event.set()
+            assert len(outputs(await first)) == 6
