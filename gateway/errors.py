@@ -99,10 +99,13 @@ class StreamTooLarge(UpstreamError):
 class SubscriberError(RuncastError):
     """A subscriber's request cannot be served (HTTP status and a stable code attached)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.headers = headers
 
 
 REDIS_UNREACHABLE = "the cluster's Redis is unreachable; retry shortly"

@@ -46,6 +46,7 @@ _TYPE_BY_STATUS: Mapping[int, str] = {
     408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    426: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -195,5 +196,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _subscriber_error(exc: SubscriberError) -> web.Response:
     # A 503 is a state that passes (Redis away, limits): the client may retry in a second.
-    retry = {"Retry-After": "1"} if exc.status == 503 else None
-    return error_response(exc.status, str(exc), code=exc.code, headers=retry)
+    headers = {"Retry-After": "1"} if exc.status == 503 else {}
+    if exc.headers:
+        headers.update(exc.headers)
+    return error_response(exc.status, str(exc), code=exc.code, headers=headers or None)

@@ -228,6 +228,17 @@ async def serve_websocket(
     )
     if headers:
         ws.headers.update(headers)
+    # RFC 6455 §4.1-4.2: a GET in HTTP/1.1, version 13 (aiohttp also takes the drafts' 7 and 8,
+    # a HEAD, and HTTP/1.0).
+    if request.method != "GET" or request.version != HttpVersion11:
+        raise SubscriberError(400, "invalid_websocket", "a WebSocket upgrade is a GET in HTTP/1.1")
+    if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "").strip() != "13":
+        raise SubscriberError(
+            426,
+            "unsupported_websocket_version",
+            "WebSocket version 13 only",
+            headers={hdrs.SEC_WEBSOCKET_VERSION: "13"},
+        )
     try:
         ready = ws.can_prepare(request).ok
     except ValueError:  # aiohttp's base64 check of a non-ASCII Sec-WebSocket-Key raises it

@@ -253,3 +253,57 @@ async def test_endless_empty_fragments_get_a_websocket_cut(gateway: Gateway) -> 
     finally:
         writer.close()
     assert gateway.connections.by_transport() == {"sse": 0, "websocket": 0}
+
+
+UPGRADE = (
+    b"Host: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line", "code"),
+    [
+        (
+            b"GET /streams/channels/wire HTTP/1.1\r\n"
+            + UPGRADE
+            + b"Sec-WebSocket-Version: 8\r\n\r\n",
+            "HTTP/1.1 426 Upgrade Required",
+            "unsupported_websocket_version",
+        ),
+        (
+            b"GET /streams/channels/wire HTTP/1.0\r\n"
+            + UPGRADE
+            + b"Sec-WebSocket-Version: 13\r\n\r\n",
+            "HTTP/1.0 400 Bad Request",
+            "invalid_websocket",
+        ),
+        (
+            b"HEAD /streams/channels/wire HTTP/1.1\r\n"
+            + UPGRADE
+            + b"Sec-WebSocket-Version: 13\r\n\r\n",
+            "HTTP/1.1 400 Bad Request",
+            None,  # a HEAD answer has no body
+        ),
+    ],
+    ids=["version 8", "HTTP/1.0", "HEAD"],
+)
+async def test_upgrades_rfc_6455_rules_out_are_refused(
+    gateway: Gateway, request_bytes: bytes, status_line: str, code: str | None
+) -> None:
+    reader, writer = await raw_connection(gateway.url)
+    try:
+        writer.write(request_bytes)
+        async with asyncio.timeout(WAIT):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            lines = head.removesuffix("\r\n\r\n").split("\r\n")
+            headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+            assert lines[0] == status_line
+            if code is not None:
+                body = await reader.readexactly(int(headers["content-length"]))
+                assert _error(body)["code"] == code
+            if code == "unsupported_websocket_version":
+                assert headers["sec-websocket-version"] == "13"
+    finally:
+        writer.close()
+    assert gateway.broker.statistics().subscribers == 0
