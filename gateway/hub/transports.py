@@ -232,7 +232,8 @@ async def serve_websocket(
     # a HEAD, and HTTP/1.0).
     if request.method != "GET" or request.version != HttpVersion11:
         raise SubscriberError(400, "invalid_websocket", "a WebSocket upgrade is a GET in HTTP/1.1")
-    if request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "").strip() != "13":
+    version = request.headers.get(hdrs.SEC_WEBSOCKET_VERSION)
+    if version is not None and version.strip() != "13":
         raise SubscriberError(
             426,
             "unsupported_websocket_version",
