@@ -97,6 +97,7 @@ class ToolAutomation:
             self._resolve,
             timeout=settings.timeout,
             concurrency=settings.concurrency,
+            max_output_bytes=settings.max_output_bytes,
             on_error=settings.on_error,
             policy=settings.policy,
             clock=clock,
@@ -308,9 +309,7 @@ class ToolAutomation:
         if fn is not None:
             python = self._python.get(name)
             if python is None or python.fn is not fn:
-                python = self._python[name] = PythonHandler(
-                    fn, self._pool, max_output_bytes=self.settings.max_output_bytes
-                )
+                python = self._python[name] = PythonHandler(fn, self._pool)
             return python
         url = self.settings.webhooks.get(name) or self.settings.webhooks.get(FALLBACK)
         if url is None:

@@ -7,9 +7,10 @@ run at once in one ``TaskGroup``; slots shared by every action cap how many hand
 time across the gateway, handed to the actions with calls waiting in turn (``slots.py``). Per
 call:
 
-- arguments that are not a JSON object, a handler that raises, or one that exceeds ``timeout``
-  become an ``{"error": "..."}`` output the model can react to; with ``on_error="cancel"`` the
-  first such failure aborts the other calls and the action ends with a cancel reason instead;
+- arguments that are not a JSON object, a handler that raises, one that exceeds ``timeout``, or
+  an output over ``max_output_bytes`` become an ``{"error": "..."}`` output the model can react
+  to; with ``on_error="cancel"`` the first such failure aborts the other calls and the action
+  ends with a cancel reason instead;
 - a call with no handler is answered with an error output (policy ``error``) or makes the whole
   action the client's business (policy ``all``: ``run`` returns None before running anything).
 
@@ -118,6 +119,7 @@ class ToolExecutor:
         *,
         timeout: float,
         concurrency: int,
+        max_output_bytes: int = 1 << 20,
         on_error: Literal["output", "cancel"] = "output",
         policy: Literal["all", "error"] = "all",
         clock: Callable[[], float] = time.time,
@@ -126,6 +128,7 @@ class ToolExecutor:
         self._resolve = resolve
         self._on_call = on_call
         self._timeout = timeout
+        self._max_output_bytes = max_output_bytes
         self._slots = FairSlots(concurrency)
         self._on_error = on_error
         self._policy = policy
@@ -365,7 +368,12 @@ class ToolExecutor:
                 if not done:
                     self._let_go(task)
                     return None, f"tool {call.name!r} timed out after {self._timeout:g}s"
-                return task.result(), None
+                output = task.result()
+            limit = self._max_output_bytes
+            # A str's length bounds its UTF-8 size from below, and 4x from above.
+            if len(output) > limit or (len(output) * 4 > limit and len(output.encode()) > limit):
+                return None, f"output over {limit} bytes"
+            return output, None
         except ToolError as exc:
             log.warning("tool call of run %s failed: %s", call.run_id, exc)
             # The event and the output name the tool already; keep only what went wrong.

@@ -96,17 +96,13 @@ def _to_builtins(value: object) -> Any:
 
 
 class PythonHandler:
-    """Calls a Python function with the call's arguments as keyword arguments; its return value
-    becomes the output, up to ``max_output_bytes`` of UTF-8."""
+    """Calls a Python function with the call's arguments as keyword arguments."""
 
-    __slots__ = ("_is_async", "_max_output_bytes", "_pool", "fn")
+    __slots__ = ("_is_async", "_pool", "fn")
 
-    def __init__(
-        self, fn: Callable[..., Any], pool: Executor, *, max_output_bytes: int = 1 << 20
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], pool: Executor) -> None:
         self.fn = fn
         self._pool = pool
-        self._max_output_bytes = max_output_bytes
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             type(fn).__call__
         )
@@ -124,11 +120,6 @@ class PythonHandler:
                 # A sync wrapper (partial, lambda) around a coroutine function.
                 result = await result
         try:
-            output = encode_output(result)
+            return encode_output(result)
         except TypeError as exc:
             raise ToolError(call.name, call.tool_call_id, str(exc)) from exc
-        limit = self._max_output_bytes
-        # A str's length bounds its UTF-8 size from below, and 4x from above.
-        if len(output) > limit or (len(output) * 4 > limit and len(output.encode()) > limit):
-            raise ToolError(call.name, call.tool_call_id, f"output over {limit} bytes")
-        return output

@@ -45,8 +45,9 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
       (spec §5: a run missing its deadline expires anyway).
     - ``webhook_retries`` / ``webhook_backoff``: extra attempts after a connection error or 5xx,
       waiting ``webhook_backoff * 2**n`` seconds before attempt ``n + 1``.
-    - ``max_output_bytes``: largest output accepted, from a webhook's response body or a Python
-      handler's return value (past it, the call fails: an error output, as for a timeout); a
+    - ``max_output_bytes``: largest output accepted from any handler (the executor checks it; a
+      webhook's body is bounded as it is read), past it the call fails (an error output, as for a
+      timeout); a
       chat follow-up carries every earlier output again, so an unbounded one would grow each
       round's request by its size.
     - ``show_requires_action``: whether the creator's stream shows a ``requires_action`` that
