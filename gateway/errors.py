@@ -2,12 +2,15 @@
 
 The whole tree is drawn in the docstring of ``parsers/errors.py``. Foreign exceptions (aiohttp,
 asyncio timeouts) are translated into these at the one boundary that touches the library,
-with ``raise ... from exc``.
+with ``raise ... from exc``; :func:`said` is what their messages may repeat of an aiohttp or
+socket error (the upstream client's and the tool webhooks').
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import aiohttp
 
 from parsers.errors import RuncastError
 
@@ -24,6 +27,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamHTTPError",
     "UpstreamTimeout",
+    "said",
 ]
 
 
@@ -134,3 +138,21 @@ class ConfigError(RuncastError):
 class ListenError(RuncastError):
     """The gateway cannot listen where it was told to: the address is in use, the host does not
     resolve, or the port is not allowed."""
+
+
+def said(exc: BaseException) -> str:
+    """What an aiohttp or socket error may tell runcast's callers: its kind, and for a socket's
+    own error the system's words. Never aiohttp's text: the ``repr`` of a response error carries
+    the request's headers, the upstream key among them, and a parse error's message quotes the
+    bytes the upstream sent. aiohttp's error stays chained (``raise ... from``), for a traceback."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        what = "the server closed the connection"
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        what = "its body is malformed or cut short"
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        what = "its answer is not valid HTTP/1.1"
+    elif isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror
+    else:
+        what = "the connection failed"
+    return f"{what} ({type(exc).__name__})"

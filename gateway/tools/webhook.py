@@ -48,8 +48,7 @@ import orjson
 from yarl import URL
 
 from gateway import tracing
-from gateway.errors import ToolError
-from gateway.upstream.transport import said
+from gateway.errors import ToolError, said
 
 from .handlers import ToolCall, encode_output
 

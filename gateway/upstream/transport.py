@@ -31,13 +31,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import tracing
-from gateway.errors import UpstreamConnectionError, UpstreamTimeout
+from gateway.errors import UpstreamConnectionError, UpstreamTimeout, said
 from parsers.errors import RemoteProtocolError
 
 from .scrub import Scrubber, StreamScrubber
 from .settings import UpstreamSettings
 
-__all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse", "said"]
+__all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
 
 
 _NO_BODY_SKIP = ("Content-Type",)
@@ -59,24 +59,6 @@ def _writable(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(
         CIMultiDict((name, value) for name, value in headers.items() if not _CONTROL.search(value))
     )
-
-
-def said(exc: BaseException) -> str:
-    """What an aiohttp or socket error may tell runcast's callers: its kind, and for a socket's
-    own error the system's words. Never aiohttp's text: the ``repr`` of a response error carries
-    the request's headers, the upstream key among them, and a parse error's message quotes the
-    bytes the upstream sent. aiohttp's error stays chained (``raise ... from``), for a traceback."""
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        what = "the server closed the connection"
-    elif isinstance(exc, aiohttp.ClientPayloadError):
-        what = "its body is malformed or cut short"
-    elif isinstance(exc, aiohttp.ClientResponseError):
-        what = "its answer is not valid HTTP/1.1"
-    elif isinstance(exc, OSError) and exc.strerror:
-        what = exc.strerror
-    else:
-        what = "the connection failed"
-    return f"{what} ({type(exc).__name__})"
 
 
 class UpstreamConnectError(UpstreamConnectionError):
