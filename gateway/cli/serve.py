@@ -127,7 +127,7 @@ def _run(coro: Any) -> None:
             log.error("%d task(s) ignored cancellation (%s): exiting without them", *stuck)
             _exit_now()
         runner.close()
-    threads = _stuck_threads(_LEFTOVER_WAIT)
+    threads = _stuck_threads()
     if threads:
         log.error("%d thread(s) still running (%s): exiting without them", *threads)
         _exit_now()
@@ -148,8 +148,8 @@ async def _stop_leftovers() -> tuple[int, str] | None:
     return (len(pending), ", ".join(sorted(t.get_name() for t in pending))) if pending else None
 
 
-def _stuck_threads(timeout: float) -> tuple[int, str] | None:
-    deadline = time.monotonic() + timeout
+def _stuck_threads() -> tuple[int, str] | None:
+    deadline = time.monotonic() + _LEFTOVER_WAIT
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in others:
         thread.join(max(0.0, deadline - time.monotonic()))

@@ -295,17 +295,17 @@ class _Handler(web.RequestHandler):
     """aiohttp's connection handler, counted by its :class:`Listener`, quiet on bad requests,
     deaf after a malformed one, a WebSocket held to its byte budget."""
 
-    __slots__ = ("_inbound", "_inbound_at", "_listener", "_malformed")
+    __slots__ = ("_deaf", "_inbound", "_inbound_at", "_listener")
 
     def __init__(self, manager: web.Server, listener: Listener, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._listener: Listener | None = listener
-        self._malformed = False
+        self._deaf = False  # nothing more is read: a malformed request, or a WebSocket cut
         self._inbound = float(_WS_BYTES_BURST)
         self._inbound_at = 0.0
 
     def data_received(self, data: bytes) -> None:
-        if self._payload_parser is not None and not self._malformed:  # a WebSocket's frames
+        if self._payload_parser is not None and not self._deaf:  # a WebSocket's frames
             now = time.monotonic()
             if not self._inbound_at:
                 self._inbound_at = now
@@ -313,7 +313,7 @@ class _Handler(web.RequestHandler):
             self._inbound = min(float(_WS_BYTES_BURST), budget) - len(data)
             self._inbound_at = now
             if self._inbound < 0:
-                self._malformed = True
+                self._deaf = True
                 log.info("WebSocket peer sent past its frame budget: connection cut")
                 if self.transport is not None:
                     self.transport.abort()
@@ -323,7 +323,7 @@ class _Handler(web.RequestHandler):
         # had buffered (up to 32 of them while a handler runs, 15 MB from 12 MB of junk after a
         # subscription's head), each held in a cycle through its traceback. The one error is
         # answered (400, closed) once the running handler is done.
-        if self._malformed:
+        if self._deaf:
             return
         super().data_received(data)
         messages = self._messages
@@ -331,7 +331,7 @@ class _Handler(web.RequestHandler):
             return
         error, payload = messages[-1]
         if isinstance(error, _ErrInfo):
-            self._malformed = True
+            self._deaf = True
             error.exc.__traceback__ = None
             if isinstance(error.exc, HttpProcessingError):
                 error.exc.message = error.exc.message[:_KEPT_MESSAGE]
