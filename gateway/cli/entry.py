@@ -17,7 +17,10 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runcast",
-        description="Gateway for OpenAI-style Assistants run streams: proxy, fan-out, resume.",
+        description=(
+            "Gateway for OpenAI-style streams (Assistants runs, Responses, Chat Completions):"
+            " proxy, fan-out, resume, tool automation."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
     subparsers = (

@@ -22,7 +22,10 @@ _S = TypeVar("_S")
 def add_mock_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
-    mock = commands.add_parser("mock", help="run the simulated Assistants API on its own")
+    mock = commands.add_parser(
+        "mock",
+        help="run the simulated Assistants, Responses and Chat Completions APIs on their own",
+    )
     mock_cli.add_arguments(mock)
     return mock
 

@@ -206,6 +206,19 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.strip() == f"runcast {importlib.metadata.version('runcast')}"
 
 
+def test_top_level_help_names_every_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    # The gateway relays and the simulator serves Assistants runs, Responses and Chat streams;
+    # the command list must not describe runcast as an Assistants-only tool.
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    description, commands = text.split("positional arguments:")
+    mock = commands.split(" mock ", 1)[1].split(" loadtest ", 1)[0]
+    for protocol in ("Assistants", "Responses", "Chat"):
+        assert protocol in description, description
+        assert protocol in mock, mock
+
+
 def _help_entries(help_text: str) -> dict[str, str]:
     """Each option's help entry in ``--help`` output, keyed by its first option string."""
     entries: dict[str, str] = {}
