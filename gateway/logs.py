@@ -13,6 +13,7 @@ tasks a request starts inherit its ids).
 Redaction is the last step of formatting, so no logger anywhere can leak a secret: the configured
 secrets (runcast's API keys, the token secret, the upstream key, the webhook secret) and anything
 shaped like one (``Bearer ...``, ``?token=...``, ``sk-...`` keys, JWTs) become ``***``.
+:func:`redact` applies the same rules to other text leaving the process (trace spans' errors).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "configure",
     "context_ids",
     "formatter",
+    "redact",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -177,10 +179,19 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+_active = Redactor()
+
+
+def redact(text: str) -> str:
+    """``text`` redacted as log lines are: the secrets of the last :func:`configure`, and
+    anything shaped like a secret."""
+    return _active(text)
+
+
 def formatter(kind: LogFormat, secrets: Iterable[str | None] = ()) -> logging.Formatter:
     """The formatter of ``kind``, redacting ``secrets`` and secret-shaped text."""
-    redact = Redactor(secrets)
-    return _JsonFormatter(redact) if kind == "json" else _TextFormatter(redact)
+    redactor = Redactor(secrets)
+    return _JsonFormatter(redactor) if kind == "json" else _TextFormatter(redactor)
 
 
 def configure(
@@ -188,10 +199,13 @@ def configure(
 ) -> logging.Handler:
     """Send every log record at ``level`` or above to stderr in ``kind``; returns the handler.
 
-    Replaces the root logger's handlers, so calling it again reconfigures rather than doubles.
+    Replaces the root logger's handlers, so calling it again reconfigures rather than doubles;
+    :func:`redact` follows the same ``secrets`` from then on.
     """
+    global _active
+    _active = Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(kind, secrets))
+    handler.setFormatter(_JsonFormatter(_active) if kind == "json" else _TextFormatter(_active))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

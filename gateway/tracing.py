@@ -11,14 +11,21 @@ OpenTelemetry SDK or ``opentelemetry-instrument``; without one it is OpenTelemet
 context rides on context variables, so a relay task started inside the creator's request, and
 everything it calls, is part of that request's trace. Without the extra every function here is a
 no-op: :func:`span` returns a shared null context and the others return at once.
+
+An exception leaving a span is recorded on it (status ``ERROR``, an ``exception`` event) with its
+message and stack trace redacted as log lines are (``gateway.logs.redact``): an HTTP client's
+error can quote what the upstream sent back, runcast's key included, and spans leave the process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import traceback
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
+
+from gateway import logs
 
 try:
     from opentelemetry import context as _context
@@ -39,13 +46,40 @@ def span(
     name: str, **attributes: str | int | float | bool | None
 ) -> contextlib.AbstractContextManager[Any]:
     """A span named ``name`` around a ``with`` block, a child of the current one (None
-    attributes are left out); exceptions are recorded on it."""
+    attributes are left out); exceptions are recorded on it, redacted."""
     if _trace is None:
         return _NULL
-    return _tracer().start_as_current_span(
+    return _span(name, {k: v for k, v in attributes.items() if v is not None})
+
+
+@contextlib.contextmanager
+def _span(name: str, attributes: dict[str, str | int | float | bool]) -> Iterator[Any]:
+    with _tracer().start_as_current_span(
         name,
         kind=_trace.SpanKind.CLIENT if name in _CLIENT_SPANS else _trace.SpanKind.INTERNAL,
-        attributes={k: v for k, v in attributes.items() if v is not None},
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
+        try:
+            yield current
+        except Exception as exc:
+            if current.is_recording():
+                _record(current, exc)
+            raise
+
+
+def _record(current: Any, exc: Exception) -> None:
+    kind = type(exc).__name__
+    message = logs.redact(str(exc))
+    current.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{kind}: {message}"))
+    current.add_event(
+        "exception",
+        {
+            "exception.type": kind,
+            "exception.message": message,
+            "exception.stacktrace": logs.redact("".join(traceback.format_exception(exc))),
+        },
     )
 
 

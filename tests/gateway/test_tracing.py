@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -68,3 +69,51 @@ def test_spans_reach_a_provider_set_after_the_first_span() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[('runcast.upstream', 'CLIENT', {'attempt': 1})]"
+
+
+LEAKY_ERROR = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from gateway import logs, tracing
+memory = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(memory))
+trace.set_tracer_provider(provider)
+logs.configure("text", "info", ["upstream-key-0123456789"])
+try:
+    with tracing.span("runcast.upstream"):
+        # What aiohttp says of an answer that quotes the request: the key, as configured and as
+        # a bearer credential.
+        raise ValueError("Bad status line: b'HTTP/1.1 2x0 upstream-key-0123456789 Bearer tok9'")
+except ValueError:
+    pass
+(span,) = memory.get_finished_spans()
+print(span.to_json(indent=None))
+"""
+
+
+def test_span_errors_never_carry_a_secret() -> None:
+    # The upstream's malformed answer quoted runcast's key; aiohttp's error text repeats it. The
+    # span says what failed, redacted as a log line would be.
+    done = subprocess.run(
+        [sys.executable, "-c", LEAKY_ERROR],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = done.stdout
+    assert "upstream-key-0123456789" not in exported
+    assert "tok9" not in exported
+    span = json.loads(exported)
+    assert span["status"]["status_code"] == "ERROR"
+    assert span["status"]["description"].startswith("ValueError: Bad status line")
+    (event,) = span["events"]
+    assert event["name"] == "exception"
+    assert event["attributes"]["exception.type"] == "ValueError"
+    assert "***" in event["attributes"]["exception.message"]
+    assert "in <module>" in event["attributes"]["exception.stacktrace"]
