@@ -23,6 +23,7 @@ import msgspec
 import tomli_w
 
 from gateway.errors import ConfigError
+from gateway.logs import masked_url
 from gateway.settings import Settings
 from gateway.tools import parse_webhook_args
 
@@ -87,6 +88,8 @@ _ENV_ALIASES: Mapping[str, str] = {
     "tools.webhook_secret": "RUNCAST_TOOL_WEBHOOK_SECRET",
 }
 SECRETS = frozenset({"api_keys", "token_secret", "upstream.api_key", "tools.webhook_secret"})
+# URLs may carry credentials (a Redis password, a webhook's userinfo or query key): shown masked.
+URLS = frozenset({"broker", "upstream.base_url", "tools.webhooks"})
 _AT = re.compile(r" - at `\$\.?([\w.\[\]]*)`$")
 _UNKNOWN = re.compile(r"unknown field `(\w+)`")
 
@@ -185,8 +188,7 @@ def _checked(key: str, value: Any, source: str, rule: Callable[[str], Any]) -> A
             return [rule(str(item)) for item in value]
         return rule(str(value))
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        shown = "***" if key in SECRETS else repr(value)
-        raise ConfigError(f"{key} = {shown} (from {source}): {exc}") from None
+        raise ConfigError(f"{key} = {_shown(key, value)} (from {source}): {exc}") from None
 
 
 def _file_values(path: str, schema: Mapping[str, Kind]) -> dict[str, Any]:
@@ -284,8 +286,7 @@ def _blame(message: str, values: Mapping[str, Any], sources: Mapping[str, str]) 
         key = _mentioned(message, values)
     if not key or key not in values:
         return message
-    shown = "***" if key in SECRETS else repr(values[key])
-    return f"{key} = {shown} (from {sources[key]}): {message}"
+    return f"{key} = {_shown(key, values[key])} (from {sources[key]}): {message}"
 
 
 def _mentioned(message: str, values: Mapping[str, Any]) -> str | None:
@@ -322,6 +323,8 @@ def render(effective: Effective) -> str:
             continue
         if key in SECRETS:
             value = ["***" for _ in value] if isinstance(value, list | tuple) else "***"
+        elif key in URLS:
+            value = _masked(value)
         if isinstance(value, dict):
             pairs = ", ".join(tomli_w.dumps({k: v}).strip() for k, v in value.items())
             text = f"{leaf} = {{ {pairs} }}" if pairs else f"{leaf} = {{}}"
@@ -335,6 +338,21 @@ def render(effective: Effective) -> str:
         out += ["", f"[{section}]" if not lines[0].startswith("# not set") else f"# [{section}]"]
         out += lines
     return "\n".join(out) + "\n"
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return masked_url(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
+def _shown(key: str, value: Any) -> str:
+    """How a refused value is quoted in its error: never a secret, nor a URL's credentials."""
+    if key in SECRETS:
+        return "***"
+    return repr(_masked(value) if key in URLS else value)
 
 
 def _inline(value: Any) -> str:

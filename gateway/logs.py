@@ -12,7 +12,8 @@ tasks a request starts inherit its ids).
 
 Redaction is the last step of formatting, so no logger anywhere can leak a secret: the configured
 secrets (runcast's API keys, the token secret, the upstream key, the webhook secret) and anything
-shaped like one (``Bearer ...``, ``?token=...``, ``sk-...`` keys, JWTs) become ``***``.
+shaped like one (``Bearer ...``, ``?token=...``, ``sk-...`` keys, JWTs, a URL's ``user:password@``)
+become ``***``.
 :func:`redact` applies the same rules to other text leaving the process (trace spans' errors).
 """
 
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Literal
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import orjson
 
@@ -38,6 +40,7 @@ __all__ = [
     "configure",
     "context_ids",
     "formatter",
+    "masked_url",
     "redact",
 ]
 
@@ -57,9 +60,11 @@ _SHAPES = (
     # RFC 6750 §2.1 bearer credentials, in headers echoed by a library or an error text.
     (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"), r"\1***"),
     # Subscribe tokens travel in the query string (EventSource cannot set headers).
-    (re.compile(r"(?i)([?&](?:token|access_token|api_key|key)=)[^&\s\"'#]+"), r"\1***"),
+    (re.compile(r"(?i)([?&](?:token|access_token|api[_-]key|key)=)[^&\s\"'#]+"), r"\1***"),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), "sk-***"),
     (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "***"),
+    # A URL's userinfo (RFC 3986 §3.2.1): a Redis broker's or a webhook's password.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@'\"]*@"), r"\1***@"),
 )
 # What every match of each shape contains: in the text's casefold for the case-insensitive ones
 # (case folding maps every letter the pattern's IGNORECASE accepts, such as the Kelvin sign for
@@ -70,6 +75,7 @@ _NEEDLES: tuple[tuple[tuple[str, ...], bool], ...] = (
     (("token=", "key="), True),
     (("sk-",), False),
     (("eyJ",), False),
+    (("://",), False),
 )
 
 _LEVELS: dict[LogLevel, int] = {
@@ -117,8 +123,15 @@ class Redactor:
     __slots__ = ("_secrets",)
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        # Longest first: a secret containing another is replaced whole.
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        # Each secret also as a URL query carries it (a key with `+`, `/` or `=`), longest first:
+        # a secret containing another is replaced whole.
+        forms = {
+            form
+            for secret in secrets
+            if secret
+            for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))
+        }
+        self._secrets = tuple(sorted(forms, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
@@ -177,6 +190,22 @@ class _JsonFormatter(logging.Formatter):
         elif record.exc_text:
             line["exception"] = self._redact(record.exc_text)
         return orjson.dumps(line).decode()
+
+
+def masked_url(url: str) -> str:
+    """``url`` as it may be shown: its userinfo (``user:password@``) and every query value,
+    where credentials travel, become ``***``; the rest is left as written."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{pair.partition('=')[0]}=***" if "=" in pair else pair for pair in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 _active = Redactor()

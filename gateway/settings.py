@@ -27,7 +27,7 @@ from gateway.errors import ConfigError
 from gateway.flags import host_port, is_origin
 from gateway.hub import HubSettings
 from gateway.hub.redis.tail import TailLimits
-from gateway.logs import LogFormat, LogLevel
+from gateway.logs import LogFormat, LogLevel, masked_url
 from gateway.mock.settings import MockSettings
 from gateway.tools.settings import ToolSettings
 from gateway.upstream import UpstreamSettings
@@ -217,7 +217,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def _check_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(REDIS_SCHEMES):
-            raise ConfigError(f"broker must be 'memory' or redis://HOST:PORT/DB: {self.broker!r}")
+            raise ConfigError(
+                f"broker must be 'memory' or redis://HOST:PORT/DB: {masked_url(self.broker)!r}"
+            )
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers!r}")
         if self.workers > 1 and not self.clustered:

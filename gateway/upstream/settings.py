@@ -7,9 +7,12 @@ values raise :class:`~gateway.errors.ConfigError` however it is built.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.logs import masked_url
 
 __all__ = ["UpstreamSettings"]
 
@@ -72,8 +75,17 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     any model's output limit."""
 
     def __post_init__(self) -> None:
+        shown = masked_url(self.base_url)
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"upstream base_url must be an http(s) URL, got {self.base_url!r}")
+            raise ConfigError(f"upstream base_url must be an http(s) URL, got {shown!r}")
+        if "@" in urlsplit(self.base_url).netloc:
+            # Every upstream request carries an Authorization header (runcast's key or the
+            # caller's), which aiohttp refuses to send beside credentials in the URL.
+            raise ConfigError(
+                f"upstream base_url must not carry credentials (user:password@), got {shown!r}:"
+                " the upstream key goes in OPENAI_API_KEY (or the variable --upstream-key-env"
+                " names)"
+            )
         for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"upstream {name} must be > 0")

@@ -170,6 +170,36 @@ def test_rendered_config_is_toml_that_loads_back_to_the_same_settings(tmp_path: 
     assert again.settings.api_keys == effective.settings.api_keys
 
 
+def test_rendered_config_masks_credentials_inside_urls(tmp_path: Path) -> None:
+    # A Redis password and a webhook's userinfo and query key are secrets too.
+    env = {"RUNCAST_TOKEN_SECRET": SECRET, "RUNCAST_TOOL_WEBHOOK_SECRET": "w" * 16}
+    effective = _load(
+        tmp_path,
+        None,
+        env,
+        "--broker",
+        "redis://:redisPW@127.0.0.1:6379/0",
+        "--tool-webhook",
+        "x=https://hookuser:hookPW@h.example/hook?code=AZUREKEY&v=2",
+    )
+    text = config.render(effective)
+    for secret in ("redisPW", "hookuser", "hookPW", "AZUREKEY"):
+        assert secret not in text
+    lines = text.splitlines()
+    assert 'broker = "redis://***@127.0.0.1:6379/0"  # flag --broker' in lines
+    assert 'webhooks = { x = "https://***@h.example/hook?code=***&v=***" }' in text
+
+
+def test_an_upstream_url_with_credentials_is_refused_without_showing_them(tmp_path: Path) -> None:
+    # aiohttp refuses every request whose URL has userinfo beside an Authorization header, and
+    # runcast always sends one: the upstream key belongs in OPENAI_API_KEY.
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, None, {}, "--upstream", "http://user:upPW@127.0.0.1:9/v1")
+    assert "credentials" in str(refused.value)
+    assert "upPW" not in str(refused.value)
+    assert "http://***@127.0.0.1:9/v1" in str(refused.value)
+
+
 def test_runcast_config_process_prints_the_effective_configuration(tmp_path: Path) -> None:
     path = tmp_path / "runcast.toml"
     path.write_text('log_format = "json"\n')

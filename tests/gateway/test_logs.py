@@ -56,14 +56,34 @@ def test_text_line_names_the_ids() -> None:
         "GET /streams/runs/run_1?since=3&token=abc.def.ghi",
         "upstream said: invalid key sk-proj-0123456789abcdefghij",
         "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+        "broker redis://:redisPW@127.0.0.1:6379/0, node n1",
+        "upstream http://user:upPW@10.0.0.1:8000/v1",
+        "webhook HTTPS://hookPW@h.example/hook failed",
+        "GET /v1/models?api-key=abc.def 401",
     ],
 )
 def test_secrets_and_secret_shapes_are_redacted(text: str) -> None:
     redact = logs.Redactor(["my-configured-secret-value", None, ""])
     out = redact(text)
-    for leaked in ("my-configured-secret-value", "abc.def", "0123456789abcdefghij", "eyJ"):
+    leaks = ("my-configured-secret-value", "abc.def", "0123456789abcdefghij", "eyJ", "PW@", "PW")
+    for leaked in leaks:
         assert leaked not in out
     assert "***" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET /v1/models?key=Kx%2By%2Fz%3Dw%20q 401",
+        "GET /v1/models?x=Kx%2By%2Fz%3Dw+q 401",
+        "GET /v1/models?x=Kx+y/z=w q 401",
+    ],
+)
+def test_a_configured_secret_is_redacted_in_its_url_encoded_forms(text: str) -> None:
+    # A caller that puts a key with URL-special characters in a query string sends it encoded.
+    out = logs.Redactor(["Kx+y/z=w q"])(text)
+    assert "Kx" not in out
+    assert out.startswith("GET /v1/models?") and out.endswith(" 401")
 
 
 def _every_shape(text: str) -> str:
@@ -75,7 +95,7 @@ def _every_shape(text: str) -> str:
 
 _PIECES = [
     "Bearer ", "BEARER\t", "bEaReR  ", "\u212aey=", "?token=", "&TOKEN=", "&access_token=",
-    "?api_key=", "?Key=", "sk-", "sk-proj-0123456789abcdefghij", "eyJ", "eyJa.b.c", "abc", "=",
+    "?api_key=", "?Api-Key=", "?Key=", "sk-", "http://", "redis://", "u:p@", ":pw@", "@", "/", "sk-proj-0123456789abcdefghij", "eyJ", "eyJa.b.c", "abc", "=",
     "&", "?", " ", ".", "-", "\u017f", "\u0130", "ß", "\u212a",
 ]  # fmt: skip
 
