@@ -171,6 +171,7 @@ def create_app(
         ttl=settings.token_ttl,
         open_mode=settings.open_subscribe,
         callers=callers,
+        cors_origins=settings.cors_origins,
     )
     app[CONNECTIONS] = SubscriberConnections()
     app[DRAIN] = Drain()

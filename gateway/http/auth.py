@@ -12,7 +12,9 @@ Two independent mechanisms:
   the thread's or conversation's token can fetch the current run's or response's snapshot. A runcast key in ``Authorization`` is
   accepted in place of a token (backends subscribing directly), never in ``?token=``: keys must
   not travel in URLs, in either mode. In open mode every other subscribe request is allowed
-  (tokens are still minted, so clients need not know which mode they talk to).
+  (tokens are still minted, so clients need not know which mode they talk to), except a
+  WebSocket from a page of another site (``cors.cross_site``; WebSocket has no CORS): it is
+  checked as in token mode, and one without a credential gets 403 ``cors_origin``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from gateway.settings import MIN_TOKEN_SECRET_BYTES
 
+from .cors import cross_site
 from .errors import RequestError
 
 __all__ = ["CallerAuth", "MintedToken", "TokenAuthority", "bearer"]
@@ -109,15 +112,24 @@ class CallerAuth:
 class TokenAuthority:
     """Mints and verifies subscribe tokens (HS256 JWT scoped to one channel)."""
 
-    __slots__ = ("_callers", "_open", "_secret", "_ttl")
+    __slots__ = ("_callers", "_open", "_origins", "_secret", "_ttl")
 
-    def __init__(self, secret: bytes, *, ttl: float, open_mode: bool, callers: CallerAuth) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        ttl: float,
+        open_mode: bool,
+        callers: CallerAuth,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
         if len(secret) < MIN_TOKEN_SECRET_BYTES:
             raise ValueError(f"subscribe tokens need a secret of >= {MIN_TOKEN_SECRET_BYTES} bytes")
         self._secret = secret
         self._ttl = ttl
         self._open = open_mode
         self._callers = callers
+        self._origins = tuple(cors_origins)
 
     @property
     def open_mode(self) -> bool:
@@ -147,9 +159,17 @@ class TokenAuthority:
                 "Authorization header, or use a subscribe token (POST /tokens) in ?token=",
                 code="api_key_in_url",
             )
-        if self._open:
-            return
         credential = in_url or bearer(request)
+        if self._open:
+            if not self._cross_site_websocket(request):
+                return
+            if credential is None:
+                raise RequestError(
+                    403,
+                    "a WebSocket from a page of another site needs a subscribe token, or its "
+                    "origin allowed with --cors-origin",
+                    code="cors_origin",
+                )
         if credential is None:
             raise RequestError(
                 401,
@@ -181,3 +201,8 @@ class TokenAuthority:
             raise RequestError(
                 403, f"subscribe token is not valid for {channel}", code="token_scope"
             )
+
+    def _cross_site_websocket(self, request: web.Request) -> bool:
+        return request.headers.get("Upgrade", "").lower() == "websocket" and cross_site(
+            request, self._origins
+        )

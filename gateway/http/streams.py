@@ -25,9 +25,8 @@ from gateway.errors import SubscriberError
 from gateway.hub import serve_subscriber, since_from_request
 from gateway.runs.channels import run_channel, thread_channel
 
-from .cors import cross_site
 from .errors import RequestError
-from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, SETTINGS, TOKENS
+from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 
 __all__ = [
     "ID_PATTERN",
@@ -80,17 +79,6 @@ async def serve_channel(request: web.Request, channel: str, *, create: bool) -> 
     snapshot); with ``create`` it may be subscribed before its first event."""
     since = since_from_request(request)
     request.app[DRAIN].check()
-    if (
-        request.app[TOKENS].open_mode
-        and request.headers.get("Upgrade", "").lower() == "websocket"
-        and cross_site(request, request.app[SETTINGS].cors_origins)
-    ):
-        raise RequestError(
-            403,
-            "a WebSocket from a page of another site needs a subscribe token, or its origin "
-            "allowed with --cors-origin",
-            code="cors_origin",
-        )
     with request.app[CONNECTIONS].track(channel, request):
         return await serve_subscriber(
             request,

@@ -538,9 +538,10 @@ async def test_open_mode_refuses_websockets_from_pages_of_other_sites(
     allowing = await start_runcast(recording.url, cors_origins=("http://app.example",))
     host = runcast.url.removeprefix("http://")
 
-    async def upgrade(base: str, headers: dict[str, str]) -> int:
+    async def upgrade(base: str, headers: dict[str, str], query: str = "") -> int:
+        url = f"{base}/streams/channels/s42{query}"
         try:
-            async with runcast.session.ws_connect(f"{base}/streams/channels/s42", headers=headers):
+            async with runcast.session.ws_connect(url, headers=headers):
                 return 101
         except aiohttp.WSServerHandshakeError as exc:
             return exc.status
@@ -553,6 +554,14 @@ async def test_open_mode_refuses_websockets_from_pages_of_other_sites(
     assert await upgrade(runcast.url, behind_proxy) == 101
     assert await upgrade(allowing.url, {"Origin": "http://app.example"}) == 101
     assert await upgrade(allowing.url, {"Origin": "http://evil.example"}) == 403
+    # A page of another site that holds a subscribe token (its backend asked POST /tokens)
+    # shows it, as it would to a gateway that needs tokens; a forged one does not pass.
+    evil_page = {"Origin": "http://evil.example"}
+    held = runcast.app[TOKENS].mint("channel:s42").token
+    assert await upgrade(runcast.url, evil_page, f"?token={held}") == 101
+    assert await upgrade(runcast.url, evil_page, f"?token={held[:-2]}") == 401
+    other = runcast.app[TOKENS].mint("channel:s43").token
+    assert await upgrade(runcast.url, evil_page, f"?token={other}") == 403
     # With tokens, the token is the credential: a page of another site has none to show.
     tokens = await start_runcast(recording.url, subscribe_auth="token")
     token = tokens.app[TOKENS].mint("channel:s42").token
