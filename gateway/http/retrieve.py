@@ -172,7 +172,7 @@ async def serve_logged_response(
     """Answer from the log, or None when runcast does not hold the response (proxy it)."""
     broker = request.app[BROKER]
     channel = response_channel(response_id)
-    stats = broker.channel_statistics(channel)
+    stats = await broker.held(channel)
     if stats is None or not await _may_read(request, response_id, api_key):
         return None
     sink = _Sink(request.app[SETTINGS].creator_buffer_bytes)

@@ -462,6 +462,11 @@ class Broker(Protocol):
         """What this process holds of the channel (no I/O); None if it holds nothing."""
         ...
 
+    async def held(self, channel: str) -> ChannelStatistics | None:
+        """What this process holds of the channel once it has read the channel from the shared
+        log, as subscribing would (a channel another node publishes); None if no node has it."""
+        ...
+
     def statistics(self) -> BrokerStatistics: ...
 
     async def aclose(self) -> None:

@@ -212,6 +212,9 @@ class MemoryBroker:
     async def channel_info(self, channel: str) -> ChannelStatistics | None:
         return self.channel_statistics(channel)
 
+    async def held(self, channel: str) -> ChannelStatistics | None:
+        return self.channel_statistics(channel)
+
     def channel_statistics(self, channel: str) -> ChannelStatistics | None:
         ch = self._channels.get(channel)
         return None if ch is None else ch.statistics()

@@ -160,7 +160,7 @@ async def serve_sse(
     if request.method == hdrs.METH_HEAD:
         # RFC 9110 section 9.3.2: the head a GET would get and no body. The hub writes frames
         # past aiohttp (which alone knows to drop a HEAD's body), so no subscription is made.
-        if not create and broker.channel_statistics(channel) is None:
+        if not create and await broker.held(channel) is None:
             raise SubscriberError(404, "unknown_channel", f"no such stream: {channel}")
         return web.Response(headers={**SSE_HEADERS, **(headers or {})})
     chunked = request.version >= HttpVersion11

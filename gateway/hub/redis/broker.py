@@ -293,6 +293,15 @@ class RedisBroker(MemoryBroker):
             return None
         return await super().snapshot(channel)
 
+    async def held(self, channel: str) -> ChannelStatistics | None:
+        try:
+            await self._local.mirror(channel, create=False, owner=None)
+        except SubscriberError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return self.channel_statistics(channel)
+
     async def channel_info(self, channel: str) -> ChannelStatistics | None:
         epoch, last, end = await self._log.read_meta(channel)
         if epoch is None:

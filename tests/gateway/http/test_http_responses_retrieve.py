@@ -13,8 +13,9 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from http_helpers import WAIT, Gateway, StartGateway, sdk_client
+from http_helpers import WAIT, Gateway, StartGateway, StartSim, sdk_client
 from openai import AsyncOpenAI
+from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 
 
 def _body(**extra: Any) -> dict[str, Any]:
@@ -56,6 +57,33 @@ async def test_retrieve_stream_follows_a_live_response(start_gateway: StartGatew
     finally:
         await client.close()
     assert _dump(replay) == _dump([first, *rest])
+
+
+@pytest.mark.asyncio
+async def test_any_node_of_a_cluster_answers_from_the_shared_log(
+    start_gateway: StartGateway,
+    start_sim: StartSim,
+    redis_server: RedisServer,
+    session: aiohttp.ClientSession,
+) -> None:
+    # The response streamed through node a; node b holds nothing of it locally until asked.
+    redis_server.flush()
+    upstream = await start_sim()
+    a = await start_gateway(upstream_url=upstream, broker=redis_server.url, node_id="a")
+    b = await start_gateway(upstream_url=upstream, broker=redis_server.url, node_id="b")
+    creator, reader = sdk_client(a), sdk_client(b)
+    try:
+        original = [e async for e in await creator.responses.create(**_body(), stream=True)]
+        response_id = original[0].response.id
+        async with session.head(f"{b.url}/streams/responses/{response_id}") as head:
+            assert head.status == 200
+        replay = [e async for e in await reader.responses.retrieve(response_id, stream=True)]
+        assert _dump(replay) == _dump(original)
+        after = await reader.responses.retrieve(response_id, stream=True, starting_after=4)
+        assert _dump([e async for e in after]) == _dump(original[5:])
+    finally:
+        await creator.close()
+        await reader.close()
 
 
 async def _collect(client: AsyncOpenAI, response_id: str) -> list[Any]:
