@@ -300,6 +300,14 @@ class Channel:
         if self._counters.subscribers >= self._settings.max_subscribers:
             raise SubscriberError(429, "too_many_subscribers", "the hub has too many subscribers")
 
+    def begin_epoch(self, epoch: str) -> None:
+        """The log of this pending channel began (Redis mode: its first event brings the epoch);
+        subscribers already waiting on it number their positions in that epoch from now on."""
+        self.epoch = epoch
+        for sinks in self._sinks.values():
+            for sink in sinks:
+                sink.start(epoch)
+
     def attach(self, sink: Sink, *, since: Position | None, snapshot: bool) -> None:
         """Write what the subscriber asked for from the past, then attach it (or end it)."""
         self.check_capacity()

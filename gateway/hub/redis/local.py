@@ -176,7 +176,7 @@ class LocalChannels:
     def feed_at(self, ch: Channel, at: Position, events: Sequence[HubEvent]) -> bool:
         """Feed ``events`` (first at ``at``) when they continue the local channel; else False."""
         if ch.pending and ch.last_seq == 0:
-            ch.epoch = at.epoch
+            ch.begin_epoch(at.epoch)
         if at.epoch != ch.epoch or at.seq != ch.last_seq + 1:
             return False
         self.feed(ch, events)
@@ -200,7 +200,7 @@ class LocalChannels:
         if ch is None:
             return
         if ch.pending and ch.last_seq == 0:
-            ch.epoch = m.epoch
+            ch.begin_epoch(m.epoch)
         if m.epoch != ch.epoch:
             self.reset(ch)
             return

@@ -332,3 +332,22 @@ async def test_a_node_publishing_to_a_channel_it_does_not_hold_serves_all_of_it(
             while (held := broker.channel_statistics(RUN)) is None or held.last_seq < 3:
                 await asyncio.sleep(0.01)
         assert (await taker.snapshot(RUN)) == (await broker.snapshot(RUN))
+
+
+@pytest.mark.parametrize("publisher", ["this node", "another node"])
+async def test_notices_to_a_subscriber_that_came_first_name_the_epoch_the_log_began_with(
+    broker: RedisBroker, redis_server: RedisServer, publisher: str
+) -> None:
+    # Subscribed before the channel's first event (a thread between runs), the subscriber had
+    # no epoch yet; the shutdown notice must still name a position it can resume from.
+    sink = BufferSink()
+    await broker.subscribe(RUN, sink, create=True)
+    if publisher == "this node":
+        positions = await broker.publish([RUN], [ev(1), ev(2)])
+    else:
+        async with RedisBroker(redis_server.url, settings()) as other:
+            positions = await other.publish([RUN], [ev(1), ev(2)])
+    await until(lambda: sink.last_seq == 2)
+    await broker.aclose()
+    (notice,) = [e for e in SSEDecoder().feed(sink.take()) if e.event == "runcast.shutdown"]
+    assert json.loads(notice.data)["epoch"] == positions[RUN].epoch != ""
