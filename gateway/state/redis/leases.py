@@ -8,6 +8,11 @@ Keys (``<ns>`` = the namespace):
 ``<ns>:lease:<run>:last`` string the last token handed out on the run (outlives release and
                                  expiry: the fence, and who may take a lapsed lease back)
 ========================= ====== ==========================================================
+
+The fence is kept :data:`RETENTION` after each acquisition (a lapsed lease may be taken back,
+or its holder come back from a partition, at any time while its run lives) and
+:data:`FENCE_AFTER_RELEASE` once its holder released the lease: one key per run, kept a week,
+would hold millions of keys in a busy cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from gateway.hub import Fence
 from gateway.state.leases import Lease
 from gateway.state.redis.client import RETENTION, as_text
 
-__all__ = ["RedisRunLeases"]
+__all__ = ["FENCE_AFTER_RELEASE", "RedisRunLeases"]
+
+FENCE_AFTER_RELEASE = 3600
+"""Seconds a released run's fence still refuses its older holders (a node back from a partition
+with events of that run held, ``hub/redis/tail.py``)."""
 
 _ACQUIRE = """
 if ARGV[3] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -54,6 +63,7 @@ local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
 if string.sub(value, 1, string.find(value, '|', 1, true) - 1) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -89,7 +99,10 @@ class RedisRunLeases:
         return None if value is None else _lease(lease.run_id, value)
 
     async def release(self, lease: Lease) -> bool:
-        return bool(await self._release(keys=[self._key(lease.run_id)], args=[lease.token]))
+        key = self._key(lease.run_id)
+        return bool(
+            await self._release(keys=[key, f"{key}:last"], args=[lease.token, FENCE_AFTER_RELEASE])
+        )
 
     async def holder(self, run_id: str) -> Lease | None:
         value = await self._client.get(self._key(run_id))

@@ -55,6 +55,26 @@ async def test_a_lease_taken_over_by_another_node_fences_the_first(
 
 
 @pytest.mark.asyncio
+async def test_a_released_runs_fence_is_kept_an_hour_not_a_week(
+    nodes: tuple[str, list[aioredis.Redis]],
+) -> None:
+    # One fence key per run: kept a week after every run, 100 runs/s held 60 M keys (~6 GB).
+    ns, (a, b) = nodes
+    on_a = RedisRunLeases(a, namespace=ns)
+    on_b = RedisRunLeases(b, namespace=ns)
+    old = await on_a.acquire("run_1", "node-a", ttl=10)
+    new = await on_b.acquire("run_1", "node-b", ttl=10, take_over=True)
+    assert old is not None and new is not None
+    fence = f"{ns}:lease:run_1:last"
+    assert not await on_a.release(old)  # superseded: the fence stays as the taker set it
+    assert await a.ttl(fence) > 24 * 3600
+    assert await on_b.release(new)
+    assert 3500 < await a.ttl(fence) <= 3600
+    # Within that hour the fence still refuses the older holder's writes.
+    assert int(await a.get(fence)) == new.token
+
+
+@pytest.mark.asyncio
 async def test_a_take_over_on_one_node_supersedes_the_claimant_on_another(
     nodes: tuple[str, list[aioredis.Redis]],
 ) -> None:
