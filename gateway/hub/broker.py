@@ -338,7 +338,8 @@ class Sink(Protocol):
     that format) and the seq of the batch's last event; it returns False when the sink is finished
     (peer gone, or cut off for lagging; ``end_reason`` says which) and must be detached.
     ``heartbeat`` writes a keep-alive and ``poll`` only checks, both returning False likewise.
-    ``end`` is final and idempotent: no ``send`` follows it.
+    ``end`` is final and idempotent: no ``send`` follows it. ``rewind`` ends it too, telling the
+    subscriber to resume from ``seq``: what it got after that is not the log's (Redis mode).
     """
 
     @property
@@ -356,6 +357,8 @@ class Sink(Protocol):
     def poll(self) -> bool: ...
 
     def end(self, reason: EndReason) -> None: ...
+
+    def rewind(self, seq: int) -> None: ...
 
 
 class Subscription(Protocol):

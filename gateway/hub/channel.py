@@ -364,15 +364,21 @@ class Channel:
         self.ended_at = now
         self.end_all("ended")
 
-    def end_all(self, reason: EndReason) -> None:
+    def end_all(self, reason: EndReason, *, rewind_to: int | None = None) -> None:
+        """End every subscriber; with ``rewind_to``, as lagging behind that seq (``Sink.rewind``)."""
         self.flush()
         ends = self._counters.ends
+        if rewind_to is not None:
+            reason = "lagged"
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
             if sinks:
                 ends[reason] = ends.get(reason, 0) + len(sinks)
             for sink in list(sinks):
-                sink.end(reason)
+                if rewind_to is None:
+                    sink.end(reason)
+                else:
+                    sink.rewind(rewind_to)
             sinks.clear()
 
     def sweep(self, now: float, *, heartbeat: bool) -> None:

@@ -60,6 +60,15 @@ class _SinkBase:
     def start(self, epoch: str) -> None:
         self.epoch = epoch
 
+    def rewind(self, seq: int) -> None:
+        """What this sink got after ``seq`` is not what the log holds there (a node that lost its
+        run while Redis was away numbered it): end it with ``runcast.lagged`` carrying the
+        position ``seq`` as its id, so that the subscriber resumes from the log's own events."""
+        if self._reason is None:
+            self.last_seq = min(self.last_seq, seq)
+            self._write_last(self._lagged_frame(numbered=True))
+            self.end("lagged")
+
     def end(self, reason: EndReason) -> None:
         if self._reason is None:
             if reason == "shutdown":
@@ -78,10 +87,13 @@ class _SinkBase:
         assert self._reason is not None
         return self._reason
 
-    def _lagged_frame(self) -> bytes:
+    def _lagged_frame(self, *, numbered: bool = False) -> bytes:
+        """The ``runcast.lagged`` notice; ``numbered``, it carries the position it names as its
+        id (SSE ``id:``, which is what an EventSource resumes from), else none, like notices."""
         where = f"since={Position(self.epoch, self.last_seq)}"
         data = lagged_payload(self.epoch, self.last_seq, where)
-        return frames.encode_items(self._format, [(None, LAGGED_EVENT, data)])
+        seq = self.last_seq if numbered else None
+        return frames.encode_items(self._format, [(seq, LAGGED_EVENT, data)], self.epoch)
 
     def _shutdown_frame(self) -> bytes:
         data = b'{"epoch":"%s","seq":%d,"retry_ms":%d}' % (

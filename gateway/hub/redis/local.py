@@ -237,9 +237,13 @@ class LocalChannels:
         self.feed_at(ch, Position(ch.epoch, start), events)
         return ch
 
-    def reset(self, ch: Channel) -> None:
+    def reset(self, ch: Channel, *, log_holds: int | None = None) -> None:
         """The log is not the one this channel mirrors (a new epoch, or a hole it no longer holds):
-        cut the subscribers off so they resume (``runcast.history_lost`` then the snapshot)."""
+        cut the subscribers off so they resume (``runcast.history_lost`` then the snapshot).
+
+        ``log_holds``: the last seq of this channel that is the log's too (this node numbered
+        what followed itself while Redis was away, and the log has other events there): the
+        subscribers are told to resume from it (``Sink.rewind``), not from what they got."""
         logger.warning("channel %s: the log moved on (new epoch or lost range); resetting", ch.name)
-        ch.end_all("lagged")
+        ch.end_all("lagged", rewind_to=log_holds)
         self._registry.drop(ch)

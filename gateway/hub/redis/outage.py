@@ -232,7 +232,7 @@ class Outage:
                 "of it is not re-appended",
                 held.channel,
             )
-            self._local.reset(ch)
+            self._local.reset(ch, log_holds=held.first - 1)
 
     async def _reappend_some(self, batch: Sequence[Held]) -> None:
         log = self._log
@@ -263,7 +263,7 @@ class Outage:
                 # numbered is not the log's numbering; its subscribers resume from the log.
                 ch = self._local.channels.get(held.channel)
                 if ch is not None and ch.epoch == held.epoch:
-                    self._local.reset(ch)
+                    self._local.reset(ch, log_holds=held.first - 1)
 
 
 def _degraded(since: float) -> bytes:

@@ -316,3 +316,45 @@ async def test_what_the_owner_held_is_refused_once_another_node_took_its_run_ove
         assert a.fenced_out == 1 and a.reappended == 0
     assert [e[0] for e in await client.xrange(KEYS.log(RUN))] == [b"1-0"]
     assert b"end" not in await client.hgetall(KEYS.meta(RUN))
+
+
+async def test_subscribers_of_an_owner_fenced_out_are_sent_back_to_what_the_log_holds(
+    server: RedisServer, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner delivered seqs 2 and 3 to its own subscriber while Redis was away; another node
+    took the run over and wrote its own seq 2 and 3. The subscriber is cut off with its position
+    moved back to 1, the log's last that it had: resuming from 3 would have skipped the new
+    owner's events (and the thread's next run's) under the same epoch."""
+    gate = asyncio.Event()
+    reappend = Outage._reappend_some
+
+    async def gated(self: Outage, batch: Sequence[Held]) -> None:
+        await gate.wait()
+        await reappend(self, batch)
+
+    monkeypatch.setattr(Outage, "_reappend_some", gated)
+    fence = Fence("rc:test:lease", 1)
+    await client.set(fence.key, "1|node-a")
+    sink = BufferSink()
+    async with node(server) as a:
+        await a.subscribe(RUN, sink, create=True)
+        epoch = (await a.publish([RUN], [ev(1)], fence=fence))[RUN].epoch
+        server.stop(save=True)
+        try:
+            async with asyncio.timeout(3):
+                assert (await a.publish([RUN], [ev(2), ev(3)], fence=fence))[RUN].seq == 2
+        finally:
+            server.start()
+        await client.set(fence.key, "2|node-b")
+        async with node(server) as b:
+            await b.publish([RUN], [ev(20), ev(30)])  # the taker's seq 2 and 3
+        gate.set()
+        await until(lambda: sink.end_reason is not None)
+    raw = sink.take()
+    events = decode(raw)
+    assert seqs(events) == [1, 2, 3]
+    notice = events[-1]
+    assert notice.event == "runcast.lagged"
+    assert notice.id == f"{epoch}-1"  # EventSource resumes from here
+    assert (json.loads(notice.data)["epoch"], json.loads(notice.data)["seq"]) == (epoch, 1)
+    assert f"since={epoch}-1" in json.loads(notice.data)["error"]["message"]
