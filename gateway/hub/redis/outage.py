@@ -223,7 +223,8 @@ class Outage:
 
     def _fenced_out(self, held: Held) -> None:
         """Another node took the run over while this one held ``held``: the log is the new
-        owner's, and what this node's subscribers got of it beyond the log is not."""
+        owner's, and what this node's subscribers got of it beyond the log is not (the refusal
+        renamed the log's epoch: ``wire.APPEND``); they resume from the log's last position."""
         self.fenced_out += len(held.events)
         ch = self._local.channels.get(held.channel)
         if ch is not None and ch.epoch == held.epoch:  # once per channel: reset drops it

@@ -44,13 +44,16 @@ __all__ = [
 
 APPEND = """
 local n = tonumber(ARGV[6])
+local want = tonumber(ARGV[10])
 if KEYS[3] then
   local lease = redis.call('GET', KEYS[3])
   if lease and tonumber(string.match(lease, '^%d+')) > tonumber(ARGV[11 + 2 * n]) then
+    if want > 0 and redis.call('HGET', KEYS[1], 'ep') == ARGV[9] then
+      redis.call('HSET', KEYS[1], 'ep', ARGV[2])
+    end
     return false
   end
 end
-local want = tonumber(ARGV[10])
 local m = redis.call('HMGET', KEYS[1], 'ep', 's', 'bt', 'bf')
 local ep = m[1]
 if ep and m[3] == ARGV[8] then
@@ -91,7 +94,12 @@ data of each event, then (with a fence) the publisher's lease token.
 
 With a fence, nil (nothing written) when the lease key holds ``<token>|...`` with a greater token
 than the publisher's: it lost its run to another holder. (The lease key lives outside the
-channel's hash tag: a Redis Cluster deployment would need it in the channel's slot.)
+channel's hash tag: a Redis Cluster deployment would need it in the channel's slot.) A batch the
+publisher numbered itself (held while Redis was away) was already delivered to its subscribers
+at those positions, which the log gives to others' events: refused, it renames the log's epoch
+(the new one drawn for the call) when that is still the one numbered with, so that no position
+handed out in it matches an event of the log again (resuming from one gets
+``runcast.history_lost``, then the snapshot).
 
 Returns ``{epoch, first seq, status}``: ``0`` appended (at the wanted seqs, if any), ``1`` already
 in the log (a retry whose first attempt landed: nothing appended, nothing announced), ``2``

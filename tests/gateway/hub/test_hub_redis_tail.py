@@ -16,7 +16,7 @@ from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer, emptied
 
 from gateway.errors import BrokerUnavailable, SubscriberError
-from gateway.hub import BufferSink, Fence, HubEvent
+from gateway.hub import BufferSink, Fence, HubEvent, Position
 from gateway.hub.redis import RedisBroker
 from gateway.hub.redis import broker as broker_module
 from gateway.hub.redis.outage import Outage
@@ -358,3 +358,15 @@ async def test_subscribers_of_an_owner_fenced_out_are_sent_back_to_what_the_log_
     assert notice.id == f"{epoch}-1"  # EventSource resumes from here
     assert (json.loads(notice.data)["epoch"], json.loads(notice.data)["seq"]) == (epoch, 1)
     assert f"since={epoch}-1" in json.loads(notice.data)["error"]["message"]
+    # The positions this node handed out are not the log's: the log's epoch is renamed, so none
+    # of them can match what the log holds now or later (the thread's next run would reach 3).
+    renamed = (await client.hget(KEYS.meta(RUN), "ep")).decode()
+    assert renamed != epoch
+    late = BufferSink()
+    async with node(server) as c:
+        await c.subscribe(RUN, late, since=Position(epoch, 3))
+        await c.publish([RUN], [ev(4)])
+        await until(lambda: b'"i":4' in bytes(late._buffer))
+    events = decode(late.take())
+    assert events[0].event == "runcast.history_lost"
+    assert {e.id.rpartition("-")[0] for e in events if e.id} == {renamed}
