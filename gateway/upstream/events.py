@@ -11,6 +11,7 @@ before it have been handed out.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -114,6 +115,11 @@ class EventStream:
                 response.release()
             if events:
                 return list(events)
+            if not self._finished:
+                # A read that completed no event (comments, part of a long line): the next may
+                # be buffered already (a decompressed body comes in large pieces that read at
+                # once), and reading them back to back would hold the loop for the whole body.
+                await asyncio.sleep(0)
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             raise deferred

@@ -30,6 +30,7 @@ How a stream ends (spec §2.1, §2.4, Appendix C):
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -275,6 +276,11 @@ class RunStream:
             self._finished = True
             response.release()
             self._deferred = self._judge_eof(cut)
+        elif not self._pending:
+            # A read that completed nothing to hand out: the next may be buffered already (a
+            # decompressed body comes in large pieces), and reading them back to back would hold
+            # the loop for the whole body.
+            await asyncio.sleep(0)
 
     def _take(self, sse: ServerSentEvent) -> None:
         decode_error: EventDecodeError | None = None

@@ -3,11 +3,17 @@ events read before it, an HTTP error or a JSON answer refused at open, over real
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import itertools
+
 import pytest
+from aiohttp import web
 
 from gateway.errors import UpstreamConnectionError, UpstreamHTTPError
 from gateway.upstream import UpstreamClient
 from gateway.upstream.events import EventStream
+from gateway.upstream.transport import UpstreamResponse
 from parsers.errors import RemoteProtocolError
 from parsers.sse import ServerSentEvent
 
@@ -69,3 +75,47 @@ async def test_http_error_and_json_answers_are_refused_at_open(
     with pytest.raises(RemoteProtocolError):
         async with _open(client):
             pass
+
+
+@pytest.mark.asyncio
+async def test_reads_without_events_give_the_loop_a_turn(
+    upstream: FakeUpstream, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gzip body of comment lines: tens of KB on the wire, aiohttp hands it out decompressed in
+    # large buffered pieces that read at once. Reading them back to back held the event loop
+    # (health checks, every other run) for the whole body: 7 s for 64 MiB.
+    body = b": keep\n" * (4 * 1024 * 1024 // 7) + b"data: {}\n\n"
+
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(body, compresslevel=1),
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+        )
+
+    upstream.route("POST", "/responses", compressed)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+    real = UpstreamResponse.read_chunk
+
+    async def counted(self: UpstreamResponse) -> bytes:
+        seen.append(ticks)
+        return await real(self)
+
+    monkeypatch.setattr(UpstreamResponse, "read_chunk", counted)
+    async with _open(client) as stream:
+        task = asyncio.create_task(ticker())
+        try:
+            events = await stream.read_batch()
+        finally:
+            task.cancel()
+    assert [e.data_bytes for e in events] == [b"{}"]
+    assert len(seen) > 3
+    # Between any two reads the loop ran other tasks.
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import itertools
 
 import orjson
 import pytest
@@ -10,6 +12,7 @@ from aiohttp import web
 
 from gateway.errors import StreamTooLarge, StreamTruncated, UpstreamTimeout
 from gateway.upstream import StreamItem, UpstreamClient
+from gateway.upstream.transport import UpstreamResponse
 from parsers.assistants import (
     DoneEvent,
     ErrorEvent,
@@ -451,3 +454,45 @@ async def test_read_batch_raises_a_truncation_after_the_items_before_it(
             while batch := await stream.read_batch():
                 got.extend(batch)
     assert [(i.name, i.data_bytes) for i in got] == wire_events(cut)
+
+
+@pytest.mark.asyncio
+async def test_reads_without_items_give_the_loop_a_turn(
+    upstream: FakeUpstream, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for the Responses and Chat relays (test_events.py): a gzip body of comment lines read
+    # back to back from aiohttp's buffer held the loop for the whole body.
+    body = b": keep\n" * (4 * 1024 * 1024 // 7) + fixture_bytes("A-text.sse")
+
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(body, compresslevel=1),
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+        )
+
+    upstream.route("POST", RUNS, compressed)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+    real = UpstreamResponse.read_chunk
+
+    async def counted(self: UpstreamResponse) -> bytes:
+        seen.append(ticks)
+        return await real(self)
+
+    monkeypatch.setattr(UpstreamResponse, "read_chunk", counted)
+    task = asyncio.create_task(ticker())
+    try:
+        async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
+            first = await stream.read_batch()
+    finally:
+        task.cancel()
+    assert first and isinstance(first[0].event, RunEvent)
+    assert len(seen) > 3
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
