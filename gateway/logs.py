@@ -42,6 +42,7 @@ __all__ = [
     "formatter",
     "masked_url",
     "redact",
+    "worth_a_line",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -190,6 +191,15 @@ class _JsonFormatter(logging.Formatter):
         elif record.exc_text:
             line["exception"] = self._redact(record.exc_text)
         return orjson.dumps(line).decode()
+
+
+def worth_a_line(count: int) -> bool:
+    """Whether the ``count``-th occurrence of a repeated warning gets a log line: the 1st, 10th,
+    100th... so that a source repeating it endlessly (an upstream's broken events) writes a few
+    lines, not one each."""
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
 
 
 def masked_url(url: str) -> str:

@@ -51,6 +51,7 @@ import msgspec
 from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
+from gateway.logs import worth_a_line
 from gateway.metrics import NO_METER
 from gateway.state import Lease
 from gateway.upstream import RunStream, StreamItem
@@ -118,6 +119,8 @@ class RunRelay:
         self._pump_task: asyncio.Task[None] | None = None
         self._adopted = adopted
         """Set: a dead owner's run, taken over (recovered, then pumped as usual)."""
+        self._undecodable = 0
+        """Events relayed untyped so far (logged at the 1st, 10th, 100th...)."""
         self.env = env
         self._meter = NO_METER if env.metrics is None else env.metrics.meter("assistants")
         self.handler = env.action_handler
@@ -355,7 +358,14 @@ class RunRelay:
             # for its first batch to be in the hub: ``_run_known``.)
             self.resolve_start()
         if item.decode_error is not None:
-            log.warning("run %s: relaying undecodable event: %s", self.run_id, item.decode_error)
+            self._undecodable += 1
+            if worth_a_line(self._undecodable):
+                log.warning(
+                    "run %s: relaying undecodable event: %s (%d so far)",
+                    self.run_id,
+                    item.decode_error,
+                    self._undecodable,
+                )
         sig = item.signal  # worked out once by the protocol's stream reader
         if isinstance(sig, RunSeen):
             self.last_status = sig.status

@@ -144,3 +144,8 @@ def test_configure_replaces_the_root_handler(monkeypatch: pytest.MonkeyPatch) ->
         root.setLevel(level)
     (line,) = stream.getvalue().splitlines()
     assert orjson.loads(line)["message"] == "shown ***"
+
+
+def test_a_repeated_warning_is_worth_a_line_at_each_power_of_ten() -> None:
+    lines = [n for n in range(1, 100_001) if logs.worth_a_line(n)]
+    assert lines == [1, 10, 100, 1_000, 10_000, 100_000]

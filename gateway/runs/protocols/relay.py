@@ -54,6 +54,7 @@ import msgspec
 
 from gateway.errors import StreamTruncated, UpstreamConnectionError, UpstreamError
 from gateway.hub import Broker, HubEvent
+from gateway.logs import worth_a_line
 from gateway.metrics import NO_METER, RunMeter
 from gateway.state import Lease, LiveStream
 from gateway.upstream import UpstreamResponse
@@ -125,6 +126,8 @@ class StreamRelay:
         self.reconcile = reconcile
         self._chain = chain
         self._round = 0
+        self._undecodable = 0
+        """Events relayed untyped so far (logged at the 1st, 10th, 100th...)."""
         """0 for the creating request's stream, n for the n-th follow-up."""
         self._held_end: HubEvent | None = None
         """The end marker held back while the chain is expected to go on."""
@@ -341,9 +344,14 @@ class StreamRelay:
                 for sse in batch:
                     typed, seen = self.spec.decode(sse)
                     if typed is None:
-                        log.warning(
-                            "%s %s: relaying an undecodable event", self.spec.kind, self.object_id
-                        )
+                        self._undecodable += 1
+                        if worth_a_line(self._undecodable):
+                            log.warning(
+                                "%s %s: relaying an undecodable event (%d so far)",
+                                self.spec.kind,
+                                self.object_id,
+                                self._undecodable,
+                            )
                     if seen.cursor is not None:
                         last = self.cursor
                         if self.resuming and last is not None and seen.cursor <= last:

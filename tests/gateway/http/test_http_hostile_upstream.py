@@ -356,6 +356,21 @@ LONG_EVENT = b"event: thread.message.delta\n" + b"data: xxxxxxxxxxxxxxxxxxxxxxxx
 
 
 @pytest.mark.asyncio
+async def test_many_undecodable_events_log_a_few_lines(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = golden_events(BAD_RUN, BAD_THREAD)
+    events[8:8] = [(events[8][0], b"{not json")] * 150
+    env.upstream.script(BAD_THREAD, Script([Send(sse_body(events))]))
+    watch = await watch_run(env, BAD_THREAD)
+    await watch.finish()
+    assert_whole(watch, events)
+    lines = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert len(lines) == 3, lines  # the 1st, the 10th, the 100th
+    assert "(100 so far)" in lines[-1]
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("huge", [LONG_LINE, LONG_EVENT], ids=["line", "event"])
 async def test_oversize_line_delivers_what_came_before_then_reports(
     env: Env, bystander: Bystander, caplog: pytest.LogCaptureFixture, huge: bytes

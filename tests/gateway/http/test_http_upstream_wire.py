@@ -254,3 +254,18 @@ async def test_an_event_nested_past_the_stack_is_relayed_as_undecodable(
     # The last event relayed is the upstream's end (with the id line runcast adds).
     assert body.rstrip().endswith(completed.rstrip().split(b"\n")[-1]), body[-300:]
     _no_error_lines(caplog)
+
+
+async def test_a_stream_of_undecodable_events_logs_a_few_lines_not_one_each(
+    gateway: Gateway, upstream: RawUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 1,000 events of `data: 1` wrote 1,000 warnings (a million: 100 MB of log, the loop held
+    # for seconds): the first, then the 10th, the 100th... with the count so far.
+    junk = b"data: 1\n\n" * 1_000
+    completed = _lifecycle("response.completed", 2, "completed")
+    upstream.answer = _sse(b"200 OK", b"", CREATED + junk + completed)
+    status, _, body = await _ask(gateway, CALLS["responses stream"]())
+    assert status == 200 and body.count(b"data: 1\n") == 1_000
+    lines = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert len(lines) == 4, lines
+    assert lines[-1].endswith("(1000 so far)"), lines
