@@ -24,7 +24,7 @@ from gateway import logs
 
 from .logcontext import request_ids
 
-__all__ = ["QUIET_PATHS", "AccessLogger", "access_middleware", "note_prepared"]
+__all__ = ["QUIET_PATHS", "AccessLogger", "access_middleware", "note_prepared", "prepared"]
 
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probed every few seconds by orchestrators and scrapers: never in the access log."""
@@ -53,6 +53,11 @@ class AccessLogger(AbstractAccessLogger):
 async def note_prepared(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: remember the response, for a line if its handler is cancelled."""
     request[_PREPARED] = response
+
+
+def prepared(request: web.Request) -> web.StreamResponse | None:
+    """The response whose head was already sent for ``request``, if any."""
+    return request.get(_PREPARED)
 
 
 @web.middleware

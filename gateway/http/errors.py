@@ -27,6 +27,8 @@ from gateway.errors import (
 )
 from parsers.errors import RemoteProtocolError
 
+from .access import prepared
+
 __all__ = [
     "RequestError",
     "error_body",
@@ -191,6 +193,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # CancelledError is a BaseException and passes; anything else is our bug, and the
         # caller still gets the uniform shape instead of aiohttp's text/plain 500.
         log.exception("unhandled error in %s %s", request.method, request.path)
+        began = prepared(request)
+        if began is not None:
+            # The answer's head is out and its body under way: a second head would land inside
+            # it. Cut the connection so the body ends in error (a clean end would pass for the
+            # end of the stream); aiohttp then finds it closing and writes nothing more.
+            if request.transport is not None:
+                request.transport.abort()
+            return began
         return error_response(500, "internal error in runcast", type="server_error")
 
 

@@ -65,6 +65,10 @@ class UpstreamConnectError(UpstreamConnectionError):
     """No connection could be opened (refused, unreachable, DNS): the request was not sent."""
 
 
+_Watch = tuple["asyncio.Future[None]", Callable[[object], None]]
+"""A connection's ``closed`` future and the callback a response added to it."""
+
+
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet.
 
@@ -87,6 +91,7 @@ class UpstreamResponse:
         "_resp",
         "_scrub",
         "_started",
+        "_watched",
         "headers",
         "reason",
         "status",
@@ -108,6 +113,7 @@ class UpstreamResponse:
         self._idle_timeout = idle_timeout
         self._on_release: Callable[[], None] | None = on_release
         self._started = False
+        self._watched: _Watch | bool | None = False
         self.status: int = resp.status
         self.reason: str = resp.reason or ""
         self.headers: CIMultiDictProxy[str] = _writable(resp.headers)
@@ -154,6 +160,8 @@ class UpstreamResponse:
             # Data already buffered needs no timer: the common case while a stream is busy.
             data = content.read_nowait()
             if not data and not content.at_eof():
+                if self._watched is False:
+                    self._watch_close()
                 if self._started:
                     deadline = asyncio.get_running_loop().time() + limit
                 else:
@@ -170,8 +178,43 @@ class UpstreamResponse:
             raise UpstreamConnectionError(
                 f"upstream connection lost mid-body: {said(exc)}"
             ) from exc
+        except RuntimeError as exc:
+            # aiohttp's reader, asked to wait on a connection that closed without ending the
+            # body (its parser refused what came): nothing more will come.
+            if str(exc) != "Connection closed.":
+                raise
+            raise UpstreamConnectionError(
+                "upstream connection lost mid-body: its body is malformed or cut short"
+            ) from exc
         self._started = True
         return data
+
+    def _watch_close(self) -> None:
+        """Make the connection's close end the body in error when it did not end it otherwise.
+
+        aiohttp closes the connection when its parser refuses the body (a chunk-size line that
+        is not one) but tells the body's reader nothing, which would then wait for the idle
+        timeout. The close is seen once ``connection_lost`` has done with the body."""
+        self._watched = None
+        connection = self._resp.connection
+        protocol = None if connection is None else connection.protocol
+        if protocol is None:
+            return
+        content = self._resp.content
+
+        def ended(_: object = None) -> None:
+            if not content.is_eof() and content.exception() is None:
+                content.set_exception(
+                    aiohttp.ClientPayloadError("the connection closed before the body ended")
+                )
+
+        closed = protocol.closed
+        if closed is None:  # closed already
+            ended()
+        else:
+            # Removed at release: a pooled connection outlives many responses.
+            closed.add_done_callback(ended)
+            self._watched = (closed, ended)
 
     def __aiter__(self) -> Self:
         return self
@@ -221,6 +264,10 @@ class UpstreamResponse:
         """Hand the connection back (closed instead if the body is unfinished). Idempotent."""
         on_release, self._on_release = self._on_release, None
         if on_release is not None:
+            if isinstance(self._watched, tuple):
+                closed, ended = self._watched
+                closed.remove_done_callback(ended)
+                self._watched = None
             self._resp.release()
             on_release()
 

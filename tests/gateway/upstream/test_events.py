@@ -119,3 +119,34 @@ async def test_reads_without_events_give_the_loop_a_turn(
     assert len(seen) > 3
     # Between any two reads the loop ran other tasks.
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("gap", [0.02, 0.3], ids=["right after", "while waiting"])
+async def test_a_broken_chunked_body_is_a_cut_at_once(gap: float) -> None:
+    # aiohttp closes the connection on a chunk-size line it cannot parse, but tells the body's
+    # reader nothing: one already waiting waited for the whole idle timeout (2 min by default),
+    # one arriving after got a bare RuntimeError("Connection closed.").
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body, b"{}"
+        writer.write(chunked(BODY[: BODY.index(b"\n\n") + 2], final=False))
+        await writer.drain()
+        await asyncio.sleep(gap)
+        writer.write(b"zz-not-a-size\r\nxxxx\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = make_settings(f"http://127.0.0.1:{port}/v1", idle_timeout=30.0)
+    try:
+        async with UpstreamClient(settings) as client, _open(client) as stream:
+            first = await stream.read_batch()
+            assert [e.event for e in first] == ["response.created"]
+            async with asyncio.timeout(5):
+                with pytest.raises(UpstreamConnectionError):
+                    await stream.read_batch()
+    finally:
+        server.close()
+        await server.wait_closed()
