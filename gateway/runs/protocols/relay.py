@@ -343,6 +343,13 @@ class StreamRelay:
                 sampled = meter.batch(opened, len(batch))
                 for sse in batch:
                     typed, seen = self.spec.decode(sse)
+                    about = seen.about
+                    if self.resuming and about is not None and about != self.object_id:
+                        await self.emit(events)  # what came before it is this stream's
+                        raise RemoteProtocolError(
+                            f"the upstream resumed {self.spec.kind} {self.object_id} with the "
+                            f"events of another one ({about})"
+                        )
                     if typed is None:
                         self._undecodable += 1
                         if worth_a_line(self._undecodable):

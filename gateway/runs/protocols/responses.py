@@ -24,7 +24,10 @@ from parsers.responses import (
     TERMINAL_EVENT_TYPES,
     DoneEvent,
     ResponseAccumulator,
+    ResponseCompletedEvent,
     ResponseCreatedEvent,
+    ResponseFailedEvent,
+    ResponseIncompleteEvent,
     ResponseInProgressEvent,
     ResponseQueuedEvent,
     ResponseStreamEvent,
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 _LIFECYCLE = (ResponseCreatedEvent, ResponseQueuedEvent, ResponseInProgressEvent)
+_TERMINAL = (ResponseCompletedEvent, ResponseFailedEvent, ResponseIncompleteEvent)
 _DONE = Seen(closes=True)  # the end of the HTTP stream; the terminal event is the last word
 _encode = msgspec.json.Encoder().encode
 
@@ -63,7 +67,10 @@ class ResponsesSpec:
         seq = event.sequence_number
         if isinstance(event, _LIFECYCLE) and event.response.id:
             resumable = event.response.background is True
-            return event, Seen(object_id=event.response.id, cursor=seq, resumable=resumable)
+            rid = event.response.id
+            return event, Seen(object_id=rid, cursor=seq, resumable=resumable, about=rid)
+        if isinstance(event, _TERMINAL):
+            return event, Seen(end=True, cursor=seq, about=event.response.id or None)
         return event, Seen(end=event.type in TERMINAL_EVENT_TYPES, cursor=seq)
 
     def channel(self, object_id: str) -> str:

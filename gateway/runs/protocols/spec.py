@@ -38,6 +38,9 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     """The event's ``sequence_number`` (Responses), None where the protocol has none."""
     resumable: bool = False
     """The upstream can resume this stream after a cut (a background response)."""
+    about: str | None = None
+    """The id of the object this event carries (a lifecycle or terminal event's response):
+    a resumed stream whose events are about another object is not this stream's."""
 
 
 class StreamSpec(Protocol):

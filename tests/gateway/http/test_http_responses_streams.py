@@ -555,6 +555,69 @@ async def test_resumed_stream_that_repeats_events_is_relayed_once(
 
 
 @pytest.mark.asyncio
+async def test_a_resume_answered_with_another_responses_events_is_not_merged(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream answers the resume of resp_mix with resp_other's events: they were relayed,
+    and the creator's response.completed and the snapshot named resp_other. Refused like a
+    failed resumption; once those are spent, the response is polled to its end."""
+    from gateway.runs.protocols import settling
+
+    monkeypatch.setattr(settling, "_RESUME_BACKOFF", 0.01)
+    events = _background_events("resp_mix", 10)
+    other = _background_events("resp_other", 10)
+    asked: list[str] = []
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(events[:5]))
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    async def retrieve(request: web.Request) -> web.StreamResponse:
+        if "stream" not in request.query:  # the poll: the response as it ended
+            done = orjson.loads(events[-1].split(b"data: ", 1)[1])["response"]
+            return web.json_response(done)
+        asked.append(request.query_string)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(other[5:]))
+        await response.write_eof()
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/responses", create)
+    upstream.router.add_get("/v1/responses/{id}", retrieve)
+    runner = web.AppRunner(upstream)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
+        async with session.post(
+            f"{gateway.v1}/responses",
+            json=_body(stream=True, background=True),
+            headers={"Authorization": "Bearer sk-caller"},
+        ) as creator_response:
+            assert creator_response.status == 200
+            async with asyncio.timeout(WAIT):
+                creator = await read_sse(creator_response, until=lambda e: False)
+        snapshot = await (
+            await session.get(f"{gateway.url}/streams/responses/resp_mix/snapshot")
+        ).json()
+    finally:
+        await runner.cleanup()
+    # Its deltas name no response: those before its response.completed could not be told apart.
+    assert asked[0] == "stream=true&starting_after=4"
+    assert set(asked[1:]) == {"stream=true&starting_after=8"}
+    assert not any(b"resp_other" in e.data for e in creator.events)
+    assert [e.event for e in creator.events][-2:] == ["runcast.recovered", "response.completed"]
+    assert creator.events[-1].json()["response"]["id"] == "resp_mix"
+    assert snapshot["snapshot"]["response"]["id"] == "resp_mix"
+
+
+@pytest.mark.asyncio
 async def test_stalled_creator_is_cut_off_with_lagged_and_can_resume(
     start_gateway: StartGateway, session: aiohttp.ClientSession
 ) -> None:
