@@ -43,7 +43,7 @@ from .errors import RequestError, upstream_failure
 from .headers import copy_response_headers, relayed_body
 from .routes import StreamedCall
 from .state import DRAIN, RELAYS, SETTINGS, TOKENS, UPSTREAM, UPSTREAM_KEY
-from .streams import routable
+from .streams import advertised
 
 __all__ = ["http_error_response", "serve_streamed_call", "write_feed"]
 
@@ -169,10 +169,10 @@ def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
     tokens = request.app[TOKENS]
     # An id no subscriber URL can name (from an upstream that does not check its ids) is not
     # advertised: it could not be subscribed to, and may not even be a valid header value.
-    if start.run_id is not None and routable(start.run_id):
+    if start.run_id is not None and advertised("run", start.run_id):
         head["runcast-run-id"] = start.run_id
         head["runcast-subscribe-token"] = tokens.mint(run_channel(start.run_id)).token
-    if start.thread_id is not None and routable(start.thread_id):
+    if start.thread_id is not None and advertised("thread", start.thread_id):
         head["runcast-thread-id"] = start.thread_id
         head["runcast-thread-token"] = tokens.mint(thread_channel(start.thread_id)).token
     return head

@@ -71,7 +71,7 @@ from .errors import RequestError, upstream_failure
 from .exposition import METRICS
 from .routes import StreamedCall
 from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, TOOL_AUTOMATION, UPSTREAM
-from .streams import routable
+from .streams import advertised, routable
 
 __all__ = ["CHANNEL_HEADER", "serve_protocol_stream"]
 
@@ -229,7 +229,11 @@ def _head(
     tokens = request.app[TOKENS]
     # An upstream id no subscriber URL can name is not advertised (see creator._head).
     # Nor one whose channel is another stream's (the upstream reused the id: relay._claim).
-    if start.object_id is not None and start.channel is not None and routable(start.object_id):
+    if (
+        start.object_id is not None
+        and start.channel is not None
+        and advertised(kind, start.object_id)
+    ):
         head["runcast-response-id" if kind == "response" else "runcast-completion-id"] = (
             start.object_id
         )

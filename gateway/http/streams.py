@@ -17,6 +17,7 @@ the hub's pending channels between them.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 
 from aiohttp import web
@@ -30,6 +31,7 @@ from .state import BROKER, CONNECTIONS, DRAIN, RELAYS, TOKENS
 
 __all__ = [
     "ID_PATTERN",
+    "advertised",
     "client_key",
     "routable",
     "run_snapshot",
@@ -42,11 +44,28 @@ ID_PATTERN = r"[A-Za-z0-9_\-.]{1,128}"
 """Object ids as route patterns (OpenAI ids are ``prefix_`` + base62); anything else is a 404."""
 _ID = re.compile(ID_PATTERN)
 
+log = logging.getLogger("runcast.http")
+
 
 def routable(value: str) -> bool:
     """Whether ``value`` is an id a subscriber URL can name (and so safe in a header): ``.``
     and ``..`` match the pattern but are dot-segments, which clients remove from a path."""
     return _ID.fullmatch(value) is not None and value not in (".", "..")
+
+
+def advertised(kind: str, value: str) -> bool:
+    """:func:`routable`, saying in the log when an upstream's ``kind`` id is not: its stream
+    then has no channel a subscriber can name, and its creator gets no id or token for it."""
+    if routable(value):
+        return True
+    log.warning(
+        "the upstream's %s id %r (%d characters) is one no subscriber URL can name "
+        "([A-Za-z0-9_.-], at most 128): its creator gets no id or token for it",
+        kind,
+        value[:64],
+        len(value),
+    )
+    return False
 
 
 _TRUE = frozenset({"1", "true", "yes"})

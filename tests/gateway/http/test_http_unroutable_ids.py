@@ -82,6 +82,9 @@ async def test_an_upstream_id_runcast_cannot_route_is_not_put_in_headers(
     assert "runcast-response-id" not in head and "runcast-subscribe-token" not in head
     assert "Set-Cookie" not in head
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # Said once, in a line of its own (the id quoted, never its raw line breaks).
+    (said,) = [r.getMessage() for r in caplog.records if "no subscriber URL" in r.getMessage()]
+    assert "\n" not in said and repr(response_id[:64]) in said
 
 
 NOT_IDS = [
