@@ -66,8 +66,8 @@ class ChatRound:
                 )
                 for call in message.get("tool_calls") or ()
             ]
-            if not calls:
-                return None
+            # No call it could read (at an index the accumulator cannot place): an empty list,
+            # which the chain reports rather than ending without a word.
             self._message = (completion["id"], message, calls)
         return self._message
 

@@ -126,6 +126,7 @@ class ToolChain:
         ended = self._round.ended_with()
         return (
             ended is not None
+            and bool(ended[1])
             and self._round.blocked() is None
             and all(call.type == "function" for call in ended[1])
             and self._automation.covers(ended[1])
@@ -148,6 +149,11 @@ class ToolChain:
             )
 
         reason = self._round.blocked()
+        if reason is None and not calls:
+            reason = (
+                "the stream ended asking for tool calls and carried none runcast could read "
+                "(a tool-call index it cannot place)"
+            )
         ids = [call.id for call in calls]
         if reason is None and (not all(ids) or len(set(ids)) < len(ids)):
             # Outputs are matched to calls by id: answering these would run a tool twice, or

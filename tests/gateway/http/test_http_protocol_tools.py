@@ -6,6 +6,7 @@ subscribers. runcast answers the calls a stream ends with and posts one follow-u
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -353,6 +354,43 @@ async def test_a_chat_call_without_an_id_is_reported_not_dropped(
     assert "runcast.tool_automation.skipped" in channel.names
     skipped = channel.events[channel.names.index("runcast.tool_automation.skipped")].json()
     assert "no id" in skipped["reason"] and handlers.calls == {}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("index", [10**9, -1, 2**70])
+async def test_a_chat_call_at_an_index_runcast_cannot_place_is_reported(
+    start: StartTools, session: aiohttp.ClientSession, index: int
+) -> None:
+    # The accumulator leaves such a call out (it never grows a list to a huge index): the
+    # completion asked for tool calls and the chain stopped with no word of why.
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        body = {"id": "chatcmpl-far", "object": "chat.completion.chunk", "choices": [choice]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"  # orjson stops at 64 bits
+
+    call = {"index": index, "id": "call_far", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"}}  # fmt: skip
+
+    @web.middleware
+    async def far_index(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/chat/completions":
+            return await handler(request)
+        body = chunk({"role": "assistant", "tool_calls": [call]}) + chunk({}, "tool_calls")
+        return await _answer_sse(request, body + b"data: [DONE]\n\n")
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=far_index)
+    async with sdk_client(tg.gateway) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER],
+            stream=True,
+        )  # fmt: skip
+        [c async for c in stream]
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/chatcmpl-far")
+    assert "runcast.tool_automation.skipped" in channel.names
+    skipped = channel.events[channel.names.index("runcast.tool_automation.skipped")].json()
+    assert "none runcast could read" in skipped["reason"] and skipped["calls"] == []
+    assert handlers.calls == {}
 
 
 @pytest.mark.asyncio
