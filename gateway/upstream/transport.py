@@ -65,8 +65,14 @@ class UpstreamConnectError(UpstreamConnectionError):
     """No connection could be opened (refused, unreachable, DNS): the request was not sent."""
 
 
-_Watch = tuple["asyncio.Future[None]", Callable[[object], None]]
+_Watch = tuple["asyncio.Future[None]", Callable[["asyncio.Future[None]"], None]]
 """A connection's ``closed`` future and the callback a response added to it."""
+
+
+def _retrieved(closing: asyncio.Future[None]) -> None:
+    """Mark a connection's ``closed`` future's outcome seen (no "never retrieved" warning)."""
+    if not closing.cancelled():
+        closing.exception()
 
 
 class UpstreamResponse:
@@ -202,7 +208,9 @@ class UpstreamResponse:
             return
         content = self._resp.content
 
-        def ended(_: object = None) -> None:
+        def ended(closing: asyncio.Future[None] | None = None) -> None:
+            if closing is not None:
+                _retrieved(closing)
             if not content.is_eof() and content.exception() is None:
                 content.set_exception(
                     aiohttp.ClientPayloadError("the connection closed before the body ended")
@@ -267,6 +275,10 @@ class UpstreamResponse:
             if isinstance(self._watched, tuple):
                 closed, ended = self._watched
                 closed.remove_done_callback(ended)
+                # The future exists because this response asked for it: whatever ends it later
+                # (an error, when the pooled connection dies) is retrieved, once per connection.
+                closed.remove_done_callback(_retrieved)
+                closed.add_done_callback(_retrieved)
                 self._watched = None
             self._resp.release()
             on_release()

@@ -4,8 +4,11 @@ events read before it, an HTTP error or a JSON answer refused at open, over real
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import itertools
+import socket
+import struct
 
 import pytest
 from aiohttp import web
@@ -150,3 +153,37 @@ async def test_a_broken_chunked_body_is_a_cut_at_once(gap: float) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_connection_reset_mid_body_leaves_no_unretrieved_future(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Watching the connection's close (above) asks aiohttp for a future it then ends with the
+    # reset: never retrieved, asyncio logged it as an error when it was collected.
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(chunked(BODY[: BODY.index(b"\n\n") + 2], final=False))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with UpstreamClient(make_settings(f"http://127.0.0.1:{port}/v1")) as client:
+            async with _open(client) as stream:
+                await stream.read_batch()
+                with pytest.raises(UpstreamConnectionError):
+                    await stream.read_batch()
+            del stream
+    finally:
+        server.close()
+        await server.wait_closed()
+    await asyncio.sleep(0.05)
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
