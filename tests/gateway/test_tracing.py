@@ -23,12 +23,18 @@ print("ok")
 """
 
 
-def test_off_and_free_without_the_extra() -> None:
+def _run(script: str) -> str:
+    """What ``script`` prints, run in a Python process of its own (a global tracer provider, or
+    none, without touching this one's)."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    return done.stdout.strip()
+
+
+def test_off_and_free_without_the_extra() -> None:
+    assert _run(PROBE) == "ok"
 
 
 def test_enabled_with_the_extra() -> None:
@@ -60,15 +66,7 @@ print([(s.name, s.kind.name, dict(s.attributes)) for s in memory.get_finished_sp
 
 def test_spans_reach_a_provider_set_after_the_first_span() -> None:
     # Operators may configure the provider after runcast is imported and has traced once.
-    done = subprocess.run(
-        [sys.executable, "-c", LATE_PROVIDER],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[('runcast.upstream', 'CLIENT', {'attempt': 1})]"
+    assert _run(LATE_PROVIDER) == "[('runcast.upstream', 'CLIENT', {'attempt': 1})]"
 
 
 LEAKY_ERROR = """
@@ -98,15 +96,7 @@ print(span.to_json(indent=None))
 def test_span_errors_never_carry_a_secret() -> None:
     # The upstream's malformed answer quoted runcast's key; aiohttp's error text repeats it. The
     # span says what failed, redacted as a log line would be.
-    done = subprocess.run(
-        [sys.executable, "-c", LEAKY_ERROR],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    exported = done.stdout
+    exported = _run(LEAKY_ERROR)
     assert "upstream-key-0123456789" not in exported
     assert "tok9" not in exported
     span = json.loads(exported)

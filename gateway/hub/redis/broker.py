@@ -285,22 +285,24 @@ class RedisBroker(MemoryBroker):
         outage.hold_close(channel)
 
     async def snapshot(self, channel: str) -> Snapshot | None:
-        try:
-            await self._local.mirror(channel, create=False, owner=None)
-        except SubscriberError as exc:
-            if exc.status != 404:
-                raise
+        if not await self._mirrored(channel):
             return None
         return await super().snapshot(channel)
 
     async def held(self, channel: str) -> ChannelStatistics | None:
+        if not await self._mirrored(channel):
+            return None
+        return self.channel_statistics(channel)
+
+    async def _mirrored(self, channel: str) -> bool:
+        """Whether ``channel`` is held here once read from the log (False: no node has it)."""
         try:
             await self._local.mirror(channel, create=False, owner=None)
         except SubscriberError as exc:
             if exc.status != 404:
                 raise
-            return None
-        return self.channel_statistics(channel)
+            return False
+        return True
 
     async def channel_info(self, channel: str) -> ChannelStatistics | None:
         epoch, last, end = await self._log.read_meta(channel)

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from http_helpers import served_upstream
 
 from gateway.http.access import note_prepared
 from gateway.http.errors import error_middleware
@@ -31,14 +32,8 @@ async def base() -> AsyncIterator[str]:
     app.on_response_prepare.append(note_prepared)
     app.router.add_get("/at-once", fails_at_once)
     app.router.add_get("/mid-stream", fails_mid_stream)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with served_upstream(app) as url:
+        yield url.removesuffix("/v1")
 
 
 @pytest.mark.asyncio

@@ -324,35 +324,54 @@ async def test_calls_sharing_an_id_are_reported_never_run_twice(
     assert handlers.calls == {} and len(posts) == 1  # nothing run, no follow-up
 
 
-@pytest.mark.asyncio
-async def test_a_chat_call_without_an_id_is_reported_not_dropped(
-    start: StartTools, session: aiohttp.ClientSession
-) -> None:
+def _one_chat_call(completion_id: str, call: dict[str, Any]) -> Any:
+    """A simulator middleware answering every chat completion with ``call`` alone, then
+    ``finish_reason: "tool_calls"`` and ``[DONE]`` (JSON by the standard library: orjson stops
+    at 64-bit integers)."""
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        body = {"id": "chatcmpl-noid", "object": "chat.completion.chunk", "choices": [choice]}
-        return b"data: " + orjson.dumps(body) + b"\n\n"
-
-    call = {"index": 0, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        body = {"id": completion_id, "object": "chat.completion.chunk", "choices": [choice]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
 
     @web.middleware
-    async def call_without_id(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def answer(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path != "/v1/chat/completions":
             return await handler(request)
         body = chunk({"role": "assistant", "tool_calls": [call]}) + chunk({}, "tool_calls")
         return await _answer_sse(request, body + b"data: [DONE]\n\n")
 
+    return answer
+
+
+async def _skipped_chat_call(
+    start: StartTools, session: aiohttp.ClientSession, completion_id: str, call: dict[str, Any]
+) -> tuple[dict[str, Any], Handlers]:
+    """The ``runcast.tool_automation.skipped`` a completion asking for ``call`` ends with."""
     handlers = Handlers()
-    tg = await start(handlers.registry("get_weather"), sim_middleware=call_without_id)
+    tg = await start(
+        handlers.registry("get_weather"), sim_middleware=_one_chat_call(completion_id, call)
+    )
     async with sdk_client(tg.gateway) as sdk:
         stream = await sdk.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER],
             stream=True,
         )  # fmt: skip
         [c async for c in stream]
-    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/chatcmpl-noid")
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/{completion_id}")
     assert "runcast.tool_automation.skipped" in channel.names
-    skipped = channel.events[channel.names.index("runcast.tool_automation.skipped")].json()
+    skipped: dict[str, Any] = channel.events[
+        channel.names.index("runcast.tool_automation.skipped")
+    ].json()
+    return skipped, handlers
+
+
+@pytest.mark.asyncio
+async def test_a_chat_call_without_an_id_is_reported_not_dropped(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    call = {"index": 0, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    skipped, handlers = await _skipped_chat_call(start, session, "chatcmpl-noid", call)
     assert "no id" in skipped["reason"] and handlers.calls == {}
 
 
@@ -363,32 +382,9 @@ async def test_a_chat_call_at_an_index_runcast_cannot_place_is_reported(
 ) -> None:
     # The accumulator leaves such a call out (it never grows a list to a huge index): the
     # completion asked for tool calls and the chain stopped with no word of why.
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        body = {"id": "chatcmpl-far", "object": "chat.completion.chunk", "choices": [choice]}
-        return b"data: " + json.dumps(body).encode() + b"\n\n"  # orjson stops at 64 bits
-
     call = {"index": index, "id": "call_far", "type": "function",
             "function": {"name": "get_weather", "arguments": "{}"}}  # fmt: skip
-
-    @web.middleware
-    async def far_index(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path != "/v1/chat/completions":
-            return await handler(request)
-        body = chunk({"role": "assistant", "tool_calls": [call]}) + chunk({}, "tool_calls")
-        return await _answer_sse(request, body + b"data: [DONE]\n\n")
-
-    handlers = Handlers()
-    tg = await start(handlers.registry("get_weather"), sim_middleware=far_index)
-    async with sdk_client(tg.gateway) as sdk:
-        stream = await sdk.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER],
-            stream=True,
-        )  # fmt: skip
-        [c async for c in stream]
-    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/chatcmpl-far")
-    assert "runcast.tool_automation.skipped" in channel.names
-    skipped = channel.events[channel.names.index("runcast.tool_automation.skipped")].json()
+    skipped, handlers = await _skipped_chat_call(start, session, "chatcmpl-far", call)
     assert "none runcast could read" in skipped["reason"] and skipped["calls"] == []
     assert handlers.calls == {}
 

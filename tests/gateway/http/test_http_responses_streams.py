@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,15 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from http_helpers import WAIT, Gateway, Received, StartGateway, Subscriber, sdk_client
+from http_helpers import (
+    WAIT,
+    Gateway,
+    Received,
+    StartGateway,
+    Subscriber,
+    sdk_client,
+    served_upstream,
+)
 from openai import APIError, AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 from protocol_helpers import TERMINAL, read_sse, read_ws, subscribe_sse
@@ -505,12 +514,15 @@ def _background_events(response_id: str, count: int) -> list[bytes]:
     return out
 
 
-@pytest.mark.asyncio
-async def test_resumed_stream_that_repeats_events_is_relayed_once(
-    start_gateway: StartGateway, session: aiohttp.ClientSession
-) -> None:
-    """An upstream whose resume starts before ``starting_after`` + 1: nothing is relayed twice."""
-    events = _background_events("resp_dup", 10)
+async def _cut_then_resumed(
+    start_gateway: StartGateway,
+    session: aiohttp.ClientSession,
+    events: list[bytes],
+    resumed: Callable[[int], bytes],
+) -> tuple[Subscriber, list[str], Gateway]:
+    """A background response streamed through runcast, cut after ``events[:5]``; the upstream
+    answers each resume after N with ``resumed(N)`` and a poll with the last event's response.
+    What the creator got, the resumes' query strings, and the gateway."""
     asked: list[str] = []
 
     async def create(request: web.Request) -> web.StreamResponse:
@@ -522,22 +534,20 @@ async def test_resumed_stream_that_repeats_events_is_relayed_once(
         return response
 
     async def retrieve(request: web.Request) -> web.StreamResponse:
+        if "stream" not in request.query:  # the poll: the response as it ended
+            return web.json_response(orjson.loads(events[-1].split(b"data: ", 1)[1])["response"])
         asked.append(request.query_string)
-        after = int(request.query["starting_after"])
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(b"".join(events[after - 1 :]))  # two already sent
+        await response.write(resumed(int(request.query["starting_after"])))
         await response.write_eof()
         return response
 
     upstream = web.Application()
     upstream.router.add_post("/v1/responses", create)
     upstream.router.add_get("/v1/responses/{id}", retrieve)
-    runner = web.AppRunner(upstream)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
+    async with served_upstream(upstream) as url:
+        gateway = await start_gateway(upstream_url=url)
         async with session.post(
             f"{gateway.v1}/responses",
             json=_body(stream=True, background=True),
@@ -546,8 +556,18 @@ async def test_resumed_stream_that_repeats_events_is_relayed_once(
             assert creator_response.status == 200
             async with asyncio.timeout(WAIT):
                 creator = await read_sse(creator_response, until=lambda e: False)
-    finally:
-        await runner.cleanup()
+    return creator, asked, gateway
+
+
+@pytest.mark.asyncio
+async def test_resumed_stream_that_repeats_events_is_relayed_once(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """An upstream whose resume starts before ``starting_after`` + 1: nothing is relayed twice."""
+    events = _background_events("resp_dup", 10)
+    creator, asked, _ = await _cut_then_resumed(
+        start_gateway, session, events, lambda after: b"".join(events[after - 1 :])
+    )
     assert asked == ["stream=true&starting_after=4"]
     numbers = [e.json()["sequence_number"] for e in creator.events]
     assert numbers == list(range(10))
@@ -564,50 +584,16 @@ async def test_a_resume_answered_with_another_responses_events_is_not_merged(
     from gateway.runs.protocols import settling
 
     monkeypatch.setattr(settling, "_RESUME_BACKOFF", 0.01)
-    events = _background_events("resp_mix", 10)
     other = _background_events("resp_other", 10)
-    asked: list[str] = []
-
-    async def create(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b"".join(events[:5]))
-        assert request.transport is not None
-        request.transport.abort()
-        return response
-
-    async def retrieve(request: web.Request) -> web.StreamResponse:
-        if "stream" not in request.query:  # the poll: the response as it ended
-            done = orjson.loads(events[-1].split(b"data: ", 1)[1])["response"]
-            return web.json_response(done)
-        asked.append(request.query_string)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b"".join(other[5:]))
-        await response.write_eof()
-        return response
-
-    upstream = web.Application()
-    upstream.router.add_post("/v1/responses", create)
-    upstream.router.add_get("/v1/responses/{id}", retrieve)
-    runner = web.AppRunner(upstream)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1")
-        async with session.post(
-            f"{gateway.v1}/responses",
-            json=_body(stream=True, background=True),
-            headers={"Authorization": "Bearer sk-caller"},
-        ) as creator_response:
-            assert creator_response.status == 200
-            async with asyncio.timeout(WAIT):
-                creator = await read_sse(creator_response, until=lambda e: False)
-        snapshot = await (
-            await session.get(f"{gateway.url}/streams/responses/resp_mix/snapshot")
-        ).json()
-    finally:
-        await runner.cleanup()
+    creator, asked, gateway = await _cut_then_resumed(
+        start_gateway,
+        session,
+        _background_events("resp_mix", 10),
+        lambda after: b"".join(other[5:]),
+    )
+    snapshot = await (
+        await session.get(f"{gateway.url}/streams/responses/resp_mix/snapshot")
+    ).json()
     # Its deltas name no response: those before its response.completed could not be told apart.
     assert asked[0] == "stream=true&starting_after=4"
     assert set(asked[1:]) == {"stream=true&starting_after=8"}

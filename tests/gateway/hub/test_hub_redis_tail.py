@@ -71,6 +71,19 @@ def names(events: list[SSEEvent]) -> list[str]:
     return [e.event for e in events]
 
 
+def gated_reappend(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Hold every re-append until the returned event is set."""
+    gate = asyncio.Event()
+    reappend = Outage._reappend_some
+
+    async def gated(self: Outage, batch: Sequence[Held]) -> None:
+        await gate.wait()
+        await reappend(self, batch)
+
+    monkeypatch.setattr(Outage, "_reappend_some", gated)
+    return gate
+
+
 async def until(predicate: object, timeout: float = 10.0) -> None:
     assert callable(predicate)
     async with asyncio.timeout(timeout):
@@ -291,14 +304,7 @@ async def test_what_the_owner_held_is_refused_once_another_node_took_its_run_ove
     channel's close. Before it reaches Redis again another node takes the run's lease: the held
     batch and close are refused by their fence, as a live publish would be. They were re-appended
     unfenced: the log then held both owners' events, two terminal events and an early end."""
-    gate = asyncio.Event()
-    reappend = Outage._reappend_some
-
-    async def gated(self: Outage, batch: Sequence[Held]) -> None:
-        await gate.wait()
-        await reappend(self, batch)
-
-    monkeypatch.setattr(Outage, "_reappend_some", gated)
+    gate = gated_reappend(monkeypatch)
     fence = Fence("rc:test:lease", 1)
     await client.set(fence.key, "1|node-a")
     async with node(server) as a:
@@ -325,14 +331,7 @@ async def test_subscribers_of_an_owner_fenced_out_are_sent_back_to_what_the_log_
     took the run over and wrote its own seq 2 and 3. The subscriber is cut off with its position
     moved back to 1, the log's last that it had: resuming from 3 would have skipped the new
     owner's events (and the thread's next run's) under the same epoch."""
-    gate = asyncio.Event()
-    reappend = Outage._reappend_some
-
-    async def gated(self: Outage, batch: Sequence[Held]) -> None:
-        await gate.wait()
-        await reappend(self, batch)
-
-    monkeypatch.setattr(Outage, "_reappend_some", gated)
+    gate = gated_reappend(monkeypatch)
     fence = Fence("rc:test:lease", 1)
     await client.set(fence.key, "1|node-a")
     sink = BufferSink()

@@ -52,25 +52,12 @@ async def test_a_lease_taken_over_by_another_node_fences_the_first(
     assert await on_a.renew(old, ttl=10) is None
     assert not await on_a.release(old)
     assert await on_a.holder("run_1") == new
-
-
-@pytest.mark.asyncio
-async def test_a_released_runs_fence_is_kept_an_hour_not_a_week(
-    nodes: tuple[str, list[aioredis.Redis]],
-) -> None:
-    # One fence key per run: kept a week after every run, 100 runs/s held 60 M keys (~6 GB).
-    ns, (a, b) = nodes
-    on_a = RedisRunLeases(a, namespace=ns)
-    on_b = RedisRunLeases(b, namespace=ns)
-    old = await on_a.acquire("run_1", "node-a", ttl=10)
-    new = await on_b.acquire("run_1", "node-b", ttl=10, take_over=True)
-    assert old is not None and new is not None
+    # The fence (the last token handed out) outlives the lease: a week while the run may be
+    # taken back, an hour once released (one key per run a week held 60 M keys at 100 runs/s).
     fence = f"{ns}:lease:run_1:last"
-    assert not await on_a.release(old)  # superseded: the fence stays as the taker set it
     assert await a.ttl(fence) > 24 * 3600
     assert await on_b.release(new)
     assert 3500 < await a.ttl(fence) <= 3600
-    # Within that hour the fence still refuses the older holder's writes.
     assert int(await a.get(fence)) == new.token
 
 

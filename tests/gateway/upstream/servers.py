@@ -8,7 +8,10 @@ not do on purpose: cut a response body mid-way or close a connection without ans
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import gzip
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.upstream import RunStream, StreamItem, UpstreamSettings
+from gateway.upstream.transport import UpstreamResponse
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "upstream"
 
@@ -238,3 +242,52 @@ RawServerFactory = Callable[[Script], Awaitable[RawServer]]
 async def collect(stream: RunStream) -> list[StreamItem]:
     """Every item of a run stream, in order."""
     return [item async for item in stream]
+
+
+COMMENTS = b": keep\n" * (4 * 1024 * 1024 // 7)
+"""4 MiB of SSE comment lines: tens of KB gzipped, which aiohttp hands out decompressed in large
+buffered pieces that read at once."""
+
+
+def reply_gzip(body: bytes) -> Handler:
+    """Answer ``body`` as SSE, gzip-compressed (``Content-Encoding: gzip``)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip.compress(body, compresslevel=1),
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+        )
+
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def loop_turns(patch: Any) -> AsyncIterator[list[int]]:
+    """Within the block a task counts the event loop's turns, and every upstream read records
+    the count it saw (``patch``: pytest's monkeypatch)."""
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+    real = UpstreamResponse.read_chunk
+
+    async def counted(self: UpstreamResponse) -> bytes:
+        seen.append(turns)
+        return await real(self)
+
+    patch.setattr(UpstreamResponse, "read_chunk", counted)
+    task = asyncio.create_task(ticker())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+
+
+def turns_between_reads(seen: Sequence[int]) -> bool:
+    """Whether the loop ran other tasks between every two reads :func:`loop_turns` saw."""
+    return len(seen) > 3 and all(b > a for a, b in itertools.pairwise(seen))

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import gzip
-import itertools
 import socket
 import struct
 
 import pytest
-from aiohttp import web
 
 from gateway.errors import UpstreamConnectionError, UpstreamHTTPError
 from gateway.upstream import UpstreamClient
 from gateway.upstream.events import EventStream
-from gateway.upstream.transport import UpstreamResponse
 from parsers.errors import RemoteProtocolError
 from parsers.sse import ServerSentEvent
 
-from .servers import FakeUpstream, RawServerFactory, chunked, make_settings, reply_json, reply_sse
+from .servers import (
+    COMMENTS,
+    FakeUpstream,
+    RawServerFactory,
+    chunked,
+    loop_turns,
+    make_settings,
+    reply_gzip,
+    reply_json,
+    reply_sse,
+    turns_between_reads,
+)
 
 BODY = (
     b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
@@ -87,41 +94,11 @@ async def test_reads_without_events_give_the_loop_a_turn(
     # A gzip body of comment lines: tens of KB on the wire, aiohttp hands it out decompressed in
     # large buffered pieces that read at once. Reading them back to back held the event loop
     # (health checks, every other run) for the whole body: 7 s for 64 MiB.
-    body = b": keep\n" * (4 * 1024 * 1024 // 7) + b"data: {}\n\n"
-
-    async def compressed(request: web.Request) -> web.Response:
-        return web.Response(
-            body=gzip.compress(body, compresslevel=1),
-            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
-        )
-
-    upstream.route("POST", "/responses", compressed)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    seen: list[int] = []
-    real = UpstreamResponse.read_chunk
-
-    async def counted(self: UpstreamResponse) -> bytes:
-        seen.append(ticks)
-        return await real(self)
-
-    monkeypatch.setattr(UpstreamResponse, "read_chunk", counted)
-    async with _open(client) as stream:
-        task = asyncio.create_task(ticker())
-        try:
-            events = await stream.read_batch()
-        finally:
-            task.cancel()
+    upstream.route("POST", "/responses", reply_gzip(COMMENTS + b"data: {}\n\n"))
+    async with loop_turns(monkeypatch) as seen, _open(client) as stream:
+        events = await stream.read_batch()
     assert [e.data_bytes for e in events] == [b"{}"]
-    assert len(seen) > 3
-    # Between any two reads the loop ran other tasks.
-    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+    assert turns_between_reads(seen)
 
 
 @pytest.mark.asyncio

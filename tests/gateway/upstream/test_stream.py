@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
-import itertools
 
 import orjson
 import pytest
@@ -12,7 +10,6 @@ from aiohttp import web
 
 from gateway.errors import StreamTooLarge, StreamTruncated, UpstreamTimeout
 from gateway.upstream import StreamItem, UpstreamClient
-from gateway.upstream.transport import UpstreamResponse
 from parsers.assistants import (
     DoneEvent,
     ErrorEvent,
@@ -25,14 +22,18 @@ from parsers.errors import EventTooLarge, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
 from .servers import (
+    COMMENTS,
     FakeUpstream,
     RawServerFactory,
     chunked,
     collect,
     fixture_bytes,
+    loop_turns,
     make_settings,
+    reply_gzip,
     reply_json,
     reply_sse,
+    turns_between_reads,
     until_close,
 )
 
@@ -462,37 +463,11 @@ async def test_reads_without_items_give_the_loop_a_turn(
 ) -> None:
     # As for the Responses and Chat relays (test_events.py): a gzip body of comment lines read
     # back to back from aiohttp's buffer held the loop for the whole body.
-    body = b": keep\n" * (4 * 1024 * 1024 // 7) + fixture_bytes("A-text.sse")
-
-    async def compressed(request: web.Request) -> web.Response:
-        return web.Response(
-            body=gzip.compress(body, compresslevel=1),
-            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
-        )
-
-    upstream.route("POST", RUNS, compressed)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    seen: list[int] = []
-    real = UpstreamResponse.read_chunk
-
-    async def counted(self: UpstreamResponse) -> bytes:
-        seen.append(ticks)
-        return await real(self)
-
-    monkeypatch.setattr(UpstreamResponse, "read_chunk", counted)
-    task = asyncio.create_task(ticker())
-    try:
-        async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
-            first = await stream.read_batch()
-    finally:
-        task.cancel()
+    upstream.route("POST", RUNS, reply_gzip(COMMENTS + fixture_bytes("A-text.sse")))
+    async with (
+        loop_turns(monkeypatch) as seen,
+        client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream,
+    ):
+        first = await stream.read_batch()
     assert first and isinstance(first[0].event, RunEvent)
-    assert len(seen) > 3
-    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+    assert turns_between_reads(seen)
