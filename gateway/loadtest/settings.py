@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -20,6 +23,15 @@ PROTOCOL_NAMES = ("assistants", "responses", "chat")
 
 DEFAULT_RUNS = 100
 """Runs sent when neither ``runs`` nor ``duration`` (nor ``ramp``) is given."""
+
+MAX_USERS = 100_000
+"""Most virtual users (or runs in flight): each holds connections, and every user's task is
+made at the start."""
+MAX_SUBSCRIBERS = 1_000
+MIN_RATE, MAX_RATE = 0.01, 1_000_000.0
+"""Arrivals per second: below one per 100 s, the arrival clock (1 ms steps) would hold the loop
+for minutes between two arrivals."""
+MAX_SIM_DELAY_MS = 60_000.0
 
 
 def server_root(url: str) -> str:
@@ -80,8 +92,8 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         if (self.target is None) == (not self.embedded):
             raise ConfigError("give exactly one of --target URL or --embedded")
         for flag, url in (("--target", self.target), ("--compare", self.compare)):
-            if url is not None and not url.startswith(("http://", "https://")):
-                raise ConfigError(f"{flag} must be an http(s) URL: {url!r}")
+            if url is not None:
+                _check_url(flag, url)
         if self.runs is not None and self.duration is not None:
             raise ConfigError("--runs and --duration are exclusive")
         if self.scenario not in SCENARIO_NAMES:
@@ -119,8 +131,29 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError("--max-error-rate must be between 0 and 1")
         if self.processes > self.concurrency:
             raise ConfigError("--processes cannot exceed --concurrency (each needs a user)")
+        self._check_bounds()
+        if self.json_path is not None:
+            _check_writable("--json", self.json_path)
+        if self.plot_path is not None:
+            if not self.plot_path.lower().endswith(".png"):
+                raise ConfigError("--plot writes a PNG image: give a path ending in .png")
+            _check_writable("--plot", self.plot_path)
+
+    def _check_bounds(self) -> None:
+        if self.concurrency > MAX_USERS:
+            raise ConfigError(f"--concurrency must be at most {MAX_USERS:,}")
+        if self.subscribers_per_run > MAX_SUBSCRIBERS:
+            raise ConfigError(f"--subscribers-per-run must be at most {MAX_SUBSCRIBERS:,}")
+        if self.rate is not None and not MIN_RATE <= self.rate <= MAX_RATE:
+            raise ConfigError(f"--rate must be between {MIN_RATE:g} and {MAX_RATE:,.0f}")
+        if not self.sim_delay_ms <= MAX_SIM_DELAY_MS:
+            raise ConfigError(f"--sim-delay-ms must be between 0 and {MAX_SIM_DELAY_MS:,.0f}")
         if self.ramp is not None:
-            parse_ramp(self.ramp)  # raises ConfigError naming --ramp
+            top = max(stage.level for stage in parse_ramp(self.ramp))  # ConfigError naming --ramp
+            if self.rate is None and top > MAX_USERS:
+                raise ConfigError(f"--ramp: level {top:g} is over {MAX_USERS:,} users")
+            if self.rate is not None and top > MAX_RATE:
+                raise ConfigError(f"--ramp: level {top:g} is over {MAX_RATE:,.0f} arrivals/s")
 
     @property
     def root(self) -> str | None:
@@ -149,3 +182,32 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     def connections(self) -> int:
         """One connection per stream in flight: each run's creator and its subscribers."""
         return self.concurrency * (self.subscribers_per_run + 1)
+
+
+def _check_url(flag: str, url: str) -> None:
+    """A server root runcast can send to: http(s), a host, no credentials, no query."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{flag} must be an http(s) URL: {url!r}")
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # a port out of range raises
+    except ValueError as exc:
+        raise ConfigError(f"{flag} is not a valid URL ({exc}): {url!r}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{flag} must not carry user:password@: give --api-key")
+    if not host:
+        raise ConfigError(f"{flag} must name a host: {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{flag} must be a server root (no ?query or #fragment): {url!r}")
+
+
+def _check_writable(flag: str, path: str) -> None:
+    """Refuse, before any load, a report path that could not be written at the end."""
+    target = Path(path)
+    if not path:
+        raise ConfigError(f"{flag}: cannot write '': give a file path")
+    if target.is_dir():
+        raise ConfigError(f"{flag}: {path} is a directory")
+    folder = target.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: cannot write {path} (no writable folder {str(folder)!r})")

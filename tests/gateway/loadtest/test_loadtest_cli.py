@@ -129,8 +129,26 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
         (["--compare", "ftp://x"], "--compare must be an http(s) URL"),
         (["--rate", "nan"], "--rate must be > 0"),
         (["--give-up-after", "-1"], "--give-up-after must be >= 0"),
+        # Refused before any load: found only at the end, they lost the whole report.
+        (["--json", "/nonexistent-dir/r.json"], "--json: cannot write /nonexistent-dir/r.json"),
+        (["--json", "/tmp"], "--json: /tmp is a directory"),
+        (["--json", ""], "--json: cannot write ''"),
+        (["--plot", "p.svg"], "--plot writes a PNG image: give a path ending in .png"),
+        # Values that would exhaust the machine or hold the loop before any run.
+        (["--concurrency", "100000000"], "--concurrency must be at most 100,000"),
+        (["--ramp", "1000000000:1"], "--ramp: level 1e+09 is over 100,000 users"),
+        (["--rate", "1e-7"], "--rate must be between 0.01 and 1,000,000"),
+        (["--subscribers-per-run", "100000"], "--subscribers-per-run must be at most 1,000"),
+        (["--sim-delay-ms", "inf"], "--sim-delay-ms must be between 0 and 60,000"),
     ):
         assert runcast_main(["loadtest", "--embedded", *args]) == 2
+        assert message in capsys.readouterr().err
+    for target, message in (
+        ("http://u:p@127.0.0.1:9", "--target must not carry user:password@: give --api-key"),
+        ("http://", "--target must name a host"),
+        ("http://127.0.0.1:9/v1?x=1", "--target must be a server root"),
+    ):
+        assert runcast_main(["loadtest", "--target", target]) == 2
         assert message in capsys.readouterr().err
     with pytest.raises(ConfigError):
         LoadSettings(embedded=True, runs=1, duration=1.0)
