@@ -5,8 +5,8 @@
 cores. Otherwise the load goes to ``--target`` (and ``--compare``) only, which should be servers
 you run yourself. Exit status: 0 when the verdict passes (error rate within
 ``--max-error-rate``, no gap or duplicate in any subscriber's copy), 1 otherwise, 2 for invalid
-settings or an unreachable target (one line on stderr). Ctrl+C stops the load, cuts the runs in
-flight and still prints the report.
+settings or an unreachable target (one line on stderr). Ctrl+C (or SIGTERM) stops the load, cuts
+the runs in flight and still prints the report.
 """
 
 from __future__ import annotations
@@ -261,17 +261,24 @@ async def run_async(
     return report, stats
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 async def _main(settings: LoadSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    # SIGTERM as Ctrl+C: `timeout`, CI runners and `docker stop` send it, and the report (and
+    # the workers' stop) must not be lost to it.
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
     live = sys.stderr.isatty()
     try:
         report, _stats = await run_async(
             settings, stop=stop, live=live if live or settings.progress_interval else None
         )
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
     print(render_table(report))
     return 0 if report["verdict"]["passed"] else 1
 

@@ -125,8 +125,8 @@ def _added(stats: LoadStats) -> dict[str, float | None]:
 
 
 def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
-    """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate, and
-    no target given up as unreachable."""
+    """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate, no
+    target given up as unreachable, and some run finished on each target."""
     rate = max(s.error_rate() for s in stats)
     bad = sum(s.bad_deliveries for s in stats)
     reasons = []
@@ -135,6 +135,13 @@ def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
     if bad:
         reasons.append(f"{bad:,} gaps or duplicates in subscribers' copies")
     reasons += [s.gave_up for s in stats if s.gave_up]
+    for s in stats:
+        if s.runs_started and not s.runs_finished and not s.gave_up:
+            # Cut runs are no failures, but a load that finished none measured nothing: a
+            # target that never answers must not pass the gate.
+            reasons.append(
+                f"no run finished: {s.runs_started:,} started, all cut by the deadline or a stop"
+            )
     return {"passed": not reasons, "reasons": reasons}
 
 

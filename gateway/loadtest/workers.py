@@ -4,13 +4,15 @@ Each worker is a spawned process running the same loops on its share of the load
 rate and ramp levels divided by N) against the same URLs, on a timeline sharing the parent's
 start time. It sends its stats (they pickle; histograms merge exactly) every half second for
 the progress display and once more at its end. The parent owns the workers: it stops them
-through an event on Ctrl+C and joins them in ``finally``.
+through an event on Ctrl+C or SIGTERM (which the workers ignore) and joins them in ``finally``;
+a worker whose parent was killed outright stops within half a second and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue
 import signal
 from multiprocessing.synchronize import Event as ProcessEvent
@@ -57,12 +59,22 @@ def share(settings: LoadSettings, url: str, index: int) -> LoadSettings:
 
 
 def _worker(
-    settings: LoadSettings, urls: list[str], t0: float, index: int, out: Any, stop: ProcessEvent
+    settings: LoadSettings,
+    urls: list[str],
+    t0: float,
+    index: int,
+    out: Any,
+    stop: ProcessEvent,
+    parent: int,
 ) -> None:
     from .loops import execute
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)  # the parent decides when to stop
     tune_collector()  # as the parent: its own pauses would be in every figure
+
+    def orphaned() -> bool:
+        return os.getppid() != parent
 
     async def main() -> list[LoadStats]:
         stats = [LoadStats() for _ in urls]
@@ -71,7 +83,7 @@ def _worker(
         async def report() -> None:
             while True:
                 await asyncio.sleep(_SNAPSHOT_S)
-                if stop.is_set():
+                if stop.is_set() or orphaned():  # a parent killed outright cannot tell us
                     stopped.set()
                 out.put(("tick", index, stats))
 
@@ -86,6 +98,8 @@ def _worker(
         out.put(("done", index, asyncio.run(main())))
     except ConfigError as exc:
         out.put(("error", index, str(exc)))
+    if orphaned():
+        out.cancel_join_thread()  # nobody reads the queue: exit without flushing it
 
 
 def merged(per_worker: dict[int, list[LoadStats]], targets: int) -> list[LoadStats]:
@@ -111,7 +125,7 @@ async def run_in_processes(
     workers = [
         context.Process(
             target=_worker,
-            args=(share(settings, urls[0], i), urls, t0, i, out, stop_flag),
+            args=(share(settings, urls[0], i), urls, t0, i, out, stop_flag, os.getpid()),
             name=f"runcast-loadtest-{i}",
         )
         for i in range(settings.processes)

@@ -3,12 +3,16 @@ does not speak the protocol reported in one clear line with a non-zero exit."""
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +158,63 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
         LoadSettings(embedded=True, runs=1, duration=1.0)
     assert LoadSettings(embedded=True).run_limit == 100
     assert LoadSettings(embedded=True, duration=2.0).run_limit is None
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_a_stopped_loadtest_leaves_no_worker_behind(tmp_path: Path, signum: int) -> None:
+    # SIGTERM (timeout, CI runners, docker stop) ended the parent with no report, and its
+    # --processes workers went on loading the target, then hung at exit on their queue.
+    report = tmp_path / "r.json"
+    args = [
+        *("--embedded", "--duration", "60", "--concurrency", "2", "--processes", "2"),
+        *("--subscribers-per-run", "0", "--sim-delay-ms", "5", "--json", str(report)),
+        *("--progress-interval", "0.5"),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "loadtest", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # progress lines: the workers run
+            if "runs" in line and "completed" in line:
+                break
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)]
+        if signum == signal.SIGTERM:
+            assert proc.returncode in (0, 1)
+            assert "runs" in out and json.loads(report.read_text())["runs"]["started"] > 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

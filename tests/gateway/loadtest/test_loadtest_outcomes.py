@@ -39,14 +39,19 @@ def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind
 
 def test_loadtest_runs_in_flight_at_the_deadline_are_cut_not_failed(tmp_path: Path) -> None:
     # 16 deltas 60 ms apart: no run can finish in 0.4 s, every one is in flight at the deadline.
+    # Cut, not failed (no error rate); but with nothing finished nothing was measured, and the
+    # gate fails rather than pass a target that answers nothing in time (exit 1).
     report = run_embedded(
-        tmp_path, duration=0.4, concurrency=3, subscribers_per_run=1, sim_delay_ms=60
+        tmp_path, 1, duration=0.4, concurrency=3, subscribers_per_run=1, sim_delay_ms=60
     )
     runs = report["runs"]
     assert runs["started"] == runs["cut"] == 3
     assert runs["failed"] == runs["completed"] == 0
     assert report["subscribers"]["cut"] == 3 and report["errors"] == {}
     assert report["elapsed_s"] < 3
+    assert report["verdict"]["reasons"] == [
+        "no run finished: 3 started, all cut by the deadline or a stop"
+    ]
 
 
 @pytest.mark.asyncio
