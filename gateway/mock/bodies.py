@@ -47,3 +47,5 @@ async def read_body(
             "We could not parse the JSON body of your request. The OpenAI API expects a JSON "
             "payload.",
         ) from None
+    except RecursionError:
+        raise APIError(400, "The JSON body of your request is nested too deeply.") from None

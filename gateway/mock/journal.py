@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from parsers.errors import DECODE_ERRORS
+
 __all__ = ["JOURNAL_KEY", "MAX_ENTRIES", "RequestJournal", "add_routes"]
 
 MAX_ENTRIES = 1_000
@@ -37,7 +39,7 @@ class RequestJournal:
     def record(self, path: str, raw: bytes) -> None:
         try:
             body = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:  # the handler answers the caller about its body
             body = None
         self._entries.append(Entry(path, body))
         self.total += 1

@@ -138,3 +138,22 @@ async def test_malformed_switch_is_a_400(
         session, server.base_url + "/responses", responses_body(**{key: value})
     )
     assert status == 400 and key.encode() in raw and b'"param":"metadata"' in raw
+
+
+@pytest.mark.parametrize("path", ["/responses", "/chat/completions", "/threads/runs"])
+@pytest.mark.asyncio
+async def test_a_body_nested_past_the_stack_is_a_400(
+    start_mock: StartMock, session: aiohttp.ClientSession, path: str
+) -> None:
+    # 2 KB of brackets: the request journal's decode recursed past Python's stack, and the
+    # simulator answered aiohttp's plain-text 500.
+    server = await start_mock()
+    deep = b'{"model":"gpt-4o","messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with session.post(
+        server.base_url + path,
+        data=deep,
+        headers={"Authorization": "Bearer sk-test", "Content-Type": "application/json"},
+    ) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert error["type"] == "invalid_request_error"
