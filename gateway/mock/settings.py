@@ -7,6 +7,8 @@ so the rest of the package can trust them.
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from gateway.errors import ConfigError
@@ -104,8 +106,8 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "stream_window_s": self.stream_window_s,
         }
         for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be > 0 and finite, got {value}")
         non_negative = {
             "delay_ms": self.delay_ms,
             "slow_start_ms": self.slow_start_ms,
@@ -114,7 +116,7 @@ class MockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "keepalive_every": self.keepalive_every,
         }
         for name, value in non_negative.items():
-            if value < 0:
-                raise ConfigError(f"{name} must be >= 0, got {value}")
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be >= 0 and finite, got {value}")
         if not self.model:
             raise ConfigError("model must not be empty")

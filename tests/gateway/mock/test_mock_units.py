@@ -70,6 +70,12 @@ def test_settings_are_validated() -> None:
         {"delay_ms": -1},
         {"max_threads": 0},
         {"model": ""},
+        # NaN passed both comparisons and inf the >= 0 one: a NaN slow start streamed only
+        # [DONE] (a ValueError in the pacing), inf pauses never ended.
+        {"delay_ms": float("inf")},
+        {"slow_start_ms": float("nan")},
+        {"ttl_s": float("nan")},
+        {"stream_window_s": float("inf")},
     ):
         with pytest.raises(ConfigError):
             MockSettings(**bad)
