@@ -27,7 +27,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import ConfigError
-from parsers.errors import RemoteProtocolError
+from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
 from .errors import ERROR_BODY_BYTES, error_text
@@ -461,7 +461,7 @@ async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float)
     limit = aiohttp.ClientTimeout(total=limit_s)
     try:
         async with session.get(probe, headers={"Accept": "text/event-stream"}, timeout=limit) as r:
-            if r.status == 401:
+            if r.status == 401 and await _error_code(r) in _TOKEN_CODES:
                 return True
             if r.status == 200:
                 return False
@@ -471,3 +471,18 @@ async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float)
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ConfigError(reach_error(url, exc)) from None
+
+
+_TOKEN_CODES = frozenset({"missing_token", "invalid_token"})
+"""What a runcast gateway's 401 on a channel says (an API's own 401 is about its key)."""
+
+
+async def _error_code(response: aiohttp.ClientResponse) -> str | None:
+    """The ``error.code`` of an OpenAI-shaped error body, if it is one."""
+    try:
+        body = msgspec.json.decode(await response.content.read(64 * 1024))
+    except (*DECODE_ERRORS, aiohttp.ClientError):
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None

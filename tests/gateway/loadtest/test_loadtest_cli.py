@@ -46,6 +46,16 @@ def not_found_server() -> Iterator[str]:
 
 class _NotFound(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path.startswith("/streams/"):
+            # What an API (runcast mock, OpenAI) answers a request without its key: a 401
+            # that is not a gateway asking for a subscribe token.
+            body = b'{"error":{"message":"no key","type":"invalid_request_error","code":null}}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_error(404)
 
     do_POST = do_GET
@@ -76,6 +86,8 @@ class _NotFound(BaseHTTPRequestHandler):
             "answered 404: the target does not speak --protocol responses",
         ),
         (["--embedded", "--ramp", "10:x"], "--ramp: '10:x' is not LEVEL:SECONDS"),
+        # Subscribers asked of an API: it was told to give --api-key, which then failed too.
+        (["--target", "{not_found}"], "answered 401: is the target a runcast gateway?"),
     ],
 )
 def test_loadtest_bad_target_is_one_clear_line(
