@@ -21,6 +21,7 @@ import asyncio
 import math
 import random
 import time
+from typing import NamedTuple
 
 import aiohttp
 
@@ -32,7 +33,7 @@ from .settings import LoadSettings
 from .shape import arrivals, level_at
 from .stats import LoadStats
 
-__all__ = ["execute"]
+__all__ = ["ALONE", "Lane", "execute", "ramp_users"]
 
 _RAMP_RECHECK_S = 0.05
 _LOOP_LAG_TICK_S = 0.1
@@ -95,13 +96,32 @@ def _record_pair(stats: LoadStats, ours: RunRecord, theirs: RunRecord) -> None:
         stats.added_ttfe.record(ours.ttfe - theirs.ttfe)
 
 
+class Lane(NamedTuple):
+    """Which of the ramp's users a process runs: those whose index is ``part`` modulo ``parts``
+    (``--processes``), so that the ramp's level counts users across every process."""
+
+    part: int
+    parts: int
+
+
+ALONE = Lane(0, 1)
+"""The lane of a load in one process: every user."""
+
+
+def ramp_users(settings: LoadSettings, lane: Lane = ALONE) -> range:
+    """The indices of the closed-loop users this process runs (user ``g`` is active while the
+    ramp's level is above ``g``); without a ramp, ``concurrency`` users of its own."""
+    stages = settings.stages
+    if stages is None:
+        return range(settings.concurrency)
+    users = max(1, math.ceil(max(stage.level for stage in stages)))
+    return range(lane.part, users, lane.parts)
+
+
 async def _closed_loop(
-    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
+    load: _Starts, settings: LoadSettings, started: float, budget: _Budget, lane: Lane
 ) -> None:
     stages = settings.stages
-    users = settings.concurrency
-    if stages is not None:
-        users = max(1, math.ceil(max(stage.level for stage in stages)))
 
     async def user(index: int) -> None:
         while True:
@@ -117,12 +137,12 @@ async def _closed_loop(
                 await asyncio.sleep(pause)
 
     async with asyncio.TaskGroup() as tg:
-        for index in range(users):
+        for index in ramp_users(settings, lane):
             tg.create_task(user(index))
 
 
 async def _open_loop(
-    load: _Starts, settings: LoadSettings, started: float, budget: _Budget
+    load: _Starts, settings: LoadSettings, started: float, budget: _Budget, lane: Lane
 ) -> None:
     assert settings.rate is not None
     stages = settings.stages
@@ -173,11 +193,13 @@ async def execute(
     stop: asyncio.Event | None = None,
     stats: list[LoadStats] | None = None,
     t0: float | None = None,
+    lane: Lane = ALONE,
 ) -> list[LoadStats]:
     """Run the load against each server root in ``urls`` (the target, then ``--compare``).
 
     Returns one LoadStats per URL (filled in place when ``stats`` is given, so a progress display
-    can read them while the load runs). ``t0`` is the wall-clock start of the timeline.
+    can read them while the load runs). ``t0`` is the wall-clock start of the timeline; ``lane``,
+    this process's share of a ramp's users (``--processes``).
     """
     results = stats if stats is not None else [LoadStats() for _ in urls]
     t0 = time.time() if t0 is None else t0
@@ -199,7 +221,7 @@ async def execute(
         loop = _open_loop if settings.rate is not None else _closed_loop
 
         budget = _Budget(settings.run_limit, deadline)
-        load_task = asyncio.create_task(loop(_Starts(loads), settings, started, budget))
+        load_task = asyncio.create_task(loop(_Starts(loads), settings, started, budget, lane))
         stopped = asyncio.create_task((stop or asyncio.Event()).wait())
         lag = asyncio.create_task(_loop_lag(results[0]))
         # Without a give-up time, a task that never ends stands in for the watch.

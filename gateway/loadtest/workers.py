@@ -1,7 +1,7 @@
 """``--processes N``: the virtual users spread over N generator processes, their stats merged.
 
-Each worker is a spawned process running the same loops on its share of the load (users, runs,
-rate and ramp levels divided by N) against the same URLs, on a timeline sharing the parent's
+Each worker is a spawned process running the same loops on its share of the load (users, runs
+and rates divided by N; a ramp's users dealt out in turn, ``loops.Lane``) against the same URLs, on a timeline sharing the parent's
 start time. It sends its stats (they pickle; histograms merge exactly) every half second for
 the progress display and once more at its end. The parent owns the workers: it stops them
 through an event on Ctrl+C or SIGTERM (which the workers ignore) and joins them in ``finally``;
@@ -42,7 +42,9 @@ def share(settings: LoadSettings, url: str, index: int) -> LoadSettings:
     n = settings.processes
     ramp = settings.ramp
     stages = settings.stages
-    if stages is not None:
+    if stages is not None and settings.rate is not None:
+        # Levels of arrivals per second divide; levels of users stay whole, each worker running
+        # its lane of them (loops.Lane).
         ramp = ",".join(f"{s.level / n:g}:{s.seconds:g}" for s in stages)
     return msgspec.structs.replace(
         settings,
@@ -66,8 +68,9 @@ def _worker(
     out: Any,
     stop: ProcessEvent,
     parent: int,
+    processes: int,
 ) -> None:
-    from .loops import execute
+    from .loops import Lane, execute
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)  # the parent decides when to stop
@@ -89,7 +92,9 @@ def _worker(
 
         reporter = asyncio.create_task(report())
         try:
-            return await execute(settings, urls, stop=stopped, stats=stats, t0=t0)
+            return await execute(
+                settings, urls, stop=stopped, stats=stats, t0=t0, lane=Lane(index, processes)
+            )
         finally:
             reporter.cancel()
             await asyncio.wait({reporter})
@@ -125,7 +130,10 @@ async def run_in_processes(
     workers = [
         context.Process(
             target=_worker,
-            args=(share(settings, urls[0], i), urls, t0, i, out, stop_flag, os.getpid()),
+            args=(
+                share(settings, urls[0], i),
+                *(urls, t0, i, out, stop_flag, os.getpid(), settings.processes),
+            ),
             name=f"runcast-loadtest-{i}",
         )
         for i in range(settings.processes)

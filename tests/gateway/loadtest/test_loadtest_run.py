@@ -370,3 +370,22 @@ async def test_loadtest_mints_subscribe_tokens_when_the_gateway_requires_them(
             await run_async(LoadSettings(**base))
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("processes", [1, 2, 4])
+def test_a_ramp_spread_over_processes_keeps_its_number_of_users(processes: int) -> None:
+    # The ramp's levels were divided by N: a ramp to 1 user became 1/N per worker, and each
+    # worker rounded it up to a user of its own (N users in all).
+    from gateway.loadtest.loops import Lane, ramp_users
+    from gateway.loadtest.workers import share
+
+    settings = LoadSettings(
+        embedded=True, ramp="1:3,3:2", concurrency=4, processes=processes, subscribers_per_run=0
+    )
+    per_worker = [
+        ramp_users(share(settings, "http://127.0.0.1:9", i), Lane(i, processes))
+        for i in range(processes)
+    ]
+    users = sorted(g for mine in per_worker for g in mine)
+    assert users == [0, 1, 2]  # the ramp's 3 users, each in exactly one worker
+    assert all(mine for mine in per_worker[:3])  # spread, not piled on one worker
