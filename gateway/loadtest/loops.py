@@ -21,7 +21,8 @@ import asyncio
 import math
 import random
 import time
-from typing import NamedTuple
+from collections.abc import Coroutine
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -186,6 +187,26 @@ async def _loop_lag(stats: LoadStats) -> None:
         stats.loop_lag.record(max(time.perf_counter() - before - _LOOP_LAG_TICK_S, 0.0))
 
 
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event | None) -> bool:
+    """Run ``work`` unless ``stop`` is set first (then it is cancelled); whether it ran."""
+    task = asyncio.create_task(work)
+    if stop is None:
+        await task
+        return True
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.wait({task, stopped})
+    if task.cancelled():
+        return False
+    task.result()
+    return True
+
+
 async def execute(
     settings: LoadSettings,
     urls: list[str],
@@ -213,7 +234,8 @@ async def execute(
             for url, result in zip(urls, results, strict=True)
         ]
         for load in loads:
-            await load.prepare()
+            if not await _unless_stopped(load.prepare(), stop):
+                return results  # Ctrl+C while a target was probed: nothing was started
         started = time.perf_counter()
         cpu_before = time.process_time()
         limit = settings.time_limit

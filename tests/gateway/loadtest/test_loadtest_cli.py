@@ -230,3 +230,35 @@ def test_a_stopped_loadtest_leaves_no_worker_behind(tmp_path: Path, signum: int)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ctrl_c_while_the_target_is_probed_stops_at_once() -> None:
+    # A target that accepts connections and answers nothing: Ctrl+C during the start-up probe
+    # was ignored until the probe timed out (--request-timeout, 30 s by default).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gateway.cli", "loadtest"),
+                *("--target", f"http://127.0.0.1:{port}", "--protocol", "chat"),
+                *("--subscribers-per-run", "0", "--request-timeout", "25", "--runs", "1"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            listener.settimeout(20)
+            accepted, _ = listener.accept()  # the probe is under way
+            proc.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            out, err = proc.communicate(timeout=20)
+            accepted.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert time.monotonic() - started < 5, err
+    assert "Traceback" not in err
