@@ -26,12 +26,12 @@ class Turn:
         self._open: dict[str, None] = {}  # call ids still without an output, in call order
 
     def user(self) -> None:
-        """A user message: a new turn starts."""
+        """A user message: a new turn starts. Calls still open stay so: a message after them
+        does not answer them, and the API refuses the request."""
         self.rounds = 0
         self.quoted = []
         self.unknown = []
         self._names = {}
-        self._open = {}
 
     def calls(self, calls: list[tuple[str, str]]) -> None:
         """One model reply calling ``(call_id, name)`` functions: one round."""

@@ -46,3 +46,28 @@ def test_chat_messages() -> None:
     )
     assert chars == len("be brief") + 2 + 3 + 1
     assert (turn.rounds, turn.quoted, turn.unknown) == (1, [("f", "out")], ["c9"])
+
+
+def test_a_user_message_does_not_answer_calls_left_open() -> None:
+    # OpenAI refuses a conversation whose function calls were followed by anything but their
+    # outputs (responses-and-chat.md §3.3); a new user message used to forget them.
+    items = Turn()
+    fold_items(
+        items,
+        [
+            {"type": "function_call", "call_id": "c1", "name": "f"},
+            {"type": "message", "role": "user", "content": "go on"},
+        ],
+    )
+    assert items.unanswered == ["c1"]
+    chat = Turn()
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    fold_messages(
+        chat,
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "user", "content": "go on"},
+        ],
+    )
+    assert chat.unanswered == ["c1"]
