@@ -254,7 +254,7 @@ def test_ctrl_c_while_the_target_is_probed_stops_at_once() -> None:
             accepted, _ = listener.accept()  # the probe is under way
             proc.send_signal(signal.SIGINT)
             started = time.monotonic()
-            out, err = proc.communicate(timeout=20)
+            _, err = proc.communicate(timeout=20)
             accepted.close()
         finally:
             if proc.poll() is None:
