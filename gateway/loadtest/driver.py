@@ -353,6 +353,7 @@ class TargetLoad:
             decoder = SSEDecoder()
             ended = False
             last_text: float | None = None
+            before = run.events
             async for chunk in resp.content.iter_any():
                 run.bytes += len(chunk)
                 for event in decoder.feed(chunk):
@@ -378,6 +379,12 @@ class TargetLoad:
                         subscribing = False
                         subscribe(tracker.channel, resp.headers.get(_TOKEN_HEADER))
             decoder.close()
+            if run.events == before and resp.content_type != "text/event-stream":
+                # Not a stream cut short: no stream at all (a page, a JSON answer).
+                raise _Failure(
+                    "not_a_stream",
+                    f"POST {request.path} answered 200 {resp.content_type}, not an event stream",
+                )
         return ended
 
     def _account(self, run: RunRecord, subscribers: list[Subscriber], outcome: str) -> None:

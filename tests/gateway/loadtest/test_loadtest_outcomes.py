@@ -188,3 +188,26 @@ async def test_a_target_that_goes_away_is_not_hammered_and_the_load_gives_up() -
         in (report["verdict"]["reasons"])
     )
     assert report["elapsed_s"] < 10
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_is_no_stream_says_so() -> None:
+    # A 200 page or JSON answer where a stream was asked for was counted as "truncated", with
+    # nothing in the report to say what came instead.
+    @web.middleware
+    async def page(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/v1/chat/completions":
+            return web.Response(text="<html>login</html>", content_type="text/html")
+        return await handler(request)
+
+    async with serving(MockSettings(deltas=4, seed=3), mock_middleware=page) as (_, sim, _app):
+        settings = LoadSettings(
+            target=sim, protocol="chat", runs=2, concurrency=1, subscribers_per_run=0,
+            progress_interval=0,
+        )  # fmt: skip
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["outcomes"] == {"not_a_stream": 2}
+    assert report["error_details"] == {
+        "not_a_stream": "POST /chat/completions answered 200 text/html, not an event stream"
+    }
