@@ -164,6 +164,8 @@ class StreamRelay:
         self.resuming = False
         self.failures = 0
         """Resumptions since the last new event."""
+        self.resumes = 0
+        """Resumptions of the current stream in all."""
         self.outcome = "no_stream"
         """How the relay ended, for the metrics: ``ended`` (the protocol's last word),
         ``recovered`` (reconciled from the finished object), ``upstream_lost`` or ``no_stream``
@@ -314,7 +316,7 @@ class StreamRelay:
         self.object_id = None
         self.cursor = None
         self.ended = self.received = self.resumable = self.resuming = False
-        self.failures = 0
+        self.failures = self.resumes = 0
         self._bytes_in = 0
         self.outcome = "no_stream"
         return opener

@@ -6,7 +6,8 @@ there is none.
 
 Resumption. A stream the upstream can continue (a background response) that is cut before its
 last word is resumed after its last ``sequence_number`` through the spec's ``resume`` request
-(``reopen``), after a backoff, up to ``max_resumes`` times without a new event (never after a 4xx answer
+(``reopen``), after a backoff, up to ``max_resumes`` times without a new event and
+:data:`MAX_RESUMES` times in all (never after a 4xx answer
 but 408 and 429: the upstream will not resume it); an event at or
 before that number is never relayed twice, so nobody sees a gap or a duplicate.
 
@@ -45,6 +46,10 @@ _RESUME_BACKOFF = 0.2
 _RESUME_BACKOFF_MAX = 2.0
 """Seconds before resuming a cut stream, doubling with each resumption that brings nothing new."""
 
+MAX_RESUMES = 100
+"""Resumptions of one stream in all: an upstream whose every resume brings one event and ends
+would otherwise be resumed some four times a second until ``max_stream_bytes``."""
+
 
 def _refused(exc: BaseException) -> bool:
     """An HTTP answer that a retry would only repeat (a 4xx other than 408 and 429)."""
@@ -66,9 +71,10 @@ async def resumption(relay: StreamRelay, exc: BaseException) -> Opener | None:
     if isinstance(exc, StreamTooLarge):
         return None  # a runaway: more of it is what must not be read
     request = relay.spec.resume(object_id, cursor)
-    if request is None or relay.failures >= relay.max_resumes:
+    if request is None or relay.failures >= relay.max_resumes or relay.resumes >= MAX_RESUMES:
         return None
     relay.failures += 1
+    relay.resumes += 1
     log.warning(
         "%s %s: upstream stream cut after %d (%s); resuming",
         relay.spec.kind,

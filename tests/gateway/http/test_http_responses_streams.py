@@ -604,6 +604,26 @@ async def test_a_resume_answered_with_another_responses_events_is_not_merged(
 
 
 @pytest.mark.asyncio
+async def test_resumptions_are_bounded_in_all_not_only_without_progress(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream whose every resume brings one new event and ends: each was progress, so the
+    stream was resumed four times a second until 64 MiB had come. Past the bound in all, the
+    response is polled to its end."""
+    from gateway.runs.protocols import settling
+
+    monkeypatch.setattr(settling, "_RESUME_BACKOFF", 0.01)
+    monkeypatch.setattr(settling, "MAX_RESUMES", 2)
+    events = _background_events("resp_drip", 10)
+    creator, asked, _ = await _cut_then_resumed(
+        start_gateway, session, events, lambda after: events[after + 1]
+    )
+    assert asked == ["stream=true&starting_after=4", "stream=true&starting_after=5"]
+    assert [e.event for e in creator.events][-2:] == ["runcast.recovered", "response.completed"]
+    assert creator.events[-1].json()["response"]["id"] == "resp_drip"
+
+
+@pytest.mark.asyncio
 async def test_stalled_creator_is_cut_off_with_lagged_and_can_resume(
     start_gateway: StartGateway, session: aiohttp.ClientSession
 ) -> None:
