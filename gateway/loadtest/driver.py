@@ -424,6 +424,8 @@ class TargetLoad:
                     stats.explain(sub.error, sub.detail)
                     stats.timeline.add(second, "subscriber_errors")
                 continue
+            if not run.started:
+                continue  # no run to follow: neither complete nor an error of theirs
             stats.subscribers_complete += 1
             if outcome != RUN_OK:
                 continue  # the creator's response stopped early; the channel went on

@@ -31,6 +31,8 @@ def test_loadtest_counts_failed_runs_by_kind(tmp_path: Path, scenario: str, kind
     if kind.startswith("http_"):
         # The server's own words come with the status: the code and message of its error body.
         assert report["error_details"][kind].startswith("server_error: ")
+        # No run started: its subscribers had nothing to follow (they were counted complete).
+        assert report["subscribers"]["complete"] == 0
     assert report["error_rate"] == 1.0
     assert report["errors"][kind] == 4
     # --max-error-rate decides the exit status.
