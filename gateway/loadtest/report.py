@@ -181,6 +181,11 @@ def _ms(value: object) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
+def _in_ms(value: object) -> str:
+    """``value`` with its unit, or a bare dash when it was not measured."""
+    return "-" if value is None else f"{value:,.2f} ms"
+
+
 _ROWS = {
     "run_duration": "run duration",
     "ttfe": "first event",
@@ -252,16 +257,16 @@ def render_table(report: dict[str, Any]) -> str:
         lines += ["", "compared with", *_target_lines(compare), ""]
         added = compare["added_latency_ms"]
         lines.append(
-            f"added latency per event: p50 {_ms(added['event_p50'])} ms, "
-            f"p99 {_ms(added['event_p99'])} ms (first event: p50 {_ms(added['ttfe_p50'])} ms, "
-            f"p99 {_ms(added['ttfe_p99'])} ms) of {report['target']} over {compare['target']}, "
+            f"added latency per event: p50 {_in_ms(added['event_p50'])}, "
+            f"p99 {_in_ms(added['event_p99'])} (first event: p50 {_in_ms(added['ttfe_p50'])}, "
+            f"p99 {_in_ms(added['ttfe_p99'])}) of {report['target']} over {compare['target']}, "
             f"from {added['pairs']:,} pairs of runs started together"
         )
     gen = report["generator"]
     lines.append("")
     lines.append(
         f"generator   {gen['processes']} process(es), busiest at {gen['busiest_process_cpu']:.0%} "
-        f"of a core, event loop lag p99 {_ms(gen['loop_lag_ms']['p99'])} ms"
+        f"of a core, event loop lag p99 {_in_ms(gen['loop_lag_ms']['p99'])}"
     )
     if gen["saturated"]:
         lines.append(

@@ -8,7 +8,9 @@ import random
 
 import pytest
 
-from gateway.loadtest.stats import LatencyHistogram, SignedHistogram
+from gateway.loadtest import LoadSettings
+from gateway.loadtest.report import environment, render_table, to_dict
+from gateway.loadtest.stats import LatencyHistogram, LoadStats, SignedHistogram
 
 
 def test_loadtest_percentiles_of_known_data_are_within_precision() -> None:
@@ -162,3 +164,14 @@ def test_loadtest_ramp_stages_and_arrival_gaps() -> None:
     ramped = list(arrivals(lambda t: level_at(ramp, t), poisson=False, rng=rng, horizon=2.0))
     assert sum(t < 1 for t in ramped) == pytest.approx(20, abs=1)
     assert sum(t >= 1 for t in ramped) == pytest.approx(40, abs=1)
+
+
+def test_a_figure_not_measured_is_a_dash_without_a_unit() -> None:
+    report = to_dict(
+        LoadSettings(embedded=True),
+        ["http://x"],
+        [LoadStats()],
+        environment(event_loop="x", started=0.0),
+    )
+    text = render_table(report)
+    assert "event loop lag p99 -" in text and "- ms" not in text
