@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.flags import host_port
 from gateway.metrics import Metrics
 
+from .hosts import HostCheck
 from .listener import listen_failure
 from .state import BROKER, CONNECTIONS, RELAYS, SETTINGS
 
@@ -66,6 +67,7 @@ async def own_listener_ctx(app: web.Application) -> AsyncIterator[None]:
     assert address is not None
     host, port = host_port(address)  # checked by the settings
     scrape = web.Application()
+    HostCheck(host, app[SETTINGS].allowed_hosts).install(scrape)  # as the main listener
     scrape[METRICS] = app[METRICS]
     scrape.router.add_get("/metrics", metrics_handler)
     runner = web.AppRunner(scrape, access_log=None, shutdown_timeout=1.0)

@@ -194,6 +194,11 @@ async def test_metrics_off_and_on_a_listener_of_their_own(
         assert response.status == 404
     samples = await scrape(session, f"http://127.0.0.1:{port}")
     assert value(samples, "runcast_runs_active") == 0
+    # Bound to loopback, it answers loopback names only, as the main listener does: a page
+    # whose name was rebound to 127.0.0.1 read the metrics there.
+    rebound = {"Host": f"evil.example:{port}"}
+    async with session.get(f"http://127.0.0.1:{port}/metrics", headers=rebound) as response:
+        assert response.status == 403
 
 
 def test_two_apps_never_share_a_registry() -> None:
