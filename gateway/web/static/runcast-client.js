@@ -136,13 +136,20 @@ export const RUNCAST_EVENTS = [
   "runcast.snapshot",
   "runcast.history_lost",
   "runcast.lagged",
+  "runcast.shutdown",
+  "runcast.degraded",
+  "runcast.restored",
   "runcast.upstream_error",
+  "runcast.upstream_lost",
+  "runcast.recovered",
   "runcast.tool_call.started",
   "runcast.tool_call.completed",
   "runcast.tool_call.failed",
   "runcast.tool_automation.cancelled",
   "runcast.tool_automation.superseded",
   "runcast.tool_automation.rejected",
+  "runcast.tool_automation.skipped",
+  "runcast.tool_automation.unknown",
 ];
 
 const DONE_DATA = "[DONE]";
@@ -700,6 +707,11 @@ export function autoReducer(options = {}) {
       pick(name, data).apply(name, data, seq);
     },
     load(snapshot, seq) {
+      if (snapshot === null || snapshot === undefined) {
+        // A channel subscribed before its first stream: nothing tells the kind yet.
+        (inner ?? fallback).load(snapshot, seq);
+        return;
+      }
       const s = obj(snapshot);
       const chat = s.completion !== undefined || s.object === "chat.completion";
       const guess = chat ? "x" : s.object === "response" || s.response ? "response." : "thread.";
@@ -774,8 +786,10 @@ function eventSourceTransport(url, names, on) {
     opened = true;
     on.open();
   };
-  source.onerror = () => {
-    if (closed) return;
+  source.onerror = (e) => {
+    // A server-sent `event: error` (an upstream's error event) reaches this handler too, as a
+    // MessageEvent: it is an event for the listeners, not a broken connection.
+    if (closed || e instanceof MessageEvent) return;
     // CONNECTING: the connection broke (or the body ended) and the browser would retry; we resume
     // ourselves with ?since. CLOSED: the answer was not an event stream (204, 4xx, 5xx).
     const refused = source.readyState === EventSource.CLOSED && !opened;

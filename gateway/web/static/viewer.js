@@ -312,6 +312,8 @@ function render(pane) {
       const value = item.text || item.refusal;
       if (text.textContent !== value) text.textContent = value;
       text.setAttribute("aria-busy", String(item.status === "in_progress"));
+      // A chat message carries its tool calls itself (choices[].delta.tool_calls).
+      if (item.toolCalls?.length) renderCalls(el, item.toolCalls);
     }
   }
   for (const [id, el] of pane.items) {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,40 @@ def _delta(seq: int, value: str) -> bytes:
     return f"id: ep7-{seq}\nevent: thread.message.delta\ndata: {data}\n\n".encode()
 
 
+async def _follow(
+    browser: Any, stream: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> tuple[dict[str, Any], list[int], list[dict[str, Any]]]:
+    """TEST_PAGE in Chromium following run_1, whose stream ``stream`` serves: the end's
+    detail, the seqs seen and the errors reported."""
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=TEST_PAGE, content_type="text/html")
+
+    async def client(request: web.Request) -> web.Response:
+        return web.Response(body=CLIENT_JS.read_bytes(), content_type="text/javascript")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/client/runcast-client.js", client)
+    app.router.add_get("/streams/runs/run_1", stream)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        problems: list[str] = []
+        tab = await new_page(browser, problems)
+        await tab.goto(f"http://127.0.0.1:{port}/")
+        await tab.wait_for_function("() => window.result", timeout=WAIT * 1000)
+        result = await tab.evaluate("window.result")
+        seen = await tab.evaluate("window.seen")
+        errors = await tab.evaluate("window.errors")
+        await tab.close()
+    finally:
+        await runner.cleanup()
+    return result, seen, errors
+
+
 async def test_eventsource_resumes_without_duplicates_and_ends_on_204(browser: Any) -> None:
     """runcast-client.js with Chromium's EventSource against a scripted server."""
     requests: list[str] = []
@@ -282,33 +316,7 @@ async def test_eventsource_resumes_without_duplicates_and_ends_on_204(browser: A
         await response.write_eof()  # the body ends before done
         return response
 
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=TEST_PAGE, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/", page)
-
-    async def client(request: web.Request) -> web.Response:
-        return web.Response(body=CLIENT_JS.read_bytes(), content_type="text/javascript")
-
-    app.router.add_get("/client/runcast-client.js", client)
-    app.router.add_get("/streams/runs/run_1", stream)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        problems: list[str] = []
-        tab = await new_page(browser, problems)
-        await tab.goto(f"http://127.0.0.1:{port}/")
-        await tab.wait_for_function("() => window.result", timeout=WAIT * 1000)
-        result = await tab.evaluate("window.result")
-        seen = await tab.evaluate("window.seen")
-        errors = await tab.evaluate("window.errors")
-        await tab.close()
-    finally:
-        await runner.cleanup()
+    result, seen, errors = await _follow(browser, stream)
 
     assert requests[:2] == ["snapshot=1", "since=ep7-3"]
     assert requests[2:] and all(q == "since=ep7-5" for q in requests[2:])  # the 204 (and its probe)
@@ -392,3 +400,50 @@ async def test_a_chat_demo_from_the_page_streams_to_the_final_message(browser: A
     expected = completion["choices"][0]["message"]["content"]
     assert completion["id"] == completion_id and expected
     assert texts == [expected, expected]
+
+
+async def test_an_upstream_error_event_is_an_event_not_a_cut_over_eventsource(
+    browser: Any,
+) -> None:
+    # EventSource calls onerror for a server-sent `event: error` too: the client took it for a
+    # broken connection, closed before applying it, and resumed from the event before it every
+    # few seconds for as long as the page stayed open, never seeing the run's end.
+    requests: list[str] = []
+    failed = '{"code":"server_error","message":"The model crashed."}'
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        requests.append(request.query_string)
+        if len(requests) > 1:
+            return web.Response(status=204)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_delta(1, "Hi"))
+        await response.write(f"id: ep7-2\nevent: error\ndata: {failed}\n\n".encode())
+        await response.write(b"id: ep7-3\nevent: done\ndata: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    result, seen, _ = await _follow(browser, stream)
+    assert seen == [1, 2, 3]
+    assert result["reason"] == "done" and result["cuts"] == 0
+    assert requests == ["snapshot=1"]
+
+
+async def test_a_chat_tool_call_demo_shows_its_calls(browser: Any) -> None:
+    # Chat tool calls live on the assistant message (no item of their own): the viewer drew
+    # calls for items of kind "tool_calls" only, so a chat pane showed an empty message box.
+    async with runcast(sim={"deltas": 8, "delay_ms": 5}) as rc:
+        problems: list[str] = []
+        page = await new_page(browser, problems)
+        await page.goto(f"{rc.url}/")
+        await page.get_by_role("button", name="Chat: tool call", exact=True).click()
+        await page.wait_for_function(
+            "() => location.hash.startsWith('#chat=')", timeout=WAIT * 1000
+        )
+        await until_ended(page)
+        calls = await page.evaluate(
+            "() => [...document.querySelectorAll('.call .name')].map((e) => e.textContent)"
+        )
+        await page.close()
+    assert problems == []
+    assert calls and all(name == "get_weather()" for name in calls)

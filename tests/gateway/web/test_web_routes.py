@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -221,3 +223,30 @@ async def test_listing_shows_live_responses_and_chat_streams(
         await rc.app[RELAYS].wait_idle()
         status, listing = await get_json(session, f"{rc.url}/viewer/api/channels")
     assert listing["streams"] == []
+
+
+def test_the_browser_client_listens_to_every_event_runcast_adds() -> None:
+    # An EventSource delivers only the event names it listens to: the client lacked
+    # runcast.upstream_lost (and others), so a chat pane never saw its stream's end and
+    # reconnected every few seconds.
+    import importlib
+    import pkgutil
+
+    import gateway
+
+    published = set()
+    for module in pkgutil.walk_packages(gateway.__path__, "gateway."):
+        if module.name.endswith("__main__"):
+            continue
+        for name, value in vars(importlib.import_module(module.name)).items():
+            if (
+                name.isupper()
+                and isinstance(value, str)
+                and re.fullmatch(r"runcast\.[a-z_]+(\.[a-z_]+)?", value)
+            ):
+                published.add(value)
+    static = Path(gateway.__file__).parent / "web" / "static"
+    source = (static / "runcast-client.js").read_text()
+    listed = source.split("export const RUNCAST_EVENTS = [", 1)[1].split("];", 1)[0]
+    assert len(published) >= 17
+    assert published <= set(re.findall(r'"(runcast\.[a-z_.]+)"', listed))

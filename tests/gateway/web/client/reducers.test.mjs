@@ -222,3 +222,13 @@ test("auto: a named channel's chat snapshot picks the chat reducer", () => {
   assert.equal(r.state.protocol, "chat");
   assert.equal(r.state.items[0].text, "Sunny.");
 });
+
+test("auto: an empty snapshot (a named channel subscribed first) leaves the kind open", () => {
+  // runcast answers ?snapshot=1 on a channel with no stream yet with a null snapshot: taking it
+  // for an Assistants one fixed the reducer, and every chat chunk after it was dropped.
+  const r = autoReducer({ now: clock() });
+  r.load(null, 0);
+  r.apply("message", { id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: "yo" } }] }, 1);
+  assert.equal(r.state.protocol, "chat");
+  assert.equal(r.state.items[0].text, "yo");
+});
