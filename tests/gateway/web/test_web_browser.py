@@ -393,6 +393,17 @@ async def test_a_chat_demo_from_the_page_streams_to_the_final_message(browser: A
         url = f"{rc.url}/streams/chat/{completion_id}/snapshot"
         async with aiohttp.ClientSession() as session, session.get(url) as r:
             completion = (await r.json())["snapshot"]["completion"]
+
+        # A tool call: chat calls live on the assistant message (no item of their own), and
+        # the viewer drew calls for "tool_calls" items only (an empty message box).
+        await page.get_by_role("button", name="Chat: tool call", exact=True).click()
+        await page.wait_for_function(
+            f"() => location.hash.startsWith('#chat=') && location.hash !== '#chat={completion_id}'"
+        )
+        await until_ended(page)
+        calls = await page.evaluate(
+            "() => [...document.querySelectorAll('.call .name')].map((e) => e.textContent)"
+        )
         await page.close()
 
     assert problems == []
@@ -400,6 +411,7 @@ async def test_a_chat_demo_from_the_page_streams_to_the_final_message(browser: A
     expected = completion["choices"][0]["message"]["content"]
     assert completion["id"] == completion_id and expected
     assert texts == [expected, expected]
+    assert calls and all(name == "get_weather()" for name in calls)
 
 
 async def test_an_upstream_error_event_is_an_event_not_a_cut_over_eventsource(
@@ -427,23 +439,3 @@ async def test_an_upstream_error_event_is_an_event_not_a_cut_over_eventsource(
     assert seen == [1, 2, 3]
     assert result["reason"] == "done" and result["cuts"] == 0
     assert requests == ["snapshot=1"]
-
-
-async def test_a_chat_tool_call_demo_shows_its_calls(browser: Any) -> None:
-    # Chat tool calls live on the assistant message (no item of their own): the viewer drew
-    # calls for items of kind "tool_calls" only, so a chat pane showed an empty message box.
-    async with runcast(sim={"deltas": 8, "delay_ms": 5}) as rc:
-        problems: list[str] = []
-        page = await new_page(browser, problems)
-        await page.goto(f"{rc.url}/")
-        await page.get_by_role("button", name="Chat: tool call", exact=True).click()
-        await page.wait_for_function(
-            "() => location.hash.startsWith('#chat=')", timeout=WAIT * 1000
-        )
-        await until_ended(page)
-        calls = await page.evaluate(
-            "() => [...document.querySelectorAll('.call .name')].map((e) => e.textContent)"
-        )
-        await page.close()
-    assert problems == []
-    assert calls and all(name == "get_weather()" for name in calls)
