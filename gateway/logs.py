@@ -229,7 +229,10 @@ def redact(text: str) -> str:
 
 def formatter(kind: LogFormat, secrets: Iterable[str | None] = ()) -> logging.Formatter:
     """The formatter of ``kind``, redacting ``secrets`` and secret-shaped text."""
-    redactor = Redactor(secrets)
+    return _formatter(kind, Redactor(secrets))
+
+
+def _formatter(kind: LogFormat, redactor: Redactor) -> logging.Formatter:
     return _JsonFormatter(redactor) if kind == "json" else _TextFormatter(redactor)
 
 
@@ -244,7 +247,7 @@ def configure(
     global _active
     _active = Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter(_active) if kind == "json" else _TextFormatter(_active))
+    handler.setFormatter(_formatter(kind, _active))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

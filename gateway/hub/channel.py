@@ -365,11 +365,10 @@ class Channel:
         self.end_all("ended")
 
     def end_all(self, reason: EndReason, *, rewind_to: int | None = None) -> None:
-        """End every subscriber; with ``rewind_to``, as lagging behind that seq (``Sink.rewind``)."""
+        """End every subscriber; with ``rewind_to``, telling it to resume from that seq
+        (``Sink.rewind``, which ends it as lagged)."""
         self.flush()
         ends = self._counters.ends
-        if rewind_to is not None:
-            reason = "lagged"
         for sinks in self._sinks.values():
             self._counters.subscribers -= len(sinks)
             if sinks:

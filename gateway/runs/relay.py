@@ -51,7 +51,6 @@ import msgspec
 from gateway import logs, tracing
 from gateway.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from gateway.hub import HubEvent
-from gateway.logs import worth_a_line
 from gateway.metrics import NO_METER
 from gateway.state import Lease
 from gateway.upstream import RunStream, StreamItem
@@ -359,7 +358,7 @@ class RunRelay:
             self.resolve_start()
         if item.decode_error is not None:
             self._undecodable += 1
-            if worth_a_line(self._undecodable):
+            if logs.worth_a_line(self._undecodable):
                 log.warning(
                     "run %s: relaying undecodable event: %s (%d so far)",
                     self.run_id,
