@@ -313,7 +313,7 @@ class SSEDecoder:
                 pieces = buf.split(separator)
                 value = pieces.pop()
                 pieces[0] = pieces[0][prefix_len:]
-                joined = b"".join(pieces)
+                joined = b" ".join(pieces)
                 if 10 not in joined and is_utf8(joined):
                     events += map(
                         ServerSentEvent, repeat(prefix_name), pieces, repeat(self.last_event_id)
@@ -376,8 +376,9 @@ class SSEDecoder:
                             if not pieces:
                                 continue
                             # One check of all the values: no LF (each is exactly one data
-                            # line) and valid UTF-8.
-                            joined = b"".join(pieces)
+                            # line) and valid UTF-8 (joined by an ASCII byte, so a sequence
+                            # cut over two values cannot pass for one character).
+                            joined = b" ".join(pieces)
                             if small and 10 not in joined and is_utf8(joined):
                                 count = len(pieces)
                                 events += map(

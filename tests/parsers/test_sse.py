@@ -734,3 +734,15 @@ def test_a_read_opening_with_a_run_that_holds_other_fields_decodes_like_the_refe
     expected = interpret(stream).events
     got = [(e.event, e.data, e.id, e.retry) for e in decode(stream, size)]
     assert got == expected
+
+
+@pytest.mark.parametrize("size", [None, 64, 1024, 4096])
+def test_invalid_utf8_split_over_two_values_of_a_run_is_replaced_in_each(size: int | None) -> None:
+    # A value ending in a lead byte followed by one opening with continuation bytes: each is
+    # invalid on its own though the two together would be one valid character, so each is
+    # replaced, and the bytes handed out are valid UTF-8.
+    prefix = b"event: response.output_text.delta\ndata: "
+    stream = b"".join(prefix + v + b"\n\n" for v in [b"a"] * 40 + [b"\xe1", b"\x80\x80"] * 30)
+    events = decode(stream, size)
+    assert [e.data_bytes for e in events[40:42]] == ["\ufffd".encode(), "\ufffd\ufffd".encode()]
+    assert [e.data_bytes for e in events] == [e.data.encode() for e in events]
