@@ -21,7 +21,10 @@ Theory of operation
   short runs stays linear), and the events are built by ``map`` without a Python loop. A
   read of one span at most that opens inside such a run (the usual read of a stream of deltas)
   is split whole, with no span copied and no first event taken apart; when it ends inside the
-  run's next block, or in a partial line after it, no line is read one at a time. An
+  run's next block, or in a partial line after it, no line is read one at a time. When the
+  previous read left the run's unfinished block pending, a read of 1-8 KiB is split on its own
+  and the pending value put in front of its first piece (``_continue_run``), so the pending
+  bytes and the read are never copied into one buffer. An
   unfinished block of that shape at the end of a chunk is left in ``_rest`` whole (its lines
   change nothing observable before its blank line) and read again with the next chunk.
 * A change of event name looks its block shape up in a small cache (prefix, decoded name and
@@ -113,6 +116,7 @@ class SSEDecoder:
         "_more_len",
         "_names",
         "_rest",
+        "_run",
         "_shapes",
         "_skip_lf",
         "last_event_id",
@@ -144,6 +148,9 @@ class SSEDecoder:
         self._more_len = 0
         self._line_start = 0
         self._cut = 0
+        # Set while _rest is exactly an unfinished block of the current fast shape (its value
+        # without LF so far) and nothing else is pending: the next read may continue the run.
+        self._run = False
         # The current block once a field line was seen since the last blank line: event type
         # buffer, data lines, their joined size, and the block's `retry` value.
         self._block: tuple[str, list[bytes] | None, int, int | None] | None = None
@@ -155,8 +162,13 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume the next bytes of the stream; return the events completed by them."""
+        if _WHOLE_MIN <= len(chunk) < _RUN_SPAN and self._run and type(chunk) is bytes:
+            events = self._continue_run(chunk)
+            if events is not None:
+                return events
         if self._closed:
             self._refuse()
+        self._run = False
         if type(chunk) is not bytes:
             chunk = bytes(chunk)
         if not chunk:
@@ -206,9 +218,40 @@ class SSEDecoder:
                 self._fail(EventTooLarge(self._limit, offset=self._line_start))
         return events
 
+    def _continue_run(self, chunk: bytes) -> list[ServerSentEvent] | None:
+        """The usual read of a stream of deltas: ``_rest`` holds the run's unfinished block and
+        ``chunk`` completes it and more blocks of the same shape. Splits ``chunk`` alone (no
+        copy of pending + chunk) and returns the events, or None, having changed nothing, when
+        the chunk is not that."""
+        prefix, prefix_name, separator = self._fast
+        pieces = chunk.split(separator)
+        if len(pieces) < 2 or 13 in chunk:
+            return None
+        value = pieces.pop()
+        pieces[0] = self._rest[len(prefix) :] + pieces[0]
+        joined = b" ".join(pieces)
+        if 10 in joined or not is_utf8(joined):
+            return None
+        events = list(map(ServerSentEvent, repeat(prefix_name), pieces, repeat(self.last_event_id)))
+        if 10 not in value:
+            # The read ends inside the run's next block: that block is the new _rest.
+            self.offset += len(chunk)
+            self._rest = rest = prefix + value
+            self._line_start = self.offset - len(rest)
+            return events
+        # The run ends inside this read: what follows its last block goes the general way, as
+        # the read's last bytes.
+        tail = len(prefix) + len(value)
+        self.offset += len(chunk) - tail
+        self._rest = b""
+        self._run = False
+        events += self.feed(chunk[-tail:])
+        return events
+
     def close(self) -> list[ServerSentEvent]:
         """Signal end of input. Never dispatches: an unterminated event is discarded (WHATWG)
         and ``truncated`` says whether anything was pending. Idempotent."""
+        self._run = False
         if not self._closed:
             self._closed = True
             self.truncated = bool(self._rest or self._more or self._bom or self._block)
@@ -223,6 +266,7 @@ class SSEDecoder:
         raise LocalProtocolError("feed() after close()")
 
     def _fail(self, exc: RemoteProtocolError) -> NoReturn:
+        self._run = False
         self._closed = True
         self._error = exc
         self.truncated = True
@@ -324,6 +368,7 @@ class SSEDecoder:
                     nl = value.find(b"\n")
                     if nl < 0 and defer:
                         self._cut = pos
+                        self._run = True
                         return events
                     if nl >= 0 and pos + prefix_len + nl + 1 == last:
                         value = value[:nl]
@@ -355,6 +400,7 @@ class SSEDecoder:
                     if nl < 0:  # the prefix runs into the partial line
                         if defer:
                             cut = pos
+                            self._run = True
                             break
                     elif nl < last and buf[nl + 1] == 10 and nl - pos <= limit:
                         value = buf[start:nl]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -736,6 +737,23 @@ def test_a_read_opening_with_a_run_that_holds_other_fields_decodes_like_the_refe
     assert got == expected
 
 
+@pytest.mark.parametrize("size", [1024, 1500, 4096])
+def test_a_line_over_the_limit_after_reads_inside_a_run_raises_with_its_offset(size: int) -> None:
+    # Reads that continue a run keep the stream offsets exact: a line over the limit that opens
+    # in the block a run's read left pending is reported where it starts.
+    block = b'event: response.output_text.delta\ndata: {"t":"abc"}\n\n'
+    head = block * 200
+    start = len(head) + len(b"event: response.output_text.delta\n")
+    stream = head + b"event: response.output_text.delta\ndata: " + b"x" * 3000 + b"\n\n"
+    decoder = SSEDecoder(max_event_bytes=2000)
+    events: list[ServerSentEvent] = []
+    with pytest.raises(EventTooLarge) as info:
+        for chunk in chunks_of(stream, size):
+            events += decoder.feed(chunk)
+    assert info.value.offset == start
+    assert len(events) + len(info.value.events) == 200
+
+
 @pytest.mark.parametrize("size", [None, 64, 1024, 4096])
 def test_invalid_utf8_split_over_two_values_of_a_run_is_replaced_in_each(size: int | None) -> None:
     # A value ending in a lead byte followed by one opening with continuation bytes: each is
@@ -745,4 +763,49 @@ def test_invalid_utf8_split_over_two_values_of_a_run_is_replaced_in_each(size: i
     stream = b"".join(prefix + v + b"\n\n" for v in [b"a"] * 40 + [b"\xe1", b"\x80\x80"] * 30)
     events = decode(stream, size)
     assert [e.data_bytes for e in events[40:42]] == ["\ufffd".encode(), "\ufffd\ufffd".encode()]
+    assert [e.data_bytes for e in events] == [e.data.encode() for e in events]
+
+
+_DELTA = b"event: response.output_text.delta\ndata: "
+_BREAKS = [
+    b"event: response.output_text.done\ndata: x\n\n",
+    _DELTA + b"a\ndata: b\n\n",
+    _DELTA + b"a\r\n\r\n",
+    _DELTA + b"a\rb\n\n",
+    _DELTA + b"\xe1\n\n" + _DELTA + b"\x80\x80\n\n",
+    _DELTA + b"\xff\n\n",
+    b"data: plain\n\n",
+    b"id: 9\n",
+    b": ping\n\n",
+    b"\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reads_of_kilobytes_inside_runs_decode_like_the_reference(seed: int) -> None:
+    # Reads of 1-8 KiB inside long runs (a read that continues the run is split on its own,
+    # without the pending block copied in front), broken by other shapes, a CR inside a value,
+    # invalid UTF-8 (also a sequence cut over two values) or comments; chunks cut anywhere and
+    # fed as bytes or bytearray. The data bytes handed out are valid UTF-8.
+    rng = random.Random(seed)
+    alphabet = 'abc xyz"\\é€😀'
+    parts = []
+    for _ in range(rng.randint(2, 6)):
+        for _ in range(rng.randint(30, 200)):
+            text = "".join(rng.choices(alphabet, k=rng.randint(0, 40)))
+            parts.append(_DELTA + b'{"delta":"%s"}\n\n' % text.encode())
+        parts.append(rng.choice(_BREAKS))
+    stream = b"".join(parts)
+    chunks = []
+    pos = 0
+    while pos < len(stream):
+        size = rng.randint(1024, 8191)
+        chunks.append(stream[pos : pos + size])
+        pos += size
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    as_bytearray = seed % 2 == 1
+    for chunk in chunks:
+        events += decoder.feed(bytearray(chunk) if as_bytearray else chunk)
+    assert [(e.event, e.data, e.id, e.retry) for e in events] == interpret(stream).events
     assert [e.data_bytes for e in events] == [e.data.encode() for e in events]
