@@ -65,15 +65,17 @@ def _opener(
 ) -> Opener:
     upstream = request.app[UPSTREAM]
     query = request.rel_url.raw_query_string or None
+    # The caller's request is sent once: its own client (the SDK's max_retries) decides whether a
+    # 429 or a failed connection is tried again, as through the transparent proxy.
     if call.kind == "run":
         assert call.thread_id is not None
         thread_id = call.thread_id
         return lambda: upstream.stream_run(
-            thread_id, body, query=query, api_key=api_key, headers=headers
+            thread_id, body, query=query, api_key=api_key, headers=headers, max_retries=0
         )
     if call.kind == "thread_and_run":
         return lambda: upstream.stream_thread_and_run(
-            body, query=query, api_key=api_key, headers=headers
+            body, query=query, api_key=api_key, headers=headers, max_retries=0
         )
     assert call.thread_id is not None and call.run_id is not None
     try:
@@ -89,7 +91,7 @@ def _opener(
         ) from None
     thread_id, run_id = call.thread_id, call.run_id
     return lambda: upstream.stream_submit_tool_outputs(
-        thread_id, run_id, outputs, api_key=api_key, headers=headers
+        thread_id, run_id, outputs, api_key=api_key, headers=headers, max_retries=0
     )
 
 
@@ -159,13 +161,11 @@ def http_error_response(request: web.Request, exc: UpstreamHTTPError) -> web.Res
 
 
 def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
-    head = {
-        "Content-Type": "text/event-stream; charset=utf-8",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    }
-    if start.request_id:
-        head["x-request-id"] = start.request_id
+    # The upstream's request id, rate-limit and processing headers, as the proxy returns them.
+    head = copy_response_headers(start.upstream_headers, content_type=False)
+    head["Content-Type"] = "text/event-stream; charset=utf-8"
+    head["Cache-Control"] = "no-cache"
+    head["X-Accel-Buffering"] = "no"
     tokens = request.app[TOKENS]
     # An id no subscriber URL can name (from an upstream that does not check its ids) is not
     # advertised: it could not be subscribed to, and may not even be a valid header value.

@@ -69,6 +69,7 @@ from .creator import http_error_response, write_feed
 from .drain import shutting_down
 from .errors import RequestError, upstream_failure
 from .exposition import METRICS
+from .headers import copy_response_headers
 from .routes import StreamedCall
 from .state import BROKER, DRAIN, RELAYS, SETTINGS, TOKENS, TOOL_AUTOMATION, UPSTREAM
 from .streams import advertised, routable
@@ -110,6 +111,7 @@ async def serve_protocol_stream(
         raise shutting_down()
     app[DRAIN].check()
     upstream = app[UPSTREAM]
+    # Sent once: the caller's own client decides on retries (as in ``creator.py``).
     opener = functools.partial(
         upstream.open_stream,
         "POST",
@@ -118,6 +120,7 @@ async def serve_protocol_stream(
         query=request.rel_url.raw_query_string or None,
         api_key=api_key,
         headers=headers,
+        max_retries=0,
     )
     reopen = functools.partial(upstream.open_stream, "GET", api_key=api_key, headers=headers)
     key = upstream.settings.api_key
@@ -219,13 +222,11 @@ def _tool_chain(
 def _head(
     request: web.Request, kind: str, start: StreamStart, channels: Mapping[str, str]
 ) -> dict[str, str]:
-    head = {
-        "Content-Type": "text/event-stream; charset=utf-8",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    }
-    if start.request_id:
-        head["x-request-id"] = start.request_id
+    # The upstream's request id, rate-limit and processing headers, as the proxy returns them.
+    head = copy_response_headers(start.upstream_headers, content_type=False)
+    head["Content-Type"] = "text/event-stream; charset=utf-8"
+    head["Cache-Control"] = "no-cache"
+    head["X-Accel-Buffering"] = "no"
     tokens = request.app[TOKENS]
     # An upstream id no subscriber URL can name is not advertised (see creator._head).
     # Nor one whose channel is another stream's (the upstream reused the id: relay._claim).

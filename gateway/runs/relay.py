@@ -86,7 +86,9 @@ class RelayStart(msgspec.Struct, frozen=True, kw_only=True):
 
     run_id: str | None
     thread_id: str | None
-    request_id: str | None
+    upstream_headers: Mapping[str, str]
+    """The first upstream response's head (the caller gets its request id, rate-limit and
+    processing headers, as from the proxy)."""
 
 
 class RunRelay:
@@ -128,7 +130,7 @@ class RunRelay:
         self.api_key = api_key
         self._headers = dict(headers or {})
         self.ready: Readiness[RelayStart] = Readiness()
-        self._request_id: str | None = None
+        self._upstream_headers: Mapping[str, str] = {}
         self._held: list[HubEvent] = []
         self._batch: list[HubEvent] = []
         """The current upstream read's events, published together once it is decoded."""
@@ -298,8 +300,8 @@ class RunRelay:
         try:
             with traced:
                 async with stream:
-                    if self._request_id is None:
-                        self._request_id = stream.response.headers.get("x-request-id")
+                    if not self._upstream_headers:
+                        self._upstream_headers = stream.response.headers
                     while batch := await stream.read_batch():
                         sampled = meter.batch(opened, len(batch))
                         if not got:
@@ -436,7 +438,9 @@ class RunRelay:
     def resolve_start(self) -> None:
         if not self.ready.done:
             start = RelayStart(
-                run_id=self.run_id, thread_id=self.thread_id, request_id=self._request_id
+                run_id=self.run_id,
+                thread_id=self.thread_id,
+                upstream_headers=self._upstream_headers,
             )
             self.ready.started(start)
 

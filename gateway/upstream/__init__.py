@@ -39,8 +39,8 @@ TLS failure                                           raised                    
 
 [1] Only when the hint is at most ``retry_after_max``; a longer wait is the caller's decision, so
 the 429/503 is raised. ``request()``/``send()`` follow the same table but return the final
-non-2xx answer instead of raising it; the proxy may pass ``max_retries=0`` to leave every retry
-to its own client. A stream that fails after its first byte is never retried: the events already
+non-2xx answer instead of raising it. A caller's own request (the transparent proxy, a creator's
+streamed call) is sent with ``max_retries=0``: retries are the caller's client's to decide. A stream that fails after its first byte is never retried: the events already
 relayed cannot be taken back.
 """
 

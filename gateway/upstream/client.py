@@ -348,6 +348,7 @@ class UpstreamClient(RunOperations):
         query: Query = None,
         api_key: str | None,
         headers: Mapping[str, str] | None,
+        max_retries: int | None = None,
     ) -> UpstreamResponse:
         """Send a request that answers with an event stream; its response, body unread.
 
@@ -363,6 +364,7 @@ class UpstreamClient(RunOperations):
             body=body,
             headers=headers,
             api_key=api_key,
+            max_retries=max_retries,
             accept="text/event-stream",
         )
         if not response.ok:
@@ -384,10 +386,17 @@ class UpstreamClient(RunOperations):
         headers: Mapping[str, str] | None,
         run_id: str | None = None,
         thread_id: str | None = None,
+        max_retries: int | None = None,
     ) -> RunStream:
         async def open_stream() -> UpstreamResponse:
             return await self.open_stream(
-                "POST", path, body=body, query=query, api_key=api_key, headers=headers
+                "POST",
+                path,
+                body=body,
+                query=query,
+                api_key=api_key,
+                headers=headers,
+                max_retries=max_retries,
             )
 
         return RunStream(

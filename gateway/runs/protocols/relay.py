@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
@@ -85,7 +85,8 @@ class StreamStart(msgspec.Struct, frozen=True, kw_only=True):
     """What the creator's response head needs."""
 
     object_id: str | None
-    request_id: str | None
+    upstream_headers: Mapping[str, str]
+    """The first upstream response's head (see ``gateway.runs.relay.RelayStart``)."""
     channel: str | None = None
     """The stream's own channel; None when it has none (its id was reused: ``_claim``)."""
 
@@ -152,7 +153,7 @@ class StreamRelay:
         """Body bytes of this round's stream so far, resumptions included."""
         self.scrub = scrub
         self.ready: Readiness[StreamStart] = Readiness()
-        self._request_id: str | None = None
+        self._upstream_headers: Mapping[str, str] = {}
         self.object_id: str | None = None
         self._unclaimed = False
         """The id is known and its channel not yet looked up (``_claim``)."""
@@ -335,8 +336,8 @@ class StreamRelay:
             counted=self._bytes_in,
         )
         async with stream:
-            if self._request_id is None:
-                self._request_id = stream.response.headers.get("x-request-id")
+            if not self._upstream_headers:
+                self._upstream_headers = stream.response.headers
             done = False
             while batch := await stream.read_batch():
                 self.received = True
@@ -435,7 +436,9 @@ class StreamRelay:
     def resolve_start(self) -> None:
         if not self.ready.done:
             start = StreamStart(
-                object_id=self.object_id, request_id=self._request_id, channel=self.out.own
+                object_id=self.object_id,
+                upstream_headers=self._upstream_headers,
+                channel=self.out.own,
             )
             self.ready.started(start)
 

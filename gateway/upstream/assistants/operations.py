@@ -59,6 +59,7 @@ class RunOperations:
         headers: Mapping[str, str] | None,
         run_id: str | None = None,
         thread_id: str | None = None,
+        max_retries: int | None = None,
     ) -> RunStream:
         raise NotImplementedError
 
@@ -90,6 +91,7 @@ class RunOperations:
         query: Query = None,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
     ) -> RunStream:
         """Streamed :meth:`create_run`: use as ``async with ... as stream``."""
         return self._stream(
@@ -99,6 +101,7 @@ class RunOperations:
             api_key=api_key,
             headers=headers,
             thread_id=thread_id,
+            max_retries=max_retries,
         )
 
     async def create_thread_and_run(
@@ -125,6 +128,7 @@ class RunOperations:
         query: Query = None,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
     ) -> RunStream:
         """Streamed :meth:`create_thread_and_run`; its first event is ``thread.created``."""
         return self._stream(
@@ -133,6 +137,7 @@ class RunOperations:
             query=query,
             api_key=api_key,
             headers=headers,
+            max_retries=max_retries,
         )
 
     async def submit_tool_outputs(
@@ -164,6 +169,7 @@ class RunOperations:
         *,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
     ) -> RunStream:
         """Streamed :meth:`submit_tool_outputs`: the continuation of the same run (spec §2.3)."""
         return self._stream(
@@ -173,6 +179,7 @@ class RunOperations:
             headers=headers,
             run_id=run_id,
             thread_id=thread_id,
+            max_retries=max_retries,
         )
 
     async def cancel_run(

@@ -87,9 +87,7 @@ async def start_gateway(start_sim: StartSim) -> AsyncIterator[StartGateway]:
             upstream=UpstreamSettings(
                 base_url=upstream_url,
                 api_key=upstream_key,
-                max_retries=0,
-                idle_timeout=10.0,
-                **(upstream or {}),
+                **{"max_retries": 0, "idle_timeout": 10.0, **(upstream or {})},
             ),
             hub=HubSettings(**(hub or {})),
             **values,
