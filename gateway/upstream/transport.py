@@ -21,6 +21,7 @@ other ``ClientError`` / ``OSError``      ``UpstreamConnectionError``
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -391,10 +392,10 @@ class Transport:
         except aiohttp.ClientSSLError as exc:
             # A TLS failure is not transient; do not let it pass as "nothing was sent, retry".
             raise UpstreamConnectionError(
-                f"TLS failure with upstream {url.origin()}: {exc}"
+                f"TLS failure with the upstream ({type(exc).__name__})"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(f"cannot connect to upstream {url.origin()}: {exc}") from exc
+            raise UpstreamConnectError(f"cannot connect to the upstream: {_refused(exc)}") from exc
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             if scope.expired():
                 raise UpstreamTimeout("first_byte", s.first_byte_timeout) from exc
@@ -415,3 +416,13 @@ class Transport:
             on_release=self._released,
             scrubber=self._scrubber,
         )
+
+
+def _refused(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection could not be made, without aiohttp's text: callers get these messages,
+    and the upstream's address (an internal name, often) is the operator's to know, not theirs."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "its name did not resolve"
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return "the connection failed"
