@@ -65,8 +65,12 @@ class UpstreamHTTPError(UpstreamError):
         super().__init__(f"upstream HTTP {status}: {message or body!r}")
 
 
+_LAST_WORD = {"response": "its terminal event", "chat": "[DONE]"}
+
+
 class StreamTruncated(UpstreamError):
-    """The upstream stream ended without ``done`` while the run was not terminal.
+    """The upstream stream ended without ``done`` while the run was not terminal (or, for
+    another ``kind`` of stream, before its terminal event or ``[DONE]``).
 
     ``last_status`` is the last run status seen on the stream (None if no run event arrived);
     ``run_id``/``thread_id`` identify the run when known. ``partial_event`` tells whether bytes of an
@@ -80,11 +84,16 @@ class StreamTruncated(UpstreamError):
         run_id: str | None = None,
         thread_id: str | None = None,
         partial_event: bool = False,
+        kind: str = "run",
     ) -> None:
-        super().__init__(
-            f"upstream stream for run {run_id} ended without 'done' "
-            f"(last run status: {last_status})"
-        )
+        if kind == "run":
+            said = f"upstream stream for run {run_id} ended without 'done' "
+            said += f"(last run status: {last_status})"
+        else:
+            said = (
+                f"upstream stream of {kind} {run_id} ended before {_LAST_WORD.get(kind, 'its end')}"
+            )
+        super().__init__(said)
         self.last_status = last_status
         self.run_id = run_id
         self.thread_id = thread_id

@@ -406,6 +406,7 @@ class StreamRelay:
                     run_id=self.object_id,
                     thread_id=None,
                     partial_event=stream.partial_event,
+                    kind=self.spec.kind,
                 )
 
     def _known(self, object_id: str) -> None:

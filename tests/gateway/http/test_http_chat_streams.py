@@ -187,3 +187,36 @@ async def test_nothing_after_done_is_relayed(start_gateway: StartGateway) -> Non
             received = await response.read()
     assert received.count(b"[DONE]") == 1
     assert b"kept" in received and b"after" not in received
+
+
+@pytest.mark.asyncio
+async def test_a_chat_stream_ended_before_done_is_told_in_chat_words(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # A body that ends cleanly without [DONE]: the loss names the completion and what it
+    # lacked, not a run and its "last run status: None" (the Assistants wording it had).
+    chunk = {
+        "id": "chatcmpl-short",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+    }
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with session.post(f"{gateway.v1}/chat/completions", json=body) as response:
+            text = (await response.read()).decode()
+    lost = orjson.loads(text.split("event: runcast.upstream_lost\n", 1)[1].split("data: ", 1)[1])
+    message = lost["error"]["message"]
+    assert "upstream stream of chat chatcmpl-short ended before [DONE]" in message
+    assert "for run" not in message and "run status" not in message
