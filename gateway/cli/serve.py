@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -88,6 +89,7 @@ def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
     for key in config.ignored(effective):
         log.warning("%s is ignored: it applies to an --upstream, and none is given", key)
+    warn_rootless_upstream(settings)
     if settings.workers > 1 and workers.WORKER_ENV not in os.environ:
         return workers.supervise(
             list(sys.argv[1:] if argv is None else argv),
@@ -105,6 +107,22 @@ def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
         print(f"runcast: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def warn_rootless_upstream(settings: Settings) -> None:
+    """Warn when ``--upstream`` has no path. Accepted (a server may serve the API at its root),
+    but every OpenAI-compatible server runcast knows serves it under /v1: without it each call
+    is a 404 from the upstream, and nothing at start said why."""
+    if settings.upstream is None or urlsplit(settings.upstream.base_url).path not in ("", "/"):
+        return
+    base = logs.masked_url(settings.upstream.base_url.rstrip("/"))
+    log.warning(
+        "--upstream %s has no path: calls go to %s/chat/completions and the like;"
+        " OpenAI-compatible servers serve them under /v1 (--upstream %s/v1)",
+        base,
+        base,
+        base,
+    )
 
 
 def _run(coro: Any) -> None:

@@ -15,6 +15,7 @@ import pytest
 from http_helpers import WAIT, clean_environ, parse_serve, serve_process, stop_with_sigterm
 
 from gateway.cli import build_parser, main
+from gateway.cli.serve import warn_rootless_upstream
 from gateway.errors import ConfigError
 from gateway.flags import states_default
 from gateway.http.listener import DEFAULT_BACKLOG, listen_backlog
@@ -294,3 +295,31 @@ async def test_serve_cannot_listen_says_so_in_one_line(where: str) -> None:
         else "nohost.invalid:8080"
     )
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "warned"),
+    [
+        ("http://127.0.0.1:9", True),
+        ("http://user-host.internal:8000/", True),
+        ("http://127.0.0.1:9/v1", False),
+        ("https://example.openai.azure.com/openai", False),
+    ],
+)
+def test_an_upstream_without_a_path_is_warned_about_at_start(
+    upstream: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Accepted, but every call would be a 404 from an OpenAI-compatible server (its API is
+    # under /v1), and nothing at start said why.
+    settings = parse_serve("--upstream", upstream, "--subscribe-auth", "open")
+    with caplog.at_level("WARNING", logger="runcast"):
+        warn_rootless_upstream(settings)
+    lines = [r.getMessage() for r in caplog.records]
+    if warned:
+        base = upstream.rstrip("/")
+        assert lines == [
+            f"--upstream {base} has no path: calls go to {base}/chat/completions and the like;"
+            f" OpenAI-compatible servers serve them under /v1 (--upstream {base}/v1)"
+        ]
+    else:
+        assert lines == []
