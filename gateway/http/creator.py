@@ -28,6 +28,7 @@ import msgspec
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_payload
@@ -160,7 +161,7 @@ def http_error_response(request: web.Request, exc: UpstreamHTTPError) -> web.Res
     )
 
 
-def _head(request: web.Request, start: RelayStart) -> dict[str, str]:
+def _head(request: web.Request, start: RelayStart) -> CIMultiDict[str]:
     # The upstream's request id, rate-limit and processing headers, as the proxy returns them.
     head = copy_response_headers(start.upstream_headers, content_type=False)
     head["Content-Type"] = "text/event-stream; charset=utf-8"

@@ -2,11 +2,13 @@
 the header every answer carries.
 
 Requests forward only what the upstream uses (spec §1.1): content type (multipart uploads need
-the caller's boundary), accept, the ``OpenAI-*`` scoping and beta headers and an idempotency key.
-``Authorization`` is never copied here: the upstream client sets it (runcast's key, or the
-caller's bearer when runcast holds none). Responses return what SDKs read: request id, retry and
-poll hints, rate-limit headers, content type and disposition. Everything else (hop-by-hop
-headers, cookies, server internals) stays behind. The upstream key itself is already masked in
+the caller's boundary), accept, the ``OpenAI-*`` scoping and beta headers, an idempotency key,
+the SDKs' ``X-Stainless-*`` telemetry (their retry count and timeout among it) and the
+simulator's ``X-Mock-*`` switches. ``Authorization`` is never copied here: the upstream client
+sets it (runcast's key, or the caller's bearer when runcast holds none). Responses return what
+SDKs and HTTP clients read: request id, retry and poll hints, rate-limit headers, content type
+and disposition, caching (``Cache-Control``, ``ETag``, ``Last-Modified``), ``Location``, ``Link``
+and ``Allow``. Everything else (hop-by-hop headers, cookies, server internals) stays behind. The upstream key itself is already masked in
 whatever the upstream sent (``gateway/upstream/scrub.py``, applied where upstream bytes enter).
 
 Every answer says ``X-Content-Type-Options: nosniff``: a proxied file (its type is the
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 __all__ = ["copy_response_headers", "forward_request_headers", "nosniff", "relayed_body"]
 
@@ -43,21 +46,37 @@ _RESPONSE_HEADERS = (
     "openai-version",
     "openai-organization",
     "openai-project",
+    "Cache-Control",
+    "ETag",
+    "Last-Modified",
+    "Location",
+    "Link",
+    "Allow",
 )
 _RESPONSE_NAMES = frozenset(name.lower() for name in _RESPONSE_HEADERS)
 _RESPONSE_PREFIXES = ("x-ratelimit-",)
 
 
+_REQUEST_PREFIXES = ("x-stainless-", "x-mock-")
+
+
 def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The caller's headers that go upstream (names as the upstream client expects them)."""
-    return {name: headers[name] for name in _REQUEST_HEADERS if name in headers}
+    out = {name: headers[name] for name in _REQUEST_HEADERS if name in headers}
+    out.update(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower().startswith(_REQUEST_PREFIXES)
+    )
+    return out
 
 
 def copy_response_headers(
     headers: Mapping[str, str], *, content_type: bool = True
-) -> dict[str, str]:
-    """The upstream's response headers that go back to the caller (any name case)."""
-    out: dict[str, str] = {}
+) -> CIMultiDict[str]:
+    """The upstream's response headers that go back to the caller (any name case; setting one
+    on the result replaces the upstream's, whatever its case)."""
+    out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         low = name.lower()
         if low == "content-type" and not content_type:

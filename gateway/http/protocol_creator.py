@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Mapping
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError, UpstreamHTTPError
 from gateway.hub import LAGGED_EVENT, SHUTDOWN_EVENT, START, Position, lagged_payload
@@ -221,7 +222,7 @@ def _tool_chain(
 
 def _head(
     request: web.Request, kind: str, start: StreamStart, channels: Mapping[str, str]
-) -> dict[str, str]:
+) -> CIMultiDict[str]:
     # The upstream's request id, rate-limit and processing headers, as the proxy returns them.
     head = copy_response_headers(start.upstream_headers, content_type=False)
     head["Content-Type"] = "text/event-stream; charset=utf-8"

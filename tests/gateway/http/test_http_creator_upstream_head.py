@@ -30,6 +30,7 @@ _HEAD = {
     "x-ratelimit-reset-tokens": "6ms",
     "openai-processing-ms": "17",
     "set-cookie": "session=upstream",
+    "cache-control": "max-age=60",
 }
 
 
@@ -109,3 +110,4 @@ async def test_a_streamed_answer_carries_the_upstream_rate_limit_and_processing_
     assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert headers["runcast-completion-id"] == "chatcmpl-h1"
     assert "Set-Cookie" not in headers  # cookies stay behind, as through the proxy
+    assert headers.getall("Cache-Control") == ["no-cache"]  # a stream is never cached

@@ -227,3 +227,53 @@ async def test_a_whole_answer_the_caller_never_reads_is_dropped_after_the_write_
                     await asyncio.sleep(0.05)
         finally:
             writer.close()
+
+
+@pytest.mark.asyncio
+async def test_sdk_telemetry_simulator_switches_and_caching_headers_cross_the_proxy(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # The SDK's X-Stainless-* (its retry count among them) and the simulator's X-Mock-* switches
+    # reach the upstream; its caching and location headers come back. Cookies stay behind both
+    # ways, and so does what only concerns one hop.
+    received: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        return web.json_response(
+            {"object": "list", "data": []},
+            headers={
+                "ETag": '"v1"',
+                "Cache-Control": "max-age=60",
+                "Location": "/v1/files/file_1",
+                "Link": '</v1/files?after=file_1>; rel="next"',
+                "Allow": "GET, POST",
+                "Set-Cookie": "session=upstream",
+            },
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/files", answer)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        sent = {
+            "X-Stainless-Retry-Count": "1",
+            "X-Stainless-Lang": "python",
+            "X-Mock-Scenario": "rate_limited",
+            "Cookie": "viewer=1",
+            "Keep-Alive": "timeout=5",
+        }
+        async with session.get(f"{gateway.v1}/files", headers=sent) as response:
+            assert response.status == 200
+            headers = response.headers
+    [upstream_got] = received
+    assert upstream_got["X-Stainless-Retry-Count"] == "1"
+    assert upstream_got["X-Stainless-Lang"] == "python"
+    assert upstream_got["X-Mock-Scenario"] == "rate_limited"
+    assert "Cookie" not in upstream_got and "Keep-Alive" not in upstream_got
+    assert headers["ETag"] == '"v1"'
+    assert headers["Cache-Control"] == "max-age=60"
+    assert headers["Location"] == "/v1/files/file_1"
+    assert headers["Link"] == '</v1/files?after=file_1>; rel="next"'
+    assert headers["Allow"] == "GET, POST"
+    assert "Set-Cookie" not in headers
