@@ -7,7 +7,8 @@ run at once in one ``TaskGroup``; slots shared by every action cap how many hand
 time across the gateway, handed to the actions with calls waiting in turn (``slots.py``). Per
 call:
 
-- arguments that are not a JSON object, a handler that raises, one that exceeds ``timeout``, or
+- arguments that are not a JSON object, a handler that raises (anything, ``SystemExit`` and
+  ``KeyboardInterrupt`` included: they must not end the gateway), one that exceeds ``timeout``, or
   an output over ``max_output_bytes`` become an ``{"error": "..."}`` output the model can react
   to; with ``on_error="cancel"`` the first such failure aborts the other calls and the action
   ends with a cancel reason instead;
@@ -358,7 +359,7 @@ class ToolExecutor:
         try:
             with traced:
                 task = asyncio.get_running_loop().create_task(
-                    handler(call), name=f"runcast-tool {call.name}"
+                    _guarded(handler, call), name=f"runcast-tool {call.name}"
                 )
                 try:
                     done, _ = await asyncio.wait((task,), timeout=self._timeout)
@@ -381,14 +382,35 @@ class ToolExecutor:
             text = str(exc)
             return None, text.removeprefix(prefix)
         except Exception as exc:
+            raised = exc.raised if isinstance(exc, _Raised) else exc
             log.warning(
                 "tool %r (%s) of run %s raised",
                 call.name,
                 call.tool_call_id,
                 call.run_id,
-                exc_info=exc,
+                exc_info=raised,
             )
-            return None, _describe(exc)
+            return None, _describe(raised)
+
+
+class _Raised(Exception):
+    """A handler raised a BaseException that is not an Exception (``raised``)."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(_describe(raised))
+        self.raised = raised
+
+
+async def _guarded(handler: Handler, call: ToolCall) -> str:
+    """``handler(call)``, its BaseExceptions made ordinary ones: asyncio re-raises a task's
+    SystemExit or KeyboardInterrupt out of the event loop, ending the gateway (a handler calling
+    ``sys.exit()``, argparse on bad arguments)."""
+    try:
+        return await handler(call)
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise _Raised(exc) from exc
 
 
 def _describe(exc: BaseException) -> str:

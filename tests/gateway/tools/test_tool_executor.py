@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from typing import Any
@@ -184,6 +185,58 @@ async def test_raising_handler_becomes_an_error_output(
     assert orjson.loads(result["c2"]) == {"error": "RuntimeError"}
     failed = dict(recorder.for_call("c1"))["runcast.tool_call.failed"]
     assert failed["error"] == "ValueError: no station in Oslo"
+
+
+class _Odd(BaseException):
+    pass
+
+
+def test_a_handler_raising_systemexit_or_keyboardinterrupt_is_an_error_output(
+    automation_for: AutomationFactory,
+) -> None:
+    # On a loop of its own: asyncio re-raises SystemExit and KeyboardInterrupt from a task out of
+    # the loop (the gateway's exit), and a KeyboardInterrupt reaching pytest ends its session.
+    registry = ToolRegistry()
+
+    def exits() -> str:
+        sys.exit(2)  # what argparse does on bad arguments
+
+    async def exits_async() -> str:
+        raise SystemExit("bye")
+
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    async def interrupted_async() -> str:
+        raise KeyboardInterrupt
+
+    async def odd() -> str:
+        raise _Odd("not an Exception")
+
+    for fn in (exits, exits_async, interrupted, interrupted_async, odd):
+        registry.register(fn)
+    names = ["exits", "exits_async", "interrupted", "interrupted_async", "odd"]
+    run = make_run(*[(f"c_{name}", name, "{}") for name in names])
+    recorder = Recorder()
+
+    async def scenario() -> object:
+        async with automation_for(registry) as automation, asyncio.timeout(5):
+            return await automation.run_action(run, recorder)
+
+    try:
+        outcome = asyncio.run(scenario())
+    except (SystemExit, KeyboardInterrupt) as exc:
+        pytest.fail(f"{exc!r} raised by a handler escaped the event loop")
+    assert {k: orjson.loads(v) for k, v in outputs(outcome).items()} == {
+        "c_exits": {"error": "SystemExit: 2"},
+        "c_exits_async": {"error": "SystemExit: bye"},
+        "c_interrupted": {"error": "KeyboardInterrupt"},
+        "c_interrupted_async": {"error": "KeyboardInterrupt"},
+        "c_odd": {"error": "_Odd: not an Exception"},
+    }
+    assert dict(recorder.for_call("c_exits"))["runcast.tool_call.failed"]["error"] == (
+        "SystemExit: 2"
+    )
 
 
 @pytest.mark.asyncio
