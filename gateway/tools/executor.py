@@ -8,7 +8,8 @@ time across the gateway, handed to the actions with calls waiting in turn (``slo
 call:
 
 - arguments that are not a JSON object, a handler that raises (anything, ``SystemExit`` and
-  ``KeyboardInterrupt`` included: they must not end the gateway), one that exceeds ``timeout``, or
+  ``KeyboardInterrupt`` included: they must not end the gateway; so is a ``CancelledError`` it
+  raises itself, while runcast's own cancellation propagates), one that exceeds ``timeout``, or
   an output over ``max_output_bytes`` become an ``{"error": "..."}`` output the model can react
   to; with ``on_error="cancel"`` the first such failure aborts the other calls and the action
   ends with a cancel reason instead;
@@ -404,11 +405,18 @@ class _Raised(Exception):
 async def _guarded(handler: Handler, call: ToolCall) -> str:
     """``handler(call)``, its BaseExceptions made ordinary ones: asyncio re-raises a task's
     SystemExit or KeyboardInterrupt out of the event loop, ending the gateway (a handler calling
-    ``sys.exit()``, argparse on bad arguments)."""
+    ``sys.exit()``, argparse on bad arguments), and a CancelledError of the handler's own making
+    would pass for the call being cancelled, leaving it unanswered. Only runcast cancels this
+    task (``_let_go``): a CancelledError while it is not being cancelled is the handler's."""
     try:
         return await handler(call)
-    except (Exception, asyncio.CancelledError):
+    except Exception:
         raise
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # runcast's: the call was let go (timeout, deadline, the action cancelled)
+        raise _Raised(exc) from exc
     except BaseException as exc:
         raise _Raised(exc) from exc
 

@@ -240,6 +240,57 @@ def test_a_handler_raising_systemexit_or_keyboardinterrupt_is_an_error_output(
 
 
 @pytest.mark.asyncio
+async def test_a_handler_raising_cancellederror_is_an_error_output(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    registry = ToolRegistry()
+
+    async def gives_up() -> str:
+        raise asyncio.CancelledError  # not runcast's: nobody cancelled the call
+
+    def gives_up_in_thread() -> str:
+        raise asyncio.CancelledError
+
+    registry.register(gives_up)
+    registry.register(gives_up_in_thread)
+    run = make_run(("c1", "gives_up", "{}"), ("c2", "gives_up_in_thread", "{}"))
+    async with automation_for(registry) as automation, asyncio.timeout(5):
+        result = outputs(await automation.run_action(run, recorder))
+    assert orjson.loads(result["c1"]) == {"error": "CancelledError"}
+    assert orjson.loads(result["c2"]) == {"error": "CancelledError"}
+    assert [n for n, _ in recorder.for_call("c1")] == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.failed",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_action_still_cancels_it(automation_for: AutomationFactory) -> None:
+    handler_cancelled = asyncio.Event()
+    running = asyncio.Event()
+    registry = ToolRegistry()
+
+    async def hang() -> str:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            handler_cancelled.set()
+            raise
+        return "unreachable"
+
+    registry.register(hang)
+    async with automation_for(registry) as automation, asyncio.timeout(5):
+        task = asyncio.create_task(automation.run_action(make_run(("c1", "hang", "{}"))))
+        await running.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await handler_cancelled.wait()
+    assert task.cancelled()
+
+
+@pytest.mark.asyncio
 async def test_bad_arguments_become_an_error_output_without_calling_the_handler(
     automation_for: AutomationFactory, recorder: Recorder
 ) -> None:
