@@ -3,7 +3,7 @@
 Long-lived objects are created and closed by ``cleanup_ctx`` (in this order, closed in reverse):
 the embedded simulator (only without an upstream: its own aiohttp app on its own 127.0.0.1 port,
 reached over a real socket like any upstream), the pooled upstream client, the hub broker, tool
-automation (its thread pool and webhook session; started before the relays that call it, closed
+automation (its handler threads and webhook session; started before the relays that call it, closed
 after them) and the relay registry. At shutdown (before aiohttp waits for open handlers) relays
 are stopped and the broker ends every subscription, so streaming handlers finish at once.
 

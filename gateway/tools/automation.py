@@ -1,7 +1,7 @@
 """The seam between the gateway's run relay and tool automation: ``ToolAutomation``.
 
 Lifecycle: construct with settings (and optionally a registry built in code), ``await start()``
-(opens the worker thread pool and, when webhooks are configured, the one aiohttp session), and
+(sets up the sync handlers' threads and, when webhooks are configured, the one aiohttp session), and
 ``await aclose()`` at shutdown. In between, for every ``thread.run.requires_action`` it sees::
 
     outcome = await automation.run_action(action, emit)   # a gateway.runs.actions.HeldAction
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -38,7 +37,7 @@ from gateway.state import MemoryToolRounds, RoundState, ToolRounds
 from . import events
 from .events import Emit, publish
 from .executor import ExecutorStatistics, PendingCall, ToolExecutor
-from .handlers import Handler, PythonHandler
+from .handlers import Handler, HandlerThreads, PythonHandler
 from .outcome import ActionOutcome, Cancel, Skip, Submit, ToolOutput
 from .registry import ToolRegistry
 from .settings import FALLBACK, ToolSettings
@@ -57,6 +56,8 @@ _MAX_TRACKED_RUNS = 10_000
 class AutomationStatistics(msgspec.Struct, frozen=True, kw_only=True):
     tracked_runs: int
     """Runs whose round count is kept (bounded; ``forget`` drops one)."""
+    stuck_threads: int
+    """Sync handlers still running after their call timed out or was cancelled."""
     executor: ExecutorStatistics
 
 
@@ -89,7 +90,7 @@ class ToolAutomation:
         self._check_handlers()
         self._clock = clock
         self._rounds = MemoryToolRounds(max_runs=max_tracked_runs) if rounds is None else rounds
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: HandlerThreads | None = None
         self._session: aiohttp.ClientSession | None = None
         self._python: dict[str, PythonHandler] = {}
         self._webhooks: dict[str, WebhookHandler] = {}
@@ -110,13 +111,11 @@ class ToolAutomation:
         return len(self.registry) > 0 or bool(self.settings.webhooks)
 
     async def start(self) -> None:
-        if self._pool is not None:
+        if self._threads is not None:
             raise RuntimeError("ToolAutomation already started")
         # Again: handlers may have been added through ``registry`` since construction.
         self._check_handlers()
-        self._pool = ThreadPoolExecutor(
-            max_workers=self.settings.threads, thread_name_prefix="runcast-tool"
-        )
+        self._threads = HandlerThreads(self.settings.threads)
         if self.settings.webhooks:
             # total=None: the per-call timeout bounds each call, retries included.
             self._session = aiohttp.ClientSession(
@@ -132,17 +131,13 @@ class ToolAutomation:
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
-        pool, self._pool = self._pool, None
+        # Threads of sync handlers are left to end on their own (they cannot be interrupted);
+        # `runcast serve` does not wait long for them at exit.
+        self._threads = None
         self._python.clear()
         self._webhooks.clear()
-        try:
-            if session is not None:
-                await session.close()
-        finally:
-            if pool is not None:
-                # A sync handler stuck past its timeout must not hold shutdown (it cannot be
-                # interrupted); queued jobs are dropped.
-                pool.shutdown(wait=False, cancel_futures=True)
+        if session is not None:
+            await session.close()
 
     async def __aenter__(self) -> ToolAutomation:
         await self.start()
@@ -162,7 +157,9 @@ class ToolAutomation:
 
     def statistics(self) -> AutomationStatistics:
         return AutomationStatistics(
-            tracked_runs=len(self._rounds), executor=self._executor.statistics()
+            tracked_runs=len(self._rounds),
+            stuck_threads=0 if self._threads is None else self._threads.stuck,
+            executor=self._executor.statistics(),
         )
 
     async def forget(self, run_id: str) -> None:
@@ -175,7 +172,7 @@ class ToolAutomation:
         ``emit`` receives the ``runcast.tool_call.*`` and ``runcast.tool_automation.cancelled``
         events for the run's subscriber channels.
         """
-        if self._pool is None:
+        if self._threads is None:
             raise RuntimeError("ToolAutomation.run_action() before start()")
         calls = action.calls
         if not calls:
@@ -218,7 +215,7 @@ class ToolAutomation:
         ``thread_id``), so a webhook's ``Idempotency-Key`` is ``<stream id>:<call id>``. There
         is no deadline: nothing upstream expires while the handlers run.
         """
-        if self._pool is None:
+        if self._threads is None:
             raise RuntimeError("ToolAutomation.answer_calls() before start()")
         stream_id = next(iter(owner.values()), chain)
         return await self._answer(
@@ -303,13 +300,14 @@ class ToolAutomation:
         return Cancel(reason=reason)
 
     def _resolve(self, name: str) -> Handler | None:
-        if self._pool is None:
+        threads = self._threads
+        if threads is None:
             raise RuntimeError("ToolAutomation used before start()")
         fn = self.registry.get(name)
         if fn is not None:
             python = self._python.get(name)
             if python is None or python.fn is not fn:
-                python = self._python[name] = PythonHandler(fn, self._pool)
+                python = self._python[name] = PythonHandler(fn, threads)
             return python
         url = self.settings.webhooks.get(name) or self.settings.webhooks.get(FALLBACK)
         if url is None:

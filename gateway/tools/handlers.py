@@ -5,19 +5,30 @@ string to submit (spec §1.3: ``output`` is a string). It raises on failure; tur
 ``{"error": ...}`` outputs, timeouts and concurrency limits belong to ``executor.py``.
 
 :class:`PythonHandler` passes the call's parsed JSON arguments as keyword arguments. Coroutine
-functions are awaited on the loop; plain functions run in a bounded thread pool, never on the
-loop. A sync function cannot be interrupted: on timeout its thread runs on until it returns.
+functions are awaited on the loop; plain functions run in a thread, never on the loop
+(:class:`HandlerThreads`).
+
+Sync handlers and stuck threads. A thread cannot be interrupted: a sync handler past its timeout
+runs on until it returns, and one that never returns keeps its thread for good. With a fixed pool,
+a few of those held every worker and each later sync call waited for one until it "timed out"
+without having run. So each sync call gets a thread of its own (how many run at once is bounded
+by the executor's concurrency slots), and :class:`HandlerThreads` counts the threads still running
+after their call was let go (timed out or cancelled). Past ``max_stuck`` of them, sync calls are
+refused at once with an error naming that count, rather than starting threads without bound;
+async handlers are unaffected, and each stuck thread that returns frees its place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
+import itertools
+import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import orjson
@@ -26,6 +37,8 @@ from gateway.errors import ToolError
 
 __all__ = [
     "Handler",
+    "HandlerThreads",
+    "NoThread",
     "PythonHandler",
     "ToolCall",
     "encode_output",
@@ -95,14 +108,96 @@ def _to_builtins(value: object) -> Any:
     return msgspec.to_builtins(value)
 
 
+T = TypeVar("T")
+
+
+class NoThread(Exception):
+    """A sync call refused: ``stuck`` threads already run on after their call was let go."""
+
+    def __init__(self, stuck: int, limit: int) -> None:
+        super().__init__(
+            f"not run: {stuck} sync tool handlers are stuck (still running after their call "
+            f"timed out or was cancelled; tools.threads allows {limit})"
+        )
+        self.stuck = stuck
+
+
+class _Job:
+    """One sync call's thread as the loop sees it (touched on the loop's thread only)."""
+
+    __slots__ = ("ended", "let_go")
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.let_go = False
+
+
+class HandlerThreads:
+    """Runs each sync call in a thread of its own; refuses calls while ``max_stuck`` threads
+    run on after their call was let go (see the module docstring). One per gateway."""
+
+    __slots__ = ("_count", "_max_stuck", "_prefix", "_stuck")
+
+    def __init__(self, max_stuck: int, *, name_prefix: str = "runcast-tool") -> None:
+        if max_stuck < 1:
+            raise ValueError("max_stuck must be positive")
+        self._max_stuck = max_stuck
+        self._prefix = name_prefix
+        self._count = itertools.count(1)
+        self._stuck = 0
+
+    @property
+    def stuck(self) -> int:
+        """Threads still running after their call was let go."""
+        return self._stuck
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in a new thread; :class:`NoThread` at once when too many are stuck."""
+        if self._stuck >= self._max_stuck:
+            raise NoThread(self._stuck, self._max_stuck)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        job = _Job()
+
+        def work() -> None:
+            settle: Callable[[], None]
+            try:
+                settle = functools.partial(done.set_result, fn())
+            except StopIteration:  # a Future refuses it (as a coroutine turns it into this)
+                settle = functools.partial(
+                    done.set_exception, RuntimeError("handler raised StopIteration")
+                )
+            except BaseException as exc:  # handed to the loop, where the executor judges it
+                settle = functools.partial(done.set_exception, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(self._ended, job, done, settle)
+
+        # Not a daemon: at exit `runcast serve` gives such threads a moment, then leaves them.
+        threading.Thread(target=work, name=f"{self._prefix}-{next(self._count)}").start()
+        try:
+            return await done
+        except asyncio.CancelledError:
+            if not job.ended:
+                job.let_go = True
+                self._stuck += 1
+            raise
+
+    def _ended(self, job: _Job, done: asyncio.Future[Any], settle: Callable[[], None]) -> None:
+        job.ended = True
+        if job.let_go:
+            self._stuck -= 1
+        elif not done.done():
+            settle()
+
+
 class PythonHandler:
     """Calls a Python function with the call's arguments as keyword arguments."""
 
-    __slots__ = ("_is_async", "_pool", "fn")
+    __slots__ = ("_is_async", "_threads", "fn")
 
-    def __init__(self, fn: Callable[..., Any], pool: Executor) -> None:
+    def __init__(self, fn: Callable[..., Any], threads: HandlerThreads) -> None:
         self.fn = fn
-        self._pool = pool
+        self._threads = threads
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             type(fn).__call__
         )
@@ -111,11 +206,13 @@ class PythonHandler:
         if self._is_async:
             result = await self.fn(**call.arguments)
         else:
-            loop = asyncio.get_running_loop()
             # copy_context keeps contextvars (e.g. log correlation) visible inside the thread.
             context = contextvars.copy_context()
             job = functools.partial(context.run, self.fn, **call.arguments)
-            result = await loop.run_in_executor(self._pool, job)
+            try:
+                result = await self._threads.run(job)
+            except NoThread as exc:
+                raise ToolError(call.name, call.tool_call_id, str(exc)) from exc
             if inspect.isawaitable(result):
                 # A sync wrapper (partial, lambda) around a coroutine function.
                 result = await result

@@ -36,8 +36,10 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     - ``on_error``: ``"output"`` turns a raising / timed-out handler or invalid arguments into an
       ``{"error": ...}`` output the model can recover from; ``"cancel"`` cancels the run instead.
     - ``timeout``: seconds one call may take (webhook retries included).
-    - ``concurrency``: calls running at once across all runs; ``threads``: worker threads for
-      sync Python handlers (a sync handler that times out keeps its thread until it returns).
+    - ``concurrency``: calls running at once across all runs (each sync Python handler call in a
+      thread of its own); ``threads``: how many sync handlers may be stuck (still running after
+      their call timed out or was cancelled: a thread cannot be interrupted) before further sync
+      calls are refused at once with an error saying so.
     - ``max_rounds``: submissions per run before runcast cancels it (a model stuck in a tool loop);
       for a Responses or Chat stream, follow-ups per chain before runcast stops answering.
     - ``expiry_margin``: seconds kept free before the action's ``expires_at`` for the submission

@@ -139,6 +139,65 @@ async def test_per_call_timeout_becomes_an_error_output(
 
 
 @pytest.mark.asyncio
+async def test_stuck_sync_handlers_cannot_starve_the_others(
+    automation_for: AutomationFactory,
+) -> None:
+    # Stuck threads (never returning, here until released) are let go at their timeout; up to
+    # `threads` of them, sync calls still get a thread of their own, past it they are refused
+    # at once, saying why, instead of waiting for a thread that never comes.
+    release = threading.Event()
+    ran: list[str] = []
+    registry = ToolRegistry()
+
+    def stuck() -> str:
+        release.wait(10)
+        return "late"
+
+    def quick(n: int) -> str:
+        ran.append(f"quick {n}")
+        return "fine"
+
+    async def quick_async() -> str:
+        return "fine too"
+
+    for fn in (stuck, quick, quick_async):
+        registry.register(fn)
+    try:
+        async with automation_for(registry, timeout=0.3, threads=2) as automation:
+            async with asyncio.timeout(5):
+                stuck_1 = await automation.run_action(make_run(("s1", "stuck", "{}"), run_id="r1"))
+                assert "timed out" in outputs(stuck_1)["s1"]
+                both = make_run(
+                    ("q1", "quick", '{"n": 1}'), ("q2", "quick", '{"n": 2}'), run_id="r2"
+                )
+                assert outputs(await automation.run_action(both)) == {"q1": "fine", "q2": "fine"}
+                await automation.run_action(make_run(("s2", "stuck", "{}"), run_id="r3"))
+                t0 = time.perf_counter()
+                refused = outputs(
+                    await automation.run_action(
+                        make_run(
+                            ("q3", "quick", '{"n": 3}'), ("a1", "quick_async", "{}"), run_id="r4"
+                        )
+                    )
+                )
+                assert time.perf_counter() - t0 < 0.2  # at once, not after a timeout
+                assert orjson.loads(refused["q3"]) == {
+                    "error": "not run: 2 sync tool handlers are stuck (still running after their "
+                    "call timed out or was cancelled; tools.threads allows 2)"
+                }
+                assert refused["a1"] == "fine too"
+                assert ran == ["quick 1", "quick 2"]
+                assert automation.statistics().stuck_threads == 2
+                release.set()
+                while automation.statistics().stuck_threads:
+                    await asyncio.sleep(0.005)
+                again = make_run(("q4", "quick", '{"n": 4}'), run_id="r5")
+                assert outputs(await automation.run_action(again)) == {"q4": "fine"}
+    finally:
+        release.set()
+
+
+@pytest.mark.asyncio
 async def test_a_handler_that_swallows_its_cancellation_still_times_out(
     automation_for: AutomationFactory,
 ) -> None:

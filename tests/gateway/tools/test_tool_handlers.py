@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -15,7 +13,7 @@ import pytest
 
 from gateway.errors import ToolError
 from gateway.tools import PythonHandler, ToolCall
-from gateway.tools.handlers import encode_output, error_output, parse_arguments
+from gateway.tools.handlers import HandlerThreads, encode_output, error_output, parse_arguments
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="-")
 
@@ -32,14 +30,12 @@ def make_call(arguments: dict[str, Any], name: str = "fn") -> ToolCall:
 
 
 @pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-tool")
-    yield executor
-    executor.shutdown(wait=True)
+def threads() -> HandlerThreads:
+    return HandlerThreads(max_stuck=1, name_prefix="test-tool")
 
 
 @pytest.mark.asyncio
-async def test_sync_handler_runs_in_the_pool_not_on_the_loop(pool: ThreadPoolExecutor) -> None:
+async def test_sync_handler_runs_in_a_thread_not_on_the_loop(threads: HandlerThreads) -> None:
     seen: dict[str, Any] = {}
 
     def add(a: int, b: int) -> int:
@@ -49,7 +45,7 @@ async def test_sync_handler_runs_in_the_pool_not_on_the_loop(pool: ThreadPoolExe
         return a + b
 
     REQUEST_ID.set("req-7")
-    output = await PythonHandler(add, pool)(make_call({"a": 2, "b": 3}))
+    output = await PythonHandler(add, threads)(make_call({"a": 2, "b": 3}))
     assert output == "5"
     assert seen["thread"] != threading.get_ident()
     assert seen["name"].startswith("test-tool")
@@ -57,7 +53,7 @@ async def test_sync_handler_runs_in_the_pool_not_on_the_loop(pool: ThreadPoolExe
 
 
 @pytest.mark.asyncio
-async def test_async_handler_is_awaited_on_the_loop(pool: ThreadPoolExecutor) -> None:
+async def test_async_handler_is_awaited_on_the_loop(threads: HandlerThreads) -> None:
     loop_thread = threading.get_ident()
     seen: list[int] = []
 
@@ -71,8 +67,8 @@ async def test_async_handler_is_awaited_on_the_loop(pool: ThreadPoolExecutor) ->
             seen.append(threading.get_ident())
             return {"hi": name}
 
-    assert await PythonHandler(greet, pool)(make_call({"name": "Ada"})) == "hello Ada"
-    assert await PythonHandler(AsyncCallable(), pool)(make_call({"name": "Bo"})) == '{"hi":"Bo"}'
+    assert await PythonHandler(greet, threads)(make_call({"name": "Ada"})) == "hello Ada"
+    assert await PythonHandler(AsyncCallable(), threads)(make_call({"name": "Bo"})) == '{"hi":"Bo"}'
     assert seen == [loop_thread, loop_thread]
 
 
@@ -99,12 +95,12 @@ def test_encode_output(value: object, expected: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_unserialisable_return_value_is_a_tool_error(pool: ThreadPoolExecutor) -> None:
+async def test_unserialisable_return_value_is_a_tool_error(threads: HandlerThreads) -> None:
     def bad() -> object:
         return object()
 
     with pytest.raises(ToolError, match="not JSON-serialisable"):
-        await PythonHandler(bad, pool)(make_call({}, name="bad"))
+        await PythonHandler(bad, threads)(make_call({}, name="bad"))
 
 
 def test_error_output_is_json() -> None:

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import pytest
 
 from gateway.tools import PythonHandler, ToolCall
-from gateway.tools.handlers import encode_output
+from gateway.tools.handlers import HandlerThreads, encode_output
 
 
 @pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-tool")
-    yield executor
-    executor.shutdown(wait=True)
+def threads() -> HandlerThreads:
+    return HandlerThreads(max_stuck=1, name_prefix="test-tool")
 
 
 def _call() -> ToolCall:
@@ -48,12 +44,12 @@ def test_encode_output_accepts_int_keys_and_big_ints(value: object, expected: An
 
 @pytest.mark.asyncio
 async def test_sync_handler_returning_int_keyed_dict_is_submitted(
-    pool: ThreadPoolExecutor,
+    threads: HandlerThreads,
 ) -> None:
     def stats() -> dict[int, int]:
         return {2024: 3, 2025: 2**65}
 
-    output = await PythonHandler(stats, pool)(_call())
+    output = await PythonHandler(stats, threads)(_call())
 
     assert json.loads(output) == {"2024": 3, "2025": 2**65}
 
