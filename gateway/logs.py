@@ -202,9 +202,11 @@ def worth_a_line(count: int) -> bool:
     return count == 1
 
 
-def masked_url(url: str) -> str:
+def masked_url(url: str, *, path: bool = True) -> str:
     """``url`` as it may be shown: its userinfo (``user:password@``) and every query value,
-    where credentials travel, become ``***``; the rest is left as written."""
+    where credentials travel, become ``***``; the rest is left as written. With ``path=False``
+    the path (a credential itself in a Slack-style webhook URL) becomes ``/***`` too, and the
+    fragment goes."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -215,7 +217,10 @@ def masked_url(url: str) -> str:
     query = "&".join(
         f"{pair.partition('=')[0]}=***" if "=" in pair else pair for pair in parts.query.split("&")
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if path:
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    shown_path = "/***" if parts.path.strip("/") else parts.path
+    return urlunsplit((parts.scheme, netloc, shown_path, query, ""))
 
 
 _active = Redactor()

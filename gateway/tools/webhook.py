@@ -28,6 +28,12 @@ Response
     ``*+json``) and is an object with an ``output`` key, that value is the output instead (a
     string as is, anything else JSON-encoded). Bodies over the configured limit fail the call.
 
+Errors
+    A failed call's error text (the tool output the model reads, the event every subscriber
+    reads) names the tool and the kind of failure (refused, HTTP status and the answer's start),
+    never the URL: its userinfo, query and, Slack style, its path carry credentials. Log lines
+    name it as ``scheme://host:port/***``.
+
 Retries
     Only connection errors (refused, reset, broken body) and 5xx answers are retried, at most
     ``retries`` times, sleeping ``backoff * 2**n`` before retry ``n + 1``. Other statuses fail the
@@ -40,15 +46,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+import os
+import ssl
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from gateway import tracing
 from gateway.errors import ToolError, said
+from gateway.logs import Redactor, masked_url
 
 from .handlers import ToolCall, encode_output
 
@@ -65,6 +75,7 @@ SIGNATURE_HEADER = "Runcast-Signature"
 TIMESTAMP_HEADER = "Runcast-Timestamp"
 ATTEMPT_HEADER = "Runcast-Attempt"
 _SCHEME = "v1"
+log = logging.getLogger("runcast.tools")
 _SNIPPET = 200
 
 # Errors after which the request may not have reached the receiver, or its answer was lost.
@@ -123,6 +134,7 @@ class WebhookHandler:
         "_clock",
         "_max_output_bytes",
         "_retries",
+        "_scrub",
         "_secret",
         "_session",
         "_shown",
@@ -141,9 +153,12 @@ class WebhookHandler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
-        # What error texts name it by (tool outputs the model reads, events every subscriber
-        # reads, log lines): never its userinfo nor its query, where credentials travel.
-        self._shown = str(URL(url).with_user(None).with_query(None).with_fragment(None))
+        # Error texts (tool outputs the model reads, events every subscriber reads) name the
+        # tool, never the URL: its userinfo, query and, Slack style, its path carry credentials.
+        # Log lines show scheme://host:port; an answer quoting the URL or path is scrubbed.
+        self._shown = masked_url(url, path=False)
+        path = urlsplit(url).path
+        self._scrub = Redactor((url, path) if len(path.strip("/")) > 0 else (url,))
         self._session = session
         self._secret = secret
         self._retries = retries
@@ -167,10 +182,14 @@ class WebhookHandler:
             try:
                 output = await self._attempt(call, body, attempt)
             except _RetryableError as exc:
+                self._log(call, attempt, exc)
                 if attempt > self._retries:
                     raise ToolError(
                         call.name, call.tool_call_id, f"{exc} (gave up after {attempt} attempts)"
                     ) from exc
+            except ToolError as exc:
+                self._log(call, attempt, exc)
+                raise
             else:
                 return output
             await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
@@ -195,22 +214,27 @@ class WebhookHandler:
                 status = response.status
                 content_type = response.content_type
         except _RETRYABLE_ERRORS as exc:
-            raise _RetryableError(f"webhook {self._shown} unreachable: {said(exc)}") from exc
+            raise _RetryableError(
+                f"webhook of tool {call.name!r} unreachable: {_failure(exc)}"
+            ) from exc
         except aiohttp.ClientResponseError as exc:  # its answer is not HTTP: never its bytes
             raise ToolError(
-                call.name, call.tool_call_id, f"webhook {self._shown} failed: {said(exc)}"
+                call.name, call.tool_call_id, f"webhook of tool {call.name!r} failed: {said(exc)}"
             ) from exc
-        if status >= 500:
-            raise _RetryableError(
-                f"webhook {self._shown} answered HTTP {status}: {_snippet(payload)}"
-            )
         if not 200 <= status < 300:
-            raise ToolError(
-                call.name,
-                call.tool_call_id,
-                f"webhook {self._shown} answered HTTP {status}: {_snippet(payload)}",
-            )
+            answered = f"webhook of tool {call.name!r} answered HTTP {status}: "
+            answered += self._scrub(_snippet(payload))
+            if status >= 500:
+                raise _RetryableError(answered)
+            raise ToolError(call.name, call.tool_call_id, answered)
         return _output(payload, content_type)
+
+    def _log(self, call: ToolCall, attempt: int, exc: Exception) -> None:
+        # Only the log says where: the error text itself leaves the process.
+        text = str(exc)
+        if isinstance(exc, ToolError):
+            text = text.removeprefix(f"tool {exc.name!r} ({exc.tool_call_id}): ")
+        log.info("webhook %s, attempt %d of %s: %s", self._shown, attempt, call.tool_call_id, text)
 
     async def _read(self, call: ToolCall, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_output_bytes
@@ -239,6 +263,17 @@ def _output(payload: bytes, content_type: str) -> str:
         if isinstance(document, dict) and "output" in document:
             return encode_output(document["output"])
     return payload.decode("utf-8", errors="replace")
+
+
+def _failure(exc: Exception) -> str:
+    """``said(exc)`` without the address asyncio's connect error names ("Connect call failed
+    ('10.0.0.7', 443)"), the webhook's: the system's words for its errno instead."""
+    cause = getattr(exc, "os_error", None)
+    if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
+        number = cause.errno or 0
+        if number > 0:
+            return f"{os.strerror(number)} ({type(exc).__name__})"
+    return said(exc)
 
 
 def _snippet(payload: bytes) -> str:

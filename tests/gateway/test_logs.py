@@ -149,3 +149,13 @@ def test_configure_replaces_the_root_handler(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_repeated_warning_is_worth_a_line_at_each_power_of_ten() -> None:
     lines = [n for n in range(1, 100_001) if logs.worth_a_line(n)]
     assert lines == [1, 10, 100, 1_000, 10_000, 100_000]
+
+
+def test_masked_url_can_mask_the_path() -> None:
+    url = "https://user:pw@hooks.example:8443/services/T0001/B0002/SECRET?code=KEY#frag"
+    assert (
+        logs.masked_url(url)
+        == "https://***@hooks.example:8443/services/T0001/B0002/SECRET?code=***#frag"
+    )
+    assert logs.masked_url(url, path=False) == "https://***@hooks.example:8443/***?code=***"
+    assert logs.masked_url("http://h:1/", path=False) == "http://h:1/"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,7 @@ from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from tool_scenarios import SECRET, AutomationFactory, make_run
+from tool_scenarios import SECRET, AutomationFactory, Recorder, make_run
 
 from gateway.errors import ToolError
 from gateway.runs.actions import HeldAction
@@ -86,6 +87,11 @@ async def rejected(request: web.Request) -> web.Response:
     return web.Response(status=400, text="unknown city")
 
 
+async def not_found(request: web.Request) -> web.Response:
+    await receive(request)
+    return web.Response(status=404, text=f"Cannot POST {request.path}")  # as Express says it
+
+
 async def echo_name(request: web.Request) -> web.Response:
     call = await receive(request)
     return web.Response(text=f"handled {call['name']}")
@@ -110,6 +116,7 @@ async def receiver() -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/down", flaky)
     app.router.add_post("/rejected", rejected)
     app.router.add_post("/any", echo_name)
+    app.router.add_post("/services/T0001/B0002/PATH-SECRET", not_found)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -227,7 +234,7 @@ async def test_no_retry_on_400(
     run = make_run(("c1", "t", "{}"))
     outcome = await submitted(automation_for, run, webhooks={"t": f"{base}/rejected"})
     assert orjson.loads(outcome.tool_outputs[0].output) == {
-        "error": f"webhook {base}/rejected answered HTTP 400: unknown city"
+        "error": "webhook of tool 't' answered HTTP 400: unknown city"
     }
     assert len(app[RECEIVED]) == 1
 
@@ -279,6 +286,43 @@ async def test_fallback_webhook_answers_every_other_tool(
     assert sorted(r["path"] for r in app[RECEIVED]) == ["/any", "/plain"]
 
 
+@pytest.mark.asyncio
+async def test_a_webhook_path_never_leaves_the_process(
+    receiver: tuple[str, web.Application],
+    automation_for: AutomationFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Slack or Discord style, the path is the credential: the error text goes to the model (the
+    # output) and every subscriber (the event), so it names the tool, not the URL; logs show
+    # scheme://host:port only.
+    base, _ = receiver
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    secret_path = "/services/T0001/B0002/PATH-SECRET"
+    webhooks = {"notify": f"{base}{secret_path}", "gone": f"http://127.0.0.1:{port}{secret_path}"}
+    run = make_run(("c1", "notify", "{}"), ("c2", "gone", "{}"))
+    recorder = Recorder()
+    caplog.set_level(logging.INFO, logger="runcast")
+    async with automation_for(webhooks=webhooks, webhook_retries=0) as automation:
+        async with asyncio.timeout(5):
+            outcome = await automation.run_action(run, recorder)
+    assert isinstance(outcome, Submit)
+    errors = {o.tool_call_id: orjson.loads(o.output)["error"] for o in outcome.tool_outputs}
+    assert errors["c1"] == "webhook of tool 'notify' answered HTTP 404: Cannot POST ***"
+    assert errors["c2"] == (
+        "webhook of tool 'gone' unreachable: Connection refused (ClientConnectorError) "
+        "(gave up after 1 attempts)"
+    )
+    failed = [d["error"] for n, d in recorder.events if n == "runcast.tool_call.failed"]
+    assert sorted(failed) == sorted(errors.values())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"http://127.0.0.1:{port}/***" in logged
+    for text in (*errors.values(), logged):
+        assert "PATH-SECRET" not in text
+        assert "B0002" not in text
+
+
 def test_signature_format_is_hmac_sha256_over_timestamp_dot_body() -> None:
     body = b'{"name":"get_weather"}'
     expected = hmac.new(SECRET.encode(), b"1730000000." + body, hashlib.sha256).hexdigest()
@@ -315,7 +359,7 @@ async def test_a_failing_webhook_is_named_without_its_credentials_or_its_bytes(
     # The error text becomes the tool's output (the model reads it), a runcast.tool_call.failed
     # event (every subscriber reads it) and a log line: it named the whole URL, userinfo and
     # query token included, and for an answer that is not HTTP quoted aiohttp's text (its bytes,
-    # a status the webhook never sent) after three chained tracebacks.
+    # a status the webhook never sent) after three chained tracebacks. It names the tool now.
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             await reader.readuntil(b"\r\n\r\n")
@@ -339,7 +383,7 @@ async def test_a_failing_webhook_is_named_without_its_credentials_or_its_bytes(
         server.close()
         await server.wait_closed()
     message = str(raised.value)
-    assert f"127.0.0.1:{port}/hook" in message
-    for secret in ("URL-PASSWORD", "QUERY-TOKEN", "garbage", "aaaa"):
+    assert "webhook of tool 'f'" in message
+    for secret in ("127.0.0.1", "/hook", "URL-PASSWORD", "QUERY-TOKEN", "garbage", "aaaa"):
         assert secret not in message
     assert not [r for r in caplog.records if r.exc_info]
