@@ -22,7 +22,8 @@ when it passes, they are cancelled and the action ends with a cancel reason: sub
 useless and the run must not sit in ``requires_action``.
 
 ``runcast.tool_call.*`` events (``events.py``) go to ``emit`` as calls start and end; an ``emit``
-that raises is logged and never fails a call.
+that raises is logged and never fails a call. A handler's error text is redacted
+(``gateway.logs.redact``, as log lines are) before it becomes an output or an event.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from gateway import tracing
+from gateway import logs, tracing
 from gateway.errors import ToolError
 
 from . import events
@@ -378,10 +379,11 @@ class ToolExecutor:
             return output, None
         except ToolError as exc:
             log.warning("tool call of run %s failed: %s", call.run_id, exc)
-            # The event and the output name the tool already; keep only what went wrong.
+            # The event and the output name the tool already; keep only what went wrong. Either
+            # error text leaves the process (output, events): redacted as the log line is.
             prefix = f"tool {exc.name!r} ({exc.tool_call_id}): "
             text = str(exc)
-            return None, text.removeprefix(prefix)
+            return None, logs.redact(text.removeprefix(prefix))
         except Exception as exc:
             raised = exc.raised if isinstance(exc, _Raised) else exc
             log.warning(
@@ -391,7 +393,7 @@ class ToolExecutor:
                 call.run_id,
                 exc_info=raised,
             )
-            return None, _describe(raised)
+            return None, logs.redact(_describe(raised))
 
 
 class _Raised(Exception):

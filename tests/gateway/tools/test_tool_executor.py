@@ -350,6 +350,26 @@ async def test_cancelling_the_action_still_cancels_it(automation_for: Automation
 
 
 @pytest.mark.asyncio
+async def test_a_handler_error_is_redacted_before_it_leaves(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    # The output goes to the model upstream and the event to every subscriber: the same
+    # redaction as the log's (gateway.logs.redact), not the handler's text verbatim.
+    key = "sk-" + "A1b2" * 8
+    registry = ToolRegistry()
+
+    def leaky() -> str:
+        raise PermissionError(f"upstream refused key {key} with Bearer abc.def")
+
+    registry.register(leaky)
+    async with automation_for(registry) as automation, asyncio.timeout(5):
+        result = outputs(await automation.run_action(make_run(("c1", "leaky", "{}")), recorder))
+    expected = "PermissionError: upstream refused key sk-*** with Bearer ***"
+    assert orjson.loads(result["c1"]) == {"error": expected}
+    assert dict(recorder.for_call("c1"))["runcast.tool_call.failed"]["error"] == expected
+
+
+@pytest.mark.asyncio
 async def test_bad_arguments_become_an_error_output_without_calling_the_handler(
     automation_for: AutomationFactory, recorder: Recorder
 ) -> None:
