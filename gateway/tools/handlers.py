@@ -92,8 +92,11 @@ def encode_output(value: object) -> str:
         return orjson.dumps(value, default=_to_builtins, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         try:
-            # orjson stops at 64-bit integers; msgspec encodes Python ints of any size.
+            # orjson stops at 64-bit integers; msgspec encodes larger ones up to Python's
+            # int-to-str limit (sys.get_int_max_str_digits(), 4300 digits by default).
             return msgspec.json.encode(value).decode()
+        except ValueError as beyond:  # that limit: its text says so, orjson's would mislead
+            raise TypeError(f"return value is not JSON-serialisable: {beyond}") from beyond
         except (TypeError, RecursionError):
             raise TypeError(f"return value is not JSON-serialisable: {exc}") from exc
 

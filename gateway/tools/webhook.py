@@ -227,7 +227,7 @@ class WebhookHandler:
             if status >= 500:
                 raise _RetryableError(answered)
             raise ToolError(call.name, call.tool_call_id, answered)
-        return _output(payload, content_type)
+        return _output(call, payload, content_type)
 
     def _log(self, call: ToolCall, attempt: int, exc: Exception) -> None:
         # Only the log says where: the error text itself leaves the process.
@@ -254,14 +254,22 @@ class _RetryableError(Exception):
     """An attempt failed in a way that may succeed when repeated (never leaves this module)."""
 
 
-def _output(payload: bytes, content_type: str) -> str:
+def _output(call: ToolCall, payload: bytes, content_type: str) -> str:
     if content_type == "application/json" or content_type.endswith("+json"):
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
             document = None
         if isinstance(document, dict) and "output" in document:
-            return encode_output(document["output"])
+            try:
+                return encode_output(document["output"])
+            except TypeError as exc:  # valid JSON nested past orjson's depth limit on output
+                raise ToolError(
+                    call.name,
+                    call.tool_call_id,
+                    f"webhook of tool {call.name!r} answered JSON whose output cannot be "
+                    f"re-encoded: {exc.__cause__ or exc}",
+                ) from exc
     return payload.decode("utf-8", errors="replace")
 
 

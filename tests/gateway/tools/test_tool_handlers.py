@@ -103,6 +103,19 @@ async def test_unserialisable_return_value_is_a_tool_error(threads: HandlerThrea
         await PythonHandler(bad, threads)(make_call({}, name="bad"))
 
 
+@pytest.mark.asyncio
+async def test_an_int_past_the_digit_limit_is_a_tool_error(threads: HandlerThreads) -> None:
+    # Python's int-to-str limit (sys.get_int_max_str_digits(), 4300 digits by default) bounds
+    # the ints msgspec can encode past orjson's 64 bits.
+    def huge() -> int:
+        return 10**5000
+
+    with pytest.raises(
+        ToolError, match=r"not JSON-serialisable: Exceeds the limit \(4300 digits\)"
+    ):
+        await PythonHandler(huge, threads)(make_call({}, name="huge"))
+
+
 def test_error_output_is_json() -> None:
     assert orjson.loads(error_output('quote " and \n newline')) == {
         "error": 'quote " and \n newline'

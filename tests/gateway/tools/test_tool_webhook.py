@@ -92,6 +92,13 @@ async def not_found(request: web.Request) -> web.Response:
     return web.Response(status=404, text=f"Cannot POST {request.path}")  # as Express says it
 
 
+async def too_deep(request: web.Request) -> web.Response:
+    await receive(request)
+    return web.Response(
+        text='{"output": ' + "[" * 1000 + "]" * 1000 + "}", content_type="application/json"
+    )
+
+
 async def echo_name(request: web.Request) -> web.Response:
     call = await receive(request)
     return web.Response(text=f"handled {call['name']}")
@@ -116,6 +123,7 @@ async def receiver() -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/down", flaky)
     app.router.add_post("/rejected", rejected)
     app.router.add_post("/any", echo_name)
+    app.router.add_post("/deep", too_deep)
     app.router.add_post("/services/T0001/B0002/PATH-SECRET", not_found)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -237,6 +245,19 @@ async def test_no_retry_on_400(
         "error": "webhook of tool 't' answered HTTP 400: unknown city"
     }
     assert len(app[RECEIVED]) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_output_nested_too_deeply_to_re_encode_is_a_webhook_error(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    base, _ = receiver
+    run = make_run(("c1", "t", "{}"))
+    outcome = await submitted(automation_for, run, webhooks={"t": f"{base}/deep"})
+    assert orjson.loads(outcome.tool_outputs[0].output) == {
+        "error": "webhook of tool 't' answered JSON whose output cannot be re-encoded: "
+        "Recursion limit reached"
+    }
 
 
 @pytest.mark.asyncio
