@@ -156,6 +156,8 @@ class ResponseAccumulator:
 
         {"response": {...Response fields, "output": [items]}, "sequence_number": n,
          "error": {type, code, message, param} | None, "done": bool}
+
+        ``done``: the response has ended (its terminal event, or ``[DONE]``, was seen).
         """
         self._write_slots()
         response = self._response if self._response is not None else Response()
@@ -177,6 +179,8 @@ class ResponseAccumulator:
     def _on_response(self, event: ResponseCreatedEvent) -> None:
         response = event.response
         self._response = response
+        if type(event) in _TERMINAL:
+            self._done = True
         if response.output:
             self._items = [_clone(item) for item in response.output]
             self._by_id = {
@@ -423,6 +427,9 @@ def _part_at(item: JSONObject, key: str, index: int, stub: JSONObject | None) ->
     result: JSONObject = part
     return result
 
+
+_TERMINAL: Final = frozenset({ResponseCompletedEvent, ResponseFailedEvent, ResponseIncompleteEvent})
+"""The events that end a response (OpenAI sends no ``[DONE]`` after them)."""
 
 _Handler = Callable[[ResponseAccumulator, Any], None]
 _HANDLERS: Final[dict[type, _Handler]] = {

@@ -377,6 +377,16 @@ def test_done_after_completion_is_recorded() -> None:
     assert type(events[-1]) is pr.DoneEvent
     assert events[-2].type == "response.completed"
     assert fold(events).snapshot()["done"] is True
+    assert fold(events[:-2]).snapshot()["done"] is False
+
+
+@pytest.mark.parametrize("golden", ["A-text.sse", "G-failed.sse"])
+def test_a_response_is_done_at_its_terminal_event_without_done(golden: str) -> None:
+    # OpenAI never sends [DONE] on Responses streams: a finished response said "done": false
+    # for good, so a late joiner reading the snapshot took it for one still running.
+    events = [pr.decode_event(e) for e in golden_sse(DATA / golden)]
+    assert events[-1].type in ("response.completed", "response.failed")
+    assert fold(events).snapshot()["done"] is True
     assert fold(events[:-1]).snapshot()["done"] is False
 
 
