@@ -343,6 +343,9 @@ class Channel:
             delivered = self._counters.delivered
             fmt = sink.frame_format.value
             delivered[fmt] = delivered.get(fmt, 0) + len(items)
+        else:
+            # Live only: it stands at the last seq (what its notices name), not at the start.
+            sink.last_seq = last_seq
         if self.ended:
             sink.end("ended")
             self._count_end("ended")

@@ -457,6 +457,23 @@ async def test_broker_shutdown_ends_streams(hub: Hub) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_live_only_subscriber_is_positioned_where_it_joined(hub: Hub) -> None:
+    # Joined without a position after 3 events: its notices name seq 3, where it stands, not 0
+    # (resuming from 0 would replay history from before it subscribed).
+    await hub.publish(THREAD, ev(1), ev(2), ev(3))
+    sse = await open_sse(hub, hub.url(THREAD))
+    ws = await hub.session.ws_connect(hub.url(THREAD))
+    await hub.wait_subscribers(THREAD, 2)
+    epoch = epoch_of(hub.broker, THREAD)
+    await hub.broker.aclose()
+    [notice] = await sse.read_to_end()
+    expected = {"epoch": epoch, "seq": 3, "retry_ms": SHUTDOWN_RETRY_MS}
+    assert (notice.event, json.loads(notice.data)) == ("runcast.shutdown", expected)
+    [message] = await ws_messages(ws)
+    assert (message["event"], message["data"]) == ("runcast.shutdown", expected)
+
+
+@pytest.mark.asyncio
 async def test_thread_channel_carries_runs_and_outlives_them(hub: Hub) -> None:
     stream = await open_sse(hub, hub.url(THREAD, create=1))
     await hub.wait_subscribers(THREAD, 1)
