@@ -340,7 +340,11 @@ class Sink(Protocol):
     ``heartbeat`` writes a keep-alive and ``poll`` only checks, both returning False likewise.
     ``end`` is final and idempotent: no ``send`` follows it. ``rewind`` ends it too, telling the
     subscriber to resume from ``seq``: what it got after that is not the log's (Redis mode).
+    ``last_seq`` is where the subscriber stands: the seq of the last event written to it, or,
+    for one that joined live, the channel's last seq then (what its notices name).
     """
+
+    last_seq: int
 
     @property
     def frame_format(self) -> FrameFormat: ...
