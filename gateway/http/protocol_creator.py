@@ -97,14 +97,22 @@ async def serve_protocol_stream(
     if conversation is not None:
         if not routable(conversation):
             raise RequestError(
-                400, f"invalid conversation id: {conversation[:140]!r}", param="conversation"
+                400,
+                f"invalid conversation id: {conversation[:140]!r} (runcast routes ids of 1-128"
+                " letters, digits, '_', '-' and '.')",
+                code="invalid_channel",
+                param="conversation",
             )
         channels["conversation"] = conversation
     name = request.headers.get(CHANNEL_HEADER)
     if name is not None:
         if not routable(name):
             raise RequestError(
-                400, f"invalid {CHANNEL_HEADER} header: {name[:140]!r}", param=CHANNEL_HEADER
+                400,
+                f"invalid {CHANNEL_HEADER} header: {name[:140]!r} (a channel name is 1-128"
+                " letters, digits, '_', '-' and '.')",
+                code="invalid_channel",
+                param=CHANNEL_HEADER,
             )
         channels["channel"] = name
     relays = app[RELAYS]

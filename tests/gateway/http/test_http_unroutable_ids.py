@@ -119,4 +119,7 @@ async def test_a_caller_id_that_is_no_id_is_a_400_before_the_upstream(
         assert response.status == 400
         error = (await response.json())["error"]
     assert error["param"] == param
+    # A code that names the fault, and a message that says what a name may be.
+    assert error["code"] == "invalid_channel"
+    assert "1-128 letters, digits, '_', '-' and '.'" in error["message"]
     assert ids == ["resp_ok"]  # nothing went upstream
