@@ -145,10 +145,18 @@ class RedisLog:
         )
 
     async def evalsha(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """One round trip for every call (a pipeline of ``EVALSHA``); the scripts are loaded
-        again once when Redis lost them (a restart)."""
+        """One round trip for every call (``EVALSHA`` in ``MULTI``/``EXEC``); the scripts are
+        loaded again once when Redis lost them (a restart).
+
+        A transaction, because one publish appends a batch to several channels, each call
+        checking the run's lease: Redis reads a large pipeline 16 KiB at a time and runs other
+        clients' commands in between, so a lease taken back or over between two of its calls
+        appended the batch to one channel and refused it on the other (a named channel then
+        lacked what the response's channel held, and the node that took the run over resumed
+        after the latter). In ``EXEC`` every call sees the same lease.
+        """
         for attempt in (0, 1):
-            async with self._publisher.pipeline(transaction=False) as pipe:
+            async with self._publisher.pipeline(transaction=True) as pipe:
                 for sha, keys, args in calls:
                     pipe.evalsha(sha, len(keys), *keys, *args)
                 self.round_trips += 1

@@ -16,6 +16,7 @@ from hub_helpers import counting_reducer, ev, settings
 from redis_server import RedisServer
 
 from gateway.hub import START, BufferSink, HubEvent, Position
+from gateway.hub.broker import Fence, StaleFence
 from gateway.hub.redis import RedisBroker
 from gateway.hub.redis.log import RedisLog
 from gateway.hub.redis.wire import APPEND, Keys, encode_batch
@@ -111,7 +112,7 @@ async def test_a_log_lost_in_redis_gets_a_new_epoch_and_subscribers_resume_into_
 async def test_one_round_trip_per_published_batch(
     broker: RedisBroker, redis_server: RedisServer
 ) -> None:
-    """A batch to two channels is one pipelined round trip: two EVALSHA, nothing else."""
+    """A batch to two channels is one pipelined round trip: two EVALSHA in one transaction."""
     client = aioredis.Redis.from_url(redis_server.url)
     await broker.publish([RUN, "thread:t"], [ev(0)])
     await client.config_resetstat()
@@ -126,9 +127,11 @@ async def test_one_round_trip_per_published_batch(
     calls = {k: v["calls"] for k, v in stats.items()}
     assert calls.get("cmdstat_evalsha") == 20
     scripted = {"hget", "hset", "hincrby", "hdel", "xadd", "expire", "publish", "del"}
-    ours = {"evalsha", "config|resetstat", "info", "hmget"}  # hmget: the position check
+    # multi/exec: a batch's appends see one lease; hmget: the position check.
+    ours = {"evalsha", "multi", "exec", "config|resetstat", "info", "hmget"}
     assert {k.removeprefix("cmdstat_") for k in calls} <= scripted | ours
     assert calls["cmdstat_publish"] == 20  # one announcement per channel and batch
+    assert calls["cmdstat_exec"] == 10
 
 
 async def test_a_redis_restart_is_survived_and_changes_the_epoch(
@@ -351,3 +354,40 @@ async def test_notices_to_a_subscriber_that_came_first_name_the_epoch_the_log_be
     await broker.aclose()
     (notice,) = [e for e in SSEDecoder().feed(sink.take()) if e.event == "runcast.shutdown"]
     assert json.loads(notice.data)["epoch"] == positions[RUN].epoch != ""
+
+
+async def test_a_fenced_batch_to_two_channels_lands_on_both_or_neither(
+    broker: RedisBroker, redis_server: RedisServer
+) -> None:
+    """The lease changes hands while batches go to a response's channel and a named one: each
+    batch is on both channels or on neither. Redis reads a large pipeline 16 KiB at a time and
+    runs other clients' commands in between: a lease taken over between a batch's two appends
+    put it on one channel only (the named channel then lacked events the other held)."""
+    fence = Fence("rc:test:lease", 2)
+    flipper = aioredis.Redis.from_url(redis_server.url)
+    await flipper.set(fence.key, "2|node-a")
+    big = [HubEvent("response.output_text.delta", b'"%s"' % (b"x" * 1500)) for _ in range(24)]
+    named = "channel:session-1"
+    stop = asyncio.Event()
+
+    async def flip() -> None:
+        # Another node takes the lease and hands it back, over and over.
+        while not stop.is_set():
+            await flipper.set(fence.key, "3|node-b")
+            await flipper.set(fence.key, "2|node-a")
+
+    flipping = asyncio.create_task(flip())
+    refused = 0
+    try:
+        for _ in range(150):
+            try:
+                await broker.publish([RUN, named], big, fence=fence)
+            except StaleFence:
+                refused += 1
+            lengths = [await flipper.xlen(Keys("rc").log(name)) for name in (RUN, named)]
+            assert lengths[0] == lengths[1], (lengths, refused)
+    finally:
+        stop.set()
+        await flipping
+        await flipper.aclose()
+    assert refused > 0  # the lease did change hands during the batches
