@@ -69,13 +69,6 @@ async def test_eventsource_receives_run_and_resumes_after_drop(
     sdk = sdk_client(gateway)
     assistant_id, thread_id = await new_thread(sdk)
     await sdk.close()
-    creator = await session.post(
-        f"{gateway.v1}/threads/{thread_id}/runs",
-        json={"assistant_id": assistant_id, "stream": True},
-        headers={"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"},
-    )
-    run_id = creator.headers["runcast-run-id"]
-    creator_task = asyncio.create_task(read_sse(creator, Subscriber()))
     names = sorted(KNOWN_EVENTS | {"runcast.history_lost", "runcast.snapshot"})
 
     async with async_playwright() as playwright:
@@ -85,6 +78,15 @@ async def test_eventsource_receives_run_and_resumes_after_drop(
         try:
             page = await browser.new_page()
             await page.goto(f"{gateway.url}/healthz")  # same origin as the stream
+            # The run starts once the page is ready: a browser slow to start on a busy machine
+            # must not find it over already (then there is no connection left to drop).
+            creator = await session.post(
+                f"{gateway.v1}/threads/{thread_id}/runs",
+                json={"assistant_id": assistant_id, "stream": True},
+                headers={"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"},
+            )
+            run_id = creator.headers["runcast-run-id"]
+            creator_task = asyncio.create_task(read_sse(creator, Subscriber()))
             await page.evaluate(LISTEN, [f"/streams/runs/{run_id}?since=0", names])
             await wait_for(page, "window.got.length >= 12")
             assert gateway.connections.drop(f"run:{run_id}") == 1
