@@ -32,6 +32,9 @@ class LiveStream(msgspec.Struct, frozen=True, kw_only=True):
     """A background response: the upstream can go on streaming it after a cursor."""
     stored: bool = True
     """Not created with ``store: false``: the finished object can be read."""
+    chain: bool = False
+    """A tool chain is under way after the stream's end (its handlers ran or run): a node
+    taking it over tells its channels the chain is lost instead of only closing them."""
 
 
 class LiveRun(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,9 @@ duplicate-free stream; a stored one is reconciled by polling; any other stream (
 ``store: false``) ends with ``runcast.upstream_lost`` ``reason: "owner_lost"``. A stream whose
 channel already has its last word is only closed. A tool chain the dead owner was in is not
 continued: the taker ends after the response it recovers (a follow-up under way, whose id the
-record does not hold, ends with ``runcast.upstream_lost``).
+record does not hold, ends with ``runcast.upstream_lost``); so does one whose handlers were
+running (the record says a chain is under way: ``LiveStream.chain``), where the response's
+channel has its last word and only the follow-up is missing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = ["take_over"]
 
 log = logging.getLogger("runcast.relay")
 
+_CHAIN_LOST = "the gateway node answering this stream's tool calls stopped"
+
 
 async def take_over(relay: StreamRelay, adopted: StreamAdoption) -> Opener | None:
     """A dead owner's stream (module docstring): its resumption's opener, or None once it
@@ -52,6 +56,17 @@ async def take_over(relay: StreamRelay, adopted: StreamAdoption) -> Opener | Non
     relay.resolve_start()
     relay.resumable = stream.resumable
     published = await published_cursor(relay.broker, out.own)
+    if published.done and stream.chain:
+        # The response ended and the dead owner was answering its tool calls: the follow-up
+        # is not continued here, and the channels are told so rather than left waiting.
+        log.warning(
+            "%s %s: its owner stopped during a tool chain; not continued",
+            spec.kind,
+            stream.object_id,
+        )
+        relay.reconcile = None
+        await settle(relay, UpstreamConnectionError(_CHAIN_LOST), reason=OWNER_LOST)
+        return None
     if published.done:
         relay.ended = True
         relay.outcome = "ended"

@@ -126,6 +126,8 @@ class StreamRelay:
         self._body: asyncio.Task[None] | None = None
         self.reconcile = reconcile
         self._chain = chain
+        self._chain_recorded = False
+        """The live record says a tool chain is under way (recorded once, at its first event)."""
         self._round = 0
         self._undecodable = 0
         """Events relayed untyped so far (logged at the 1st, 10th, 100th...)."""
@@ -261,7 +263,7 @@ class StreamRelay:
         self.out.fence = keeper.fence
         await keeper.record("", ownership.api_key, stream=self._live_stream(ownership.stored))
 
-    def _live_stream(self, stored: bool) -> LiveStream:
+    def _live_stream(self, stored: bool, *, chain: bool = False) -> LiveStream:
         assert self.object_id is not None
         return LiveStream(
             kind=self.spec.kind,
@@ -269,6 +271,7 @@ class StreamRelay:
             channels=tuple(self.out.others),
             resumable=self.resumable,
             stored=stored,
+            chain=chain,
         )
 
     async def _relay_stream(self, opener: Callable[[], Awaitable[UpstreamResponse]]) -> bool:
@@ -323,6 +326,14 @@ class StreamRelay:
         return opener
 
     async def _tool_event(self, event: HubEvent, creator_copy: bytes | None) -> None:
+        keeper, ownership = self.keeper, self.ownership
+        if not self._chain_recorded and keeper is not None and ownership is not None:
+            # Before the chain's first event: a node taking the stream over from here on ends
+            # its channels with runcast.upstream_lost, not in silence (adoption.py).
+            self._chain_recorded = True
+            await keeper.record(
+                "", ownership.api_key, stream=self._live_stream(ownership.stored, chain=True)
+            )
         await self.out.emit_batch([event], to_creator=False)
         if creator_copy is not None:
             self.out.to_creator([HubEvent(event.name, creator_copy)])
