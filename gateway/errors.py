@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from parsers.errors import RuncastError
+from parsers.errors import RemoteProtocolError, RuncastError
 
 __all__ = [
     "REDIS_UNREACHABLE",
@@ -26,6 +26,7 @@ __all__ = [
     "UpstreamConnectionError",
     "UpstreamError",
     "UpstreamHTTPError",
+    "UpstreamNotAStream",
     "UpstreamTimeout",
     "said",
 ]
@@ -107,6 +108,12 @@ class StreamTooLarge(UpstreamError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"upstream stream passed {limit} bytes (max_stream_bytes)")
         self.limit = limit
+
+
+class UpstreamNotAStream(RemoteProtocolError):
+    """A streamed call was answered 2xx with a whole JSON or HTML body instead of an event
+    stream (a server that ignores ``"stream": true``): the request was processed, so sending it
+    again would generate, and bill, once more."""
 
 
 class SubscriberError(RuncastError):

@@ -23,6 +23,7 @@ from gateway.errors import (
     StreamTruncated,
     SubscriberError,
     UpstreamError,
+    UpstreamNotAStream,
     UpstreamTimeout,
 )
 from parsers.errors import RemoteProtocolError
@@ -86,6 +87,7 @@ class RequestError(Exception):
         code: str | None = None,
         param: str | None = None,
         type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -93,6 +95,7 @@ class RequestError(Exception):
         self.code = code
         self.param = param
         self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
+        self.headers = headers
 
 
 def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
@@ -100,6 +103,16 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     if isinstance(exc, UpstreamTimeout):
         return RequestError(
             504, f"upstream did not answer: {exc}", type="upstream_error", code="upstream_timeout"
+        )
+    if isinstance(exc, UpstreamNotAStream):
+        # Processed upstream: the SDKs retry a 502 unless told not to, and a retry would
+        # generate (and bill) the answer again.
+        return RequestError(
+            502,
+            f"upstream failed: {exc}",
+            type="upstream_error",
+            code="upstream_unavailable",
+            headers={"x-should-retry": "false"},
         )
     if isinstance(exc, StreamTruncated) and exc.last_status is None:
         # A 200 whose body held no run event at all (an HTML error page from a proxy, an empty
@@ -162,7 +175,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except RequestError as exc:
         return error_response(
-            exc.status, exc.message, code=exc.code, param=exc.param, type=exc.type
+            exc.status,
+            exc.message,
+            code=exc.code,
+            param=exc.param,
+            type=exc.type,
+            headers=exc.headers,
         )
     except SubscriberError as exc:
         return _subscriber_error(exc)

@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamConnectionError,
     UpstreamError,
     UpstreamHTTPError,
+    UpstreamNotAStream,
     UpstreamTimeout,
 )
 from parsers.errors import RemoteProtocolError
@@ -353,9 +354,10 @@ class UpstreamClient(RunOperations):
         """Send a request that answers with an event stream; its response, body unread.
 
         Raises :class:`~gateway.errors.UpstreamHTTPError` for a non-2xx answer and
-        ``RemoteProtocolError`` for a JSON or HTML answer (a server that ignored ``"stream":
-        true``, spec §1.4, or an error page from a proxy in between); other content types are
-        read as a stream, as the SDKs do. The caller must ``release()`` the response.
+        :class:`~gateway.errors.UpstreamNotAStream` (a ``RemoteProtocolError``) for a JSON or
+        HTML answer (a server that ignored ``"stream": true``, spec §1.4, or an error page from
+        a proxy in between); other content types are read as a stream, as the SDKs do. The
+        caller must ``release()`` the response.
         """
         response = await self.send(
             method,
@@ -371,7 +373,7 @@ class UpstreamClient(RunOperations):
             raise await self._http_error(response)
         if response.content_type in _NOT_A_STREAM:
             response.release()
-            raise RemoteProtocolError(
+            raise UpstreamNotAStream(
                 f"upstream answered {path} with {response.content_type} instead of an event stream"
             )
         return response

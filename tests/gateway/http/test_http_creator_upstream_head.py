@@ -111,3 +111,30 @@ async def test_a_streamed_answer_carries_the_upstream_rate_limit_and_processing_
     assert headers["runcast-completion-id"] == "chatcmpl-h1"
     assert "Set-Cookie" not in headers  # cookies stay behind, as through the proxy
     assert headers.getall("Cache-Control") == ["no-cache"]  # a stream is never cached
+
+
+@pytest.mark.asyncio
+async def test_a_whole_json_answer_to_a_streamed_create_is_a_502_not_to_retry(
+    start_gateway: StartGateway,
+) -> None:
+    # A server that ignores "stream": true answers the whole completion as JSON: it generated
+    # (and billed) the answer. The SDKs retry a 502 unless told not to, regenerating it.
+    hits: list[str] = []
+
+    async def whole(request: web.Request) -> web.Response:
+        await request.read()
+        hits.append(request.path)
+        return web.json_response({"id": "chatcmpl-whole", "object": "chat.completion"})
+
+    app = web.Application()
+    app.router.add_post("/v1/{path:.*}", whole)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        sdk = AsyncOpenAI(base_url=gateway.v1, api_key="sk-caller", max_retries=2, timeout=30)
+        try:
+            with pytest.raises(openai.InternalServerError) as info:
+                await _CREATES["chat"](sdk)
+        finally:
+            await sdk.close()
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(hits) == 1  # the SDK's 2 retries were not spent
