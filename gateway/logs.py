@@ -160,16 +160,34 @@ def _timestamp(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators, shown escaped
+# in text lines: a request path or an upstream id carrying CR, LF, ESC or NEL would otherwise
+# forge a line of its own, or rewrite the terminal showing it.
+_UNPRINTABLE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else text.translate(_UNPRINTABLE)
+
+
 class _TextFormatter(logging.Formatter):
     def __init__(self, redact: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._redact = redact
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message only: a traceback, appended after it, keeps its lines.
+        record.message = _printable(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         ids = context_ids()
         if ids:
-            text += " [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]"
+            text += " [" + " ".join(f"{k}={_printable(v)}" for k, v in ids.items()) + "]"
         return self._redact(text)
 
 
@@ -190,7 +208,14 @@ class _JsonFormatter(logging.Formatter):
             line["exception"] = self._redact(self.formatException(record.exc_info))
         elif record.exc_text:
             line["exception"] = self._redact(record.exc_text)
-        return orjson.dumps(line).decode()
+        try:
+            return orjson.dumps(line).decode()
+        except TypeError:
+            # A lone surrogate (undecodable bytes a library logged, e.g. a client's tracestate):
+            # written escaped, so the line stays one JSON object.
+            return orjson.dumps(
+                {k: v.encode("utf-8", "backslashreplace").decode() for k, v in line.items()}
+            ).decode()
 
 
 def worth_a_line(count: int) -> bool:
@@ -258,4 +283,7 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
+    # OpenTelemetry warns, with the member as sent, about each malformed `tracestate` a client
+    # sends: one line per request, up to 8 KB each, that the client writes at will.
+    logging.getLogger("opentelemetry.trace.span").setLevel(logging.ERROR)
     return handler

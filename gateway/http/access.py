@@ -24,10 +24,20 @@ from gateway import logs
 
 from .logcontext import request_ids
 
-__all__ = ["QUIET_PATHS", "AccessLogger", "access_middleware", "note_prepared", "prepared"]
+__all__ = [
+    "MAX_TARGET_CHARS",
+    "QUIET_PATHS",
+    "AccessLogger",
+    "access_middleware",
+    "note_prepared",
+    "prepared",
+]
 
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probed every few seconds by orchestrators and scrapers: never in the access log."""
+
+MAX_TARGET_CHARS = 1024
+"""Characters of a request's target (path and query) an access line shows; the rest is counted."""
 
 _PREPARED = web.RequestKey("runcast_prepared", web.StreamResponse)
 """The response a request's handler started (its head sent)."""
@@ -44,9 +54,14 @@ class AccessLogger(AbstractAccessLogger):
         url = request.rel_url
         if "token" in url.query:
             url = url.update_query(token="***")
+        target = str(url)
+        if len(target) > MAX_TARGET_CHARS:
+            # One line per request, but not 8 KB of it at a client's will.
+            cut = len(target) - MAX_TARGET_CHARS
+            target = f"{target[:MAX_TARGET_CHARS]}...({cut} more)"
         with logs.bound(**request_ids(request)):
             self.logger.info(
-                '%s "%s %s" %d %.3fs', request.remote, request.method, url, response.status, time
+                '%s "%s %s" %d %.3fs', request.remote, request.method, target, response.status, time
             )
 
 

@@ -159,3 +159,34 @@ def test_masked_url_can_mask_the_path() -> None:
     )
     assert logs.masked_url(url, path=False) == "https://***@hooks.example:8443/***?code=***"
     assert logs.masked_url("http://h:1/", path=False) == "http://h:1/"
+
+
+def test_a_lone_surrogate_keeps_the_json_line_one_object() -> None:
+    # OpenTelemetry logs a client's undecodable tracestate byte as a lone surrogate: orjson
+    # refused it, and logging wrote a 53-line traceback to stderr instead, per request.
+    line = logs.formatter("json").format(_record("Member doesn't match: %s", "k=\udc9b"))
+    assert orjson.loads(line)["message"] == "Member doesn't match: k=\\udc9b"
+
+
+@pytest.mark.parametrize("forged", ["\r", "\n", "\x1b[2K", "\x85", "\u2028", "\x00", "\x7f"])
+def test_text_lines_show_control_characters_escaped(forged: str) -> None:
+    # A request path or an upstream id with CR, LF, ESC or NEL forged a line of its own (or
+    # rewrote the terminal showing the log).
+    fmt = logs.formatter("text")
+    with logs.bound(run_id=f"run_1{forged}x"):
+        line = fmt.format(_record("GET /v1/models%sFAKE CRITICAL line", forged))
+    assert line.isprintable()
+    assert "FAKE CRITICAL line [run_id=run_1\\" in line
+
+
+def test_a_traceback_keeps_its_lines_in_text() -> None:
+    line = logs.formatter("text").format(_record("failed", exc=True))
+    assert "\nTraceback (most recent call last):\n" in line
+
+
+def test_configure_quiets_opentelemetrys_per_request_tracestate_warnings() -> None:
+    logs.configure("json", "info")
+    try:
+        assert not logging.getLogger("opentelemetry.trace.span").isEnabledFor(logging.WARNING)
+    finally:
+        logs.configure("text", "info")

@@ -1,0 +1,24 @@
+"""The access log's line, through a real gateway: one line per request, bounded in size."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from http_helpers import Gateway
+
+from gateway.http.access import MAX_TARGET_CHARS
+
+
+@pytest.mark.asyncio
+async def test_an_access_line_shows_at_most_max_target_chars_of_the_target(
+    gateway: Gateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client sending 8 KB targets over a few connections wrote ~4 MB of access log a second.
+    query = "x=" + "a" * 8000
+    with caplog.at_level("INFO", logger="aiohttp.access"):
+        async with session.get(f"{gateway.v1}/models?{query}") as response:
+            await response.read()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(line) < MAX_TARGET_CHARS + 200
+    cut = len(f"/v1/models?{query}") - MAX_TARGET_CHARS
+    assert f"aaa...({cut} more)" in line
