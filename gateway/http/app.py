@@ -52,6 +52,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiohttp import web
 
+from gateway import logs
 from gateway.hub import BrokerStatistics, MemoryBroker, Reducer
 from gateway.hub.redis import RedisBroker
 from gateway.metrics import Metrics
@@ -281,7 +282,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.upstream is not None:
         log.info(
             "upstream %s (%s)",
-            upstream.base_url,
+            logs.masked_url(upstream.base_url),  # a key may ride in its query (Azure's ?code=)
             "runcast holds the upstream key" if upstream.api_key else "callers' keys passed on",
         )
     probe = UpstreamProbe(

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.logs import masked_url
 
 __all__ = ["FALLBACK", "Policy", "ToolSettings", "parse_webhook_args"]
 
@@ -124,10 +125,12 @@ def parse_webhook_args(specs: Iterable[str]) -> dict[str, str]:
     for spec in specs:
         name, sep, url = spec.partition("=")
         name, url = name.strip(), url.strip()
-        if not sep or not name or not url:
-            raise ConfigError(f"tool webhook must look like NAME=URL or '*=URL', got {spec!r}")
+        if not sep or not name or not url or "://" in name:  # a URL without its NAME=
+            raise ConfigError(
+                f"tool webhook must look like NAME=URL or '*=URL', got {masked_url(spec)!r}"
+            )
         if name in webhooks:
-            raise ConfigError(f"tool webhook for {name!r} given twice")
+            raise ConfigError(f"tool webhook for {masked_url(name)!r} given twice")
         _check_webhook(name, url)
         webhooks[name] = url
     return webhooks
@@ -138,4 +141,7 @@ def _check_webhook(name: str, url: str) -> None:
         raise ConfigError("tool webhook name must not be empty")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"tool webhook URL for {name!r} must be http(s)://..., got {url!r}")
+        raise ConfigError(
+            f"tool webhook URL for {masked_url(name)!r} must be http(s)://...,"
+            f" got {masked_url(url)!r}"
+        )

@@ -65,3 +65,20 @@ def test_unknown_fields_are_rejected_when_decoding_config() -> None:
     settings = msgspec.convert({"policy": "error", "modules": ["a.b"]}, ToolSettings)
     assert settings.policy == "error"
     assert settings.modules == ("a.b",)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "wx=htps://hookuser:HOOKPASS@hooks.example/h?sig=HOOKSIG",  # a typo'd scheme
+        "https://hookuser:HOOKPASS@hooks.example/h?sig=HOOKSIG",  # NAME= forgotten
+    ],
+)
+def test_a_refused_webhook_url_is_shown_without_its_credentials(spec: str) -> None:
+    # The error went to the terminal (and to `runcast config`'s) with the password and the
+    # query's signature in it.
+    with pytest.raises(ConfigError) as info:
+        parse_webhook_args([spec])
+    message = str(info.value)
+    assert "HOOKPASS" not in message and "HOOKSIG" not in message
+    assert "hooks.example" in message  # still says which URL

@@ -1,0 +1,38 @@
+"""Log lines about requests and the upstream, through a real gateway: the access line bounded in
+size, the upstream named without the secrets its URL may carry."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from http_helpers import Gateway, StartGateway, StartSim
+
+from gateway.http.access import MAX_TARGET_CHARS
+
+
+@pytest.mark.asyncio
+async def test_an_access_line_shows_at_most_max_target_chars_of_the_target(
+    gateway: Gateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client sending 8 KB targets over a few connections wrote ~4 MB of access log a second.
+    query = "x=" + "a" * 8000
+    with caplog.at_level("INFO", logger="aiohttp.access"):
+        async with session.get(f"{gateway.v1}/models?{query}") as response:
+            await response.read()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(line) < MAX_TARGET_CHARS + 200
+    cut = len(f"/v1/models?{query}") - MAX_TARGET_CHARS
+    assert f"aaa...({cut} more)" in line
+
+
+@pytest.mark.asyncio
+async def test_the_upstream_named_at_start_has_its_query_values_masked(
+    start_gateway: StartGateway, start_sim: StartSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `runcast config` masked ?code= (Azure Functions carry their key there); the start line
+    # of `runcast serve` showed it.
+    sim = await start_sim()
+    with caplog.at_level("INFO", logger="runcast"):
+        await start_gateway(upstream_url=f"{sim}?code=AZFUNCSECRET123")
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream ")]
+    assert "AZFUNCSECRET123" not in line and "?code=***" in line
