@@ -20,8 +20,11 @@ from gateway import logs, tracing
 __all__ = ["log_context_middleware", "request_ids"]
 
 _IDS = web.RequestKey("runcast.log_ids", dict[str, str])
-_PATH_IDS = re.compile(r"(?:^|/)(threads|runs|responses)/([A-Za-z0-9_\-]{1,128})")
+# A whole path segment only: "thread_1.evil" or "thread_1%00x" names no thread (a client must
+# not get its lines filed under someone else's id), nor does the "runs" of /threads/runs.
+_PATH_IDS = re.compile(r"(?:^|/)(threads|runs|responses)/([A-Za-z0-9_\-]{1,128})(?=/|$)")
 _NAMES = {"threads": "thread_id", "runs": "run_id", "responses": "response_id"}
+_NOT_IDS = frozenset({"runs", "messages", "steps", "cancel", "input_items"})
 
 
 def request_ids(request: web.BaseRequest) -> dict[str, str]:
@@ -36,7 +39,8 @@ async def log_context_middleware(request: web.Request, handler: Handler) -> web.
     tail = match.get("tail")
     if tail is not None:
         for kind, value in _PATH_IDS.findall(tail):
-            ids.setdefault(_NAMES[kind], value)
+            if value not in _NOT_IDS:
+                ids.setdefault(_NAMES[kind], value)
     with tracing.extracted(request.headers):
         if not ids:
             return await handler(request)

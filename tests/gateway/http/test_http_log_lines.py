@@ -3,10 +3,14 @@ size, the upstream named without the secrets its URL may carry."""
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
+import orjson
 import pytest
 from http_helpers import Gateway, StartGateway, StartSim
 
+from gateway import logs
 from gateway.http.access import MAX_TARGET_CHARS
 
 
@@ -36,3 +40,38 @@ async def test_the_upstream_named_at_start_has_its_query_values_masked(
         await start_gateway(upstream_url=f"{sim}?code=AZFUNCSECRET123")
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream ")]
     assert "AZFUNCSECRET123" not in line and "?code=***" in line
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("method", "path", "ids"),
+    [
+        ("POST", "/v1/threads/runs", {}),
+        ("POST", "/v1/threads/thread_VICTIM%00x/runs", {}),
+        ("POST", "/v1/threads/thread_A.evil/runs/run_B%20/cancel", {}),
+        (
+            "POST",
+            "/v1/threads/thread_A/runs/run_B/cancel",
+            {"thread_id": "thread_A", "run_id": "run_B"},
+        ),
+    ],
+)
+async def test_a_line_names_only_ids_that_are_whole_path_segments(
+    gateway: Gateway, session: aiohttp.ClientSession, method: str, path: str, ids: dict[str, str]
+) -> None:
+    # A line was filed under "thread_id": "runs" for /threads/runs, and under thread_VICTIM for
+    # /threads/thread_VICTIM%00x: a client could make its lines look like someone else's.
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(logs.formatter("json").format(record))  # type: ignore[method-assign]
+    access = logging.getLogger("aiohttp.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        async with session.request(method, f"{gateway.url}{path}", json={}) as response:
+            await response.read()
+    finally:
+        access.removeHandler(handler)
+    [line] = lines
+    record = orjson.loads(line)
+    assert {k: v for k, v in record.items() if k.endswith("_id")} == ids
