@@ -43,6 +43,8 @@ __all__ = ["UpstreamClient", "UpstreamStatistics"]
 
 # Content types that cannot be an event stream, refused before reading a streamed answer.
 _NOT_A_STREAM = frozenset({"application/json", "text/html"})
+_ASSISTANTS_PATHS = ("/threads", "/assistants")
+"""Paths of the Assistants API, whose every call needs ``OpenAI-Beta: assistants=v2``."""
 
 T = TypeVar("T")
 
@@ -117,7 +119,6 @@ class UpstreamClient(RunOperations):
         self._retries = 0
         base: CIMultiDict[str] = CIMultiDict()
         base["User-Agent"] = _USER_AGENT
-        base["OpenAI-Beta"] = "assistants=v2"  # required on every /threads call (spec §1.1)
         if settings.organization:
             base["OpenAI-Organization"] = settings.organization
         if settings.project:
@@ -209,6 +210,10 @@ class UpstreamClient(RunOperations):
         budget = self._settings.max_retries if max_retries is None else max_retries
         url = build_url(self._settings.base_url, path, query)
         hdrs = self._headers(api_key, headers, has_body=body is not None, accept=accept)
+        if path.startswith(_ASSISTANTS_PATHS) and "OpenAI-Beta" not in hdrs:
+            # Required on every Assistants call (spec §1.1); sent on those only: the Responses
+            # and Chat endpoints are no beta, and a strict server may refuse the header there.
+            hdrs["OpenAI-Beta"] = "assistants=v2"
         attempt = 0
         while True:
             self._attempts += 1

@@ -94,6 +94,20 @@ async def test_no_key_no_authorization_header(upstream: FakeUpstream) -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_assistants_beta_header_goes_to_assistants_paths_only(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    # It went with every call: /responses and /chat/completions are no beta, and a strict
+    # OpenAI-compatible server may refuse an unknown beta there.
+    for path in ("/responses", "/chat/completions", "/models", "/threads/thread_1", "/assistants"):
+        upstream.route("POST", path, reply_json(200, {}))
+        async with client.request("POST", path, body=b"{}") as resp:
+            assert resp.status == 200
+    betas = [r.headers.get("OpenAI-Beta") for r in upstream.requests]
+    assert betas == [None, None, None, "assistants=v2", "assistants=v2"]
+
+
+@pytest.mark.asyncio
 async def test_extra_headers_override_and_hop_by_hop_are_dropped(
     upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
