@@ -15,6 +15,7 @@ from parsers.chat import (
     ChatAccumulator,
     ChatCompletionChunk,
     ChatDoneEvent,
+    ChatErrorEvent,
     ChatStreamEvent,
     decode_chunk,
 )
@@ -22,13 +23,14 @@ from parsers.errors import EventDecodeError
 from parsers.sse import ServerSentEvent
 
 from ..channels import chat_channel
+from .lost import UPSTREAM_LOST_EVENT, ended_by_loss
 from .spec import Seen
 
 __all__ = ["CHAT", "ChatReducer", "ChatSpec", "typed_chat_event"]
 
 _DONE = Seen(end=True, closes=True)
 _NOTHING = Seen()
-_CHAT_TYPES = (ChatCompletionChunk, ChatDoneEvent)
+_CHAT_TYPES = (ChatCompletionChunk, ChatDoneEvent, ChatErrorEvent)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -78,16 +80,20 @@ class ChatReducer:
     own (older llama.cpp servers, some LiteLLM versions) still make one completion, and a usage
     chunk after the finish belongs to the completion it ends."""
 
-    __slots__ = ("_acc", "_finished", "_id", "_latest", "nbytes")
+    __slots__ = ("_acc", "_finished", "_id", "_latest", "_lost", "nbytes")
 
     def __init__(self, *, latest: bool = False) -> None:
         self._acc = ChatAccumulator()
         self._latest = latest
         self._id: str | None = None
         self._finished = False
+        self._lost: HubEvent | None = None
         self.nbytes = 0
 
     def apply(self, event: HubEvent) -> None:
+        if event.name == UPSTREAM_LOST_EVENT:
+            self._lost = event
+            return
         typed = typed_chat_event(event)
         if typed is None:
             return
@@ -104,6 +110,7 @@ class ChatReducer:
             if typed.id and typed.id != self._id and typed.choices:
                 if self._id is not None and self._finished:
                     self._acc = ChatAccumulator()
+                    self._lost = None
                     self.nbytes = 0
                     self._finished = False
                 self._id = typed.id
@@ -111,4 +118,7 @@ class ChatReducer:
                 self._finished = True
 
     def snapshot(self) -> bytes:
-        return _encode(self._acc.snapshot())
+        snapshot = self._acc.snapshot()
+        if self._lost is not None:
+            snapshot = ended_by_loss(snapshot, self._lost)
+        return _encode(snapshot)

@@ -11,11 +11,14 @@ the openai SDK raise. (A run's counterpart is ``runcast.upstream_error``: ``reco
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import msgspec
 
 from gateway.hub import HubEvent
 
-__all__ = ["OWNER_CHANGED", "OWNER_LOST", "UPSTREAM_LOST_EVENT", "lost_event"]
+__all__ = ["OWNER_CHANGED", "OWNER_LOST", "UPSTREAM_LOST_EVENT", "ended_by_loss", "lost_event"]
 
 UPSTREAM_LOST_EVENT = "runcast.upstream_lost"
 OWNER_LOST = "owner_lost"
@@ -63,3 +66,18 @@ def lost_event(
         status=status,
     )
     return HubEvent(UPSTREAM_LOST_EVENT, _encode(body))
+
+
+class _LostView(msgspec.Struct):
+    error: dict[str, Any] | None = None
+
+
+def ended_by_loss(snapshot: dict[str, Any], lost: HubEvent) -> dict[str, Any]:
+    """A Responses or Chat snapshot as it stands once ``lost`` ended its stream: ``done``, and
+    the loss as its ``error`` unless the stream's own error is there (a late joiner must not read
+    a stream runcast gave up on as one still generating)."""
+    snapshot["done"] = True
+    if snapshot.get("error") is None:
+        with contextlib.suppress(msgspec.DecodeError):
+            snapshot["error"] = msgspec.json.decode(lost.data, type=_LostView).error
+    return snapshot

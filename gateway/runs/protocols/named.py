@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 
 from gateway.hub import HubEvent
-from parsers.chat import ChatCompletionChunk, ChatDoneEvent
+from parsers.chat import ChatCompletionChunk, ChatDoneEvent, ChatErrorEvent
 from parsers.errors import DECODE_ERRORS
 
 from .chat import ChatReducer
+from .lost import UPSTREAM_LOST_EVENT
 from .responses import ResponseReducer
 
 __all__ = ["NamedReducer"]
@@ -32,7 +33,8 @@ _kind_decoder = msgspec.json.Decoder(_Kind)
 def _kind(event: HubEvent) -> str | None:
     decoded = event.decoded
     if decoded is not None:
-        return "chat" if isinstance(decoded, ChatCompletionChunk | ChatDoneEvent) else "response"
+        chat = ChatCompletionChunk | ChatDoneEvent | ChatErrorEvent
+        return "chat" if isinstance(decoded, chat) else "response"
     try:
         view = _kind_decoder.decode(event.data)
     except DECODE_ERRORS:
@@ -52,7 +54,7 @@ class NamedReducer:
         self._inner: ChatReducer | ResponseReducer | None = None
 
     def apply(self, event: HubEvent) -> None:
-        if event.name.startswith("runcast."):
+        if event.name.startswith("runcast.") and event.name != UPSTREAM_LOST_EVENT:
             return
         kind = _kind(event)
         if kind is not None and kind != self._kind:

@@ -36,6 +36,7 @@ from parsers.responses import (
 from parsers.sse import ServerSentEvent
 
 from ..channels import response_channel
+from .lost import UPSTREAM_LOST_EVENT, ended_by_loss
 from .spec import Seen
 
 __all__ = [
@@ -120,21 +121,26 @@ class ResponseReducer:
     """The snapshot of a Responses channel: its response, or with ``latest`` the latest response
     published to it (a conversation's), started afresh by each new response's first event."""
 
-    __slots__ = ("_acc", "_id", "_latest", "nbytes")
+    __slots__ = ("_acc", "_id", "_latest", "_lost", "nbytes")
 
     def __init__(self, *, latest: bool = False) -> None:
         self._acc = ResponseAccumulator()
         self._latest = latest
         self._id: str | None = None
+        self._lost: HubEvent | None = None
         self.nbytes = 0
 
     def apply(self, event: HubEvent) -> None:
+        if event.name == UPSTREAM_LOST_EVENT:
+            self._lost = event
+            return
         typed = typed_response_event(event)
         if typed is None:
             return
         if self._latest and isinstance(typed, _LIFECYCLE) and typed.response.id != self._id:
             if self._id is not None:
                 self._acc = ResponseAccumulator()
+                self._lost = None
                 self.nbytes = 0
             self._id = typed.response.id
         self._acc.apply(typed)
@@ -142,4 +148,7 @@ class ResponseReducer:
         self.nbytes += len(event.data)
 
     def snapshot(self) -> bytes:
-        return _encode(self._acc.snapshot())
+        snapshot = self._acc.snapshot()
+        if self._lost is not None:
+            snapshot = ended_by_loss(snapshot, self._lost)
+        return _encode(snapshot)

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.hub import HubEvent
 from gateway.runs.protocols import CHAT, RESPONSES, conversation_of, reducer_factory
+from gateway.runs.protocols.lost import lost_event
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 DATA = Path(__file__).parents[3] / "data"
@@ -163,3 +164,53 @@ def test_a_chat_channel_keeps_one_completion_whose_chunks_each_have_their_own_id
 )
 def test_conversation_of_the_creating_request(body: bytes, expected: str | None) -> None:
     assert conversation_of(body) == expected
+
+
+_LOST = lost_event(
+    "runcast lost the upstream stream (connection_lost) before its end: cut",
+    reason="connection_lost",
+    kind="response",
+    object_id="resp_1",
+    cursor=5,
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "golden", "channel"),
+    [
+        ("responses", "A-text.sse", "response:resp_1"),
+        ("responses", "A-text.sse", "channel:s1"),
+        ("chat", "A-text.sse", "chat:chatcmpl_1"),
+        ("chat", "A-text.sse", "channel:s1"),
+    ],
+)
+@pytest.mark.parametrize("typed", [True, False])
+def test_a_stream_runcast_gave_up_on_is_done_in_its_snapshot(
+    kind: str, golden: str, channel: str, typed: bool
+) -> None:
+    # The channel ended with runcast.upstream_lost, but its snapshot said done: false (a
+    # response "in_progress") for good: a late joiner took it for one still generating.
+    events = _hub(_events(kind, golden)[:5], typed=typed)
+    reducer = reducer_factory(channel)
+    assert reducer is not None
+    for event in events:
+        reducer.apply(event)
+    assert orjson.loads(reducer.snapshot())["done"] is False
+    reducer.apply(_LOST)
+    snapshot = orjson.loads(reducer.snapshot())
+    assert snapshot["done"] is True
+    assert snapshot["error"]["code"] == "upstream_lost"
+
+
+def test_a_chat_error_chunk_keeps_a_named_channel_a_chat_snapshot() -> None:
+    # The chunk {"error": ...} was taken for a Responses event: the named channel's snapshot
+    # turned into an empty response.
+    chat = _hub(_events("chat", "A-text.sse")[:4], typed=True)
+    error = HubEvent("message", b'{"error":{"message":"boom","type":"server_error"}}')
+    error = HubEvent("message", error.data, CHAT.decode(ServerSentEvent(data_bytes=error.data))[0])
+    named = reducer_factory("channel:s1")
+    assert named is not None
+    for event in [*chat, error]:
+        named.apply(event)
+    snapshot = orjson.loads(named.snapshot())
+    assert "completion" in snapshot and snapshot["error"]["message"] == "boom"
