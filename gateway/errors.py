@@ -95,6 +95,7 @@ class StreamTruncated(UpstreamError):
                 f"upstream stream of {kind} {run_id} ended before {_LAST_WORD.get(kind, 'its end')}"
             )
         super().__init__(said)
+        self.kind = kind
         self.last_status = last_status
         self.run_id = run_id
         self.thread_id = thread_id

@@ -53,6 +53,12 @@ _TYPE_BY_STATUS: Mapping[int, str] = {
     429: "rate_limit_error",
 }
 
+_API_BY_KIND: Mapping[str, str] = {
+    "run": "Assistants",
+    "response": "OpenAI Responses",
+    "chat": "OpenAI Chat Completions",
+}
+
 _CODE_BY_STATUS: Mapping[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
@@ -117,9 +123,11 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     if isinstance(exc, StreamTruncated) and exc.last_status is None:
         # A 200 whose body held no run event at all (an HTML error page from a proxy, an empty
         # body): "run None ended without 'done'" would not tell the caller what went wrong.
+        api = _API_BY_KIND.get(exc.kind, exc.kind)
+        event = "run event" if exc.kind == "run" else "event"
         return RequestError(
             502,
-            "upstream failed: its answer ended before any run event (not an Assistants event stream)",
+            f"upstream failed: its answer ended before any {event} (not an {api} event stream)",
             type="upstream_error",
             code="upstream_unavailable",
         )

@@ -138,3 +138,35 @@ async def test_a_whole_json_answer_to_a_streamed_create_is_a_502_not_to_retry(
             await sdk.close()
     assert info.value.response.headers["x-should-retry"] == "false"
     assert len(hits) == 1  # the SDK's 2 retries were not spent
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "body", "api"),
+    [
+        ("/responses", {"model": "m", "input": "hi", "stream": True}, "OpenAI Responses"),
+        ("/chat/completions", {"model": "m", "messages": [], "stream": True}, "OpenAI Chat"),
+    ],
+)
+async def test_an_empty_stream_is_named_in_its_protocols_words(
+    start_gateway: StartGateway,
+    session: aiohttp.ClientSession,
+    path: str,
+    body: dict[str, object],
+    api: str,
+) -> None:
+    # An empty 200 event stream was "not an Assistants event stream" for any request.
+    async def empty(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/{path:.*}", empty)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        async with session.post(f"{gateway.v1}{path}", json=body) as response:
+            assert response.status == 502
+            message = (await response.json())["error"]["message"]
+    assert "Assistants" not in message and f"not an {api}" in message
