@@ -56,6 +56,11 @@ class ChatSpec:
     def resume(self, object_id: str, cursor: int) -> None:
         return None  # a retry would regenerate the answer and bill it again
 
+    def calls_tools(self, typed: object) -> bool:
+        return type(typed) is ChatCompletionChunk and any(
+            choice.delta.tool_calls for choice in typed.choices
+        )
+
 
 CHAT = ChatSpec()
 

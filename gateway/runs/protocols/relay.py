@@ -134,6 +134,9 @@ class StreamRelay:
         """0 for the creating request's stream, n for the n-th follow-up."""
         self._held_end: HubEvent | None = None
         """The end marker held back while the chain is expected to go on."""
+        self._creator_hold: list[HubEvent] | None = None
+        """The creator's copy of this round from its first tool call on (``spec.calls_tools``),
+        held until the chain says whether it goes on: dropped if it does, given then if not."""
         self._opener = opener
         self.reopen = reopen
         self._meter = meter
@@ -309,6 +312,7 @@ class StreamRelay:
                 self.out.to_creator([self._held_end])
             self.out.end_creator()
         opener = await chain.next(self._tool_event)
+        self._release_creator_hold(give=opener is None)
         if opener is None:
             held, self._held_end = self._held_end, None
             if held is not None:
@@ -464,14 +468,36 @@ class StreamRelay:
         if not self.owning and self._round == 0:
             await self._own()
         held, self._held = self._held, []
-        await self.out.emit_batch([*held, *events])
+        batch = [*held, *events]
+        hold = self._creator_hold
+        if hold is None and self._chain is not None and not self._chain.creator_first:
+            turn = next(
+                (i for i, event in enumerate(batch) if self.spec.calls_tools(event.decoded)), None
+            )
+            if turn is not None:
+                await self.out.emit_batch(batch[:turn])
+                batch = batch[turn:]
+                hold = self._creator_hold = []
+        if hold is None:
+            await self.out.emit_batch(batch)
+        else:
+            await self.out.emit_batch(batch, to_creator=False)
+            hold.extend(batch)
         if self._round == 0 and self.object_id is not None:
             self.resolve_start()
+
+    def _release_creator_hold(self, *, give: bool) -> None:
+        """End the hold of the creator's copy: ``give`` it what was held (the chain stops here,
+        so the calls are the creator's to see), or drop it (a follow-up answers them)."""
+        hold, self._creator_hold = self._creator_hold, None
+        if give and hold:
+            self.out.to_creator(hold)
 
     async def _finish(self, *, close: bool = True) -> None:
         if self._held:
             held, self._held = self._held, []
             await self.out.emit_batch(held)
+        self._release_creator_hold(give=True)
         if not self.ready.done:
             if self.received:
                 self.resolve_start()

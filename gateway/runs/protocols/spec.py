@@ -65,6 +65,13 @@ class StreamSpec(Protocol):
         ``cursor``, with no gap and no duplicate; None when the protocol cannot resume."""
         ...
 
+    def calls_tools(self, typed: object) -> bool:
+        """Whether ``typed`` is where a stream turns to tool calls that a chain's follow-up
+        would fold into the creator's copy (chat: each round is choice 0 again, its calls
+        numbered from 0 again, so the SDK's helper would merge every round's calls); the
+        creator's copy is held from there until the chain says whether it goes on."""
+        ...
+
 
 class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     """What the upstream's finished object says of a stream cut before its end."""

@@ -438,7 +438,10 @@ async def test_chat_parallel_calls_one_follow_up(
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert content.startswith("get_weather returned: ")
     assert "lookup_customer returned: customer" in content
-    assert len({c.id for c in chunks}) == 2 and chunks[0].id == first
+    # The creator's copy leaves out the round runcast answered (from its first call on): the
+    # SDK's helper would fold its calls into the final message. The channel has both rounds.
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id != first
+    assert not any(choice.delta.tool_calls for c in chunks for choice in c.choices)
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert handlers.calls == {"get_weather": 1, "lookup_customer": 1}
 
@@ -482,11 +485,39 @@ async def test_chat_stream_helper_ends_with_the_final_answer(start: StartTools) 
     content = completion.choices[0].message.content
     assert content is not None and content.startswith("get_weather returned: ")
     assert completion.choices[0].finish_reason == "stop"
-    # The helper merges the chain's chunks by choice index: the first round's calls stay.
-    assert [c.function.name for c in completion.choices[0].message.tool_calls or ()] == [
-        "get_weather"
-    ]
+    # The round runcast answered is not in the creator's copy: the helper merges chunks by
+    # choice index and would keep its calls next to the answer.
+    assert not completion.choices[0].message.tool_calls
     assert handlers.calls == {"get_weather": 1}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("strict", [False, True])
+async def test_chat_stream_helper_over_two_rounds_gets_the_answer_alone(
+    start: StartTools, strict: bool
+) -> None:
+    # Each round is choice 0 again and numbers its calls from 0 again: the helper glued the
+    # rounds' calls into one ("call_Xcall_Y", arguments "{..}{..}", not JSON), and with strict
+    # tools it raised parsing them.
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather", "lookup_customer"))
+    tools = [{**tool, "function": {**tool["function"], "strict": strict}} for tool in _chat_tools()]
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.chat.completions.stream(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Weather in Oslo, and customer 7?"}],
+            tools=tools,  # type: ignore[arg-type]
+            metadata={"mock_scenario": "multi_round"},
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+        completion = await stream.get_final_completion()
+    message = completion.choices[0].message
+    assert message.content and not message.tool_calls
+    assert completion.choices[0].finish_reason == "stop"
+    assert sum(handlers.calls.values()) >= 2
 
 
 @pytest.mark.asyncio
@@ -652,3 +683,30 @@ async def test_responses_chain_with_litellm_style_done_and_data_only_frames(
     channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/{first}")
     assert [e.data for e in channel.events].count(b"[DONE]") == 1
     assert channel.events[-1].data == b"[DONE]"
+
+
+@pytest.mark.asyncio
+async def test_a_chat_round_left_to_the_app_reaches_the_creator_whole(start: StartTools) -> None:
+    # Its copy is held from the first call on until the chain decides: here it stops (no
+    # handler for lookup_customer), so the creator gets the calls to answer itself.
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"))
+    async with sdk_client(tg.gateway) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Weather in Oslo, and customer 7?"}],
+            tools=_chat_tools(),  # type: ignore[arg-type]
+            metadata={"mock_scenario": "parallel_tool_calls"},
+            stream=True,
+        )
+        chunks = [chunk async for chunk in stream]
+    names = {
+        call.function.name
+        for chunk in chunks
+        for choice in chunk.choices
+        for call in choice.delta.tool_calls or ()
+        if call.function is not None and call.function.name
+    }
+    assert names == {"get_weather", "lookup_customer"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert handlers.calls == {}
