@@ -121,23 +121,30 @@ def bound(
 class Redactor:
     """Replaces known secrets and secret-shaped substrings of a log text with ``***``."""
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_encoded", "_secrets")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         # Each secret also as a URL query carries it (a key with `+`, `/` or `=`), longest first:
         # a secret containing another is replaced whole.
+        given = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
         forms = {
             form
-            for secret in secrets
-            if secret
+            for secret in given
             for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))
         }
         self._secrets = tuple(sorted(forms, key=len, reverse=True))
+        # And in any other percent-encoding a client may send (lowercase hex, some characters
+        # encoded and others not): only tried on a line holding a `%`.
+        self._encoded = (
+            re.compile("|".join(_any_encoding(secret) for secret in given)) if given else None
+        )
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "***")
+        if self._encoded is not None and "%" in text:
+            text = self._encoded.sub("***", text)
         folded = None
         for (pattern, replacement), (needles, fold) in zip(_SHAPES, _NEEDLES, strict=True):
             if fold:
@@ -152,6 +159,20 @@ class Redactor:
                     folded = None
                     break
         return text
+
+
+def _any_encoding(secret: str) -> str:
+    """A pattern matching ``secret`` with any of its characters percent-encoded (hex in either
+    case; a space also as ``+``)."""
+    parts = []
+    for char in secret:
+        encoded = "".join(
+            f"%(?:{byte:02X}|{byte:02x})" if f"{byte:02X}" != f"{byte:02x}" else f"%{byte:02X}"
+            for byte in char.encode()
+        )
+        alternatives = [re.escape(char), encoded] + (["\\+"] if char == " " else [])
+        parts.append("(?:" + "|".join(alternatives) + ")")
+    return "".join(parts)
 
 
 def _timestamp(created: float) -> str:

@@ -190,3 +190,18 @@ def test_configure_quiets_opentelemetrys_per_request_tracestate_warnings() -> No
         assert not logging.getLogger("opentelemetry.trace.span").isEnabledFor(logging.WARNING)
     finally:
         logs.configure("text", "info")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET /v1/models?k=rk%2fZm9v%2bYmFy%3dSecret9 401",  # lowercase hex
+        "GET /v1/models?k=rk/Zm9v%2BYmFy=Secret9 401",  # partly encoded
+        "GET /v1/models?k=%72k/Zm9v+YmFy=Secret9 401",  # an unreserved character encoded
+        "GET /v1/models?k=rk%2FZm9v%2BYmFy%3DSecret%39 401",
+    ],
+)
+def test_a_configured_secret_is_redacted_in_any_percent_encoding(text: str) -> None:
+    # Only Python's own quote() form was masked: a client's other encodings reached the log.
+    out = logs.Redactor(["rk/Zm9v+YmFy=Secret9"])(text)
+    assert out == "GET /v1/models?k=*** 401"
