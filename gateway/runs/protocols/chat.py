@@ -48,6 +48,8 @@ class ChatSpec:
             return event, Seen(object_id=event.id)
         if type(event) is ChatDoneEvent:
             return event, _DONE
+        if isinstance(event, ChatErrorEvent):
+            return event, Seen(said=event.error.message or None)
         return event, _NOTHING
 
     def channel(self, object_id: str) -> str:

@@ -134,6 +134,8 @@ class StreamRelay:
         """0 for the creating request's stream, n for the n-th follow-up."""
         self._held_end: HubEvent | None = None
         """The end marker held back while the chain is expected to go on."""
+        self.upstream_said: str | None = None
+        """The message of the upstream's last error event (for ``runcast.upstream_lost``)."""
         self._creator_hold: list[HubEvent] | None = None
         """The creator's copy of this round from its first tool call on (``spec.calls_tools``),
         held until the chain says whether it goes on: dropped if it does, given then if not."""
@@ -385,6 +387,8 @@ class StreamRelay:
                         self.failures = 0
                     if seen.resumable:
                         self.resumable = True
+                    if seen.said is not None:
+                        self.upstream_said = seen.said
                     if seen.closes and not (seen.end or self.ended):
                         # The HTTP stream's end before the protocol's last word: a cut, and not
                         # relayed (the SDK would stop at it, before any recovered end).

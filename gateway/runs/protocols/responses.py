@@ -23,6 +23,7 @@ from parsers.errors import DECODE_ERRORS, EventDecodeError
 from parsers.responses import (
     TERMINAL_EVENT_TYPES,
     DoneEvent,
+    ErrorEvent,
     ResponseAccumulator,
     ResponseCompletedEvent,
     ResponseCreatedEvent,
@@ -72,6 +73,8 @@ class ResponsesSpec:
             return event, Seen(object_id=rid, cursor=seq, resumable=resumable, about=rid)
         if isinstance(event, _TERMINAL):
             return event, Seen(end=True, cursor=seq, about=event.response.id or None)
+        if isinstance(event, ErrorEvent):
+            return event, Seen(cursor=seq, said=event.details().message or None)
         return event, Seen(end=event.type in TERMINAL_EVENT_TYPES, cursor=seq)
 
     def channel(self, object_id: str) -> str:

@@ -120,10 +120,12 @@ async def lost(
     log.warning("%s %s: upstream stream lost: %s", kind, relay.object_id, relay.scrub(str(exc)))
     relay.resolve_start()
     reason = reason or failure_reason(exc)
+    said = relay.upstream_said
     message = (
         f"runcast lost the upstream stream ({reason}) before its end: "
         + relay.scrub(str(exc))
         + (f" (the {kind} is {status})" if status is not None else "")
+        + (f"; the upstream's last error: {relay.scrub(said[:500])}" if said else "")
     )
     event = lost_event(
         message,

@@ -41,6 +41,9 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     about: str | None = None
     """The id of the object this event carries (a lifecycle or terminal event's response):
     a resumed stream whose events are about another object is not this stream's."""
+    said: str | None = None
+    """The message of an error event of the upstream's: a stream that then ends without its
+    last word says it in its ``runcast.upstream_lost``."""
 
 
 class StreamSpec(Protocol):

@@ -674,3 +674,46 @@ async def test_stalled_creator_is_cut_off_with_lagged_and_can_resume(
     if first.event != "runcast.history_lost":  # else the response is larger than history holds
         assert first.seq == data["seq"] + 1
         assert resumed.events[-1].event == "response.completed"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"type": "error", "code": "server_error", "message": "flat oops", "param": None},
+        {"type": "error", "error": {"type": "server_error", "message": "flat oops"}},
+    ],
+)
+async def test_an_upstream_error_event_is_quoted_when_the_stream_is_then_lost(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, error: dict[str, Any]
+) -> None:
+    # The stream's error event, then its end, and the response cannot be read: the loss said
+    # only "stream_truncated", the upstream's own words gone from the creator's error.
+    created = {
+        "type": "response.created",
+        "sequence_number": 0,
+        "response": {"id": "resp_err", "object": "response", "status": "in_progress"},
+    }
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in (created, {**error, "sequence_number": 1}):
+            await response.write(
+                b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
+            )
+        return response
+
+    async def retrieve(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "not found"}}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", create)
+    app.router.add_get("/v1/responses/{id}", retrieve)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        async with session.post(f"{gateway.v1}/responses", json=_body(stream=True)) as response:
+            text = (await response.read()).decode()
+    lost = orjson.loads(text.split("event: runcast.upstream_lost\n", 1)[1].split("data: ", 1)[1])
+    assert lost["error"]["message"].endswith("the upstream's last error: flat oops")
