@@ -85,7 +85,10 @@ class Subscriber:
         self.finished = False
         self.error: str | None = None
         self._action: int | None = None
-        """Index in ``digests`` of a requires_action nothing upstream has followed yet."""
+        """Index in ``digests`` of a requires_action nothing upstream has followed yet, or of a
+        chat round's first tool-call chunk (while ``_calling``)."""
+        self._calling = False
+        """In a chat round that turned to tool calls, until the gateway says it answers them."""
         self.detail: str | None = None
         """What the target said when it refused the subscription (``errors.py``)."""
 
@@ -114,12 +117,20 @@ class Subscriber:
         self.events += 1
         if name == TOOL_CALL_STARTED and self._action is not None:
             # The gateway answers the action itself: its creator never gets the run's
-            # requires_action (one continuous run), so this copy does not count it either.
-            del self.times[self._action], self.digests[self._action]
+            # requires_action (one continuous run), nor a chat round from its first tool call
+            # on, so this copy does not count them either.
+            del self.times[self._action :], self.digests[self._action :]
             self._action = None
+            self._calling = False
         seen = self._tracker.feed(name, data)
         if seen.upstream:
-            self._action = len(self.digests) if name == REQUIRES_ACTION else None
+            if name == REQUIRES_ACTION:
+                self._action = len(self.digests)
+            elif seen.calls:
+                if not self._calling:
+                    self._action, self._calling = len(self.digests), True
+            elif not self._calling:
+                self._action = None
             self.times.append(time.perf_counter())
             self.digests.append(hash((name, data)))
         tracker = self._tracker

@@ -45,6 +45,9 @@ class Seen(NamedTuple):
     """Characters of output text the event carries (0: not a text delta)."""
     end: bool
     """The event closing this stream segment (the HTTP body should end after it)."""
+    calls: bool = False
+    """The event turns the segment to tool calls (a chat chunk with ``tool_calls``): a gateway
+    that answers them leaves the rest of that segment out of its creator's copy."""
 
 
 class Tracker(ABC):

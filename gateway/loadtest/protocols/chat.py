@@ -86,10 +86,12 @@ class ChatTracker(Tracker):
             self.completion_id = chunk.id
             self.first_completion_id = self.first_completion_id or chunk.id
         chars = 0
+        calls = False
         for choice in chunk.choices:
             delta = choice.delta
             if delta.content:
                 chars += len(delta.content)
+            calls = calls or bool(delta.tool_calls)
             for part in delta.tool_calls or ():
                 call = self._calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
                 call["id"] = part.id or call["id"]
@@ -98,7 +100,7 @@ class ChatTracker(Tracker):
                     call["arguments"] += part.function.arguments or ""
             if choice.finish_reason is not None:
                 self.status = _STATUS.get(choice.finish_reason, choice.finish_reason)
-        return Seen(True, chars, False)
+        return Seen(True, chars, False, calls)
 
     def follow_up(self) -> Request | None:
         if self.status != "requires_action" or not self._calls:
