@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -323,3 +324,10 @@ async def stop_with_sigterm(proc: asyncio.subprocess.Process) -> int:
     proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(WAIT):
         return await proc.wait()
+
+
+def closed_port() -> int:
+    """A port that was free a moment ago and has nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

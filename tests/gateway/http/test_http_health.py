@@ -4,13 +4,12 @@ own check (the hook a networked broker fills)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from http_helpers import WAIT, StartGateway
+from http_helpers import WAIT, StartGateway, closed_port
 
 from gateway.http.health import READINESS, UpstreamProbe
 from gateway.http.state import DRAIN
@@ -31,13 +30,6 @@ async def _until(session: aiohttp.ClientSession, url: str, status: int) -> Any:
             await asyncio.sleep(0.05)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.asyncio
 async def test_healthz_is_liveness_only_and_readyz_ready_with_a_live_upstream(
     start_gateway: StartGateway, session: aiohttp.ClientSession
@@ -51,7 +43,7 @@ async def test_healthz_is_liveness_only_and_readyz_ready_with_a_live_upstream(
 async def test_readyz_is_503_while_the_upstream_is_unreachable(
     start_gateway: StartGateway, session: aiohttp.ClientSession
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     gateway = await start_gateway(
         upstream_url=f"http://127.0.0.1:{port}/v1", readiness_interval=0.1
     )

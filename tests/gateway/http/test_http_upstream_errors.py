@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
 import pytest
 from http_helpers import (
     RecordingHandler,
     StartGateway,
+    closed_port,
     new_thread,
     sdk_client,
     sse_subscribe,
@@ -100,8 +99,29 @@ async def test_unreachable_upstream_is_a_502(
         assert response.status == 502
 
 
-def closed_port() -> int:
-    """A port that was free a moment ago and has nothing listening on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_CALLS = [
+    ("GET", "/models", None),
+    ("POST", "/chat/completions", {"model": "m", "messages": [], "stream": True}),
+    ("POST", "/responses", {"model": "m", "input": "hi", "stream": True}),
+    ("POST", "/threads/thread_1/runs", {"assistant_id": "asst_1", "stream": True}),
+]
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_upstream_is_named_by_the_fault_not_by_its_address(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # The message was aiohttp's own text, "cannot connect to upstream http://10.0.3.7:8000:
+    # Cannot connect to host 10.0.3.7:8000 ...": an internal address told to every caller.
+    port = closed_port()
+    gateway = await start_gateway(upstream_url=f"http://127.0.0.1:{port}/v1")
+    for method, path, body in _CALLS:
+        async with session.request(method, f"{gateway.v1}{path}", json=body) as response:
+            assert response.status == 502, path
+            error = (await response.json())["error"]
+        assert error["code"] == "upstream_unavailable", path
+        assert (
+            error["message"]
+            == "upstream failed: cannot connect to the upstream: Connection refused"
+        )
+        assert str(port) not in error["message"]
