@@ -54,7 +54,8 @@ class AccessLogger(AbstractAccessLogger):
         url = request.rel_url
         if "token" in url.query:
             url = url.update_query(token="***")
-        target = str(url)
+        # A raw `"` in the query would close the line's quoted field early.
+        target = str(url).replace('"', "%22")
         if len(target) > MAX_TARGET_CHARS:
             # One line per request, but not 8 KB of it at a client's will.
             cut = len(target) - MAX_TARGET_CHARS

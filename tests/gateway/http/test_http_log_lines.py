@@ -8,7 +8,7 @@ import logging
 import aiohttp
 import orjson
 import pytest
-from http_helpers import Gateway, StartGateway, StartSim
+from http_helpers import Gateway, StartGateway, StartSim, raw_connection
 
 from gateway import logs
 from gateway.http.access import MAX_TARGET_CHARS
@@ -75,3 +75,20 @@ async def test_a_line_names_only_ids_that_are_whole_path_segments(
     [line] = lines
     record = orjson.loads(line)
     assert {k: v for k, v in record.items() if k.endswith("_id")} == ids
+
+
+@pytest.mark.asyncio
+async def test_a_quote_in_the_target_does_not_close_the_lines_quoted_field(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A raw `"` in the query string (sent as is: clients may not encode it) closed the access
+    # line's "METHOD target" field early, so a reader splitting on quotes misread the line.
+    reader, writer = await raw_connection(gateway.url)
+    with caplog.at_level("INFO", logger="aiohttp.access"):
+        writer.write(
+            b'GET /healthz/x?q=a"b HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+        )
+        await reader.read()
+    writer.close()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert line.count('"') == 2 and "q=a%22b" in line
