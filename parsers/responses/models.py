@@ -57,15 +57,17 @@ class IncompleteDetails(_Model, frozen=True):
 class Response(_Model, frozen=True):
     """The ``response`` of the lifecycle events (``response.created`` ... ``response.incomplete``).
 
-    ``status`` is one of completed, failed, in_progress, cancelled, queued, incomplete. Only the
-    fields a gateway reads are modelled; the request echo (``reasoning``, ``text``, ``prompt``...)
-    is skipped by the decoder.
+    ``status`` is one of completed, failed, in_progress, cancelled, queued, incomplete. The
+    fields OpenAI's responses carry are modelled, the request echo included (``text`` with its
+    structured-output format, ``reasoning``, ``truncation``...), so a snapshot agrees with the
+    final object; others are skipped by the decoder. Times keep the wire's type (an integer
+    stays one).
     """
 
     id: str = ""
     object: str = "response"
-    created_at: float | None = None
-    completed_at: float | None = None
+    created_at: int | float | None = None
+    completed_at: int | float | None = None
     status: str | None = None
     model: str | None = None
     output: list[JSONObject] = msgspec.field(default_factory=list)
@@ -85,6 +87,15 @@ class Response(_Model, frozen=True):
     temperature: float | None = None
     top_p: float | None = None
     service_tier: str | None = None
+    text: JSONObject | None = None
+    reasoning: JSONObject | None = None
+    truncation: str | None = None
+    user: str | None = None
+    prompt: JSONObject | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    max_tool_calls: int | None = None
+    top_logprobs: int | None = None
 
 
 class StreamError(_Model, frozen=True):
