@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
 
@@ -66,6 +66,7 @@ from ..keeper import LeaseKeeper
 from ..readiness import Readiness
 from ..recovery import failure_reason
 from .adoption import take_over
+from .creator_hold import CreatorHold
 from .lost import OWNER_CHANGED, OWNER_LOST, UPSTREAM_LOST_EVENT, lost_event
 from .ownership import StreamAdoption, StreamOwnership
 from .publisher import ChannelPublisher
@@ -136,9 +137,10 @@ class StreamRelay:
         """The end marker held back while the chain is expected to go on."""
         self.upstream_said: str | None = None
         """The message of the upstream's last error event (for ``runcast.upstream_lost``)."""
-        self._creator_hold: list[HubEvent] | None = None
-        """The creator's copy of this round from its first tool call on (``spec.calls_tools``),
-        held until the chain says whether it goes on: dropped if it does, given then if not."""
+        self._creator_hold = (
+            CreatorHold(spec.calls_tools) if chain is not None and not chain.creator_first else None
+        )
+        """The creator's copy of a round from its first tool call on (``creator_hold.py``)."""
         self._opener = opener
         self.reopen = reopen
         self._meter = meter
@@ -472,30 +474,24 @@ class StreamRelay:
         if not self.owning and self._round == 0:
             await self._own()
         held, self._held = self._held, []
-        batch = [*held, *events]
-        hold = self._creator_hold
-        if hold is None and self._chain is not None and not self._chain.creator_first:
-            turn = next(
-                (i for i, event in enumerate(batch) if self.spec.calls_tools(event.decoded)), None
-            )
-            if turn is not None:
-                await self.out.emit_batch(batch[:turn])
-                batch = batch[turn:]
-                hold = self._creator_hold = []
-        if hold is None:
+        batch: Sequence[HubEvent] = [*held, *events]
+        channels_only: Sequence[HubEvent] = ()
+        if self._creator_hold is not None:
+            batch, channels_only = self._creator_hold.split(batch)
+        if batch:
             await self.out.emit_batch(batch)
-        else:
-            await self.out.emit_batch(batch, to_creator=False)
-            hold.extend(batch)
+        if channels_only:
+            await self.out.emit_batch(channels_only, to_creator=False)
         if self._round == 0 and self.object_id is not None:
             self.resolve_start()
 
     def _release_creator_hold(self, *, give: bool) -> None:
         """End the hold of the creator's copy: ``give`` it what was held (the chain stops here,
         so the calls are the creator's to see), or drop it (a follow-up answers them)."""
-        hold, self._creator_hold = self._creator_hold, None
-        if give and hold:
-            self.out.to_creator(hold)
+        if self._creator_hold is not None:
+            held = self._creator_hold.release()
+            if give and held:
+                self.out.to_creator(held)
 
     async def _finish(self, *, close: bool = True) -> None:
         if self._held:
