@@ -80,6 +80,10 @@ _WS_CLOSE_CODES: Final[Mapping[EndReason, int]] = {
     "disconnected": WSCloseCode.OK,
 }
 
+_WS_RESERVED_CLOSE_CODES: Final = frozenset({1004, 1005, 1006, 1015})
+"""RFC 6455 section 7.4.1: codes that never travel in a close frame. aiohttp's reader refuses
+the other invalid ones below 3000 and none at or above 5000, where no code is defined."""
+
 _WS_GONE: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 """What ``receive`` returns once the peer's side is over."""
 
@@ -222,6 +226,7 @@ async def serve_websocket(
     ws: web.WebSocketResponse = web.WebSocketResponse(
         compress=False,
         autoping=False,  # the reader answers pings and sees pongs (_read_until_closed)
+        autoclose=False,  # and answers a close frame, with 1002 for a code no peer may send
         heartbeat=None,
         max_msg_size=WS_MAX_INCOMING,
         timeout=settings.close_timeout,
@@ -293,6 +298,15 @@ async def _read_until_closed(ws: web.WebSocketResponse, sink: TransportSink) -> 
     allowance, then = float(WS_FRAME_BURST), clock()
     while True:
         msg = await ws.receive()
+        if msg.type is WSMsgType.CLOSE:
+            # The peer went first: answer 1000, or 1002 for a code no peer may send. Its close
+            # frame is queued behind what it has not read yet, and the connection then closed.
+            code = msg.data
+            invalid = code in _WS_RESERVED_CLOSE_CODES or code >= 5000
+            await ws.close(
+                code=WSCloseCode.PROTOCOL_ERROR if invalid else WSCloseCode.OK, drain=False
+            )
+            break
         if msg.type in _WS_GONE:
             break
         now = clock()
