@@ -118,6 +118,11 @@ def bound(
             token.var.reset(token)
 
 
+MIN_MASKED_CHARS = 4
+"""Shorter secrets are not masked by value: one of one to three characters would mask ordinary
+text everywhere (every ``k`` of a log line or a tool's error output), and is guessed anyway."""
+
+
 class Redactor:
     """Replaces known secrets and secret-shaped substrings of a log text with ``***``."""
 
@@ -126,7 +131,11 @@ class Redactor:
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         # Each secret also as a URL query carries it (a key with `+`, `/` or `=`), longest first:
         # a secret containing another is replaced whole.
-        given = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        given = sorted(
+            {secret for secret in secrets if secret and len(secret) >= MIN_MASKED_CHARS},
+            key=len,
+            reverse=True,
+        )
         forms = {
             form
             for secret in given

@@ -25,13 +25,19 @@ Policy = Literal["all", "error"]
 OnError = Literal["output", "cancel"]
 
 
+MIN_WEBHOOK_SECRET_BYTES = 16
+"""A shorter HMAC key is guessable, and as a secret masked in logs and outputs it would mask
+ordinary text."""
+
+
 class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How runcast answers ``requires_action`` by itself (see ``gateway/tools/automation.py``).
 
     - ``modules``: Python modules whose ``@tool`` functions are registered.
     - ``webhooks``: tool name -> URL; the name ``"*"`` answers every tool without another handler.
     - ``webhook_secret``: HMAC key signing every webhook request (required when webhooks are set:
-      receivers must be able to tell runcast's requests from anyone else's).
+      receivers must be able to tell runcast's requests from anyone else's), at least
+      ``MIN_WEBHOOK_SECRET_BYTES`` bytes.
     - ``policy``: ``"all"`` submits only when every call of an action has a handler, leaving
       partial actions to the client; ``"error"`` answers unhandled calls with an error output.
     - ``on_error``: ``"output"`` turns a raising / timed-out handler or invalid arguments into an
@@ -103,6 +109,10 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(
                 "tool webhooks need a signing secret (--tool-webhook-secret or "
                 "RUNCAST_TOOL_WEBHOOK_SECRET)"
+            )
+        if self.webhook_secret and len(self.webhook_secret.encode()) < MIN_WEBHOOK_SECRET_BYTES:
+            raise ConfigError(
+                f"the tool webhook secret must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes"
             )
 
     @property

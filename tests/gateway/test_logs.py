@@ -71,6 +71,12 @@ def test_secrets_and_secret_shapes_are_redacted(text: str) -> None:
     assert "***" in out
 
 
+def test_a_secret_too_short_to_mask_leaves_ordinary_text_alone() -> None:
+    text = "tool lookup failed: KeyError 'k' in kwargs"
+    assert logs.Redactor(["k", "ok", "err"])(text) == text
+    assert logs.Redactor(["sk-1"])("key sk-1 refused") == "key *** refused"
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -45,12 +45,12 @@ def test_tool_flags_and_environment_build_tool_settings() -> None:
         "2",
         "--show-requires-action",
         "--tool-events-to-creator",
-        env={"RUNCAST_TOOL_WEBHOOK_SECRET": "whsec-from-env"},
+        env={"RUNCAST_TOOL_WEBHOOK_SECRET": "whsec-from-the-env"},
     )
     assert settings.tools == ToolSettings(
         modules=("runcast_e2e_tools", "other.tools"),
         webhooks={"crm": "https://crm.example/hook", "*": "http://127.0.0.1:9000/tools"},
-        webhook_secret="whsec-from-env",
+        webhook_secret="whsec-from-the-env",
         policy="error",
         timeout=7.5,
         concurrency=4,
@@ -60,9 +60,11 @@ def test_tool_flags_and_environment_build_tool_settings() -> None:
         show_requires_action=True,
         emit_tool_events_to_creator=True,
     )
-    assert "whsec-from-env" not in repr(settings)
-    flagged = parse_serve("--tool-webhook-secret", "s2", env={"RUNCAST_TOOL_WEBHOOK_SECRET": "s1"})
-    assert flagged.tools.webhook_secret == "s2"
+    assert "whsec-from-the-env" not in repr(settings)
+    flagged = parse_serve(
+        "--tool-webhook-secret", "s2" * 8, env={"RUNCAST_TOOL_WEBHOOK_SECRET": "s1" * 8}
+    )
+    assert flagged.tools.webhook_secret == "s2" * 8
     assert parse_serve().tools == ToolSettings()
 
 
@@ -71,6 +73,7 @@ def test_tool_flags_and_environment_build_tool_settings() -> None:
     [
         (("--tool-webhook", "crm=https://crm.example/hook"), "signing secret"),
         (("--tool-webhook", "no-equals-sign"), "NAME=URL"),
+        (("--tool-webhook-secret", "s" * 15), "secret must be at least 16 bytes"),
     ],
 )
 def test_invalid_tool_flags_are_config_errors(argv: tuple[str, ...], message: str) -> None:

@@ -158,7 +158,7 @@ async def test_settings_modules_are_loaded_next_to_a_given_registry(
 
 @pytest.mark.asyncio
 async def test_a_tool_with_python_and_webhook_handlers_is_rejected() -> None:
-    settings = ToolSettings(webhooks={"echo": "http://127.0.0.1:1/x"}, webhook_secret="s")
+    settings = ToolSettings(webhooks={"echo": "http://127.0.0.1:1/x"}, webhook_secret="s" * 16)
     with pytest.raises(ConfigError, match="both a Python handler and a webhook: echo"):
         ToolAutomation(settings, echo_registry())
     # A handler added through ``registry`` after construction is caught at start.

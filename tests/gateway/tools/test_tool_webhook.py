@@ -270,7 +270,7 @@ async def test_wrong_secret_is_refused_by_the_receiver(
         automation_for,
         run,
         webhooks={"get_weather": f"{base}/plain"},
-        webhook_secret="not-the-secret",
+        webhook_secret="not-the-signing-secret",
     )
     assert "HTTP 401: bad signature" in outcome.tool_outputs[0].output
     assert app[RECEIVED] == []
