@@ -43,6 +43,7 @@ FLAG_KEYS: Mapping[str, str] = {
     "upstream": "upstream.base_url",
     "upstream_organization": "upstream.organization",
     "upstream_project": "upstream.project",
+    "upstream_proxy": "upstream.proxy",
     "upstream_connect_timeout": "upstream.connect_timeout",
     "upstream_first_byte_timeout": "upstream.first_byte_timeout",
     "upstream_idle_timeout": "upstream.idle_timeout",
@@ -89,7 +90,7 @@ _ENV_ALIASES: Mapping[str, str] = {
 }
 SECRETS = frozenset({"api_keys", "token_secret", "upstream.api_key", "tools.webhook_secret"})
 # URLs may carry credentials (a Redis password, a webhook's userinfo or query key): shown masked.
-URLS = frozenset({"broker", "upstream.base_url", "tools.webhooks"})
+URLS = frozenset({"broker", "upstream.base_url", "upstream.proxy", "tools.webhooks"})
 _AT = re.compile(r" - at `\$\.?([\w.\[\]]*)`$")
 _UNKNOWN = re.compile(r"unknown field `(\w+)`")
 

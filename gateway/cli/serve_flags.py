@@ -64,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     up.add_argument("--upstream-organization", metavar="ORG", help="OpenAI-Organization header")
     up.add_argument("--upstream-project", metavar="PROJECT", help="OpenAI-Project header")
+    up.add_argument(
+        "--upstream-proxy",
+        metavar="URL",
+        help="HTTP proxy for upstream requests, http://[user:password@]host:port (default: "
+        "HTTPS_PROXY / HTTP_PROXY / NO_PROXY, never for a loopback upstream)",
+    )
     up.add_argument("--upstream-connect-timeout", type=float, metavar="S")
     up.add_argument("--upstream-first-byte-timeout", type=float, metavar="S")
     up.add_argument(

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 
@@ -66,6 +67,7 @@ from gateway.state import SharedState, ToolRounds
 from gateway.state.redis import STATE_NAMESPACE, RedisState
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
+from gateway.upstream.proxy import check_proxy_url, upstream_proxy
 from gateway.web import add_web_routes
 from gateway.workers import generated_node_id
 
@@ -285,8 +287,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             logs.masked_url(upstream.base_url),  # a key may ride in its query (Azure's ?code=)
             "runcast holds the upstream key" if upstream.api_key else "callers' keys passed on",
         )
+    upstream = _with_proxy(upstream)
     probe = UpstreamProbe(
-        upstream.base_url,
+        upstream.proxy or upstream.base_url,  # through a proxy, the proxy is what must answer
         interval=settings.readiness_interval,
         timeout=min(upstream.connect_timeout, settings.readiness_interval),
     )
@@ -297,6 +300,25 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             app[READINESS].discard("upstream")
+
+
+def _with_proxy(upstream: UpstreamSettings) -> UpstreamSettings:
+    """``upstream`` with the proxy its requests go through (configured, or the environment's)."""
+    choice = upstream_proxy(upstream.base_url, upstream.proxy, os.environ)
+    if choice is None:
+        return upstream
+    if (problem := check_proxy_url(choice.url)) is not None:
+        log.warning(
+            "%s=%s ignored (%s): upstream requests go direct",
+            choice.source,
+            logs.masked_url(choice.url),
+            problem,
+        )
+        return msgspec.structs.replace(upstream, proxy=None)
+    log.info(
+        "upstream requests go through the proxy %s (%s)", logs.masked_url(choice.url), choice.source
+    )
+    return msgspec.structs.replace(upstream, proxy=choice.url)
 
 
 def _draining(drain: Drain) -> str | None:

@@ -14,6 +14,8 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.logs import masked_url
 
+from .proxy import check_proxy_url
+
 __all__ = ["UpstreamSettings"]
 
 
@@ -35,6 +37,9 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """``OpenAI-Organization`` header, sent when set (spec §1.1)."""
     project: str | None = None
     """``OpenAI-Project`` header, sent when set (spec §1.1)."""
+    proxy: str | None = None
+    """HTTP proxy of every upstream request (``http://[user:password@]host:port``); when None,
+    the environment's ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` decide (``proxy.py``)."""
 
     connect_timeout: float = 10.0
     """Seconds to open a connection (the openai SDK uses 5 s; a loaded upstream may need more)."""
@@ -86,6 +91,8 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
                 " the upstream key goes in OPENAI_API_KEY (or the variable --upstream-key-env"
                 " names)"
             )
+        if self.proxy is not None and (problem := check_proxy_url(self.proxy)) is not None:
+            raise ConfigError(f"upstream proxy {masked_url(self.proxy)!r}: {problem}")
         for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"upstream {name} must be > 0")
@@ -104,5 +111,6 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         key = None if self.api_key is None else "***"
         return (
             f"UpstreamSettings(base_url={self.base_url!r}, api_key={key}, "
-            f"organization={self.organization!r}, project={self.project!r})"
+            f"organization={self.organization!r}, project={self.project!r}, "
+            f"proxy={None if self.proxy is None else masked_url(self.proxy)!r})"
         )

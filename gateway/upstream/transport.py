@@ -385,6 +385,7 @@ class Transport:
                         skip_auto_headers=_NO_BODY_SKIP if body is None else (),
                         allow_redirects=False,  # never carry the key to another origin
                         auto_decompress=decompress,
+                        proxy=s.proxy,
                     )
                     tracing.set_attribute("http.response.status_code", resp.status)
         except aiohttp.ConnectionTimeoutError as exc:
@@ -394,8 +395,17 @@ class Transport:
             raise UpstreamConnectionError(
                 f"TLS failure with the upstream ({type(exc).__name__})"
             ) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise UpstreamConnectError(
+                f"cannot connect to the upstream's proxy: {_refused(exc)}"
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"cannot connect to the upstream: {_refused(exc)}") from exc
+        except aiohttp.ClientHttpProxyError as exc:
+            # The proxy refused the tunnel (CONNECT) to an https:// upstream: 403, 407...
+            raise UpstreamConnectError(
+                f"the upstream's proxy refused the connection (HTTP {exc.status})"
+            ) from exc
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             if scope.expired():
                 raise UpstreamTimeout("first_byte", s.first_byte_timeout) from exc

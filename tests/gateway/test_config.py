@@ -181,11 +181,18 @@ def test_rendered_config_masks_credentials_inside_urls(tmp_path: Path) -> None:
         "redis://:redisPW@127.0.0.1:6379/0",
         "--tool-webhook",
         "x=https://hookuser:hookPW@h.example/hook?code=AZUREKEY&v=2",
+        "--upstream",
+        "https://api.example.com/v1",
+        "--upstream-proxy",
+        "http://egress:proxyPW@proxy.corp:3128",
     )
+    assert effective.settings.upstream is not None
+    assert effective.settings.upstream.proxy == "http://egress:proxyPW@proxy.corp:3128"
     text = config.render(effective)
-    for secret in ("redisPW", "hookuser", "hookPW", "AZUREKEY"):
+    for secret in ("redisPW", "hookuser", "hookPW", "AZUREKEY", "proxyPW"):
         assert secret not in text
     lines = text.splitlines()
+    assert 'proxy = "http://***@proxy.corp:3128"  # flag --upstream-proxy' in lines
     assert 'broker = "redis://***@127.0.0.1:6379/0"  # flag --broker' in lines
     assert 'webhooks = { x = "https://***@h.example/hook?code=***&v=***" }' in text
 
