@@ -155,7 +155,10 @@ def _gone(response_id: str) -> RequestError:
 
 async def _may_read(request: web.Request, response_id: str, api_key: str | None) -> bool:
     if api_key is None:
-        return True  # the caller holds a runcast key (checked by upstream_api_key)
+        # Where runcast holds the upstream key, None means the caller showed a runcast key
+        # (upstream_api_key checked it). Where callers' own keys pass on, it means the caller
+        # showed none: it is proxied, and the upstream tells it what it tells anyone.
+        return request.app[SETTINGS].upstream_key_held
     upstream = request.app[UPSTREAM]
     try:
         async with upstream.request(

@@ -158,3 +158,25 @@ async def test_callers_key_check_with_the_upstream_gone_is_a_502(
     )
     assert answer.status == 502
     assert set((await answer.json())["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.asyncio
+async def test_a_caller_without_a_key_is_not_answered_from_the_log(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # Callers' own keys pass on and subscribing needs a token: the log is no way around either.
+    gateway = await start_gateway(subscribe_auth="token")
+    client = sdk_client(gateway)
+    try:
+        original = [e async for e in await client.responses.create(**_body(), stream=True)]
+    finally:
+        await client.close()
+    response_id = original[0].response.id
+    async with session.get(f"{gateway.url}/streams/responses/{response_id}") as subscribed:
+        assert subscribed.status == 401
+    async with session.get(
+        f"{gateway.v1}/responses/{response_id}", params={"stream": "true"}
+    ) as anonymous:
+        body = await anonymous.read()
+        assert anonymous.status == 401, body  # the upstream's answer to a caller with no key
+    assert b"response.output_text.delta" not in body
