@@ -1,8 +1,11 @@
 """Chat Completions (``POST /v1/chat/completions`` with ``"stream": true``) behind the seam.
 
-:data:`CHAT` types each frame with ``parsers.chat``: the id is the first chunk's ``id``, the only
-last word is ``[DONE]`` (a stream cut before it is lost, never retried: a retry regenerates and
-bills again), and chunks carry no cursor. :class:`ChatReducer` folds the chunks into a
+:data:`CHAT` types each frame with ``parsers.chat``: the id is the first chunk's ``id``, the last
+word is ``[DONE]`` (a stream cut before it is lost, never retried: a retry regenerates and bills
+again), and chunks carry no cursor. Some servers end a complete stream without it (TGI before
+2.1; llama.cpp, whose last line ``data: [DONE]`` has no blank line after it, so it is never
+dispatched): a body that ends once every choice it carried has its ``finish_reason`` is
+complete, and runcast publishes the ``[DONE]`` it lacked. :class:`ChatReducer` folds the chunks into a
 ``chat.completion``-shaped snapshot: one completion, or with ``latest`` a channel's latest.
 """
 
@@ -29,7 +32,10 @@ from .spec import Seen
 __all__ = ["CHAT", "ChatReducer", "ChatSpec", "typed_chat_event"]
 
 _DONE = Seen(end=True, closes=True)
+_DONE_EVENT = HubEvent("message", b"[DONE]", ChatDoneEvent())
 _NOTHING = Seen()
+_INDICES = tuple((index,) for index in range(8))
+"""The tuple of one choice index, built once: most chunks carry one choice, most often 0."""
 _CHAT_TYPES = (ChatCompletionChunk, ChatDoneEvent, ChatErrorEvent)
 _encode = msgspec.json.Encoder().encode
 
@@ -44,8 +50,9 @@ class ChatSpec:
             event = decode_chunk(sse)
         except EventDecodeError:
             return None, _NOTHING
-        if type(event) is ChatCompletionChunk and event.id:
-            return event, Seen(object_id=event.id)
+        if type(event) is ChatCompletionChunk:
+            parts, finished = _choices(event)
+            return event, Seen(object_id=event.id or None, parts=parts, finished=finished)
         if type(event) is ChatDoneEvent:
             return event, _DONE
         if isinstance(event, ChatErrorEvent):
@@ -58,6 +65,9 @@ class ChatSpec:
     def resume(self, object_id: str, cursor: int) -> None:
         return None  # a retry would regenerate the answer and bill it again
 
+    def last_word(self) -> HubEvent:
+        return _DONE_EVENT
+
     def calls_tools(self, typed: object) -> bool:
         return type(typed) is ChatCompletionChunk and any(
             choice.delta.tool_calls for choice in typed.choices
@@ -65,6 +75,17 @@ class ChatSpec:
 
 
 CHAT = ChatSpec()
+
+
+def _choices(chunk: ChatCompletionChunk) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The chunk's choice indices, and those it finishes."""
+    choices = chunk.choices
+    if len(choices) == 1:
+        index = choices[0].index
+        one = _INDICES[index] if 0 <= index < len(_INDICES) else (index,)
+        return one, one if choices[0].finish_reason else ()
+    indices = tuple(choice.index for choice in choices)
+    return indices, tuple(choice.index for choice in choices if choice.finish_reason)
 
 
 def typed_chat_event(event: HubEvent) -> ChatStreamEvent | None:

@@ -71,7 +71,7 @@ from .lost import OWNER_CHANGED, OWNER_LOST, UPSTREAM_LOST_EVENT, lost_event
 from .ownership import StreamAdoption, StreamOwnership
 from .publisher import ChannelPublisher
 from .settling import resumption, settle
-from .spec import Reconcile, StreamSpec
+from .spec import Reconcile, Seen, StreamSpec
 from .toolchain import ToolChain
 
 __all__ = ["OWNER_LOST", "UPSTREAM_LOST_EVENT", "StreamRelay", "StreamStart"]
@@ -130,9 +130,12 @@ class StreamRelay:
         self._chain_recorded = False
         """The live record says a tool chain is under way (recorded once, at its first event)."""
         self._round = 0
+        """0 for the creating request's stream, n for the n-th follow-up."""
         self._undecodable = 0
         """Events relayed untyped so far (logged at the 1st, 10th, 100th...)."""
-        """0 for the creating request's stream, n for the n-th follow-up."""
+        self._open_parts: set[int] = set()
+        self._finished_parts: set[int] = set()
+        """The stream's parts (chat choices) not finished yet, and finished (``Seen.parts``)."""
         self._held_end: HubEvent | None = None
         """The end marker held back while the chain is expected to go on."""
         self.upstream_said: str | None = None
@@ -328,6 +331,8 @@ class StreamRelay:
         self.object_id = None
         self.cursor = None
         self.ended = self.received = self.resumable = self.resuming = False
+        self._open_parts.clear()
+        self._finished_parts.clear()
         self.failures = self.resumes = 0
         self._bytes_in = 0
         self.outcome = "no_stream"
@@ -391,6 +396,8 @@ class StreamRelay:
                         self.resumable = True
                     if seen.said is not None:
                         self.upstream_said = seen.said
+                    if seen.parts:
+                        self._parts(seen)
                     if seen.closes and not (seen.end or self.ended):
                         # The HTTP stream's end before the protocol's last word: a cut, and not
                         # relayed (the SDK would stop at it, before any recovered end).
@@ -409,10 +416,7 @@ class StreamRelay:
                         events.append(event)
                         continue
                     # Nothing after it belongs to this HTTP stream; held if the chain goes on.
-                    if chain is not None and chain.holds():
-                        self._held_end = event
-                    else:
-                        events.append(event)
+                    self._last_word(event, events)
                     done = True
                     break
                 await self.emit(events)
@@ -421,6 +425,17 @@ class StreamRelay:
                     break
                 await asyncio.sleep(0)
             meter.closed(opened)
+            if not self.ended and self._finished_parts and not self._open_parts:
+                # Every part finished and the body ended: complete, only its last word missing.
+                last_word = self.spec.last_word()
+                if last_word is not None:
+                    self.ended = True
+                    self.outcome = "ended"
+                    if self._chain is not None:
+                        self._chain.observe(last_word.decoded)
+                    events = []
+                    self._last_word(last_word, events)
+                    await self.emit(events)
             if not self.ended:
                 raise StreamTruncated(
                     last_status=None,
@@ -429,6 +444,22 @@ class StreamRelay:
                     partial_event=stream.partial_event,
                     kind=self.spec.kind,
                 )
+
+    def _parts(self, seen: Seen) -> None:
+        finished = self._finished_parts
+        for part in seen.parts:
+            if part not in finished:
+                self._open_parts.add(part)
+        for part in seen.finished:
+            self._open_parts.discard(part)
+            finished.add(part)
+
+    def _last_word(self, event: HubEvent, events: list[HubEvent]) -> None:
+        chain = self._chain
+        if chain is not None and chain.holds():
+            self._held_end = event
+        else:
+            events.append(event)
 
     def _known(self, object_id: str) -> None:
         self.object_id = object_id

@@ -83,6 +83,9 @@ class ResponsesSpec:
     def resume(self, object_id: str, cursor: int) -> tuple[str, str]:
         return f"/responses/{quote(object_id, safe='')}", f"stream=true&starting_after={cursor}"
 
+    def last_word(self) -> None:
+        return None  # a response's last word is its terminal event, which no part replaces
+
     def calls_tools(self, typed: object) -> bool:
         return False  # each response of a chain is its own object, with its own ids
 

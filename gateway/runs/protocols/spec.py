@@ -44,6 +44,12 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     said: str | None = None
     """The message of an error event of the upstream's: a stream that then ends without its
     last word says it in its ``runcast.upstream_lost``."""
+    parts: tuple[int, ...] = ()
+    """The parts of the stream this event carries (a chat chunk's choice indices), for a
+    protocol whose stream is also complete when it ends without its last word once every part
+    has finished (:meth:`StreamSpec.last_word`)."""
+    finished: tuple[int, ...] = ()
+    """Those of them this event finishes (a choice's ``finish_reason``)."""
 
 
 class StreamSpec(Protocol):
@@ -66,6 +72,11 @@ class StreamSpec(Protocol):
     def resume(self, object_id: str, cursor: int) -> tuple[str, str] | None:
         """The ``GET`` (path under ``/v1``, query) that continues a resumable stream after
         ``cursor``, with no gap and no duplicate; None when the protocol cannot resume."""
+        ...
+
+    def last_word(self) -> HubEvent | None:
+        """The last word to publish for a stream whose body ended without it once every part
+        it carried had finished (:attr:`Seen.parts`); None: such a stream was cut."""
         ...
 
     def calls_tools(self, typed: object) -> bool:

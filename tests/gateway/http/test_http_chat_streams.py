@@ -220,3 +220,65 @@ async def test_a_chat_stream_ended_before_done_is_told_in_chat_words(
     message = lost["error"]["message"]
     assert "upstream stream of chat chatcmpl-short ended before [DONE]" in message
     assert "for run" not in message and "run status" not in message
+
+
+def _chunk(index: int, text: str, finish: str | None = None) -> bytes:
+    choice = {"index": index, "delta": {"content": text}, "finish_reason": finish}
+    body = {
+        "id": "chatcmpl-nodone",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [choice],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("tail", "complete"),
+    [
+        (b"", True),  # TGI before 2.1: no [DONE] at all
+        (b"data: [DONE]", True),  # llama.cpp: its last line has no blank line after it
+        (b"data: [DONE]\n", True),
+        (_chunk(1, "b") + _chunk(1, "c"), False),  # choice 1 never finished: a cut
+    ],
+)
+async def test_a_stream_whose_choices_all_finished_is_complete_without_done(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, tail: bytes, complete: bool
+) -> None:
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_chunk(0, "Hel") + _chunk(0, "lo", "stop") + tail)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        sdk = AsyncOpenAI(base_url=gateway.v1, api_key="sk-x", max_retries=0)
+        try:
+            stream = await sdk.chat.completions.create(
+                model="m",
+                messages=_messages(),
+                stream=True,  # type: ignore[arg-type]
+            )
+            if complete:
+                chunks = [c async for c in stream]
+                assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello"
+                assert chunks[-1].choices[0].finish_reason == "stop"
+            else:
+                with pytest.raises(APIError, match="ended before"):
+                    [c async for c in stream]
+        finally:
+            await sdk.close()
+        async with session.get(f"{gateway.url}/streams/chat/chatcmpl-nodone/snapshot") as got:
+            snapshot = (await got.json())["snapshot"]
+        async with session.get(f"{gateway.url}/streams/chat/chatcmpl-nodone?since=0") as replay:
+            events = await read_sse(replay, until=_ends)
+    assert snapshot["done"] is True
+    assert (snapshot["error"] is None) is complete
+    assert snapshot["completion"]["choices"][0]["message"]["content"] == "Hello"
+    assert (events.events[-1].data == b"[DONE]") is complete
