@@ -169,7 +169,9 @@ async def serve_protocol_stream(
             if relays.closed:
                 raise shutting_down() from None
             raise upstream_failure(exc) from None
-        if conversation is not None and start.object_id is not None:
+        if conversation is not None and start.object_id is not None and start.channel is not None:
+            # Only a response with a channel of its own: one whose id the upstream reused is
+            # another caller's, and its conversation's token must not open it.
             await relays.note_conversation(start.object_id, conversation)
         response = web.StreamResponse(headers=_head(request, spec.kind, start, channels))
         writer = await response.prepare(request)

@@ -60,6 +60,7 @@ from parsers.signals import GroupSeen, ItemFinal, RunSeen, StreamEnd
 from .actions import HeldAction
 from .adoption import take_over
 from .answering import ActionAnswerer, PendingAction
+from .channels import run_channel
 from .env import LEASE_TTL, RelayEnv
 from .feed import CreatorFeed
 from .holding import answer_action, drop_pending, hold_action, refused, rejected, watch_expiry
@@ -410,6 +411,13 @@ class RunRelay:
             self.resolve_start()
 
     async def _run_known(self, run: RunSeen[Any]) -> None:
+        if await self.env.broker.channel_info(run_channel(run.run_id)) is not None:
+            # Only this relay creates a run's channel, so the upstream named the new run with
+            # the id of one runcast holds: taking it would merge two callers' runs into one
+            # channel and move the other run to this caller's thread (and its tokens).
+            raise RemoteProtocolError(
+                f"the upstream gave a new run the id of a run runcast holds ({run.run_id})"
+            )
         self.out.run_id = run.run_id
         logs.bind(run_id=run.run_id, thread_id=run.group_id)
         tracing.set_attribute("runcast.run_id", run.run_id)

@@ -23,6 +23,7 @@ from parsers.sse import SSEDecoder
 
 REUSED_CHAT_ID = "chatcmpl-42"
 REUSED_RESPONSE_ID = "resp_fixed"
+REUSED_RUN_ID = "run_fixed"
 
 
 def _chunk(content: str | None, finish: str | None = None) -> bytes:
@@ -79,14 +80,60 @@ async def _retrieve(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "object": "response"})
 
 
-@pytest_asyncio.fixture
-async def gateway(start_gateway: StartGateway) -> AsyncIterator[Gateway]:
+async def _run(request: web.Request) -> web.StreamResponse:
+    """Every run gets the same id; its text names its thread."""
+    thread_id = request.match_info["thread_id"]
+    run = {
+        "id": REUSED_RUN_ID,
+        "object": "thread.run",
+        "thread_id": thread_id,
+        "assistant_id": "asst_1",
+        "status": "in_progress",
+        "created_at": 1,
+    }
+    message = {
+        "id": f"msg_{thread_id}",
+        "object": "thread.message.delta",
+        "delta": {
+            "content": [{"index": 0, "type": "text", "text": {"value": f"secret of {thread_id}"}}]
+        },
+    }
+    events = [
+        ("thread.run.created", {**run, "status": "queued"}),
+        ("thread.message.delta", message),
+        ("thread.run.completed", {**run, "status": "completed"}),
+    ]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(
+        b"".join(
+            b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data))
+            for name, data in events
+        )
+        + b"event: done\ndata: [DONE]\n\n"
+    )
+    return response
+
+
+def _upstream() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/responses/{id}", _retrieve)
-    async with served_upstream(app) as url:
+    app.router.add_post("/v1/threads/{thread_id}/runs", _run)
+    return app
+
+
+@pytest_asyncio.fixture
+async def gateway(start_gateway: StartGateway) -> AsyncIterator[Gateway]:
+    async with served_upstream(_upstream()) as url:
         yield await start_gateway(upstream_url=url)
+
+
+@pytest_asyncio.fixture
+async def token_gateway(start_gateway: StartGateway) -> AsyncIterator[Gateway]:
+    async with served_upstream(_upstream()) as url:
+        yield await start_gateway(upstream_url=url, subscribe_auth="token")
 
 
 async def _replay(session: aiohttp.ClientSession, url: str) -> bytes:
@@ -142,3 +189,48 @@ async def test_a_reused_response_id_gets_no_channel_and_leaves_the_first_ones_al
     replayed = await _replay(session, f"{gateway.url}/streams/responses/{REUSED_RESPONSE_ID}")
     assert b"secret-of-A" in replayed and b"secret-of-B" not in replayed
     assert [e.sequence_number for e in retrieved] == [0, 1, 2]  # one response, not two
+
+
+@pytest.mark.asyncio
+async def test_a_reused_response_id_is_not_opened_by_the_later_callers_conversation_token(
+    token_gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = token_gateway
+    sdk = sdk_client(gateway)
+    try:
+        await sdk.responses.create(model="m", input="secret-of-A", stream=True)
+        raw = await sdk.responses.with_raw_response.create(
+            model="m", input="secret-of-B", stream=True, conversation="conv_B"
+        )
+        [e async for e in raw.parse()]
+    finally:
+        await sdk.close()
+    token = raw.headers["runcast-conversation-token"]
+    own = f"{gateway.url}/streams/responses/{REUSED_RESPONSE_ID}/snapshot"
+    async with session.get(own, params={"token": token}) as refused:
+        assert refused.status == 403
+
+
+@pytest.mark.asyncio
+async def test_a_new_run_with_the_id_of_a_held_run_is_refused(
+    token_gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    gateway = token_gateway
+    body = {"assistant_id": "asst_1", "stream": True}
+    key = {"Authorization": "Bearer sk-x"}
+    async with session.post(f"{gateway.v1}/threads/thread_A/runs", json=body, headers=key) as first:
+        assert first.status == 200 and b"secret of thread_A" in await first.read()
+    async with session.post(
+        f"{gateway.v1}/threads/thread_B/runs", json=body, headers=key
+    ) as second:
+        answer = await second.read()
+        assert "runcast-run-id" not in second.headers
+    assert b"the upstream gave a new run the id of a run runcast holds" in answer
+    assert b"secret of thread_B" not in answer
+    # The held run is still thread_A's alone: its channel, its thread.
+    token = first.headers["runcast-subscribe-token"]
+    async with session.get(
+        f"{gateway.url}/streams/runs/{REUSED_RUN_ID}", params={"since": "0", "token": token}
+    ) as replay:
+        replayed = await replay.read()
+    assert b"secret of thread_A" in replayed and b"secret of thread_B" not in replayed
