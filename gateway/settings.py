@@ -178,8 +178,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "readiness_interval": self.readiness_interval,
         }
         for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value!r}")
+            if not 0 < value < float("inf"):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
         if self.recovery_timeout < 0:
             raise ConfigError("recovery_timeout must be >= 0")
         if self.lease_ttl <= 0:

@@ -135,6 +135,11 @@ class TokenAuthority:
     def open_mode(self) -> bool:
         return self._open
 
+    @property
+    def ttl(self) -> float:
+        """The longest a minted token lives (``--token-ttl``)."""
+        return self._ttl
+
     def mint(self, channel: str, *, ttl: float | None = None) -> MintedToken:
         now = int(time.time())
         # Rounded up: truncating a fractional ttl would mint a token already expired.

@@ -123,6 +123,8 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     if isinstance(exc, StreamTruncated) and exc.last_status is None:
         # A 200 whose body held no run event at all (an HTML error page from a proxy, an empty
         # body): "run None ended without 'done'" would not tell the caller what went wrong.
+        # Not to be retried: the upstream took the request (a 200), and the SDK would send it
+        # again on a 502, where straight from the upstream it would have ended the stream.
         api = _API_BY_KIND.get(exc.kind, exc.kind)
         event = "run event" if exc.kind == "run" else "event"
         return RequestError(
@@ -130,6 +132,7 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
             f"upstream failed: its answer ended before any {event} (not an {api} event stream)",
             type="upstream_error",
             code="upstream_unavailable",
+            headers={"x-should-retry": "false"},
         )
     return RequestError(
         502, f"upstream failed: {exc}", type="upstream_error", code="upstream_unavailable"

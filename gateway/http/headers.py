@@ -41,11 +41,6 @@ _RESPONSE_HEADERS = (
     "retry-after",
     "retry-after-ms",
     "x-should-retry",
-    "openai-poll-after-ms",
-    "openai-processing-ms",
-    "openai-version",
-    "openai-organization",
-    "openai-project",
     "Cache-Control",
     "ETag",
     "Last-Modified",
@@ -54,7 +49,7 @@ _RESPONSE_HEADERS = (
     "Allow",
 )
 _RESPONSE_NAMES = frozenset(name.lower() for name in _RESPONSE_HEADERS)
-_RESPONSE_PREFIXES = ("x-ratelimit-",)
+_RESPONSE_PREFIXES = ("x-ratelimit-", "openai-")
 
 
 _REQUEST_PREFIXES = ("x-stainless-", "x-mock-")

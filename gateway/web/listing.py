@@ -39,7 +39,8 @@ MAX_RUNS = 50
 """Runs listed at most: a page shows a screenful, and each costs a token when tokens are needed."""
 
 _TOKEN_TTL = 600.0
-"""Lifetime of the tokens the listing mints (the page lists again every few seconds)."""
+"""Lifetime of the tokens the listing mints (the page lists again every few seconds), unless
+``--token-ttl`` is shorter."""
 
 Listing = Literal["open", "key", "off"]
 
@@ -138,7 +139,11 @@ async def channels(request: web.Request) -> web.Response:
     broker, tokens = app[BROKER], app[TOKENS]
 
     def token(channel: str) -> str | None:
-        return None if tokens.open_mode else tokens.mint(channel, ttl=_TOKEN_TTL).token
+        return (
+            None
+            if tokens.open_mode
+            else tokens.mint(channel, ttl=min(_TOKEN_TTL, tokens.ttl)).token
+        )
 
     runs: list[_Run] = []
     threads: dict[str, _Thread] = {}

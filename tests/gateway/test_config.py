@@ -115,6 +115,11 @@ def test_every_serve_flag_is_a_settings_key() -> None:
         ),
         (
             None,
+            {"RUNCAST_TOKEN_TTL": "inf"},
+            "token_ttl = inf (from env RUNCAST_TOKEN_TTL): token_ttl must be a finite number",
+        ),
+        (
+            None,
             {"RUNCAST_METRICS_ADDRESS": "nope"},
             "metrics_address = 'nope' (from env RUNCAST_METRICS_ADDRESS): metrics_address must",
         ),

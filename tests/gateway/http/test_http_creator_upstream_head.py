@@ -29,6 +29,7 @@ _HEAD = {
     "x-ratelimit-remaining-requests": "41",
     "x-ratelimit-reset-tokens": "6ms",
     "openai-processing-ms": "17",
+    "openai-model": "gpt-4o-2024-08-06",
     "set-cookie": "session=upstream",
     "cache-control": "max-age=60",
 }
@@ -107,6 +108,7 @@ async def test_a_streamed_answer_carries_the_upstream_rate_limit_and_processing_
     assert headers["x-ratelimit-remaining-requests"] == "41"
     assert headers["x-ratelimit-reset-tokens"] == "6ms"
     assert headers["openai-processing-ms"] == "17"
+    assert headers["openai-model"] == "gpt-4o-2024-08-06"
     assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert headers["runcast-completion-id"] == "chatcmpl-h1"
     assert "Set-Cookie" not in headers  # cookies stay behind, as through the proxy
@@ -170,3 +172,6 @@ async def test_an_empty_stream_is_named_in_its_protocols_words(
             assert response.status == 502
             message = (await response.json())["error"]["message"]
     assert "Assistants" not in message and f"not an {api}" in message
+    # The upstream took the request: the SDK must not send it again (straight from the
+    # upstream it would have got an empty stream, once).
+    assert response.headers["x-should-retry"] == "false"

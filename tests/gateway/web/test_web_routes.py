@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 import pytest_asyncio
 from web_helpers import WAIT, get_json, runcast
@@ -126,6 +127,21 @@ async def test_keyed_listing_needs_a_runcast_key_and_hands_out_tokens(
         assert (await get_json(session, url))[0] == 401
         status, snapshot = await get_json(session, url, params={"token": run["token"]})
         assert status == 200 and snapshot["snapshot"]["run_id"] == run_id
+
+
+@pytest.mark.asyncio
+async def test_listing_tokens_live_no_longer_than_the_token_ttl(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with runcast(api_keys=("rk-1",), subscribe_auth="token", token_ttl=60.0) as rc:
+        await start_run(session, rc.url, key="rk-1")
+        status, body = await get_json(
+            session, f"{rc.url}/viewer/api/channels", headers={"Authorization": "Bearer rk-1"}
+        )
+    assert status == 200
+    for listed in body["runs"] + body["threads"]:
+        claims = jwt.decode(listed["token"], options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] <= 60
 
 
 @pytest.mark.asyncio
