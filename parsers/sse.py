@@ -134,7 +134,10 @@ class SSEDecoder:
         self.truncated = False
         self.offset = 0
         self._closed = False
-        self._error: RemoteProtocolError | None = None
+        self._error: str | None = None
+        """Why an earlier feed failed: its message, never the exception (whose traceback holds
+        the feed's frame, the buffer that overflowed and this decoder: a cycle that only the
+        cycle collector would free, 16 MiB or more each)."""
         # Stream-start bytes held while they may still turn out to be a BOM; None once decided.
         self._bom: bytes | None = b""
         self._skip_lf = False
@@ -163,9 +166,9 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume the next bytes of the stream; return the events completed by them."""
         if _WHOLE_MIN <= len(chunk) < _RUN_SPAN and self._run and type(chunk) is bytes:
-            events = self._continue_run(chunk)
-            if events is not None:
-                return events
+            continued = self._continue_run(chunk)
+            if continued is not None:
+                return continued
         if self._closed:
             self._refuse()
         self._run = False
@@ -197,18 +200,21 @@ class SSEDecoder:
             self._more_len = 0
         held = len(rest)
         buf = rest + chunk if held else chunk
+        failure = None
         try:
             # Deferring is only done when offsets within the chunk are unchanged (no CR removed).
             events = self._scan(buf, raw is chunk)
         except _Overflow as exc:
             # Events completed earlier in the same chunk ride on the error, so none is lost.
-            self._fail(
-                EventTooLarge(
-                    self._limit,
-                    offset=self._offset_of(exc.pos, held, raw, raw is not chunk),
-                    events=exc.events,
-                )
+            failure = EventTooLarge(
+                self._limit,
+                offset=self._offset_of(exc.pos, held, raw, raw is not chunk),
+                events=exc.events,
             )
+        if failure is not None:
+            # Raised outside the handler: its context would be the overflow, whose traceback
+            # holds the scan's frame and the buffer.
+            self._fail(failure)
         cut = self._cut
         self._rest = rest = buf[cut:]
         if rest:
@@ -268,12 +274,17 @@ class SSEDecoder:
     def _fail(self, exc: RemoteProtocolError) -> NoReturn:
         self._run = False
         self._closed = True
-        self._error = exc
+        self._error = str(exc)
         self.truncated = True
         self._rest = b""
         self._more.clear()
         self._block = None
-        raise exc
+        try:
+            raise exc
+        finally:
+            # Else this frame, which its traceback holds, would hold it: a cycle that keeps the
+            # callers' frames, and the buffer that overflowed, until the cycle collector runs.
+            del exc
 
     def _offset_of(self, pos: int, held: int, raw: bytes, normalized: bool) -> int:
         """Stream offset of ``pos`` in a buffer made of ``held`` pending bytes + chunk ``raw``

@@ -106,7 +106,9 @@ class EventStream:
                 events = self._decoder.feed(chunk) if chunk else self._decoder.close()
             except EventTooLarge as exc:
                 events, cut = [e for e in exc.events if isinstance(e, ServerSentEvent)], None
-                self._deferred = exc
+                # Kept without its traceback: that holds the decoder's frames and the 16 MiB
+                # line that overflowed, for as long as the error is held.
+                self._deferred = exc.with_traceback(None)
                 self._finished = True
             if not chunk:
                 self._finished = True
@@ -122,5 +124,8 @@ class EventStream:
                 await asyncio.sleep(0)
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
-            raise deferred
+            try:
+                raise deferred
+            finally:
+                del deferred  # else this frame, held by the error's traceback, holds the error
         return []

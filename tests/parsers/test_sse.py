@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import time
+import tracemalloc
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -809,3 +811,29 @@ def test_reads_of_kilobytes_inside_runs_decode_like_the_reference(seed: int) -> 
         events += decoder.feed(bytearray(chunk) if as_bytearray else chunk)
     assert [(e.event, e.data, e.id, e.retry) for e in events] == interpret(stream).events
     assert [e.data_bytes for e in events] == [e.data.encode() for e in events]
+
+
+def test_a_decoder_that_failed_on_an_over_long_line_is_freed_without_the_cycle_collector() -> None:
+    # Its error held the feed's frame (and the 16 MiB it had buffered) in a reference cycle:
+    # with runcast's collector tuning, an upstream sending one endless line after another
+    # grew the gateway by gigabytes.
+    def fail_once() -> None:
+        decoder = SSEDecoder(max_event_bytes=1 << 20)
+        with pytest.raises(EventTooLarge):
+            decoder.feed(b"data: ")
+            for _ in range(40):
+                decoder.feed(b"x" * 65536)
+        with pytest.raises(LocalProtocolError, match="failed earlier"):
+            decoder.feed(b"\n")
+
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            fail_once()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 256 << 10, f"{held} bytes still held"
