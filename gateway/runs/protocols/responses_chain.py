@@ -56,7 +56,7 @@ _encode = msgspec.json.Encoder().encode
 class ResponsesRound:
     """Reads one response at a time, builds its follow-up."""
 
-    __slots__ = ("_carried", "_completed", "_conversation", "_ended")
+    __slots__ = ("_carried", "_completed", "_conversation", "_ended", "_unstored")
 
     owner = "response_id"
 
@@ -66,6 +66,8 @@ class ResponsesRound:
         self._conversation = conversation if conversation else None
         self._completed: ResponseCompletedEvent | None = None
         self._ended = False
+        # The request's own word: servers that echo no `store` (or echo it wrong) are common.
+        self._unstored = request.get("store") is False
 
     def observe(self, typed: object) -> None:
         if type(typed) is ResponseCompletedEvent:
@@ -82,7 +84,7 @@ class ResponsesRound:
 
     def blocked(self) -> str | None:
         completed = self._completed
-        if completed is not None and completed.response.store is False:
+        if completed is not None and (self._unstored or completed.response.store is False):
             return "the response was not stored (store: false): there is nothing to chain to"
         return None
 

@@ -96,6 +96,20 @@ def test_responses_conversation_store_and_other_items() -> None:
     assert ended is not None and ended[1][-1].type == "custom_tool_call"
 
 
+def test_a_request_that_said_store_false_is_not_chained_whatever_its_response_echoes() -> None:
+    # Servers that echo no `store` (or echo true): the request's own word decides, as recovery
+    # does. OpenAI refuses a previous_response_id naming a response it never stored.
+    round_ = tool_round("response", _request(store=False))
+    assert round_ is not None
+    typed = _fold(round_, "responses", "B-function-call.sse")
+    completed = next(e for e in typed if type(e) is ResponseCompletedEvent)
+    for echoed in (None, True):
+        response = msgspec.structs.replace(completed.response, store=echoed)
+        round_.observe(msgspec.structs.replace(completed, response=response))
+        assert round_.ended_with() is not None
+        assert "store: false" in str(round_.blocked())
+
+
 @pytest.mark.parametrize("name", ["A-text.sse", "G-failed.sse", "H-incomplete.sse"])
 def test_responses_without_calls_end_the_chain(name: str) -> None:
     round_ = tool_round("response", _request())
