@@ -55,6 +55,7 @@ from aiohttp import web
 
 from gateway import logs
 from gateway.hub import BrokerStatistics, MemoryBroker, Reducer
+from gateway.hub.redacted import redacting
 from gateway.hub.redis import RedisBroker
 from gateway.metrics import Metrics
 from gateway.mock import create_app as create_simulator
@@ -332,14 +333,16 @@ def _reducer(channel: str) -> Reducer | None:
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    held_key = settings.upstream.api_key if settings.upstream is not None else None
+    reducers = redacting(_reducer, held_key)
     broker: MemoryBroker
     if settings.broker == "memory":
-        broker = MemoryBroker(settings.hub, reducer_factory=_reducer)
+        broker = MemoryBroker(settings.hub, reducer_factory=reducers)
     else:
         broker = RedisBroker(
             settings.broker,
             settings.hub,
-            reducer_factory=_reducer,
+            reducer_factory=reducers,
             node_id=settings.node_id,
             tail_limits=settings.broker_tail,
         )

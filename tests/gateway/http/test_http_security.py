@@ -573,3 +573,47 @@ async def test_open_mode_refuses_websockets_from_pages_of_other_sites(
     async with runcast.session.get(url, headers={"Origin": "http://evil.example"}) as response:
         assert response.status == 200
         assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.asyncio
+async def test_key_spelled_across_deltas_is_not_joined_whole_in_the_snapshot(
+    start_runcast: StartRuncast,
+) -> None:
+    # Each event is scrubbed as it arrives, but the snapshot joins the deltas' text.
+    thread_id, run_id = "thread_split", "run_split"
+    events = golden_events(run_id, thread_id)
+    deltas = [i for i, (name, _) in enumerate(events) if name == "thread.message.delta"]
+    half = len(KEY) // 2
+    events = quoting(events, deltas[0], f"key {KEY[:half]}")
+    events = quoting(events, deltas[1], f"{KEY[half:]} end")
+    opened = asyncio.Event()
+    async with HostileUpstream() as upstream:
+        upstream.script(
+            thread_id,
+            Script(
+                [
+                    Send(sse(events[: deltas[1] + 1])),
+                    Gate(opened, keepalive=None),
+                    Send(sse(events[deltas[1] + 1 :])),
+                ]
+            ),
+        )
+        runcast = await start_runcast(upstream.url)
+        session = runcast.session
+        creator = await session.post(
+            f"{runcast.url}/v1/threads/{thread_id}/runs", json=RUN_BODY, headers=CALLER
+        )
+        assert creator.status == 200, await creator.text()
+        head = b""
+        async with asyncio.timeout(WAIT):
+            while b" end" not in head:  # the second half has been published
+                head += await creator.content.readany()
+        async with session.get(f"{runcast.url}/streams/runs/{run_id}/snapshot") as response:
+            snapshot = await response.read()
+        async with session.get(f"{runcast.url}/streams/runs/{run_id}?snapshot=1") as joined:
+            first = await joined.content.readuntil(b"\n\n")
+        opened.set()
+        await read_until_done(creator)
+    assert KEY.encode() not in snapshot and KEY.encode() not in first
+    text = orjson.loads(snapshot)["snapshot"]["messages"][0]["content"]
+    assert f"key {MASKED} end" in "".join(part["text"]["value"] for part in text)
