@@ -10,6 +10,7 @@ Layers, one module each:
 - ``counters``: :class:`~gateway.hub.counters.HubCounters`, the totals every channel of a broker adds to.
 - ``memory``: :class:`MemoryBroker`, the embedded single-process broker, and its housekeeping task.
 - ``budget``: the global memory budget: what channels retain, and what goes first when over it.
+- ``redacted``: a reducer factory whose snapshots never carry the upstream key.
 - ``sinks``: subscriber outputs writing pre-encoded bytes straight to a socket transport.
 - ``transports``: ``serve_sse`` / ``serve_websocket``, the aiohttp handlers' whole job.
 - ``redis/``: :class:`~gateway.hub.redis.RedisBroker`, channel logs in Redis shared by every node,
