@@ -248,11 +248,13 @@ async def test_endless_empty_fragments_get_a_websocket_cut(gateway: Gateway) -> 
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.01):
                             await reader.read(65536)
-            while gateway.broker.statistics().subscribers != 0:
+            # The subscription ends first, the handler (whose exit the count follows) after it.
+            while gateway.broker.statistics().subscribers != 0 or any(
+                gateway.connections.by_transport().values()
+            ):
                 await asyncio.sleep(0.01)
     finally:
         writer.close()
-    assert gateway.connections.by_transport() == {"sse": 0, "websocket": 0}
 
 
 UPGRADE = (
