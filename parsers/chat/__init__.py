@@ -7,6 +7,7 @@ the OpenAI-compatible servers' deviations. Shares the SSE layer with the other p
 """
 
 from .chunks import (
+    AudioDelta,
     ChatCompletionChunk,
     ChatDoneEvent,
     ChatError,
@@ -24,6 +25,7 @@ from .chunks import (
 from .reducer import ChatAccumulator
 
 __all__ = [
+    "AudioDelta",
     "ChatAccumulator",
     "ChatCompletionChunk",
     "ChatDoneEvent",

@@ -5,7 +5,9 @@ The stream is data-only SSE: one ``chat.completion.chunk`` JSON object per event
 optional, because OpenAI-compatible servers leave fields out: tool-call ``index`` (Gemini),
 ``id`` (vLLM#18412), ``object`` (Azure async-filter chunks have ``""``), ``delta`` (choices of
 filter results), ``logprobs`` (§5). Ollama's ``reasoning`` and vLLM's ``reasoning_content``
-deltas are modelled as they are common. Rules of :func:`decode_chunk`, in order:
+deltas are modelled as they are common, and so are the ``annotations`` (web search's
+``url_citation``) and ``audio`` (``modalities: ["audio"]``) the SDK's message carries. Rules of
+:func:`decode_chunk`, in order:
 
 * a JSON object -> :class:`ChatCompletionChunk`, or :class:`ChatErrorEvent` when it carries
   ``error`` (llama.cpp sends ``data: {"error": ...}`` mid-stream, §5);
@@ -23,6 +25,7 @@ import msgspec
 from ..errors import DECODE_ERRORS, EventDecodeError
 
 __all__ = [
+    "AudioDelta",
     "ChatCompletionChunk",
     "ChatDoneEvent",
     "ChatError",
@@ -57,6 +60,15 @@ class ToolCallDelta(_Model, frozen=True):
     function: FunctionDelta | None = None
 
 
+class AudioDelta(_Model, frozen=True):
+    """A piece of an audio answer: ``data`` (base64) and ``transcript`` come in fragments."""
+
+    id: str | None = None
+    data: str | None = None
+    expires_at: int | None = None
+    transcript: str | None = None
+
+
 class ChoiceDelta(_Model, frozen=True):
     role: str | None = None
     content: str | None = None
@@ -65,6 +77,8 @@ class ChoiceDelta(_Model, frozen=True):
     function_call: FunctionDelta | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
+    annotations: list[Any] | None = None
+    audio: AudioDelta | None = None
 
 
 class ChunkChoice(_Model, frozen=True):

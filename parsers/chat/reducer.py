@@ -4,11 +4,13 @@ Theory of operation. Choices merge by ``index``; within a choice, tool calls mer
 ``index`` (reference responses-and-chat.md §4.1-§4.2, §7.5). The rules follow the openai SDK's
 ``accumulate_delta`` where it is right, and part from it where it is not:
 
-* ``content``, ``refusal``, ``function.arguments`` and reasoning strings are concatenated (as
-  fragments, joined at snapshot time);
-* ``id``, ``type``, ``role``, ``function.name`` and ``finish_reason`` are set, never concatenated
-  (a server repeating the id in every delta would make the SDK's ``call_1call_1``); integers
-  are never added (the SDK adds any two numbers);
+* ``content``, ``refusal``, ``function.arguments``, reasoning strings and ``audio.data`` and
+  ``.transcript`` are concatenated (as fragments, joined at snapshot time);
+* ``id``, ``type``, ``role``, ``function.name``, ``audio.id``, ``audio.expires_at`` and
+  ``finish_reason`` are set, never concatenated (a server repeating the id in every delta would
+  make the SDK's ``call_1call_1``); integers are never added (the SDK adds any two numbers);
+* ``annotations`` lists are extended (each entry is a whole citation; the SDK raises on a second
+  list, as its entries carry no ``index``);
 * a tool-call entry without ``index`` (Gemini, openai-python#2806) continues the call with the
   same ``id``, or starts a new call when its ``id`` is new, or continues the last call when it
   has no ``id`` either (jin-bo/agentao#117);
@@ -32,6 +34,7 @@ from typing import Any, Final
 import msgspec
 
 from .chunks import (
+    AudioDelta,
     ChatCompletionChunk,
     ChatDoneEvent,
     ChatError,
@@ -73,9 +76,39 @@ class _ToolCall:
         }
 
 
+class _Audio:
+    __slots__ = ("data", "expires_at", "id", "transcript")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.expires_at: int | None = None
+        self.data: list[str] = []
+        self.transcript: list[str] = []
+
+    def merge(self, delta: AudioDelta) -> None:
+        if delta.id:
+            self.id = delta.id
+        if delta.expires_at is not None:
+            self.expires_at = delta.expires_at
+        if delta.data:
+            self.data.append(delta.data)
+        if delta.transcript:
+            self.transcript.append(delta.transcript)
+
+    def build(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "data": _joined(self.data) if self.data else None,
+            "expires_at": self.expires_at,
+            "transcript": _joined(self.transcript) if self.transcript else None,
+        }
+
+
 class _Choice:
     __slots__ = (
         "aliases",
+        "annotations",
+        "audio",
         "calls",
         "content",
         "finish_reason",
@@ -105,6 +138,8 @@ class _Choice:
         self.function_call: _ToolCall | None = None
         self.finish_reason: str | None = None
         self.logprobs: dict[str, Any] | None = None
+        self.annotations: list[Any] | None = None
+        self.audio: _Audio | None = None
 
     def merge(self, delta: ChoiceDelta) -> None:
         if delta.content is not None:
@@ -135,6 +170,16 @@ class _Choice:
                 call.name = fn.name
             if fn.arguments:
                 call.arguments.append(fn.arguments)
+        if delta.annotations is not None:
+            if self.annotations is None:
+                self.annotations = list(delta.annotations)
+            else:
+                self.annotations.extend(delta.annotations)
+        if delta.audio is not None:
+            audio = self.audio
+            if audio is None:
+                audio = self.audio = _Audio()
+            audio.merge(delta.audio)
 
     def _reason(self, key: str, text: str) -> None:
         reasoning = self.reasoning
@@ -215,6 +260,10 @@ class _Choice:
             message["function_call"] = self.function_call.build()["function"]
         if self.reasoning is not None:
             message.update((k, _joined(v)) for k, v in self.reasoning.items())
+        if self.annotations is not None:
+            message["annotations"] = self.annotations
+        if self.audio is not None:
+            message["audio"] = self.audio.build()
         return {
             "index": index,
             "message": message,

@@ -314,6 +314,59 @@ def test_logprobs_are_extended() -> None:
     assert [t["token"] for t in logprobs["content"]] == ["a", "b"]
 
 
+def sdk_message_of(payloads: list[bytes]) -> Any:
+    """The message the SDK's stream helper builds from these chunk payloads."""
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    for payload in payloads:
+        state.handle_chunk(SDKChunk.model_validate(json.loads(payload)))
+    return state.get_final_completion().choices[0].message
+
+
+def message_of(payloads: list[bytes]) -> dict[str, Any]:
+    message: dict[str, Any] = fold([decode(p) for p in payloads]).snapshot()["completion"]
+    return message["choices"][0]["message"]
+
+
+def deltas(*deltas: dict[str, Any]) -> list[bytes]:
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    return [
+        json.dumps({**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}).encode()
+        for d in deltas
+    ]
+
+
+def test_annotations_and_audio_are_kept_as_the_sdk_keeps_them() -> None:
+    citation = {
+        "type": "url_citation",
+        "url_citation": {"url": "https://x", "title": "x", "start_index": 0, "end_index": 3},
+    }
+    cited = deltas({"role": "assistant", "content": "See"}, {"annotations": [citation]}, {})
+    assert message_of(cited)["annotations"] == [citation]
+    assert message_of(cited)["annotations"] == sdk_message_of(cited).model_dump()["annotations"]
+    spoken = deltas(
+        {"role": "assistant", "audio": {"id": "audio_1", "transcript": "He", "data": "AAA"}},
+        {"audio": {"transcript": "llo", "data": "BBB"}},
+        {"audio": {"expires_at": 123}},
+    )
+    audio = {"id": "audio_1", "data": "AAABBB", "expires_at": 123, "transcript": "Hello"}
+    assert message_of(spoken)["audio"] == audio
+    assert sdk_message_of(spoken).model_dump()["audio"] == audio
+    assert "audio" not in message_of(cited) and "annotations" not in message_of(spoken)
+
+
+def test_audio_ids_are_set_and_annotations_extended() -> None:
+    """A server repeating the id and expiry in every delta; citations in two deltas (the SDK
+    concatenates the ids, adds the expiries and raises on the second list)."""
+    message = message_of(
+        deltas(
+            {"audio": {"id": "a", "data": "AA", "expires_at": 5}, "annotations": [{"n": 1}]},
+            {"audio": {"id": "a", "data": "BB", "expires_at": 5}, "annotations": [{"n": 2}]},
+        )
+    )
+    assert message["audio"] == {"id": "a", "data": "AABB", "expires_at": 5, "transcript": None}
+    assert message["annotations"] == [{"n": 1}, {"n": 2}]
+
+
 def test_snapshot_is_plain_and_independent() -> None:
     acc = fold([pc.decode_chunk(e) for e in golden_sse(DATA / "C-tool-call.sse")])
     first = acc.snapshot()

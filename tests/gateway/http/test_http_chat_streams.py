@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from http_helpers import WAIT, Gateway, Received, StartGateway, served_upstream
+from http_helpers import WAIT, Gateway, Received, StartGateway, sdk_client, served_upstream
 from openai import APIError, AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 from protocol_helpers import read_sse, read_ws, subscribe_sse
@@ -222,7 +222,7 @@ async def test_a_chat_stream_ended_before_done_is_told_in_chat_words(
     assert "for run" not in message and "run status" not in message
 
 
-def _chunk(index: int, text: str, finish: str | None = None) -> bytes:
+def _nodone_chunk(index: int, text: str, finish: str | None = None) -> bytes:
     choice = {"index": index, "delta": {"content": text}, "finish_reason": finish}
     body = {
         "id": "chatcmpl-nodone",
@@ -241,7 +241,7 @@ def _chunk(index: int, text: str, finish: str | None = None) -> bytes:
         (b"", True),  # TGI before 2.1: no [DONE] at all
         (b"data: [DONE]", True),  # llama.cpp: its last line has no blank line after it
         (b"data: [DONE]\n", True),
-        (_chunk(1, "b") + _chunk(1, "c"), False),  # choice 1 never finished: a cut
+        (_nodone_chunk(1, "b") + _nodone_chunk(1, "c"), False),  # choice 1 never finished: a cut
     ],
 )
 async def test_a_stream_whose_choices_all_finished_is_complete_without_done(
@@ -250,7 +250,7 @@ async def test_a_stream_whose_choices_all_finished_is_complete_without_done(
     async def create(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(_chunk(0, "Hel") + _chunk(0, "lo", "stop") + tail)
+        await response.write(_nodone_chunk(0, "Hel") + _nodone_chunk(0, "lo", "stop") + tail)
         await response.write_eof()
         return response
 
@@ -282,3 +282,60 @@ async def test_a_stream_whose_choices_all_finished_is_complete_without_done(
     assert (snapshot["error"] is None) is complete
     assert snapshot["completion"]["choices"][0]["message"]["content"] == "Hello"
     assert (events.events[-1].data == b"[DONE]") is complete
+
+
+async def _final_and_snapshot(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, payloads: list[bytes]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SDK stream helper's final message through runcast from an upstream sending these
+    chunk payloads, and the message of runcast's snapshot of that completion."""
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(b"data: " + p + b"\n\n" for p in payloads))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        client = sdk_client(gateway)
+        try:
+            async with client.chat.completions.stream(model="m", messages=_messages()) as stream:  # type: ignore[arg-type]
+                async for _ in stream:
+                    pass
+                final = await stream.get_final_completion()
+        finally:
+            await client.close()
+        own = f"{gateway.url}/streams/chat/{final.id}/snapshot"
+        snapshot = await (await session.get(own)).json()
+    message = snapshot["snapshot"]["completion"]["choices"][0]["message"]
+    return final.choices[0].message.model_dump(mode="json"), message
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    body = {"id": "chatcmpl-f", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    return orjson.dumps({**body, "choices": [choice]})
+
+
+@pytest.mark.asyncio
+async def test_the_snapshot_keeps_annotations_and_audio_as_the_sdk_does(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    cited = {"url": "https://x", "title": "x", "start_index": 0, "end_index": 3}
+    citation = {"type": "url_citation", "url_citation": cited}
+    final, message = await _final_and_snapshot(
+        start_gateway,
+        session,
+        [
+            _chunk({"role": "assistant", "content": "See", "annotations": [citation]}),
+            _chunk({"audio": {"id": "audio_1", "transcript": "He", "data": "AAA"}}),
+            _chunk({"audio": {"transcript": "llo", "data": "BBB", "expires_at": 123}}, "stop"),
+        ],
+    )
+    assert message["annotations"] == final["annotations"] == [citation]
+    audio = {"id": "audio_1", "data": "AAABBB", "expires_at": 123, "transcript": "Hello"}
+    assert message["audio"] == final["audio"] == audio
