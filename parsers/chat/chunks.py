@@ -13,6 +13,8 @@ deltas are modelled as they are common, and so are the ``annotations`` (web sear
   ``error`` (llama.cpp sends ``data: {"error": ...}`` mid-stream, §5);
 * ``[DONE]`` (exact) -> :class:`ChatDoneEvent`; empty data -> :class:`ChatUnknownEvent` with the
   bytes as received;
+* a chunk msgspec rejects for half a surrogate pair escaped on its own (a character split across
+  two deltas) is decoded as the SDK decodes it, the half kept (``parsers._surrogates``);
 * anything else -> :class:`~parsers.errors.EventDecodeError`.
 """
 
@@ -22,6 +24,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
 
+from .._surrogates import loads_lone_surrogates
 from ..errors import DECODE_ERRORS, EventDecodeError
 
 __all__ = [
@@ -162,10 +165,20 @@ def decode_chunk(sse: EventSource) -> ChatStreamEvent:
     except DECODE_ERRORS as exc:
         if not data.strip():
             return ChatUnknownEvent(data=data)
-        raise EventDecodeError("chat.completion.chunk", str(exc)) from exc
+        chunk = _with_lone_surrogates(data, exc)
     if chunk.error is not None:
         error = chunk.error
         return ChatErrorEvent(
             error=error if isinstance(error, ChatError) else ChatError(message=error)
         )
     return chunk
+
+
+def _with_lone_surrogates(data: bytes, exc: Exception) -> ChatCompletionChunk:
+    value = loads_lone_surrogates(data)
+    if value is None:
+        raise EventDecodeError("chat.completion.chunk", str(exc)) from exc
+    try:
+        return msgspec.convert(value, ChatCompletionChunk)
+    except msgspec.ValidationError as invalid:
+        raise EventDecodeError("chat.completion.chunk", str(invalid)) from invalid

@@ -22,7 +22,9 @@ Theory of operation. Choices merge by ``index``; within a choice, tool calls mer
   ``include_usage`` chunk has empty ``choices``); chunk-level ids and fields are taken when
   non-empty, so Azure's async-filter chunks (``object: ""``, empty ids) change nothing;
 * a choice or tool-call ``index`` that is negative, or more than :data:`_MAX_INDEX_GAP` past the
-  entries held, is left out of the snapshot (the gateway relays the chunk all the same).
+  entries held, is left out of the snapshot (the gateway relays the chunk all the same);
+* half a surrogate pair stays in its fragment, so the next delta's half joins it; a snapshot
+  that holds a half without its other half has it as U+FFFD (``parsers._surrogates``).
 
 Calls are found by id through a dict: an entry costs the same however many calls came before.
 """
@@ -33,6 +35,7 @@ from typing import Any, Final
 
 import msgspec
 
+from .._surrogates import scrub
 from .chunks import (
     AudioDelta,
     ChatCompletionChunk,
@@ -350,13 +353,10 @@ class ChatAccumulator:
             "system_fingerprint": self._system_fingerprint,
             "service_tier": self._service_tier,
         }
-        snapshot: dict[str, Any] = msgspec.json.decode(
-            msgspec.json.encode(
-                {
-                    "completion": completion,
-                    "error": self._error,
-                    "done": self._done,
-                }
-            )
-        )
+        state = {"completion": completion, "error": self._error, "done": self._done}
+        try:
+            encoded = msgspec.json.encode(state)
+        except UnicodeEncodeError:  # half a surrogate pair: only text from the fallback decode
+            encoded = msgspec.json.encode(scrub(msgspec.to_builtins(state)))
+        snapshot: dict[str, Any] = msgspec.json.decode(encoded)
         return snapshot

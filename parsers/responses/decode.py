@@ -14,6 +14,9 @@ import, reads the tag and the fields in one pass. Rules, in order:
   and the ``sequence_number`` when it has one, so it can be relayed byte for byte.
 * A JSON object without ``type`` but with ``error`` (llama.cpp's ``data: {"error": ...}``, §5)
   -> :class:`~parsers.responses.events.ErrorEvent`.
+* An event of a known ``type`` that msgspec rejects for half a surrogate pair escaped on its own
+  (a character split across two deltas) is decoded as the SDK decodes it, the half kept
+  (``parsers._surrogates``).
 * Anything else -> :class:`~parsers.errors.EventDecodeError` naming the type (and the response,
   when the bytes reveal it): invalid JSON, a known type with a field of the wrong JSON type.
 """
@@ -24,6 +27,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
 
+from .._surrogates import loads_lone_surrogates
 from ..errors import DECODE_ERRORS, EventDecodeError
 from .events import (
     ContentPartAddedEvent,
@@ -226,7 +230,19 @@ def decode_event(sse: EventSource) -> ResponseStreamEvent:
     except DECODE_ERRORS as exc:
         if not sse.data_bytes.strip():
             return UnknownEvent(type="", data=sse.data_bytes)
+        return _with_lone_surrogates(sse.data_bytes, exc)
+
+
+def _with_lone_surrogates(data: bytes, exc: Exception) -> TypedEvent:
+    value = loads_lone_surrogates(data)
+    if value is None:
         raise EventDecodeError("?", str(exc)) from exc
+    try:
+        event: TypedEvent = msgspec.convert(value, TypedEvent)
+    except msgspec.ValidationError as invalid:
+        kind = value.get("type") if isinstance(value, dict) else None
+        raise EventDecodeError(kind if isinstance(kind, str) else "?", str(invalid)) from invalid
+    return event
 
 
 def _rejected(data: bytes, exc: msgspec.ValidationError) -> ResponseStreamEvent:

@@ -13,8 +13,10 @@ slot keyed ``(kind, index)`` under its item's id:
   code-interpreter code -> ``code``.
 
 Fragments are joined at :meth:`ResponseAccumulator.snapshot` time (and collapsed, so repeated
-snapshots stay linear). Identifiers and integers are set, never added. Whole objects replace what
-was built: ``content_part.added``/``.done`` the part, the ``*.done`` events the string,
+snapshots stay linear). Half a surrogate pair stays in its fragment, so the next delta's half
+joins it; one still alone in a snapshot, or in a whole object copied in, is U+FFFD
+(``parsers._surrogates``). Identifiers and integers are set, never added. Whole objects replace
+what was built: ``content_part.added``/``.done`` the part, the ``*.done`` events the string,
 ``output_item.done`` the item, and a lifecycle event whose ``response.output`` is not empty the
 whole list (the final ``response.completed`` carries every item, §1.4; it is what the openai SDK
 builds its final response from).
@@ -37,6 +39,7 @@ from typing import Any, Final
 
 import msgspec
 
+from .._surrogates import scrub
 from .decode import DoneEvent, ResponseStreamEvent
 from .events import (
     ContentPartAddedEvent,
@@ -108,7 +111,10 @@ _json_decode = msgspec.json.Decoder().decode
 
 def _clone(value: Any) -> Any:
     """A deep copy of decoded JSON (one C round trip; items are small and copied rarely)."""
-    return _json_decode(_json_encode(value))
+    try:
+        return _json_decode(_json_encode(value))
+    except UnicodeEncodeError:  # half a surrogate pair: only text from the fallback decode
+        return _json_decode(_json_encode(scrub(value)))
 
 
 class ResponseAccumulator:

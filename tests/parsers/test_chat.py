@@ -367,6 +367,69 @@ def test_audio_ids_are_set_and_annotations_extended() -> None:
     assert message["annotations"] == [{"n": 1}, {"n": 2}]
 
 
+def escaped(*contents: str) -> list[bytes]:
+    """Content deltas as an ``ensure_ascii`` server writes them: a surrogate half as its escape."""
+    return deltas(*({"content": c} for c in contents))
+
+
+def test_a_surrogate_pair_split_across_deltas_is_joined() -> None:
+    payloads = escaped("smile \ud83d", "\ude00 ok")
+    assert b"\\ud83d" in payloads[0]
+    assert message_of(payloads)["content"] == "smile \U0001f600 ok"
+    # The SDK keeps both halves as they came; joined, they are the same character.
+    sdk = sdk_message_of(payloads).content
+    assert sdk == "smile \ud83d\ude00 ok"
+    assert sdk.encode("utf-16-le", "surrogatepass").decode("utf-16-le") == "smile \U0001f600 ok"
+
+
+def test_a_half_without_its_other_half_is_u_fffd_and_the_text_is_kept() -> None:
+    acc = fold([decode(p) for p in escaped("smile \ud83d")])
+    assert acc.snapshot()["completion"]["choices"][0]["message"]["content"] == "smile \ufffd"
+    # Still waiting for its other half: the next delta completes the character.
+    acc.apply(decode(escaped("\ude00 ok")[0]))
+    assert acc.snapshot()["completion"]["choices"][0]["message"]["content"] == "smile \U0001f600 ok"
+    lone = message_of(escaped("a\ude00", "b\ud83d", "c", "\ud83d"))
+    assert lone["content"] == "a\ufffdb\ufffdc\ufffd"
+    assert msgspec.json.decode(msgspec.json.encode(lone)) == lone
+
+
+def test_a_lone_surrogate_in_any_field_is_decoded_and_encodable() -> None:
+    payload = (
+        b'{"id":"c\\udc00","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+        b'"id":"call_1","function":{"name":"f","arguments":"{\\"a\\": \\"\\ud83d"}}]}}]}'
+    )
+    event = decode(payload)
+    assert type(event) is pc.ChatCompletionChunk and event.id == "c\udc00"
+    completion = fold([event]).snapshot()["completion"]
+    assert completion["id"] == "c\ufffd"
+    assert completion["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == (
+        '{"a": "\ufffd'
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"choices":[{"index":"0","delta":{"content":"\\ud83d"}}]}',
+        b'{"choices":[{"delta":{"content":"\\ud83d"}}],"x":NaN}',
+        b'{"choices":[{"delta":{"content":"\\ud83d"}}]',
+    ],
+)
+def test_bad_chunks_with_a_lone_surrogate_still_raise(data: bytes) -> None:
+    with pytest.raises(EventDecodeError):
+        decode(data)
+
+
+@given(st.text(st.sampled_from("a\u00e9\ud83d\ude00\U0001f600"), max_size=8), st.data())
+def test_cutting_text_into_deltas_never_changes_the_snapshot(
+    text: str, data: st.DataObject
+) -> None:
+    cut = data.draw(st.integers(0, len(text)))
+    whole = message_of(escaped(text))["content"]
+    assert message_of(escaped(text[:cut], text[cut:]))["content"] == whole
+    assert whole == text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def test_snapshot_is_plain_and_independent() -> None:
     acc = fold([pc.decode_chunk(e) for e in golden_sse(DATA / "C-tool-call.sse")])
     first = acc.snapshot()

@@ -355,6 +355,68 @@ def test_reducer_agrees_with_the_sdk_accumulator_mid_stream(name: str) -> None:
             assert (item["name"], item["arguments"]) == (sdk_item.name, sdk_item.arguments)
 
 
+def text_deltas(*texts: str) -> list[bytes]:
+    """A.sse's first four events, then these deltas as an ``ensure_ascii`` server writes them."""
+    head = [source.data_bytes for source in golden_sse(DATA / "A-text.sse")[:4]]
+    item = json.loads(head[2])["item"]["id"]
+    return head + [
+        json.dumps(
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": 4 + n,
+                "item_id": item,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": text,
+            }
+        ).encode()
+        for n, text in enumerate(texts)
+    ]
+
+
+def text_of(payloads: list[bytes]) -> str:
+    output = fold([decode(p) for p in payloads]).snapshot()["response"]["output"]
+    text: str = output[0]["content"][0]["text"]
+    return text
+
+
+def test_a_surrogate_pair_split_across_deltas_is_joined() -> None:
+    payloads = text_deltas("smile \ud83d", "\ude00 ok")
+    assert b"\\ud83d" in payloads[-2]
+    assert text_of(payloads) == "smile \U0001f600 ok"
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
+    for payload in payloads:
+        state.handle_event(construct_type(type_=SDKStreamEvent, value=json.loads(payload)))
+    current = state._ResponseStreamState__current_snapshot  # type: ignore[attr-defined]
+    sdk = current.output[0].content[0].text
+    assert sdk == "smile \ud83d\ude00 ok"
+    assert sdk.encode("utf-16-le", "surrogatepass").decode("utf-16-le") == "smile \U0001f600 ok"
+
+
+def test_a_half_without_its_other_half_is_u_fffd_and_the_text_is_kept() -> None:
+    assert text_of(text_deltas("smile \ud83d")) == "smile \ufffd"
+    assert text_of(text_deltas("a\ude00", "b\ud83d", "c")) == "a\ufffdb\ufffdc"
+    item = json.loads(text_deltas()[2])
+    item["item"]["content"] = [{"type": "output_text", "text": "x\ud83d", "annotations": []}]
+    acc = fold([decode(p) for p in text_deltas()[:2]] + [decode(item)])
+    snapshot = acc.snapshot()
+    assert snapshot["response"]["output"][0]["content"][0]["text"] == "x\ufffd"
+    assert msgspec.json.decode(msgspec.json.encode(snapshot)) == snapshot
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"type":"response.output_text.delta","delta":5,"x":"\\ud83d"}',
+        b'{"type":"response.output_text.delta","delta":"\\ud83d","x":NaN}',
+        b'{"type":"response.output_text.delta","delta":"\\ud83d"',
+    ],
+)
+def test_bad_payloads_with_a_lone_surrogate_still_raise(data: bytes) -> None:
+    with pytest.raises(EventDecodeError):
+        decode(data)
+
+
 def test_failed_and_error_streams() -> None:
     flat = fold([pr.decode_event(e) for e in golden_sse(DATA / "F1-error-flat.sse")]).snapshot()
     assert flat["response"]["status"] == "failed"

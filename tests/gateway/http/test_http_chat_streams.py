@@ -339,3 +339,19 @@ async def test_the_snapshot_keeps_annotations_and_audio_as_the_sdk_does(
     assert message["annotations"] == final["annotations"] == [citation]
     audio = {"id": "audio_1", "data": "AAABBB", "expires_at": 123, "transcript": "Hello"}
     assert message["audio"] == final["audio"] == audio
+
+
+@pytest.mark.asyncio
+async def test_a_surrogate_pair_split_across_deltas_is_one_character_in_the_snapshot(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # orjson writes the halves raw, which is not UTF-8: the escapes are written by hand.
+    head = _chunk({"role": "assistant", "content": "SPLIT"}).split(b"SPLIT")
+    final, message = await _final_and_snapshot(
+        start_gateway,
+        session,
+        [b"smile \\ud83d".join(head), b"\\ude00 ok".join(head), _chunk({}, "stop")],
+    )
+    assert message["content"] == "smile \U0001f600 ok"
+    halves = final["content"].encode("utf-16-le", "surrogatepass")
+    assert halves.decode("utf-16-le") == message["content"]
