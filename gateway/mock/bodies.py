@@ -1,20 +1,22 @@
 """Request bodies decoded with a msgspec Decoder, failures answered as OpenAI's 400s.
 
 A type error names the offending path in ``param`` (``tools[0].type``), as the API does; a body
-that is not JSON gets the API's own sentence.
+that is not JSON gets the API's own sentence. Parts of a body kept as plain JSON (Responses input
+items, stored and echoed whole) are checked against a view of the keys the simulator reads with
+:func:`check_view`, so a wrong type there is the same 400, not a handler's crash.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from gateway.mock.errors import APIError
 
-__all__ = ["read_body"]
+__all__ = ["check_view", "read_body"]
 
 T = TypeVar("T")
 
@@ -49,3 +51,13 @@ async def read_body(
         ) from None
     except RecursionError:
         raise APIError(400, "The JSON body of your request is nested too deeply.") from None
+
+
+def check_view(value: object, view: Any, param: str) -> None:
+    """Raise the 400 :func:`read_body` would when ``value``, found at ``param`` of a body, does
+    not convert to ``view`` (whose Structs ignore the keys they do not name)."""
+    try:
+        msgspec.convert(value, view)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace(" - at `$", f" - at `$.{param}", 1)
+        raise APIError(400, message, param=_param(message) or param) from None

@@ -1,8 +1,10 @@
 """The ``POST /v1/chat/completions`` body the simulator reads, and what it reads in messages.
 
 Typed where the simulator acts on a field, everything else of the API's parameter list accepted
-and ignored (as for Responses). ``metadata`` is accepted whatever ``store`` says: the official SDK
-sends it, and it is where a test picks its scenario (reference responses-and-chat.md §4).
+and ignored (as for Responses). Of a message, the keys the simulator reads are typed
+(:class:`ChatMessage`), so a wrong type there is a 400 naming its path, not a crash. ``metadata``
+is accepted whatever ``store`` says: the official SDK sends it, and it is where a test picks its
+scenario (reference responses-and-chat.md §4).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from msgspec import Meta
 from gateway.mock.requests import FunctionDefinition
 from gateway.mock.turns import Turn
 
-__all__ = ["ChatStreamOptions", "CreateChatRequest", "fold_messages", "function_definitions"]
+__all__ = [
+    "ChatFunctionCall",
+    "ChatMessage",
+    "ChatStreamOptions",
+    "ChatToolCall",
+    "CreateChatRequest",
+    "fold_messages",
+    "function_definitions",
+]
 
 _Key = Annotated[str, Meta(max_length=64)]
 _Value = Annotated[str, Meta(max_length=512)]
@@ -28,9 +38,27 @@ class ChatStreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     include_obfuscation: bool | None = None
 
 
+class ChatFunctionCall(msgspec.Struct, frozen=True, kw_only=True):
+    name: str | None = None
+
+
+class ChatToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    id: str | None = None
+    function: ChatFunctionCall | None = None
+
+
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """What the simulator reads of a message; its other keys are accepted and ignored."""
+
+    role: str | None = None
+    content: Any = None
+    tool_calls: list[ChatToolCall] | None = None
+    tool_call_id: str | None = None
+
+
 class CreateChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str
-    messages: Annotated[list[JSON], Meta(min_length=1)]
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     stream: bool | None = None
     stream_options: ChatStreamOptions | None = None
     tools: Annotated[list[JSON], Meta(max_length=128)] = []
@@ -74,23 +102,20 @@ def _text(content: Any) -> str:
     return ""
 
 
-def fold_messages(turn: Turn, messages: list[JSON]) -> int:
+def fold_messages(turn: Turn, messages: list[ChatMessage]) -> int:
     """Feed ``messages`` to ``turn``; returns the characters of text they carry."""
     chars = 0
     for message in messages:
-        role = message.get("role")
-        chars += len(_text(message.get("content")))
-        if role == "user":
+        chars += len(_text(message.content))
+        if message.role == "user":
             turn.user()
-        elif role == "assistant":
-            calls = message.get("tool_calls") or []
+        elif message.role == "assistant":
             turn.calls(
                 [
-                    (str(call.get("id")), str((call.get("function") or {}).get("name")))
-                    for call in calls
-                    if isinstance(call, dict)
+                    (str(call.id), str(call.function.name if call.function else None))
+                    for call in message.tool_calls or ()
                 ]
             )
-        elif role == "tool":
-            turn.output(str(message.get("tool_call_id")), _text(message.get("content")))
+        elif message.role == "tool":
+            turn.output(str(message.tool_call_id), _text(message.content))
     return chars

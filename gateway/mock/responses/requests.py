@@ -3,7 +3,8 @@
 The fields the simulator acts on are typed and checked (a wrong type is a 400 naming the path);
 the rest of the API's long and growing parameter list is accepted and ignored, so every call the
 official SDK can make goes through. Input items stay plain JSON objects: the simulator reads the
-few keys it needs (``role``, ``type``, ``call_id``, ``output``, ``name``) with the helpers below.
+few keys it needs (``role``, ``type``, ``call_id``, ``output``, ``name``) with the helpers below,
+once :data:`INPUT_VIEW` has checked the types of those it reads as strings.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from msgspec import Meta
 from gateway.mock.requests import FunctionDefinition
 
 __all__ = [
+    "INPUT_VIEW",
     "ConversationRef",
     "CreateConversationRequest",
     "CreateResponseRequest",
+    "ItemView",
     "StreamOptions",
     "function_definitions",
     "input_items",
@@ -66,6 +69,21 @@ class CreateResponseRequest(msgspec.Struct, frozen=True, kw_only=True):
     def conversation_id(self) -> str | None:
         conv = self.conversation
         return conv.id if isinstance(conv, ConversationRef) else conv
+
+
+class ItemView(msgspec.Struct, frozen=True, kw_only=True):
+    """The keys of an input item the simulator reads as strings (``fold_items``, and ``id``
+    echoed as a list's ``first_id``); an item without ``type`` is a message."""
+
+    type: str = "message"
+    id: str | None = None
+    role: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+
+
+INPUT_VIEW = str | list[ItemView] | None
+"""What a response's ``input`` and a conversation's ``items`` must convert to (``check_view``)."""
 
 
 class CreateConversationRequest(msgspec.Struct, frozen=True, kw_only=True):

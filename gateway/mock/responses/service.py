@@ -1,6 +1,8 @@
 """The simulated Responses API's operations, independent of HTTP, with the rules that decide a
-status: 404 for unknown (or ``store: false``) ids, 400 for ``previous_response_id`` together
-with ``conversation``, for background without store, for a follow-up that leaves a function call
+status: 404 for unknown (or ``store: false``) ids, 400 for an input item with a key the simulator
+reads that is not a string (``ItemView``; checked before anything starts, as a conversation takes
+the items in when the response ends), for ``previous_response_id`` together with
+``conversation``, for background without store, for a follow-up that leaves a function call
 without its output (reference responses-and-chat.md §3.3), for re-streaming a foreground response
 or one older than the window (§2.1), for cancelling a foreground response.
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.mock.bodies import check_view
 from gateway.mock.engine import Engine
 from gateway.mock.errors import APIError
 from gateway.mock.eventlog import EventLog
@@ -29,6 +32,7 @@ from gateway.mock.responses.driver import TERMINAL, ResponseDriver, ResponsePlan
 from gateway.mock.responses.frames import Framer
 from gateway.mock.responses.objects import Conversation, ConversationId, Response
 from gateway.mock.responses.requests import (
+    INPUT_VIEW,
     CreateConversationRequest,
     CreateResponseRequest,
     function_definitions,
@@ -78,6 +82,7 @@ class ResponsesService:
 
     def create(self, req: CreateResponseRequest, headers: Mapping[str, str]) -> ResponseRecord:
         """Validate, plan and start a response; its driver runs once the caller yields."""
+        check_view(req.input, INPUT_VIEW, "input")
         if req.previous_response_id and req.conversation:
             raise APIError(
                 400,
@@ -219,6 +224,7 @@ class ResponsesService:
 
     def create_conversation(self, req: CreateConversationRequest | None) -> Conversation:
         req = req or CreateConversationRequest()
+        check_view(req.items, INPUT_VIEW, "items")
         conversation = Conversation(
             id=new_id("conv"), created_at=now(), metadata=dict(req.metadata or {})
         )

@@ -278,3 +278,45 @@ async def test_multi_round_tool_loop_with_the_sdk(sdk: AsyncOpenAI) -> None:
         final = await stream.get_final_completion()
     answer = final.choices[0].message.content or ""
     assert answer.startswith("get_weather returned: 1\n\nget_time returned: 2\n\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        # A message key of the wrong type was a plain-text 500 (or, for a string, read as
+        # calls): the simulator iterated it and read each call's function with .get().
+        ({"messages": [*USER, {"role": "assistant", "tool_calls": 5}]}, "messages[1].tool_calls"),
+        (
+            {"messages": [*USER, {"role": "assistant", "tool_calls": True}]},
+            "messages[1].tool_calls",
+        ),
+        (
+            {"messages": [*USER, {"role": "assistant", "tool_calls": "call_1"}]},
+            "messages[1].tool_calls",
+        ),
+        (
+            {
+                "messages": [
+                    *USER,
+                    {"role": "assistant", "tool_calls": [{"id": "a", "function": "f"}]},
+                ]
+            },
+            "messages[1].tool_calls[0].function",
+        ),
+        (
+            {"messages": [*USER, {"role": "assistant", "tool_calls": [{"function": ["f"]}]}]},
+            "messages[1].tool_calls[0].function",
+        ),
+        ({"messages": [*USER, {"role": "tool", "tool_call_id": 7}]}, "messages[1].tool_call_id"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_bad_bodies_are_400s_naming_the_param(
+    server: MockServer, session: aiohttp.ClientSession, extra: dict[str, Any], param: str
+) -> None:
+    status, raw = await post_raw(session, server.base_url + "/chat/completions", body(**extra))
+    assert status == 400, raw
+    error = json.loads(raw)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)

@@ -496,3 +496,57 @@ async def test_unstored_responses_and_old_conversation_items_are_not_kept(
         assert len(items.data) == 6  # the latest, as a thread keeps its latest messages
     finally:
         await sdk.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "param"),
+    [
+        (
+            "/responses",
+            body(input=[{"type": ["message"], "role": "user", "content": "hi"}]),
+            "input[0].type",
+        ),
+        (
+            "/responses",
+            body(input=[{"type": "function_call_output", "call_id": 5, "output": "x"}]),
+            "input[0].call_id",
+        ),
+        # An item's type was a dict key: a list there was a plain-text 500.
+        ("/conversations", {"items": [{"type": ["message"], "content": "hi"}]}, "items[0].type"),
+        ("/conversations", {"items": [{"role": {"is": "user"}, "content": "hi"}]}, "items[0].role"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_an_item_key_of_the_wrong_type_is_a_400(
+    server: MockServer,
+    session: aiohttp.ClientSession,
+    path: str,
+    payload: dict[str, Any],
+    param: str,
+) -> None:
+    status, raw = await post_raw(session, server.base_url + path, payload)
+    assert status == 400, raw
+    error = json.loads(raw)["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_item_is_refused_before_it_reaches_a_conversation(
+    server: MockServer, session: aiohttp.ClientSession
+) -> None:
+    # It was answered 200, then the driver crashed on it at the end: the conversation never
+    # took in that response's items.
+    status, raw = await post_raw(session, server.base_url + "/conversations", {})
+    conversation = json.loads(raw)["id"]
+    bad = [{"type": ["message"], "role": "user", "content": "hi"}]
+    status, raw = await post_raw(
+        session, server.base_url + "/responses", body(conversation=conversation, input=bad)
+    )
+    assert status == 400 and json.loads(raw)["error"]["param"] == "input[0].type"
+    await server_json(session, server, body(stream=False, conversation=conversation))
+    status, raw = await get_raw(session, f"{server.base_url}/conversations/{conversation}/items")
+    items = json.loads(raw)["data"]
+    assert [(item["type"], item["role"]) for item in items] == [
+        ("message", "user"),
+        ("message", "assistant"),
+    ]

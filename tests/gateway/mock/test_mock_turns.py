@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from gateway.mock.chat.requests import fold_messages
+from typing import Any
+
+import msgspec
+
+from gateway.mock.chat.requests import ChatMessage, fold_messages
 from gateway.mock.responses.service import fold_items
 from gateway.mock.turns import Turn
+
+
+def messages(*raw: dict[str, Any]) -> list[ChatMessage]:
+    return msgspec.convert(raw, list[ChatMessage])
 
 
 def test_items_rounds_and_quotes() -> None:
@@ -36,13 +44,13 @@ def test_chat_messages() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     chars = fold_messages(
         turn,
-        [
+        messages(
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
             {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "c1", "content": "out"},
             {"role": "tool", "tool_call_id": "c9", "content": "?"},
-        ],
+        ),
     )
     assert chars == len("be brief") + 2 + 3 + 1
     assert (turn.rounds, turn.quoted, turn.unknown) == (1, [("f", "out")], ["c9"])
@@ -64,10 +72,10 @@ def test_a_user_message_does_not_answer_calls_left_open() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     fold_messages(
         chat,
-        [
+        messages(
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "user", "content": "go on"},
-        ],
+        ),
     )
     assert chat.unanswered == ["c1"]
