@@ -3,7 +3,8 @@
 A type error names the offending path in ``param`` (``tools[0].type``), as the API does; a body
 that is not JSON gets the API's own sentence. Parts of a body kept as plain JSON (Responses input
 items, stored and echoed whole) are checked against a view of the keys the simulator reads with
-:func:`check_view`, so a wrong type there is the same 400, not a handler's crash.
+:func:`check_view`, so a wrong type there is the same 400, not a handler's crash. Integers in a
+query or a header are read by :func:`decimal`, as runcast reads its own ``starting_after``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from aiohttp import web
 
 from gateway.mock.errors import APIError
 
-__all__ = ["check_view", "read_body"]
+__all__ = ["check_view", "decimal", "read_body"]
 
 T = TypeVar("T")
+
+_MAX_DIGITS = 18  # within int64, like the largest starting_after runcast passes on
 
 _PATH = re.compile(r"at `\$\.?(.*?)`")
 _FIELD = re.compile(r"field `(.+?)`")
@@ -61,3 +64,13 @@ def check_view(value: object, view: Any, param: str) -> None:
     except msgspec.ValidationError as exc:
         message = str(exc).replace(" - at `$", f" - at `$.{param}", 1)
         raise APIError(400, message, param=_param(message) or param) from None
+
+
+def decimal(raw: str) -> int | None:
+    """``raw`` as an integer: ASCII digits after an optional ``-``, at most ``_MAX_DIGITS``
+    characters; None for anything else. ``int()`` would also take ``+5``, ``1_0``, spaces
+    around, and the digits of other scripts (U+FF15, fullwidth 5)."""
+    digits = raw.removeprefix("-")
+    if len(raw) > _MAX_DIGITS or not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(raw)

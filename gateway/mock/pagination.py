@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from gateway.mock.bodies import decimal
 from gateway.mock.errors import APIError
 
 __all__ = ["ListParams", "Page", "list_params", "paginate"]
@@ -38,11 +39,8 @@ class Page(msgspec.Struct, kw_only=True):
 
 def list_params(query: Mapping[str, str]) -> ListParams:
     raw_limit = query.get("limit", str(_DEFAULT_LIMIT))
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= _MAX_LIMIT:
+    limit = decimal(raw_limit)
+    if limit is None or not 1 <= limit <= _MAX_LIMIT:
         raise APIError(
             400,
             f"Invalid 'limit': expected an integer between 1 and {_MAX_LIMIT}, got {raw_limit!r}.",

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from gateway.mock.bodies import decimal
 from gateway.mock.errors import APIError
 from gateway.mock.scenarios import METADATA_KEY, SCENARIOS, Scenario
 from gateway.mock.settings import MockSettings
@@ -71,11 +72,8 @@ def _count(key: str, metadata: Mapping[str, str] | None, headers: Mapping[str, s
     raw = _raw(key, metadata, headers)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
+    value = decimal(raw)
+    if value is None or value < 0:
         raise APIError(400, f"Invalid {key} {raw!r}: expected an integer >= 0.", param="metadata")
     return value
 

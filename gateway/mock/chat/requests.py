@@ -56,6 +56,10 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     tool_call_id: str | None = None
 
 
+# OpenAI refuses a limit below 1: "integer below minimum value" (max_tokens=0 included).
+TokenLimit = Annotated[int, Meta(ge=1)]
+
+
 class CreateChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
@@ -67,8 +71,8 @@ class CreateChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Metadata | None = None
     store: bool | None = None
     n: Annotated[int, Meta(ge=1, le=1)] | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: TokenLimit | None = None
+    max_completion_tokens: TokenLimit | None = None
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
 

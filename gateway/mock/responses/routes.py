@@ -15,7 +15,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.mock import journal
-from gateway.mock.bodies import read_body
+from gateway.mock.bodies import decimal, read_body
 from gateway.mock.errors import APIError
 from gateway.mock.logstream import stream_log
 from gateway.mock.objects import ENCODER
@@ -65,10 +65,9 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     if query.get("stream", "").lower() not in _TRUE:
         return _json(_svc(request).get(response_id).response)
     raw = query.get("starting_after")
-    try:
-        starting_after = None if raw is None else int(raw)
-    except ValueError:
-        raise APIError(400, f"Invalid starting_after {raw!r}.", param="starting_after") from None
+    starting_after = None if raw is None else decimal(raw)
+    if raw is not None and starting_after is None:
+        raise APIError(400, f"Invalid starting_after {raw[:40]!r}.", param="starting_after")
     log, cursor = _svc(request).stream_from(response_id, starting_after)
     return await stream_log(request, log, cursor, creator=False)
 

@@ -309,6 +309,10 @@ async def test_multi_round_tool_loop_with_the_sdk(sdk: AsyncOpenAI) -> None:
         ),
         ({"messages": [*USER, {"role": "tool", "tool_call_id": 7}]}, "messages[1].tool_call_id"),
         ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
+        # OpenAI: "integer below minimum value", 0 included.
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens"),
     ],
 )
 @pytest.mark.asyncio

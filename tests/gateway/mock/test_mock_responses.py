@@ -550,3 +550,17 @@ async def test_a_malformed_item_is_refused_before_it_reaches_a_conversation(
         ("message", "user"),
         ("message", "assistant"),
     ]
+
+
+@pytest.mark.parametrize("value", ["1_0", "%2B5", "%205", "%EF%BC%95", "0x10", "9" * 19])
+@pytest.mark.asyncio
+async def test_starting_after_is_ascii_digits(
+    server: MockServer, session: aiohttp.ClientSession, value: str
+) -> None:
+    # As runcast reads it (gateway/http/retrieve.py); int() also took these.
+    response_id = (await server_json(session, server, body(stream=False, background=True)))["id"]
+    url = f"{server.base_url}/responses/{response_id}?stream=true&starting_after="
+    status, raw = await get_raw(session, url + value)
+    assert status == 400 and json.loads(raw)["error"]["param"] == "starting_after"
+    status, raw = await get_raw(session, url + "-1")
+    assert status == 200 and seqs(raw)[0] == 0

@@ -225,6 +225,7 @@ async def test_list_pagination(api: MockAPI) -> None:
         "last_id": None,
         "has_more": False,
     }
-    for query in ("limit=0", "limit=101", "limit=x", "order=up", "after=msg_unknown"):
+    queries = ("limit=0", "limit=101", "limit=x", "limit=1_0", "limit=%EF%BC%95", "limit=%2B5")
+    for query in (*queries, "order=up", "after=msg_unknown"):
         status, data, _ = await api.call("GET", f"/threads/{tid}/messages?{query}")
         assert_error(status, data, 400)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
 from gateway.mock import SCENARIOS, MockSettings
+from gateway.mock.bodies import decimal
 from gateway.mock.fakeargs import fake_arguments
 from gateway.mock.frames import (
     DONE,
@@ -249,3 +250,15 @@ def test_fake_arguments_never_fail_on_a_schema_from_a_request(schema: Any, seed:
     args = fake_arguments(schema, random.Random(seed))
     assert isinstance(args, dict)
     msgspec.json.encode(args)
+
+
+@given(st.integers(min_value=-(10**17) + 1, max_value=10**17))
+def test_decimal_reads_what_str_writes(n: int) -> None:
+    assert decimal(str(n)) == n
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "-", "--1", "+5", "1_0", " 5", "5 ", "\uff15", "0x10", "9" * 19]
+)
+def test_decimal_refuses_what_int_would_also_take(raw: str) -> None:
+    assert decimal(raw) is None

@@ -127,7 +127,7 @@ async def test_chat_tool_deltas_without_index(
     assert [c["function"]["arguments"] for c in rebuilt] == joined
 
 
-@pytest.mark.parametrize("value", ["maybe", "-1", "x"])
+@pytest.mark.parametrize("value", ["maybe", "-1", "x", "+3", "1_0", "\uff13"])
 @pytest.mark.asyncio
 async def test_malformed_switch_is_a_400(
     start_mock: StartMock, session: aiohttp.ClientSession, value: str
