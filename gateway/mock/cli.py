@@ -4,7 +4,9 @@ One server speaks the Assistants API, the Responses API and Chat Completions und
 
 The top-level ``runcast`` CLI adds these flags to its ``mock`` sub-command with
 :func:`add_arguments`, builds :class:`MockSettings` with :func:`settings_from_args` and calls
-:func:`run`. ``python -m gateway.mock.cli`` does the same on its own.
+:func:`run`. ``python -m gateway.mock.cli`` does the same on its own. As for ``runcast serve``, a
+``--port`` out of range is an argparse error (exit status 2) and an address that cannot be listened
+on is one line on stderr (exit status 1).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from gateway.errors import ConfigError
+from gateway import flags
+from gateway.errors import ConfigError, ListenError
 from gateway.heap import tune_collector
+from gateway.http.listener import listen_failure
 from gateway.mock.app import create_app
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 
@@ -80,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if parser.description is None:
         parser.description = _DESCRIPTION
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 = any free)")
+    parser.add_argument("--port", type=flags.port, default=DEFAULT_PORT, help="port (0 = any free)")
     parser.add_argument(
         "--scenario",
         choices=SCENARIO_NAMES,
@@ -119,11 +123,15 @@ async def serve(
     *,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until cancelled or SIGTERM; ``on_ready`` gets the base URL once listening."""
+    """Serve until cancelled or SIGTERM; ``on_ready`` gets the base URL once listening.
+    :class:`ListenError` when ``host:port`` cannot be listened on."""
     runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:  # socket.gaierror too: a host that does not resolve
+            raise listen_failure(host, port, exc) from exc
         bound = runner.addresses[0][1]
         url = f"http://{host}:{bound}/v1"
         if on_ready is not None:
@@ -142,7 +150,9 @@ async def serve(
 
 
 def run(settings: MockSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Run the simulator in the foreground (uvloop when installed) until Ctrl+C or SIGTERM."""
+    """Run the simulator in the foreground (uvloop when installed) until Ctrl+C or SIGTERM.
+    When ``host:port`` cannot be listened on, says so in one line on stderr and exits with
+    status 1 (``SystemExit``, as argparse exits with 2 on a bad flag)."""
 
     def ready(url: str) -> None:
         tune_collector()  # as runcast serve: the upstream's own pauses would delay every stream
@@ -153,11 +163,15 @@ def run(settings: MockSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PO
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    with (
-        contextlib.suppress(KeyboardInterrupt),
-        asyncio.Runner(loop_factory=loop_factory) as runner,
-    ):
-        runner.run(serve(settings, host, port, on_ready=ready))
+    try:
+        with (
+            contextlib.suppress(KeyboardInterrupt),
+            asyncio.Runner(loop_factory=loop_factory) as runner,
+        ):
+            runner.run(serve(settings, host, port, on_ready=ready))
+    except ListenError as exc:
+        print(f"runcast mock: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
+from collections.abc import Sequence
 
 import aiohttp
 import pytest
@@ -94,3 +96,52 @@ def test_help_documents_the_protocols_and_the_switches(capsys: pytest.CaptureFix
     for word in ("mock_keepalive_every", "mock_data_only", "mock_done", "mock_no_index",
                  "mock_drop_after", "X-Mock-Scenario", "--chat-no-index"):  # fmt: skip
         assert word in text
+
+
+async def run_to_exit(*argv: str, entry: Sequence[str] = ("gateway", "mock")) -> tuple[int, str]:
+    """Run ``python -m <entry> *argv``, expected to exit at once: its status and its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", *entry, *argv,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # still serving: the address was not refused
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+@pytest.mark.asyncio
+async def test_a_port_out_of_range_is_refused_naming_the_flag(port: str) -> None:
+    # 70000 was served on 4464 (70000 - 65536); -1 was a traceback.
+    status, err = await run_to_exit("--port", port)
+    assert status == 2 and "Traceback" not in err
+    assert f"runcast mock: error: argument --port: must be a port in 0..65535, got {port}" in err
+
+
+@pytest.mark.parametrize("entry", [("gateway", "mock"), ("gateway.mock.cli",)])
+@pytest.mark.parametrize("where", ["port in use", "unknown host"])
+@pytest.mark.asyncio
+async def test_an_address_that_cannot_be_listened_on_is_one_line(
+    where: str, entry: tuple[str, ...]
+) -> None:
+    # Each was a 22-line traceback from the event loop.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["--port", str(port)] if where == "port in use" else ["--host", "nohost.invalid"]
+        status, err = await run_to_exit(*argv, entry=entry)
+    lines = err.splitlines()
+    assert status == 1 and len(lines) == 1, lines
+    expected = (
+        f"runcast mock: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        if where == "port in use"
+        else "runcast mock: error: cannot listen on nohost.invalid:8001: "
+    )
+    assert lines[0].startswith(expected), lines
