@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from parsers.errors import DECODE_ERRORS
+
 __all__ = ["ERROR_BODY_BYTES", "MAX_TEXT", "error_text"]
 
 ERROR_BODY_BYTES = 4096
@@ -24,7 +26,7 @@ def error_text(body: bytes) -> str | None:
     the body is not one."""
     try:
         obj: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
     error = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(error, dict):

@@ -19,7 +19,7 @@ from array import array
 import aiohttp
 import msgspec
 
-from parsers.errors import RemoteProtocolError
+from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
 from .errors import ERROR_BODY_BYTES, error_text
@@ -48,7 +48,7 @@ def _sse_data(raw: bytes) -> bytes:
         return raw
     try:
         return _string_decoder.decode(raw).encode()
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return raw
 
 
@@ -109,6 +109,11 @@ class Subscriber:
             self.error = f"subscriber_http_{exc.status}"
         except aiohttp.ClientError:
             self.error = "subscriber_connection"
+        except Exception as exc:
+            # Last resort, as the module promises: never raised, whatever the bytes (a
+            # CancelledError, no Exception, still ends the task).
+            self.error = "subscriber_unexpected_error"
+            self.detail = f"{type(exc).__name__}: {exc}"[:200]
         finally:
             self.ready.set()
 
@@ -174,7 +179,7 @@ class Subscriber:
                 self.bytes += len(text)
                 try:
                     frame = _frame_decoder.decode(text)
-                except msgspec.DecodeError:
+                except DECODE_ERRORS:
                     self.error = "subscriber_protocol"
                     return
                 if self._on_event(frame.event, _sse_data(bytes(frame.data))):

@@ -12,6 +12,8 @@ from typing import ClassVar
 
 import msgspec
 
+from parsers.errors import DECODE_ERRORS
+
 from .base import LoadProtocol, Poster, Request, RunStart, Seen, Tracker
 
 __all__ = ["AssistantsProtocol", "AssistantsTracker"]
@@ -77,7 +79,7 @@ _delta_decoder = msgspec.json.Decoder(_MessageDelta)
 def _text_chars(data: bytes) -> int:
     try:
         delta = _delta_decoder.decode(data).delta
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return 0
     return sum(len(part.text.value) for part in delta.content if part.text is not None)
 
@@ -109,7 +111,7 @@ class AssistantsTracker(Tracker):
         if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
             try:
                 run = _run_decoder.decode(data)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 return Seen(True, 0, False)
             self.run_id = run.id or self.run_id
             self.status = run.status or self.status

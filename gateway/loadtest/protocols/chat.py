@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
+from parsers.errors import DECODE_ERRORS
+
 from .assistants import TOOL
 from .base import LoadProtocol, Poster, Request, RunStart, Seen, Tracker
 
@@ -77,7 +79,7 @@ class ChatTracker(Tracker):
             return Seen(True, 0, True)
         try:
             chunk = _chunk_decoder.decode(data)
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             return Seen(True, 0, False)
         if chunk.error:
             self.failure = "upstream_error"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
+from parsers.errors import DECODE_ERRORS
+
 from .base import LoadProtocol, Poster, Request, RunStart, Seen, Tracker
 
 __all__ = ["ResponsesProtocol", "ResponsesTracker"]
@@ -80,7 +82,7 @@ class ResponsesTracker(Tracker):
             return Seen(True, 0, True)
         try:
             event = _type_decoder.decode(data)
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             return Seen(True, 0, False)
         kind = event.type or name
         if kind == "response.output_text.delta":
@@ -89,7 +91,10 @@ class ResponsesTracker(Tracker):
             self.failure = "upstream_error"
             return Seen(True, 0, False)
         if kind == "response.created":
-            self.response_id = _response_decoder.decode(data).response.id
+            try:
+                self.response_id = _response_decoder.decode(data).response.id
+            except DECODE_ERRORS:
+                return Seen(True, 0, False)  # as any event that does not parse: no id from it
             self.first_response_id = self.first_response_id or self.response_id
             return Seen(True, 0, False)
         status = _TERMINAL.get(kind)
@@ -97,7 +102,12 @@ class ResponsesTracker(Tracker):
             return Seen(True, 0, False)
         self.status = status
         if status == "completed":
-            output = _response_decoder.decode(data).response.output
+            try:
+                output = _response_decoder.decode(data).response.output
+            except DECODE_ERRORS:
+                # The stream's last word is unreadable: neither completed nor a call to answer.
+                self.failure = "protocol"
+                return Seen(True, 0, True)
             self._call_ids = [item.call_id for item in output if item.type == "function_call"]
             if self._call_ids:
                 self.status = "requires_action"

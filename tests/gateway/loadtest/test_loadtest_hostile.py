@@ -1,0 +1,253 @@
+"""Targets whose bytes no well-behaved server sends: each costs the runs it touches, never the
+load, its summary or its report. Real aiohttp servers on 127.0.0.1 answering raw bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from loadtest_helpers import check_report, serving
+
+from gateway.errors import ConfigError
+from gateway.loadtest import LoadSettings
+from gateway.loadtest.cli import run_async
+from gateway.loadtest.protocols.chat import ChatTracker
+from gateway.loadtest.subscribers import Subscriber
+from gateway.mock import MockSettings
+
+SSE = "text/event-stream"
+DEEP = b"[" * 200_000 + b"]" * 200_000
+"""Nesting deeper than Python's stack: msgspec raises RecursionError, not DecodeError."""
+
+ASSISTANTS_RUN = (
+    b'event: thread.run.created\ndata: {"id":"run_1","status":"queued"}\n\n'
+    b'event: thread.message.delta\ndata: {"delta":{"content":[{"text":{"value":"hi"}}]}}\n\n'
+    b'event: thread.run.completed\ndata: {"id":"run_1","status":"completed"}\n\n'
+    b"event: done\ndata: [DONE]\n\n"
+)
+RESPONSES_RUN = (
+    b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_1"}}\n\n'
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}'
+    b"\n\n"
+    b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_1",'
+    b'"status":"completed","output":[]}}\n\n'
+)
+CHAT_RUN = (
+    b'data: {"id":"c1","choices":[{"delta":{"content":"hi"}}]}\n\n'
+    b'data: {"id":"c1","choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+STREAMS = {
+    "/v1/threads/{thread}/runs": ASSISTANTS_RUN,
+    "/v1/responses": RESPONSES_RUN,
+    "/v1/chat/completions": CHAT_RUN,
+}
+PATHS = {"assistants": "/v1/threads/{thread}/runs", "responses": "/v1/responses",
+         "chat": "/v1/chat/completions"}  # fmt: skip
+TOKENS_REQUIRED = web.json_response(
+    {"error": {"code": "missing_token", "message": "x"}}, status=401
+)
+
+
+@contextlib.asynccontextmanager
+async def hostile(answers: Mapping[str, bytes | web.Response]) -> AsyncIterator[str]:
+    """A server answering the load test's calls sanely (an assistant, threads, open channels,
+    the protocols' streams above), except where ``answers`` (path -> SSE bytes or a response)
+    says otherwise; its root URL."""
+    threads = iter(range(1, 1_000_000))
+
+    def answer(path: str, default: bytes | web.Response) -> web.Response:
+        chosen = answers.get(path, default)
+        if isinstance(chosen, web.Response):
+            # A prepared response is sent once: answer each request with a copy.
+            return web.Response(body=chosen.body, status=chosen.status, headers=chosen.headers)
+        return web.Response(body=chosen, content_type=SSE)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/v1/assistants":
+            return answer(path, web.json_response({"id": "asst_1"}))
+        if path == "/v1/threads":
+            return answer(path, web.json_response({"id": f"thread_{next(threads)}"}))
+        if path == "/tokens":
+            return answer(path, web.json_response({"token": "tok"}))
+        if path == "/streams/threads/thread_loadtest_probe":
+            return answer(path, b"")
+        if path.startswith("/streams/"):
+            return answer("/streams/", ASSISTANTS_RUN)
+        if path.startswith("/v1/threads/") and path.endswith("/runs"):
+            await asyncio.sleep(0.05)  # subscribers are in before the run
+            return answer("/v1/threads/{thread}/runs", ASSISTANTS_RUN)
+        if path in STREAMS:
+            return answer(path, STREAMS[path])
+        return web.json_response({}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def load(url: str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "runs": 2, "concurrency": 1, "subscribers_per_run": 0, "idle_timeout": 5,
+        "progress_interval": 0,
+    }  # fmt: skip
+    report, _ = await run_async(LoadSettings(target=url, **{**base, **fields}))
+    check_report(report)
+    return report
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("protocol", ["assistants", "responses", "chat"])
+async def test_an_event_nested_past_the_stack_is_a_bad_event_not_a_crash(protocol: str) -> None:
+    # RecursionError escaped every tracker (they caught DecodeError only): the load died with an
+    # ExceptionGroup, no table, no report. Now it is an event that does not parse, as `{bad`.
+    path = PATHS[protocol]
+    deep = b"event: thread.message.delta\n" if protocol == "assistants" else b""
+    deep += b'data: {"type":"x","x":' + DEEP + b"}\n\n"
+    async with hostile({path: deep + STREAMS[path]}) as url:
+        report = await load(url, protocol=protocol)
+    assert report["runs"]["outcomes"] == {"completed": 2}
+
+
+@pytest.mark.asyncio
+async def test_responses_events_of_the_wrong_shape_fail_their_run() -> None:
+    # "response": "nope" in response.created names no id (as any event that does not parse);
+    # a response.completed whose output is an object is the stream's last word unreadable.
+    created = b'event: response.created\ndata: {"type":"response.created","response":"nope"}\n\n'
+    completed = (
+        b'event: response.completed\ndata: {"type":"response.completed",'
+        b'"response":{"output":{"a":1}}}\n\n'
+    )
+    async with hostile({"/v1/responses": created + completed}) as url:
+        report = await load(url, protocol="responses")
+    assert report["runs"]["outcomes"] == {"protocol": 2}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("body", [b"garbage", b'{"token": 5}', b'{"token": ' + DEEP + b"}"])
+async def test_a_subscribe_token_that_does_not_parse_fails_the_run(body: bytes) -> None:
+    answers = {
+        "/streams/threads/thread_loadtest_probe": TOKENS_REQUIRED,
+        "/tokens": web.Response(body=body, content_type="application/json"),
+    }
+    async with hostile(answers) as url:
+        report = await load(url, api_key="k", subscribers_per_run=1)
+    assert report["runs"]["outcomes"] == {"setup_bad_answer": 2}
+    assert report["error_details"]["setup_bad_answer"].startswith("POST /tokens: ")
+
+
+@pytest.mark.asyncio
+async def test_a_thread_answer_nested_past_the_stack_fails_the_run() -> None:
+    deep = web.Response(body=b'{"x":' + DEEP + b"}", content_type="application/json")
+    async with hostile({"/v1/threads": deep}) as url:
+        report = await load(url)
+    assert report["runs"]["outcomes"] == {"setup_bad_answer": 2}
+
+
+@pytest.mark.asyncio
+async def test_an_assistant_answer_nested_past_the_stack_is_one_config_line() -> None:
+    deep = web.Response(body=b'{"x":' + DEEP + b"}", content_type="application/json")
+    async with hostile({"/v1/assistants": deep}) as url:
+        with pytest.raises(ConfigError, match="refused the load test's setup"):
+            await load(url)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_a_channel_nested_past_the_stack_is_the_subscribers_error(transport: str) -> None:
+    # subscribers.py promises that a subscriber's failure is never raised; this one took the
+    # whole load down. SSE from the hostile server; WebSocket frames through a real gateway
+    # whose simulator streams the deep event.
+    if transport == "sse":
+        channel = b'event: thread.message.delta\ndata: {"x":' + DEEP + b"}\n\n"
+        async with hostile({"/streams/": channel}) as url:
+            report = await load(url, subscribers_per_run=1)
+        assert report["runs"]["completed"] == 2
+        assert report["errors"] == {"subscriber_truncated": 2}
+        return
+    simulator = MockSettings(deltas=2, seed=3)
+
+    @web.middleware
+    async def deep_first(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/chat/completions":
+            return await handler(request)
+        response = web.StreamResponse(headers={"Content-Type": SSE})
+        await response.prepare(request)
+        await response.write(b'data: {"id":"c1","x":' + DEEP[:20_000] + b"}\n\n" + CHAT_RUN)
+        await response.write_eof()
+        return response
+
+    async with serving(simulator, mock_middleware=deep_first) as (url, _, _):
+        report = await load(url, protocol="chat", subscribers_per_run=1, subscriber_transport="ws")
+    assert report["runs"]["completed"] == 2
+
+
+@pytest.mark.asyncio
+async def test_what_no_branch_foresaw_fails_the_run_not_the_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last resort: an exception no outcome names is a failed run of its own kind, with the
+    # exception in the details; in a subscriber, that subscriber's error.
+    def broken(self: ChatTracker, name: str, data: bytes) -> Any:
+        raise ValueError("boom")
+
+    async with hostile({}) as url:
+        monkeypatch.setattr(ChatTracker, "feed", broken)
+        report = await load(url, protocol="chat")
+    assert report["runs"]["outcomes"] == {"unexpected_error": 2}
+    assert report["error_details"] == {"unexpected_error": "ValueError: boom"}
+
+    monkeypatch.undo()
+    monkeypatch.setattr(Subscriber, "_on_event", broken)
+    async with serving(MockSettings(deltas=2, seed=3)) as (url, _, _):
+        report = await load(url, protocol="chat", subscribers_per_run=1)
+    assert report["runs"]["completed"] == 2
+    assert report["errors"] == {"subscriber_unexpected_error": 2}
+    assert report["error_details"]["subscriber_unexpected_error"] == "ValueError: boom"
+
+
+@pytest.mark.asyncio
+async def test_hostile_compare_and_worker_targets_still_give_the_report(tmp_path: Path) -> None:
+    # Only the --compare target is bad; then a --processes 2 load whose tokens do not parse:
+    # both end with the table on stdout, the JSON report and exit 1, no traceback.
+    chat_deep = b'data: {"id":"c","x":' + DEEP + b"}\n\n"
+    answers = {
+        "/v1/chat/completions": chat_deep,
+        "/streams/threads/thread_loadtest_probe": TOKENS_REQUIRED,
+        "/tokens": web.Response(body=b"garbage", content_type="application/json"),
+    }
+    async with hostile({}) as good, hostile(answers) as bad:
+        for args in (
+            ["--target", good, "--compare", bad, "--protocol", "chat", "--runs", "2"],
+            ["--target", bad, "--api-key", "k", "--processes", "2", "--concurrency", "2",
+             "--runs", "4"],
+        ):  # fmt: skip
+            out = tmp_path / "report.json"
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "gateway.cli", "loadtest", *args),
+                *("--json", str(out), "--progress-interval", "0", "--subscribers-per-run"),
+                "0" if "chat" in args else "1",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+            assert proc.returncode == 1, stderr.decode()
+            assert b"Traceback" not in stderr
+            assert b"\nverdict     " in stdout
+            report = json.loads(out.read_text())
+            check_report(report)
+            assert not report["verdict"]["passed"]
