@@ -5,8 +5,9 @@
 cores. Otherwise the load goes to ``--target`` (and ``--compare``) only, which should be servers
 you run yourself. Exit status: 0 when the verdict passes (error rate within
 ``--max-error-rate``, no gap or duplicate in any subscriber's copy), 1 otherwise, 2 for invalid
-settings or an unreachable target (one line on stderr). Ctrl+C (or SIGTERM) stops the load, cuts
-the runs in flight and still prints the report.
+settings or an unreachable target (one line on stderr), or for a ``--json`` or ``--plot`` file
+that could not be written at the end (after the table: the figures are not lost with it). Ctrl+C
+(or SIGTERM) stops the load, cuts the runs in flight and still prints the report.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .settings import PROTOCOL_NAMES, LoadSettings, server_root
 from .stats import LoadStats
 from .workers import merged, run_in_processes
 
-__all__ = ["add_arguments", "run", "run_async", "settings_from_args"]
+__all__ = ["add_arguments", "run", "run_async", "settings_from_args", "write_files"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +218,8 @@ async def _target(settings: LoadSettings) -> AsyncIterator[str]:
 async def run_async(
     settings: LoadSettings, *, stop: asyncio.Event | None = None, live: bool | None = None
 ) -> tuple[dict[str, Any], list[LoadStats]]:
-    """The whole load test on the running loop: target up, load, report dict (files written).
+    """The whole load test on the running loop: target up, load, report dict (``write_files``
+    writes the ``--json`` and ``--plot`` files).
 
     ``live`` picks the progress display: a rich panel (True), plain lines every
     ``progress_interval`` seconds (False), or nothing (None).
@@ -254,11 +256,27 @@ async def run_async(
                 await asyncio.wait({shown})
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     report = to_dict(settings, urls, stats, environment(event_loop=loop, started=t0))
-    if settings.json_path is not None:
-        write_json(settings.json_path, report)
-    if settings.plot_path is not None:
-        save_plot(settings.plot_path, report, stats[0])
     return report, stats
+
+
+def write_files(
+    settings: LoadSettings, report: dict[str, Any], stats: list[LoadStats]
+) -> list[str]:
+    """Write the ``--json`` and ``--plot`` files; one line for each that could not be written
+    (their paths were checked before the load, but a full disk or a special file fails only
+    now)."""
+    problems = []
+    if settings.json_path is not None:
+        try:
+            write_json(settings.json_path, report)
+        except OSError as exc:
+            problems.append(f"--json: cannot write {settings.json_path}: {exc.strerror or exc}")
+    if settings.plot_path is not None:
+        try:
+            save_plot(settings.plot_path, report, stats[0])
+        except OSError as exc:
+            problems.append(f"--plot: cannot write {settings.plot_path}: {exc.strerror or exc}")
+    return problems
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -273,13 +291,18 @@ async def _main(settings: LoadSettings) -> int:
         loop.add_signal_handler(signum, stop.set)
     live = sys.stderr.isatty()
     try:
-        report, _stats = await run_async(
+        report, stats = await run_async(
             settings, stop=stop, live=live if live or settings.progress_interval else None
         )
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
-    print(render_table(report))
+    print(render_table(report), flush=True)
+    problems = write_files(settings, report, stats)
+    for problem in problems:
+        print(f"runcast loadtest: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     return 0 if report["verdict"]["passed"] else 1
 
 

@@ -21,7 +21,7 @@ from gateway.cli import build_parser
 from gateway.cli import main as runcast_main
 from gateway.errors import ConfigError
 from gateway.loadtest import LoadSettings
-from gateway.loadtest.cli import settings_from_args
+from gateway.loadtest.cli import run, settings_from_args
 
 
 def _closed_port() -> int:
@@ -262,3 +262,27 @@ def test_ctrl_c_while_the_target_is_probed_stops_at_once() -> None:
                 proc.wait()
     assert time.monotonic() - started < 5, err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_report_file_that_cannot_be_written_loses_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both paths pass the check before the load (a writable folder, no directory) and fail only
+    # at the end: the whole result was lost to a traceback. Now the table comes first, then one
+    # line per file, and the exit status says the load test did not do all it was asked.
+    full = tmp_path / "report.json"
+    full.symlink_to("/dev/full")
+    gone = tmp_path / "load.png"
+    gone.symlink_to(tmp_path / "no such folder" / "load.png")
+    settings = LoadSettings(
+        embedded=True, runs=2, concurrency=1, sim_deltas=2, progress_interval=0,
+        json_path=str(full), plot_path=str(gone),
+    )  # fmt: skip
+    assert run(settings) == 2
+    out, err = capsys.readouterr()
+    assert "\nverdict     passed" in out
+    assert err.splitlines() == [
+        f"runcast loadtest: error: --json: cannot write {full}: No space left on device",
+        f"runcast loadtest: error: --plot: cannot write {gone}: No such file or directory",
+    ]
