@@ -8,7 +8,7 @@ channel is known in advance (Assistants thread channels) or as soon as the respo
 with :class:`~parsers.sse.SSEDecoder` and the protocol's tracker to its end, then the follow-ups a
 tool call asks for; then the subscribers get ``idle_timeout`` to reach the run's end. Each
 subscriber's copy is matched to the creator's: events missing are gaps, extra ones duplicates,
-and delivery lag is the subscriber's receipt minus the creator's receipt of the same event (0 when
+the same events in another order are reordered, and delivery lag is the subscriber's receipt minus the creator's receipt of the same event (0 when
 the subscriber's copy came first); events the creator had before the subscriber joined are
 counted as replayed, not timed. A run's subscribers are owned by one task group. How runs are
 started (closed or open loop, ``--compare``'s pairs) is ``loops.py``.
@@ -447,7 +447,12 @@ class TargetLoad:
             stats.gaps += gaps
             stats.duplicates += duplicates
             if sub.digests != digests:
-                broken = broken or bool(gaps or duplicates)
+                if not (gaps or duplicates):
+                    # The same events in another order: a client applying them would differ.
+                    stats.reordered += sum(
+                        a != b for a, b in zip(sub.digests, digests, strict=True)
+                    )
+                broken = True
                 continue
             for at_creator, at_sub in zip(times, sub.times, strict=True):
                 if at_creator < sub.joined:

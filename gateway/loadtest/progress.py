@@ -79,7 +79,9 @@ class Progress:
             "runs/s": f"{runs_s:,.1f}",
             "events/s": f"{events_s:,.0f}",
             "errors": f"{stats.runs_failed + sum(stats.errors.values()):,}",
-            "gaps / duplicates": f"{stats.gaps:,} / {stats.duplicates:,}",
+            "gaps / duplicates / reordered": (
+                f"{stats.gaps:,} / {stats.duplicates:,} / {stats.reordered:,}"
+            ),
             "p99 first event": _ms(stats.ttfe.percentile(99)),
             "p99 TTFT": _ms(stats.ttft.percentile(99)),
             "p99 between deltas": _ms(stats.inter_delta.percentile(99)),

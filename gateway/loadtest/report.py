@@ -65,6 +65,8 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
         errors["gaps"] = stats.gaps
     if stats.duplicates:
         errors["duplicates"] = stats.duplicates
+    if stats.reordered:
+        errors["reordered"] = stats.reordered
     return {
         "target": url,
         "elapsed_s": round(elapsed, 3),
@@ -94,6 +96,7 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
             "cut": stats.subscribers_cut,
             "gaps": stats.gaps,
             "duplicates": stats.duplicates,
+            "reordered": stats.reordered,
             "deliveries": stats.deliveries,
             "subscriber_first": stats.subscriber_first,
             "replayed": stats.replayed,
@@ -126,14 +129,14 @@ def _added(stats: LoadStats) -> dict[str, float | None]:
 
 def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
     """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate, no
-    target given up as unreachable, and some run finished on each target."""
+    event out of order, no target given up as unreachable, and some run finished on each target."""
     rate = max(s.error_rate() for s in stats)
     bad = sum(s.bad_deliveries for s in stats)
     reasons = []
     if rate > settings.max_error_rate:
         reasons.append(f"error rate {rate:.2%} > --max-error-rate {settings.max_error_rate:.2%}")
     if bad:
-        reasons.append(f"{bad:,} gaps or duplicates in subscribers' copies")
+        reasons.append(f"{bad:,} gaps, duplicates or reordered events in subscribers' copies")
     reasons += [s.gave_up for s in stats if s.gave_up]
     for s in stats:
         if s.runs_started and not s.runs_finished and not s.gave_up:
@@ -241,7 +244,7 @@ def _target_lines(result: dict[str, Any]) -> list[str]:
         )
     lines.append(
         f"subscribers {subs['complete']:,} complete, {subs['cut']:,} cut, "
-        f"{subs['gaps']:,} gaps, {subs['duplicates']:,} duplicates"
+        f"{subs['gaps']:,} gaps, {subs['duplicates']:,} duplicates, {subs['reordered']:,} reordered"
     )
     lines.append(
         "errors      " + (", ".join(f"{k}: {n:,}" for k, n in result["errors"].items()) or "none")

@@ -254,6 +254,9 @@ class LoadStats:
         """Events of the creator's copy missing from a subscriber's copy."""
         self.duplicates = 0
         """Events a subscriber received more often than the creator did."""
+        self.reordered = 0
+        """Events of a subscriber's copy holding the same events as the creator's, in another
+        order: each one in a place other than the creator's."""
         self.deliveries = 0
         self.subscriber_first = 0
         """Deliveries that reached a subscriber before the creator's copy (counted as 0 lag)."""
@@ -306,7 +309,7 @@ class LoadStats:
 
     @property
     def bad_deliveries(self) -> int:
-        return self.gaps + self.duplicates
+        return self.gaps + self.duplicates + self.reordered
 
     def error_rate(self) -> float:
         """Runs with an error (failed, whatever the step, or completed with a subscriber's copy

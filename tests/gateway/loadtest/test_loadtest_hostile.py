@@ -19,6 +19,7 @@ from gateway.errors import ConfigError
 from gateway.loadtest import LoadSettings
 from gateway.loadtest.cli import run_async
 from gateway.loadtest.protocols.chat import ChatTracker
+from gateway.loadtest.report import render_table
 from gateway.loadtest.subscribers import Subscriber
 from gateway.mock import MockSettings
 
@@ -251,3 +252,22 @@ async def test_hostile_compare_and_worker_targets_still_give_the_report(tmp_path
             report = json.loads(out.read_text())
             check_report(report)
             assert not report["verdict"]["passed"]
+
+
+@pytest.mark.asyncio
+async def test_a_channel_delivering_events_out_of_order_fails_the_gate() -> None:
+    # The same events as the creator's, the first two swapped: no gap, no duplicate, and the
+    # gate passed. A client applying them in that order would build another run.
+    events = [event + b"\n\n" for event in ASSISTANTS_RUN.split(b"\n\n") if event]
+    events[0], events[1] = events[1], events[0]
+    async with hostile({"/streams/": b"".join(events)}) as url:
+        report = await load(url, subscribers_per_run=2)
+    subscribers = report["subscribers"]
+    assert (subscribers["gaps"], subscribers["duplicates"], subscribers["reordered"]) == (0, 0, 8)
+    assert report["errors"] == {"reordered": 8}
+    assert report["error_rate"] == 1.0  # each run completed, none reached its subscribers whole
+    assert report["verdict"]["reasons"] == [
+        "error rate 100.00% > --max-error-rate 0.00%",
+        "8 gaps, duplicates or reordered events in subscribers' copies",
+    ]
+    assert "0 gaps, 0 duplicates, 8 reordered" in render_table(report)
