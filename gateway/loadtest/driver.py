@@ -30,7 +30,7 @@ from gateway.errors import ConfigError
 from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
-from .errors import ERROR_BODY_BYTES, error_text
+from .errors import ERROR_BODY_BYTES, refusal_text
 from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
 from .settings import LoadSettings
 from .stats import RUN_CUT, RUN_OK, LoadStats
@@ -161,10 +161,12 @@ class TargetLoad:
             data=_encoder.encode(body),
             headers=self._json_headers,
             timeout=self._request_timeout,
+            allow_redirects=False,
         ) as resp:
             raw = await resp.content.read(1 << 20)
             if resp.status != 200:
-                raise _Failure(f"http_{resp.status}", error_text(raw[:ERROR_BODY_BYTES]))
+                detail = refusal_text(resp.status, resp.headers, raw[:ERROR_BODY_BYTES])
+                raise _Failure(f"http_{resp.status}", detail)
             return raw
 
     async def prepare(self) -> None:
@@ -347,9 +349,11 @@ class TargetLoad:
             data=_encoder.encode(request.body),
             headers=self._json_headers,
             timeout=self._stream_timeout,
+            allow_redirects=False,
         ) as resp:
             if resp.status != 200:
-                detail = error_text(await resp.content.read(ERROR_BODY_BYTES))
+                body = await resp.content.read(ERROR_BODY_BYTES)
+                detail = refusal_text(resp.status, resp.headers, body)
                 if resp.status in (404, 405) and not self._spoken:
                     raise FatalLoadError(
                         f"POST {url} answered {resp.status}: the target does not speak "
@@ -472,7 +476,8 @@ async def probe_reach(session: aiohttp.ClientSession, url: str, limit_s: float) 
     """ConfigError in one line when ``url`` cannot be reached; any HTTP answer will do (a
     protocol without a setup call would otherwise report every run as a connection error)."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)):
+        limit = aiohttp.ClientTimeout(total=limit_s)
+        async with session.get(url, timeout=limit, allow_redirects=False):
             pass
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ConfigError(reach_error(url, exc)) from None
@@ -487,7 +492,8 @@ async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float)
     probe = f"{url}/streams/threads/thread_loadtest_probe"
     limit = aiohttp.ClientTimeout(total=limit_s)
     try:
-        async with session.get(probe, headers={"Accept": "text/event-stream"}, timeout=limit) as r:
+        headers = {"Accept": "text/event-stream"}
+        async with session.get(probe, headers=headers, timeout=limit, allow_redirects=False) as r:
             if r.status == 401 and await _error_code(r) in _TOKEN_CODES:
                 return True
             if r.status == 200:

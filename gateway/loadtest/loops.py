@@ -33,6 +33,7 @@ from .protocols import FatalLoadError
 from .settings import LoadSettings
 from .shape import arrivals, level_at
 from .stats import LoadStats
+from .subscribers import no_websocket_redirects
 
 __all__ = ["ALONE", "Lane", "execute", "ramp_users"]
 
@@ -228,7 +229,9 @@ async def execute(
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.idle_timeout
     )
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, middlewares=(no_websocket_redirects,)
+    ) as session:
         loads = [
             TargetLoad(settings, session, url, result, t0=t0)
             for url, result in zip(urls, results, strict=True)

@@ -22,10 +22,10 @@ import msgspec
 from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
-from .errors import ERROR_BODY_BYTES, error_text
+from .errors import ERROR_BODY_BYTES, refusal_text
 from .protocols import Tracker
 
-__all__ = ["Subscriber"]
+__all__ = ["Subscriber", "no_websocket_redirects"]
 
 MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024
 REQUIRES_ACTION = "thread.run.requires_action"
@@ -50,6 +50,25 @@ def _sse_data(raw: bytes) -> bytes:
         return _string_decoder.decode(raw).encode()
     except DECODE_ERRORS:
         return raw
+
+
+async def no_websocket_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A session middleware: ``ws_connect`` follows redirects and takes no ``allow_redirects``,
+    so a 3xx to a WebSocket handshake ends it here, as any status but 101 does."""
+    response = await handler(request)
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    if upgrade and 300 <= response.status < 400:
+        response.release()
+        raise aiohttp.WSServerHandshakeError(
+            response.request_info,
+            response.history,
+            message="redirect not followed",
+            status=response.status,
+            headers=response.headers,
+        )
+    return response
 
 
 class Subscriber:
@@ -107,6 +126,7 @@ class Subscriber:
             self.error = "subscriber_protocol"
         except aiohttp.WSServerHandshakeError as exc:
             self.error = f"subscriber_http_{exc.status}"
+            self.detail = refusal_text(exc.status, exc.headers or {}, b"")
         except aiohttp.ClientError:
             self.error = "subscriber_connection"
         except Exception as exc:
@@ -148,10 +168,13 @@ class Subscriber:
 
     async def _run_sse(self) -> None:
         headers = {"Accept": "text/event-stream"}
-        async with self._session.get(self._url, headers=headers, timeout=self._timeout) as resp:
+        async with self._session.get(
+            self._url, headers=headers, timeout=self._timeout, allow_redirects=False
+        ) as resp:
             if resp.status != 200:
                 self.error = f"subscriber_http_{resp.status}"
-                self.detail = error_text(await resp.content.read(ERROR_BODY_BYTES))
+                body = await resp.content.read(ERROR_BODY_BYTES)
+                self.detail = refusal_text(resp.status, resp.headers, body)
                 return
             self.joined = time.perf_counter()
             self.ready.set()

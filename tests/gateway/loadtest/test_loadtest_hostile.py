@@ -271,3 +271,42 @@ async def test_a_channel_delivering_events_out_of_order_fails_the_gate() -> None
         "8 gaps, duplicates or reordered events in subscribers' copies",
     ]
     assert "0 gaps, 0 duplicates, 8 reordered" in render_table(report)
+
+
+@pytest.mark.asyncio
+async def test_redirects_are_not_followed_the_load_stays_on_its_targets() -> None:
+    # A target answering 302 to another server: the load followed it (traffic to a URL it was
+    # not given) and blamed the target as unreachable. Now each 3xx is that call's failure, and
+    # says where it pointed; the other server gets nothing.
+    elsewhere: list[str] = []
+
+    async def count(request: web.Request) -> web.Response:
+        elsewhere.append(request.path)
+        return web.Response(body=CHAT_RUN, content_type=SSE)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", count)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    away = f"http://127.0.0.1:{runner.addresses[0][1]}/x"
+    redirect = web.Response(status=302, headers={"Location": away})
+    detail = f"redirect to {away} not followed: the load goes only to the URLs it is given"
+    try:
+        for protocol, path in PATHS.items():
+            async with hostile({path: redirect}) as url:
+                report = await load(url, protocol=protocol)
+            assert report["runs"]["outcomes"] == {"http_302": 2}, protocol
+            assert report["error_details"] == {"http_302": detail}
+        async with hostile({"/v1/threads": redirect}) as url:
+            report = await load(url)
+        assert report["runs"]["outcomes"] == {"setup_http_302": 2}
+        for transport in ("sse", "ws"):
+            async with hostile({"/streams/": redirect}) as url:
+                report = await load(url, subscribers_per_run=1, subscriber_transport=transport)
+            assert report["runs"]["completed"] == 2
+            assert report["errors"] == {"subscriber_http_302": 2}, transport
+            assert report["error_details"] == {"subscriber_http_302": detail}
+    finally:
+        await runner.cleanup()
+    assert elsewhere == []
