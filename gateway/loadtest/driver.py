@@ -33,7 +33,7 @@ from parsers.sse import SSEDecoder
 from .errors import ERROR_BODY_BYTES, refusal_text
 from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
 from .settings import LoadSettings
-from .stats import RUN_CUT, RUN_OK, LoadStats
+from .stats import MAX_KEPT_EVENTS, RUN_CUT, RUN_OK, LoadStats
 from .subscribers import Subscriber
 
 __all__ = ["RunRecord", "TargetLoad", "probe_reach", "probe_tokens", "reach_error"]
@@ -82,15 +82,25 @@ def reach_error(url: str, exc: BaseException) -> str:
 
 
 class RunRecord:
-    """The creator's side of one run: its stream(s), timings and outcome."""
+    """The creator's side of one run: its stream(s), timings and outcome.
 
-    __slots__ = ("bytes", "chars", "digests", "events", "segments", "sent", "started", "times",
-                 "ttfe", "ttft")  # fmt: skip
+    Per upstream event it keeps only what something reads: its time when subscribers or
+    ``--compare`` will be matched against it, its digest and segment when subscribers will, and
+    at most ``MAX_KEPT_EVENTS`` of them (``unkept`` counts the rest).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("bytes", "chars", "digests", "events", "keep_digests", "keep_times", "last",
+                 "segments", "sent", "started", "times", "ttfe", "ttft", "unkept")  # fmt: skip
+
+    def __init__(self, *, keep_times: bool = True, keep_digests: bool = True) -> None:
+        self.keep_times = keep_times or keep_digests
+        self.keep_digests = keep_digests
         self.times = array("d")
-        self.digests: list[int] = []
+        self.digests = array("q")
         self.segments = array("B")
+        self.unkept = 0
+        self.last: float | None = None
+        """When the last upstream event came (``perf_counter``)."""
         self.events = 0
         self.bytes = 0
         self.chars = 0
@@ -99,6 +109,19 @@ class RunRecord:
         self.ttft: float | None = None
         self.started = False
         """True once the server answered 200, i.e. the run exists and subscribers will see it."""
+
+    def upstream(self, at: float, name: str, data: bytes, segment: int) -> None:
+        """One upstream event of the creator's copy, received at ``at``."""
+        self.last = at
+        if not self.keep_times:
+            return
+        if len(self.times) >= MAX_KEPT_EVENTS:
+            self.unkept += 1
+            return
+        self.times.append(at)
+        if self.keep_digests:
+            self.digests.append(hash((name, data)))
+            self.segments.append(min(segment, 255))
 
 
 class TargetLoad:
@@ -266,7 +289,9 @@ class TargetLoad:
                 token = _token_decoder.decode(raw).token
             except DECODE_ERRORS as exc:
                 raise _Failure("setup_bad_answer", f"POST /tokens: {exc}"[:200]) from None
-        run = RunRecord()
+        run = RunRecord(
+            keep_times=self._s.compare is not None, keep_digests=self._s.subscribers_per_run > 0
+        )
         record.append(run)
         tracker = self._protocol.tracker(start)
         subscribers: list[Subscriber] = []
@@ -380,9 +405,7 @@ class TargetLoad:
                         run.ttfe = now - run.sent
                     seen = tracker.feed(event.event, event.data_bytes)
                     if seen.upstream:
-                        run.times.append(now)
-                        run.digests.append(hash((event.event, event.data_bytes)))
-                        run.segments.append(min(segment, 255))
+                        run.upstream(now, event.event, event.data_bytes, segment)
                         stats.event_latency.record(now - sent)
                     if seen.text:
                         run.chars += seen.text
@@ -416,15 +439,12 @@ class TargetLoad:
             stats.ttfe.record(run.ttfe)
         if run.ttft is not None:
             stats.ttft.record(run.ttft)
-        if outcome == RUN_OK and run.chars and run.times:
-            stats.chars_per_s.record(run.chars / max(run.times[-1] - run.sent, 1e-9))
-        if self._protocol.channel_spans_run:
-            times, digests = run.times, run.digests
-        else:
-            first = [i for i, s in enumerate(run.segments) if s == 0]
-            times = array("d", (run.times[i] for i in first))
-            digests = [run.digests[i] for i in first]
-        expected = Counter(digests)
+        if outcome == RUN_OK and run.chars and run.last is not None:
+            stats.chars_per_s.record(run.chars / max(run.last - run.sent, 1e-9))
+        stats.events_unkept += run.unkept
+        # Built for the first copy to match only: a run cut at the deadline (maybe with millions
+        # of events) costs nothing here, so the cut is prompt.
+        mine: tuple[array[float], array[int], Counter[int]] | None = None
         broken = outcome not in (RUN_OK, RUN_CUT)
         for sub in subscribers:
             stats.subscriber_events += sub.events
@@ -446,6 +466,12 @@ class TargetLoad:
             stats.subscribers_complete += 1
             if outcome != RUN_OK:
                 continue  # the creator's response stopped early; the channel went on
+            if run.unkept or sub.unkept:
+                stats.subscribers_unmatched += 1  # a copy past the cap: not whole, not matched
+                continue
+            if mine is None:
+                mine = self._first_copy(run)
+            times, digests, expected = mine
             got = Counter(sub.digests)
             gaps, duplicates = sum((expected - got).values()), sum((got - expected).values())
             stats.gaps += gaps
@@ -470,6 +496,17 @@ class TargetLoad:
                     stats.delivery_lag.record(at_sub - at_creator)
         if broken and outcome == RUN_OK:
             stats.runs_broken += 1
+
+    def _first_copy(self, run: RunRecord) -> tuple[array[float], array[int], Counter[int]]:
+        """The times and digests of the events a subscriber's copy holds (the first segment's
+        where the channel carries no more), and their counts."""
+        if self._protocol.channel_spans_run:
+            times, digests = run.times, run.digests
+        else:
+            first = [i for i, s in enumerate(run.segments) if s == 0]
+            times = array("d", (run.times[i] for i in first))
+            digests = array("q", (run.digests[i] for i in first))
+        return times, digests, Counter(digests)
 
 
 async def probe_reach(session: aiohttp.ClientSession, url: str, limit_s: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from .settings import LoadSettings
-from .stats import PERCENTILES, LoadStats
+from .stats import MAX_KEPT_EVENTS, PERCENTILES, LoadStats
 
 __all__ = ["SATURATED_CPU", "render_table", "to_dict", "verdict", "write_json"]
 
@@ -85,6 +85,7 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
             "subscribers": stats.subscriber_events,
             "total": events_total,
             "per_s": _rate(events_total, elapsed),
+            "unkept": stats.events_unkept,
         },
         "bytes": {"creator": stats.creator_bytes, "subscribers": stats.subscriber_bytes},
         "output": {
@@ -97,6 +98,7 @@ def result(url: str, stats: LoadStats) -> dict[str, Any]:
             "gaps": stats.gaps,
             "duplicates": stats.duplicates,
             "reordered": stats.reordered,
+            "unmatched": stats.subscribers_unmatched,
             "deliveries": stats.deliveries,
             "subscriber_first": stats.subscriber_first,
             "replayed": stats.replayed,
@@ -241,6 +243,11 @@ def _target_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"({subs['replayed']:,} events reached subscribers from the channel's replay, "
             "before they joined: matched, not timed)"
+        )
+    if events["unkept"] or subs["unmatched"]:
+        lines.append(
+            f"({events['unkept']:,} creator events past the {MAX_KEPT_EVENTS:,} kept per run were "
+            f"counted, not timed or matched; {subs['unmatched']:,} subscribers' copies not matched)"
         )
     lines.append(
         f"subscribers {subs['complete']:,} complete, {subs['cut']:,} cut, "

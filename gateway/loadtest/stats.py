@@ -16,7 +16,14 @@ import math
 from array import array
 from collections import Counter
 
-__all__ = ["PERCENTILES", "LatencyHistogram", "LoadStats", "SignedHistogram", "Timeline"]
+__all__ = [
+    "MAX_KEPT_EVENTS",
+    "PERCENTILES",
+    "LatencyHistogram",
+    "LoadStats",
+    "SignedHistogram",
+    "Timeline",
+]
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),
@@ -25,6 +32,11 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p99_9", 99.9),
 )
 """The percentiles every summary reports, with their JSON keys."""
+
+MAX_KEPT_EVENTS = 100_000
+"""Upstream events of one copy of a run (the creator's, each subscriber's) whose time and digest
+are kept to match the copies and time deliveries: about 1.7 MB a copy. Past it, a stream that
+never ends would grow the generator without bound; its further events are counted only."""
 
 
 class LatencyHistogram:
@@ -263,6 +275,11 @@ class LoadStats:
         self.replayed = 0
         """Events the creator had before a subscriber joined (Responses/Chat subscribers join
         once the response names its channel): matched for gaps, not timed as deliveries."""
+        self.events_unkept = 0
+        """Creator events past ``MAX_KEPT_EVENTS`` in their run: counted, neither timed against
+        the compared server nor matched."""
+        self.subscribers_unmatched = 0
+        """Subscribers' copies not matched to their creator's: one of them passed the cap."""
         self.run_duration = LatencyHistogram()
         self.ttfe = LatencyHistogram()
         self.ttft = LatencyHistogram()

@@ -5,8 +5,8 @@ task run by the driver's per-run task group. Its protocol's :class:`~.protocols.
 the events, so it stops where the run's last segment ends (an Assistants ``done`` right after
 ``thread.run.requires_action`` only ends a segment, spec §2.3; a Responses or Chat channel carries
 the first segment only, so there the end of that segment is the end). For each upstream event it keeps
-the receive time and a digest, so the driver can match its copy against the creator's (lag, gaps,
-duplicates). Failures are recorded as an error kind, never raised, so one broken subscriber does
+the receive time and a digest (up to ``MAX_KEPT_EVENTS``, then counts them in ``unkept``), so the
+driver can match its copy against the creator's (lag, gaps, duplicates, order). Failures are recorded as an error kind, never raised, so one broken subscriber does
 not fail its run.
 """
 
@@ -24,6 +24,7 @@ from parsers.sse import SSEDecoder
 
 from .errors import ERROR_BODY_BYTES, refusal_text
 from .protocols import Tracker
+from .stats import MAX_KEPT_EVENTS
 
 __all__ = ["Subscriber", "no_websocket_redirects"]
 
@@ -98,7 +99,8 @@ class Subscriber:
         """When the channel answered (``perf_counter``): events the creator had by then came
         to this subscriber from the channel's replay."""
         self.times = array("d")
-        self.digests: list[int] = []
+        self.digests = array("q")
+        self.unkept = 0
         self.events = 0
         self.bytes = 0
         self.finished = False
@@ -156,8 +158,11 @@ class Subscriber:
                     self._action, self._calling = len(self.digests), True
             elif not self._calling:
                 self._action = None
-            self.times.append(time.perf_counter())
-            self.digests.append(hash((name, data)))
+            if len(self.digests) < MAX_KEPT_EVENTS:
+                self.times.append(time.perf_counter())
+                self.digests.append(hash((name, data)))
+            else:
+                self.unkept += 1
         tracker = self._tracker
         # A channel that carries one segment is whole once that segment ended, even one that
         # asked for a tool call. It is still read to its end: when the gateway answers the call

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from aiohttp import web
 from loadtest_helpers import check_report, serving
 
 from gateway.errors import ConfigError
-from gateway.loadtest import LoadSettings
+from gateway.loadtest import LoadSettings, driver, subscribers
 from gateway.loadtest.cli import run_async
+from gateway.loadtest.driver import RunRecord, TargetLoad
 from gateway.loadtest.protocols.chat import ChatTracker
 from gateway.loadtest.report import render_table
 from gateway.loadtest.subscribers import Subscriber
@@ -310,3 +312,63 @@ async def test_redirects_are_not_followed_the_load_stays_on_its_targets() -> Non
     finally:
         await runner.cleanup()
     assert elsewhere == []
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_never_ends_keeps_nothing_per_event_and_is_cut_on_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each creator kept a time, a digest and a segment per event, read by nothing without
+    # subscribers or --compare: 10 MB/s against a stream that never ends, and the Counter built
+    # over them at the deadline made the cut seconds late (--duration 30 took 35.9 s).
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": SSE})
+        await response.prepare(request)
+        chunk = b'data: {"id":"c1","choices":[{"delta":{"content":"hi"}}]}\n\n' * 200
+        while True:
+            await response.write(chunk)
+
+    records: list[RunRecord] = []
+    account = TargetLoad._account
+
+    def spy(self: TargetLoad, run: RunRecord, *args: Any) -> None:
+        records.append(run)
+        account(self, run, *args)
+
+    monkeypatch.setattr(TargetLoad, "_account", spy)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", endless)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        started = time.perf_counter()
+        report = await load(url, protocol="chat", runs=None, duration=1.0, concurrency=2)
+        took = time.perf_counter() - started
+    finally:
+        await runner.cleanup()
+    assert report["runs"]["cut"] == 2 and report["events"]["creator"] > 1000
+    assert [(len(r.times), len(r.digests), len(r.segments)) for r in records] == [(0, 0, 0)] * 2
+    assert report["elapsed_s"] < 1.5 and took < 3
+
+
+@pytest.mark.asyncio
+async def test_copies_past_the_kept_events_are_counted_not_matched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # At most MAX_KEPT_EVENTS per copy are kept (100,000: cut to 5 here); past it a copy is
+    # counted and said to be so, not matched (its gaps could not be told).
+    monkeypatch.setattr(driver, "MAX_KEPT_EVENTS", 5)
+    monkeypatch.setattr(subscribers, "MAX_KEPT_EVENTS", 5)
+    async with serving(MockSettings(deltas=8, seed=3)) as (url, _, _):
+        report = await load(url, subscribers_per_run=1)
+    assert report["runs"]["completed"] == 2
+    assert report["events"]["unkept"] == report["events"]["creator"] - 2 * 5
+    assert report["subscribers"]["unmatched"] == 2
+    assert report["subscribers"]["deliveries"] == report["subscribers"]["gaps"] == 0
+    assert report["verdict"]["passed"]
+    assert (
+        f"({report['events']['unkept']:,} creator events past the 100,000 kept per run were "
+        "counted, not timed or matched; 2 subscribers' copies not matched)"
+    ) in render_table(report)
