@@ -132,6 +132,7 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         if self.processes > self.concurrency:
             raise ConfigError("--processes cannot exceed --concurrency (each needs a user)")
         self._check_bounds()
+        self._check_processes()
         if self.json_path is not None:
             _check_writable("--json", self.json_path)
         if self.plot_path is not None:
@@ -154,6 +155,22 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 raise ConfigError(f"--ramp: level {top:g} is over {MAX_USERS:,} users")
             if self.rate is not None and top > MAX_RATE:
                 raise ConfigError(f"--ramp: level {top:g} is over {MAX_RATE:,.0f} arrivals/s")
+
+    def _check_processes(self) -> None:
+        """Each process's share (``workers.share``) must be a valid load of its own."""
+        n = self.processes
+        if n == 1:
+            return
+        limit = self.run_limit
+        if limit is not None and n > limit:
+            raise ConfigError(
+                f"--processes {n} is more than the {limit:,} run(s) to start: one each"
+            )
+        if self.rate is not None and self.rate / n < MIN_RATE:
+            raise ConfigError(
+                f"--rate {self.rate:g} over --processes {n} is {self.rate / n:g} arrivals/s "
+                f"each, under {MIN_RATE:g}: use fewer processes"
+            )
 
     @property
     def root(self) -> str | None:

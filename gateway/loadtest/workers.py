@@ -38,7 +38,8 @@ def _split(total: int, parts: int, index: int) -> int:
 
 
 def share(settings: LoadSettings, url: str, index: int) -> LoadSettings:
-    """Worker ``index``'s part of the load, aimed at the already running ``url``."""
+    """Worker ``index``'s part of the load, aimed at the already running ``url`` (each part is
+    a valid load: ``LoadSettings`` refuses a split that is not)."""
     n = settings.processes
     ramp = settings.ramp
     stages = settings.stages
@@ -52,7 +53,8 @@ def share(settings: LoadSettings, url: str, index: int) -> LoadSettings:
         embedded=False,
         processes=1,
         concurrency=_split(settings.concurrency, n, index),
-        runs=None if settings.runs is None else _split(settings.runs, n, index),
+        # The run limit, not --runs: without one, each worker would run the default 100.
+        runs=None if settings.run_limit is None else _split(settings.run_limit, n, index),
         rate=None if settings.rate is None else settings.rate / n,
         ramp=ramp,
         json_path=None,

@@ -22,6 +22,7 @@ from gateway.cli import main as runcast_main
 from gateway.errors import ConfigError
 from gateway.loadtest import LoadSettings
 from gateway.loadtest.cli import run, settings_from_args
+from gateway.loadtest.workers import share
 
 
 def _closed_port() -> int:
@@ -142,6 +143,16 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
         (["--concurrency", "0"], "--concurrency must be > 0"),
         (["--max-error-rate", "1.5"], "--max-error-rate must be between 0 and 1"),
         (["--processes", "3", "--concurrency", "2"], "--processes cannot exceed"),
+        # Each process's share must be a load of its own: a worker refused it, saying
+        # "--runs must be > 0, got 0" or "--rate must be between 0.01 and 1,000,000".
+        (
+            ["--runs", "1", "--processes", "2", "--concurrency", "2"],
+            "--processes 2 is more than the 1 run(s) to start: one each",
+        ),
+        (
+            ["--rate", "0.015", "--processes", "2", "--concurrency", "2", "--duration", "3"],
+            "--rate 0.015 over --processes 2 is 0.0075 arrivals/s each, under 0.01: use fewer",
+        ),
         (["--compare", "ftp://x"], "--compare must be an http(s) URL"),
         (["--rate", "nan"], "--rate must be > 0"),
         (["--give-up-after", "-1"], "--give-up-after must be >= 0"),
@@ -169,6 +180,9 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(ConfigError):
         LoadSettings(embedded=True, runs=1, duration=1.0)
     assert LoadSettings(embedded=True).run_limit == 100
+    # The default 100 runs are split too (each worker ran 100 of its own).
+    split = LoadSettings(embedded=True, processes=3, concurrency=3)
+    assert [share(split, "http://127.0.0.1:9", i).run_limit for i in range(3)] == [34, 33, 33]
     assert LoadSettings(embedded=True, duration=2.0).run_limit is None
 
 
