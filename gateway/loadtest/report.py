@@ -131,7 +131,8 @@ def _added(stats: LoadStats) -> dict[str, float | None]:
 
 def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
     """Whether the run passes: error rate within ``--max-error-rate``, no gap, no duplicate, no
-    event out of order, no target given up as unreachable, and some run finished on each target."""
+    event out of order, no target given up as unreachable, and some run finished on each target
+    (none started: nothing was measured either)."""
     rate = max(s.error_rate() for s in stats)
     bad = sum(s.bad_deliveries for s in stats)
     reasons = []
@@ -140,6 +141,8 @@ def verdict(settings: LoadSettings, stats: list[LoadStats]) -> dict[str, Any]:
     if bad:
         reasons.append(f"{bad:,} gaps, duplicates or reordered events in subscribers' copies")
     reasons += [s.gave_up for s in stats if s.gave_up]
+    if not all(s.runs_started for s in stats):
+        reasons.append("no run started: the load ended before its first run, nothing was measured")
     for s in stats:
         if s.runs_started and not s.runs_finished and not s.gave_up:
             # Cut runs are no failures, but a load that finished none measured nothing: a

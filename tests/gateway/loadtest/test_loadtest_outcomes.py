@@ -56,6 +56,16 @@ def test_loadtest_runs_in_flight_at_the_deadline_are_cut_not_failed(tmp_path: Pa
     ]
 
 
+def test_a_load_that_starts_no_run_fails_the_gate(tmp_path: Path) -> None:
+    # 0.01 arrivals/s: the first is due after 100 s, past the 0.5 s time limit. No run, no
+    # error, and the gate passed (exit 0) a load that measured nothing.
+    report = run_embedded(tmp_path, 1, rate=0.01, duration=0.5, subscribers_per_run=0)
+    assert report["runs"]["started"] == 0
+    assert report["verdict"]["reasons"] == [
+        "no run started: the load ended before its first run, nothing was measured"
+    ]
+
+
 @pytest.mark.asyncio
 async def test_a_refused_subscriber_is_reported_with_the_servers_reason() -> None:
     # One client address may hold one pending thread stream: the second run's subscriber is
