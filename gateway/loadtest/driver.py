@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from array import array
 from collections import Counter
@@ -69,7 +70,14 @@ class _Failure(Exception):
 
 def reach_error(url: str, exc: BaseException) -> str:
     """One line saying why ``url`` could not be reached (no exception reprs)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ssl.SSLError):
+        # Its errno (1) is OpenSSL's error class, not EPERM ("operation not permitted").
+        tls = exc.os_error
+        what = getattr(tls, "verify_message", None) or (tls.reason or "").replace("_", " ")
+        reason = f"TLS handshake failed: {what or tls.strerror}"
+        if tls.reason == "WRONG_VERSION_NUMBER":
+            reason += " (a plain http:// server?)"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
         error = exc.os_error
         # uvloop's strerror is "connect call failed (...)": the errno's text says more.
         errno = error.errno or 0

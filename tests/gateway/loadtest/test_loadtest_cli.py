@@ -87,6 +87,11 @@ class _NotFound(BaseHTTPRequestHandler):
             "answered 404: the target does not speak --protocol responses",
         ),
         (["--embedded", "--ramp", "10:x"], "--ramp: '10:x' is not LEVEL:SECONDS"),
+        # The SSL error's errno 1 was read as EPERM: "operation not permitted".
+        (
+            ["--target", "{not_found_https}", "--protocol", "chat", "--subscribers-per-run", "0"],
+            ": tls handshake failed: wrong version number (a plain http:// server?)",
+        ),
         # Subscribers asked of an API: it was told to give --api-key, which then failed too.
         (["--target", "{not_found}"], "answered 401: is the target a runcast gateway?"),
     ],
@@ -94,7 +99,9 @@ class _NotFound(BaseHTTPRequestHandler):
 def test_loadtest_bad_target_is_one_clear_line(
     args: list[str], message: str, not_found_server: str
 ) -> None:
+    https = not_found_server.replace("http://", "https://")
     args = [arg.replace("{not_found}", not_found_server) for arg in args]
+    args = [arg.replace("{not_found_https}", https) for arg in args]
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "loadtest", *args],
         capture_output=True,
