@@ -41,6 +41,7 @@ def build_figure(report: dict[str, Any], stats: LoadStats) -> Figure:
 
     fig = Figure(figsize=(12, 4.2), dpi=100, layout="constrained")
     cdf, throughput, errors = fig.subplots(1, 3)
+    drawn = False
     for key, label in _CDF_ROWS.items():
         points = getattr(stats, key).cdf()
         if points:
@@ -49,12 +50,14 @@ def build_figure(report: dict[str, Any], stats: LoadStats) -> Figure:
             floor = getattr(stats, key).lowest
             shown = [max(v, floor) * 1000 for v in values]
             cdf.step(shown, fractions, where="post", label=label)
+            drawn = True
     cdf.set_xscale("log")
     cdf.set_xlabel("ms (log)")
     cdf.set_ylabel("fraction of samples")
     cdf.set_ylim(0, 1.01)
     cdf.grid(True, which="both", alpha=0.3)
-    cdf.legend(fontsize="small", loc="lower right")
+    if drawn:  # no completed run, no sample: a legend of nothing is a matplotlib warning
+        cdf.legend(fontsize="small", loc="lower right")
 
     timeline = report["timeline"]
     seconds = [row["t"] for row in timeline]

@@ -295,6 +295,9 @@ def test_loadtest_plot_has_the_expected_panels(tmp_path: Path) -> None:
     titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
     assert tuple(titles) == PANEL_TITLES
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["first text (TTFT)"]
+    # Nothing measured (no run completed): empty CDFs without a legend, and no warning on
+    # stderr ("No artists with labels found to put in legend": an error under pytest).
+    assert build_figure(report, LoadStats()).axes[0].get_legend() is None
 
 
 @pytest.mark.asyncio
