@@ -6,42 +6,47 @@ fold every round's calls into the final message (``call_Xcall_Y``, arguments ``{
 the event where a round turns to tool calls (``StreamSpec.calls_tools``), its events go to the
 channels only and are kept here until the chain decides: a follow-up answers the calls (the held
 events are dropped), or the chain stops and the calls are the creator's (they are given to it).
+Every event the creator gets carries its own position in the stream's channel as its ``id:``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from gateway.hub import HubEvent
+from gateway.hub import HubEvent, Position
+
+from .publisher import Placed
+from .spec import StreamSpec
 
 __all__ = ["CreatorHold"]
 
 
 class CreatorHold:
-    """One relay's hold of its creator's copy (``turns``: the spec's ``calls_tools``)."""
+    """One relay's hold of its creator's copy (``spec``: its protocol's, for ``calls_tools``)."""
 
-    __slots__ = ("_held", "_turns")
+    __slots__ = ("_held", "_spec")
 
-    def __init__(self, turns: Callable[[object], bool]) -> None:
-        self._turns = turns
-        self._held: list[HubEvent] | None = None
+    def __init__(self, spec: StreamSpec) -> None:
+        self._spec = spec
+        self._held: list[Placed] | None = None
 
-    def split(self, batch: Sequence[HubEvent]) -> tuple[Sequence[HubEvent], Sequence[HubEvent]]:
-        """``batch`` as (events for the channels and the creator, events for the channels only,
-        now held)."""
-        held = self._held
-        if held is None:
-            turn = next((i for i, event in enumerate(batch) if self._turns(event.decoded)), None)
-            if turn is None:
-                return batch, ()
-            held = self._held = []
-            batch, rest = batch[:turn], batch[turn:]
-        else:
-            batch, rest = (), batch
-        held.extend(rest)
-        return batch, rest
+    def copy(self, batch: Sequence[HubEvent], first: Position | None) -> list[Placed]:
+        """The creator's copy of ``batch``, numbered from ``first`` in the stream's channel; from
+        the round's turn to tool calls on, its events are held instead."""
+        spec = self._spec
+        copy: list[Placed] = []
+        for i, event in enumerate(batch):
+            at = None if first is None else Position(first.epoch, first.seq + i)
+            if self._held is None and spec.calls_tools(event.decoded):
+                self._held = []
+            if self._held is not None:
+                self._held.append((event, at))
+            else:
+                copy.append((event, at))
+        return copy
 
-    def release(self) -> list[HubEvent]:
-        """End the hold of this round: what was held (for the creator, if the chain stops)."""
-        held, self._held = self._held, None
-        return held or []
+    def release(self, *, answered: bool) -> list[Placed]:
+        """End this round: what was held, for the creator if the chain stops here; ``answered``:
+        a follow-up answers the calls (nothing is given)."""
+        held, self._held = self._held or [], None
+        return [] if answered else held

@@ -4,9 +4,11 @@ Each batch is published in one call to the stream's own channel (once its id is 
 channels the creating request named up front (its conversation, its ``Runcast-Channel``); the
 hub numbers it per channel. Unless it is for subscribers only, it is then pushed to the creator's
 :class:`~gateway.runs.feed.CreatorFeed` with ``id: <seq in the stream's channel>``, so a creator
-cut off can resume from ``GET /streams/<kind>/<id>?since=<id>``. The push never blocks. Frames
-that came without an ``event:`` line go to the creator without one too: the openai SDK reads an
-unnamed frame as a chunk or a Responses event, but wraps a named one it does not know.
+cut off can resume from ``GET /streams/<kind>/<id>?since=<id>``; a creator's copy that differs
+from the batch (a tool chain's, ``creator_hold.py``) gives each of its events the seq of the
+event it stands for. The push never blocks. Frames that came without an ``event:`` line go to the
+creator without one too: the openai SDK reads an unnamed frame as a chunk or a Responses event,
+but wraps a named one it does not know.
 
 When runcast continues a stream with tool outputs (``toolchain.py``), the follow-up's events go
 on in the first stream's channel (``own``, which numbers the creator's ids) and also in the
@@ -19,17 +21,23 @@ stops this publisher: nothing more goes to the channels or the creator, and it c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gateway.hub import Broker, Fence, HubEvent, Position, StaleFence
 from parsers.sse import encode_sse
 
 from ..feed import CreatorFeed
 
-__all__ = ["ChannelPublisher"]
+__all__ = ["ChannelPublisher", "CreatorCopy", "Placed"]
 
 _UNNAMED = "message"
 """The SSE event type of a frame without an ``event:`` line (WHATWG HTML §9.2.6)."""
+
+Placed = tuple[HubEvent, Position | None]
+"""An event for the creator and the position it stands for in ``own`` (its ``id:``)."""
+
+CreatorCopy = Callable[[Sequence[HubEvent], Position | None], Iterable[Placed]]
+"""What the creator gets of a batch numbered from a position in ``own``, in its place."""
 
 
 class ChannelPublisher:
@@ -71,9 +79,16 @@ class ChannelPublisher:
     def channels(self) -> list[str]:
         return [c for c in (self.own, self.current) if c is not None] + self._others
 
-    async def emit_batch(self, events: Sequence[HubEvent], *, to_creator: bool = True) -> None:
-        """Publish ``events`` to the channels; the creator's copy is pushed as soon as the
-        broker has numbered them, before this node's subscribers get them."""
+    async def emit_batch(
+        self,
+        events: Sequence[HubEvent],
+        *,
+        to_creator: bool = True,
+        creator_copy: CreatorCopy | None = None,
+    ) -> None:
+        """Publish ``events`` to the channels; the creator's copy (``events``, or what
+        ``creator_copy`` makes of them) is pushed as soon as the broker has numbered them,
+        before this node's subscribers get them."""
         if self.stopped:
             return
         own = self.own
@@ -86,7 +101,7 @@ class ChannelPublisher:
                 self.last = Position(first.epoch, first.seq + len(events) - 1)
             if to_creator:
                 pushed = True
-                self._push(events, first)
+                self._copy(events, first, creator_copy)
 
         channels = self.channels
         if channels and events:
@@ -98,12 +113,25 @@ class ChannelPublisher:
                     self.on_fenced()
                 return
         if to_creator and not pushed:
-            self._push(events, None)
+            self._copy(events, None, creator_copy)
 
     def to_creator(self, events: Sequence[HubEvent]) -> None:
         """Give the creator events the channels do not get in this form; they carry the id of
         the last event published to ``own``."""
         self._push(events, self.last, step=0)
+
+    def placed_to_creator(self, placed: Iterable[Placed]) -> None:
+        """Give the creator events, each with the id of the position it stands for."""
+        for event, at in placed:
+            self._push((event,), at)
+
+    def _copy(
+        self, events: Sequence[HubEvent], first: Position | None, copy: CreatorCopy | None
+    ) -> None:
+        if copy is None:
+            self._push(events, first)
+        else:
+            self.placed_to_creator(copy(events, first))
 
     def _push(self, events: Sequence[HubEvent], first: Position | None, *, step: int = 1) -> None:
         feed = self._feed

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
@@ -141,7 +141,7 @@ class StreamRelay:
         self.upstream_said: str | None = None
         """The message of the upstream's last error event (for ``runcast.upstream_lost``)."""
         self._creator_hold = (
-            CreatorHold(spec.calls_tools) if chain is not None and not chain.creator_first else None
+            CreatorHold(spec) if chain is not None and not chain.creator_first else None
         )
         """The creator's copy of a round from its first tool call on (``creator_hold.py``)."""
         self._opener = opener
@@ -505,14 +505,10 @@ class StreamRelay:
         if not self.owning and self._round == 0:
             await self._own()
         held, self._held = self._held, []
-        batch: Sequence[HubEvent] = [*held, *events]
-        channels_only: Sequence[HubEvent] = ()
-        if self._creator_hold is not None:
-            batch, channels_only = self._creator_hold.split(batch)
+        batch = [*held, *events]
         if batch:
-            await self.out.emit_batch(batch)
-        if channels_only:
-            await self.out.emit_batch(channels_only, to_creator=False)
+            hold = self._creator_hold
+            await self.out.emit_batch(batch, creator_copy=None if hold is None else hold.copy)
         if self._round == 0 and self.object_id is not None:
             self.resolve_start()
 
@@ -520,9 +516,7 @@ class StreamRelay:
         """End the hold of the creator's copy: ``give`` it what was held (the chain stops here,
         so the calls are the creator's to see), or drop it (a follow-up answers them)."""
         if self._creator_hold is not None:
-            held = self._creator_hold.release()
-            if give and held:
-                self.out.to_creator(held)
+            self.out.placed_to_creator(self._creator_hold.release(answered=not give))
 
     async def _finish(self, *, close: bool = True) -> None:
         if self._held:

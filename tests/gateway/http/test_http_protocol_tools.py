@@ -6,6 +6,7 @@ subscribers. runcast answers the calls a stream ends with and posts one follow-u
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from protocol_helpers import read_sse, read_ws
 from tool_helpers import CUSTOMER, WEATHER, StartTools, ToolGateway, tool_gateways
 
 from gateway.tools import ToolRegistry
+from parsers.sse import SSEDecoder
 
 INSTRUCTIONS = "Answer in one sentence."
 
@@ -710,3 +712,68 @@ async def test_a_chat_round_left_to_the_app_reaches_the_creator_whole(start: Sta
     assert names == {"get_weather", "lookup_customer"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert handlers.calls == {}
+
+
+def _chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A chunk for ``_chat_rounds`` (which gives it its completion's id)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {"object": "chat.completion.chunk", "created": 1700000000,
+            "model": "llama3.1", "choices": choices, **extra}  # fmt: skip
+
+
+def _chat_rounds(*rounds: list[dict[str, Any]]) -> Any:
+    """A simulator middleware answering a chat completion after n rounds of tool outputs with the
+    chunks of ``rounds[n]`` (ids ``chatcmpl-round<post>``, one per POST), then ``[DONE]``."""
+    posts = itertools.count()
+
+    @web.middleware
+    async def answer(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/chat/completions":
+            return await handler(request)
+        messages = (await request.json())["messages"]
+        n = len({m["tool_call_id"] for m in messages if m["role"] == "tool"})
+        completion_id = f"chatcmpl-round{next(posts)}"
+        frames = (
+            b"data: " + json.dumps({**chunk, "id": completion_id}).encode() + b"\n\n"
+            for chunk in rounds[n]
+        )
+        return await _answer_sse(request, b"".join(frames) + b"data: [DONE]\n\n")
+
+    return answer
+
+
+async def _creator_and_channel(
+    tg: ToolGateway, session: aiohttp.ClientSession, **extra: Any
+) -> tuple[list[Received], Subscriber]:
+    """The creator's events (raw, ``id:`` lines and all) and the first channel's, of one chat
+    completion created through runcast."""
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
+            tools=_chat_tools(), stream=True, **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
+        first = raw.headers["runcast-completion-id"]
+        body = await raw.http_response.aread()
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/{first}")
+    return [Received.from_sse(sse) for sse in SSEDecoder().feed(body)], channel
+
+
+@pytest.mark.asyncio
+async def test_chunks_released_to_the_creator_carry_their_own_ids(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    # A call without an id (vLLM) is left to the app: the round held from that call on reaches
+    # the creator, each chunk with its position in the channel (they all had the id of the
+    # runcast.tool_automation.skipped published after them).
+    call = {"index": 0, "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    first_round = [
+        _chunk({"role": "assistant", "content": None}),
+        _chunk({"tool_calls": [call]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Oslo"}'}}]}),
+        _chunk({}, "tool_calls"),
+    ]
+    tg = await start(Handlers().registry("get_weather"), sim_middleware=_chat_rounds(first_round))
+    creator, channel = await _creator_and_channel(tg, session)
+    assert channel.names[-2:] == ["runcast.tool_automation.skipped", "message"]
+    upstream = [e for e in channel.events if not e.event.startswith("runcast.")]
+    assert [(e.id, e.data) for e in creator] == [(e.id, e.data) for e in upstream]

@@ -1,0 +1,46 @@
+"""``CreatorHold`` without sockets: the creator's copy of chat rounds, each event with its own
+position."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.hub import HubEvent, Position
+from gateway.runs.protocols import CHAT
+from gateway.runs.protocols.creator_hold import CreatorHold
+from parsers.sse import ServerSentEvent
+
+CALL = {"index": 0, "id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"}}  # fmt: skip
+
+
+def _event(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> HubEvent:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+             "model": "m", "choices": choices, **extra}  # fmt: skip
+    data = json.dumps(chunk).encode()
+    typed, _ = CHAT.decode(ServerSentEvent(data_bytes=data))
+    return HubEvent("message", data, typed)
+
+
+def _usage(prompt: int, completion: int, **extra: Any) -> dict[str, Any]:
+    total = prompt + completion
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
+            **extra}  # fmt: skip
+
+
+def _at(seq: int) -> Position:
+    return Position("e", seq)
+
+
+def test_events_before_the_turn_pass_whole_and_the_rest_is_held_with_its_positions() -> None:
+    hold = CreatorHold(CHAT)
+    role = _event({"role": "assistant", "content": None})
+    batch = [role, _event({"role": "assistant", "tool_calls": [CALL]}), _event({}, "tool_calls")]
+    assert hold.copy(batch, _at(4)) == [(role, _at(4))]
+    assert hold.copy([_event(None, usage=_usage(1, 1))], _at(7)) == []
+    released = hold.release(answered=False)
+    assert [at for _, at in released] == [_at(5), _at(6), _at(7)]
+    assert [event for event, _ in released] == [*batch[1:], _event(None, usage=_usage(1, 1))]
+    assert hold.copy([role], None) == [(role, None)]  # the next round: nothing held
