@@ -26,6 +26,7 @@ from parsers.errors import EventDecodeError
 from parsers.sse import ServerSentEvent
 
 from ..channels import chat_channel
+from . import chat_creator
 from .lost import UPSTREAM_LOST_EVENT, ended_by_loss
 from .spec import Seen
 
@@ -72,6 +73,9 @@ class ChatSpec:
         return type(typed) is ChatCompletionChunk and any(
             choice.delta.tool_calls for choice in typed.choices
         )
+
+    def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
+        return chat_creator.said_with_calls(event)
 
 
 CHAT = ChatSpec()

@@ -7,6 +7,11 @@ the event where a round turns to tool calls (``StreamSpec.calls_tools``), its ev
 channels only and are kept here until the chain decides: a follow-up answers the calls (the held
 events are dropped), or the chain stops and the calls are the creator's (they are given to it).
 Every event the creator gets carries its own position in the stream's channel as its ``id:``.
+
+A turning event that also says something (Ollama and llama.cpp send an assistant's text and a
+whole tool call in one delta) is cut in two by the protocol's rules
+(``StreamSpec.said_with_calls``, chat's in ``chat_creator.py``; a Responses stream never turns):
+what it says goes to the creator at once, its calls are held. Every other event reaches the creator with the channels' bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ __all__ = ["CreatorHold"]
 
 
 class CreatorHold:
-    """One relay's hold of its creator's copy (``spec``: its protocol's, for ``calls_tools``)."""
+    """One relay's hold of its creator's copy, by its protocol's rules (``spec``)."""
 
     __slots__ = ("_held", "_spec")
 
@@ -39,6 +44,10 @@ class CreatorHold:
             at = None if first is None else Position(first.epoch, first.seq + i)
             if self._held is None and spec.calls_tools(event.decoded):
                 self._held = []
+                said = spec.said_with_calls(event)
+                if said is not None:
+                    text, event = said
+                    copy.append((text, at))
             if self._held is not None:
                 self._held.append((event, at))
             else:

@@ -89,6 +89,9 @@ class ResponsesSpec:
     def calls_tools(self, typed: object) -> bool:
         return False  # each response of a chain is its own object, with its own ids
 
+    def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
+        return None  # never turns
+
 
 RESPONSES = ResponsesSpec()
 

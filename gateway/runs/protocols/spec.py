@@ -86,6 +86,11 @@ class StreamSpec(Protocol):
         creator's copy is held from there until the chain says whether it goes on."""
         ...
 
+    def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
+        """A turning event (``calls_tools``) cut in two, what it says beside its calls (the
+        creator gets it at once) and its calls (held); None: it says nothing else."""
+        ...
+
 
 class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     """What the upstream's finished object says of a stream cut before its end."""

@@ -742,6 +742,12 @@ def _chat_rounds(*rounds: list[dict[str, Any]]) -> Any:
     return answer
 
 
+def _whole_call(name: str) -> dict[str, Any]:
+    """A whole tool call in one delta, as Ollama and llama.cpp send it."""
+    return {"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": name, "arguments": '{"city": "Oslo"}'}}  # fmt: skip
+
+
 async def _creator_and_channel(
     tg: ToolGateway, session: aiohttp.ClientSession, **extra: Any
 ) -> tuple[list[Received], Subscriber]:
@@ -777,3 +783,46 @@ async def test_chunks_released_to_the_creator_carry_their_own_ids(
     assert channel.names[-2:] == ["runcast.tool_automation.skipped", "message"]
     upstream = [e for e in channel.events if not e.event.startswith("runcast.")]
     assert [(e.id, e.data) for e in creator] == [(e.id, e.data) for e in upstream]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("tool", ["get_weather", "lookup_customer"])
+async def test_text_said_with_the_first_call_reaches_the_creator(
+    start: StartTools, session: aiohttp.ClientSession, tool: str
+) -> None:
+    # Ollama and llama.cpp send the text and the whole call in one delta: the creator gets the
+    # text at once, as a chunk of its own, and the call only if the chain stops there (no
+    # handler for lookup_customer); the text was dropped with the held call.
+    said = {"role": "assistant", "content": "Let me check. ", "tool_calls": [_whole_call(tool)]}
+    first_round = [_chunk(said), _chunk({}, "tool_calls")]
+    answer = [_chunk({"role": "assistant", "content": "Sunny."}), _chunk({}, "stop")]
+    tg = await start(
+        Handlers().registry("get_weather"), sim_middleware=_chat_rounds(first_round, answer)
+    )
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.chat.completions.stream(
+            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
+            tools=_chat_tools(),  # type: ignore[arg-type]
+        ) as stream,
+    ):  # fmt: skip
+        async for _ in stream:
+            pass
+        message = (await stream.get_final_completion()).choices[0].message
+    if tool == "get_weather":
+        assert message.content == "Let me check. Sunny." and not message.tool_calls
+    else:
+        assert message.content == "Let me check. "
+        assert [c.function.name for c in message.tool_calls or ()] == ["lookup_customer"]
+
+    creator, channel = await _creator_and_channel(tg, session)
+    turn = channel.events[0]  # the channel has the chunk as the upstream sent it
+    assert turn.json()["choices"][0]["delta"] == said
+    text = creator[0].json()
+    assert creator[0].id == turn.id and text["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "Let me check. ",
+    }
+    assert {k: v for k, v in text.items() if k != "choices"} == {
+        k: v for k, v in turn.json().items() if k != "choices"
+    }

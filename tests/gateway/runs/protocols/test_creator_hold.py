@@ -1,5 +1,5 @@
 """``CreatorHold`` without sockets: the creator's copy of chat rounds, each event with its own
-position."""
+position, the text said with a round's first call."""
 
 from __future__ import annotations
 
@@ -44,3 +44,21 @@ def test_events_before_the_turn_pass_whole_and_the_rest_is_held_with_its_positio
     assert [at for _, at in released] == [_at(5), _at(6), _at(7)]
     assert [event for event, _ in released] == [*batch[1:], _event(None, usage=_usage(1, 1))]
     assert hold.copy([role], None) == [(role, None)]  # the next round: nothing held
+
+
+def test_text_said_with_the_first_call_is_given_at_once_its_calls_held() -> None:
+    hold = CreatorHold(CHAT)
+    turn = _event({"role": "assistant", "content": "Let me check. ", "tool_calls": [CALL]})
+    [(text, at)] = hold.copy([turn], _at(0))
+    assert at == _at(0)
+    chunk = json.loads(text.data)
+    assert chunk["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": "Let me check. "},
+         "finish_reason": None}
+    ]  # fmt: skip
+    assert {k: v for k, v in chunk.items() if k != "choices"} == {
+        k: v for k, v in json.loads(turn.data).items() if k != "choices"
+    }
+    [(calls, at)] = hold.release(answered=False)
+    assert at == _at(0)
+    assert json.loads(calls.data)["choices"][0]["delta"] == {"tool_calls": [CALL]}

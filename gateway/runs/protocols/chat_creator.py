@@ -1,0 +1,55 @@
+"""Chat chunks as a tool chain's creator gets them (``creator_hold.py``), from their bytes.
+
+:func:`said_with_calls` cuts a chunk that turns a round to tool calls and also says something
+(Ollama and llama.cpp send an assistant's text and a whole tool call in one delta) in two: its
+text (the choices' deltas without ``tool_calls``/``function_call``, no ``finish_reason``,
+``usage`` null) and its calls (the rest), each a chunk with the same ``id``, ``model``,
+``created`` ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.hub import HubEvent
+
+__all__ = ["said_with_calls"]
+
+_CALLS = ("tool_calls", "function_call")
+_SILENT = ("role", *_CALLS)
+"""Delta members that say nothing to the reader."""
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def said_with_calls(event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
+    """A turning chunk's text and its calls as two chunks, or None when its choices say nothing
+    beside their calls."""
+    chunk = _decode(event.data)
+    choices = chunk.get("choices")
+    said: list[Any] = []
+    calls: list[Any] = []
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict) or not _says(delta):
+            calls.append(choice)
+            continue
+        text = {key: value for key, value in delta.items() if key not in _CALLS}
+        said.append({**choice, "delta": text, "finish_reason": None})
+        rest = {**choice, "delta": {key: delta[key] for key in _CALLS if key in delta}}
+        if "logprobs" in choice:
+            rest["logprobs"] = None  # the text's, given with it
+        calls.append(rest)
+    if not said:
+        return None
+    text_chunk = {**chunk, "choices": said}
+    if "usage" in chunk:
+        text_chunk["usage"] = None  # the round's, given with its calls
+    calls_event = HubEvent(event.name, _encode({**chunk, "choices": calls}), event.decoded)
+    return HubEvent(event.name, _encode(text_chunk)), calls_event
+
+
+def _says(delta: dict[str, Any]) -> bool:
+    return any(value not in (None, "") for key, value in delta.items() if key not in _SILENT)
