@@ -32,7 +32,16 @@ from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
 from .errors import ERROR_BODY_BYTES, refusal_text
-from .protocols import PROTOCOLS, FatalLoadError, LoadProtocol, Request, RunStart, Tracker
+from .protocols import (
+    PROTOCOLS,
+    FatalLoadError,
+    LoadProtocol,
+    Request,
+    RunStart,
+    Seen,
+    Tracker,
+    digest,
+)
 from .settings import LoadSettings
 from .stats import MAX_KEPT_EVENTS, RUN_CUT, RUN_OK, LoadStats
 from .subscribers import Subscriber
@@ -118,7 +127,7 @@ class RunRecord:
         self.started = False
         """True once the server answered 200, i.e. the run exists and subscribers will see it."""
 
-    def upstream(self, at: float, name: str, data: bytes, segment: int) -> None:
+    def upstream(self, at: float, name: str, data: bytes, segment: int, seen: Seen) -> None:
         """One upstream event of the creator's copy, received at ``at``."""
         self.last = at
         if not self.keep_times:
@@ -128,7 +137,7 @@ class RunRecord:
             return
         self.times.append(at)
         if self.keep_digests:
-            self.digests.append(hash((name, data)))
+            self.digests.append(digest(name, data, seen))
             self.segments.append(min(segment, 255))
 
 
@@ -413,7 +422,7 @@ class TargetLoad:
                         run.ttfe = now - run.sent
                     seen = tracker.feed(event.event, event.data_bytes)
                     if seen.upstream:
-                        run.upstream(now, event.event, event.data_bytes, segment)
+                        run.upstream(now, event.event, event.data_bytes, segment, seen)
                         stats.event_latency.record(now - sent)
                     if seen.text:
                         run.chars += seen.text

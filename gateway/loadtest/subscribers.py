@@ -23,7 +23,7 @@ from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
 from .errors import ERROR_BODY_BYTES, refusal_text
-from .protocols import Tracker
+from .protocols import Tracker, digest
 from .stats import MAX_KEPT_EVENTS
 
 __all__ = ["Subscriber", "no_websocket_redirects"]
@@ -160,7 +160,7 @@ class Subscriber:
                 self._action = None
             if len(self.digests) < MAX_KEPT_EVENTS:
                 self.times.append(time.perf_counter())
-                self.digests.append(hash((name, data)))
+                self.digests.append(digest(name, data, seen))
             else:
                 self.unkept += 1
         tracker = self._tracker

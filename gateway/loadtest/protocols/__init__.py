@@ -7,7 +7,7 @@ subscribe to. The run loop in ``driver`` is the same for all of them.
 """
 
 from .assistants import AssistantsProtocol
-from .base import FatalLoadError, LoadProtocol, Poster, Request, RunStart, Seen, Tracker
+from .base import FatalLoadError, LoadProtocol, Poster, Request, RunStart, Seen, Tracker, digest
 from .chat import ChatProtocol
 from .responses import ResponsesProtocol
 
@@ -23,6 +23,7 @@ __all__ = [
     "RunStart",
     "Seen",
     "Tracker",
+    "digest",
 ]
 
 PROTOCOLS: dict[str, type[LoadProtocol]] = {

@@ -13,7 +13,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar, NamedTuple
 
-__all__ = ["FatalLoadError", "LoadProtocol", "Poster", "Request", "RunStart", "Seen", "Tracker"]
+__all__ = [
+    "FatalLoadError",
+    "LoadProtocol",
+    "Poster",
+    "Request",
+    "RunStart",
+    "Seen",
+    "Tracker",
+    "digest",
+]
 
 Poster = Callable[[str, Mapping[str, object]], Awaitable[bytes]]
 """POST a JSON body to a path under ``/v1``; the response body (raises on a non-200)."""
@@ -48,6 +57,9 @@ class Seen(NamedTuple):
     calls: bool = False
     """The event turns the segment to tool calls (a chat chunk with ``tool_calls``): a gateway
     that answers them leaves the rest of that segment out of its creator's copy."""
+    exact: bool = True
+    """The event has the same bytes in every copy (False: a chat chunk carrying ``usage``, which
+    a gateway that answers tool calls gives its creator summed over the rounds it answered)."""
 
 
 class Tracker(ABC):
@@ -122,3 +134,9 @@ class LoadProtocol(ABC):
     def metadata(self) -> dict[str, str]:
         # The simulator picks its scenario from here; real upstreams store it as metadata.
         return {"mock_scenario": self.scenario}
+
+
+def digest(name: str, data: bytes, seen: Seen) -> int:
+    """What one copy's event is matched to the others' by: its name and bytes, or its name alone
+    where its bytes may differ by copy (``Seen.exact``)."""
+    return hash((name, data) if seen.exact else name)

@@ -49,6 +49,7 @@ class _Chunk(msgspec.Struct):
     id: str = ""
     choices: list[_Choice] = []
     error: msgspec.Raw = msgspec.Raw(b"")
+    usage: dict[str, object] | None = None
 
 
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
@@ -102,7 +103,7 @@ class ChatTracker(Tracker):
                     call["arguments"] += part.function.arguments or ""
             if choice.finish_reason is not None:
                 self.status = _STATUS.get(choice.finish_reason, choice.finish_reason)
-        return Seen(True, chars, False, calls)
+        return Seen(True, chars, False, calls, exact=chunk.usage is None)
 
     def follow_up(self) -> Request | None:
         if self.status != "requires_action" or not self._calls:

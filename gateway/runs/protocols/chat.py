@@ -11,6 +11,8 @@ complete, and runcast publishes the ``[DONE]`` it lacked. :class:`ChatReducer` f
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from gateway.hub import HubEvent
@@ -76,6 +78,12 @@ class ChatSpec:
 
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return chat_creator.said_with_calls(event)
+
+    def usage(self, event: HubEvent) -> dict[str, Any] | None:
+        return chat_creator.usage(event)
+
+    def with_usage(self, event: HubEvent, usage: dict[str, Any]) -> HubEvent:
+        return chat_creator.with_usage(event, usage)
 
 
 CHAT = ChatSpec()

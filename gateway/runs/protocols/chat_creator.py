@@ -4,7 +4,7 @@
 (Ollama and llama.cpp send an assistant's text and a whole tool call in one delta) in two: its
 text (the choices' deltas without ``tool_calls``/``function_call``, no ``finish_reason``,
 ``usage`` null) and its calls (the rest), each a chunk with the same ``id``, ``model``,
-``created`` ...
+``created`` ... :func:`usage` and :func:`with_usage` read and replace a chunk's ``usage``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 import msgspec
 
 from gateway.hub import HubEvent
+from parsers.chat import ChatCompletionChunk
 
-__all__ = ["said_with_calls"]
+__all__ = ["said_with_calls", "usage", "with_usage"]
 
 _CALLS = ("tool_calls", "function_call")
 _SILENT = ("role", *_CALLS)
@@ -46,10 +47,25 @@ def said_with_calls(event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return None
     text_chunk = {**chunk, "choices": said}
     if "usage" in chunk:
-        text_chunk["usage"] = None  # the round's, given with its calls
+        text_chunk["usage"] = None  # the round's, given (or carried on) with its calls
+    # The calls keep the typed chunk (its usage is theirs).
     calls_event = HubEvent(event.name, _encode({**chunk, "choices": calls}), event.decoded)
     return HubEvent(event.name, _encode(text_chunk)), calls_event
 
 
 def _says(delta: dict[str, Any]) -> bool:
     return any(value not in (None, "") for key, value in delta.items() if key not in _SILENT)
+
+
+def usage(event: HubEvent) -> dict[str, Any] | None:
+    """The ``usage`` a chunk carries, as sent (None: not a chunk, or no usage)."""
+    typed = event.decoded
+    if type(typed) is not ChatCompletionChunk or typed.usage is None:
+        return None
+    found = _decode(event.data).get("usage")
+    return found if isinstance(found, dict) else None
+
+
+def with_usage(event: HubEvent, billed: dict[str, Any]) -> HubEvent:
+    """A chunk carrying ``usage`` with ``billed`` in its place."""
+    return HubEvent(event.name, _encode({**_decode(event.data), "usage": billed}), event.decoded)

@@ -92,6 +92,12 @@ class ResponsesSpec:
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return None  # never turns
 
+    def usage(self, event: HubEvent) -> dict[str, Any] | None:
+        return None  # each response of a chain carries its own, and the creator gets each one
+
+    def with_usage(self, event: HubEvent, usage: dict[str, Any]) -> HubEvent:
+        return event
+
 
 RESPONSES = ResponsesSpec()
 

@@ -14,7 +14,7 @@ read the finished object (a stored response) gives the pump a :data:`Reconcile` 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -89,6 +89,15 @@ class StreamSpec(Protocol):
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         """A turning event (``calls_tools``) cut in two, what it says beside its calls (the
         creator gets it at once) and its calls (held); None: it says nothing else."""
+        ...
+
+    def usage(self, event: HubEvent) -> dict[str, Any] | None:
+        """The ``usage`` object the event carries, for a chain's creator to get the sum of its
+        rounds' (None: none, or the creator gets every round's as it is)."""
+        ...
+
+    def with_usage(self, event: HubEvent, usage: dict[str, Any]) -> HubEvent:
+        """An event that carries ``usage`` (:meth:`usage`) with ``usage`` in its place."""
         ...
 
 

@@ -826,3 +826,53 @@ async def test_text_said_with_the_first_call_reaches_the_creator(
     assert {k: v for k, v in text.items() if k != "choices"} == {
         k: v for k, v in turn.json().items() if k != "choices"
     }
+
+
+@pytest.mark.asyncio
+async def test_the_creators_usage_is_the_whole_chains(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    # The upstream billed both rounds; the creator sees one completion, whose usage was the
+    # last round's alone.
+    def usage(prompt: int, completion: int, cached: int, reasoning: int) -> dict[str, Any]:
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": cached},
+                "completion_tokens_details": {"reasoning_tokens": reasoning}}  # fmt: skip
+
+    first_round = [
+        _chunk({"role": "assistant", "content": None, "tool_calls": [_whole_call("get_weather")]},
+               usage=None),
+        _chunk({}, "tool_calls", usage=None),
+        _chunk(None, usage=usage(40, 10, 8, 4)),
+    ]  # fmt: skip
+    answer = [
+        _chunk({"role": "assistant", "content": "Sunny."}, usage=None),
+        _chunk({}, "stop", usage=None),
+        _chunk(None, usage=usage(50, 5, 32, 0)),
+    ]
+    tg = await start(
+        Handlers().registry("get_weather"), sim_middleware=_chat_rounds(first_round, answer)
+    )
+    include = {"stream_options": {"include_usage": True}}
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.chat.completions.stream(
+            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
+            tools=_chat_tools(), **include,  # type: ignore[arg-type]
+        ) as stream,
+    ):  # fmt: skip
+        async for _ in stream:
+            pass
+        final = await stream.get_final_completion()
+    assert final.usage is not None
+    assert final.usage.model_dump(exclude_none=True) == usage(90, 15, 40, 4)
+
+    creator, channel = await _creator_and_channel(tg, session, **include)
+    billed = [e.json()["usage"] for e in creator if e.data != b"[DONE]" and e.json()["usage"]]
+    assert billed == [usage(90, 15, 40, 4)]
+    # The channel has each completion's usage as the upstream sent it.
+    sent = [
+        e.json()["usage"] for e in channel.events if e.event == "message" and e.data != b"[DONE]"
+    ]
+    assert [u for u in sent if u] == [usage(40, 10, 8, 4), usage(50, 5, 32, 0)]

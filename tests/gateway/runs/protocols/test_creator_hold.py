@@ -1,5 +1,5 @@
 """``CreatorHold`` without sockets: the creator's copy of chat rounds, each event with its own
-position, the text said with a round's first call."""
+position, the text said with a round's first call, the usage of the rounds answered."""
 
 from __future__ import annotations
 
@@ -62,3 +62,19 @@ def test_text_said_with_the_first_call_is_given_at_once_its_calls_held() -> None
     [(calls, at)] = hold.release(answered=False)
     assert at == _at(0)
     assert json.loads(calls.data)["choices"][0]["delta"] == {"tool_calls": [CALL]}
+
+
+def test_usage_of_answered_rounds_is_added_to_the_creators_next_usage() -> None:
+    hold = CreatorHold(CHAT)
+    details = {"prompt_tokens_details": {"cached_tokens": 8}}
+    hold.copy([_event({"tool_calls": [CALL]}), _event(None, usage=_usage(40, 10, **details))], None)
+    hold.release(answered=True)
+    hold.copy([_event({"tool_calls": [CALL]}), _event(None, usage=_usage(45, 1))], None)
+    hold.release(answered=True)
+    text = _event({"content": "Sunny."}, usage=None)
+    last = _event(None, usage=_usage(50, 5, prompt_tokens_details={"cached_tokens": 32}))
+    [(passed, _), (billed, _)] = hold.copy([text, last], None)
+    assert passed is text  # no usage: its bytes as they came
+    assert json.loads(billed.data)["usage"] == _usage(135, 16, **{
+        "prompt_tokens_details": {"cached_tokens": 40}
+    })  # fmt: skip
