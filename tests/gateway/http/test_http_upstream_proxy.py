@@ -96,3 +96,18 @@ async def test_a_proxy_that_is_down_is_named_in_the_error_and_in_readiness(
     assert message.endswith("cannot connect to the upstream's proxy: Connection refused")
     async with session.get(f"{gateway.url}/readyz") as ready:
         assert ready.status == 503
+
+
+@pytest.mark.asyncio
+async def test_an_https_upstream_is_tunnelled_and_a_refused_tunnel_is_named(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    async with ForwardProxy() as proxy:  # it answers CONNECT with 405
+        gateway = await start_gateway(
+            upstream_url="https://api.upstream.test/v1", upstream={"proxy": proxy.url}
+        )
+        async with session.get(f"{gateway.v1}/assistants", headers=KEY) as refused:
+            assert refused.status == 502
+            message = (await refused.json())["error"]["message"]
+    assert [(a.method, a.target) for a in proxy.asked] == [("CONNECT", "api.upstream.test:443")]
+    assert message.endswith("the upstream's proxy refused the connection (HTTP 405)")
