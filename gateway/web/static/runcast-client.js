@@ -237,7 +237,14 @@ function runcastEvent(state, name, data, at) {
     }
     return;
   }
-  if (name === "runcast.upstream_error" || name.startsWith("runcast.tool_automation.")) {
+  if (name === "runcast.upstream_lost") {
+    // The stream was cut upstream and will not go on (README, HTTP API): as the server's snapshot
+    // does, it is done and shows this error unless the stream had its own.
+    state.error ??= d.error ?? null;
+    state.done = true;
+    state.finished = true;
+  }
+  if (name === "runcast.upstream_error" || name === "runcast.upstream_lost" || name.startsWith("runcast.tool_automation.")) {
     state.timeline.push({ status: name, at, seq: null, runId: state.runId, fromSnapshot: false });
   }
 }
@@ -291,6 +298,7 @@ export function assistantsReducer(options = {}) {
         if (d.id !== state.runId) {
           state.runId = str(d.id) || null;
           state.finished = false;
+          state.error = null;
         }
         state.done = false;
         state.status = str(d.status) || null;
@@ -475,7 +483,9 @@ export function responsesReducer(options = {}) {
       const type = str(d.type) || name;
       if (RESPONSE_STATUS.has(type)) {
         const response = obj(d.response);
-        state.runId = str(response.id) || state.runId;
+        const id = str(response.id) || state.runId;
+        if (id !== state.runId) state.error = null; // the previous response's, on a conversation
+        state.runId = id;
         state.status = str(response.status) || type.slice("response.".length);
         if (response.usage) state.usage = response.usage;
         if (response.error) state.error = response.error;
@@ -605,7 +615,10 @@ export function chatReducer(options = {}) {
       if (chunk.object === "") return;
       if (chunk.usage) state.usage = chunk.usage;
       if (chunk.id && chunk.id !== state.runId) {
+        // A named channel's next completion.
         state.runId = str(chunk.id);
+        state.error = null;
+        state.done = state.finished = false;
         state.status = "in_progress";
         mark(state, "in_progress", seq, at);
       }

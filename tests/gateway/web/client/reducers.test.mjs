@@ -232,3 +232,48 @@ test("auto: an empty snapshot (a named channel subscribed first) leaves the kind
   assert.equal(r.state.protocol, "chat");
   assert.equal(r.state.items[0].text, "yo");
 });
+
+// README, HTTP API: `runcast.upstream_lost` ends a Responses or Chat stream cut upstream; the
+// server's snapshot is then done and shows its error unless the stream had its own.
+const LOST = { error: { message: "the upstream stream was cut", type: "runcast_upstream_lost", param: null, code: "upstream_lost" }, reason: "cut", kind: "response", id: "resp_1", cursor: 2 };
+
+test("responses and chat: runcast.upstream_lost ends the stream with its error", () => {
+  const responses = responsesReducer({ now: clock() });
+  responses.apply("response.created", { type: "response.created", response: { id: "resp_1", status: "in_progress", output: [] } }, 1);
+  responses.apply("runcast.upstream_lost", LOST, 2);
+  const chat = chatReducer({ now: clock() });
+  chat.apply("message", { id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: "Hi" } }] }, 1);
+  chat.apply("runcast.upstream_lost", { ...LOST, kind: "chat", id: "c1" }, 2);
+  for (const r of [responses, chat]) {
+    assert.deepEqual([r.state.error, r.state.done, r.state.finished], [LOST.error, true, true]);
+    assert.equal(r.state.timeline.at(-1).status, "runcast.upstream_lost");
+  }
+
+  // The stream's own error stays.
+  const own = chatReducer({ now: clock() });
+  own.apply("message", { error: { message: "overloaded", code: "overloaded" } }, 1);
+  own.apply("runcast.upstream_lost", LOST, 2);
+  assert.equal(own.state.error.code, "overloaded");
+});
+
+test("a thread's, conversation's or named channel's next run does not keep the last one's error", () => {
+  const thread = assistantsReducer({ now: clock() });
+  thread.apply("thread.run.failed", { id: "run_1", status: "failed", last_error: { code: "server_error" } }, 1);
+  thread.apply("error", { code: "server_error", message: "boom" }, 2);
+  thread.apply("done", "[DONE]", 3);
+  assert.equal(thread.state.error.code, "server_error");
+  thread.apply("thread.run.created", { id: "run_2", status: "queued" }, 4);
+  assert.equal(thread.state.error, null);
+
+  const conversation = responsesReducer({ now: clock() });
+  conversation.apply("response.failed", { type: "response.failed", response: { id: "resp_1", status: "failed", error: { code: "server_error" } } }, 1);
+  assert.equal(conversation.state.error.code, "server_error");
+  conversation.apply("response.created", { type: "response.created", response: { id: "resp_2", status: "in_progress" } }, 2);
+  assert.equal(conversation.state.error, null);
+
+  const named = chatReducer({ now: clock() });
+  named.apply("message", { id: "c1", object: "chat.completion.chunk", choices: [] }, 1);
+  named.apply("runcast.upstream_lost", LOST, 2);
+  named.apply("message", { id: "c2", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: "Hi" } }] }, 3);
+  assert.deepEqual([named.state.error, named.state.done, named.state.finished], [null, false, false]);
+});
