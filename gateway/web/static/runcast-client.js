@@ -744,7 +744,8 @@ export const REDUCERS = {
 /** @type {Record<Protocol, string[]>} */
 const EVENT_NAMES = {
   assistants: ASSISTANTS_EVENTS,
-  responses: RESPONSES_EVENTS,
+  // A data-only server's events (LiteLLM) have no name: EventSource calls them "message".
+  responses: [...RESPONSES_EVENTS, "message"],
   chat: ["message", "done", "error"],
   auto: [...ASSISTANTS_EVENTS, ...RESPONSES_EVENTS, "message"],
 };
@@ -960,6 +961,12 @@ export function channelUrl(kind, id, baseUrl = "") {
 
 const DEFAULT_DELAYS = [100, 250, 500, 1000, 2000, 5000];
 
+/**
+ * Notices the hub adds to one subscription (README, "Subscribing"): never numbered, whatever id
+ * an EventSource gives them (its `lastEventId` is the last id it saw, carried over).
+ */
+const NOTICES = new Set(["runcast.history_lost", "runcast.lagged", "runcast.shutdown", "runcast.degraded", "runcast.restored"]);
+
 export class RuncastStream extends EventTarget {
   /** @type {Required<Pick<StreamOptions, "kind" | "id" | "transport" | "snapshot" | "stopOnDone">> & StreamOptions} */
   #options;
@@ -1087,7 +1094,7 @@ export class RuncastStream extends EventTarget {
   #message(id, name, data) {
     if (this.#stopped()) return;
     this.#attempt = 0;
-    const position = parsePosition(id);
+    const position = NOTICES.has(name) ? null : parsePosition(id);
     if (name === "runcast.snapshot") {
       const d = obj(data);
       const at = typeof d.seq === "number" ? { epoch: str(d.epoch), seq: d.seq } : position ?? { epoch: "", seq: 0 };
