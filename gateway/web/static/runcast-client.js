@@ -4,9 +4,11 @@
  *
  * One `RuncastStream` subscribes to one channel over SSE or WebSocket, takes the snapshot first,
  * then live events; after a cut it resumes by itself from the last position it applied (no gap,
- * no duplicate: events at or below that seq of the same epoch are dropped); it folds events into the text and tool
- * calls of each message with a reducer chosen by the channel's protocol, and stops on the final
- * `done` or when the server answers 204 (nothing more will come).
+ * no duplicate: events at or below that seq of the same epoch are dropped); it folds events into
+ * the text and tool calls of each message with a reducer chosen by the channel's protocol. Run,
+ * response and chat channels stop on the final `done` (or `runcast.upstream_lost`), or when the
+ * server says nothing more will come: 204, or a WebSocket closed with 1000. Thread, conversation
+ * and named channels never end by themselves: they resume after any cut.
  *
  *     import { RuncastStream } from "/client/runcast-client.js";
  *     const stream = new RuncastStream({ kind: "run", id: runId, token });
@@ -16,7 +18,9 @@
  *
  * Events (all `CustomEvent`): `event` {seq, id, name, data} for every event applied; `snapshot`
  * {seq, id}; `update` {state}; `connection` (see `ConnectionInfo`); `end` {reason: "done" |
- * "no-content" | "closed"}; `error` {message, status, fatal}.
+ * "no-content" | "closed"}; `error` {message, status, fatal}; `historylost` {since, epoch,
+ * first_seq, last_seq} when runcast no longer held the position resumed from (the state is
+ * replaced by the snapshot that follows, unless that one is empty, at seq 0: then it is kept).
  *
  * Transports: "sse" uses `EventSource` where it exists (it cannot set headers, so the token goes
  * in `?token=`, and it only sees event names it listens for: each protocol lists its own), else
@@ -754,11 +758,12 @@ const EVENT_NAMES = {
 
 /**
  * What a transport reports. `cut` kinds: "network" (lost after opening, or the body ended),
- * "refused" (never opened: EventSource/WebSocket do not say why), "http" (fetch saw a status).
+ * "refused" (never opened: EventSource/WebSocket do not say why), "http" (fetch saw a status);
+ * `code` is a WebSocket's close code.
  * @typedef {object} TransportHandlers
  * @property {() => void} open
  * @property {(id: string | null, name: string, data: unknown) => void} message
- * @property {(kind: "network" | "refused" | "http", status: number | null, message: string) => void} cut
+ * @property {(kind: "network" | "refused" | "http", status: number | null, message: string, code?: number) => void} cut
  */
 
 /** @typedef {{close: () => void, via: string}} Transport */
@@ -920,7 +925,7 @@ function webSocketTransport(url, on) {
   ws.onclose = (e) => {
     if (closed) return;
     closed = true;
-    on.cut(opened ? "network" : "refused", null, `closed (${e.code})`);
+    on.cut(opened ? "network" : "refused", null, `closed (${e.code})`, e.code);
   };
   return {
     close: () => {
@@ -1057,7 +1062,7 @@ export class RuncastStream extends EventTarget {
     const on = {
       open: () => this.#opened(),
       message: (id, name, data) => this.#message(id, name, data),
-      cut: (kind, status, message) => void this.#lost(kind, status, message),
+      cut: (kind, status, message, code) => void this.#lost(kind, status, message, code),
     };
     if (o.transport === "websocket") {
       if (token !== null) url.searchParams.set("token", token);
@@ -1098,7 +1103,9 @@ export class RuncastStream extends EventTarget {
     if (name === "runcast.snapshot") {
       const d = obj(data);
       const at = typeof d.seq === "number" ? { epoch: str(d.epoch), seq: d.seq } : position ?? { epoch: "", seq: 0 };
-      this.#reducer.load(d.snapshot, at.seq);
+      // At seq 0 the channel's log is empty (new, or lost in a restart of the broker): loaded,
+      // its snapshot would blank what is shown for nothing; `historylost` told the app.
+      if (at.seq > 0) this.#reducer.load(d.snapshot, at.seq);
       this.#moveTo(at);
       this.dispatchEvent(new CustomEvent("snapshot", { detail: { seq: at.seq, id: formatPosition(at) } }));
       this.#updated();
@@ -1109,6 +1116,7 @@ export class RuncastStream extends EventTarget {
       // epoch the notice names.
       const d = obj(data);
       if (typeof d.first_seq === "number") this.#position = { epoch: str(d.epoch), seq: d.first_seq - 1 };
+      this.dispatchEvent(new CustomEvent("historylost", { detail: d }));
       return;
     }
     if (name === "runcast.lagged") return; // the server ends this connection next: resume then
@@ -1134,12 +1142,19 @@ export class RuncastStream extends EventTarget {
 
   /**
    * @param {"network" | "refused" | "http"} kind @param {number | null} status @param {string} message
+   * @param {number} [code]  a WebSocket's close code
    */
-  async #lost(kind, status, message) {
+  async #lost(kind, status, message, code) {
     this.#transport = null;
     if (this.#stopped()) return;
+    const o = this.#options;
     const state = this.#reducer.state;
-    if (state.done && state.finished) return this.#finish("done");
+    if (o.stopOnDone && state.done && state.finished) return this.#finish("done");
+    // 1000: the channel ended and everything was written (README, HTTP API), as SSE's 204 says.
+    // Final only for the kinds that end: the others never end by themselves, and resume.
+    if (code === 1000 && CHANNEL_KINDS[o.kind].stopOnDone) {
+      return this.#finish(state.done && state.finished ? "done" : "no-content");
+    }
     if (kind === "refused") {
       // EventSource and WebSocket hide the status: ask once over fetch (aborted at the headers).
       status = await this.#probe();
@@ -1155,7 +1170,7 @@ export class RuncastStream extends EventTarget {
     if (this.#everOpened && !this.#cut) this.#info.cuts += 1;
     this.#cut = this.#everOpened;
     this.dispatchEvent(new CustomEvent("error", { detail: { message, status, fatal: false } }));
-    const delays = this.#options.retryDelays ?? DEFAULT_DELAYS;
+    const delays = o.retryDelays ?? DEFAULT_DELAYS;
     const delay = delays[Math.min(this.#attempt, delays.length - 1)] ?? 1000;
     this.#attempt += 1;
     this.#setState(this.#cut ? "reconnecting" : "connecting", message);

@@ -439,3 +439,130 @@ async def test_an_upstream_error_event_is_an_event_not_a_cut_over_eventsource(
     assert seen == [1, 2, 3]
     assert result["reason"] == "done" and result["cuts"] == 0
     assert requests == ["snapshot=1"]
+
+
+FOLLOW = """async (streams) => {
+  const { RuncastStream } = await import("/client/runcast-client.js");
+  window.streams = {};
+  for (const [name, options] of Object.entries(streams)) {
+    const stream = new RuncastStream({ retryDelays: [50], ...options });
+    const log = { ended: null, errors: [] };
+    stream.addEventListener("end", (e) => { log.ended = e.detail.reason; });
+    stream.addEventListener("error", (e) => log.errors.push(e.detail.message));
+    window.streams[name] = { stream, log };
+  }
+}"""
+"""Follows each of ``streams`` ({name: RuncastStream options}) from a page of runcast's origin."""
+
+STREAMS = """() => Object.fromEntries(Object.entries(window.streams).map(([name, { stream, log }]) =>
+  [name, { ...log, ...stream.connection, status: stream.state.status, finished: stream.state.finished,
+    error: stream.state.error, items: stream.state.items.map((i) => [i.runId, i.text]) }]))"""
+
+
+async def run_on_thread(session: aiohttp.ClientSession, url: str, thread_id: str) -> str:
+    """A streamed run on an existing thread, read to its end: its run id."""
+    headers = {"Authorization": "Bearer sk-test", "OpenAI-Beta": "assistants=v2"}
+    async with session.post(f"{url}/v1/assistants", json={"model": "gpt-4o"}, headers=headers) as r:
+        assistant = (await r.json())["id"]
+    body = {"assistant_id": assistant, "stream": True}
+    async with session.post(
+        f"{url}/v1/threads/{thread_id}/runs", json=body, headers=headers
+    ) as response:
+        await response.read()
+        return response.headers["runcast-run-id"]
+
+
+async def test_a_thread_cut_after_its_run_finished_resumes_into_the_next_run(
+    browser: Any,
+) -> None:
+    # Thread channels never end by themselves: a cut once a run had finished ended the stream
+    # for good, and the thread's next run was never seen.
+    async with (
+        runcast(sim={"deltas": 10, "delay_ms": 5}) as rc,
+        TcpProxy("127.0.0.1", int(rc.url.rsplit(":", 1)[1])) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        first, thread_id, creator = await start_run(session, rc.url)
+        async with asyncio.timeout(WAIT):
+            await creator
+        problems: list[str] = []
+        page = await new_page(browser, problems)
+        await page.goto(f"http://127.0.0.1:{proxy.port}/healthz")
+        kinds = {
+            t: {"kind": "thread", "id": thread_id, "transport": t} for t in ("sse", "websocket")
+        }
+        await page.evaluate(FOLLOW, kinds)
+        finished = (
+            "() => Object.values(window.streams).every(({ stream }) => stream.state.finished)"
+        )
+        await page.wait_for_function(finished, timeout=WAIT * 1000)
+        assert proxy.sever() >= 2
+        await page.wait_for_function(
+            "() => Object.values(window.streams).every(({ stream: s }) =>"
+            " s.connection.resumes === 1 && s.connection.state === 'open')",
+            timeout=WAIT * 1000,
+        )
+        second = await run_on_thread(session, rc.url, thread_id)
+        await page.wait_for_function(
+            f"() => Object.values(window.streams).every(({{ stream: s }}) =>"
+            f" s.state.runId === '{second}' && s.state.finished)",
+            timeout=WAIT * 1000,
+        )
+        streams = await page.evaluate(STREAMS)
+        async with session.get(f"{rc.url}/streams/runs/{second}/snapshot") as r:
+            message = (await r.json())["snapshot"]["messages"][0]
+        await page.close()
+
+    expected = message["content"][0]["text"]["value"]
+    for state in streams.values():
+        assert (state["ended"], state["cuts"], state["status"]) == (None, 1, "completed")
+        assert state["items"][0][0] == first and state["items"][-1] == [second, expected]
+    # The cut shows as ERR_ lines; /healthz has no favicon.
+    assert [p for p in problems if "ERR_" not in p and "Failed to load" not in p] == []
+
+
+async def test_ended_streams_end_over_websocket_as_over_eventsource(browser: Any) -> None:
+    # A WebSocket closed with 1000 (the channel ended) was reconnected to for ever: a run followed
+    # at its last id, and a chat stream cut upstream (runcast.upstream_lost, not folded in).
+    async with (
+        runcast(sim={"deltas": 10, "delay_ms": 5}) as rc,
+        aiohttp.ClientSession() as session,
+    ):
+        run_id, _, creator = await start_run(session, rc.url)
+        async with asyncio.timeout(WAIT):
+            body = (await creator).decode()
+        last = [line[4:] for line in body.splitlines() if line.startswith("id: ")][-1]
+        chat = {
+            "model": "gpt-4o",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"mock_scenario": "drop"},
+        }
+        headers = {"Authorization": "Bearer sk-test"}
+        async with session.post(f"{rc.url}/v1/chat/completions", json=chat, headers=headers) as r:
+            assert "runcast.upstream_lost" in (await r.read()).decode()
+            completion_id = r.headers["runcast-completion-id"]
+        problems: list[str] = []
+        page = await new_page(browser, problems)
+        await page.goto(f"{rc.url}/healthz")
+        streams: dict[str, dict[str, Any]] = {}
+        for t in ("sse", "websocket"):
+            streams[f"run-{t}"] = {"kind": "run", "id": run_id, "transport": t, "since": last}
+            streams[f"chat-{t}"] = {"kind": "chat", "id": completion_id, "transport": t, "since": 0}
+        await page.evaluate(FOLLOW, streams)
+        await page.wait_for_function(
+            "() => Object.values(window.streams).every(({ log }) => log.ended)",
+            timeout=WAIT * 1000,
+        )
+        ended = await page.evaluate(STREAMS)
+        await page.close()
+
+    for t in ("sse", "websocket"):
+        run, chat_ = ended[f"run-{t}"], ended[f"chat-{t}"]
+        assert (run["ended"], run["errors"]) == ("no-content", [])
+        assert (chat_["ended"], chat_["errors"], chat_["error"]["code"]) == (
+            "done",
+            [],
+            "upstream_lost",
+        )
+    assert [p for p in problems if "Failed to load" not in p] == []  # /healthz has no favicon

@@ -21,10 +21,29 @@ async function scripted(script) {
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   const { port } = server.address();
-  return { base: `http://127.0.0.1:${port}`, seen, close: () => new Promise((ok) => server.close(ok)) };
+  const close = () => {
+    server.closeAllConnections(); // a stream still open (the client was closed) ends here
+    return new Promise((ok) => server.close(ok));
+  };
+  return { base: `http://127.0.0.1:${port}`, seen, close };
 }
 
 const sse = (res) => res.writeHead(200, { "Content-Type": "text/event-stream" });
+
+/** Resolves once `done()` holds after an update, rejects if it does not in time. */
+function until(stream, done, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stream.close();
+      reject(new Error(`not reached: ${JSON.stringify(stream.connection)}`));
+    }, ms);
+    stream.addEventListener("update", () => {
+      if (!done()) return;
+      clearTimeout(timer);
+      resolve(undefined);
+    });
+  });
+}
 
 /** Resolves with the stream's end detail, rejects if it does not end in time. */
 function ended(stream, ms = 5000) {
@@ -150,4 +169,57 @@ test("an unknown run is a fatal error, not a retry loop", async () => {
   assert.deepEqual(error, { message: "unknown run 'run_x'", status: 404, fatal: true });
   assert.equal(stream.connection.state, "failed");
   assert.equal(server.seen.length, 1);
+});
+
+const runEvent = (seq, id, status, epoch = "e1") => `id: ${epoch}-${seq}\nevent: thread.run.${status}\ndata: ${JSON.stringify({ id, status })}\n\n`;
+
+test("a thread channel resumes after a cut even when its last run had finished", async () => {
+  // A finished run ended the stream for good on a cut: thread channels never end by themselves.
+  const server = await scripted([
+    (req, res) => {
+      sse(res);
+      res.write(`${runEvent(1, "run_1", "completed")}id: e1-2\nevent: done\ndata: [DONE]\n\n`);
+      setTimeout(() => res.socket.destroy(), 20);
+    },
+    (req, res) => {
+      sse(res);
+      res.write(runEvent(3, "run_2", "in_progress") + delta(4, "again"));
+    },
+  ]);
+  const stream = new RuncastStream({ kind: "thread", id: "th_1", baseUrl: server.base, since: 0, retryDelays: [10] });
+  await until(stream, () => stream.state.items[0]?.text === "again");
+  stream.close();
+  await server.close();
+  assert.deepEqual(server.seen.map((r) => r.url), ["/streams/threads/th_1?since=0", "/streams/threads/th_1?since=e1-2"]);
+  assert.deepEqual([stream.state.runId, stream.connection.cuts, stream.connection.resumes], ["run_2", 1, 1]);
+});
+
+test("history lost in a restart: the new epoch's empty snapshot keeps what is shown, and says so", async () => {
+  const message = (id, value) => ({ id, role: "assistant", status: "in_progress", content: [{ type: "text", text: { value } }] });
+  const snapshot = { epoch: "e1", seq: 2, snapshot: { run_id: "run_1", status: "in_progress", messages: [message("msg_1", "Hel")], steps: [] } };
+  const empty = { epoch: "e2", seq: 0, snapshot: { run_id: null, thread_id: null, status: null, messages: [], steps: [], usage: null, done: false } };
+  const lost = { since: "e1-3", epoch: "e2", first_seq: 1, last_seq: 0 };
+  const newDelta = `id: e2-2\nevent: thread.message.delta\ndata: ${JSON.stringify({ id: "msg_2", delta: { content: [{ index: 0, type: "text", text: { value: "New" } }] } })}\n\n`;
+  const server = await scripted([
+    (req, res) => {
+      sse(res);
+      res.write(`id: e1-2\nevent: runcast.snapshot\ndata: ${JSON.stringify(snapshot)}\n\n${delta(3, "lo")}`);
+      setTimeout(() => res.socket.destroy(), 20);
+    },
+    (req, res) => {
+      sse(res);
+      res.write(`event: runcast.history_lost\ndata: ${JSON.stringify(lost)}\n\n`);
+      res.write(`id: e2-0\nevent: runcast.snapshot\ndata: ${JSON.stringify(empty)}\n\n`);
+      res.write(runEvent(1, "run_2", "in_progress", "e2") + newDelta);
+    },
+  ]);
+  const stream = new RuncastStream({ kind: "thread", id: "th_1", baseUrl: server.base, retryDelays: [10] });
+  const notices = [];
+  stream.addEventListener("historylost", (e) => notices.push(e.detail));
+  await until(stream, () => stream.state.items.length === 2);
+  stream.close();
+  await server.close();
+  assert.deepEqual(stream.state.items.map((i) => [i.runId, i.text]), [["run_1", "Hello"], ["run_2", "New"]]);
+  assert.deepEqual(notices, [lost]);
+  assert.equal(stream.connection.lastId, "e2-2");
 });

@@ -1,5 +1,6 @@
-// RuncastStream over a stand-in for the browser's EventSource (which Node lacks), scripted per
-// connection: what the transport hands the stream.
+// RuncastStream over stand-ins for the browser's EventSource and WebSocket (what Node lacks),
+// scripted per connection: what each transport hands the stream, and what the stream does with a
+// WebSocket's close codes.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -28,7 +29,6 @@ class FakeEventSource extends EventTarget {
   lastEventId = "";
   readyState = 0;
   closed = false;
-  at = Date.now();
   /** @type {((e: Event) => void) | null} */
   onopen = null;
   /** @type {((e: Event) => void) | null} */
@@ -53,8 +53,31 @@ class FakeEventSource extends EventTarget {
   }
 }
 
+/** WebSocket frames as runcast sends them: {"epoch", "seq", "event", "data"}. */
+class FakeWebSocket {
+  closed = false;
+  constructor(url) {
+    this.url = url;
+    play(this);
+  }
+  open() {
+    this.onopen?.({});
+  }
+  send(event, data, seq = null, epoch = "e1") {
+    this.onmessage?.({ data: JSON.stringify({ epoch: seq === null ? null : epoch, seq, event, data }) });
+  }
+  /** The server's close (1006: the connection failed, or was refused before opening). */
+  end(code) {
+    this.onclose?.({ code });
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
 globalThis.EventSource = FakeEventSource;
-// The probe of a refused EventSource: as from a page of another origin (CORS).
+globalThis.WebSocket = FakeWebSocket;
+// The probe of a refused EventSource or WebSocket: as from a page of another origin (CORS).
 globalThis.fetch = async () => {
   throw new TypeError("Failed to fetch");
 };
@@ -112,4 +135,34 @@ test("EventSource: a notice after a numbered event is not taken for a duplicate"
   stream.close();
   assert.deepEqual(seen, [["thread.message.delta", 1], ["runcast.degraded", null], ["thread.message.delta", 2]]);
   assert.equal(stream.connection.duplicates, 0);
+});
+
+test("WebSocket: close 1000 ends a run, response or chat channel, not a thread", async () => {
+  // An ended run followed at its last id: runcast has nothing to send, and closes with 1000.
+  script((ws) => {
+    ws.open();
+    ws.end(1000);
+  });
+  const run = new RuncastStream({ kind: "run", id: "run_1", transport: "websocket", since: "e1-9", retryDelays: [10] });
+  assert.deepEqual(await ended(run), { reason: "no-content" });
+  assert.equal(made.length, 1);
+
+  // A chat stream ended by runcast.upstream_lost: done there, whatever the transport.
+  script((ws) => {
+    ws.open();
+    ws.send("message", { id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: "Hi" } }] }, 1);
+    ws.send("runcast.upstream_lost", { error: { code: "upstream_lost", message: "cut" }, kind: "chat", id: "c1" }, 2);
+    ws.end(1000);
+  });
+  const chat = new RuncastStream({ kind: "chat", id: "c1", transport: "websocket", since: 0, retryDelays: [10] });
+  assert.deepEqual(await ended(chat), { reason: "done" });
+  assert.deepEqual([chat.state.error.code, made.length], ["upstream_lost", 1]);
+
+  script((ws) => {
+    ws.open();
+    ws.end(1000);
+  });
+  const thread = new RuncastStream({ kind: "thread", id: "th_1", transport: "websocket", retryDelays: [10] });
+  await when(thread, ["connection"], () => (made.length === 3 ? true : undefined));
+  thread.close();
 });
