@@ -26,7 +26,12 @@
  * in `?token=`, and it only sees event names it listens for: each protocol lists its own), else
  * a fetch-based SSE reader; "fetch" forces that reader (token in `Authorization`); "websocket"
  * uses frames `{"epoch", "seq", "event", "data"}`. Reconnects are the client's own (the browser's
- * EventSource retry is ~3 s and blind to 204): `?since=<epoch>-<seq>` on the new connection.
+ * EventSource retry is ~3 s and blind to 204): `?since=<epoch>-<seq>` on the new connection, after
+ * `retryDelays` that grow while connections bring nothing new (or are cut as too slow:
+ * `runcast.lagged`, WebSocket 1013), or after the `retry_ms` of `runcast.shutdown` (WebSocket
+ * 1012). A token function that fails is retried the same way. A status that will not change (400,
+ * 401, 403, 404, 410) is a fatal `error`, and so are `maxFailures` attempts in a row that never
+ * open (a WebSocket refused on another origin's page hides its 403 even from the probe).
  *
  * Positions: runcast ids are `<epoch>-<seq>`. Seqs count within one epoch (one life of the
  * channel's log); after a broker restart the epoch changes, seqs restart, and runcast answers the
@@ -122,6 +127,8 @@
  * @property {boolean} [stopOnDone]  end at a final `done` (default: run, response and chat kinds)
  * @property {string[]} [eventNames]  extra SSE event names EventSource should listen for
  * @property {number[]} [retryDelays]  reconnect delays in ms (the last one repeats)
+ * @property {number} [maxFailures]  connection attempts in a row that never open before the stream
+ *   fails for good (default 20: some 80 s with the default delays)
  * @property {() => number} [now]  clock for timings (default Date.now)
  */
 
@@ -965,6 +972,7 @@ export function channelUrl(kind, id, baseUrl = "") {
 // -- the stream ------------------------------------------------------------------------------------
 
 const DEFAULT_DELAYS = [100, 250, 500, 1000, 2000, 5000];
+const DEFAULT_MAX_FAILURES = 20; // some 80 s with the default delays
 
 /**
  * Notices the hub adds to one subscription (README, "Subscribing"): never numbered, whatever id
@@ -983,7 +991,14 @@ export class RuncastStream extends EventTarget {
   #position;
   /** @type {ReturnType<typeof setTimeout> | null} */
   #timer = null;
+  /** connections in a row that brought nothing new: the index into the retry delays */
   #attempt = 0;
+  /** connection attempts in a row that never opened */
+  #failures = 0;
+  /** @type {number | null} the wait a `runcast.shutdown` asked for */
+  #retryAfter = null;
+  /** what the current connection did */
+  #conn = { opened: false, fresh: false, lagged: false };
   #everOpened = false;
   #cut = false;
   /** @type {ConnectionInfo} */
@@ -1055,8 +1070,16 @@ export class RuncastStream extends EventTarget {
   async #connect() {
     if (this.#stopped()) return;
     this.#setState(this.#cut ? "reconnecting" : "connecting");
-    const { url, token } = await this.#url();
+    this.#conn = { opened: false, fresh: false, lagged: false };
+    let target;
+    try {
+      target = await this.#url();
+    } catch (err) {
+      // The token function failed: reported and retried like a connection that failed.
+      return this.#lost("network", null, `token: ${err}`);
+    }
     if (this.#stopped()) return;
+    const { url, token } = target;
     const o = this.#options;
     /** @type {TransportHandlers} */
     const on = {
@@ -1085,6 +1108,8 @@ export class RuncastStream extends EventTarget {
     if (this.#cut) this.#info.resumes += 1;
     this.#cut = false;
     this.#everOpened = true;
+    this.#conn.opened = true;
+    this.#failures = 0;
     this.#setState("open");
   }
 
@@ -1098,7 +1123,6 @@ export class RuncastStream extends EventTarget {
   /** @param {string | null} id @param {string} name @param {unknown} data */
   #message(id, name, data) {
     if (this.#stopped()) return;
-    this.#attempt = 0;
     const position = NOTICES.has(name) ? null : parsePosition(id);
     if (name === "runcast.snapshot") {
       const d = obj(data);
@@ -1106,6 +1130,7 @@ export class RuncastStream extends EventTarget {
       // At seq 0 the channel's log is empty (new, or lost in a restart of the broker): loaded,
       // its snapshot would blank what is shown for nothing; `historylost` told the app.
       if (at.seq > 0) this.#reducer.load(d.snapshot, at.seq);
+      this.#conn.fresh = true;
       this.#moveTo(at);
       this.dispatchEvent(new CustomEvent("snapshot", { detail: { seq: at.seq, id: formatPosition(at) } }));
       this.#updated();
@@ -1119,7 +1144,14 @@ export class RuncastStream extends EventTarget {
       this.dispatchEvent(new CustomEvent("historylost", { detail: d }));
       return;
     }
-    if (name === "runcast.lagged") return; // the server ends this connection next: resume then
+    if (name === "runcast.lagged") {
+      this.#conn.lagged = true; // the server ends this connection next: resume then
+      return;
+    }
+    if (name === "runcast.shutdown") {
+      const ms = obj(data).retry_ms;
+      if (typeof ms === "number" && ms >= 0) this.#retryAfter = ms;
+    }
     const seq = position?.seq ?? null;
     if (position !== null) {
       const at = this.#position;
@@ -1129,6 +1161,7 @@ export class RuncastStream extends EventTarget {
       }
       this.#moveTo(position);
     }
+    if (!NOTICES.has(name)) this.#conn.fresh = true;
     this.#reducer.apply(name, data, seq);
     this.dispatchEvent(new CustomEvent("event", { detail: { seq, id, name, data } }));
     this.#updated();
@@ -1161,18 +1194,28 @@ export class RuncastStream extends EventTarget {
     }
     if (status === 204) return this.#finish("no-content");
     if (status !== null && [400, 401, 403, 404, 410].includes(status)) {
-      const text = kind === "http" ? message : `HTTP ${status}`;
-      this.dispatchEvent(new CustomEvent("error", { detail: { message: text, status, fatal: true } }));
-      this.#teardown();
-      this.#setState("failed", text);
-      return;
+      return this.#fail(kind === "http" ? message : `HTTP ${status}`, status);
+    }
+    // A refusal the probe cannot see through (a WebSocket's 403 from a page of another origin,
+    // whose fetch CORS blocks) looks like a server that is down: give up after a while.
+    if (!this.#conn.opened) this.#failures += 1;
+    if (this.#failures >= (o.maxFailures ?? DEFAULT_MAX_FAILURES)) {
+      return this.#fail(`${message} (${this.#failures} connection attempts in a row failed)`, status);
     }
     if (this.#everOpened && !this.#cut) this.#info.cuts += 1;
     this.#cut = this.#everOpened;
     this.dispatchEvent(new CustomEvent("error", { detail: { message, status, fatal: false } }));
+    // Back off while connections bring nothing new, and after a cut for being slow
+    // (`runcast.lagged`, then WebSocket 1013 "try again later") even if they did.
+    if (this.#conn.fresh && !this.#conn.lagged && code !== 1013) this.#attempt = 0;
     const delays = o.retryDelays ?? DEFAULT_DELAYS;
-    const delay = delays[Math.min(this.#attempt, delays.length - 1)] ?? 1000;
+    let delay = delays[Math.min(this.#attempt, delays.length - 1)] ?? 1000;
     this.#attempt += 1;
+    // `runcast.shutdown` says when to come back (README, Shutdown); WebSocket 1012 ("service
+    // restart") follows it, or else waits the longest delay.
+    if (code === 1012) this.#retryAfter ??= delays[delays.length - 1] ?? 1000;
+    if (this.#retryAfter !== null) delay = Math.max(delay, this.#retryAfter);
+    this.#retryAfter = null;
     this.#setState(this.#cut ? "reconnecting" : "connecting", message);
     this.#timer = setTimeout(() => {
       this.#timer = null;
@@ -1180,11 +1223,18 @@ export class RuncastStream extends EventTarget {
     }, delay);
   }
 
+  /** @param {string} message @param {number | null} status */
+  #fail(message, status) {
+    this.dispatchEvent(new CustomEvent("error", { detail: { message, status, fatal: true } }));
+    this.#teardown();
+    this.#setState("failed", message);
+  }
+
   /** @returns {Promise<number | null>} */
   async #probe() {
-    const { url, token } = await this.#url();
     const abort = new AbortController();
     try {
+      const { url, token } = await this.#url();
       const response = await fetch(url.href, {
         headers: { Accept: "text/event-stream", ...(token !== null ? { Authorization: `Bearer ${token}` } : {}) },
         signal: abort.signal,

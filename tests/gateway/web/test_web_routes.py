@@ -179,7 +179,8 @@ async def test_config_tells_the_page_when_runcast_answers_tool_calls(
 @pytest.mark.asyncio
 async def test_client_unit_tests_under_node() -> None:
     """runcast-client.js under node's test runner: reducers on literal event sequences, resume
-    without gap or duplicate, 204 and done (tests/gateway/web/client/*.test.mjs)."""
+    without gap or duplicate, 204 and done, reconnect pacing, and the EventSource and WebSocket
+    transports over stand-ins (tests/gateway/web/client/*.test.mjs)."""
     try:
         proc = await asyncio.create_subprocess_exec(
             "node",

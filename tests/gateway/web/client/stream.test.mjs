@@ -14,7 +14,7 @@ const delta = (seq, value, epoch = "e1") =>
 async function scripted(script) {
   const seen = [];
   const server = createServer((req, res) => {
-    seen.push({ url: req.url, lastEventId: req.headers["last-event-id"] ?? null, auth: req.headers.authorization ?? null });
+    seen.push({ url: req.url, lastEventId: req.headers["last-event-id"] ?? null, auth: req.headers.authorization ?? null, at: Date.now() });
     const step = script[seen.length - 1] ?? ((_, r) => { r.writeHead(500); r.end(); });
     step(req, res);
   });
@@ -29,6 +29,9 @@ async function scripted(script) {
 }
 
 const sse = (res) => res.writeHead(200, { "Content-Type": "text/event-stream" });
+
+/** The gaps (ms) between the server's requests. */
+const gaps = (seen) => seen.slice(1).map((r, i) => r.at - seen[i].at);
 
 /** Resolves once `done()` holds after an update, rejects if it does not in time. */
 function until(stream, done, ms = 5000) {
@@ -192,6 +195,57 @@ test("a thread channel resumes after a cut even when its last run had finished",
   await server.close();
   assert.deepEqual(server.seen.map((r) => r.url), ["/streams/threads/th_1?since=0", "/streams/threads/th_1?since=e1-2"]);
   assert.deepEqual([stream.state.runId, stream.connection.cuts, stream.connection.resumes], ["run_2", 1, 1]);
+});
+
+test("a token function that fails is a non-fatal error, then a retry", async () => {
+  // It left the stream connecting for ever: no error, no retry (an unhandled rejection).
+  const server = await scripted([(req, res) => res.writeHead(204).end()]);
+  let calls = 0;
+  const token = async () => {
+    calls += 1;
+    if (calls === 1) throw new Error("no session");
+    return "tok";
+  };
+  const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, token, retryDelays: [10] });
+  const errors = [];
+  stream.addEventListener("error", (e) => errors.push(e.detail));
+  const end = await ended(stream);
+  await server.close();
+  assert.deepEqual(end, { reason: "no-content" });
+  assert.deepEqual(errors, [{ message: "token: Error: no session", status: null, fatal: false }]);
+  assert.deepEqual(server.seen.map((r) => r.auth), ["Bearer tok"]);
+});
+
+test("reconnect pacing: only new events reset the backoff; runcast.shutdown's retry_ms is waited", async () => {
+  const shutdown = `event: runcast.shutdown\nretry: 300\ndata: {"epoch":"e1","seq":2,"retry_ms":300}\n\n`;
+  const server = await scripted([
+    (req, res) => sse(res).end(delta(1, "a")),
+    (req, res) => sse(res).end(delta(1, "a")), // a duplicate only: nothing new
+    (req, res) => sse(res).end(delta(1, "a")),
+    (req, res) => sse(res).end(delta(2, "b") + shutdown),
+    (req, res) => res.writeHead(204).end(),
+  ]);
+  const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, retryDelays: [10, 60, 120] });
+  const end = await ended(stream);
+  await server.close();
+  assert.deepEqual(end, { reason: "no-content" });
+  const [, second, third, shutdownWait] = gaps(server.seen);
+  assert.ok(second >= 60 && third >= 120, `backoff: ${gaps(server.seen)}`);
+  assert.ok(shutdownWait >= 300, `retry_ms: ${gaps(server.seen)}`);
+});
+
+test("a cut for being slow (runcast.lagged) backs off even after new events", async () => {
+  const lagged = `id: e1-2\nevent: runcast.lagged\ndata: {"error":{"code":"subscriber_lagged"},"epoch":"e1","seq":2}\n\n`;
+  const server = await scripted([
+    (req, res) => sse(res).end(delta(1, "a")),
+    (req, res) => sse(res).end(delta(2, "b") + lagged),
+    (req, res) => res.writeHead(204).end(),
+  ]);
+  const stream = new RuncastStream({ kind: "run", id: "run_1", baseUrl: server.base, retryDelays: [10, 200] });
+  await ended(stream);
+  await server.close();
+  assert.deepEqual(server.seen.map((r) => r.url.split("?")[1]), ["snapshot=1", "since=e1-1", "since=e1-2"]);
+  assert.ok(gaps(server.seen)[1] >= 200, `${gaps(server.seen)}`);
 });
 
 test("history lost in a restart: the new epoch's empty snapshot keeps what is shown, and says so", async () => {

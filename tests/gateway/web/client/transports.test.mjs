@@ -29,6 +29,7 @@ class FakeEventSource extends EventTarget {
   lastEventId = "";
   readyState = 0;
   closed = false;
+  at = Date.now();
   /** @type {((e: Event) => void) | null} */
   onopen = null;
   /** @type {((e: Event) => void) | null} */
@@ -56,6 +57,7 @@ class FakeEventSource extends EventTarget {
 /** WebSocket frames as runcast sends them: {"epoch", "seq", "event", "data"}. */
 class FakeWebSocket {
   closed = false;
+  at = Date.now();
   constructor(url) {
     this.url = url;
     play(this);
@@ -101,6 +103,7 @@ function when(stream, names, watch, ms = 3000) {
 }
 
 const ended = (stream) => when(stream, ["end"], (e) => e.detail);
+const gap = (i) => made[i].at - made[i - 1].at;
 const delta = (value) => ({ id: "msg_1", delta: { content: [{ index: 0, type: "text", text: { value } }] } });
 
 test("EventSource: a Responses stream from a data-only server (no event: lines) is seen", async () => {
@@ -165,4 +168,72 @@ test("WebSocket: close 1000 ends a run, response or chat channel, not a thread",
   const thread = new RuncastStream({ kind: "thread", id: "th_1", transport: "websocket", retryDelays: [10] });
   await when(thread, ["connection"], () => (made.length === 3 ? true : undefined));
   thread.close();
+});
+
+test("WebSocket: 1012 waits runcast.shutdown's retry_ms, else the longest delay; 1013 backs off", async () => {
+  script(
+    (ws) => {
+      ws.open();
+      ws.send("thread.message.delta", delta("a"), 1);
+      ws.send("runcast.shutdown", { epoch: "e1", seq: 1, retry_ms: 150 });
+      ws.end(1012);
+    },
+    (ws) => {
+      ws.open();
+      ws.send("thread.message.delta", delta("b"), 2);
+      ws.end(1012); // a restart without the notice
+    },
+    (ws) => {
+      ws.open();
+      ws.send("thread.message.delta", delta("c"), 3);
+      ws.end(1013); // try again later
+    },
+    (ws) => {
+      ws.open();
+      ws.send("thread.message.delta", delta("d"), 4);
+      ws.end(1013);
+    },
+  );
+  const stream = new RuncastStream({ kind: "thread", id: "th_1", transport: "websocket", retryDelays: [10, 60, 100] });
+  await when(stream, ["connection"], () => (made.length === 5 ? true : undefined));
+  stream.close();
+  assert.equal(stream.state.items[0].text, "abcd");
+  assert.ok(gap(1) >= 150 && gap(2) >= 100, `1012: ${[gap(1), gap(2)]}`);
+  // Each 1013 steps the delays on, whatever the connection brought.
+  assert.ok(gap(3) >= 60 && gap(4) >= 100, `1013: ${[gap(3), gap(4)]}`);
+});
+
+test("WebSocket: refusals the probe cannot explain (a 403 on another origin) end in a fatal error", async () => {
+  script((ws) => ws.end(1006));
+  const stream = new RuncastStream({ kind: "run", id: "run_1", transport: "websocket", retryDelays: [5], maxFailures: 3 });
+  const errors = [];
+  stream.addEventListener("error", (e) => errors.push(e.detail.fatal));
+  const failed = await when(stream, ["connection"], (e) => (e.detail.state === "failed" ? e.detail : undefined));
+  await new Promise((ok) => setTimeout(ok, 30));
+  assert.deepEqual([made.length, errors], [3, [false, false, true]]);
+  assert.equal(failed.reason, "closed (1006) (3 connection attempts in a row failed)");
+});
+
+test("WebSocket: a token function that fails in the probe or the next connection is retried", async () => {
+  let calls = 0;
+  const token = () => {
+    calls += 1;
+    if (calls === 2 || calls === 3) return Promise.reject(new Error("expired"));
+    return `tok${calls}`;
+  };
+  script(
+    (ws) => ws.end(1006), // refused: the probe asks for a token (call 2)
+    (ws) => {
+      ws.open();
+      ws.send("thread.message.delta", delta("ok"), 1);
+      ws.end(1000);
+    },
+  );
+  const stream = new RuncastStream({ kind: "run", id: "run_1", transport: "websocket", token, retryDelays: [5] });
+  const errors = [];
+  stream.addEventListener("error", (e) => errors.push(e.detail.message));
+  assert.deepEqual(await ended(stream), { reason: "no-content" });
+  assert.deepEqual(errors, ["closed (1006)", "token: Error: expired"]);
+  assert.deepEqual(made.map((ws) => new URL(ws.url).searchParams.get("token")), ["tok1", "tok4"]);
+  assert.equal(stream.state.items[0].text, "ok");
 });
