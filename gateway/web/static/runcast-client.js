@@ -31,7 +31,8 @@
  * `runcast.lagged`, WebSocket 1013), or after the `retry_ms` of `runcast.shutdown` (WebSocket
  * 1012). A token function that fails is retried the same way. A status that will not change (400,
  * 401, 403, 404, 410) is a fatal `error`, and so are `maxFailures` attempts in a row that never
- * open (a WebSocket refused on another origin's page hides its 403 even from the probe).
+ * open when it is set (a WebSocket refused on another origin's page hides its 403 even from the
+ * probe); by default the client never gives up, as a chat page must outlive a gateway's outage.
  *
  * Positions: runcast ids are `<epoch>-<seq>`. Seqs count within one epoch (one life of the
  * channel's log); after a broker restart the epoch changes, seqs restart, and runcast answers the
@@ -128,7 +129,7 @@
  * @property {string[]} [eventNames]  extra SSE event names EventSource should listen for
  * @property {number[]} [retryDelays]  reconnect delays in ms (the last one repeats)
  * @property {number} [maxFailures]  connection attempts in a row that never open before the stream
- *   fails for good (default 20: some 80 s with the default delays)
+ *   fails for good (default: never; 20 is some 80 s with the default delays)
  * @property {() => number} [now]  clock for timings (default Date.now)
  */
 
@@ -972,7 +973,7 @@ export function channelUrl(kind, id, baseUrl = "") {
 // -- the stream ------------------------------------------------------------------------------------
 
 const DEFAULT_DELAYS = [100, 250, 500, 1000, 2000, 5000];
-const DEFAULT_MAX_FAILURES = 20; // some 80 s with the default delays
+const DEFAULT_MAX_FAILURES = Infinity; // a page must outlive an outage of the gateway
 
 /**
  * Notices the hub adds to one subscription (README, "Subscribing"): never numbered, whatever id
@@ -1197,7 +1198,7 @@ export class RuncastStream extends EventTarget {
       return this.#fail(kind === "http" ? message : `HTTP ${status}`, status);
     }
     // A refusal the probe cannot see through (a WebSocket's 403 from a page of another origin,
-    // whose fetch CORS blocks) looks like a server that is down: give up after a while.
+    // whose fetch CORS blocks) looks like a server that is down: given up on after `maxFailures`.
     if (!this.#conn.opened) this.#failures += 1;
     if (this.#failures >= (o.maxFailures ?? DEFAULT_MAX_FAILURES)) {
       return this.#fail(`${message} (${this.#failures} connection attempts in a row failed)`, status);
