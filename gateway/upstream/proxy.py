@@ -15,6 +15,7 @@ variable that is no HTTP proxy URL (``socks5://...``) is the caller's to warn ab
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -111,6 +112,12 @@ def _is_loopback(host: str) -> bool:
     if host.lower() in _LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:  # the forms the resolver also reads as IPv4: 127.1, 0x7f.1, 2130706433
+            return ipaddress.IPv4Address(socket.inet_aton(host)).is_loopback
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1
+    return address.is_loopback

@@ -412,6 +412,11 @@ class Transport:
             raise UpstreamConnectionError(f"upstream request failed: {said(exc)}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamConnectionError(f"upstream request failed: {said(exc)}") from exc
+        if resp.status == 407 and s.proxy is not None:
+            # Only a proxy says 407: it refused to forward a plain http:// request (through
+            # CONNECT, for https://, aiohttp raises ClientHttpProxyError above).
+            resp.close()
+            raise UpstreamConnectError("the upstream's proxy refused the connection (HTTP 407)")
         if not 200 <= resp.status <= 599:
             # A 101 that switched to no protocol, or no HTTP status at all: nothing a caller's
             # client could parse or use. The connection is in an unknown state: closed.

@@ -26,6 +26,8 @@ class Asked:
 @dataclass
 class ForwardProxy:
     names: dict[str, int] = field(default_factory=dict)
+    credentials: str | None = None
+    """``Proxy-Authorization`` it requires (a 407 to any other), or None."""
     port: int = 0
     asked: list[Asked] = field(default_factory=list)
     _server: asyncio.Server | None = None
@@ -69,6 +71,12 @@ class ForwardProxy:
                 None,
             )
             self.asked.append(Asked(method, target, auth))
+            if self.credentials is not None and auth != self.credentials:
+                writer.write(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b'Proxy-Authenticate: Basic realm="egress"\r\ncontent-length: 0\r\n\r\n'
+                )
+                return
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
                 return

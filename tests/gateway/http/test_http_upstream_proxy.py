@@ -111,3 +111,15 @@ async def test_an_https_upstream_is_tunnelled_and_a_refused_tunnel_is_named(
             message = (await refused.json())["error"]["message"]
     assert [(a.method, a.target) for a in proxy.asked] == [("CONNECT", "api.upstream.test:443")]
     assert message.endswith("the upstream's proxy refused the connection (HTTP 405)")
+
+
+@pytest.mark.asyncio
+async def test_a_proxy_refusing_a_plain_http_request_is_named_not_passed_on_as_the_upstreams(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    async with ForwardProxy(credentials="Basic right") as proxy:
+        gateway = await start_gateway(upstream_url=REMOTE, upstream={"proxy": proxy.url})
+        async with session.get(f"{gateway.v1}/assistants", headers=KEY) as refused:
+            assert refused.status == 502
+            message = (await refused.json())["error"]["message"]
+    assert message.endswith("the upstream's proxy refused the connection (HTTP 407)")

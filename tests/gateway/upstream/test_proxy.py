@@ -74,6 +74,9 @@ def test_no_proxy_names_hosts_and_domains_that_go_direct(no_proxy: str) -> None:
         "http://127.9.9.9/v1",
         "http://localhost:8001/v1",
         "http://[::1]:8001/v1",
+        "http://127.1:8001/v1",
+        "http://0x7f.1:8001/v1",
+        "http://[::ffff:127.0.0.1]:8001/v1",
     ],
 )
 def test_a_loopback_upstream_never_takes_the_environments_proxy(base_url: str) -> None:
