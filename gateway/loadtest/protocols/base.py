@@ -57,9 +57,11 @@ class Seen(NamedTuple):
     calls: bool = False
     """The event turns the segment to tool calls (a chat chunk with ``tool_calls``): a gateway
     that answers them leaves the rest of that segment out of its creator's copy."""
-    exact: bool = True
-    """The event has the same bytes in every copy (False: a chat chunk carrying ``usage``, which
-    a gateway that answers tool calls gives its creator summed over the rounds it answered)."""
+    key: int | None = None
+    """What the event is matched to the other copies by, where its bytes may differ by copy
+    (None: its name and bytes). Chat chunks: what they say, never their ``usage`` (a gateway that
+    answers tool calls gives its creator the rounds' sum) nor ``role`` (left out of the rounds
+    after the first) nor their encoding (a chunk cut for the creator is encoded again)."""
 
 
 class Tracker(ABC):
@@ -137,6 +139,6 @@ class LoadProtocol(ABC):
 
 
 def digest(name: str, data: bytes, seen: Seen) -> int:
-    """What one copy's event is matched to the others' by: its name and bytes, or its name alone
-    where its bytes may differ by copy (``Seen.exact``)."""
-    return hash((name, data) if seen.exact else name)
+    """What one copy's event is matched to the others' by: its name and bytes, or its name and
+    ``Seen.key`` where its bytes may differ by copy."""
+    return hash((name, data) if seen.key is None else (name, seen.key))

@@ -36,11 +36,13 @@ class _ToolCallDelta(msgspec.Struct):
 
 
 class _Delta(msgspec.Struct):
+    role: str | None = None
     content: str | None = None
     tool_calls: list[_ToolCallDelta] | None = None
 
 
 class _Choice(msgspec.Struct):
+    index: int = 0
     delta: _Delta = msgspec.field(default_factory=_Delta)
     finish_reason: str | None = None
 
@@ -53,6 +55,35 @@ class _Chunk(msgspec.Struct):
 
 
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+def _said(chunk: _Chunk) -> int:
+    """What a chunk says, for matching copies (``Seen.key``)."""
+    return hash(
+        (
+            chunk.id,
+            tuple(
+                (
+                    choice.index,
+                    choice.delta.content,
+                    choice.finish_reason,
+                    tuple(
+                        (
+                            part.index,
+                            part.id,
+                            *(
+                                (part.function.name, part.function.arguments)
+                                if part.function
+                                else ()
+                            ),
+                        )
+                        for part in choice.delta.tool_calls or ()
+                    ),
+                )
+                for choice in chunk.choices
+            ),
+        )
+    )
 
 
 class ChatTracker(Tracker):
@@ -103,7 +134,7 @@ class ChatTracker(Tracker):
                     call["arguments"] += part.function.arguments or ""
             if choice.finish_reason is not None:
                 self.status = _STATUS.get(choice.finish_reason, choice.finish_reason)
-        return Seen(True, chars, False, calls, exact=chunk.usage is None)
+        return Seen(True, chars, False, calls, key=_said(chunk))
 
     def follow_up(self) -> Request | None:
         if self.status != "requires_action" or not self._calls:

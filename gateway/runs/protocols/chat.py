@@ -79,6 +79,9 @@ class ChatSpec:
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return chat_creator.said_with_calls(event)
 
+    def continued(self, event: HubEvent) -> HubEvent:
+        return chat_creator.without_role(event)
+
     def usage(self, event: HubEvent) -> dict[str, Any] | None:
         return chat_creator.usage(event)
 

@@ -5,6 +5,8 @@
 text (the choices' deltas without ``tool_calls``/``function_call``, no ``finish_reason``,
 ``usage`` null) and its calls (the rest), each a chunk with the same ``id``, ``model``,
 ``created`` ... :func:`usage` and :func:`with_usage` read and replace a chunk's ``usage``.
+:func:`without_role` takes ``role`` out of a later round's deltas: the SDK joins string members
+across chunks, and each round's first chunk names the role again (``assistantassistant``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import msgspec
 
 from gateway.hub import HubEvent
 from parsers.chat import ChatCompletionChunk
+from parsers.errors import DECODE_ERRORS
 
-__all__ = ["said_with_calls", "usage", "with_usage"]
+__all__ = ["said_with_calls", "usage", "with_usage", "without_role"]
 
 _CALLS = ("tool_calls", "function_call")
 _SILENT = ("role", *_CALLS)
@@ -69,3 +72,23 @@ def usage(event: HubEvent) -> dict[str, Any] | None:
 def with_usage(event: HubEvent, billed: dict[str, Any]) -> HubEvent:
     """A chunk carrying ``usage`` with ``billed`` in its place."""
     return HubEvent(event.name, _encode({**_decode(event.data), "usage": billed}), event.decoded)
+
+
+def without_role(event: HubEvent) -> HubEvent:
+    """A chunk with no ``role`` in its deltas (itself when none has one)."""
+    typed = event.decoded
+    if type(typed) is ChatCompletionChunk:
+        if not any(c.delta.role for c in typed.choices):
+            return event
+    elif typed is not None or b'"role"' not in event.data:
+        return event  # not a chunk; or one cut here (said_with_calls), untyped, without a role
+    try:
+        chunk = _decode(event.data)
+    except DECODE_ERRORS:  # an undecodable event, relayed as received
+        return event
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict):
+            delta.pop("role", None)
+    return HubEvent(event.name, _encode(chunk), event.decoded)

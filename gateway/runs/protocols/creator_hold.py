@@ -15,6 +15,8 @@ creator gets every response of the chain, each with its own):
 - A turning event that also says something (Ollama and llama.cpp send an assistant's text and a
   whole tool call in one delta) is cut in two (``said_with_calls``): what it says goes to the
   creator at once, its calls are held.
+- Rounds after an answered one reach the creator as their continuation (``continued``: chat's
+  deltas lose the ``role`` each round names again, which the SDK would join to the first's).
 - The upstream bills every round, but the creator sees one completion: once a round is answered,
   each later event that carries ``usage`` reaches the creator with the answered rounds' usage
   (each round's last) added to it, field by field (``prompt_tokens_details`` ... included), so the
@@ -39,7 +41,7 @@ __all__ = ["CreatorHold"]
 class CreatorHold:
     """One relay's hold of its creator's copy, by its protocol's rules (``spec``)."""
 
-    __slots__ = ("_answered", "_held", "_spec", "_usage")
+    __slots__ = ("_answered", "_continued", "_held", "_spec", "_usage")
 
     def __init__(self, spec: StreamSpec) -> None:
         self._spec = spec
@@ -48,6 +50,8 @@ class CreatorHold:
         """The last ``usage`` of this round."""
         self._answered: dict[str, Any] | None = None
         """The usage of the rounds answered so far, summed."""
+        self._continued = False
+        """A round was answered: this one continues it for the creator."""
 
     def copy(self, batch: Sequence[HubEvent], first: Position | None) -> list[Placed]:
         """The creator's copy of ``batch``, numbered from ``first`` in the stream's channel; from
@@ -63,12 +67,13 @@ class CreatorHold:
                 self._held = []
                 said = spec.said_with_calls(event)
                 if said is not None:
+                    # No id of its own: the event at ``at`` is whole only with its held calls.
                     text, event = said
-                    copy.append((text, at))
+                    copy.append((self._own(text), None))
             if self._held is not None:
                 self._held.append((event, at))
             else:
-                copy.append((self._billed(event, usage), at))
+                copy.append((self._billed(self._own(event), usage), at))
         return copy
 
     def release(self, *, answered: bool) -> list[Placed]:
@@ -77,10 +82,14 @@ class CreatorHold:
         held, self._held = self._held or [], None
         usage, self._usage = self._usage, None
         if answered:
+            self._continued = True
             if usage is not None:
                 self._answered = usage if self._answered is None else _sum(self._answered, usage)
             return []
-        return [(self._billed(event, self._spec.usage(event)), at) for event, at in held]
+        return [(self._billed(self._own(event), self._spec.usage(event)), at) for event, at in held]
+
+    def _own(self, event: HubEvent) -> HubEvent:
+        return self._spec.continued(event) if self._continued else event
 
     def _billed(self, event: HubEvent, usage: dict[str, Any] | None) -> HubEvent:
         """``event`` with the answered rounds' usage added to its own ``usage``, if any."""

@@ -92,6 +92,9 @@ class ResponsesSpec:
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return None  # never turns
 
+    def continued(self, event: HubEvent) -> HubEvent:
+        return event  # the creator gets every response of the chain whole
+
     def usage(self, event: HubEvent) -> dict[str, Any] | None:
         return None  # each response of a chain carries its own, and the creator gets each one
 

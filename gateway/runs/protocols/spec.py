@@ -91,6 +91,11 @@ class StreamSpec(Protocol):
         creator gets it at once) and its calls (held); None: it says nothing else."""
         ...
 
+    def continued(self, event: HubEvent) -> HubEvent:
+        """An event of a round after an answered one, as the chain's creator gets it (chat: its
+        deltas without ``role``, which the SDK would join to the first round's)."""
+        ...
+
     def usage(self, event: HubEvent) -> dict[str, Any] | None:
         """The ``usage`` object the event carries, for a chain's creator to get the sum of its
         rounds' (None: none, or the creator gets every round's as it is)."""

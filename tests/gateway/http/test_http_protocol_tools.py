@@ -809,6 +809,7 @@ async def test_text_said_with_the_first_call_reaches_the_creator(
         async for _ in stream:
             pass
         message = (await stream.get_final_completion()).choices[0].message
+    assert message.role == "assistant"  # each round names it: the creator gets it once
     if tool == "get_weather":
         assert message.content == "Let me check. Sunny." and not message.tool_calls
     else:
@@ -819,10 +820,14 @@ async def test_text_said_with_the_first_call_reaches_the_creator(
     turn = channel.events[0]  # the channel has the chunk as the upstream sent it
     assert turn.json()["choices"][0]["delta"] == said
     text = creator[0].json()
-    assert creator[0].id == turn.id and text["choices"][0]["delta"] == {
-        "role": "assistant",
-        "content": "Let me check. ",
-    }
+    assert text["choices"][0]["delta"] == {"role": "assistant", "content": "Let me check. "}
+    # The channel's event at turn.id is whole only with its calls: the text has no id of its
+    # own (a creator resuming from turn.id would miss the calls), the released calls have it.
+    assert creator[0].id is None
+    if tool == "lookup_customer":
+        assert creator[1].id == turn.id and "tool_calls" in creator[1].json()["choices"][0]["delta"]
+    else:
+        assert "role" not in creator[1].json()["choices"][0]["delta"]  # the answer round's
     assert {k: v for k, v in text.items() if k != "choices"} == {
         k: v for k, v in turn.json().items() if k != "choices"
     }
