@@ -35,6 +35,7 @@ from gateway import config, logs, workers
 from gateway.cli.serve_flags import add_arguments
 from gateway.cli.serve_rules import RULES
 from gateway.errors import ConfigError, ListenError
+from gateway.flags import host_port
 from gateway.settings import Settings
 from gateway.tools import ToolAutomation, ToolSettings
 from gateway.tools.registry import tool_name
@@ -95,7 +96,10 @@ def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
             list(sys.argv[1:] if argv is None else argv),
             count=settings.workers,
             node_id=settings.node_id or workers.generated_node_id(),
+            stop_timeout=settings.drain_timeout + settings.shutdown_timeout + workers.STOP_SLACK,
         )
+    if settings.metrics_address is not None and workers.WORKER_ENV in os.environ:
+        settings = _own_metrics_port(settings, int(os.environ[workers.WORKER_ENV]))
     from gateway.http.runner import serve
 
     try:
@@ -181,3 +185,14 @@ def _exit_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _own_metrics_port(settings: Settings, index: int) -> Settings:
+    """A worker's ``--metrics-address``: the port plus its index (each worker's counters are its
+    own, so each is scraped on its own port; port 0 stays any free one)."""
+    assert settings.metrics_address is not None
+    host, port = host_port(settings.metrics_address)
+    if port == 0:
+        return settings
+    shown = f"[{host}]" if ":" in host else host
+    return msgspec.structs.replace(settings, metrics_address=f"{shown}:{port + index}")

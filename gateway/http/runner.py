@@ -77,13 +77,28 @@ async def start_runner(app: web.Application, host: str, port: int) -> tuple[web.
     return runner, f"http://{shown}:{bound_port}"
 
 
+SAME_SIGNAL_WITHIN = 1.0
+"""Seconds within which a second SIGINT/SIGTERM counts as the first one again."""
+
+
 async def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
     raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    first: list[float] = []
+
+    def signalled() -> None:
+        # A second signal cuts the drain short, but not the same one twice at once: a worker of
+        # --workers gets its process group's signal and the supervisor's copy of it.
+        now = loop.time()
+        if first and now - first[0] < SAME_SIGNAL_WITHIN:
+            return
+        first[:] = first or [now]
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled)
     app = create_app(settings)
     runner, url = await start_runner(app, settings.host, settings.port)
     frozen = tune_collector()

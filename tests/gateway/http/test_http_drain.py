@@ -245,3 +245,25 @@ async def test_a_stream_longer_than_the_drain_tells_its_own_channel_of_the_shutd
     assert (notice.event, notice.retry) == ("runcast.shutdown", SHUTDOWN_RETRY_MS)
     assert ws_events.names[-1] == "runcast.shutdown"
     assert ws.close_code == aiohttp.WSCloseCode.SERVICE_RESTART
+
+
+@pytest.mark.asyncio
+async def test_the_same_signal_twice_at_once_does_not_cut_the_drain_short() -> None:
+    # A --workers worker gets its process group's SIGTERM and the supervisor's copy of it: that
+    # is one request to stop, not the second one that ends the drain at once.
+    async with runcast("--sim-deltas", "150", "--sim-delay-ms", "10", "--drain-timeout", "20") as (
+        server,
+        sdk,
+    ):
+        assistant, thread = await new_thread(sdk)
+        handler = RecordingHandler()
+        creator = asyncio.create_task(stream_run(sdk, assistant, thread, handler=handler))
+        await until(lambda: handler.deltas >= 5)
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            await creator
+        assert await server.exited() == 0
+    assert handler.deltas == 150
+    assert any("drained: every run finished" in line for line in server.lines)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 
+import aiohttp
 import psutil
 import pytest
 import pytest_asyncio
@@ -80,10 +83,10 @@ async def mock_url() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def supervisor(
-    redis_url: str, upstream: str, port: int
+    redis_url: str, upstream: str, port: int, *extra: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process]]]:
     """``runcast serve --workers 2`` once both workers listen: (supervisor, workers)."""
-    argv = ["--workers", "2", "--broker", redis_url, "--upstream", upstream]
+    argv = ["--workers", "2", "--broker", redis_url, "--upstream", upstream, *extra]
     argv += ["--token-secret", SECRET, "--port", str(port), "--node-id", "box"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -169,6 +172,67 @@ async def test_a_worker_dying_stops_the_set_with_status_1(
         async with asyncio.timeout(WAIT):
             assert await proc.wait() == 1
         assert all(gone(w) for w in workers)
+
+
+@pytest.mark.asyncio
+async def test_workers_do_not_outlive_a_killed_supervisor(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    # They kept answering on the port as orphans, and a new set shared it with them.
+    async with supervisor(redis_server.url, mock_url, free_port()) as (proc, workers):
+        proc.kill()
+        await proc.wait()
+        async with asyncio.timeout(WAIT):
+            while not all(gone(w) for w in workers):
+                await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_each_worker_serves_its_own_metrics_on_the_next_port(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    # All bound the one --metrics-address: the second failed and the set never started.
+    metrics = free_port()
+    while True:  # two free ports in a row
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", metrics + 1))
+            break
+        metrics = free_port()
+    address = f"127.0.0.1:{metrics}"
+    extra = ("--metrics-address", address)
+    async with (
+        supervisor(redis_server.url, mock_url, free_port(), *extra),
+        aiohttp.ClientSession() as session,
+    ):
+        for port in (metrics, metrics + 1):
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as scraped:
+                assert scraped.status == 200
+                assert "runcast_runs_started_total" in await scraped.text()
+
+
+@pytest.mark.asyncio
+async def test_a_configuration_a_worker_refuses_stops_the_set_with_status_2(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    # Found by the workers only (the open-file limit leaves no room for connections): a service
+    # manager must not restart it for ever, as it would on status 1.
+    argv = ["--workers", "2", "--broker", redis_server.url, "--upstream", mock_url]
+    argv += ["--token-secret", SECRET, "--port", str(free_port())]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        *argv,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env=clean_environ(),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
+    )
+    async with asyncio.timeout(WAIT):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2, err.decode()
+    assert b"open-file limit" in err
 
 
 @pytest.mark.asyncio
