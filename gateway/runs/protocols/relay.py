@@ -388,10 +388,15 @@ class StreamRelay:
                             )
                     if seen.cursor is not None:
                         last = self.cursor
-                        if self.resuming and last is not None and seen.cursor <= last:
-                            continue  # already relayed before the cut
-                        self.cursor = seen.cursor
-                        self.failures = 0
+                        if last is not None and seen.cursor <= last:
+                            if self.resuming:
+                                continue  # already relayed before the cut
+                            # Relayed as the upstream sent it, but the cursor stays the highest
+                            # seen: a resumption after it, or a reconciled end, comes after all.
+                        else:
+                            self.cursor = seen.cursor
+                            if not seen.idle:
+                                self.failures = 0
                     if seen.resumable:
                         self.resumable = True
                     if seen.said is not None:

@@ -24,6 +24,7 @@ from parsers.responses import (
     TERMINAL_EVENT_TYPES,
     DoneEvent,
     ErrorEvent,
+    KeepaliveEvent,
     ResponseAccumulator,
     ResponseCompletedEvent,
     ResponseCreatedEvent,
@@ -74,7 +75,9 @@ class ResponsesSpec:
         if isinstance(event, _TERMINAL):
             return event, Seen(end=True, cursor=seq, about=event.response.id or None)
         if isinstance(event, ErrorEvent):
-            return event, Seen(cursor=seq, said=event.details().message or None)
+            return event, Seen(cursor=seq, said=event.details().message or None, idle=True)
+        if type(event) is KeepaliveEvent:
+            return event, Seen(cursor=seq, idle=True)
         return event, Seen(end=event.type in TERMINAL_EVENT_TYPES, cursor=seq)
 
     def channel(self, object_id: str) -> str:

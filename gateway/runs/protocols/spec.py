@@ -36,6 +36,9 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     stream. Unless the last word came first (or is this event), the stream was cut."""
     cursor: int | None = None
     """The event's ``sequence_number`` (Responses), None where the protocol has none."""
+    idle: bool = False
+    """The event carries nothing of the stream's object (an ``error`` or a ``keepalive``): it
+    moves the cursor but is no progress to a resumption that keeps failing."""
     resumable: bool = False
     """The upstream can resume this stream after a cut (a background response)."""
     about: str | None = None

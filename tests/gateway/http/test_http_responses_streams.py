@@ -519,8 +519,10 @@ async def _cut_then_resumed(
     session: aiohttp.ClientSession,
     events: list[bytes],
     resumed: Callable[[int], bytes],
+    *,
+    sent: bytes | None = None,
 ) -> tuple[Subscriber, list[str], Gateway]:
-    """A background response streamed through runcast, cut after ``events[:5]``; the upstream
+    """A background response streamed through runcast, cut after ``events[:5]`` (or ``sent``); the upstream
     answers each resume after N with ``resumed(N)`` and a poll with the last event's response.
     What the creator got, the resumes' query strings, and the gateway."""
     asked: list[str] = []
@@ -528,7 +530,7 @@ async def _cut_then_resumed(
     async def create(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(b"".join(events[:5]))
+        await response.write(b"".join(events[:5]) if sent is None else sent)
         assert request.transport is not None
         request.transport.abort()  # cut mid-stream after sequence_number 4
         return response
@@ -572,6 +574,45 @@ async def test_resumed_stream_that_repeats_events_is_relayed_once(
     numbers = [e.json()["sequence_number"] for e in creator.events]
     assert numbers == list(range(10))
     assert creator.events[-1].event == "response.completed"
+
+
+@pytest.mark.asyncio
+async def test_a_stale_event_before_the_cut_does_not_move_the_resumption_back(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """The first stream repeats sequence_number 2 after 4, then is cut: the resumption starts
+    after 4, the highest relayed (it started after 2: 3 and 4 were relayed twice)."""
+    events = _background_events("resp_stale", 10)
+    creator, asked, _ = await _cut_then_resumed(
+        start_gateway,
+        session,
+        events,
+        lambda after: b"".join(events[after + 1 :]),
+        sent=b"".join(events[:5]) + events[2],
+    )
+    assert asked == ["stream=true&starting_after=4"]
+    numbers = [e.json()["sequence_number"] for e in creator.events]
+    assert numbers == [0, 1, 2, 3, 4, 2, *range(5, 10)]
+
+
+@pytest.mark.asyncio
+async def test_resumptions_answered_with_only_an_error_event_are_no_progress(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each resume brings one `error` event with the next sequence_number, then ends: that
+    moved the cursor, so each counted as progress and the stream was resumed 100 times (the
+    creator got 100 error events). Now the resumptions without progress are bounded."""
+    from gateway.runs.protocols import settling
+
+    monkeypatch.setattr(settling, "_RESUME_BACKOFF", 0.01)
+    events = _background_events("resp_err", 10)
+
+    def error(after: int) -> bytes:
+        return _frame({"type": "error", "sequence_number": after + 1, "message": "overloaded"})
+
+    creator, asked, _ = await _cut_then_resumed(start_gateway, session, events, error)
+    assert len(asked) <= 6, asked
+    assert [e.event for e in creator.events][-2:] == ["runcast.recovered", "response.completed"]
 
 
 @pytest.mark.asyncio
