@@ -131,7 +131,10 @@ async def serve_protocol_stream(
         headers=headers,
         max_retries=0,
     )
-    reopen = functools.partial(upstream.open_stream, "GET", api_key=api_key, headers=headers)
+    # A resumption is tried once a time: its own budget (settling.py) counts the attempts.
+    reopen = functools.partial(
+        upstream.open_stream, "GET", api_key=api_key, headers=headers, max_retries=0
+    )
     key = upstream.settings.api_key
     chain = _tool_chain(request, upstream, spec.kind, body, api_key=api_key, headers=headers)
     metrics = app.get(METRICS)

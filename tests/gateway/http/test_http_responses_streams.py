@@ -758,3 +758,47 @@ async def test_an_upstream_error_event_is_quoted_when_the_stream_is_then_lost(
             text = (await response.read()).decode()
     lost = orjson.loads(text.split("event: runcast.upstream_lost\n", 1)[1].split("data: ", 1)[1])
     assert lost["error"]["message"].endswith("the upstream's last error: flat oops")
+
+
+@pytest.mark.asyncio
+async def test_a_resumption_that_fails_is_tried_within_its_own_budget_only(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every resume answered 500: 5 resumptions without progress, each retried twice more by
+    the upstream client (15 requests), against the documented 5."""
+    from gateway.runs.protocols import settling
+
+    monkeypatch.setattr(settling, "_RESUME_BACKOFF", 0.01)
+    events = _background_events("resp_500", 10)
+    resumes: list[str] = []
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"".join(events[:5]))
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    async def retrieve(request: web.Request) -> web.Response:
+        if "stream" not in request.query:
+            return web.json_response(orjson.loads(events[-1].split(b"data: ", 1)[1])["response"])
+        resumes.append(request.query_string)
+        return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/responses", create)
+    upstream.router.add_get("/v1/responses/{id}", retrieve)
+    async with served_upstream(upstream) as url:
+        gateway = await start_gateway(
+            upstream_url=url, upstream={"max_retries": 2, "backoff_base": 0.01}
+        )
+        async with session.post(
+            f"{gateway.v1}/responses",
+            json=_body(stream=True, background=True),
+            headers={"Authorization": "Bearer sk-caller"},
+        ) as creator_response:
+            async with asyncio.timeout(WAIT):
+                creator = await read_sse(creator_response, until=lambda e: False)
+    assert len(resumes) == 5, resumes  # the relay's max_resumes without progress
+    assert [e.event for e in creator.events][-2:] == ["runcast.recovered", "response.completed"]
