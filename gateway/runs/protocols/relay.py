@@ -388,6 +388,15 @@ class StreamRelay:
                             )
                     if seen.cursor is not None:
                         last = self.cursor
+                        if self.resuming and last is not None and seen.cursor > last + 1:
+                            # A resumed stream numbers its events one by one (reference §2.3):
+                            # past a skip, what it left out would be lost unnoticed. Resumed
+                            # again from the cursor, as after a cut.
+                            await self.emit(events)
+                            raise RemoteProtocolError(
+                                f"the upstream resumed {self.spec.kind} {self.object_id} after "
+                                f"sequence_number {last} with {seen.cursor}"
+                            )
                         if last is not None and seen.cursor <= last:
                             if self.resuming:
                                 continue  # already relayed before the cut

@@ -596,6 +596,25 @@ async def test_a_stale_event_before_the_cut_does_not_move_the_resumption_back(
 
 
 @pytest.mark.asyncio
+async def test_a_resumption_that_skips_events_is_resumed_again_from_before_the_skip(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first resume leaves out 5 and 6: they were lost unnoticed. The skip is a failed
+    resumption, and the next one, from the same cursor, brings them."""
+    from gateway.runs.protocols import settling
+
+    monkeypatch.setattr(settling, "_RESUME_BACKOFF", 0.01)
+    events = _background_events("resp_skip", 10)
+    answers = [b"".join(events[7:]), b"".join(events[5:])]
+    creator, asked, _ = await _cut_then_resumed(
+        start_gateway, session, events, lambda after: answers.pop(0)
+    )
+    assert asked == ["stream=true&starting_after=4"] * 2
+    numbers = [e.json()["sequence_number"] for e in creator.events]
+    assert numbers == list(range(10))
+
+
+@pytest.mark.asyncio
 async def test_resumptions_answered_with_only_an_error_event_are_no_progress(
     start_gateway: StartGateway, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
