@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -33,7 +35,7 @@ from .headers import copy_response_headers, forward_request_headers, relayed_bod
 from .protocol_creator import serve_protocol_stream
 from .retrieve import logged_response_call, serve_logged_response
 from .routes import streamed_call
-from .state import CALLERS, SETTINGS, UPSTREAM, UPSTREAM_KEY
+from .state import CALLERS, RELAYS, SETTINGS, UPSTREAM, UPSTREAM_KEY
 
 __all__ = ["proxy"]
 
@@ -61,9 +63,17 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if call is not None:
         return await serve_streamed_call(request, call, body, api_key=api_key, headers=headers)
     try:
-        return await _passthrough(request, raw_path, body, api_key, headers)
+        answer = await _passthrough(request, raw_path, body, api_key, headers)
     except (UpstreamError, RemoteProtocolError) as exc:
         raise upstream_failure(exc) from None
+    cancelled = _CANCEL.fullmatch(raw_path) if request.method == "POST" else None
+    if cancelled is not None and 200 <= answer.status < 300:
+        request.app[RELAYS].cancelled(unquote(cancelled[1]))
+    return answer
+
+
+_CANCEL = re.compile(r"/v1/responses/([^/]+)/cancel")
+"""A background response's cancel: its stream then ends, and is not to be resumed."""
 
 
 async def _passthrough(

@@ -280,6 +280,13 @@ class RelayRegistry:
         """Up to ``limit`` runs that passed through runcast, newest first: (run id, thread id)."""
         return await self._threads.recent(limit)
 
+    def cancelled(self, object_id: str) -> None:
+        """The upstream accepted a cancel of ``object_id`` (a response): its stream, if this
+        node relays it, ends without being resumed."""
+        for relay in self._relays.values():
+            if isinstance(relay, StreamRelay) and relay.object_id == object_id:
+                relay.cancelled = True
+
     def live_streams(self) -> list[str]:
         """The own channels of the Responses and Chat streams being relayed, oldest first."""
         return [

@@ -174,6 +174,8 @@ class StreamRelay:
         self.ended = False
         self.received = False
         self.resumable = False
+        self.cancelled = False
+        """A cancel of the stream's object passed through this node: it is not resumed."""
         self.resuming = False
         self.failures = 0
         """Resumptions since the last new event."""

@@ -66,6 +66,8 @@ async def resumption(relay: StreamRelay, exc: BaseException) -> Opener | None:
     object_id, cursor, reopen = relay.object_id, relay.cursor, relay.reopen
     if not relay.resumable or object_id is None or cursor is None or reopen is None:
         return None
+    if relay.cancelled:
+        return None  # it ended because it was cancelled: polled to that end at once
     if _refused(exc):
         return None  # the upstream will not resume it (too old, deleted): asking again won't help
     if isinstance(exc, StreamTooLarge):

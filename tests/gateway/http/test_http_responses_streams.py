@@ -399,7 +399,7 @@ async def test_background_stream_the_upstream_will_not_resume_is_polled_to_its_e
 
 @pytest.mark.asyncio
 async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
-    start_gateway: StartGateway, session: aiohttp.ClientSession
+    start_gateway: StartGateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 100 deltas 20 ms apart; the response is cancelled upstream at its first event. Its stream
     # then closes without a last word (the API has no cancelled event) and cannot be resumed.
@@ -431,6 +431,9 @@ async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
     assert seen[-1].type == "runcast.recovered" and "cancelled" in str(lost["error"]["message"])
     assert recovered["cursor"] == lost["cursor"] == seen[-2].sequence_number
     assert "response.completed" not in [name for name, _ in _parsed(named)]
+    # The cancel passed through runcast: its stream's end is not taken for a cut to resume (5
+    # resumptions, some 5 s of backoff, before the poll found it cancelled).
+    assert not [r for r in caplog.records if "resuming" in r.getMessage()]
 
 
 @pytest.mark.asyncio
