@@ -45,6 +45,17 @@ def size_or_off(raw: str) -> int:
 
 _SECONDS = flags.greater_than(0)
 _COUNT = flags.greater_than(0, int)
+MAX_WORKERS = 256
+"""Each worker is a whole gateway (some 60 MB idle): a typo's 10,000 would take the machine."""
+
+
+def _workers(raw: str) -> int:
+    value: int = _COUNT(raw)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WORKERS}, got {raw}")
+    return value
+
+
 RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
     "header_timeout": _SECONDS,
@@ -82,7 +93,7 @@ RULES: Mapping[str, flags.Rule] = {
     "sim_deltas": _COUNT,
     "memory_budget": size,
     "max_stream_bytes": size_or_off,
-    "workers": _COUNT,
+    "workers": _workers,
 }
 
 

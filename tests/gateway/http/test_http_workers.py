@@ -43,6 +43,14 @@ def test_workers_without_the_redis_broker_are_refused(capsys: pytest.CaptureFixt
     assert "--workers needs --broker redis://HOST:PORT/DB" in err and "Traceback" not in err
 
 
+def test_a_worker_count_past_the_bound_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve", "--workers", "257", "--broker", "redis://127.0.0.1:1/0", "--port", "9"]
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal, as for other flags
+        main([*argv, "--token-secret", SECRET, "--upstream", "http://127.0.0.1:1/v1"])
+    assert refused.value.code == 2
+    assert "must be at most 256, got 257" in capsys.readouterr().err
+
+
 def test_redis_mode_needs_a_token_secret(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["serve", "--broker", "redis://127.0.0.1:1/0", "--upstream", "http://127.0.0.1:1/v1"]
     assert main(argv) == 2
