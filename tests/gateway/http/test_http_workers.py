@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import psutil
@@ -89,14 +90,13 @@ async def mock_url() -> AsyncIterator[str]:
         await stop(proc)
 
 
-@contextlib.asynccontextmanager
-async def supervisor(
-    redis_url: str, upstream: str, port: int, *extra: str
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process]]]:
-    """``runcast serve --workers 2`` once both workers listen: (supervisor, workers)."""
+async def start_set(
+    redis_url: str, upstream: str, port: int, *extra: str, **spawn: Any
+) -> asyncio.subprocess.Process:
+    """``runcast serve --workers 2`` started (stderr piped)."""
     argv = ["--workers", "2", "--broker", redis_url, "--upstream", upstream, *extra]
-    argv += ["--token-secret", SECRET, "--port", str(port), "--node-id", "box"]
-    proc = await asyncio.create_subprocess_exec(
+    argv += ["--token-secret", SECRET, "--port", str(port)]
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
@@ -105,7 +105,16 @@ async def supervisor(
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         env=clean_environ(),
+        **spawn,
     )
+
+
+@contextlib.asynccontextmanager
+async def supervisor(
+    redis_url: str, upstream: str, port: int, *extra: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process]]]:
+    """``runcast serve --workers 2`` once both workers listen: (supervisor, workers)."""
+    proc = await start_set(redis_url, upstream, port, "--node-id", "box", *extra)
     lines: list[str] = []
     listening = asyncio.Event()
 
@@ -224,17 +233,10 @@ async def test_a_configuration_a_worker_refuses_stops_the_set_with_status_2(
 ) -> None:
     # Found by the workers only (the open-file limit leaves no room for connections): a service
     # manager must not restart it for ever, as it would on status 1.
-    argv = ["--workers", "2", "--broker", redis_server.url, "--upstream", mock_url]
-    argv += ["--token-secret", SECRET, "--port", str(free_port())]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        *argv,
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        env=clean_environ(),
+    proc = await start_set(
+        redis_server.url,
+        mock_url,
+        free_port(),
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
     )
     async with asyncio.timeout(WAIT):
