@@ -6,12 +6,9 @@ channel is known in advance (Assistants thread channels) or as soon as the respo
 (Responses, Chat: runcast's ``runcast-response-id``/``runcast-completion-id`` header with its
 ``runcast-subscribe-token``, else the first event carrying the id); the streamed request, read
 with :class:`~parsers.sse.SSEDecoder` and the protocol's tracker to its end, then the follow-ups a
-tool call asks for; then the subscribers get ``idle_timeout`` to reach the run's end. Each
-subscriber's copy is matched to the creator's: events missing are gaps, extra ones duplicates,
-the same events in another order are reordered, and delivery lag is the subscriber's receipt minus the creator's receipt of the same event (0 when
-the subscriber's copy came first); events the creator had before the subscriber joined are
-counted as replayed, not timed. A run's subscribers are owned by one task group. How runs are
-started (closed or open loop, ``--compare``'s pairs) is ``loops.py``.
+tool call asks for; then the subscribers get ``idle_timeout`` to reach the run's end, and each
+one's copy is matched to the creator's (``accounting.py``). A run's subscribers are owned by one
+task group. How runs are started (closed or open loop, ``--compare``'s pairs) is ``loops.py``.
 """
 
 from __future__ import annotations
@@ -20,8 +17,6 @@ import asyncio
 import os
 import ssl
 import time
-from array import array
-from collections import Counter
 from collections.abc import Callable, Mapping
 
 import aiohttp
@@ -31,6 +26,7 @@ from gateway.errors import ConfigError
 from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 from parsers.sse import SSEDecoder
 
+from .accounting import RunRecord, account
 from .errors import ERROR_BODY_BYTES, refusal_text
 from .protocols import (
     PROTOCOLS,
@@ -38,15 +34,13 @@ from .protocols import (
     LoadProtocol,
     Request,
     RunStart,
-    Seen,
     Tracker,
-    digest,
 )
 from .settings import LoadSettings
-from .stats import MAX_KEPT_EVENTS, RUN_CUT, RUN_OK, LoadStats
+from .stats import RUN_CUT, RUN_OK, LoadStats
 from .subscribers import Subscriber
 
-__all__ = ["RunRecord", "TargetLoad", "probe_reach", "probe_tokens", "reach_error"]
+__all__ = ["TargetLoad", "probe_reach", "probe_tokens", "reach_error"]
 
 PLACEHOLDER_KEY = "runcast-loadtest"
 _MIN_PAUSE_S = 0.05
@@ -96,49 +90,6 @@ def reach_error(url: str, exc: BaseException) -> str:
     else:
         reason = str(exc) or type(exc).__name__
     return f"cannot reach {url}: {reason.rstrip('.').lower()}"
-
-
-class RunRecord:
-    """The creator's side of one run: its stream(s), timings and outcome.
-
-    Per upstream event it keeps only what something reads: its time when subscribers or
-    ``--compare`` will be matched against it, its digest and segment when subscribers will, and
-    at most ``MAX_KEPT_EVENTS`` of them (``unkept`` counts the rest).
-    """
-
-    __slots__ = ("bytes", "chars", "digests", "events", "keep_digests", "keep_times", "last",
-                 "segments", "sent", "started", "times", "ttfe", "ttft", "unkept")  # fmt: skip
-
-    def __init__(self, *, keep_times: bool = True, keep_digests: bool = True) -> None:
-        self.keep_times = keep_times or keep_digests
-        self.keep_digests = keep_digests
-        self.times = array("d")
-        self.digests = array("q")
-        self.segments = array("B")
-        self.unkept = 0
-        self.last: float | None = None
-        """When the last upstream event came (``perf_counter``)."""
-        self.events = 0
-        self.bytes = 0
-        self.chars = 0
-        self.sent = 0.0
-        self.ttfe: float | None = None
-        self.ttft: float | None = None
-        self.started = False
-        """True once the server answered 200, i.e. the run exists and subscribers will see it."""
-
-    def upstream(self, at: float, name: str, data: bytes, segment: int, seen: Seen) -> None:
-        """One upstream event of the creator's copy, received at ``at``."""
-        self.last = at
-        if not self.keep_times:
-            return
-        if len(self.times) >= MAX_KEPT_EVENTS:
-            self.unkept += 1
-            return
-        self.times.append(at)
-        if self.keep_digests:
-            self.digests.append(digest(name, data, seen))
-            self.segments.append(min(segment, 255))
 
 
 class TargetLoad:
@@ -445,85 +396,14 @@ class TargetLoad:
         return ended
 
     def _account(self, run: RunRecord, subscribers: list[Subscriber], outcome: str) -> None:
-        stats = self.stats
-        second = self._second()
-        stats.creator_events += run.events
-        stats.creator_bytes += run.bytes
-        stats.output_chars += run.chars
-        stats.timeline.add(second, "events", run.events)
-        stats.timeline.add(second, "chars", run.chars)
-        if run.ttfe is not None:
-            stats.ttfe.record(run.ttfe)
-        if run.ttft is not None:
-            stats.ttft.record(run.ttft)
-        if outcome == RUN_OK and run.chars and run.last is not None:
-            stats.chars_per_s.record(run.chars / max(run.last - run.sent, 1e-9))
-        stats.events_unkept += run.unkept
-        # Built for the first copy to match only: a run cut at the deadline (maybe with millions
-        # of events) costs nothing here, so the cut is prompt.
-        mine: tuple[array[float], array[int], Counter[int]] | None = None
-        broken = outcome not in (RUN_OK, RUN_CUT)
-        for sub in subscribers:
-            stats.subscriber_events += sub.events
-            stats.subscriber_bytes += sub.bytes
-            if outcome == RUN_CUT:
-                stats.subscribers_cut += 1
-                continue
-            if sub.error is None and not sub.finished and run.started:
-                sub.error = "subscriber_incomplete"
-            if sub.error is not None:
-                if run.started:
-                    broken = True
-                    stats.errors[sub.error] += 1
-                    stats.explain(sub.error, sub.detail)
-                    stats.timeline.add(second, "subscriber_errors")
-                continue
-            if not run.started:
-                continue  # no run to follow: neither complete nor an error of theirs
-            stats.subscribers_complete += 1
-            if outcome != RUN_OK:
-                continue  # the creator's response stopped early; the channel went on
-            if run.unkept or sub.unkept:
-                stats.subscribers_unmatched += 1  # a copy past the cap: not whole, not matched
-                continue
-            if mine is None:
-                mine = self._first_copy(run)
-            times, digests, expected = mine
-            got = Counter(sub.digests)
-            gaps, duplicates = sum((expected - got).values()), sum((got - expected).values())
-            stats.gaps += gaps
-            stats.duplicates += duplicates
-            if sub.digests != digests:
-                if not (gaps or duplicates):
-                    # The same events in another order: a client applying them would differ.
-                    stats.reordered += sum(
-                        a != b for a, b in zip(sub.digests, digests, strict=True)
-                    )
-                broken = True
-                continue
-            for at_creator, at_sub in zip(times, sub.times, strict=True):
-                if at_creator < sub.joined:
-                    stats.replayed += 1  # the join, not the fan-out: not a delivery lag
-                    continue
-                stats.deliveries += 1
-                if at_sub < at_creator:
-                    stats.subscriber_first += 1
-                    stats.delivery_lag.record(0.0)
-                else:
-                    stats.delivery_lag.record(at_sub - at_creator)
-        if broken and outcome == RUN_OK:
-            stats.runs_broken += 1
-
-    def _first_copy(self, run: RunRecord) -> tuple[array[float], array[int], Counter[int]]:
-        """The times and digests of the events a subscriber's copy holds (the first segment's
-        where the channel carries no more), and their counts."""
-        if self._protocol.channel_spans_run:
-            times, digests = run.times, run.digests
-        else:
-            first = [i for i, s in enumerate(run.segments) if s == 0]
-            times = array("d", (run.times[i] for i in first))
-            digests = array("q", (run.digests[i] for i in first))
-        return times, digests, Counter(digests)
+        account(
+            self.stats,
+            self._second(),
+            run,
+            subscribers,
+            outcome,
+            channel_spans_run=self._protocol.channel_spans_run,
+        )
 
 
 async def probe_reach(session: aiohttp.ClientSession, url: str, limit_s: float) -> None:

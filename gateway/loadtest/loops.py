@@ -28,7 +28,8 @@ import aiohttp
 
 from gateway.errors import ConfigError
 
-from .driver import RunRecord, TargetLoad
+from .accounting import RunRecord
+from .driver import TargetLoad
 from .protocols import FatalLoadError
 from .settings import LoadSettings
 from .shape import arrivals, level_at

@@ -17,9 +17,10 @@ from aiohttp import web
 from loadtest_helpers import check_report, serving
 
 from gateway.errors import ConfigError
-from gateway.loadtest import LoadSettings, driver, subscribers
+from gateway.loadtest import LoadSettings, accounting, subscribers
+from gateway.loadtest.accounting import RunRecord
 from gateway.loadtest.cli import run_async
-from gateway.loadtest.driver import RunRecord, TargetLoad
+from gateway.loadtest.driver import TargetLoad
 from gateway.loadtest.protocols.chat import ChatTracker
 from gateway.loadtest.report import render_table
 from gateway.loadtest.subscribers import Subscriber
@@ -359,7 +360,7 @@ async def test_copies_past_the_kept_events_are_counted_not_matched(
 ) -> None:
     # At most MAX_KEPT_EVENTS per copy are kept (100,000: cut to 5 here); past it a copy is
     # counted and said to be so, not matched (its gaps could not be told).
-    monkeypatch.setattr(driver, "MAX_KEPT_EVENTS", 5)
+    monkeypatch.setattr(accounting, "MAX_KEPT_EVENTS", 5)
     monkeypatch.setattr(subscribers, "MAX_KEPT_EVENTS", 5)
     async with serving(MockSettings(deltas=8, seed=3)) as (url, _, _):
         report = await load(url, subscribers_per_run=1)
