@@ -113,26 +113,16 @@ def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     if isinstance(exc, UpstreamNotAStream):
         # Processed upstream: the SDKs retry a 502 unless told not to, and a retry would
         # generate (and bill) the answer again.
-        return RequestError(
-            502,
-            f"upstream failed: {exc}",
-            type="upstream_error",
-            code="upstream_unavailable",
-            headers={"x-should-retry": "false"},
-        )
+        return _not_to_retry(f"upstream failed: {exc}")
     if isinstance(exc, StreamTruncated) and exc.last_status is None:
         # A 200 whose body held no run event at all (an HTML error page from a proxy, an empty
         # body): "run None ended without 'done'" would not tell the caller what went wrong.
-        # Not to be retried: the upstream took the request (a 200), and the SDK would send it
-        # again on a 502, where straight from the upstream it would have ended the stream.
+        # Not to be retried either: the upstream took the request (a 200), and straight from
+        # the upstream the SDK would have ended the stream instead of sending it again.
         api = _API_BY_KIND.get(exc.kind, exc.kind)
         event = "run event" if exc.kind == "run" else "event"
-        return RequestError(
-            502,
-            f"upstream failed: its answer ended before any {event} (not an {api} event stream)",
-            type="upstream_error",
-            code="upstream_unavailable",
-            headers={"x-should-retry": "false"},
+        return _not_to_retry(
+            f"upstream failed: its answer ended before any {event} (not an {api} event stream)"
         )
     return RequestError(
         502, f"upstream failed: {exc}", type="upstream_error", code="upstream_unavailable"
@@ -239,3 +229,15 @@ def _subscriber_error(exc: SubscriberError) -> web.Response:
     if exc.headers:
         headers.update(exc.headers)
     return error_response(exc.status, str(exc), code=exc.code, headers=headers or None)
+
+
+def _not_to_retry(message: str) -> RequestError:
+    """A 502 the upstream answered 200 to: ``x-should-retry: false`` keeps the SDK from sending
+    the request again."""
+    return RequestError(
+        502,
+        message,
+        type="upstream_error",
+        code="upstream_unavailable",
+        headers={"x-should-retry": "false"},
+    )
