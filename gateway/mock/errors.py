@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["APIError", "ErrorBody", "ErrorObject", "not_found"]
+__all__ = ["APIError", "ErrorBody", "ErrorObject", "clipped", "not_found", "quoted"]
+
+QUOTE_CHARS = 64
+"""At most this much of a caller's value is quoted back in an error message."""
 
 
 class ErrorObject(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,4 +48,15 @@ class APIError(Exception):
 
 def not_found(kind: str, object_id: str, param: str | None = None) -> APIError:
     """The 404 OpenAI answers for an unknown id, e.g. ``No thread found with id 'thread_x'.``"""
-    return APIError(404, f"No {kind} found with id '{object_id}'.", param=param)
+    return APIError(404, f"No {kind} found with id '{clipped(object_id)}'.", param=param)
+
+
+def clipped(text: str) -> str:
+    """A caller's ``text`` for an error message, cut to :data:`QUOTE_CHARS` (a caller's
+    megabyte of ``limit`` or of an id is not sent back to it)."""
+    return text if len(text) <= QUOTE_CHARS else f"{text[: QUOTE_CHARS - 3]}..."
+
+
+def quoted(value: object) -> str:
+    """``value``'s repr for an error message, :func:`clipped`."""
+    return clipped(repr(value))

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from gateway.mock.bodies import decimal
-from gateway.mock.errors import APIError
+from gateway.mock.errors import APIError, clipped, quoted
 
 __all__ = ["ListParams", "Page", "list_params", "paginate"]
 
@@ -43,14 +43,14 @@ def list_params(query: Mapping[str, str]) -> ListParams:
     if limit is None or not 1 <= limit <= _MAX_LIMIT:
         raise APIError(
             400,
-            f"Invalid 'limit': expected an integer between 1 and {_MAX_LIMIT}, got {raw_limit!r}.",
+            f"Invalid 'limit': expected an integer between 1 and {_MAX_LIMIT}, got {quoted(raw_limit)}.",
             param="limit",
             code="integer_out_of_range",
         )
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise APIError(
-            400, f"Invalid 'order': expected 'asc' or 'desc', got {order!r}.", param="order"
+            400, f"Invalid 'order': expected 'asc' or 'desc', got {quoted(order)}.", param="order"
         )
     return ListParams(
         limit=limit, order=order, after=query.get("after"), before=query.get("before")
@@ -85,5 +85,7 @@ def _position(ids: list[str], cursor: str, param: str) -> int:
         return ids.index(cursor)
     except ValueError:
         raise APIError(
-            400, f"Invalid '{param}': no object with id '{cursor}' in this list.", param=param
+            400,
+            f"Invalid '{param}': no object with id '{clipped(cursor)}' in this list.",
+            param=param,
         ) from None

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from gateway.mock import lifecycle as lc
 from gateway.mock.builders import new_run, user_message
 from gateway.mock.engine import Engine
-from gateway.mock.errors import APIError, not_found
+from gateway.mock.errors import APIError, not_found, quoted
 from gateway.mock.objects import (
     Assistant,
     Message,
@@ -202,14 +202,14 @@ class MockService:
         if unknown:
             raise APIError(
                 400,
-                f"No tool call found with id {unknown[0]!r} in the run's required action.",
+                f"No tool call found with id {quoted(unknown[0])} in the run's required action.",
                 param="tool_outputs",
             )
         missing = sorted(driver.pending.keys() - set(ids))
         if missing:
             raise APIError(
                 400,
-                f"Expected tool outputs for call_ids {list(driver.pending)}, got {ids}.",
+                f"Expected tool outputs for call_ids {list(driver.pending)}, got {quoted(ids)}.",
                 param="tool_outputs",
             )
         driver.submit(list(req.tool_outputs), sink)
@@ -229,7 +229,7 @@ class MockService:
         scenario = requested_scenario(metadata, self.settings.scenario)
         if scenario is None:
             name = (metadata or {}).get("mock_scenario")
-            raise APIError(400, f"Unknown mock_scenario {name!r}.", param="metadata")
+            raise APIError(400, f"Unknown mock_scenario {quoted(name)}.", param="metadata")
         refusal = http_refusal(scenario, self.settings.retry_after_s)
         if refusal is not None:
             raise refusal

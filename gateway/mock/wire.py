@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway.mock.bodies import decimal
-from gateway.mock.errors import APIError
+from gateway.mock.errors import APIError, quoted
 from gateway.mock.scenarios import METADATA_KEY, SCENARIOS, Scenario
 from gateway.mock.settings import MockSettings
 
@@ -65,7 +65,7 @@ def _flag(
         return True
     if value in _FALSE:
         return False
-    raise APIError(400, f"Invalid {key} {raw!r}: expected true or false.", param="metadata")
+    raise APIError(400, f"Invalid {key} {quoted(raw)}: expected true or false.", param="metadata")
 
 
 def _count(key: str, metadata: Mapping[str, str] | None, headers: Mapping[str, str]) -> int | None:
@@ -74,7 +74,9 @@ def _count(key: str, metadata: Mapping[str, str] | None, headers: Mapping[str, s
         return None
     value = decimal(raw)
     if value is None or value < 0:
-        raise APIError(400, f"Invalid {key} {raw!r}: expected an integer >= 0.", param="metadata")
+        raise APIError(
+            400, f"Invalid {key} {quoted(raw)}: expected an integer >= 0.", param="metadata"
+        )
     return value
 
 
@@ -102,7 +104,7 @@ def request_scenario(
     name = _raw(METADATA_KEY, metadata, headers) or default
     scenario = SCENARIOS.get(name)
     if scenario is None:
-        raise APIError(400, f"Unknown mock_scenario {name!r}.", param="metadata")
+        raise APIError(400, f"Unknown mock_scenario {quoted(name)}.", param="metadata")
     return scenario
 
 

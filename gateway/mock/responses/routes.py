@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.mock import journal
 from gateway.mock.bodies import decimal, read_body
-from gateway.mock.errors import APIError
+from gateway.mock.errors import APIError, quoted
 from gateway.mock.logstream import stream_log
 from gateway.mock.objects import ENCODER
 from gateway.mock.responses.requests import CreateConversationRequest, CreateResponseRequest
@@ -67,7 +67,7 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     raw = query.get("starting_after")
     starting_after = None if raw is None else decimal(raw)
     if raw is not None and starting_after is None:
-        raise APIError(400, f"Invalid starting_after {raw[:40]!r}.", param="starting_after")
+        raise APIError(400, f"Invalid starting_after {quoted(raw)}.", param="starting_after")
     log, cursor = _svc(request).stream_from(response_id, starting_after)
     return await stream_log(request, log, cursor, creator=False)
 

@@ -24,7 +24,7 @@ import msgspec
 
 from gateway.mock.bodies import check_view
 from gateway.mock.engine import Engine
-from gateway.mock.errors import APIError
+from gateway.mock.errors import APIError, clipped
 from gateway.mock.eventlog import EventLog
 from gateway.mock.ids import new_id
 from gateway.mock.lifecycle import now
@@ -114,12 +114,14 @@ class ResponsesService:
         if turn.unknown:
             raise APIError(
                 400,
-                f"No tool call found for function call output with call_id {turn.unknown[0]}.",
+                f"No tool call found for function call output with call_id {clipped(turn.unknown[0])}.",
                 param="input",
             )
         if turn.unanswered:
             raise APIError(
-                400, f"No tool output found for function call {turn.unanswered[0]}.", param="input"
+                400,
+                f"No tool output found for function call {clipped(turn.unanswered[0])}.",
+                param="input",
             )
         context += sum(text_chars(item) for item in items) + len(req.instructions or "")
         scenario = request_scenario(req.metadata, headers, inherited)
@@ -239,14 +241,16 @@ class ResponsesService:
     def conversation(self, conversation_id: str, param: str | None = None) -> ConversationRecord:
         record = self.store.conversations.get(conversation_id)
         if record is None:
-            raise APIError(404, f"Conversation with id '{conversation_id}' not found.", param=param)
+            raise APIError(
+                404, f"Conversation with id '{clipped(conversation_id)}' not found.", param=param
+            )
         return record
 
     def _stored(self, response_id: str, param: str | None) -> ResponseRecord:
         record = self.store.responses.get(response_id)
         if record is None or not record.response.store:
             kind = "Previous response" if param == "previous_response_id" else "Response"
-            raise APIError(404, f"{kind} with id '{response_id}' not found.", param=param)
+            raise APIError(404, f"{kind} with id '{clipped(response_id)}' not found.", param=param)
         return record
 
 

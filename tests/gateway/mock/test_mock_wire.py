@@ -157,3 +157,36 @@ async def test_a_body_nested_past_the_stack_is_a_400(
         assert response.status == 400
         error = (await response.json())["error"]
     assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/threads/thread_x/messages?limit=" + "9" * 5000, None),
+        ("GET", "/threads/thread_x/runs?order=" + "a" * 5000, None),
+        ("GET", "/responses/resp_" + "r" * 5000, None),
+        ("POST", "/responses", responses_body(mock_keepalive_every="7" * 20_000 + "x")),
+        ("POST", "/threads/runs", {"assistant_id": "a", "metadata": {"mock_scenario": "s" * 500}}),
+    ],
+)
+@pytest.mark.asyncio
+async def test_a_long_bad_value_is_quoted_back_clipped(
+    start_mock: StartMock,
+    session: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    # The simulator quoted a caller's whole value back in its 400 or 404: a megabyte of
+    # `limit` came back as a megabyte of error message.
+    server = await start_mock()
+    async with session.request(
+        method,
+        server.base_url + path,
+        json=body,
+        headers={"Authorization": "Bearer sk-test", "OpenAI-Beta": "assistants=v2"},
+    ) as response:
+        assert response.status in (400, 404)
+        message = (await response.json())["error"]["message"]
+    assert len(message) < 200, message
+    assert "..." in message
