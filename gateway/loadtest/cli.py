@@ -164,7 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         metavar="S",
-        help="stop once the target has refused every connection for S seconds, 0: never "
+        help="stop once the target has refused every run for S seconds (connections, or a "
+        "redirect, 401, 403, 404 or 405 each time), 0: never "
         "(default: %(default)s)",
     )
     for flag, default, what in (

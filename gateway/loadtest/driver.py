@@ -45,6 +45,16 @@ __all__ = ["TargetLoad", "probe_reach", "probe_tokens", "reach_error"]
 PLACEHOLDER_KEY = "runcast-loadtest"
 _MIN_PAUSE_S = 0.05
 _MAX_PAUSE_S = 1.0
+_MISDIRECTED = frozenset({"http_401", "http_403", "http_404", "http_405"})
+"""Answers that say the load is aimed wrong (a key, a URL), as a redirect not followed does:
+every run would get the same, so they pause the users as refused connections do."""
+
+
+def _misdirected(kind: str) -> bool:
+    kind = kind.removeprefix("setup_")
+    return kind in _MISDIRECTED or (kind.startswith("http_3") and len(kind) == 8)
+
+
 UNEXPECTED = "unexpected_error"
 """The outcome of a run that raised what no other outcome names (a bug of the load test or bytes
 it did not foresee): counted as failed, with the exception in the report's details."""
@@ -131,12 +141,19 @@ class TargetLoad:
         self._subscriber_seq = 0
         self.in_flight = 0
         self.refused_since: float | None = None
-        """When (``perf_counter``) the target began refusing connections, if it still does."""
+        """When (``perf_counter``) the target began refusing runs (connections, or answers that
+        say the load is misdirected: a redirect, 401, 403, 404 or 405), if it still does."""
+        self.refusal = "connection"
+        """The error kind the current refusal is counted under."""
+
+    def _refused(self, kind: str) -> None:
+        if self.refused_since is None or self.refusal != kind:
+            self.refused_since, self.refusal = time.perf_counter(), kind
 
     def pause(self) -> float:
         """How long a virtual user waits before its next run: nothing while the target answers,
-        then the time it has been refusing connections, from 50 ms up to 1 s (so a target that
-        went away is not hammered)."""
+        then the time it has been refusing runs, from 50 ms up to 1 s (so a target that went
+        away, or a load aimed at the wrong URL, is not hammered)."""
         since = self.refused_since
         if since is None:
             return 0.0
@@ -201,8 +218,7 @@ class TargetLoad:
         except aiohttp.ClientConnectorError as exc:
             outcome = "connection"
             stats.explain(outcome, reach_error(self.root, exc))
-            if self.refused_since is None:
-                self.refused_since = time.perf_counter()
+            self._refused(outcome)
         except aiohttp.ClientError:
             outcome = "connection"
         except FatalLoadError:
@@ -217,7 +233,9 @@ class TargetLoad:
             stats.outcomes[outcome] += 1
             column = {RUN_OK: "completed", RUN_CUT: "cut"}.get(outcome, "failed")
             stats.timeline.add(self._second(), column)
-            if outcome not in ("connection", RUN_CUT):
+            if _misdirected(outcome):
+                self._refused(outcome)
+            elif outcome not in ("connection", RUN_CUT):
                 self.refused_since = None  # the target answered
         if outcome != RUN_OK:
             return None

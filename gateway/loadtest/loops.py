@@ -10,8 +10,9 @@ server's), so that a host busy at that moment delays both sides of the differenc
 
 Everything is owned: the load's starts run in one task group (a pair's two runs in one of their
 own), and the whole load in a task that ``execute`` cancels on ``stop``, at the time limit or
-when a target has refused every connection for ``give_up`` seconds; runs cut off that way count
-as ``cut``, not failed. While a target refuses connections, each virtual user pauses between
+when a target has refused every run for ``give_up`` seconds; runs cut off that way count as
+``cut``, not failed. While a target refuses runs (its connections, or answers saying the load is
+misdirected: a redirect not followed, 401, 403, 404, 405), each virtual user pauses between
 runs (``TargetLoad.pause``) instead of failing thousands of runs a second.
 """
 
@@ -169,14 +170,17 @@ async def _open_loop(
 
 
 async def _give_up(loads: list[TargetLoad], after: float) -> None:
-    """Returns once a target has refused every connection for ``after`` seconds, saying so in
-    its stats."""
+    """Returns once a target has refused every run for ``after`` seconds (its connections, or
+    with answers saying the load is misdirected), saying so in its stats."""
     while True:
         await asyncio.sleep(min(_GIVE_UP_TICK_S, after / 4))
         for load in loads:
             since = load.refused_since
             if since is not None and time.perf_counter() - since >= after:
-                reason = load.stats.error_details.get("connection", f"cannot reach {load.root}")
+                kind = load.refusal
+                reason = load.stats.error_details.get(kind) or (
+                    f"cannot reach {load.root}" if kind == "connection" else kind
+                )
                 load.stats.gave_up = f"{reason} for {after:g} s: load stopped"
                 return
 

@@ -316,6 +316,34 @@ async def test_redirects_are_not_followed_the_load_stays_on_its_targets() -> Non
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "answer", "kind"),
+    [
+        ("/v1/chat/completions", web.Response(status=302, headers={"Location": "/x"}), "http_302"),
+        ("/v1/responses", web.json_response({"error": {}}, status=403), "http_403"),
+        ("/v1/threads", web.json_response({"error": {}}, status=401), "setup_http_401"),
+    ],
+)
+async def test_a_load_aimed_wrong_is_not_hammered_and_gives_up(
+    path: str, answer: web.Response, kind: str
+) -> None:
+    # A target answering every run with a redirect (or a 401, 404) was hammered: 36,000 runs in
+    # 3 s from 5 users. Each such answer now pauses the users as a refused connection does, and
+    # after --give-up-after of nothing else the load stops and says why.
+    protocol = {"/v1/threads": "assistants", "/v1/responses": "responses"}.get(path, "chat")
+    async with hostile({path: answer}) as url:
+        report = await load(
+            url, protocol=protocol, runs=None, duration=30, concurrency=4, give_up=1.0
+        )
+    failed = report["runs"]["outcomes"][kind]
+    assert 0 < failed <= 4 * 12, failed
+    assert report["elapsed_s"] < 10
+    assert any(
+        reason.endswith("for 1 s: load stopped") for reason in report["verdict"]["reasons"]
+    ), report["verdict"]
+
+
+@pytest.mark.asyncio
 async def test_a_stream_that_never_ends_keeps_nothing_per_event_and_is_cut_on_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
