@@ -11,7 +11,6 @@ the openai SDK raise. (A run's counterpart is ``runcast.upstream_error``: ``reco
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import msgspec
@@ -70,14 +69,22 @@ def lost_event(
 
 class _LostView(msgspec.Struct):
     error: dict[str, Any] | None = None
+    status: str | None = None
 
 
 def ended_by_loss(snapshot: dict[str, Any], lost: HubEvent) -> dict[str, Any]:
     """A Responses or Chat snapshot as it stands once ``lost`` ended its stream: ``done``, and
     the loss as its ``error`` unless the stream's own error is there (a late joiner must not read
-    a stream runcast gave up on as one still generating)."""
+    a stream runcast gave up on as one still generating); a response found ended with no event
+    of its own (cancelled) takes that status."""
     snapshot["done"] = True
+    try:
+        view = msgspec.json.decode(lost.data, type=_LostView)
+    except msgspec.DecodeError:
+        return snapshot
     if snapshot.get("error") is None:
-        with contextlib.suppress(msgspec.DecodeError):
-            snapshot["error"] = msgspec.json.decode(lost.data, type=_LostView).error
+        snapshot["error"] = view.error
+    response = snapshot.get("response")
+    if view.status is not None and isinstance(response, dict):
+        response["status"] = view.status
     return snapshot

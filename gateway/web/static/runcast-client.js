@@ -251,8 +251,10 @@ function runcastEvent(state, name, data, at) {
   }
   if (name === "runcast.upstream_lost") {
     // The stream was cut upstream and will not go on (README, HTTP API): as the server's snapshot
-    // does, it is done and shows this error unless the stream had its own.
+    // does, it is done and shows this error unless the stream had its own, and a response found
+    // ended with no event of its own (cancelled) takes that status.
     state.error ??= d.error ?? null;
+    if (typeof d.status === "string" && d.status) state.status = d.status;
     state.done = true;
     state.finished = true;
   }

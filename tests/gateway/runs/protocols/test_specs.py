@@ -202,6 +202,29 @@ def test_a_stream_runcast_gave_up_on_is_done_in_its_snapshot(
     assert snapshot["error"]["code"] == "upstream_lost"
 
 
+@pytest.mark.parametrize("channel", ["response:resp_1", "channel:s1", "conversation:conv_1"])
+def test_a_response_found_cancelled_is_cancelled_in_its_snapshot(channel: str) -> None:
+    # A cancelled response has no event of its own: its stream ends with runcast.upstream_lost
+    # naming the status, but a late joiner's snapshot still said "in_progress".
+    reducer = reducer_factory(channel)
+    assert reducer is not None
+    for event in _hub(_events("responses", "A-text.sse")[:5], typed=True):
+        reducer.apply(event)
+    assert orjson.loads(reducer.snapshot())["response"]["status"] == "in_progress"
+    reducer.apply(
+        lost_event(
+            "the response was cancelled",
+            reason="connection_lost",
+            kind="response",
+            object_id="resp_1",
+            cursor=5,
+            status="cancelled",
+        )
+    )
+    snapshot = orjson.loads(reducer.snapshot())
+    assert snapshot["done"] is True and snapshot["response"]["status"] == "cancelled"
+
+
 def test_a_chat_error_chunk_keeps_a_named_channel_a_chat_snapshot() -> None:
     # The chunk {"error": ...} was taken for a Responses event: the named channel's snapshot
     # turned into an empty response.

@@ -256,6 +256,13 @@ test("responses and chat: runcast.upstream_lost ends the stream with its error",
   assert.equal(own.state.error.code, "overloaded");
 });
 
+test("responses: a runcast.upstream_lost naming a status (cancelled) sets it", () => {
+  const r = responsesReducer({ now: clock() });
+  r.apply("response.created", { type: "response.created", response: { id: "resp_1", status: "in_progress", output: [] } }, 1);
+  r.apply("runcast.upstream_lost", { ...LOST, status: "cancelled" }, 2);
+  assert.deepEqual([r.state.status, r.state.done, r.state.finished], ["cancelled", true, true]);
+});
+
 test("a thread's, conversation's or named channel's next run does not keep the last one's error", () => {
   const thread = assistantsReducer({ now: clock() });
   thread.apply("thread.run.failed", { id: "run_1", status: "failed", last_error: { code: "server_error" } }, 1);
