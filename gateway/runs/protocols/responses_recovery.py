@@ -40,13 +40,16 @@ from ..polling import Poller
 from ..recovery import RECOVERED_EVENT
 from .spec import Reconciled
 
-__all__ = ["POLL_INTERVAL", "TERMINAL_STATUSES", "ResponseRecovery", "stored"]
+__all__ = ["PEEK_WITHIN", "POLL_INTERVAL", "TERMINAL_STATUSES", "ResponseRecovery", "stored"]
 
 log = logging.getLogger("runcast.relay")
 
 POLL_INTERVAL = 0.5
 """Seconds between two reads of a response still running (the openai SDK's ``poll()`` waits
 1 s; a response is polled only after its stream broke, so the wait is kept shorter)."""
+
+PEEK_WITHIN = 2.0
+"""Seconds :meth:`ResponseRecovery.cancelled` may take: past them the stream is resumed."""
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
 """A Response's statuses after which it changes no more (``openapi.yaml`` ``Response.status``)."""
@@ -142,6 +145,28 @@ class ResponseRecovery:
             return None
         events.append(HubEvent(name, data, typed))
         return Reconciled(status=status, events=events, ended=True)
+
+    async def cancelled(self, response_id: str) -> bool:
+        """One read of the response (retried through a blip for :data:`PEEK_WITHIN` at most):
+        whether it is ``cancelled``. A cut background stream is resumed otherwise; resuming a
+        cancelled one only brings its events again and ends without a last word."""
+        poller = Poller(
+            self._upstream,
+            within=PEEK_WITHIN,
+            api_key=self._api_key,
+            what=f"response {response_id}",
+        )
+        answer = await poller.get(
+            f"/responses/{quote(response_id, safe='')}",
+            limit=self._upstream.settings.max_response_bytes,
+        )
+        if answer is None:
+            return False
+        try:
+            view = _response_view.decode(answer[0])
+        except DECODE_ERRORS:
+            return False
+        return view.id == response_id and view.status == "cancelled"
 
     async def _settled(self, response_id: str) -> tuple[str, bytes] | None:
         """``(status, Response JSON)`` once the response is terminal; None when the poller gives

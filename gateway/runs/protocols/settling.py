@@ -75,6 +75,10 @@ async def resumption(relay: StreamRelay, exc: BaseException) -> Opener | None:
     request = relay.spec.resume(object_id, cursor)
     if request is None or relay.failures >= relay.max_resumes or relay.resumes >= MAX_RESUMES:
         return None
+    if relay.reconcile is not None and await relay.reconcile.cancelled(object_id):
+        # Cancelled through another node, or straight upstream: polled to that end at once.
+        relay.cancelled = True
+        return None
     relay.failures += 1
     relay.resumes += 1
     log.warning(

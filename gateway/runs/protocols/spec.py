@@ -7,13 +7,13 @@ after (``sequence_number``), and how to resume a stream the upstream can continu
 creating request) stays in its own module.
 
 A stream that can be neither continued nor resumed may still be *reconciled*: a protocol that can
-read the finished object (a stored response) gives the pump a :data:`Reconcile` callable, whose
-:class:`Reconciled` answer is what to publish in place of the lost tail.
+read the finished object (a stored response) gives the pump a :class:`Reconcile`, whose
+:class:`Reconciled` answer is what to publish in place of the lost tail, and which also tells
+whether a cut stream's object was cancelled (then it is not resumed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -121,6 +121,17 @@ class Reconciled(msgspec.Struct, frozen=True, kw_only=True):
     (a cancelled response), and the stream ends with ``runcast.upstream_lost`` naming it."""
 
 
-Reconcile = Callable[[str, int | None, str], Awaitable[Reconciled | None]]
-"""``(object id, last cursor, failure reason)`` -> what to publish, or None when the object's
-end cannot be learnt (the stream then ends with ``runcast.upstream_lost``)."""
+class Reconcile(Protocol):
+    """Reads of a stream's finished object upstream."""
+
+    async def __call__(
+        self, object_id: str, cursor: int | None, reason: str, /
+    ) -> Reconciled | None:
+        """``(object id, last cursor, failure reason)`` -> what to publish, or None when the
+        object's end cannot be learnt (the stream then ends with ``runcast.upstream_lost``)."""
+        ...
+
+    async def cancelled(self, object_id: str, /) -> bool:
+        """Whether the object is cancelled upstream, from one quick read (False when unknown):
+        a stream a cancel cut is not resumed, whichever node or client sent the cancel."""
+        ...

@@ -397,9 +397,25 @@ async def test_background_stream_the_upstream_will_not_resume_is_polled_to_its_e
     _assert_reconciled(events, final, deltas[-1].sequence_number, reason="http_400")
 
 
+async def _cancel_around_runcast(gateway: Gateway, response_id: str) -> None:
+    """Cancel a response at the simulator itself, as another node or the agent backend would."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.upstream_url}/responses/{response_id}/cancel",
+            headers={"Authorization": "Bearer sk-test"},
+        ) as response,
+    ):
+        assert response.status == 200
+
+
+@pytest.mark.parametrize("through", ["runcast", "upstream"])
 @pytest.mark.asyncio
 async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
-    start_gateway: StartGateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    start_gateway: StartGateway,
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    through: str,
 ) -> None:
     # 100 deltas 20 ms apart; the response is cancelled upstream at its first event. Its stream
     # then closes without a last word (the API has no cancelled event) and cannot be resumed.
@@ -416,8 +432,10 @@ async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
         async with asyncio.timeout(WAIT):
             with pytest.raises(APIError, match="runcast lost the upstream stream"):
                 async for event in stream:
-                    if not seen:
+                    if not seen and through == "runcast":
                         await client.responses.cancel(event.response.id)
+                    elif not seen:
+                        await _cancel_around_runcast(gateway, event.response.id)
                     seen.append(event)
             named = await named_task
     named_response.close()
@@ -431,8 +449,9 @@ async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
     assert seen[-1].type == "runcast.recovered" and "cancelled" in str(lost["error"]["message"])
     assert recovered["cursor"] == lost["cursor"] == seen[-2].sequence_number
     assert "response.completed" not in [name for name, _ in _parsed(named)]
-    # The cancel passed through runcast: its stream's end is not taken for a cut to resume (5
-    # resumptions, some 5 s of backoff, before the poll found it cancelled).
+    # Its stream's end is not taken for a cut to resume (5 resumptions, some 5 s of backoff,
+    # before the poll found it cancelled), whether the cancel passed through runcast or not (a
+    # node that does not relay the stream, the agent backend calling the upstream itself).
     assert not [r for r in caplog.records if "resuming" in r.getMessage()]
 
 
