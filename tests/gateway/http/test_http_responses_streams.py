@@ -211,18 +211,23 @@ async def test_conversation_token_opens_its_responses_and_no_other(
     assert (await session.get(conversation_url, params={"token": own})).status == 403
 
 
-async def _upstream_response(gateway: Gateway, response_id: str) -> dict[str, Any]:
-    """The simulator's own stored response, read around runcast."""
+async def _around_runcast(gateway: Gateway, method: str, path: str) -> dict[str, Any]:
+    """The simulator's own answer to ``method path``, asked around runcast (as another node or
+    the agent backend would)."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(
-            f"{gateway.upstream_url}/responses/{response_id}",
-            headers={"Authorization": "Bearer sk-test"},
+        session.request(
+            method, gateway.upstream_url + path, headers={"Authorization": "Bearer sk-test"}
         ) as response,
     ):
         assert response.status == 200
         found: dict[str, Any] = await response.json()
         return found
+
+
+async def _upstream_response(gateway: Gateway, response_id: str) -> dict[str, Any]:
+    """The simulator's own stored response, read around runcast."""
+    return await _around_runcast(gateway, "GET", f"/responses/{response_id}")
 
 
 async def _finished(session: aiohttp.ClientSession, gateway: Gateway, outcome: str) -> float:
@@ -397,18 +402,6 @@ async def test_background_stream_the_upstream_will_not_resume_is_polled_to_its_e
     _assert_reconciled(events, final, deltas[-1].sequence_number, reason="http_400")
 
 
-async def _cancel_around_runcast(gateway: Gateway, response_id: str) -> None:
-    """Cancel a response at the simulator itself, as another node or the agent backend would."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{gateway.upstream_url}/responses/{response_id}/cancel",
-            headers={"Authorization": "Bearer sk-test"},
-        ) as response,
-    ):
-        assert response.status == 200
-
-
 @pytest.mark.parametrize("through", ["runcast", "upstream"])
 @pytest.mark.asyncio
 async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
@@ -435,7 +428,9 @@ async def test_a_cancelled_response_ends_with_upstream_lost_naming_its_status(
                     if not seen and through == "runcast":
                         await client.responses.cancel(event.response.id)
                     elif not seen:
-                        await _cancel_around_runcast(gateway, event.response.id)
+                        await _around_runcast(
+                            gateway, "POST", f"/responses/{event.response.id}/cancel"
+                        )
                     seen.append(event)
             named = await named_task
     named_response.close()
