@@ -30,6 +30,7 @@ from parsers.sse import ServerSentEvent
 from ..channels import chat_channel
 from . import chat_creator
 from .lost import UPSTREAM_LOST_EVENT, ended_by_loss
+from .sizing import StateSize
 from .spec import Seen
 
 __all__ = ["CHAT", "ChatReducer", "ChatSpec", "typed_chat_event"]
@@ -123,7 +124,7 @@ class ChatReducer:
     own (older llama.cpp servers, some LiteLLM versions) still make one completion, and a usage
     chunk after the finish belongs to the completion it ends."""
 
-    __slots__ = ("_acc", "_finished", "_id", "_latest", "_lost", "nbytes")
+    __slots__ = ("_acc", "_finished", "_id", "_latest", "_lost", "_size")
 
     def __init__(self, *, latest: bool = False) -> None:
         self._acc = ChatAccumulator()
@@ -131,7 +132,7 @@ class ChatReducer:
         self._id: str | None = None
         self._finished = False
         self._lost: HubEvent | None = None
-        self.nbytes = 0
+        self._size = StateSize()
 
     def apply(self, event: HubEvent) -> None:
         if event.name == UPSTREAM_LOST_EVENT:
@@ -143,7 +144,7 @@ class ChatReducer:
         if self._latest:
             self._follow(typed)
         self._acc.apply(typed)
-        self.nbytes += len(event.data)
+        self._size.fold(len(event.data))
 
     def _follow(self, typed: ChatStreamEvent) -> None:
         """Start afresh at a new completion's first chunk (``latest``)."""
@@ -154,11 +155,16 @@ class ChatReducer:
                 if self._id is not None and self._finished:
                     self._acc = ChatAccumulator()
                     self._lost = None
-                    self.nbytes = 0
+                    self._size.reset()
                     self._finished = False
                 self._id = typed.id
             if any(choice.finish_reason for choice in typed.choices):
                 self._finished = True
+
+    @property
+    def nbytes(self) -> int:
+        """What the state holds, for the memory budget (``sizing.py``)."""
+        return self._size.value(lambda: len(self.snapshot()))
 
     def snapshot(self) -> bytes:
         snapshot = self._acc.snapshot()

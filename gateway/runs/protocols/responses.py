@@ -39,6 +39,7 @@ from parsers.sse import ServerSentEvent
 
 from ..channels import response_channel
 from .lost import UPSTREAM_LOST_EVENT, ended_by_loss
+from .sizing import StateSize
 from .spec import Seen
 
 __all__ = [
@@ -145,14 +146,14 @@ class ResponseReducer:
     """The snapshot of a Responses channel: its response, or with ``latest`` the latest response
     published to it (a conversation's), started afresh by each new response's first event."""
 
-    __slots__ = ("_acc", "_id", "_latest", "_lost", "nbytes")
+    __slots__ = ("_acc", "_id", "_latest", "_lost", "_size")
 
     def __init__(self, *, latest: bool = False) -> None:
         self._acc = ResponseAccumulator()
         self._latest = latest
         self._id: str | None = None
         self._lost: HubEvent | None = None
-        self.nbytes = 0
+        self._size = StateSize()
 
     def apply(self, event: HubEvent) -> None:
         if event.name == UPSTREAM_LOST_EVENT:
@@ -165,11 +166,16 @@ class ResponseReducer:
             if self._id is not None:
                 self._acc = ResponseAccumulator()
                 self._lost = None
-                self.nbytes = 0
+                self._size.reset()
             self._id = typed.response.id
         self._acc.apply(typed)
         # An upper bound of what the accumulator holds: the payloads it folded.
-        self.nbytes += len(event.data)
+        self._size.fold(len(event.data))
+
+    @property
+    def nbytes(self) -> int:
+        """What the state holds, for the memory budget (``sizing.py``)."""
+        return self._size.value(lambda: len(self.snapshot()))
 
     def snapshot(self) -> bytes:
         snapshot = self._acc.snapshot()

@@ -11,9 +11,12 @@ import asyncio
 import sys
 
 import aiohttp
+import orjson
 import psutil
 import pytest
-from http_helpers import WAIT, clean_environ, parse_serve, serve_process
+from http_helpers import WAIT, StartGateway, clean_environ, parse_serve, serve_process
+from prometheus_client.parser import text_string_to_metric_families
+from protocol_helpers import read_sse
 
 from gateway.cli import build_parser
 
@@ -98,3 +101,63 @@ async def test_rss_stays_under_the_budget_while_runs_far_larger_stream() -> None
             f"RSS grew {(peak - idle) / MiB:.0f} MiB for a {BUDGET / MiB:.0f} MiB budget "
             f"({streamed / MiB:.0f} MiB streamed)"
         )
+
+
+async def _budget_used(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "runcast_memory_budget_used_bytes":
+            return family.samples[0].value
+    raise AssertionError("no runcast_memory_budget_used_bytes")
+
+
+@pytest.mark.parametrize("protocol", ["chat", "responses"])
+@pytest.mark.asyncio
+async def test_finished_named_streams_are_charged_what_their_snapshots_hold(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, protocol: str
+) -> None:
+    # Each named channel of a finished 200-delta chat stream was charged the 62 KB of chunks it
+    # folded, not the 4 KB snapshot it holds: 150 of them kept a 2 MiB budget over its limit
+    # for the channels' 15 minutes, and every new stream's history was evicted as it was
+    # published (a resume from its start got runcast.history_lost).
+    budget = 512 * 1024
+    gateway = await start_gateway(sim={"deltas": 200}, hub={"memory_budget": budget})
+    path, body, last = {
+        "chat": (
+            "/v1/chat/completions",
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": True},
+            lambda e: e.data == b"[DONE]",
+        ),
+        "responses": (
+            "/v1/responses",
+            {"model": "gpt-4o", "input": "Hi", "stream": True},
+            lambda e: e.event == "response.completed",
+        ),
+    }[protocol]
+
+    async def stream(name: str) -> int:
+        async with session.post(
+            gateway.url + path,
+            json=body,
+            headers={"Authorization": "Bearer sk-any", "Runcast-Channel": name},
+        ) as response:
+            assert response.status == 200
+            return len(await response.read())
+
+    async with asyncio.timeout(WAIT):
+        for i in range(8):
+            await asyncio.gather(*(stream(f"s{i}-{j}") for j in range(5)))
+        fresh = await stream("fresh")
+        async with session.get(f"{gateway.url}/streams/channels/fresh?since=0") as response:
+            replayed = await read_sse(
+                response, until=lambda e: last(e) or e.event == "runcast.history_lost"
+            )
+    assert await _budget_used(session, gateway.url) <= budget
+    names = [event.event for event in replayed.events]
+    assert "runcast.history_lost" not in names
+    assert len(replayed.events) > 200 and fresh > 200
+    async with session.get(f"{gateway.url}/streams/channels/s0-0/snapshot") as response:
+        snapshot = (await response.json())["snapshot"]
+    assert snapshot["done"] is True
+    assert len(orjson.dumps(snapshot)) > 1000
