@@ -50,7 +50,7 @@ from gateway.hub.memory import MemoryBroker, MemorySubscription
 from gateway.hub.redis.follower import Follower
 from gateway.hub.redis.local import LocalChannels, Registry
 from gateway.hub.redis.log import RedisLog
-from gateway.hub.redis.outage import UNREACHABLE, Outage
+from gateway.hub.redis.outage import Outage, unreachable
 from gateway.hub.redis.tail import TailLimits
 from gateway.hub.redis.wire import Keys, encode_batch
 
@@ -195,7 +195,9 @@ class RedisBroker(MemoryBroker):
                 try:
                     results = await log.evalsha(calls)
                     break
-                except UNREACHABLE as exc:
+                except (RedisError, OSError) as exc:
+                    if not unreachable(exc):
+                        raise
                     outage.lost_publisher(exc)
                     if outage.holdable(channels):
                         continue
@@ -278,7 +280,9 @@ class RedisBroker(MemoryBroker):
             try:
                 await self._log.evalsha([self._log.close_call(channel)])
                 return
-            except UNREACHABLE as exc:
+            except (RedisError, OSError) as exc:
+                if not unreachable(exc):
+                    raise
                 outage.lost_publisher(exc)
                 if not outage.holdable([channel]):
                     raise

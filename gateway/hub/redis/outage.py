@@ -1,6 +1,8 @@
 """Redis unreachable: what this node holds meanwhile, what its subscribers are told, the re-append.
 
-Redis unreachable (refused, reset, or no reply within ``READ_TIMEOUT``): a publish to channels
+Redis unreachable (refused, reset, or no reply within ``READ_TIMEOUT``), or refusing writes for
+now (:func:`unreachable`: out of memory under ``noeviction``, a replica's ``READONLY``,
+``MASTERDOWN``, ``LOADING``, a script holding it ``BUSY``): a publish to channels
 this node holds is numbered here, delivered to the local subscribers at once and held in a
 bounded tail per channel (``tail.py``; past the bound the publish waits); a task re-appends it in
 order at those seqs once Redis answers (a retry whose first attempt landed is skipped by its
@@ -22,7 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.hub.broker import DEGRADED_EVENT, RESTORED_EVENT, Fence, HubEvent, Position, Sink
@@ -33,7 +41,7 @@ from gateway.hub.redis.tail import Held, TailLimits, Tails
 from gateway.hub.redis.wire import encode_batch
 from gateway.tasks import check_cancelled
 
-__all__ = ["REAPPEND_BATCHES", "UNREACHABLE", "Outage"]
+__all__ = ["REAPPEND_BATCHES", "REFUSING", "UNREACHABLE", "Outage", "unreachable"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,21 @@ REAPPEND_BATCHES = 64
 """Held batches re-appended per round trip (one pipeline)."""
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 """Failures after which an append may be held and tried again (Redis down, or too slow)."""
+REFUSING = (OutOfMemoryError, ReadOnlyError, MasterDownError)
+"""Redis answers but refuses writes for now: ``OOM`` (``maxmemory`` reached under
+``noeviction``), ``READONLY`` (the address now leads to a replica: a failover demoted it),
+``MASTERDOWN`` (a replica cut off from its master). ``LOADING`` is redis-py's
+``BusyLoadingError``, a connection error already; ``BUSY`` has no class of its own."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage (the append is held and tried again, ``/readyz`` says
+    ``broker`` meanwhile) rather than a fault of the call itself: Redis down or too slow
+    (:data:`UNREACHABLE`), or refusing writes until an operator or a failover mends it
+    (:data:`REFUSING`, and ``BUSY``: a script running past ``busy-reply-threshold``)."""
+    if isinstance(exc, UNREACHABLE + REFUSING):
+        return True
+    return isinstance(exc, ResponseError) and exc.status_code == "BUSY"
 
 
 class Outage:
@@ -121,14 +144,17 @@ class Outage:
 
     async def append_retrying(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """:meth:`RedisLog.evalsha`, tried again with backoff for up to ``READ_TIMEOUT`` seconds
-        while Redis refuses connections (a restart), so a running run rides it out."""
+        while Redis refuses connections (a restart) or writes (:data:`REFUSING`), so a running
+        run rides it out. A timeout is not tried again: it took ``READ_TIMEOUT`` already."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._log.read_timeout
         delay = 0.05
         while True:
             try:
                 return await self._log.evalsha(calls)
-            except RedisConnectionError:
+            except RedisError as exc:
+                if isinstance(exc, RedisTimeoutError) or not unreachable(exc):
+                    raise
                 if loop.time() + delay > deadline:
                     raise
             self.append_down = True

@@ -4,7 +4,9 @@ subscriber on the other node resumes into ``runcast.history_lost`` and the snaps
 stopped for 5 s: ``/readyz`` says 503 naming the broker meanwhile, the nodes reconnect and serve
 runs again, no process dies. Redis unreachable for 6 s mid-run (its data kept): subscribers on
 both nodes get ``runcast.degraded``; the owner's keep streaming live, the other node's get what
-they missed in order once Redis is back; nothing lost, nothing doubled."""
+they missed in order once Redis is back; nothing lost, nothing doubled. Redis refusing writes for
+3 s mid-run (out of memory under ``noeviction``, or turned into a replica: ``READONLY``): the
+same outage, the owner's creator gets its run whole, the other node's subscriber catches up."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 from cluster_helpers import API_KEY, Cluster
 from http_helpers import WAIT, Received, Subscriber, read_sse
 
@@ -208,4 +211,71 @@ async def test_redis_unreachable_for_six_seconds_mid_run(cluster: Cluster) -> No
         assert seqs == list(range(1, len(seqs) + 1))
     notice = next(e for e in other.events if e.event == "runcast.degraded").json()
     assert notice["reason"] == "redis_unreachable" and notice["since"] > 0
+    assert [n.proc.returncode for n in nodes] == [None, None]
+
+
+def _refuse_writes(port: int, how: str, *, on: bool) -> None:
+    """Make the Redis at ``port`` refuse every write (``on``), or take them again."""
+    client = redis.Redis(port=port, socket_timeout=5)
+    try:
+        if how == "oom":
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "1" if on else "0")
+        elif on:
+            # A replica of a master that is not there: its data stays, writes get READONLY.
+            client.replicaof("127.0.0.1", "1")
+        else:
+            client.replicaof("NO", "ONE")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("how", ["oom", "readonly"])
+async def test_redis_refusing_writes_mid_run(cluster: Cluster, how: str) -> None:
+    """An ``OOM`` or ``READONLY`` answer to an append is an outage, as a lost connection is: the
+    owner holds what it publishes and re-appends it once Redis takes writes again, its creator's
+    stream runs to ``done`` (before: it ended cleanly, cut short, at the first refused append),
+    and ``/readyz`` says 503 ``broker`` meanwhile (before: 200 throughout)."""
+    await cluster.mock("--deltas", "200", "--delay-ms", "30")
+    nodes = [await cluster.node(name) for name in ("a", "b")]
+    a, b = (n.url for n in nodes)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=WAIT)
+    ) as session:
+        creator, run_id, auth = await _start_run(session, a)
+        other = Subscriber()
+        follower = await session.get(f"{b}/streams/runs/{run_id}?since=0", headers=auth)
+        assert follower.status == 200, await follower.text()
+        readers = [
+            asyncio.create_task(read_sse(creator, whole := Subscriber())),
+            asyncio.create_task(read_sse(follower, other)),
+        ]
+        try:
+            async with asyncio.timeout(WAIT):
+                while len(_upstream_seqs(other)) < 10:
+                    await asyncio.sleep(0.02)
+            _refuse_writes(cluster.redis.port, how, on=True)
+            try:
+                async with asyncio.timeout(WAIT):
+                    while (state := await _ready(session, a))[0] != 503:
+                        await asyncio.sleep(0.05)
+                assert "broker" in state[1]["checks"], state
+                await asyncio.sleep(3)
+                assert (await _ready(session, a))[0] == 503
+                assert not whole.ended, whole.names[-3:]
+            finally:
+                _refuse_writes(cluster.redis.port, how, on=False)
+            async with asyncio.timeout(WAIT):
+                await asyncio.gather(*readers)
+                while (await _ready(session, a))[0] != 200:
+                    await asyncio.sleep(0.1)
+        finally:
+            for task in readers:
+                task.cancel()
+            creator.close()
+            follower.close()
+    assert whole.names[-1] == "done" and "thread.run.completed" in whole.names, whole.names[-3:]
+    assert other.upstream == whole.upstream
+    seqs = _upstream_seqs(other)
+    assert seqs == list(range(1, len(seqs) + 1))
     assert [n.proc.returncode for n in nodes] == [None, None]
