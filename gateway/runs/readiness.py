@@ -36,6 +36,11 @@ class Readiness(Generic[StartT]):
     def done(self) -> bool:
         return self._event.is_set()
 
+    @property
+    def has_started(self) -> bool:
+        """Reported :meth:`started`: the creator's response is a stream (or about to be)."""
+        return self.done and self._error is None
+
     def started(self, value: StartT) -> None:
         if not self.done:
             self._value = value

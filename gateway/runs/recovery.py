@@ -4,7 +4,9 @@
 "param"}, "reason", "last_status", "run_id", "thread_id"}``; ``reason`` (= ``error.code``) is
 ``stream_truncated``, ``connect_timeout``/``first_byte_timeout``/``idle_timeout``,
 ``connection_lost``, ``stream_too_large`` (past ``max_stream_bytes``: not recovered, not
-resumed), ``http_<status>`` (a continuation refused) or ``protocol_error``. The
+resumed), ``http_<status>`` (a continuation refused) or ``protocol_error``; for a relay stopped by
+other than the upstream after its creator's response began (:func:`stopped_message`), only the
+creator gets it, with ``broker_unavailable`` (the cluster's Redis) or ``internal_error``. The
 ``error`` member makes the openai SDK raise ``APIError`` for the creator (spec §6.2) instead of
 ending its stream silently.
 
@@ -25,15 +27,20 @@ from __future__ import annotations
 import logging
 
 import msgspec
+from redis.exceptions import RedisError
 
 from gateway.errors import (
+    REDIS_UNREACHABLE,
+    BrokerUnavailable,
     StreamTooLarge,
     StreamTruncated,
     UpstreamConnectionError,
+    UpstreamError,
     UpstreamHTTPError,
     UpstreamTimeout,
 )
 from gateway.hub import HubEvent
+from parsers.errors import RemoteProtocolError
 
 from .missed import Missed
 
@@ -43,6 +50,7 @@ __all__ = [
     "Recovery",
     "failure_reason",
     "recovered_event",
+    "stopped_message",
     "upstream_error_event",
 ]
 
@@ -82,7 +90,19 @@ def failure_reason(exc: BaseException) -> str:
         return f"http_{exc.status}"
     if isinstance(exc, UpstreamConnectionError):
         return "connection_lost"
-    return "protocol_error"
+    if isinstance(exc, UpstreamError | RemoteProtocolError):
+        return "protocol_error"
+    if isinstance(exc, RedisError | BrokerUnavailable):
+        return "broker_unavailable"
+    return "internal_error"
+
+
+def stopped_message(exc: BaseException, what: str) -> str:
+    """The creator's ``error.message`` when its relay stopped on ``exc``, not the upstream's
+    doing (``what``: "run" or the stream's kind). Redis's address and the exception's text stay
+    in the log (the registry's line)."""
+    why = REDIS_UNREACHABLE if isinstance(exc, RedisError | BrokerUnavailable) else "internal error"
+    return f"runcast stopped relaying this {what} ({why}); follow it on its channels"
 
 
 def upstream_error_event(

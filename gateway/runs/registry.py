@@ -309,7 +309,8 @@ class RelayRegistry:
             return
         self._failed += 1
         if isinstance(exc, RedisError | BrokerUnavailable):
-            # The cluster's Redis is away (Redis mode): the operator's to fix, the creator told.
+            # The cluster's Redis is away (Redis mode): the operator's to fix. The creator was
+            # told (503 broker_unavailable, or its stream's error event: the relays' _stopped_by).
             log.warning("run relay %s stopped: Redis unreachable: %s", task.get_name(), exc)
         else:
             log.error("run relay %s failed", task.get_name(), exc_info=exc)

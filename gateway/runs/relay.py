@@ -69,7 +69,7 @@ from .lifecycle import Input, Lifecycle
 from .missed import FinalIds
 from .publisher import RunPublisher
 from .readiness import Readiness
-from .recovery import failure_reason, upstream_error_event
+from .recovery import failure_reason, stopped_message, upstream_error_event
 from .settling import settle, upstream_error
 
 __all__ = ["LEASE_TTL", "Opener", "Readiness", "RelayEnv", "RelayStart", "RunRelay"]
@@ -162,6 +162,8 @@ class RunRelay:
         # the run whose pending action it takes over once the upstream accepts it.
         self._arriving = run_id if adopted is None else None
         self._saw_done = False
+        self._told_stopped = False
+        """The creator was told the relay stopped on an exception (``_stopped_by``)."""
         self.life = Lifecycle()
         self._noted = False
         # Messages and steps whose final event reached the channels (what a recovery skips).
@@ -209,7 +211,8 @@ class RunRelay:
                         self._lost_creator()
                     except Exception as exc:
                         # Ended by other than the upstream (the shared state unreachable ...):
-                        # a creator not yet answered gets this failure.
+                        # a creator not yet answered gets this failure, one answered is told.
+                        self._stopped_by(exc)
                         self.ready.failed(exc)
                         raise
                     ended = True
@@ -251,6 +254,23 @@ class RunRelay:
         event = upstream_error_event(
             exc,
             message=str(exc),
+            last_status=self.last_status,
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+        )
+        self.out.to_creator(event, None)
+        self.out.end_creator()
+
+    def _stopped_by(self, exc: Exception) -> None:
+        """The relay stops on ``exc`` (not the upstream's doing): a creator whose response has
+        begun gets ``runcast.upstream_error`` (its ``error`` makes the SDK raise) and its end,
+        never an end as if the run were over; what is published after it is not its."""
+        if not self.ready.has_started or self._told_stopped:
+            return
+        self._told_stopped = True
+        event = upstream_error_event(
+            exc,
+            message=stopped_message(exc, "run"),
             last_status=self.last_status,
             run_id=self.run_id,
             thread_id=self.thread_id,
@@ -460,15 +480,22 @@ class RunRelay:
     # -- the end ---------------------------------------------------------------------------
 
     async def _finish(self) -> None:
-        await self.emit_batch()
-        if not self.ready.done:
-            if self.life.published:
-                self.resolve_start()
-            else:
-                self.ready.failed(
-                    UpstreamConnectionError("the run relay stopped before the upstream answered")
-                )
-        self.out.end_creator()
+        try:
+            await self.emit_batch()
+        except Exception as exc:
+            self._stopped_by(exc)
+            raise
+        finally:
+            if not self.ready.done:
+                if self.life.published:
+                    self.resolve_start()
+                else:
+                    self.ready.failed(
+                        UpstreamConnectionError(
+                            "the run relay stopped before the upstream answered"
+                        )
+                    )
+            self.out.end_creator()
         if self.run_id is None:
             return
         over = self.last_status in self.protocol.terminal_statuses

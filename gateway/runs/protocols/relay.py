@@ -64,7 +64,7 @@ from parsers.errors import RemoteProtocolError
 from ..feed import CreatorFeed
 from ..keeper import LeaseKeeper
 from ..readiness import Readiness
-from ..recovery import failure_reason
+from ..recovery import failure_reason, stopped_message
 from .adoption import take_over
 from .creator_hold import CreatorHold
 from .lost import OWNER_CHANGED, OWNER_LOST, UPSTREAM_LOST_EVENT, lost_event
@@ -181,6 +181,8 @@ class StreamRelay:
         """Resumptions since the last new event."""
         self.resumes = 0
         """Resumptions of the current stream in all."""
+        self._told_stopped = False
+        """The creator was told the relay stopped on an exception (``_stopped_by``)."""
         self.outcome = "no_stream"
         """How the relay ended, for the metrics: ``ended`` (the protocol's last word),
         ``recovered`` (reconciled from the finished object), ``upstream_lost`` or ``no_stream``
@@ -222,7 +224,8 @@ class StreamRelay:
             raise
         except Exception as exc:
             # Ended by other than the upstream (the shared state unreachable ...): a creator not
-            # yet answered gets this failure.
+            # yet answered gets this failure, one answered is told.
+            self._stopped_by(exc)
             self.ready.failed(exc)
             raise
         finally:
@@ -256,6 +259,23 @@ class StreamRelay:
         self.out.end_creator()
         if self._body is not None:
             self._body.cancel()
+
+    def _stopped_by(self, exc: Exception) -> None:
+        """The relay stops on ``exc`` (not the upstream's doing): a creator whose response has
+        begun gets ``runcast.upstream_lost`` (its ``error`` makes the SDK raise) and its end,
+        never an end as if the stream were complete; nothing after it is its."""
+        if not self.ready.has_started or self._told_stopped:
+            return
+        self._told_stopped = True
+        event = lost_event(
+            stopped_message(exc, self.spec.kind),
+            reason=failure_reason(exc),
+            kind=self.spec.kind,
+            object_id=self.object_id,
+            cursor=self.cursor,
+        )
+        self.out.to_creator([event])
+        self.out.end_creator()
 
     def _new_lease(self, lease: Lease) -> None:
         assert self.ownership is not None
@@ -535,18 +555,25 @@ class StreamRelay:
             self.out.placed_to_creator(self._creator_hold.release(answered=not give))
 
     async def _finish(self, *, close: bool = True) -> None:
-        if self._held:
-            held, self._held = self._held, []
-            await self.out.emit_batch(held)
-        self._release_creator_hold(give=True)
-        if not self.ready.done:
-            if self.received:
-                self.resolve_start()
-            else:
-                self.ready.failed(
-                    UpstreamConnectionError("the stream relay stopped before the upstream answered")
-                )
-        self.out.end_creator()
+        try:
+            if self._held:
+                held, self._held = self._held, []
+                await self.out.emit_batch(held)
+        except Exception as exc:
+            self._stopped_by(exc)
+            raise
+        finally:
+            self._release_creator_hold(give=True)
+            if not self.ready.done:
+                if self.received:
+                    self.resolve_start()
+                else:
+                    self.ready.failed(
+                        UpstreamConnectionError(
+                            "the stream relay stopped before the upstream answered"
+                        )
+                    )
+            self.out.end_creator()
         try:
             if close:
                 await self.out.close_own()

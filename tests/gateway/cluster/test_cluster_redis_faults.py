@@ -6,7 +6,9 @@ runs again, no process dies. Redis unreachable for 6 s mid-run (its data kept): 
 both nodes get ``runcast.degraded``; the owner's keep streaming live, the other node's get what
 they missed in order once Redis is back; nothing lost, nothing doubled. Redis refusing writes for
 3 s mid-run (out of memory under ``noeviction``, or turned into a replica: ``READONLY``): the
-same outage, the owner's creator gets its run whole, the other node's subscriber catches up."""
+same outage, the owner's creator gets its run whole, the other node's subscriber catches up. A
+Redis error that is no outage stopping a relay mid-stream (a channel's key overwritten): its
+creator's SDK stream raises on runcast's error event instead of ending as if complete."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 import redis
 from cluster_helpers import API_KEY, Cluster
 from http_helpers import WAIT, Received, Subscriber, read_sse
+from openai import AsyncOpenAI
 
 from parsers.sse import SSEDecoder
 
@@ -279,3 +283,64 @@ async def test_redis_refusing_writes_mid_run(cluster: Cluster, how: str) -> None
     seqs = _upstream_seqs(other)
     assert seqs == list(range(1, len(seqs) + 1))
     assert [n.proc.returncode for n in nodes] == [None, None]
+
+
+async def _first_events(stream: Any, count: int) -> list[Any]:
+    """The first ``count`` events of an SDK stream (the caller goes on reading it)."""
+    got = []
+    async for event in stream:
+        got.append(event)
+        if len(got) >= count:
+            break
+    return got
+
+
+@pytest.mark.parametrize("kind", ["run", "response", "chat"])
+async def test_a_relay_stopped_mid_stream_ends_its_creators_stream_with_an_error(
+    cluster: Cluster, kind: str
+) -> None:
+    """The stream's channel key overwritten with a string mid-stream: Redis answers its append
+    with WRONGTYPE, no outage, and the relay stops. Its creator's response had begun: the SDK
+    raises on ``runcast.upstream_error`` (a run) or ``runcast.upstream_lost`` (a response, a
+    chat completion); before, the stream just ended, as if complete."""
+    await cluster.mock("--deltas", "300", "--delay-ms", "20")
+    node = await cluster.node("a")
+    sdk = AsyncOpenAI(base_url=f"{node.url}/v1", api_key=API_KEY, max_retries=0, timeout=WAIT)
+    client = redis.Redis(port=cluster.redis.port, socket_timeout=5)
+    try:
+        if kind == "run":
+            assistant = await sdk.beta.assistants.create(model="gpt-4o")
+            thread = await sdk.beta.threads.create()
+            raw: Any = await sdk.beta.threads.runs.with_raw_response.create(
+                thread.id, assistant_id=assistant.id, stream=True
+            )
+            channel = f"run:{raw.headers['runcast-run-id']}"
+        elif kind == "response":
+            raw = await sdk.responses.with_raw_response.create(
+                model="gpt-4o", input="hello", stream=True
+            )
+            channel = f"response:{raw.headers['runcast-response-id']}"
+        else:
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hello"}], stream=True
+            )
+            channel = f"chat:{raw.headers['runcast-completion-id']}"
+        stream = raw.parse()
+        async with asyncio.timeout(WAIT):
+            head = await _first_events(stream, 5)
+            client.set(f"rc:{{{channel}}}:meta", "not a hash")
+            with pytest.raises(openai.APIError) as raised:
+                async for event in stream:
+                    head.append(event)
+        await stream.close()
+    finally:
+        client.close()
+        await sdk.close()
+    body = raised.value.body
+    assert isinstance(body, dict), body
+    assert "follow it on its channels" in body["message"], body
+    assert "WRONGTYPE" not in body["message"] and "127.0.0.1" not in body["message"], body
+    async with asyncio.timeout(WAIT):
+        while not any("stopped: Redis unreachable" in line for line in node.lines):
+            await asyncio.sleep(0.05)
+    assert node.proc.returncode is None
