@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import Sequence
 
 import msgspec
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
 from gateway.errors import BrokerUnavailable, SubscriberError
 from gateway.hub.broker import (
@@ -56,6 +57,8 @@ from gateway.hub.redis.wire import Keys, encode_batch
 
 __all__ = ["RedisBroker"]
 
+logger = logging.getLogger(__name__)
+
 READ_TIMEOUT = 5.0
 """Socket timeout of the publisher and read connections (redis-py 8's default, kept explicit);
 also how long a publish this node cannot hold retries, and the last re-append on close."""
@@ -63,7 +66,9 @@ also how long a publish this node cannot hold retries, and the last re-append on
 
 class RedisBroker(MemoryBroker):
     """:class:`~gateway.hub.broker.Broker` over Redis ``redis://HOST:PORT/DB``. Use as an async
-    context manager: entering connects and starts the follower (errors come out of it)."""
+    context manager: entering connects and starts the follower. A Redis refusing the password or
+    the commands raises out of it; one unreachable does not: the broker starts unavailable
+    (:meth:`unavailable`) and the follower connects once Redis answers."""
 
     def __init__(
         self,
@@ -143,7 +148,16 @@ class RedisBroker(MemoryBroker):
 
     async def __aenter__(self) -> RedisBroker:
         self._start()
-        await self._log.open()
+        try:
+            await self._log.open()
+        except (RedisError, OSError) as exc:
+            # Redis not up yet (a cluster whose Redis starts after its nodes): the node starts
+            # unready, as during an outage, and the follower subscribes once Redis answers. A
+            # refusal that waiting does not mend (a wrong password, ACLs) stops the start.
+            if isinstance(exc, AuthenticationError | AuthorizationError) or not unreachable(exc):
+                raise
+            logger.warning("Redis unreachable at start (%s); not ready until it answers", exc)
+            self._outage.live_lost()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follower.run(), name="runcast-redis-follower"),

@@ -1,6 +1,7 @@
 """The follower: one task per node that reads the cluster's live channel and checks positions.
 
-- The task reads the live channel (one ``PUBLISH`` per batch, ``wire.py``) and hands each message
+- The task subscribes the live connection if Redis was unreachable when the broker started
+  (tried again with backoff, the node unready meanwhile), then reads the live channel (one ``PUBLISH`` per batch, ``wire.py``) and hands each message
   to the local channels (``local.py``), in order; a lost live connection is re-established with
   backoff (``runcast.degraded`` meanwhile, ``outage.py``).
 - After the live connection comes back (redis-py resubscribes silently and what was published
@@ -57,6 +58,8 @@ class Follower:
         check_at = loop.time() + self._position_check
         while True:
             try:
+                if not self._log.subscribed:
+                    await self._log.open()  # Redis was unreachable when the broker started
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None:
                     if message["type"] == "message":

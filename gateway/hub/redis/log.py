@@ -1,7 +1,7 @@
 """This node's connections to Redis and every command the broker sends over them.
 
-:class:`RedisLog` owns the three clients, the scripts of ``wire.py`` (loaded on entry, and again
-once when Redis lost them), the calls that build their keys and arguments, the reads of the log
+:class:`RedisLog` owns the three clients, the scripts of ``wire.py`` (loaded by the first call
+that finds them missing: at the first append, and again after a restart), the calls that build their keys and arguments, the reads of the log
 and of the meta, and the count of round trips and failed calls (``statistics()``, the metrics).
 It decides nothing: what a failure means (a publish held, a read answered 503, a reconnect) is up
 to its callers.
@@ -84,9 +84,15 @@ class RedisLog:
         """Calls to Redis that failed, and losses of the live connection."""
 
     async def open(self) -> None:
-        """Load the scripts and subscribe to the live channel (errors come out of it)."""
-        await self._load_scripts()
+        """Subscribe to the live channel (errors come out of it). The scripts are not loaded
+        here: the first ``EVALSHA`` that finds one missing loads it (:meth:`evalsha`)."""
         await self.pubsub.subscribe(self.keys.live)
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether :meth:`open` has subscribed the live connection (redis-py subscribes it
+        again by itself after a reconnect)."""
+        return bool(self.pubsub.subscribed)
 
     async def aclose(self) -> None:
         await self.pubsub.aclose()

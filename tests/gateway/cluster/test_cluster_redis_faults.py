@@ -2,7 +2,8 @@
 mid-run: the owner's appends are tried again until Redis is back, so the run goes on, and a
 subscriber on the other node resumes into ``runcast.history_lost`` and the snapshot. Redis
 stopped for 5 s: ``/readyz`` says 503 naming the broker meanwhile, the nodes reconnect and serve
-runs again, no process dies. Redis unreachable for 6 s mid-run (its data kept): subscribers on
+runs again, no process dies. A node started before its Redis: it serves ``/healthz``, is unready
+and refuses runs and subscriptions with 503 until Redis answers, then serves them. Redis unreachable for 6 s mid-run (its data kept): subscribers on
 both nodes get ``runcast.degraded``; the owner's keep streaming live, the other node's get what
 they missed in order once Redis is back; nothing lost, nothing doubled. Redis refusing writes for
 3 s mid-run (out of memory under ``noeviction``, or turned into a replica: ``READONLY``): the
@@ -343,4 +344,49 @@ async def test_a_relay_stopped_mid_stream_ends_its_creators_stream_with_an_error
     async with asyncio.timeout(WAIT):
         while not any("stopped: Redis unreachable" in line for line in node.lines):
             await asyncio.sleep(0.05)
+    assert node.proc.returncode is None
+
+
+async def test_a_node_started_before_its_redis_waits_for_it(cluster: Cluster) -> None:
+    """Before: the node exited 1 with a traceback (the broker loaded its scripts and subscribed
+    at start), so a cluster whose Redis starts after its nodes crash-looped."""
+    await cluster.mock("--deltas", "20", "--delay-ms", "10")
+    cluster.redis.stop()
+    try:
+        node = await cluster.node("a")
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=WAIT)
+        ) as session:
+            async with session.get(f"{node.url}/healthz") as r:
+                assert r.status == 200
+            status, body = await _ready(session, node.url)
+            assert status == 503 and "broker" in body["checks"], body
+            async with session.post(
+                f"{node.url}/v1/assistants", json={"model": "gpt-4o"}, headers=HEADERS
+            ) as r:
+                assistant = (await r.json())["id"]
+            async with session.post(f"{node.url}/v1/threads", json={}, headers=HEADERS) as r:
+                thread = (await r.json())["id"]
+            async with session.post(
+                f"{node.url}/v1/threads/{thread}/runs",
+                json={"assistant_id": assistant, "stream": True},
+                headers=HEADERS,
+            ) as r:
+                assert r.status == 503, await r.text()
+                assert (await r.json())["error"]["code"] == "broker_unavailable"
+            async with session.get(f"{node.url}/streams/threads/{thread}", headers=HEADERS) as r:
+                assert r.status == 503, await r.text()
+                assert (await r.json())["error"]["code"] == "broker_unavailable"
+            cluster.redis.start()
+            async with asyncio.timeout(WAIT):
+                while (await _ready(session, node.url))[0] != 200:
+                    await asyncio.sleep(0.1)
+            creator, _, _ = await _start_run(session, node.url)
+            async with asyncio.timeout(WAIT):
+                whole = await read_sse(creator, Subscriber())
+            creator.close()
+    finally:
+        if cluster.redis.process is None:
+            cluster.redis.start()
+    assert whole.names[-1] == "done" and "thread.run.completed" in whole.names
     assert node.proc.returncode is None
