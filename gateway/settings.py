@@ -19,6 +19,7 @@ Security defaults (documented in the README):
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
@@ -38,6 +39,10 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 __all__ = ["MIN_TOKEN_SECRET_BYTES", "Settings", "SubscribeAuth"]
 
 SubscribeAuth = Literal["auto", "token", "open"]
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""A ``redis_namespace``: no braces (a channel's keys share the hash tag ``{<channel>}``), no
+spaces."""
 
 MIN_TOKEN_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key at least as long as the hash output."""
@@ -63,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     every node of a cluster."""
     node_id: str | None = None
     """This node's name in a Redis cluster (generated when None)."""
+    redis_namespace: str = "rc"
+    """The prefix of every key and pub/sub channel runcast uses on Redis (``rc:...``, the state
+    under ``rc:state:...``): two clusters on one Redis db each need their own."""
     broker_tail: TailLimits = msgspec.field(default_factory=TailLimits)
     """Redis mode: what a node holds of its publishes while Redis is unreachable, to re-append
     once it is back (past it, publishing waits: ``gateway/hub/redis/tail.py``)."""
@@ -231,6 +239,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 "--workers needs a fixed --port and an --upstream (each worker would otherwise "
                 "listen on its own port or start its own simulator)"
+            )
+        if not _NAMESPACE.fullmatch(self.redis_namespace):
+            raise ConfigError(
+                f"--redis-namespace must be 1 to 64 letters, digits, '_', '-', '.' or ':', got "
+                f"{self.redis_namespace!r}"
             )
         if self.clustered and self.token_secret is None:
             raise ConfigError(

@@ -184,6 +184,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     cluster.add_argument("--node-id", metavar="ID", help="this node's name (default: generated)")
     cluster.add_argument(
+        "--redis-namespace",
+        metavar="NAME",
+        help="prefix of every Redis key and pub/sub channel of this cluster (default rc); two "
+        "clusters on one Redis db need their own",
+    )
+    cluster.add_argument(
         "--workers",
         type=int,
         metavar="N",

@@ -65,7 +65,7 @@ from gateway.runs.protocols import reducer_factory as stream_reducer
 from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.state import SharedState, ToolRounds
-from gateway.state.redis import STATE_NAMESPACE, RedisState
+from gateway.state.redis import RedisState, state_namespace
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.upstream.proxy import check_proxy_url, upstream_proxy
@@ -137,7 +137,11 @@ def create_app(
             # Named once here, so that the broker and the state see the same node.
             settings = msgspec.structs.replace(settings, node_id=generated_node_id())
         assert settings.node_id is not None
-        shared = RedisState(settings.broker, namespace=STATE_NAMESPACE, node_id=settings.node_id)
+        shared = RedisState(
+            settings.broker,
+            namespace=state_namespace(settings.redis_namespace),
+            node_id=settings.node_id,
+        )
         state = shared.state if state is None else state
     automation: ToolAutomation | None = None
     if action_handler is None:
@@ -193,6 +197,8 @@ def create_app(
         # First in, so last out: the relays and tool automation still write state as they stop.
         app.cleanup_ctx.append(functools.partial(_state_ctx, shared))
     app.cleanup_ctx.append(_simulator_ctx)
+    if shared is not None:
+        app.cleanup_ctx.append(functools.partial(_upstream_identity_ctx, shared))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     if automation is not None:
@@ -242,6 +248,13 @@ async def _state_ctx(shared: RedisState, app: web.Application) -> AsyncIterator[
         yield
     finally:
         await shared.aclose()
+
+
+async def _upstream_identity_ctx(shared: RedisState, app: web.Application) -> AsyncIterator[None]:
+    """Warn when another node of this Redis namespace relays to another upstream (a second
+    cluster on the same keys: ``gateway.state.redis.upstreams``)."""
+    await shared.check_upstream(app[UPSTREAM_URL], cluster=app[SETTINGS].redis_namespace)
+    yield
 
 
 async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -344,6 +357,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.hub,
             reducer_factory=reducers,
             node_id=settings.node_id,
+            prefix=settings.redis_namespace,
             tail_limits=settings.broker_tail,
         )
         log.info("broker %s, node %s", settings.broker, broker.node_id)

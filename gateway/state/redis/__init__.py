@@ -21,7 +21,7 @@ bound holds as well). ``len()`` of a store is the count seen by this process's l
 """
 
 from gateway.state.redis.claims import RedisActionClaims
-from gateway.state.redis.client import STATE_NAMESPACE, state_client
+from gateway.state.redis.client import STATE_NAMESPACE, state_client, state_namespace
 from gateway.state.redis.leases import RedisRunLeases
 from gateway.state.redis.live import RedisLiveRuns
 from gateway.state.redis.marks import RedisSubmissionMarks
@@ -41,4 +41,5 @@ __all__ = [
     "RedisSubmissionMarks",
     "RedisToolRounds",
     "state_client",
+    "state_namespace",
 ]

@@ -13,14 +13,27 @@ import redis.asyncio as aioredis
 
 from gateway.redis_pools import pooled_client
 
-__all__ = ["LRU_TOUCH", "RETENTION", "STATE_NAMESPACE", "as_text", "state_client"]
+__all__ = [
+    "LRU_TOUCH",
+    "RETENTION",
+    "STATE_NAMESPACE",
+    "as_text",
+    "state_client",
+    "state_namespace",
+]
 
 RETENTION = 7 * 24 * 3600
 """Seconds a bounded map outlives its last write (a cluster left idle this long starts empty)."""
 
 
 STATE_NAMESPACE = "rc:state"
-"""The gateway's state keys in Redis mode (the broker's channel logs use their own prefix)."""
+"""The gateway's state keys in Redis mode with the default ``--redis-namespace`` (``rc``; the
+broker's channel logs use the namespace itself as their prefix)."""
+
+
+def state_namespace(cluster: str) -> str:
+    """The state keys' namespace of the cluster namespace ``cluster`` (``--redis-namespace``)."""
+    return f"{cluster}:state"
 
 
 def state_client(url: str) -> aioredis.Redis:

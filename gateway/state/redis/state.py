@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
+from gateway.logs import masked_url
 from gateway.state import SharedState
 from gateway.state.redis.claims import RedisActionClaims
 from gateway.state.redis.client import state_client
@@ -11,6 +15,9 @@ from gateway.state.redis.marks import RedisSubmissionMarks
 from gateway.state.redis.rounds import RedisToolRounds
 from gateway.state.redis.schedule import RedisExpirySchedule
 from gateway.state.redis.threads import RedisRunThreads
+from gateway.state.redis.upstreams import check_upstream, upstream_identity
+
+log = logging.getLogger("runcast")
 
 __all__ = ["RedisState"]
 
@@ -26,6 +33,8 @@ class RedisState:
 
     def __init__(self, url: str, *, namespace: str, node_id: str, max_runs: int = 100_000) -> None:
         self._client = state_client(url)
+        self._namespace = namespace
+        self._node_id = node_id
         node = f"{namespace}:node:{node_id}"
         self.state = SharedState(
             leases=RedisRunLeases(self._client, namespace=namespace),
@@ -40,6 +49,32 @@ class RedisState:
             shared=True,
         )
         self.rounds = RedisToolRounds(self._client, namespace=namespace)
+
+    async def check_upstream(self, base_url: str, *, cluster: str) -> None:
+        """Record this node's upstream (``upstreams.py``) and log a warning for every other node
+        of the namespace (``cluster``: its name, for the message) that recorded another; Redis
+        unreachable: logged, not checked."""
+        mine = upstream_identity(base_url)
+        try:
+            clashes = await check_upstream(
+                self._client, namespace=self._namespace, node_id=self._node_id, identity=mine
+            )
+        except Exception as exc:  # the store unreachable: the node starts all the same
+            log.warning("upstream not compared with the other nodes' (Redis: %s)", exc)
+            return
+        for clash in clashes:
+            log.warning(
+                "node %s of Redis namespace %r relays to another upstream (identity %s, recorded "
+                "%s; this node's %s is %s): the nodes of one cluster must share --upstream, and "
+                "two clusters on one Redis need their own --redis-namespace, or they take over "
+                "each other's runs",
+                clash.node_id,
+                cluster,
+                clash.identity,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clash.recorded_at)),
+                masked_url(base_url.rstrip("/")),
+                mine,
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()
