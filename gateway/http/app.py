@@ -81,6 +81,7 @@ from .cors import Cors
 from .drain import Drain
 from .errors import error_middleware
 from .exposition import METRICS, AppSources, gc_pauses_ctx, metrics_handler, own_listener_ctx
+from .framing import close_unframed
 from .headers import nosniff
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .hosts import HostCheck
@@ -169,6 +170,7 @@ def create_app(
     app[SETTINGS] = settings
     app.on_response_prepare.append(note_prepared)
     app.on_response_prepare.append(nosniff)
+    app.on_response_prepare.append(close_unframed)
     upstream_key = settings.upstream.api_key if settings.upstream is not None else None
     app[UPSTREAM_KEY] = upstream_key.encode() if upstream_key else b""
     callers = CallerAuth(settings.api_keys, upstream_key_held=settings.upstream_key_held)
