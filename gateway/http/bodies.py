@@ -23,7 +23,7 @@ be decoded (a broken ``Content-Encoding``) is a 400, not an error of runcast's.
 A client that asks ``Expect: 100-continue`` waits for the go-ahead before sending its body:
 :func:`expect_body` (the expect handler of the routes that take bodies) gives it only after the
 size and the caller were checked, so a refused client gets its 413/401/403 instead and never
-sends the upload at all.
+sends the upload at all. Any other expectation is a 417 (RFC 9110 section 10.1.1).
 """
 
 from __future__ import annotations
@@ -103,7 +103,15 @@ async def expect_body(request: web.Request) -> web.StreamResponse | None:
     if request.version != HttpVersion11:
         return None
     if expect.lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+        # Returned, not raised: aiohttp runs expect handlers outside the middlewares, so an
+        # HTTPException here would reach the client as aiohttp's text/plain answer.
+        return _refused(
+            error_response(
+                417,
+                "unsupported Expect header: the only expectation runcast meets is 100-continue",
+                code="expectation_failed",
+            )
+        )
     if _takes_body(request):
         refusal = _refusal(request)
         if refusal is not None:

@@ -49,6 +49,7 @@ _TYPE_BY_STATUS: Mapping[int, str] = {
     408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    417: "invalid_request_error",
     426: "invalid_request_error",
     429: "rate_limit_error",
 }

@@ -106,6 +106,23 @@ async def test_expect_100_continue_comes_only_after_the_size_and_the_caller_are_
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/tokens"])
+async def test_an_unknown_expectation_is_a_json_417(start_gateway: StartGateway, path: str) -> None:
+    # aiohttp's own 417 was text/plain: the SDKs could not read it as an API error.
+    gateway = await start_gateway(
+        upstream_key=UPSTREAM_KEY, api_keys=(RUNCAST_KEY,), max_body_bytes=1024
+    )
+    extra = f"Expect: 200-ok\r\nAuthorization: Bearer {RUNCAST_KEY}\r\n"
+    status, headers, error = answer(
+        await exchange(gateway, head("POST", path, length=2, extra=extra) + b"{}")
+    )
+    assert status == 417 and headers["Content-Type"].startswith("application/json")
+    assert error["code"] == "expectation_failed" and error["type"] == "invalid_request_error"
+    assert headers["Connection"] == "close"  # the body is never read
+    assert gateway.app[BODY_BUDGET].held == 0
+
+
+@pytest.mark.asyncio
 async def test_a_declared_length_over_the_limit_is_refused_at_once(
     start_gateway: StartGateway,
 ) -> None:
