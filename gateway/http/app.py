@@ -25,7 +25,7 @@ The automation is reachable as ``app[TOOL_AUTOMATION]`` (absent when no handler 
 
 Routes::
 
-    *     /v1/{path}                       proxy (streamed run calls are relayed and fanned out)
+    GET, HEAD, POST, DELETE  /v1/{path}    proxy (streamed run calls are relayed and fanned out)
     GET   /streams/runs/{run_id}           run channel, SSE or WebSocket
     GET   /streams/runs/{run_id}/snapshot  {"seq": n, "snapshot": {...}}
     GET   /streams/threads/{thread_id}     thread channel, SSE or WebSocket
@@ -37,6 +37,12 @@ Routes::
     GET   /healthz                         liveness only: {"status": "ok"}
     GET   /readyz                          readiness: 200, or 503 with the reasons (health.py)
     GET   /, /viewer/*, /client/*          the viewer page and runcast-client.js (gateway.web)
+
+``/v1`` takes the methods of the OpenAI API (GET, HEAD, POST, DELETE); any other (``TRACE``,
+``CONNECT``, ``PUT``...) gets runcast's own 405 with ``Allow``, and nothing goes upstream: the
+proxy would send it with runcast's key, and a ``TRACE`` echoed by the upstream or a proxy on the
+way quotes the request head back, key included. A CORS preflight (``OPTIONS``) is answered before
+routing (``cors.py``).
 
 ``/healthz`` needs no credentials, so it tells nothing about runs, subscribers or tools; the
 counters are :func:`statistics` of the app, in-process.
@@ -110,6 +116,10 @@ from .write_deadline import write_deadline_middleware
 __all__ = ["TOOL_AUTOMATION", "GatewayStatistics", "ToolStatistics", "create_app", "statistics"]
 
 log = logging.getLogger("runcast")
+
+_PROXIED_METHODS = ("GET", "HEAD", "POST", "DELETE")
+"""What ``/v1`` forwards: the openai SDKs send GET, POST and DELETE; HEAD is GET's head, which
+every HTTP server is to answer (RFC 9110 section 9.1)."""
 
 
 def create_app(
@@ -217,7 +227,8 @@ def create_app(
     )
     app.on_shutdown.append(_stop_streams)
 
-    app.router.add_route("*", "/v1/{tail:.*}", proxy, expect_handler=expect_body)
+    for method in _PROXIED_METHODS:
+        app.router.add_route(method, "/v1/{tail:.*}", proxy, expect_handler=expect_body)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}", stream_run)
     app.router.add_get(f"/streams/runs/{{run_id:{ID_PATTERN}}}/snapshot", run_snapshot)
     app.router.add_get(f"/streams/threads/{{thread_id:{ID_PATTERN}}}", stream_thread)

@@ -195,6 +195,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"request body too large: {exc.text or exc.reason}"
         elif exc.status == 404:
             message = f"no route for {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed for {request.path}"
         return error_response(
             exc.status, message, code=_CODE_BY_STATUS.get(exc.status), headers=kept
         )

@@ -403,6 +403,40 @@ async def test_ordinary_paths_still_pass_byte_for_byte(
     assert len(recording.requests) == 3
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("method", ["TRACE", "PUT", "PATCH", "OPTIONS", "PROPFIND"])
+async def test_methods_the_api_does_not_use_are_refused_before_the_upstream(
+    start_runcast: StartRuncast, recording: Recording, method: str
+) -> None:
+    # They went upstream with runcast's key: a TRACE echoed by the upstream or a proxy on the
+    # way quoted the request head back, key included.
+    runcast = await start_runcast(recording.url)
+    raw = await runcast.raw(request_line(method, "/v1/files"))
+    status, answer = parse_answer(raw)
+    assert status == 405, answer
+    assert answer["error"]["code"] == "method_not_allowed"
+    assert answer["error"]["message"] == f"method {method} not allowed for /v1/files"
+    head = raw.partition(b"\r\n\r\n")[0].decode().lower()
+    assert "\r\nallow: delete,get,head,post\r\n" in head
+    assert recording.requests == []
+
+
+@pytest.mark.asyncio
+async def test_the_api_methods_and_cors_preflights_still_pass(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url, cors_origins=("https://app.example",))
+    for method in ("GET", "HEAD", "POST", "DELETE"):
+        status = int((await runcast.raw(request_line(method, "/v1/files"))).split(b" ", 2)[1])
+        assert status == 200, method
+    assert [r.method for r in recording.requests] == ["GET", "HEAD", "POST", "DELETE"]
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with runcast.session.options(f"{runcast.url}/v1/files", headers=preflight) as response:
+        assert response.status == 204
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert len(recording.requests) == 4
+
+
 # -- runcast's key goes with runcast's organization and project -----------------------------------
 
 SCOPE = {"OpenAI-Organization": "org-caller", "OpenAI-Project": "proj-caller"}
