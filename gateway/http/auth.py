@@ -32,6 +32,7 @@ from gateway.settings import MIN_TOKEN_SECRET_BYTES
 
 from .cors import cross_site
 from .errors import RequestError
+from .headers import forwardable
 
 __all__ = ["CallerAuth", "MintedToken", "TokenAuthority", "bearer"]
 
@@ -84,10 +85,12 @@ class CallerAuth:
     def upstream_api_key(self, request: web.Request) -> str | None:
         """The bearer token to send upstream (None: the upstream client adds runcast's key).
 
-        Raises 401 when runcast holds the upstream key and the caller has no runcast key.
+        Raises 401 when runcast holds the upstream key and the caller has no runcast key, 400
+        when the caller's own key would go upstream but is not UTF-8 (``headers.forwardable``).
         """
         if not self._upstream_key_held:
-            return bearer(request)
+            credential = bearer(request)
+            return None if credential is None else forwardable("Authorization", credential)
         if not self.is_runcast_key(bearer(request)):
             raise RequestError(
                 401,

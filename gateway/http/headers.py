@@ -11,6 +11,12 @@ and disposition, caching (``Cache-Control``, ``ETag``, ``Last-Modified``), ``Loc
 and ``Allow``. Everything else (hop-by-hop headers, cookies, server internals) stays behind. The upstream key itself is already masked in
 whatever the upstream sent (``gateway/upstream/scrub.py``, applied where upstream bytes enter).
 
+What goes upstream goes byte for byte. Header bytes that are not UTF-8 reach runcast as surrogate
+escapes, which aiohttp's client leaves out when it writes the header (``Bearer sk-\\xffabc`` would
+go as ``Bearer sk-abc``): a request with such a header to forward (one of these, or the caller's
+own ``Authorization`` where it passes on) is refused with a 400 naming the header, never its
+value, before anything goes upstream (:func:`forwardable`).
+
 Every answer says ``X-Content-Type-Options: nosniff``: a proxied file (its type is the
 upstream's), an error quoting a path or a stream is never rendered as a page by a browser on
 runcast's origin, where the viewer lives.
@@ -23,7 +29,15 @@ from collections.abc import Mapping
 from aiohttp import web
 from multidict import CIMultiDict
 
-__all__ = ["copy_response_headers", "forward_request_headers", "nosniff", "relayed_body"]
+from .errors import RequestError
+
+__all__ = [
+    "copy_response_headers",
+    "forward_request_headers",
+    "forwardable",
+    "nosniff",
+    "relayed_body",
+]
 
 _REQUEST_HEADERS = (
     "Accept",
@@ -56,14 +70,37 @@ _REQUEST_PREFIXES = ("x-stainless-", "x-mock-")
 
 
 def forward_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The caller's headers that go upstream (names as the upstream client expects them)."""
+    """The caller's headers that go upstream (names as the upstream client expects them).
+
+    Raises a 400 :class:`RequestError` when one of them cannot go byte for byte."""
     out = {name: headers[name] for name in _REQUEST_HEADERS if name in headers}
     out.update(
         (name, value)
         for name, value in headers.items()
         if name.lower().startswith(_REQUEST_PREFIXES)
     )
+    for name, value in out.items():
+        forwardable(name, value)
     return out
+
+
+def forwardable(name: str, value: str) -> str:
+    """``value`` of the caller's header ``name``, when it can go upstream as it came; else a 400
+    :class:`RequestError` (module docstring)."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        name = str(name)  # aiohttp's names are istr, which the error's encoder refuses
+        raise RequestError(
+            400,
+            f"the {name} header holds bytes that are not UTF-8, which runcast cannot forward"
+            " unchanged",
+            code="invalid_header",
+            param=name,
+        ) from None
+    return value
 
 
 def copy_response_headers(

@@ -437,6 +437,58 @@ async def test_the_api_methods_and_cors_preflights_still_pass(
     assert len(recording.requests) == 4
 
 
+def raw_get(path: str, *headers: bytes) -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n" % (
+        path.encode(),
+        b"".join(header + b"\r\n" for header in headers),
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        (b"Authorization: Bearer sk-\xff\xfeabc", "Authorization"),
+        (b"X-Stainless-A: \xc3\x28\xff", "X-Stainless-A"),
+        (b"OpenAI-Beta: assistants=\xe9", "OpenAI-Beta"),
+    ],
+)
+async def test_a_header_that_cannot_go_byte_for_byte_is_a_400(
+    start_runcast: StartRuncast, recording: Recording, header: bytes, name: str
+) -> None:
+    # aiohttp's client leaves surrogate escapes out: "Bearer sk-\xff\xfeabc" went as
+    # "Bearer sk-abc", "\xc3\x28\xff" as "(".
+    runcast = await start_runcast(recording.url, key=None, api_keys=())
+    auth = b"" if name == "Authorization" else b"Authorization: Bearer sk-callers-own"
+    raw = await runcast.raw(raw_get("/v1/files", header, *([auth] if auth else [])))
+    status, answer = parse_answer(raw)
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_header"
+    assert answer["error"]["param"] == name
+    assert name in answer["error"]["message"]
+    assert b"\xff" not in raw and b"\xe9" not in raw and b"abc" not in raw
+    assert recording.requests == []
+
+
+@pytest.mark.asyncio
+async def test_headers_in_utf8_go_byte_for_byte(
+    start_runcast: StartRuncast, recording: Recording
+) -> None:
+    runcast = await start_runcast(recording.url, key=None, api_keys=())
+    raw = await runcast.raw(
+        raw_get(
+            "/v1/files",
+            "Authorization: Bearer sk-caf\u00e9".encode(),
+            "X-Stainless-Os: \u00e9t\u00e9 \u2603".encode(),
+        )
+    )
+    assert parse_answer(raw)[0] == 200
+    [request] = recording.requests
+    sent = {k: v.encode("utf-8", "surrogateescape") for k, v in request.headers.items()}
+    assert sent["Authorization"] == "Bearer sk-caf\u00e9".encode()
+    assert sent["X-Stainless-Os"] == "\u00e9t\u00e9 \u2603".encode()
+
+
 # -- runcast's key goes with runcast's organization and project -----------------------------------
 
 SCOPE = {"OpenAI-Organization": "org-caller", "OpenAI-Project": "proj-caller"}
