@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -117,15 +117,20 @@ def warn_rootless_upstream(settings: Settings) -> None:
     """Warn when ``--upstream`` has no path. Accepted (a server may serve the API at its root),
     but every OpenAI-compatible server runcast knows serves it under /v1: without it each call
     is a 404 from the upstream, and nothing at start said why."""
-    if settings.upstream is None or urlsplit(settings.upstream.base_url).path not in ("", "/"):
+    if settings.upstream is None:
         return
-    base = logs.masked_url(settings.upstream.base_url.rstrip("/"))
+    parts = urlsplit(settings.upstream.base_url)
+    if parts.path not in ("", "/"):
+        return
+    # A query (shown masked) goes with every call, after the path (upstream/body.build_url).
+    root = logs.masked_url(urlunsplit((parts.scheme, parts.netloc, "", "", "")))
+    suggested = logs.masked_url(urlunsplit((parts.scheme, parts.netloc, "/v1", parts.query, "")))
     log.warning(
         "--upstream %s has no path: calls go to %s/chat/completions and the like;"
-        " OpenAI-compatible servers serve them under /v1 (--upstream %s/v1)",
-        base,
-        base,
-        base,
+        " OpenAI-compatible servers serve them under /v1 (--upstream %s)",
+        logs.masked_url(settings.upstream.base_url.rstrip("/")),
+        root,
+        suggested,
     )
 
 

@@ -98,17 +98,23 @@ def unsafe_path(path: str) -> str | None:
 
 
 def build_url(base_url: str, path: str, query: Query = None) -> URL:
-    """``base_url`` joined with ``path`` (already percent-encoded, kept byte-exact) and ``query``."""
+    """``base_url`` joined with ``path`` (already percent-encoded, kept byte-exact) and ``query``.
+
+    A query in ``base_url`` (Azure's ``?api-version=``, a function key's ``?code=``) belongs to
+    every request, as the openai SDK's ``default_query`` does: ``path`` joins the base URL's path
+    and ``query`` follows the base URL's own parameters, both byte-exact (a parameter named in
+    both goes twice, the base URL's first). A fragment is never sent (RFC 9110 section 4.2.1)."""
     if not path.startswith("/"):
         path = "/" + path
-    text = base_url.rstrip("/") + path
+    base, _, base_query = base_url.partition("#")[0].partition("?")
+    text = base.rstrip("/") + path
     if isinstance(query, str):
-        if query:
-            text += "?" + query.removeprefix("?")
-    elif query:
-        pairs = query_pairs(query)
-        if pairs:
-            text += "?" + urlencode(pairs, quote_via=quote)
+        own = query.removeprefix("?")
+    else:
+        own = urlencode(query_pairs(query), quote_via=quote) if query else ""
+    joined = "&".join(part for part in (base_query.strip("&"), own) if part)
+    if joined:
+        text += "?" + joined
     return URL(text, encoded=True)
 
 

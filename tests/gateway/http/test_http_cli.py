@@ -323,3 +323,18 @@ def test_an_upstream_without_a_path_is_warned_about_at_start(
         ]
     else:
         assert lines == []
+
+
+def test_a_rootless_upstream_with_a_query_is_warned_about_with_the_query_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = parse_serve(
+        "--upstream", "http://127.0.0.1:9/?code=SECRET", "--subscribe-auth", "open"
+    )
+    with caplog.at_level("WARNING", logger="runcast"):
+        warn_rootless_upstream(settings)
+    assert [r.getMessage() for r in caplog.records] == [
+        "--upstream http://127.0.0.1:9/?code=*** has no path: calls go to"
+        " http://127.0.0.1:9/chat/completions and the like; OpenAI-compatible servers serve them"
+        " under /v1 (--upstream http://127.0.0.1:9/v1?code=***)"
+    ]

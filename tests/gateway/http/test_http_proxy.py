@@ -14,6 +14,7 @@ from http_helpers import (
     WAIT,
     Gateway,
     StartGateway,
+    StartSim,
     new_thread,
     raw_connection,
     sdk_client,
@@ -277,3 +278,37 @@ async def test_sdk_telemetry_simulator_switches_and_caching_headers_cross_the_pr
     assert headers["Link"] == '</v1/files?after=file_1>; rel="next"'
     assert headers["Allow"] == "GET, POST"
     assert "Set-Cookie" not in headers
+
+
+@pytest.mark.asyncio
+async def test_a_query_in_the_upstream_url_goes_with_every_call(
+    start_gateway: StartGateway, start_sim: StartSim, session: aiohttp.ClientSession
+) -> None:
+    # The caller's path went into the base URL's query: GET /v1?code=SECRET/echo?a=1.
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.json_response({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=f"{url}?code=SECRET")
+        async with session.get(
+            f"{gateway.v1}/echo?a=1", headers={"Authorization": "Bearer sk-caller"}
+        ) as response:
+            assert response.status == 200
+    assert seen == ["/v1/echo?code=SECRET&a=1"]
+    # Streamed calls (relayed, not proxied) reach the right path too.
+    sim = await start_sim()
+    gateway = await start_gateway(upstream_url=f"{sim}?api-version=2024-10-21")
+    client = sdk_client(gateway)
+    try:
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = [chunk async for chunk in stream]
+    finally:
+        await client.close()
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"

@@ -82,6 +82,28 @@ def test_build_url_keeps_encoded_paths_and_raw_queries() -> None:
     assert str(build_url("http://h:1/v1", "models", "")) == "http://h:1/v1/models"
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (None, "http://h:1/v1/echo?code=SE%2FCRET&api-version=2024-10-21"),
+        ("a=1&b=%5B", "http://h:1/v1/echo?code=SE%2FCRET&api-version=2024-10-21&a=1&b=%5B"),
+        ({"limit": 2}, "http://h:1/v1/echo?code=SE%2FCRET&api-version=2024-10-21&limit=2"),
+        ("code=mine", "http://h:1/v1/echo?code=SE%2FCRET&api-version=2024-10-21&code=mine"),
+    ],
+)
+def test_a_query_in_the_base_url_goes_with_every_request(
+    query: str | dict[str, int] | None, expected: str
+) -> None:
+    # The caller's path went into the base URL's query: GET /v1?code=SECRET/echo?a=1.
+    for base in (
+        "http://h:1/v1?code=SE%2FCRET&api-version=2024-10-21",
+        "http://h:1/v1/?code=SE%2FCRET&api-version=2024-10-21#fragment",
+    ):
+        url = build_url(base, "/echo", query)
+        assert str(url) == expected
+        assert url.raw_path == "/v1/echo"
+
+
 def test_mapping_queries() -> None:
     url = build_url(
         "http://h/v1", "/steps", {"limit": 5, "flag": True, "after": None, "include": ["a[*]"]}
