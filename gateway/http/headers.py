@@ -128,8 +128,9 @@ def relayed_body(status: int, body: bytes, key: bytes) -> bytes:
     """An upstream answer's body as the caller gets it.
 
     With runcast's own upstream key (``key``), a 401 describes that key, not the caller's: its
-    body (which may quote part of the key, as OpenAI's "Incorrect API key provided: sk-...abcd"
-    does, which no scrubbing of the whole key catches) is replaced by runcast's own message.
+    body (which may quote the key shortened, as OpenAI's "Incorrect API key provided:
+    sk-...abcd" does: masked already, ``scrub.py``, but it is not the caller's key that failed)
+    is replaced by runcast's own message.
     """
     if key and status == 401:
         return _KEY_REJECTED

@@ -327,6 +327,40 @@ async def test_key_quoted_in_proxied_bodies_and_headers_reaches_nobody(
     assert first + rest == f"data: key={MASKED}\n\n".encode()
 
 
+SHORTENED = [
+    KEY[:6] + "..." + KEY[-4:],
+    KEY[:3] + "****" + KEY[-4:],
+    KEY[:8] + "*****..." + KEY[-4:],
+]
+"""The key as upstream errors quote it shortened (OpenAI's style last)."""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("status", [403, 400, 429])
+async def test_key_quoted_shortened_in_an_upstream_error_reaches_nobody(
+    start_runcast: StartRuncast, status: int
+) -> None:
+    # Only a 401's body was replaced, and only the whole key masked: a 403 quoting
+    # "sk-ups...cdef" told the caller the key's first and last characters.
+    async def refuse(request: web.Request) -> web.Response:
+        quoted = " / ".join(SHORTENED)
+        return web.json_response(
+            {"error": {"message": f"key {quoted} may not", "type": "x", "param": None}},
+            status=status,
+            headers={"x-request-id": SHORTENED[0]},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    async with served_upstream(app) as url:
+        runcast = await start_runcast(url)
+        async with runcast.session.get(f"{runcast.url}/v1/files", headers=CALLER) as response:
+            assert response.status == status
+            body = await response.json()
+            assert response.headers["x-request-id"] == MASKED
+    assert body["error"]["message"] == "key *** / *** / *** may not"
+
+
 @pytest.mark.asyncio
 async def test_without_a_key_nothing_is_masked(
     start_runcast: StartRuncast, recording: Recording

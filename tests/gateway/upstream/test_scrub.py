@@ -74,18 +74,90 @@ def test_an_unfinished_key_at_the_end_is_given_back() -> None:
     assert b"".join(out) == b"tail " + KEY[:-1]
 
 
+UPSTREAM_KEY = b"sk-UPSTREAMSECRETKEY0123456789"
+
+
+@pytest.mark.parametrize(
+    "masked",
+    [
+        b"sk-UPS...6789",
+        b"sk-****6789",
+        b"sk-UPSTREAM\xe2\x80\xa66789",
+        b"sk-UPSxxxxXX6789",
+        b"sk-UPSTREAMSECRETKEY012345*6789",
+        b"sk-" + b"*" * len(UPSTREAM_KEY) + b"6789",
+    ],
+)
+def test_masked_forms_of_the_key_are_masked(masked: bytes) -> None:
+    # An upstream 403 or 400 quoting the key shortened told its first and last characters.
+    scrubber = Scrubber(UPSTREAM_KEY)
+    body = b'{"message":"Incorrect API key provided: %s."}' % masked
+    assert scrubber.body(body) == b'{"message":"Incorrect API key provided: ***."}'
+    assert scrubber.text(masked.decode()) == "***"
+    assert b"".join(feed_all(scrubber, [body[:45], body[45:50], body[50:]])) == scrubber.body(body)
+
+
+def test_openais_own_masked_form_is_masked() -> None:
+    key = b"sk-proj-" + b"A1b2C3d4" * 20 + b"cdef"
+    scrubber = Scrubber(key)
+    quoted = b"sk-proj-" + b"*" * 150 + b"...cdef"
+    assert scrubber.body(b"provided: %s." % quoted) == b"provided: ***."
+    headers = CIMultiDictProxy(CIMultiDict({"x-request-id": f"req {quoted.decode()}"}))
+    assert list(scrubber.headers(headers).items()) == [("x-request-id", "req ***")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"sk-abc...6789",  # another key's start
+        b"sk...6789",  # fewer than 3 first characters
+        b"sk-UPS...6788",  # another end
+        b"sk-UPS6789",  # nothing masked between
+        b"sk-UPS-6789",
+        b"task-force: 6789",
+        b"sk-" + b"*" * (len(UPSTREAM_KEY) + 1) + b"6789",  # a longer run than the key
+    ],
+)
+def test_what_is_not_a_masked_form_of_the_key_passes(text: bytes) -> None:
+    assert Scrubber(UPSTREAM_KEY).body(text) == text
+
+
+def test_a_short_key_has_no_masked_forms() -> None:
+    # "sk-" and 4 characters of a 7-character key would mask ordinary text.
+    scrubber = Scrubber(b"sk-6789")
+    assert scrubber.body(b"sk-...6789 sk-6789") == b"sk-...6789 ***"
+
+
+def test_an_unfinished_masked_form_is_held_back_until_it_is_decided() -> None:
+    stream = Scrubber(UPSTREAM_KEY).stream()
+    assert stream.feed(b'data: {"m":"sk-UPS..') == b'data: {"m":"'
+    assert stream.feed(b".67") == b""
+    assert stream.feed(b'89"}\n\n') == b'***"}\n\n'
+    assert stream.feed(b'data: {"m":"sk-UPS..') == b'data: {"m":"'
+    assert stream.feed(b'.67!"}\n\n') == b'sk-UPS...67!"}\n\n'
+    assert stream.feed(b"sk-UPS...6789") == b""  # a longer run could still follow
+    assert stream.close() == MASK
+
+
 LONG_KEY = b"sk-proj-" + b"x7Qm2" * 12
 """Longer than the head searched for as a whole: both ways of finding a held-back end run."""
 
 
 def pieces(key: bytes) -> st.SearchStrategy[list[bytes]]:
+    ellipsis = "\u2026".encode()
     parts = [key, key[:3], key[3:], key[:40], key[40:], b"s", b"sk-", b"x", b"\n\n", b"*"]
+    # What masked forms are made of: prefixes, mask runs (a `...` cut in its UTF-8), the end.
+    parts += [key[:9], key[-4:], key[-2:], b"...", b"X", ellipsis, ellipsis[:1], ellipsis[1:]]
     return st.lists(st.sampled_from(parts))
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=12))
-@pytest.mark.parametrize("key", [KEY, LONG_KEY], ids=["short-key", "long-key"])
+@pytest.mark.parametrize(
+    "key",
+    [KEY, LONG_KEY, UPSTREAM_KEY, b"sk-6789"],
+    ids=["short-key", "long-key", "upstream-key", "no-masked-forms"],
+)
 def test_chunking_never_changes_the_output(
     key: bytes, data: st.DataObject, cuts: list[int]
 ) -> None:
@@ -97,3 +169,10 @@ def test_chunking_never_changes_the_output(
     assert out == scrubber.body(body)
     assert key not in out
     assert out.count(MASK) >= body.count(key)
+
+
+@pytest.mark.parametrize("key", [b"sk-6789", b"ab"])
+def test_a_short_keys_longest_start_is_held_back(key: bytes) -> None:
+    stream = Scrubber(key).stream()
+    assert stream.feed(b"data: " + key[:-1]) == b"data: "
+    assert stream.feed(key[-1:] + b"\n\n") == MASK + b"\n\n"
