@@ -80,6 +80,9 @@ class ChatSpec:
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return chat_creator.said_with_calls(event)
 
+    def names(self, event: HubEvent) -> bool:
+        return chat_creator.names(event)
+
     def continued(self, event: HubEvent) -> HubEvent:
         return chat_creator.without_role(event)
 

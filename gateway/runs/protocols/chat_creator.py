@@ -5,8 +5,9 @@
 text (the choices' deltas without ``tool_calls``/``function_call``, no ``finish_reason``,
 ``usage`` null) and its calls (the rest), each a chunk with the same ``id``, ``model``,
 ``created`` ... :func:`usage` and :func:`with_usage` read and replace a chunk's ``usage``.
-:func:`without_role` takes ``role`` out of a later round's deltas: the SDK joins string members
-across chunks, and each round's first chunk names the role again (``assistantassistant``).
+:func:`names` tells whether a chunk names the role; :func:`without_role` takes it out of a later
+round's deltas once the creator has it: the SDK joins string members across chunks, and each
+round's first chunk names the role again (``assistantassistant``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from gateway.hub import HubEvent
 from parsers.chat import ChatCompletionChunk
 from parsers.errors import DECODE_ERRORS
 
-__all__ = ["said_with_calls", "usage", "with_usage", "without_role"]
+__all__ = ["names", "said_with_calls", "usage", "with_usage", "without_role"]
 
 _CALLS = ("tool_calls", "function_call")
 _SILENT = ("role", *_CALLS)
@@ -72,6 +73,22 @@ def usage(event: HubEvent) -> dict[str, Any] | None:
 def with_usage(event: HubEvent, billed: dict[str, Any]) -> HubEvent:
     """A chunk carrying ``usage`` with ``billed`` in its place."""
     return HubEvent(event.name, _encode({**_decode(event.data), "usage": billed}), event.decoded)
+
+
+def names(event: HubEvent) -> bool:
+    """Whether a chunk's bytes name the role in one of its deltas."""
+    if b'"role"' not in event.data:
+        return False
+    try:
+        chunk = _decode(event.data)
+    except DECODE_ERRORS:
+        return False
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and delta.get("role"):
+            return True
+    return False
 
 
 def without_role(event: HubEvent) -> HubEvent:

@@ -15,8 +15,11 @@ creator gets every response of the chain, each with its own):
 - A turning event that also says something (Ollama and llama.cpp send an assistant's text and a
   whole tool call in one delta) is cut in two (``said_with_calls``): what it says goes to the
   creator at once, its calls are held.
-- Rounds after an answered one reach the creator as their continuation (``continued``: chat's
-  deltas lose the ``role`` each round names again, which the SDK would join to the first's).
+- The creator gets the role once, with the first event it is given that names one (``names``):
+  rounds after an answered one reach it as their continuation (``continued``: chat's deltas lose
+  the ``role`` each round names again, which the SDK would join to the first's) only once it
+  has it. OpenAI and the simulator name the role in the delta of a round's first call, which is
+  held and dropped when the round is answered: the next round's role is then the creator's.
 - The upstream bills every round, but the creator sees one completion: once a round is answered,
   each later event that carries ``usage`` reaches the creator with the answered rounds' usage
   (each round's last) added to it, field by field (``prompt_tokens_details`` ... included), so the
@@ -41,7 +44,7 @@ __all__ = ["CreatorHold"]
 class CreatorHold:
     """One relay's hold of its creator's copy, by its protocol's rules (``spec``)."""
 
-    __slots__ = ("_answered", "_continued", "_held", "_spec", "_usage")
+    __slots__ = ("_answered", "_continued", "_held", "_named", "_spec", "_usage")
 
     def __init__(self, spec: StreamSpec) -> None:
         self._spec = spec
@@ -52,6 +55,8 @@ class CreatorHold:
         """The usage of the rounds answered so far, summed."""
         self._continued = False
         """A round was answered: this one continues it for the creator."""
+        self._named = False
+        """The creator has been given the role."""
 
     def copy(self, batch: Sequence[HubEvent], first: Position | None) -> list[Placed]:
         """The creator's copy of ``batch``, numbered from ``first`` in the stream's channel; from
@@ -89,6 +94,10 @@ class CreatorHold:
         return [(self._billed(self._own(event), self._spec.usage(event)), at) for event, at in held]
 
     def _own(self, event: HubEvent) -> HubEvent:
+        """``event`` as the creator gets it (called once per event given, in order)."""
+        if not self._named:
+            self._named = self._spec.names(event)
+            return event
         return self._spec.continued(event) if self._continued else event
 
     def _billed(self, event: HubEvent, usage: dict[str, Any] | None) -> HubEvent:

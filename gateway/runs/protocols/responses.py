@@ -96,6 +96,9 @@ class ResponsesSpec:
     def said_with_calls(self, event: HubEvent) -> tuple[HubEvent, HubEvent] | None:
         return None  # never turns
 
+    def names(self, event: HubEvent) -> bool:
+        return False  # each response names its own items' roles
+
     def continued(self, event: HubEvent) -> HubEvent:
         return event  # the creator gets every response of the chain whole
 

@@ -94,9 +94,15 @@ class StreamSpec(Protocol):
         creator gets it at once) and its calls (held); None: it says nothing else."""
         ...
 
+    def names(self, event: HubEvent) -> bool:
+        """Whether the event names the role of the creator's message (chat: a delta's
+        ``role``): the creator gets it once, with the first event given to it that names it."""
+        ...
+
     def continued(self, event: HubEvent) -> HubEvent:
-        """An event of a round after an answered one, as the chain's creator gets it (chat: its
-        deltas without ``role``, which the SDK would join to the first round's)."""
+        """An event of a round after an answered one, as the chain's creator gets it once it
+        has been given the role (chat: its deltas without ``role``, which the SDK would join to
+        the one it has)."""
         ...
 
     def usage(self, event: HubEvent) -> dict[str, Any] | None:

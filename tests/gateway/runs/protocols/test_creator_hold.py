@@ -78,3 +78,39 @@ def test_usage_of_answered_rounds_is_added_to_the_creators_next_usage() -> None:
     assert json.loads(billed.data)["usage"] == _usage(135, 16, **{
         "prompt_tokens_details": {"cached_tokens": 40}
     })  # fmt: skip
+
+
+def _roles(placed: list[tuple[HubEvent, Position | None]]) -> list[str]:
+    return [
+        choice["delta"]["role"]
+        for event, _ in placed
+        for choice in json.loads(event.data)["choices"]
+        if choice["delta"].get("role")
+    ]
+
+
+def test_a_role_named_with_answered_calls_reaches_the_creator_with_the_next_round() -> None:
+    # OpenAI and the simulator name the role in the delta of a round's first call: that chunk
+    # is held, and dropped once the round is answered; the next round's role was taken out as
+    # a repetition, so the creator's message had no role at all.
+    hold = CreatorHold(CHAT)
+    for _ in range(2):
+        turn = _event({"role": "assistant", "content": None, "tool_calls": [CALL]})
+        assert hold.copy([turn, _event({}, "tool_calls")], _at(0)) == []
+        assert hold.release(answered=True) == []
+    answer = _event({"role": "assistant", "content": "Sunny."})
+    again = _event({"role": "assistant", "content": " Dry."})
+    given = hold.copy([answer, again, _event({}, "stop")], _at(4))
+    assert given[0] == (answer, _at(4))  # its bytes as they came
+    assert _roles(given) == ["assistant"]  # once: the SDK joins repeated roles
+
+
+def test_a_role_named_with_calls_left_to_the_app_reaches_the_creator_once() -> None:
+    hold = CreatorHold(CHAT)
+    turn = _event({"role": "assistant", "content": None, "tool_calls": [CALL]})
+    hold.copy([turn], _at(0))
+    hold.release(answered=True)
+    turn = _event({"role": "assistant", "content": None, "tool_calls": [CALL]})
+    given = hold.copy([turn], _at(1)) + hold.release(answered=False)
+    assert given == [(turn, _at(1))] and _roles(given) == ["assistant"]
+    assert _roles(hold.copy([_event({"role": "assistant", "content": "x"})], None)) == []
