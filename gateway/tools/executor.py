@@ -9,10 +9,10 @@ call:
 
 - arguments that are not a JSON object, a handler that raises (anything, ``SystemExit`` and
   ``KeyboardInterrupt`` included: they must not end the gateway; so is a ``CancelledError`` it
-  raises itself, while runcast's own cancellation propagates), one that exceeds ``timeout``, or
-  an output over ``max_output_bytes`` become an ``{"error": "..."}`` output the model can react
-  to; with ``on_error="cancel"`` the first such failure aborts the other calls and the action
-  ends with a cancel reason instead;
+  raises itself or gets by cancelling its own task, while runcast's own cancellation
+  propagates), one that exceeds ``timeout``, or an output over ``max_output_bytes`` become an
+  ``{"error": "..."}`` output the model can react to; with ``on_error="cancel"`` the first such
+  failure aborts the other calls and the action ends with a cancel reason instead;
 - a call with no handler is answered with an error output (policy ``error``) or makes the whole
   action the client's business (policy ``all``: ``run`` returns None before running anything).
 
@@ -244,7 +244,13 @@ class ToolExecutor:
                 results=tuple(r for r in results if r is not None), cancel_reason=cancel_reason
             )
         answered = tuple(r for r in results if r is not None)
-        assert len(answered) == len(calls)
+        if len(answered) != len(calls):
+            # Not an assert (``python -O`` strips those): submitting fewer outputs than calls
+            # would be refused upstream (spec §1.3), or leave calls unanswered.
+            missing = [
+                call.id for call, result in zip(calls, results, strict=True) if result is None
+            ]
+            raise RuntimeError(f"tool calls ended without an output: {', '.join(missing)}")
         return ActionResult(results=answered)
 
     async def _answer(
@@ -337,9 +343,10 @@ class ToolExecutor:
         if abortable:
             raise _Abort(result)
 
-    def _let_go(self, task: asyncio.Task[str]) -> None:
+    def _let_go(self, task: asyncio.Task[str], stop: _Stop) -> None:
         """Cancel a handler's task that is past its time; held until it ends, its outcome
         dropped (the call was answered without it)."""
+        stop.requested = True
         task.cancel()
         if not task.done():
             self._stragglers.add(task)
@@ -360,16 +367,17 @@ class ToolExecutor:
         )
         try:
             with traced:
+                stop = _Stop()
                 task = asyncio.get_running_loop().create_task(
-                    _guarded(handler, call), name=f"runcast-tool {call.name}"
+                    _guarded(handler, call, stop), name=f"runcast-tool {call.name}"
                 )
                 try:
                     done, _ = await asyncio.wait((task,), timeout=self._timeout)
                 except asyncio.CancelledError:
-                    self._let_go(task)
+                    self._let_go(task, stop)
                     raise
                 if not done:
-                    self._let_go(task)
+                    self._let_go(task, stop)
                     return None, f"tool {call.name!r} timed out after {self._timeout:g}s"
                 output = task.result()
             limit = self._max_output_bytes
@@ -404,19 +412,28 @@ class _Raised(Exception):
         self.raised = raised
 
 
-async def _guarded(handler: Handler, call: ToolCall) -> str:
+class _Stop:
+    """Whether runcast has cancelled a handler's task (``_let_go``), set before it does."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+async def _guarded(handler: Handler, call: ToolCall, stop: _Stop) -> str:
     """``handler(call)``, its BaseExceptions made ordinary ones: asyncio re-raises a task's
     SystemExit or KeyboardInterrupt out of the event loop, ending the gateway (a handler calling
     ``sys.exit()``, argparse on bad arguments), and a CancelledError of the handler's own making
-    would pass for the call being cancelled, leaving it unanswered. Only runcast cancels this
-    task (``_let_go``): a CancelledError while it is not being cancelled is the handler's."""
+    would pass for the call being cancelled, leaving it unanswered. A CancelledError is
+    runcast's only when ``stop`` says runcast cancelled the task: ``Task.cancelling()`` counts
+    the handler's own ``asyncio.current_task().cancel()`` too."""
     try:
         return await handler(call)
     except Exception:
         raise
     except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if stop.requested:
             raise  # runcast's: the call was let go (timeout, deadline, the action cancelled)
         raise _Raised(exc) from exc
     except BaseException as exc:

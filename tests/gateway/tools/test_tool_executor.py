@@ -324,6 +324,38 @@ async def test_a_handler_raising_cancellederror_is_an_error_output(
 
 
 @pytest.mark.asyncio
+async def test_a_handler_cancelling_its_own_task_is_an_error_output(
+    automation_for: AutomationFactory, recorder: Recorder
+) -> None:
+    # Its task then counts as being cancelled (Task.cancelling()), which was read as runcast's
+    # cancel: the CancelledError escaped, the call had no output and the executor's assert
+    # failed (the relay failed, an Assistants action went to the client).
+    registry = ToolRegistry()
+
+    async def quits() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+        return "unreachable"
+
+    async def fine() -> str:
+        return "ok"
+
+    registry.register(quits)
+    registry.register(fine)
+    run = make_run(("c1", "quits", "{}"), ("c2", "fine", "{}"))
+    async with automation_for(registry) as automation, asyncio.timeout(5):
+        result = outputs(await automation.run_action(run, recorder))
+    assert orjson.loads(result["c1"]) == {"error": "CancelledError"}
+    assert result["c2"] == "ok"
+    assert [n for n, _ in recorder.for_call("c1")] == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.failed",
+    ]
+
+
+@pytest.mark.asyncio
 async def test_cancelling_the_action_still_cancels_it(automation_for: AutomationFactory) -> None:
     handler_cancelled = asyncio.Event()
     running = asyncio.Event()
