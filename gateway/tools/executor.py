@@ -21,8 +21,10 @@ The whole action runs under the action's deadline (``expires_at`` minus a margin
 when it passes, they are cancelled and the action ends with a cancel reason: submitting late is
 useless and the run must not sit in ``requires_action``.
 
-``runcast.tool_call.*`` events (``events.py``) go to ``emit`` as calls start and end; an ``emit``
-that raises is logged and never fails a call. A handler's error text is redacted
+``runcast.tool_call.*`` events (``events.py``) go to ``emit`` as calls start and end: every call
+started gets its closing event, also when it is cut short by the abort, the deadline or runcast
+cancelling ``run`` (a client answered the action itself, the relay ended). An ``emit`` that
+raises is logged and never fails a call. A handler's error text is redacted
 (``gateway.logs.redact``, as log lines are) before it becomes an output or an event.
 """
 
@@ -53,6 +55,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("runcast.tools")
+
+_STOPPED = "runcast stopped answering the action"
+_CLOSE_SECONDS = 5.0
+"""How long the closing events of calls cut by runcast's cancel may take to publish."""
 
 
 class _Function(Protocol):
@@ -112,8 +118,9 @@ class ToolExecutor:
     """Runs actions' calls with a shared concurrency limit. One per gateway.
 
     ``resolve`` maps a tool name to its handler (None: no handler). ``clock`` gives Unix time,
-    the unit of ``expires_at``. ``on_call`` is told each answered call's outcome
-    (``completed``, ``failed``, ``timeout``, ``no_handler``, ``invalid_arguments``) and seconds.
+    the unit of ``expires_at``. ``on_call`` is told each call's outcome (``completed``,
+    ``failed``, ``timeout``, ``no_handler``, ``invalid_arguments``; ``cancelled``: started, then
+    cut short) and seconds.
     """
 
     def __init__(
@@ -224,22 +231,18 @@ class ToolExecutor:
                     )
         except TimeoutError:
             cancel_reason = "tool calls did not finish before the action's deadline"
+        except asyncio.CancelledError:
+            # runcast stopped answering (a client's submission superseded the action, the
+            # relay ended): the calls it started are closed all the same, bounded.
+            try:
+                async with asyncio.timeout(_CLOSE_SECONDS):
+                    await self._close_cut(calls, results, started, owner, emit, _STOPPED)
+            except TimeoutError:
+                log.warning("%s: closing events of cancelled tool calls timed out", run_id)
+            raise
 
         if cancel_reason is not None:
-            # Calls cut short by the abort or the deadline still get their closing event.
-            for index, t0 in started.items():
-                if results[index] is None:
-                    call = calls[index]
-                    await publish(
-                        emit,
-                        events.tool_call_failed(
-                            **owner,
-                            tool_call_id=call.id,
-                            name=call.function.name,
-                            duration_ms=_since(t0),
-                            error=f"cancelled: {cancel_reason}",
-                        ),
-                    )
+            await self._close_cut(calls, results, started, owner, emit, cancel_reason)
             return ActionResult(
                 results=tuple(r for r in results if r is not None), cancel_reason=cancel_reason
             )
@@ -247,11 +250,41 @@ class ToolExecutor:
         if len(answered) != len(calls):
             # Not an assert (``python -O`` strips those): submitting fewer outputs than calls
             # would be refused upstream (spec §1.3), or leave calls unanswered.
+            await self._close_cut(calls, results, started, owner, emit, "no output")
             missing = [
                 call.id for call, result in zip(calls, results, strict=True) if result is None
             ]
             raise RuntimeError(f"tool calls ended without an output: {', '.join(missing)}")
         return ActionResult(results=answered)
+
+    async def _close_cut(
+        self,
+        calls: Sequence[PendingCall],
+        results: list[CallResult | None],
+        started: dict[int, float],
+        owner: Mapping[str, str],
+        emit: Emit | None,
+        reason: str,
+    ) -> None:
+        """Calls started and cut short (the abort, the deadline, runcast's cancel) still get
+        their closing event, and count as ``cancelled``."""
+        for index, t0 in started.items():
+            if results[index] is not None:
+                continue
+            call = calls[index]
+            duration_ms = _since(t0)
+            if self._on_call is not None:
+                self._on_call("cancelled", duration_ms / 1000.0)
+            await publish(
+                emit,
+                events.tool_call_failed(
+                    **owner,
+                    tool_call_id=call.id,
+                    name=call.function.name,
+                    duration_ms=duration_ms,
+                    error=f"cancelled: {reason}",
+                ),
+            )
 
     async def _answer(
         self,

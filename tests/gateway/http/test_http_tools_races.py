@@ -219,15 +219,20 @@ async def test_client_submitting_through_runcast_supersedes_the_handlers(
     assert quoted("get_weather", "the client's answer") in final_text(client)
     # Subscribers: runcast says why it stepped back, then the segment ends, then the client's
     # continuation follows on the same channel with no gap.
+    # The call runcast had started is closed (it was left with its started event alone).
     names = sub.names
     first_done = names.index("done")
-    assert names[first_done - 3 : first_done + 2] == [
+    assert names[first_done - 4 : first_done + 2] == [
         "thread.run.requires_action",
         "runcast.tool_call.started",
+        "runcast.tool_call.failed",
         "runcast.tool_automation.superseded",
         "done",
         "thread.run.step.completed",
     ]
+    failed = sub.events[first_done - 2].json()
+    assert failed["tool_call_id"] == sub.events[first_done - 3].json()["tool_call_id"]
+    assert failed["error"] == "cancelled: runcast stopped answering the action"
     assert sub.events[first_done - 1].json()["reason"] == (
         "a client submitted the tool outputs itself"
     )

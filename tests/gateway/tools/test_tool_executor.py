@@ -14,6 +14,8 @@ import pytest
 from tool_scenarios import AutomationFactory, Recorder, make_run
 
 from gateway.tools import Cancel, Skip, Submit, ToolRegistry
+from gateway.tools.executor import ToolExecutor
+from gateway.tools.handlers import ToolCall
 
 
 def outputs(outcome: object) -> dict[str, Any]:
@@ -379,6 +381,50 @@ async def test_cancelling_the_action_still_cancels_it(automation_for: Automation
             await task
         await handler_cancelled.wait()
     assert task.cancelled()
+
+
+@pytest.mark.asyncio
+async def test_calls_cut_by_cancelling_the_action_get_their_closing_event(
+    recorder: Recorder,
+) -> None:
+    # A client's own submission supersedes runcast's answer by cancelling it: the started
+    # call was left without a completed or failed event, and uncounted.
+    running = asyncio.Event()
+
+    async def hang(call: ToolCall) -> str:
+        running.set()
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    async def quick(call: ToolCall) -> str:
+        return "done"
+
+    outcomes: list[str] = []
+    executor = ToolExecutor(
+        lambda name: hang if name == "hang" else quick,
+        timeout=5,
+        concurrency=4,
+        on_call=lambda outcome, seconds: outcomes.append(outcome),
+    )
+    run = make_run(("c1", "hang", "{}"), ("c2", "quick", "{}"))
+    async with asyncio.timeout(5):
+        task = asyncio.create_task(
+            executor.run(run.calls, run_id="run_1", thread_id="thread_1", emit=recorder)
+        )
+        await running.wait()
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [n for n, _ in recorder.for_call("c1")] == [
+        "runcast.tool_call.started",
+        "runcast.tool_call.failed",
+    ]
+    failed = dict(recorder.for_call("c1"))["runcast.tool_call.failed"]
+    assert failed["error"] == "cancelled: runcast stopped answering the action"
+    assert [n for n, _ in recorder.for_call("c2")][-1] == "runcast.tool_call.completed"
+    assert sorted(outcomes) == ["cancelled", "completed"]
+    assert executor.statistics().calls_running == 0
 
 
 @pytest.mark.asyncio
