@@ -32,7 +32,9 @@ Errors
     A failed call's error text (the tool output the model reads, the event every subscriber
     reads) names the tool and the kind of failure (refused, HTTP status and the answer's start),
     never the URL: its userinfo, query and, Slack style, its path carry credentials. Log lines
-    name it as ``scheme://host:port/***``.
+    name it as ``scheme://host:port/***``. An answer quoting the URL, its path, a query value or
+    a userinfo part (a receiver refusing the token it was given) has them replaced by ``***``
+    (values under ``gateway.logs.MIN_MASKED_CHARS`` excepted) in the error text and the log.
 
 Retries
     Only connection errors (refused, reset, broken body) and 5xx answers are retried, at most
@@ -51,7 +53,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiohttp
 import orjson
@@ -155,10 +157,10 @@ class WebhookHandler:
         self.url = url
         # Error texts (tool outputs the model reads, events every subscriber reads) name the
         # tool, never the URL: its userinfo, query and, Slack style, its path carry credentials.
-        # Log lines show scheme://host:port; an answer quoting the URL or path is scrubbed.
+        # Log lines show scheme://host:port; an answer quoting the URL, its path, a query value
+        # or the userinfo (a receiver echoing the token it refuses) is scrubbed.
         self._shown = masked_url(url, path=False)
-        path = urlsplit(url).path
-        self._scrub = Redactor((url, path) if len(path.strip("/")) > 0 else (url,))
+        self._scrub = Redactor(_credentials(url))
         self._session = session
         self._secret = secret
         self._retries = retries
@@ -271,6 +273,19 @@ def _output(call: ToolCall, payload: bytes, content_type: str) -> str:
                     f"re-encoded: {exc.__cause__ or exc}",
                 ) from exc
     return payload.decode("utf-8", errors="replace")
+
+
+def _credentials(url: str) -> list[str]:
+    """What of ``url`` an answer must not quote: the URL, its path (unless just ``/``), each
+    query value and the userinfo's parts, decoded (the :class:`Redactor` matches their encodings
+    too, and leaves out values under ``MIN_MASKED_CHARS``, which would mask ordinary words)."""
+    parts = urlsplit(url)
+    found = [url]
+    if parts.path.strip("/"):
+        found.append(parts.path)
+    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    found += [unquote(part) for part in (parts.username, parts.password) if part]
+    return found
 
 
 def _failure(exc: Exception) -> str:

@@ -92,6 +92,15 @@ async def not_found(request: web.Request) -> web.Response:
     return web.Response(status=404, text=f"Cannot POST {request.path}")  # as Express says it
 
 
+async def refuses_its_token(request: web.Request) -> web.Response:
+    await receive(request)
+    auth = aiohttp.BasicAuth.decode(request.headers["Authorization"])
+    token, version = request.query["token"], request.query["v"]
+    # Many receivers quote what they refuse.
+    text = f"invalid token {token} (v{version}) for {auth.login}:{auth.password}"
+    return web.Response(status=403, text=text)
+
+
 async def too_deep(request: web.Request) -> web.Response:
     await receive(request)
     return web.Response(
@@ -124,6 +133,7 @@ async def receiver() -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/rejected", rejected)
     app.router.add_post("/any", echo_name)
     app.router.add_post("/deep", too_deep)
+    app.router.add_post("/refuses", refuses_its_token)
     app.router.add_post("/services/T0001/B0002/PATH-SECRET", not_found)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -343,6 +353,34 @@ async def test_a_webhook_path_never_leaves_the_process(
     for text in (*errors.values(), logged):
         assert "PATH-SECRET" not in text
         assert "B0002" not in text
+
+
+@pytest.mark.asyncio
+async def test_a_webhook_query_value_or_userinfo_quoted_back_never_leaves_the_process(
+    receiver: tuple[str, web.Application],
+    automation_for: AutomationFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A receiver refusing the token of its URL quotes it: the bare value reached the model's
+    # output, the failed event and the log (only the whole URL and its path were scrubbed).
+    base = receiver[0].replace("http://", "http://hookuser:USERINFO-SECRET@")
+    url = f"{base}/refuses?token=QUERY%2BSECRET12345&v=1"
+    run = make_run(("c1", "notify", "{}"))
+    recorder = Recorder()
+    caplog.set_level(logging.INFO, logger="runcast")
+    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
+        async with asyncio.timeout(5):
+            outcome = await automation.run_action(run, recorder)
+    assert isinstance(outcome, Submit)
+    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    # A value under MIN_MASKED_CHARS is not masked by value: it would mask ordinary text.
+    assert error == "webhook of tool 'notify' answered HTTP 403: invalid token *** (v1) for ***:***"
+    failed = [d["error"] for n, d in recorder.events if n == "runcast.tool_call.failed"]
+    assert failed == [error]
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("runcast"))
+    assert "invalid token ***" in logged
+    for secret in ("QUERY+SECRET12345", "SECRET12345", "USERINFO-SECRET", "hookuser"):
+        assert secret not in logged and secret not in error
 
 
 def test_signature_format_is_hmac_sha256_over_timestamp_dot_body() -> None:
