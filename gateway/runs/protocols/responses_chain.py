@@ -106,9 +106,10 @@ class ResponsesRound:
 
 
 def _is_call(item: dict[str, Any]) -> bool:
-    """An item waiting for an output: it carries a ``call_id`` (an empty one too, which the
-    chain then reports it cannot answer)."""
-    return item.get("call_id") is not None
+    """An item waiting for an output: a ``function_call`` (with no ``call_id``, or an empty or
+    null one, too: the chain reports it cannot answer it rather than end without a word), or
+    another item carrying a ``call_id`` (``custom_tool_call``, ``computer_call`` ...)."""
+    return item.get("type") == "function_call" or item.get("call_id") is not None
 
 
 def _call(item: dict[str, Any]) -> FunctionCall:
@@ -116,7 +117,7 @@ def _call(item: dict[str, Any]) -> FunctionCall:
     name = item.get("name")
     arguments = item.get("arguments")
     return FunctionCall(
-        id=str(item["call_id"] or ""),
+        id=str(item.get("call_id") or ""),
         function=FunctionSpec(
             name=name if isinstance(name, str) else kind,
             arguments=arguments if isinstance(arguments, str) else "",

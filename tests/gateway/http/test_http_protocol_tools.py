@@ -284,8 +284,12 @@ def _two_calls_one_id() -> bytes:
         "name": "get_weather",
         "arguments": '{"city": "Oslo"}',
     }
-    items = [{**call, "id": "fc_1"}, {**call, "id": "fc_2"}]
-    response = {"id": "resp_twice", "object": "response", "status": "in_progress", "output": []}
+    return _responses_ending_with("resp_twice", [{**call, "id": "fc_1"}, {**call, "id": "fc_2"}])
+
+
+def _responses_ending_with(response_id: str, items: list[dict[str, Any]]) -> bytes:
+    """A Responses stream whose response completes with ``items``."""
+    response = {"id": response_id, "object": "response", "status": "in_progress", "output": []}
     events: list[dict[str, Any]] = [
         {"type": "response.created", "sequence_number": 0, "response": response},
         *(
@@ -324,6 +328,36 @@ async def test_calls_sharing_an_id_are_reported_never_run_twice(
     assert channel.names[-2:] == ["response.completed", "runcast.tool_automation.skipped"]
     assert "one id" in channel.events[-1].json()["reason"]
     assert handlers.calls == {} and len(posts) == 1  # nothing run, no follow-up
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("call_id", ["", None, "absent"])
+async def test_a_responses_call_without_a_call_id_is_reported_not_dropped(
+    start: StartTools, session: aiohttp.ClientSession, call_id: str | None
+) -> None:
+    # Without the member the chain ended without a word (an empty one was reported).
+    call: dict[str, Any] = {"type": "function_call", "id": "fc_1", "status": "completed",
+                            "name": "get_weather", "arguments": '{"city": "Oslo"}'}  # fmt: skip
+    if call_id != "absent":
+        call["call_id"] = call_id
+
+    @web.middleware
+    async def no_call_id(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/responses" or request.method != "POST":
+            return await handler(request)
+        return await _answer_sse(request, _responses_ending_with("resp_noid", [call]))
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=no_call_id)
+    async with sdk_client(tg.gateway) as sdk:
+        raw = await _create(sdk, "tool_call", WEATHER)
+        [event async for event in raw.parse()]
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/responses/resp_noid")
+    assert channel.names[-2:] == ["response.completed", "runcast.tool_automation.skipped"]
+    skipped = channel.events[-1].json()
+    assert "no id" in skipped["reason"]
+    assert skipped["calls"] == [{"tool_call_id": "", "name": "get_weather"}]
+    assert handlers.calls == {}
 
 
 def _one_chat_call(completion_id: str, call: dict[str, Any]) -> Any:
