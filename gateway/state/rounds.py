@@ -20,7 +20,8 @@ class RoundState(msgspec.Struct, frozen=True, kw_only=True):
     rounds: int = 0
     """Submissions made so far."""
     last_action: tuple[str, ...] | None = None
-    """The tool call ids of the action being (or last) answered."""
+    """The tool call ids of the action being (or last) answered; for a stream chain, after the
+    id of the stream that asked for them."""
 
 
 class ToolRounds(Protocol):

@@ -12,7 +12,10 @@ Lifecycle: construct with settings (and optionally a registry built in code), ``
 
 Responses and Chat Completions streams that end with function calls are answered through
 :meth:`ToolAutomation.answer_calls` (``gateway/runs/protocols/toolchain.py`` posts the follow-up),
-with the same handlers, rules and events, rounds counted per chain of streams.
+with the same handlers, rules and events, rounds counted per chain of streams. There the same
+calls are those of the same stream: each round is a new upstream response, and servers that
+number their calls per round (``call_0`` every round) repeat ids across rounds; a model that
+loops is stopped by ``max_rounds``.
 
 Rounds are counted per run to enforce ``max_rounds`` (spec §5: a continuation may end in
 ``requires_action`` again). The same action (same run, same call ids) is answered only once:
@@ -182,6 +185,7 @@ class ToolAutomation:
         return await self._answer(
             action.run_id,
             calls,
+            action=tuple(call.id for call in calls),
             run_id=action.run_id,
             thread_id=action.thread_id,
             owner={"run_id": action.run_id, "thread_id": action.thread_id},
@@ -209,8 +213,8 @@ class ToolAutomation:
         """Answer the function calls a Responses or Chat Completions stream ended with.
 
         ``chain`` names the chain of streams the calls belong to (its first stream's id): its
-        rounds count against ``max_rounds`` as a run's submissions do, and the same calls are
-        answered only once. ``owner`` names the stream in the events (``{"response_id": ...}``
+        rounds count against ``max_rounds`` as a run's submissions do, and the same calls of
+        the same stream are answered only once (a later round may repeat ids). ``owner`` names the stream in the events (``{"response_id": ...}``
         or ``{"completion_id": ...}``); handlers see its id as ``ToolCall.run_id`` (and an empty
         ``thread_id``), so a webhook's ``Idempotency-Key`` is ``<stream id>:<call id>``. There
         is no deadline: nothing upstream expires while the handlers run.
@@ -221,6 +225,7 @@ class ToolAutomation:
         return await self._answer(
             chain,
             calls,
+            action=(stream_id, *(call.id for call in calls)),
             run_id=stream_id,
             thread_id="",
             owner=owner,
@@ -234,6 +239,7 @@ class ToolAutomation:
         key: str,
         calls: Sequence[PendingCall],
         *,
+        action: tuple[str, ...],
         run_id: str,
         thread_id: str,
         owner: Mapping[str, str],
@@ -248,10 +254,9 @@ class ToolAutomation:
             return Skip(reason=f"no handler for {', '.join(map(repr, missing))} (policy 'all')")
 
         state = await self._rounds.get(key)
-        action = tuple(call.id for call in calls)
         if state.last_action == action:
-            # The same call ids as the last action: being answered now, or answered already (an
-            # upstream that repeats its calls would loop).
+            # The same action as the last one (a run's call ids; a stream's id and its calls'):
+            # being answered now, or answered already (seen again by a recovery or a takeover).
             return Skip(reason="these tool calls were answered already or are being answered")
         done = state.rounds
         if done >= self.settings.max_rounds:

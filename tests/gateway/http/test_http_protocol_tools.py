@@ -791,6 +791,50 @@ def _chat_rounds(*rounds: list[dict[str, Any]]) -> Any:
     return answer
 
 
+@pytest.mark.asyncio
+async def test_a_chat_server_numbering_calls_per_round_is_answered_each_round(
+    start: StartTools, session: aiohttp.ClientSession
+) -> None:
+    # Each round asks for call_1 again (ids numbered per round): the second round was skipped
+    # as answered already, and the creator got its call to answer itself.
+    tool_round = [_chunk({"role": "assistant", "tool_calls": [_whole_call("get_weather")]}),
+                  _chunk({}, "tool_calls")]  # fmt: skip
+    answer = [_chunk({"role": "assistant", "content": "Sunny twice."}), _chunk({}, "stop")]
+    rounds = [tool_round, tool_round, answer]
+    posts = itertools.count()
+
+    @web.middleware
+    async def per_round_ids(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/v1/chat/completions":
+            return await handler(request)
+        messages = (await request.json())["messages"]
+        n = sum(1 for m in messages if m["role"] == "tool")
+        completion_id = f"chatcmpl-round{next(posts)}"
+        frames = (
+            b"data: " + json.dumps({**chunk, "id": completion_id}).encode() + b"\n\n"
+            for chunk in rounds[n]
+        )
+        return await _answer_sse(request, b"".join(frames) + b"data: [DONE]\n\n")
+
+    handlers = Handlers()
+    tg = await start(handlers.registry("get_weather"), sim_middleware=per_round_ids)
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.chat.completions.stream(
+            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
+            tools=_chat_tools(),  # type: ignore[arg-type]
+        ) as stream,
+    ):  # fmt: skip
+        async for _ in stream:
+            pass
+        message = (await stream.get_final_completion()).choices[0].message
+    assert message.content == "Sunny twice." and not message.tool_calls
+    assert handlers.calls == {"get_weather": 2}
+    channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/chatcmpl-round0")
+    assert "runcast.tool_automation.skipped" not in channel.names
+    assert channel.names.count("runcast.tool_call.completed") == 2
+
+
 def _whole_call(name: str) -> dict[str, Any]:
     """A whole tool call in one delta, as Ollama and llama.cpp send it."""
     return {"index": 0, "id": "call_1", "type": "function",

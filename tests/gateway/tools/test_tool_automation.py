@@ -178,6 +178,29 @@ async def test_use_before_start_is_an_error() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_later_stream_of_a_chain_may_repeat_call_ids(
+    automation_for: AutomationFactory,
+) -> None:
+    # Servers that number calls per round (call_0 every round): the second round was skipped
+    # as answered already. The same stream's calls are still answered once, and a model that
+    # loops still meets max_rounds.
+    calls = [FunctionCall(id="call_0", function=FunctionSpec("echo", '{"text":"a"}'))]
+    async with automation_for(echo_registry(), max_rounds=2) as automation:
+        first = await automation.answer_calls("c1", calls, owner={"completion_id": "c1"})
+        again = await automation.answer_calls("c1", calls, owner={"completion_id": "c1"})
+        second = await automation.answer_calls("c1", calls, owner={"completion_id": "c2"})
+        third = await automation.answer_calls("c1", calls, owner={"completion_id": "c3"})
+        # A run's action is the run's: the same call ids again are the same action.
+        run = make_run(("call_0", "echo", '{"text":"a"}'))
+        assert isinstance(await automation.run_action(run), Submit)
+        assert isinstance(await automation.run_action(run), Skip)
+    assert isinstance(first, Submit) and first.round == 1
+    assert again == Skip(reason="these tool calls were answered already or are being answered")
+    assert isinstance(second, Submit) and second.round == 2
+    assert third == Cancel(reason="tool round limit reached (2 submissions)")
+
+
+@pytest.mark.asyncio
 async def test_answer_calls_of_a_stream_chain(
     automation_for: AutomationFactory, recorder: Recorder
 ) -> None:
