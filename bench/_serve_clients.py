@@ -191,23 +191,27 @@ class _Sub(asyncio.Protocol):
             self.state.settled()
 
 
-async def _connect(
-    state: ClientState, url: str, transport: str, n: int, timeout: float, seq_in: str = "id"
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    rest = url.split("://", 1)[1]
-    hostport, path = rest.split("/", 1)
-    host, port = hostport.rsplit(":", 1)
+def subscribe_request(url: str, transport: str) -> bytes:
+    """The request each subscriber sends (both client kinds): an SSE GET or a WebSocket upgrade
+    of ``url``'s path."""
+    hostport, path = url.split("://", 1)[1].split("/", 1)
     if transport == "ws":
-        request = (
+        return (
             f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-    else:
-        request = (
-            f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: text/event-stream\r\n\r\n"
-        ).encode()
+    return (
+        f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+
+
+async def _connect(
+    state: ClientState, url: str, transport: str, n: int, timeout: float, seq_in: str = "id"
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    request = subscribe_request(url, transport)
     state.target = n
 
     async def one() -> None:

@@ -52,8 +52,16 @@ COLUMNS = (
 )
 
 
+CLIENT_KINDS = {
+    "native": "native (bench/native/subscribers.c, epoll)",
+    "python": "python (_serve_clients.py, uvloop)",
+}
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     index = {(r["server"], r["transport"], r["n"], r["mode"]): r for r in results}
+    kinds = sorted({r.get("clients", "python") for r in results})
+    print("subscriber clients: " + ", ".join(CLIENT_KINDS.get(k, k) for k in kinds))
     head = f"{'transport':<9} {'N':>6} {'mode':<6} {'server':<8} " + " ".join(
         f"{name:>{len(fmt.format(0)) if 'f' in fmt else 8}}" for name, _, fmt, _ in COLUMNS
     )

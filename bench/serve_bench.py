@@ -7,7 +7,7 @@ For each N, mode (``paced``: the upstream sends 200 text deltas/s; ``burst``: as
   a fresh server under test per case, alone on CPU 0 (``taskset -c 0``): ``runcast serve`` or the
   peer (``_serve_peer.py``: aiohttp, one asyncio.Queue per subscriber, one write per event each);
 - per transport (SSE, WebSocket): the official ``openai`` SDK creates an assistant and a thread,
-  N subscribers (asyncio protocols on uvloop, split over two processes on CPU 1) subscribe to
+  N subscribers (split over two client processes on CPU 1) subscribe to
   ``/streams/threads/{thread_id}`` (connect time: first attempt to the last one answered); the
   server's RSS growth / N is the RSS per idle subscriber;
 - the SDK (the creator, on CPU 1 too) streams one run; every delivery is checked by seq (lost and
@@ -29,6 +29,13 @@ Other servers in the same run, on the same clients:
   process on each node, the creator on the first; the report adds the broker round trips and the
   Redis scripts per published event and Redis's CPU.
 
+The client processes (``--clients``) are native by default: ``bench/native/subscribers.c``
+(C, epoll), compiled on demand with ``cc -O2`` into ``~/.cache/runcast-bench``
+(``_serve_native.py``); without a C compiler, or with ``--clients python``, they are
+``_serve_clients.py`` (asyncio protocols on uvloop), which do the same work but saturate their
+core at N = 1,000 paced, so that their backlog, not the server, sets the latencies. The report
+says which were used.
+
 For runcast the server's own fan-out time (``runcast_delivery_lag_seconds`` from ``/metrics``:
 from an upstream read to its frames in every subscriber's buffer) is printed beside the
 client-side latency, which adds the kernel and the clients' CPU to it.
@@ -36,7 +43,7 @@ Everything shares the machine: on a loaded 2-core host the figures swing; compar
 
     python bench/serve_bench.py [--n 1000 5000 10000] [--transport sse|ws|both]
         [--mode paced|burst|both] [--server runcast|peer|redis|nchan|both|all] [--quick]
-        [--serve-arg ARG] [--serve-env KEY=VALUE] [--json PATH]
+        [--clients native|python] [--serve-arg ARG] [--serve-env KEY=VALUE] [--json PATH]
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _serve_clients import client_main
 from _serve_creator import sdk_setup, sdk_stream
+from _serve_native import NativeProc, build, compiler
 from _serve_nchan import available as nchan_missing
 from _serve_nchan import publish_run, start_nchan
 from _serve_procs import (
@@ -112,7 +120,10 @@ class Proc:
             self.proc.join()
 
 
-def call_all(clients: list[Proc], timeout: float, *cmds: tuple[Any, ...]) -> list[Any]:
+Client = Proc | NativeProc
+
+
+def call_all(clients: list[Client], timeout: float, *cmds: tuple[Any, ...]) -> list[Any]:
     for c, cmd in zip(clients, cmds, strict=True):
         c.send(*cmd)
     return [c.recv(timeout) for c in clients]
@@ -182,7 +193,7 @@ class Servers:
 
 
 def run_case(
-    clients: list[Proc],
+    clients: list[Client],
     servers: Servers,
     kind: str,
     transport: str,
@@ -309,7 +320,7 @@ def run_case(
 
 
 def run_server(
-    clients: list[Proc],
+    clients: list[Client],
     kind: str,
     mock: Child,
     upstream: str,
@@ -339,8 +350,8 @@ def run_server(
         servers.stop()
     print(
         f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
-        f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']} "
-        f"({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f})",
+        f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']}, "
+        f"clients' CPU {r['client_cpu_cores']:.2f} ({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f})",
         file=sys.stderr,
         flush=True,
     )
@@ -386,6 +397,11 @@ def main() -> int:
     parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds after the subscribers left, then RSS"
     )
+    parser.add_argument(
+        "--clients", choices=["native", "python"],
+        help="the subscriber client processes: native (bench/native/subscribers.c, the default "
+        "when a C compiler is found) or python (_serve_clients.py, uvloop)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every result here")
     args = parser.parse_args()
     SERVE_ENV.update(item.split("=", 1) for item in args.serve_env)
@@ -415,9 +431,19 @@ def main() -> int:
     else:
         print("one CPU: server and clients share it (figures not comparable)", file=sys.stderr)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    ctx = mp.get_context("spawn")
+    client_kind = args.clients
+    if client_kind is None:
+        client_kind = "native" if compiler() else "python"
+        if client_kind == "python":
+            print("clients: python (no C compiler found for the native ones)", file=sys.stderr)
+    binary = build() if client_kind == "native" else None
     cpu = CLIENT_CPU if two_cpus() else None
-    clients = [Proc(ctx, client_main, cpu) for _ in range(CLIENT_PROCS)]
+    clients: list[Client]
+    if binary is not None:
+        clients = [NativeProc(binary, cpu) for _ in range(CLIENT_PROCS)]
+    else:
+        ctx = mp.get_context("spawn")
+        clients = [Proc(ctx, client_main, cpu) for _ in range(CLIENT_PROCS)]
     results: list[dict[str, Any]] = []
     import openai  # noqa: F401  (imported while the clients start, not during the first case)
 
@@ -431,11 +457,10 @@ def main() -> int:
                 try:
                     for transport in transports:
                         for kind in kinds:
-                            results.append(
-                                run_server(
-                                    clients, kind, mock, upstream, case, transport, args.serve_arg
-                                )
+                            r = run_server(
+                                clients, kind, mock, upstream, case, transport, args.serve_arg
                             )
+                            results.append({**r, "clients": client_kind})
                 finally:
                     mock.stop()
     finally:
@@ -456,6 +481,7 @@ def main() -> int:
                     "python": sys.version.split()[0],
                     "cpus": os.cpu_count(),
                     "load_avg_at_end": load,
+                    "clients": client_kind,
                     "results": results,
                     "checks": [{"name": a, "ok": b, "value": c} for a, b, c in checks(results)],
                 },
