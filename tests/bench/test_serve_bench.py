@@ -1,7 +1,9 @@
 """bench/serve_bench.py end to end at N = 20: real `runcast serve`, peer, simulator and clients.
 
 A harness test, not a timing one: every subscriber connects, gets every event of the run exactly
-once (checked by seq in the client processes), and the counts the report gives agree.
+once (checked by seq in the client processes), and the counts the report gives agree. The client
+processes are the native ones by default when a C compiler is found (else the Python ones); the
+Python ones are run on their own too (``--clients python``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_bench.py"
 sys.path.insert(0, str(BENCH.parent))
-from _serve_nchan import available as nchan_missing  # noqa: E402  (found through the line above)
+from _serve_native import compiler  # noqa: E402  (found through the line above)
+from _serve_nchan import available as nchan_missing  # noqa: E402
 
 N = 20
 DELTAS = 200
@@ -31,7 +34,12 @@ def test_serve_bench_quick_run_delivers_everything_once(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=80, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x peer" in done.stdout
-    results = json.loads(report.read_text())["results"]
+    clients = "native" if compiler() else "python"
+    assert f"subscriber clients: {clients} (" in done.stdout
+    data = json.loads(report.read_text())
+    assert data["clients"] == clients
+    results = data["results"]
+    assert {r["clients"] for r in results} == {clients}
     cases = {(r["server"], r["transport"]) for r in results}
     servers = ["runcast", "peer"]
     if nchan_missing() is None:  # nginx with libnginx-mod-nchan is installed: it runs too
@@ -57,6 +65,28 @@ def test_serve_bench_quick_run_delivers_everything_once(tmp_path: Path) -> None:
         # the server's own fan-out time comes from its /metrics, which only runcast has
         fanout = r["server_fanout_p99_ms"]
         assert (fanout > 0) if r["server"] == "runcast" else math.isnan(fanout), where
+
+
+@pytest.mark.timeout(60)
+def test_serve_bench_python_clients(tmp_path: Path) -> None:
+    """``--clients python``: the uvloop client processes, on runcast, both transports."""
+    report = tmp_path / "serve.json"
+    argv = [sys.executable, str(BENCH), "--quick", "--n", str(N), "--mode", "burst"]
+    argv += ["--server", "runcast", "--clients", "python", "--burst-events", str(DELTAS)]
+    argv += ["--settle", "0.1", "--json", str(report)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=50, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "subscriber clients: python (" in done.stdout
+    data = json.loads(report.read_text())
+    assert data["clients"] == "python"
+    assert {(r["transport"], r["clients"]) for r in data["results"]} == {
+        ("sse", "python"),
+        ("ws", "python"),
+    }
+    for r in data["results"]:
+        assert r["connected"] == r["complete"] == N, r["transport"]
+        assert r["lost"] == 0 and r["duplicates"] == 0 and r["cut"] == 0, r["transport"]
+        assert r["deliveries"] == N * r["events"] == N * r["creator_numbered"], r["transport"]
 
 
 @pytest.mark.timeout(90)
