@@ -431,12 +431,19 @@ def main() -> int:
     else:
         print("one CPU: server and clients share it (figures not comparable)", file=sys.stderr)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    client_kind = args.clients
-    if client_kind is None:
-        client_kind = "native" if compiler() else "python"
-        if client_kind == "python":
-            print("clients: python (no C compiler found for the native ones)", file=sys.stderr)
-    binary = build() if client_kind == "native" else None
+    client_kind = args.clients or ("native" if compiler() else "python")
+    if args.clients is None and client_kind == "python":
+        print("clients: python (no C compiler found for the native ones)", file=sys.stderr)
+    binary = None
+    if client_kind == "native":
+        try:
+            binary = build()
+        except (OSError, RuntimeError) as exc:
+            if args.clients == "native":
+                print(f"native clients: {exc}", file=sys.stderr)
+                return 2
+            print(f"clients: python (the native ones did not build: {exc})", file=sys.stderr)
+            client_kind = "python"
     cpu = CLIENT_CPU if two_cpus() else None
     clients: list[Client]
     if binary is not None:
