@@ -5,7 +5,10 @@ Subscribers are bare asyncio protocols on uvloop (an HTTP/1.1 GET, or a WebSocke
 the raw bytes scanned for seqs: SSE ``id:`` lines, WebSocket ``{"seq":n,`` payload heads, which
 chunked coding and unmasked server frames leave intact), not aiohttp clients: at N = 1,000 and
 200 events/s the clients' one CPU must take 200,000 reads/s, and aiohttp's per-read cost made the
-clients the bottleneck (the server idled at 0.1-0.2 of a core).
+clients the bottleneck (the server idled at 0.1-0.2 of a core). Even so these processes saturate
+their core at N = 1,000 paced; ``bench/native/subscribers.c`` (``_serve_native.py``) does the same
+work in C and is the benchmark's default (``--clients``): these are the reference it is tested
+against (``tests/bench/test_serve_clients.py``).
 Every delivery is checked by seq (a gap is loss, a repeat a duplicate) and stamped with
 ``time.monotonic_ns()``: on Linux that is ``CLOCK_MONOTONIC``, one clock for every process on the
 machine, so receipts in both client processes and the creator compare directly. Per read the
