@@ -56,7 +56,13 @@ def build() -> Path:
     out = cache_dir() / f"subscribers-{key}"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable home: a private directory under the temporary one
+        out = Path(tempfile.gettempdir()) / f"runcast-bench-{os.getuid()}" / out.name
+        if out.exists():
+            return out
+        out.parent.mkdir(mode=0o700, exist_ok=True)
     # built beside its final name, then renamed: concurrent builds never see a partial binary
     fd, tmp = tempfile.mkstemp(prefix="subscribers-", dir=out.parent)
     os.close(fd)

@@ -127,7 +127,7 @@ class _Server(socketserver.ThreadingTCPServer):
 @pytest.fixture(scope="module")
 def server() -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     yield srv
     srv.shutdown()
     srv.server_close()
