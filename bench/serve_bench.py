@@ -353,7 +353,8 @@ def run_server(
     print(
         f"  {transport} N={r['n']} {r['mode']} {kind}: {r['deliveries_per_s']:,.0f}/s, "
         f"p99 {r['latency_p99_ms']:.1f} ms, lost {r['lost']}, dup {r['duplicates']}, "
-        f"clients' CPU {r['client_cpu_cores']:.2f} ({time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f})",
+        f"clients' CPU {r['client_cpu_cores']:.2f} ({time.monotonic() - started:.0f} s, "
+        f"load average {os.getloadavg()[0]:.1f})",
         file=sys.stderr,
         flush=True,
     )
