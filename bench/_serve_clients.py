@@ -216,6 +216,7 @@ async def _connect(
     host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
     request = subscribe_request(url, transport)
     state.target = n
+    state.settled()  # a process given no subscriber is ready at once
 
     async def one() -> None:
         sub = Subscriber()

@@ -208,3 +208,15 @@ def test_client_reports_a_refused_head(client: tuple[str, Any], server: _Server)
     assert (conn["ready"], conn["failures"]) == (0, N), kind
     assert conn["failed"] == ["HTTP/1.1 404 Not Found"] * N, kind
     assert (wait["deliveries"], wait["complete"], wait["lost"], wait["cut"]) == (0, 0, 0, 0), kind
+
+
+@pytest.mark.timeout(30)
+def test_a_client_given_no_subscriber_is_ready_at_once(client: tuple[str, Any]) -> None:
+    # With N = 1 one of the two client processes holds no subscriber: the Python one waited
+    # for a readiness nothing would signal, the whole connect timeout (120 s in the benchmark).
+    kind, c = client
+    started = time.monotonic()
+    c.send("connect", "http://127.0.0.1:9/sse", "sse", 0, 10.0, "id")
+    conn = c.recv(20)
+    assert (conn["ready"], conn["failures"]) == (0, 0), kind
+    assert time.monotonic() - started < 5, kind
