@@ -372,6 +372,7 @@ class TargetLoad:
                     )
                 raise _Failure(f"http_{resp.status}", detail)
             self._spoken = run.started = True
+            self.refused_since = None  # the target answers: a stream began
             head = self._protocol.channel_header
             if subscribing and head is not None and head[0] in resp.headers:
                 # runcast names the channel and its token up front: no need to wait for an event

@@ -223,3 +223,31 @@ async def test_an_answer_that_is_no_stream_says_so() -> None:
     assert report["error_details"] == {
         "not_a_stream": "POST /chat/completions answered 200 text/html, not an event stream"
     }
+
+
+@pytest.mark.asyncio
+async def test_one_misdirected_answer_among_streaming_runs_does_not_stop_the_load() -> None:
+    # The second run gets a 404, the others stream for 1.5 s each: the 404 made the load count
+    # as refused until a run *ended* otherwise, so --give-up-after 0.5 stopped a healthy load.
+    posts = 0
+
+    @web.middleware
+    async def one_404(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal posts
+        if request.method == "POST" and request.path == "/v1/chat/completions":
+            posts += 1
+            if posts == 2:
+                return web.json_response({"error": {"message": "no"}}, status=404)
+        return await handler(request)
+
+    simulator = MockSettings(deltas=10, delay_ms=150, seed=3)
+    async with serving(simulator, mock_middleware=one_404) as (_, sim, _app):
+        settings = LoadSettings(
+            target=sim, protocol="chat", duration=2.5, concurrency=2, subscribers_per_run=0,
+            give_up=0.5, max_error_rate=1.0, progress_interval=0,
+        )  # fmt: skip
+        report, _ = await run_async(settings)
+    check_report(report)
+    assert report["runs"]["outcomes"].get("http_404") == 1
+    assert report["runs"]["completed"] >= 2
+    assert not [r for r in report["verdict"]["reasons"] if "load stopped" in r], report["verdict"]
