@@ -15,7 +15,7 @@ delayed waiting for bytes that cannot complete the key.
 Its masked forms are masked too: an upstream error that quotes the key shortened, as OpenAI's
 "Incorrect API key provided: sk-proj-*****...cdef" does (and ``sk-UPS...6789``, ``sk-****6789``),
 tells its first and last characters. A masked form is a prefix of the key of at least
-:data:`SHOWN_FIRST` characters, a run of mask characters (``*``, ``.``, ``…``, ``x``, ``X``; at
+:data:`SHOWN_FIRST` characters (and at most :data:`SHOWN_FIRST_MAX`), a run of mask characters (``*``, ``.``, ``…``, ``x``, ``X``; at
 most the key's length of them) and the key's last :data:`SHOWN_LAST` characters; one regular
 expression finds the key and them. The stream scrubber holds back an end that could still become
 one as it holds back the start of the key. Keys shorter than 8 characters have no masked forms
@@ -35,34 +35,39 @@ from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["MASK", "SHOWN_FIRST", "SHOWN_LAST", "Scrubber", "StreamScrubber"]
+__all__ = ["MASK", "SHOWN_FIRST", "SHOWN_FIRST_MAX", "SHOWN_LAST", "Scrubber", "StreamScrubber"]
 
 MASK: Final = b"***"
 SHOWN_FIRST: Final = 3
 """Fewest first characters of the key a masked form shows (``sk-``)."""
 SHOWN_LAST: Final = 4
 """Last characters of the key a masked form shows (OpenAI's messages show 4)."""
+SHOWN_FIRST_MAX: Final = 64
+"""Most first characters of the key a masked form may show to be recognised: each is one more
+alternative of the pattern, which would otherwise grow with the square of a long key's length
+(a 4,000-character token took 14.7 s to compile, and its gateway 190 MiB)."""
 _HEAD: Final = 32
 """Bytes of the key searched for as a whole before a held-back end is tried byte by byte."""
 _MASK_CHAR: Final = "(?:[*.xX]|\u2026)"
 _MASK_CHAR_BYTES: Final = _MASK_CHAR.encode()
 
 
+def _shown(key: str) -> str:
+    """The alternatives of what a masked form shows after the key's first characters, longest
+    first (at one position the longest masked form is the one masked)."""
+    longest = min(len(key) - 1, SHOWN_FIRST_MAX)
+    return "|".join(re.escape(key[SHOWN_FIRST:n]) for n in range(longest, SHOWN_FIRST - 1, -1))
+
+
 def _masked_form(key: str) -> str:
     """The regular expression of ``key``'s masked forms, without its first characters."""
-    # Longest prefix first: at one position the longest masked form is the one masked.
-    shown = "|".join(
-        re.escape(key[SHOWN_FIRST:n]) for n in range(len(key) - 1, SHOWN_FIRST - 1, -1)
-    )
-    return f"(?:{shown}){_MASK_CHAR}{{1,{len(key)}}}{re.escape(key[-SHOWN_LAST:])}"
+    return f"(?:{_shown(key)}){_MASK_CHAR}{{1,{len(key)}}}{re.escape(key[-SHOWN_LAST:])}"
 
 
 def _unfinished_form(key: str) -> bytes:
     """The regular expression of a body's end that could still become a masked form of ``key``
     (or is one that more bytes could lengthen)."""
-    shown = "|".join(
-        re.escape(key[SHOWN_FIRST:n]) for n in range(len(key) - 1, SHOWN_FIRST - 1, -1)
-    )
+    shown = _shown(key)
     last = key[-SHOWN_LAST:]
     ends = "|".join(re.escape(last[:n]) for n in range(len(last), -1, -1))
     run = _MASK_CHAR_BYTES
