@@ -50,6 +50,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -275,15 +276,29 @@ def _output(call: ToolCall, payload: bytes, content_type: str) -> str:
     return payload.decode("utf-8", errors="replace")
 
 
+_CREDENTIAL_NAME = re.compile(
+    r"key|token|secret|sig|code|pass|pwd|auth|credential|session", re.IGNORECASE
+)
+"""Query parameter names whose values are credentials whatever their length."""
+_CREDENTIAL_LENGTH = 16
+"""A query value this long is taken for a credential whatever its name (a random token)."""
+
+
 def _credentials(url: str) -> list[str]:
-    """What of ``url`` an answer must not quote: the URL, its path (unless just ``/``), each
-    query value and the userinfo's parts, decoded (the :class:`Redactor` matches their encodings
-    too, and leaves out values under ``MIN_MASKED_CHARS``, which would mask ordinary words)."""
+    """What of ``url`` an answer must not quote: the URL, its path (unless just ``/``), the
+    query values that are credentials (named so, ``?token=``, ``?code=``, ``?sig=``, or of
+    :data:`_CREDENTIAL_LENGTH` characters or more: ``?format=json&version=2024-06-01`` are not)
+    and the userinfo's parts, decoded (the :class:`Redactor` matches their encodings too, and
+    leaves out values under ``MIN_MASKED_CHARS``, which would mask ordinary words)."""
     parts = urlsplit(url)
     found = [url]
     if parts.path.strip("/"):
         found.append(parts.path)
-    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    found += [
+        value
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        if _CREDENTIAL_NAME.search(name) or len(value) >= _CREDENTIAL_LENGTH
+    ]
     found += [unquote(part) for part in (parts.username, parts.password) if part]
     return found
 

@@ -94,10 +94,12 @@ async def not_found(request: web.Request) -> web.Response:
 
 async def refuses_its_token(request: web.Request) -> web.Response:
     await receive(request)
-    auth = aiohttp.BasicAuth.decode(request.headers["Authorization"])
     token, version = request.query["token"], request.query["v"]
     # Many receivers quote what they refuse.
-    text = f"invalid token {token} (v{version}) for {auth.login}:{auth.password}"
+    text = f"invalid token {token} (v{version})"
+    if "Authorization" in request.headers:
+        auth = aiohttp.BasicAuth.decode(request.headers["Authorization"])
+        text += f" for {auth.login}:{auth.password}"
     return web.Response(status=403, text=text)
 
 
@@ -381,6 +383,24 @@ async def test_a_webhook_query_value_or_userinfo_quoted_back_never_leaves_the_pr
     assert "invalid token ***" in logged
     for secret in ("QUERY+SECRET12345", "SECRET12345", "USERINFO-SECRET", "hookuser"):
         assert secret not in logged and secret not in error
+
+
+@pytest.mark.asyncio
+async def test_ordinary_query_values_of_a_webhook_url_are_not_masked_in_its_answers(
+    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+) -> None:
+    # Every query value of 4 characters or more was taken for a credential: with
+    # ?version=2024-06-01&format=json, a receiver's "api version 2024-06-01" reached the model as
+    # "api version ***". A value named as a credential, or long enough to be a token, still is.
+    url = f"{receiver[0]}/refuses?token=QUERY%2BSECRET12345&v=2024-06-01&format=json"
+    run = make_run(("c1", "notify", "{}"))
+    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
+        async with asyncio.timeout(5):
+            outcome = await automation.run_action(run, Recorder())
+    assert isinstance(outcome, Submit)
+    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    assert error.startswith("webhook of tool 'notify' answered HTTP 403: invalid token *** ")
+    assert "(v2024-06-01)" in error
 
 
 def test_signature_format_is_hmac_sha256_over_timestamp_dot_body() -> None:
