@@ -50,6 +50,7 @@ counters are :func:`statistics` of the app, in-process.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -72,6 +73,7 @@ from gateway.runs.registry import RelayRegistry, RelayStatistics
 from gateway.settings import Settings
 from gateway.state import SharedState, ToolRounds
 from gateway.state.redis import RedisState, state_namespace
+from gateway.tasks import cancel_and_wait
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.upstream.proxy import check_proxy_url, upstream_proxy
@@ -265,9 +267,17 @@ async def _state_ctx(shared: RedisState, app: web.Application) -> AsyncIterator[
 
 async def _upstream_identity_ctx(shared: RedisState, app: web.Application) -> AsyncIterator[None]:
     """Warn when another node of this Redis namespace relays to another upstream (a second
-    cluster on the same keys: ``gateway.state.redis.upstreams``)."""
-    await shared.check_upstream(app[UPSTREAM_URL], cluster=app[SETTINGS].redis_namespace)
-    yield
+    cluster on the same keys: ``gateway.state.redis.upstreams``): the node's record is kept
+    fresh while it serves, and removed when it stops."""
+    keeper = asyncio.get_running_loop().create_task(
+        shared.keep_upstream_recorded(app[UPSTREAM_URL], cluster=app[SETTINGS].redis_namespace),
+        name="runcast-upstream-record",
+    )
+    try:
+        yield
+    finally:
+        await cancel_and_wait(keeper)
+        await shared.forget_upstream()
 
 
 async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:

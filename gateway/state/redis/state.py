@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+
+from redis.exceptions import RedisError
 
 from gateway.logs import masked_url
 from gateway.state import SharedState
@@ -15,7 +18,13 @@ from gateway.state.redis.marks import RedisSubmissionMarks
 from gateway.state.redis.rounds import RedisToolRounds
 from gateway.state.redis.schedule import RedisExpirySchedule
 from gateway.state.redis.threads import RedisRunThreads
-from gateway.state.redis.upstreams import check_upstream, upstream_identity
+from gateway.state.redis.upstreams import (
+    REFRESH_SECONDS,
+    check_upstream,
+    forget_upstream,
+    upstream_identity,
+)
+from gateway.tasks import check_cancelled
 
 log = logging.getLogger("runcast")
 
@@ -50,31 +59,51 @@ class RedisState:
         )
         self.rounds = RedisToolRounds(self._client, namespace=namespace)
 
-    async def check_upstream(self, base_url: str, *, cluster: str) -> None:
-        """Record this node's upstream (``upstreams.py``) and log a warning for every other node
-        of the namespace (``cluster``: its name, for the message) that recorded another; Redis
-        unreachable: logged, not checked."""
+    async def keep_upstream_recorded(self, base_url: str, *, cluster: str) -> None:
+        """Record this node's upstream (``upstreams.py``) now and every ``REFRESH_SECONDS``, and
+        log a warning, once per node, for every other node of the namespace (``cluster``: its
+        name, for the message) that recorded another; while Redis is unreachable, tried again
+        every second or two. Runs until cancelled (the app owns it)."""
         mine = upstream_identity(base_url)
+        warned: set[tuple[str, str]] = set()
+        retry = 1.0
+        while True:
+            try:
+                clashes = await check_upstream(
+                    self._client, namespace=self._namespace, node_id=self._node_id, identity=mine
+                )
+            except RedisError as exc:  # unreachable: the node serves all the same
+                check_cancelled()
+                if retry == 1.0:
+                    log.warning("upstream not compared with the other nodes' yet (Redis: %s)", exc)
+                await asyncio.sleep(retry)
+                retry = min(2 * retry, REFRESH_SECONDS)
+                continue
+            retry = 1.0
+            for clash in clashes:
+                if (clash.node_id, clash.identity) in warned:
+                    continue
+                warned.add((clash.node_id, clash.identity))
+                log.warning(
+                    "node %s of Redis namespace %r relays to another upstream (identity %s, "
+                    "recorded %s; this node's %s is %s): the nodes of one cluster must share "
+                    "--upstream, and two clusters on one Redis need their own --redis-namespace, "
+                    "or they take over each other's runs",
+                    clash.node_id,
+                    cluster,
+                    clash.identity,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clash.recorded_at)),
+                    masked_url(base_url.rstrip("/")),
+                    mine,
+                )
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    async def forget_upstream(self) -> None:
+        """Remove this node's upstream record (a clean stop); Redis unreachable: left to age."""
         try:
-            clashes = await check_upstream(
-                self._client, namespace=self._namespace, node_id=self._node_id, identity=mine
-            )
-        except Exception as exc:  # the store unreachable: the node starts all the same
-            log.warning("upstream not compared with the other nodes' (Redis: %s)", exc)
-            return
-        for clash in clashes:
-            log.warning(
-                "node %s of Redis namespace %r relays to another upstream (identity %s, recorded "
-                "%s; this node's %s is %s): the nodes of one cluster must share --upstream, and "
-                "two clusters on one Redis need their own --redis-namespace, or they take over "
-                "each other's runs",
-                clash.node_id,
-                cluster,
-                clash.identity,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clash.recorded_at)),
-                masked_url(base_url.rstrip("/")),
-                mine,
-            )
+            await forget_upstream(self._client, namespace=self._namespace, node_id=self._node_id)
+        except RedisError as exc:
+            log.debug("upstream record left to age (Redis: %s)", exc)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -16,13 +16,24 @@ import asyncio
 import aiohttp
 import pytest
 import redis
-from cluster_helpers import API_KEY, Cluster
+from cluster_helpers import API_KEY, Cluster, Process
 from http_helpers import WAIT
 
 pytestmark = pytest.mark.asyncio
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": "assistants=v2"}
 LEASE_TTL = "1"
+
+
+async def _clashes(node: Process, count: int, within: float = 5.0) -> list[str]:
+    """The node's clash warnings, once there are ``count`` of them (or ``within`` passed)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        clash = [line for line in node.lines if "relays to another upstream" in line]
+        if len(clash) >= count or loop.time() > deadline:
+            return clash
+        await asyncio.sleep(0.05)
 
 
 async def test_two_clusters_on_one_redis_keep_apart(cluster: Cluster) -> None:
@@ -80,9 +91,43 @@ async def test_a_node_relaying_to_another_upstream_than_its_namespace_is_warned(
     same = await cluster.node("same")
     await cluster.mock()
     other = await cluster.node("other")
-    clash = [line for line in other.lines if "relays to another upstream" in line]
-    assert len(clash) == 2 and all("WARNING" in line for line in clash), other.lines
+    clash = await _clashes(other, 2)
+    assert all("WARNING" in line for line in clash), other.lines
     assert any("node first of Redis namespace 'rc'" in line for line in clash), clash
     assert any("node same of Redis namespace 'rc'" in line for line in clash), clash
     for node in (first, same):
         assert not any("relays to another upstream" in line for line in node.lines), node.lines
+
+
+async def test_a_node_that_stopped_is_no_clash(cluster: Cluster) -> None:
+    # A node stopped cleanly left its record for a week: a cluster moved to another upstream
+    # was warned of a clash with its own former node.
+    await cluster.mock()
+    gone = await cluster.node("gone")
+    gone.proc.terminate()
+    async with asyncio.timeout(WAIT):
+        while gone.proc.returncode is None:
+            await asyncio.sleep(0.05)
+    await cluster.mock()
+    moved = await cluster.node("moved")
+    assert await _clashes(moved, 1, within=1.0) == [], moved.lines
+
+
+async def test_nodes_started_before_their_redis_compare_upstreams_once_it_answers(
+    cluster: Cluster,
+) -> None:
+    # Checked once at start: with Redis not up yet, no node recorded its upstream, and a clash
+    # between them was never told.
+    cluster.redis.stop()
+    try:
+        await cluster.mock()
+        early = await cluster.node("early")
+        await cluster.mock()
+        late = await cluster.node("late")
+        await asyncio.sleep(0.5)
+    finally:
+        cluster.redis.start()
+    # The one that records second is told of the other.
+    async with asyncio.timeout(WAIT):
+        while not (await _clashes(late, 1, within=0) or await _clashes(early, 1, within=0)):
+            await asyncio.sleep(0.1)
