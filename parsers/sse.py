@@ -221,7 +221,8 @@ class SSEDecoder:
             if cut >= held:
                 self._line_start = self.offset - len(rest)
             if len(rest) > self._limit:  # never a deferred block: those are kept within the limit
-                self._fail(EventTooLarge(self._limit, offset=self._line_start))
+                # The events this chunk completed before the line ride on the error.
+                self._fail(EventTooLarge(self._limit, offset=self._line_start, events=events))
         return events
 
     def _continue_run(self, chunk: bytes) -> list[ServerSentEvent] | None:

@@ -431,6 +431,18 @@ def test_complete_line_over_the_limit_raises_with_its_offset(size: int | None) -
     assert isinstance(info.value, RemoteProtocolError)
 
 
+def test_events_before_a_partial_line_over_the_limit_ride_on_the_error() -> None:
+    # A read that completed events and ended inside a line already past the limit raised
+    # without them: events the upstream had sent whole were lost (a 16 KiB read stopping
+    # inside a 16 KiB line after four run events).
+    decoder = SSEDecoder(max_event_bytes=16)
+    assert [e.data for e in decoder.feed(b"data: a\n\n")] == ["a"]
+    with pytest.raises(EventTooLarge) as info:
+        decoder.feed(b"event: e\ndata: b\n\ndata: c\n\ndata: " + b"x" * 40)
+    assert [(e.event, e.data) for e in info.value.events] == [("e", "b"), ("message", "c")]
+    assert info.value.offset == 36
+
+
 def test_growing_partial_line_raises_before_it_ends() -> None:
     decoder = SSEDecoder(max_event_bytes=64)
     decoder.feed(b"data: ok\n\n: ")
