@@ -19,6 +19,7 @@ from http_helpers import WAIT, Gateway, StartGateway, new_thread, sdk_client, ss
 
 from gateway.hub import BufferSink
 from gateway.runs.channels import thread_channel
+from gateway.upstream.transport import READ_BYTES
 from parsers.sse import ServerSentEvent, SSEDecoder
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -71,11 +72,14 @@ class _Recorder(BufferSink):
         self.creator = creator
         self.batches: list[tuple[int, int, int]] = []
         """(first seq, last seq, the creator's highest id then) per batch."""
+        self.frames: list[bytes] = []
+        """Each batch's frames."""
 
     def send(self, frames: bytes, last_seq: int) -> bool:
         ids = [int(i) for i in _ID.findall(frames)]
         creator_at = self.creator[0].drain() if self.creator else 0
         self.batches.append((ids[0], last_seq, creator_at))
+        self.frames.append(frames)
         return super().send(frames, last_seq)
 
 
@@ -137,3 +141,20 @@ async def test_a_burst_goes_out_in_batches_and_the_creator_is_never_behind(
     ):
         # Batch k+1 reaches the subscribers only once the creator has batch k.
         assert creator_at >= previous_last, (first, creator_at)
+
+
+@pytest.mark.asyncio
+async def test_a_burst_is_published_in_batches_of_one_bounded_read(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # aiohttp hands over whatever it has buffered (64 KiB and more in a burst); each batch is
+    # written to every subscriber before the next is read, so at N = 1,000 one such batch kept
+    # every subscriber silent for about 100 ms. A read is at most READ_BYTES now.
+    gateway = await start_gateway(sim={"deltas": 2000, "delay_ms": 0})
+    recorder, _ = await _burst(gateway, session)
+    sizes = sorted(len(frames) for frames in recorder.frames)
+    assert len(sizes) > 10
+    # A batch's frames: a read's events, plus the event the read before it cut, plus runcast's
+    # `id:` lines; the one holding the whole message (`thread.message.completed`) is larger.
+    assert sizes[-2] < READ_BYTES + 4096, sizes
+    assert sizes[-1] < 2 * READ_BYTES, sizes
