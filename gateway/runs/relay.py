@@ -402,8 +402,14 @@ class RunRelay:
             if action is not None and self.handler is not None:
                 await hold_action(self, action, hub_event)
                 return
-        elif isinstance(sig, GroupSeen) and self.thread_id is None:
-            self.out.thread_id = sig.group_id
+        elif isinstance(sig, GroupSeen):
+            if self.thread_id is None:
+                self.out.thread_id = sig.group_id
+            elif sig.group_id != self.thread_id:
+                raise RemoteProtocolError(
+                    f"the upstream created thread {sig.group_id} in a run of thread "
+                    f"{self.thread_id}"
+                )
         elif isinstance(sig, ItemFinal):
             self.finals.note(sig)
         elif isinstance(sig, StreamEnd):
@@ -431,6 +437,17 @@ class RunRelay:
             self.resolve_start()
 
     async def _run_known(self, run: RunSeen[Any]) -> None:
+        if (
+            run.group_id is not None
+            and self.thread_id is not None
+            and run.group_id != self.thread_id
+        ):
+            # The caller named the thread (its URL, or the stream's ``thread.created``): a run
+            # said to be another's would be published to that thread's channel, and its
+            # creator handed that thread's id and subscribe token.
+            raise RemoteProtocolError(
+                f"the upstream named thread {run.group_id} for a run of thread {self.thread_id}"
+            )
         if await self.env.broker.channel_info(run_channel(run.run_id)) is not None:
             # Only this relay creates a run's channel, so the upstream named the new run with
             # the id of one runcast holds: taking it would merge two callers' runs into one

@@ -1,0 +1,253 @@
+"""An upstream naming another run or thread inside a run's stream never moves the run there.
+
+A run's thread is the one its URL names (``POST /threads/{thread_id}/runs``) or, for create
+thread and run, the one its stream created; its run id is the first run event's (or, for a
+submission, the URL's). A run event naming another thread or run is refused as a protocol error:
+before anything was published the creator gets a 502 and no id or token; later the channels get
+``runcast.upstream_error`` (``protocol_error``). Either way nothing of the other run is
+published, held as this run's action, or answered by tool automation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from http_helpers import SECRET, Gateway, served_upstream
+
+from gateway.http.app import create_app
+from gateway.http.runner import start_runner
+from gateway.settings import Settings
+from gateway.tools import ToolRegistry, ToolSettings
+from gateway.upstream import UpstreamSettings
+from parsers.sse import SSEDecoder
+
+KEY = {"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"}
+Event = tuple[str, dict[str, Any]]
+
+
+def run(run_id: str, thread_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "object": "thread.run",
+        "thread_id": thread_id,
+        "assistant_id": "asst_1",
+        "status": status,
+        "created_at": 1,
+        "expires_at": 4_000_000_000,
+        **extra,
+    }
+
+
+def action(run_id: str, thread_id: str, *call_ids: str) -> dict[str, Any]:
+    calls = [
+        {"id": i, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        for i in call_ids
+    ]
+    required = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
+    return run(run_id, thread_id, "requires_action", required_action=required)
+
+
+def text(thread_id: str, run_id: str, value: str) -> Event:
+    delta = {"content": [{"index": 0, "type": "text", "text": {"value": value}}]}
+    return "thread.message.delta", {
+        "id": f"msg_{run_id}",
+        "object": "thread.message.delta",
+        "delta": delta,
+    }
+
+
+def answer(run_id: str, thread_id: str, value: str) -> list[Event]:
+    return [
+        ("thread.run.in_progress", run(run_id, thread_id, "in_progress")),
+        text(thread_id, run_id, value),
+        ("thread.run.completed", run(run_id, thread_id, "completed")),
+    ]
+
+
+def sse(events: list[Event], *, done: bool = True) -> bytes:
+    body = b"".join(
+        b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in events
+    )
+    return body + (b"event: done\ndata: [DONE]\n\n" if done else b"")
+
+
+@dataclass
+class Upstream:
+    """Streams scripted per assistant id (``runs``) and per submitted run (``continuations``);
+    records every submission; ``GET`` of a run answers ``polled`` (404 when absent)."""
+
+    runs: dict[str, list[Event]] = field(default_factory=dict)
+    continuations: dict[str, list[Event]] = field(default_factory=dict)
+    polled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    submissions: list[tuple[str, str, list[str]]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/threads/{thread_id}/runs", self._create)
+        app.router.add_post("/v1/threads/runs", self._create)
+        app.router.add_post(
+            "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", self._submit
+        )
+        app.router.add_get("/v1/threads/{thread_id}/runs/{run_id}", self._get)
+        return app
+
+    async def _stream(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        return response
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        script = self.runs[(await request.json())["assistant_id"]]
+        return await self._stream(request, sse(script))
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+        outputs = (await request.json())["tool_outputs"]
+        self.submissions.append((thread_id, run_id, [o["tool_call_id"] for o in outputs]))
+        return await self._stream(request, sse(self.continuations[run_id]))
+
+    async def _get(self, request: web.Request) -> web.Response:
+        found = self.polled.get(request.match_info["run_id"])
+        if found is None:
+            return web.json_response({"error": {"message": "no such run"}}, status=404)
+        return web.json_response(found)
+
+
+StartGateway = Callable[..., Any]
+
+
+@pytest_asyncio.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+    scripted = Upstream()
+    async with served_upstream(scripted.app()) as url:
+        yield scripted, url
+
+
+@pytest_asyncio.fixture
+async def gateway(upstream: tuple[Upstream, str]) -> AsyncIterator[Gateway]:
+    """runcast in token mode in front of the scripted upstream, answering ``get_weather``."""
+    calls: list[str] = []
+
+    def get_weather() -> str:
+        calls.append("get_weather")
+        return "sunny"
+
+    tools = ToolRegistry()
+    tools.register(get_weather)
+    settings = Settings(
+        port=0,
+        subscribe_auth="token",
+        token_secret=SECRET,
+        recovery_timeout=1.0,
+        shutdown_timeout=2.0,
+        upstream=UpstreamSettings(base_url=upstream[1], max_retries=0, idle_timeout=10.0),
+        tools=ToolSettings(timeout=5.0),
+    )
+    app = create_app(settings, tools=tools)
+    runner, url = await start_runner(app, "127.0.0.1", 0)
+    try:
+        yield Gateway(url=url, app=app, runner=runner, upstream_url=upstream[1])
+    finally:
+        await runner.cleanup()
+
+
+async def create(
+    session: aiohttp.ClientSession, gateway: Gateway, path: str, assistant_id: str
+) -> tuple[int, dict[str, str], list[tuple[str, bytes]]]:
+    """A streamed run-starting call: its status, head and events (an error's body as one)."""
+    body = {"assistant_id": assistant_id, "stream": True}
+    async with session.post(f"{gateway.v1}{path}", json=body, headers=KEY) as response:
+        data = await response.read()
+        head = dict(response.headers)
+        if response.status != 200:
+            return response.status, head, [("", data)]
+    return 200, head, [(e.event, e.data_bytes) for e in SSEDecoder().feed(data)]
+
+
+def names(events: list[tuple[str, bytes]]) -> list[str]:
+    return [name for name, _ in events]
+
+
+async def channel_exists(gateway: Gateway, channel: str) -> bool:
+    return await gateway.broker.channel_info(channel) is not None
+
+
+async def replay(
+    session: aiohttp.ClientSession, gateway: Gateway, run_id: str, token: str
+) -> list[tuple[str, bytes]]:
+    url = f"{gateway.url}/streams/runs/{run_id}"
+    async with asyncio.timeout(10):
+        async with session.get(url, params={"since": "0", "token": token}) as response:
+            assert response.status == 200
+            return [(e.event, e.data_bytes) for e in SSEDecoder().feed(await response.read())]
+
+
+# -- the thread ------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_run_said_to_be_another_threads_is_refused_with_no_token_for_that_thread(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_victim", "queued")),
+        *answer("run_1", "thread_victim", "secret"),
+    ]
+    status, head, events = await create(session, gateway, "/threads/thread_attacker/runs", "asst_1")
+    # As for a new run given the id of a run runcast holds (test_http_reused_ids.py).
+    assert status == 200 and names(events) == ["runcast.upstream_error"]
+    error = orjson.loads(events[0][1])
+    assert error["reason"] == "protocol_error" and error["thread_id"] == "thread_attacker"
+    assert (
+        "the upstream named thread thread_victim for a run of thread thread_attacker"
+        in (error["error"]["message"])
+    )
+    assert head.get("runcast-thread-id") == "thread_attacker"
+    assert "runcast-run-id" not in head
+    assert not await channel_exists(gateway, "thread:thread_victim")
+    assert not await channel_exists(gateway, "run:run_1")
+
+
+@pytest.mark.asyncio
+async def test_create_thread_and_run_learns_its_thread_from_the_upstream(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    thread = {"id": "thread_new", "object": "thread", "created_at": 1, "metadata": {}}
+    scripted.runs["asst_1"] = [
+        ("thread.created", thread),
+        ("thread.run.created", run("run_1", "thread_new", "queued")),
+        *answer("run_1", "thread_new", "hello"),
+    ]
+    status, head, events = await create(session, gateway, "/threads/runs", "asst_1")
+    assert status == 200 and head["runcast-thread-id"] == "thread_new"
+    assert names(events)[-2:] == ["thread.run.completed", "done"]
+    assert await channel_exists(gateway, "thread:thread_new")
+
+
+@pytest.mark.asyncio
+async def test_create_thread_and_run_refuses_a_run_of_another_thread_than_it_created(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    thread = {"id": "thread_new", "object": "thread", "created_at": 1, "metadata": {}}
+    scripted.runs["asst_1"] = [
+        ("thread.created", thread),
+        ("thread.run.created", run("run_1", "thread_victim", "queued")),
+        *answer("run_1", "thread_victim", "secret"),
+    ]
+    status, head, events = await create(session, gateway, "/threads/runs", "asst_1")
+    assert status == 200 and head.get("runcast-thread-id") in (None, "thread_new")
+    assert names(events) == ["thread.created", "runcast.upstream_error"]
+    assert orjson.loads(events[-1][1])["reason"] == "protocol_error"
+    assert not await channel_exists(gateway, "thread:thread_victim")
