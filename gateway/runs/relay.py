@@ -390,6 +390,7 @@ class RunRelay:
                 )
         sig = item.signal  # worked out once by the protocol's stream reader
         if isinstance(sig, RunSeen):
+            self._check_run(sig)
             self.last_status = sig.status
             action = None
             if sig.status == self.protocol.action_status:
@@ -436,7 +437,8 @@ class RunRelay:
             self._start_due = False
             self.resolve_start()
 
-    async def _run_known(self, run: RunSeen[Any]) -> None:
+    def _check_run(self, run: RunSeen[Any]) -> None:
+        """Refuse a run event of another thread or run than this relay's (once known)."""
         if (
             run.group_id is not None
             and self.thread_id is not None
@@ -448,6 +450,15 @@ class RunRelay:
             raise RemoteProtocolError(
                 f"the upstream named thread {run.group_id} for a run of thread {self.thread_id}"
             )
+        if self.run_id is not None and run.run_id != self.run_id:
+            # A stream and its continuations are one run's: another run's status, action or
+            # end taken as this one's would be published on its channels, and its action
+            # answered by runcast's tools under this caller's thread.
+            raise RemoteProtocolError(
+                f"the upstream's stream of run {self.run_id} named another run ({run.run_id})"
+            )
+
+    async def _run_known(self, run: RunSeen[Any]) -> None:
         if await self.env.broker.channel_info(run_channel(run.run_id)) is not None:
             # Only this relay creates a run's channel, so the upstream named the new run with
             # the id of one runcast holds: taking it would merge two callers' runs into one

@@ -291,11 +291,15 @@ class RunStream:
             decode_error = exc
         sig = signal(event)
         if isinstance(sig, RunSeen):
-            self._last_status = sig.status
-            self._run_id = sig.run_id
-            self._thread_id = sig.group_id or self._thread_id
+            # What was seen of this stream's run (its first): an event naming another run is
+            # handed out for the reader to refuse, and says nothing of how this one ended.
+            if self._run_id is None:
+                self._run_id = sig.run_id
+            if sig.run_id == self._run_id:
+                self._last_status = sig.status
+                self._thread_id = self._thread_id or sig.group_id
         elif isinstance(sig, GroupSeen):
-            self._thread_id = sig.group_id
+            self._thread_id = self._thread_id or sig.group_id
         elif isinstance(sig, StreamError):
             self._last_error = event
         elif isinstance(sig, StreamEnd):

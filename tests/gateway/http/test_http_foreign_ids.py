@@ -173,6 +173,11 @@ async def create(
     return 200, head, [(e.event, e.data_bytes) for e in SSEDecoder().feed(data)]
 
 
+def upstream_bytes(events: list[tuple[str, bytes]]) -> bytes:
+    """The data of the upstream's events (not runcast's, whose error texts name the refused)."""
+    return b"".join(data for name, data in events if not name.startswith("runcast."))
+
+
 def names(events: list[tuple[str, bytes]]) -> list[str]:
     return [name for name, _ in events]
 
@@ -251,3 +256,89 @@ async def test_create_thread_and_run_refuses_a_run_of_another_thread_than_it_cre
     assert names(events) == ["thread.created", "runcast.upstream_error"]
     assert orjson.loads(events[-1][1])["reason"] == "protocol_error"
     assert not await channel_exists(gateway, "thread:thread_victim")
+
+
+@pytest.mark.asyncio
+async def test_a_run_moving_to_another_thread_mid_stream_is_a_protocol_error(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_A", "queued")),
+        *answer("run_1", "thread_victim", "secret"),
+    ]
+    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200 and head["runcast-thread-id"] == "thread_A"
+    assert names(events) == ["thread.run.created", "runcast.upstream_error"]
+    error = orjson.loads(events[-1][1])
+    assert error["reason"] == "protocol_error" and error["thread_id"] == "thread_A"
+    assert b"secret" not in b"".join(data for _, data in events)
+    assert not await channel_exists(gateway, "thread:thread_victim")
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_another_runs_action_in_a_runs_stream_is_never_answered(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_A", "queued")),
+        ("thread.run.requires_action", action("run_victim", "thread_A", "call_v")),
+    ]
+    scripted.continuations["run_victim"] = answer("run_victim", "thread_A", "answered")
+    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200 and head["runcast-run-id"] == "run_1"
+    assert names(events) == ["thread.run.created", "runcast.upstream_error"]
+    error = orjson.loads(events[-1][1])
+    assert error["reason"] == "protocol_error" and error["run_id"] == "run_1"
+    assert "named another run (run_victim)" in error["error"]["message"]
+    await asyncio.sleep(0.2)
+    assert scripted.submissions == []
+    replayed = await replay(session, gateway, "run_1", head["runcast-subscribe-token"])
+    assert b"run_victim" not in upstream_bytes(replayed)
+    assert not await channel_exists(gateway, "run:run_victim")
+
+
+@pytest.mark.asyncio
+async def test_a_second_run_created_in_a_runs_stream_is_not_merged_into_it(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_A", "queued")),
+        ("thread.run.created", run("run_2", "thread_A", "queued")),
+        *answer("run_2", "thread_A", "secret"),
+    ]
+    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200
+    assert names(events) == ["thread.run.created", "runcast.upstream_error"]
+    replayed = await replay(session, gateway, "run_1", head["runcast-subscribe-token"])
+    assert b"run_2" not in upstream_bytes(replayed)
+    assert b"secret" not in upstream_bytes(replayed)
+    assert not await channel_exists(gateway, "run:run_2")
+
+
+@pytest.mark.asyncio
+async def test_a_continuation_starting_another_run_is_refused(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_A", "queued")),
+        ("thread.run.requires_action", action("run_1", "thread_A", "call_1")),
+    ]
+    scripted.continuations["run_1"] = [
+        ("thread.run.created", run("run_2", "thread_A", "queued")),
+        *answer("run_2", "thread_A", "secret"),
+    ]
+    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200
+    assert scripted.submissions == [("thread_A", "run_1", ["call_1"])]
+    assert names(events)[-1] == "runcast.upstream_error"
+    assert "thread.run.completed" not in names(events)
+    replayed = await replay(session, gateway, "run_1", head["runcast-subscribe-token"])
+    assert b"run_2" not in upstream_bytes(replayed)
+    assert not await channel_exists(gateway, "run:run_2")

@@ -471,3 +471,28 @@ async def test_reads_without_items_give_the_loop_a_turn(
         first = await stream.read_batch()
     assert first and isinstance(first[0].event, RunEvent)
     assert turns_between_reads(seen)
+
+
+@pytest.mark.asyncio
+async def test_a_run_event_of_another_run_says_nothing_of_this_streams_run(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    """The stream's run is its first run event's: another run's ``requires_action`` (or end)
+    is handed out for the relay to refuse, and an EOF after it is still a truncation."""
+    raw = fixture_bytes("A-text.sse")
+    part = cut_after(raw, b"thread.message.delta")
+    other = raw[raw.rindex(b"event: thread.run.completed") :].split(b"\n\n")[0] + b"\n\n"
+    other = other.replace(b"run_7Lm", b"run_other").replace(b"thread_9Qx", b"thread_other")
+    upstream.route("POST", RUNS, reply_sse(part + other))
+    seen: list[StreamItem] = []
+    with pytest.raises(StreamTruncated) as info:
+        async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
+            async for item in stream:
+                seen.append(item)
+    assert seen[-1].name == "thread.run.completed"  # handed out as it came
+    assert (stream.run_id, stream.thread_id, stream.last_status) == (
+        "run_7Lm",
+        "thread_9Qx",
+        "in_progress",
+    )
+    assert (info.value.run_id, info.value.last_status) == ("run_7Lm", "in_progress")
