@@ -5,7 +5,9 @@ suggests (``openai-poll-after-ms``, spec §1.1; 1000 ms when absent, as the open
 until the run settles: a terminal status or ``requires_action`` (the statuses at which the SDK's
 poll helper stops, spec §5). Failed polls are retried with backoff until the deadline
 (``gateway.runs.polling``), so an upstream that is unreachable for a while does not end the
-recovery early. The raw Run bytes are returned so they can be relayed unchanged; a recovery then
+recovery early. The raw Run bytes are returned so they can be relayed unchanged, once its ``id``
+and ``thread_id`` are the polled run's (another run's object is an answer as unreadable as one
+that is not JSON: the recovery gives up); a recovery then
 lists what the channels missed (``missed.py``).
 """
 
@@ -15,7 +17,7 @@ import logging
 
 from gateway.upstream import UpstreamClient
 from parsers.assistants.signals import ACTION_STATUS, SETTLED_STATUSES
-from parsers.errors import DECODE_ERRORS
+from parsers.errors import DECODE_ERRORS, RemoteProtocolError
 
 from ..missed import FinalIds
 from ..polling import Poller
@@ -48,9 +50,12 @@ async def settled_run(poller: Poller, thread_id: str, run_id: str) -> tuple[str,
             return None
         data, headers = answer
         try:
-            status = run_status(data)
+            status = run_status(data, thread_id, run_id)
         except DECODE_ERRORS as exc:
             log.warning("run %s: the polled run is not JSON: %s", run_id, exc)
+            return None
+        except RemoteProtocolError as exc:
+            log.warning("run %s: the polled run is not it: %s", run_id, exc)
             return None
         if status in SETTLED_STATUSES:
             return status, data

@@ -42,6 +42,8 @@ MAX_RUN_BYTES = 8 * 1024 * 1024
 
 class _Status(msgspec.Struct):
     status: str = ""
+    id: str | None = None
+    thread_id: str | None = None
 
 
 _status_decoder = msgspec.json.Decoder(_Status)
@@ -51,9 +53,18 @@ def run_path(thread_id: str, run_id: str) -> str:
     return f"/threads/{path_id(thread_id)}/runs/{path_id(run_id)}"
 
 
-def run_status(data: bytes) -> str:
-    """The ``status`` of a Run JSON body; :class:`msgspec.DecodeError` when it is not JSON."""
-    return _status_decoder.decode(data).status
+def run_status(data: bytes, thread_id: str, run_id: str) -> str:
+    """The ``status`` of the Run JSON body read for ``run_id`` of ``thread_id``;
+    :class:`msgspec.DecodeError` when it is not JSON, :class:`RemoteProtocolError` when it is
+    another run's (or thread's): relayed as this run's state, it would publish another run on
+    this run's channels."""
+    run = _status_decoder.decode(data)
+    if run.id != run_id or run.thread_id != thread_id:
+        raise RemoteProtocolError(
+            f"asked for run {run_id} of thread {thread_id}, the upstream answered with run "
+            f"{run.id} of thread {run.thread_id}"
+        )
+    return run.status
 
 
 def settled_event(status: str, data: bytes) -> HubEvent:
@@ -87,7 +98,7 @@ async def fetch_run(
             if not response.ok:
                 return None
             data = await response.read(limit=MAX_RUN_BYTES)
-        return run_status(data), data
+        return run_status(data, thread_id, run_id), data
     except (UpstreamError, RemoteProtocolError, msgspec.DecodeError) as exc:
         log.warning("run %s: could not read its status: %s", run_id, exc)
         return None

@@ -24,9 +24,10 @@ from http_helpers import SECRET, Gateway, served_upstream
 
 from gateway.http.app import create_app
 from gateway.http.runner import start_runner
+from gateway.runs.assistants.protocol import ASSISTANTS
 from gateway.settings import Settings
 from gateway.tools import ToolRegistry, ToolSettings
-from gateway.upstream import UpstreamSettings
+from gateway.upstream import UpstreamClient, UpstreamSettings
 from parsers.sse import SSEDecoder
 
 KEY = {"Authorization": "Bearer sk-caller", "OpenAI-Beta": "assistants=v2"}
@@ -87,6 +88,8 @@ class Upstream:
     runs: dict[str, list[Event]] = field(default_factory=dict)
     continuations: dict[str, list[Event]] = field(default_factory=dict)
     polled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cut: set[str] = field(default_factory=set)
+    """Assistant ids whose streams end without ``done``, mid-run (a recovery follows)."""
     submissions: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -106,8 +109,9 @@ class Upstream:
         return response
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        script = self.runs[(await request.json())["assistant_id"]]
-        return await self._stream(request, sse(script))
+        assistant_id = (await request.json())["assistant_id"]
+        script = self.runs[assistant_id]
+        return await self._stream(request, sse(script, done=assistant_id not in self.cut))
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
@@ -342,3 +346,54 @@ async def test_a_continuation_starting_another_run_is_refused(
     replayed = await replay(session, gateway, "run_1", head["runcast-subscribe-token"])
     assert b"run_2" not in upstream_bytes(replayed)
     assert not await channel_exists(gateway, "run:run_2")
+
+
+# -- what recovery and expiry read ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_polled_run_of_another_run_is_not_published_as_this_ones_end(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_A", "queued")),
+        ("thread.run.in_progress", run("run_1", "thread_A", "in_progress")),
+    ]
+    scripted.cut.add("asst_1")
+    scripted.polled["run_1"] = run("run_other", "thread_other", "completed")
+    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200
+    assert names(events) == [
+        "thread.run.created",
+        "thread.run.in_progress",
+        "runcast.upstream_error",
+    ]
+    replayed = await replay(session, gateway, "run_1", head["runcast-subscribe-token"])
+    assert "thread.run.completed" not in names(replayed)
+    assert b"run_other" not in upstream_bytes(replayed)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "polled",
+    [
+        run("run_other", "thread_A", "completed"),
+        run("run_1", "thread_other", "completed"),
+        {"status": "completed"},
+    ],
+    ids=["other-run", "other-thread", "no-ids"],
+)
+async def test_a_run_read_for_its_status_must_be_that_run(
+    upstream: tuple[Upstream, str], polled: dict[str, Any]
+) -> None:
+    """What expiry and a refused submission read (``fetch_run``), and settling polls."""
+    scripted, url = upstream
+    scripted.polled["run_1"] = polled
+    async with UpstreamClient(UpstreamSettings(base_url=url, max_retries=0)) as client:
+        assert await ASSISTANTS.fetch_run(client, "thread_A", "run_1", api_key=None) is None
+        found = await ASSISTANTS.poll_settled(client, "thread_A", "run_1", within=0.5, api_key=None)
+        assert found is None
+        scripted.polled["run_1"] = run("run_1", "thread_A", "completed")
+        fetched = await ASSISTANTS.fetch_run(client, "thread_A", "run_1", api_key=None)
+        assert fetched is not None and fetched[0] == "completed"
