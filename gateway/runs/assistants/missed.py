@@ -9,6 +9,9 @@ have carried it: ``thread.message.completed`` / ``.incomplete``, ``thread.run.st
 returned them. A full final object replaces what deltas had accumulated (``parsers.accumulate``),
 so a message cut mid-delta ends whole.
 
+Only objects whose ``run_id`` and ``thread_id`` are the run's are taken (a server that ignores
+the ``run_id`` filter lists the thread's other runs' messages, and the user's).
+
 Order: steps in creation order, each message just before the step that created it (as a live
 stream has them), messages no step names last. For a run waiting at ``requires_action``, the step
 waiting for the outputs is also published, as ``thread.run.step.in_progress``: it lists the whole
@@ -53,6 +56,8 @@ class _View(msgspec.Struct):
 
     id: str
     status: str = ""
+    run_id: str | None = None
+    thread_id: str | None = None
     step_details: _Details | None = None
 
 
@@ -98,6 +103,19 @@ async def _list(
     return items, False
 
 
+def _of_run(
+    poller: Poller, items: list[tuple[_View, bytes]], thread_id: str, run_id: str
+) -> list[tuple[_View, bytes]]:
+    """The listed objects of this run of this thread: some compatible servers ignore the
+    ``run_id`` filter, and any other's would be published as this run's."""
+    kept = [item for item in items if (item[0].run_id, item[0].thread_id) == (run_id, thread_id)]
+    if len(kept) < len(items):
+        log.warning(
+            "%s: skipping %d listed objects of other runs", poller.what, len(items) - len(kept)
+        )
+    return kept
+
+
 async def missed(
     poller: Poller, thread_id: str, run_id: str, seen: FinalIds, *, limit: int, waiting: bool
 ) -> Missed:
@@ -108,6 +126,8 @@ async def missed(
     messages, messages_ok = await _list(
         poller, f"/threads/{path_id(thread_id)}/messages", {"run_id": run_id}, limit
     )
+    steps = _of_run(poller, steps, thread_id, run_id)
+    messages = _of_run(poller, messages, thread_id, run_id)
     by_id = {
         view.id: HubEvent(f"thread.message.{view.status}", data)
         for view, data in messages

@@ -90,6 +90,12 @@ class Upstream:
     polled: dict[str, dict[str, Any]] = field(default_factory=dict)
     cut: set[str] = field(default_factory=set)
     """Assistant ids whose streams end without ``done``, mid-run (a recovery follows)."""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """What ``GET .../messages`` lists, whatever its ``run_id`` filter."""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps_never_end: bool = False
+    """Every page of steps says ``has_more`` with the same ``last_id``."""
+    step_pages: int = 0
     submissions: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -100,6 +106,8 @@ class Upstream:
             "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", self._submit
         )
         app.router.add_get("/v1/threads/{thread_id}/runs/{run_id}", self._get)
+        app.router.add_get("/v1/threads/{thread_id}/runs/{run_id}/steps", self._steps)
+        app.router.add_get("/v1/threads/{thread_id}/messages", self._messages)
         return app
 
     async def _stream(self, request: web.Request, body: bytes) -> web.StreamResponse:
@@ -118,6 +126,16 @@ class Upstream:
         outputs = (await request.json())["tool_outputs"]
         self.submissions.append((thread_id, run_id, [o["tool_call_id"] for o in outputs]))
         return await self._stream(request, sse(self.continuations[run_id]))
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        last = self.messages[-1]["id"] if self.messages else None
+        return web.json_response({"data": self.messages, "last_id": last, "has_more": False})
+
+    async def _steps(self, request: web.Request) -> web.Response:
+        self.step_pages += 1
+        last = self.steps[-1]["id"] if self.steps else None
+        page = {"data": self.steps, "last_id": last, "has_more": self.steps_never_end}
+        return web.json_response(page)
 
     async def _get(self, request: web.Request) -> web.Response:
         found = self.polled.get(request.match_info["run_id"])
@@ -397,3 +415,75 @@ async def test_a_run_read_for_its_status_must_be_that_run(
         scripted.polled["run_1"] = run("run_1", "thread_A", "completed")
         fetched = await ASSISTANTS.fetch_run(client, "thread_A", "run_1", api_key=None)
         assert fetched is not None and fetched[0] == "completed"
+
+
+def message(message_id: str, thread_id: str, run_id: str | None, value: str) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "object": "thread.message",
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "status": "completed",
+        "role": "assistant" if run_id else "user",
+        "created_at": 1,
+        "content": [{"type": "text", "text": {"value": value, "annotations": []}}],
+    }
+
+
+def step(step_id: str, thread_id: str, run_id: str, message_id: str) -> dict[str, Any]:
+    details = {"type": "message_creation", "message_creation": {"message_id": message_id}}
+    return {
+        "id": step_id,
+        "object": "thread.run.step",
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "type": "message_creation",
+        "status": "completed",
+        "created_at": 1,
+        "step_details": details,
+    }
+
+
+def cut_run(scripted: Upstream) -> None:
+    """run_1 of thread_A: its stream breaks off mid-run, and it is found completed."""
+    scripted.runs["asst_1"] = [
+        ("thread.run.created", run("run_1", "thread_A", "queued")),
+        ("thread.run.in_progress", run("run_1", "thread_A", "in_progress")),
+    ]
+    scripted.cut.add("asst_1")
+    scripted.polled["run_1"] = run("run_1", "thread_A", "completed")
+
+
+@pytest.mark.asyncio
+async def test_a_recovery_publishes_only_the_runs_own_messages_and_steps(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    """A server that ignores the ``run_id`` filter lists the thread's other runs' messages
+    (and the user's); one that answers anything lists another thread's."""
+    scripted, _ = upstream
+    cut_run(scripted)
+    scripted.messages = [
+        message("msg_user", "thread_A", None, "user question"),
+        message("msg_previous", "thread_A", "run_previous", "previous answer"),
+        message("msg_1", "thread_A", "run_1", "the answer"),
+        message("msg_other", "thread_other", "run_1", "other thread secret"),
+    ]
+    scripted.steps = [
+        step("step_previous", "thread_A", "run_previous", "msg_previous"),
+        step("step_1", "thread_A", "run_1", "msg_1"),
+    ]
+    status, _, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200
+    recovered = [orjson.loads(data) for name, data in events if name == "runcast.recovered"]
+    assert recovered[0]["missed"] == {"messages": 1, "steps": 1}
+    assert names(events)[-5:] == [
+        "runcast.recovered",
+        "thread.message.completed",
+        "thread.run.step.completed",
+        "thread.run.completed",
+        "done",
+    ]
+    published = upstream_bytes(events)
+    assert b"the answer" in published
+    for foreign in (b"user question", b"previous answer", b"other thread secret"):
+        assert foreign not in published
