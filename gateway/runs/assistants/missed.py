@@ -40,7 +40,7 @@ _PAGE_LIMIT = 100
 """The largest page the list endpoints serve (spec §1.2)."""
 _MAX_PAGES = 50
 """Pages read per list: 5,000 messages or steps is far past any real run; a listing that never
-ends (a broken upstream) must still end."""
+ends (a broken upstream) must still end. One whose cursor does not advance ends at once."""
 
 
 class _Creation(msgspec.Struct):
@@ -76,6 +76,7 @@ async def _list(
 ) -> tuple[list[tuple[_View, bytes]], bool]:
     """Every object of a list endpoint in creation order; False when it could not all be read."""
     items: list[tuple[_View, bytes]] = []
+    ids: set[str] = set()
     after: str | None = None
     for _ in range(_MAX_PAGES):
         page_query = {**query, "order": "asc", "limit": str(_PAGE_LIMIT)}
@@ -91,14 +92,22 @@ async def _list(
             return items, False
         for raw in page.data:
             try:
-                items.append((_view_decoder.decode(raw), bytes(raw)))
+                view = _view_decoder.decode(raw)
             except DECODE_ERRORS:
                 log.warning("%s: skipping an unreadable item of %s", poller.what, path)
+                continue
+            # A page repeating objects (a cursor the server does not honour) lists each once.
+            if view.id not in ids:
+                ids.add(view.id)
+                items.append((view, bytes(raw)))
         if not page.has_more or not page.data:
             return items, True
-        after = page.last_id or (items[-1][0].id if items else None)
-        if after is None:
+        cursor = page.last_id or (items[-1][0].id if items else None)
+        if cursor is None or cursor == after:
+            # The cursor does not advance: every further page would be this one again.
+            log.warning("%s: %s does not advance past %s", poller.what, path, cursor)
             return items, False
+        after = cursor
     log.warning("%s: %s has more than %d pages", poller.what, path, _MAX_PAGES)
     return items, False
 

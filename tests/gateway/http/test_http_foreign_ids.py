@@ -487,3 +487,22 @@ async def test_a_recovery_publishes_only_the_runs_own_messages_and_steps(
     assert b"the answer" in published
     for foreign in (b"user question", b"previous answer", b"other thread secret"):
         assert foreign not in published
+
+
+@pytest.mark.asyncio
+async def test_a_steps_listing_whose_cursor_never_advances_publishes_each_step_once(
+    upstream: tuple[Upstream, str], gateway: Gateway, session: aiohttp.ClientSession
+) -> None:
+    scripted, _ = upstream
+    cut_run(scripted)
+    scripted.messages = [message("msg_1", "thread_A", "run_1", "the answer")]
+    scripted.steps = [step("step_1", "thread_A", "run_1", "msg_1")]
+    scripted.steps_never_end = True
+    status, _, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
+    assert status == 200
+    assert names(events).count("thread.run.step.completed") == 1
+    assert names(events).count("thread.message.completed") == 1
+    recovered = [orjson.loads(data) for name, data in events if name == "runcast.recovered"]
+    assert recovered[0]["missed"] == {"messages": 1, "steps": 1}
+    assert recovered[0]["complete"] is False  # the listing could not be read to its end
+    assert scripted.step_pages == 2
