@@ -19,7 +19,9 @@ loops is stopped by ``max_rounds``.
 
 Rounds are counted per run to enforce ``max_rounds`` (spec §5: a continuation may end in
 ``requires_action`` again). The same action (same run, same call ids) is answered only once:
-a second ``run_action`` for it returns ``Skip``, so the outputs cannot be submitted twice.
+a second ``run_action`` for it returns ``Skip``, so the outputs cannot be submitted twice. An
+action whose calls do not each have an id of their own (an empty one, or two calls sharing one)
+is skipped with ``runcast.tool_automation.skipped``, as a Responses or Chat round is.
 The per-run state (a :class:`~gateway.state.ToolRounds`, in-memory unless given) is bounded
 (oldest runs forgotten first); ``forget(run_id)`` drops it at once when the run ends.
 """
@@ -54,6 +56,15 @@ __all__ = ["AutomationStatistics", "ToolAutomation"]
 log = logging.getLogger("runcast.tools")
 
 _MAX_TRACKED_RUNS = 10_000
+
+UNPLACEABLE = "the upstream gave a call no id, or two calls one id"
+"""Why calls are left to the application when their ids cannot each take one output: outputs
+are matched to calls by id (spec §1.3, one output per pending ``tool_call_id``), so answering
+them would run a tool twice, or send outputs the upstream cannot place."""
+
+
+def _placeable(call_ids: Sequence[str]) -> bool:
+    return all(call_ids) and len(set(call_ids)) == len(call_ids)
 
 
 class AutomationStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,7 +167,11 @@ class ToolAutomation:
 
     def handles(self, action: HeldAction) -> bool:
         """Whether ``run_action`` would answer this run's action (the policy check)."""
-        return bool(action.calls) and self._executor.handles(action.calls)
+        return (
+            bool(action.calls)
+            and _placeable(action.call_ids)
+            and self._executor.handles(action.calls)
+        )
 
     def statistics(self) -> AutomationStatistics:
         return AutomationStatistics(
@@ -180,6 +195,14 @@ class ToolAutomation:
         calls = action.calls
         if not calls:
             return Skip(reason="the run has no submit_tool_outputs action")
+        if not _placeable(action.call_ids):
+            # As for a Responses or Chat round (``toolchain.py``): the action is the client's.
+            listed = [(call.id, call.function.name) for call in calls]
+            owner = {"run_id": action.run_id, "thread_id": action.thread_id}
+            await publish(
+                emit, events.automation_skipped(**owner, reason=UNPLACEABLE, calls=listed)
+            )
+            return Skip(reason=UNPLACEABLE)
         expires_at = action.expires_at
         deadline = expires_at - self.settings.expiry_margin if expires_at is not None else None
         return await self._answer(

@@ -35,6 +35,7 @@ import msgspec
 from gateway.hub import HubEvent
 from gateway.tools import Skip, Submit, ToolAutomation, ToolOutput
 from gateway.tools import events as tool_events
+from gateway.tools.automation import UNPLACEABLE
 from gateway.upstream import UpstreamResponse
 
 __all__ = [
@@ -158,7 +159,7 @@ class ToolChain:
         if reason is None and (not all(ids) or len(set(ids)) < len(ids)):
             # Outputs are matched to calls by id: answering these would run a tool twice, or
             # send outputs the upstream cannot place.
-            reason = "the upstream gave a call no id, or two calls one id"
+            reason = UNPLACEABLE
         if reason is None and any(call.type != "function" for call in calls):
             kinds = sorted({call.type for call in calls if call.type != "function"})
             reason = f"runcast answers function calls only, not {', '.join(kinds)}"

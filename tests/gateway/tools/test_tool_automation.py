@@ -254,3 +254,35 @@ async def test_python_outputs_are_held_to_max_output_bytes(
     assert outputs["fits"] == "x" * 100
     for call in ("ascii", "utf8"):
         assert orjson.loads(outputs[call]) == {"error": "output over 100 bytes"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "ids", [("call_1", "call_1"), ("call_1", "")], ids=["one-id-twice", "an-empty-id"]
+)
+async def test_an_action_whose_calls_share_an_id_is_left_to_the_client(
+    automation_for: AutomationFactory, ids: tuple[str, str]
+) -> None:
+    """Spec §1.3: one output per pending ``tool_call_id``; as for a Responses or Chat round."""
+    ran: list[str] = []
+    registry = ToolRegistry()
+    registry.register(lambda text: ran.append(text) or text, name="echo")
+    run = make_run(*((i, "echo", '{"text":"x"}') for i in ids))
+    emit = Recorder()
+    async with automation_for(registry) as automation:
+        assert not automation.handles(run)
+        outcome = await automation.run_action(run, emit)
+    reason = "the upstream gave a call no id, or two calls one id"
+    assert outcome == Skip(reason=reason)
+    assert ran == []
+    assert emit.events == [
+        (
+            "runcast.tool_automation.skipped",
+            {
+                "run_id": "run_1",
+                "thread_id": "thread_1",
+                "reason": reason,
+                "calls": [{"tool_call_id": i, "name": "echo"} for i in ids],
+            },
+        )
+    ]
