@@ -19,6 +19,7 @@ relay is pumping it); the watcher holds the lease itself while it reads and sett
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from gateway import logs
 from gateway.hub import Broker
 from gateway.state import ActionClaims, ExpiryEntry, ExpirySchedule, RunLeases
 from gateway.tasks import check_cancelled
@@ -97,7 +99,11 @@ class ActionExpiry:
         await self._schedule.put(entry)
         self._wake.set()
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="runcast-action-expiry")
+            # In a context of its own: a task copies its creator's, and this one serves every
+            # run, not the relay whose watch happened to start it (its log ids, ``logs.bind``).
+            self._task = asyncio.create_task(
+                self._run(), name="runcast-action-expiry", context=contextvars.Context()
+            )
 
     async def forget(self, run_id: str) -> None:
         """The run goes on through runcast: its relay reports its end."""
@@ -148,15 +154,17 @@ class ActionExpiry:
             except TimeoutError:
                 pass
             return
-        try:
-            rearmed = await self._expire(entry)
-        except Exception:
-            # One run's failure must not end the watch over every other run (STYLE 4);
-            # CancelledError is a BaseException and still stops the task.
-            log.exception("run %s: could not settle its expired action", entry.run_id)
-            rearmed = False
-        if not rearmed:
-            await self._schedule.discard(entry)
+        # The lines about this run carry its ids (the task itself carries none).
+        with logs.bound(run_id=entry.run_id, thread_id=entry.thread_id):
+            try:
+                rearmed = await self._expire(entry)
+            except Exception:
+                # One run's failure must not end the watch over every other run (STYLE 4);
+                # CancelledError is a BaseException and still stops the task.
+                log.exception("run %s: could not settle its expired action", entry.run_id)
+                rearmed = False
+            if not rearmed:
+                await self._schedule.discard(entry)
 
     async def _untouched(self, entry: ExpiryEntry) -> bool:
         """Still watched, and nothing reached the run's channel since the segment ended."""
