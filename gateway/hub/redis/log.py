@@ -221,9 +221,12 @@ class RedisLog:
             return list(await self._counted(pipe.execute()))
 
     async def _counted(self, call: Awaitable[T]) -> T:
-        """Await one call to Redis, counting it in ``errors`` when it fails."""
+        """Await one call to Redis, counting it in ``errors`` when it fails (not for scripts
+        Redis does not hold yet: a fresh or restarted Redis, loaded on the spot)."""
         try:
             return await call
+        except NoScriptError:
+            raise
         except (RedisError, OSError):
             self.errors += 1
             raise
