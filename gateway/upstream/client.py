@@ -210,6 +210,7 @@ class UpstreamClient(RunOperations):
         budget = self._settings.max_retries if max_retries is None else max_retries
         url = build_url(self._settings.base_url, path, query)
         hdrs = self._headers(api_key, headers, has_body=body is not None, accept=accept)
+        key = api_key if api_key is not None else self._settings.api_key
         if path.startswith(_ASSISTANTS_PATHS) and "OpenAI-Beta" not in hdrs:
             # Required on every Assistants call (spec §1.1); sent on those only: the Responses
             # and Chat endpoints are no beta, and a strict server may refuse the header there.
@@ -220,7 +221,7 @@ class UpstreamClient(RunOperations):
             delay: float | None
             try:
                 response = await self._transport.send(
-                    method, url, headers=hdrs, body=body, decompress=decompress
+                    method, url, headers=hdrs, body=body, decompress=decompress, key=key
                 )
             except UpstreamConnectError:
                 delay = self._policy.after_connect_error(attempt) if attempt < budget else None

@@ -24,6 +24,10 @@ one as it holds back the start of the key. Keys shorter than 8 characters have n
 The usual chunk holds no key at all: one substring search for the key's first
 :data:`SHOWN_FIRST` bytes, and a look at its last few bytes, is all it costs.
 
+A response may have more than one secret to lose (runcast's key, or the caller's that its
+request was made with): a :class:`ScrubChain` applies one scrubber after the other, to the head
+and to each chunk.
+
 Only the key as sent is recognised, not a transformation of it (JSON ``\\u`` escapes, base64):
 the defence is against an upstream quoting what it received, not one set on leaking it.
 """
@@ -31,11 +35,20 @@ the defence is against an upstream quoting what it received, not one set on leak
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["MASK", "SHOWN_FIRST", "SHOWN_FIRST_MAX", "SHOWN_LAST", "Scrubber", "StreamScrubber"]
+__all__ = [
+    "MASK",
+    "SHOWN_FIRST",
+    "SHOWN_FIRST_MAX",
+    "SHOWN_LAST",
+    "ScrubChain",
+    "Scrubber",
+    "StreamScrubber",
+]
 
 MASK: Final = b"***"
 SHOWN_FIRST: Final = 3
@@ -228,3 +241,40 @@ class StreamScrubber:
         never completed, but they may end with a masked form of it)."""
         held, self._held = self._held, b""
         return self._scrubber.body(held) if held else held
+
+
+class ScrubChain:
+    """Several scrubbers applied one after the other to a response's head and body (a chain of
+    one is the scrubber alone): :meth:`feed` each body chunk, :meth:`close` at its end.
+
+    Each scrubber's stream scrubs what the one before it gave out, so the outputs concatenated
+    equal the scrubbers' :meth:`Scrubber.body` applied in turn to the whole body."""
+
+    __slots__ = ("_scrubbers", "_streams")
+
+    def __init__(self, scrubbers: Sequence[Scrubber]) -> None:
+        self._scrubbers = tuple(scrubbers)
+        self._streams = tuple(scrubber.stream() for scrubber in self._scrubbers)
+
+    def text(self, value: str) -> str:
+        for scrubber in self._scrubbers:
+            value = scrubber.text(value)
+        return value
+
+    def headers(self, headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
+        for scrubber in self._scrubbers:
+            headers = scrubber.headers(headers)
+        return headers
+
+    def feed(self, chunk: bytes) -> bytes:
+        for stream in self._streams:
+            if not chunk:
+                break
+            chunk = stream.feed(chunk)
+        return chunk
+
+    def close(self) -> bytes:
+        out = b""
+        for stream in self._streams:
+            out = (stream.feed(out) if out else b"") + stream.close()
+        return out

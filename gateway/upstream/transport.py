@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
@@ -36,7 +37,7 @@ from gateway import tracing
 from gateway.errors import UpstreamConnectionError, UpstreamTimeout, said
 from parsers.errors import RemoteProtocolError
 
-from .scrub import Scrubber, StreamScrubber
+from .scrub import Scrubber, ScrubChain
 from .settings import UpstreamSettings
 
 __all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
@@ -53,6 +54,9 @@ written to every subscriber before the next is read: in a burst, aiohttp had buf
 and more, and at N = 1,000 subscribers the fan-out of such a batch took the server 100 ms,
 every subscriber silent meanwhile (its fan-out histogram: p50 <= 100 ms; with 16 KiB reads,
 <= 10 ms, p99 <= 25 ms, deliveries/s alike: ``bench/serve_bench.py``)."""
+KEY_SCRUBBERS = 256
+"""Callers' keys (pass-through mode) whose scrubbers are kept for their next requests, the least
+recently used dropped first: building one compiles its masked forms' pattern (1 to 4 ms)."""
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -91,10 +95,11 @@ class UpstreamResponse:
     with :meth:`read_chunk`, ``async for chunk in response`` or :meth:`read`; the first chunk must
     arrive before the request's first-byte deadline, each later one within ``idle_timeout``.
     Bodies are content-decoded (gzip/deflate) unless the request asked for ``decompress=False``,
-    in which case the bytes are exactly the upstream's. With a ``scrubber`` (runcast holds the
-    upstream key) the head and every chunk come with the key masked (``scrub.py``): this is
-    where upstream bytes enter runcast. :meth:`release` (idempotent) gives the
-    connection back to the pool, or closes it when the body was not read to the end.
+    in which case the bytes are exactly the upstream's. With a ``scrubber`` (the key the request
+    was made with: runcast's, or the caller's passed on) the head and every chunk come with the
+    key masked (``scrub.py``): this is where upstream bytes enter runcast. :meth:`release`
+    (idempotent) gives the connection back to the pool, or closes it when the body was not read
+    to the end.
     """
 
     __slots__ = (
@@ -119,7 +124,7 @@ class UpstreamResponse:
         first_byte_timeout: float,
         idle_timeout: float,
         on_release: Callable[[], None],
-        scrubber: Scrubber | None = None,
+        scrubber: ScrubChain | None = None,
     ) -> None:
         self._resp = resp
         self._first_byte_deadline = first_byte_deadline
@@ -131,9 +136,8 @@ class UpstreamResponse:
         self.status: int = resp.status
         self.reason: str = resp.reason or ""
         self.headers: CIMultiDictProxy[str] = _writable(resp.headers)
-        self._scrub: StreamScrubber | None = None
+        self._scrub = scrubber
         if scrubber is not None:
-            self._scrub = scrubber.stream()
             self.reason = scrubber.text(self.reason)
             self.headers = scrubber.headers(self.headers)
 
@@ -317,14 +321,15 @@ class Transport:
     it) and :meth:`aclose` closes every pooled connection.
     """
 
-    __slots__ = ("_open_responses", "_scrubber", "_session", "_settings", "_timeout")
+    __slots__ = ("_keys", "_open_responses", "_scrubbers", "_session", "_settings", "_timeout")
 
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._open_responses = 0
         key = settings.api_key
-        self._scrubber = Scrubber(key.encode()) if key else None
+        self._scrubbers: tuple[Scrubber, ...] = (Scrubber(key.encode()),) if key else ()
+        self._keys: OrderedDict[str, Scrubber] = OrderedDict()
         # No total and no sock_read: waits for bytes are bounded per phase in UpstreamResponse,
         # which can say *which* phase expired; `connect=None` leaves the wait for a pooled
         # connection to the first-byte deadline.
@@ -366,6 +371,23 @@ class Transport:
     def _released(self) -> None:
         self._open_responses -= 1
 
+    def _scrub_chain(self, key: str | None) -> ScrubChain | None:
+        """What scrubs the answer to a request made with ``key``: runcast's own key always, and
+        ``key`` when it is another one (the caller's, passed on), whose answer may quote it to
+        the channel's every subscriber as much as runcast's."""
+        scrubbers = self._scrubbers
+        if key and key != self._settings.api_key:
+            keys = self._keys
+            scrubber = keys.get(key)
+            if scrubber is None:
+                scrubber = keys[key] = Scrubber(key.encode())
+                if len(keys) > KEY_SCRUBBERS:
+                    keys.popitem(last=False)
+            else:
+                keys.move_to_end(key)
+            scrubbers = (*scrubbers, scrubber)
+        return ScrubChain(scrubbers) if scrubbers else None
+
     async def send(
         self,
         method: str,
@@ -374,8 +396,12 @@ class Transport:
         headers: Mapping[str, str],
         body: bytes | None,
         decompress: bool = True,
+        key: str | None = None,
     ) -> UpstreamResponse:
-        """One attempt: open (or reuse) a connection, send, and wait for the response head."""
+        """One attempt: open (or reuse) a connection, send, and wait for the response head.
+
+        ``key`` is the one ``headers`` authenticate with (runcast's or the caller's): it is
+        masked in the answer."""
         session = self._session
         if session is None:
             raise RuntimeError("UpstreamClient used before start() or after aclose()")
@@ -443,7 +469,7 @@ class Transport:
             first_byte_timeout=s.first_byte_timeout,
             idle_timeout=s.idle_timeout,
             on_release=self._released,
-            scrubber=self._scrubber,
+            scrubber=self._scrub_chain(key),
         )
 
 

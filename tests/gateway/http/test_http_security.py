@@ -372,6 +372,65 @@ async def test_without_a_key_nothing_is_masked(
         assert (await response.json())["data"] == [f"key={KEY}"]
 
 
+CALLERS_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+"""A caller's own upstream key passed on (an Azure-style one, no ``sk-`` shape to redact)."""
+
+
+@pytest.mark.asyncio
+async def test_a_callers_key_passed_on_and_quoted_reaches_no_subscriber(
+    start_runcast: StartRuncast,
+) -> None:
+    # Only runcast's own key was scrubbed: without one, the caller's key an upstream's error
+    # event quoted went to every subscriber, the history, the snapshot, and runcast's own
+    # runcast.upstream_lost message quoted it again.
+    async def create(request: web.Request) -> web.StreamResponse:
+        quoted = request.headers["Authorization"]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {
+            "id": "chatcmpl-pass",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}],
+        }
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        error = {"error": {"message": f"boom {quoted} and {quoted[7:15]}...{quoted[-4:]}"}}
+        await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+        return response
+
+    async def files(request: web.Request) -> web.Response:
+        quoted = request.headers["Authorization"]
+        return web.json_response({"data": [quoted]}, headers={"x-request-id": quoted})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    app.router.add_get("/v1/files", files)
+    async with served_upstream(app) as url:
+        runcast = await start_runcast(url, key=None, api_keys=())
+        session = runcast.session
+        caller = {"Authorization": f"Bearer {CALLERS_KEY}"}
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        async with session.post(
+            f"{runcast.url}/v1/chat/completions", json=body, headers=caller
+        ) as response:
+            creator = await response.read()
+        async with session.get(f"{runcast.url}/streams/chat/chatcmpl-pass?since=0") as replay:
+            history = await replay.read()
+        async with session.get(f"{runcast.url}/streams/chat/chatcmpl-pass/snapshot") as got:
+            snapshot = await got.read()
+        async with session.get(f"{runcast.url}/v1/files", headers=caller) as response:
+            proxied = await response.json()
+            request_id = response.headers["x-request-id"]
+    for seen in (creator, history, snapshot):
+        assert CALLERS_KEY.encode() not in seen
+        assert CALLERS_KEY[-4:].encode() not in seen
+    assert b"boom Bearer *** and ***" in creator
+    assert b"boom Bearer *** and ***" in history
+    assert proxied["data"] == [f"Bearer {MASKED}"]
+    assert request_id == f"Bearer {MASKED}"
+
+
 # -- no path escape through the proxy -------------------------------------------------------------
 
 ESCAPES = [

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.upstream.scrub import MASK, SHOWN_FIRST_MAX, Scrubber
+from gateway.upstream.scrub import MASK, SHOWN_FIRST_MAX, Scrubber, ScrubChain
 
 KEY = b"sk-proj-0123456789"
 
@@ -170,6 +170,37 @@ def test_chunking_never_changes_the_output(
     assert out == scrubber.body(body)
     assert key not in out
     assert out.count(MASK) >= body.count(key)
+
+
+OTHER_KEY = b"a1b2c3d4e5f60718293a4b5c6d7e8f90"
+"""A caller's key passed on, scrubbed after runcast's own (``ScrubChain``)."""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=12),
+)
+def test_a_chain_scrubs_each_key_however_the_body_is_chunked(
+    data: st.DataObject, cuts: list[int]
+) -> None:
+    first, second = Scrubber(UPSTREAM_KEY), Scrubber(OTHER_KEY)
+    parts = data.draw(pieces(UPSTREAM_KEY)) + data.draw(pieces(OTHER_KEY))
+    body = b"".join(data.draw(st.permutations(parts)))
+    bounds = sorted({min(cut, len(body)) for cut in cuts} | {0, len(body)})
+    chain = ScrubChain([first, second])
+    out = b"".join(chain.feed(body[a:b]) for a, b in itertools.pairwise(bounds)) + chain.close()
+    assert out == second.body(first.body(body))
+    assert UPSTREAM_KEY not in out and OTHER_KEY not in out
+
+
+def test_a_chain_scrubs_heads_with_each_key() -> None:
+    chain = ScrubChain([Scrubber(UPSTREAM_KEY), Scrubber(OTHER_KEY)])
+    head = CIMultiDictProxy(
+        CIMultiDict({"x-a": UPSTREAM_KEY.decode(), "x-b": f"k {OTHER_KEY.decode()}"})
+    )
+    assert list(chain.headers(head).items()) == [("x-a", "***"), ("x-b", "k ***")]
+    assert chain.text(f"{OTHER_KEY.decode()} / {UPSTREAM_KEY.decode()}") == "*** / ***"
 
 
 @pytest.mark.parametrize("key", [b"sk-6789", b"ab"])
