@@ -27,11 +27,13 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Literal
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 import orjson
 
 __all__ = [
+    "CREDENTIAL_CHARS",
+    "MIN_MASKED_CHARS",
     "LogFormat",
     "LogLevel",
     "Redactor",
@@ -39,6 +41,8 @@ __all__ = [
     "bound",
     "configure",
     "context_ids",
+    "credential_name",
+    "credential_values",
     "formatter",
     "masked_url",
     "redact",
@@ -116,6 +120,39 @@ def bound(
     finally:
         for token in reversed(tokens):
             token.var.reset(token)
+
+
+_CREDENTIAL_NAME = re.compile(
+    r"key|token|secret|sig|code|pass|pwd|auth|credential|session", re.IGNORECASE
+)
+CREDENTIAL_CHARS = 16
+"""A URL's query value this long is taken for a credential whatever its name (a random token)."""
+
+
+def credential_name(name: str) -> bool:
+    """Whether a query parameter named ``name`` carries a credential whatever its value
+    (``token``, ``api_key``, ``code``, ``sig``, ``client_secret``, ``password``...)."""
+    return _CREDENTIAL_NAME.search(name) is not None
+
+
+def credential_values(url: str) -> list[str]:
+    """The query values of ``url`` (one runcast was configured with: the upstream's, a
+    webhook's) that are credentials: named so (:func:`credential_name`), or of
+    :data:`CREDENTIAL_CHARS` characters or more (``?format=json&version=2024-06-01`` are not).
+    Each as decoded, and as written in the URL when that differs."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []
+    found: list[str] = []
+    for pair in query.split("&"):
+        raw = pair.partition("=")[2]
+        for name, value in parse_qsl(pair, keep_blank_values=True):
+            if value and (credential_name(name) or len(value) >= CREDENTIAL_CHARS):
+                found.append(value)
+                if raw != value:
+                    found.append(raw)
+    return found
 
 
 MIN_MASKED_CHARS = 4

@@ -50,18 +50,17 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import ssl
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
 
 from gateway import tracing
 from gateway.errors import ToolError, said
-from gateway.logs import Redactor, masked_url
+from gateway.logs import Redactor, credential_values, masked_url
 
 from .handlers import ToolCall, encode_output
 
@@ -276,29 +275,17 @@ def _output(call: ToolCall, payload: bytes, content_type: str) -> str:
     return payload.decode("utf-8", errors="replace")
 
 
-_CREDENTIAL_NAME = re.compile(
-    r"key|token|secret|sig|code|pass|pwd|auth|credential|session", re.IGNORECASE
-)
-"""Query parameter names whose values are credentials whatever their length."""
-_CREDENTIAL_LENGTH = 16
-"""A query value this long is taken for a credential whatever its name (a random token)."""
-
-
 def _credentials(url: str) -> list[str]:
     """What of ``url`` an answer must not quote: the URL, its path (unless just ``/``), the
-    query values that are credentials (named so, ``?token=``, ``?code=``, ``?sig=``, or of
-    :data:`_CREDENTIAL_LENGTH` characters or more: ``?format=json&version=2024-06-01`` are not)
+    query values that are credentials (:func:`~gateway.logs.credential_values`: named so,
+    ``?token=``, ``?code=``, ``?sig=``, or of 16 characters or more)
     and the userinfo's parts, decoded (the :class:`Redactor` matches their encodings too, and
     leaves out values under ``MIN_MASKED_CHARS``, which would mask ordinary words)."""
     parts = urlsplit(url)
     found = [url]
     if parts.path.strip("/"):
         found.append(parts.path)
-    found += [
-        value
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        if _CREDENTIAL_NAME.search(name) or len(value) >= _CREDENTIAL_LENGTH
-    ]
+    found += credential_values(url)
     found += [unquote(part) for part in (parts.username, parts.password) if part]
     return found
 

@@ -107,10 +107,10 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
                 raise ConfigError(f"upstream {name} must be > 0")
 
     def __repr__(self) -> str:
-        # Settings end up in logs and tracebacks; the key must not.
+        # Settings end up in logs and tracebacks; the key and the URL's query values must not.
         key = None if self.api_key is None else "***"
         return (
-            f"UpstreamSettings(base_url={self.base_url!r}, api_key={key}, "
+            f"UpstreamSettings(base_url={masked_url(self.base_url)!r}, api_key={key}, "
             f"organization={self.organization!r}, project={self.project!r}, "
             f"proxy={None if self.proxy is None else masked_url(self.proxy)!r})"
         )

@@ -35,6 +35,7 @@ from yarl import URL
 
 from gateway import tracing
 from gateway.errors import UpstreamConnectionError, UpstreamTimeout, said
+from gateway.logs import MIN_MASKED_CHARS, credential_values
 from parsers.errors import RemoteProtocolError
 
 from .scrub import Scrubber, ScrubChain
@@ -96,8 +97,8 @@ class UpstreamResponse:
     arrive before the request's first-byte deadline, each later one within ``idle_timeout``.
     Bodies are content-decoded (gzip/deflate) unless the request asked for ``decompress=False``,
     in which case the bytes are exactly the upstream's. With a ``scrubber`` (the key the request
-    was made with: runcast's, or the caller's passed on) the head and every chunk come with the
-    key masked (``scrub.py``): this is where upstream bytes enter runcast. :meth:`release`
+    was made with: runcast's, or the caller's passed on; the upstream URL's credential query
+    values) the head and every chunk come with them masked (``scrub.py``): this is where upstream bytes enter runcast. :meth:`release`
     (idempotent) gives the connection back to the pool, or closes it when the body was not read
     to the end.
     """
@@ -327,8 +328,14 @@ class Transport:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._open_responses = 0
-        key = settings.api_key
-        self._scrubbers: tuple[Scrubber, ...] = (Scrubber(key.encode()),) if key else ()
+        # Runcast's key, and the upstream URL's credential query values (a function key's
+        # ?code=), which go with every request, and which an error body may quote as well.
+        secrets = [settings.api_key] + [
+            value
+            for value in dict.fromkeys(credential_values(settings.base_url))
+            if len(value) >= MIN_MASKED_CHARS
+        ]
+        self._scrubbers = tuple(Scrubber(secret.encode()) for secret in secrets if secret)
         self._keys: OrderedDict[str, Scrubber] = OrderedDict()
         # No total and no sock_read: waits for bytes are bounded per phase in UpstreamResponse,
         # which can say *which* phase expired; `connect=None` leaves the wait for a pooled

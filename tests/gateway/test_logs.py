@@ -211,3 +211,12 @@ def test_a_configured_secret_is_redacted_in_any_percent_encoding(text: str) -> N
     # Only Python's own quote() form was masked: a client's other encodings reached the log.
     out = logs.Redactor(["rk/Zm9v+YmFy=Secret9"])(text)
     assert out == "GET /v1/models?k=*** 401"
+
+
+def test_credential_query_values_are_told_by_name_or_length() -> None:
+    url = (
+        "https://h/x?code=abc&format=json&version=2024-06-01&client_secret=s%2Fx"
+        "&v=0123456789abcdefXY&sig="
+    )
+    assert logs.credential_values(url) == ["abc", "s/x", "s%2Fx", "0123456789abcdefXY"]
+    assert logs.credential_values("http://[bad/x?code=secret") == []

@@ -431,6 +431,38 @@ async def test_a_callers_key_passed_on_and_quoted_reaches_no_subscriber(
     assert request_id == f"Bearer {MASKED}"
 
 
+FUNCTION_KEY = "FUNCKEY0123456789SECRET"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("status", [200, 404])
+async def test_the_upstream_urls_credential_query_values_reach_no_caller(
+    start_runcast: StartRuncast, status: int
+) -> None:
+    # A function key in the upstream URL (?code=) goes with every request; an error body
+    # echoing the request's URL handed it to the caller.
+    async def echo(request: web.Request) -> web.Response:
+        said = f"no {request.url} (code {request.query['code']}, {FUNCTION_KEY[:6]}...{FUNCTION_KEY[-4:]})"
+        return web.json_response(
+            {"error": {"message": said, "version": request.query["api-version"]}},
+            status=status,
+            headers={"x-request-id": request.query_string},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    async with served_upstream(app) as url:
+        runcast = await start_runcast(f"{url}?code={FUNCTION_KEY}&api-version=2024-06-01")
+        async with runcast.session.get(f"{runcast.url}/v1/echo", headers=CALLER) as response:
+            assert response.status == status
+            body = await response.json()
+            echoed = response.headers["x-request-id"]
+    assert FUNCTION_KEY not in str(body) and FUNCTION_KEY not in echoed
+    assert body["error"]["message"].endswith("(code ***, ***)")
+    assert body["error"]["version"] == "2024-06-01"  # not a credential: left alone
+    assert echoed == "code=***&api-version=2024-06-01"
+
+
 # -- no path escape through the proxy -------------------------------------------------------------
 
 ESCAPES = [

@@ -43,6 +43,13 @@ def test_impossible_values_are_config_errors(overrides: dict[str, object]) -> No
         UpstreamSettings(**values)  # type: ignore[arg-type]
 
 
+def test_repr_hides_the_urls_query_values() -> None:
+    # The URL was shown whole: a function key's ?code= in every repr.
+    s = UpstreamSettings(base_url="https://fn.example/api/v1?code=FUNCKEY0123456789SECRET&v=2")
+    assert "FUNCKEY0123456789SECRET" not in repr(s)
+    assert "https://fn.example/api/v1?code=***&v=***" in repr(s)
+
+
 def test_repr_hides_the_key() -> None:
     s = UpstreamSettings(base_url="http://h/v1", api_key="sk-secret-value")
     assert "sk-secret-value" not in repr(s)
