@@ -1,8 +1,10 @@
 """The access log (``--access-log``): its line, and the requests aiohttp would leave out of it.
 
 A line is ``remote "METHOD path?query" status seconds``, with the ids the request names in its
-context (``logcontext.py``), query strings' ``token`` values redacted (subscribe tokens travel
-there because ``EventSource`` cannot set headers) and never a header. The probes
+context (``logcontext.py``), the values of query parameters named like credentials redacted
+(``token``: subscribe tokens travel there because ``EventSource`` cannot set headers;
+``password``, ``client_secret``, ``sig``, ``code``...: ``gateway.logs.credential_name``) and
+never a header. The probes
 (:data:`QUIET_PATHS`) that would otherwise fill it are skipped.
 
 aiohttp writes the line once the handler has returned; a handler cancelled because its client
@@ -46,14 +48,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AccessLogger(AbstractAccessLogger):
-    """``remote "METHOD path?query" status seconds`` with token values redacted."""
+    """``remote "METHOD path?query" status seconds`` with credential values redacted."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.path in QUIET_PATHS:
             return
         url = request.rel_url
-        if "token" in url.query:
-            url = url.update_query(token="***")
+        query = url.query
+        if any(logs.credential_name(name) for name in query):
+            url = url.with_query(
+                [(name, "***" if logs.credential_name(name) else v) for name, v in query.items()]
+            )
         # A raw `"` in the query would close the line's quoted field early.
         target = str(url).replace('"', "%22")
         if len(target) > MAX_TARGET_CHARS:

@@ -92,3 +92,22 @@ async def test_a_quote_in_the_target_does_not_close_the_lines_quoted_field(
     writer.close()
     [line] = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert line.count('"') == 2 and "q=a%22b" in line
+
+
+@pytest.mark.asyncio
+async def test_credential_query_values_are_masked_in_the_access_line(
+    gateway: Gateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only `token` (and what the log redaction's shapes know: key=) was masked: ?password=,
+    # ?secret=, ?client_secret=, ?sig=, ?code= were logged in clear.
+    query = "password=PW1&secret=SEC2&client_secret=CS3&sig=SIG4&code=CODE5&limit=20&after=msg_1"
+    with caplog.at_level("INFO", logger="aiohttp.access"):
+        async with session.get(f"{gateway.url}/v1/models?{query}") as response:
+            await response.read()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    for value in ("PW1", "SEC2", "CS3", "SIG4", "CODE5"):
+        assert value not in line
+    assert (
+        "/v1/models?password=***&secret=***&client_secret=***&sig=***&code=***&limit=20&after=msg_1"
+        in line
+    )
