@@ -57,6 +57,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import tracing
 from gateway.errors import ToolError, said
@@ -280,13 +281,25 @@ def _credentials(url: str) -> list[str]:
     query values that are credentials (:func:`~gateway.logs.credential_values`: named so,
     ``?token=``, ``?code=``, ``?sig=``, or of 16 characters or more)
     and the userinfo's parts, decoded (the :class:`Redactor` matches their encodings too, and
-    leaves out values under ``MIN_MASKED_CHARS``, which would mask ordinary words)."""
+    leaves out values under ``MIN_MASKED_CHARS``, which would mask ordinary words), and as the
+    ``Basic`` credentials they are sent as."""
     parts = urlsplit(url)
     found = [url]
     if parts.path.strip("/"):
         found.append(parts.path)
     found += credential_values(url)
-    found += [unquote(part) for part in (parts.username, parts.password) if part]
+    userinfo = [unquote(part) for part in (parts.username, parts.password) if part]
+    found += userinfo
+    if userinfo:
+        # aiohttp sends the userinfo as `Authorization: Basic base64(user:password)`, which a
+        # receiver may quote as it refuses it (RFC 7617 section 2).
+        try:
+            basic = aiohttp.BasicAuth.from_url(URL(url))
+            header = None if basic is None else basic.encode()
+        except ValueError:  # not latin-1: aiohttp cannot send it either
+            header = None
+        if header is not None:
+            found += [header, header.removeprefix("Basic ")]
     return found
 
 

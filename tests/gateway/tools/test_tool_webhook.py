@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -103,6 +104,11 @@ async def refuses_its_token(request: web.Request) -> web.Response:
     return web.Response(status=403, text=text)
 
 
+async def refuses_its_authorization(request: web.Request) -> web.Response:
+    await receive(request)
+    return web.Response(status=403, text=f"refused: {request.headers.get('Authorization')}")
+
+
 async def too_deep(request: web.Request) -> web.Response:
     await receive(request)
     return web.Response(
@@ -136,6 +142,7 @@ async def receiver() -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_post("/any", echo_name)
     app.router.add_post("/deep", too_deep)
     app.router.add_post("/refuses", refuses_its_token)
+    app.router.add_post("/refuses-auth", refuses_its_authorization)
     app.router.add_post("/services/T0001/B0002/PATH-SECRET", not_found)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -383,6 +390,32 @@ async def test_a_webhook_query_value_or_userinfo_quoted_back_never_leaves_the_pr
     assert "invalid token ***" in logged
     for secret in ("QUERY+SECRET12345", "SECRET12345", "USERINFO-SECRET", "hookuser"):
         assert secret not in logged and secret not in error
+
+
+@pytest.mark.asyncio
+async def test_a_webhook_userinfo_quoted_back_as_basic_credentials_never_leaves_the_process(
+    receiver: tuple[str, web.Application],
+    automation_for: AutomationFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The userinfo goes as `Authorization: Basic base64(user:password)`: a receiver quoting the
+    # header it refused handed the base64 (the password, decoded by anyone) to the model, the
+    # failed event and the log.
+    url = receiver[0].replace("http://", "http://hookuser:USERINFO-SECRET@") + "/refuses-auth"
+    encoded = base64.b64encode(b"hookuser:USERINFO-SECRET").decode()
+    run = make_run(("c1", "notify", "{}"))
+    recorder = Recorder()
+    caplog.set_level(logging.INFO, logger="runcast")
+    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
+        async with asyncio.timeout(5):
+            outcome = await automation.run_action(run, recorder)
+    assert isinstance(outcome, Submit)
+    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    assert error == "webhook of tool 'notify' answered HTTP 403: refused: ***"
+    failed = [d["error"] for n, d in recorder.events if n == "runcast.tool_call.failed"]
+    assert failed == [error]
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("runcast"))
+    assert "refused: ***" in logged and encoded not in logged
 
 
 @pytest.mark.asyncio
