@@ -91,6 +91,9 @@ _ENV_ALIASES: Mapping[str, str] = {
 SECRETS = frozenset({"api_keys", "token_secret", "upstream.api_key", "tools.webhook_secret"})
 # URLs may carry credentials (a Redis password, a webhook's userinfo or query key): shown masked.
 URLS = frozenset({"broker", "upstream.base_url", "upstream.proxy", "tools.webhooks"})
+# A webhook URL's path may be its credential (Slack's /services/T.../B.../<secret>): shown /***,
+# as the logs show it.
+PATH_SECRETS = frozenset({"tools.webhooks"})
 _AT = re.compile(r" - at `\$\.?([\w.\[\]]*)`$")
 _UNKNOWN = re.compile(r"unknown field `(\w+)`")
 
@@ -325,7 +328,7 @@ def render(effective: Effective) -> str:
         if key in SECRETS:
             value = ["***" for _ in value] if isinstance(value, list | tuple) else "***"
         elif key in URLS:
-            value = _masked(value)
+            value = _masked(value, path=key not in PATH_SECRETS)
         if isinstance(value, dict):
             pairs = ", ".join(tomli_w.dumps({k: v}).strip() for k, v in value.items())
             text = f"{leaf} = {{ {pairs} }}" if pairs else f"{leaf} = {{}}"
@@ -341,11 +344,11 @@ def render(effective: Effective) -> str:
     return "\n".join(out) + "\n"
 
 
-def _masked(value: Any) -> Any:
+def _masked(value: Any, *, path: bool = True) -> Any:
     if isinstance(value, str):
-        return masked_url(value)
+        return masked_url(value, path=path)
     if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
+        return {k: _masked(v, path=path) for k, v in value.items()}
     return value
 
 
@@ -353,7 +356,7 @@ def _shown(key: str, value: Any) -> str:
     """How a refused value is quoted in its error: never a secret, nor a URL's credentials."""
     if key in SECRETS:
         return "***"
-    return repr(_masked(value) if key in URLS else value)
+    return repr(_masked(value, path=key not in PATH_SECRETS) if key in URLS else value)
 
 
 def _inline(value: Any) -> str:

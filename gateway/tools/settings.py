@@ -137,7 +137,8 @@ def parse_webhook_args(specs: Iterable[str]) -> dict[str, str]:
         name, url = name.strip(), url.strip()
         if not sep or not name or not url or "://" in name:  # a URL without its NAME=
             raise ConfigError(
-                f"tool webhook must look like NAME=URL or '*=URL', got {masked_url(spec)!r}"
+                f"tool webhook must look like NAME=URL or '*=URL',"
+                f" got {masked_url(spec, path=False)!r}"
             )
         if name in webhooks:
             raise ConfigError(f"tool webhook for {masked_url(name)!r} given twice")
@@ -153,5 +154,5 @@ def _check_webhook(name: str, url: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"tool webhook URL for {masked_url(name)!r} must be http(s)://...,"
-            f" got {masked_url(url)!r}"
+            f" got {masked_url(url, path=False)!r}"
         )

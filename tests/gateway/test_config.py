@@ -199,7 +199,23 @@ def test_rendered_config_masks_credentials_inside_urls(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert 'proxy = "http://***@proxy.corp:3128"  # flag --upstream-proxy' in lines
     assert 'broker = "redis://***@127.0.0.1:6379/0"  # flag --broker' in lines
-    assert 'webhooks = { x = "https://***@h.example/hook?code=***&v=***" }' in text
+    assert 'webhooks = { x = "https://***@h.example/***?code=***&v=***" }' in text
+
+
+SLACK = "https://hooks.slack.com/services/T000/B000/XOXSLACKPATHSECRET42"
+
+
+def test_a_webhook_urls_path_is_masked_in_the_config_and_its_refusals(tmp_path: Path) -> None:
+    # A Slack-style webhook's path is its credential: logs showed it /***, but `runcast config`
+    # and a refused configuration (no signing secret) printed it whole.
+    env = {"RUNCAST_TOKEN_SECRET": SECRET, "RUNCAST_TOOL_WEBHOOK_SECRET": "w" * 16}
+    text = config.render(_load(tmp_path, None, env, "--tool-webhook", f"notify={SLACK}"))
+    assert 'webhooks = { notify = "https://hooks.slack.com/***" }' in text
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, None, {"RUNCAST_TOKEN_SECRET": SECRET}, "--tool-webhook", f"n={SLACK}")
+    assert "signing secret" in str(refused.value)
+    assert "XOXSLACK" not in str(refused.value) and "/services" not in str(refused.value)
+    assert "https://hooks.slack.com/***" in str(refused.value)
 
 
 def test_an_upstream_url_with_credentials_is_refused_without_showing_them(tmp_path: Path) -> None:

@@ -72,6 +72,8 @@ def test_unknown_fields_are_rejected_when_decoding_config() -> None:
     [
         "wx=htps://hookuser:HOOKPASS@hooks.example/h?sig=HOOKSIG",  # a typo'd scheme
         "https://hookuser:HOOKPASS@hooks.example/h?sig=HOOKSIG",  # NAME= forgotten
+        "wx=htps://hooks.example/services/T0/B0/HOOKPATH",  # a Slack-style path
+        "https://hooks.example/services/T0/B0/HOOKPATH",
     ],
 )
 def test_a_refused_webhook_url_is_shown_without_its_credentials(spec: str) -> None:
@@ -80,5 +82,5 @@ def test_a_refused_webhook_url_is_shown_without_its_credentials(spec: str) -> No
     with pytest.raises(ConfigError) as info:
         parse_webhook_args([spec])
     message = str(info.value)
-    assert "HOOKPASS" not in message and "HOOKSIG" not in message
+    assert "HOOKPASS" not in message and "HOOKSIG" not in message and "HOOKPATH" not in message
     assert "hooks.example" in message  # still says which URL
