@@ -240,18 +240,34 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else text.translate(_UNPRINTABLE)
 
 
+def _block(text: str) -> str:
+    """A traceback (or stack) kept on its lines, but escaped as a message is: each line's
+    control characters shown escaped, and every line but the first that does not start with a
+    space indented, so that what an exception's message holds (a tool's arguments, an upstream's
+    text: anyone's) cannot start a line that reads as a record of its own."""
+    lines = text.split("\n")
+    return "\n".join(
+        _printable(line) if i == 0 or line[:1] == " " or not line else "  " + _printable(line)
+        for i, line in enumerate(lines)
+    )
+
+
 class _TextFormatter(logging.Formatter):
     def __init__(self, redact: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._redact = redact
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        # The message only: a traceback, appended after it, keeps its lines.
-        record.message = _printable(record.message)
-        return super().formatMessage(record)
-
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        record.message = _printable(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        # Not the record's cached exc_text alone: another handler may have cached it unescaped.
+        if record.exc_info:
+            text += "\n" + _block(self.formatException(record.exc_info))
+        elif record.exc_text:
+            text += "\n" + _block(record.exc_text)
+        if record.stack_info:
+            text += "\n" + _block(self.formatStack(record.stack_info))
         ids = context_ids()
         if ids:
             text += " [" + " ".join(f"{k}={_printable(v)}" for k, v in ids.items()) + "]"

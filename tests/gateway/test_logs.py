@@ -190,6 +190,34 @@ def test_a_traceback_keeps_its_lines_in_text() -> None:
     assert "\nTraceback (most recent call last):\n" in line
 
 
+def test_a_traceback_cannot_forge_a_line_in_text() -> None:
+    # Only the message was escaped: an exception quoting a model's tool arguments wrote a line
+    # of its own into the log, and raw terminal escapes.
+    forged = "bad args\n2026-01-01 00:00:00,000 ERROR runcast: FORGED \x1b[2J\r\u2028x"
+    try:
+        raise ValueError(forged)
+    except ValueError:
+        record = logging.LogRecord(
+            "runcast", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    fmt = logs.formatter("text")
+    for text in (fmt.format(record), fmt.format(_cached(record))):
+        lines = text.split("\n")
+        assert lines[1] == "Traceback (most recent call last):"
+        assert all(line.isprintable() for line in lines)
+        assert not [line for line in lines[1:] if not line.startswith((" ", "Traceback"))]
+        assert "  2026-01-01 00:00:00,000 ERROR runcast: FORGED \\x1b[2J\\x0d\\u2028x" in lines
+
+
+def _cached(record: logging.LogRecord) -> logging.LogRecord:
+    """``record`` as another handler left it: its traceback formatted, unescaped, in exc_text."""
+    record.exc_text = (
+        logging.Formatter().formatException(record.exc_info) if record.exc_info else None
+    )
+    record.exc_info = None
+    return record
+
+
 def test_configure_quiets_opentelemetrys_per_request_tracestate_warnings() -> None:
     logs.configure("json", "info")
     try:
