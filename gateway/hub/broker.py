@@ -48,11 +48,14 @@ Notices the hub itself emits on a subscription (never stored in history, never n
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
+
+from gateway.errors import ConfigError
 
 __all__ = [
     "DEGRADED_EVENT",
@@ -249,6 +252,18 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Bytes all channels together may retain (history, reducer state, cached snapshots). Over
     it, ended channels are dropped first (oldest ended first), then the oldest history of open
     channels, whose subscribers then resume from the snapshot (``runcast.history_lost``)."""
+
+    def __post_init__(self) -> None:
+        # A sweep interval of 0 spun a core; NaN slept the housekeeping (heartbeats, expiry)
+        # forever; a negative or NaN time made every comparison with it false or true alike.
+        for name in ("sweep_interval", "close_timeout", "idle_ttl"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ConfigError(f"hub {name} must be a finite number > 0, got {value!r}")
+        for name in ("retention", "pending_grace", "heartbeat_interval", "coalesce_ms"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise ConfigError(f"hub {name} must be a finite number >= 0, got {value!r}")
 
 
 class ChannelStatistics(msgspec.Struct, frozen=True, kw_only=True):

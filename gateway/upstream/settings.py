@@ -7,6 +7,7 @@ values raise :class:`~gateway.errors.ConfigError` however it is built.
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 import msgspec
@@ -97,8 +98,11 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             if not getattr(self, name) > 0:
                 raise ConfigError(f"upstream {name} must be > 0")
         for name in ("backoff_base", "backoff_max", "retry_after_max", "keepalive_timeout"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"upstream {name} must be >= 0")
+            # NaN is no more a time than -1 (asyncio.sleep(nan) and aiohttp's timer refuse it).
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(
+                    f"upstream {name} must be a finite number >= 0, got {getattr(self, name)!r}"
+                )
         for name in ("max_retries", "pool_limit", "pool_limit_per_host", "max_stream_bytes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"upstream {name} must be >= 0")

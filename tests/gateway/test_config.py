@@ -278,3 +278,32 @@ def test_upstream_settings_without_an_upstream_are_named_as_ignored(tmp_path: Pa
     upstream = ("--upstream", "http://127.0.0.1:9/v1", "--max-stream-bytes", "1MiB")
     env["RUNCAST_API_KEYS"] = "rk-1"
     assert config.ignored(_load(tmp_path, None, env, *upstream)) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RUNCAST_HUB_SWEEP_INTERVAL", "0"),
+        ("RUNCAST_HUB_SWEEP_INTERVAL", "-1"),
+        ("RUNCAST_HUB_SWEEP_INTERVAL", "nan"),
+        ("RUNCAST_HUB_IDLE_TTL", "inf"),
+        ("RUNCAST_HUB_PENDING_GRACE", "-1"),
+        ("RUNCAST_HUB_CLOSE_TIMEOUT", "nan"),
+        ("RUNCAST_BROKER_TAIL_MAX_EVENTS", "-1"),
+        ("RUNCAST_BROKER_TAIL_MAX_TOTAL_BYTES", "-1"),
+        ("RUNCAST_UPSTREAM_BACKOFF_MAX", "nan"),
+        ("RUNCAST_UPSTREAM_RETRY_AFTER_MAX", "nan"),
+        ("RUNCAST_UPSTREAM_KEEPALIVE_TIMEOUT", "nan"),
+    ],
+)
+def test_impossible_hub_tail_and_upstream_times_are_refused(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    # A sweep interval of 0 spun a core, NaN stopped the heartbeats and the expiry of channels;
+    # -1 and NaN were taken for every other of these times and sizes.
+    env = {name: value, "RUNCAST_TOKEN_SECRET": SECRET}
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, None, env, "--upstream", "http://127.0.0.1:9/v1")
+    key = name.removeprefix("RUNCAST_").lower().replace("hub_", "hub.", 1)
+    key = key.replace("broker_tail_", "broker_tail.").replace("upstream_", "upstream.", 1)
+    assert str(refused.value).startswith(f"{key} = '{value}' (from env {name}): ")

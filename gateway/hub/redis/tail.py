@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
+from gateway.errors import ConfigError
 from gateway.hub.broker import Fence, HubEvent
 
 __all__ = ["Held", "TailLimits", "Tails"]
@@ -39,6 +40,11 @@ class TailLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Bytes of event data held per channel (twice ``HubSettings.max_history_bytes``)."""
     max_total_bytes: int = 64 * 1024 * 1024
     """Bytes held over every channel of the node (a quarter of the default memory budget)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_events", "max_bytes", "max_total_bytes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"broker_tail {name} must be >= 0, got {getattr(self, name)!r}")
 
 
 class Held:
