@@ -203,6 +203,10 @@ def _file_values(path: str, schema: Mapping[str, Kind]) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: not UTF-8 (TOML is): {exc.reason} at byte {exc.start}"
+        ) from None
     flat: dict[str, Any] = {}
 
     def visit(table: Mapping[str, Any], prefix: str) -> None:

@@ -36,7 +36,7 @@ from gateway.upstream import UpstreamSettings
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 """URL schemes of ``broker`` meaning Redis mode (redis-py's ``from_url``)."""
 
-__all__ = ["MIN_TOKEN_SECRET_BYTES", "Settings", "SubscribeAuth"]
+__all__ = ["MAX_BACKLOG", "MIN_TOKEN_SECRET_BYTES", "Settings", "SubscribeAuth"]
 
 SubscribeAuth = Literal["auto", "token", "open"]
 
@@ -46,6 +46,10 @@ spaces."""
 
 MIN_TOKEN_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key at least as long as the hash output."""
+
+
+MAX_BACKLOG = 2**31 - 1
+"""The largest accept backlog ``listen(2)`` takes (a C int; the kernel caps it at somaxconn)."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -210,8 +214,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 f"log_level must be debug, info, warning or error: {self.log_level!r}"
             )
-        if self.backlog < 0:
-            raise ConfigError("backlog must be >= 0 (0: net.core.somaxconn)")
+        if not 0 <= self.backlog <= MAX_BACKLOG:
+            raise ConfigError(
+                f"backlog must be in 0..{MAX_BACKLOG} (0: net.core.somaxconn), got {self.backlog!r}"
+            )
         if self.metrics_address is not None:
             try:
                 host_port(self.metrics_address)
@@ -228,6 +234,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 f"broker must be 'memory' or redis://HOST:PORT/DB: {masked_url(self.broker)!r}"
             )
+        if self.clustered:
+            from redis.asyncio.connection import parse_url
+
+            try:
+                parse_url(self.broker)
+            except ValueError as exc:
+                raise ConfigError(f"broker {masked_url(self.broker)!r}: {exc}") from None
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers!r}")
         if self.workers > 1 and not self.clustered:

@@ -100,12 +100,19 @@ def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
         )
     if settings.metrics_address is not None and workers.WORKER_ENV in os.environ:
         settings = _own_metrics_port(settings, int(os.environ[workers.WORKER_ENV]))
+    from redis.exceptions import AuthenticationError
+
     from gateway.http.runner import serve
 
     try:
         _run(serve(settings))
     except ListenError as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)
+        return 1
+    except AuthenticationError as exc:
+        # Redis answers a start's first command so: no use retrying, nor a traceback to read.
+        shown = logs.masked_url(settings.broker)
+        print(f"runcast: error: the broker {shown} refused the credentials: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(f"runcast: error: {exc}", file=sys.stderr)

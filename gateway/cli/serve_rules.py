@@ -13,7 +13,7 @@ import msgspec
 from gateway import flags
 from gateway.hub import HubSettings
 from gateway.mock.settings import MockSettings
-from gateway.settings import Settings
+from gateway.settings import MAX_BACKLOG, Settings
 from gateway.upstream import UpstreamSettings
 
 __all__ = ["RULES", "help_defaults", "size", "size_or_off"]
@@ -56,11 +56,18 @@ def _workers(raw: str) -> int:
     return value
 
 
+def _backlog(raw: str) -> int:
+    value: int = flags.at_least(0, int)(raw)
+    if value > MAX_BACKLOG:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BACKLOG}, got {raw}")
+    return value
+
+
 RULES: Mapping[str, flags.Rule] = {
     "port": flags.port,
     "header_timeout": _SECONDS,
     "body_timeout": _SECONDS,
-    "backlog": flags.at_least(0, int),
+    "backlog": _backlog,
     "max_connections": flags.at_least(0, int),
     "max_pending_per_client": _COUNT,
     "upstream_connect_timeout": _SECONDS,

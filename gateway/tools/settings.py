@@ -150,7 +150,12 @@ def parse_webhook_args(specs: Iterable[str]) -> dict[str, str]:
 def _check_webhook(name: str, url: str) -> None:
     if not name:
         raise ConfigError("tool webhook name must not be empty")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # `http://[bad/x`: an IPv6 host not closed
+        raise ConfigError(
+            f"tool webhook URL for {masked_url(name)!r} is not a URL: {exc}"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"tool webhook URL for {masked_url(name)!r} must be http(s)://...,"

@@ -307,3 +307,31 @@ def test_impossible_hub_tail_and_upstream_times_are_refused(
     key = name.removeprefix("RUNCAST_").lower().replace("hub_", "hub.", 1)
     key = key.replace("broker_tail_", "broker_tail.").replace("upstream_", "upstream.", 1)
     assert str(refused.value).startswith(f"{key} = '{value}' (from env {name}): ")
+
+
+def test_a_config_file_not_in_utf8_is_one_line_error(tmp_path: Path) -> None:
+    # A Latin-1 file ended in UnicodeDecodeError's traceback.
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('log_format = "t\xe9xt"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8"):
+        _load(tmp_path, None, {"RUNCAST_CONFIG": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "said"),
+    [
+        (["--tool-webhook", "w=http://[bad/x"], {}, "is not a URL"),
+        ([], {"RUNCAST_TOOLS_WEBHOOKS": "w=http://[bad/x"}, "is not a URL"),
+        (["--broker", "redis://127.0.0.1:notaport/0"], {}, "Port could not be cast"),
+        (["--broker", "redis://127.0.0.1:6379/0?socket_timeout=abc"], {}, "socket_timeout"),
+        ([], {"RUNCAST_BACKLOG": "99999999999999999999999"}, "at most 2147483647"),
+    ],
+)
+def test_values_that_ended_in_a_traceback_are_config_errors(
+    tmp_path: Path, argv: list[str], env: dict[str, str], said: str
+) -> None:
+    # A webhook URL's IPv6 host left open, a broker URL redis could not parse and a backlog past
+    # a C int all passed the configuration and ended runcast in a traceback.
+    env = {"RUNCAST_TOKEN_SECRET": SECRET, "RUNCAST_TOOL_WEBHOOK_SECRET": "w" * 16, **env}
+    with pytest.raises(ConfigError, match=said):
+        _load(tmp_path, None, env, *argv)

@@ -338,3 +338,46 @@ def test_a_rootless_upstream_with_a_query_is_warned_about_with_the_query_masked(
         " http://127.0.0.1:9/chat/completions and the like; OpenAI-compatible servers serve them"
         " under /v1 (--upstream http://127.0.0.1:9/v1?code=***)"
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_broker_refusing_the_password_is_one_line() -> None:
+    # Redis answering AUTH with WRONGPASS ended runcast in a 79-line traceback.
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                writer.write(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--port",
+            "0",
+            "--broker",
+            f"redis://:REDIS-PW@127.0.0.1:{port}/0",
+            "--token-secret",
+            SECRET,
+            env=clean_environ(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(WAIT):
+            _, err = await proc.communicate()
+    finally:
+        server.close()
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text and "REDIS-PW" not in text
+    assert text.splitlines()[-1].startswith(
+        f"runcast: error: the broker redis://***@127.0.0.1:{port}/0 refused the credentials: "
+    )
