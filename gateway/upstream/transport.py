@@ -49,12 +49,13 @@ _NO_BODY_SKIP = ("Content-Type",)
 # chunked terminator, a server's trailing bytes) that normally arrives within a millisecond.
 FINISH_SECONDS = 0.1
 FINISH_BYTES = 64 * 1024
-READ_BYTES = 16 * 1024
+READ_BYTES = 8 * 1024
 """Most bytes one read of a body hands on. A relay publishes what one read brought as one batch,
-written to every subscriber before the next is read: in a burst, aiohttp had buffered 64 KiB
-and more, and at N = 1,000 subscribers the fan-out of such a batch took the server 100 ms,
-every subscriber silent meanwhile (its fan-out histogram: p50 <= 100 ms; with 16 KiB reads,
-<= 10 ms, p99 <= 25 ms, deliveries/s alike: ``bench/serve_bench.py``)."""
+written to every subscriber before the next is read, so a batch's fan-out is as long as a
+subscriber's silence in a burst. aiohttp handed over all it had buffered, 64 KiB and more: at
+N = 1,000 subscribers the fan-out of one batch took 100 ms. ``bench/serve_bench.py``, SSE burst,
+N = 1,000, three runs each: 16 KiB reads, worst stall 56-71 ms at 7.1-7.8 M deliveries/s; 8 KiB,
+26-47 ms at 4.4-5.4 M/s (nchan: 0.34 M/s)."""
 KEY_SCRUBBERS = 256
 """Callers' keys (pass-through mode) whose scrubbers are kept for their next requests, the least
 recently used dropped first: building one compiles its masked forms' pattern (1 to 4 ms)."""
