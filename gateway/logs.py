@@ -37,6 +37,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "Redactor",
+    "RepeatedLines",
     "bind",
     "bound",
     "configure",
@@ -308,6 +309,27 @@ def worth_a_line(count: int) -> bool:
     while count % 10 == 0:
         count //= 10
     return count == 1
+
+
+class RepeatedLines:
+    """Counts a repeated line per key (a run, a stream) and says which occurrences get one
+    (:func:`worth_a_line`): one request asking for 500 tool calls that all fail wrote 1,000
+    lines. At most ``keys`` keys are counted, the least recently seen forgotten first."""
+
+    __slots__ = ("_counts", "_keys")
+
+    def __init__(self, keys: int = 1024) -> None:
+        self._keys = keys
+        self._counts: dict[str, int] = {}
+
+    def count(self, key: str) -> int | None:
+        """This occurrence's number for ``key`` when it deserves a line, else None."""
+        counts = self._counts
+        n = counts.pop(key, 0) + 1
+        counts[key] = n
+        if len(counts) > self._keys:
+            del counts[next(iter(counts))]
+        return n if worth_a_line(n) else None
 
 
 def masked_url(url: str, *, path: bool = True) -> str:

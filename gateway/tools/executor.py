@@ -145,6 +145,8 @@ class ToolExecutor:
         self._clock = clock
         self._waiting = 0
         self._running = 0
+        self._failures = logs.RepeatedLines()
+        """Failed calls' log lines per run: the 1st, 10th, 100th..."""
         self._completed = 0
         self._failed = 0
         self._stragglers: set[asyncio.Task[str]] = set()
@@ -419,7 +421,8 @@ class ToolExecutor:
                 return None, f"output over {limit} bytes"
             return output, None
         except ToolError as exc:
-            log.warning("tool call of run %s failed: %s", call.run_id, exc)
+            if (n := self._failures.count(call.run_id)) is not None:
+                log.warning("tool call of run %s failed%s: %s", call.run_id, _nth(n), exc)
             # The event and the output name the tool already; keep only what went wrong. Either
             # error text leaves the process (output, events): redacted as the log line is.
             prefix = f"tool {exc.name!r} ({exc.tool_call_id}): "
@@ -427,14 +430,21 @@ class ToolExecutor:
             return None, logs.redact(text.removeprefix(prefix))
         except Exception as exc:
             raised = exc.raised if isinstance(exc, _Raised) else exc
-            log.warning(
-                "tool %r (%s) of run %s raised",
-                call.name,
-                call.tool_call_id,
-                call.run_id,
-                exc_info=raised,
-            )
+            if (n := self._failures.count(call.run_id)) is not None:
+                log.warning(
+                    "tool %r (%s) of run %s raised%s",
+                    call.name,
+                    call.tool_call_id,
+                    call.run_id,
+                    _nth(n),
+                    exc_info=raised,
+                )
             return None, logs.redact(_describe(raised))
+
+
+def _nth(n: int) -> str:
+    """What a throttled line adds: how many of its kind the run had."""
+    return "" if n == 1 else f" ({n} failed tool calls of this run so far)"
 
 
 class _Raised(Exception):

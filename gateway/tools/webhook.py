@@ -61,7 +61,7 @@ from yarl import URL
 
 from gateway import tracing
 from gateway.errors import ToolError, said
-from gateway.logs import Redactor, credential_values, masked_url
+from gateway.logs import Redactor, RepeatedLines, credential_values, masked_url
 
 from .handlers import ToolCall, encode_output
 
@@ -133,6 +133,7 @@ class WebhookHandler:
     """
 
     __slots__ = (
+        "_attempts",
         "_backoff",
         "_clock",
         "_max_output_bytes",
@@ -162,6 +163,8 @@ class WebhookHandler:
         # or the userinfo (a receiver echoing the token it refuses) is scrubbed.
         self._shown = masked_url(url, path=False)
         self._scrub = Redactor(_credentials(url))
+        self._attempts = RepeatedLines()
+        """Failed attempts' log lines per run: the 1st, 10th, 100th..."""
         self._session = session
         self._secret = secret
         self._retries = retries
@@ -237,7 +240,16 @@ class WebhookHandler:
         text = str(exc)
         if isinstance(exc, ToolError):
             text = text.removeprefix(f"tool {exc.name!r} ({exc.tool_call_id}): ")
-        log.info("webhook %s, attempt %d of %s: %s", self._shown, attempt, call.tool_call_id, text)
+        if (n := self._attempts.count(call.run_id)) is not None:
+            more = "" if n == 1 else f" ({n} failed attempts of this run's calls so far)"
+            log.info(
+                "webhook %s, attempt %d of %s%s: %s",
+                self._shown,
+                attempt,
+                call.tool_call_id,
+                more,
+                text,
+            )
 
     async def _read(self, call: ToolCall, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_output_bytes

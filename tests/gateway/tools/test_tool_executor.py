@@ -690,3 +690,24 @@ async def test_a_crowded_action_gives_the_next_slot_to_another_run(
             for event in finish.values():
                 event.set()
             assert len(outputs(await first)) == 6
+
+
+@pytest.mark.asyncio
+async def test_many_failing_calls_of_one_run_write_a_few_log_lines(
+    automation_for: AutomationFactory, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One request asking for 500 calls that all failed wrote a line per call (1,004 lines with
+    # a webhook's per-attempt lines): now the 1st, 10th, 100th... of a run, counted.
+    registry = ToolRegistry()
+
+    async def broken() -> str:
+        raise ValueError("no")
+
+    registry.register(broken)
+    run = make_run(*((f"c{i}", "broken", "{}") for i in range(120)))
+    async with automation_for(registry) as automation, asyncio.timeout(10):
+        result = outputs(await automation.run_action(run, recorder))
+    assert len(result) == 120 and all("error" in orjson.loads(v) for v in result.values())
+    lines = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
+    assert len(lines) == 3, lines
+    assert "(100 failed tool calls of this run so far)" in lines[-1]

@@ -500,3 +500,22 @@ async def test_a_failing_webhook_is_named_without_its_credentials_or_its_bytes(
     for secret in ("127.0.0.1", "/hook", "URL-PASSWORD", "QUERY-TOKEN", "garbage", "aaaa"):
         assert secret not in message
     assert not [r for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.asyncio
+async def test_many_refused_calls_of_one_run_write_a_few_log_lines(
+    receiver: tuple[str, web.Application],
+    automation_for: AutomationFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each attempt wrote an INFO line and each failed call a WARNING: 500 calls, 1,004 lines.
+    run = make_run(*((f"c{i}", "notify", "{}") for i in range(30)))
+    caplog.set_level(logging.INFO, logger="runcast")
+    url = f"{receiver[0]}/rejected"
+    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
+        async with asyncio.timeout(10):
+            outcome = await automation.run_action(run, Recorder())
+    assert isinstance(outcome, Submit) and len(outcome.tool_outputs) == 30
+    attempts = [r for r in caplog.records if r.getMessage().startswith("webhook ")]
+    failed = [r for r in caplog.records if "tool call of run" in r.getMessage()]
+    assert len(attempts) == len(failed) == 2, [r.getMessage() for r in caplog.records]
