@@ -200,6 +200,18 @@ def upstream_bytes(events: list[tuple[str, bytes]]) -> bytes:
     return b"".join(data for name, data in events if not name.startswith("runcast."))
 
 
+async def refused(
+    session: aiohttp.ClientSession, gateway: Gateway, path: str, *before: str
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A run-starting call runcast refuses mid-stream: a 200 whose events are ``before`` then
+    ``runcast.upstream_error`` (a ``protocol_error``); its head and that error's data."""
+    status, head, events = await create(session, gateway, path, "asst_1")
+    assert status == 200 and names(events) == [*before, "runcast.upstream_error"], events
+    error: dict[str, Any] = orjson.loads(events[-1][1])
+    assert error["reason"] == "protocol_error", error
+    return head, error
+
+
 def names(events: list[tuple[str, bytes]]) -> list[str]:
     return [name for name, _ in events]
 
@@ -230,11 +242,9 @@ async def test_a_run_said_to_be_another_threads_is_refused_with_no_token_for_tha
         ("thread.run.created", run("run_1", "thread_victim", "queued")),
         *answer("run_1", "thread_victim", "secret"),
     ]
-    status, head, events = await create(session, gateway, "/threads/thread_attacker/runs", "asst_1")
     # As for a new run given the id of a run runcast holds (test_http_reused_ids.py).
-    assert status == 200 and names(events) == ["runcast.upstream_error"]
-    error = orjson.loads(events[0][1])
-    assert error["reason"] == "protocol_error" and error["thread_id"] == "thread_attacker"
+    head, error = await refused(session, gateway, "/threads/thread_attacker/runs")
+    assert error["thread_id"] == "thread_attacker"
     assert (
         "the upstream named thread thread_victim for a run of thread thread_attacker"
         in (error["error"]["message"])
@@ -289,12 +299,9 @@ async def test_a_run_moving_to_another_thread_mid_stream_is_a_protocol_error(
         ("thread.run.created", run("run_1", "thread_A", "queued")),
         *answer("run_1", "thread_victim", "secret"),
     ]
-    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
-    assert status == 200 and head["runcast-thread-id"] == "thread_A"
-    assert names(events) == ["thread.run.created", "runcast.upstream_error"]
-    error = orjson.loads(events[-1][1])
-    assert error["reason"] == "protocol_error" and error["thread_id"] == "thread_A"
-    assert b"secret" not in b"".join(data for _, data in events)
+    head, error = await refused(session, gateway, "/threads/thread_A/runs", "thread.run.created")
+    assert head["runcast-thread-id"] == "thread_A" and error["thread_id"] == "thread_A"
+    assert "secret" not in orjson.dumps(error).decode()
     assert not await channel_exists(gateway, "thread:thread_victim")
 
 
@@ -311,11 +318,8 @@ async def test_another_runs_action_in_a_runs_stream_is_never_answered(
         ("thread.run.requires_action", action("run_victim", "thread_A", "call_v")),
     ]
     scripted.continuations["run_victim"] = answer("run_victim", "thread_A", "answered")
-    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
-    assert status == 200 and head["runcast-run-id"] == "run_1"
-    assert names(events) == ["thread.run.created", "runcast.upstream_error"]
-    error = orjson.loads(events[-1][1])
-    assert error["reason"] == "protocol_error" and error["run_id"] == "run_1"
+    head, error = await refused(session, gateway, "/threads/thread_A/runs", "thread.run.created")
+    assert head["runcast-run-id"] == "run_1" and error["run_id"] == "run_1"
     assert "named another run (run_victim)" in error["error"]["message"]
     await asyncio.sleep(0.2)
     assert scripted.submissions == []
@@ -334,9 +338,7 @@ async def test_a_second_run_created_in_a_runs_stream_is_not_merged_into_it(
         ("thread.run.created", run("run_2", "thread_A", "queued")),
         *answer("run_2", "thread_A", "secret"),
     ]
-    status, head, events = await create(session, gateway, "/threads/thread_A/runs", "asst_1")
-    assert status == 200
-    assert names(events) == ["thread.run.created", "runcast.upstream_error"]
+    head, _ = await refused(session, gateway, "/threads/thread_A/runs", "thread.run.created")
     replayed = await replay(session, gateway, "run_1", head["runcast-subscribe-token"])
     assert b"run_2" not in upstream_bytes(replayed)
     assert b"secret" not in upstream_bytes(replayed)
