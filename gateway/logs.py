@@ -123,23 +123,35 @@ def bound(
             token.var.reset(token)
 
 
-_CREDENTIAL_NAME = re.compile(
-    r"key|token|secret|sig|code|pass|pwd|auth|credential|session", re.IGNORECASE
-)
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "key", "apikey", "token", "secret", "sig", "signature", "code", "password", "passwd",
+        "pass", "pwd", "auth", "authorization", "credential", "credentials", "session", "sas",
+    }
+)  # fmt: skip
+_NAME_PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 CREDENTIAL_CHARS = 16
-"""A URL's query value this long is taken for a credential whatever its name (a random token)."""
+"""A URL's query value with a run of this many letters and digits is taken for a credential
+whatever its name (a random token; ``api-version=2025-04-01-preview`` has none)."""
+_TOKEN_RUN = re.compile(f"[A-Za-z0-9]{{{CREDENTIAL_CHARS}}}")
+CREDENTIAL_VALUE_CHARS = 8
+"""Fewest characters of a query value taken for a credential by its name (``?use_session=true``,
+``?pass=1`` are no secrets, and masking them would mask every ``true`` of an answer)."""
 
 
 def credential_name(name: str) -> bool:
-    """Whether a query parameter named ``name`` carries a credential whatever its value
-    (``token``, ``api_key``, ``code``, ``sig``, ``client_secret``, ``password``...)."""
-    return _CREDENTIAL_NAME.search(name) is not None
+    """Whether a query parameter named ``name`` is one for a credential: one of its words
+    (split at ``_``, ``-``, ``.`` and case changes) is ``token``, ``key``, ``code``, ``sig``,
+    ``secret``, ``password``, ``auth``, ``session``... (``api_key``, ``clientSecret``,
+    ``X-Amz-Signature``; not ``author``, ``unicode`` nor ``encode``)."""
+    return any(part.lower() in _CREDENTIAL_WORDS for part in _NAME_PARTS.findall(name))
 
 
 def credential_values(url: str) -> list[str]:
     """The query values of ``url`` (one runcast was configured with: the upstream's, a
-    webhook's) that are credentials: named so (:func:`credential_name`), or of
-    :data:`CREDENTIAL_CHARS` characters or more (``?format=json&version=2024-06-01`` are not).
+    webhook's) that are credentials: named so (:func:`credential_name`) and of
+    :data:`CREDENTIAL_VALUE_CHARS` characters or more, or holding a run of
+    :data:`CREDENTIAL_CHARS` letters and digits (``?format=json&version=2024-06-01`` are not).
     Each as decoded, and as written in the URL when that differs."""
     try:
         query = urlsplit(url).query
@@ -149,7 +161,8 @@ def credential_values(url: str) -> list[str]:
     for pair in query.split("&"):
         raw = pair.partition("=")[2]
         for name, value in parse_qsl(pair, keep_blank_values=True):
-            if value and (credential_name(name) or len(value) >= CREDENTIAL_CHARS):
+            named = credential_name(name) and len(value) >= CREDENTIAL_VALUE_CHARS
+            if named or _TOKEN_RUN.search(value):
                 found.append(value)
                 if raw != value:
                     found.append(raw)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeGuard
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -55,6 +55,10 @@ SHOWN_FIRST: Final = 3
 """Fewest first characters of the key a masked form shows (``sk-``)."""
 SHOWN_LAST: Final = 4
 """Last characters of the key a masked form shows (OpenAI's messages show 4)."""
+MIN_KEY_CHARS: Final = 12
+"""Shorter keys are not scrubbed from answers (:func:`worth_scrubbing`): a placeholder a local
+server takes (``x``, ``EMPTY``, ``ollama``, ``anything``) would turn ordinary words, and JSON
+members (``"index"`` with the key ``x``), into ``***`` in every answer, and is no secret."""
 SHOWN_FIRST_MAX: Final = 64
 """Most first characters of the key a masked form may show to be recognised: each is one more
 alternative of the pattern, which would otherwise grow with the square of a long key's length
@@ -63,6 +67,12 @@ _HEAD: Final = 32
 """Bytes of the key searched for as a whole before a held-back end is tried byte by byte."""
 _MASK_CHAR: Final = "(?:[*.xX]|\u2026)"
 _MASK_CHAR_BYTES: Final = _MASK_CHAR.encode()
+
+
+def worth_scrubbing(secret: str | None) -> TypeGuard[str]:
+    """Whether ``secret`` (a key, a credential query value) is long enough to be scrubbed from
+    answers without masking ordinary text (:data:`MIN_KEY_CHARS`)."""
+    return secret is not None and len(secret) >= MIN_KEY_CHARS
 
 
 def _shown(key: str) -> str:

@@ -35,10 +35,10 @@ from yarl import URL
 
 from gateway import tracing
 from gateway.errors import UpstreamConnectionError, UpstreamTimeout, said
-from gateway.logs import MIN_MASKED_CHARS, credential_values
+from gateway.logs import credential_values
 from parsers.errors import RemoteProtocolError
 
-from .scrub import Scrubber, ScrubChain
+from .scrub import Scrubber, ScrubChain, worth_scrubbing
 from .settings import UpstreamSettings
 
 __all__ = ["Transport", "UpstreamConnectError", "UpstreamResponse"]
@@ -331,12 +331,11 @@ class Transport:
         self._open_responses = 0
         # Runcast's key, and the upstream URL's credential query values (a function key's
         # ?code=), which go with every request, and which an error body may quote as well.
-        secrets = [settings.api_key] + [
-            value
-            for value in dict.fromkeys(credential_values(settings.base_url))
-            if len(value) >= MIN_MASKED_CHARS
-        ]
-        self._scrubbers = tuple(Scrubber(secret.encode()) for secret in secrets if secret)
+        # Shorter ones are placeholders (``worth_scrubbing``).
+        secrets = [settings.api_key, *dict.fromkeys(credential_values(settings.base_url))]
+        self._scrubbers = tuple(
+            Scrubber(secret.encode()) for secret in secrets if worth_scrubbing(secret)
+        )
         self._keys: OrderedDict[str, Scrubber] = OrderedDict()
         # No total and no sock_read: waits for bytes are bounded per phase in UpstreamResponse,
         # which can say *which* phase expired; `connect=None` leaves the wait for a pooled
@@ -384,7 +383,7 @@ class Transport:
         ``key`` when it is another one (the caller's, passed on), whose answer may quote it to
         the channel's every subscriber as much as runcast's."""
         scrubbers = self._scrubbers
-        if key and key != self._settings.api_key:
+        if worth_scrubbing(key) and key != self._settings.api_key:
             keys = self._keys
             scrubber = keys.get(key)
             if scrubber is None:

@@ -243,8 +243,26 @@ def test_a_configured_secret_is_redacted_in_any_percent_encoding(text: str) -> N
 
 def test_credential_query_values_are_told_by_name_or_length() -> None:
     url = (
-        "https://h/x?code=abc&format=json&version=2024-06-01&client_secret=s%2Fx"
+        "https://h/x?code=abcdefgh&format=json&version=2024-06-01&client_secret=s%2Fx12345"
         "&v=0123456789abcdefXY&sig="
     )
-    assert logs.credential_values(url) == ["abc", "s/x", "s%2Fx", "0123456789abcdefXY"]
+    assert logs.credential_values(url) == [
+        "abcdefgh",
+        "s/x12345",
+        "s%2Fx12345",
+        "0123456789abcdefXY",
+    ]
+    # Not credentials: a name holding a credential word only inside another word, a short
+    # value (it would mask every `true` of an answer), a long value with no run of 16 letters
+    # and digits (a version).
+    ordinary = (
+        "https://h/x?use_session=true&api-version=2025-04-01-preview&unicode=auto"
+        "&author=none&encode=json&passthrough=yes&code=abc"
+    )
+    assert logs.credential_values(ordinary) == []
+    assert [logs.credential_name(n) for n in ("clientSecret", "X-Amz-Signature", "api_key")] == [
+        True,
+        True,
+        True,
+    ]
     assert logs.credential_values("http://[bad/x?code=secret") == []

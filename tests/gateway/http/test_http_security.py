@@ -463,6 +463,59 @@ async def test_the_upstream_urls_credential_query_values_reach_no_caller(
     assert echoed == "code=***&api-version=2024-06-01"
 
 
+@pytest.mark.parametrize("key", ["x", "EMPTY", "anything"])
+@pytest.mark.asyncio
+async def test_a_placeholder_key_passed_on_leaves_answers_as_they_are(
+    start_runcast: StartRuncast, key: str
+) -> None:
+    # A caller's key passed on was scrubbed whatever its length: with `Bearer x` every "x" of
+    # the answer became ***, "index" among them, and the SDK's stream helpers failed on it.
+    chunk = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "Is there anything else? EMPTY box"}}],
+    }
+    sent = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+
+    async def create(request: web.Request) -> web.Response:
+        return web.Response(body=sent, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    async with served_upstream(app) as url:
+        runcast = await start_runcast(url, key=None, api_keys=())
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        async with runcast.session.post(
+            f"{runcast.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
+            got = await response.read()
+    data = [line for line in got.split(b"\n") if line.startswith(b"data: ")]
+    assert data == [line for line in sent.split(b"\n") if line.startswith(b"data: ")]
+
+
+@pytest.mark.asyncio
+async def test_ordinary_query_values_of_the_upstream_url_are_left_in_answers(
+    start_runcast: StartRuncast,
+) -> None:
+    # Every query value of 4 characters and more was scrubbed from answers, and names were
+    # matched inside words: ?use_session=true turned every JSON `true` into ***.
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "version": request.query["api-version"]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    query = "use_session=true&api-version=2025-04-01-preview&unicode=auto"
+    async with served_upstream(app) as url:
+        runcast = await start_runcast(f"{url}?{query}")
+        async with runcast.session.get(f"{runcast.url}/v1/echo", headers=CALLER) as response:
+            body = await response.json()
+    assert body == {"ok": True, "version": "2025-04-01-preview"}
+
+
 # -- no path escape through the proxy -------------------------------------------------------------
 
 ESCAPES = [
