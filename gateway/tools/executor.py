@@ -421,16 +421,16 @@ class ToolExecutor:
                 return None, f"output over {limit} bytes"
             return output, None
         except ToolError as exc:
-            if (n := self._failures.count(call.run_id)) is not None:
-                log.warning("tool call of run %s failed%s: %s", call.run_id, _nth(n), exc)
             # The event and the output name the tool already; keep only what went wrong. Either
             # error text leaves the process (output, events): redacted as the log line is.
             prefix = f"tool {exc.name!r} ({exc.tool_call_id}): "
-            text = str(exc)
-            return None, logs.redact(text.removeprefix(prefix))
+            text = str(exc).removeprefix(prefix)
+            if (n := self._failures.count(_kind(call, text))) is not None:
+                log.warning("tool call of run %s failed%s: %s", call.run_id, _nth(n), exc)
+            return None, logs.redact(text)
         except Exception as exc:
             raised = exc.raised if isinstance(exc, _Raised) else exc
-            if (n := self._failures.count(call.run_id)) is not None:
+            if (n := self._failures.count(_kind(call, type(raised).__name__))) is not None:
                 log.warning(
                     "tool %r (%s) of run %s raised%s",
                     call.name,
@@ -442,9 +442,16 @@ class ToolExecutor:
             return None, logs.redact(_describe(raised))
 
 
+def _kind(call: ToolCall, what: str) -> str:
+    """The kind of a failure, whose log lines are counted together: one run, one tool, one error
+    (its first 80 characters, or the exception's type): each distinct failure still gets its
+    line."""
+    return f"{call.run_id}\0{call.name}\0{what[:80]}"
+
+
 def _nth(n: int) -> str:
     """What a throttled line adds: how many of its kind the run had."""
-    return "" if n == 1 else f" ({n} failed tool calls of this run so far)"
+    return "" if n == 1 else f" (the {n}th such failure of this run's calls)"
 
 
 class _Raised(Exception):

@@ -240,8 +240,9 @@ class WebhookHandler:
         text = str(exc)
         if isinstance(exc, ToolError):
             text = text.removeprefix(f"tool {exc.name!r} ({exc.tool_call_id}): ")
-        if (n := self._attempts.count(call.run_id)) is not None:
-            more = "" if n == 1 else f" ({n} failed attempts of this run's calls so far)"
+        # Counted per run and error (its first 80 characters): each distinct one gets its line.
+        if (n := self._attempts.count(f"{call.run_id}\0{text[:80]}")) is not None:
+            more = "" if n == 1 else f" (the {n}th such failed attempt of this run's calls)"
             log.info(
                 "webhook %s, attempt %d of %s%s: %s",
                 self._shown,

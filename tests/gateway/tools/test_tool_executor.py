@@ -710,4 +710,30 @@ async def test_many_failing_calls_of_one_run_write_a_few_log_lines(
     assert len(result) == 120 and all("error" in orjson.loads(v) for v in result.values())
     lines = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
     assert len(lines) == 3, lines
-    assert "(100 failed tool calls of this run so far)" in lines[-1]
+    assert "(the 100th such failure of this run's calls)" in lines[-1]
+
+
+@pytest.mark.asyncio
+async def test_each_distinct_failure_of_a_run_gets_its_line(
+    automation_for: AutomationFactory, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The lines were counted per run: one tool's KeyError hid another tool's ValueError, and
+    # its traceback, for good.
+    registry = ToolRegistry()
+
+    async def lookup() -> str:
+        raise KeyError("city")
+
+    async def parse() -> str:
+        raise ValueError("bad date")
+
+    registry.register(lookup)
+    registry.register(parse)
+    run = make_run(("c1", "lookup", "{}"), ("c2", "parse", "{}"), ("c3", "lookup", "{}"))
+    async with automation_for(registry) as automation, asyncio.timeout(10):
+        await automation.run_action(run, recorder)
+    raised = [r for r in caplog.records if "raised" in r.getMessage()]
+    assert sorted(r.exc_info[1].__class__.__name__ for r in raised if r.exc_info) == [
+        "KeyError",
+        "ValueError",
+    ]
