@@ -77,6 +77,7 @@ from gateway.tasks import cancel_and_wait
 from gateway.tools import AutomationStatistics, ToolAutomation, ToolRegistry
 from gateway.upstream import UpstreamClient, UpstreamSettings
 from gateway.upstream.proxy import check_proxy_url, upstream_proxy
+from gateway.upstream.scrub import worth_scrubbing
 from gateway.web import add_web_routes
 from gateway.workers import generated_node_id
 
@@ -370,7 +371,8 @@ def _reducer(channel: str) -> Reducer | None:
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     held_key = settings.upstream.api_key if settings.upstream is not None else None
-    reducers = redacting(_reducer, held_key)
+    # A placeholder key is not scrubbed from answers, nor from their snapshots.
+    reducers = redacting(_reducer, held_key if worth_scrubbing(held_key) else None)
     broker: MemoryBroker
     if settings.broker == "memory":
         broker = MemoryBroker(settings.hub, reducer_factory=reducers)
