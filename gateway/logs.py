@@ -123,13 +123,9 @@ def bound(
             token.var.reset(token)
 
 
-_CREDENTIAL_WORDS = frozenset(
-    {
-        "key", "apikey", "token", "secret", "sig", "signature", "code", "password", "passwd",
-        "pass", "pwd", "auth", "authorization", "credential", "credentials", "session", "sas",
-    }
-)  # fmt: skip
-_NAME_PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_CREDENTIAL_NAME = re.compile(
+    r"key|token|secret|sig|code|pass|pwd|auth|credential|session|sas", re.IGNORECASE
+)
 CREDENTIAL_CHARS = 16
 """A URL's query value with a run of this many letters and digits is taken for a credential
 whatever its name (a random token; ``api-version=2025-04-01-preview`` has none)."""
@@ -140,11 +136,12 @@ CREDENTIAL_VALUE_CHARS = 8
 
 
 def credential_name(name: str) -> bool:
-    """Whether a query parameter named ``name`` is one for a credential: one of its words
-    (split at ``_``, ``-``, ``.`` and case changes) is ``token``, ``key``, ``code``, ``sig``,
-    ``secret``, ``password``, ``auth``, ``session``... (``api_key``, ``clientSecret``,
-    ``X-Amz-Signature``; not ``author``, ``unicode`` nor ``encode``)."""
-    return any(part.lower() in _CREDENTIAL_WORDS for part in _NAME_PARTS.findall(name))
+    """Whether a query parameter named ``name`` is one for a credential: its name holds
+    ``token``, ``key``, ``code``, ``sig``, ``secret``, ``pass``, ``auth``, ``session``...
+    (``api_key``, ``accesstoken``, ``clientSecret``, ``X-Amz-Signature``). Words that merely
+    hold one (``author``, ``unicode``) count too: what keeps their values in answers is that a
+    value taken for a credential by its name has :data:`CREDENTIAL_VALUE_CHARS` or more."""
+    return _CREDENTIAL_NAME.search(name) is not None
 
 
 def credential_values(url: str) -> list[str]:

@@ -331,11 +331,11 @@ class Transport:
         self._open_responses = 0
         # Runcast's key, and the upstream URL's credential query values (a function key's
         # ?code=), which go with every request, and which an error body may quote as well.
-        # Shorter ones are placeholders (``worth_scrubbing``).
-        secrets = [settings.api_key, *dict.fromkeys(credential_values(settings.base_url))]
-        self._scrubbers = tuple(
-            Scrubber(secret.encode()) for secret in secrets if worth_scrubbing(secret)
-        )
+        # A key under 12 characters is a placeholder (``worth_scrubbing``); the query's
+        # credentials are those ``credential_values`` tells (8 characters and more).
+        secrets = [settings.api_key] if worth_scrubbing(settings.api_key) else []
+        secrets += dict.fromkeys(credential_values(settings.base_url))
+        self._scrubbers = tuple(Scrubber(secret.encode()) for secret in secrets)
         self._keys: OrderedDict[str, Scrubber] = OrderedDict()
         # No total and no sock_read: waits for bytes are bounded per phase in UpstreamResponse,
         # which can say *which* phase expired; `connect=None` leaves the wait for a pooled

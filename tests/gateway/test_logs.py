@@ -260,9 +260,8 @@ def test_credential_query_values_are_told_by_name_or_length() -> None:
         "&author=none&encode=json&passthrough=yes&code=abc"
     )
     assert logs.credential_values(ordinary) == []
-    assert [logs.credential_name(n) for n in ("clientSecret", "X-Amz-Signature", "api_key")] == [
-        True,
-        True,
-        True,
-    ]
+    names = ("clientSecret", "X-Amz-Signature", "api_key", "accesstoken", "sessionid", "key1")
+    assert all(logs.credential_name(name) for name in names)
+    named = "https://h/x?accesstoken=Ab3d-E6gH&token=abcdefgh&apitoken=Zq8W-x2Yv"
+    assert logs.credential_values(named) == ["Ab3d-E6gH", "abcdefgh", "Zq8W-x2Yv"]
     assert logs.credential_values("http://[bad/x?code=secret") == []

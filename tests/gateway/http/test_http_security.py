@@ -503,17 +503,24 @@ async def test_ordinary_query_values_of_the_upstream_url_are_left_in_answers(
 ) -> None:
     # Every query value of 4 characters and more was scrubbed from answers, and names were
     # matched inside words: ?use_session=true turned every JSON `true` into ***.
+    # A named credential of 8 characters is scrubbed all the same (it was let through when
+    # only 12 and more were, as for placeholder keys), and so is one of a compound name.
     async def echo(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "version": request.query["api-version"]})
+        q = request.query
+        said = [q["api-version"], q["token"], q["accesstoken"]]
+        return web.json_response({"ok": True, "said": said})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
-    query = "use_session=true&api-version=2025-04-01-preview&unicode=auto"
+    query = (
+        "use_session=true&api-version=2025-04-01-preview&unicode=auto"
+        "&token=abcdefgh&accesstoken=Ab3d-E6gH-9jK2"
+    )
     async with served_upstream(app) as url:
         runcast = await start_runcast(f"{url}?{query}")
         async with runcast.session.get(f"{runcast.url}/v1/echo", headers=CALLER) as response:
             body = await response.json()
-    assert body == {"ok": True, "version": "2025-04-01-preview"}
+    assert body == {"ok": True, "said": ["2025-04-01-preview", "***", "***"]}
 
 
 # -- no path escape through the proxy -------------------------------------------------------------
