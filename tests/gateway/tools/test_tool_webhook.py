@@ -364,6 +364,24 @@ async def test_a_webhook_path_never_leaves_the_process(
         assert "B0002" not in text
 
 
+async def _refused_once(
+    automation_for: AutomationFactory, url: str, caplog: pytest.LogCaptureFixture
+) -> tuple[str, list[str], str]:
+    """One call of tool ``notify`` to the webhook at ``url``, which refuses it: the error output
+    the model gets, the failed events' errors and runcast's log lines joined."""
+    run = make_run(("c1", "notify", "{}"))
+    recorder = Recorder()
+    caplog.set_level(logging.INFO, logger="runcast")
+    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
+        async with asyncio.timeout(5):
+            outcome = await automation.run_action(run, recorder)
+    assert isinstance(outcome, Submit)
+    error: str = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    failed = [d["error"] for n, d in recorder.events if n == "runcast.tool_call.failed"]
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("runcast"))
+    return error, failed, logged
+
+
 @pytest.mark.asyncio
 async def test_a_webhook_query_value_or_userinfo_quoted_back_never_leaves_the_process(
     receiver: tuple[str, web.Application],
@@ -374,19 +392,10 @@ async def test_a_webhook_query_value_or_userinfo_quoted_back_never_leaves_the_pr
     # output, the failed event and the log (only the whole URL and its path were scrubbed).
     base = receiver[0].replace("http://", "http://hookuser:USERINFO-SECRET@")
     url = f"{base}/refuses?token=QUERY%2BSECRET12345&v=1"
-    run = make_run(("c1", "notify", "{}"))
-    recorder = Recorder()
-    caplog.set_level(logging.INFO, logger="runcast")
-    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
-        async with asyncio.timeout(5):
-            outcome = await automation.run_action(run, recorder)
-    assert isinstance(outcome, Submit)
-    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    error, failed, logged = await _refused_once(automation_for, url, caplog)
     # A value under MIN_MASKED_CHARS is not masked by value: it would mask ordinary text.
     assert error == "webhook of tool 'notify' answered HTTP 403: invalid token *** (v1) for ***:***"
-    failed = [d["error"] for n, d in recorder.events if n == "runcast.tool_call.failed"]
     assert failed == [error]
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("runcast"))
     assert "invalid token ***" in logged
     for secret in ("QUERY+SECRET12345", "SECRET12345", "USERINFO-SECRET", "hookuser"):
         assert secret not in logged and secret not in error
@@ -403,35 +412,23 @@ async def test_a_webhook_userinfo_quoted_back_as_basic_credentials_never_leaves_
     # failed event and the log.
     url = receiver[0].replace("http://", "http://hookuser:USERINFO-SECRET@") + "/refuses-auth"
     encoded = base64.b64encode(b"hookuser:USERINFO-SECRET").decode()
-    run = make_run(("c1", "notify", "{}"))
-    recorder = Recorder()
-    caplog.set_level(logging.INFO, logger="runcast")
-    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
-        async with asyncio.timeout(5):
-            outcome = await automation.run_action(run, recorder)
-    assert isinstance(outcome, Submit)
-    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    error, failed, logged = await _refused_once(automation_for, url, caplog)
     assert error == "webhook of tool 'notify' answered HTTP 403: refused: ***"
-    failed = [d["error"] for n, d in recorder.events if n == "runcast.tool_call.failed"]
     assert failed == [error]
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("runcast"))
     assert "refused: ***" in logged and encoded not in logged
 
 
 @pytest.mark.asyncio
 async def test_ordinary_query_values_of_a_webhook_url_are_not_masked_in_its_answers(
-    receiver: tuple[str, web.Application], automation_for: AutomationFactory
+    receiver: tuple[str, web.Application],
+    automation_for: AutomationFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Every query value of 4 characters or more was taken for a credential: with
     # ?version=2024-06-01&format=json, a receiver's "api version 2024-06-01" reached the model as
     # "api version ***". A value named as a credential, or long enough to be a token, still is.
     url = f"{receiver[0]}/refuses?token=QUERY%2BSECRET12345&v=2024-06-01&format=json"
-    run = make_run(("c1", "notify", "{}"))
-    async with automation_for(webhooks={"notify": url}, webhook_retries=0) as automation:
-        async with asyncio.timeout(5):
-            outcome = await automation.run_action(run, Recorder())
-    assert isinstance(outcome, Submit)
-    error = orjson.loads(outcome.tool_outputs[0].output)["error"]
+    error, _, _ = await _refused_once(automation_for, url, caplog)
     assert error.startswith("webhook of tool 'notify' answered HTTP 403: invalid token *** ")
     assert "(v2024-06-01)" in error
 
