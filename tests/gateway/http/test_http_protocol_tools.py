@@ -818,16 +818,7 @@ async def test_a_chat_server_numbering_calls_per_round_is_answered_each_round(
 
     handlers = Handlers()
     tg = await start(handlers.registry("get_weather"), sim_middleware=per_round_ids)
-    async with (
-        sdk_client(tg.gateway) as sdk,
-        sdk.chat.completions.stream(
-            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
-            tools=_chat_tools(),  # type: ignore[arg-type]
-        ) as stream,
-    ):  # fmt: skip
-        async for _ in stream:
-            pass
-        message = (await stream.get_final_completion()).choices[0].message
+    message = (await _final_completion(tg)).choices[0].message
     assert message.content == "Sunny twice." and not message.tool_calls
     assert handlers.calls == {"get_weather": 2}
     channel, _ = await _replay(session, f"{tg.gateway.url}/streams/chat/chatcmpl-round0")
@@ -839,6 +830,21 @@ def _whole_call(name: str) -> dict[str, Any]:
     """A whole tool call in one delta, as Ollama and llama.cpp send it."""
     return {"index": 0, "id": "call_1", "type": "function",
             "function": {"name": name, "arguments": '{"city": "Oslo"}'}}  # fmt: skip
+
+
+async def _final_completion(tg: ToolGateway, **extra: Any) -> Any:
+    """The creator's completion as the SDK's stream helper puts it together, of one chat
+    completion asked for through runcast (Oslo's weather, the tools offered)."""
+    async with (
+        sdk_client(tg.gateway) as sdk,
+        sdk.chat.completions.stream(
+            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
+            tools=_chat_tools(), **extra,  # type: ignore[arg-type]
+        ) as stream,
+    ):  # fmt: skip
+        async for _ in stream:
+            pass
+        return await stream.get_final_completion()
 
 
 async def _creator_and_channel(
@@ -892,16 +898,7 @@ async def test_text_said_with_the_first_call_reaches_the_creator(
     tg = await start(
         Handlers().registry("get_weather"), sim_middleware=_chat_rounds(first_round, answer)
     )
-    async with (
-        sdk_client(tg.gateway) as sdk,
-        sdk.chat.completions.stream(
-            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
-            tools=_chat_tools(),  # type: ignore[arg-type]
-        ) as stream,
-    ):  # fmt: skip
-        async for _ in stream:
-            pass
-        message = (await stream.get_final_completion()).choices[0].message
+    message = (await _final_completion(tg)).choices[0].message
     assert message.role == "assistant"  # each round names it: the creator gets it once
     if tool == "get_weather":
         assert message.content == "Let me check. Sunny." and not message.tool_calls
@@ -953,16 +950,7 @@ async def test_the_creators_usage_is_the_whole_chains(
         Handlers().registry("get_weather"), sim_middleware=_chat_rounds(first_round, answer)
     )
     include = {"stream_options": {"include_usage": True}}
-    async with (
-        sdk_client(tg.gateway) as sdk,
-        sdk.chat.completions.stream(
-            model="llama3.1", messages=[{"role": "user", "content": "Oslo?"}],
-            tools=_chat_tools(), **include,  # type: ignore[arg-type]
-        ) as stream,
-    ):  # fmt: skip
-        async for _ in stream:
-            pass
-        final = await stream.get_final_completion()
+    final = await _final_completion(tg, **include)
     assert final.usage is not None
     assert final.usage.model_dump(exclude_none=True) == usage(90, 15, 40, 4)
 
