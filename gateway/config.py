@@ -14,6 +14,7 @@ value is reported with its key, the value and where it came from (:class:`Config
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -88,6 +89,8 @@ _ENV_ALIASES: Mapping[str, str] = {
     "upstream.base_url": "RUNCAST_UPSTREAM_URL",
     "tools.webhook_secret": "RUNCAST_TOOL_WEBHOOK_SECRET",
 }
+_OTHER_VARIABLES = frozenset({"RUNCAST_CONFIG", "RUNCAST_WORKER_INDEX"})
+"""Variables read besides one per key: the config file, and a ``--workers`` worker's index."""
 SECRETS = frozenset({"api_keys", "token_secret", "upstream.api_key", "tools.webhook_secret"})
 # URLs may carry credentials (a Redis password, a webhook's userinfo or query key): shown masked.
 URLS = frozenset({"broker", "upstream.base_url", "upstream.proxy", "tools.webhooks"})
@@ -184,6 +187,23 @@ def ignored(effective: Effective) -> list[str]:
         for key, source in effective.sources.items()
         if key.startswith("upstream.") and key != "upstream.api_key"
     ]
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A line for each ``RUNCAST_*`` variable set in ``env`` that runcast does not read (a typo
+    such as ``RUNCAST_HUB_RETENTON`` would otherwise leave its setting at the default unseen),
+    naming the closest variable it does read when one is near."""
+    known = {env_name(key) for key in setting_keys()}
+    known.update(_ENV_ALIASES.values())
+    known.update(_OTHER_VARIABLES)
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("RUNCAST_") or name in known:
+            continue
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        lines.append(f"{name} is not a runcast variable and is ignored{hint}")
+    return lines
 
 
 def _checked(key: str, value: Any, source: str, rule: Callable[[str], Any]) -> Any:

@@ -90,6 +90,8 @@ def run(ns: argparse.Namespace, argv: Sequence[str] | None) -> int:
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
     for key in config.ignored(effective):
         log.warning("%s is ignored: it applies to an --upstream, and none is given", key)
+    for line in config.unknown_variables(os.environ):
+        log.warning("%s", line)
     warn_rootless_upstream(settings)
     if settings.workers > 1 and workers.WORKER_ENV not in os.environ:
         return workers.supervise(

@@ -35,4 +35,6 @@ def run(ns: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"runcast config: error: {exc}", file=sys.stderr)
         return 2
+    for line in config.unknown_variables(os.environ):
+        print(f"runcast config: warning: {line}", file=sys.stderr)
     return 0

@@ -280,6 +280,42 @@ def test_upstream_settings_without_an_upstream_are_named_as_ignored(tmp_path: Pa
     assert config.ignored(_load(tmp_path, None, env, *upstream)) == []
 
 
+def test_unknown_runcast_variables_are_named_with_the_closest_known_one() -> None:
+    env = {
+        "RUNCAST_HUB_RETENTON": "10m",  # a typo: its setting would stay at the default unseen
+        "RUNCAST_SOMETHING_ELSE": "1",
+        "RUNCAST_HUB_RETENTION": "10m",
+        "RUNCAST_UPSTREAM_URL": "http://127.0.0.1:1/v1",  # an alias
+        "RUNCAST_CONFIG": "runcast.toml",
+        "RUNCAST_WORKER_INDEX": "0",
+        "HOME": "/root",
+    }
+    assert config.unknown_variables(env) == [
+        "RUNCAST_HUB_RETENTON is not a runcast variable and is ignored "
+        "(did you mean RUNCAST_HUB_RETENTION?)",
+        "RUNCAST_SOMETHING_ELSE is not a runcast variable and is ignored",
+    ]
+    every_key = {config.env_name(key): "x" for key in config.setting_keys()}
+    assert config.unknown_variables(every_key) == []
+
+
+def test_runcast_config_warns_of_a_misspelt_variable() -> None:
+    env = {"PATH": "/usr/bin:/bin", "RUNCAST_HUB_RETENTON": "10m", "RUNCAST_TOKEN_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "runcast config: warning: RUNCAST_HUB_RETENTON is not a runcast variable and is "
+        "ignored (did you mean RUNCAST_HUB_RETENTION?)\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
