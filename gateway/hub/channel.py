@@ -16,6 +16,11 @@ when the channel ends or is dropped. The timer belongs to the channel and is can
 
 Each channel charges what it retains (history, reducer state, cached snapshot) to the broker's
 ``HubCounters.retained_bytes``; ``budget.py`` decides what to evict when that is over the budget.
+
+A channel that ended, or that rests (the broker calls :meth:`Channel.pack` once nothing was
+published to it for ``PACK_AFTER`` seconds), keeps its reducer pickled and its history in tuples
+(``packed.py``): the cycle collector then tracks next to nothing of it. It unpacks on the next
+publish.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from gateway.hub.broker import (
 )
 from gateway.hub.counters import HubCounters
 from gateway.hub.history import History
+from gateway.hub.packed import PackedReducer, pack, unpack
 
 SNAPSHOT_OVERHEAD = 64
 """Bytes charged for a cached snapshot on top of its JSON: the Struct and the bytes header."""
@@ -64,7 +70,10 @@ FLUSH_AT_ONCE = frozenset(
 )
 """Events that end a stream (or wait for someone's action): never held back by coalescing."""
 
-__all__ = ["FLUSH_AT_ONCE", "Channel", "check_names", "stored_events"]
+PACK_AFTER = 5.0
+"""Seconds without a publish after which the broker packs a channel (``packed.py``)."""
+
+__all__ = ["FLUSH_AT_ONCE", "PACK_AFTER", "Channel", "check_names", "stored_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +141,11 @@ class Channel:
         self._history = History(
             max_events=settings.max_history_events, max_bytes=settings.max_history_bytes
         )
-        # One dict per format so a batch is encoded only for formats that have subscribers.
-        self._sinks: dict[FrameFormat, dict[Sink, None]] = {f: {} for f in FrameFormat}
+        # One dict per format that has had subscribers, so a batch is encoded only for formats
+        # in use; none before the first (an empty dict is not tracked by the cycle collector).
+        self._sinks: dict[FrameFormat, dict[Sink, None]] = {}
         self._snapshot_cache: Snapshot | None = None
-        self._held: list[HubEvent] = []
+        self._held: list[HubEvent] | None = None
         """Published events whose fan-out waits for the coalescing window (history has them)."""
         self._held_seq = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -184,6 +194,8 @@ class Channel:
         history = self._history
         first_seq = history.last_seq + 1
         reducer = self._reducer
+        if reducer is not None and type(reducer) is PackedReducer:
+            reducer = self._unpack()
         nbytes = 0
         if stored is None:
             stored = stored_events(events)
@@ -225,15 +237,17 @@ class Channel:
             timer.cancel()
         held = self._held
         if held:
-            self._held = []
+            self._held = None
             self._fan_out(self._held_seq, held, self.last_activity if now is None else now)
 
     def _hold(self, first_seq: int, events: Sequence[HubEvent], now: float) -> None:
         if not any(self._sinks.values()):
             return  # nobody to write to; a subscriber attaching later replays history
-        if not self._held:
+        if self._held is None:
             self._held_seq = first_seq
-        self._held.extend(events)
+            self._held = list(events)
+        else:
+            self._held.extend(events)
         if any(event.name in FLUSH_AT_ONCE for event in events):
             self.flush(now)
         elif self._timer is None:
@@ -350,12 +364,15 @@ class Channel:
             sink.end("ended")
             self._count_end("ended")
             return
-        self._sinks[sink.frame_format][sink] = None
+        sinks = self._sinks.get(sink.frame_format)
+        if sinks is None:
+            sinks = self._sinks[sink.frame_format] = {}
+        sinks[sink] = None
         self._counters.subscribers += 1
 
     def detach(self, sink: Sink, now: float) -> bool:
-        sinks = self._sinks[sink.frame_format]
-        if sink not in sinks:
+        sinks = self._sinks.get(sink.frame_format)
+        if sinks is None or sink not in sinks:
             return False
         self._drop(sinks, [sink], now)
         return True
@@ -366,6 +383,30 @@ class Channel:
         self.ended = True
         self.ended_at = now
         self.end_all("ended")
+        self.pack()
+
+    def pack(self) -> None:
+        """Keep the reducer pickled and the history in tuples until the next publish, and drop
+        the per-format subscriber dicts when none is attached (see the module docstring)."""
+        self.flush()
+        if self._reducer is not None and type(self._reducer) is not PackedReducer:
+            packed = pack(self._reducer)
+            if packed is not self._reducer:
+                self._reducer = packed
+                self._sized = cast("SizedReducer", packed)
+                self.recharge()
+        self._history.pack()
+        if self._sinks and not self.subscriber_count:
+            self._sinks = {}
+
+    @property
+    def packed(self) -> bool:
+        return self._reducer is not None and type(self._reducer) is PackedReducer
+
+    def _unpack(self) -> Reducer:
+        reducer = self._reducer = unpack(cast("Reducer", self._reducer))
+        self._sized = cast("SizedReducer", reducer) if hasattr(type(reducer), "nbytes") else None
+        return reducer
 
     def end_all(self, reason: EndReason, *, rewind_to: int | None = None) -> None:
         """End every subscriber; with ``rewind_to``, telling it to resume from that seq
@@ -410,7 +451,7 @@ class Channel:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        self._held = []
+        self._held = None
         self._counters.channels_dropped += 1
         self._history.clear()
         # A stale budget heap entry may still point here: keep nothing alive through it.

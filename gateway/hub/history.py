@@ -4,6 +4,10 @@ Seqs are contiguous, so only the events are stored and an event's seq is ``first
 index. Eviction drops the oldest events first (spec: resume is bounded, older positions get the
 snapshot). Each event also keeps the broker-wide generation of the publish that brought it, so the
 memory budget (``budget.py``) can evict the oldest history across all channels first.
+
+While its channel rests (``Channel.pack``, see ``packed.py``) the history holds its events and
+generations as tuples, which the cycle collector stops tracking (their items are untracked); the
+next change makes them deques again.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterator
+from typing import cast
 
 from gateway.hub.broker import HubEvent
 
@@ -30,9 +35,9 @@ class History:
             raise ValueError("history limits must be >= 0")
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self._events: deque[HubEvent] = deque()
+        self._events: deque[HubEvent] | tuple[HubEvent, ...] = deque()
         # Parallel to _events; one int object per publish, shared by every channel it reached.
-        self._gens: deque[int] = deque()
+        self._gens: deque[int] | tuple[int, ...] = deque()
         self._first_seq = 1
         self._bytes = 0
 
@@ -61,10 +66,22 @@ class History:
     def __len__(self) -> int:
         return len(self._events)
 
+    def pack(self) -> None:
+        """Hold the events as tuples until the next change (see the module docstring)."""
+        if type(self._events) is deque:
+            self._events = tuple(self._events)
+            self._gens = tuple(self._gens)
+
+    def _live(self) -> tuple[deque[HubEvent], deque[int]]:
+        events, gens = self._events, self._gens
+        if type(events) is tuple:
+            events = self._events = deque(events)
+            gens = self._gens = deque(gens)
+        return cast("deque[HubEvent]", events), cast("deque[int]", gens)
+
     def append(self, event: HubEvent, gen: int = 0) -> None:
         """Add the event numbered ``last_seq + 1``, then evict until within both limits."""
-        events = self._events
-        gens = self._gens
+        events, gens = self._live()
         events.append(event)
         gens.append(gen)
         nbytes = self._bytes + len(event.name) + len(event.data) + ENTRY_OVERHEAD
@@ -80,17 +97,14 @@ class History:
         """Drop the oldest events published at or before ``through_gen`` until at least ``nbytes``
         are freed (or none is left); returns the bytes freed."""
         freed = 0
-        gens = self._gens
+        events, gens = self._live()
         while gens and freed < nbytes and gens[0] <= through_gen:
-            freed += self._pop()
+            cost = self.cost(events.popleft())
+            gens.popleft()
+            self._bytes -= cost
+            self._first_seq += 1
+            freed += cost
         return freed
-
-    def _pop(self) -> int:
-        cost = self.cost(self._events.popleft())
-        self._gens.popleft()
-        self._bytes -= cost
-        self._first_seq += 1
-        return cost
 
     def holds_after(self, since: int) -> bool:
         """True when every event after ``since`` up to ``last_seq`` is held (resume is possible)."""
@@ -113,6 +127,6 @@ class History:
 
     def clear(self) -> None:
         self._first_seq = self.last_seq + 1
-        self._events.clear()
-        self._gens.clear()
+        self._events = deque()
+        self._gens = deque()
         self._bytes = 0

@@ -12,7 +12,8 @@ subscribers (every one of those, every tick), checks the pending ones (at most
 ``max_pending_channels``, and each counts against its creator's limit until it goes) at every
 tick, and checks the others for expiry a slice of the channels held when the current round
 began, enough to finish the round in ``EXPIRY_ROUND_TICKS`` ticks: such a channel is dropped
-less than twice that many ticks after its time is over.
+less than twice that many ticks after its time is over. The same check packs a channel that rests
+(``Channel.pack``: nothing published for ``PACK_AFTER`` seconds).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from gateway.hub.broker import (
     Snapshot,
 )
 from gateway.hub.budget import MemoryBudget, malloc_trim
-from gateway.hub.channel import Channel, check_names, stored_events
+from gateway.hub.channel import PACK_AFTER, Channel, check_names, stored_events
 from gateway.hub.counters import HubCounters
 
 __all__ = ["MemoryBroker", "MemorySubscription"]
@@ -354,8 +355,12 @@ class MemoryBroker:
         del due[-share:]
         for ch in checked:
             # Dropped meanwhile, or dropped and created again under its name: not this one's.
-            if channels.get(ch.name) is ch and ch.expired(now):
+            if channels.get(ch.name) is not ch:
+                continue
+            if ch.expired(now):
                 self._drop_channel(ch)
+            elif not ch.pending and now - ch.last_activity >= PACK_AFTER:
+                ch.pack()  # resting: out of the cycle collector's walk (packed.py)
         self._budget.compact(channels.values())
 
     def _evict(self, ch: Channel) -> None:
