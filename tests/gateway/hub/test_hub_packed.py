@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from gateway.hub import HubEvent, MemoryBroker, Reducer
 from gateway.hub.channel import Channel
 from gateway.hub.counters import HubCounters
 from gateway.hub.packed import PackedReducer
+from gateway.hub.redacted import redacting
 from gateway.runs.assistants import reducer as assistants
 from gateway.runs.protocols import reducer_factory as protocol_reducers
 from parsers.sse import SSEDecoder
@@ -91,6 +93,34 @@ def test_an_ended_channel_leaves_the_collector_next_to_nothing(name: str, path: 
     after = _tracked(ch)
     assert before >= 8
     assert after <= 2, f"{after} tracked objects left ({before} before)"  # Channel, History
+
+
+def test_a_redacting_reducer_packs_and_still_masks_the_key() -> None:
+    key = "sk-proj-" + "k" * 40
+    events = _events("assistants/A-text.sse")
+    at = 1 + next(i for i, e in enumerate(events) if e.name == "thread.message.delta")
+    # The key spelled across two deltas mid-message: joined in the snapshot only.
+    events = [*events[:at], *(_delta(events, part) for part in (key[:20], key[20:]))]
+    factory = redacting(assistants.reducer_factory, key)
+    ch = Channel("run:run_1", settings(), HubCounters(), factory("run:run_1"), now=0.0, epoch="e")
+    ch.publish(events, 1.0)
+    ch.pack()
+    assert ch.packed
+    data = ch.snapshot().data
+    assert key.encode() not in data and b"***" in data
+
+
+def _delta(events: list[HubEvent], text: str) -> HubEvent:
+    first = next(e for e in events if e.name == "thread.message.delta")
+    message_id = json.loads(first.data)["id"]
+    data = json.dumps(
+        {
+            "id": message_id,
+            "object": "thread.message.delta",
+            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": text}}]},
+        }
+    )
+    return HubEvent("thread.message.delta", data.encode())
 
 
 def test_the_budget_is_charged_the_pickle_not_the_live_estimate() -> None:
