@@ -21,10 +21,12 @@ reconciled or lost by functions of that state in ``settling.py``; a dead owner's
 up by ``adoption.py``.
 
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
-chunk's ``[DONE]``), the end of the body is a clean end. A body that ends or breaks before it
-(a ``[DONE]`` before a Responses stream's terminal event is such a break, and is not relayed)
-and cannot be resumed publishes ``runcast.upstream_lost`` (``lost.py``) to the channels and the
-creator: a chat stream is never retried, since a retry regenerates and bills again. The stream's
+chunk's ``[DONE]``), the end of the body is a clean end, and nothing after it but a ``[DONE]`` is
+relayed (``deviations.py``). A body
+that ends or breaks before it (a ``[DONE]`` before a Responses stream's terminal event is such a
+break, and is not relayed) and cannot be resumed publishes ``runcast.upstream_lost``
+(``lost.py``) to the channels and the creator: a chat stream is never retried, since a retry
+regenerates and bills again. The stream's
 own channel is closed once the stream is over; the channels named up front stay open for the
 next stream.
 
@@ -54,7 +56,6 @@ import msgspec
 
 from gateway.errors import StreamTruncated, UpstreamConnectionError, UpstreamError
 from gateway.hub import Broker, HubEvent
-from gateway.logs import worth_a_line
 from gateway.metrics import NO_METER, RunMeter
 from gateway.state import Lease, LiveStream
 from gateway.upstream import UpstreamResponse
@@ -67,6 +68,7 @@ from ..readiness import Readiness
 from ..recovery import failure_reason, stopped_message
 from .adoption import take_over
 from .creator_hold import CreatorHold
+from .deviations import Deviations
 from .lost import OWNER_CHANGED, OWNER_LOST, UPSTREAM_LOST_EVENT, lost_event
 from .ownership import StreamAdoption, StreamOwnership
 from .publisher import ChannelPublisher
@@ -131,8 +133,8 @@ class StreamRelay:
         """The live record says a tool chain is under way (recorded once, at its first event)."""
         self._round = 0
         """0 for the creating request's stream, n for the n-th follow-up."""
-        self._undecodable = 0
-        """Events relayed untyped so far (logged at the 1st, 10th, 100th...)."""
+        self._deviations = Deviations(spec.kind)
+        """Events relayed untyped or dropped after the end, counted for their warnings."""
         self._open_parts: set[int] = set()
         self._finished_parts: set[int] = set()
         """The stream's parts (chat choices) not finished yet, and finished (``Seen.parts``)."""
@@ -392,6 +394,10 @@ class StreamRelay:
                 sampled = meter.batch(opened, len(batch))
                 for sse in batch:
                     typed, seen = self.spec.decode(sse)
+                    if self.ended and not seen.closes:
+                        # The response is over, its channel and snapshot too (deviations.py).
+                        self._deviations.after_end(self.object_id, sse.event)
+                        continue
                     about = seen.about
                     if self.resuming and about is not None and about != self.object_id:
                         await self.emit(events)  # what came before it is this stream's
@@ -400,14 +406,7 @@ class StreamRelay:
                             f"events of another one ({about})"
                         )
                     if typed is None:
-                        self._undecodable += 1
-                        if worth_a_line(self._undecodable):
-                            log.warning(
-                                "%s %s: relaying an undecodable event (%d so far)",
-                                self.spec.kind,
-                                self.object_id,
-                                self._undecodable,
-                            )
+                        self._deviations.undecodable(self.object_id)
                     if seen.cursor is not None:
                         last = self.cursor
                         if self.resuming and last is not None and seen.cursor > last + 1:

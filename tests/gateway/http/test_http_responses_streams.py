@@ -838,3 +838,126 @@ async def test_a_resumption_that_fails_is_tried_within_its_own_budget_only(
                 creator = await read_sse(creator_response, until=lambda e: False)
     assert len(resumes) == 5, resumes  # the relay's max_resumes without progress
     assert [e.event for e in creator.events][-2:] == ["runcast.recovered", "response.completed"]
+
+
+def _text_response(response_id: str, text: str, *, start: int = 0) -> list[bytes]:
+    """A foreground response's stream: created, one text delta, completed (numbered on from
+    ``start``)."""
+    response = {"id": response_id, "object": "response", "status": "in_progress", "output": []}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed"}
+    done = {
+        **response,
+        "status": "completed",
+        "output": [{**item, "content": [{"type": "output_text", "text": text}]}],
+    }
+    events = [
+        {"type": "response.created", "response": response},
+        {"type": "response.in_progress", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {
+            "type": "response.output_text.delta",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": text,
+        },
+        {"type": "response.completed", "response": done},
+    ]
+    return [_frame({**e, "sequence_number": start + n}) for n, e in enumerate(events)]
+
+
+async def _relayed(
+    start_gateway: StartGateway,
+    session: aiohttp.ClientSession,
+    body: bytes,
+    response_id: str,
+    last: Callable[[Received], bool],
+    *,
+    polled: dict[str, Any] | None = None,
+    **request: Any,
+) -> tuple[Subscriber, Subscriber, Subscriber, dict[str, Any], list[str]]:
+    """``body`` as an upstream's answer to a streamed ``POST /responses``, relayed by runcast:
+    what the creator, a subscriber of a named channel (subscribed before the POST, read up to
+    the event ``last`` says is the stream's last: the channel stays open) and a later reader of
+    the response's channel got, the response's snapshot, and the ids polled (answered with
+    ``polled``, else 404)."""
+    polls: list[str] = []
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    async def retrieve(request: web.Request) -> web.Response:
+        polls.append(request.match_info["id"])
+        if polled is None:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
+        return web.json_response(polled)
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", create)
+    app.router.add_get("/v1/responses/{id}", retrieve)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        named_response = await session.get(f"{gateway.url}/streams/channels/late-words")
+        assert named_response.status == 200
+        named_task = asyncio.create_task(read_sse(named_response, until=last))
+        try:
+            async with session.post(
+                f"{gateway.v1}/responses",
+                json=_body(stream=True, **request),
+                headers={"Authorization": "Bearer sk-caller", "Runcast-Channel": "late-words"},
+            ) as creator_response:
+                assert creator_response.status == 200
+                async with asyncio.timeout(WAIT):
+                    creator = await read_sse(creator_response, until=lambda e: False)
+            async with asyncio.timeout(WAIT):
+                named = await named_task
+        finally:
+            named_response.close()
+        own = f"{gateway.url}/streams/responses/{response_id}"
+        async with asyncio.timeout(WAIT):
+            replay = await read_sse(await session.get(own + "?since=0"), until=lambda e: False)
+        snapshot = await (await session.get(own + "/snapshot")).json()
+    return creator, named, replay, snapshot["snapshot"], polls
+
+
+@pytest.mark.asyncio
+async def test_events_after_the_terminal_event_are_dropped_and_logged_once(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that goes on after response.completed: its late delta was relayed to the
+    creator and the subscribers and folded into the snapshot, already ``done``, whose text
+    changed. The response's end is the channel's: nothing after it is relayed or folded, a
+    ``[DONE]`` still ends the HTTP stream, and one warning says what was dropped."""
+    late = _frame(
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 5,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": " LATE",
+        }
+    )
+    keepalive = _frame({"type": "keepalive", "sequence_number": 6})
+    body = b"".join(_text_response("resp_late", "hello")) + late + keepalive + b"data: [DONE]\n\n"
+    creator, named, replay, snapshot, polls = await _relayed(
+        start_gateway, session, body, "resp_late", lambda e: e.data == b"[DONE]"
+    )
+
+    for got in (creator, named, replay):
+        assert not any(b"LATE" in e.data or e.event == "keepalive" for e in got.events)
+        names = [e.event for e in got.events if e.data != b"[DONE]"]
+        assert names[-1] == "response.completed", names
+    assert creator.ended and creator.events[-1].data == b"[DONE]"
+    assert named.events == replay.events
+    assert snapshot["done"] is True and snapshot["error"] is None
+    assert snapshot["response"]["status"] == "completed"
+    assert snapshot["response"]["output"][0]["content"][0]["text"] == "hello"
+    assert polls == []
+    lines = [r.getMessage() for r in caplog.records if "after its terminal event" in r.getMessage()]
+    assert len(lines) == 1 and "resp_late" in lines[0], lines
