@@ -2,8 +2,8 @@
 
 Modules, one job each: ``spec`` (the :class:`StreamSpec` seam a protocol implements), ``relay``
 (:class:`StreamRelay`, one stream's pump and its state), ``settling`` (a stream cut before its
-last word: resumed, reconciled or lost), ``deviations`` (what the pump drops or relays
-untyped of an upstream stream), ``adoption`` (a dead owner's stream taken up), ``lost``
+last word: resumed, reconciled or lost), ``deviations`` (what the pump refuses, drops or
+relays untyped of an upstream stream), ``adoption`` (a dead owner's stream taken up), ``lost``
 (the ``runcast.upstream_lost`` event), ``ownership`` (what a relay needs to own its stream across
 nodes), ``publisher`` (where a stream's events go),
 ``responses`` and ``chat`` (each protocol: decoding, ids, last words, snapshots),

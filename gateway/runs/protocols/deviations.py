@@ -1,9 +1,18 @@
-"""An upstream stream's events the pump does not take as they came: what it drops or relays
-untyped, and the warnings it writes about them.
+"""An upstream stream's events the pump does not take as they came: what it refuses, drops or
+relays untyped, and the warnings it writes about them.
 
-The pump (``relay.py``) tests for each case inline, a flag per event, and calls here only when
-one occurs:
+The pump (``relay.py``) tests for each case inline, a flag or two ids compared per event, and
+calls here only when one occurs:
 
+- An event that names another object than the one the stream's first event named (a Responses
+  lifecycle or terminal event of another response), on the first stream as on a resumption:
+  :func:`foreign` is the :class:`~parsers.errors.RemoteProtocolError` that cuts the stream before
+  it. Nothing from that event on is relayed; the stream is then resumed, reconciled or lost as any
+  cut one (``settling.py``). Not raised for chat: a chunk's ``id`` names no other object, since
+  servers give every chunk an id of its own (ggml-org/llama.cpp#5876, BerriAI/litellm#1571,
+  microsoft/foundry-local#144); a chat stream is the first chunk's ``id``'s.
+- A resumption that skips a ``sequence_number`` (:func:`skipped`): what it left out would be lost
+  unnoticed, so it counts as a cut too.
 - An event after the stream's last word (``response.completed|failed|incomplete``): the response,
   its channel and its snapshot are over (the SDK's helper would fold a late delta into a response
   it already returned). It is dropped, neither published nor folded, and the stream ends as it
@@ -20,10 +29,30 @@ from __future__ import annotations
 import logging
 
 from gateway.logs import worth_a_line
+from parsers.errors import RemoteProtocolError
 
-__all__ = ["Deviations"]
+__all__ = ["Deviations", "foreign", "skipped"]
 
 log = logging.getLogger("runcast.relay")
+
+
+def foreign(kind: str, object_id: str, about: str, *, resuming: bool) -> RemoteProtocolError:
+    """The error cutting ``object_id``'s stream at an event about ``about``."""
+    if resuming:
+        return RemoteProtocolError(
+            f"the upstream resumed {kind} {object_id} with the events of another one ({about})"
+        )
+    return RemoteProtocolError(
+        f"the upstream's stream of {kind} {object_id} went on with the events of another one "
+        f"({about})"
+    )
+
+
+def skipped(kind: str, object_id: str | None, last: int, cursor: int) -> RemoteProtocolError:
+    """The error cutting a resumed stream whose events skip from ``last`` to ``cursor``."""
+    return RemoteProtocolError(
+        f"the upstream resumed {kind} {object_id} after sequence_number {last} with {cursor}"
+    )
 
 
 class Deviations:

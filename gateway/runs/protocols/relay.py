@@ -22,7 +22,7 @@ up by ``adoption.py``.
 
 The end. After the protocol's last word (``response.completed|failed|incomplete``, a chat
 chunk's ``[DONE]``), the end of the body is a clean end, and nothing after it but a ``[DONE]`` is
-relayed (``deviations.py``). A body
+relayed; an event about another object than the stream's cuts it (``deviations.py``). A body
 that ends or breaks before it (a ``[DONE]`` before a Responses stream's terminal event is such a
 break, and is not relayed) and cannot be resumed publishes ``runcast.upstream_lost``
 (``lost.py``) to the channels and the creator: a chat stream is never retried, since a retry
@@ -68,7 +68,7 @@ from ..readiness import Readiness
 from ..recovery import failure_reason, stopped_message
 from .adoption import take_over
 from .creator_hold import CreatorHold
-from .deviations import Deviations
+from .deviations import Deviations, foreign, skipped
 from .lost import OWNER_CHANGED, OWNER_LOST, UPSTREAM_LOST_EVENT, lost_event
 from .ownership import StreamAdoption, StreamOwnership
 from .publisher import ChannelPublisher
@@ -399,12 +399,10 @@ class StreamRelay:
                         self._deviations.after_end(self.object_id, sse.event)
                         continue
                     about = seen.about
-                    if self.resuming and about is not None and about != self.object_id:
+                    if about is not None and self.object_id is not None and about != self.object_id:
                         await self.emit(events)  # what came before it is this stream's
-                        raise RemoteProtocolError(
-                            f"the upstream resumed {self.spec.kind} {self.object_id} with the "
-                            f"events of another one ({about})"
-                        )
+                        kind = self.spec.kind
+                        raise foreign(kind, self.object_id, about, resuming=self.resuming)
                     if typed is None:
                         self._deviations.undecodable(self.object_id)
                     if seen.cursor is not None:
@@ -414,10 +412,7 @@ class StreamRelay:
                             # past a skip, what it left out would be lost unnoticed. Resumed
                             # again from the cursor, as after a cut.
                             await self.emit(events)
-                            raise RemoteProtocolError(
-                                f"the upstream resumed {self.spec.kind} {self.object_id} after "
-                                f"sequence_number {last} with {seen.cursor}"
-                            )
+                            raise skipped(self.spec.kind, self.object_id, last, seen.cursor)
                         if last is not None and seen.cursor <= last:
                             if self.resuming:
                                 continue  # already relayed before the cut

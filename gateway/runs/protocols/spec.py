@@ -43,7 +43,8 @@ class Seen(msgspec.Struct, frozen=True, gc=False):
     """The upstream can resume this stream after a cut (a background response)."""
     about: str | None = None
     """The id of the object this event carries (a lifecycle or terminal event's response):
-    a resumed stream whose events are about another object is not this stream's."""
+    a stream, first or resumed, whose events are about another object than the one its first
+    event named is not this stream's from that event on."""
     said: str | None = None
     """The message of an error event of the upstream's: a stream that then ends without its
     last word says it in its ``runcast.upstream_lost``."""

@@ -355,3 +355,45 @@ async def test_a_surrogate_pair_split_across_deltas_is_one_character_in_the_snap
     assert message["content"] == "smile \U0001f600 ok"
     halves = final["content"].encode("utf-16-le", "surrogatepass")
     assert halves.decode("utf-16-le") == message["content"]
+
+
+@pytest.mark.asyncio
+async def test_chunks_that_each_carry_their_own_id_are_one_completion(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    """Not refused, unlike a Responses event naming another response: servers give every chunk
+    an id of its own (llama.cpp before ggml-org/llama.cpp#5988, LiteLLM before
+    BerriAI/litellm#1572, microsoft/foundry-local#144). The stream is its first chunk id's: the
+    creator and that id's channel get every chunk, and its snapshot joins them."""
+    pieces = [("chatcmpl-a", "Hel", None), ("chatcmpl-b", "lo", None), ("chatcmpl-c", "", "stop")]
+    body = b""
+    for chunk_id, text, finish in pieces:
+        choice = {"index": 0, "delta": {"content": text}, "finish_reason": finish}
+        chunk = {"id": chunk_id, "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        body += b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n"
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body + b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        request = {"model": "m", "messages": _messages(), "stream": True}
+        async with session.post(f"{gateway.v1}/chat/completions", json=request) as response:
+            assert response.headers["runcast-completion-id"] == "chatcmpl-a"
+            creator = await read_sse(response, until=_ends)
+        own = f"{gateway.url}/streams/chat/chatcmpl-a"
+        async with session.get(own + "?since=0") as replay:
+            channel = await read_sse(replay, until=_ends)
+        snapshot = (await (await session.get(own + "/snapshot")).json())["snapshot"]
+    ids = [e.json()["id"] for e in creator.events if e.data != b"[DONE]"]
+    assert ids == ["chatcmpl-a", "chatcmpl-b", "chatcmpl-c"]
+    assert [_parsed(e) for e in channel.events] == [_parsed(e) for e in creator.events]
+    assert channel.events[-1].data == b"[DONE]"
+    assert snapshot["done"] is True and snapshot["error"] is None
+    assert snapshot["completion"]["id"] == "chatcmpl-a"
+    assert snapshot["completion"]["choices"][0]["message"]["content"] == "Hello"

@@ -961,3 +961,50 @@ async def test_events_after_the_terminal_event_are_dropped_and_logged_once(
     assert polls == []
     lines = [r.getMessage() for r in caplog.records if "after its terminal event" in r.getMessage()]
     assert len(lines) == 1 and "resp_late" in lines[0], lines
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("foreign", "stored"),
+    [(4, True), (1, True), (4, False)],
+    ids=["terminal-stored", "lifecycle-stored", "terminal-unstored"],
+)
+async def test_a_first_stream_naming_another_response_is_cut_there(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, foreign: int, stored: bool
+) -> None:
+    """resp_mine's stream goes on with resp_theirs's lifecycle or terminal event: it was taken
+    as resp_mine's, so its subscribers got the other's end and its snapshot named resp_theirs.
+    Refused as on a resumption: nothing from that event on is relayed, and the stream, cut
+    there, is polled to its end (stored) or ends with runcast.upstream_lost (protocol_error)."""
+    mine = _text_response("resp_mine", "mine")
+    theirs = _text_response("resp_theirs", "THEIRS")
+    final = orjson.loads(mine[-1].split(b"data: ", 1)[1])["response"]
+    creator, named, replay, snapshot, polls = await _relayed(
+        start_gateway,
+        session,
+        b"".join(mine[:foreign] + theirs[foreign:]),
+        "resp_mine",
+        lambda e: e.event in TERMINAL or e.event == "runcast.upstream_lost",
+        polled=final,
+        **({} if stored else {"store": False}),
+    )
+
+    for got in (creator, named, replay):
+        assert b"resp_theirs" not in b"".join(data for _, data in got.upstream), got.names
+        assert [e.json()["sequence_number"] for e in got.events[:foreign]] == list(range(foreign))
+    assert named.events == replay.events
+    assert snapshot["response"]["id"] == "resp_mine"
+    if stored:
+        assert polls == ["resp_mine"]
+        assert creator.names[-2:] == ["runcast.recovered", "response.completed"]
+        assert creator.events[-1].json()["response"]["id"] == "resp_mine"
+        assert named.names[-2:] == creator.names[-2:]
+        assert snapshot["response"]["status"] == "completed"
+        assert snapshot["response"]["output"][0]["content"][0]["text"] == "mine"
+    else:
+        assert polls == []
+        assert creator.names[-1] == named.names[-1] == "runcast.upstream_lost"
+        lost = creator.events[-1].json()
+        assert lost["reason"] == "protocol_error" and lost["id"] == "resp_mine"
+        assert "resp_theirs" in lost["error"]["message"]
+        assert snapshot["done"] is True and snapshot["error"]["code"] == "upstream_lost"
