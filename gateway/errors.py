@@ -75,7 +75,8 @@ class StreamTruncated(UpstreamError):
 
     ``last_status`` is the last run status seen on the stream (None if no run event arrived);
     ``run_id``/``thread_id`` identify the run when known. ``partial_event`` tells whether bytes of an
-    unterminated event were pending at EOF.
+    unterminated event were pending at EOF. ``early_done``: the stream did send ``done``, but
+    before the run's last word (a run stream ends it only after one, spec §2.1).
     """
 
     def __init__(
@@ -86,10 +87,11 @@ class StreamTruncated(UpstreamError):
         thread_id: str | None = None,
         partial_event: bool = False,
         kind: str = "run",
+        early_done: bool = False,
     ) -> None:
         if kind == "run":
-            said = f"upstream stream for run {run_id} ended without 'done' "
-            said += f"(last run status: {last_status})"
+            ended = "sent 'done' before the run ended" if early_done else "ended without 'done'"
+            said = f"upstream stream for run {run_id} {ended} (last run status: {last_status})"
         else:
             said = (
                 f"upstream stream of {kind} {run_id} ended before {_LAST_WORD.get(kind, 'its end')}"
@@ -100,6 +102,7 @@ class StreamTruncated(UpstreamError):
         self.run_id = run_id
         self.thread_id = thread_id
         self.partial_event = partial_event
+        self.early_done = early_done
 
 
 class StreamTooLarge(UpstreamError):

@@ -4,8 +4,9 @@ Functions of the relay's shared state (:class:`~gateway.runs.relay.RunRelay`, pa
 the events they publish are built in ``recovery.py``, and how a run's end is learnt is its
 protocol's (``recover``: ``assistants/recovery.py``, ``polling.py``).
 
-Upstream failures after the first event (:class:`~gateway.errors.StreamTruncated`, timeouts,
-connection loss, an oversized event) publish ``runcast.upstream_error``
+Upstream failures after the first event (:class:`~gateway.errors.StreamTruncated`: an EOF or a
+``done`` before the run's last word, that ``done`` never relayed; timeouts, connection loss, an
+oversized event) publish ``runcast.upstream_error``
 (``{"error": {...}, "reason", "last_status", "run_id", "thread_id"}``) to the channels at once.
 Recovery: the relay then polls ``GET .../runs/{run_id}`` with backoff, through outages, for up to
 ``recovery_timeout``. Once the run has settled (terminal or ``requires_action``) it publishes

@@ -7,8 +7,15 @@ keep the raw SSE pieces next to the typed event, so relaying needs no re-encodin
 
 How a stream ends (spec §2.1, §2.4, Appendix C):
 
-* ``data: [DONE]`` -> the :class:`~parsers.assistants.DoneEvent` item is yielded, then iteration
-  stops and the response is released; bytes after it are ignored (as the openai SDK does, §6.2).
+* ``data: [DONE]`` after the run's last word (as for an EOF, below) -> the
+  :class:`~parsers.assistants.DoneEvent` item is yielded, then iteration stops and the response is
+  released; bytes after it are ignored (as the openai SDK does, §6.2).
+* ``data: [DONE]`` before it (no terminal or ``requires_action`` run event, no ``event: error``):
+  the HTTP stream ended, the run did not (§2.1: a run stream ends at one of those). It is a
+  truncation like an EOF there: the ``done`` item is not yielded, the response is closed and
+  :class:`~gateway.errors.StreamTruncated` (``early_done`` set) is raised after the events before
+  it. Handed out, it would tell a relay the run's stream had ended cleanly, and no recovery
+  would learn how the run did end.
 * EOF (or a connection cut mid-body) without ``[DONE]``:
 
   - after a terminal run event (completed, incomplete, failed, cancelled, expired) or
@@ -195,7 +202,7 @@ class RunStream:
 
     @property
     def done(self) -> bool:
-        """True once ``[DONE]`` was received."""
+        """True once ``[DONE]`` ended the stream (after the run's last word)."""
         return self._done
 
     @property
@@ -266,6 +273,11 @@ class RunStream:
                 # Released on leaving: what is left of the body is read then (finish()).
                 self._finished = True
                 return
+            if self._deferred is not None:
+                # A `done` before the run's last word (_take): nothing after it is read.
+                self._finished = True
+                response.release()
+                return
         if self._max_bytes and self.bytes_read > self._max_bytes:
             self._finished = True
             response.release()
@@ -303,12 +315,18 @@ class RunStream:
         elif isinstance(sig, StreamError):
             self._last_error = event
         elif isinstance(sig, StreamEnd):
+            early = self._judge_eof(None, early_done=True)
+            if early is not None:
+                self._deferred = early  # a truncation, not an end (module docstring)
+                return
             self._done = True
         elif isinstance(sig, Empty) and decode_error is None:
             return  # empty-data event: nothing to relay (spec Appendix C)
         self._pending.append(StreamItem(event, sse, decode_error, sig))
 
-    def _judge_eof(self, cut: UpstreamConnectionError | None) -> StreamTruncated | None:
+    def _judge_eof(
+        self, cut: UpstreamConnectionError | None, *, early_done: bool = False
+    ) -> StreamTruncated | None:
         if self._last_error is not None or self._last_status in SETTLED_STATUSES:
             return None
         exc = StreamTruncated(
@@ -316,6 +334,7 @@ class RunStream:
             run_id=self._run_id,
             thread_id=self._thread_id,
             partial_event=self._decoder.truncated,
+            early_done=early_done,
         )
         exc.__cause__ = cut
         return exc

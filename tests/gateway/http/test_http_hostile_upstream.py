@@ -586,6 +586,54 @@ async def test_connection_dropped_mid_event_is_reported_and_recovered(
     assert_quiet(caplog, expected=("upstream stream failed", *NO_LISTS))
 
 
+@pytest.mark.asyncio
+async def test_done_before_the_runs_end_is_a_cut_and_recovered(
+    env: Env, bystander: Bystander, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = golden_events(BAD_RUN, BAD_THREAD)
+    # The body ends cleanly with `done`, but the run is still in progress: no terminal status,
+    # no `requires_action`. It used to count as the run's end: `done` relayed, nothing polled,
+    # subscribers left waiting on a channel that never ended.
+    env.upstream.script(
+        BAD_THREAD, Script([Send(sse_body(events[:8]) + b"event: done\ndata: [DONE]\n\n")])
+    )
+    env.upstream.poll(BAD_RUN, "in_progress", "completed")
+
+    watch = await watch_run(env, BAD_THREAD)
+    await watch.finish()
+
+    error = upstream_error(watch.run)
+    assert error["reason"] == "stream_truncated"
+    assert error["last_status"] == "in_progress"
+    assert "sent 'done' before the run ended" in error["error"]["message"]
+    # The early `done` is not relayed: the one `done` comes after the recovered run.
+    tail = recovered_tail(watch.run, env.upstream.polled[BAD_RUN][-1])
+    for sub in (watch.run, watch.thread):
+        assert pairs(sub) == [*events[:8], ("runcast.upstream_error", errors(sub)[0].data), *tail]
+        assert sub.seqs == list(range(1, 13))
+    assert pairs(watch.creator) == [*events[:8], *tail]
+    assert ws_view(pairs(watch.ws)) == ws_view(pairs(watch.run))
+    snapshot = await env.snapshot(BAD_RUN)
+    assert snapshot["snapshot"]["status"] == "completed"
+    info = await env.gateway.broker.channel_info(f"run:{BAD_RUN}")
+    assert info is not None and info.ended
+    # The channel ended: a subscriber reading past `done` gets the end of the body, and a
+    # WebSocket close 1000, after the same events.
+    url = f"{env.url}/streams/runs/{BAD_RUN}?since=0"
+    async with asyncio.timeout(WAIT):
+        async with env.session.get(url) as late:
+            replay = await read_sse(late, Subscriber(), stop_at_done=2)
+        async with env.session.ws_connect(url) as ws:
+            frames = [orjson.loads(msg.data) async for msg in ws]
+    assert replay.ended and pairs(replay) == pairs(watch.run)
+    assert [frame["event"] for frame in frames] == [name for name, _ in pairs(watch.run)]
+    assert ws.close_code == 1000
+    await bystander.release()
+    await env.health()
+    assert env.gateway.relays.statistics().failed == 0
+    assert_quiet(caplog, expected=("upstream stream failed", *NO_LISTS))
+
+
 # -- bad requests ---------------------------------------------------------------------------------
 
 

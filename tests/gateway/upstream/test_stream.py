@@ -181,6 +181,47 @@ async def test_clean_eof_mid_run_is_truncation(raw_server: RawServerFactory) -> 
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("chunks", [None, [1], [64]], ids=["whole", "1", "64"])
+async def test_done_before_the_runs_last_word_is_truncation(
+    upstream: FakeUpstream, client: UpstreamClient, chunks: list[int] | None
+) -> None:
+    # A `done` while the run is in progress ends the HTTP stream, not the run (spec §2.1): it
+    # is not handed out, and what follows it is not read (the completed run below included).
+    raw = fixture_bytes("A-text.sse")
+    before = cut_after(raw, b"thread.message.delta")
+    upstream.route(
+        "POST", RUNS, reply_sse(before + b"event: done\ndata: [DONE]\n\n" + raw, chunks=chunks)
+    )
+    names: list[str] = []
+    with pytest.raises(StreamTruncated) as info:
+        async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
+            async for item in stream:
+                names.append(item.name)
+    assert names == [e for e, _ in wire_events(before)]
+    assert not stream.done
+    exc = info.value
+    assert exc.early_done is True and exc.partial_event is False
+    assert (exc.last_status, exc.run_id, exc.thread_id) == ("in_progress", "run_7Lm", "thread_9Qx")
+    assert "sent 'done' before the run ended" in str(exc)
+    assert client.statistics().open_responses == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("last_word", [b"thread.run.requires_action", b"error"])
+async def test_done_after_requires_action_or_an_error_event_is_an_end(
+    upstream: FakeUpstream, client: UpstreamClient, last_word: bytes
+) -> None:
+    name = "B1-requires-action.sse" if last_word != b"error" else "C-error-event.sse"
+    body = cut_after(fixture_bytes(name), last_word) + b"event: done\ndata: [DONE]\n\n"
+    upstream.route("POST", RUNS, reply_sse(body, chunks=[7]))
+    async with client.stream_run("thread_9Qx", {"assistant_id": "asst_42"}) as stream:
+        items = await collect(stream)
+    assert [(i.name, i.data_bytes) for i in items] == wire_events(body)
+    assert isinstance(items[-1].event, DoneEvent)
+    assert stream.done
+
+
+@pytest.mark.asyncio
 async def test_eof_before_any_run_event_is_truncation_with_known_ids(
     raw_server: RawServerFactory,
 ) -> None:
