@@ -14,7 +14,8 @@ Once the response has started, the hub writes frames directly to the connection'
   the connection. Response compression must stay off (it would expect to see the body).
 - WebSocket: server frames are unmasked and written whole (RFC 6455 section 5.2), as aiohttp's own
   writer does for uncompressed frames, so our frames and aiohttp's pongs and close frame never
-  interleave inside a frame. Compression is not negotiated. The client's frames are read by one
+  interleave inside a frame. Compression is not negotiated. A client's frame that is not masked
+  closes the connection with 1002 (``wsmask.py``). The client's frames are read by one
   task per connection, which answers its pings, notices its close, and tells the sink of every
   frame, so that a peer that stops answering the hub's pings is cut off (``sinks.py``).
 
@@ -45,6 +46,7 @@ from aiohttp.http_writer import HttpVersion11
 from gateway.errors import SubscriberError
 from gateway.hub.broker import Broker, EndReason, FrameFormat, Position, Subscription
 from gateway.hub.sinks import TransportSink
+from gateway.hub.wsmask import StrictWebSocketResponse
 
 __all__ = [
     "SSE_HEADERS",
@@ -223,7 +225,9 @@ async def serve_websocket(
     (service restart) after ``runcast.shutdown`` when the hub shuts down.
     """
     settings = broker.settings
-    ws: web.WebSocketResponse = web.WebSocketResponse(
+    # A client's frame that is not masked closes it with 1002 (wsmask.py), as aiohttp's reader
+    # does for its other protocol errors.
+    ws: web.WebSocketResponse = StrictWebSocketResponse(
         compress=False,
         autoping=False,  # the reader answers pings and sees pongs (_read_until_closed)
         autoclose=False,  # and answers a close frame, with 1002 for a code no peer may send

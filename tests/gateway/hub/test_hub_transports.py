@@ -613,3 +613,109 @@ async def test_a_close_frame_is_answered_1000_or_1002_for_a_code_no_peer_may_sen
         await ws.close(code=code)
     assert ws.close_code == answer
     await hub.wait_subscribers(THREAD, 0)
+
+
+_WS_UPGRADE = (
+    "GET /ws/{channel}?create=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+
+
+def client_frame(opcode: int, payload: bytes = b"", *, masked: bool = True) -> bytes:
+    """A whole client frame (RFC 6455 section 5.2); a 16-bit length from 126 bytes on."""
+    n = len(payload)
+    mask_bit = 0x80 if masked else 0
+    length = bytes([mask_bit | n]) if n < 126 else bytes([mask_bit | 126]) + n.to_bytes(2, "big")
+    if not masked:
+        return bytes([0x80 | opcode]) + length + payload
+    key = b"\x01\x02\x03\x04"
+    return (
+        bytes([0x80 | opcode]) + length + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    )
+
+
+async def server_frames(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
+    """The server's frames (opcode, payload) up to its close frame or the end of the stream."""
+    frames: list[tuple[int, bytes]] = []
+    async with asyncio.timeout(5):
+        while head := await reader.read(2):
+            if len(head) == 1:
+                head += await reader.readexactly(1)
+            n = head[1] & 0x7F
+            if n == 126:
+                n = int.from_bytes(await reader.readexactly(2), "big")
+            frames.append((head[0] & 0x0F, await reader.readexactly(n)))
+            if frames[-1][0] == 0x8:
+                break
+    return frames
+
+
+UNMASKED_TEXT = client_frame(0x1, b"hello", masked=False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("with_upgrade", "writes", "pongs"),
+    [
+        (b"", [UNMASKED_TEXT], 0),
+        (b"", [client_frame(0xA, b"pong", masked=False)], 0),
+        # Frames before it are read as usual (the ping answered), their lengths followed.
+        (b"", [client_frame(0x1, b"x" * 300) + client_frame(0x9, b"p") + UNMASKED_TEXT], 1),
+        (b"", [UNMASKED_TEXT[:1], UNMASKED_TEXT[1:]], 0),
+        (UNMASKED_TEXT, [], 0),
+    ],
+    ids=["text", "control", "after-masked-frames", "header-split", "with-the-upgrade"],
+)
+async def test_an_unmasked_client_frame_closes_the_websocket_with_1002(
+    hub: Hub, with_upgrade: bytes, writes: list[bytes], pongs: int
+) -> None:
+    # RFC 6455 section 5.1: "The server MUST close the connection upon receiving a frame that
+    # is not masked." aiohttp's reader took it, and the connection went on.
+    request = _WS_UPGRADE.format(channel=THREAD).encode() + with_upgrade
+    reader, writer = await raw_request(hub.port, request)
+    try:
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        if writes:  # (a frame that came with the upgrade may end the subscription at once)
+            await hub.wait_subscribers(THREAD, 1)
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # each write a read of its own
+        frames = await server_frames(reader)
+        assert frames[:pongs] == [(0xA, b"p")] * pongs
+        assert frames[pongs:] == [(0x8, (1002).to_bytes(2, "big"))]
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # then the connection ends
+        await hub.wait_subscribers(THREAD, 0)
+    finally:
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_masked_client_frames_of_every_length_keep_the_websocket_open(hub: Hub) -> None:
+    reader, writer = await raw_request(hub.port, _WS_UPGRADE.format(channel=THREAD).encode())
+    try:
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        await hub.wait_subscribers(THREAD, 1)
+        sent = b"".join(client_frame(0x1, b"y" * n) for n in (0, 1, 125, 126, 4000))
+        for i in range(0, len(sent), 7):  # the frame headers split every which way
+            writer.write(sent[i : i + 7])
+        writer.write(client_frame(0x9, b"still here"))
+        async with asyncio.timeout(5):
+            assert await reader.readexactly(12) == b"\x8a\x0astill here"
+        await hub.publish(THREAD, ev(1))
+        [(opcode, payload)] = await asyncio.wait_for(_one_frame(reader), 5)
+        assert opcode == 0x1 and json.loads(payload)["event"] == "tick"
+    finally:
+        writer.close()
+
+
+async def _one_frame(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
+    head = await reader.readexactly(2)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    return [(head[0] & 0x0F, await reader.readexactly(n))]
