@@ -196,10 +196,17 @@ class TokenAuthority:
             )
         except jwt.ExpiredSignatureError:
             raise RequestError(401, "subscribe token has expired", code="token_expired") from None
-        except (jwt.InvalidTokenError, UnicodeError) as exc:
-            # UnicodeError: a credential whose bytes are not UTF-8 (no token is).
+        except jwt.InvalidTokenError as exc:
             raise RequestError(
                 401, f"invalid subscribe token: {exc}", code="invalid_token"
+            ) from None
+        except UnicodeError:
+            # A credential whose bytes are not UTF-8 (no token is): refused as any bad token,
+            # never with the codec's text. It is checked here, never forwarded, so not the 400
+            # of a header that cannot go upstream (headers.forwardable); a runcast key in that
+            # state is a 401 likewise (CallerAuth).
+            raise RequestError(
+                401, "invalid subscribe token: not UTF-8", code="invalid_token"
             ) from None
         scope = claims.get("sub")
         allowed = {channel}

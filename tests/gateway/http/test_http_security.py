@@ -656,6 +656,22 @@ async def test_a_header_that_cannot_go_byte_for_byte_is_a_400(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/streams/runs/run_1", "/streams/runs/run_1/snapshot"])
+async def test_a_subscribe_token_that_is_not_utf8_is_an_invalid_token(
+    start_runcast: StartRuncast, recording: Recording, path: str
+) -> None:
+    # A subscribe token is checked, never forwarded: a 401 as for any bad token (a runcast key
+    # in that state is a 401 likewise), whose message used to be the codec's exception text.
+    runcast = await start_runcast(recording.url, subscribe_auth="token")
+    raw = await runcast.raw(raw_get(path, b"Authorization: Bearer \xff\xfe"))
+    status, answer = parse_answer(raw)
+    assert status == 401, answer
+    assert answer["error"]["code"] == "invalid_token"
+    assert answer["error"]["message"] == "invalid subscribe token: not UTF-8"
+    assert recording.requests == []
+
+
+@pytest.mark.asyncio
 async def test_headers_in_utf8_go_byte_for_byte(
     start_runcast: StartRuncast, recording: Recording
 ) -> None:
