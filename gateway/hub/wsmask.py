@@ -16,10 +16,10 @@ upgrade request included (aiohttp feeds those to its reader as it installs it).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, web
-from aiohttp.http import WebSocketReader, WebSocketWriter
+from aiohttp.http import WebSocketReader
 
 __all__ = ["MaskScan", "MaskedFrames", "StrictWebSocketResponse"]
 
@@ -118,18 +118,30 @@ class MaskedFrames:
 
 
 class StrictWebSocketResponse(web.WebSocketResponse):
-    """A ``WebSocketResponse`` whose peer's unmasked frames close it with 1002."""
+    """A ``WebSocketResponse`` whose peer's unmasked frames close it with 1002.
 
-    def _post_start(
-        self, request: web.BaseRequest, protocol: str | None, writer: WebSocketWriter
-    ) -> None:
+    It reaches into aiohttp's private ``_post_start``, ``RequestHandler._message_tail`` and
+    ``_payload_parser`` (the tests of ``test_hub_transports.py`` fail if they change); an aiohttp
+    without them reads frames its own way (unmasked ones taken) rather than failing every
+    subscription.
+    """
+
+    def _post_start(self, request: web.BaseRequest, *args: Any, **kwargs: Any) -> None:
         handler = request.protocol
+        early = getattr(handler, "_message_tail", None)
+        if not isinstance(early, bytes) or not hasattr(handler, "_payload_parser"):
+            super()._post_start(request, *args, **kwargs)
+            return
         # aiohttp feeds the bytes that came after the upgrade request to its reader as it
         # installs it: they go through the scan too.
-        early, handler._message_tail = handler._message_tail, b""
-        super()._post_start(request, protocol, writer)
-        assert self._parser is not None and self._reader is not None
-        checked = MaskedFrames(self._parser, self._reader)
+        handler._message_tail = b""
+        super()._post_start(request, *args, **kwargs)
+        parser, queue = getattr(self, "_parser", None), getattr(self, "_reader", None)
+        if parser is None or queue is None or handler._payload_parser is not parser:
+            if early and handler._payload_parser is not None:
+                handler._payload_parser.feed_data(early)
+            return
+        checked = MaskedFrames(parser, queue)
         handler._payload_parser = checked
         if early:
             checked.feed_data(early)  # as aiohttp does, its eof left to the reader's queue
