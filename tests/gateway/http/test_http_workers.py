@@ -12,10 +12,12 @@ import resource
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import jwt
 import psutil
 import pytest
 import pytest_asyncio
@@ -27,12 +29,15 @@ from http_helpers import (
     clean_environ,
     new_thread,
     sdk_client,
+    sse_subscribe,
     stream_run,
+    subscription_ended,
 )
 from openai import AsyncOpenAI
 from redis_server import RedisServer  # tests/gateway/hub, on the path from conftest.py
 from test_http_recovery import free_port, start_mock_process, stop
 
+from gateway import workers as supervising
 from gateway.cli import main
 from gateway.http.state import SETTINGS
 from gateway.state.redis import STATE_NAMESPACE, state_client
@@ -112,8 +117,9 @@ async def start_set(
 @contextlib.asynccontextmanager
 async def supervisor(
     redis_url: str, upstream: str, port: int, *extra: str
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process]]]:
-    """``runcast serve --workers 2`` once both workers listen: (supervisor, workers)."""
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process], list[str]]]:
+    """``runcast serve --workers 2`` once both workers listen: (supervisor, workers, the stderr
+    lines so far and to come)."""
     proc = await start_set(redis_url, upstream, port, "--node-id", "box", *extra)
     lines: list[str] = []
     listening = asyncio.Event()
@@ -131,9 +137,11 @@ async def supervisor(
         async with asyncio.timeout(WAIT):
             await listening.wait()
         workers = psutil.Process(proc.pid).children()
-        yield proc, workers
+        yield proc, workers, lines
     finally:
         if proc.returncode is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers += psutil.Process(proc.pid).children()  # a worker started again
             proc.kill()
             await proc.wait()
         for worker in workers:
@@ -155,7 +163,7 @@ async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
     redis_server: RedisServer, mock_url: str
 ) -> None:
     port = free_port()
-    async with supervisor(redis_server.url, mock_url, port) as (proc, workers):
+    async with supervisor(redis_server.url, mock_url, port) as (proc, workers, _):
         assert len(workers) == 2
         assert sorted(w.cmdline()[-1] for w in workers) == ["box-0", "box-1"]
         for worker in workers:
@@ -180,15 +188,127 @@ async def test_two_workers_share_the_port_serve_runs_and_stop_on_sigterm(
         assert all(gone(w) for w in workers)
 
 
+def thread_token(thread_id: str) -> str:
+    claims = {"sub": f"thread:{thread_id}", "iss": "runcast", "exp": int(time.time() + 60)}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def serving(workers: list[psutil.Process], response: aiohttp.ClientResponse) -> psutil.Process:
+    """The worker holding ``response``'s connection."""
+    assert response.connection is not None and response.connection.transport is not None
+    client = response.connection.transport.get_extra_info("sockname")[1]
+    [worker] = [
+        w for w in workers if any(c.raddr and c.raddr.port == client for c in w.net_connections())
+    ]
+    return worker
+
+
+async def wait_for(lines: list[str], text: str, count: int = 1) -> None:
+    async with asyncio.timeout(WAIT):
+        while sum(text in line for line in lines) < count:
+            await asyncio.sleep(0.01)
+
+
 @pytest.mark.asyncio
-async def test_a_worker_dying_stops_the_set_with_status_1(
+async def test_a_killed_worker_is_started_again_and_the_other_keeps_its_streams(
     redis_server: RedisServer, mock_url: str
 ) -> None:
-    async with supervisor(redis_server.url, mock_url, free_port()) as (proc, workers):
-        workers[0].kill()
+    # It stopped the set (status 1): every client of the healthy worker lost its stream.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with (
+        supervisor(redis_server.url, mock_url, port) as (proc, workers, lines),
+        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as probe,
+        AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-x", max_retries=0, timeout=30) as sdk,
+    ):
+        assistant_id, thread_id = await new_thread(sdk)
+        url = f"{base}/streams/threads/{thread_id}?token={thread_token(thread_id)}"
+        response, subscriber = await sse_subscribe(session, url)
+        survivor = serving(workers, response)
+        [victim] = [w for w in workers if w.pid != survivor.pid]
+        index = victim.environ()[supervising.WORKER_ENV]
+        victim.kill()
+        # Reaped, not only a zombie: a zombie's other threads may still hold its listening
+        # socket, and a connection the kernel hands that socket as it closes is refused.
         async with asyncio.timeout(WAIT):
-            assert await proc.wait() == 1
-        assert all(gone(w) for w in workers)
+            while psutil.pid_exists(victim.pid):
+                await asyncio.sleep(0.01)
+
+        # A new connection each time: the port answers throughout, then from both workers.
+        after = 0
+        async with asyncio.timeout(WAIT):
+            while after < 20:
+                restarted = sum("listening on" in line for line in lines) == 3
+                async with probe.get(f"{base}/healthz") as health:
+                    assert health.status == 200
+                after += restarted
+        assert proc.returncode is None
+        children = psutil.Process(proc.pid).children()
+        assert survivor in children
+        [started] = [c for c in children if c.pid not in (w.pid for w in workers)]
+        assert started.environ()[supervising.WORKER_ENV] == index
+        assert started.cmdline()[-2:] == ["--node-id", f"box-{index}r1"]
+        [death] = [line for line in lines if "killed by SIGKILL" in line]
+        assert f"worker {index} (pid {victim.pid})" in death
+        assert f"starting it again in 0.1s as node box-{index}r1" in death
+
+        # The stream held on the survivor was never cut: a run made now reaches it.
+        assert not subscriber.done()
+        await stream_run(sdk, assistant_id, thread_id)
+        received = await subscription_ended(response, subscriber)
+        assert not received.ended and received.names[-2:] == ["thread.run.completed", "done"]
+
+
+@pytest.mark.asyncio
+async def test_workers_dying_over_and_over_stop_the_set_with_status_1(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    # A port held without SO_REUSEPORT: every worker, and every one started again, fails to
+    # listen and exits 1 at once. It exited 1 at the first death, restarting nothing.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = await start_set(redis_server.url, mock_url, taken.getsockname()[1])
+        async with asyncio.timeout(WAIT):
+            _, err = await proc.communicate()
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert "giving up, stopping the others" in text, text
+    limit, window = supervising.CRASH_LIMIT, supervising.CRASH_WINDOW
+    assert text.count("exited with status 1: starting it again in") == limit - 1
+    assert text.count("exited with status 1\n") == 1
+    assert f"{limit} worker deaths within {window:g}s: giving up, stopping the others" in text
+
+
+@pytest.mark.asyncio
+async def test_a_stop_signal_while_a_worker_waits_to_start_again_stops_the_set(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    port = free_port()
+    async with supervisor(redis_server.url, mock_url, port) as (proc, workers, lines):
+        workers[0].kill()
+        await wait_for(lines, "starting it again in")
+        started = psutil.Process(proc.pid).children()  # the new worker, if it is on its way
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            # 1 when the new worker had started and the signal ended it before it could drain.
+            assert await proc.wait() in (0, 1)
+            while not all(gone(w) for w in [*workers, *started]):
+                await asyncio.sleep(0.05)
+        assert not [
+            p for p in psutil.process_iter(["cmdline"]) if str(port) in (p.info["cmdline"] or [])
+        ]
+
+
+def test_the_delay_before_a_worker_starts_again_doubles_until_it_lived_long_enough() -> None:
+    delays = [supervising.next_delay(None, 0.0)]
+    while len(delays) < 8:
+        delays.append(supervising.next_delay(delays[-1], 1.0))
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert supervising.next_delay(5.0, supervising.STEADY_AFTER) == 0.1
+    names = [supervising.worker_node_id("box", 3, restarts) for restarts in range(3)]
+    assert names == ["box-3", "box-3r1", "box-3r2"]
 
 
 @pytest.mark.asyncio
@@ -196,7 +316,7 @@ async def test_workers_do_not_outlive_a_killed_supervisor(
     redis_server: RedisServer, mock_url: str
 ) -> None:
     # They kept answering on the port as orphans, and a new set shared it with them.
-    async with supervisor(redis_server.url, mock_url, free_port()) as (proc, workers):
+    async with supervisor(redis_server.url, mock_url, free_port()) as (proc, workers, _):
         proc.kill()
         await proc.wait()
         async with asyncio.timeout(WAIT):
