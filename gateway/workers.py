@@ -64,7 +64,8 @@ STEADY_AFTER = 30.0
 at start a tight loop)."""
 
 CRASH_LIMIT = 5
-"""Deaths of workers, any of them, within :data:`CRASH_WINDOW` that stop the set (status 1)."""
+"""Deaths of workers, any of them, within :data:`CRASH_WINDOW` that stop the set (status 1);
+one per worker when there are more (an OOM kill that takes several at once is no loop)."""
 CRASH_WINDOW = 60.0
 
 _PR_SET_PDEATHSIG = 1
@@ -107,6 +108,7 @@ def supervise(argv: Sequence[str], *, count: int, node_id: str, stop_timeout: fl
     delays: list[float | None] = [None] * count
     due: dict[int, float] = {}  # index -> when the dead worker of that index starts again
     deaths: collections.deque[float] = collections.deque()
+    crash_limit = max(CRASH_LIMIT, count)
 
     def start(i: int) -> None:
         node = worker_node_id(node_id, i, restarts[i])
@@ -136,7 +138,7 @@ def supervise(argv: Sequence[str], *, count: int, node_id: str, stop_timeout: fl
         deaths.append(now)
         while deaths[0] <= now - CRASH_WINDOW:
             deaths.popleft()
-        if len(deaths) >= CRASH_LIMIT:
+        if len(deaths) >= crash_limit:
             log.error("worker %d (pid %d) %s", i, child.pid, how)
             return 1
         delay = delays[i] = next_delay(delays[i], now - started[i])
@@ -177,7 +179,7 @@ def supervise(argv: Sequence[str], *, count: int, node_id: str, stop_timeout: fl
             if status == 1:
                 log.error(
                     "%d worker deaths within %gs: giving up, stopping the others",
-                    *(CRASH_LIMIT, CRASH_WINDOW),
+                    *(crash_limit, CRASH_WINDOW),
                 )
             forward(signal.SIGTERM, None)
         deadline = time.monotonic() + stop_timeout
