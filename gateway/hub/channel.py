@@ -17,10 +17,11 @@ when the channel ends or is dropped. The timer belongs to the channel and is can
 Each channel charges what it retains (history, reducer state, cached snapshot) to the broker's
 ``HubCounters.retained_bytes``; ``budget.py`` decides what to evict when that is over the budget.
 
-A channel that ended, or that rests (the broker calls :meth:`Channel.pack` once nothing was
-published to it for ``PACK_AFTER`` seconds), keeps its reducer pickled and its history in tuples
-(``packed.py``): the cycle collector then tracks next to nothing of it. It unpacks on the next
-publish.
+A channel that ended, whose stream just ended (a batch ending with one of :data:`STREAM_ENDS`:
+a thread's channel between two runs, a conversation's between two responses), or that rests (the
+broker calls :meth:`Channel.pack` once nothing was published to it for ``PACK_AFTER`` seconds)
+keeps its reducer pickled and its history in tuples (``packed.py``): the cycle collector then
+tracks next to nothing of it. It unpacks on the next publish.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ FLUSH_AT_ONCE = frozenset(
 )
 """Events that end a stream (or wait for someone's action): never held back by coalescing."""
 
+STREAM_ENDS = frozenset({"done", "response.completed", "response.incomplete", "response.failed"})
+"""The last events of a stream (with a chat stream's ``[DONE]``): the channel packs after them."""
+
 PACK_AFTER = 5.0
 """Seconds without a publish after which the broker packs a channel (``packed.py``)."""
 
-__all__ = ["FLUSH_AT_ONCE", "PACK_AFTER", "Channel", "check_names", "stored_events"]
+__all__ = ["FLUSH_AT_ONCE", "PACK_AFTER", "STREAM_ENDS", "Channel", "check_names", "stored_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +222,9 @@ class Channel:
         self._counters.bytes_published += nbytes
         if deliver:
             self.deliver(first_seq, events, stored, now)
+        last = events[-1]
+        if last.name in STREAM_ENDS or last.data == b"[DONE]":
+            self.pack()  # its stream ended: it rests until the next one
         return first_seq
 
     def deliver(

@@ -44,8 +44,17 @@ def _events(path: str) -> list[HubEvent]:
     return [HubEvent(e.event or "message", e.data_bytes) for e in sse]
 
 
-def _channel(name: str) -> Channel:
-    return Channel(name, settings(), HubCounters(), _reducer(name), now=0.0, epoch="e")
+class _Live(Channel):
+    """A channel that never packs: the previous design, the reference."""
+
+    __slots__ = ()
+
+    def pack(self) -> None:
+        pass
+
+
+def _channel(name: str, kind: type[Channel] = Channel) -> Channel:
+    return kind(name, settings(), HubCounters(), _reducer(name), now=0.0, epoch="e")
 
 
 def _tracked(root: Channel) -> int:
@@ -69,25 +78,32 @@ def _tracked(root: Channel) -> int:
 def test_a_packed_channel_serves_the_same_snapshots_and_folds_on(name: str, path: str) -> None:
     events = _events(path)
     half = len(events) // 2
-    reference, packed = _channel(name), _channel(name)
+    reference, packed = _channel(name, _Live), _channel(name)
     reference.publish(events[:half], 1.0)
     packed.publish(events[:half], 1.0)
+    assert not packed.packed  # mid-stream
     packed.pack()
     assert packed.packed
     assert packed.snapshot().data == reference.snapshot().data
     assert packed.packed  # a snapshot is made from a copy: the channel stays packed
-    reference.publish(events[half:], 2.0)
-    packed.publish(events[half:], 2.0)  # unpacks and folds on
+    reference.publish(events[half:-1], 2.0)
+    packed.publish(events[half:-1], 2.0)  # unpacks and folds on
     assert not packed.packed
+    assert packed.snapshot().data == reference.snapshot().data
+    reference.publish(events[-1:], 3.0)
+    packed.publish(events[-1:], 3.0)  # the stream's last event: it packs at once
+    assert packed.packed
     assert packed.snapshot().data == reference.snapshot().data
     assert [e for _, e in packed._history.after(0)] == [e for _, e in reference._history.after(0)]
 
 
 @pytest.mark.parametrize(("name", "path"), CASES)
 def test_an_ended_channel_leaves_the_collector_next_to_nothing(name: str, path: str) -> None:
-    ch = _channel(name)
+    live, ch = _channel(name, _Live), _channel(name)
+    live.publish(_events(path), 1.0)
+    live.end(2.0)
+    before = _tracked(live)
     ch.publish(_events(path), 1.0)
-    before = _tracked(ch)
     ch.end(2.0)  # ends and packs
     gc.collect()  # untracks the history's tuples (their items are untracked)
     after = _tracked(ch)
@@ -161,9 +177,11 @@ async def test_the_broker_packs_a_channel_nothing_was_published_to_for_a_while(
             if channel.packed:
                 break
         assert channel.packed, "a thread channel at rest was not packed"
-        await broker.publish(["thread:t1"], events[5:])
+        await broker.publish(["thread:t1"], events[5:-1])
         assert not channel.packed
-        reference = _channel("thread:t1")
+        await broker.publish(["thread:t1"], events[-1:])  # `done`: the run's stream ended
+        assert channel.packed
+        reference = _channel("thread:t1", _Live)
         reference.publish(events, 0.0)
         snapshot = await broker.snapshot("thread:t1")
         assert snapshot is not None and snapshot.data == reference.snapshot().data
