@@ -23,9 +23,9 @@ from aiohttp import web
 from gateway import flags
 from gateway.errors import ConfigError, ListenError
 from gateway.heap import tune_collector
-from gateway.http.listener import listen_failure
 from gateway.mock.app import create_app
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
+from gateway.mock.site import start_site
 
 __all__ = ["add_arguments", "main", "run", "serve", "settings_from_args"]
 
@@ -128,12 +128,7 @@ async def serve(
     runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0)
     await runner.setup()
     try:
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:  # socket.gaierror too: a host that does not resolve
-            raise listen_failure(host, port, exc) from exc
-        bound = runner.addresses[0][1]
-        url = f"http://{host}:{bound}/v1"
+        url = await start_site(runner, host, port) + "/v1"
         if on_ready is not None:
             on_ready(url)
         stop = asyncio.Event()

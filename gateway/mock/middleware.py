@@ -4,10 +4,14 @@ In order: an ``Authorization: Bearer <anything>`` header is required (401 otherw
 known Assistants routes (``/v1/assistants``, ``/v1/threads``), ``OpenAI-Beta: assistants=v2``
 (400 ``invalid_beta``, spec §1.1); the Responses and Chat routes need no beta header. Every error,
 ours (:class:`~gateway.mock.errors.APIError`) or aiohttp's (unknown URL, wrong method, body too
-large), leaves as OpenAI's JSON error body (spec §1.5).
+large), leaves as OpenAI's JSON error body (spec §1.5). A client that leaves before its body
+is read whole, or while its answer is written, is one debug line (as in ``gateway.http.errors``):
+re-raised, aiohttp would log it as an ERROR with a traceback and try to answer a 500.
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -16,6 +20,8 @@ from gateway.mock.errors import APIError, ErrorBody
 from gateway.mock.objects import ENCODER
 
 __all__ = ["api_middleware", "error_response"]
+
+log = logging.getLogger(__name__)
 
 _MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -67,6 +73,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         else:
             message = exc.reason
         return error_response(APIError(exc.status, message, headers=_allow(exc)))
+    except ConnectionResetError:
+        # Its own doing, not the simulator's: any response ends it quietly (aiohttp finds the
+        # connection gone and writes nothing; the access log shows the 499).
+        log.debug("client %s left during %s %s", request.remote, request.method, request.path)
+        return web.Response(status=499, reason="Client Closed Request")
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str]:

@@ -13,6 +13,7 @@ from openai import AsyncOpenAI
 
 from gateway.mock import MockSettings, create_app
 from gateway.mock.app import SERVICE_KEY
+from gateway.mock.site import start_site
 
 # Small and deterministic: a few deltas per message keep every test fast.
 TEST_SETTINGS: dict[str, Any] = {"deltas": 6, "tokens_per_delta": 2, "seed": 7}
@@ -27,10 +28,7 @@ async def start_mock() -> AsyncIterator[StartMock]:
         runner = web.AppRunner(app, shutdown_timeout=30.0)
         await runner.setup()
         runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        base_url = f"http://127.0.0.1:{port}/v1"
+        base_url = await start_site(runner, "127.0.0.1", 0) + "/v1"  # as `runcast mock` serves
         return MockServer(base_url=base_url, service=app[SERVICE_KEY], runner=runner)
 
     yield start
