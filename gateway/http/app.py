@@ -94,7 +94,7 @@ from .framing import close_unframed
 from .headers import nosniff
 from .health import READINESS, Readiness, UpstreamProbe, healthz, readyz
 from .hosts import HostCheck
-from .listener import listen_failure, version_middleware
+from .listener import version_middleware
 from .logcontext import log_context_middleware
 from .protocol_streams import add_protocol_stream_routes
 from .proxy import proxy
@@ -290,20 +290,19 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = web.AppRunner(
         create_simulator(settings.simulator), shutdown_timeout=2.0, access_log=None
     )
+    # Here, not at the top: gateway.mock.site serves through gateway.http's listener.
+    from gateway.mock.site import start_site
+
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.simulator_host, settings.simulator_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise listen_failure(
-                settings.simulator_host,
-                settings.simulator_port,
-                exc,
-                what="embedded simulator, --sim-port",
-            ) from exc
-        host, port = runner.addresses[0][:2]
-        url = f"http://{host}:{port}/v1"
+        # Served as `runcast mock` serves it: a malformed request gets a JSON 400, no traceback.
+        base = await start_site(
+            runner,
+            settings.simulator_host,
+            settings.simulator_port,
+            what="embedded simulator, --sim-port",
+        )
+        url = f"{base}/v1"
         app[UPSTREAM_URL] = url
         log.info(
             "no upstream configured (--upstream / RUNCAST_UPSTREAM_URL): using the "

@@ -205,11 +205,18 @@ class Listener:
         self._warned_at = -_WARN_EVERY
 
     async def bind(
-        self, host: str, port: int, *, backlog: int = DEFAULT_BACKLOG, reuse_port: bool = False
+        self,
+        host: str,
+        port: int,
+        *,
+        backlog: int = DEFAULT_BACKLOG,
+        reuse_port: bool = False,
+        what: str = "",
     ) -> asyncio.Server:
         """Bind ``host:port`` without accepting yet; :class:`ListenError` when that fails (an
         address in use, a host that does not resolve), before anything else has started.
-        ``reuse_port``: share the port with the other workers of ``--workers`` (SO_REUSEPORT)."""
+        ``reuse_port``: share the port with the other workers of ``--workers`` (SO_REUSEPORT);
+        ``what``: what the address is for, named in the error."""
         loop = self._loop = asyncio.get_running_loop()
         try:
             return await loop.create_server(
@@ -221,7 +228,7 @@ class Listener:
                 reuse_port=reuse_port or None,
             )
         except OSError as exc:  # socket.gaierror is an OSError too
-            raise listen_failure(host, port, exc) from exc
+            raise listen_failure(host, port, exc, what=what) from exc
 
     def attach(self, server: web.Server) -> None:
         """The aiohttp server whose requests the handlers run (after ``runner.setup()``)."""

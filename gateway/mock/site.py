@@ -27,15 +27,16 @@ MAX_CONNECTIONS = 1 << 30
 """The simulator has no ``--max-connections``: open connections are left uncapped, as before."""
 
 
-async def start_site(runner: web.AppRunner, host: str, port: int) -> str:
+async def start_site(runner: web.AppRunner, host: str, port: int, *, what: str = "") -> str:
     """Serve ``runner`` (set up) on ``host:port`` (0: any free port); returns the base URL
-    without ``/v1``. :class:`~gateway.errors.ListenError` when the address cannot be listened on."""
+    without ``/v1``. :class:`~gateway.errors.ListenError` when the address cannot be listened on
+    (``what`` names what it is for in its message)."""
     listener = Listener(
         max_connections=MAX_CONNECTIONS,
         header_timeout=HEAD_TIMEOUT,
         access_log_class=AccessLogger,
     )
-    bound = await listener.bind(host, port)
+    bound = await listener.bind(host, port, what=what)
     try:
         await ListenSite(runner, listener, bound).start()
     except BaseException:
