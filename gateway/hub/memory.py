@@ -194,6 +194,8 @@ class MemoryBroker:
             ch = self._new_channel(channel, now, pending=True, owner=owner)
         ch.attach(sink, since=since, snapshot=snapshot)
         self._subscribed[ch] = None
+        # Its snapshot, made for this subscriber and cached, is charged: keep within the budget.
+        self._keep_budget()
         return MemorySubscription(self, ch, sink)
 
     async def close_channel(self, channel: str) -> None:
@@ -201,6 +203,7 @@ class MemoryBroker:
         if ch is not None:
             ch.end(self._start())
             self._budget.ended(ch)
+            self._keep_budget()  # packed, its reducer is charged its pickle
 
     async def snapshot(self, channel: str) -> Snapshot | None:
         ch = self._channels.get(channel)
@@ -361,7 +364,12 @@ class MemoryBroker:
                 self._drop_channel(ch)
             elif not ch.pending and now - ch.last_activity >= PACK_AFTER:
                 ch.pack()  # resting: out of the cycle collector's walk (packed.py)
+        self._keep_budget()
         self._budget.compact(channels.values())
+
+    def _keep_budget(self) -> None:
+        if self._counters.retained_bytes > self._budget.limit:
+            self._budget.enforce(self._evict)
 
     def _evict(self, ch: Channel) -> None:
         """The budget drops an ended channel before its retention is over."""
