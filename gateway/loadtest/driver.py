@@ -30,11 +30,13 @@ from .accounting import RunRecord, account
 from .errors import ERROR_BODY_BYTES, refusal_text
 from .protocols import (
     PROTOCOLS,
+    BadAnswer,
     FatalLoadError,
     LoadProtocol,
     Request,
     RunStart,
     Tracker,
+    checked_id,
 )
 from .settings import LoadSettings
 from .stats import RUN_CUT, RUN_OK, LoadStats
@@ -79,6 +81,14 @@ class _Failure(Exception):
         super().__init__(kind)
         self.kind = kind
         self.detail = detail
+
+
+def _channel_id(value: str, what: str) -> str:
+    """An id the target named a channel by, checked before it goes into a subscriber's URL."""
+    try:
+        return checked_id(value, what)
+    except BadAnswer as exc:
+        raise _Failure("protocol", str(exc)) from None
 
 
 def reach_error(url: str, exc: BaseException) -> str:
@@ -266,7 +276,7 @@ class TargetLoad:
             start = await self._protocol.begin(self._post_json)
         except _Failure as exc:
             raise _Failure(f"setup_{exc.kind}", exc.detail) from None
-        except DECODE_ERRORS as exc:
+        except (*DECODE_ERRORS, BadAnswer) as exc:
             raise _Failure("setup_bad_answer", str(exc)[:200]) from None
         token: str | None = None
         if self.tokens and self._s.subscribers_per_run and start.token_scope is not None:
@@ -336,6 +346,7 @@ class TargetLoad:
             if not ended and tracker.failure is None:
                 return "truncated"
             if tracker.failure is not None:
+                self.stats.explain(tracker.failure, tracker.detail)
                 break
             request = tracker.follow_up()
             segment += 1
@@ -377,7 +388,8 @@ class TargetLoad:
             if subscribing and head is not None and head[0] in resp.headers:
                 # runcast names the channel and its token up front: no need to wait for an event
                 subscribing = False
-                subscribe(head[1] + resp.headers[head[0]], resp.headers.get(_TOKEN_HEADER))
+                name = _channel_id(resp.headers[head[0]], f"{head[0]} header")
+                subscribe(head[1] + name, resp.headers.get(_TOKEN_HEADER))
             stats = self.stats
             decoder = SSEDecoder()
             ended = False
@@ -404,7 +416,12 @@ class TargetLoad:
                     ended = ended or seen.end
                     if subscribing and tracker.channel is not None:
                         subscribing = False
-                        subscribe(tracker.channel, resp.headers.get(_TOKEN_HEADER))
+                        # The protocols naming their channel from the stream name it as
+                        # their channel header does: its path prefix, then the id.
+                        prefix = head[1] if head is not None else ""
+                        name = tracker.channel.removeprefix(prefix)
+                        name = _channel_id(name, "channel id from the stream")
+                        subscribe(prefix + name, resp.headers.get(_TOKEN_HEADER))
             decoder.close()
             if run.events == before and resp.content_type != "text/event-stream":
                 # Not a stream cut short: no stream at all (a page, a JSON answer).

@@ -7,13 +7,25 @@ subscribe to. The run loop in ``driver`` is the same for all of them.
 """
 
 from .assistants import AssistantsProtocol
-from .base import FatalLoadError, LoadProtocol, Poster, Request, RunStart, Seen, Tracker, digest
+from .base import (
+    BadAnswer,
+    FatalLoadError,
+    LoadProtocol,
+    Poster,
+    Request,
+    RunStart,
+    Seen,
+    Tracker,
+    checked_id,
+    digest,
+)
 from .chat import ChatProtocol
 from .responses import ResponsesProtocol
 
 __all__ = [
     "PROTOCOLS",
     "AssistantsProtocol",
+    "BadAnswer",
     "ChatProtocol",
     "FatalLoadError",
     "LoadProtocol",
@@ -23,6 +35,7 @@ __all__ = [
     "RunStart",
     "Seen",
     "Tracker",
+    "checked_id",
     "digest",
 ]
 

@@ -14,7 +14,7 @@ import msgspec
 
 from parsers.errors import DECODE_ERRORS
 
-from .base import LoadProtocol, Poster, Request, RunStart, Seen, Tracker
+from .base import BadAnswer, LoadProtocol, Poster, Request, RunStart, Seen, Tracker, checked_id
 
 __all__ = ["AssistantsProtocol", "AssistantsTracker"]
 
@@ -113,7 +113,11 @@ class AssistantsTracker(Tracker):
                 run = _run_decoder.decode(data)
             except DECODE_ERRORS:
                 return Seen(True, 0, False)
-            self.run_id = run.id or self.run_id
+            if run.id:
+                try:
+                    self.run_id = checked_id(run.id, f"{name} run id")  # a follow-up's URL
+                except BadAnswer as exc:
+                    return self._bad(str(exc))
             self.status = run.status or self.status
             if run.status == "requires_action" and run.required_action is not None:
                 calls = run.required_action.submit_tool_outputs.tool_calls
@@ -148,7 +152,7 @@ class AssistantsProtocol(LoadProtocol):
         self.assistant_id = _id_decoder.decode(raw).id
 
     async def begin(self, post: Poster) -> RunStart:
-        thread_id = _id_decoder.decode(await post("/threads", {})).id
+        thread_id = checked_id(_id_decoder.decode(await post("/threads", {})).id, "thread id")
         body = {"assistant_id": self.assistant_id, "stream": True, "metadata": self.metadata()}
         return RunStart(
             Request(f"/threads/{thread_id}/runs", body),

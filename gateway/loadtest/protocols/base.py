@@ -9,11 +9,13 @@ event sequences.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar, NamedTuple
 
 __all__ = [
+    "BadAnswer",
     "FatalLoadError",
     "LoadProtocol",
     "Poster",
@@ -21,6 +23,7 @@ __all__ = [
     "RunStart",
     "Seen",
     "Tracker",
+    "checked_id",
     "digest",
 ]
 
@@ -30,6 +33,25 @@ Poster = Callable[[str, Mapping[str, object]], Awaitable[bytes]]
 
 class FatalLoadError(Exception):
     """The target cannot take this load at all (e.g. it does not speak the protocol)."""
+
+
+class BadAnswer(ValueError):
+    """The target answered what the load test cannot use (an id it would put in a URL)."""
+
+
+_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+"""A gateway id (README, Endpoints: 1-128 letters, digits, ``_``, ``-`` and ``.``): a channel
+name allows no more."""
+
+
+def checked_id(value: str, what: str) -> str:
+    """``value`` if it may go into a URL path as one segment, else :class:`BadAnswer`: an id the
+    target supplies must not steer the load elsewhere (``../``, ``?``, ``#``). Ids made of dots
+    only are refused too: URL normalisation resolves ``.`` and ``..`` (RFC 3986 §5.2.4)."""
+    if _ID.fullmatch(value) is None or not value.strip("."):
+        shown = "".join(c if c.isprintable() else "?" for c in value[:80])
+        raise BadAnswer(f"{what} {shown!r} is no id (1-128 of A-Z a-z 0-9 _ - .)")
+    return value
 
 
 class Request(NamedTuple):
@@ -74,6 +96,8 @@ class Tracker(ABC):
         """Set when an event ends the run as failed (an ``error`` event, ``runcast.lagged``)."""
         self.finished = False
         """True once the run's final segment has ended on this copy."""
+        self.detail: str | None = None
+        """What went wrong, with ``failure`` where the stream itself was at fault."""
 
     @abstractmethod
     def feed(self, name: str, data: bytes) -> Seen:
@@ -95,6 +119,13 @@ class Tracker(ABC):
         if self.status is None or not self.finished:
             return "truncated"
         return "completed" if self.status == "completed" else f"run_{self.status}"
+
+    def _bad(self, detail: str) -> Seen:
+        """The stream carried what this protocol does not allow: the run fails as ``protocol``
+        there (the event ends this copy; nothing after it is read)."""
+        if self.failure is None:
+            self.failure, self.detail = "protocol", detail
+        return Seen(True, 0, True)
 
     def _runcast(self, name: str) -> Seen | None:
         """runcast's own events: not upstream; two of them end a creator's response early."""

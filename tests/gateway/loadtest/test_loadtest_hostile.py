@@ -61,7 +61,9 @@ TOKENS_REQUIRED = web.json_response(
 
 
 @contextlib.asynccontextmanager
-async def hostile(answers: Mapping[str, bytes | web.Response]) -> AsyncIterator[str]:
+async def hostile(
+    answers: Mapping[str, bytes | web.Response], middleware: Any = None
+) -> AsyncIterator[str]:
     """A server answering the load test's calls sanely (an assistant, threads, open channels,
     the protocols' streams above), except where ``answers`` (path -> SSE bytes or a response)
     says otherwise; its root URL."""
@@ -93,7 +95,7 @@ async def hostile(answers: Mapping[str, bytes | web.Response]) -> AsyncIterator[
             return answer(path, STREAMS[path])
         return web.json_response({}, status=404)
 
-    app = web.Application()
+    app = web.Application(middlewares=[] if middleware is None else [middleware])
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
@@ -139,6 +141,73 @@ async def test_responses_events_of_the_wrong_shape_fail_their_run() -> None:
     async with hostile({"/v1/responses": created + completed}) as url:
         report = await load(url, protocol="responses")
     assert report["runs"]["outcomes"] == {"protocol": 2}
+
+
+BAD_ID = "../../x?y=1#frag"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("protocol", "answers", "kind", "detail"),
+    [
+        (
+            "chat",
+            {"/v1/chat/completions": web.Response(
+                body=CHAT_RUN, content_type=SSE, headers={"runcast-completion-id": BAD_ID})},
+            "protocol",
+            f"runcast-completion-id header {BAD_ID!r} is no id",
+        ),
+        (
+            "chat",
+            {"/v1/chat/completions": CHAT_RUN.replace(b'"c1"', b'"../evil"')},
+            "protocol",
+            "channel id from the stream '../evil' is no id",
+        ),
+        (
+            "responses",
+            {"/v1/responses": RESPONSES_RUN.replace(b'"resp_1"', b'"a?b"')},
+            "protocol",
+            "channel id from the stream 'a?b' is no id",
+        ),
+        (
+            "responses",
+            {"/v1/responses": web.Response(
+                body=RESPONSES_RUN, content_type=SSE, headers={"runcast-response-id": ".."})},
+            "protocol",
+            "runcast-response-id header '..' is no id",
+        ),
+        (
+            "assistants",
+            {"/v1/threads": web.json_response({"id": "../../evil?x=1#"})},
+            "setup_bad_answer",
+            "thread id '../../evil?x=1#' is no id",
+        ),
+        (
+            "assistants",
+            {"/v1/threads/{thread}/runs": ASSISTANTS_RUN.replace(b'"run_1"', b'"r/../x"')},
+            "protocol",
+            "thread.run.created run id 'r/../x' is no id",
+        ),
+    ],
+)  # fmt: skip
+async def test_ids_the_target_names_are_checked_before_any_url_is_built(
+    protocol: str, answers: Mapping[str, bytes | web.Response], kind: str, detail: str
+) -> None:
+    # An id put into a URL unchecked steered the load: `../../x?y=1#frag` made the subscriber GET
+    # /x?y=1 (its ?token= in the fragment), a thread id made the run POST /evil?x=1.
+    asked: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        asked.append(request.raw_path)
+        return await handler(request)
+
+    async with hostile(answers, middleware=record) as url:
+        report = await load(url, protocol=protocol, subscribers_per_run=1)
+    assert report["runs"]["outcomes"] == {kind: 2}
+    assert report["error_details"][kind].startswith(detail)
+    allowed = ("/v1/", "/streams/", "/tokens")
+    assert [p for p in asked if not p.startswith(allowed) or ".." in p or "?x" in p] == []
 
 
 @pytest.mark.asyncio
