@@ -164,6 +164,10 @@ class Subscriber:
             else:
                 self.unkept += 1
         tracker = self._tracker
+        if tracker.failure == "protocol":
+            # Bytes the protocol does not allow: this copy is broken, not merely cut short.
+            self.error, self.detail = "subscriber_protocol", tracker.detail
+            return True
         # A channel that carries one segment is whole once that segment ended, even one that
         # asked for a tool call. It is still read to its end: when the gateway answers the call
         # itself, the follow-up goes on in the same channel (and in the creator's stream).

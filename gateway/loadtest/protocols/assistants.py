@@ -3,6 +3,7 @@
 The stream ends each segment with ``done`` (spec §2.3); a ``done`` right after
 ``thread.run.requires_action`` only ends a segment: the continuation after the tool outputs
 follows on the same thread channel, which is why subscribers open on it before the run starts.
+A message delta or run event that does not decode fails the run as ``protocol``.
 """
 
 from __future__ import annotations
@@ -76,14 +77,6 @@ _run_decoder = msgspec.json.Decoder(_RunView)
 _delta_decoder = msgspec.json.Decoder(_MessageDelta)
 
 
-def _text_chars(data: bytes) -> int:
-    try:
-        delta = _delta_decoder.decode(data).delta
-    except DECODE_ERRORS:
-        return 0
-    return sum(len(part.text.value) for part in delta.content if part.text is not None)
-
-
 class AssistantsTracker(Tracker):
     def __init__(self, thread_id: str) -> None:
         super().__init__()
@@ -101,7 +94,12 @@ class AssistantsTracker(Tracker):
         if own is not None:
             return own
         if name == "thread.message.delta":
-            return Seen(True, _text_chars(data), False)
+            try:
+                delta = _delta_decoder.decode(data).delta
+            except DECODE_ERRORS as exc:
+                return self._bad(f"a {name} that does not decode ({exc})")
+            chars = sum(len(part.text.value) for part in delta.content if part.text is not None)
+            return Seen(True, chars, False)
         if name == "done":
             self.finished = self.status != "requires_action"
             return Seen(True, 0, True)
@@ -111,8 +109,8 @@ class AssistantsTracker(Tracker):
         if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
             try:
                 run = _run_decoder.decode(data)
-            except DECODE_ERRORS:
-                return Seen(True, 0, False)
+            except DECODE_ERRORS as exc:
+                return self._bad(f"a {name} that does not decode ({exc})")
             if run.id:
                 try:
                     self.run_id = checked_id(run.id, f"{name} run id")  # a follow-up's URL

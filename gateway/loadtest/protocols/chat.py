@@ -3,7 +3,8 @@
 Chunks are data-only SSE events ending with ``data: [DONE]``. Text is ``choices[].delta.content``;
 tool calls arrive as fragments keyed by ``index`` and are joined here; ``finish_reason`` gives the
 outcome (``stop`` completed, ``length`` incomplete, ``tool_calls`` a follow-up with the assistant
-message and one ``tool`` message per call). A chunk carrying ``error`` fails the run.
+message and one ``tool`` message per call). A chunk carrying ``error`` fails the run; one that
+does not decode fails it as ``protocol``.
 Subscribers read ``/streams/chat/{id}`` of the first completion, named by the
 ``runcast-completion-id`` header (or, failing that, by the first chunk's ``id``).
 """
@@ -111,8 +112,10 @@ class ChatTracker(Tracker):
             return Seen(True, 0, True)
         try:
             chunk = _chunk_decoder.decode(data)
-        except DECODE_ERRORS:
-            return Seen(True, 0, False)
+        except DECODE_ERRORS as exc:
+            # Every chat event is a chunk: one that does not decode is hostile bytes, as the
+            # OpenAI SDK finds it (it raises), not a chunk to skip.
+            return self._bad(f"a chunk that does not decode ({exc})")
         if chunk.error:
             self.failure = "upstream_error"
             return Seen(True, 0, True)

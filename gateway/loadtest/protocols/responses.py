@@ -2,7 +2,8 @@
 
 Events are dispatched on the JSON ``type`` (the ``event:`` line may be missing on some servers);
 a segment ends at ``response.completed``, ``response.failed`` or ``response.incomplete``; a
-trailing ``data: [DONE]`` (LiteLLM style) is accepted. A completed response whose ``output``
+trailing ``data: [DONE]`` (LiteLLM style) is accepted. An event whose data is not JSON of the
+shape read here fails the run as ``protocol`` (an unknown ``type`` is passed over). A completed response whose ``output``
 holds ``function_call`` items is followed by one POST with every ``function_call_output`` and
 ``previous_response_id``. Subscribers read ``/streams/responses/{id}`` of the first response,
 named by the ``runcast-response-id`` header (or, failing that, by ``response.created``).
@@ -82,8 +83,8 @@ class ResponsesTracker(Tracker):
             return Seen(True, 0, True)
         try:
             event = _type_decoder.decode(data)
-        except DECODE_ERRORS:
-            return Seen(True, 0, False)
+        except DECODE_ERRORS as exc:
+            return self._bad(f"an event that does not decode ({exc})")
         kind = event.type or name
         if kind == "response.output_text.delta":
             return Seen(True, len(event.delta), False)
@@ -93,8 +94,8 @@ class ResponsesTracker(Tracker):
         if kind == "response.created":
             try:
                 self.response_id = _response_decoder.decode(data).response.id
-            except DECODE_ERRORS:
-                return Seen(True, 0, False)  # as any event that does not parse: no id from it
+            except DECODE_ERRORS as exc:
+                return self._bad(f"a response.created that does not decode ({exc})")
             self.first_response_id = self.first_response_id or self.response_id
             return Seen(True, 0, False)
         status = _TERMINAL.get(kind)
@@ -104,10 +105,9 @@ class ResponsesTracker(Tracker):
         if status == "completed":
             try:
                 output = _response_decoder.decode(data).response.output
-            except DECODE_ERRORS:
+            except DECODE_ERRORS as exc:
                 # The stream's last word is unreadable: neither completed nor a call to answer.
-                self.failure = "protocol"
-                return Seen(True, 0, True)
+                return self._bad(f"a response.completed that does not decode ({exc})")
             self._call_ids = [item.call_id for item in output if item.type == "function_call"]
             if self._call_ids:
                 self.status = "requires_action"

@@ -120,13 +120,45 @@ async def load(url: str, **fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("protocol", ["assistants", "responses", "chat"])
 async def test_an_event_nested_past_the_stack_is_a_bad_event_not_a_crash(protocol: str) -> None:
     # RecursionError escaped every tracker (they caught DecodeError only): the load died with an
-    # ExceptionGroup, no table, no report. Now it is an event that does not parse, as `{bad`.
+    # ExceptionGroup, no table, no report. Now it is an event that does not parse, as `{bad`:
+    # its run fails as `protocol`, the load goes on.
     path = PATHS[protocol]
     deep = b"event: thread.message.delta\n" if protocol == "assistants" else b""
     deep += b'data: {"type":"x","x":' + DEEP + b"}\n\n"
     async with hostile({path: deep + STREAMS[path]}) as url:
         report = await load(url, protocol=protocol)
-    assert report["runs"]["outcomes"] == {"completed": 2}
+    assert report["runs"]["outcomes"] == {"protocol": 2}
+    assert "maximum recursion depth" in report["error_details"]["protocol"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("protocol", "garbage"),
+    [
+        ("chat", b"data: \xff\xfe\x00garbage\x00\n\n"),
+        ("chat", b'data: {"id":5,"choices":"x"}\n\n'),
+        ("responses", b"data: \xff\xfe\x00garbage\x00\n\n"),
+        ("responses", b'event: response.created\ndata: {"type":"response.created","response":7}\n\n'),
+        ("assistants", b"event: thread.message.delta\ndata: \xff\xfe\x00garbage\n\n"),
+        ("assistants", b'event: thread.run.created\ndata: {"id":5}\n\n'),
+    ],
+)  # fmt: skip
+async def test_events_that_do_not_decode_fail_their_run(protocol: str, garbage: bytes) -> None:
+    # Skipped silently, they let a load of hostile bytes pass (a chat stream of garbage then a
+    # normal answer was `completed`, exit 0); an OpenAI SDK raises on them. The subscriber's copy
+    # fails the same way.
+    path = PATHS[protocol]
+    async with hostile(
+        {path: garbage + STREAMS[path], "/streams/": garbage + STREAMS[path]}
+    ) as url:
+        report = await load(
+            url, protocol=protocol, subscribers_per_run=int(protocol == "assistants")
+        )
+    assert report["runs"]["outcomes"] == {"protocol": 2}
+    assert "does not decode" in report["error_details"]["protocol"]
+    if protocol == "assistants":
+        assert report["errors"]["subscriber_protocol"] == 2
+        assert "does not decode" in report["error_details"]["subscriber_protocol"]
 
 
 @pytest.mark.asyncio
@@ -250,7 +282,7 @@ async def test_a_channel_nested_past_the_stack_is_the_subscribers_error(transpor
         async with hostile({"/streams/": channel}) as url:
             report = await load(url, subscribers_per_run=1)
         assert report["runs"]["completed"] == 2
-        assert report["errors"] == {"subscriber_truncated": 2}
+        assert report["errors"] == {"subscriber_protocol": 2}
         return
     simulator = MockSettings(deltas=2, seed=3)
 
@@ -266,7 +298,9 @@ async def test_a_channel_nested_past_the_stack_is_the_subscribers_error(transpor
 
     async with serving(simulator, mock_middleware=deep_first) as (url, _, _):
         report = await load(url, protocol="chat", subscribers_per_run=1, subscriber_transport="ws")
-    assert report["runs"]["completed"] == 2
+    # The chunk does not decode: the creator's run and the WebSocket copy fail on it, no crash.
+    assert report["runs"]["outcomes"] == {"protocol": 2}
+    assert report["errors"]["subscriber_protocol"] == 2
 
 
 @pytest.mark.asyncio
