@@ -190,11 +190,11 @@ class TargetLoad:
     async def prepare(self) -> None:
         """Probe the channels, then the protocol's shared setup; ConfigError in one line."""
         if self._s.subscribers_per_run:
-            self.tokens = await probe_tokens(self._session, self.root, self._s.request_timeout)
+            self.tokens = await probe_tokens(self._session, self.root, self._request_timeout)
             if self.tokens and self._s.api_key is None:
                 raise ConfigError("the gateway requires subscribe tokens: give --api-key")
         else:
-            await probe_reach(self._session, self.root, self._s.request_timeout)
+            await probe_reach(self._session, self.root, self._request_timeout)
         try:
             await self._protocol.prepare(self._post_json)
         except (_Failure, *DECODE_ERRORS) as exc:
@@ -442,25 +442,29 @@ class TargetLoad:
         )
 
 
-async def probe_reach(session: aiohttp.ClientSession, url: str, limit_s: float) -> None:
+async def probe_reach(
+    session: aiohttp.ClientSession, url: str, limit: aiohttp.ClientTimeout
+) -> None:
     """ConfigError in one line when ``url`` cannot be reached; any HTTP answer will do (a
-    protocol without a setup call would otherwise report every run as a connection error)."""
+    protocol without a setup call would otherwise report every run as a connection error).
+    ``limit`` is a non-streamed call's: ``--request-timeout`` in all, ``--connect-timeout`` to
+    connect."""
     try:
-        limit = aiohttp.ClientTimeout(total=limit_s)
         async with session.get(url, timeout=limit, allow_redirects=False):
             pass
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ConfigError(reach_error(url, exc)) from None
 
 
-async def probe_tokens(session: aiohttp.ClientSession, url: str, limit_s: float) -> bool:
+async def probe_tokens(
+    session: aiohttp.ClientSession, url: str, limit: aiohttp.ClientTimeout
+) -> bool:
     """Whether the thread channels of the gateway at ``url`` need a subscribe token.
 
     A 401 on a channel means tokens (authorisation comes before anything else, so the probe
     creates nothing); a 200 means open mode, and the probe disconnects at once.
     """
     probe = f"{url}/streams/threads/thread_loadtest_probe"
-    limit = aiohttp.ClientTimeout(total=limit_s)
     try:
         headers = {"Accept": "text/event-stream"}
         async with session.get(probe, headers=headers, timeout=limit, allow_redirects=False) as r:

@@ -114,6 +114,51 @@ def test_loadtest_bad_target_is_one_clear_line(
     assert "Traceback" not in proc.stderr and "Error(" not in proc.stderr
 
 
+@pytest.fixture
+def unanswering_port() -> Iterator[int]:
+    """A port whose TCP handshakes never complete: a listener that never accepts, its accept
+    queue full, so the kernel drops further SYNs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = int(server.getsockname()[1])
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            time.sleep(0.3)
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@pytest.mark.parametrize("subscribers", ["0", "1"])
+def test_the_reachability_probe_keeps_to_the_connect_timeout(
+    unanswering_port: int, subscribers: str
+) -> None:
+    # The probes (probe_reach without subscribers, probe_tokens with) passed only
+    # total=--request-timeout: a target that never completes its handshake took that long.
+    began = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "gateway.cli", "loadtest", "--protocol", "chat",
+            "--target", f"http://127.0.0.1:{unanswering_port}", "--runs", "1",
+            "--subscribers-per-run", subscribers, "--progress-interval", "0",
+            "--connect-timeout", "0.5", "--request-timeout", "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "timed out" in proc.stderr
+    assert time.monotonic() - began < 10  # the interpreter's start included; it took 30 s
+
+
 def test_loadtest_cli_parses_flags() -> None:
     ns = build_parser().parse_args(
         [
