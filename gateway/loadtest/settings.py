@@ -94,6 +94,8 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         for flag, url in (("--target", self.target), ("--compare", self.compare)):
             if url is not None:
                 _check_url(flag, url)
+        if self.api_key is not None:
+            _check_key(self.api_key)
         if self.runs is not None and self.duration is not None:
             raise ConfigError("--runs and --duration are exclusive")
         if self.scenario not in SCENARIO_NAMES:
@@ -228,3 +230,15 @@ def _check_writable(flag: str, path: str) -> None:
     folder = target.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag}: cannot write {path} (no writable folder {str(folder)!r})")
+
+
+def _check_key(key: str) -> None:
+    """The key goes into an ``Authorization: Bearer`` header: a bearer token is visible ASCII
+    (RFC 6750 §2.1), and a control character would be refused by the HTTP client at each run,
+    or split the header. The key itself is not shown (it is a secret)."""
+    for at, char in enumerate(key, 1):
+        if not "!" <= char <= "~":
+            raise ConfigError(
+                f"--api-key holds {'a space' if char == ' ' else repr(char)} at character "
+                f"{at}: a bearer key is visible ASCII only (RFC 6750 §2.1)"
+            )

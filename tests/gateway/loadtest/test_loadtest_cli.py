@@ -219,9 +219,17 @@ def test_loadtest_cli_rejects_bad_values(capsys: pytest.CaptureFixture[str]) -> 
         (["--rate", "1e-7"], "--rate must be between 0.01 and 1,000,000"),
         (["--subscribers-per-run", "100000"], "--subscribers-per-run must be at most 1,000"),
         (["--sim-delay-ms", "inf"], "--sim-delay-ms must be between 0 and 60,000"),
+        # A key goes into a header: a control character failed every run, or, with --embedded,
+        # came out as a traceback.
+        (["--api-key", "abc\ndef"], "--api-key holds '\\n' at character 4: a bearer key is"),
+        (["--api-key", "k\x00"], "--api-key holds '\\x00' at character 2"),
+        (["--api-key", "a b"], "--api-key holds a space at character 2"),
+        (["--api-key", "clé"], "--api-key holds 'é' at character 3"),
     ):
         assert runcast_main(["loadtest", "--embedded", *args]) == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err
+        assert err.count("\n") == 1 or "--api-key" not in args, err
     for target, message in (
         ("http://u:p@127.0.0.1:9", "--target must not carry user:password@: give --api-key"),
         ("http://", "--target must name a host"),
