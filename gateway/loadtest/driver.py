@@ -5,7 +5,8 @@ subscribers on the run's gateway channel, opened with ``?since=0`` before the re
 channel is known in advance (Assistants thread channels) or as soon as the response names it
 (Responses, Chat: runcast's ``runcast-response-id``/``runcast-completion-id`` header with its
 ``runcast-subscribe-token``, else the first event carrying the id); the streamed request, read
-with :class:`~parsers.sse.SSEDecoder` and the protocol's tracker to its end, then the follow-ups a
+with :class:`~parsers.sse.SSEDecoder` and the protocol's tracker to the run's closing event (not
+the body's end: what a server writes after it is not waited for), then the follow-ups a
 tool call asks for; then the subscribers get ``idle_timeout`` to reach the run's end, and each
 one's copy is matched to the creator's (``accounting.py``). A run's subscribers are owned by one
 task group. How runs are started (closed or open loop, ``--compare``'s pairs) is ``loops.py``.
@@ -14,6 +15,7 @@ task group. How runs are started (closed or open loop, ``--compare``'s pairs) is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import time
@@ -81,6 +83,23 @@ class _Failure(Exception):
         super().__init__(kind)
         self.kind = kind
         self.detail = detail
+
+
+_REST_S = 0.05
+_REST_BYTES = 64 * 1024
+
+
+async def _rest(resp: aiohttp.ClientResponse) -> None:
+    """After the run's closing event: the end of its body (usually the last chunk of a chunked
+    body, already on its way) is read for a moment so that the connection goes back to the
+    pool; a body going on past ``_REST_S`` or ``_REST_BYTES`` is closed instead."""
+    left = _REST_BYTES
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(_REST_S):
+            while left > 0 and (chunk := await resp.content.readany()):
+                left -= len(chunk)
+    if not resp.content.at_eof():
+        resp.close()
 
 
 def _channel_id(value: str, what: str) -> str:
@@ -392,7 +411,7 @@ class TargetLoad:
                 subscribe(head[1] + name, resp.headers.get(_TOKEN_HEADER))
             stats = self.stats
             decoder = SSEDecoder()
-            ended = False
+            ended = over = False
             last_text: float | None = None
             before = run.events
             async for chunk in resp.content.iter_any():
@@ -413,7 +432,6 @@ class TargetLoad:
                         if last_text is not None:
                             stats.inter_delta.record(now - last_text)
                         last_text = now
-                    ended = ended or seen.end
                     if subscribing and tracker.channel is not None:
                         subscribing = False
                         # The protocols naming their channel from the stream name it as
@@ -422,7 +440,19 @@ class TargetLoad:
                         name = tracker.channel.removeprefix(prefix)
                         name = _channel_id(name, "channel id from the stream")
                         subscribe(prefix + name, resp.headers.get(_TOKEN_HEADER))
-            decoder.close()
+                    ended = ended or seen.end
+                    if seen.end and (tracker.finished or tracker.failure is not None):
+                        # The run is over at its closing event, as for the OpenAI SDK: what a
+                        # server writes after it is not waited for. A segment that asked for
+                        # tool calls is read on: a gateway answering them goes on in it.
+                        over = True
+                        break
+                if over:
+                    break
+            if over:
+                await _rest(resp)
+            else:
+                decoder.close()
             if run.events == before and resp.content_type != "text/event-stream":
                 # Not a stream cut short: no stream at all (a page, a JSON answer).
                 raise _Failure(
