@@ -232,18 +232,22 @@ class TargetLoad:
         self.in_flight += 1
         outcome = RUN_CUT
         record: list[RunRecord] = []
+        timer = asyncio.timeout(self._s.run_timeout)
         try:
-            async with asyncio.timeout(self._s.run_timeout):
+            async with timer:
                 outcome = await self._run(record)
         except _Failure as exc:
             outcome = exc.kind
             stats.explain(exc.kind, exc.detail)
-        except TimeoutError:
+        except TimeoutError as exc:
             outcome = "timeout"
-        except RemoteProtocolError:
+            stats.explain(outcome, self._timed_out(exc, run_over=timer.expired()))
+        except RemoteProtocolError as exc:
             outcome = "protocol"
-        except aiohttp.ClientPayloadError:
+            stats.explain(outcome, str(exc)[:200])
+        except aiohttp.ClientPayloadError as exc:
             outcome = "truncated"
+            stats.explain(outcome, f"the body broke off before the run's last event ({exc})"[:200])
         except aiohttp.ClientConnectorError as exc:
             outcome = "connection"
             stats.explain(outcome, reach_error(self.root, exc))
@@ -270,6 +274,17 @@ class TargetLoad:
             return None
         stats.run_duration.record(time.perf_counter() - started)
         return record[0]
+
+    def _timed_out(self, exc: TimeoutError, *, run_over: bool) -> str:
+        """Which limit a run's TimeoutError is."""
+        s = self._s
+        if run_over:
+            return f"the run was not over in {s.run_timeout:g} s (--run-timeout)"
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return f"no connection in {s.connect_timeout:g} s (--connect-timeout)"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return f"no data for {s.idle_timeout:g} s (--idle-timeout)"
+        return f"no answer in {s.request_timeout:g} s (--request-timeout)"
 
     def _subscriber(self, channel: str, token: str | None, tracker: Tracker) -> Subscriber:
         transport = self._s.subscriber_transport
@@ -363,13 +378,17 @@ class TargetLoad:
             subscribing = start.channel is None and segment == 0
             ended = await self._stream(request, tracker, run, segment, subscribing, subscribe)
             if not ended and tracker.failure is None:
+                self.stats.explain("truncated", "the stream ended before the run's last event")
                 return "truncated"
             if tracker.failure is not None:
                 self.stats.explain(tracker.failure, tracker.detail)
                 break
             request = tracker.follow_up()
             segment += 1
-        return tracker.outcome()
+        outcome = tracker.outcome()
+        if outcome == "truncated":
+            self.stats.explain(outcome, "the stream ended without the run's outcome")
+        return outcome
 
     async def _stream(
         self,

@@ -122,10 +122,13 @@ class Subscriber:
                 await self._run_sse()
             if not self.finished and self.error is None:
                 self.error = "subscriber_truncated"
+                self.detail = "the channel ended before the run's last event"
         except TimeoutError:
             self.error = "subscriber_timeout"
-        except RemoteProtocolError:
+            self.detail = f"no event for {self._timeout.sock_read:g} s (--idle-timeout)"
+        except RemoteProtocolError as exc:
             self.error = "subscriber_protocol"
+            self.detail = str(exc)[:200]
         except aiohttp.WSServerHandshakeError as exc:
             self.error = f"subscriber_http_{exc.status}"
             self.detail = refusal_text(exc.status, exc.headers or {}, b"")
@@ -211,8 +214,9 @@ class Subscriber:
                 self.bytes += len(text)
                 try:
                     frame = _frame_decoder.decode(text)
-                except DECODE_ERRORS:
+                except DECODE_ERRORS as exc:
                     self.error = "subscriber_protocol"
+                    self.detail = f"a WebSocket frame that does not decode ({exc})"[:200]
                     return
                 if self._on_event(frame.event, _sse_data(bytes(frame.data))):
                     return

@@ -292,6 +292,44 @@ async def test_a_run_completes_at_its_closing_event_whatever_follows(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("stream", "fields", "kind", "detail"),
+    [
+        (
+            b'data: {"id":"c1","choices":[{"delta":{"content":"' + b"a" * (17 << 20) + b'"}}]}\n\n',
+            {},
+            "protocol",
+            "SSE line/event exceeds the 16777216-byte limit",
+        ),
+        (CHAT_RUN.removesuffix(b"data: [DONE]\n\n"), {}, "truncated", "the stream ended before"),
+        (CHAT_RUN.replace(b'"stop"', b"null"), {}, "truncated", "the stream ended without"),
+        (None, {"idle_timeout": 0.3}, "timeout", "no data for 0.3 s (--idle-timeout)"),
+        (None, {"run_timeout": 0.3}, "timeout", "the run was not over in 0.3 s (--run-timeout)"),
+    ],
+)  # fmt: skip
+async def test_failed_runs_say_what_happened(
+    stream: bytes | None, fields: dict[str, Any], kind: str, detail: str
+) -> None:
+    # `protocol` (an event over the size limit), `truncated` and `timeout` came with empty
+    # details: the report did not say which limit or what was missing.
+    @web.middleware
+    async def stall(request: web.Request, handler: Any) -> web.StreamResponse:
+        if stream is not None or request.path != PATHS["chat"]:
+            return await handler(request)
+        response = web.StreamResponse(headers={"Content-Type": SSE})
+        await response.prepare(request)
+        await response.write(CHAT_RUN.split(b"\n\n")[0] + b"\n\n")
+        await asyncio.sleep(5)
+        return response
+
+    answers = {} if stream is None else {PATHS["chat"]: stream}
+    async with hostile(answers, middleware=stall) as url:
+        report = await load(url, protocol="chat", **fields)
+    assert report["runs"]["outcomes"] == {kind: 2}
+    assert report["error_details"][kind].startswith(detail), report["error_details"]
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("body", [b"garbage", b'{"token": 5}', b'{"token": ' + DEEP + b"}"])
 async def test_a_subscribe_token_that_does_not_parse_fails_the_run(body: bytes) -> None:
     answers = {
