@@ -97,11 +97,17 @@ def supervise(argv: Sequence[str], *, count: int, node_id: str, stop_timeout: fl
     stopping: list[int] = []
     supervisor = os.getpid()
 
+    told: dict[int, int] = {}  # pid -> the stop signal forwarded to it first
+
+    def tell(child: subprocess.Popen[bytes], signum: int) -> None:
+        child.send_signal(signum)
+        told.setdefault(child.pid, signum)
+
     def forward(signum: int, _frame: FrameType | None) -> None:
         stopping.append(signum)
         for child in workers.values():
             if child.poll() is None:
-                child.send_signal(signum)
+                tell(child, signum)
 
     restarts = [0] * count
     started = [0.0] * count
@@ -122,7 +128,7 @@ def supervise(argv: Sequence[str], *, count: int, node_id: str, stop_timeout: fl
         if stopping:
             # The signal came during Popen, before ``forward`` could see the child; a worker
             # counts a second copy within a second as the same signal (http/runner.py).
-            child.send_signal(stopping[-1])
+            tell(child, stopping[-1])
 
     def died(i: int, child: subprocess.Popen[bytes], now: float) -> int | None:
         """Log the death of worker ``i``; schedule its restart, or the set's status."""
@@ -194,7 +200,7 @@ def supervise(argv: Sequence[str], *, count: int, node_id: str, stop_timeout: fl
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if signalled:
-        return 0 if all(child.returncode == 0 for child in workers.values()) else 1
+        return _stopped_status(workers, told)
     assert status is not None
     return status
 
@@ -204,6 +210,26 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _stopped_status(workers: dict[int, subprocess.Popen[bytes]], told: dict[int, int]) -> int:
+    """The set's status after a stop signal: 0 when every worker it reached drained (0) or, still
+    starting, was ended by it before it could drain (nothing to drain then); a worker that had
+    died on its own just before is logged, not counted (it would have been started again)."""
+    status = 0
+    for i, child in workers.items():
+        code = child.returncode
+        signum = told.get(child.pid)
+        if signum is None:
+            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with {code}"
+            log.error("worker %d (pid %d) %s before the stop reached it", i, child.pid, how)
+        elif code == -signum:
+            log.info(
+                "worker %d (pid %d) was still starting: the stop signal ended it", i, child.pid
+            )
+        elif code != 0:
+            status = 1
+    return status
 
 
 def _die_with(supervisor: int) -> None:

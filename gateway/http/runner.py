@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from gateway.heap import tune_collector
 from gateway.settings import Settings
+from gateway.workers import WORKER_ENV
 
 from .access import AccessLogger
 from .app import create_app
@@ -120,4 +122,9 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+            if os.environ.get(WORKER_ENV) is not None:
+                # A --workers worker gets its process group's signal and the supervisor's copy
+                # of it: one coming after a short drain must not interrupt the rest (it is
+                # going away; its supervisor kills it past the stop timeout).
+                signal.signal(sig, signal.SIG_IGN)
         await runner.cleanup()

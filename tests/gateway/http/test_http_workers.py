@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import signal
 import socket
@@ -282,23 +283,52 @@ async def test_workers_dying_over_and_over_stop_the_set_with_status_1(
 
 
 @pytest.mark.asyncio
-async def test_a_stop_signal_while_a_worker_waits_to_start_again_stops_the_set(
-    redis_server: RedisServer, mock_url: str
+@pytest.mark.parametrize("after", [0.0, 0.25, 0.4])
+async def test_a_stop_signal_while_a_worker_waits_or_starts_again_stops_the_set_with_0(
+    redis_server: RedisServer, mock_url: str, after: float
 ) -> None:
     port = free_port()
     async with supervisor(redis_server.url, mock_url, port) as (proc, workers, lines):
         workers[0].kill()
         await wait_for(lines, "starting it again in")
+        await asyncio.sleep(after)  # in the delay, or the new worker still starting (0.1 s on)
         started = psutil.Process(proc.pid).children()  # the new worker, if it is on its way
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WAIT):
-            # 1 when the new worker had started and the signal ended it before it could drain.
-            assert await proc.wait() in (0, 1)
+            # A new worker the signal ended before it could drain had nothing to drain: the
+            # stop is clean. It exited 1 then.
+            assert await proc.wait() == 0, "".join(lines)
             while not all(gone(w) for w in [*workers, *started]):
                 await asyncio.sleep(0.05)
         assert not [
             p for p in psutil.process_iter(["cmdline"]) if str(port) in (p.info["cmdline"] or [])
         ]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_to_the_process_group_drains_every_worker_and_exits_0(
+    redis_server: RedisServer, mock_url: str
+) -> None:
+    # Each worker gets the group's SIGINT and the supervisor's copy of it. With nothing to
+    # drain, the copy came after the worker's handlers were gone: a KeyboardInterrupt
+    # traceback, and the set exited 1.
+    port = free_port()
+    proc = await start_set(redis_server.url, mock_url, port, start_new_session=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(WAIT):
+            while sum("listening on" in line for line in lines) < 2:
+                lines.append((await proc.stderr.readline()).decode())
+            await asyncio.sleep(1)  # their start over (Redis connected, tasks settled)
+            os.killpg(proc.pid, signal.SIGINT)
+            lines += (await proc.stderr.read()).decode().splitlines(keepends=True)
+            assert await proc.wait() == 0, "".join(lines)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert not [line for line in lines if "Traceback" in line or " ERROR " in line], lines
 
 
 def test_the_delay_before_a_worker_starts_again_doubles_until_it_lived_long_enough() -> None:
