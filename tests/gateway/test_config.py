@@ -228,31 +228,29 @@ def test_an_upstream_url_with_credentials_is_refused_without_showing_them(tmp_pa
     assert "http://***@127.0.0.1:9/v1" in str(refused.value)
 
 
-def test_runcast_config_process_prints_the_effective_configuration(tmp_path: Path) -> None:
-    path = tmp_path / "runcast.toml"
-    path.write_text('log_format = "json"\n')
-    env = {"PATH": "/usr/bin:/bin", "RUNCAST_CONFIG": str(path), "RUNCAST_TOKEN_SECRET": SECRET}
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "config", "--port", "9100"],
+def _runcast_config(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """``runcast config`` run as a process in ``env`` alone."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "config", *argv],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_runcast_config_process_prints_the_effective_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "runcast.toml"
+    path.write_text('log_format = "json"\n')
+    env = {"PATH": "/usr/bin:/bin", "RUNCAST_CONFIG": str(path), "RUNCAST_TOKEN_SECRET": SECRET}
+    done = _runcast_config(env, "--port", "9100")
     assert done.returncode == 0, done.stderr
     assert "port = 9100  # flag --port" in done.stdout.splitlines()
     assert f'log_format = "json"  # file {path}' in done.stdout.splitlines()
     assert 'token_secret = "***"  # env RUNCAST_TOKEN_SECRET' in done.stdout.splitlines()
     assert SECRET not in done.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "gateway", "config"],
-        env={**env, "RUNCAST_HUB_HEARTBEAT_INTERVAL": "-3"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = _runcast_config({**env, "RUNCAST_HUB_HEARTBEAT_INTERVAL": "-3"})
     assert bad.returncode == 2
     assert bad.stderr.startswith(
         "runcast config: error: hub.heartbeat_interval = '-3' (from env "
@@ -301,14 +299,7 @@ def test_unknown_runcast_variables_are_named_with_the_closest_known_one() -> Non
 
 def test_runcast_config_warns_of_a_misspelt_variable() -> None:
     env = {"PATH": "/usr/bin:/bin", "RUNCAST_HUB_RETENTON": "10m", "RUNCAST_TOKEN_SECRET": SECRET}
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "config"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _runcast_config(env)
     assert done.returncode == 0, done.stderr
     assert done.stderr == (
         "runcast config: warning: RUNCAST_HUB_RETENTON is not a runcast variable and is "
