@@ -5,6 +5,7 @@ it sends exactly the traffic it is told to, to the targets it is given. Modules,
 ``settings`` (:class:`LoadSettings`), ``protocols`` (one driver per wire protocol behind one
 interface), ``shape`` (ramps and open-loop arrivals), ``stats`` (mergeable histograms, counters,
 timeline), ``subscribers`` (SSE/WebSocket channel readers), ``driver`` (one measured run),
+``probes`` (the target checked before the load: reachable, tokens or not),
 ``accounting`` (a run's copies matched into the stats), ``loops`` (closed or open loop, ``--compare``'s pairs), ``workers`` (``--processes``),
 ``progress`` (live panel or plain lines), ``report`` (JSON, table, verdict), ``plot``
 (``--plot``) and ``cli`` (flags, the embedded target, the loop).
