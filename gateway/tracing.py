@@ -10,7 +10,10 @@ Spans go to the global tracer provider: operators configure it (exporter, sample
 OpenTelemetry SDK or ``opentelemetry-instrument``; without one it is OpenTelemetry's no-op. The
 context rides on context variables, so a relay task started inside the creator's request, and
 everything it calls, is part of that request's trace. Without the extra every function here is a
-no-op: :func:`span` returns a shared null context and the others return at once.
+no-op: :func:`span` returns a shared null context and the others return at once. With the API but
+no provider set, :func:`span` returns the null context too: the no-op tracer's span would only
+carry its parent's context, which is current already, so what :func:`inject` sends is the same
+(this saves about 10 us a span, two or three a run).
 
 An exception leaving a span is recorded on it (status ``ERROR``, an ``exception`` event) with its
 message and stack trace redacted as log lines are (``gateway.logs.redact``): an HTTP client's
@@ -47,9 +50,14 @@ def span(
 ) -> contextlib.AbstractContextManager[Any]:
     """A span named ``name`` around a ``with`` block, a child of the current one (None
     attributes are left out); exceptions are recorded on it, redacted."""
-    if _trace is None:
+    if _trace is None or _untraced():
         return _NULL
     return _span(name, {k: v for k, v in attributes.items() if v is not None})
+
+
+def _untraced() -> bool:
+    """Whether no tracer provider is set (asked each time: an operator may set one late)."""
+    return isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
 
 
 @contextlib.contextmanager
@@ -95,13 +103,15 @@ def _tracer() -> _trace.Tracer:
 
 def set_attribute(name: str, value: str | int | float | bool) -> None:
     """Set an attribute on the current span (an id learnt after the span began)."""
-    if _trace is not None:
+    if _trace is not None and not _untraced():
         _trace.get_current_span().set_attribute(name, value)
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current trace context (``traceparent``, ``tracestate``) to outgoing ``headers``."""
-    if _trace is not None:
+    if _trace is not None and (_context.get_current() or not _untraced()):
+        # Untraced with nothing in the context (no traceparent came in), the propagators
+        # would find nothing to send: skip them.
         _propagate.inject(headers)
 
 

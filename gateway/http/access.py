@@ -17,6 +17,7 @@ response they had started (200 for SSE, 101 for a WebSocket) and their whole dur
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -49,6 +50,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class AccessLogger(AbstractAccessLogger):
     """``remote "METHOD path?query" status seconds`` with credential values redacted."""
+
+    @property
+    def enabled(self) -> bool:
+        # aiohttp asks once per connection; below INFO (``--log-level warning``) no line would
+        # be written, so none is built and the request's start time is not read.
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.path in QUIET_PATHS:

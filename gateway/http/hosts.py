@@ -23,25 +23,38 @@ from .errors import Handler, error_response
 __all__ = ["HostCheck"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+_MEMO_SIZE = 64
+"""``Host`` values whose answer is remembered (clients send one or two; parsing an address takes
+3 us a request); past it the memo starts over, and longer values than a DNS name are not kept."""
+_MEMO_KEY_CHARS = 262
+"""The longest ``Host`` kept: a DNS name (253), brackets, a colon and a port."""
 
 
 class HostCheck:
     """The middleware of :mod:`gateway.http.hosts` for one app's settings."""
 
-    __slots__ = ("_any", "_names")
+    __slots__ = ("_any", "_memo", "_names")
 
     def __init__(self, bound: str, allowed: Sequence[str]) -> None:
         names = {name.lower() for name in allowed}
         self._any = "*" in names or (not names and not _is_loopback(bound))
         self._names = frozenset(names - {"*"})
+        self._memo: dict[str, bool] = {}
 
     def install(self, app: web.Application) -> None:
         if not self._any:
             app.middlewares.insert(0, self._middleware)
 
     def allows(self, host: str) -> bool:
-        name = _hostname(host)
-        return name in self._names or _is_loopback(name)
+        known = self._memo.get(host)
+        if known is None:
+            name = _hostname(host)
+            known = name in self._names or _is_loopback(name)
+            if len(host) <= _MEMO_KEY_CHARS:
+                if len(self._memo) >= _MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[host] = known
+        return known
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -46,6 +46,23 @@ def test_enabled_with_the_extra() -> None:
     assert "traceparent" not in headers
 
 
+NO_PROVIDER = """
+from gateway import tracing
+parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+with tracing.extracted({"traceparent": parent}), tracing.span("runcast.upstream") as span:
+    tracing.set_attribute("a", 1)
+    headers = {}
+    tracing.inject(headers)
+print(span is None, headers.get("traceparent") == parent)
+"""
+
+
+def test_without_a_provider_no_span_is_made_and_the_callers_trace_still_travels() -> None:
+    # No provider set: the no-op span is skipped (it is CPU on every run), and the upstream
+    # still gets the creator's traceparent, as through OpenTelemetry's no-op span.
+    assert _run(NO_PROVIDER) == "True True"
+
+
 LATE_PROVIDER = """
 from gateway import tracing
 with tracing.span("runcast.relay"):  # before any provider: OpenTelemetry's no-op

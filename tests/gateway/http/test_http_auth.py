@@ -9,6 +9,8 @@ import jwt
 import pytest
 from http_helpers import SECRET, Gateway, StartGateway, Subscriber, new_thread, read_sse, sdk_client
 
+from gateway.http.auth import CallerAuth, TokenAuthority
+
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
 RUNCAST_KEY = "rk-backend"
@@ -236,3 +238,20 @@ async def test_cors_exposes_every_header_a_creator_gets(
         ours = {name.lower() for name in response.headers if name.lower().startswith("runcast-")}
     assert len(ours) >= 4
     assert ours <= exposed
+
+
+@pytest.mark.parametrize("channel", ["run:run_abc123", "channel:a.b_c-9", 'thread:th\u00e9"\\'])
+def test_minted_tokens_are_the_tokens_pyjwt_makes(channel: str) -> None:
+    secret = SECRET.encode()
+    callers = CallerAuth((), upstream_key_held=False)
+    minted = TokenAuthority(secret, ttl=60, open_mode=False, callers=callers).mint(channel)
+    claims = jwt.decode(minted.token, secret, algorithms=["HS256"], issuer="runcast")
+    assert claims == {
+        "sub": channel,
+        "iat": claims["iat"],
+        "exp": minted.expires_at,
+        "iss": "runcast",
+    }
+    assert jwt.get_unverified_header(minted.token) == {"alg": "HS256", "typ": "JWT"}
+    if channel.isascii():
+        assert minted.token == jwt.encode(claims, secret, algorithm="HS256")

@@ -11,6 +11,8 @@ import orjson
 import pytest
 from http_helpers import StartGateway, parse_serve
 
+from gateway.http.hosts import HostCheck
+
 ATTACKER = "rebound.attacker.example"
 LOOPBACK = ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:9", "[::1]:8080", "127.8.9.1"]
 PATHS = [
@@ -74,3 +76,14 @@ def test_allowed_hosts_from_flags_and_environment() -> None:
     )
     with pytest.raises((argparse.ArgumentTypeError, SystemExit, ValueError)):
         parse_serve("--allowed-host", "https://a.example/")
+
+
+def test_answers_stay_right_past_the_memo_of_hosts_seen() -> None:
+    # A client naming a new Host each time cannot grow the memo nor mix up its answers.
+    check = HostCheck("127.0.0.1", ["proxy.example"])
+    for round_ in range(3):
+        for i in range(300):
+            assert check.allows(f"127.0.0.{i % 250 + 1}:{round_}")
+            assert not check.allows(f"h{i}.{ATTACKER}")
+            assert check.allows("proxy.example:443")
+        assert len(check._memo) <= 64

@@ -5,6 +5,7 @@ mid-stream are in it, ``--access-log off``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -13,6 +14,8 @@ import orjson
 import pytest
 from http_helpers import WAIT, StartSim, clean_environ, serve_process, stop_with_sigterm
 from openai import AsyncOpenAI
+
+from gateway.http.access import AccessLogger
 
 API_KEY = "rk-runcast-key-0123456789abcdef"
 TOKEN_SECRET = "token-secret-0123456789abcdef-0123456789"
@@ -122,3 +125,12 @@ async def test_access_log_off_and_text_lines(start_sim: StartSim) -> None:
     assert all(" INFO " in line or " WARNING " in line for line in every), every
     for secret in (API_KEY, TOKEN_SECRET, UPSTREAM_KEY, WEBHOOK_SECRET, WRONG_KEY, token):
         assert not [line for line in every if secret in line], secret
+
+
+def test_no_access_line_is_built_when_info_lines_are_dropped() -> None:
+    # aiohttp asks `enabled` once per connection: below INFO it skips building the line.
+    logger = logging.getLogger("runcast.tests.access")
+    logger.setLevel(logging.WARNING)
+    assert AccessLogger(logger, "").enabled is False
+    logger.setLevel(logging.INFO)
+    assert AccessLogger(logger, "").enabled is True
