@@ -14,34 +14,21 @@ There is no creator copy: nchan is a pub/sub server, not a gateway, so its creat
 from __future__ import annotations
 
 import shutil
-import socket
-import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 import orjson
-from _serve_procs import SERVER_CPU, Child, free_port
+from _nginx import HEAD, TEMP_PATHS, start_nginx
+from _serve_procs import Child
 
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 
-_CONF = """
-load_module {module};
-worker_processes 1;
-master_process off;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-worker_rlimit_nofile 1048576;
-events {{ worker_connections 1000000; multi_accept on; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  server {{
+_CONF = (
+    "load_module {module};\n"
+    + HEAD
+    + "http {{"
+    + TEMP_PATHS
+    + """  server {{
     listen 127.0.0.1:{port} backlog=65535;
     location = /healthz {{ return 200 "ok"; }}
     location ~ ^/streams/threads/([^/]+)$ {{
@@ -58,6 +45,7 @@ http {{
   }}
 }}
 """
+)
 
 
 def available() -> str | None:
@@ -71,26 +59,7 @@ def available() -> str | None:
 
 def start_nchan() -> tuple[Child, str]:
     """nginx + nchan on a free port, alone on the server CPU; returns it and its root URL."""
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="serve_bench_nchan_"))
-    conf = workdir / "nginx.conf"
-    conf.write_text(_CONF.format(module=MODULE, dir=workdir, port=port))
-    nginx = shutil.which("nginx")
-    assert nginx is not None
-    child = Child("nginx (nchan)", [nginx, "-c", str(conf), "-p", str(workdir)], SERVER_CPU)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or child.proc.poll() is not None:
-                log = (
-                    (workdir / "error.log").read_text() if (workdir / "error.log").exists() else ""
-                )
-                raise RuntimeError(f"nginx did not start: {child.output()} {log}") from None
-            time.sleep(0.05)
-    return child, f"http://127.0.0.1:{port}"
+    return start_nginx("nginx (nchan)", _CONF, module=MODULE)
 
 
 async def publish_run(

@@ -7,6 +7,8 @@ runs the same load, in the same session and interleaved, through three targets:
 - **runcast**: ``runcast serve`` in front of the simulator;
 - **bare proxy**: ``_bare_proxy.py``, an aiohttp pass-through with nothing of a gateway (no
   parsing, fan-out, history, auth or logs): what the extra hop alone costs here;
+- **nginx proxy**: nginx's ``proxy_pass`` (one process, unbuffered, upstream keep-alive), when
+  nginx is installed: the same hop made by a C server, the floor of any proxy on this machine;
 - **A/A**: the simulator compared with itself, the instrument's own noise floor.
 
 The servers under test run alone on CPU 0; the simulator and the load generator share CPU 1
@@ -21,12 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from _nginx import HEAD, TEMP_PATHS, start_nginx
 from _serve_procs import (
     BENCH,
     CLIENT_CPU,
@@ -38,7 +43,29 @@ from _serve_procs import (
     wait_mock,
 )
 
-TARGETS = ("runcast", "bare proxy", "A/A")
+TARGETS = ("runcast", "bare proxy", "nginx proxy", "A/A")
+
+NGINX_PROXY = (
+    HEAD
+    + "http {{"
+    + TEMP_PATHS
+    + """  upstream simulator {{ server {upstream}; keepalive 1024; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=65535;
+    location = /healthz {{ return 200 "ok"; }}
+    location /v1/ {{
+      proxy_pass http://simulator;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 120s;
+    }}
+  }}
+}}
+"""
+)
+"""nginx passing ``/v1/*`` to the simulator as it comes, over kept-alive connections."""
 
 
 def start_bare(upstream: str) -> tuple[Child, str]:
@@ -48,6 +75,10 @@ def start_bare(upstream: str) -> tuple[Child, str]:
     base = f"http://127.0.0.1:{port}"
     _wait_healthy(child, base)
     return child, base
+
+
+def start_nginx_proxy(upstream: str) -> tuple[Child, str]:
+    return start_nginx("nginx proxy", NGINX_PROXY, upstream=urlsplit(upstream).netloc)
 
 
 def load(target: str, simulator: str, args: argparse.Namespace) -> dict[str, float]:
@@ -83,9 +114,13 @@ def main() -> int:
         bare, bare_url = start_bare(simulator)
         children += [runcast, bare]
         urls = {"runcast": runcast_url, "bare proxy": bare_url, "A/A": simulator}
-        rows: dict[str, list[dict[str, float]]] = {name: [] for name in TARGETS}
+        if shutil.which("nginx") is not None:
+            nginx, urls["nginx proxy"] = start_nginx_proxy(simulator)
+            children.append(nginx)
+        urls = {name: urls[name] for name in TARGETS if name in urls}
+        rows: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
         for i in range(args.rounds):
-            for name in TARGETS:
+            for name in urls:
                 row = load(urls[name], simulator, args)
                 rows[name].append(row)
                 print(
@@ -99,19 +134,23 @@ def main() -> int:
             child.stop()
     medians = {
         name: {k: statistics.median(r[k] for r in rows[name]) for k in ("event_p50", "event_p99")}
-        for name in TARGETS
+        for name in rows
     }
-    for name in TARGETS:
+    for name in rows:
         m = medians[name]
         print(
             f"median {name:>10}: per event p50 {m['event_p50']:6.2f} ms, p99 {m['event_p99']:7.2f} ms"
         )
-    ours, floor = medians["runcast"], medians["bare proxy"]
-    print(
-        f"runcast over the bare proxy: p50 {ours['event_p50'] - floor['event_p50']:+.2f} ms, "
-        f"p99 {ours['event_p99'] - floor['event_p99']:+.2f} ms "
-        f"({ours['event_p99'] / floor['event_p99']:.2f}x the floor's p99)"
-    )
+    ours = medians["runcast"]
+    for name in ("bare proxy", "nginx proxy"):
+        if name not in medians:
+            continue
+        floor = medians[name]
+        print(
+            f"runcast over the {name}: p50 {ours['event_p50'] - floor['event_p50']:+.2f} ms, "
+            f"p99 {ours['event_p99'] - floor['event_p99']:+.2f} ms "
+            f"({ours['event_p99'] / floor['event_p99']:.2f}x its p99)"
+        )
     if args.json is not None:
         args.json.write_text(json.dumps({"rounds": rows, "medians": medians}, indent=2))
     return 0
