@@ -47,6 +47,7 @@ FLAG_KEYS: Mapping[str, str] = {
     "upstream_proxy": "upstream.proxy",
     "upstream_connect_timeout": "upstream.connect_timeout",
     "upstream_first_byte_timeout": "upstream.first_byte_timeout",
+    "upstream_answer_timeout": "upstream.answer_timeout",
     "upstream_idle_timeout": "upstream.idle_timeout",
     "max_stream_bytes": "upstream.max_stream_bytes",
     "api_key": "api_keys",

@@ -73,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     up.add_argument("--upstream-connect-timeout", type=float, metavar="S")
     up.add_argument("--upstream-first-byte-timeout", type=float, metavar="S")
     up.add_argument(
+        "--upstream-answer-timeout",
+        type=float,
+        metavar="S",
+        help="longest wait for the first byte of a non-streamed call's answer (streams: "
+        "--upstream-first-byte-timeout)",
+    )
+    up.add_argument(
         "--upstream-idle-timeout",
         type=float,
         metavar="S",

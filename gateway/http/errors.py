@@ -108,8 +108,16 @@ class RequestError(Exception):
 def upstream_failure(exc: UpstreamError | RemoteProtocolError) -> RequestError:
     """A call the upstream never answered properly: 504 for a timeout, else 502."""
     if isinstance(exc, UpstreamTimeout):
+        # Past the connect, the request was sent: the upstream may be executing it (a
+        # generation billed as any other), and the SDKs resend a 504 unless told not to. Only a
+        # connect timeout proves nothing was sent (the upstream client's own retry rule).
+        sent = exc.phase != "connect"
         return RequestError(
-            504, f"upstream did not answer: {exc}", type="upstream_error", code="upstream_timeout"
+            504,
+            f"upstream did not answer: {exc}",
+            type="upstream_error",
+            code="upstream_timeout",
+            headers={"x-should-retry": "false"} if sent else None,
         )
     if isinstance(exc, UpstreamNotAStream):
         # Processed upstream: the SDKs retry a 502 unless told not to, and a retry would

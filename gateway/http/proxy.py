@@ -6,7 +6,11 @@ headers listed in ``headers.py``; a path that could leave the upstream's ``/v1``
 before anything is sent; status, those response headers and the body (error bodies
 included) come back unchanged, but for runcast's upstream key, masked where upstream bytes enter
 (``gateway/upstream/scrub.py``). Retries are left to the caller's own client (``max_retries=0``),
-which sees the upstream's ``retry-after`` hints. Streamed run-starting calls go to
+which sees the upstream's ``retry-after`` hints. The upstream has ``answer_timeout`` (600 s, the
+openai SDK's default) to begin its answer to a passthrough call, which is not streamed (a
+completion, a reasoning model's response), but ``first_byte_timeout`` for a retrieve stream
+(``GET /v1/responses/{id}?stream=true``); a 504 for an upstream that did not answer in time
+says ``x-should-retry: false`` (``errors.upstream_failure``). Streamed run-starting calls go to
 ``creator.serve_streamed_call`` instead, which relays and fans them out; streamed Responses and
 Chat Completions calls to ``protocol_creator.serve_protocol_stream``; a retrieve stream of a
 response runcast holds is answered from its log (``retrieve.py``).
@@ -62,8 +66,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return await serve_protocol_stream(request, call, body, api_key=api_key, headers=headers)
     if call is not None:
         return await serve_streamed_call(request, call, body, api_key=api_key, headers=headers)
+    # A retrieve stream of a response runcast does not hold is one: its first byte is not
+    # the end of a generation, and waits first_byte_timeout as any stream's.
+    wait = None if logged is not None else request.app[UPSTREAM].settings.answer_timeout
     try:
-        answer = await _passthrough(request, raw_path, body, api_key, headers)
+        answer = await _passthrough(request, raw_path, body, api_key, headers, wait)
     except (UpstreamError, RemoteProtocolError) as exc:
         raise upstream_failure(exc) from None
     cancelled = _CANCEL.fullmatch(raw_path) if request.method == "POST" else None
@@ -82,6 +89,7 @@ async def _passthrough(
     body: bytes,
     api_key: str | None,
     headers: dict[str, str],
+    first_byte_timeout: float | None = None,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     key = request.app[UPSTREAM_KEY]
@@ -94,6 +102,7 @@ async def _passthrough(
         headers=headers,
         api_key=api_key,
         max_retries=0,
+        first_byte_timeout=first_byte_timeout,
     ) as answer:
         out_headers = copy_response_headers(answer.headers)
         if not answer.ok or not answer.content_type.startswith("text/event-stream"):

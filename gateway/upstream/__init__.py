@@ -14,7 +14,8 @@ of them names a protocol's types. The Assistants API's own pieces are in ``assis
 calls, a mixin of the client).
 
 Timeouts (never a total timeout; see :class:`UpstreamSettings`): ``UpstreamTimeout.phase`` is
-``"connect"``, ``"first_byte"`` (request start -> first body byte, response head included) or
+``"connect"``, ``"first_byte"`` (request start -> first body byte, response head included:
+``first_byte_timeout``, or ``answer_timeout`` for a non-streamed call the proxy passes through) or
 ``"idle"`` (between two body chunks).
 
 Retry policy. A request that may have reached the upstream is never repeated unless its method

@@ -198,12 +198,14 @@ class UpstreamClient(RunOperations):
         max_retries: int | None = None,
         decompress: bool = True,
         accept: str | None = None,
+        first_byte_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send ``method path`` (relative to ``base_url``, already percent-encoded) and return the
         answer, whatever its status, with the body unread. The caller must ``release()`` it.
 
         ``body`` bytes go out unchanged. ``max_retries`` overrides the settings' budget (0: no
-        retry at all). Raises ``UpstreamConnectError``/``UpstreamConnectionError`` or
+        retry at all), ``first_byte_timeout`` the settings' wait for the first byte (the
+        transparent proxy gives a non-streamed call ``answer_timeout``). Raises ``UpstreamConnectError``/``UpstreamConnectionError`` or
         ``UpstreamTimeout`` when no answer arrived.
         """
         method = method.upper()
@@ -221,7 +223,13 @@ class UpstreamClient(RunOperations):
             delay: float | None
             try:
                 response = await self._transport.send(
-                    method, url, headers=hdrs, body=body, decompress=decompress, key=key
+                    method,
+                    url,
+                    headers=hdrs,
+                    body=body,
+                    decompress=decompress,
+                    key=key,
+                    first_byte_timeout=first_byte_timeout,
                 )
             except UpstreamConnectError:
                 delay = self._policy.after_connect_error(attempt) if attempt < budget else None
@@ -262,6 +270,7 @@ class UpstreamClient(RunOperations):
         api_key: str | None = None,
         max_retries: int | None = None,
         decompress: bool = True,
+        first_byte_timeout: float | None = None,
     ) -> AsyncIterator[UpstreamResponse]:
         """:meth:`send` as an async context manager that releases the response on exit.
 
@@ -284,6 +293,7 @@ class UpstreamClient(RunOperations):
             api_key=api_key,
             max_retries=max_retries,
             decompress=decompress,
+            first_byte_timeout=first_byte_timeout,
         )
         try:
             yield response

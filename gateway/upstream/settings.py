@@ -27,7 +27,9 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     timeout. ``connect_timeout`` bounds the TCP/TLS connect, ``first_byte_timeout`` runs from the
     start of a request until the first body byte (it covers the wait for the response head), and
     ``idle_timeout`` bounds every later wait for the next body chunk, so a run may stream for hours
-    as long as bytes keep coming.
+    as long as bytes keep coming. A non-streamed call the proxy passes through waits for its first
+    byte up to ``answer_timeout`` instead: the upstream writes nothing until the whole answer is
+    generated, which a reasoning model may take minutes to do.
     """
 
     base_url: str
@@ -45,7 +47,10 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     connect_timeout: float = 10.0
     """Seconds to open a connection (the openai SDK uses 5 s; a loaded upstream may need more)."""
     first_byte_timeout: float = 60.0
-    """Seconds from sending a request to its first body byte."""
+    """Seconds from sending a request to its first body byte (streamed and runcast's own calls)."""
+    answer_timeout: float = 600.0
+    """Seconds from sending a non-streamed call passed through (``/v1/*``: a chat completion, a
+    response, a file) to the first byte of its answer, the openai SDK's own default timeout."""
     idle_timeout: float = 120.0
     """Seconds allowed between two body chunks (never a total timeout on a stream)."""
 
@@ -94,7 +99,7 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             )
         if self.proxy is not None and (problem := check_proxy_url(self.proxy)) is not None:
             raise ConfigError(f"upstream proxy {masked_url(self.proxy)!r}: {problem}")
-        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+        for name in ("connect_timeout", "first_byte_timeout", "answer_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"upstream {name} must be > 0")
         for name in ("backoff_base", "backoff_max", "retry_after_max", "keepalive_timeout"):

@@ -11,11 +11,13 @@ aiohttp / asyncio                        raised as
 ``ClientConnectorError`` (refused, DNS)  :class:`UpstreamConnectError` (nothing was sent)
 ``ClientSSLError`` (TLS)                 ``UpstreamConnectionError``
 ``ConnectionTimeoutError``               ``UpstreamTimeout("connect", connect_timeout)``
-first-byte deadline expired              ``UpstreamTimeout("first_byte", first_byte_timeout)``
+first-byte deadline expired              ``UpstreamTimeout("first_byte", first_byte_timeout)`` [1]
 no chunk within ``idle_timeout``         ``UpstreamTimeout("idle", idle_timeout)``
 ``ClientPayloadError`` (body cut)        ``UpstreamConnectionError``
 other ``ClientError`` / ``OSError``      ``UpstreamConnectionError``
 =======================================  =====================================================
+
+[1] Or ``answer_timeout``, the limit a non-streamed call passed through is sent with.
 """
 
 from __future__ import annotations
@@ -404,16 +406,20 @@ class Transport:
         body: bytes | None,
         decompress: bool = True,
         key: str | None = None,
+        first_byte_timeout: float | None = None,
     ) -> UpstreamResponse:
         """One attempt: open (or reuse) a connection, send, and wait for the response head.
 
         ``key`` is the one ``headers`` authenticate with (runcast's or the caller's): it is
-        masked in the answer."""
+        masked in the answer. ``first_byte_timeout`` replaces the settings' for this request
+        (a non-streamed call passed through waits ``answer_timeout``)."""
         session = self._session
         if session is None:
             raise RuntimeError("UpstreamClient used before start() or after aclose()")
         s = self._settings
-        deadline = asyncio.get_running_loop().time() + s.first_byte_timeout
+        if first_byte_timeout is None:
+            first_byte_timeout = s.first_byte_timeout
+        deadline = asyncio.get_running_loop().time() + first_byte_timeout
         scope = asyncio.timeout_at(deadline)
         sent = dict(headers)
         traced = tracing.span(
@@ -455,7 +461,7 @@ class Transport:
             ) from exc
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             if scope.expired():
-                raise UpstreamTimeout("first_byte", s.first_byte_timeout) from exc
+                raise UpstreamTimeout("first_byte", first_byte_timeout) from exc
             raise UpstreamConnectionError(f"upstream request failed: {said(exc)}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamConnectionError(f"upstream request failed: {said(exc)}") from exc
@@ -473,7 +479,7 @@ class Transport:
         return UpstreamResponse(
             resp,
             first_byte_deadline=deadline,
-            first_byte_timeout=s.first_byte_timeout,
+            first_byte_timeout=first_byte_timeout,
             idle_timeout=s.idle_timeout,
             on_release=self._released,
             scrubber=self._scrub_chain(key),

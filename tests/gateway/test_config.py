@@ -44,6 +44,7 @@ def test_every_key_has_a_variable_and_lists_and_maps_parse(tmp_path: Path) -> No
     env = {
         "RUNCAST_UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
         "RUNCAST_UPSTREAM_IDLE_TIMEOUT": "7.5",
+        "RUNCAST_UPSTREAM_ANSWER_TIMEOUT": "900",
         "RUNCAST_API_KEYS": "k1, k2",
         "RUNCAST_TOKEN_SECRET": SECRET,
         "RUNCAST_CORS_ORIGINS": "https://a.example,https://b.example",
@@ -56,6 +57,7 @@ def test_every_key_has_a_variable_and_lists_and_maps_parse(tmp_path: Path) -> No
     }
     settings = _load(tmp_path, None, env).settings
     assert settings.upstream is not None and settings.upstream.idle_timeout == 7.5
+    assert settings.upstream.answer_timeout == 900.0
     assert settings.api_keys == ("k1", "k2")
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.tools.webhooks == {
@@ -67,6 +69,14 @@ def test_every_key_has_a_variable_and_lists_and_maps_parse(tmp_path: Path) -> No
     assert settings.simulator.scenario == "tool_call"
     names = {config.env_name(key) for key in config.setting_keys()}
     assert {"RUNCAST_PORT", "RUNCAST_HUB_RETENTION", "RUNCAST_TOOLS_TIMEOUT"} <= names
+
+
+def test_the_answer_timeout_comes_from_its_flag(tmp_path: Path) -> None:
+    argv = ("--upstream", "http://127.0.0.1:9/v1", "--upstream-answer-timeout", "1200")
+    effective = _load(tmp_path, None, {"RUNCAST_API_KEYS": "rk-1"}, *argv)
+    assert effective.settings.upstream is not None
+    assert effective.settings.upstream.answer_timeout == 1200.0
+    assert effective.sources["upstream.answer_timeout"] == "flag --upstream-answer-timeout"
 
 
 def test_documented_aliases_and_the_upstream_key_variable(tmp_path: Path) -> None:
@@ -321,6 +331,8 @@ def test_runcast_config_warns_of_a_misspelt_variable() -> None:
         ("RUNCAST_UPSTREAM_BACKOFF_MAX", "nan"),
         ("RUNCAST_UPSTREAM_RETRY_AFTER_MAX", "nan"),
         ("RUNCAST_UPSTREAM_KEEPALIVE_TIMEOUT", "nan"),
+        ("RUNCAST_UPSTREAM_ANSWER_TIMEOUT", "0"),
+        ("RUNCAST_UPSTREAM_ANSWER_TIMEOUT", "nan"),
     ],
 )
 def test_impossible_hub_tail_and_upstream_times_are_refused(

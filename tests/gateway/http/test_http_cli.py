@@ -119,6 +119,7 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
         (("--header-timeout", "0"), "--header-timeout"),
         (("--body-timeout", "-1"), "--body-timeout"),
         (("--upstream-idle-timeout", "0"), "--upstream-idle-timeout"),
+        (("--upstream-answer-timeout", "-1"), "--upstream-answer-timeout"),
         (("--tool-timeout", "0"), "--tool-timeout"),
         (("--tool-timeout", "nan"), "--tool-timeout"),
         (("--tool-max-rounds", "0"), "--tool-max-rounds"),

@@ -312,3 +312,103 @@ async def test_a_query_in_the_upstream_url_goes_with_every_call(
     finally:
         await client.close()
     assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+
+
+# -- how long the upstream has to answer ----------------------------------------------------------
+
+SLOW_ANSWER = 1.5
+"""Seconds the slow upstream below takes to answer: past the first-byte timeout the gateways of
+these tests have (0.5 s), within their answer timeout (3 s)."""
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "thought it over"},
+            "finish_reason": "stop",
+        }
+    ],
+}
+
+
+@pytest_asyncio.fixture
+async def slow_upstream() -> AsyncIterator[tuple[str, list[str]]]:
+    """An upstream that answers every call (streamed or not) after SLOW_ANSWER seconds, as a
+    reasoning model does; its base URL and the paths it was asked for."""
+    asked: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        asked.append(request.path)
+        body = await request.json()
+        await asyncio.sleep(SLOW_ANSWER)
+        if not body.get("stream"):
+            return web.json_response(COMPLETION)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    async with served_upstream(app) as url:
+        yield url, asked
+
+
+@pytest.mark.asyncio
+async def test_a_non_streamed_call_waits_the_answer_timeout_not_the_first_byte_one(
+    start_gateway: StartGateway, slow_upstream: tuple[str, list[str]]
+) -> None:
+    # A non-streamed call's upstream writes nothing before its whole answer: it was cut at the
+    # first-byte timeout (60 s), which a reasoning model's answer often passes, and the SDK
+    # (whose own timeout is 600 s) sent it twice more.
+    url, asked = slow_upstream
+    gateway = await start_gateway(
+        upstream_url=url, upstream={"first_byte_timeout": 0.5, "answer_timeout": 3.0}
+    )
+    client = sdk_client(gateway)
+    try:
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "think hard"}]
+        )
+        assert completion.choices[0].message.content == "thought it over"
+        # A stream keeps the first-byte timeout.
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "think hard"}], stream=True
+            )
+    finally:
+        await client.close()
+    assert caught.value.status_code == 504
+    assert "first_byte timeout after 0.5s" in caught.value.message
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert asked == ["/v1/chat/completions"] * 2
+
+
+@pytest.mark.asyncio
+async def test_an_answer_later_than_the_answer_timeout_is_a_504_the_sdk_does_not_resend(
+    start_gateway: StartGateway, slow_upstream: tuple[str, list[str]]
+) -> None:
+    # The request was sent: the upstream may be generating (and billing) it. The 504 said
+    # nothing about retrying, and the SDK's default two retries made that three generations.
+    url, asked = slow_upstream
+    gateway = await start_gateway(
+        upstream_url=url, upstream={"first_byte_timeout": 3.0, "answer_timeout": 0.5}
+    )
+    client = AsyncOpenAI(base_url=gateway.v1, api_key="sk-caller", max_retries=2, timeout=30)
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "think hard"}]
+            )
+    finally:
+        await client.close()
+    assert caught.value.status_code == 504
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "upstream_timeout"
+    assert error["message"] == "upstream did not answer: upstream first_byte timeout after 0.5s"
+    assert asked == ["/v1/chat/completions"]

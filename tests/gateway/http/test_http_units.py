@@ -8,6 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway.errors import UpstreamTimeout
+from gateway.http.errors import upstream_failure
 from gateway.http.headers import copy_response_headers, forward_request_headers
 from gateway.http.routes import StreamedCall, streamed_call
 from gateway.hub import HubEvent
@@ -153,6 +155,24 @@ async def test_a_bound_feed_lags_on_the_sockets_own_backlog() -> None:
 )
 def test_streamed_call(method: str, path: str, body: bytes, expected: StreamedCall | None) -> None:
     assert streamed_call(method, path, body) == expected
+
+
+# -- upstream failures ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["first_byte", "idle"])
+def test_a_timeout_after_sending_is_a_504_not_to_retry(phase: str) -> None:
+    # The upstream may be running the request: the SDKs' retry of a 504 would run it again.
+    error = upstream_failure(UpstreamTimeout(phase, 1.0))
+    assert (error.status, error.code) == (504, "upstream_timeout")
+    assert error.headers == {"x-should-retry": "false"}
+
+
+def test_a_connect_timeout_stays_retryable() -> None:
+    # Nothing was sent: the caller's client may try again.
+    error = upstream_failure(UpstreamTimeout("connect", 1.0))
+    assert (error.status, error.code) == (504, "upstream_timeout")
+    assert error.headers is None
 
 
 # -- headers -----------------------------------------------------------------------------------

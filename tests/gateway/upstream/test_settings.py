@@ -12,6 +12,7 @@ from gateway.upstream import UpstreamSettings
 def test_defaults_fit_streams() -> None:
     s = UpstreamSettings(base_url="http://127.0.0.1:8001/v1")
     assert (s.connect_timeout, s.first_byte_timeout, s.idle_timeout) == (10.0, 60.0, 120.0)
+    assert s.answer_timeout == 600.0  # the openai SDK's own timeout
     assert s.max_retries == 2
     assert s.api_key is None and s.max_event_bytes is None
 
@@ -32,6 +33,8 @@ def test_built_from_a_mapping_strictly() -> None:
         {"base_url": "127.0.0.1:8001"},
         {"idle_timeout": 0},
         {"first_byte_timeout": -1},
+        {"answer_timeout": 0},
+        {"answer_timeout": float("nan")},
         {"max_retries": -1},
         {"backoff_max": -0.1},
         {"max_event_bytes": 0},
