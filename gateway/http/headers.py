@@ -107,14 +107,17 @@ def copy_response_headers(
     headers: Mapping[str, str], *, content_type: bool = True
 ) -> CIMultiDict[str]:
     """The upstream's response headers that go back to the caller (any name case; setting one
-    on the result replaces the upstream's, whatever its case)."""
+    on the result replaces the upstream's, whatever its case).
+
+    A header the upstream repeats (two ``Link``, a rate-limit header twice) comes back with
+    every value, in order, when ``headers`` holds them all (a multidict)."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         low = name.lower()
         if low == "content-type" and not content_type:
             continue
         if low in _RESPONSE_NAMES or low.startswith(_RESPONSE_PREFIXES):
-            out[name] = value
+            out.add(name, value)
     return out
 
 

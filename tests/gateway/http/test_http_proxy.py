@@ -20,6 +20,7 @@ from http_helpers import (
     sdk_client,
     served_upstream,
 )
+from multidict import CIMultiDict
 from openai import AsyncOpenAI
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -412,3 +413,59 @@ async def test_an_answer_later_than_the_answer_timeout_is_a_504_the_sdk_does_not
     assert error["code"] == "upstream_timeout"
     assert error["message"] == "upstream did not answer: upstream first_byte timeout after 0.5s"
     assert asked == ["/v1/chat/completions"]
+
+
+# -- repeated response headers --------------------------------------------------------------------
+
+REPEATED = [
+    ("Link", '</v1/models?after=m_2>; rel="next"'),
+    ("x-ratelimit-remaining-requests", "9"),
+    ("Link", '</v1/models?before=m_1>; rel="prev"'),
+    ("x-ratelimit-remaining-requests", "8"),
+    ("Set-Cookie", "a=1"),
+    ("Set-Cookie", "b=2"),
+]
+
+
+@pytest.mark.asyncio
+async def test_headers_the_upstream_repeats_reach_the_caller_with_every_value(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # Only the last value of each reached the caller: the SDK's pagination read one Link.
+    chunk = (
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+        b'"choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},'
+        b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": []}, headers=CIMultiDict(REPEATED))
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        headers = CIMultiDict([("Content-Type", "text/event-stream"), *REPEATED])
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        await response.write(chunk)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        auth = {"Authorization": "Bearer sk-caller"}
+        async with session.get(f"{gateway.v1}/models", headers=auth) as proxied:
+            assert proxied.status == 200
+            proxied_head = proxied.headers.copy()
+        # A streamed completion's head, which its creator gets, carries them as well.
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with session.post(
+            f"{gateway.v1}/chat/completions", json=body, headers=auth
+        ) as streamed:
+            assert streamed.status == 200
+            assert b"data: [DONE]" in await streamed.read()
+            streamed_head = streamed.headers.copy()
+    for head in (proxied_head, streamed_head):
+        assert head.getall("Link") == [value for name, value in REPEATED if name == "Link"]
+        assert head.getall("x-ratelimit-remaining-requests") == ["9", "8"]
+        assert "Set-Cookie" not in head

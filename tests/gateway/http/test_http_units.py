@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from gateway.errors import UpstreamTimeout
 from gateway.http.errors import upstream_failure
@@ -199,6 +200,34 @@ def test_headers_cross_the_proxy_selectively() -> None:
         "openai-poll-after-ms": "50",
         "x-ratelimit-remaining-requests": "9",
     }
+
+
+def test_a_repeated_response_header_keeps_every_value_in_order() -> None:
+    # Only the last Link (or rate-limit header) the upstream sent reached the caller.
+    upstream = CIMultiDict(
+        [
+            ("Link", "</v1/models?after=a>; rel=next"),
+            ("x-ratelimit-limit-requests", "100"),
+            ("Set-Cookie", "a=1"),
+            ("link", "</v1/models?before=a>; rel=prev"),
+            ("X-RateLimit-Limit-Requests", "200"),
+            ("Set-Cookie", "b=2"),
+            ("Content-Type", "application/json"),
+        ]
+    )
+    copied = copy_response_headers(upstream)
+    assert list(copied.items()) == [
+        ("Link", "</v1/models?after=a>; rel=next"),
+        ("x-ratelimit-limit-requests", "100"),
+        ("link", "</v1/models?before=a>; rel=prev"),
+        ("X-RateLimit-Limit-Requests", "200"),
+        ("Content-Type", "application/json"),
+    ]
+    # Setting a header on the result still replaces every value the upstream gave it.
+    streamed = copy_response_headers(upstream, content_type=False)
+    streamed["link"] = "<mine>"
+    assert streamed.getall("Link") == ["<mine>"]
+    assert "Content-Type" not in streamed
 
 
 # -- reducers ----------------------------------------------------------------------------------
