@@ -7,7 +7,10 @@ longer than ``ttl`` must not lose its run) and moves the run's record in
 refused means another node holds the run now: the keeper calls ``on_lost`` once and stops (the
 relay then stops pumping at once). A renewal that fails (the store unreachable) is tried again at
 the next tick; if the lease lapsed meanwhile and nobody took it, the keeper takes it back (a new
-token: ``on_lease`` hands it to the relay's publishes), else the run is lost as above.
+token: ``on_lease`` hands it to the relay's publishes), else the run is lost as above. A lease
+taken back writes the run's live record anew, as does the first renewal after a record that could
+not be written: a store that lost its keys (a Redis restarted empty) lost the record with the
+lease, and a run without one is never taken over if its node dies.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+
+import msgspec
 
 from gateway.hub import Fence
 from gateway.state import Lease, LiveRun, LiveRuns, LiveStream, RunLeases
@@ -47,7 +52,13 @@ class LeaseKeeper:
         self.lease: Lease | None = None
         self.lost = False
         self._task: asyncio.Task[None] | None = None
+        self._record: LiveRun | None = None
+        """The run's live record as :meth:`record` made it (written again if the store lost it)."""
         self._recorded = False
+        """A record may be in the store (it was written, or a write was tried): release removes it."""
+        self._rewrite = False
+        """The record is to be written again at the next renewal (a write failed, or the lease was
+        taken back: the store may have lost both)."""
 
     @property
     def fence(self) -> Fence | None:
@@ -79,14 +90,19 @@ class LeaseKeeper:
             expires_at=lease.expires_at,
             stream=stream,
         )
+        self._record = run
+        self._recorded = True  # from here a record may be in the store, written or half written
         try:
             await self._live.put(run)
-        except Exception as exc:  # the store unreachable: the run goes on, unwatched
-            log.warning("run %s: not recorded as live (no failover): %s", lease.run_id, exc)
-            return
+        except Exception as exc:  # the store unreachable: the run goes on, written again later
+            log.warning(
+                "run %s: not recorded as live yet (tried again at the next renewal): %s",
+                lease.run_id,
+                exc,
+            )
+            self._rewrite = True
         finally:
             check_cancelled()
-        self._recorded = True
 
     async def release(self, *, ended: bool) -> None:
         """Stop renewing and give the lease up; ``ended``: nobody needs to take the run over
@@ -127,15 +143,23 @@ class LeaseKeeper:
             finally:
                 check_cancelled()
             if renewed is None:
+                self._rewrite = True
                 renewed = await self._take_back(lease)
             if renewed is None:
                 log.warning("run %s: another owner holds the run now; stopping", lease.run_id)
                 self._note_lost()
                 return
             self.lease = renewed
-            if self._recorded:
+            record = self._record
+            if record is not None:
                 try:
-                    await self._live.touch(lease.run_id, renewed.expires_at)
+                    if self._rewrite:
+                        await self._live.put(
+                            msgspec.structs.replace(record, expires_at=renewed.expires_at)
+                        )
+                        self._rewrite = False
+                    else:
+                        await self._live.touch(lease.run_id, renewed.expires_at)
                 except Exception as exc:
                     log.warning("run %s: live record not moved: %s", lease.run_id, exc)
                 check_cancelled()

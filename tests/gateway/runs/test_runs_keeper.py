@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.runs.keeper import LeaseKeeper
-from gateway.state import MemoryLiveRuns, MemoryRunLeases
+from gateway.state import LiveRun, MemoryLiveRuns, MemoryRunLeases
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,3 +74,49 @@ async def test_a_lapsed_lease_nobody_took_is_taken_back_with_a_new_token() -> No
     assert held is not None and held.token == fenced[0] > first.token and not lost
     assert keeper.lease == held
     await keeper.release(ended=True)
+
+
+async def test_a_store_that_lost_its_keys_gets_the_run_recorded_again() -> None:
+    # A Redis restarted empty: the lease and the live record are both gone. The lease is taken
+    # back; without the record written again, no node would take the run over if this one died.
+    leases, live = MemoryRunLeases(), MemoryLiveRuns()
+    keeper = LeaseKeeper(leases, live, ttl=TTL, on_lost=lambda: None)
+    first = await keeper.acquire("run_1", "a")
+    await keeper.record("t_1", "sk-caller")
+    recorded = live._runs["run_1"]
+    await leases.release(first)
+    await live.remove("run_1")
+    async with asyncio.timeout(2):
+        while len(live) == 0:
+            await asyncio.sleep(0.01)
+    again = live._runs["run_1"]
+    assert (again.thread_id, again.api_key, again.stream) == ("t_1", "sk-caller", recorded.stream)
+    held = await leases.holder("run_1")
+    assert held is not None and held.token > first.token and again.expires_at == held.expires_at
+    await keeper.release(ended=True)
+    assert len(live) == 0
+
+
+class _FailingOnce(MemoryLiveRuns):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def put(self, run: LiveRun) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("store unreachable")
+        await super().put(run)
+
+
+async def test_a_record_the_store_refused_is_written_at_the_next_renewal() -> None:
+    leases, live = MemoryRunLeases(), _FailingOnce()
+    keeper = LeaseKeeper(leases, live, ttl=TTL, on_lost=lambda: None)
+    await keeper.acquire("run_1", "a")
+    await keeper.record("t_1", None)
+    assert live.failed and len(live) == 0
+    async with asyncio.timeout(2):
+        while len(live) == 0:
+            await asyncio.sleep(0.01)
+    await keeper.release(ended=True)
+    assert len(live) == 0
