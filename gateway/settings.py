@@ -110,7 +110,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Bytes of a run's events waiting for its creator's socket before the creator is cut off."""
     creator_write_timeout: float = 30.0
     """A single write to the creator stalled this long cuts the creator off; the same bound
-    applies to every answer written whole (snapshots, proxied bodies) and to proxied streams."""
+    applies to every answer written whole (snapshots, proxied error bodies) and to each write of a
+    proxied body, relayed as it comes."""
     recovery_timeout: float = 30.0
     """After an upstream stream broke off, how long runcast polls the run for its final status
     (0 disables the recovery)."""

@@ -15,6 +15,15 @@ says ``x-should-retry: false`` (``errors.upstream_failure``). Streamed run-start
 Chat Completions calls to ``protocol_creator.serve_protocol_stream``; a retrieve stream of a
 response runcast holds is answered from its log (``retrieve.py``).
 
+A 2xx body (a file, audio, JSON, an event stream) is relayed as it comes, chunk by chunk, each
+write within ``creator_write_timeout`` (a caller that stops reading is cut off, and the upstream
+connection released), whatever its size: chunked, without the upstream's ``Content-Length``,
+which masking may falsify. A body that is not an event stream is answered once its first bytes
+came (a body that fails before any is a 502/504, an empty one a whole empty answer); if it
+breaks off after that, the caller's connection is aborted, so that its client reports an error
+rather than a shorter file. An error answer (non-2xx) is read whole, up to
+``max_response_bytes``, so that a 401 is replaced (``headers.py``).
+
 Authentication (``auth.CallerAuth``): when runcast holds the upstream key, the caller's bearer
 must be a runcast key and the upstream key is added by the upstream client; otherwise the
 caller's bearer token is passed on.
@@ -28,8 +37,10 @@ import re
 from urllib.parse import unquote
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError
+from gateway.upstream import UpstreamResponse
 from gateway.upstream.body import unsafe_path
 from parsers.errors import RemoteProtocolError
 
@@ -92,7 +103,6 @@ async def _passthrough(
     first_byte_timeout: float | None = None,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
-    key = request.app[UPSTREAM_KEY]
     path = raw_path.removeprefix("/v1")
     async with upstream.request(
         request.method,
@@ -105,28 +115,64 @@ async def _passthrough(
         first_byte_timeout=first_byte_timeout,
     ) as answer:
         out_headers = copy_response_headers(answer.headers)
-        if not answer.ok or not answer.content_type.startswith("text/event-stream"):
+        if not answer.ok:
             # An error is read whole whatever its type, so that a 401 is replaced (headers.py).
             data = await answer.read(limit=upstream.settings.max_response_bytes)
-            body = relayed_body(answer.status, data, key)
+            body = relayed_body(answer.status, data, request.app[UPSTREAM_KEY])
             return web.Response(status=answer.status, body=body, headers=out_headers)
-        # Some other streaming endpoint: relay its bytes as they come, each write bounded as a
-        # creator's are, so a caller that stops reading cannot hold an upstream connection.
-        response = web.StreamResponse(status=answer.status, headers=out_headers)
-        await response.prepare(request)
-        timeout = request.app[SETTINGS].creator_write_timeout
+        events = answer.content_type.startswith("text/event-stream")
+        return await _relay(request, answer, out_headers, raw_path, events=events)
+
+
+async def _relay(
+    request: web.Request,
+    answer: UpstreamResponse,
+    headers: CIMultiDict[str],
+    raw_path: str,
+    *,
+    events: bool,
+) -> web.StreamResponse:
+    """A 2xx answer's body relayed as it comes, each write bounded as a creator's are, so a
+    caller that stops reading cannot hold an upstream connection (module docstring)."""
+    first = b""
+    if not events:
+        # Before the head: a body that fails before its first byte is still a 502/504 (proxy()).
+        first = await answer.read_chunk()
+        if not first:
+            return web.Response(status=answer.status, headers=headers)
+    response = web.StreamResponse(status=answer.status, headers=headers)
+    timeout = request.app[SETTINGS].creator_write_timeout
+    kind = "stream" if events else "body"
+    try:
+        async with asyncio.timeout(timeout):
+            await response.prepare(request)
+            if first:
+                await response.write(first)
         try:
-            try:
-                async for chunk in answer:
-                    async with asyncio.timeout(timeout):
-                        await response.write(chunk)
-            except (UpstreamError, RemoteProtocolError) as exc:
-                # Headers are out: the caller sees the body end early, as it would upstream.
-                log.warning("passthrough stream %s broke off: %s", raw_path, exc)
-            async with asyncio.timeout(timeout):
-                await response.write_eof()
-        except TimeoutError:
-            log.warning("passthrough stream %s: the caller stopped reading; cut off", raw_path)
-            if request.transport is not None:
-                request.transport.abort()
-        return response
+            async for chunk in answer:
+                async with asyncio.timeout(timeout):
+                    await response.write(chunk)
+        except (UpstreamError, RemoteProtocolError) as exc:
+            if not events:
+                # A clean end would pass a shorter file for the whole one: the caller's client
+                # is made to see the cut (HTTP/1.1 chunking left unterminated).
+                log.warning(
+                    "passthrough body %s broke off: %s; the caller's connection is aborted",
+                    raw_path,
+                    exc,
+                )
+                _abort(request)
+                return response
+            # Headers are out: the caller sees the stream end early, as it would upstream.
+            log.warning("passthrough stream %s broke off: %s", raw_path, exc)
+        async with asyncio.timeout(timeout):
+            await response.write_eof()
+    except TimeoutError:
+        log.warning("passthrough %s %s: the caller stopped reading; cut off", kind, raw_path)
+        _abort(request)
+    return response
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()

@@ -1,9 +1,9 @@
 """Whole answers are written within ``--creator-write-timeout``, as streamed ones are.
 
-aiohttp writes the ``web.Response`` a handler returns (a snapshot, a proxied JSON body of up to
-``max_response_bytes``, an error) after the handler, with no deadline: a client that never reads
-held its body in memory for as long as it kept the connection open (600 unread snapshots of a
-0.9 MB channel: +530 MB). :func:`write_deadline_middleware` writes such a body itself, within the
+aiohttp writes the ``web.Response`` a handler returns (a snapshot, a proxied error body of up to
+``max_response_bytes``, an error of runcast's) after the handler, with no deadline: a client that
+never reads held its body in memory for as long as it kept the connection open (600 unread
+snapshots of a 0.9 MB channel: +530 MB). :func:`write_deadline_middleware` writes such a body itself, within the
 deadline, and drops the connection past it. Bodies that fit a socket's buffers are left to
 aiohttp: they are out of runcast's memory at once.
 """

@@ -73,7 +73,8 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     max_error_body_bytes: int = 1 << 20
     """Error bodies are read up to this size for :class:`~gateway.errors.UpstreamHTTPError`."""
     max_response_bytes: int = 64 << 20
-    """Non-streamed JSON bodies larger than this are refused (bounded memory)."""
+    """Bodies runcast reads whole (its own non-streamed calls, a proxied error answer) larger
+    than this are refused (bounded memory); a proxied 2xx body is relayed as it comes instead."""
     max_event_bytes: int | None = None
     """Largest SSE line/event accepted on a run stream; None keeps ``parsers.sse``'s default."""
     max_stream_bytes: int = 64 << 20

@@ -231,6 +231,132 @@ async def test_a_whole_answer_the_caller_never_reads_is_dropped_after_the_write_
             writer.close()
 
 
+# -- 2xx bodies relayed as they come -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_download_larger_than_max_response_bytes_arrives_whole(
+    start_gateway: StartGateway,
+) -> None:
+    # A proxied 2xx body was read whole, up to max_response_bytes (64 MiB), before any of it was
+    # answered: a larger file (the SDK's files.content of a 70 MiB file) was a retryable 502.
+    data = bytes(range(256)) * 1024  # 256 KiB, 256 times the limit below
+
+    async def content(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = len(data)
+        await response.prepare(request)
+        for start in range(0, len(data), 16384):
+            await response.write(data[start : start + 16384])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/files/{file_id}/content", content)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url, upstream={"max_response_bytes": 1024})
+        client = sdk_client(gateway)
+        try:
+            received = await client.files.content("file-big")
+        finally:
+            await client.close()
+    assert received.response.status_code == 200
+    assert received.content == data
+
+
+@pytest.mark.asyncio
+async def test_the_first_bytes_of_a_slow_body_reach_the_caller_before_its_end(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # Streamed speech, a download: nothing reached the caller before the upstream's last byte.
+    finish = asyncio.Event()
+
+    async def speech(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
+        await response.prepare(request)
+        await response.write(b"ID3-first-frame")
+        await finish.wait()
+        await response.write(b"-last-frame")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/audio/speech", speech)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        try:
+            async with (
+                asyncio.timeout(5),
+                session.post(f"{gateway.v1}/audio/speech", json={"input": "hi"}) as response,
+            ):
+                # The upstream is still waiting to send the rest.
+                assert response.status == 200
+                assert await response.content.readexactly(15) == b"ID3-first-frame"
+                finish.set()
+                assert await response.read() == b"-last-frame"
+        finally:
+            finish.set()
+
+
+@pytest.mark.asyncio
+async def test_a_body_the_upstream_breaks_off_fails_the_callers_read(
+    start_gateway: StartGateway, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Once the head is out, a cut body must not end cleanly: the caller would keep a shorter file.
+    async def content(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = 100_000
+        await response.prepare(request)
+        await response.write(b"x" * 40_000)
+        await asyncio.sleep(0.2)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/files/{file_id}/content", content)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(upstream_url=url)
+        async with session.get(f"{gateway.v1}/files/file-cut/content") as response:
+            assert response.status == 200
+            assert "Content-Length" not in response.headers
+            received = 0
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for chunk in response.content.iter_any():
+                    received += len(chunk)
+    assert 0 < received < 100_000
+    [warning] = [r for r in caplog.records if "broke off" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith("passthrough body /v1/files/file-cut/content broke off")
+    assert warning.getMessage().endswith("the caller's connection is aborted")
+
+
+@pytest.mark.asyncio
+async def test_the_upstream_key_is_masked_across_the_chunks_of_a_relayed_body(
+    start_gateway: StartGateway, session: aiohttp.ClientSession
+) -> None:
+    # The body is relayed chunk by chunk; the key split between two of them is masked still.
+    key = UPSTREAM_KEY.encode()
+
+    async def content(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        await response.write(b"a" * 20_000 + b" key=" + key[:10])
+        await asyncio.sleep(0.1)
+        await response.write(key[10:] + b" end")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/files/{file_id}/content", content)
+    async with served_upstream(app) as url:
+        gateway = await start_gateway(
+            upstream_url=url, upstream_key=UPSTREAM_KEY, api_keys=(RUNCAST_KEY,)
+        )
+        headers = {"Authorization": f"Bearer {RUNCAST_KEY}"}
+        async with session.get(f"{gateway.v1}/files/f/content", headers=headers) as response:
+            assert response.status == 200
+            body = await response.read()
+    assert body == b"a" * 20_000 + b" key=*** end"
+
+
 @pytest.mark.asyncio
 async def test_sdk_telemetry_simulator_switches_and_caching_headers_cross_the_proxy(
     start_gateway: StartGateway, session: aiohttp.ClientSession

@@ -558,7 +558,19 @@ def request_line(method: str, path: str, body: bytes = b"") -> bytes:
 def parse_answer(raw: bytes) -> tuple[int, dict[str, Any]]:
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
+    if b"\r\ntransfer-encoding: chunked" in head.lower():  # a proxied 2xx body, relayed as it came
+        body = dechunked(body)
     return status, orjson.loads(body)
+
+
+def dechunked(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out, body = out + body[:size], body[size + 2 :]
 
 
 @pytest.mark.asyncio
