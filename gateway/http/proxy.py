@@ -17,12 +17,12 @@ response runcast holds is answered from its log (``retrieve.py``).
 
 A 2xx body (a file, audio, JSON, an event stream) is relayed as it comes, chunk by chunk, each
 write within ``creator_write_timeout`` (a caller that stops reading is cut off, and the upstream
-connection released), whatever its size: chunked, without the upstream's ``Content-Length``,
-which masking may falsify. A body that is not an event stream is answered once its first bytes
-came (a body that fails before any is a 502/504, an empty one a whole empty answer); if it
-breaks off after that, the caller's connection is aborted, so that its client reports an error
-rather than a shorter file. An error answer (non-2xx) is read whole, up to
-``max_response_bytes``, so that a 401 is replaced (``headers.py``).
+connection released), whatever its size: chunked, without the upstream's ``Content-Length``, which
+masking may falsify. A body that is not an event stream is answered once its first bytes came (a
+body that fails before any is a 502/504; one that had all come by then, as a JSON answer's has, is
+answered whole with its length); if it breaks off after that, the caller's connection is aborted,
+so that its client reports an error rather than a shorter file. An error answer (non-2xx) is read
+whole, up to ``max_response_bytes``, so that a 401 is replaced (``headers.py``).
 
 Authentication (``auth.CallerAuth``): when runcast holds the upstream key, the caller's bearer
 must be a runcast key and the upstream key is added by the upstream client; otherwise the
@@ -138,8 +138,13 @@ async def _relay(
     if not events:
         # Before the head: a body that fails before its first byte is still a 502/504 (proxy()).
         first = await answer.read_chunk()
-        if not first:
-            return web.Response(status=answer.status, headers=headers)
+        if not first or answer.complete:
+            # All of it came at once (a JSON answer, as most are): one answer with its length,
+            # one write, not a head and two chunks.
+            parts = [first]
+            while rest := await answer.read_chunk():
+                parts.append(rest)
+            return web.Response(status=answer.status, body=b"".join(parts), headers=headers)
     response = web.StreamResponse(status=answer.status, headers=headers)
     timeout = request.app[SETTINGS].creator_write_timeout
     kind = "stream" if events else "body"

@@ -159,6 +159,11 @@ class UpstreamResponse:
     def released(self) -> bool:
         return self._on_release is None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived: what is left of it reads without waiting."""
+        return self._resp.content.is_eof()
+
     async def read_chunk(self) -> bytes:
         """The next piece of the body as it arrived; ``b""`` once the body is complete.
 

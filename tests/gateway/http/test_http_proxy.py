@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -595,3 +596,22 @@ async def test_headers_the_upstream_repeats_reach_the_caller_with_every_value(
         assert head.getall("Link") == [value for name, value in REPEATED if name == "Link"]
         assert head.getall("x-ratelimit-remaining-requests") == ["9", "8"]
         assert "Set-Cookie" not in head
+
+
+_HEADERS = {"Authorization": "Bearer sk-x", "OpenAI-Beta": "assistants=v2"}
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_came_whole_is_passed_on_whole_with_its_length(
+    gateway: Gateway,
+) -> None:
+    # A JSON answer arrives in one read: one answer with Content-Length, not a chunked stream.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/threads", json={}, headers=_HEADERS) as response,
+    ):
+        assert response.status == 200
+        assert response.headers.get("Transfer-Encoding") is None
+        body = await response.read()
+        assert int(response.headers["Content-Length"]) == len(body)
+        assert json.loads(body)["object"] == "thread"
