@@ -64,6 +64,10 @@ _RESPONSE_HEADERS = (
 )
 _RESPONSE_NAMES = frozenset(name.lower() for name in _RESPONSE_HEADERS)
 _RESPONSE_PREFIXES = ("x-ratelimit-", "openai-")
+_LIST_NAMES = frozenset({"link", "cache-control", "allow"})
+"""Headers whose values are lists (RFC 9110 §5.3): repeated, each value counts. Any other
+repeated one (a ``Content-Type``, a ``Location``, a rate-limit count) passes its last value,
+as a client reading it expects one (httpx joins repeats: ``false, false``)."""
 
 
 _REQUEST_PREFIXES = ("x-stainless-", "x-mock-")
@@ -109,15 +113,17 @@ def copy_response_headers(
     """The upstream's response headers that go back to the caller (any name case; setting one
     on the result replaces the upstream's, whatever its case).
 
-    A header the upstream repeats (two ``Link``, a rate-limit header twice) comes back with
-    every value, in order, when ``headers`` holds them all (a multidict)."""
+    A list header the upstream repeats (two ``Link``) comes back with every value, in order,
+    when ``headers`` holds them all (a multidict); any other repeated one with its last value."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         low = name.lower()
         if low == "content-type" and not content_type:
             continue
-        if low in _RESPONSE_NAMES or low.startswith(_RESPONSE_PREFIXES):
+        if low in _LIST_NAMES:
             out.add(name, value)
+        elif low in _RESPONSE_NAMES or low.startswith(_RESPONSE_PREFIXES):
+            out[name] = value
     return out
 
 

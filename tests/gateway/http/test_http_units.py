@@ -202,8 +202,9 @@ def test_headers_cross_the_proxy_selectively() -> None:
     }
 
 
-def test_a_repeated_response_header_keeps_every_value_in_order() -> None:
-    # Only the last Link (or rate-limit header) the upstream sent reached the caller.
+def test_a_repeated_list_header_keeps_every_value_in_order_and_others_their_last() -> None:
+    # Only the last Link the upstream sent reached the caller; a repeated single-value header
+    # (Content-Type, Location, a count) must not reach it twice.
     upstream = CIMultiDict(
         [
             ("Link", "</v1/models?after=a>; rel=next"),
@@ -213,16 +214,20 @@ def test_a_repeated_response_header_keeps_every_value_in_order() -> None:
             ("X-RateLimit-Limit-Requests", "200"),
             ("Set-Cookie", "b=2"),
             ("Content-Type", "application/json"),
+            ("Location", "/a"),
+            ("Content-Type", "text/html"),
+            ("location", "/b"),
         ]
     )
     copied = copy_response_headers(upstream)
-    assert list(copied.items()) == [
-        ("Link", "</v1/models?after=a>; rel=next"),
-        ("x-ratelimit-limit-requests", "100"),
-        ("link", "</v1/models?before=a>; rel=prev"),
-        ("X-RateLimit-Limit-Requests", "200"),
-        ("Content-Type", "application/json"),
+    assert copied.getall("Link") == [
+        "</v1/models?after=a>; rel=next",
+        "</v1/models?before=a>; rel=prev",
     ]
+    assert copied.getall("x-ratelimit-limit-requests") == ["200"]
+    assert copied.getall("Content-Type") == ["text/html"]
+    assert copied.getall("Location") == ["/b"]
+    assert "Set-Cookie" not in copied
     # Setting a header on the result still replaces every value the upstream gave it.
     streamed = copy_response_headers(upstream, content_type=False)
     streamed["link"] = "<mine>"
