@@ -21,8 +21,10 @@ connection released), whatever its size: chunked, without the upstream's ``Conte
 masking may falsify. A body that is not an event stream is answered once its first bytes came (a
 body that fails before any is a 502/504; one that had all come by then, as a JSON answer's has, is
 answered whole with its length); if it breaks off after that, the caller's connection is aborted,
-so that its client reports an error rather than a shorter file. An error answer (non-2xx) is read
-whole, up to ``max_response_bytes``, so that a 401 is replaced (``headers.py``).
+so that its client reports an error rather than a shorter file. An HTTP/1.0 caller, whose body can
+only end with its connection (it could not tell a cut one), gets a 2xx body other than an event
+stream whole, up to ``max_response_bytes``, as an error answer (non-2xx) is: that is read whole, up
+to ``max_response_bytes``, so that a 401 is replaced (``headers.py``).
 
 Authentication (``auth.CallerAuth``): when runcast holds the upstream key, the caller's bearer
 must be a runcast key and the upstream key is added by the upstream client; otherwise the
@@ -36,7 +38,7 @@ import logging
 import re
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError
@@ -121,6 +123,11 @@ async def _passthrough(
             body = relayed_body(answer.status, data, request.app[UPSTREAM_KEY])
             return web.Response(status=answer.status, body=body, headers=out_headers)
         events = answer.content_type.startswith("text/event-stream")
+        if not events and request.version < HttpVersion11:
+            # HTTP/1.0 has no chunks: a body ends where its connection does, so an aborted one
+            # would pass for whole. It is read whole (bounded) and sent with its length.
+            data = await answer.read(limit=upstream.settings.max_response_bytes)
+            return web.Response(status=answer.status, body=data, headers=out_headers)
         return await _relay(request, answer, out_headers, raw_path, events=events)
 
 
