@@ -8,8 +8,8 @@ included) come back unchanged, but for runcast's upstream key, masked where upst
 (``gateway/upstream/scrub.py``). Retries are left to the caller's own client (``max_retries=0``),
 which sees the upstream's ``retry-after`` hints. The upstream has ``answer_timeout`` (600 s, the
 openai SDK's default) to begin its answer to a passthrough call, which is not streamed (a
-completion, a reasoning model's response), but ``first_byte_timeout`` for a retrieve stream
-(``GET /v1/responses/{id}?stream=true``); a 504 for an upstream that did not answer in time
+completion, a reasoning model's response), but ``first_byte_timeout`` for a stream passed
+through (``GET /v1/responses/{id}?stream=true``, a legacy completion with ``"stream": true``); a 504 for an upstream that did not answer in time
 says ``x-should-retry: false`` (``errors.upstream_failure``). Streamed run-starting calls go to
 ``creator.serve_streamed_call`` instead, which relays and fans them out; streamed Responses and
 Chat Completions calls to ``protocol_creator.serve_protocol_stream``; a retrieve stream of a
@@ -51,7 +51,7 @@ from .errors import RequestError, upstream_failure
 from .headers import copy_response_headers, forward_request_headers, relayed_body
 from .protocol_creator import serve_protocol_stream
 from .retrieve import logged_response_call, serve_logged_response
-from .routes import streamed_call
+from .routes import asks_for_stream, streamed_call
 from .state import CALLERS, RELAYS, SETTINGS, UPSTREAM, UPSTREAM_KEY
 
 __all__ = ["proxy"]
@@ -79,9 +79,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return await serve_protocol_stream(request, call, body, api_key=api_key, headers=headers)
     if call is not None:
         return await serve_streamed_call(request, call, body, api_key=api_key, headers=headers)
-    # A retrieve stream of a response runcast does not hold is one: its first byte is not
-    # the end of a generation, and waits first_byte_timeout as any stream's.
-    wait = None if logged is not None else request.app[UPSTREAM].settings.answer_timeout
+    # A stream passed through (a retrieve stream of a response runcast does not hold, a legacy
+    # completion asked with "stream": true) begins its answer at once: first_byte_timeout.
+    streamed = logged is not None or asks_for_stream(body)
+    wait = None if streamed else request.app[UPSTREAM].settings.answer_timeout
     try:
         answer = await _passthrough(request, raw_path, body, api_key, headers, wait)
     except (UpstreamError, RemoteProtocolError) as exc:

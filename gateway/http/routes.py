@@ -21,7 +21,7 @@ from gateway.upstream.body import MAX_NESTING, json_object
 
 from .errors import RequestError
 
-__all__ = ["StreamedCall", "streamed_call"]
+__all__ = ["StreamedCall", "asks_for_stream", "streamed_call"]
 
 CallKind = Literal["run", "thread_and_run", "submit", "response", "chat"]
 
@@ -71,6 +71,17 @@ def streamed_call(method: str, raw_path: str, body: bytes) -> StreamedCall | Non
             return StreamedCall(kind=kind, thread_id=ids[0], run_id=ids[1])
         return StreamedCall(kind=kind)
     return None
+
+
+def asks_for_stream(body: bytes) -> bool:
+    """Whether a passthrough call's ``body`` asks for a stream (``"stream": true``), as the
+    legacy ``/v1/completions`` does: its answer's head comes at once, not after a generation."""
+    if not body:
+        return False
+    try:
+        return _flag_decoder.decode(body).stream is True
+    except (msgspec.DecodeError, RecursionError):
+        return False
 
 
 def _streamed(body: bytes) -> bool:

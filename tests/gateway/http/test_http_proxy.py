@@ -491,6 +491,7 @@ async def slow_upstream() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", answer)
+    app.router.add_post("/v1/completions", answer)
     async with served_upstream(app) as url:
         yield url, asked
 
@@ -517,12 +518,16 @@ async def test_a_non_streamed_call_waits_the_answer_timeout_not_the_first_byte_o
             await client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "think hard"}], stream=True
             )
+        # So does a stream runcast passes through (the legacy completions endpoint).
+        with pytest.raises(openai.APIStatusError) as legacy:
+            await client.completions.create(model="m", prompt="think hard", stream=True)
     finally:
         await client.close()
-    assert caught.value.status_code == 504
-    assert "first_byte timeout after 0.5s" in caught.value.message
-    assert caught.value.response.headers["x-should-retry"] == "false"
-    assert asked == ["/v1/chat/completions"] * 2
+    for error in (caught.value, legacy.value):
+        assert error.status_code == 504
+        assert "first_byte timeout after 0.5s" in error.message
+        assert error.response.headers["x-should-retry"] == "false"
+    assert asked == ["/v1/chat/completions"] * 2 + ["/v1/completions"]
 
 
 @pytest.mark.asyncio
