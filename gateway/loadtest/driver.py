@@ -188,7 +188,10 @@ class TargetLoad:
         """Probe the channels, then the protocol's shared setup; ConfigError in one line."""
         if self._s.subscribers_per_run:
             self.tokens = await probe_tokens(self._session, self.root, self._request_timeout)
-            if self.tokens and self._s.api_key is None:
+            # Only a protocol without a channel header mints its tokens with POST /tokens (a
+            # runcast key's call): the others take theirs from the creator's response header.
+            minted = self._protocol.channel_header is None
+            if self.tokens and minted and self._s.api_key is None:
                 raise ConfigError("the gateway requires subscribe tokens: give --api-key")
         else:
             await probe_reach(self._session, self.root, self._request_timeout)
