@@ -10,6 +10,7 @@ has a real argparse default and does not state it yet (:func:`states_default`).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,11 +34,18 @@ __all__ = [
 Rule = Callable[[str], Any]
 
 
-def greater_than(minimum: float, kind: Callable[[str], Any] = float) -> Rule:
+def greater_than(
+    minimum: float, kind: Callable[[str], Any] = float, *, finite: bool = False
+) -> Rule:
+    """``finite``: infinity is refused too, in the rule's own words (for a setting whose
+    settings type would refuse it later, by a rule of its own)."""
+
     def rule(raw: str) -> Any:
         value = _convert(raw, kind)
         if not value > minimum:
             raise argparse.ArgumentTypeError(f"must be > {minimum:g}, got {raw}")
+        if finite and value == math.inf:
+            raise argparse.ArgumentTypeError(f"must be a finite number > {minimum:g}, got {raw}")
         return value
 
     return rule

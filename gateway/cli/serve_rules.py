@@ -86,7 +86,8 @@ RULES: Mapping[str, flags.Rule] = {
     "lease_ttl": _SECONDS,
     "history_events": _COUNT,
     "history_bytes": _COUNT,
-    "retention": _SECONDS,
+    # HubSettings takes 0 to inf exclusive (">= 0"): infinity refused here names this rule.
+    "retention": flags.greater_than(0, finite=True),
     "subscriber_buffer_bytes": _COUNT,
     "max_subscribers_per_channel": _COUNT,
     "max_subscribers": _COUNT,

@@ -129,6 +129,12 @@ def test_every_serve_flag_is_a_settings_key() -> None:
             "token_ttl = inf (from env RUNCAST_TOKEN_TTL): token_ttl must be a finite number",
         ),
         (
+            # Its rule is > 0 (0 is refused so): infinity is refused in the same words.
+            None,
+            {"RUNCAST_HUB_RETENTION": "inf"},
+            "hub.retention = 'inf' (from env RUNCAST_HUB_RETENTION): must be a finite number > 0,",
+        ),
+        (
             None,
             {"RUNCAST_METRICS_ADDRESS": "nope"},
             "metrics_address = 'nope' (from env RUNCAST_METRICS_ADDRESS): metrics_address must",
