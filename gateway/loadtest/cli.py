@@ -27,6 +27,7 @@ from gateway.heap import tune_collector
 from gateway.mock.settings import SCENARIO_NAMES, MockSettings
 from gateway.settings import Settings
 
+from .driver import PLACEHOLDER_KEY
 from .loops import execute
 from .plot import require_matplotlib, save_plot
 from .progress import Progress
@@ -43,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--target",
         metavar="URL",
-        help="server root, e.g. http://127.0.0.1:8080 (a /v1 suffix is fine)",
+        help="server root, e.g. http://127.0.0.1:8080 (a /v1 suffix is fine) "
+        "(default: none; --target or --embedded is required)",
     )
     where.add_argument(
         "--embedded", action="store_true", help="start a gateway + simulator in-process and use it"
@@ -54,7 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="assistants",
         help="streamed calls to drive (default: %(default)s)",
     )
-    parser.add_argument("--api-key", metavar="KEY", help="bearer key for /v1 and POST /tokens")
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="bearer key for /v1 and POST /tokens "
+        f"(default: none; the placeholder {PLACEHOLDER_KEY!r} is sent as the bearer)",
+    )
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument(
         "--runs", type=int, metavar="N", help="runs to start (default 100 without a time limit)"
@@ -128,13 +135,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulator scenario, sent as metadata.mock_scenario (default: %(default)s)",
     )
     parser.add_argument(
-        "--json", dest="json_path", metavar="PATH", help="also write the JSON report here"
+        "--json",
+        dest="json_path",
+        metavar="PATH",
+        help="also write the JSON report here (default: none, the table only)",
     )
     parser.add_argument(
         "--plot",
         dest="plot_path",
         metavar="PATH.png",
-        help="latency CDFs, throughput and errors over time (needs runcast[plot])",
+        help="latency CDFs, throughput and errors over time (needs runcast[plot]) "
+        "(default: none, no plot)",
     )
     parser.add_argument(
         "--progress-interval",

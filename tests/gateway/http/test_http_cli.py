@@ -253,8 +253,9 @@ def test_every_option_with_a_default_shows_it_in_help(
     for action in sub._actions:
         if not action.option_strings or action.dest == "help":
             continue
-        # Every serve option has a default (from the settings when argparse's is None).
-        if command == "serve" or action.default is not None:
+        # Every serve option has a default (from the settings when argparse's is None), and
+        # every loadtest option says what happens without it (--target, --api-key, --json ...).
+        if command in ("serve", "loadtest") or action.default is not None:
             entry = entries[action.option_strings[0]]
             assert states_default(entry), entry
             checked += 1
