@@ -306,7 +306,7 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM_URL] = url
         log.info(
             "no upstream configured (--upstream / RUNCAST_UPSTREAM_URL): using the "
-            "embedded Assistants API simulator at %s (scenario %r)",
+            "embedded simulator (Assistants, Responses, Chat) at %s (scenario %r)",
             url,
             settings.simulator.scenario,
         )

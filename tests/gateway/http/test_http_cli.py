@@ -94,7 +94,7 @@ async def test_serve_process_starts_embedded_simulator_and_stops_on_sigterm() ->
     async with serve_process(
         sys.executable, "-m", "gateway", "serve", "--port", "0", env=clean_environ()
     ) as (proc, url, lines):
-        assert "embedded Assistants API simulator at http://127.0.0.1:" in lines[0]
+        assert "embedded simulator (Assistants, Responses, Chat) at http://127.0.0.1:" in lines[0]
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/healthz") as response:
                 assert await response.json() == {"status": "ok"}
