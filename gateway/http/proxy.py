@@ -8,12 +8,13 @@ included) come back unchanged, but for runcast's upstream key, masked where upst
 (``gateway/upstream/scrub.py``). Retries are left to the caller's own client (``max_retries=0``),
 which sees the upstream's ``retry-after`` hints. The upstream has ``answer_timeout`` (600 s, the
 openai SDK's default) to begin its answer to a passthrough call, which is not streamed (a
-completion, a reasoning model's response), but ``first_byte_timeout`` for a stream passed
-through (``GET /v1/responses/{id}?stream=true``, a legacy completion with ``"stream": true``); a 504 for an upstream that did not answer in time
-says ``x-should-retry: false`` (``errors.upstream_failure``). Streamed run-starting calls go to
-``creator.serve_streamed_call`` instead, which relays and fans them out; streamed Responses and
-Chat Completions calls to ``protocol_creator.serve_protocol_stream``; a retrieve stream of a
-response runcast holds is answered from its log (``retrieve.py``).
+completion, a reasoning model's response), but ``first_byte_timeout`` for a stream passed through
+(``GET /v1/responses/{id}?stream=true``, a legacy completion with ``"stream": true``); a 504 for an
+upstream that did not answer in time says ``x-should-retry: false`` (``errors.upstream_failure``).
+Streamed run-starting calls go to ``creator.serve_streamed_call`` instead, which relays and fans
+them out; streamed Responses and Chat Completions calls to
+``protocol_creator.serve_protocol_stream``; a retrieve stream of a response runcast holds is
+answered from its log (``retrieve.py``).
 
 A 2xx body (a file, audio, JSON, an event stream) is relayed as it comes, chunk by chunk, each
 write within ``creator_write_timeout`` (a caller that stops reading is cut off, and the upstream
@@ -23,8 +24,8 @@ body that fails before any is a 502/504; one that had all come by then, as a JSO
 answered whole with its length); if it breaks off after that, the caller's connection is aborted,
 so that its client reports an error rather than a shorter file. An HTTP/1.0 caller, whose body can
 only end with its connection (it could not tell a cut one), gets a 2xx body other than an event
-stream whole, up to ``max_response_bytes``, as an error answer (non-2xx) is: that is read whole, up
-to ``max_response_bytes``, so that a 401 is replaced (``headers.py``).
+stream whole, up to ``max_response_bytes``. An error answer (non-2xx) is read whole too, within the
+same bound, so that a 401 is replaced (``headers.py``).
 
 Authentication (``auth.CallerAuth``): when runcast holds the upstream key, the caller's bearer
 must be a runcast key and the upstream key is added by the upstream client; otherwise the
@@ -127,9 +128,25 @@ async def _passthrough(
         if not events and request.version < HttpVersion11:
             # HTTP/1.0 has no chunks: a body ends where its connection does, so an aborted one
             # would pass for whole. It is read whole (bounded) and sent with its length.
-            data = await answer.read(limit=upstream.settings.max_response_bytes)
-            return web.Response(status=answer.status, body=data, headers=out_headers)
-        return await _relay(request, answer, out_headers, raw_path, events=events)
+            return await _whole(answer, out_headers, upstream.settings.max_response_bytes)
+        if not events:
+            # Before the head: a body that fails before its first byte is still a 502/504.
+            first = await answer.read_chunk()
+            if not first or answer.complete:
+                # All of it came at once (a JSON answer, as most are): one answer with its
+                # length, one write, not a head and two chunks.
+                limit = upstream.settings.max_response_bytes
+                return await _whole(answer, out_headers, limit, first=first)
+            return await _relay(request, answer, out_headers, raw_path, first=first)
+        return await _relay(request, answer, out_headers, raw_path)
+
+
+async def _whole(
+    answer: UpstreamResponse, headers: CIMultiDict[str], limit: int, *, first: bytes = b""
+) -> web.Response:
+    """A 2xx answer sent whole, with its length: the rest of its body read (up to ``limit``)."""
+    body = first + await answer.read(limit=limit)
+    return web.Response(status=answer.status, body=body, headers=headers)
 
 
 async def _relay(
@@ -138,21 +155,12 @@ async def _relay(
     headers: CIMultiDict[str],
     raw_path: str,
     *,
-    events: bool,
+    first: bytes | None = None,
 ) -> web.StreamResponse:
     """A 2xx answer's body relayed as it comes, each write bounded as a creator's are, so a
-    caller that stops reading cannot hold an upstream connection (module docstring)."""
-    first = b""
-    if not events:
-        # Before the head: a body that fails before its first byte is still a 502/504 (proxy()).
-        first = await answer.read_chunk()
-        if not first or answer.complete:
-            # All of it came at once (a JSON answer, as most are): one answer with its length,
-            # one write, not a head and two chunks.
-            parts = [first]
-            while rest := await answer.read_chunk():
-                parts.append(rest)
-            return web.Response(status=answer.status, body=b"".join(parts), headers=headers)
+    caller that stops reading cannot hold an upstream connection (module docstring). ``first``:
+    the first chunk of a body that is not an event stream, read before the head."""
+    events = first is None
     response = web.StreamResponse(status=answer.status, headers=headers)
     timeout = request.app[SETTINGS].creator_write_timeout
     kind = "stream" if events else "body"

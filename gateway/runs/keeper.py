@@ -53,9 +53,8 @@ class LeaseKeeper:
         self.lost = False
         self._task: asyncio.Task[None] | None = None
         self._record: LiveRun | None = None
-        """The run's live record as :meth:`record` made it (written again if the store lost it)."""
-        self._recorded = False
-        """A record may be in the store (it was written, or a write was tried): release removes it."""
+        """The run's live record as :meth:`record` made it, once a write of it was tried (so it
+        may be in the store: release removes it; written again if the store lost it)."""
         self._rewrite = False
         """The record is to be written again at the next renewal (a write failed, or the lease was
         taken back: the store may have lost both)."""
@@ -91,7 +90,6 @@ class LeaseKeeper:
             stream=stream,
         )
         self._record = run
-        self._recorded = True  # from here a record may be in the store, written or half written
         try:
             await self._live.put(run)
         except Exception as exc:  # the store unreachable: the run goes on, written again later
@@ -117,7 +115,7 @@ class LeaseKeeper:
             return
         # Released first: a record a newer owner took over (a continuation) stays its own.
         try:
-            if await self._leases.release(lease) and ended and self._recorded:
+            if await self._leases.release(lease) and ended and self._record is not None:
                 await self._live.remove(lease.run_id)
         except Exception as exc:  # the store unreachable: the lease lapses by itself
             log.warning("run %s: lease not released: %s", lease.run_id, exc)

@@ -205,8 +205,9 @@ class UpstreamClient(RunOperations):
 
         ``body`` bytes go out unchanged. ``max_retries`` overrides the settings' budget (0: no
         retry at all), ``first_byte_timeout`` the settings' wait for the first byte (the
-        transparent proxy gives a non-streamed call ``answer_timeout``). Raises ``UpstreamConnectError``/``UpstreamConnectionError`` or
-        ``UpstreamTimeout`` when no answer arrived.
+        transparent proxy gives a non-streamed call ``answer_timeout``). Raises
+        ``UpstreamConnectError``/``UpstreamConnectionError`` or ``UpstreamTimeout`` when no
+        answer arrived.
         """
         method = method.upper()
         budget = self._settings.max_retries if max_retries is None else max_retries
